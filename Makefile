@@ -1,0 +1,42 @@
+# rayrag — the commands a user runs. `make demo`, `make test`.
+PY        ?= python3
+VENV      ?= .venv
+BIN       := $(VENV)/bin
+TORCH_PIN := torch==2.13.0
+export MLFLOW_DISABLE_TELEMETRY := true
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export RAY_USAGE_STATS_ENABLED := 0
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: venv demo test test-fast bench lint clean
+
+# Idempotent: the stamp is newer than pyproject.toml when nothing changed, so a second run is instant.
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first, pinned: the CPU wheel lies on disk; a looser pin pulls a multi-GB CUDA build.
+	$(BIN)/python -m pip install -q $(TORCH_PIN)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: venv
+	$(BIN)/rayrag demo --out .rayrag/demo
+
+test: venv
+	$(BIN)/python -m pytest -q --timeout=900 tests
+
+test-fast: venv
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+bench: venv
+	$(BIN)/rayrag bench redaction --quick --json
+	$(BIN)/rayrag bench ingest --quick --json
+
+lint: venv
+	$(BIN)/ruff check rayrag tests
+
+clean:
+	rm -rf .rayrag build *.egg-info mlflow.db mlruns

@@ -1,0 +1,140 @@
+"""Bench: Presidio batch analysis vs one `AnalyzerEngine.analyze()` call per document.
+
+`rayrag bench redaction [--quick] --json` (DESIGN.md §5). Ingest redacts every document, so
+what matters is documents per second through the analyzer. Competitors, run in one process
+on the same documents, alternating over several rounds after a warm-up, median times:
+
+    per_doc           plain `AnalyzerEngine.analyze()` per document (`Redactor.analyze_per_doc`)
+    batch             what ingest ships: spaCy `nlp.pipe` via Presidio's `BatchAnalyzerEngine`
+                      (`Redactor.analyze_batch`), same engine, recognizers and entity list
+    batch_no_parser   `batch` with spaCy's dependency parser switched off: an experiment, not
+                      shipped, because the parser's sentence ends bound NER spans and without
+                      it some detections change (`same_results_no_parser` says whether they did)
+
+Both shipped competitors must find exactly the same spans (`same_results`). Documents are a
+few consecutive records of the Presidio labelled PII set joined together (several sentences
+with names, e-mails, phones, cards), or generated ones when the data folder is absent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rayrag.config import RedactionConfig
+from rayrag.governance.redaction import Redactor
+
+PII_FILE = Path("pii") / "presidio_generated_large.json"
+RECORDS_PER_DOC = 4
+
+
+def data_dir() -> Path:
+    """$RAYRAG_DATA_DIR, else the shared data folder next to the checkout (../shared/data)."""
+    return Path(os.environ.get("RAYRAG_DATA_DIR", Path(__file__).resolve().parents[3] / "shared" / "data"))
+
+
+def load_documents(n_docs: int) -> list[str]:
+    path = data_dir() / PII_FILE
+    if path.is_file():
+        records = json.loads(path.read_text(encoding="utf-8"))
+        texts = [str(r["full_text"]) for r in records]
+    else:
+        texts = _generated_sentences(n_docs * RECORDS_PER_DOC)
+    docs = [" ".join(texts[i : i + RECORDS_PER_DOC]) for i in range(0, len(texts), RECORDS_PER_DOC)]
+    while len(docs) < n_docs:  # small data folder: reuse documents rather than shrink the bench
+        docs.extend(docs[: n_docs - len(docs)])
+    return docs[:n_docs]
+
+
+def _generated_sentences(n: int) -> list[str]:
+    rng = random.Random(0)
+    first = ["Maria", "John", "Aisha", "Chen", "Olga", "Pedro", "Fatima", "David"]
+    last = ["Garcia", "Smith", "Khan", "Wei", "Ivanova", "Silva", "Haddad", "Cohen"]
+    cities = ["Lisbon", "Chicago", "Nairobi", "Osaka", "Toronto", "Madrid"]
+    templates = [
+        "{p} moved to {c} last spring and can be reached at {e}.",
+        "Please call {p} on {ph} before Friday about the invoice.",
+        "The card ending {cc} was charged twice, {p} told the bank in {c}.",
+        "Our records list {p} with social security number {ssn}.",
+        "{p} wrote from {e} asking whether the {c} office is open.",
+    ]
+    out = []
+    for _ in range(n):
+        f, s = rng.choice(first), rng.choice(last)
+        out.append(rng.choice(templates).format(
+            p=f"{f} {s}", c=rng.choice(cities), e=f"{f}.{s}@example.com".lower(),
+            ph=f"212-555-{rng.randint(1000, 9999)}", cc="4111 1111 1111 1111",
+            ssn=f"{rng.randint(100, 665)}-{rng.randint(10, 99)}-{rng.randint(1000, 9999)}",
+        ))
+    return out
+
+
+def _detections(results: list[list[Any]]) -> list[list[tuple[str, int, int, float]]]:
+    return [sorted((r.entity_type, r.start, r.end, round(r.score, 6)) for r in doc) for doc in results]
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    """Time the competitors and return the bench record (ratios are what count)."""
+    n_docs, rounds = (40, 5) if quick else (400, 5)
+    docs = load_documents(n_docs)
+    # Analysis does not depend on operators; replacing everything needs no keys.
+    redactor = Redactor(RedactionConfig(operators={}, default_operator="replace"))
+    redactor.warm_up()
+
+    competitors: dict[str, Callable[[list[str]], list[list[Any]]]] = {
+        "per_doc": redactor.analyze_per_doc,
+        "batch": redactor.analyze_batch,
+        "batch_no_parser": lambda texts: redactor.analyze_batch(texts, disable=("parser",)),
+    }
+    for analyze in competitors.values():  # warm-up: lazy recognizer loads, caches, allocator
+        analyze(docs[:8])
+
+    wall: dict[str, list[float]] = {name: [] for name in competitors}
+    cpu: dict[str, list[float]] = {name: [] for name in competitors}
+    outputs: dict[str, list[list[tuple[str, int, int, float]]]] = {}
+    names = list(competitors)
+    for round_index in range(rounds):
+        # Rotate the order each round so no competitor always runs first on a warm cache.
+        order = names[round_index % len(names):] + names[: round_index % len(names)]
+        for name in order:
+            start, start_cpu = time.perf_counter(), time.process_time()
+            found = competitors[name](docs)
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+            outputs.setdefault(name, _detections(found))
+
+    seconds = {name: statistics.median(values) for name, values in wall.items()}
+    cpu_seconds = {name: statistics.median(values) for name, values in cpu.items()}
+    return {
+        "bench": "redaction",
+        "quick": quick,
+        "docs": len(docs),
+        "chars": sum(len(d) for d in docs),
+        "rounds": rounds,
+        "batch_size": redactor.config.batch_size,
+        "seconds": {name: round(s, 4) for name, s in seconds.items()},
+        "cpu_seconds": {name: round(s, 4) for name, s in cpu_seconds.items()},
+        "docs_per_s": {name: round(len(docs) / s, 1) for name, s in seconds.items()},
+        "same_results": outputs["batch"] == outputs["per_doc"],
+        "same_results_no_parser": outputs["batch_no_parser"] == outputs["per_doc"],
+        "spans": sum(len(doc) for doc in outputs["per_doc"]),
+        # All competitors are single-threaded, so process CPU time is their cost; unlike wall
+        # time it does not swing when other jobs share the cores. Wall ratios are kept too.
+        "ratios": {
+            "batch_vs_per_doc": round(cpu_seconds["per_doc"] / cpu_seconds["batch"], 3),
+            "batch_no_parser_vs_per_doc": round(cpu_seconds["per_doc"] / cpu_seconds["batch_no_parser"], 3),
+            "batch_vs_per_doc_wall": round(seconds["per_doc"] / seconds["batch"], 3),
+        },
+    }
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(json.dumps(run(quick="--quick" in sys.argv)))

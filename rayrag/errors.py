@@ -1,0 +1,36 @@
+"""The project's exception hierarchy.
+
+Every error a user can cause derives from `RayRagError`; the CLI turns one into a single
+line on stderr and exit code 2. Messages name the bad value and the flag or key, and never
+carry document, question or answer text (they may leave the process).
+"""
+
+from __future__ import annotations
+
+
+class RayRagError(Exception):
+    """Base class: something the user can fix (bad input, bad config, missing file)."""
+
+
+class ConfigError(RayRagError):
+    """A configuration value is invalid or a config file cannot be read."""
+
+
+class DataError(RayRagError):
+    """Input data is malformed: a bad corpus line, an empty file, a wrong format."""
+
+
+class IndexError_(RayRagError):  # noqa: N801 - trailing underscore avoids the builtin
+    """An index bundle is missing, corrupt, or incompatible with the config."""
+
+
+class AccessDenied(RayRagError):
+    """A principal asked for something its groups do not allow."""
+
+
+class RedactionError(RayRagError):
+    """PII redaction could not run (engine, key or operator problem)."""
+
+
+class ModelError(RayRagError):
+    """A generator checkpoint or tokenizer is missing or incompatible."""

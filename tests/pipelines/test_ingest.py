@@ -1,0 +1,138 @@
+"""Ingest end to end on Ray Data over the demo corpus: the bundle is complete, consistent,
+redacted, carries ACLs and metadata everywhere, is tracked in MLflow, and updates
+incrementally."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from rayrag.config import TrackingConfig, resolve_config
+from rayrag.data.readers import read_corpus
+from rayrag.governance.tracking import Tracker
+from rayrag.pipelines.bundle import IndexBundle
+from rayrag.pipelines.ingest import ingest
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+
+@pytest.fixture(scope="module")
+def tracker(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow")
+    return Tracker(TrackingConfig(tracking_uri=f"sqlite:///{root / 'mlflow.db'}"),
+                   artifact_root=root / "artifacts")
+
+
+@pytest.fixture(scope="module")
+def built(ray_local, demo_corpus, tmp_path_factory, tracker):
+    config = resolve_config("demo")
+    out = tmp_path_factory.mktemp("bundles") / "bundle"
+    result = ingest(demo_corpus.corpus_path, out, config, tracker=tracker)
+    return config, result, IndexBundle.load(out)
+
+
+def test_counts_agree(built, demo_corpus):
+    _, result, bundle = built
+    counts = result.counts
+    chunks = bundle.chunks()
+    assert counts["documents"] == demo_corpus.documents == bundle.documents().num_rows
+    assert counts["chunks"] == chunks.num_rows == counts["vectors"]
+    assert bundle.vector_index(resolve_config("demo").index).ntotal == chunks.num_rows
+    assert counts["entities"] > 50 and counts["edges"] > counts["entities"]
+    row_ids = chunks.column("row_id").to_pylist()
+    assert len(set(row_ids)) == len(row_ids)
+    assert set(chunks.column("doc_id").to_pylist()) == set(bundle.documents().column("doc_id").to_pylist())
+    manifest = bundle.manifest
+    for key in ("config_hash", "corpus_digest", "embedder", "faiss_factory", "package_versions", "created_at"):
+        assert manifest[key], key
+    assert manifest["embedder"]["dim"] == 384
+
+
+def test_planted_pii_appears_nowhere(built, demo_corpus):
+    _, _, bundle = built
+    chunk_text = "\n".join(t or "" for t in bundle.chunks().column("text").to_pylist()
+                           + bundle.chunks().column("title").to_pylist())
+    graph_text = (bundle.path / "graph.json").read_text(encoding="utf-8")
+    docs_text = pq.read_table(bundle.path / "documents.parquet").to_pandas().to_json()
+    leaks = {kind: [v for v in values if v in chunk_text or v in graph_text or v in docs_text]
+             for kind, values in demo_corpus.planted_pii.items()}
+    assert sum(len(v) for v in demo_corpus.planted_pii.values()) > 20
+    assert {k: v for k, v in leaks.items() if v} == {}
+    report = bundle.pii_report()
+    assert report["counts"].get("EMAIL_ADDRESS", 0) > 0 and report["counts"].get("PERSON", 0) > 0
+    assert not any(v in json.dumps(report) for values in demo_corpus.planted_pii.values() for v in values)
+
+
+def test_acl_and_metadata_reach_every_chunk_and_edge(built, demo_corpus):
+    _, _, bundle = built
+    source = {d.id: d for d in read_corpus(demo_corpus.corpus_path).documents}
+    chunks = bundle.chunks().to_pylist()
+    for chunk in chunks:
+        doc = source[chunk["doc_id"]]
+        assert tuple(chunk["acl"]) == doc.acl
+        assert json.loads(chunk["metadata"]) == doc.metadata
+    doc_acl = {d: set(a) for d, a in ((c["doc_id"], c["acl"]) for c in chunks)}
+    graph = json.loads((bundle.path / "graph.json").read_text(encoding="utf-8"))
+    assert graph["edges"]
+    for edge in graph["edges"]:
+        assert edge["doc_ids"] and edge["chunk_ids"] and edge["acl"] and edge["extracted_at"]
+        assert "confidence" in edge
+        allowed = set().union(*(doc_acl[d] for d in edge["doc_ids"]))
+        assert set(edge["acl"]) <= allowed
+
+
+def test_mlflow_run_recorded(built, tracker):
+    config, result, _ = built
+    runs = tracker.find_runs("ingest")
+    run = next(r for r in runs if r["run_id"] == result.manifest["mlflow_run_id"])
+    assert run["tags.config_hash"] == config.config_hash
+    assert run["tags.bundle_id"] == result.manifest["bundle_id"]
+    assert run["metrics.count_chunks"] == result.counts["chunks"]
+    assert run["params.chunking.chunk_size"] == str(config.chunking.chunk_size)
+
+
+def test_incremental_replaces_changed_document_only(built, tmp_path, tracker):
+    config, result, bundle = built
+    old_chunks = bundle.chunks().to_pylist()
+    target = old_chunks[0]["doc_id"]
+    changed = tmp_path / "changed.jsonl"
+    changed.write_text(json.dumps({"id": target, "title": "Revised notice",
+                                   "text": "Zentrova Dynamics acquired Quillfeather Robotics in 2031. "
+                                           "The combined company is based in Lisbon.",
+                                   "acl": ["public"], "metadata": {"doc_type": "press_release"}}) + "\n"
+                       + json.dumps({"id": "brand-new-doc", "text": "Orvanta Pharma manufactures Zelvimab.",
+                                     "acl": ["legal"]}) + "\n")
+    out = tmp_path / "bundle-v2"
+    new = ingest(changed, out, config, previous=bundle.path, tracker=tracker)
+    new_bundle = IndexBundle.load(out)
+    assert new.counts["processed_documents"] == 2
+    assert new.counts["reused_documents"] == result.counts["documents"] - 1
+    assert new.counts["documents"] == result.counts["documents"] + 1
+    assert new_bundle.manifest["parent_bundle_id"] == bundle.bundle_id
+    new_chunks = new_bundle.chunks().to_pylist()
+    old_target_ids = {c["row_id"] for c in old_chunks if c["doc_id"] == target}
+    target_chunks = [c for c in new_chunks if c["doc_id"] == target]
+    assert target_chunks and all("Quillfeather" in c["text"] or "Lisbon" in c["text"] for c in target_chunks)
+    assert not old_target_ids & {c["row_id"] for c in new_chunks}
+    assert new.counts["vectors"] == new.counts["chunks"] == len(new_chunks)
+    untouched = {c["chunk_id"]: c["text"] for c in old_chunks if c["doc_id"] != target}
+    assert {c["chunk_id"]: c["text"] for c in new_chunks if c["doc_id"] != target
+            and c["doc_id"] != "brand-new-doc"} == untouched
+    # Entities only the old version of the document mentioned are gone with it.
+    old_graph = json.loads((bundle.path / "graph.json").read_text(encoding="utf-8"))
+    only_old = {n["id"] for n in old_graph["nodes"]
+                if n.get("kind") == "entity" and set(n.get("doc_ids", [])) == {target}}
+    graph = json.loads((out / "graph.json").read_text(encoding="utf-8"))
+    new_nodes = {n["id"]: n for n in graph["nodes"]}
+    new_text = " ".join(c["text"] for c in target_chunks).casefold()
+    survivors = [i for i in only_old if i in new_nodes
+                 and new_nodes[i].get("name", "").casefold() not in new_text]
+    assert survivors == []
+    for edge in graph["edges"]:
+        if target in edge["doc_ids"]:
+            assert set(edge["chunk_ids"]) & {c["chunk_id"] for c in target_chunks}
+    assert any("zentrova" in n.get("name", "").casefold() for n in graph["nodes"])
+    # the old bundle is untouched
+    assert IndexBundle.load(bundle.path).bundle_id == bundle.bundle_id

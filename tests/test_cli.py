@@ -1,0 +1,116 @@
+"""The CLI: RayRagError → one line on stderr and exit 2; results as the last JSON line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def rayrag(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{(cwd or REPO) / 'cli-mlflow.db'}"}
+    return subprocess.run([sys.executable, "-m", "rayrag.cli", *args], capture_output=True,
+                          text=True, cwd=cwd or REPO, env=env, timeout=timeout)
+
+
+def _one_line_error(proc: subprocess.CompletedProcess, needle: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ") and needle in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_help_lists_commands():
+    proc = rayrag("--help")
+    assert proc.returncode == 0
+    for command in ("data", "ingest", "ask", "bench", "demo"):
+        assert command in proc.stdout
+
+
+def test_bad_override_is_one_line(tmp_path):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"id": "a", "text": "hello"}\n')
+    proc = rayrag("ingest", "--corpus", str(corpus), "--out", str(tmp_path / "b"),
+                  "--set", "chunking.chunk_size=0", cwd=tmp_path)
+    _one_line_error(proc, "chunking.chunk_size")
+
+
+def test_missing_corpus_is_one_line(tmp_path):
+    proc = rayrag("ingest", "--corpus", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "b"), cwd=tmp_path)
+    _one_line_error(proc, "nope.jsonl")
+
+
+def test_empty_corpus_is_one_line(tmp_path):
+    corpus = tmp_path / "empty.jsonl"
+    corpus.write_text("")
+    proc = rayrag("ingest", "--corpus", str(corpus), "--out", str(tmp_path / "b"), cwd=tmp_path)
+    _one_line_error(proc, "empty")
+    assert not (tmp_path / "b").exists()
+
+
+def test_strict_fails_on_bad_line(tmp_path):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"id": "a", "text": "fine"}\n{not json}\n')
+    proc = rayrag("ingest", "--corpus", str(corpus), "--out", str(tmp_path / "b"), "--strict", cwd=tmp_path)
+    _one_line_error(proc, ":2:")
+    assert not (tmp_path / "b").exists()
+
+
+def test_unknown_bench_and_dataset(tmp_path):
+    _one_line_error(rayrag("bench", "nope", cwd=tmp_path), "unknown bench")
+    _one_line_error(rayrag("data", "import", "nope", str(tmp_path), "--out", str(tmp_path / "o"), cwd=tmp_path),
+                    "unknown dataset kind")
+
+
+def test_ask_on_missing_bundle(tmp_path):
+    proc = rayrag("ask", "anything", "--bundle", str(tmp_path / "none"), "--retrieval-only", cwd=tmp_path)
+    _one_line_error(proc, "index bundle not found")
+
+
+def test_data_demo_writes_corpus(tmp_path):
+    proc = rayrag("data", "demo", "--out", str(tmp_path / "demo"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["documents"] > 100 and (tmp_path / "demo" / "corpus.jsonl").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_ingest_then_ask(tmp_path):
+    corpus = tmp_path / "c.jsonl"
+    rows = [
+        {"id": "d1", "title": "Acquisition", "text": "Velora Systems acquired Brightwater Labs in 2019. "
+         "Contact jane.doe@example.com for details.", "acl": ["public"]},
+        {"id": "d2", "title": "Payroll", "text": "The payroll office of Velora Systems is in Denver.",
+         "acl": ["hr"]},
+        {"id": "d3", "text": "Brightwater Labs manufactures the drug Xelodyne.", "acl": ["public"]},
+        "this line is not an object",
+    ]
+    corpus.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    out = tmp_path / "bundle"
+    proc = rayrag("ingest", "--corpus", str(corpus), "--out", str(out), "--config", "demo",
+                  "--set", "ingest.num_cpus=2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["documents"] == 3 and summary["quarantined"] == 1
+    assert summary["chunks"] == summary["vectors"] >= 3
+    assert summary["bundle"] == str(out)
+    assert (out / "quarantine.jsonl").read_text().count("\n") == 1
+    import pyarrow.parquet as pq
+
+    texts = " ".join(pq.read_table(out / "chunks.parquet").column("text").to_pylist())
+    assert "jane.doe@example.com" not in texts and "<EMAIL_ADDRESS>" in texts
+
+    proc = rayrag("ask", "Who acquired Brightwater Labs?", "--bundle", str(out), "--retrieval-only",
+                  "--json", "--config", "demo", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    passages = json.loads(proc.stdout.strip().splitlines()[-1])["passages"]
+    assert passages[0]["doc_id"] == "d1"
+    assert "d2" not in {p["doc_id"] for p in passages}  # hr-only, asker is public

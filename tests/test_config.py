@@ -1,0 +1,84 @@
+"""RAGConfig: shipped YAMLs validate, overrides apply, errors name key, value and flag."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from rayrag.config import RAGConfig, configs_dir, load_config, resolve_config
+from rayrag.errors import ConfigError
+
+SHIPPED = sorted(configs_dir().glob("*.yaml"))
+
+
+def test_configs_dir_has_default_and_demo():
+    names = {p.stem for p in SHIPPED}
+    assert {"default", "demo"} <= names
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_yaml_validates(path):
+    cfg = load_config(path)
+    assert isinstance(cfg, RAGConfig)
+    assert len(cfg.config_hash) == 64
+
+
+def test_override_applies_and_changes_hash():
+    base = resolve_config("demo")
+    changed = resolve_config("demo", ["chunking.chunk_size=100", "retrieval.fusion=weighted"])
+    assert changed.chunking.chunk_size == 100
+    assert changed.retrieval.fusion == "weighted"
+    assert changed.config_hash != base.config_hash
+    assert base.with_overrides(["chunking.chunk_size=100", "retrieval.fusion=weighted"]) == changed
+
+
+def test_hash_is_stable_and_canonical():
+    assert load_config(None).config_hash == RAGConfig().config_hash
+    assert resolve_config("demo").config_hash == resolve_config("demo").config_hash
+
+
+def test_config_is_frozen():
+    cfg = RAGConfig()
+    with pytest.raises(ValidationError):
+        cfg.chunking.chunk_size = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("chunking.chunk_size=0", "chunking.chunk_size: Input should be greater than 0, got 0 (--set chunking.chunk_size=0)"),
+    ("retrieval.top_k=-1", "retrieval.top_k"),
+    ("retrieval.fusion=maybe", "got 'maybe'"),
+    ("chunking.chunk_overlap=999", "chunk_overlap must be < chunk_size"),
+    ("generator.n_heads=3", "divisible by n_heads"),
+    ("chunking.nope=1", "unknown config key 'chunking.nope'"),
+    ("nope.x=1", "unknown config section 'nope'"),
+    ("chunking.chunk_size", "override must look like section.key=value"),
+])
+def test_bad_values_name_key_value_and_flag(override, needle):
+    with pytest.raises(ConfigError) as info:
+        resolve_config("demo", [override])
+    assert needle in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("chunking: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_config(listy)
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("chunking:\n  chunk_sise: 10\n")
+    with pytest.raises(ConfigError, match="unknown config key 'chunking.chunk_sise'"):
+        load_config(unknown)
+
+
+def test_flat_params_are_short_strings():
+    params = RAGConfig().flat_params()
+    assert params["chunking.chunk_size"] == "200"
+    assert "governance.redaction.operators" in params
+    assert all(isinstance(v, str) for v in params.values())
