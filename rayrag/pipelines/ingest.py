@@ -1,7 +1,7 @@
 """Ingest: a corpus in, a versioned IndexBundle out — on Ray Data.
 
-    read ─► validate ─► redact ─► chunk ─► embed (actor pool) ─► extract triples
-         (quarantine)  (Presidio)  (tokens)   (MiniLM)          (spaCy)
+    read ─► validate ─► redact ─► chunk ─► extract triples ─► embed (actor pool)
+         (quarantine)  (Presidio)  (tokens)  (spaCy)            (MiniLM)
       ─► FAISS index + knowledge graph ─► IndexBundle (atomic) ─► MLflow run
 
 Incremental ingest (`previous=`) re-processes only new or changed documents (by id and
@@ -108,7 +108,8 @@ def run_pipeline(documents: list[Document], config: RAGConfig) -> _Processed:
     rows = [document_to_row(doc, i) for i, doc in enumerate(documents)]
     stage_cpus = config.ingest.stage_num_cpus
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // config.ingest.read_batch_size, 64)))
-    ds = ds.map_batches(PrepareStage, fn_constructor_kwargs={"config_json": config_json},
+    fused = config.ingest.fuse_text_stages
+    ds = ds.map_batches(PrepareStage, fn_constructor_kwargs={"config_json": config_json, "extract": fused},
                         batch_size=config.ingest.read_batch_size, batch_format="numpy",
                         compute=ray.data.ActorPoolStrategy(size=1), num_cpus=stage_cpus)
     embed_gpus = 1 if _use_gpu_for_embedding(config) else 0
@@ -116,9 +117,10 @@ def run_pipeline(documents: list[Document], config: RAGConfig) -> _Processed:
                         batch_size=config.embedding.batch_size, batch_format="numpy",
                         compute=ray.data.ActorPoolStrategy(size=config.embedding.num_actors),
                         num_cpus=config.embedding.num_cpus, num_gpus=embed_gpus)
-    ds = ds.map_batches(ExtractStage, fn_constructor_kwargs={"config_json": config_json},
-                        batch_size=config.ingest.read_batch_size, batch_format="numpy",
-                        compute=ray.data.ActorPoolStrategy(size=1), num_cpus=stage_cpus)
+    if not fused:
+        ds = ds.map_batches(ExtractStage, fn_constructor_kwargs={"config_json": config_json},
+                            batch_size=config.ingest.read_batch_size, batch_format="numpy",
+                            compute=ray.data.ActorPoolStrategy(size=1), num_cpus=stage_cpus)
     collected: dict[str, list[Any]] = {}
     vectors: list[np.ndarray] = []
     try:

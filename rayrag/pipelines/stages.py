@@ -116,9 +116,16 @@ def _row_to_chunk(batch: dict[str, np.ndarray], i: int) -> Chunk:
 class PrepareStage:
     """Ray Data adapter: document rows in, chunk rows out (one output row per chunk)."""
 
-    def __init__(self, config_json: str) -> None:
-        self.preparer = DocumentPreparer(RAGConfig.model_validate_json(config_json))
+    def __init__(self, config_json: str, extract: bool = False) -> None:
+        config = RAGConfig.model_validate_json(config_json)
+        self.preparer = DocumentPreparer(config)
         self.preparer.warm_up()
+        self.extractor = None
+        if extract:
+            from rayrag.pipelines.kg_extract import TripleExtractor
+
+            self.extractor = TripleExtractor(config.kg)
+            self.extractor.warm_up()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
         documents = [_row_to_document(batch, i) for i in range(len(batch["id"]))]
@@ -144,6 +151,9 @@ class PrepareStage:
             first = chunk.doc_id not in seen
             seen.add(chunk.doc_id)
             rows["doc_pii"].append(json.dumps(prepared.pii_counts[chunk.doc_id]) if first else "")
+        if self.extractor is not None:
+            rows["extraction"] = [json.dumps(e.to_dict(), sort_keys=True)
+                                  for e in self.extractor(prepared.chunks)]
         return rows
 
 
