@@ -16,15 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
+from rayrag.atomic import atomic_text
 from rayrag.errors import DataError
 from rayrag.types import PUBLIC_GROUP, Document, Scalar
 
@@ -153,7 +151,7 @@ def document_digest(doc: Document) -> str:
 def write_jsonl_atomic(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
     """Write rows as JSONL atomically (temp file in the same dir, fsync, rename); returns count."""
     count = 0
-    with _atomic_text_writer(Path(path)) as handle:
+    with atomic_text(Path(path)) as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             count += 1
@@ -162,38 +160,8 @@ def write_jsonl_atomic(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     """Write one JSON value atomically, pretty-printed with sorted keys (stable bytes)."""
-    with _atomic_text_writer(Path(path)) as handle:
+    with atomic_text(Path(path)) as handle:
         handle.write(json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True) + "\n")
-
-
-@contextmanager
-def _atomic_text_writer(path: Path) -> Iterator[IO[str]]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    # The rename is durable only once the directory entry is; not all platforms allow it.
-    try:
-        dir_fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
 
 
 # ---------------------------------------------------------------- JSONL corpus

@@ -32,8 +32,6 @@ document gives the graph a from-scratch build would.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
@@ -43,6 +41,7 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
+from rayrag.atomic import atomic_text
 from rayrag.config import KGConfig
 from rayrag.errors import DataError, IndexError_
 from rayrag.pipelines.kg_extract import COOCCURS, ChunkExtraction, entity_key, is_pseudonym_key
@@ -153,16 +152,8 @@ class KnowledgeGraph:
         """Write node-link JSON atomically: a reader sees the old file or the new, never half."""
         path = Path(path)
         data = nx.node_link_data(self.graph, edges="edges")
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(data, fh, ensure_ascii=False, separators=(",", ":"))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_text(path) as fh:
+            json.dump(data, fh, ensure_ascii=False, separators=(",", ":"))
 
     @classmethod
     def load(cls, path: str | Path) -> KnowledgeGraph:

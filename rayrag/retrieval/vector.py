@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import re
 from pathlib import Path
 
 import faiss
 import numpy as np
 
+from rayrag.atomic import atomic_path
 from rayrag.config import IndexConfig
 from rayrag.errors import ConfigError, IndexError_
 
@@ -261,16 +261,8 @@ class VectorIndex:
     def save(self, path: str | Path) -> None:
         """Write the CPU index atomically: a temp file in the same folder, then rename."""
         index = self._require()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
+        with atomic_path(path) as tmp:
             faiss.write_index(index, str(tmp))
-            with open(tmp, "rb") as handle:
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
 
     @classmethod
     def load(
