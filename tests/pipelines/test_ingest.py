@@ -136,3 +136,21 @@ def test_incremental_replaces_changed_document_only(built, tmp_path, tracker):
     assert any("zentrova" in n.get("name", "").casefold() for n in graph["nodes"])
     # the old bundle is untouched
     assert IndexBundle.load(bundle.path).bundle_id == bundle.bundle_id
+
+
+def test_delete_missing_drops_documents_absent_from_corpus(built, tmp_path, tracker, demo_corpus):
+    config, result, bundle = built
+    keep = [json.loads(line) for line in demo_corpus.corpus_path.read_text(encoding="utf-8").splitlines()[:5]]
+    corpus = tmp_path / "keep.jsonl"
+    corpus.write_text("".join(json.dumps(row) + "\n" for row in keep), encoding="utf-8")
+    out = tmp_path / "bundle-pruned"
+    pruned = ingest(corpus, out, config, previous=bundle.path, delete_missing=True, tracker=tracker)
+    assert pruned.counts["processed_documents"] == 0  # unchanged documents are reused as they are
+    assert pruned.counts["documents"] == 5
+    assert pruned.counts["removed_documents"] == result.counts["documents"] - 5
+    kept_ids = {row["id"] for row in keep}
+    new_bundle = IndexBundle.load(out)
+    assert set(new_bundle.chunks().column("doc_id").to_pylist()) == kept_ids
+    assert pruned.counts["vectors"] == pruned.counts["chunks"]
+    graph = json.loads((out / "graph.json").read_text(encoding="utf-8"))
+    assert all(set(edge["doc_ids"]) <= kept_ids for edge in graph["edges"])
