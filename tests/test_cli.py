@@ -126,3 +126,13 @@ def test_data_import_hotpotqa(tmp_path, shared_data):
     assert summary == {"documents": 994, "questions": 100, "out": str(tmp_path / "hotpot")}
     first = json.loads((tmp_path / "hotpot" / "qa.jsonl").read_text().splitlines()[0])
     assert first["supporting_ids"] and first["answers"]
+
+
+def test_missing_hmac_key_fails_before_work(tmp_path):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"id": "a", "text": "hello"}\n')
+    env_key = "RAYRAG_TEST_UNSET_KEY"
+    proc = rayrag("ingest", "--corpus", str(corpus), "--out", str(tmp_path / "b"),
+                  "--set", f"governance.redaction.hmac_key_env={env_key}", cwd=tmp_path, timeout=120)
+    _one_line_error(proc, env_key)
+    assert not (tmp_path / "b").exists()

@@ -118,12 +118,8 @@ class Redactor:
                 f"only language 'en' is available offline, got {self.config.language!r} "
                 "(governance.redaction.language)"
             )
-        used = {self.operator_for(entity) for entity in self.config.entities}
         # Secrets first: a missing key should fail before seconds of model loading.
-        if "hmac" in used:
-            self._hmac_key = _hmac_key(self.config.hmac_key_env)
-        if "encrypt" in used:
-            self._encryption_key = _encryption_key(self.config.encryption_key_env)
+        self._hmac_key, self._encryption_key = read_secrets(self.config)
 
         try:
             analyzer = _build_analyzer(self.config.entities)
@@ -490,6 +486,18 @@ def _import_presidio_lean() -> None:
         import presidio_analyzer  # noqa: F401
     finally:
         del sys.modules["transformers"]
+
+
+def read_secrets(config: RedactionConfig) -> tuple[bytes | None, str | None]:
+    """The HMAC and AES keys the configured operators need, from the environment.
+
+    Cheap and engine-free, so a driver can check them before it starts any workers."""
+    if not config.enabled:
+        return None, None
+    used = {config.operators.get(entity, config.default_operator) for entity in config.entities}
+    hmac_key = _hmac_key(config.hmac_key_env) if "hmac" in used else None
+    encryption_key = _encryption_key(config.encryption_key_env) if "encrypt" in used else None
+    return hmac_key, encryption_key
 
 
 def _mask(value: str) -> str:

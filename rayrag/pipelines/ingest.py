@@ -177,6 +177,9 @@ def ingest(corpus: Path, out: Path, config: RAGConfig, *, previous: Path | None 
            strict: bool | None = None, delete_missing: bool = False,
            tracker: Tracker | None = None, progress: Progress = _stderr) -> IngestResult:
     """Run the whole ingest; the bundle at `out` is replaced atomically at the end."""
+    from rayrag.governance.redaction import read_secrets
+
+    read_secrets(config.governance.redaction)  # fail in one line before any worker starts
     timer = StageTimer()
     strict = config.ingest.strict if strict is None else strict
     with timer("read"):
@@ -184,7 +187,7 @@ def ingest(corpus: Path, out: Path, config: RAGConfig, *, previous: Path | None 
     progress(f"read {len(read.documents)} documents, quarantined {len(read.quarantined)}")
     digests = {doc.id: document_digest(doc) for doc in read.documents}
 
-    old = IndexBundle_or_none(previous)
+    old = _load_previous(previous)
     if old is not None and old.manifest.get("ingest_fingerprint") != ingest_fingerprint(config):
         raise IndexError_(f"bundle {previous} was built with different chunking, embedding, redaction "
                           "or KG settings; run a full ingest instead of --bundle")
@@ -229,7 +232,7 @@ def ingest(corpus: Path, out: Path, config: RAGConfig, *, previous: Path | None 
     return IngestResult(bundle_path=out, manifest=manifest, quarantined=read.quarantined)
 
 
-def IndexBundle_or_none(path: Path | None) -> bundle_io.IndexBundle | None:  # noqa: N802
+def _load_previous(path: Path | None) -> bundle_io.IndexBundle | None:
     return bundle_io.IndexBundle.load(path) if path is not None else None
 
 
