@@ -6,7 +6,8 @@ object on the last line of stdout.
 
     rayrag data demo --out data/
     rayrag ingest --corpus data/corpus.jsonl --out bundle/ --config configs/demo.yaml
-    rayrag ask "Who acquired Brightwater Labs?" --bundle bundle/ --retrieval-only
+    rayrag ask "Who acquired Brightwater Labs?" --bundle bundle/ --retrieval-only --principal analyst
+    rayrag eval --retrieval-only --bundle bundle/ --dataset data/qa.jsonl --mode hybrid --json
     rayrag bench redaction --quick --json
     rayrag demo --out .rayrag/demo
 """
@@ -99,35 +100,123 @@ def ingest(
     print(json.dumps(result.summary()))
 
 
+PRINCIPALS_FILE = Path(__file__).resolve().parents[1] / "configs" / "access" / "principals.yaml"
+ModeOpt = Annotated[str | None, typer.Option("--mode", help="dense | graph | hybrid (default: retrieval.mode).")]
+PrincipalOpt = Annotated[str | None, typer.Option("--principal", help="A principal named in configs/access/principals.yaml.")]
+GroupsOpt = Annotated[str | None, typer.Option("--groups", help="Comma-separated ACL groups (instead of --principal).")]
+
+
+def load_principals(path: Path = PRINCIPALS_FILE) -> dict[str, frozenset[str]]:
+    """{name: groups} from a YAML mapping of principal name -> list of ACL groups."""
+    import yaml
+
+    if not path.is_file():
+        raise ConfigError(f"principals file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError:
+        raise ConfigError(f"principals file is not valid YAML: {path}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"principals file must map names to group lists: {path}")
+    principals: dict[str, frozenset[str]] = {}
+    for name, groups in loaded.items():
+        if not isinstance(groups, list) or not groups or not all(isinstance(g, str) and g for g in groups):
+            raise ConfigError(f"principal {name!r} must list at least one group in {path}")
+        principals[str(name)] = frozenset(groups)
+    return principals
+
+
+def resolve_principal(name: str | None, groups: str | None, default: str = "anonymous"):
+    """--principal NAME or --groups a,b (not both); neither = `default` from the file."""
+    from rayrag.types import Principal
+
+    if name is not None and groups is not None:
+        raise ConfigError("pass --principal or --groups, not both")
+    if groups is not None:
+        group_set = frozenset(g.strip() for g in groups.split(",") if g.strip())
+        if not group_set:
+            raise ConfigError("--groups must name at least one group")
+        return Principal("cli", group_set)
+    known = load_principals()
+    name = default if name is None else name
+    if name not in known:
+        raise ConfigError(f"unknown principal {name!r} (--principal); known: {', '.join(sorted(known))}")
+    return Principal(name, known[name])
+
+
+def _print_evidence(evidence) -> None:
+    if not evidence.passages:
+        print("no passages")
+    for rank, p in enumerate(evidence.passages, 1):
+        print(f"{rank:>2}. [{p.score:.4f}] {p.title or p.doc_id}  doc={p.doc_id} chunk={p.chunk_id}")
+        snippet = " ".join(p.text.split())
+        print(f"    {snippet[:200]}{'...' if len(snippet) > 200 else ''}")
+    if evidence.facts:
+        print("facts:")
+    for f in evidence.facts:
+        print(f"  - ({f.subject}) -[{f.relation}]-> ({f.object})  conf={f.confidence:.2f}  "
+              f"docs={','.join(f.doc_ids)} chunks={','.join(f.chunk_ids)}")
+
+
 @app.command()
 def ask(
     question: Annotated[str, typer.Argument(help="The question.")],
     bundle: Annotated[Path, typer.Option("--bundle", help="Index bundle directory.")],
-    retrieval_only: Annotated[bool, typer.Option("--retrieval-only", help="Return passages without generating.")] = False,
-    groups: Annotated[str, typer.Option("--groups", help="Comma-separated ACL groups of the asker.")] = "public",
+    retrieval_only: Annotated[bool, typer.Option("--retrieval-only", help="Return evidence without generating.")] = False,
+    mode: ModeOpt = None,
+    principal: PrincipalOpt = None,
+    groups: GroupsOpt = None,
     top_k: Annotated[int | None, typer.Option("--top-k", help="Passages to return.")] = None,
     config: ConfigOpt = None,
     overrides: SetOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Answer a question from a bundle (for now: --retrieval-only)."""
-    from rayrag.retrieval.dense import DenseRetriever
-    from rayrag.types import Principal
+    """Answer a question from a bundle (for now: --retrieval-only evidence)."""
+    from dataclasses import asdict
+
+    from rayrag.retrieval.hybrid import HybridRetriever
 
     if not retrieval_only:
         raise ConfigError("generation is not available yet in this build; pass --retrieval-only")
     cfg = _config(config, overrides)
-    group_set = frozenset(g.strip() for g in groups.split(",") if g.strip())
-    if not group_set:
-        raise ConfigError("--groups must name at least one group")
-    retriever = DenseRetriever(bundle, cfg)
-    passages = retriever.retrieve(question, Principal("cli", group_set), top_k=top_k)
+    asker = resolve_principal(principal, groups)
+    evidence = HybridRetriever(bundle, cfg).retrieve(question, asker, mode=mode, top_k=top_k)
     if as_json:
-        print(json.dumps({"passages": [p.__dict__ for p in passages]}))
+        print(json.dumps({"principal": asker.name, "mode": mode or cfg.retrieval.mode,
+                          "passages": [asdict(p) for p in evidence.passages],
+                          "facts": [asdict(f) for f in evidence.facts]}))
         return
-    for rank, p in enumerate(passages, 1):
-        print(f"{rank}. [{p.score:.3f}] {p.title or p.doc_id}  ({p.chunk_id})")
-        print(f"   {p.text[:200].replace(chr(10), ' ')}")
+    _print_evidence(evidence)
+
+
+@app.command("eval")
+def eval_command(
+    bundle: Annotated[Path, typer.Option("--bundle", help="Index bundle directory.")],
+    dataset: Annotated[Path, typer.Option("--dataset", help="QA JSONL with supporting_ids (gold doc ids).")],
+    retrieval_only: Annotated[bool, typer.Option("--retrieval-only", help="Score retrieval (recall@k, MRR).")] = False,
+    mode: ModeOpt = None,
+    principal: PrincipalOpt = None,
+    groups: GroupsOpt = None,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Only the JSON line (no table).")] = False,
+) -> None:
+    """Evaluate retrieval on a QA set: recall@2/5/10 and MRR, per slice; one MLflow run."""
+    from rayrag.pipelines.evaluate import METRICS, evaluate_retrieval
+
+    if not retrieval_only:
+        raise ConfigError("answer evaluation is not available yet in this build; pass --retrieval-only")
+    if not dataset.is_file():
+        raise ConfigError(f"dataset not found: {dataset} (--dataset)")
+    cfg = _config(config, overrides)
+    asker = resolve_principal(principal, groups, default="admin")
+    result = evaluate_retrieval(bundle, dataset, cfg, mode or cfg.retrieval.mode, asker)
+    if not as_json:
+        print(f"{'slice':<32} {'n':>5} " + " ".join(f"{m:>12}" for m in METRICS))
+        rows = [("all", {**result, "n": result["counts"]["questions"]}), *result["slices"].items()]
+        for name, values in rows:
+            print(f"{name:<32} {int(values['n']):>5} " + " ".join(f"{values[m]:>12.4f}" for m in METRICS))
+    print(json.dumps(result))
 
 
 @app.command()

@@ -68,6 +68,7 @@ class IndexConfig(_Section):
     hnsw_m: int = Field(32, gt=1, description="HNSW graph degree for large corpora.")
     hnsw_ef_construction: int = Field(80, gt=0, description="HNSW build beam width.")
     hnsw_ef_search: int = Field(64, gt=0, description="HNSW query beam width (recall vs latency).")
+    nprobe: int | None = Field(None, gt=0, description="IVF lists probed per query (recall vs latency); None = ceil(sqrt(nlist)).")
     use_gpu: Literal["auto", "never", "always"] = Field("auto", description="Move the index to GPU when faiss sees one.")
 
 
@@ -83,15 +84,21 @@ class KGConfig(_Section):
     max_synonyms_per_entity: int = Field(5, ge=0, description="Bounds synonym fan-out on large graphs.")
     ppr_damping: float = Field(0.5, gt=0, lt=1, description="Personalized PageRank damping (HippoRAG uses 0.5).")
     max_hops: int = Field(2, ge=1, description="Fact paths up to this many hops justify a passage.")
+    link_threshold: float = Field(0.8, gt=0, le=1, description="Cosine a query mention needs to link to an entity name by embedding.")
+    dense_seed_weight: float = Field(0.05, ge=0, le=1, description="Share of PPR seed mass on dense passages vs linked entities (HippoRAG 2 uses 0.05).")
+    ppr_method: Literal["sparse", "networkx"] = Field("sparse", description="PPR solver: cached scipy CSR power iteration, or nx.pagerank (bench).")
 
 
 class RetrievalConfig(_Section):
+    mode: Literal["dense", "graph", "hybrid"] = Field("hybrid", description="dense = FAISS only; graph = KG personalized PageRank seeded by dense hits; hybrid = KG-expanded dense and graph, fused.")
     top_k: int = Field(5, gt=0, description="Passages handed to the generator.")
     candidate_k: int = Field(50, gt=0, description="Dense candidates fused with graph candidates.")
     fusion: Literal["rrf", "weighted"] = Field("rrf", description="How dense and graph rankings combine.")
     rrf_k: int = Field(60, gt=0, description="Reciprocal-rank-fusion constant (Cormack et al. 2009).")
     dense_weight: float = Field(0.5, ge=0, le=1, description="Dense share when fusion = weighted.")
     use_graph: bool = Field(True, description="Enrich with the knowledge graph.")
+    seed_k: int = Field(5, gt=0, description="Top dense hits that seed the graph walk (HippoRAG 2-style passage seeds).")
+    expand_k: int = Field(3, ge=0, description="Hybrid: top dense hits whose KG facts name bridge entities for a second, expanded dense query; 0 = off.")
 
 
 class GeneratorConfig(_Section):

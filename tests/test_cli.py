@@ -136,3 +136,50 @@ def test_missing_hmac_key_fails_before_work(tmp_path):
                   "--set", f"governance.redaction.hmac_key_env={env_key}", cwd=tmp_path, timeout=120)
     _one_line_error(proc, env_key)
     assert not (tmp_path / "b").exists()
+
+
+# ---------------------------------------------------------------- eval and ask (retrieval)
+
+
+def test_eval_missing_dataset_is_one_line(tmp_path):
+    proc = rayrag("eval", "--retrieval-only", "--bundle", str(tmp_path / "b"),
+                  "--dataset", str(tmp_path / "nope.jsonl"), "--mode", "dense", "--json", cwd=tmp_path)
+    _one_line_error(proc, "nope.jsonl")
+
+
+def test_eval_missing_bundle_is_one_line(tmp_path):
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text('{"id": "q1", "question": "Who?", "answers": ["x"], "supporting_ids": ["d1"]}\n')
+    proc = rayrag("eval", "--retrieval-only", "--bundle", str(tmp_path / "nope"), "--dataset", str(qa),
+                  "--mode", "dense", cwd=tmp_path)
+    _one_line_error(proc, "nope")
+
+
+def test_eval_needs_retrieval_only_and_a_known_mode(tmp_path):
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text('{"id": "q1", "question": "Who?", "answers": ["x"], "supporting_ids": ["d1"]}\n')
+    proc = rayrag("eval", "--bundle", str(tmp_path), "--dataset", str(qa), cwd=tmp_path)
+    _one_line_error(proc, "--retrieval-only")
+    proc = rayrag("eval", "--retrieval-only", "--bundle", str(tmp_path), "--dataset", str(qa),
+                  "--set", "retrieval.mode=sparse", cwd=tmp_path)
+    _one_line_error(proc, "retrieval.mode")
+
+
+def test_ask_unknown_principal_and_conflicting_flags(tmp_path):
+    proc = rayrag("ask", "Who?", "--bundle", str(tmp_path), "--retrieval-only",
+                  "--principal", "mallory", cwd=tmp_path)
+    _one_line_error(proc, "mallory")
+    proc = rayrag("ask", "Who?", "--bundle", str(tmp_path), "--retrieval-only",
+                  "--principal", "admin", "--groups", "hr", cwd=tmp_path)
+    _one_line_error(proc, "not both")
+
+
+def test_shipped_principals_file_validates():
+    from rayrag.cli import PRINCIPALS_FILE, load_principals, resolve_principal
+
+    principals = load_principals(PRINCIPALS_FILE)
+    assert principals["anonymous"] == frozenset({"public"})
+    assert principals["admin"] >= {"public", "hr", "finance", "legal"}
+    assert all("public" in groups for groups in principals.values())
+    assert resolve_principal(None, None).name == "anonymous"
+    assert resolve_principal(None, "hr, legal").groups == frozenset({"hr", "legal"})

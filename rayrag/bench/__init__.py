@@ -14,7 +14,8 @@ from typing import Any
 
 from rayrag.errors import ConfigError
 
-BENCHES = {"redaction": "rayrag.bench.redaction", "ingest": "rayrag.bench.ingest"}
+BENCHES = {"redaction": "rayrag.bench.redaction", "ingest": "rayrag.bench.ingest",
+           "retrieval": "rayrag.bench.retrieval", "kg": "rayrag.bench.kg"}
 
 
 def run_bench(name: str, quick: bool = False) -> dict[str, Any]:

@@ -6,11 +6,21 @@ caller's int64 ids (chunk row ids) through `IndexIDMap2` (IVF keeps ids natively
 to GPU through the faiss GPU API when one is present.
 
 Access control follows FAISS's filtered search: the principal's allowed ids become an
-`IDSelectorBatch` passed in the search parameters, so disallowed vectors are skipped while
-the k best allowed ones are collected (no post-filter recall loss). Where an approximate
-index under-fills a row (HNSW's beam or IVF's probed lists held fewer than k allowed
-vectors) that row is re-run exhaustively over the allowed subset. Every returned id is then
-checked against the allowed set again, and anything else is dropped (fail closed).
+`IDSelector` passed in the search parameters, so disallowed vectors are skipped while the
+k best allowed ones are collected (no post-filter recall loss). The selector is a bitmap
+over the id range when ids are dense (chunk row ids are): building it is a few ms at 1M
+ids, where sorting and hashing them into an `IDSelectorBatch` costs ~1 s, and that cost
+is paid on every request. Sparse id ranges fall back to `IDSelectorBatch`.
+
+Where an approximate index under-fills a row (HNSW's beam or IVF's probed lists held fewer
+than k allowed vectors) that row is re-run exhaustively over the allowed subset. Every
+returned id is then checked against the allowed set again, and any id outside it raises
+`AccessDenied` (fail closed: a selector that let something through is a bug, and a partial
+answer would hide it).
+
+Search-time knobs come from the config at every search, so a loaded index follows the
+config it is opened with rather than whatever was saved: `hnsw_ef_search` (HNSW beam) and
+`nprobe` (IVF lists probed; None = ceil(sqrt(nlist))).
 
 Results are always (nq, k) arrays, best first; missing results are padded at the end of the
 row with id -1 and score -inf, so callers read a row up to its first -1.
@@ -31,13 +41,53 @@ import numpy as np
 
 from rayrag.atomic import atomic_path
 from rayrag.config import IndexConfig
-from rayrag.errors import ConfigError, IndexError_
+from rayrag.errors import AccessDenied, ConfigError, IndexError_
 
 logger = logging.getLogger(__name__)
 
 PAD_ID = -1
 PAD_SCORE = np.float32(-np.inf)
 _GPU_MAX_K = 2048  # faiss GPU k-selection limit; larger k searches on CPU
+_BITMAP_MIN_IDS = 1 << 20  # below this id range a bitmap (128 KiB) is always fine
+_BITMAP_IDS_PER_ALLOWED = 64  # sparser than this, a hash set beats a mostly empty bitmap
+
+
+class AllowedIds:
+    """A principal's allowed ids as a FAISS selector plus a vectorised membership test.
+
+    >>> allowed = AllowedIds(np.array([3, 7, 42]))
+    >>> allowed.count, allowed.contains(np.array([[7, 8]])).tolist()
+    (3, [[True, False]])
+    """
+
+    def __init__(self, allowed_ids: np.ndarray) -> None:
+        ids = np.asarray(allowed_ids, dtype=np.int64).ravel()
+        ids = ids[ids >= 0]  # stored ids are >= 0, so negatives can match nothing
+        self._mask: np.ndarray | None = None
+        self._sorted: np.ndarray | None = None
+        top = int(ids.max()) + 1 if len(ids) else 0
+        if top <= max(_BITMAP_MIN_IDS, _BITMAP_IDS_PER_ALLOWED * len(ids)):
+            mask = np.zeros(top, dtype=bool)
+            mask[ids] = True
+            self._mask = mask
+            self.count = int(mask.sum())
+            # faiss reads bit (id & 7) of byte (id >> 3): little bit order; it keeps a
+            # reference to the array, so the bitmap lives as long as the selector.
+            self.selector: faiss.IDSelector = faiss.IDSelectorBitmap(
+                np.packbits(mask, bitorder="little")
+            )
+        else:
+            self._sorted = np.unique(ids)
+            self.count = len(self._sorted)
+            self.selector = faiss.IDSelectorBatch(self._sorted)
+
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        """Boolean array shaped like `ids`: which are allowed (padding -1 never is)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if self._mask is not None:
+            inside = (ids >= 0) & (ids < len(self._mask))
+            return inside & self._mask[np.where(inside, ids, 0)]
+        return np.isin(ids, self._sorted)
 
 
 class VectorIndex:
@@ -72,11 +122,7 @@ class VectorIndex:
         hnsw = _hnsw_of(base)
         if hnsw is not None:
             hnsw.hnsw.efConstruction = self.config.hnsw_ef_construction
-            hnsw.hnsw.efSearch = self.config.hnsw_ef_search
         ivf = faiss.try_extract_index_ivf(base)
-        if ivf is not None:
-            # IndexConfig has no nprobe; sqrt(nlist) is the usual starting point.
-            ivf.nprobe = max(1, math.ceil(math.sqrt(ivf.nlist)))
         # IVF stores ids itself and renumbers nothing on removal, so IndexIDMap2 (which
         # assumes removal compacts internal ids) must not wrap it. Everything else gets one.
         index = (
@@ -96,6 +142,7 @@ class VectorIndex:
                     f"cannot train FAISS index {factory!r} on {n} vectors (index.factory): {_first_line(exc)}"
                 ) from None
         self._index, self._factory = index, factory
+        self._apply_search_knobs()
         if n:
             index.add_with_ids(vectors, ids)
         self._sync_gpu()
@@ -193,14 +240,14 @@ class VectorIndex:
                 # GPU indexes take their knobs (nprobe) from the clone, not SearchParameters.
                 return _pad(*self._gpu_index.search(queries, k))
             return _pad(*index.search(queries, k, params=self._params(k, None)))
-        allowed = np.unique(np.asarray(allowed_ids, dtype=np.int64))
-        if len(allowed) == 0 or index.ntotal == 0 or nq == 0:
+        allowed = AllowedIds(allowed_ids)
+        if allowed.count == 0 or index.ntotal == 0 or nq == 0:
             return _empty(nq, k)
         # Filtered search runs on the CPU copy: faiss GPU indexes do not all honour an
         # IDSelector in SearchParameters, and a silently ignored selector would leak.
-        selector = faiss.IDSelectorBatch(allowed)
+        selector = allowed.selector
         scores, ids = index.search(queries, k, params=self._params(k, selector))
-        expected = min(k, len(allowed))
+        expected = min(k, allowed.count)
         short = np.flatnonzero((ids >= 0).sum(axis=1) < expected)
         if len(short) and not self._is_exact():
             scores[short], ids[short] = self._exhaustive(queries[short], k, selector)
@@ -215,7 +262,7 @@ class VectorIndex:
             )
         ivf = faiss.try_extract_index_ivf(core)
         if ivf is not None:
-            ivf_params = faiss.SearchParametersIVF(sel=selector, nprobe=ivf.nprobe)
+            ivf_params = faiss.SearchParametersIVF(sel=selector, nprobe=self._nprobe(ivf))
             if isinstance(core, faiss.IndexPreTransform):
                 return faiss.SearchParametersPreTransform(index_params=ivf_params)
             return ivf_params
@@ -245,17 +292,40 @@ class VectorIndex:
             return scores, np.where(internal >= 0, id_map[np.maximum(internal, 0)], PAD_ID)
         return index.search(queries, k, params=self._params(k, selector))
 
+    def _nprobe(self, ivf: faiss.IndexIVF) -> int:
+        """IVF lists to probe: the config's, else ceil(sqrt(nlist)), never more than nlist."""
+        wanted = self.config.nprobe or math.ceil(math.sqrt(ivf.nlist))
+        return max(1, min(wanted, ivf.nlist))
+
+    def _apply_search_knobs(self) -> None:
+        # Written onto the index itself too, not only into SearchParameters: the GPU clone
+        # copies its nprobe from the CPU index, and plain search() calls read these fields.
+        core = self._core()
+        hnsw = _hnsw_of(core)
+        if hnsw is not None:
+            hnsw.hnsw.efSearch = self.config.hnsw_ef_search
+        ivf = faiss.try_extract_index_ivf(core)
+        if ivf is not None:
+            ivf.nprobe = self._nprobe(ivf)
+
     def _fail_closed(
-        self, scores: np.ndarray, ids: np.ndarray, allowed: np.ndarray
+        self, scores: np.ndarray, ids: np.ndarray, allowed: AllowedIds
     ) -> tuple[np.ndarray, np.ndarray]:
+        """Second line of defence: any returned id outside `allowed` raises AccessDenied.
+
+        The message carries counts only; the ids themselves stay out of logs and errors.
+        """
         returned = ids >= 0
-        ok = returned & np.isin(ids, allowed)
-        leaked = int((returned & ~ok).sum())
+        leaked = int((returned & ~allowed.contains(ids)).sum())
         if leaked:
-            logger.warning(
-                "dropped %d results outside allowed_ids across %d queries", leaked, len(ids)
+            logger.error(
+                "search returned %d results outside allowed_ids across %d queries", leaked, len(ids)
             )
-        return _pad(np.where(ok, scores, PAD_SCORE), np.where(ok, ids, PAD_ID))
+            raise AccessDenied(
+                f"vector search returned {leaked} results outside the principal's allowed ids "
+                f"across {len(ids)} queries; refusing them all (fail closed)"
+            )
+        return _pad(scores, ids)
 
     # ------------------------------------------------------------- persistence
     def save(self, path: str | Path) -> None:
@@ -286,6 +356,7 @@ class VectorIndex:
             raise IndexError_(f"vector index {path} is not an inner-product index")
         vector_index = cls(config, dim=index.d)
         vector_index._index, vector_index._factory = index, _describe(index)
+        vector_index._apply_search_knobs()
         vector_index._sync_gpu()
         return vector_index
 

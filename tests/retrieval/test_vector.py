@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from rayrag.config import IndexConfig
-from rayrag.errors import ConfigError, IndexError_
-from rayrag.retrieval.vector import PAD_ID, VectorIndex
+from rayrag.errors import AccessDenied, ConfigError, IndexError_
+from rayrag.retrieval.vector import PAD_ID, AllowedIds, VectorIndex
 
 DIM = 16
 
@@ -95,16 +95,59 @@ def test_allowed_ids_filter_inside_search_without_recall_loss(data, config):
             ).all()
 
 
-def test_post_check_fails_closed_and_logs_counts_only(data, caplog):
+def test_post_check_raises_on_forbidden_hit_with_counts_only(data, caplog):
     # The second line of defence, fed a result the selector should never have let through.
     index = VectorIndex(IndexConfig(), dim=DIM).build(data[0][:10])
-    scores = np.array([[0.9, 0.8, 0.7, 0.6]], dtype=np.float32)
-    ids = np.array([[5, 99, 7, -1]])
-    with caplog.at_level("WARNING", logger="rayrag.retrieval.vector"):
-        kept_scores, kept = index._fail_closed(scores, ids, allowed=np.array([5, 7]))
-    np.testing.assert_array_equal(kept, [[5, 7, PAD_ID, PAD_ID]])
-    np.testing.assert_allclose(kept_scores[0, :2], [0.9, 0.7])
-    assert caplog.messages == ["dropped 1 results outside allowed_ids across 1 queries"]
+    scores = np.array([[0.9, 0.8, 0.7, 0.6], [0.5, 0.4, 0.3, 0.2]], dtype=np.float32)
+    ids = np.array([[5, 99, 7, -1], [7, 5, -1, -1]])
+    with caplog.at_level("ERROR", logger="rayrag.retrieval.vector"):
+        with pytest.raises(AccessDenied, match="returned 1 results outside") as info:
+            index._fail_closed(scores, ids, allowed=AllowedIds(np.array([5, 7])))
+    assert "99" not in str(info.value) and "across 2 queries" in str(info.value)
+    assert caplog.messages == ["search returned 1 results outside allowed_ids across 2 queries"]
+    # Clean results pass through untouched (padding included).
+    kept_scores, kept = index._fail_closed(scores[1:], ids[1:], allowed=AllowedIds(np.array([5, 7])))
+    np.testing.assert_array_equal(kept, [[7, 5, PAD_ID, PAD_ID]])
+    np.testing.assert_allclose(kept_scores[0, :2], [0.5, 0.4])
+    assert np.isneginf(kept_scores[0, 2:]).all()
+
+
+def test_search_knobs_come_from_config_at_search_and_load(tmp_path, data):
+    base, queries = data
+    ivf = VectorIndex(IndexConfig(factory="IVF16,Flat"), dim=DIM).build(base)
+    assert faiss.extract_index_ivf(ivf._index).nprobe == 4  # ceil(sqrt(16)) when unset
+    path = tmp_path / "ivf.faiss"
+    ivf.save(path)
+    exact = VectorIndex.load(path, IndexConfig(factory="IVF16,Flat", nprobe=16), dim=DIM)
+    assert exact._params(10, None).nprobe == 16
+    assert VectorIndex.load(path, IndexConfig(nprobe=999), dim=DIM)._nprobe(
+        faiss.extract_index_ivf(exact._index)
+    ) == 16  # capped at nlist
+    # Probing every list makes IVF-Flat exact, filtered or not.
+    truth = brute_force(base, np.arange(1000), queries, 10)
+    np.testing.assert_array_equal(exact.search(queries, 10)[1], truth)
+    allowed = np.arange(0, 1000, 2)
+    np.testing.assert_array_equal(
+        exact.search(queries, 10, allowed)[1], brute_force(base[allowed], allowed, queries, 10)
+    )
+    hnsw = VectorIndex(IndexConfig(exact_threshold=100, hnsw_m=8, hnsw_ef_search=200), dim=DIM)
+    hnsw.build(base)
+    assert hnsw._params(10, None).efSearch == 200 and hnsw._params(500, None).efSearch == 500
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["bitmap", "hash-set"])
+def test_allowed_ids_selector_forms_agree(data, sparse):
+    # Dense ids get a bitmap selector, sparse ones a hash set; both filter identically.
+    base, queries = data
+    ids = np.arange(1000, dtype=np.int64) * (10**9 if sparse else 3)
+    allowed_rows = np.random.default_rng(5).choice(1000, size=100, replace=False)
+    allowed = AllowedIds(np.concatenate([ids[allowed_rows], ids[allowed_rows[:5]], [-4]]))
+    assert allowed.count == 100 and (allowed._mask is None) == sparse
+    assert allowed.contains(ids).sum() == 100 and not allowed.contains(np.array([-1, 1])).any()
+    index = VectorIndex(IndexConfig(), dim=DIM).build(base, ids)
+    _, found = index.search(queries, k=10, allowed_ids=ids[allowed_rows])
+    truth = brute_force(base[allowed_rows], ids[allowed_rows], queries, 10)
+    np.testing.assert_array_equal(found, truth)
 
 
 def test_empty_allowed_ids_returns_nothing(data):
