@@ -1,8 +1,8 @@
 """`rayrag demo`: the whole pipeline, as far as it exists, on the bundled demo corpus.
 
 Generates the demo corpus into DIR/data, ingests it into DIR/bundle (MLflow in
-DIR/mlflow.db unless MLFLOW_TRACKING_URI is set), then answers three sample questions with
-the top passages, their scores and titles. Later stages (generation, serving, tuning)
+DIR/mlflow.db unless MLFLOW_TRACKING_URI is set), then answers three sample two-hop questions
+with the top passages (dense vs hybrid), their scores, titles and supporting KG facts. Later stages (generation, serving, tuning)
 extend this same command.
 """
 
@@ -18,7 +18,7 @@ from rayrag.data.demo_corpus import generate_demo_corpus
 from rayrag.data.readers import read_qa
 from rayrag.governance.tracking import Tracker
 from rayrag.pipelines.ingest import ingest
-from rayrag.retrieval.dense import DenseRetriever
+from rayrag.retrieval.hybrid import HybridRetriever
 from rayrag.types import Principal
 
 # Demo-only secrets: a real deployment sets these from its secret store. Printed as a
@@ -50,15 +50,20 @@ def run_demo(out: Path, config: RAGConfig, n_questions: int = 3) -> dict:
     tracker = Tracker(tracking, artifact_root=out / "mlartifacts")
     result = ingest(corpus.corpus_path, bundle_dir, config, tracker=tracker)
 
-    retriever = DenseRetriever(bundle_dir, config)
+    retriever = HybridRetriever(bundle_dir, config)
     everyone = Principal("demo", frozenset({"public", "hr", "finance", "legal"}))
     questions = [q for q in read_qa(corpus.qa_path) if q.metadata.get("hops") == 2][:n_questions]
     for qa in questions:
         print(f"\nQ: {qa.question}\n   gold answer: {qa.answers[0]}")
-        for rank, p in enumerate(retriever.retrieve(qa.question, everyone), 1):
-            gold = "*" if p.doc_id in qa.supporting_ids else " "
-            print(f"  {rank}.{gold}[{p.score:.3f}] {p.title or p.doc_id}")
-    print("\n(* = a gold supporting document)")
+        for mode in ("dense", "hybrid"):
+            evidence = retriever.retrieve(qa.question, everyone, mode=mode)
+            print(f"  [{mode}]")
+            for rank, p in enumerate(evidence.passages, 1):
+                gold = "*" if p.doc_id in qa.supporting_ids else " "
+                print(f"   {rank}.{gold}[{p.score:.3f}] {p.title or p.doc_id}")
+        for fact in evidence.facts[:3]:
+            print(f"   fact: {fact.subject} --{fact.relation}--> {fact.object}  ({', '.join(fact.doc_ids[:2])})")
+    print("\n(* = a gold supporting document; hybrid = dense + knowledge-graph PageRank, fused)")
     summary = result.summary()
     print(json.dumps(summary))
     return summary
