@@ -119,7 +119,7 @@ def evaluate_retrieval(bundle: Path, dataset: Path, config: RAGConfig, mode: str
     digest = file_digest(dataset)
     retriever = retriever or HybridRetriever(Path(bundle), config)
     retriever.warm_up(graph=mode != "dense")
-    bundle_id = retriever.dense._bundle.bundle_id
+    bundle_id = retriever.dense.bundle.bundle_id
     # Deep enough that ten distinct documents survive chunk-to-document collapsing.
     depth = max(config.retrieval.candidate_k, 4 * max(RECALL_KS))
 

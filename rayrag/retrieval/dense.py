@@ -60,6 +60,18 @@ class DenseRetriever:
         self._bundle = bundle
         self._index = bundle.vector_index(self.config.index)
 
+    @property
+    def bundle(self) -> IndexBundle:
+        """The loaded bundle (shared with the graph side instead of loading it twice)."""
+        self.warm_up()
+        return self._bundle
+
+    @property
+    def embedder(self) -> Any:
+        """The loaded embedder (its `encode` also embeds entity names for graph linking)."""
+        self.warm_up()
+        return self._embedder
+
     def allowed_row_ids(self, principal: Principal) -> np.ndarray:
         self.warm_up()
         groups = principal.groups

@@ -118,19 +118,16 @@ class HybridRetriever:
             self.dense.warm_up()
             # The DenseRetriever already holds the bundle and embedder: reuse them rather
             # than load a second copy of the table and the model.
-            chunks = self.dense._bundle.chunks()
+            chunks = self.dense.bundle.chunks()
             self._columns = {name: chunks.column(name).to_pylist()
                              for name in ("chunk_id", "doc_id", "title", "text", "acl", "row_id")}
             self._columns["acl"] = [frozenset(a) for a in self._columns["acl"]]
             self._chunk_rows = {cid: i for i, cid in enumerate(self._columns["chunk_id"])}
         if graph and self._graph is None:
-            try:
-                from rayrag.retrieval.graph_query import GraphRetriever
-            except ImportError:
-                raise ConfigError("graph retrieval is not available in this build; "
-                                  "use --mode dense (retrieval.mode)") from None
-            self._graph = GraphRetriever(self.dense._bundle.graph(), self.config.kg,
-                                         embed_fn=self.dense._embedder.encode)
+            from rayrag.retrieval.graph_query import GraphRetriever
+
+            self._graph = GraphRetriever(self.dense.bundle.graph(), self.config.kg,
+                                         embed_fn=self.dense.embedder.encode)
             self._graph.warm_up()
 
     def retrieve(self, question: str, principal: Principal, mode: Mode | None = None,
