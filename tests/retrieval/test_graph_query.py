@@ -7,10 +7,8 @@ is an input of the test, not a property of a model.
 
 from __future__ import annotations
 
-import hashlib
-
-import numpy as np
 import pytest
+from test_graph import embed_fn_from  # the same explicit-vector embed_fn
 
 from rayrag.config import KGConfig
 from rayrag.pipelines.kg_extract import TripleExtractor
@@ -35,25 +33,8 @@ CORPUS = {
 QUESTION = f"Who acquired the company founded by {FOUNDER}?"
 
 
-def embed_fn_from(explicit: dict[str, list[float]], dim: int = 64):
-    """Explicit rows where given, else a pseudo-random unit vector (|cosine| << 0.8)."""
-
-    def embed(names: list[str]) -> np.ndarray:
-        rows = []
-        for name in names:
-            if name in explicit:
-                row = np.zeros(dim, np.float32)
-                row[: len(explicit[name])] = explicit[name]
-            else:
-                seed = int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little")
-                row = np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
-            rows.append(row / np.linalg.norm(row))
-        return np.stack(rows)
-
-    return embed
-
-
 # "Brightwater Laboratories" (a question's wording) is close to the key "brightwater labs".
+
 EMBED = embed_fn_from({"brightwater labs": [1.0, 0.0], "Brightwater Laboratories": [0.96, 0.28],
                        "Orbital Laboratories": [0.0, 0.0, 1.0], "orbital labs": [0.0, 0.6, 0.8]})
 
