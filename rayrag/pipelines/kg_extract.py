@@ -14,6 +14,17 @@ we run offline and deterministic, so spaCy does the work instead:
   agent, prepositional objects -> `work_for`, particles -> `take_over`, negation ->
   `not_acquire`, copula/noun-mediated objects -> `be_ceo_of`), plus same-sentence
   co-occurrence (`co_occurs`, low confidence) for pairs no verb links.
+* the document's title as an entity (label `TITLE`, a trailing "(film)"-style
+  disambiguator dropped) mentioned by every chunk of the document. Encyclopaedic corpora
+  (Wikipedia, HotpotQA, MuSiQue) name a passage's topic in its title and then say "he",
+  "it" or "the film": the title is the node a bridge mention in *another* passage joins to,
+  which is what lets a walk take the second hop. A pronoun or a bare "the <noun>" subject
+  that names no entity is resolved to the title (lower confidence: a heuristic, not
+  coreference).
+* identifiers (`EMP-11906`, `ISO-9001`, `F-16`: an upper-case letter, then letters and
+  digits in hyphenated groups, at least one digit) as `ID` entities, fixed before NER like
+  pseudonyms. Sentence embeddings cannot match them and NER labels them at random, but a
+  question naming one should land on the record that holds it.
 
     >>> extractor = TripleExtractor(KGConfig())
     >>> [ex] = extractor([Chunk("c1", "d1", "Beta Corp was acquired by Velora Systems.", 0, 41)])
@@ -34,6 +45,8 @@ from rayrag.types import Chunk, Triple
 
 PSEUDONYM_RE = re.compile(r"\b[A-Z_]+_[0-9a-f]{8}\b")
 PLACEHOLDER_RE = re.compile(r"<[A-Z][A-Z0-9_]*>")
+IDENTIFIER_RE = re.compile(r"\b(?=[A-Z0-9-]*\d)[A-Z][A-Z0-9]*(?:-[A-Z0-9]+)+\b")
+ID_LABEL = "ID"
 _PSEUDONYM_KEY_RE = re.compile(r"[a-z_]+_[0-9a-f]{8}")  # a pseudonym after casefold
 COOCCURS = "co_occurs"
 
@@ -41,7 +54,11 @@ COOCCURS = "co_occurs"
 # inherited subject or an intervening noun, and both beat mere co-occurrence.
 SVO_CONFIDENCE = 0.9
 INDIRECT_CONFIDENCE = 0.8
+TOPIC_CONFIDENCE = 0.6  # a pronoun / "the film" subject resolved to the document's title
 COOCCURRENCE_CONFIDENCE = 0.3
+TITLE_LABEL = "TITLE"
+_PERSON_PRONOUNS = frozenset({"he", "she"})
+_THING_PRONOUNS = frozenset({"it", "they"})
 # A sentence listing 30 names would add 435 co-occurrence pairs of little value; keep the
 # first few mentions only.
 MAX_COOCCURRING_ENTITIES = 12
@@ -51,6 +68,7 @@ _POSSESSIVE = re.compile(r"(?:'s|')$")
 _EDGE_PUNCT = re.compile(r"^[^\w<]+|[^\w)]+$")
 _KEY_DROP = re.compile(r"[^\w\s&+\-]")
 _SPACES = re.compile(r"\s+")
+_DISAMBIGUATOR = re.compile(r"\s*\([^()]*\)\s*$")  # "Inception (film)" -> "Inception"
 _RELATION_CHARS = re.compile(r"[^a-z0-9_]+")
 _SUBJECT_DEPS = ("nsubj",)
 _PASSIVE_SUBJECT_DEPS = ("nsubjpass",)
@@ -76,6 +94,18 @@ def entity_key(surface: str) -> str:
         return text.casefold()
     text = _KEY_DROP.sub("", text.replace(".", ""))
     return _SPACES.sub(" ", text).strip().casefold()
+
+
+def title_surface(title: str | None) -> str | None:
+    """The entity name a document title stands for, or None when it names nothing usable.
+
+    "Inception (film)" -> "Inception"; a title holding a redaction placeholder is dropped
+    (it names no one).
+    """
+    if not title or PLACEHOLDER_RE.search(title):
+        return None
+    surface = display_name(_DISAMBIGUATOR.sub("", title))
+    return surface if any(ch.isalpha() for ch in surface) else None
 
 
 def is_pseudonym_key(key: str) -> bool:
@@ -159,12 +189,13 @@ class TripleExtractor:
 
     @staticmethod
     def _preset(doc: Any) -> Any:
-        """Fix pseudonyms as PERSON and block placeholders before NER sees the doc."""
+        """Fix pseudonyms as PERSON and identifiers as ID, and block placeholders, before NER."""
         persons, blocked = [], []
-        for match in PSEUDONYM_RE.finditer(doc.text):
-            span = doc.char_span(match.start(), match.end(), label="PERSON", alignment_mode="expand")
-            if span is not None:
-                persons.append(span)
+        for pattern, label in ((PSEUDONYM_RE, "PERSON"), (IDENTIFIER_RE, ID_LABEL)):
+            for match in pattern.finditer(doc.text):
+                span = doc.char_span(match.start(), match.end(), label=label, alignment_mode="expand")
+                if span is not None and not any(_overlaps(span, p) for p in persons):
+                    persons.append(span)
         for match in PLACEHOLDER_RE.finditer(doc.text):
             span = doc.char_span(match.start(), match.end(), alignment_mode="expand")
             if span is not None and not any(_overlaps(span, p) for p in persons):
@@ -175,6 +206,9 @@ class TripleExtractor:
     def _extract(self, chunk: Chunk, doc: Any) -> ChunkExtraction:
         token_entity: dict[int, str] = {}  # token index -> entity key
         mentions: dict[tuple[str, str, str], None] = {}  # ordered set
+        topic = self._title_mention(chunk.title)
+        if topic is not None:
+            mentions[topic] = None
         for ent in doc.ents:
             mention = self._mention(ent)
             if mention is None:
@@ -183,11 +217,17 @@ class TripleExtractor:
             for token in ent:
                 token_entity[token.i] = mention[0]
 
+        topic_ref = None
+        if topic is not None:
+            # "He"/"she" can only mean a person topic, "it" or "the film" only a thing: the
+            # title is a person when NER labelled it so somewhere in the chunk.
+            is_person = any(key == topic[0] and label == "PERSON" for key, label, _ in mentions)
+            topic_ref = (topic[0], is_person)
         triples: dict[tuple[str, str, str], float] = {}
         for sent in doc.sents:
             linked: set[frozenset[str]] = set()
             if self.config.svo_relations:
-                for subject, relation, obj, confidence in _svo(sent, token_entity):
+                for subject, relation, obj, confidence in _svo(sent, token_entity, topic_ref):
                     if subject == obj:
                         continue
                     spo = (subject, relation, obj)
@@ -215,10 +255,21 @@ class TripleExtractor:
             ],
         )
 
+    def _title_mention(self, title: str | None) -> tuple[str, str, str] | None:
+        surface = title_surface(title)
+        if surface is None:
+            return None
+        key = entity_key(surface)
+        if len(surface) < self.config.min_entity_chars or not any(ch.isalpha() for ch in key):
+            return None
+        return (key, TITLE_LABEL, surface)
+
     def _mention(self, ent: Any) -> tuple[str, str, str] | None:
         text = ent.text
         if PSEUDONYM_RE.fullmatch(text.strip()):
             return (text.strip().casefold(), "PERSON", text.strip())
+        if ent.label_ == ID_LABEL:
+            return (entity_key(text), ID_LABEL, text.strip())
         if ent.label_ not in self._labels or PLACEHOLDER_RE.search(text):
             return None
         surface = display_name(text)
@@ -264,6 +315,17 @@ def _resolve(token: Any, token_entity: dict[int, str]) -> tuple[str | None, bool
     return None, False
 
 
+def _is_topic_reference(token: Any, person: bool) -> bool:
+    """"He"/"she" for a person topic; "it", "they" or a bare "the film" for any other."""
+    if token.lower_ in _PERSON_PRONOUNS or token.lower_ in _THING_PRONOUNS:
+        return (token.lower_ in _PERSON_PRONOUNS) == person
+    if person or token.pos_ != "NOUN":
+        return False
+    dets = [c for c in token.children if c.dep_ == "det"]
+    others = [c for c in token.children if c.dep_ not in ("det", "punct")]
+    return len(dets) == 1 and dets[0].lower_ in ("the", "this") and not others
+
+
 def _subjects(verb: Any) -> tuple[list[Any], list[Any], bool]:
     """(active subjects, passive subjects, inherited?) of a verb.
 
@@ -291,7 +353,13 @@ def _prep_objects(token: Any) -> list[tuple[str, Any]]:
     ]
 
 
-def _svo(sent: Any, token_entity: dict[int, str]) -> list[tuple[str, str, str, float]]:
+def _svo(sent: Any, token_entity: dict[int, str],
+         topic: tuple[str, bool] | None = None) -> list[tuple[str, str, str, float]]:
+    """(subject, relation, object, confidence) found in one sentence.
+
+    `topic` is (the title's entity key, whether it is a person), for subjects that refer
+    back to the document's topic.
+    """
     found: list[tuple[str, str, str, float]] = []
     for verb in sent:
         if verb.pos_ not in ("VERB", "AUX") or verb.dep_ in ("aux", "auxpass"):
@@ -315,27 +383,29 @@ def _svo(sent: Any, token_entity: dict[int, str]) -> list[tuple[str, str, str, f
         subjects = active if active else passive
         for subj_token in subjects:
             subject, hop = _resolve(subj_token, token_entity)
+            conf = INDIRECT_CONFIDENCE if hop else direct
+            if subject is None and topic is not None and _is_topic_reference(subj_token, topic[1]):
+                subject, conf = topic[0], TOPIC_CONFIDENCE
             if subject is None:
                 continue
-            conf = INDIRECT_CONFIDENCE if hop else direct
             if passive and not active:
                 for agent_token in agents:
                     agent, agent_hop = _resolve(agent_token, token_entity)
                     if agent is not None:
-                        found.append((agent, base, subject, INDIRECT_CONFIDENCE if agent_hop else conf))
+                        found.append((agent, base, subject, min(conf, INDIRECT_CONFIDENCE) if agent_hop else conf))
             for obj_token in objects:
                 obj, obj_hop = _resolve(obj_token, token_entity)
                 if obj is not None:
-                    found.append((subject, base, obj, INDIRECT_CONFIDENCE if obj_hop else conf))
+                    found.append((subject, base, obj, min(conf, INDIRECT_CONFIDENCE) if obj_hop else conf))
                     continue
                 # "X is the CEO of Y", "X bought a stake in Y": the noun names the relation.
                 for prep, pobj_token in _prep_objects(obj_token):
                     pobj, _ = _resolve(pobj_token, token_entity)
                     if pobj is not None:
-                        found.append((subject, _relation(base, obj_token.lemma_, prep), pobj, INDIRECT_CONFIDENCE))
+                        found.append((subject, _relation(base, obj_token.lemma_, prep), pobj, min(conf, INDIRECT_CONFIDENCE)))
             # "X works for Y", "Beta was founded in Paris".
             for prep, pobj_token in _prep_objects(verb):
                 pobj, pobj_hop = _resolve(pobj_token, token_entity)
                 if pobj is not None:
-                    found.append((subject, _relation(base, prep), pobj, INDIRECT_CONFIDENCE if pobj_hop else conf))
+                    found.append((subject, _relation(base, prep), pobj, min(conf, INDIRECT_CONFIDENCE) if pobj_hop else conf))
     return found

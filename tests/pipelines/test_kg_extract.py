@@ -14,6 +14,7 @@ from rayrag.pipelines.kg_extract import (
     display_name,
     entity_key,
     is_pseudonym_key,
+    title_surface,
 )
 from rayrag.types import Chunk
 
@@ -25,8 +26,9 @@ def extractor() -> TripleExtractor:
     return ex
 
 
-def _one(extractor: TripleExtractor, text: str, acl: tuple[str, ...] = ("public",)) -> ChunkExtraction:
-    [extraction] = extractor([Chunk("c1", "d1", text, 0, len(text), acl=acl)])
+def _one(extractor: TripleExtractor, text: str, acl: tuple[str, ...] = ("public",),
+         title: str | None = None) -> ChunkExtraction:
+    [extraction] = extractor([Chunk("c1", "d1", text, 0, len(text), acl=acl, title=title)])
     return extraction
 
 
@@ -112,3 +114,39 @@ def test_warm_up_is_idempotent_and_batches_keep_order(extractor: TripleExtractor
     out = extractor(chunks)
     assert [e.chunk_id for e in out] == [c.chunk_id for c in chunks]
     assert all(f"person_{i:08x}" in {k for k, _, _ in e.entities} for i, e in enumerate(out))
+
+
+def test_title_is_the_topic_entity_and_takes_back_references(extractor: TripleExtractor) -> None:
+    ex = _one(extractor, "Inception is a 2010 science fiction film. It was directed by Christopher "
+                         "Nolan. The film stars Leonardo DiCaprio.", title="Inception (film)")
+    assert ("inception", "TITLE", "Inception") in ex.entities
+    spo = _spo(ex)
+    assert ("christopher nolan", "direct", "inception") in spo  # "It was directed by"
+    assert ("inception", "star", "leonardo dicaprio") in spo  # "The film stars"
+    [topic] = [t for t in ex.triples if t.relation == "direct"]
+    assert topic.confidence < 0.8  # a heuristic resolution ranks below a parsed link
+
+
+def test_person_pronouns_only_refer_to_a_person_title(extractor: TripleExtractor) -> None:
+    film = _one(extractor, "Inception is a film. He was born in London.", title="Inception (film)")
+    assert not any(t.subject == "inception" and "london" == t.object for t in film.triples)
+    person = _one(extractor, "Marie Curie was a Polish physicist. She worked for the University "
+                             "of Paris in France.", title="Marie Curie")
+    assert ("marie curie", "work_for", "university of paris") in _spo(person)
+    thing = _one(extractor, "Marie Curie was a Polish physicist. It worked for the University "
+                            "of Paris.", title="Marie Curie")
+    assert not any(t.relation == "work_for" for t in thing.triples)  # "it" is not a person
+
+
+def test_titles_naming_nothing_are_skipped() -> None:
+    assert title_surface("Inception (film)") == "Inception"
+    assert title_surface("The Beatles") == "Beatles"
+    assert title_surface("Letter to <PERSON>") is None
+    assert title_surface("1999") is None and title_surface(None) is None and title_surface("") is None
+
+
+def test_identifiers_are_entities(extractor: TripleExtractor) -> None:
+    ex = _one(extractor, "Employee record EMP-10010. The lab holds ISO-9001 and filed in 2010-2012.")
+    keys = {(key, label) for key, label, _ in ex.entities}
+    assert ("emp-10010", "ID") in keys and ("iso-9001", "ID") in keys
+    assert not any(key.startswith("2010") for key, _ in keys)  # a year range is no identifier

@@ -180,3 +180,25 @@ def test_a_principal_reading_nothing_gets_nothing(retriever):
     assert retriever.facts(QUESTION, nobody, ["d1#0", "d2#0"]) == []
     verdicts = retriever.validate([("Velora Systems", "acquire", "Brightwater Labs")], nobody)
     assert [len(verdicts[k]) for k in ("supported", "contradicted", "unknown")] == [0, 0, 1]
+
+
+def test_titles_and_identifiers_carry_the_second_hop():
+    """A title joins a bridge mention in one passage to the passage about it; an identifier
+    the question names links exactly, though no embedding would match it."""
+    chunks = [
+        Chunk("film#0", "film", "Inception is a science fiction film. It was directed by "
+              "Christopher Nolan.", 0, 80, title="Inception (film)"),
+        Chunk("nolan#0", "nolan", "He is married to the producer Emma Thomas.", 0, 40,
+              title="Christopher Nolan"),
+        Chunk("other#0", "other", "Memento is a thriller released in 2000.", 0, 40, title="Memento"),
+        Chunk("hr#0", "hr", "Employee record EMP-10010. The employee works in Lima.", 0, 50,
+              title="Employee record EMP-10010"),
+    ]
+    kg = KnowledgeGraph.build(TripleExtractor(KGConfig())(chunks), config=KGConfig(),
+                              extracted_at="2025-01-01T00:00:00+00:00")
+    r = GraphRetriever(kg, KGConfig())
+    ranked = [c for c, _ in r.rank("Who is the spouse of the director of Inception?", PUBLIC, top_k=3)]
+    # Inception -> its passage -> "Christopher Nolan" -> the passage titled Christopher Nolan.
+    assert ranked[:2] == ["film#0", "nolan#0"]
+    assert "entity:emp-10010" in r.link("Where does employee EMP-10010 work?", PUBLIC)
+    assert r.rank("Where does employee EMP-10010 work?", PUBLIC, top_k=1)[0][0] == "hr#0"
