@@ -6,6 +6,7 @@ object on the last line of stdout.
 
     rayrag data demo --out data/
     rayrag ingest --corpus data/corpus.jsonl --out bundle/ --config configs/demo.yaml
+    rayrag train --bundle bundle/ --out ckpt/ --config demo
     rayrag ask "Who acquired Brightwater Labs?" --bundle bundle/ --retrieval-only --principal analyst
     rayrag eval --retrieval-only --bundle bundle/ --dataset data/qa.jsonl --mode hybrid --json
     rayrag bench redaction --quick --json
@@ -98,6 +99,33 @@ def ingest(
     result = run_ingest(corpus, out, cfg, previous=bundle, strict=strict or None,
                         delete_missing=delete_missing)
     print(json.dumps(result.summary()))
+
+
+@app.command()
+def train(
+    bundle: Annotated[Path, typer.Option("--bundle", help="Index bundle whose chunks (and graph) are the training data.")],
+    out: Annotated[Path, typer.Option("--out", help="Checkpoint directory (adapters with --lora-rank); resumable state in OUT/_resume.")],
+    qa: Annotated[Path | None, typer.Option("--qa", help="QA JSONL for reader fine-tuning; default: questions generated from the graph.")] = None,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/_resume at the saved step.")] = False,
+    workers: Annotated[int | None, typer.Option("--workers", help="Data-parallel Ray Train workers (default: train.workers).")] = None,
+    base: Annotated[Path | None, typer.Option("--base", help="Base checkpoint to fine-tune LoRA adapters on.")] = None,
+    lora_rank: Annotated[int | None, typer.Option("--lora-rank", help="LoRA rank (needs --base): train adapters only.")] = None,
+) -> None:
+    """Train the generator: LM on the chunks, then reader fine-tuning (or LoRA adapters)."""
+    from rayrag.pipelines.train import train as run_train
+
+    cfg = _config(config, overrides)
+    if lora_rank is not None and base is None:
+        raise ConfigError("--lora-rank needs --base (the checkpoint whose adapters are trained)")
+    if base is not None and lora_rank is None:
+        raise ConfigError("--base needs --lora-rank")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
+    result = run_train(cfg, out, bundle=bundle, qa=qa, resume=resume, base=base, lora_rank=lora_rank,
+                       workers=workers)
+    print(json.dumps(result.to_json()))
 
 
 PRINCIPALS_FILE = Path(__file__).resolve().parents[1] / "configs" / "access" / "principals.yaml"
@@ -221,7 +249,7 @@ def eval_command(
 
 @app.command()
 def bench(
-    name: Annotated[str, typer.Argument(help="redaction | ingest")],
+    name: Annotated[str, typer.Argument(help="redaction | ingest | retrieval | kg | moe | softmax | decode | moe-quality")],
     quick: Annotated[bool, typer.Option("--quick", help="Small sizes (CI).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Last stdout line is one JSON object.")] = False,
 ) -> None:

@@ -116,6 +116,12 @@ class GeneratorConfig(_Section):
     max_seq_len: int = Field(1024, gt=0, description="Longest context (prompt + answer).")
     rope_theta: float = Field(10000.0, gt=0, description="RoPE base.")
     adaptive_softmax_cutoffs: tuple[int, ...] = Field((2000, 6000), description="Frequency cutoffs; empty = full softmax.")
+    adaptive_div_value: float = Field(4.0, gt=1, description="Each tail cluster's projection is this much narrower than the last.")
+    tie_embeddings: bool = Field(True, description="Full-softmax head shares the input embedding matrix.")
+    rms_norm_eps: float = Field(1e-5, gt=0, description="RMSNorm epsilon (Mixtral's 1e-5).")
+    router_jitter: float = Field(0.0, ge=0, lt=1, description="Multiplicative uniform noise on router inputs while training (Switch).")
+    shared_expert_dim: int = Field(0, ge=0, description="Hidden width of an always-on shared expert; 0 = none.")
+    dispatch: Literal["auto", "grouped_mm", "loop"] = Field("auto", description="Expert matmuls: torch._grouped_mm when it runs here, else a per-expert loop.")
     num_shards: int = Field(1, gt=0, description="ExpertShard actors the experts are spread over.")
 
     @model_validator(mode="after")
@@ -141,6 +147,29 @@ class LoraConfig(_Section):
     alpha: float = Field(16.0, gt=0, description="Scale = alpha / rank.")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA path.")
     targets: tuple[str, ...] = Field(("q_proj", "v_proj"), description="Module names that get adapters.")
+    experts: bool = Field(False, description="Also adapt expert weights (w1, w3, w2).")
+
+
+class TrainConfig(_Section):
+    lm_steps: int = Field(400, ge=0, description="Phase 1: language-modelling steps on the bundle's chunks.")
+    reader_steps: int = Field(400, ge=0, description="Phase 2: reader fine-tuning steps on (question, context, facts) -> answer.")
+    batch_size: int = Field(16, gt=0, description="Sequences per optimizer step (per worker).")
+    seq_len: int = Field(256, gt=7, description="Tokens per training sequence (<= generator.max_seq_len).")
+    lr: float = Field(2e-3, gt=0, description="AdamW peak learning rate.")
+    lora_lr: float = Field(1e-3, gt=0, description="Peak learning rate when only LoRA adapters train.")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Cosine decays to lr * this.")
+    warmup_steps: int = Field(40, ge=0, description="Linear warmup before the cosine.")
+    weight_decay: float = Field(0.1, ge=0, description="AdamW decoupled weight decay (not on norms, biases, embeddings).")
+    betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW betas (GPT-style).")
+    grad_clip: float = Field(1.0, gt=0, description="Global gradient-norm clip.")
+    checkpoint_every: int = Field(200, gt=0, description="Steps between resumable checkpoints.")
+    eval_every: int = Field(100, gt=0, description="Steps between validation-loss evaluations.")
+    val_fraction: float = Field(0.05, ge=0, lt=1, description="Held-out share of sequences / QA pairs for validation loss.")
+    workers: int = Field(1, gt=0, description="Data-parallel Ray Train workers (1 = in-process).")
+    max_graph_qa: int = Field(4000, ge=0, description="Cap on QA pairs generated from KG triples when no QA file is given.")
+    context_passages: int = Field(3, gt=0, description="Passages in a reader-training prompt (gold first-ranked or retrieved).")
+    bf16: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU).")
+    num_threads: int | None = Field(None, gt=0, description="torch intra-op threads on CPU; None = torch's default.")
 
 
 RedactionOperator = Literal["replace", "mask", "hmac", "encrypt", "keep"]
@@ -175,8 +204,16 @@ class RedactionConfig(_Section):
     encryption_key_env: str = Field("RAYRAG_ENCRYPTION_KEY", description="Environment variable with the reversible-encryption key.")
 
 
+class RoutingAlarmConfig(_Section):
+    min_entropy: float = Field(0.5, ge=0, le=1, description="Normalised routing entropy below this = collapse.")
+    max_violation: float = Field(1.0, ge=0, description="(max load - mean) / mean above this = one expert hogs tokens.")
+    max_drop_rate: float = Field(0.1, ge=0, le=1, description="Share of token-slots dropped at capacity above this.")
+    min_share: float = Field(0.01, ge=0, le=1, description="An expert getting less than this share of tokens is dead.")
+
+
 class GovernanceConfig(_Section):
     redaction: RedactionConfig = Field(default_factory=RedactionConfig)
+    routing: RoutingAlarmConfig = Field(default_factory=RoutingAlarmConfig)
     log_retention_days: int = Field(30, gt=0, description="Request logs and traces older than this are purged.")
 
 
@@ -200,6 +237,7 @@ class RAGConfig(_Section):
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
     decoding: DecodingConfig = Field(default_factory=DecodingConfig)
     lora: LoraConfig = Field(default_factory=LoraConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
     governance: GovernanceConfig = Field(default_factory=GovernanceConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 

@@ -11,6 +11,7 @@ The hybrid retriever (dense + knowledge graph) builds on this class.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,11 @@ import numpy as np
 from rayrag.config import RAGConfig
 from rayrag.errors import AccessDenied, ConfigError, DataError
 from rayrag.pipelines.bundle import IndexBundle
+from rayrag.retrieval.vector import AllowedIds
 from rayrag.types import Passage, Principal
 
 MAX_QUESTION_CHARS = 4000
+MAX_CACHED_SELECTORS = 32  # distinct group sets are few (roles); bound the memory anyway
 
 
 class DenseRetriever:
@@ -35,6 +38,9 @@ class DenseRetriever:
         self._acl: list[frozenset[str]] = []
         self._row_ids: np.ndarray = np.zeros(0, np.int64)
         self._rows: dict[int, int] = {}
+        # group set -> its allowed ids as a FAISS selector: scanning every chunk's ACL and
+        # building the bitmap per query would cost O(chunks) a request.
+        self._selectors: OrderedDict[frozenset[str], AllowedIds] = OrderedDict()
 
     def warm_up(self) -> None:
         if self._index is not None:
@@ -78,6 +84,19 @@ class DenseRetriever:
         mask = np.fromiter((bool(groups & acl) for acl in self._acl), dtype=bool, count=len(self._acl))
         return self._row_ids[mask]
 
+    def allowed_for(self, principal: Principal) -> AllowedIds:
+        """The principal's `AllowedIds` (selector), built once per group set."""
+        key = frozenset(principal.groups)
+        allowed = self._selectors.get(key)
+        if allowed is None:
+            allowed = AllowedIds(self.allowed_row_ids(principal))
+            self._selectors[key] = allowed
+            while len(self._selectors) > MAX_CACHED_SELECTORS:
+                self._selectors.popitem(last=False)
+        else:
+            self._selectors.move_to_end(key)
+        return allowed
+
     def retrieve(self, question: str, principal: Principal, top_k: int | None = None) -> list[Passage]:
         top_k = self.config.retrieval.top_k if top_k is None else top_k
         if top_k <= 0:
@@ -87,8 +106,8 @@ class DenseRetriever:
         if len(question) > MAX_QUESTION_CHARS:
             raise DataError(f"question is too long: {len(question)} chars > {MAX_QUESTION_CHARS}")
         self.warm_up()
-        allowed = self.allowed_row_ids(principal)
-        if len(allowed) == 0:
+        allowed = self.allowed_for(principal)
+        if allowed.count == 0:
             raise AccessDenied(f"principal {principal.name!r} may read no documents in this bundle")
         query = self._redactor.redact(question).text if self._redactor is not None else question
         vector = self._embedder.encode([query])

@@ -223,11 +223,13 @@ class VectorIndex:
 
     # ----------------------------------------------------------------- search
     def search(
-        self, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
+        self, queries: np.ndarray, k: int, allowed_ids: np.ndarray | AllowedIds | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, ids), each (nq, k), restricted to `allowed_ids` when given.
 
         `allowed_ids=None` means no restriction; an empty array means nothing is allowed.
+        Pass an `AllowedIds` built once per principal to skip rebuilding the selector on
+        every query (a fixed cost of ~n/8 bytes per call).
         """
         if k <= 0:
             raise ValueError(f"k must be > 0, got {k} (retrieval.top_k)")
@@ -240,7 +242,7 @@ class VectorIndex:
                 # GPU indexes take their knobs (nprobe) from the clone, not SearchParameters.
                 return _pad(*self._gpu_index.search(queries, k))
             return _pad(*index.search(queries, k, params=self._params(k, None)))
-        allowed = AllowedIds(allowed_ids)
+        allowed = allowed_ids if isinstance(allowed_ids, AllowedIds) else AllowedIds(allowed_ids)
         if allowed.count == 0 or index.ntotal == 0 or nq == 0:
             return _empty(nq, k)
         # Filtered search runs on the CPU copy: faiss GPU indexes do not all honour an

@@ -115,7 +115,6 @@ def test_dense_eval_end_to_end_is_tracked_without_question_text(tiny):
 @pytest.mark.slow
 @pytest.mark.integration
 def test_hybrid_never_returns_restricted_passages_to_public(tiny):
-    pytest.importorskip("rayrag.retrieval.graph_query")
     from rayrag.retrieval.hybrid import HybridRetriever
 
     root, config, _, docs, keep = tiny
@@ -128,3 +127,8 @@ def test_hybrid_never_returns_restricted_passages_to_public(tiny):
             evidence = retriever.retrieve(q["question"], public, mode=mode, top_k=20)
             assert not {p.doc_id for p in evidence.passages} & restricted
             assert not {d for f in evidence.facts for d in f.doc_ids} & restricted
+    # The public selector was built once and reused; it allows exactly the public chunks.
+    dense = retriever.dense
+    [(groups, allowed)] = dense._selectors.items()
+    assert groups == public.groups
+    assert allowed.count == sum("public" in acl for acl in dense._acl) < len(dense._acl)

@@ -1,0 +1,368 @@
+"""Decoding over `MoETransformer`: greedy, top-k, top-p sampling with the KV cache, and streaming.
+
+Follows HF `generate` in its choices: prompts of different lengths are LEFT-padded with an
+attention mask, so every row's next token sits in the last column and RoPE positions come
+from the mask (the model counts real tokens); the sampling filters apply in HF's order,
+temperature, then top-k, then top-p (Holtzman et al. 2020, nucleus sampling).
+
+Each step asks the output head only for what the rule needs, so the adaptive softmax
+(Grave et al. 2017) stays lazy: temperature 0 calls `head.greedy` (a tail cluster is
+expanded only for rows where it can still win), top-k alone calls `head.topk` and samples
+among those k, and only top-p needs the full distribution `head.log_prob`.
+
+Finished rows are DROPPED from the batch (`KVCache.select` on the cache, the same rows of
+the mask), not kept masked: a finished row would otherwise still pay for attention over its
+whole past and a trip through every MoE layer each step, and its router choices would skew
+the routing statistics of the rows still decoding. Leading columns that are padding in every
+remaining row are trimmed too (positions come from the mask, so nothing moves).
+
+    >>> options = DecodeOptions.from_config(cfg.decoding, eos_id=tok.eos_id, pad_id=tok.pad_id)
+    >>> [g.tokens for g in generate(model, [tok.encode("Q: ..."), tok.encode("Q: ...")], **options.kwargs())]
+    >>> for token in stream(model, tok.encode("Q: ..."), **options.kwargs()): ...
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rayrag.config import DecodingConfig
+from rayrag.errors import ConfigError, DataError
+from rayrag.generator.model import KVCache, MoETransformer
+
+
+@dataclass
+class Generation:
+    """One prompt's answer: generated token ids (no eos, no stop sequence) and why it ended."""
+
+    tokens: list[int]
+    finish_reason: str  # "eos" | "stop" | "length"
+    prompt_tokens: int
+    # Per MoE layer, share of the token-slots routed to each expert over this call (prefill and
+    # every decode step). Batch-level: rows decoded together share one summary.
+    expert_share: list[list[float]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """Everything `generate` / `stream` take besides the model and the prompts."""
+
+    max_new_tokens: int = 128
+    temperature: float = 0.0  # 0 = greedy
+    top_k: int = 0  # 0 = no top-k truncation
+    top_p: float = 1.0  # 1 = no nucleus truncation
+    stop: tuple[tuple[int, ...], ...] = ()
+    eos_id: int | None = None
+    pad_id: int = 0
+    seed: int | None = None
+
+    @classmethod
+    def from_config(cls, cfg: DecodingConfig, *, eos_id: int | None, pad_id: int,
+                    stop: Sequence[Sequence[int]] | None = None, seed: int | None = None) -> DecodeOptions:
+        return cls(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
+                   top_p=cfg.top_p, stop=tuple(tuple(s) for s in stop or ()), eos_id=eos_id, pad_id=pad_id,
+                   seed=seed)
+
+    def kwargs(self) -> dict[str, Any]:
+        """The options as keyword arguments of `generate` / `stream`."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+# -- validation ----------------------------------------------------------------------------
+
+
+def _check_options(opts: DecodeOptions, vocab_size: int) -> None:
+    if isinstance(opts.max_new_tokens, bool) or not isinstance(opts.max_new_tokens, int) or opts.max_new_tokens <= 0:
+        raise ConfigError(f"max_new_tokens must be an int > 0, got {opts.max_new_tokens!r} "
+                          "(--decoding.max-new-tokens)")
+    if not math.isfinite(opts.temperature) or opts.temperature < 0:
+        raise ConfigError(f"temperature must be a finite number >= 0 (0 = greedy), got {opts.temperature!r} "
+                          "(--decoding.temperature)")
+    if not 0 < opts.top_p <= 1:  # also refuses NaN
+        raise ConfigError(f"top_p must be in (0, 1], got {opts.top_p!r} (--decoding.top-p)")
+    if isinstance(opts.top_k, bool) or not isinstance(opts.top_k, int) or opts.top_k < 0:
+        raise ConfigError(f"top_k must be an int >= 0 (0 = off), got {opts.top_k!r} (--decoding.top-k)")
+    for name in ("eos_id", "pad_id"):
+        value = getattr(opts, name)
+        if value is None and name == "eos_id":
+            continue
+        if not isinstance(value, int) or not 0 <= value < vocab_size:
+            raise ConfigError(f"{name} must be a token id in [0, {vocab_size}), got {value!r}")
+    for i, seq in enumerate(opts.stop):
+        if not seq:
+            raise DataError(f"stop sequence {i} is empty; each stop sequence needs at least one token id")
+        bad = [t for t in seq if not 0 <= t < vocab_size]
+        if bad:
+            raise DataError(f"stop sequence {i} has token ids outside [0, {vocab_size}): {bad[:5]}")
+
+
+def _check_prompts(prompts: Sequence[Sequence[int]], max_new_tokens: int, vocab_size: int,
+                   max_seq_len: int) -> list[list[int]]:
+    if isinstance(prompts, torch.Tensor):
+        raise DataError("prompts must be a list of token-id lists, got a tensor; pass ids.tolist()")
+    if len(prompts) == 0:
+        raise DataError("prompts must hold at least one prompt, got an empty list")
+    if not hasattr(prompts[0], "__iter__"):
+        raise DataError("prompts must be a list of token-id lists, got a flat list of ints; "
+                        "wrap a single prompt as [prompt]")
+    checked = []
+    for i, prompt in enumerate(prompts):
+        ids = [int(t) for t in prompt]
+        if not ids:
+            raise DataError(f"prompt {i} is empty; every prompt needs at least one token id")
+        bad = [(pos, t) for pos, t in enumerate(ids) if not 0 <= t < vocab_size]
+        if bad:
+            pos, t = bad[0]
+            raise DataError(f"prompt {i} has {len(bad)} token id(s) outside the vocabulary [0, {vocab_size}), "
+                            f"first {t} at position {pos}")
+        if len(ids) + max_new_tokens > max_seq_len:
+            raise DataError(f"prompt {i} has {len(ids)} tokens + max_new_tokens {max_new_tokens} = "
+                            f"{len(ids) + max_new_tokens} > max_seq_len {max_seq_len} (generator.max_seq_len); "
+                            "shorten the prompt or lower --decoding.max-new-tokens")
+        checked.append(ids)
+    return checked
+
+
+# -- choosing the next token ---------------------------------------------------------------
+
+
+def next_tokens(head: nn.Module, hidden: torch.Tensor, opts: DecodeOptions,
+                generator: torch.Generator | None) -> torch.Tensor:
+    """Next token id per row from the last hidden states (B, d) -> (B,) int64."""
+    if opts.greedy:
+        return head.greedy(hidden)
+    vocab = head.vocab_size
+    top_k = min(opts.top_k, vocab)
+    if top_k and opts.top_p >= 1:  # top-k alone: the head scores only the k best (exactly)
+        logp, ids = head.topk(hidden, top_k)  # (B, k) each
+        probs = F.softmax(logp / opts.temperature, dim=-1)  # renormalised over the k
+        choice = torch.multinomial(probs, 1, generator=generator)  # (B, 1)
+        return ids.gather(1, choice).squeeze(1)
+    scores = head.log_prob(hidden) / opts.temperature  # (B, V) float32
+    if top_k:
+        kth = scores.topk(top_k, dim=-1).values[:, -1:]  # (B, 1)
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    if opts.top_p < 1:
+        sorted_scores, order = scores.sort(dim=-1, descending=True)  # (B, V)
+        sorted_probs = F.softmax(sorted_scores, dim=-1)
+        mass_before = sorted_probs.cumsum(-1) - sorted_probs  # (B, V) mass of the better tokens
+        drop_sorted = mass_before >= opts.top_p  # the best token always stays (mass before = 0)
+        scores = scores.masked_fill(drop_sorted.scatter(1, order, drop_sorted), float("-inf"))
+    probs = F.softmax(scores, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+# -- the decoding loop ---------------------------------------------------------------------
+
+
+@dataclass
+class _Row:
+    prompt_tokens: int
+    tokens: list[int] = field(default_factory=list)
+    steps: int = 0
+    finish_reason: str | None = None
+
+    def add(self, token: int, opts: DecodeOptions) -> None:
+        self.steps += 1
+        if opts.eos_id is not None and token == opts.eos_id:
+            self.finish_reason = "eos"
+            return
+        self.tokens.append(token)
+        for seq in opts.stop:
+            if len(self.tokens) >= len(seq) and tuple(self.tokens[-len(seq):]) == seq:
+                del self.tokens[-len(seq):]
+                self.finish_reason = "stop"
+                return
+        if self.steps >= opts.max_new_tokens:
+            self.finish_reason = "length"
+
+
+def _left_pad(prompts: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)  # (B, S)
+    mask = torch.zeros(len(prompts), width, dtype=torch.long)  # (B, S) 1 = real
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
+        mask[i, width - len(p):] = 1
+    return ids.to(device), mask.to(device)
+
+
+class _ExpertShare:
+    """Token-slot counts per layer and expert, summed over the forwards of one call."""
+
+    def __init__(self) -> None:
+        self.counts: list[torch.Tensor] = []
+
+    def add(self, routing) -> None:
+        for i, stats in enumerate(routing):
+            slots = stats.token_share.detach().float() * stats.tokens  # (E,)
+            if i == len(self.counts):
+                self.counts.append(slots)
+            else:
+                self.counts[i] = self.counts[i] + slots
+
+    def shares(self) -> list[list[float]]:
+        return [[round(float(v), 6) for v in (c / c.sum().clamp(min=1e-12)).tolist()] for c in self.counts]
+
+
+def _decode(model: MoETransformer, prompts: list[list[int]], opts: DecodeOptions,
+            use_cache: bool) -> Generator[list[_Row], None, list[Generation]]:
+    """Decode every prompt; yields the rows after each step, returns the Generations.
+
+    Grad mode is switched off per forward, not across the yields, so a consumer of `stream`
+    does not run its own code under inference mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        generator = None
+        if opts.seed is not None and not opts.greedy:
+            generator = torch.Generator(device=device)
+            generator.manual_seed(opts.seed)
+        rows = [_Row(prompt_tokens=len(p)) for p in prompts]
+        active = list(range(len(rows)))  # batch position -> row index
+        ids, mask = _left_pad(prompts, opts.pad_id, device)  # (B, S) each
+        # Left padding per batch row, tracked on the host so no step waits on the device for it.
+        pads = [ids.shape[1] - len(p) for p in prompts]
+        cache = KVCache() if use_cache else None
+        share = _ExpertShare()
+
+        def forward(input_ids: torch.Tensor) -> torch.Tensor:
+            padded = max(pads) > 0  # no padding: the model's plain causal path
+            with torch.inference_mode():
+                out = model(input_ids, attention_mask=mask if padded else None, past_key_values=cache,
+                            use_cache=use_cache, compute_logits=False)
+                share.add(out.routing)
+                return out.hidden_states[:, -1]  # (B, d)
+
+        hidden = forward(ids)  # prefill
+        while True:
+            with torch.inference_mode():
+                chosen = next_tokens(model.head, hidden, opts, generator)  # (B,)
+            for row, token in zip(active, chosen.tolist(), strict=True):
+                rows[row].add(token, opts)
+            yield rows
+            keep = [j for j, row in enumerate(active) if rows[row].finish_reason is None]
+            if not keep:
+                break
+            if len(keep) < len(active):
+                keep_t = torch.tensor(keep, device=device)
+                active = [active[j] for j in keep]
+                pads = [pads[j] for j in keep]
+                chosen, mask, ids = chosen[keep_t], mask[keep_t], ids[keep_t]
+                if cache is not None:
+                    cache.select(keep_t)
+                # Columns that are padding in every remaining row: drop them from mask and cache.
+                lead = min(pads)
+                if lead:
+                    pads = [p - lead for p in pads]
+                    mask, ids = mask[:, lead:], ids[:, lead:]
+                    if cache is not None:
+                        cache.keys = [k[:, :, lead:] for k in cache.keys]  # (B, Hkv, S_past - lead, hd)
+                        cache.values = [v[:, :, lead:] for v in cache.values]
+            mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)  # (B, S_past + 1)
+            step_ids = chosen[:, None]  # (B, 1)
+            if cache is None:  # recompute: the whole sequence again
+                ids = torch.cat([ids, step_ids], dim=1)  # (B, S + 1)
+                hidden = forward(ids)
+            else:
+                hidden = forward(step_ids)
+        shares = share.shares()
+        return [Generation(tokens=row.tokens, finish_reason=row.finish_reason or "length",
+                           prompt_tokens=row.prompt_tokens, expert_share=shares) for row in rows]
+    finally:
+        model.train(was_training)
+
+
+def _options(model: MoETransformer, **kwargs: Any) -> DecodeOptions:
+    stop = kwargs.pop("stop", None)
+    opts = DecodeOptions(stop=tuple(tuple(int(t) for t in s) for s in stop or ()), **kwargs)
+    _check_options(opts, model.config.vocab_size)
+    return opts
+
+
+def _run_to_end(loop: Generator[list[_Row], None, list[Generation]]) -> list[Generation]:
+    while True:
+        try:
+            next(loop)
+        except StopIteration as done:
+            return done.value
+
+
+def generate(model: MoETransformer, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
+             temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
+             stop: Sequence[Sequence[int]] | None = None, eos_id: int | None, pad_id: int,
+             seed: int | None = None) -> list[Generation]:
+    """Decode a batch of prompts (token-id lists of any lengths) with the KV cache.
+
+    temperature 0 is greedy (top_k / top_p then have no effect); `seed` makes sampling
+    deterministic. A row ends at `eos_id` ("eos"), at the end of any `stop` sequence
+    ("stop"; the sequence is cut from the output) or after `max_new_tokens` ("length")."""
+    opts = _options(model, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                    top_p=top_p, stop=stop, eos_id=eos_id, pad_id=pad_id, seed=seed)
+    checked = _check_prompts(prompts, opts.max_new_tokens, model.config.vocab_size, model.config.max_seq_len)
+    return _run_to_end(_decode(model, checked, opts, use_cache=True))
+
+
+def recompute_generate(model: MoETransformer, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
+                       stop: Sequence[Sequence[int]] | None = None, eos_id: int | None, pad_id: int
+                       ) -> list[Generation]:
+    """Greedy decoding WITHOUT the KV cache: every step re-runs the whole sequence.
+
+    The bench's baseline and the cache's correctness reference; same stopping rules."""
+    opts = _options(model, max_new_tokens=max_new_tokens, stop=stop, eos_id=eos_id, pad_id=pad_id)
+    checked = _check_prompts(prompts, opts.max_new_tokens, model.config.vocab_size, model.config.max_seq_len)
+    return _run_to_end(_decode(model, checked, opts, use_cache=False))
+
+
+def _pending_stop(tokens: list[int], stop: tuple[tuple[int, ...], ...]) -> int:
+    """Length of the longest tail of `tokens` that is a proper prefix of a stop sequence."""
+    longest = 0
+    for seq in stop:
+        for n in range(min(len(seq) - 1, len(tokens)), longest, -1):
+            if tuple(tokens[-n:]) == seq[:n]:
+                longest = n
+                break
+    return longest
+
+
+def stream(model: MoETransformer, prompt: Sequence[int], *, max_new_tokens: int, temperature: float = 0.0,
+           top_k: int = 0, top_p: float = 1.0, stop: Sequence[Sequence[int]] | None = None,
+           eos_id: int | None, pad_id: int, seed: int | None = None) -> Iterator[int]:
+    """Yield one prompt's token ids as they are produced; the same tokens `generate` returns.
+
+    Tokens that could begin a stop sequence are held back until they cannot (and dropped if
+    they complete it), so a client never receives part of a stop sequence. The generator's
+    return value (`StopIteration.value`, or `result = yield from stream(...)`) is the Generation.
+    """
+    opts = _options(model, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                    top_p=top_p, stop=stop, eos_id=eos_id, pad_id=pad_id, seed=seed)
+    if isinstance(prompt, Sequence) and prompt and isinstance(prompt[0], Sequence):
+        raise DataError("stream takes one prompt (a list of token ids), got a list of lists; use generate")
+    checked = _check_prompts([prompt], opts.max_new_tokens, model.config.vocab_size, model.config.max_seq_len)
+    return _stream(_decode(model, checked, opts, use_cache=True), opts)
+
+
+def _stream(loop: Generator[list[_Row], None, list[Generation]], opts: DecodeOptions
+            ) -> Generator[int, None, Generation]:
+    sent = 0
+    try:
+        while True:
+            (row,) = next(loop)
+            safe = len(row.tokens) if row.finish_reason else len(row.tokens) - _pending_stop(row.tokens, opts.stop)
+            yield from row.tokens[sent:safe]
+            sent = max(sent, safe)
+    except StopIteration as done:
+        return done.value[0]
+    finally:
+        loop.close()  # a client that stops reading releases the model's train/eval state

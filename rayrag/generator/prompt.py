@@ -1,0 +1,165 @@
+"""The reader prompt: question, ranked passages and KG facts laid out as token ids.
+
+One fixed template (version `PROMPT_TEMPLATE_VERSION`, logged to MLflow with the model),
+the Fusion-in-Decoder/RETRO-style "context then question" layout with numbered citation
+markers as in ALCE (Gao et al. 2023), so an answer can cite "[2]":
+
+    <bos>context:
+    [1] Brightwater Labs: Helix Corp acquired Brightwater Labs in 2019.
+    [2] Another passage without a title.
+    facts:
+    Helix Corp acquired Brightwater Labs
+    <sep>question: Who acquired Brightwater Labs?<sep>answer:
+
+The answer follows as " " + answer + <eos> (see `build_training_example`). Each segment is
+encoded on its own and the ids concatenated, so a segment's length is known before it is
+added and training and serving tokenise the same prompt the same way. When the prompt is
+too long, the lowest-ranked passage goes first, then the last fact; the question is never cut.
+
+    >>> prompt = build_prompt(question, evidence.passages, evidence.facts, tok, max_prompt_tokens=896)
+    >>> prompt.ids[:1], [c.marker for c in prompt.citations], prompt.truncated
+    ([1], [1, 2, 3], ['doc-7#4'])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from rayrag.errors import ConfigError, DataError
+from rayrag.generator.tokenizer import RayragTokenizer
+from rayrag.types import Fact, Passage
+
+PROMPT_TEMPLATE_VERSION = "reader-v1"
+CONTEXT_HEADER = "context:"
+PASSAGE_FORMAT = "\n[{marker}] {title}: {text}"
+PASSAGE_FORMAT_UNTITLED = "\n[{marker}] {text}"
+FACTS_HEADER = "\nfacts:"
+FACT_FORMAT = "\n{subject} {relation} {object}"
+QUESTION_FORMAT = "question: {question}"
+ANSWER_CUE = "answer:"
+ANSWER_PREFIX = " "  # answers start with a space: "answer: Helix Corp"; a prompt never ends in one
+
+# The whole layout in one string, for humans and for MLflow's prompt registry. `{passages}`
+# is PASSAGE_FORMAT per included passage, `{facts}` is FACTS_HEADER + FACT_FORMAT per fact
+# (empty when none); the special tokens are single ids, not text.
+PROMPT_TEMPLATE = (
+    "<bos>" + CONTEXT_HEADER + "{passages}{facts}"
+    + "<sep>" + QUESTION_FORMAT + "<sep>" + ANSWER_CUE
+)
+
+
+@dataclass(frozen=True)
+class Citation:
+    """A passage that made it into the prompt, under marker `[marker]`."""
+
+    marker: int
+    passage: Passage
+
+
+@dataclass(frozen=True)
+class Prompt:
+    ids: list[int]
+    citations: list[Citation] = field(default_factory=list)  # in prompt order, markers 1..n
+    truncated: list[str] = field(default_factory=list)  # chunk ids dropped to fit, best-ranked first
+    facts_included: list[Fact] = field(default_factory=list)
+    facts_dropped: int = 0
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def build_prompt(
+    question: str,
+    passages: Sequence[Passage],
+    facts: Sequence[Fact],
+    tokenizer: RayragTokenizer,
+    max_prompt_tokens: int,
+) -> Prompt:
+    """Lay out the prompt within `max_prompt_tokens`; `passages` and `facts` are best first."""
+    if max_prompt_tokens <= 0:
+        raise ConfigError(f"max_prompt_tokens must be > 0, got {max_prompt_tokens}")
+    if not question or not question.strip():
+        raise DataError("question is empty")
+
+    head = [tokenizer.bos_id, *tokenizer.encode(CONTEXT_HEADER)]
+    tail = [tokenizer.sep_id, *tokenizer.encode(QUESTION_FORMAT.format(question=question.strip())),
+            tokenizer.sep_id, *tokenizer.encode(ANSWER_CUE)]
+    fixed = len(head) + len(tail)
+    if fixed > max_prompt_tokens:
+        # Counts only: the question text may carry personal data and must not reach a log.
+        raise DataError(f"question does not fit the prompt: {fixed} tokens with the template, "
+                        f"max_prompt_tokens is {max_prompt_tokens}")
+
+    passage_ids = [tokenizer.encode(_passage_text(i + 1, p)) for i, p in enumerate(passages)]
+    fact_ids = [tokenizer.encode(_fact_text(f)) for f in facts]
+    facts_header = tokenizer.encode(FACTS_HEADER)
+
+    n_passages, n_facts = len(passages), len(facts)
+    used = fixed + sum(map(len, passage_ids)) + sum(map(len, fact_ids))
+    used += len(facts_header) if n_facts else 0
+    while used > max_prompt_tokens and n_passages:
+        n_passages -= 1
+        used -= len(passage_ids[n_passages])
+    while used > max_prompt_tokens and n_facts:
+        n_facts -= 1
+        used -= len(fact_ids[n_facts]) + (len(facts_header) if n_facts == 0 else 0)
+    assert used <= max_prompt_tokens, (used, max_prompt_tokens)
+
+    ids = list(head)
+    for row in passage_ids[:n_passages]:
+        ids += row
+    if n_facts:
+        ids += facts_header
+        for row in fact_ids[:n_facts]:
+            ids += row
+    ids += tail
+    assert len(ids) == used, (len(ids), used)
+    return Prompt(
+        ids=ids,
+        citations=[Citation(i + 1, p) for i, p in enumerate(passages[:n_passages])],
+        truncated=[p.chunk_id for p in passages[n_passages:]],
+        facts_included=list(facts[:n_facts]),
+        facts_dropped=len(facts) - n_facts,
+    )
+
+
+def build_training_example(
+    question: str,
+    passages: Sequence[Passage],
+    facts: Sequence[Fact],
+    answer: str,
+    tokenizer: RayragTokenizer,
+    max_len: int,
+) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) of one supervised example, labels aligned with input_ids.
+
+    Only the answer and its `<eos>` are learned (labels -100 on the prompt, as in
+    instruction tuning); the model shifts labels itself. The answer is never cut: an
+    example whose question and answer alone exceed `max_len` is a DataError (skip it).
+    """
+    if not answer or not answer.strip():
+        raise DataError("answer is empty")
+    answer_ids = [*tokenizer.encode(ANSWER_PREFIX + answer.strip()), tokenizer.eos_id]
+    budget = max_len - len(answer_ids)
+    if budget <= 0:
+        raise DataError(f"answer does not fit the example: {len(answer_ids)} tokens, max_len is {max_len}")
+    try:
+        prompt = build_prompt(question, passages, facts, tokenizer, budget)
+    except DataError as exc:
+        raise DataError(f"{exc} (answer takes {len(answer_ids)} of max_len {max_len})") from None
+    input_ids = prompt.ids + answer_ids
+    labels = [-100] * len(prompt.ids) + answer_ids
+    return input_ids, labels
+
+
+def _passage_text(marker: int, passage: Passage) -> str:
+    if passage.title:
+        return PASSAGE_FORMAT.format(marker=marker, title=passage.title, text=passage.text)
+    return PASSAGE_FORMAT_UNTITLED.format(marker=marker, text=passage.text)
+
+
+def _fact_text(fact: Fact) -> str:
+    # Graph relation keys are identifiers ("founded_by"); the reader sees words.
+    return FACT_FORMAT.format(subject=fact.subject, relation=fact.relation.replace("_", " "),
+                              object=fact.object)

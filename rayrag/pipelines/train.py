@@ -1,0 +1,574 @@
+"""Train the generator on a bundle: language modelling, then reader fine-tuning (or LoRA).
+
+The loop is nanoGPT's (Karpathy): AdamW with decay on matrices only, linear warmup then
+cosine decay to `min_lr_ratio`, global-norm gradient clipping, bf16 autocast on CUDA, and a
+resumable checkpoint (`OUT/_resume/`) holding the model, the optimizer and the RNG state,
+so `resume=True` continues at the same step with the same data order and ends with the
+same weights. Data order is a pure function of (seed, phase, step), which is what makes
+resumption exact without saving a sampler. `Trainer` is Ray-free; `train_distributed` is
+the thin Ray Train adapter (TorchTrainer + DDP) used when `train.workers > 1`.
+
+    >>> result = Trainer(cfg, Path("ckpt"), bundle=Path("bundle")).run()
+    >>> result.summary["phases"]["reader"]["val_loss"]
+    >>> Trainer(cfg, Path("adapters"), bundle=Path("bundle"), base=Path("ckpt"), lora_rank=8).run()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rayrag.atomic import atomic_text, fsync_dir
+from rayrag.config import RAGConfig
+from rayrag.errors import ConfigError, ModelError
+from rayrag.generator.checkpoint import load_checkpoint, save_checkpoint
+from rayrag.generator.lora import apply_lora, load_adapters, mark_only_lora_trainable, save_adapters
+from rayrag.generator.model import IGNORE_INDEX, MoETransformer
+from rayrag.generator.tokenizer import RayragTokenizer
+from rayrag.governance.tracking import RunHandle, Tracker
+from rayrag.pipelines.train_data import TrainDataBuilder, TrainingData
+
+RESUME_DIR = "_resume"
+RESUME_STATE = "state.pt"
+SUMMARY_FILE = "training.json"
+MAX_VAL_BATCHES = 16  # bounds a validation pass; the val set is small by construction
+TRAIN_LOSS_WINDOW = 10  # "final train loss" = mean of the last this-many steps
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str  # "lm" or "reader"
+    steps: int
+    lr: float
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    summary: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"out": str(self.out), **{k: v for k, v in self.summary.items() if k != "data"}}
+
+
+@dataclass
+class _PhaseLog:
+    """What a phase leaves for the summary and the expert-load plot (numbers only)."""
+
+    losses: list[float] = field(default_factory=list)
+    val_start: float | None = None
+    val_end: float | None = None
+    seconds: float = 0.0
+    tokens: int = 0
+    share_sum: list[list[float]] = field(default_factory=list)  # (layers, experts)
+    share_steps: int = 0
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int, min_ratio: float) -> float:
+    """Linear warmup over `warmup` steps, then cosine from `peak` to `peak * min_ratio`."""
+    warmup = min(warmup, total)
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Decay matrices; not norms, biases or embeddings (GPT-2/nanoGPT convention)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim < 2 or "embed_tokens" in name else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def sample_indices(n: int, batch_size: int, step: int, seed: int, phase: int,
+                   rank: int = 0, world_size: int = 1) -> np.ndarray:
+    """The rows of step `step` for worker `rank`: epochs of seeded permutations, the global
+    batch (batch_size * world_size) dealt round-robin like DistributedSampler."""
+    positions = step * batch_size * world_size + np.arange(batch_size) * world_size + rank
+    out = np.empty(batch_size, dtype=np.int64)
+    for epoch in np.unique(positions // n):
+        perm = np.random.default_rng([seed, phase, int(epoch)]).permutation(n)
+        hit = positions // n == epoch
+        out[hit] = perm[positions[hit] % n]
+    return out
+
+
+def pad_batch(rows: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[torch.Tensor, ...]:
+    """Right-pad (input_ids, labels) pairs -> input_ids, labels, attention_mask (B, S)."""
+    width = max(len(ids) for ids, _ in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (row_ids, row_labels) in enumerate(rows):
+        ids[i, : len(row_ids)] = torch.as_tensor(row_ids)
+        labels[i, : len(row_labels)] = torch.as_tensor(row_labels)
+        mask[i, : len(row_ids)] = 1
+    return ids, labels, mask
+
+
+class Trainer:
+    """Two-phase (or LoRA) training of the generator; `run()` does everything.
+
+        >>> Trainer(cfg, Path("ckpt"), bundle=Path("bundle"), qa=Path("qa.jsonl")).run().summary["steps"]
+        800
+    """
+
+    def __init__(self, config: RAGConfig, out: Path, *, bundle: Path | None = None, qa: Path | None = None,
+                 resume: bool = False, base: Path | None = None, lora_rank: int | None = None,
+                 tracker: Tracker | None = None, progress: bool = True, log_every: int = 10,
+                 data: TrainingData | None = None, rank: int = 0, world_size: int = 1,
+                 device: torch.device | None = None,
+                 wrap_model: Callable[[torch.nn.Module], torch.nn.Module] | None = None) -> None:
+        if lora_rank is not None and base is None:
+            raise ConfigError("--lora-rank needs --base (the checkpoint whose adapters are trained)")
+        if base is not None and lora_rank is None:
+            raise ConfigError("--base needs --lora-rank (full fine-tuning of a base is not supported)")
+        if lora_rank is not None and lora_rank <= 0:
+            raise ConfigError(f"lora rank must be > 0, got {lora_rank} (--lora-rank)")
+        if bundle is None and data is None:
+            raise ConfigError("training needs a bundle (--bundle)")
+        if lora_rank is not None:
+            config = config.with_overrides([f"lora.rank={lora_rank}"])
+        self.config = config
+        self.out = Path(out).resolve()
+        self.bundle, self.qa, self.base = bundle, qa, base
+        self.resume, self.lora = resume, lora_rank is not None
+        self.tracker = tracker
+        self.progress, self.log_every = progress, max(1, log_every)
+        self.data = data
+        self.rank, self.world_size = rank, world_size
+        self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.wrap_model = wrap_model
+        self.model: MoETransformer | None = None
+
+    # -- setup -----------------------------------------------------------------------------
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def phases(self) -> list[Phase]:
+        t = self.config.train
+        if self.lora:
+            return [Phase("reader", t.reader_steps, t.lora_lr)]
+        return [p for p in (Phase("lm", t.lm_steps, t.lr), Phase("reader", t.reader_steps, t.lr)) if p.steps > 0]
+
+    def _check_out(self) -> None:
+        out = self.out
+        if out.exists() and (not out.is_dir() or any(
+                p.name not in ("config.json", "model.safetensors", "tokenizer.json", SUMMARY_FILE, RESUME_DIR,
+                               "adapter_config.json", "adapter_model.safetensors") for p in out.iterdir())):
+            raise ConfigError(f"refusing to write into {out}: it holds files that are not a rayrag checkpoint (--out)")
+        if self.resume and not (out / RESUME_DIR / RESUME_STATE).is_file():
+            raise ConfigError(f"nothing to resume: {out / RESUME_DIR / RESUME_STATE} not found (--resume)")
+
+    def prepare_data(self) -> TrainingData:
+        if self.data is None:
+            tokenizer = None
+            if self.lora:
+                if not (Path(self.base) / "tokenizer.json").is_file():
+                    raise ModelError(f"base checkpoint {self.base} has no tokenizer.json (--base)")
+                tokenizer = RayragTokenizer.load(self.base)
+            self.data = TrainDataBuilder(self.config).run(self.bundle, self.qa, tokenizer=tokenizer)
+        return self.data
+
+    def build_model(self) -> MoETransformer:
+        torch.manual_seed(self.config.seed)
+        if self.lora:
+            model = load_checkpoint(self.base, dtype=torch.float32)
+            apply_lora(model, self.config.lora)
+            mark_only_lora_trainable(model)
+        else:
+            model = MoETransformer(self.config.generator, token_order=torch.as_tensor(self.data.token_order))
+        needed = self.config.train.seq_len + 1
+        if needed > model.config.max_seq_len:
+            raise ConfigError(f"train.seq_len + 1 must be <= generator.max_seq_len, got {needed} > "
+                              f"{model.config.max_seq_len} (train.seq_len)")
+        return model.to(self.device)
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        if self.is_main:
+            self._check_out()
+        threads = torch.get_num_threads()
+        if self.config.train.num_threads and self.device.type == "cpu":
+            torch.set_num_threads(self.config.train.num_threads)
+        try:
+            return self._run()
+        finally:
+            torch.set_num_threads(threads)
+
+    def _run(self) -> TrainResult:
+        cfg = self.config
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        self.prepare_data()
+        model = self.model = self.build_model()
+        forward_model = self.wrap_model(model) if self.wrap_model else model
+        phases = self.phases()
+        state = self._load_resume(model) if self.resume else None
+        start_phase, start_step = (state["phase"], state["step"]) if state else (0, 0)
+        logs = [_PhaseLog(**entry) for entry in state["logs"]] if state else [_PhaseLog() for _ in phases]
+        if state:
+            torch.set_rng_state(state["rng"]["torch"])
+            if torch.cuda.is_available() and state["rng"].get("cuda") is not None:
+                torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        total = sum(p.steps for p in phases)
+        done = sum(p.steps for p in phases[:start_phase]) + start_step
+        started = time.perf_counter()
+        with self._run_handle(state) as run:
+            bar = self._progress_bar(total, done)
+            for pi, phase in enumerate(phases):
+                if pi < start_phase:
+                    continue
+                optimizer = torch.optim.AdamW(param_groups(model, cfg.train.weight_decay), lr=phase.lr,
+                                              betas=tuple(cfg.train.betas))
+                first = start_step if pi == start_phase else 0
+                if state and pi == start_phase and state.get("optimizer") is not None:
+                    optimizer.load_state_dict(state["optimizer"])
+                log, offset = logs[pi], sum(p.steps for p in phases[:pi])
+                if first == 0:
+                    log.val_start = self.validate(phase)
+                    run.log_metrics({"val/loss": log.val_start, "phase": pi}, step=offset)
+                for step in range(first, phase.steps):
+                    t0 = time.perf_counter()
+                    lr = lr_at(step, phase.steps, phase.lr, cfg.train.warmup_steps, cfg.train.min_lr_ratio)
+                    metrics = self.train_step(forward_model, optimizer, phase, pi, step, lr, log)
+                    log.seconds += time.perf_counter() - t0
+                    if step % self.log_every == 0 or step + 1 == phase.steps:
+                        run.log_metrics(metrics, step=offset + step + 1)
+                    if (step + 1) % cfg.train.eval_every == 0 or step + 1 == phase.steps:
+                        log.val_end = self.validate(phase)
+                        run.log_metrics({"val/loss": log.val_end}, step=offset + step + 1)
+                    if (step + 1) % cfg.train.checkpoint_every == 0 and step + 1 < phase.steps and self.is_main:
+                        self._save_resume(model, optimizer, pi, step + 1, logs)
+                    bar.update(1)
+                    bar.set_postfix(phase=phase.name, loss=f"{metrics['train/loss']:.3f}", lr=f"{lr:.2e}")
+            bar.close()
+            summary = self._summary(phases, logs, time.perf_counter() - started, run.run_id, state)
+            if self.is_main:
+                self._finish(model, summary)
+                self._log_artifacts(run, phases, logs, summary)
+        return TrainResult(self.out, summary)
+
+    def train_step(self, forward_model: torch.nn.Module, optimizer: torch.optim.Optimizer, phase: Phase,
+                   phase_index: int, step: int, lr: float, log: _PhaseLog) -> dict[str, float]:
+        model = self.model
+        model.train()
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        ids, labels, mask = self.batch(phase, phase_index, step)
+        with self._autocast():
+            out = forward_model(ids, attention_mask=mask, labels=labels, compute_logits=False)
+            loss = model.total_loss(out)
+        loss.backward()
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, self.config.train.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        tokens = int(mask.sum()) if mask is not None else ids.numel()
+        log.tokens += tokens * self.world_size
+        log.losses.append(float(out.loss.detach()))
+        shares = [s.token_share.tolist() for s in out.routing]
+        log.share_sum = shares if not log.share_sum else [
+            [a + b for a, b in zip(row, new, strict=True)] for row, new in zip(log.share_sum, shares, strict=True)]
+        log.share_steps += 1
+        metrics = {"train/loss": float(loss.detach()), "train/nll": log.losses[-1],
+                   "train/aux": float(out.aux_loss.detach()), "train/z": float(out.z_loss.detach()), "lr": lr, "grad_norm": float(grad_norm)}
+        for i, stats in enumerate(out.routing):
+            metrics[f"routing/layer{i}/entropy"] = stats.entropy
+            metrics[f"routing/layer{i}/max_violation"] = stats.max_violation
+            metrics[f"routing/layer{i}/drop_rate"] = stats.drop_rate
+        return metrics
+
+    def batch(self, phase: Phase, phase_index: int, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        bs, seed = self.config.train.batch_size, self.config.seed
+        if phase.name == "lm":
+            lm = self.data.lm
+            idx = sample_indices(len(lm.train_inputs), bs, step, seed, phase_index, self.rank, self.world_size)
+            ids = torch.as_tensor(lm.train_inputs[idx])
+            labels = torch.as_tensor(lm.train_labels[idx])
+            mask = (labels != IGNORE_INDEX).long()
+        else:
+            rows = self.data.reader.train
+            idx = sample_indices(len(rows), bs, step, seed, phase_index, self.rank, self.world_size)
+            ids, labels, mask = pad_batch([rows[i] for i in idx], self.data.tokenizer.pad_id)
+        # An all-ones mask would only cost the causal fast path.
+        mask_or_none = None if bool(mask.all()) else mask.to(self.device)
+        return ids.to(self.device), labels.to(self.device), mask_or_none
+
+    @torch.no_grad()
+    def validate(self, phase: Phase) -> float | None:
+        """Mean next-token NLL over the held-out set (eval mode: dropless routing)."""
+        model = self.model
+        if phase.name == "lm":
+            lm = self.data.lm
+            rows = list(zip(lm.val_inputs.tolist(), lm.val_labels.tolist(), strict=True))
+        else:
+            rows = self.data.reader.val
+        if not rows:
+            return None
+        model.eval()
+        bs = self.config.train.batch_size
+        total, count = 0.0, 0
+        for start in range(0, min(len(rows), bs * MAX_VAL_BATCHES), bs):
+            ids, labels, mask = pad_batch(rows[start:start + bs], self.data.tokenizer.pad_id)
+            labels = labels.masked_fill(mask == 0, IGNORE_INDEX)
+            n = int((labels[:, 1:] != IGNORE_INDEX).sum())
+            with self._autocast():
+                out = model(ids.to(self.device), attention_mask=mask.to(self.device),
+                            labels=labels.to(self.device), compute_logits=False)
+            total += float(out.loss) * n
+            count += n
+        model.train()
+        return total / max(count, 1)
+
+    def _autocast(self):
+        if self.device.type == "cuda" and self.config.train.bf16:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _progress_bar(self, total: int, done: int):
+        from tqdm import tqdm
+
+        return tqdm(total=total, initial=done, desc="rayrag train", unit="step", file=sys.stderr,
+                    disable=not (self.progress and self.is_main), dynamic_ncols=True)
+
+    @contextlib.contextmanager
+    def _run_handle(self, state: dict[str, Any] | None):
+        if not self.is_main:
+            yield RunHandle(run_id=None, experiment="")
+            return
+        tracker = self.tracker or Tracker(self.config.tracking)
+        tags = {"mode": "lora" if self.lora else "full", "workers": self.world_size}
+        if state:
+            tags["resumed_at_step"] = sum(p.steps for p in self.phases()[: state["phase"]]) + state["step"]
+        with tracker.start_run("train", self.config, tags=tags) as run:
+            yield run
+
+    # -- checkpoints -----------------------------------------------------------------------
+
+    def _save_resume(self, model: MoETransformer, optimizer: torch.optim.Optimizer, phase: int, step: int,
+                     logs: list[_PhaseLog]) -> None:
+        """OUT/_resume/ = model (+ adapters) + state.pt, replaced as a whole (temp dir + rename)."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        target = self.out / RESUME_DIR
+        tmp = self.out / f".{RESUME_DIR}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            if self.lora:
+                save_adapters(model, tmp / "adapters", self.config.lora)
+            else:
+                save_checkpoint(model, tmp / "model")
+            state = {"phase": phase, "step": step, "config_hash": self.config.config_hash,
+                     "optimizer": optimizer.state_dict(), "logs": [vars(log) for log in logs],
+                     "rng": {"torch": torch.get_rng_state(),
+                             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}}
+            torch.save(state, tmp / RESUME_STATE)
+            with open(tmp / RESUME_STATE, "rb") as handle:
+                os.fsync(handle.fileno())
+            old = self.out / f".{RESUME_DIR}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            if target.exists():
+                os.rename(target, old)
+            os.rename(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        fsync_dir(self.out)
+
+    def _load_resume(self, model: MoETransformer) -> dict[str, Any]:
+        folder = self.out / RESUME_DIR
+        state = torch.load(folder / RESUME_STATE, map_location="cpu", weights_only=False)
+        if state["config_hash"] != self.config.config_hash:
+            raise ConfigError(f"{folder} was written with a different config (hash {state['config_hash'][:12]} vs "
+                              f"{self.config.config_hash[:12]}); resume with the same --config/--set")
+        if self.lora:
+            load_adapters(model, folder / "adapters")
+        else:
+            saved = load_checkpoint(folder / "model", dtype=torch.float32)
+            model.load_state_dict(saved.state_dict())
+        return state
+
+    def _finish(self, model: MoETransformer, summary: dict[str, Any]) -> None:
+        """The final artefact at OUT (checkpoint + tokenizer, or adapters) and training.json."""
+        resume = self.out / RESUME_DIR
+        aside = self.out.parent / f".{self.out.name}.resume-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        if resume.exists():  # the writers below refuse a folder that holds more than their files
+            os.rename(resume, aside)
+        try:
+            if self.lora:
+                save_adapters(model, self.out, self.config.lora)
+            else:
+                with tempfile.TemporaryDirectory() as tmp:
+                    self.data.tokenizer.save(Path(tmp))
+                    save_checkpoint(model, self.out, tokenizer_path=Path(tmp))
+            with atomic_text(self.out / SUMMARY_FILE) as handle:
+                handle.write(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        except BaseException:
+            if aside.exists() and not resume.exists():
+                self.out.mkdir(parents=True, exist_ok=True)
+                os.rename(aside, resume)
+            raise
+        shutil.rmtree(aside, ignore_errors=True)
+
+    # -- reporting -------------------------------------------------------------------------
+
+    def _summary(self, phases: list[Phase], logs: list[_PhaseLog], seconds: float, run_id: str | None,
+                 state: dict[str, Any] | None) -> dict[str, Any]:
+        per_phase = {}
+        for phase, log in zip(phases, logs, strict=True):
+            tail = log.losses[-TRAIN_LOSS_WINDOW:]
+            per_phase[phase.name] = {
+                "steps": phase.steps, "lr": phase.lr,
+                "train_loss_start": round(log.losses[0], 4) if log.losses else None,
+                "train_loss": round(sum(tail) / len(tail), 4) if tail else None,
+                "val_loss_start": _round(log.val_start), "val_loss": _round(log.val_end),
+                "tokens": log.tokens, "seconds": round(log.seconds, 2)}
+        return {"mode": "lora" if self.lora else "full", "steps": sum(p.steps for p in phases),
+                "phases": per_phase, "tokens_seen": sum(log.tokens for log in logs),
+                "seconds": round(seconds, 2), "workers": self.world_size,
+                "config_hash": self.config.config_hash, "mlflow_run_id": run_id,
+                "resumed": state is not None, "reader_source": self.data.reader.source,
+                "lora_rank": self.config.lora.rank if self.lora else None,
+                "data": dict(self.data.counts)}
+
+    def _log_artifacts(self, run: RunHandle, phases: list[Phase], logs: list[_PhaseLog],
+                       summary: dict[str, Any]) -> None:
+        if run.run_id is None:
+            return
+        run.log_dict(summary, SUMMARY_FILE)
+        run.log_metrics({f"data/{k}": v for k, v in summary["data"].items()})
+        with tempfile.TemporaryDirectory() as tmp:
+            for phase, log in zip(phases, logs, strict=True):
+                if log.share_steps:
+                    share = np.asarray(log.share_sum) / log.share_steps  # (layers, experts)
+                    path = Path(tmp) / f"expert_load_{phase.name}.png"
+                    plot_expert_load(share, path, title=f"expert token share, {phase.name} phase")
+                    run.log_artifact(path, artifact_path="plots")
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def plot_expert_load(share: np.ndarray, path: Path, title: str) -> Path:
+    """Heatmap layers x experts of the mean share of token-slots each expert received."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers, experts = share.shape
+    fig, ax = plt.subplots(figsize=(1.2 + 0.6 * experts, 1.0 + 0.5 * layers))
+    image = ax.imshow(share, cmap="viridis", vmin=0.0, aspect="auto")
+    for i in range(layers):
+        for j in range(experts):
+            ax.text(j, i, f"{share[i, j]:.2f}", ha="center", va="center", color="white", fontsize=8)
+    ax.set_xlabel("expert")
+    ax.set_ylabel("layer")
+    ax.set_xticks(range(experts))
+    ax.set_yticks(range(layers))
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, label="token share")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# -- Ray Train adapter -----------------------------------------------------------------------
+
+
+def _worker_loop(loop_config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker: the same Trainer, with a DDP-wrapped model."""
+    import ray.train
+    import ray.train.torch
+
+    context = ray.train.get_context()
+    trainer = Trainer(
+        **loop_config["kwargs"],
+        tracker=Tracker(loop_config["tracking"], workdir=loop_config["workdir"],
+                        artifact_root=loop_config["artifact_root"]),
+        rank=context.get_world_rank(), world_size=context.get_world_size(),
+        device=ray.train.torch.get_device(),
+        # Some experts (and adaptive-softmax tail clusters) may see no token in a step.
+        wrap_model=lambda m: ray.train.torch.prepare_model(
+            m, parallel_strategy_kwargs={"find_unused_parameters": True}),
+    )
+    result = trainer.run()
+    ray.train.report({"steps": result.summary["steps"], "seconds": result.summary["seconds"]})
+
+
+def train_distributed(config: RAGConfig, out: Path, *, bundle: Path, qa: Path | None = None,
+                      resume: bool = False, base: Path | None = None, lora_rank: int | None = None,
+                      tracker: Tracker | None = None, progress: bool = True) -> TrainResult:
+    """Data-parallel training on `train.workers` Ray Train workers; rank 0 writes OUT and MLflow."""
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    out = Path(out).resolve()
+    driver = Trainer(config, out, bundle=bundle, qa=qa, resume=resume, base=base, lora_rank=lora_rank,
+                     progress=progress)
+    driver._check_out()
+    data = driver.prepare_data()  # tokenizer and examples once, shipped to every worker
+    workers = config.train.workers
+    if not ray.is_initialized():
+        # log_to_driver: rank 0's progress bar is the only sign of life during training.
+        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=True, configure_logging=False)
+    tracker = tracker or Tracker(config.tracking)
+    workdir = (tracker.workdir or Path.cwd()).resolve()
+    kwargs = {"config": config, "out": out, "bundle": bundle, "qa": qa, "resume": resume, "base": base,
+              "lora_rank": lora_rank, "progress": progress, "data": data}
+    storage = out.parent / f".{out.name}.ray-train"
+    trainer = TorchTrainer(
+        _worker_loop,
+        train_loop_config={"kwargs": kwargs, "tracking": tracker.config, "workdir": workdir,
+                           # Ray workers run elsewhere: pin MLflow's default artifact folder to ours.
+                           "artifact_root": tracker.artifact_root or workdir / "mlartifacts"},
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=torch.cuda.is_available()),
+        run_config=RunConfig(name=f"train-{uuid.uuid4().hex[:8]}", storage_path=str(storage)),
+    )
+    trainer.fit()
+    shutil.rmtree(storage, ignore_errors=True)
+    summary = json.loads((out / SUMMARY_FILE).read_text(encoding="utf-8"))
+    return TrainResult(out, summary)
+
+
+def train(config: RAGConfig, out: Path, *, bundle: Path, qa: Path | None = None, resume: bool = False,
+          base: Path | None = None, lora_rank: int | None = None, workers: int | None = None,
+          tracker: Tracker | None = None, progress: bool = True) -> TrainResult:
+    """`rayrag train`: in-process for one worker, Ray Train for more."""
+    if workers is not None:
+        config = config.with_overrides([f"train.workers={workers}"])
+    if qa is not None and not Path(qa).is_file():
+        raise ConfigError(f"QA file not found: {qa} (--qa)")
+    if base is not None and not Path(base).is_dir():
+        raise ConfigError(f"base checkpoint not found: {base} (--base)")
+    # Absolute paths: Ray Train workers do not share the driver's working directory.
+    kwargs = {"bundle": Path(bundle).resolve(), "qa": Path(qa).resolve() if qa else None, "resume": resume,
+              "base": Path(base).resolve() if base else None, "lora_rank": lora_rank,
+              "tracker": tracker, "progress": progress}
+    if config.train.workers > 1:
+        return train_distributed(config, out, **kwargs)
+    return Trainer(config, out, **kwargs).run()
