@@ -7,7 +7,8 @@ object on the last line of stdout.
     rayrag data demo --out data/
     rayrag ingest --corpus data/corpus.jsonl --out bundle/ --config configs/demo.yaml
     rayrag train --bundle bundle/ --out ckpt/ --config demo
-    rayrag ask "Who acquired Brightwater Labs?" --bundle bundle/ --retrieval-only --principal analyst
+    rayrag ask "Who acquired Brightwater Labs?" --bundle bundle/ --model ckpt/ --principal analyst
+    rayrag ask "Who acquired Brightwater Labs?" --bundle bundle/ --retrieval-only --json
     rayrag eval --retrieval-only --bundle bundle/ --dataset data/qa.jsonl --mode hybrid --json
     rayrag bench redaction --quick --json
     rayrag demo --out .rayrag/demo
@@ -186,10 +187,33 @@ def _print_evidence(evidence) -> None:
               f"docs={','.join(f.doc_ids)} chunks={','.join(f.chunk_ids)}")
 
 
+def _print_answer(result) -> None:
+    answer = result.answer
+    print(answer.text or "(empty answer)")
+    if result.truncated_chunk_ids or result.facts_dropped:
+        print(f"note: context truncated to fit the model's window: dropped {len(result.truncated_chunk_ids)} "
+              f"lowest-ranked passage(s) ({', '.join(result.truncated_chunk_ids) or '-'}) and "
+              f"{result.facts_dropped} fact(s)")
+    print("citations:" if answer.citations else "citations: none (no passage fits or none retrieved)")
+    mentioned = set(result.cited_markers)
+    for marker, p in enumerate(answer.citations, 1):
+        flag = "*" if marker in mentioned else " "
+        print(f" {flag}[{marker}] {p.title or p.doc_id}  doc={p.doc_id} chunk={p.chunk_id} score={p.score:.4f}")
+    if answer.facts:
+        print("facts:")
+    for f in answer.facts:
+        print(f"  - ({f.subject}) -[{f.relation}]-> ({f.object})  conf={f.confidence:.2f}  "
+              f"docs={','.join(f.doc_ids)} chunks={','.join(f.chunk_ids)}")
+    usage = result.usage()
+    print(f"model {answer.model_version}  config {answer.config_hash[:12]}  tokens: prompt "
+          f"{usage['prompt_tokens']}, completion {usage['completion_tokens']} ({result.finish_reason})")
+
+
 @app.command()
 def ask(
     question: Annotated[str, typer.Argument(help="The question.")],
     bundle: Annotated[Path, typer.Option("--bundle", help="Index bundle directory.")],
+    model: Annotated[Path | None, typer.Option("--model", help="Generator checkpoint (from `rayrag train`); required unless --retrieval-only.")] = None,
     retrieval_only: Annotated[bool, typer.Option("--retrieval-only", help="Return evidence without generating.")] = False,
     mode: ModeOpt = None,
     principal: PrincipalOpt = None,
@@ -199,22 +223,40 @@ def ask(
     overrides: SetOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Answer a question from a bundle (for now: --retrieval-only evidence)."""
+    """Answer a question from a bundle with a trained generator, citing the passages it read."""
     from dataclasses import asdict
 
+    from rayrag.errors import DataError
     from rayrag.retrieval.hybrid import HybridRetriever
 
-    if not retrieval_only:
-        raise ConfigError("generation is not available yet in this build; pass --retrieval-only")
+    if not retrieval_only and model is None:
+        raise ConfigError("--model CKPT is required to generate an answer (or pass --retrieval-only)")
+    if not retrieval_only and not question.strip():
+        raise DataError("question is empty")
     cfg = _config(config, overrides)
+    reader = None
+    if not retrieval_only:
+        from rayrag.generator.answer import Reader
+
+        reader = Reader(model, cfg)
+        reader.warm_up()  # a bad checkpoint fails before retrieval loads the bundle
     asker = resolve_principal(principal, groups)
     evidence = HybridRetriever(bundle, cfg).retrieve(question, asker, mode=mode, top_k=top_k)
-    if as_json:
-        print(json.dumps({"principal": asker.name, "mode": mode or cfg.retrieval.mode,
-                          "passages": [asdict(p) for p in evidence.passages],
-                          "facts": [asdict(f) for f in evidence.facts]}))
+    if reader is None:
+        if as_json:
+            print(json.dumps({"principal": asker.name, "mode": mode or cfg.retrieval.mode,
+                              "passages": [asdict(p) for p in evidence.passages],
+                              "facts": [asdict(f) for f in evidence.facts]}))
+            return
+        _print_evidence(evidence)
         return
-    _print_evidence(evidence)
+    from rayrag.generator.answer import result_to_json
+
+    result = reader.answer(question, evidence)
+    if as_json:
+        print(json.dumps({"principal": asker.name, "mode": mode or cfg.retrieval.mode, **result_to_json(result)}))
+        return
+    _print_answer(result)
 
 
 @app.command("eval")

@@ -183,3 +183,98 @@ def test_shipped_principals_file_validates():
     assert all("public" in groups for groups in principals.values())
     assert resolve_principal(None, None).name == "anonymous"
     assert resolve_principal(None, "hr, legal").groups == frozenset({"hr", "legal"})
+
+
+# ---------------------------------------------------------------- ask with a generator (--model)
+
+
+def test_ask_without_model_or_retrieval_only_is_one_line(tmp_path):
+    proc = rayrag("ask", "Who acquired Brightwater Labs?", "--bundle", str(tmp_path), cwd=tmp_path)
+    _one_line_error(proc, "--model")
+
+
+def test_ask_with_missing_checkpoint_is_one_line(tmp_path):
+    proc = rayrag("ask", "Who acquired Brightwater Labs?", "--bundle", str(tmp_path),
+                  "--model", str(tmp_path / "no-ckpt"), cwd=tmp_path)
+    _one_line_error(proc, "generator checkpoint not found")
+    assert "Brightwater" not in proc.stderr  # the question never reaches an error line
+
+
+def test_ask_with_empty_question_is_one_line(tmp_path):
+    proc = rayrag("ask", "  ", "--bundle", str(tmp_path), "--model", str(tmp_path), cwd=tmp_path)
+    _one_line_error(proc, "question is empty")
+
+
+def _tiny_checkpoint(path: Path, texts: list[str]) -> Path:
+    """An untrained tiny MoE with a BPE trained on `texts`: enough to exercise `ask --model`."""
+    import torch
+
+    from rayrag.config import GeneratorConfig
+    from rayrag.generator.checkpoint import save_checkpoint
+    from rayrag.generator.model import MoETransformer
+    from rayrag.generator.tokenizer import train_tokenizer
+
+    tok = train_tokenizer(texts * 20, vocab_size=400)
+    tok_dir = path.parent / "tokenizer"
+    tok_dir.mkdir()
+    tok.save(tok_dir)
+    torch.manual_seed(0)
+    config = GeneratorConfig(vocab_size=tok.vocab_size, d_model=32, n_layers=1, n_heads=4, n_kv_heads=2,
+                             ffn_dim=48, n_experts=2, experts_per_token=1, max_seq_len=512,
+                             adaptive_softmax_cutoffs=())
+    return save_checkpoint(MoETransformer(config), path, tokenizer_path=tok_dir)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_ingest_then_ask_with_model(tmp_path):
+    rows = [
+        {"id": "d1", "title": "Acquisition", "text": "Velora Systems acquired Brightwater Labs in 2019.",
+         "acl": ["public"]},
+        {"id": "d2", "title": "Payroll", "text": "The payroll office of Velora Systems is in Denver.",
+         "acl": ["hr"]},
+        {"id": "d3", "text": "Brightwater Labs manufactures the drug Xelodyne.", "acl": ["public"]},
+    ]
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    bundle = tmp_path / "bundle"
+    proc = rayrag("ingest", "--corpus", str(corpus), "--out", str(bundle), "--config", "demo",
+                  "--set", "ingest.num_cpus=2", "--set", "ingest.fuse_text_stages=false", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = _tiny_checkpoint(tmp_path / "ckpt", [r["text"] for r in rows] + ["question: answer: context: facts:"])
+
+    common = ("--bundle", str(bundle), "--model", str(ckpt), "--config", "demo", "--mode", "dense",
+              "--set", "decoding.max_new_tokens=8")
+    proc = rayrag("ask", "Who acquired Brightwater Labs?", *common, "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(out) >= {"answer", "citations", "facts", "truncated", "usage", "model_version", "config_hash"}
+    assert isinstance(out["answer"], str)
+    cited = [c["doc_id"] for c in out["citations"]]
+    assert "d1" in cited and "d2" not in cited  # retrieved, ACL-trimmed (asker is public)
+    scores = [c["score"] for c in out["citations"]]
+    assert scores == sorted(scores, reverse=True)  # markers follow the ranking
+    assert [c["marker"] for c in out["citations"]] == list(range(1, len(cited) + 1))
+    assert out["truncated"] == {"chunk_ids": [], "facts_dropped": 0}
+    assert out["usage"]["completion_tokens"] <= 8 and out["usage"]["prompt_tokens"] > 0
+    assert out["model_version"].startswith("ckpt@") and len(out["config_hash"]) == 64
+
+    # Human-readable: the answer, then numbered citations with title or doc id, ids and score.
+    proc = rayrag("ask", "Who acquired Brightwater Labs?", *common, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert "citations:" in lines
+    listed = lines[lines.index("citations:") + 1:][:len(cited)]
+    assert all(f"[{i}] " in line and f"doc={doc}" in line and "chunk=" in line and "score=" in line
+               for i, (line, doc) in enumerate(zip(listed, cited, strict=True), 1))
+
+    # A window one token short of the full prompt: the lowest-ranked passage goes, and it is said.
+    window = 512  # _tiny_checkpoint's max_seq_len
+    short = window - (out["usage"]["prompt_tokens"] - 1)
+    proc = rayrag("ask", "Who acquired Brightwater Labs?", *common[:-1], f"decoding.max_new_tokens={short}",
+                  "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cut = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert [c["doc_id"] for c in cut["citations"]] == cited[:-1]
+    assert cut["truncated"]["chunk_ids"] == [out["citations"][-1]["chunk_id"]]
+    assert cut["usage"]["prompt_tokens"] < out["usage"]["prompt_tokens"]
