@@ -9,6 +9,9 @@ top-2, at E = 8 and E = 64 experts, in one process, alternating over rounds, med
             and an index_add (HF Mixtral's loop), on the same layer and weights
     dense   a SwiGLU FFN with hidden = k * ffn_dim: the same active FLOPs per token as the
             MoE's experts, with none of the routing, the sort or the combine
+    hf      Hugging Face transformers' own `MixtralExperts` (5.x: stacked `gate_up_proj` /
+            `down_proj`, a loop over the experts hit, indexing the stacks), loaded with the
+            same weights and fed the same router's choices: what a user of HF gets today
 
 Each step is forward, then backward of a fixed random output gradient (weights and input
 get gradients). Layers run in eval mode, i.e. dropless, so ours and naive do exactly the
@@ -23,7 +26,8 @@ E = 64) for BLAS, not Python, to dominate the fast paths.
 Ratios (> 1: ours is faster; `_cpu` twins use process CPU time, steadier than wall time on
 shared cores at one thread): `ours_vs_naive_e64` = naive / ours at E = 64 (goal >= 3),
 `ours_vs_naive_e8`, and `ours_vs_dense_e8` = dense / ours at E = 8 (goal >= 0.8: routing,
-sort and combine cost little next to the expert matmuls). Quick mode (CI) shrinks d_model,
+sort and combine cost little next to the expert matmuls). `ours_vs_hf_e64` / `_e8` =
+hf / ours: informational, not a goal (the goal's baseline is the textbook loop above). Quick mode (CI) shrinks d_model,
 ffn_dim, tokens and rounds; its ratios are not the goals.
 
 What to expect on CPU: a profile of ours at E = 64 puts 92% of the step in `aten::mm`
@@ -45,6 +49,8 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from transformers import MixtralConfig
+from transformers.models.mixtral.modeling_mixtral import MixtralExperts
 
 from rayrag.bench import alternate, median
 from rayrag.generator.moe import MoELayer, SwiGLU, naive_moe_forward
@@ -97,12 +103,20 @@ def bench_config(n_experts: int, d_model: int, ffn_dim: int, tokens: int, rounds
     dense = SwiGLU(d_model, top_k * ffn_dim)
     x = torch.randn(1, tokens, d_model, requires_grad=True)  # (B=1, S=T, d)
     grad = torch.randn(1, tokens, d_model)
+    hf = hf_experts(layer)
+
+    def hf_forward(v: torch.Tensor) -> torch.Tensor:
+        flat = v.reshape(-1, d_model)  # (T, d)
+        weights, indices, _ = layer.gate(flat)  # the same router, so the same choices
+        return hf(flat, indices, weights).view(v.shape)  # (B, S, d)
+
     outputs: dict[str, torch.Tensor] = {}
     cpu: dict[str, list[float]] = {}
     competitors = {
         "ours": _step(lambda v: layer(v)[0], layer, x, grad, outputs, "ours", cpu),
         "naive": _step(lambda v: naive_moe_forward(layer, v), layer, x, grad, outputs, "naive", cpu),
         "dense": _step(dense, dense, x, grad, outputs, "dense", cpu),
+        "hf": _step(hf_forward, hf, x, grad, outputs, "hf", cpu),
     }
     alternate(competitors, 1)  # warm-up: allocator, the grouped_mm probe, BLAS threads
     cpu.clear()
@@ -116,9 +130,22 @@ def bench_config(n_experts: int, d_model: int, ffn_dim: int, tokens: int, rounds
         # Process CPU time: with one thread it swings less than wall time on shared cores.
         "cpu_tokens_per_s": {name: round(tokens / median(s), 1) for name, s in cpu.items()},
         "max_abs_diff_ours_naive": float((outputs["ours"] - outputs["naive"]).abs().max()),
+        "max_abs_diff_ours_hf": float((outputs["ours"] - outputs["hf"]).abs().max()),
     }
     _log(f"E={n_experts}: {tokens_per_s} ({result['dispatch']})")
     return result
+
+
+def hf_experts(layer: MoELayer) -> MixtralExperts:
+    """HF transformers' `MixtralExperts` holding `layer`'s expert weights (gate half first)."""
+    experts = layer.experts
+    n_experts, ffn_dim, d_model = experts.w1.shape
+    hf = MixtralExperts(MixtralConfig(hidden_size=d_model, intermediate_size=ffn_dim,
+                                      num_local_experts=n_experts, hidden_act="silu"))
+    with torch.no_grad():
+        hf.gate_up_proj.copy_(torch.cat([experts.w1, experts.w3], dim=1))  # (E, 2F, d)
+        hf.down_proj.copy_(experts.w2)  # (E, d, F)
+    return hf
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -148,6 +175,8 @@ def run(quick: bool = False) -> dict[str, Any]:
             "ours_vs_naive_e8": round(speed["e8"]["ours"] / speed["e8"]["naive"], 2),
             "ours_vs_dense_e8": round(speed["e8"]["ours"] / speed["e8"]["dense"], 2),
             "ours_vs_dense_e64": round(speed["e64"]["ours"] / speed["e64"]["dense"], 2),
+            "ours_vs_hf_e64": round(speed["e64"]["ours"] / speed["e64"]["hf"], 2),
+            "ours_vs_hf_e8": round(speed["e8"]["ours"] / speed["e8"]["hf"], 2),
             **{f"{ratio}_cpu": round(configs[e]["cpu_tokens_per_s"]["ours"] / configs[e]["cpu_tokens_per_s"][other], 2)
                for ratio, e, other in (("ours_vs_naive_e64", "e64", "naive"), ("ours_vs_naive_e8", "e8", "naive"),
                                        ("ours_vs_dense_e8", "e8", "dense"))},
