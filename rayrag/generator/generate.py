@@ -34,7 +34,7 @@ from torch import nn
 
 from rayrag.config import DecodingConfig
 from rayrag.errors import ConfigError, DataError
-from rayrag.generator.model import KVCache, MoETransformer
+from rayrag.generator.model import KVCache, ModelOutput, MoETransformer
 
 
 @dataclass
@@ -198,21 +198,29 @@ def _left_pad(prompts: list[list[int]], pad_id: int, device: torch.device) -> tu
 
 
 class _ExpertShare:
-    """Token-slot counts per layer and expert, summed over the forwards of one call."""
+    """Token-slot counts per layer and expert, summed over the forwards of one call.
+
+    Each forward's router choices are only kept (no op, no host copy per step); they are
+    counted once, per layer, when the shares are asked for."""
 
     def __init__(self) -> None:
-        self.counts: list[torch.Tensor] = []
+        self.choices: list[list[torch.Tensor]] = []  # per layer, each forward's (T, k) expert ids
+        self.n_experts = 0
 
-    def add(self, routing) -> None:
-        for i, stats in enumerate(routing):
-            slots = stats.token_share.detach().float() * stats.tokens  # (E,)
-            if i == len(self.counts):
-                self.counts.append(slots)
-            else:
-                self.counts[i] = self.counts[i] + slots
+    def add(self, out: ModelOutput) -> None:
+        for i, moe in enumerate(out.router):
+            if i == len(self.choices):
+                self.choices.append([])
+            self.choices[i].append(moe.indices)
+            self.n_experts = moe.router_logits.shape[-1]
 
     def shares(self) -> list[list[float]]:
-        return [[round(float(v), 6) for v in (c / c.sum().clamp(min=1e-12)).tolist()] for c in self.counts]
+        shares = []
+        for choices in self.choices:
+            counts = torch.bincount(torch.cat([c.reshape(-1) for c in choices]), minlength=self.n_experts)  # (E,)
+            counts = counts.double()
+            shares.append([round(float(v), 6) for v in (counts / counts.sum().clamp(min=1)).tolist()])
+        return shares
 
 
 def _decode(model: MoETransformer, prompts: list[list[int]], opts: DecodeOptions,
@@ -242,7 +250,7 @@ def _decode(model: MoETransformer, prompts: list[list[int]], opts: DecodeOptions
             with torch.inference_mode():
                 out = model(input_ids, attention_mask=mask if padded else None, past_key_values=cache,
                             use_cache=use_cache, compute_logits=False)
-                share.add(out.routing)
+                share.add(out)
                 return out.hidden_states[:, -1]  # (B, d)
 
         hidden = forward(ids)  # prefill
@@ -270,7 +278,8 @@ def _decode(model: MoETransformer, prompts: list[list[int]], opts: DecodeOptions
                     if cache is not None:
                         cache.keys = [k[:, :, lead:] for k in cache.keys]  # (B, Hkv, S_past - lead, hd)
                         cache.values = [v[:, :, lead:] for v in cache.values]
-            mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)  # (B, S_past + 1)
+            if max(pads) > 0:  # else the mask is never read again: padding only ever shrinks
+                mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)  # (B, S_past + 1)
             step_ids = chosen[:, None]  # (B, 1)
             if cache is None:  # recompute: the whole sequence again
                 ids = torch.cat([ids, step_ids], dim=1)  # (B, S + 1)

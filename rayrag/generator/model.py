@@ -7,6 +7,14 @@ Mixtral state dict maps 1:1 (see `checkpoint.py`). The output layer is an adapti
 over the frequency-sorted vocabulary (Grave et al. 2017) or a full softmax tied to the input
 embedding.
 
+A one-token decode step at small widths is bound by per-op overhead, not FLOPs, so the
+forward does no work nobody asked for: RoPE cos/sin come from a float32 table built once per
+(device, dtype) and rotate-half is one roll; a single query without padding attends to all
+cached keys with no mask built; grouped-query attention hands the KV heads to SDPA
+(`enable_gqa`) instead of repeating them; float32 RMSNorm is one fused kernel; the aux
+losses and routing statistics are computed only when read. Each gives the numbers of what it
+replaces, bit for bit where the tests check (tests/generator/test_model.py).
+
     >>> model = MoETransformer(GeneratorConfig(vocab_size=128, d_model=64, n_heads=4,
     ...     n_kv_heads=2, n_layers=2, ffn_dim=96, n_experts=4, adaptive_softmax_cutoffs=()))
     >>> out = model(input_ids, attention_mask=mask, labels=input_ids)
@@ -16,6 +24,7 @@ embedding.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +32,7 @@ from torch import nn
 
 from rayrag.config import GeneratorConfig
 from rayrag.generator.adaptive import AdaptiveSoftmaxHead, FullSoftmaxHead
-from rayrag.generator.moe import MoELayer, RoutingStats
+from rayrag.generator.moe import MoELayer, MoEOutput, RoutingStats
 
 IGNORE_INDEX = -100
 
@@ -37,6 +46,10 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == self.weight.dtype == torch.float32:
+            # One fused kernel instead of eight ops; the same float32 numbers, bit for bit
+            # (checked in tests/generator/test_model.py). Other dtypes keep HF's cast order.
+            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
         x32 = x.float()
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * x32.to(x.dtype)
@@ -56,6 +69,18 @@ def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float,
     return emb.cos().to(dtype)[:, None], emb.sin().to(dtype)[:, None]
 
 
+def rope_table(max_len: int, head_dim: int, theta: float, device: torch.device,
+               dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin_folded (max_len, head_dim) for positions 0..max_len-1, for `apply_rope_folded`.
+
+    cos is `rope_cos_sin`'s (the same float32 products and cos, elementwise, then cast to
+    `dtype`); sin_folded is its sin with rotate-half's sign folded in: (-sin, sin) halves."""
+    cos, sin = rope_cos_sin(torch.arange(max_len, device=device)[None], head_dim, theta, dtype)
+    cos, sin = cos[0, 0], sin[0, 0]  # (max_len, hd) each
+    half = head_dim // 2
+    return cos, torch.cat((-sin[:, :half], sin[:, half:]), dim=-1)
+
+
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((-x2, x1), dim=-1)
@@ -63,6 +88,12 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     return x * cos + rotate_half(x) * sin
+
+
+def apply_rope_folded(x: torch.Tensor, cos: torch.Tensor, sin_folded: torch.Tensor) -> torch.Tensor:
+    """`apply_rope` in two fewer ops: rotate_half(x) * sin = roll(x) * sin_folded, bit for bit
+    (negation is exact), with roll = one copy instead of chunk, neg and cat."""
+    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * sin_folded
 
 
 class KVCache:
@@ -114,20 +145,21 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(d_model, n_kv_heads * self.head_dim, bias=False)
         self.o_proj = nn.Linear(n_heads * self.head_dim, d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin_folded: torch.Tensor,
                 mask: torch.Tensor | None, cache: KVCache | None, layer: int) -> torch.Tensor:
+        """x (B, S, d); cos, sin_folded (B or 1, 1, S, hd) from `rope_table` -> (B, S, d)."""
         b, s, _ = x.shape
         q = self.q_proj(x).view(b, s, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, S, hd)
         k = self.k_proj(x).view(b, s, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, S, hd)
         v = self.v_proj(x).view(b, s, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, S, hd)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k = apply_rope_folded(q, cos, sin_folded), apply_rope_folded(k, cos, sin_folded)
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, Hkv, S_total, hd)
-        groups = self.n_heads // self.n_kv_heads
-        if groups > 1:  # each KV head serves `groups` query heads (HF repeat_kv order)
-            k = k.repeat_interleave(groups, dim=1)  # (B, H, S_total, hd)
-            v = v.repeat_interleave(groups, dim=1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
+        # Each KV head serves n_heads / n_kv_heads query heads in HF's repeat_kv order; SDPA
+        # does that grouping itself instead of materialising repeated k, v. No mask means
+        # plain causal, or one query that sees every key (a decode step without padding).
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and s > 1,
+                                             enable_gqa=self.n_heads != self.n_kv_heads)
         out = out.transpose(1, 2).reshape(b, s, self.n_heads * self.head_dim)  # (B, S, H*hd)
         return self.o_proj(out)
 
@@ -146,9 +178,9 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(config.d_model, config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.d_model, config.rms_norm_eps)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin_folded: torch.Tensor, mask: torch.Tensor | None,
                 cache: KVCache | None, layer: int, real_tokens: torch.Tensor | None):
-        h = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer)
+        h = x + self.self_attn(self.input_layernorm(x), cos, sin_folded, mask, cache, layer)
         normed = self.post_attention_layernorm(h)
         if real_tokens is None:
             y, moe = self.block_sparse_moe(normed)
@@ -178,15 +210,43 @@ class MixtralBody(nn.Module):
                 nn.init.normal_(proj.weight, std=0.02)
 
 
-@dataclass
+@dataclass(eq=False)
 class ModelOutput:
+    """A forward's results. `aux_loss`, `z_loss` and `routing` are computed from `router` on
+    first read (then cached), with autograd when the forward had it."""
+
     logits: torch.Tensor | None  # (B, S, V): raw logits (full head) or log-probs (adaptive head)
     loss: torch.Tensor | None  # mean next-token NLL over labels != -100
-    aux_loss: torch.Tensor  # sum over layers of the load-balancing loss
-    z_loss: torch.Tensor  # sum over layers of the router z-loss
-    routing: list[RoutingStats] = field(default_factory=list)  # one per layer
+    router: list[MoEOutput] = field(default_factory=list)  # one per layer
     past_key_values: KVCache | None = None
     hidden_states: torch.Tensor | None = None  # (B, S, d) after the final norm
+
+    @cached_property
+    def aux_loss(self) -> torch.Tensor:
+        """Scalar float32: sum over layers of the load-balancing loss."""
+        return self._layer_sum("aux_loss")
+
+    @cached_property
+    def z_loss(self) -> torch.Tensor:
+        """Scalar float32: sum over layers of the router z-loss."""
+        return self._layer_sum("z_loss")
+
+    @cached_property
+    def routing(self) -> list[RoutingStats]:
+        """One RoutingStats per layer (one small copy to the host per layer)."""
+        return [moe.stats for moe in self.router]
+
+    @property
+    def expert_counts(self) -> list[torch.Tensor]:
+        """Per layer, (E,) int64 token-slots routed to each expert, on device: no host copy."""
+        return [moe.expert_counts for moe in self.router]
+
+    def _layer_sum(self, name: str) -> torch.Tensor:
+        device = self.router[0].router_logits.device if self.router else None
+        total = torch.zeros((), dtype=torch.float32, device=device)
+        for moe in self.router:
+            total = total + getattr(moe, name).float()
+        return total
 
 
 class MoETransformer(nn.Module):
@@ -210,6 +270,8 @@ class MoETransformer(nn.Module):
         else:
             tied = self.model.embed_tokens.weight if config.tie_embeddings else None
             self.lm_head = FullSoftmaxHead(config.d_model, config.vocab_size, tied_weight=tied)
+        # (device, dtype) -> RoPE cos, sin tables (max_seq_len, head_dim), built on first use.
+        self._rope_tables: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
     def head(self) -> nn.Module:
@@ -243,17 +305,12 @@ class MoETransformer(nn.Module):
 
         x = self.model.embed_tokens(input_ids)  # (B, S, d)
         mask, positions, real_tokens = self._mask_and_positions(attention_mask, b, s, past, device)
-        head_dim = self.config.d_model // self.config.n_heads
-        cos, sin = rope_cos_sin(positions, head_dim, self.config.rope_theta, x.dtype)
+        cos, sin_folded = self._rope(positions, past, s, x)
 
-        routing: list[RoutingStats] = []
-        aux = x.new_zeros((), dtype=torch.float32)
-        z = x.new_zeros((), dtype=torch.float32)
+        router: list[MoEOutput] = []
         for i, layer in enumerate(self.model.layers):
-            x, moe = layer(x, cos, sin, mask, cache, i, real_tokens)
-            routing.append(moe.stats)
-            aux = aux + moe.aux_loss.float()
-            z = z + moe.z_loss.float()
+            x, moe = layer(x, cos, sin_folded, mask, cache, i, real_tokens)
+            router.append(moe)
         hidden = self.model.norm(x)  # (B, S, d)
 
         logits = self._logits(hidden) if compute_logits else None
@@ -262,7 +319,7 @@ class MoETransformer(nn.Module):
             if attention_mask is not None:
                 labels = labels.masked_fill(attention_mask[:, past:] == 0, IGNORE_INDEX)
             loss = self._next_token_loss(hidden, labels, logits)
-        return ModelOutput(logits=logits, loss=loss, aux_loss=aux, z_loss=z, routing=routing,
+        return ModelOutput(logits=logits, loss=loss, router=router,
                            past_key_values=cache if use_cache else None, hidden_states=hidden)
 
     def total_loss(self, out: ModelOutput) -> torch.Tensor:
@@ -272,12 +329,30 @@ class MoETransformer(nn.Module):
         return (out.loss + self.config.aux_loss_coef * out.aux_loss
                 + self.config.z_loss_coef * out.z_loss)
 
+    def _rope(self, positions: torch.Tensor | None, past: int, s: int,
+              x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin_folded (B or 1, 1, S, head_dim) from the table; positions None = past..past+S-1."""
+        key = (x.device, x.dtype)
+        if key not in self._rope_tables:
+            # Not a buffer: kept out of the state dict, and `.to(bfloat16)` cannot round it.
+            with torch.inference_mode(False), torch.no_grad():  # usable by a later training forward
+                self._rope_tables[key] = rope_table(self.config.max_seq_len, self.config.d_model // self.config.n_heads,
+                                                    self.config.rope_theta, x.device, x.dtype)
+        cos, sin = self._rope_tables[key]  # (max_len, hd) each
+        if positions is None:  # the same positions in every row: a view, no gather
+            return cos[past:past + s][None, None], sin[past:past + s][None, None]  # (1, 1, S, hd)
+        return cos[positions][:, None], sin[positions][:, None]  # (B, 1, S, hd)
+
     def _mask_and_positions(self, attention_mask, b, s, past, device):
-        """SDPA mask (B, 1, S, S_total) bool, RoPE positions (B, S), real-token flat indices."""
+        """SDPA mask (B, 1, S, S_total) bool, RoPE positions (B, S), real-token flat indices.
+
+        Without an attention mask the positions are past..past+S-1 in every row: returned as
+        None (see `_rope`). The mask is None when SDPA needs none: no past (plain causal, its
+        is_causal fast path) or a single query, which sees every key."""
         if attention_mask is None:
-            positions = torch.arange(past, past + s, device=device).expand(b, s)  # (B, S)
-            if past == 0:
-                return None, positions, None  # plain causal: SDPA's is_causal fast path
+            if past == 0 or s == 1:
+                return None, None, None
+            positions = None
             keep = torch.ones(b, past + s, dtype=torch.bool, device=device)  # (B, S_total)
         else:
             keep = attention_mask.to(device=device, dtype=torch.bool)  # (B, S_total)

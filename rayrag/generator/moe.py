@@ -17,6 +17,17 @@ token's second choice, then by token order, so overflow drops second choices fir
 dropped slot contributes nothing (the block's residual carries the token). In eval the
 layer is dropless.
 
+A decode step at batch 1 sends one token per forward, where the sort, bincount and scatter
+of the dispatch cost more than the experts' matmuls. In eval on CPU (reading the k choices
+to the host is then free), `MoELayer` sends a lone token straight through its k experts with
+plain `F.linear`, as mistral-inference does: each expert sees one row either way, and the
+choices are weighted and summed by the same expression, so the result is bit for bit the
+sorted dispatch's. (From two tokens on, an expert chosen twice gets a two-row matmul in the
+sorted dispatch, which may round differently from two one-row ones: those keep the sort.)
+The aux losses and `RoutingStats` are computed from the router's output only when read
+(`MoEOutput`), so a forward that never reads them (decoding) pays neither the ops nor the
+copy to the host.
+
     >>> layer = MoELayer(d_model=64, ffn_dim=128, n_experts=8, top_k=2)
     >>> y, out = layer(torch.randn(2, 5, 64))          # y (2, 5, 64)
     >>> loss = task_loss + 0.01 * out.aux_loss + 0.001 * out.z_loss
@@ -27,6 +38,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -58,14 +70,42 @@ class RoutingStats:
                 "max_violation": self.max_violation, "dropped": self.dropped, "tokens": self.tokens}
 
 
-@dataclass
+@dataclass(eq=False)
 class MoEOutput:
+    """What one MoE layer's router did in one forward.
+
+    `aux_loss`, `z_loss` and `stats` are pure functions of these fields, computed on first
+    read and cached (with autograd, when the forward ran with it): a caller that never reads
+    them, such as the decode loop, pays nothing for them.
+    """
+
     router_logits: torch.Tensor  # (T, E) float32
     indices: torch.Tensor  # (T, k) int64
     weights: torch.Tensor  # (T, k) in the input dtype
-    stats: RoutingStats
-    aux_loss: torch.Tensor  # scalar, load_balancing_loss (uncoefficiented)
-    z_loss: torch.Tensor  # scalar, router_z_loss (uncoefficiented)
+    tokens: int
+    dropped_slots: torch.Tensor | int = 0  # token-slots dropped by capacity (training only)
+    routed_counts: torch.Tensor | None = None  # (E,) int64, when the dispatch already counted
+
+    @property
+    def expert_counts(self) -> torch.Tensor:
+        """(E,) int64 token-slots routed to each expert, before capacity drops, on device."""
+        if self.routed_counts is None:
+            self.routed_counts = torch.bincount(self.indices.reshape(-1), minlength=self.router_logits.shape[-1])
+        return self.routed_counts
+
+    @cached_property
+    def stats(self) -> RoutingStats:
+        return routing_stats(self.expert_counts, self.dropped_slots, self.tokens)
+
+    @cached_property
+    def aux_loss(self) -> torch.Tensor:
+        """Scalar, load_balancing_loss (uncoefficiented)."""
+        return load_balancing_loss(self.router_logits, self.indices, self.router_logits.shape[-1])
+
+    @cached_property
+    def z_loss(self) -> torch.Tensor:
+        """Scalar, router_z_loss (uncoefficiented)."""
+        return router_z_loss(self.router_logits)
 
 
 class Router(nn.Module):
@@ -267,7 +307,8 @@ def routing_stats(counts: torch.Tensor, dropped: int | torch.Tensor, tokens: int
 
 
 class MoELayer(nn.Module):
-    """Router + SwiGLU experts (+ optional always-on shared expert), sorted dispatch.
+    """Router + SwiGLU experts (+ optional always-on shared expert), sorted dispatch (a lone
+    token in eval on CPU goes straight through its k experts; the same numbers).
 
     >>> layer = MoELayer(d_model=64, ffn_dim=128, n_experts=8, top_k=2, capacity_factor=1.25)
     >>> y, out = layer(x)        # x (B, S, 64) -> y (B, S, 64); out.stats, out.aux_loss, out.z_loss
@@ -299,20 +340,54 @@ class MoELayer(nn.Module):
         """x (B, S, d) -> (y (B, S, d), MoEOutput)."""
         shape = x.shape
         x_flat = x.reshape(-1, self.d_model)  # (T, d)
-        tokens, k, n_experts = x_flat.shape[0], self.top_k, self.n_experts
+        tokens = x_flat.shape[0]
         weights, indices, logits = self.gate(x_flat)  # (T, k), (T, k), (T, E)
+        if self._direct(x_flat):
+            y = self._forward_direct(x_flat, weights, indices)  # (T, d)
+            out = MoEOutput(router_logits=logits, indices=indices, weights=weights, tokens=tokens)
+        else:
+            y, counts, dropped = self._forward_sorted(x_flat, weights, indices)  # (T, d)
+            out = MoEOutput(router_logits=logits, indices=indices, weights=weights, tokens=tokens,
+                            dropped_slots=dropped, routed_counts=counts)
+        if self.shared_expert is not None:
+            y = y + self.shared_expert(x_flat)
+        return y.view(shape), out  # (B, S, d)
 
+    def _direct(self, x_flat: torch.Tensor) -> bool:
+        """Whether this forward takes the one-token path: one token, eval (dropless), CPU, the
+        stock experts (not a hook, not a subclass such as LoRA's with its own forward_sorted),
+        and no `dispatch='grouped_mm'` demanded."""
+        return (x_flat.shape[0] == 1 and not self.training and x_flat.device.type == "cpu"
+                and self.expert_fn is None and self.experts.dispatch != "grouped_mm"
+                and type(self.experts).forward_sorted is SwiGLUExperts.forward_sorted)
+
+    def _forward_direct(self, x_flat: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """One token through its k experts, no sort: x (1, d), weights, indices (1, k) -> (1, d).
+
+        The k outputs are weighted and summed by the sorted dispatch's own expression (a
+        low-precision sum rounds once, not per add)."""
+        experts = self.experts
+        w1, w3, w2 = (w.to(x_flat.dtype) for w in (experts.w1, experts.w3, experts.w2))  # (E, ., .)
+        outs = [F.linear(F.silu(F.linear(x_flat, w1[e])) * F.linear(x_flat, w3[e]), w2[e])
+                for e in indices[0].tolist()]  # k of (1, d)
+        y_slots = torch.cat(outs).view(self.top_k, 1, self.d_model)  # (k, T=1, d)
+        return (y_slots * weights.t().unsqueeze(-1)).sum(dim=0)  # (1, d)
+
+    def _forward_sorted(self, x_flat: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The sorted dispatch: x (T, d) -> y (T, d), routed counts (E,), dropped slots ()."""
+        tokens, k, n_experts = x_flat.shape[0], self.top_k, self.n_experts
         # Slot s = j*T + t is token t's j-th choice: all first choices precede all second
         # choices, so a stable sort by expert gives GShard's drop priority for free.
         slot_expert = indices.t().reshape(-1)  # (k*T,)
-        slot_token = torch.arange(tokens, device=x.device).repeat(k)  # (k*T,)
+        slot_token = torch.arange(tokens, device=x_flat.device).repeat(k)  # (k*T,)
         order = torch.argsort(slot_expert, stable=True)  # (k*T,) slots grouped by expert
         counts = torch.bincount(slot_expert, minlength=n_experts)  # (E,) routed, before drops
         kept_counts, dropped = counts, counts.new_zeros(())
         if self.training:
             capacity = self.capacity(tokens)
             starts = counts.cumsum(0) - counts  # (E,) first sorted position of each expert
-            rank = torch.arange(order.numel(), device=x.device) - starts[slot_expert[order]]  # (k*T,)
+            rank = torch.arange(order.numel(), device=x_flat.device) - starts[slot_expert[order]]  # (k*T,)
             order = order[rank < capacity]  # (N,) kept slots, still grouped by expert
             kept_counts = counts.clamp(max=capacity)  # (E,)
             dropped = (counts - kept_counts).sum()
@@ -325,13 +400,7 @@ class MoELayer(nn.Module):
         y_slots = y_sorted.new_zeros((k * tokens, self.d_model)).index_copy(0, order, y_sorted)  # (k*T, d)
         y_slots = y_slots.view(k, tokens, self.d_model)  # (k, T, d)
         y = (y_slots * weights.t().unsqueeze(-1)).sum(dim=0)  # (T, d)
-        if self.shared_expert is not None:
-            y = y + self.shared_expert(x_flat)
-        out = MoEOutput(router_logits=logits, indices=indices, weights=weights,
-                        stats=routing_stats(counts, dropped, tokens),
-                        aux_loss=load_balancing_loss(logits, indices, n_experts),
-                        z_loss=router_z_loss(logits))
-        return y.view(shape), out  # (B, S, d)
+        return y, counts, dropped
 
 
 def naive_moe_forward(layer: MoELayer, x: torch.Tensor) -> torch.Tensor:

@@ -236,3 +236,27 @@ def test_stream_checks_its_prompt_too(model):
         stream(model, [], max_new_tokens=3, **GREEDY)
     with pytest.raises(DataError, match="> max_seq_len 64"):
         recompute_generate(model, [[1] * 64], max_new_tokens=1, **GREEDY)
+
+
+def test_expert_share_counted_once_equals_the_per_step_routing_stats_summed(model):
+    # generate keeps each forward's router choices and counts them at the end; replaying
+    # the same forwards and summing every step's RoutingStats must give the same shares.
+    generations = generate(model, PROMPTS, max_new_tokens=5, **GREEDY)
+    width = max(len(p) for p in PROMPTS)
+    ids = torch.tensor([[0] * (width - len(p)) + p for p in PROMPTS])  # (B, S) left-padded
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in PROMPTS])
+    summed = [torch.zeros(4, dtype=torch.float64) for _ in range(2)]
+    with torch.inference_mode():
+        out = model(ids, attention_mask=mask, use_cache=True, compute_logits=False)
+        for step in range(5):
+            for i, stats in enumerate(out.routing):
+                summed[i] += stats.token_share.double() * stats.tokens
+            if step == 4:
+                break
+            mask = torch.cat([mask, torch.ones(len(PROMPTS), 1, dtype=torch.long)], dim=1)
+            step_ids = torch.tensor([[g.tokens[step]] for g in generations])  # (B, 1)
+            out = model(step_ids, attention_mask=mask, past_key_values=out.past_key_values, use_cache=True,
+                        compute_logits=False)
+    expected = [(c / c.sum()).tolist() for c in summed]
+    for got, want in zip(generations[0].expert_share, expected, strict=True):
+        assert got == pytest.approx(want, abs=2e-6)

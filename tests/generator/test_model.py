@@ -8,8 +8,16 @@ import torch.nn.functional as F
 
 from rayrag.config import GeneratorConfig
 from rayrag.generator.adaptive import AdaptiveSoftmaxHead, FullSoftmaxHead
-from rayrag.generator.model import KVCache, MoETransformer, RMSNorm
-from rayrag.generator.moe import RoutingStats
+from rayrag.generator.model import (
+    KVCache,
+    MoETransformer,
+    RMSNorm,
+    apply_rope,
+    apply_rope_folded,
+    rope_cos_sin,
+    rope_table,
+)
+from rayrag.generator.moe import RoutingStats, load_balancing_loss, router_z_loss
 
 VOCAB = 128
 HEADS = ["full_tied", "full_untied", "adaptive"]
@@ -204,3 +212,71 @@ def test_bad_lengths_raise():
         model(torch.zeros(1, 9, dtype=torch.long))
     with pytest.raises(ValueError, match="attention_mask"):
         model(torch.zeros(1, 4, dtype=torch.long), attention_mask=torch.ones(1, 5))
+
+
+# -- the decode step's shortcuts give the reference numbers ---------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rope_table_and_folded_rotation_equal_the_reference_bit_for_bit(dtype):
+    cos_t, sin_folded_t = rope_table(300, 16, 10000.0, torch.device("cpu"), dtype)
+    positions = torch.tensor([[0, 1, 5, 63], [7, 64, 200, 299]])  # (B, S)
+    cos, sin = rope_cos_sin(positions, 16, 10000.0, dtype)  # (B, 1, S, hd)
+    assert torch.equal(cos_t[positions][:, None], cos)
+    x = torch.randn(2, 4, 4, 16).to(dtype)  # (B, H, S, hd)
+    assert torch.equal(apply_rope_folded(x, cos, sin_folded_t[positions][:, None]), apply_rope(x, cos, sin))
+
+
+@pytest.mark.parametrize("width", [8, 64, 100, 512])
+def test_float32_rmsnorm_is_the_hf_formula_bit_for_bit(width):
+    norm = RMSNorm(width)
+    torch.nn.init.normal_(norm.weight)
+    x = torch.randn(3, 5, width) * 4
+    x32 = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + norm.eps)
+    assert torch.equal(norm(x), norm.weight * x32)
+
+
+def test_sdpa_grouped_heads_equal_repeated_kv_heads():
+    q, k, v = torch.randn(2, 4, 1, 16), torch.randn(2, 2, 9, 16), torch.randn(2, 2, 9, 16)
+    repeated = F.scaled_dot_product_attention(q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1))
+    assert torch.equal(F.scaled_dot_product_attention(q, k, v, enable_gqa=True), repeated)
+
+
+def test_unmasked_decode_step_equals_the_masked_one():
+    model = tiny_model("adaptive")
+    ids = torch.randint(0, VOCAB, (1, 9))
+    with torch.inference_mode():
+        plain = model(ids[:, :8], use_cache=True)
+        masked = model(ids[:, :8], attention_mask=torch.ones(1, 8, dtype=torch.long), use_cache=True)
+        step = model(ids[:, 8:], past_key_values=plain.past_key_values, use_cache=True)
+        step_masked = model(ids[:, 8:], attention_mask=torch.ones(1, 9, dtype=torch.long),
+                            past_key_values=masked.past_key_values, use_cache=True)
+        full = model(ids)
+    torch.testing.assert_close(step.hidden_states, step_masked.hidden_states, atol=1e-6, rtol=0)
+    torch.testing.assert_close(step.hidden_states[:, -1], full.hidden_states[:, -1], atol=1e-5, rtol=0)
+
+
+def test_aux_and_z_loss_are_read_lazily_as_sums_over_layers():
+    model = tiny_model("full_tied").train()
+    ids = torch.randint(0, VOCAB, (2, 10))
+    out = model(ids, labels=ids)
+    aux = sum(load_balancing_loss(m.router_logits, m.indices, 4) for m in out.router)
+    z = sum(router_z_loss(m.router_logits) for m in out.router)
+    torch.testing.assert_close(out.aux_loss, aux, rtol=1e-6, atol=0)
+    torch.testing.assert_close(out.z_loss, z, rtol=1e-6, atol=0)
+    assert out.aux_loss.dtype == out.z_loss.dtype == torch.float32 and out.aux_loss.ndim == 0
+    out.aux_loss.backward()
+    assert all(layer.block_sparse_moe.gate.gate.weight.grad.abs().sum() > 0 for layer in model.model.layers)
+    assert [c.tolist() for c in out.expert_counts] == [
+        torch.bincount(m.indices.reshape(-1), minlength=4).tolist() for m in out.router]
+
+
+def test_rope_table_first_built_under_inference_mode_serves_training():
+    model = tiny_model("full_tied")
+    ids = torch.randint(0, VOCAB, (1, 6))
+    with torch.inference_mode():
+        model(ids)
+    model.train()
+    out = model(ids, labels=ids)
+    model.total_loss(out).backward()
+    assert model.model.layers[0].self_attn.q_proj.weight.grad is not None

@@ -240,3 +240,72 @@ def test_bfloat16_layer_matches_naive_within_bf16_precision(dispatch):
     y, out = layer(x)
     assert y.dtype == torch.bfloat16 and out.router_logits.dtype == torch.float32
     torch.testing.assert_close(y, naive_moe_forward(layer, x), atol=2e-2, rtol=2e-2)
+
+
+# -- the one-token path and the lazy losses and stats ---------------------------------------
+
+
+@pytest.mark.parametrize("top_k", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shared_expert_dim", [0, 8])
+def test_one_token_path_equals_the_sorted_dispatch_bit_for_bit(top_k, dtype, shared_expert_dim):
+    torch.manual_seed(11)
+    layer = MoELayer(D, FFN, n_experts=6, top_k=top_k, shared_expert_dim=shared_expert_dim).to(dtype).eval()
+    for _ in range(20):
+        x = torch.randn(1, 1, D, dtype=dtype)
+        assert layer._direct(x.reshape(-1, D))
+        y, out = layer(x)
+        weights, indices, _ = layer.gate(x.reshape(-1, D))
+        y_sorted, counts, dropped = layer._forward_sorted(x.reshape(-1, D), weights, indices)
+        if layer.shared_expert is not None:
+            y_sorted = y_sorted + layer.shared_expert(x.reshape(-1, D))
+        assert torch.equal(y.reshape(1, D), y_sorted)
+        assert torch.equal(out.expert_counts, counts) and int(dropped) == 0
+        torch.testing.assert_close(y, naive_moe_forward(layer, x), atol=1e-6 if dtype == torch.float32 else 2e-2,
+                                   rtol=1e-5 if dtype == torch.float32 else 2e-2)
+
+
+def test_one_token_path_only_where_it_cannot_change_the_result():
+    layer = MoELayer(D, FFN, n_experts=4, top_k=2).eval()
+    one, two = torch.randn(1, D), torch.randn(2, D)
+    assert layer._direct(one) and not layer._direct(two)  # two tokens may share an expert
+    assert not layer.train()._direct(one)  # capacity drops
+    layer.eval().expert_fn = layer.experts.forward_sorted
+    assert not layer._direct(one)  # a hook (expert parallelism) sees every token
+    forced = MoELayer(D, FFN, n_experts=4, top_k=2, dispatch="grouped_mm").eval()
+    assert not forced._direct(one)
+
+    class Adapted(SwiGLUExperts):  # e.g. LoRA's experts: their own forward_sorted
+        def forward_sorted(self, x_sorted, counts):
+            return super().forward_sorted(x_sorted, counts)
+
+    layer.expert_fn = None
+    layer.experts.__class__ = Adapted
+    assert not layer._direct(one)
+
+
+@pytest.mark.parametrize("tokens", [1, 10])
+def test_lazy_losses_and_stats_equal_the_pure_functions_and_carry_gradients(tokens):
+    torch.manual_seed(3)
+    layer = MoELayer(D, FFN, n_experts=4, top_k=2).train()
+    y, out = layer(torch.randn(1, tokens, D))
+    torch.testing.assert_close(out.aux_loss, load_balancing_loss(out.router_logits, out.indices, 4), rtol=0, atol=0)
+    torch.testing.assert_close(out.z_loss, router_z_loss(out.router_logits), rtol=0, atol=0)
+    assert out.aux_loss is out.aux_loss  # computed once
+    (out.aux_loss + out.z_loss).backward()
+    assert layer.gate.gate.weight.grad is not None and layer.gate.gate.weight.grad.abs().sum() > 0
+    counts = torch.bincount(out.indices.reshape(-1), minlength=4)
+    assert out.stats.tokens == tokens
+    torch.testing.assert_close(out.stats.token_share, (counts.double() / counts.sum()).float())
+
+
+def test_eval_stats_are_the_same_on_both_paths():
+    torch.manual_seed(4)
+    layer = MoELayer(D, FFN, n_experts=4, top_k=2).eval()
+    x = torch.randn(1, 1, D)
+    with torch.inference_mode():
+        _, direct = layer(x)
+        layer.expert_fn = layer.experts.forward_sorted  # forces the sorted dispatch
+        _, sorted_ = layer(x)
+    assert direct.stats.to_dict() == sorted_.stats.to_dict()
+    assert direct.aux_loss.item() == sorted_.aux_loss.item() and direct.z_loss.item() == sorted_.z_loss.item()
