@@ -4,10 +4,12 @@ Generates the demo corpus into DIR/data, ingests it into DIR/bundle (MLflow in
 DIR/mlflow.db unless MLFLOW_TRACKING_URI is set), trains the small MoE generator of the demo
 config into DIR/model (what `rayrag train` runs: LM on the chunks, then reader fine-tuning on
 questions generated from the knowledge graph; a checkpoint already there whose
-training.json has the same config hash is reused), then answers three sample two-hop
+training.json has the same config hash is reused), then answers sample one-hop and two-hop
 questions: the top passages (dense vs hybrid) with scores, titles and KG facts, and the
-generated answer with its citations next to the gold answer. Later stages (serving, tuning)
-extend this same command.
+generated answer with its citations next to the gold answer. Last, the exact match of the
+reader over hybrid retrieval on the first `n_eval` one-hop and two-hop demo questions (the
+demo QA is evaluation only: the reader is trained on questions generated from the graph).
+Later stages (serving, tuning) extend this same command.
 """
 
 from __future__ import annotations
@@ -70,7 +72,20 @@ def _training_figures(summary: dict) -> dict:
             "reader_source": summary.get("reader_source"), "mlflow_run_id": summary.get("mlflow_run_id")}
 
 
-def run_demo(out: Path, config: RAGConfig, n_questions: int = 3) -> dict:
+def _normalise(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def _exact_match(reader: Reader, retriever: HybridRetriever, questions: list, principal: Principal) -> int:
+    """Questions whose generated answer equals a gold answer (case and spacing aside)."""
+    hits = 0
+    for qa in questions:
+        answered = reader.answer(qa.question, retriever.retrieve(qa.question, principal, mode="hybrid"))
+        hits += _normalise(answered.answer.text) in {_normalise(a) for a in qa.answers}
+    return hits
+
+
+def run_demo(out: Path, config: RAGConfig, n_questions: int = 3, n_eval: int = 30) -> dict:
     out = Path(out)
     started = time.perf_counter()
     _ensure_demo_secrets(config)
@@ -95,7 +110,10 @@ def run_demo(out: Path, config: RAGConfig, n_questions: int = 3) -> dict:
     retriever = HybridRetriever(bundle_dir, config)
     reader = Reader(out / "model", config)
     everyone = Principal("demo", frozenset({"public", "hr", "finance", "legal"}))
-    questions = [q for q in read_qa(corpus.qa_path) if q.metadata.get("hops") == 2][:n_questions]
+    qa_pairs = read_qa(corpus.qa_path)
+    by_hops = {hops: [q for q in qa_pairs if q.metadata.get("hops") == hops] for hops in (1, 2)}
+    n_one_hop = (n_questions + 1) // 2
+    questions = by_hops[1][:n_one_hop] + by_hops[2][: n_questions - n_one_hop]
     answers = []
     for qa in questions:
         print(f"\nQ: {qa.question}\n   gold answer: {qa.answers[0]}")
@@ -123,8 +141,17 @@ def run_demo(out: Path, config: RAGConfig, n_questions: int = 3) -> dict:
                         "truncated": answered.truncated_chunk_ids, "usage": answered.usage()})
     print("\n(* = a gold supporting document; hybrid = dense + knowledge-graph PageRank, fused; "
           f"answers by {reader.model_version})")
+    exact_match = {}
+    for hops, pairs in by_hops.items():
+        sample = pairs[:n_eval]
+        if sample:
+            hits = _exact_match(reader, retriever, sample, everyone)
+            exact_match[f"{hops}_hop"] = {"correct": hits, "questions": len(sample)}
+            print(f"[rayrag demo] exact match, {hops}-hop questions (hybrid retrieval): {hits}/{len(sample)}",
+                  file=sys.stderr)
     summary = {**result.summary(), "training": training, "model": str(out / "model"),
                "model_version": reader.model_version, "answers": answers,
+               "exact_match": exact_match,
                "seconds": {"ingest": round(ingest_seconds, 1), "train": round(train_seconds, 1),
                            "total": round(time.perf_counter() - started, 1)}}
     print(json.dumps(summary))

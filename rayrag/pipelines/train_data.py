@@ -7,7 +7,10 @@ between chunks; phase 2 teaches the model to read a prompt (`prompt.build_traini
 and copy the answer out of its context. Reader examples come from a QA file (gold passages
 from the supporting documents plus distractors) or, without one, from the knowledge graph's
 relation triples turned into templated questions whose answer is in the provenance chunk
-(the "KG-to-QA" augmentation of e.g. Bordes et al. 2015's SimpleQuestions).
+(the "KG-to-QA" augmentation of e.g. Bordes et al. 2015's SimpleQuestions), worded by the
+answer's entity type ("Which company acquired X?"), plus sentence (cloze) questions from
+every chunk (Lewis et al. 2019). Graph-built contexts look like retrieved ones: the gold
+passage among passages that share its entities, ranked first about half the time.
 
 Everything is a pure function of the bundle, the QA file and `config.seed`.
 
@@ -19,6 +22,7 @@ Everything is a pure function of the bundle, the QA file and `config.seed`.
 from __future__ import annotations
 
 import random
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -149,22 +153,105 @@ def past_tense(verb: str) -> str:
     return verb + "ed"
 
 
-def graph_questions(subject: str, relation: str, obj: str, subject_label: str,
-                    object_label: str) -> tuple[str, str]:
-    """(forward question -> obj, inverse question -> subject) for one relation triple.
+# The question word a triple's answer calls for, by the answer entity's NER label (spaCy's
+# scheme): real questions name the kind of thing asked for ("Which company acquired X?").
+WH_BY_LABEL = {
+    "PERSON": "Who", "ORG": "Which company", "GPE": "Which city", "LOC": "Which place",
+    "FAC": "Which site", "PRODUCT": "Which product", "LAW": "Which regulation",
+    "WORK_OF_ART": "Which work", "EVENT": "Which event", "DATE": "When", "NORP": "Which group",
+}
+WH_DEFAULT = "What"
+# Relations whose object is a kind of thing the NER label gets wrong (products and job
+# titles are often tagged ORG): the relation decides the forward question's word.
+WH_BY_RELATION_OBJECT = {"make": "Which product", "manufacture": "Which product",
+                         "produce": "Which product", "join_as": "Which role"}
 
-    "acquire": "What did Helix Corp acquire?" / "What acquired Brightwater Labs?".
+
+# Spans a sentence question can ask about beyond the graph's entities (Lewis et al. 2019's
+# cloze answers): years, amounts of money, percentages.
+SPAN_PATTERNS = (
+    (re.compile(r"\$[\d,]+(?:\.\d+)?(?: (?:million|billion))?"), "How much"),
+    (re.compile(r"\b\d{1,3}%"), "What share"),
+    (re.compile(r"\b(?:18|19|20)\d\d\b"), "In what year"),
+)
+SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
+MAX_SENTENCE_QA_WORDS = 30
+# Redaction pseudonyms ("PERSON_3f9a0c1e"): no user asks for one, and a hash is the hardest
+# thing to copy; as answers they would teach the reader a prior ("PERSON_...") over reading.
+PSEUDONYM = re.compile(r"^[A-Z_]+_[0-9a-f]{6,}$")
+GOLD_FIRST = 0.5  # retrieval ranks the answering passage first about half the time or more  # a longer sentence makes a question unlike anything asked
+
+
+def wh_phrase(label: str) -> str:
+    """"Which company" for ORG, "Who" for PERSON, ... "What" for anything else."""
+    return WH_BY_LABEL.get(label, WH_DEFAULT)
+
+
+def present_tense(verb: str) -> str:
+    """Third person singular: "acquire" -> "acquires", "issue" -> "issues", "supply" -> "supplies"."""
+    if verb == "be":
+        return "is"
+    if verb == "have":
+        return "has"
+    if verb.endswith(("s", "x", "z", "ch", "sh", "o")):
+        return verb + "es"
+    if verb.endswith("y") and len(verb) > 1 and verb[-2] not in "aeiou":
+        return verb[:-1] + "ies"
+    return verb + "s"
+
+
+def graph_question_forms(subject: str, relation: str, obj: str, subject_label: str,
+                         object_label: str) -> tuple[list[str], list[str]]:
+    """(forward forms -> obj, inverse forms -> subject) for one relation triple, best first.
+
+    The question word follows the answer's entity type and the verb is conjugated, so
+    "acquire" gives "Which company did Helix Corp acquire?" and the inverse forms
+    "Which company acquired Brightwater Labs?" / "Which company acquires Brightwater Labs?".
     """
     words = relation_words(relation) or [relation]
     negated = words[0] == "not" and len(words) > 1
     verb_words = words[1:] if negated else words
-    wh_object = "Who" if object_label == "PERSON" else "What"
-    wh_subject = "Who" if subject_label == "PERSON" else "What"
-    base = " ".join(words)
-    forward = f"{wh_object} did {subject} {base}?"
-    past = " ".join([past_tense(verb_words[0]), *verb_words[1:]])
-    inverse = f"{wh_subject} {'did not ' + ' '.join(verb_words) if negated else past} {obj}?"
+    wh_object = WH_BY_RELATION_OBJECT.get(relation) or wh_phrase(object_label)
+    wh_subject = wh_phrase(subject_label)
+    base = " ".join(verb_words)
+    rest = " ".join(verb_words[1:])
+    if negated:
+        return [f"{wh_object} did {subject} not {base}?"], [f"{wh_subject} did not {base} {obj}?"]
+    forward = [f"{wh_object} did {subject} {base}?", f"{wh_object} does {subject} {base}?"]
+    inverse = [f"{wh_subject} {' '.join([tense(verb_words[0]), rest]).strip()} {obj}?"
+               for tense in (past_tense, present_tense)]
     return forward, inverse
+
+
+def sentence_question(sentence: str, start: int, end: int, wh: str) -> str | None:
+    """The sentence as a question about its span [start, end) (Lewis et al. 2019's
+    "identity mapping" cloze-to-question): "Helix Corp acquired Brightwater Labs in 2019."
+    asked about "Helix Corp" -> "Which company acquired Brightwater Labs in 2019?"; a span
+    inside the sentence keeps its place: "Helix Corp acquired which company in 2019?".
+    None when the question would give the answer away or be too long."""
+    before, answer, after = sentence[:start].strip(), sentence[start:end], sentence[end:].rstrip(" .!?;:")
+    if answer.lower() in (before + after).lower():
+        return None  # the answer is spelled in the question itself
+    if before:
+        # "In what year" leads its clause; in place it reads "in what year" after a preposition.
+        question = f"{before} {wh[0].lower() + wh[1:]}{after}?"
+    else:
+        question = f"{wh}{after}?"
+    question = re.sub(r"\b(in|on|at|of|by|from|to) in what year\b", r"\1 what year", question,
+                      flags=re.IGNORECASE)
+    if len(question.split()) > MAX_SENTENCE_QA_WORDS or len(question.split()) < 3:
+        return None
+    return question
+
+
+def graph_questions(subject: str, relation: str, obj: str, subject_label: str,
+                    object_label: str) -> tuple[str, str]:
+    """(forward question -> obj, inverse question -> subject): the first of `graph_question_forms`.
+
+    "acquire": "Which company did Helix Corp acquire?" / "Which company acquired Brightwater Labs?".
+    """
+    forward, inverse = graph_question_forms(subject, relation, obj, subject_label, object_label)
+    return forward[0], inverse[0]
 
 
 class TrainDataBuilder:
@@ -201,7 +288,12 @@ class TrainDataBuilder:
             examples = self.qa_examples(read_qa(qa_path), chunks, facts)
             source = "qa"
         else:
-            examples = self.graph_examples(bundle.graph(), chunks, facts)
+            # Both kinds are capped together: triple questions first in line, as they ask
+            # about facts the way users do; sentence questions fill the rest.
+            graph = bundle.graph()
+            examples = self.graph_examples(graph, chunks, facts)
+            examples += self.sentence_examples(graph, chunks, facts)[: self.config.train.max_graph_qa - len(examples)]
+            random.Random(self.config.seed).shuffle(examples)
             source = "graph"
         reader = self.reader_data(examples, tokenizer, source)
         if not reader.train:
@@ -284,25 +376,72 @@ class TrainDataBuilder:
             in_degree[(v, key)] += 1
         rng = random.Random(self.config.seed)
         k = self.config.train.context_passages
+        neighbours = entity_neighbours(graph)
         examples: list[QAExample] = []
         for u, v, key in edges:
             subject, obj = g.nodes[u].get("name"), g.nodes[v].get("name")
             if not subject or not obj:
                 continue
-            forward, inverse = graph_questions(subject, key, obj, g.nodes[u].get("label", ""),
-                                               g.nodes[v].get("label", ""))
+            forward, inverse = graph_question_forms(subject, key, obj, g.nodes[u].get("label", ""),
+                                                    g.nodes[v].get("label", ""))
             provenance = [by_id[c] for c in g.edges[u, v, key].get("chunk_ids", []) if c in by_id]
-            for question, answer, unique in ((forward, obj, out_degree[(u, key)] == 1),
-                                             (inverse, subject, in_degree[(v, key)] == 1)):
+            for questions, answer, unique in ((forward, obj, out_degree[(u, key)] == 1),
+                                              (inverse, subject, in_degree[(v, key)] == 1)):
                 gold = next((c for c in provenance if answer in c.text or answer in (c.title or "")), None)
-                if not unique or gold is None:
+                if not unique or gold is None or PSEUDONYM.match(answer):
                     continue
-                context = [gold, *_distractors(chunks, {gold.doc_id}, k - 1, rng)]
-                rng.shuffle(context)
-                examples.append(QAExample(question, answer, tuple(c.passage() for c in context),
-                                          _facts_for(context, facts), group=f"{u}|{key}|{v}"))
+                for question in questions:
+                    # Each phrasing gets its own context, so the model sees the gold passage
+                    # among different related passages at different ranks.
+                    context = _ranked_context(gold, _related_distractors(
+                        gold, neighbours.get(gold.chunk_id, ()), by_id, chunks, k - 1, rng), rng)
+                    examples.append(QAExample(question, answer, tuple(c.passage() for c in context),
+                                              _facts_for(context, facts), group=f"{u}|{key}|{v}"))
         rng.shuffle(examples)
         return examples[: self.config.train.max_graph_qa]
+
+    def sentence_examples(self, graph, chunks: Sequence[ChunkRecord],
+                          facts: dict[str, list[Fact]]) -> list[QAExample]:
+        """Cloze questions from every chunk's sentences (Lewis et al. 2019, "Unsupervised
+        Question Answering by Cloze Translation"): each graph entity, year, amount or share
+        the sentence mentions becomes the answer of the sentence turned into a question.
+
+        They cover what relation triples do not (dates, figures, roles, conditions) and teach
+        the reader the general skill: find the sentence the question paraphrases, copy the span.
+        """
+        g = graph.graph
+        by_id = {c.chunk_id: c for c in chunks}
+        entities: dict[str, list[tuple[str, str]]] = defaultdict(list)  # chunk id -> (surface form, label)
+        for _, data in sorted(g.nodes(data=True), key=lambda n: n[0]):
+            if data.get("kind") != "entity" or not data.get("name") or data.get("label") == "TITLE":
+                continue
+            for chunk_id in data.get("chunk_ids", ()):
+                forms = [data["name"], *(f for counts in data.get("forms", {}).values() for f in counts)]
+                for form in dict.fromkeys(forms):
+                    entities[chunk_id].append((form, data.get("label", "")))
+        rng = random.Random(self.config.seed + 1)
+        k = self.config.train.context_passages
+        neighbours = entity_neighbours(graph)
+        examples: list[QAExample] = []
+        for chunk in chunks:
+            for sentence in SENTENCE_SPLIT.split(chunk.text):
+                spans: dict[tuple[int, int], str] = {}
+                for form, label in entities.get(chunk.chunk_id, ()):
+                    for match in re.finditer(rf"(?<!\w){re.escape(form)}(?!\w)", sentence):
+                        spans.setdefault(match.span(), wh_phrase(label))
+                for pattern, wh in SPAN_PATTERNS:
+                    for match in pattern.finditer(sentence):
+                        spans.setdefault(match.span(), wh)
+                for (start, end), wh in sorted(spans.items()):
+                    question = sentence_question(sentence, start, end, wh)
+                    if question is None or PSEUDONYM.match(sentence[start:end]):
+                        continue
+                    context = _ranked_context(chunk, _related_distractors(
+                        chunk, neighbours.get(chunk.chunk_id, ()), by_id, chunks, k - 1, rng), rng)
+                    examples.append(QAExample(question, sentence[start:end], tuple(c.passage() for c in context),
+                                              _facts_for(context, facts), group=chunk.chunk_id))
+        rng.shuffle(examples)
+        return examples
 
     def reader_data(self, examples: Sequence[QAExample], tokenizer: RayragTokenizer,
                     source: str) -> ReaderData:
@@ -345,6 +484,54 @@ def _facts_for(context: Sequence[ChunkRecord], facts: dict[str, list[Fact]]) -> 
         for f in facts.get(c.chunk_id, ()):
             chosen.setdefault((f.subject, f.relation, f.object), f)
     return tuple(list(chosen.values())[:MAX_FACTS_PER_EXAMPLE])
+
+
+def entity_neighbours(graph) -> dict[str, list[str]]:
+    """chunk id -> the other chunks that mention one of its entities, most shared entities first.
+
+    These are the passages hybrid retrieval puts next to the gold one (dense neighbours and
+    the graph's PageRank both favour passages about the same entities), so training against
+    them teaches the reader to pick the passage that answers, not just any passage on topic.
+    """
+    g = graph.graph
+    chunk_entities: dict[str, list[str]] = defaultdict(list)
+    entity_chunks: dict[str, list[str]] = {}
+    for node, data in g.nodes(data=True):
+        if data.get("kind") != "entity" or data.get("label") == "TITLE":
+            continue
+        entity_chunks[node] = sorted(data.get("chunk_ids", ()))
+        for chunk_id in entity_chunks[node]:
+            chunk_entities[chunk_id].append(node)
+    out: dict[str, list[str]] = {}
+    for chunk_id in sorted(chunk_entities):
+        shared: dict[str, int] = defaultdict(int)
+        for entity in chunk_entities[chunk_id]:
+            for other in entity_chunks[entity]:
+                if other != chunk_id:
+                    shared[other] += 1
+        out[chunk_id] = sorted(shared, key=lambda c: (-shared[c], c))
+    return out
+
+
+def _ranked_context(gold: ChunkRecord, distractors: list[ChunkRecord],
+                    rng: random.Random) -> list[ChunkRecord]:
+    """Gold first with probability GOLD_FIRST, else at a uniform lower rank, as retrieval
+    places it; a prompt cut to fit drops the lowest ranks, so gold mostly survives, as it
+    does at serving time."""
+    context = list(distractors)
+    rng.shuffle(context)
+    rank = 0 if rng.random() < GOLD_FIRST or not context else rng.randint(1, len(context))
+    context.insert(rank, gold)
+    return context
+
+
+def _related_distractors(gold: ChunkRecord, related: Sequence[str], by_id: dict[str, ChunkRecord],
+                         chunks: Sequence[ChunkRecord], n: int, rng: random.Random) -> list[ChunkRecord]:
+    """`n` passages from other documents: drawn from the best 2n entity neighbours, then random."""
+    pool = [by_id[c] for c in related if c in by_id and by_id[c].doc_id != gold.doc_id][: 2 * n]
+    picked = rng.sample(pool, min(n, len(pool)))
+    exclude = {gold.doc_id, *(c.doc_id for c in picked)}
+    return picked + _distractors(chunks, exclude, n - len(picked), rng)
 
 
 def _distractors(chunks: Sequence[ChunkRecord], exclude_docs: set[str], n: int,

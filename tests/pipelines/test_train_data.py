@@ -18,9 +18,13 @@ from rayrag.pipelines.train_data import (
     NON_FACT_RELATIONS,
     TrainDataBuilder,
     chunk_facts,
+    entity_neighbours,
+    graph_question_forms,
     graph_questions,
     pack_sequences,
     past_tense,
+    present_tense,
+    sentence_question,
     split_count,
 )
 from rayrag.retrieval.graph import KnowledgeGraph
@@ -100,12 +104,28 @@ def test_split_count_and_templates():
     assert split_count(1, 0.5) == 0 and split_count(10, 0.0) == 0
     assert [past_tense(v) for v in ("acquire", "join", "make", "lead", "supply")] == [
         "acquired", "joined", "made", "led", "supplied"]
+    assert [present_tense(v) for v in ("acquire", "issue", "supply", "finish", "be")] == [
+        "acquires", "issues", "supplies", "finishes", "is"]
+    # the question word follows the answer's entity type, as real questions do
     forward, inverse = graph_questions("Helix Dynamics", "acquire", "Brightwater Labs", "ORG", "ORG")
-    assert forward == "What did Helix Dynamics acquire?"
-    assert inverse == "What acquired Brightwater Labs?"
+    assert forward == "Which company did Helix Dynamics acquire?"
+    assert inverse == "Which company acquired Brightwater Labs?"
     forward, inverse = graph_questions("PERSON_3f9a0c1e", "head_research_at", "Orion Works", "PERSON", "ORG")
-    assert forward == "What did PERSON_3f9a0c1e head research at?"
+    assert forward == "Which company did PERSON_3f9a0c1e head research at?"
     assert inverse == "Who headed research at Orion Works?"
+    assert graph_questions("Orion Works", "open_in", "Lima", "ORG", "GPE")[0] == "Which city did Orion Works open in?"
+    assert graph_questions("Board", "issue", "Data Act", "ORG", "LAW")[0] == "Which regulation did Board issue?"
+    # products and roles are often tagged ORG: the relation picks the word for its object
+    assert graph_questions("Orion Works", "make", "Falcon Drive", "ORG", "ORG")[0] == (
+        "Which product did Orion Works make?")
+    assert graph_questions("PERSON_3f9a0c1e", "join_as", "Data Analyst", "PERSON", "ORG")[0] == (
+        "Which role did PERSON_3f9a0c1e join as?")
+    assert graph_questions("X", "sign", "Y", "WHATEVER", "")[0] == "What did X sign?"
+    forward, inverse = graph_question_forms("Helix Dynamics", "acquire", "Brightwater Labs", "ORG", "ORG")
+    assert forward == ["Which company did Helix Dynamics acquire?", "Which company does Helix Dynamics acquire?"]
+    assert inverse == ["Which company acquired Brightwater Labs?", "Which company acquires Brightwater Labs?"]
+    assert graph_question_forms("A", "not_supply", "B", "ORG", "ORG") == (
+        ["Which company did A not supply?"], ["Which company did not supply B?"])
 
 
 def test_lm_data_splits_by_chunk_and_keeps_every_token(tiny):
@@ -138,16 +158,83 @@ def test_graph_questions_are_answerable_from_their_context(tiny):
         assert len(e.passages) == cfg.train.context_passages
         assert any(e.answer in p.text or e.answer in (p.title or "") for p in e.passages)
         assert all(f.relation not in NON_FACT_RELATIONS for f in e.facts)
-    # pseudonyms are fine as answers; "What did PERSON_x lead?" has two answers and is skipped
-    assert "Who leads Helix Dynamics?" not in questions
-    assert "Who led Helix Dynamics?" in questions
-    assert not any(q.startswith("What did PERSON_") for q in questions)
-    assert "What did Helix Dynamics make?" in questions and "What made Falcon Drive?" in questions
+    # a redaction pseudonym is never an answer ("Who led Helix Dynamics?" is not asked), and
+    # "Which company did PERSON_x lead?" has two answers and is skipped
+    assert not any(q.startswith("Who l") for q in questions)
+    assert not any(e.answer.startswith("PERSON_") for e in examples)
+    assert not any("did PERSON_" in q or "does PERSON_" in q for q in questions)
+    assert "Which product did Helix Dynamics make?" in questions
+    assert "Which company made Falcon Drive?" in questions and "Which company makes Falcon Drive?" in questions
+    assert "Which company acquired Brightwater Labs?" in questions
+    # answers are the entity's surface form, never its lowercase graph key
+    assert all(e.answer[0].isupper() for e in examples)
     # deterministic under the seed, capped by max_graph_qa
     again = builder.graph_examples(graph, chunks, chunk_facts(graph))
     assert [(e.question, e.passages) for e in again] == [(e.question, e.passages) for e in examples]
     capped = TrainDataBuilder(tiny_data_config(max_graph_qa=5)).graph_examples(graph, chunks, chunk_facts(graph))
     assert len(capped) == 5
+
+
+def test_graph_contexts_use_related_passages_at_random_ranks(tiny):
+    """Distractors are passages that share an entity with the gold one (what retrieval
+    returns), from other documents; the gold passage is not always first."""
+    bundle, _ = tiny
+    graph = bundle.graph()
+    neighbours = entity_neighbours(graph)
+    # PERSON_3f9a0c1e leads companies 0 and 4: their chunks are neighbours through that person
+    assert "doc-4#0" in neighbours["doc-0#0"] and "doc-0#0" not in neighbours["doc-0#0"]
+    cfg = tiny_data_config(context_passages=3)
+    builder = TrainDataBuilder(cfg)
+    chunks = builder.chunk_records(bundle)
+    examples = builder.graph_examples(graph, chunks, chunk_facts(graph))
+    gold_ranks = set()
+    for e in examples:
+        docs = [p.doc_id for p in e.passages]
+        assert len(docs) == len(set(docs)) == 3
+        gold = next(i for i, p in enumerate(e.passages) if e.answer in p.text)
+        gold_ranks.add(gold)
+        related = neighbours.get(e.passages[gold].chunk_id, [])
+        if related:
+            assert any(p.chunk_id in related for i, p in enumerate(e.passages) if i != gold)
+    assert len(gold_ranks) > 1
+
+
+def test_sentence_question_turns_a_span_into_a_wh_question():
+    sentence = "Helix Corp acquired Brightwater Labs in 2019 for cash."
+    assert sentence_question(sentence, 0, 10, "Which company") == (
+        "Which company acquired Brightwater Labs in 2019 for cash?")
+    start = sentence.index("Brightwater Labs")
+    assert sentence_question(sentence, start, start + 16, "Which company") == (
+        "Helix Corp acquired which company in 2019 for cash?")
+    start = sentence.index("2019")
+    assert sentence_question(sentence, start, start + 4, "In what year") == (
+        "Helix Corp acquired Brightwater Labs in what year for cash?")
+    # an answer the question spells, or a question too short to ask anything, is skipped
+    assert sentence_question("Helix Corp and Helix Corp merged.", 0, 10, "Which company") is None
+    assert sentence_question("Helix Corp.", 0, 10, "Which company") is None
+
+
+def test_sentence_examples_ask_about_entities_and_figures_in_context(tiny):
+    bundle, _ = tiny
+    graph = bundle.graph()
+    builder = TrainDataBuilder(tiny_data_config())
+    chunks = builder.chunk_records(bundle)
+    examples = builder.sentence_examples(graph, chunks, chunk_facts(graph))
+    by_question = {e.question: e.answer for e in examples}
+    assert by_question["Which company makes Falcon Drive, sold in many markets?"] == "Helix Dynamics"
+    assert by_question["In what year Helix Dynamics acquired Brightwater Labs for cash?"] == "2010"
+    assert "Who leads Helix Dynamics?" not in by_question  # pseudonyms are not answers
+    assert by_question["PERSON_3f9a0c1e leads which company?"] in COMPANIES
+    for e in examples:
+        assert e.answer not in e.question
+        assert sum(e.answer in p.text for p in e.passages) >= 1
+        assert len({p.doc_id for p in e.passages}) == len(e.passages) == 2
+    # the answering passage is ranked first about half the time, like retrieval ranks it
+    first = sum(e.answer in e.passages[0].text for e in examples) / len(examples)
+    assert 0.4 < first < 0.95
+    # run() mixes both kinds under the max_graph_qa cap
+    data = TrainDataBuilder(tiny_data_config(max_graph_qa=40)).run(bundle)
+    assert data.counts["reader_examples"] == 40 and data.reader.source == "graph"
 
 
 def test_reader_labels_mask_the_prompt(tiny):
