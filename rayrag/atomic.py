@@ -8,7 +8,9 @@ directory. A crash leaves at most a hidden `.NAME.*.tmp` file behind.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,6 +41,26 @@ def atomic_text(path: str | Path) -> Iterator[IO[str]]:
     """Yield a UTF-8 text handle; the file replaces `path` when the block succeeds."""
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as handle:
         yield handle
+
+
+def swap_dir_into_place(tmp: Path, out: Path) -> None:
+    """Replace directory `out` with the finished directory `tmp` (same parent).
+
+    Two renames: `out` steps aside, `tmp` takes its name, the old copy is deleted; if the
+    second rename fails the old directory is put back. Used for bundles, checkpoints and
+    adapters, which are directories of files that must change together.
+    """
+    if not out.exists():
+        os.rename(tmp, out)
+        return
+    old = out.parent / f".{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    os.rename(out, old)
+    try:
+        os.rename(tmp, out)
+    except BaseException:
+        os.rename(old, out)  # put the previous directory back
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def fsync_dir(directory: Path) -> None:

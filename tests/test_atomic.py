@@ -25,3 +25,15 @@ def test_failed_write_keeps_old_file(tmp_path):
         raise RuntimeError("crash")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["index.faiss"]
+
+
+def test_swap_dir_into_place_replaces_and_leaves_no_copies(tmp_path):
+    from rayrag.atomic import swap_dir_into_place
+
+    out, tmp = tmp_path / "out", tmp_path / ".out.tmp"
+    for directory, text in ((out, "old"), (tmp, "new")):
+        directory.mkdir()
+        (directory / "file.txt").write_text(text)
+    swap_dir_into_place(tmp, out)
+    assert (out / "file.txt").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # old copy deleted, tmp consumed

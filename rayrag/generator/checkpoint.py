@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from rayrag.atomic import fsync_dir
+from rayrag.atomic import fsync_dir, swap_dir_into_place
 from rayrag.config import GeneratorConfig
 from rayrag.errors import ConfigError, ModelError
 from rayrag.generator.model import MoETransformer
@@ -76,7 +76,7 @@ def save_checkpoint(model: MoETransformer, path: str | Path, tokenizer_path: str
         for file in tmp.iterdir():
             with open(file, "rb") as handle:
                 os.fsync(handle.fileno())
-        _swap_into_place(tmp, path)
+        swap_dir_into_place(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -143,19 +143,6 @@ def to_mixtral_state_dict(model: MoETransformer) -> dict[str, torch.Tensor]:
             out[key] = tensor.contiguous()
     return out
 
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    if not out.exists():
-        os.rename(tmp, out)
-        return
-    old = out.parent / f".{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    os.rename(out, old)
-    try:
-        os.rename(tmp, out)
-    except BaseException:
-        os.rename(old, out)  # put the previous checkpoint back
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _tokenizer_file(tokenizer_path: str | Path) -> Path:

@@ -44,7 +44,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from rayrag.atomic import fsync_dir
+from rayrag.atomic import fsync_dir, swap_dir_into_place
 from rayrag.config import LoraConfig
 from rayrag.errors import ConfigError, ModelError
 from rayrag.generator.moe import (
@@ -359,19 +359,9 @@ def save_adapters(model: nn.Module, path: str | Path, config: LoraConfig) -> Pat
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:
-    if not out.exists():
-        os.rename(tmp, out)
-        return
-    if not (out / ADAPTER_CONFIG).is_file() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and not (out / ADAPTER_CONFIG).is_file() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"refusing to replace {out}: it exists and is not an adapter directory")
-    old = out.parent / f".{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    os.rename(out, old)
-    try:
-        os.rename(tmp, out)
-    except BaseException:
-        os.rename(old, out)  # put the previous adapters back
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+    swap_dir_into_place(tmp, out)
 
 
 def read_adapter_config(path: str | Path) -> LoraConfig:

@@ -22,6 +22,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rayrag.atomic import swap_dir_into_place
 from rayrag.config import IndexConfig
 from rayrag.errors import IndexError_
 
@@ -103,25 +104,12 @@ def write_bundle(out: Path, writers: dict[str, Callable[[Path], None]],
         for name in REQUIRED_FILES:
             if not (tmp / name).is_file():
                 raise IndexError_(f"internal: bundle file {name} was not written")
-        _swap_into_place(tmp, out)
+        swap_dir_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
 
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    if not out.exists():
-        os.rename(tmp, out)
-        return
-    old = out.parent / f".{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    os.rename(out, old)
-    try:
-        os.rename(tmp, out)
-    except BaseException:
-        os.rename(old, out)  # put the previous bundle back
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_table(table: pa.Table) -> Callable[[Path], None]:
