@@ -164,6 +164,25 @@ class AdaptiveSoftmaxHead(nn.Module):
         by_token = by_rank.index_select(1, self.rank_of_token)  # (N, V) column t = rank_of_token[t]
         return by_token.reshape(*hidden.shape[:-1], self.vocab_size)
 
+    def log_prob_of(self, hidden: Tensor, ids: Tensor) -> Tensor:
+        """Log-probs of some token ids per row: hidden (N, d), ids (N, M) -> (N, M) float32.
+
+        A tail cluster runs only on the rows that ask for one of its tokens."""
+        flat = self._flat(hidden)  # (N, d)
+        head_logp = self._head_logp(flat)
+        ranks = self.rank_of_token[ids]  # (N, M)
+        out = head_logp.gather(1, ranks.clamp(max=self.shortlist_size - 1))  # right for shortlist ranks
+        for i in range(self.n_clusters):
+            lo, hi = self.bounds[i], self.bounds[i + 1]
+            inside = (ranks >= lo) & (ranks < hi)  # (N, M)
+            rows = inside.any(dim=1).nonzero().squeeze(-1)  # (R,)
+            if rows.numel() == 0:
+                continue
+            tail = self._tail_logp(i, flat[rows], head_logp[rows, self.shortlist_size + i])  # (R, size)
+            values = tail.gather(1, (ranks[rows] - lo).clamp(0, hi - lo - 1))  # (R, M)
+            out[rows] = torch.where(inside[rows], values, out[rows])
+        return out
+
     def greedy(self, hidden: Tensor) -> Tensor:
         """Argmax token id of each row, exact: hidden (..., d) -> (...) int64."""
         return self.greedy_expanded(hidden)[0]
@@ -251,6 +270,10 @@ class FullSoftmaxHead(nn.Module):
 
     def log_prob(self, hidden: Tensor) -> Tensor:
         return F.log_softmax(self.logits(hidden).float(), dim=-1)  # (..., V)
+
+    def log_prob_of(self, hidden: Tensor, ids: Tensor) -> Tensor:
+        """Log-probs of some token ids per row: hidden (N, d), ids (N, M) -> (N, M) float32."""
+        return self.log_prob(hidden).gather(-1, ids)
 
     def greedy(self, hidden: Tensor) -> Tensor:
         return self.logits(hidden).argmax(dim=-1)  # softmax is monotone: argmax of the logits

@@ -35,7 +35,7 @@ from rayrag.generator.generate import DecodeOptions, Generation, generate, strea
 from rayrag.generator.model import MoETransformer
 from rayrag.generator.prompt import Prompt, build_prompt
 from rayrag.generator.tokenizer import RayragTokenizer
-from rayrag.pipelines.train_data import NON_FACT_RELATIONS
+from rayrag.pipelines.reader_contexts import NON_FACT_RELATIONS
 from rayrag.types import Answer, Evidence, Fact
 
 MARKER_RE = re.compile(r"\[(\d{1,3})\]")
@@ -211,7 +211,7 @@ def _token_stream(model: MoETransformer, ids: list[int], opts: DecodeOptions) ->
 def reader_facts(facts: tuple[Fact, ...] | list[Fact]) -> list[Fact]:
     """The relation facts, in rank order. Structural graph edges (co-occurrence, mentions,
     synonyms) tie entities without asserting anything, and the reader is trained without
-    them (`train_data.chunk_facts`): the prompt it answers from must look like the ones it
+    them (`reader_contexts.chunk_facts`): the prompt it answers from must look like the ones it
     learned on."""
     return [f for f in facts if f.relation not in NON_FACT_RELATIONS]
 

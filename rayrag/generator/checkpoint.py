@@ -40,6 +40,7 @@ WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
 TOKENIZER_FILE = "tokenizer.json"
 FORMAT_VERSION = 1
 ADAPTIVE_PREFIX = "rayrag.adaptive_head."
+COPY_PREFIX = "rayrag.copy_head."  # the pointer (copy.py): ours only, HF ignores it
 
 _LAYER_MLP = re.compile(r"^(model\.layers\.\d+)\.mlp\.")
 _ROUTER = re.compile(r"^(model\.layers\.\d+\.block_sparse_moe)\.gate\.weight$")
@@ -134,7 +135,9 @@ def to_mixtral_state_dict(model: MoETransformer) -> dict[str, torch.Tensor]:
             if model.is_adaptive:
                 out[ADAPTIVE_PREFIX + key.removeprefix("lm_head.")] = tensor.contiguous()
                 continue
-        if m := _OUR_ROUTER.match(key):
+        if key.startswith("copy_head."):
+            out[COPY_PREFIX + key.removeprefix("copy_head.")] = tensor.contiguous()
+        elif m := _OUR_ROUTER.match(key):
             out[f"{m[1]}.gate.weight"] = tensor.contiguous()
         elif m := _OUR_EXPERTS.match(key):
             for j in range(tensor.shape[0]):
@@ -246,6 +249,8 @@ def from_mixtral_state_dict(tensors: dict[str, torch.Tensor], config: GeneratorC
         key = _LAYER_MLP.sub(r"\1.block_sparse_moe.", key)
         if key.startswith(ADAPTIVE_PREFIX):
             state["lm_head." + key.removeprefix(ADAPTIVE_PREFIX)] = tensor
+        elif key.startswith(COPY_PREFIX):
+            state["copy_head." + key.removeprefix(COPY_PREFIX)] = tensor
         elif m := _ROUTER.match(key):
             state[f"{m[1]}.gate.gate.weight"] = tensor
         elif m := _EXPERT.match(key):

@@ -245,18 +245,18 @@ def _decode(model: MoETransformer, prompts: list[list[int]], opts: DecodeOptions
         cache = KVCache() if use_cache else None
         share = _ExpertShare()
 
-        def forward(input_ids: torch.Tensor) -> torch.Tensor:
+        def forward(input_ids: torch.Tensor) -> tuple[torch.Tensor, Any]:
             padded = max(pads) > 0  # no padding: the model's plain causal path
             with torch.inference_mode():
                 out = model(input_ids, attention_mask=mask if padded else None, past_key_values=cache,
                             use_cache=use_cache, compute_logits=False)
                 share.add(out)
-                return out.hidden_states[:, -1]  # (B, d)
+                return out.hidden_states[:, -1], model.step_head(out)  # (B, d), the next-token rule's head
 
-        hidden = forward(ids)  # prefill
+        hidden, head = forward(ids)  # prefill
         while True:
             with torch.inference_mode():
-                chosen = next_tokens(model.head, hidden, opts, generator)  # (B,)
+                chosen = next_tokens(head, hidden, opts, generator)  # (B,)
             for row, token in zip(active, chosen.tolist(), strict=True):
                 rows[row].add(token, opts)
             yield rows
@@ -276,16 +276,15 @@ def _decode(model: MoETransformer, prompts: list[list[int]], opts: DecodeOptions
                     pads = [p - lead for p in pads]
                     mask, ids = mask[:, lead:], ids[:, lead:]
                     if cache is not None:
-                        cache.keys = [k[:, :, lead:] for k in cache.keys]  # (B, Hkv, S_past - lead, hd)
-                        cache.values = [v[:, :, lead:] for v in cache.values]
+                        cache.drop_leading(lead)
             if max(pads) > 0:  # else the mask is never read again: padding only ever shrinks
                 mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)  # (B, S_past + 1)
             step_ids = chosen[:, None]  # (B, 1)
             if cache is None:  # recompute: the whole sequence again
                 ids = torch.cat([ids, step_ids], dim=1)  # (B, S + 1)
-                hidden = forward(ids)
+                hidden, head = forward(ids)
             else:
-                hidden = forward(step_ids)
+                hidden, head = forward(step_ids)
         shares = share.shares()
         return [Generation(tokens=row.tokens, finish_reason=row.finish_reason or "length",
                            prompt_tokens=row.prompt_tokens, expert_share=shares) for row in rows]

@@ -32,6 +32,7 @@ from torch import nn
 
 from rayrag.config import GeneratorConfig
 from rayrag.generator.adaptive import AdaptiveSoftmaxHead, FullSoftmaxHead
+from rayrag.generator.copy import CopyContext, CopyHead, CopyMixture, copy_dense, mix_log_prob
 from rayrag.generator.moe import MoELayer, MoEOutput, RoutingStats
 
 IGNORE_INDEX = -100
@@ -106,6 +107,7 @@ class KVCache:
     def __init__(self) -> None:
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
+        self.copy: CopyContext | None = None  # the pointer's keys and proposals, with a copy head
 
     @property
     def seq_len(self) -> int:
@@ -130,6 +132,15 @@ class KVCache:
         """Keep only batch rows `rows` (e.g. drop finished sequences, reorder beams)."""
         self.keys = [k.index_select(0, rows) for k in self.keys]
         self.values = [v.index_select(0, rows) for v in self.values]
+        if self.copy is not None:
+            self.copy = self.copy.select(rows)
+
+    def drop_leading(self, n: int) -> None:
+        """Forget the first n positions of every row (columns that are padding in all rows)."""
+        self.keys = [k[:, :, n:] for k in self.keys]  # (B, Hkv, S_past - n, hd)
+        self.values = [v[:, :, n:] for v in self.values]
+        if self.copy is not None:
+            self.copy = self.copy.drop_leading(n)
 
 
 class Attention(nn.Module):
@@ -220,6 +231,7 @@ class ModelOutput:
     router: list[MoEOutput] = field(default_factory=list)  # one per layer
     past_key_values: KVCache | None = None
     hidden_states: torch.Tensor | None = None  # (B, S, d) after the final norm
+    copy: CopyContext | None = None  # what the pointer can point at, with a copy head
 
     @cached_property
     def aux_loss(self) -> torch.Tensor:
@@ -270,6 +282,8 @@ class MoETransformer(nn.Module):
         else:
             tied = self.model.embed_tokens.weight if config.tie_embeddings else None
             self.lm_head = FullSoftmaxHead(config.d_model, config.vocab_size, tied_weight=tied)
+        self.copy_head = (CopyHead(config.d_model, config.copy_dim, config.copy_until_token)
+                          if config.copy_head else None)
         # (device, dtype) -> RoPE cos, sin tables (max_seq_len, head_dim), built on first use.
         self._rope_tables: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -313,14 +327,28 @@ class MoETransformer(nn.Module):
             router.append(moe)
         hidden = self.model.norm(x)  # (B, S, d)
 
-        logits = self._logits(hidden) if compute_logits else None
+        ctx = None
+        if self.copy_head is not None:
+            keep = (attention_mask.to(device=device, dtype=torch.bool) if attention_mask is not None
+                    else torch.ones(b, past + s, dtype=torch.bool, device=device))  # (B, S_total)
+            ctx = self.copy_head.context(hidden, input_ids, keep, cache.copy if cache is not None else None)
+            if cache is not None:
+                cache.copy = ctx
+        logits = self._logits(hidden, ctx, past) if compute_logits else None
         loss = None
         if labels is not None:
             if attention_mask is not None:
                 labels = labels.masked_fill(attention_mask[:, past:] == 0, IGNORE_INDEX)
-            loss = self._next_token_loss(hidden, labels, logits)
+            loss = self._next_token_loss(hidden, labels, logits, ctx, past)
         return ModelOutput(logits=logits, loss=loss, router=router,
-                           past_key_values=cache if use_cache else None, hidden_states=hidden)
+                           past_key_values=cache if use_cache else None, hidden_states=hidden, copy=ctx)
+
+    def step_head(self, out: ModelOutput) -> nn.Module | CopyMixture:
+        """What picks the token after `out`'s last position: the output head, or with a copy
+        head the head + pointer mixture there (same greedy / topk / log_prob)."""
+        if self.copy_head is None:
+            return self.lm_head
+        return CopyMixture(self.lm_head, self.copy_head, out.hidden_states[:, -1], out.copy)
 
     def total_loss(self, out: ModelOutput) -> torch.Tensor:
         """loss + aux_loss_coef * load balancing + z_loss_coef * router z-loss."""
@@ -372,15 +400,22 @@ class MoETransformer(nn.Module):
                 real_tokens = None
         return mask[:, None], positions, real_tokens
 
-    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+    def _logits(self, hidden: torch.Tensor, ctx: CopyContext | None, past: int) -> torch.Tensor:
         b, s, d = hidden.shape
         flat = hidden.reshape(b * s, d)  # (B*S, d)
+        if ctx is not None:  # the mixture's log-probs
+            attn = self.copy_head.attention(hidden, ctx, first_query=past)  # (B, S, 2 * S_total)
+            p_copy = copy_dense(attn, ctx.proposals, self.config.vocab_size)  # (B, S, V)
+            vocab_logp = self.lm_head.log_prob(flat).view(b, s, -1)  # (B, S, V)
+            return mix_log_prob(vocab_logp, self.copy_head.gate_logit(hidden, attn), p_copy)
         out = self.lm_head.log_prob(flat) if self.is_adaptive else self.lm_head.logits(flat)
         return out.view(b, s, -1)  # (B, S, V)
 
-    def _next_token_loss(self, hidden, labels, logits) -> torch.Tensor:
+    def _next_token_loss(self, hidden, labels, logits, ctx: CopyContext | None, past: int) -> torch.Tensor:
         targets = labels[:, 1:].reshape(-1)  # (B*(S-1),)
         valid = (targets != IGNORE_INDEX).nonzero().squeeze(1)  # (N,)
+        if ctx is not None:
+            return self._copy_loss(hidden, targets, valid, ctx, past)
         if logits is not None and not self.is_adaptive:
             rows = logits[:, :-1].reshape(-1, logits.shape[-1]).index_select(0, valid)  # (N, V)
             nll = F.cross_entropy(rows.float(), targets.index_select(0, valid), reduction="none")
@@ -389,4 +424,17 @@ class MoETransformer(nn.Module):
             rows = hidden[:, :-1].reshape(-1, d).index_select(0, valid)  # (N, d)
             nll = self.lm_head(rows, targets.index_select(0, valid))  # (N,)
         # No valid target gives 0 (not NaN) so a fully masked batch cannot poison training.
+        return nll.float().sum() / max(valid.numel(), 1)
+
+    def _copy_loss(self, hidden, targets, valid, ctx: CopyContext, past: int) -> torch.Tensor:
+        """Mean NLL of the head + pointer mixture at the target positions (see copy.py)."""
+        b, s, d = hidden.shape
+        target = targets.index_select(0, valid)  # (N,)
+        rows = hidden[:, :-1].reshape(-1, d).index_select(0, valid)  # (N, d)
+        vocab_logp = -self.lm_head(rows, target)  # (N,)
+        attn = self.copy_head.attention(hidden[:, :-1], ctx, first_query=past)  # (B, S-1, 2 * S_total)
+        attn = attn.reshape(-1, attn.shape[-1]).index_select(0, valid)  # (N, 2 * S_total)
+        proposals = ctx.proposals.index_select(0, valid // (s - 1))  # (N, 2 * S_total) each row's own
+        p_copy = (attn * (proposals == target[:, None])).sum(-1)  # (N,)
+        nll = -mix_log_prob(vocab_logp, self.copy_head.gate_logit(rows, attn), p_copy)
         return nll.float().sum() / max(valid.numel(), 1)

@@ -5,8 +5,9 @@ cosine decay to `min_lr_ratio`, global-norm gradient clipping, bf16 autocast on 
 resumable checkpoint (`OUT/_resume/`) holding the model, the optimizer and the RNG state,
 so `resume=True` continues at the same step with the same data order and ends with the
 same weights. Data order is a pure function of (seed, phase, step), which is what makes
-resumption exact without saving a sampler. `Trainer` is Ray-free; `train_distributed` is
-the thin Ray Train adapter (TorchTrainer + DDP) used when `train.workers > 1`.
+resumption exact without saving a sampler (`train_schedule`). `Trainer` is Ray-free;
+`train_distributed` is the thin Ray Train adapter (TorchTrainer + DDP) used when
+`train.workers > 1`, and `train_report` writes the summary and the MLflow artifacts.
 
     >>> result = Trainer(cfg, Path("ckpt"), bundle=Path("bundle")).run()
     >>> result.summary["phases"]["reader"]["val_loss"]
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import random
 import shutil
@@ -26,7 +26,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,19 +42,12 @@ from rayrag.generator.model import IGNORE_INDEX, MoETransformer
 from rayrag.generator.tokenizer import RayragTokenizer
 from rayrag.governance.tracking import RunHandle, Tracker
 from rayrag.pipelines.train_data import TrainDataBuilder, TrainingData
+from rayrag.pipelines.train_report import SUMMARY_FILE, PhaseLog, log_artifacts, phase_summary
+from rayrag.pipelines.train_schedule import Phase, lr_at, pad_batch, param_groups, sample_indices
 
 RESUME_DIR = "_resume"
 RESUME_STATE = "state.pt"
-SUMMARY_FILE = "training.json"
 MAX_VAL_BATCHES = 16  # bounds a validation pass; the val set is small by construction
-TRAIN_LOSS_WINDOW = 10  # "final train loss" = mean of the last this-many steps
-
-
-@dataclass(frozen=True)
-class Phase:
-    name: str  # "lm" or "reader"
-    steps: int
-    lr: float
 
 
 @dataclass
@@ -64,64 +57,6 @@ class TrainResult:
 
     def to_json(self) -> dict[str, Any]:
         return {"out": str(self.out), **{k: v for k, v in self.summary.items() if k != "data"}}
-
-
-@dataclass
-class _PhaseLog:
-    """What a phase leaves for the summary and the expert-load plot (numbers only)."""
-
-    losses: list[float] = field(default_factory=list)
-    val_start: float | None = None
-    val_end: float | None = None
-    seconds: float = 0.0
-    tokens: int = 0
-    share_sum: list[list[float]] = field(default_factory=list)  # (layers, experts)
-    share_steps: int = 0
-
-
-def lr_at(step: int, total: int, peak: float, warmup: int, min_ratio: float) -> float:
-    """Linear warmup over `warmup` steps, then cosine from `peak` to `peak * min_ratio`."""
-    warmup = min(warmup, total)
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
-
-
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Decay matrices; not norms, biases or embeddings (GPT-2/nanoGPT convention)."""
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        (no_decay if param.ndim < 2 or "embed_tokens" in name else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def sample_indices(n: int, batch_size: int, step: int, seed: int, phase: int,
-                   rank: int = 0, world_size: int = 1) -> np.ndarray:
-    """The rows of step `step` for worker `rank`: epochs of seeded permutations, the global
-    batch (batch_size * world_size) dealt round-robin like DistributedSampler."""
-    positions = step * batch_size * world_size + np.arange(batch_size) * world_size + rank
-    out = np.empty(batch_size, dtype=np.int64)
-    for epoch in np.unique(positions // n):
-        perm = np.random.default_rng([seed, phase, int(epoch)]).permutation(n)
-        hit = positions // n == epoch
-        out[hit] = perm[positions[hit] % n]
-    return out
-
-
-def pad_batch(rows: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[torch.Tensor, ...]:
-    """Right-pad (input_ids, labels) pairs -> input_ids, labels, attention_mask (B, S)."""
-    width = max(len(ids) for ids, _ in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (row_ids, row_labels) in enumerate(rows):
-        ids[i, : len(row_ids)] = torch.as_tensor(row_ids)
-        labels[i, : len(row_labels)] = torch.as_tensor(row_labels)
-        mask[i, : len(row_ids)] = 1
-    return ids, labels, mask
 
 
 class Trainer:
@@ -227,7 +162,7 @@ class Trainer:
         phases = self.phases()
         state = self._load_resume(model) if self.resume else None
         start_phase, start_step = (state["phase"], state["step"]) if state else (0, 0)
-        logs = [_PhaseLog(**entry) for entry in state["logs"]] if state else [_PhaseLog() for _ in phases]
+        logs = [PhaseLog(**entry) for entry in state["logs"]] if state else [PhaseLog() for _ in phases]
         if state:
             torch.set_rng_state(state["rng"]["torch"])
             if torch.cuda.is_available() and state["rng"].get("cuda") is not None:
@@ -267,11 +202,11 @@ class Trainer:
             summary = self._summary(phases, logs, time.perf_counter() - started, run.run_id, state)
             if self.is_main:
                 self._finish(model, summary)
-                self._log_artifacts(run, phases, logs, summary)
+                log_artifacts(run, phases, logs, summary)
         return TrainResult(self.out, summary)
 
     def train_step(self, forward_model: torch.nn.Module, optimizer: torch.optim.Optimizer, phase: Phase,
-                   phase_index: int, step: int, lr: float, log: _PhaseLog) -> dict[str, float]:
+                   phase_index: int, step: int, lr: float, log: PhaseLog) -> dict[str, float]:
         model = self.model
         model.train()
         for group in optimizer.param_groups:
@@ -368,7 +303,7 @@ class Trainer:
     # -- checkpoints -----------------------------------------------------------------------
 
     def _save_resume(self, model: MoETransformer, optimizer: torch.optim.Optimizer, phase: int, step: int,
-                     logs: list[_PhaseLog]) -> None:
+                     logs: list[PhaseLog]) -> None:
         """OUT/_resume/ = model (+ adapters) + state.pt, replaced as a whole (temp dir + rename)."""
         self.out.mkdir(parents=True, exist_ok=True)
         target = self.out / RESUME_DIR
@@ -433,126 +368,15 @@ class Trainer:
 
     # -- reporting -------------------------------------------------------------------------
 
-    def _summary(self, phases: list[Phase], logs: list[_PhaseLog], seconds: float, run_id: str | None,
+    def _summary(self, phases: list[Phase], logs: list[PhaseLog], seconds: float, run_id: str | None,
                  state: dict[str, Any] | None) -> dict[str, Any]:
-        per_phase = {}
-        for phase, log in zip(phases, logs, strict=True):
-            tail = log.losses[-TRAIN_LOSS_WINDOW:]
-            per_phase[phase.name] = {
-                "steps": phase.steps, "lr": phase.lr,
-                "train_loss_start": round(log.losses[0], 4) if log.losses else None,
-                "train_loss": round(sum(tail) / len(tail), 4) if tail else None,
-                "val_loss_start": _round(log.val_start), "val_loss": _round(log.val_end),
-                "tokens": log.tokens, "seconds": round(log.seconds, 2)}
         return {"mode": "lora" if self.lora else "full", "steps": sum(p.steps for p in phases),
-                "phases": per_phase, "tokens_seen": sum(log.tokens for log in logs),
+                "phases": phase_summary(phases, logs), "tokens_seen": sum(log.tokens for log in logs),
                 "seconds": round(seconds, 2), "workers": self.world_size,
                 "config_hash": self.config.config_hash, "mlflow_run_id": run_id,
                 "resumed": state is not None, "reader_source": self.data.reader.source,
                 "lora_rank": self.config.lora.rank if self.lora else None,
                 "data": dict(self.data.counts)}
-
-    def _log_artifacts(self, run: RunHandle, phases: list[Phase], logs: list[_PhaseLog],
-                       summary: dict[str, Any]) -> None:
-        if run.run_id is None:
-            return
-        run.log_dict(summary, SUMMARY_FILE)
-        run.log_metrics({f"data/{k}": v for k, v in summary["data"].items()})
-        with tempfile.TemporaryDirectory() as tmp:
-            for phase, log in zip(phases, logs, strict=True):
-                if log.share_steps:
-                    share = np.asarray(log.share_sum) / log.share_steps  # (layers, experts)
-                    path = Path(tmp) / f"expert_load_{phase.name}.png"
-                    plot_expert_load(share, path, title=f"expert token share, {phase.name} phase")
-                    run.log_artifact(path, artifact_path="plots")
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 4)
-
-
-def plot_expert_load(share: np.ndarray, path: Path, title: str) -> Path:
-    """Heatmap layers x experts of the mean share of token-slots each expert received."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    layers, experts = share.shape
-    fig, ax = plt.subplots(figsize=(1.2 + 0.6 * experts, 1.0 + 0.5 * layers))
-    image = ax.imshow(share, cmap="viridis", vmin=0.0, aspect="auto")
-    for i in range(layers):
-        for j in range(experts):
-            ax.text(j, i, f"{share[i, j]:.2f}", ha="center", va="center", color="white", fontsize=8)
-    ax.set_xlabel("expert")
-    ax.set_ylabel("layer")
-    ax.set_xticks(range(experts))
-    ax.set_yticks(range(layers))
-    ax.set_title(title, fontsize=9)
-    fig.colorbar(image, ax=ax, label="token share")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-# -- Ray Train adapter -----------------------------------------------------------------------
-
-
-def _worker_loop(loop_config: dict[str, Any]) -> None:
-    """Runs on every Ray Train worker: the same Trainer, with a DDP-wrapped model."""
-    import ray.train
-    import ray.train.torch
-
-    context = ray.train.get_context()
-    trainer = Trainer(
-        **loop_config["kwargs"],
-        tracker=Tracker(loop_config["tracking"], workdir=loop_config["workdir"],
-                        artifact_root=loop_config["artifact_root"]),
-        rank=context.get_world_rank(), world_size=context.get_world_size(),
-        device=ray.train.torch.get_device(),
-        # Some experts (and adaptive-softmax tail clusters) may see no token in a step.
-        wrap_model=lambda m: ray.train.torch.prepare_model(
-            m, parallel_strategy_kwargs={"find_unused_parameters": True}),
-    )
-    result = trainer.run()
-    ray.train.report({"steps": result.summary["steps"], "seconds": result.summary["seconds"]})
-
-
-def train_distributed(config: RAGConfig, out: Path, *, bundle: Path, qa: Path | None = None,
-                      resume: bool = False, base: Path | None = None, lora_rank: int | None = None,
-                      tracker: Tracker | None = None, progress: bool = True) -> TrainResult:
-    """Data-parallel training on `train.workers` Ray Train workers; rank 0 writes OUT and MLflow."""
-    import ray
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    out = Path(out).resolve()
-    driver = Trainer(config, out, bundle=bundle, qa=qa, resume=resume, base=base, lora_rank=lora_rank,
-                     progress=progress)
-    driver._check_out()
-    data = driver.prepare_data()  # tokenizer and examples once, shipped to every worker
-    workers = config.train.workers
-    if not ray.is_initialized():
-        # log_to_driver: rank 0's progress bar is the only sign of life during training.
-        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=True, configure_logging=False)
-    tracker = tracker or Tracker(config.tracking)
-    workdir = (tracker.workdir or Path.cwd()).resolve()
-    kwargs = {"config": config, "out": out, "bundle": bundle, "qa": qa, "resume": resume, "base": base,
-              "lora_rank": lora_rank, "progress": progress, "data": data}
-    storage = out.parent / f".{out.name}.ray-train"
-    trainer = TorchTrainer(
-        _worker_loop,
-        train_loop_config={"kwargs": kwargs, "tracking": tracker.config, "workdir": workdir,
-                           # Ray workers run elsewhere: pin MLflow's default artifact folder to ours.
-                           "artifact_root": tracker.artifact_root or workdir / "mlartifacts"},
-        scaling_config=ScalingConfig(num_workers=workers, use_gpu=torch.cuda.is_available()),
-        run_config=RunConfig(name=f"train-{uuid.uuid4().hex[:8]}", storage_path=str(storage)),
-    )
-    trainer.fit()
-    shutil.rmtree(storage, ignore_errors=True)
-    summary = json.loads((out / SUMMARY_FILE).read_text(encoding="utf-8"))
-    return TrainResult(out, summary)
 
 
 def train(config: RAGConfig, out: Path, *, bundle: Path, qa: Path | None = None, resume: bool = False,
@@ -570,5 +394,8 @@ def train(config: RAGConfig, out: Path, *, bundle: Path, qa: Path | None = None,
               "base": Path(base).resolve() if base else None, "lora_rank": lora_rank,
               "tracker": tracker, "progress": progress}
     if config.train.workers > 1:
+        # Imported here: the Ray Train adapter imports Trainer from this module.
+        from rayrag.pipelines.train_distributed import train_distributed
+
         return train_distributed(config, out, **kwargs)
     return Trainer(config, out, **kwargs).run()

@@ -9,8 +9,9 @@ from the supporting documents plus distractors) or, without one, from the knowle
 relation triples turned into templated questions whose answer is in the provenance chunk
 (the "KG-to-QA" augmentation of e.g. Bordes et al. 2015's SimpleQuestions), worded by the
 answer's entity type ("Which company acquired X?"), plus sentence (cloze) questions from
-every chunk (Lewis et al. 2019). Graph-built contexts look like retrieved ones: the gold
-passage among passages that share its entities, ranked first about half the time.
+every chunk (Lewis et al. 2019), worded by `questions`. Graph-built contexts look like
+retrieved ones (`reader_contexts`): the gold passage among passages that share its
+entities, ranked first about half the time.
 
 Everything is a pure function of the bundle, the QA file and `config.seed`.
 
@@ -37,18 +38,27 @@ from rayrag.generator.model import IGNORE_INDEX
 from rayrag.generator.prompt import build_training_example
 from rayrag.generator.tokenizer import RayragTokenizer, train_tokenizer
 from rayrag.pipelines.bundle import IndexBundle
+from rayrag.pipelines.questions import (
+    SENTENCE_SPLIT,
+    SPAN_PATTERNS,
+    graph_question_forms,
+    sentence_question,
+    wh_phrase,
+)
+from rayrag.pipelines.reader_contexts import (
+    NON_FACT_RELATIONS,
+    chunk_facts,
+    entity_neighbours,
+    facts_for,
+    random_distractors,
+    ranked_context,
+    related_distractors,
+)
 from rayrag.types import Fact, Passage
 
-# Edges that are not facts a question can ask about (HippoRAG's structural edges).
-NON_FACT_RELATIONS = frozenset({"co_occurs", "mentions", "synonym"})
-MAX_FACTS_PER_EXAMPLE = 6
-# Past tense of the verbs the SVO extractor emits that do not take -ed.
-_IRREGULAR_PAST = {
-    "be": "was", "begin": "began", "build": "built", "buy": "bought", "find": "found",
-    "give": "gave", "have": "had", "hold": "held", "lead": "led", "make": "made", "pay": "paid",
-    "run": "ran", "sell": "sold", "take": "took", "win": "won", "write": "wrote", "leave": "left",
-    "meet": "met", "send": "sent", "spend": "spent", "teach": "taught", "bring": "brought",
-}
+# Redaction pseudonyms ("PERSON_3f9a0c1e"): no user asks for one, and a hash is the hardest
+# thing to copy; as answers they would teach the reader a prior ("PERSON_...") over reading.
+PSEUDONYM = re.compile(r"^[A-Z_]+_[0-9a-f]{6,}$")
 
 
 @dataclass(frozen=True)
@@ -134,124 +144,6 @@ def split_count(n: int, fraction: float) -> int:
     if fraction <= 0 or n < 2:
         return 0
     return min(n - 1, max(1, round(n * fraction)))
-
-
-# -- graph QA -------------------------------------------------------------------------------
-
-
-def relation_words(relation: str) -> list[str]:
-    return [w for w in relation.split("_") if w]
-
-
-def past_tense(verb: str) -> str:
-    if verb in _IRREGULAR_PAST:
-        return _IRREGULAR_PAST[verb]
-    if verb.endswith("e"):
-        return verb + "d"
-    if verb.endswith("y") and len(verb) > 1 and verb[-2] not in "aeiou":
-        return verb[:-1] + "ied"
-    return verb + "ed"
-
-
-# The question word a triple's answer calls for, by the answer entity's NER label (spaCy's
-# scheme): real questions name the kind of thing asked for ("Which company acquired X?").
-WH_BY_LABEL = {
-    "PERSON": "Who", "ORG": "Which company", "GPE": "Which city", "LOC": "Which place",
-    "FAC": "Which site", "PRODUCT": "Which product", "LAW": "Which regulation",
-    "WORK_OF_ART": "Which work", "EVENT": "Which event", "DATE": "When", "NORP": "Which group",
-}
-WH_DEFAULT = "What"
-# Relations whose object is a kind of thing the NER label gets wrong (products and job
-# titles are often tagged ORG): the relation decides the forward question's word.
-WH_BY_RELATION_OBJECT = {"make": "Which product", "manufacture": "Which product",
-                         "produce": "Which product", "join_as": "Which role"}
-
-
-# Spans a sentence question can ask about beyond the graph's entities (Lewis et al. 2019's
-# cloze answers): years, amounts of money, percentages.
-SPAN_PATTERNS = (
-    (re.compile(r"\$[\d,]+(?:\.\d+)?(?: (?:million|billion))?"), "How much"),
-    (re.compile(r"\b\d{1,3}%"), "What share"),
-    (re.compile(r"\b(?:18|19|20)\d\d\b"), "In what year"),
-)
-SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
-MAX_SENTENCE_QA_WORDS = 30
-# Redaction pseudonyms ("PERSON_3f9a0c1e"): no user asks for one, and a hash is the hardest
-# thing to copy; as answers they would teach the reader a prior ("PERSON_...") over reading.
-PSEUDONYM = re.compile(r"^[A-Z_]+_[0-9a-f]{6,}$")
-GOLD_FIRST = 0.5  # retrieval ranks the answering passage first about half the time or more  # a longer sentence makes a question unlike anything asked
-
-
-def wh_phrase(label: str) -> str:
-    """"Which company" for ORG, "Who" for PERSON, ... "What" for anything else."""
-    return WH_BY_LABEL.get(label, WH_DEFAULT)
-
-
-def present_tense(verb: str) -> str:
-    """Third person singular: "acquire" -> "acquires", "issue" -> "issues", "supply" -> "supplies"."""
-    if verb == "be":
-        return "is"
-    if verb == "have":
-        return "has"
-    if verb.endswith(("s", "x", "z", "ch", "sh", "o")):
-        return verb + "es"
-    if verb.endswith("y") and len(verb) > 1 and verb[-2] not in "aeiou":
-        return verb[:-1] + "ies"
-    return verb + "s"
-
-
-def graph_question_forms(subject: str, relation: str, obj: str, subject_label: str,
-                         object_label: str) -> tuple[list[str], list[str]]:
-    """(forward forms -> obj, inverse forms -> subject) for one relation triple, best first.
-
-    The question word follows the answer's entity type and the verb is conjugated, so
-    "acquire" gives "Which company did Helix Corp acquire?" and the inverse forms
-    "Which company acquired Brightwater Labs?" / "Which company acquires Brightwater Labs?".
-    """
-    words = relation_words(relation) or [relation]
-    negated = words[0] == "not" and len(words) > 1
-    verb_words = words[1:] if negated else words
-    wh_object = WH_BY_RELATION_OBJECT.get(relation) or wh_phrase(object_label)
-    wh_subject = wh_phrase(subject_label)
-    base = " ".join(verb_words)
-    rest = " ".join(verb_words[1:])
-    if negated:
-        return [f"{wh_object} did {subject} not {base}?"], [f"{wh_subject} did not {base} {obj}?"]
-    forward = [f"{wh_object} did {subject} {base}?", f"{wh_object} does {subject} {base}?"]
-    inverse = [f"{wh_subject} {' '.join([tense(verb_words[0]), rest]).strip()} {obj}?"
-               for tense in (past_tense, present_tense)]
-    return forward, inverse
-
-
-def sentence_question(sentence: str, start: int, end: int, wh: str) -> str | None:
-    """The sentence as a question about its span [start, end) (Lewis et al. 2019's
-    "identity mapping" cloze-to-question): "Helix Corp acquired Brightwater Labs in 2019."
-    asked about "Helix Corp" -> "Which company acquired Brightwater Labs in 2019?"; a span
-    inside the sentence keeps its place: "Helix Corp acquired which company in 2019?".
-    None when the question would give the answer away or be too long."""
-    before, answer, after = sentence[:start].strip(), sentence[start:end], sentence[end:].rstrip(" .!?;:")
-    if answer.lower() in (before + after).lower():
-        return None  # the answer is spelled in the question itself
-    if before:
-        # "In what year" leads its clause; in place it reads "in what year" after a preposition.
-        question = f"{before} {wh[0].lower() + wh[1:]}{after}?"
-    else:
-        question = f"{wh}{after}?"
-    question = re.sub(r"\b(in|on|at|of|by|from|to) in what year\b", r"\1 what year", question,
-                      flags=re.IGNORECASE)
-    if len(question.split()) > MAX_SENTENCE_QA_WORDS or len(question.split()) < 3:
-        return None
-    return question
-
-
-def graph_questions(subject: str, relation: str, obj: str, subject_label: str,
-                    object_label: str) -> tuple[str, str]:
-    """(forward question -> obj, inverse question -> subject): the first of `graph_question_forms`.
-
-    "acquire": "Which company did Helix Corp acquire?" / "Which company acquired Brightwater Labs?".
-    """
-    forward, inverse = graph_question_forms(subject, relation, obj, subject_label, object_label)
-    return forward[0], inverse[0]
 
 
 class TrainDataBuilder:
@@ -352,10 +244,10 @@ class TrainDataBuilder:
                 continue  # no supporting text in this bundle (or no answer): nothing to read
             gold = gold[:k]
             gold_docs = set(pair.supporting_ids)
-            context = gold + _distractors(chunks, gold_docs, k - len(gold), rng)
+            context = gold + random_distractors(chunks, gold_docs, k - len(gold), rng)
             rng.shuffle(context)
             examples.append(QAExample(pair.question, answer, tuple(c.passage() for c in context),
-                                      _facts_for(context, facts), group=pair.id))
+                                      facts_for(context, facts), group=pair.id))
         return examples
 
     def graph_examples(self, graph, chunks: Sequence[ChunkRecord],
@@ -393,10 +285,10 @@ class TrainDataBuilder:
                 for question in questions:
                     # Each phrasing gets its own context, so the model sees the gold passage
                     # among different related passages at different ranks.
-                    context = _ranked_context(gold, _related_distractors(
+                    context = ranked_context(gold, related_distractors(
                         gold, neighbours.get(gold.chunk_id, ()), by_id, chunks, k - 1, rng), rng)
                     examples.append(QAExample(question, answer, tuple(c.passage() for c in context),
-                                              _facts_for(context, facts), group=f"{u}|{key}|{v}"))
+                                              facts_for(context, facts), group=f"{u}|{key}|{v}"))
         rng.shuffle(examples)
         return examples[: self.config.train.max_graph_qa]
 
@@ -436,10 +328,10 @@ class TrainDataBuilder:
                     question = sentence_question(sentence, start, end, wh)
                     if question is None or PSEUDONYM.match(sentence[start:end]):
                         continue
-                    context = _ranked_context(chunk, _related_distractors(
+                    context = ranked_context(chunk, related_distractors(
                         chunk, neighbours.get(chunk.chunk_id, ()), by_id, chunks, k - 1, rng), rng)
                     examples.append(QAExample(question, sentence[start:end], tuple(c.passage() for c in context),
-                                              _facts_for(context, facts), group=chunk.chunk_id))
+                                              facts_for(context, facts), group=chunk.chunk_id))
         rng.shuffle(examples)
         return examples
 
@@ -459,93 +351,3 @@ class TrainDataBuilder:
                 continue
             (val if e.group in val_groups else train).append(pair)
         return ReaderData(train, val, source, skipped)
-
-
-def chunk_facts(graph) -> dict[str, list[Fact]]:
-    """chunk id -> the relation facts it supports (names, not keys), in a stable order."""
-    g = graph.graph
-    facts: dict[str, list[Fact]] = defaultdict(list)
-    for u, v, key, data in sorted(g.edges(keys=True, data=True), key=lambda e: e[:3]):
-        if key in NON_FACT_RELATIONS:
-            continue
-        subject, obj = g.nodes[u].get("name"), g.nodes[v].get("name")
-        if not subject or not obj:
-            continue
-        fact = Fact(subject, key, obj, float(data.get("confidence", 0.0)),
-                    tuple(data.get("chunk_ids", ())), tuple(data.get("doc_ids", ())))
-        for chunk_id in fact.chunk_ids:
-            facts[chunk_id].append(fact)
-    return facts
-
-
-def _facts_for(context: Sequence[ChunkRecord], facts: dict[str, list[Fact]]) -> tuple[Fact, ...]:
-    chosen: dict[tuple[str, str, str], Fact] = {}
-    for c in context:
-        for f in facts.get(c.chunk_id, ()):
-            chosen.setdefault((f.subject, f.relation, f.object), f)
-    return tuple(list(chosen.values())[:MAX_FACTS_PER_EXAMPLE])
-
-
-def entity_neighbours(graph) -> dict[str, list[str]]:
-    """chunk id -> the other chunks that mention one of its entities, most shared entities first.
-
-    These are the passages hybrid retrieval puts next to the gold one (dense neighbours and
-    the graph's PageRank both favour passages about the same entities), so training against
-    them teaches the reader to pick the passage that answers, not just any passage on topic.
-    """
-    g = graph.graph
-    chunk_entities: dict[str, list[str]] = defaultdict(list)
-    entity_chunks: dict[str, list[str]] = {}
-    for node, data in g.nodes(data=True):
-        if data.get("kind") != "entity" or data.get("label") == "TITLE":
-            continue
-        entity_chunks[node] = sorted(data.get("chunk_ids", ()))
-        for chunk_id in entity_chunks[node]:
-            chunk_entities[chunk_id].append(node)
-    out: dict[str, list[str]] = {}
-    for chunk_id in sorted(chunk_entities):
-        shared: dict[str, int] = defaultdict(int)
-        for entity in chunk_entities[chunk_id]:
-            for other in entity_chunks[entity]:
-                if other != chunk_id:
-                    shared[other] += 1
-        out[chunk_id] = sorted(shared, key=lambda c: (-shared[c], c))
-    return out
-
-
-def _ranked_context(gold: ChunkRecord, distractors: list[ChunkRecord],
-                    rng: random.Random) -> list[ChunkRecord]:
-    """Gold first with probability GOLD_FIRST, else at a uniform lower rank, as retrieval
-    places it; a prompt cut to fit drops the lowest ranks, so gold mostly survives, as it
-    does at serving time."""
-    context = list(distractors)
-    rng.shuffle(context)
-    rank = 0 if rng.random() < GOLD_FIRST or not context else rng.randint(1, len(context))
-    context.insert(rank, gold)
-    return context
-
-
-def _related_distractors(gold: ChunkRecord, related: Sequence[str], by_id: dict[str, ChunkRecord],
-                         chunks: Sequence[ChunkRecord], n: int, rng: random.Random) -> list[ChunkRecord]:
-    """`n` passages from other documents: drawn from the best 2n entity neighbours, then random."""
-    pool = [by_id[c] for c in related if c in by_id and by_id[c].doc_id != gold.doc_id][: 2 * n]
-    picked = rng.sample(pool, min(n, len(pool)))
-    exclude = {gold.doc_id, *(c.doc_id for c in picked)}
-    return picked + _distractors(chunks, exclude, n - len(picked), rng)
-
-
-def _distractors(chunks: Sequence[ChunkRecord], exclude_docs: set[str], n: int,
-                 rng: random.Random) -> list[ChunkRecord]:
-    if n <= 0:
-        return []
-    picked: list[ChunkRecord] = []
-    seen: set[int] = set()
-    # Rejection sampling: cheap when gold documents are few, which they are.
-    for _ in range(max(8 * n, 32)):
-        i = rng.randrange(len(chunks))
-        if i not in seen and chunks[i].doc_id not in exclude_docs:
-            seen.add(i)
-            picked.append(chunks[i])
-            if len(picked) == n:
-                break
-    return picked

@@ -1,4 +1,5 @@
-"""The moe-quality bench at its quick size: output shape, FLOPs and parameter bookkeeping.
+"""The moe-quality bench at its quick size: output shape, FLOPs and parameter bookkeeping, and
+that the Ray run (one process per variant) trains exactly what one process does.
 
 No assertion on which model wins: 12 toy steps say nothing about the claim."""
 
@@ -12,19 +13,13 @@ import torch
 from rayrag.bench import moe_quality
 
 MODELS = {"moe", "dense_active", "dense_total"}
+TIMINGS = {"train_tokens_per_s", "train_seconds"}
 
 
 @pytest.fixture(scope="module")
 def result() -> dict:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("RAYRAG_BENCH_THREADS", "1")
-    try:
-        return json.loads(json.dumps(moe_quality.run(quick=True)))  # JSON-able end to end
-    finally:
-        mp.undo()
-        torch.set_num_threads(threads)
+    """In-process (no Ray): the reference the Ray run must reproduce."""
+    return json.loads(json.dumps(moe_quality.run(quick=True, parallel=False)))  # JSON-able end to end
 
 
 def test_reports_every_model_and_the_ratios(result):
@@ -83,3 +78,17 @@ def test_documents_split_whole_and_windows_keep_the_stream():
     assert len(val) == 2 and not set(train) & set(val) and len(train) + len(val) == 20
     windows = moe_quality.pack_windows([[5, 6, 7], [8, 9]], eos_id=2, seq_len=3)
     assert windows.tolist() == [[5, 6, 7], [2, 8, 9]]  # the last <eos> is a short tail, dropped
+
+
+@pytest.mark.slow
+def test_ray_processes_train_exactly_what_one_process_does(ray_local, result):
+    threads = torch.get_num_threads()
+    on_ray = json.loads(json.dumps(moe_quality.run(quick=True)))
+    assert torch.get_num_threads() == threads  # the driver's threads are left alone
+    assert on_ray["parallel"]["ray"] and on_ray["parallel"]["processes"] == 3
+    assert on_ray["parallel"]["submitted"][0] == "dense_total"  # the longest first
+    for name in MODELS:  # one thread each, no randomness: bit-identical curves, not merely close
+        strip = {k: v for k, v in on_ray["models"][name].items() if k not in TIMINGS}
+        assert strip == {k: v for k, v in result["models"][name].items() if k not in TIMINGS}, name
+    assert on_ray["routing"] == result["routing"] and on_ray["ratios"] == result["ratios"]
+    assert ray_local.is_initialized()  # a Ray it did not start is left running

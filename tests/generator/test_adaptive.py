@@ -94,6 +94,15 @@ def test_forward_nll_equals_minus_log_prob_at_targets_in_every_cluster():
     torch.testing.assert_close(head(hidden.reshape(3, -1, D), targets.reshape(3, -1)), nll.reshape(3, -1))
 
 
+@pytest.mark.parametrize("kind", ["adaptive", "full"])
+def test_log_prob_of_some_ids_equals_the_full_distribution_there(kind):
+    head = _head(order=_order()) if kind == "adaptive" else FullSoftmaxHead(D, V)
+    hidden = _hidden(6)
+    ids = torch.randint(0, V, (6, 9), generator=torch.Generator().manual_seed(4))
+    ids[0] = head.token_of_rank[torch.tensor([0, 19, 20, 59, 60, 149, 150, V - 1, 5])] if kind == "adaptive" else ids[0]
+    torch.testing.assert_close(head.log_prob_of(hidden, ids), head.log_prob(hidden).gather(1, ids), atol=1e-5, rtol=0)
+
+
 def test_gradients_flow_only_into_touched_clusters_and_match_the_full_distribution():
     head = _head(order=_order())
     targets = head.token_of_rank[torch.tensor([0, 3, 19, 25, 40, 59, 7])]  # shortlist + cluster 0

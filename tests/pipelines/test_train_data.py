@@ -14,19 +14,8 @@ from rayrag.generator.model import IGNORE_INDEX
 from rayrag.generator.prompt import ANSWER_PREFIX
 from rayrag.pipelines import bundle as bundle_io
 from rayrag.pipelines.kg_extract import ChunkExtraction, entity_key
-from rayrag.pipelines.train_data import (
-    NON_FACT_RELATIONS,
-    TrainDataBuilder,
-    chunk_facts,
-    entity_neighbours,
-    graph_question_forms,
-    graph_questions,
-    pack_sequences,
-    past_tense,
-    present_tense,
-    sentence_question,
-    split_count,
-)
+from rayrag.pipelines.reader_contexts import NON_FACT_RELATIONS, chunk_facts, entity_neighbours
+from rayrag.pipelines.train_data import TrainDataBuilder, pack_sequences, split_count
 from rayrag.retrieval.graph import KnowledgeGraph
 from rayrag.types import Triple
 
@@ -99,33 +88,9 @@ def test_pack_sequences_joins_with_eos_and_pads_the_tail():
     assert inputs.shape == (1, 4)
 
 
-def test_split_count_and_templates():
+def test_split_count_holds_out_at_least_one_of_two_or_more():
     assert split_count(100, 0.05) == 5 and split_count(10, 0.01) == 1
     assert split_count(1, 0.5) == 0 and split_count(10, 0.0) == 0
-    assert [past_tense(v) for v in ("acquire", "join", "make", "lead", "supply")] == [
-        "acquired", "joined", "made", "led", "supplied"]
-    assert [present_tense(v) for v in ("acquire", "issue", "supply", "finish", "be")] == [
-        "acquires", "issues", "supplies", "finishes", "is"]
-    # the question word follows the answer's entity type, as real questions do
-    forward, inverse = graph_questions("Helix Dynamics", "acquire", "Brightwater Labs", "ORG", "ORG")
-    assert forward == "Which company did Helix Dynamics acquire?"
-    assert inverse == "Which company acquired Brightwater Labs?"
-    forward, inverse = graph_questions("PERSON_3f9a0c1e", "head_research_at", "Orion Works", "PERSON", "ORG")
-    assert forward == "Which company did PERSON_3f9a0c1e head research at?"
-    assert inverse == "Who headed research at Orion Works?"
-    assert graph_questions("Orion Works", "open_in", "Lima", "ORG", "GPE")[0] == "Which city did Orion Works open in?"
-    assert graph_questions("Board", "issue", "Data Act", "ORG", "LAW")[0] == "Which regulation did Board issue?"
-    # products and roles are often tagged ORG: the relation picks the word for its object
-    assert graph_questions("Orion Works", "make", "Falcon Drive", "ORG", "ORG")[0] == (
-        "Which product did Orion Works make?")
-    assert graph_questions("PERSON_3f9a0c1e", "join_as", "Data Analyst", "PERSON", "ORG")[0] == (
-        "Which role did PERSON_3f9a0c1e join as?")
-    assert graph_questions("X", "sign", "Y", "WHATEVER", "")[0] == "What did X sign?"
-    forward, inverse = graph_question_forms("Helix Dynamics", "acquire", "Brightwater Labs", "ORG", "ORG")
-    assert forward == ["Which company did Helix Dynamics acquire?", "Which company does Helix Dynamics acquire?"]
-    assert inverse == ["Which company acquired Brightwater Labs?", "Which company acquires Brightwater Labs?"]
-    assert graph_question_forms("A", "not_supply", "B", "ORG", "ORG") == (
-        ["Which company did A not supply?"], ["Which company did not supply B?"])
 
 
 def test_lm_data_splits_by_chunk_and_keeps_every_token(tiny):
@@ -181,8 +146,6 @@ def test_graph_contexts_use_related_passages_at_random_ranks(tiny):
     bundle, _ = tiny
     graph = bundle.graph()
     neighbours = entity_neighbours(graph)
-    # PERSON_3f9a0c1e leads companies 0 and 4: their chunks are neighbours through that person
-    assert "doc-4#0" in neighbours["doc-0#0"] and "doc-0#0" not in neighbours["doc-0#0"]
     cfg = tiny_data_config(context_passages=3)
     builder = TrainDataBuilder(cfg)
     chunks = builder.chunk_records(bundle)
@@ -197,21 +160,6 @@ def test_graph_contexts_use_related_passages_at_random_ranks(tiny):
         if related:
             assert any(p.chunk_id in related for i, p in enumerate(e.passages) if i != gold)
     assert len(gold_ranks) > 1
-
-
-def test_sentence_question_turns_a_span_into_a_wh_question():
-    sentence = "Helix Corp acquired Brightwater Labs in 2019 for cash."
-    assert sentence_question(sentence, 0, 10, "Which company") == (
-        "Which company acquired Brightwater Labs in 2019 for cash?")
-    start = sentence.index("Brightwater Labs")
-    assert sentence_question(sentence, start, start + 16, "Which company") == (
-        "Helix Corp acquired which company in 2019 for cash?")
-    start = sentence.index("2019")
-    assert sentence_question(sentence, start, start + 4, "In what year") == (
-        "Helix Corp acquired Brightwater Labs in what year for cash?")
-    # an answer the question spells, or a question too short to ask anything, is skipped
-    assert sentence_question("Helix Corp and Helix Corp merged.", 0, 10, "Which company") is None
-    assert sentence_question("Helix Corp.", 0, 10, "Which company") is None
 
 
 def test_sentence_examples_ask_about_entities_and_figures_in_context(tiny):
