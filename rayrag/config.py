@@ -220,6 +220,30 @@ class GovernanceConfig(_Section):
     log_retention_days: int = Field(30, gt=0, description="Request logs and traces older than this are purged.")
 
 
+class ServeConfig(_Section):
+    bundle: str | None = Field(None, description="Index bundle the graph serves; $RAYRAG_BUNDLE when unset.")
+    model: str | None = Field(None, description="Generator checkpoint directory; $RAYRAG_MODEL when unset.")
+    host: str = Field("127.0.0.1", description="HTTP bind address (Serve's proxy).")
+    port: int = Field(8000, gt=0, lt=65536, description="HTTP port.")
+    keys_file: str | None = Field(None, description="YAML of API keys, stored as sha256 hashes -> principal, groups, team, role.")
+    keys_env: str = Field("RAYRAG_API_KEYS", description="Environment variable with extra keys: 'KEY=principal:group|group:team:role' entries, comma separated.")
+    max_question_chars: int = Field(2000, gt=0, description="Longer questions get 413.")
+    max_ongoing_requests: int = Field(8, gt=0, description="Per replica, per deployment: requests in flight before queueing.")
+    max_queued_requests: int = Field(16, ge=-1, description="Queued at the ingress before a fast 503; -1 = unbounded.")
+    request_timeout_s: float = Field(60.0, gt=0, description="A request not answered in this time gets 503.")
+    num_replicas: int = Field(1, gt=0, description="Replicas of each stage.")
+    stage_num_cpus: float = Field(0.25, gt=0, description="CPUs reserved per stage replica (fractional: six stages share a laptop).")
+    generator_num_cpus: float = Field(1.0, gt=0, description="CPUs reserved per Generator replica.")
+    max_batch_size: int = Field(8, gt=0, description="@serve.batch size for query embedding and decoding.")
+    batch_wait_timeout_s: float = Field(0.01, ge=0, description="How long a batch waits to fill.")
+    price_per_1k_input_tokens: float = Field(0.0005, ge=0, description="Cost table for usage: per 1000 prompt tokens.")
+    price_per_1k_output_tokens: float = Field(0.0015, ge=0, description="Per 1000 generated tokens.")
+    currency: str = Field("USD", description="Unit of the cost figures.")
+    confidence_threshold: float = Field(0.5, ge=0, le=1, description="Answers below this confidence are marked escalated and queued for a human.")
+    escalation_queue: str = Field(".rayrag/escalations.jsonl", description="Escalation records (ids and scores only).")
+    event_log: str = Field(".rayrag/events.jsonl", description="Privacy-safe request events (ids, counts, timings; never text).")
+
+
 class TrackingConfig(_Section):
     enabled: bool = Field(True, description="Log runs to MLflow.")
     tracking_uri: str | None = Field(None, description="None = $MLFLOW_TRACKING_URI or sqlite:///mlflow.db.")
@@ -243,6 +267,7 @@ class RAGConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     governance: GovernanceConfig = Field(default_factory=GovernanceConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
 
     @property
     def config_hash(self) -> str:

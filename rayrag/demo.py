@@ -7,8 +7,9 @@ questions generated from the knowledge graph; a checkpoint already there whose
 training.json has the same config hash is reused), then answers sample one-hop and two-hop
 questions: the top passages (dense vs hybrid) with scores, titles and KG facts, and the
 generated answer with its citations next to the gold answer. Last, the exact match of the
-reader over hybrid retrieval on the first `n_eval` one-hop and two-hop demo questions (the
-demo QA is evaluation only: the reader is trained on questions generated from the graph).
+reader over hybrid retrieval on every one-hop and two-hop demo question (or the first
+`n_eval` of each). The demo QA file is not trained on, but the reader's training questions
+are generated from the graph's triples, and a one-hop demo question can be worded like one.
 Later stages (serving, tuning) extend this same command.
 """
 
@@ -85,7 +86,7 @@ def _exact_match(reader: Reader, retriever: HybridRetriever, questions: list, pr
     return hits
 
 
-def run_demo(out: Path, config: RAGConfig, n_questions: int = 3, n_eval: int = 30) -> dict:
+def run_demo(out: Path, config: RAGConfig, n_questions: int = 3, n_eval: int | None = None) -> dict:
     out = Path(out)
     started = time.perf_counter()
     _ensure_demo_secrets(config)

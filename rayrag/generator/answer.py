@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -191,6 +191,24 @@ class Reader:
             return AnswerStream(self, prompt, _token_stream(self.model, prompt.ids, opts))
         (generation,) = generate(self.model, [prompt.ids], **opts.kwargs())
         return self._result(prompt, generation)
+
+    def answer_batch(self, questions: Sequence[str], evidences: Sequence[Evidence],
+                     max_new_tokens: Sequence[int | None] | None = None) -> list[ReaderResult]:
+        """`answer` for many questions with one batched decode per distinct length cap (the
+        serve graph's `@serve.batch`); rows finish independently, results in input order."""
+        caps = list(max_new_tokens) if max_new_tokens is not None else [None] * len(questions)
+        if not len(questions) == len(evidences) == len(caps):
+            raise ValueError("questions, evidences and max_new_tokens must have the same length")
+        prompts = [self.build(q, e, m) for q, e, m in zip(questions, evidences, caps, strict=True)]
+        results: list[ReaderResult | None] = [None] * len(prompts)
+        by_cap: dict[int | None, list[int]] = {}
+        for i, cap in enumerate(caps):
+            by_cap.setdefault(cap, []).append(i)
+        for cap, rows in by_cap.items():
+            generations = generate(self.model, [prompts[i].ids for i in rows], **self.options(cap).kwargs())
+            for i, generation in zip(rows, generations, strict=True):
+                results[i] = self._result(prompts[i], generation)
+        return results  # type: ignore[return-value]
 
     def _result(self, prompt: Prompt, generation: Generation) -> ReaderResult:
         text = self.tokenizer.decode(generation.tokens).strip()

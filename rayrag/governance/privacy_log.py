@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 # Values of these types are safe to log; anything else is rendered as its type name only.
@@ -93,3 +94,23 @@ class _Stage:
     def __exit__(self, *exc: object) -> None:
         elapsed = time.perf_counter() - self.start
         self.timer.seconds[self.stage] = self.timer.seconds.get(self.stage, 0.0) + elapsed
+
+
+def file_event_logger(name: str, path: str | Path, max_bytes: int = 10 * 1024 * 1024,
+                      backups: int = 5) -> logging.Logger:
+    """A JSON-event logger that writes to `path`, rotated by size (`path.1`, `path.2`, ...).
+
+    The file is created owner-only (0600): events carry hashed user ids and team tags."""
+    from logging.handlers import RotatingFileHandler
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    logger = logging.getLogger(name)
+    if not any(isinstance(h, RotatingFileHandler) and Path(h.baseFilename) == path.resolve() for h in logger.handlers):
+        path.touch(mode=0o600, exist_ok=True)
+        handler = RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+        handler.setFormatter(JsonEventFormatter())
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger

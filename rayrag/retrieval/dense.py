@@ -97,7 +97,10 @@ class DenseRetriever:
             self._selectors.move_to_end(key)
         return allowed
 
-    def retrieve(self, question: str, principal: Principal, top_k: int | None = None) -> list[Passage]:
+    def retrieve(self, question: str, principal: Principal, top_k: int | None = None,
+                 redact: bool = True) -> list[Passage]:
+        """ACL-trimmed passages, best first. `redact=False`: the question was already redacted
+        with this config (the serve graph's Redactor stage did it)."""
         top_k = self.config.retrieval.top_k if top_k is None else top_k
         if top_k <= 0:
             raise ConfigError(f"top_k must be > 0, got {top_k} (--top-k)")
@@ -109,19 +112,35 @@ class DenseRetriever:
         allowed = self.allowed_for(principal)
         if allowed.count == 0:
             raise AccessDenied(f"principal {principal.name!r} may read no documents in this bundle")
-        query = self._redactor.redact(question).text if self._redactor is not None else question
-        vector = self._embedder.encode([query])
+        query = self._redactor.redact(question).text if self._redactor is not None and redact else question
+        return self.search(self._embedder.encode([query]), principal, top_k)[0]
+
+    def encode(self, questions: list[str]) -> np.ndarray:
+        """(N, dim) query embeddings: one batched call (the serve graph batches requests)."""
+        self.warm_up()
+        return self._embedder.encode(questions)
+
+    def search(self, vectors: np.ndarray, principal: Principal, top_k: int) -> list[list[Passage]]:
+        """Passages for each query vector (N, dim), all for one principal."""
+        self.warm_up()
+        allowed = self.allowed_for(principal)
+        if allowed.count == 0:
+            raise AccessDenied(f"principal {principal.name!r} may read no documents in this bundle")
+        vector = vectors
         scores, ids = self._index.search(vector, top_k, allowed_ids=allowed)
         chunks = self._bundle.chunks()
-        passages = []
-        for score, row_id in zip(scores[0], ids[0], strict=True):
-            if row_id < 0:
-                continue
-            i = self._rows[int(row_id)]
-            if not principal.groups & self._acl[i]:  # fail closed: checked again after FAISS
-                continue
-            passages.append(Passage(
-                chunk_id=chunks.column("chunk_id")[i].as_py(), doc_id=chunks.column("doc_id")[i].as_py(),
-                text=chunks.column("text")[i].as_py(), score=float(score),
-                title=chunks.column("title")[i].as_py(), row_id=int(row_id)))
-        return passages
+        results = []
+        for row_scores, row_ids in zip(scores, ids, strict=True):
+            passages = []
+            for score, row_id in zip(row_scores, row_ids, strict=True):
+                if row_id < 0:
+                    continue
+                i = self._rows[int(row_id)]
+                if not principal.groups & self._acl[i]:  # fail closed: checked again after FAISS
+                    continue
+                passages.append(Passage(
+                    chunk_id=chunks.column("chunk_id")[i].as_py(), doc_id=chunks.column("doc_id")[i].as_py(),
+                    text=chunks.column("text")[i].as_py(), score=float(score),
+                    title=chunks.column("title")[i].as_py(), row_id=int(row_id)))
+            results.append(passages)
+        return results

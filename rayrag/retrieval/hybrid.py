@@ -108,6 +108,15 @@ def weighted_fuse(dense: Sequence[tuple[str, float]], graph: Sequence[tuple[str,
     return sorted(scores.items(), key=lambda kv: (-kv[1], order[kv[0]]))
 
 
+def passages_ranking(passages: Sequence[Passage]) -> Ranking:
+    return [(p.chunk_id, p.score) for p in passages]
+
+
+def expanded_query(question: str, bridges: Sequence[str]) -> str:
+    """The dense query with the bridge entities appended (KG-guided expansion)."""
+    return f"{question} {' '.join(bridges)}"
+
+
 # ---------------------------------------------------------------- the retriever
 
 
@@ -149,40 +158,63 @@ class HybridRetriever:
         top_k = self.config.retrieval.top_k if top_k is None else top_k
         if top_k <= 0:
             raise ConfigError(f"top_k must be > 0, got {top_k} (--top-k)")
-        needs_graph = mode != "dense" or (with_facts and self.config.retrieval.use_graph)
         self.warm_up(graph=mode != "dense")
-        ranking = self.rank(question, principal, mode, top_k)
-        passages = tuple(self._passage(chunk_id, score, principal) for chunk_id, score in ranking)
-        facts: tuple[Fact, ...] = ()
-        if needs_graph and passages:
-            facts = self._facts(question, principal, [p.chunk_id for p in passages])
-        return Evidence(passages=passages, facts=facts)
+        return self.evidence(self.rank(question, principal, mode, top_k), question, principal, mode, with_facts)
 
     def rank(self, question: str, principal: Principal, mode: Mode, top_k: int) -> Ranking:
-        """(chunk_id, score) best first, at most top_k, before provenance is attached."""
-        retrieval = self.config.retrieval
-        # Fusion needs candidates beyond top_k from both sides; dense alone needs only top_k.
-        depth = top_k if mode == "dense" else max(top_k, retrieval.candidate_k)
+        """(chunk_id, score) best first, at most top_k, before provenance is attached.
+
+        The steps are public so the serve graph can run them on separate deployments (dense
+        search on the Retriever, linking and PageRank on the KGEnricher) and get the same
+        ranking: dense search and entity linking do not depend on each other."""
+        depth = self.depth(mode, top_k)
         dense_hits = self.dense.retrieve(question, principal, top_k=depth)
-        dense_ranking = [(p.chunk_id, p.score) for p in dense_hits]
         if mode == "dense":
-            return dense_ranking[:top_k]
-        # HippoRAG 2-style: the best dense passages seed the walk next to the linked
-        # entities. PPR needs non-negative weights, and cosines can be negative.
-        seeds = {p.chunk_id: max(p.score, 1e-6) for p in dense_hits[:retrieval.seed_k]}
-        graph_ranking = list(self._graph.rank(question, principal, dense_seeds=seeds, top_k=depth))
+            return passages_ranking(dense_hits)[:top_k]
+        links = self.link(question, principal)
+        graph_ranking = self.graph_ranking(links, principal, dense_hits, depth)
         if mode == "graph":
             return graph_ranking[:top_k]
-        bridges = self.bridge_entities(question, principal, [c for c, _ in dense_ranking[:retrieval.expand_k]])
+        bridges = self.bridge_entities(question, principal, [p.chunk_id for p in dense_hits[:self.config.retrieval.expand_k]])
         if bridges:
-            expanded = self.dense.retrieve(f"{question} {' '.join(bridges)}", principal, top_k=depth)
-            dense_ranking = [(p.chunk_id, p.score) for p in expanded]
+            dense_hits = self.dense.retrieve(expanded_query(question, bridges), principal, top_k=depth)
+        return self.fuse(passages_ranking(dense_hits), graph_ranking, top_k)
+
+    def depth(self, mode: Mode, top_k: int) -> int:
+        """Candidates per side: fusion needs more than top_k from both; dense alone top_k."""
+        return top_k if mode == "dense" else max(top_k, self.config.retrieval.candidate_k)
+
+    def link(self, question: str, principal: Principal) -> dict[str, float]:
+        """The question's entities in the principal's graph -> seed weight."""
+        self.warm_up(graph=True)
+        return self._graph.link(question, principal)
+
+    def graph_ranking(self, links: dict[str, float], principal: Principal, dense_hits: Sequence[Passage],
+                      depth: int) -> Ranking:
+        """PPR from the linked entities and, HippoRAG 2-style, the best dense passages. PPR
+        needs non-negative weights, and cosines can be negative."""
+        self.warm_up(graph=True)
+        seeds = {p.chunk_id: max(p.score, 1e-6) for p in dense_hits[:self.config.retrieval.seed_k]}
+        return list(self._graph.rank_seeds(links, principal, dense_seeds=seeds, top_k=depth))
+
+    def fuse(self, dense_ranking: Ranking, graph_ranking: Ranking, top_k: int) -> Ranking:
+        retrieval = self.config.retrieval
         if retrieval.fusion == "rrf":
-            fused = rrf_fuse([[c for c, _ in dense_ranking], [c for c, _ in graph_ranking]],
-                             retrieval.rrf_k)
+            fused = rrf_fuse([[c for c, _ in dense_ranking], [c for c, _ in graph_ranking]], retrieval.rrf_k)
         else:
             fused = weighted_fuse(dense_ranking, graph_ranking, retrieval.dense_weight)
         return fused[:top_k]
+
+    def evidence(self, ranking: Ranking, question: str, principal: Principal, mode: Mode,
+                 with_facts: bool = True) -> Evidence:
+        """Passages (ACL re-checked, fail closed) and their facts for a ranking."""
+        self.warm_up(graph=mode != "dense")
+        passages = tuple(self._passage(chunk_id, score, principal) for chunk_id, score in ranking)
+        facts: tuple[Fact, ...] = ()
+        needs_graph = mode != "dense" or (with_facts and self.config.retrieval.use_graph)
+        if needs_graph and passages:
+            facts = self._facts(question, principal, [p.chunk_id for p in passages])
+        return Evidence(passages=passages, facts=facts)
 
     def bridge_entities(self, question: str, principal: Principal, chunk_ids: list[str]) -> list[str]:
         """Entities joined by a relation fact to an entity the question names, but not named

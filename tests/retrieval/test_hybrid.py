@@ -71,7 +71,10 @@ class FakeGraph:
     def __init__(self, ranking: list[tuple[str, float]], facts: list[Fact] | None = None) -> None:
         self.ranking, self._facts, self.seen_seeds = ranking, facts or [], None
 
-    def rank(self, question, principal, dense_seeds=None, top_k=10):
+    def link(self, question, principal):
+        return {}
+
+    def rank_seeds(self, seeds, principal, dense_seeds=None, top_k=10):
         self.seen_seeds = dense_seeds
         return self.ranking[:top_k]
 

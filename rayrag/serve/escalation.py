@@ -1,0 +1,127 @@
+"""The escalation queue: answers the guard was not confident in, queued for a human.
+
+When `Guard.check` marks an answer escalated (confidence below
+`serve.confidence_threshold`), the Serve graph records it here so a reviewer can replay the
+request from the ids: selective prediction with a reject option (Geifman and El-Yaniv 2017,
+"Selective Classification for Deep Neural Networks"), where the rejected cases go to a
+person. Content-free, like every log in rayrag (DESIGN.md §2): a record holds ids, reason
+codes and numbers only, never the question or the answer. The user is a hash (`privacy_log.fingerprint`), not a name.
+
+The file is JSON Lines. Several Serve replicas may append at once, so each record is one
+`write()` of one complete line on a file opened with O_APPEND, under an exclusive `fcntl`
+lock: lines never interleave, and a reader never sees half a record from a finished writer.
+
+    >>> queue = EscalationQueue(".rayrag/escalations.jsonl")
+    >>> queue.record("req-1", user_hash="3f9a0c1e2b4d6f80", team="finance",
+    ...              reasons=["low_groundedness"], confidence=0.31, groundedness=0.31,
+    ...              chunk_ids=["d2#0"], model_version="moe-abc123")
+    >>> queue.read()[-1]["reasons"]
+    ['low_groundedness']
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rayrag.errors import DataError
+
+# Everything a record holds is an id, a code or a number: short strings of a known shape.
+# A longer or odd-looking string is refused rather than written (it may be content).
+MAX_ID_CHARS = 128
+_CODE_RE = re.compile(r"[a-z][a-z0-9_]*")
+_ID_RE = re.compile(r"[\w.:#@/+=-]+")
+RECORD_FIELDS = ("ts", "request_id", "user_hash", "team", "reasons", "confidence",
+                 "groundedness", "chunk_ids", "model_version")
+
+
+class EscalationQueue:
+    """Append-only JSONL queue of escalated answers (ids, codes and scores only)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def record(self, request_id: str, user_hash: str, team: str, reasons: Sequence[str],
+               confidence: float, groundedness: float, chunk_ids: Sequence[str],
+               model_version: str) -> dict[str, Any]:
+        """Append one record and return it. Refuses values that do not look like ids."""
+        record = {
+            "ts": round(time.time(), 3),
+            "request_id": _id(request_id, "request_id"),
+            "user_hash": _id(user_hash, "user_hash"),
+            "team": _id(team, "team"),
+            "reasons": [_code(r) for r in reasons],
+            "confidence": _score(confidence, "confidence"),
+            "groundedness": _score(groundedness, "groundedness"),
+            "chunk_ids": [_id(c, "chunk_ids") for c in chunk_ids],
+            "model_version": _id(model_version, "model_version", allow_empty=True),
+        }
+        line = (json.dumps(record, separators=(",", ":")) + "\n").encode("utf-8")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                written = os.write(fd, line)  # one write of one whole line
+                if written != len(line):  # pragma: no cover - a full disk, not an input
+                    raise OSError(f"short write to {self.path}: {written} of {len(line)} bytes")
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+        return record
+
+    def read(self) -> list[dict[str, Any]]:
+        """Every record, oldest first (for tests and admins). A missing file is an empty queue."""
+        if not self.path.is_file():
+            return []
+        with open(self.path, "rb") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH)
+            try:
+                raw = handle.read().decode("utf-8")
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        records = []
+        for number, line in enumerate(raw.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise DataError(f"escalation queue {self.path} line {number} is not valid JSON") from None
+        return records
+
+    def __len__(self) -> int:
+        return len(self.read())
+
+
+def _id(value: str, name: str, allow_empty: bool = False) -> str:
+    if not isinstance(value, str):
+        raise DataError(f"escalation {name} must be a str id, got {type(value).__name__}")
+    if value == "" and allow_empty:
+        return value
+    if len(value) > MAX_ID_CHARS or not _ID_RE.fullmatch(value):
+        # Never echo the value: a caller passing text here is the bug this guards against.
+        raise DataError(f"escalation {name} must be an id (<= {MAX_ID_CHARS} chars of "
+                          f"letters, digits and ._:#@/+=-), got {len(value)} chars that are not")
+    return value
+
+
+def _code(value: str) -> str:
+    if not isinstance(value, str) or len(value) > 64 or not _CODE_RE.fullmatch(value):
+        raise DataError("escalation reasons must be snake_case codes such as 'low_groundedness'")
+    return value
+
+
+def _score(value: float, name: str) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        raise DataError(f"escalation {name} must be a finite number, got {number}")
+    return round(number, 4)

@@ -1,0 +1,300 @@
+"""The output guard: redact the answer, check it against the graph and the evidence, score it.
+
+The last stage of the Serve graph (DESIGN.md §2) runs four checks on a generated answer:
+
+1. PII: the project's Presidio `Redactor` (governance/redaction.py) over the answer, with
+   the same operators and keys as ingest, so a pseudonym in the answer is the graph's.
+2. KG validation, as in knowledge-graph fact checking of generated text (FactKG, Kim et al.
+   2023; RARR's "research and revise", Gao et al. 2023): the answer's (subject, relation,
+   object) claims, extracted by the ingest `TripleExtractor`, go through
+   `GraphRetriever.validate` for *this* principal, so a fact from a document the principal
+   may not read can neither support nor contradict. A short entity answer ("Velora
+   Systems") states no triple; its implied claim is the relation the question asks about
+   (a graph relation of a question entity whose verb the question uses) with the answer
+   entity in the asked slot.
+3. Groundedness: the share of the answer's content tokens (lowercased words, no stopwords,
+   no redaction placeholders or [n] markers) found in the cited passages (those its valid
+   [n] markers name, or all evidence passages when it cites none); a token-overlap proxy
+   for RAGAS faithfulness (Es et al. 2023) that needs no model. No content tokens -> 0.
+4. Citations: [n] markers outside 1..len(evidence.passages).
+
+Confidence, in [0, 1] (answers below `serve.confidence_threshold` are escalated):
+
+    confidence = groundedness
+                 + (1 - groundedness) * SUPPORT_BONUS * supported / (supported + unknown)
+    x CONTRADICTION_FACTOR when any claim is contradicted   (0.25: always escalates at 0.5)
+    x BAD_CITATION_FACTOR when a marker is out of range     (0.8)
+    = 0 for an empty answer or empty evidence.
+
+Claim subject/relation/object strings are answer content: they stay in the in-process
+report (`CONTENT_FIELDS`) and `log_fields()` drops them, with the text.
+
+    >>> guard = Guard(cfg, graph=graph_retriever)
+    >>> report = guard.check("Who acquired Brightwater Labs?", "Velora Systems [1].", evidence, principal)
+    >>> report.validation["supported"], report.escalated
+    (1, False)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rayrag.config import RAGConfig
+from rayrag.pipelines.kg_extract import COOCCURS, PLACEHOLDER_RE, TripleExtractor, entity_key
+from rayrag.retrieval.graph import base_key, entity_node
+from rayrag.types import Chunk, Evidence, Passage, Principal
+
+MARKER_RE = re.compile(r"\[(\d+)\]")
+_WORD_RE = re.compile(r"\w+")
+SUPPORT_BONUS = 0.5  # KG-confirmed relations vouch for words the passages paraphrase
+CONTRADICTION_FACTOR = 0.25
+BAD_CITATION_FACTOR = 0.8
+SHORT_ANSWER_WORDS = 12  # an answer this short that states no relation is an entity answer
+MAX_FACTS = 50
+CONTENT_FIELDS = ("subject", "relation", "object")
+VERDICTS = ("supported", "contradicted", "unknown")
+
+
+@dataclass
+class GuardReport:
+    """What the guard found. `text` and the claims' `CONTENT_FIELDS` are content: never log them."""
+
+    text: str
+    redactions: dict[str, int]
+    validation: dict[str, Any]
+    groundedness: float
+    confidence: float
+    escalated: bool
+    reasons: list[str]
+    citations: dict[str, list[int]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        """The whole report (with content), for the HTTP response to the asking user."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def log_fields(self) -> dict[str, Any]:
+        """The content-free part (ids, codes, counts, scores), safe for privacy_log events."""
+        row = self.to_dict()
+        del row["text"]
+        row["validation"] = dict(row["validation"])
+        row["validation"]["claims"] = [{k: v for k, v in claim.items() if k not in CONTENT_FIELDS}
+                                       for claim in row["validation"].get("claims", [])]
+        return row
+
+
+class Guard:
+    """Output checks for one answer; cheap to build, `warm_up()` loads Presidio, spaCy, the graph.
+
+    `graph` is a `GraphRetriever` (or anything with its `link`, `facts`, `validate`); when
+    None it is built in `warm_up` from `bundle_path`, `serve.bundle` or $RAYRAG_BUNDLE, and
+    when none is set the KG check is skipped (`validation["checked"]` is False).
+    """
+
+    def __init__(self, config: RAGConfig, redactor: Any = None, graph: Any = None, *,
+                 bundle_path: str | Path | None = None) -> None:
+        self.config = config
+        self.redactor = redactor
+        self.graph = graph
+        self.bundle_path = bundle_path
+        self._extractor: TripleExtractor | None = None
+        self._stop_words: frozenset[str] | None = None
+
+    def warm_up(self) -> None:
+        if self._stop_words is not None:
+            return
+        if self.redactor is None and self.config.governance.redaction.enabled:
+            from rayrag.governance.redaction import Redactor
+
+            self.redactor = Redactor(self.config.governance.redaction)
+        if self.redactor is not None:
+            self.redactor.warm_up()
+        path = self.bundle_path or self.config.serve.bundle or os.environ.get("RAYRAG_BUNDLE")
+        if self.graph is None and path:
+            from rayrag.pipelines.bundle import IndexBundle
+            from rayrag.pipelines.embed import Embedder
+            from rayrag.retrieval.graph_query import GraphRetriever
+
+            embedder = Embedder(self.config.embedding)
+            embedder.warm_up()
+            self.graph = GraphRetriever(IndexBundle.load(path).graph(), self.config.kg,
+                                        embed_fn=embedder.encode)
+        if self.graph is not None:
+            self.graph.warm_up()
+        self._extractor = TripleExtractor(self.config.kg)
+        self._extractor.warm_up()
+        from spacy.lang.en.stop_words import STOP_WORDS
+
+        self._stop_words = frozenset(STOP_WORDS)  # last: marks the guard as warm
+
+    # -- the check -----------------------------------------------------------------------
+
+    def check(self, question: str, answer_text: str, evidence: Evidence,
+              principal: Principal) -> GuardReport:
+        """Redact, validate, score; `escalated` when confidence < serve.confidence_threshold."""
+        self.warm_up()
+        text, redactions = answer_text, {}
+        if self.redactor is not None and self.config.governance.redaction.enabled:
+            result = self.redactor.redact(answer_text)
+            text, redactions = result.text, dict(result.counts)
+        citations = self.citations(text, len(evidence.passages))
+        cited = [evidence.passages[n - 1] for n in citations["cited"]] or list(evidence.passages)
+        groundedness = self.groundedness(text, cited)
+        validation = self.validate(question, text, evidence, principal)
+
+        reasons: list[str] = []
+        empty = not self.content_tokens(text)
+        if empty:
+            reasons.append("empty_answer")
+        if not evidence.passages:
+            reasons.append("no_evidence")
+        if redactions:
+            reasons.append("pii_in_answer")
+        threshold = self.config.serve.confidence_threshold
+        if not empty and groundedness < threshold:
+            reasons.append("low_groundedness")
+        confidence = 0.0
+        if not empty and evidence.passages:
+            judged = validation["supported"] + validation["unknown"]
+            if validation["supported"]:
+                confidence = groundedness + (1 - groundedness) * SUPPORT_BONUS * validation["supported"] / judged
+            else:
+                confidence = groundedness
+        if validation["contradicted"]:
+            reasons.append("contradicted_claim")
+            confidence *= CONTRADICTION_FACTOR
+        if citations["out_of_range"]:
+            reasons.append("bad_citation")
+            confidence *= BAD_CITATION_FACTOR
+        escalated = confidence < threshold
+        if escalated:
+            reasons.append("low_confidence")
+        return GuardReport(text=text, redactions=redactions, validation=validation,
+                           groundedness=round(groundedness, 4), confidence=round(confidence, 4),
+                           escalated=escalated, reasons=reasons, citations=citations)
+
+    # -- the parts (public so tests and the eval harness can call each) ------------------
+
+    def content_tokens(self, text: str) -> list[str]:
+        """Lowercased words minus stopwords, [n] markers and redaction placeholders."""
+        self.warm_up()
+        assert self._stop_words is not None
+        bare = PLACEHOLDER_RE.sub(" ", MARKER_RE.sub(" ", text))
+        return [w for w in _WORD_RE.findall(bare.casefold()) if w not in self._stop_words]
+
+    def groundedness(self, text: str, passages: list[Passage]) -> float:
+        """Share of `text`'s content tokens found in the passages; 0.0 when there are none."""
+        tokens = self.content_tokens(text)
+        if not tokens or not passages:
+            return 0.0
+        known = {w for p in passages for w in _WORD_RE.findall(p.text.casefold())}
+        return sum(w in known for w in tokens) / len(tokens)
+
+    @staticmethod
+    def citations(text: str, n_passages: int) -> dict[str, list[int]]:
+        """Valid [n] markers (1-based, first mention first) and out-of-range ones."""
+        cited: list[int] = []
+        bad: list[int] = []
+        for match in MARKER_RE.finditer(text):
+            n = int(match.group(1))
+            target = cited if 1 <= n <= n_passages else bad
+            if n not in target:
+                target.append(n)
+        return {"cited": cited, "out_of_range": bad}
+
+    def validate(self, question: str, text: str, evidence: Evidence,
+                 principal: Principal) -> dict[str, Any]:
+        """Verdict counts and per-claim rows (ids + `CONTENT_FIELDS`) for this principal."""
+        out: dict[str, Any] = {"checked": self.graph is not None, **dict.fromkeys(VERDICTS, 0), "claims": []}
+        if self.graph is None:
+            return out
+        bare = MARKER_RE.sub(" ", text)
+        stated = self.stated_claims(bare)
+        rows = [self._row(claim, verdict, facts, "stated")
+                for claim, verdict, facts in self._judge(stated, principal)]
+        if not any(c[1] != COOCCURS for c in stated) and len(bare.split()) <= SHORT_ANSWER_WORDS:
+            rows += self._implied(question, bare, evidence, principal)
+        for i, row in enumerate(rows, 1):
+            row["id"] = f"c{i}"
+            out[row["verdict"]] += 1
+        out["claims"] = rows
+        return out
+
+    def stated_claims(self, text: str) -> list[tuple[str, str, str]]:
+        """(subject key, relation, object key) triples the answer states (ingest extractor)."""
+        self.warm_up()
+        assert self._extractor is not None
+        [extraction] = self._extractor([Chunk("answer", "answer", text, 0, len(text))])
+        return [(t.subject, t.relation, t.object) for t in extraction.triples]
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _judge(self, claims: list[tuple[str, str, str]], principal: Principal) -> list[tuple[tuple[str, str, str], str, tuple]]:
+        """(claim, verdict, facts) in the claims' order."""
+        if not claims:
+            return []
+        verdicts = {}
+        for verdict, checks in self.graph.validate(claims, principal).items():
+            for check in checks:
+                verdicts[tuple(check.claim)] = (verdict, check.facts)
+        return [(claim, *verdicts[tuple(claim)]) for claim in claims]
+
+    def _implied(self, question: str, text: str, evidence: Evidence,
+                 principal: Principal) -> list[dict[str, Any]]:
+        """One claim per entity the answer names that the question does not.
+
+        Templates are graph facts joining a question entity to another entity; those whose
+        relation's verb the question uses ("acquire" for "Who acquired ...?") are the
+        asked relation and may contradict; without one, any relation may only support.
+        """
+        asked_nodes = set(self.graph.link(question, principal))
+        answer_nodes = [n for n in self.graph.link(text, principal) if n not in asked_nodes]
+        if not answer_nodes:
+            return [self._row(("", "", ""), "unknown", (), "implied")] if self.content_tokens(text) else []
+        facts = self.graph.facts(question, principal, [p.chunk_id for p in evidence.passages],
+                                 max_facts=MAX_FACTS) if asked_nodes else []
+        templates = []  # (question entity name, relation, question entity is the subject)
+        for fact in facts:
+            s_in, o_in = _node(fact.subject) in asked_nodes, _node(fact.object) in asked_nodes
+            if s_in != o_in:
+                templates.append((fact.subject if s_in else fact.object, fact.relation, s_in))
+        lemmas = self._lemmas(question)
+        asked = [t for t in templates if t[1] != COOCCURS and t[1].split("_")[0] in lemmas]
+        rows = []
+        for node in answer_nodes:
+            name = node.removeprefix("entity:")
+            claims = list(dict.fromkeys((q, rel, name) if q_subject else (name, rel, q)
+                                        for q, rel, q_subject in (asked or templates)))
+            judged = self._judge(claims, principal)
+            order = VERDICTS if asked else ("supported",)
+            best = next((j for v in order for j in judged if j[1] == v), None)
+            if best is None:
+                best = (claims[0] if claims else (name, "", ""), "unknown", ())
+            rows.append(self._row(best[0], best[1], best[2], "implied"))
+        return rows
+
+    def _lemmas(self, text: str) -> set[str]:
+        # The extractor's spaCy pipeline (already loaded) lemmatises the question's verbs.
+        nlp = self._extractor.nlp
+        return {t.lemma_.casefold() for t in nlp(text)}
+
+    @staticmethod
+    def _row(claim: tuple[str, str, str], verdict: str, facts: tuple, kind: str) -> dict[str, Any]:
+        subject, relation, obj = claim
+        return {"id": "", "kind": kind, "verdict": verdict,
+                "fact_chunk_ids": sorted({c for f in facts for c in f.chunk_ids}),
+                "fact_doc_ids": sorted({d for f in facts for d in f.doc_ids}),
+                "subject": subject, "relation": relation, "object": obj}
+
+
+def _node(name: str) -> str:
+    """The entity node a fact's display name stands for (legal forms dropped, as the graph does)."""
+    key = entity_key(name)
+    return entity_node(base_key(key)) if key else ""

@@ -1,0 +1,138 @@
+"""rayrag.serve.guard: real Presidio, real spaCy extraction, a real (tiny) knowledge graph.
+
+The corpus is redacted text as ingest would leave it (a pseudonym for the founder); one
+document is readable by `hr` only, so the validation canary can check the ACL. Company
+names are ones the small spaCy model does not mistake for people ("Orbital Labs" it does).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rayrag.config import GovernanceConfig, KGConfig, RAGConfig, RedactionConfig
+from rayrag.governance.redaction import Redactor
+from rayrag.pipelines.kg_extract import TripleExtractor
+from rayrag.retrieval.graph import KnowledgeGraph
+from rayrag.retrieval.graph_query import GraphRetriever
+from rayrag.serve.guard import CONTENT_FIELDS, Guard
+from rayrag.types import Chunk, Evidence, Passage, Principal
+
+PUBLIC = Principal("visitor")
+HR = Principal("hr-officer", frozenset({"public", "hr"}))
+FOUNDER = "PERSON_3f9a0c1e"
+CORPUS = {
+    "d1": (f"{FOUNDER} founded Brightwater Labs in 2015.", ("public",)),
+    "d2": ("Velora Systems acquired Brightwater Labs in 2021.", ("public",)),
+    "d3": ("Orbital Systems acquired Cobalt Data in 2020.", ("public",)),
+    "d4": ("Velora Systems hired engineers in Lisbon.", ("public",)),
+    "d5": (f"{FOUNDER} was dismissed by Kestrel Bank after an audit.", ("hr",)),
+}
+EVIDENCE = Evidence(passages=tuple(
+    Passage(f"{d}#0", d, CORPUS[d][0], score=1.0 - i / 10) for i, d in enumerate(("d1", "d2"))))
+ACQUIRED = "Who acquired Brightwater Labs?"
+
+
+@pytest.fixture(scope="module")
+def guard() -> Guard:
+    chunks = [Chunk(f"{d}#0", d, text, 0, len(text), acl=acl) for d, (text, acl) in CORPUS.items()]
+    kg = KnowledgeGraph.build(TripleExtractor(KGConfig())(chunks), config=KGConfig(),
+                              extracted_at="2025-01-01T00:00:00+00:00")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAYRAG_HMAC_KEY", "guard-test-hmac-key-0123456789")
+        redactor = Redactor(RedactionConfig())
+        redactor.warm_up()  # reads the key now; the guard reuses this warm engine
+    g = Guard(RAGConfig(), redactor=redactor, graph=GraphRetriever(kg, KGConfig()))
+    g.warm_up()
+    return g
+
+
+def test_pii_in_the_answer_is_redacted_and_counted(guard):
+    report = guard.check(ACQUIRED, "Velora Systems acquired Brightwater Labs [2]. "
+                         "Contact jane.doe@example.com for details.", EVIDENCE, PUBLIC)
+    assert report.redactions == {"EMAIL_ADDRESS": 1}
+    assert "<EMAIL_ADDRESS>" in report.text and "jane.doe" not in report.to_json()
+    assert "pii_in_answer" in report.reasons
+
+
+def test_supported_answer_is_confident(guard):
+    report = guard.check(ACQUIRED, "Velora Systems acquired Brightwater Labs in 2021 [2].",
+                         EVIDENCE, PUBLIC)
+    assert report.validation["supported"] == 1 and report.validation["contradicted"] == 0
+    [claim] = report.validation["claims"]
+    assert (claim["kind"], claim["verdict"], claim["fact_doc_ids"]) == ("stated", "supported", ["d2"])
+    assert report.groundedness == 1.0 and report.confidence == 1.0
+    assert not report.escalated and report.reasons == []
+    assert report.citations == {"cited": [2], "out_of_range": []}
+
+
+def test_unsupported_answer_is_escalated(guard):
+    report = guard.check(ACQUIRED, "Quantum Foods sells frozen pizza.", EVIDENCE, PUBLIC)
+    assert report.groundedness == 0.0 and report.escalated
+    assert {"low_groundedness", "low_confidence"} <= set(report.reasons)
+
+
+def test_contradicted_claim_lowers_confidence_and_escalates(guard):
+    report = guard.check(ACQUIRED, "Orbital Systems acquired Brightwater Labs [2].", EVIDENCE, PUBLIC)
+    assert report.validation["contradicted"] == 1
+    [claim] = report.validation["claims"]
+    assert claim["verdict"] == "contradicted" and set(claim["fact_doc_ids"]) <= {"d2", "d3"}
+    # "orbital" is the one content token of five that d2 lacks: 0.8, then x 0.25.
+    assert report.groundedness == pytest.approx(0.8)
+    assert report.confidence == pytest.approx(0.2)
+    assert report.escalated and "contradicted_claim" in report.reasons
+
+
+def test_short_entity_answer_is_checked_through_the_asked_relation(guard):
+    right = guard.check(ACQUIRED, "Velora Systems [2]", EVIDENCE, PUBLIC)
+    [claim] = right.validation["claims"]
+    assert (claim["kind"], claim["verdict"], claim["relation"]) == ("implied", "supported", "acquire")
+    assert not right.escalated
+    wrong = guard.check(ACQUIRED, "Orbital Systems", EVIDENCE, PUBLIC)
+    assert wrong.validation["contradicted"] == 1 and wrong.escalated
+
+
+def test_validation_sees_only_the_principals_facts(guard):
+    answer = f"Kestrel Bank dismissed {FOUNDER}."
+    hr = guard.validate("Why was the founder dismissed?", answer, EVIDENCE, HR)
+    public = guard.validate("Why was the founder dismissed?", answer, EVIDENCE, PUBLIC)
+    assert hr["supported"] == 1 and hr["claims"][0]["fact_doc_ids"] == ["d5"]
+    assert public["supported"] == 0 and public["unknown"] == 1
+    assert public["claims"][0]["fact_chunk_ids"] == []
+
+
+def test_log_fields_drop_all_answer_content(guard):
+    report = guard.check(ACQUIRED, f"Kestrel Bank dismissed {FOUNDER} [1].", EVIDENCE, HR)
+    logged = json.dumps(report.log_fields())
+    assert "Kestrel" not in logged and "kestrel" not in logged and FOUNDER.lower() not in logged
+    assert not set(CONTENT_FIELDS) & set(report.log_fields()["validation"]["claims"][0])
+    assert "kestrel bank" in json.dumps(report.validation)  # in-process report keeps it
+
+
+def test_groundedness_and_citations_on_hand_made_evidence(guard):
+    passages = [Passage("p1", "d4", "Velora Systems hired engineers in Lisbon.", 1.0)]
+    # velora, hired, engineers, paris: three of four content tokens ("in" is a stopword).
+    assert guard.groundedness("Velora hired engineers in Paris", passages) == pytest.approx(0.75)
+    assert guard.groundedness("The <EMAIL_ADDRESS> [1] of it", passages) == 0.0
+    assert Guard.citations("See [1], [5] and [1] and [0].", 2) == {"cited": [1], "out_of_range": [5, 0]}
+    report = guard.check(ACQUIRED, "Velora Systems acquired Brightwater Labs [2] [7].", EVIDENCE, PUBLIC)
+    assert "bad_citation" in report.reasons and report.citations["out_of_range"] == [7]
+    assert report.confidence == pytest.approx(0.8)
+
+
+def test_empty_answer_scores_zero_and_escalates(guard):
+    report = guard.check(ACQUIRED, "  ", EVIDENCE, PUBLIC)
+    assert (report.groundedness, report.confidence, report.escalated) == (0.0, 0.0, True)
+    assert "empty_answer" in report.reasons
+    assert guard.check(ACQUIRED, "Velora Systems", Evidence(passages=()), PUBLIC).escalated
+
+
+def test_without_a_graph_or_redaction_the_checks_degrade_visibly(monkeypatch):
+    monkeypatch.delenv("RAYRAG_BUNDLE", raising=False)
+    config = RAGConfig(governance=GovernanceConfig(redaction=RedactionConfig(enabled=False)))
+    guard = Guard(config)
+    report = guard.check("Who?", "Velora Systems acquired Brightwater Labs [2].", EVIDENCE, PUBLIC)
+    assert report.validation == {"checked": False, "supported": 0, "contradicted": 0,
+                                 "unknown": 0, "claims": []}
+    assert report.redactions == {} and report.confidence == 1.0
