@@ -205,3 +205,15 @@ def test_json_view_has_the_fields(reader):
     assert [c["marker"] for c in view["citations"]] == list(range(1, len(view["citations"]) + 1))
     assert view["truncated"]["chunk_ids"] == result.truncated_chunk_ids
     assert view["usage"]["prompt_tokens"] == result.prompt_tokens
+
+
+def test_answer_batch_equals_answering_one_by_one(reader):
+    evidence = Evidence(passages=passages(3), facts=FACTS)
+    questions = ["Who acquired Brightwater Labs?", "What did Helix Corp buy?", "Who?"]
+    caps = [4, 6, 4]
+    batched = reader.answer_batch(questions, [evidence] * 3, caps)
+    alone = [reader.answer(q, evidence, max_new_tokens=c) for q, c in zip(questions, caps, strict=True)]
+    assert [r.answer.text for r in batched] == [r.answer.text for r in alone]
+    assert [r.completion_tokens for r in batched] == [r.completion_tokens for r in alone]
+    with pytest.raises(ValueError, match="same length"):
+        reader.answer_batch(questions, [evidence], caps)

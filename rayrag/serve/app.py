@@ -1,0 +1,80 @@
+"""`build_app(args) -> Application`: the whole serve graph, and `app` for `serve run`.
+
+    serve run rayrag.serve.app:app                       # default config, or $RAYRAG_CONFIG
+    serve run rayrag.serve.app:build_app config=configs/demo.yaml bundle=B model=CKPT
+    serve deploy configs/serve_config.yaml               # the same builder, from a config file
+    rayrag serve [--config demo]                         # the convenience wrapper
+
+Arguments (all optional; Serve passes `key=value` pairs as strings): `config` (a name in
+configs/ or a YAML path), `bundle`, `model`, and `set` (comma-separated `section.key=value`
+overrides). The bundle and model fall back to $RAYRAG_BUNDLE / $RAYRAG_MODEL, then to
+`serve.bundle` / `serve.model` in the config, whose defaults are where `make demo` leaves
+them. Each stage gets its resources and limits from `serve.*`: fractional CPUs so the six
+stages fit a laptop, `max_ongoing_requests` per replica, and on the Ingress
+`max_queued_requests`, so overload becomes a fast 503 instead of a growing queue.
+
+`app` is built on first access (PEP 562), so importing this module needs no bundle.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ray.serve import Application
+
+from rayrag.config import RAGConfig, load_config
+from rayrag.errors import ConfigError
+
+DEFAULT_BUNDLE = ".rayrag/demo/bundle"
+DEFAULT_MODEL = ".rayrag/demo/model"
+
+
+def resolve(args: dict[str, Any]) -> tuple[RAGConfig, Path, Path]:
+    """(config, bundle, model) from the builder args, the environment and the config."""
+    overrides = [s for s in str(args.get("set") or "").split(",") if s.strip()]
+    config = load_config(args.get("config") or os.environ.get("RAYRAG_CONFIG"), overrides=overrides)
+    bundle = Path(args.get("bundle") or os.environ.get("RAYRAG_BUNDLE") or config.serve.bundle or DEFAULT_BUNDLE)
+    model = Path(args.get("model") or os.environ.get("RAYRAG_MODEL") or config.serve.model or DEFAULT_MODEL)
+    if not (bundle / "manifest.json").is_file():
+        raise ConfigError(f"no index bundle at {bundle}: run `make demo` or `rayrag ingest`, "
+                          "or pass bundle=PATH / set RAYRAG_BUNDLE")
+    if not (model / "config.json").is_file():
+        raise ConfigError(f"no generator checkpoint at {model}: run `make demo` or `rayrag train`, "
+                          "or pass model=PATH / set RAYRAG_MODEL")
+    return config, bundle.resolve(), model.resolve()
+
+
+def build_app(args: dict[str, Any] | None = None) -> Application:
+    """The deployment graph: Ingress over Redactor, Retriever, KGEnricher, Generator, Guard."""
+    from rayrag.serve.deployments import (
+        GeneratorStage,
+        GuardStage,
+        KGEnricherStage,
+        RedactorStage,
+        RetrieverStage,
+    )
+    from rayrag.serve.ingress import Ingress
+
+    config, bundle, model = resolve(dict(args or {}))
+    s = config.serve
+    config_json = config.model_dump_json()
+
+    def stage(num_cpus: float) -> dict[str, Any]:
+        return {"num_replicas": s.num_replicas, "max_ongoing_requests": s.max_ongoing_requests,
+                "ray_actor_options": {"num_cpus": num_cpus}}
+
+    redactor = RedactorStage.options(**stage(s.stage_num_cpus)).bind(config_json)
+    retriever = RetrieverStage.options(**stage(s.stage_num_cpus)).bind(config_json, str(bundle))
+    kg = KGEnricherStage.options(**stage(s.stage_num_cpus)).bind(config_json, str(bundle))
+    generator = GeneratorStage.options(**stage(s.generator_num_cpus)).bind(config_json, str(model))
+    guard = GuardStage.options(**stage(s.stage_num_cpus)).bind(config_json, str(bundle))
+    return Ingress.options(**stage(s.stage_num_cpus), max_queued_requests=s.max_queued_requests).bind(
+        redactor, retriever, kg, generator, guard, config_json)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        return build_app({})
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,365 @@
+"""The front door: FastAPI behind Ray Serve, orchestrating the stages with DeploymentHandles.
+
+A question's path (DESIGN.md section 2), each arrow one awaited handle call:
+
+    auth (Bearer key -> principal, groups, team) -> Redactor (query PII)
+      -> Retriever.search (embed + FAISS)  ||  KGEnricher.link (entity linking)   concurrently
+      -> KGEnricher.expand (PageRank, bridges) -> [Retriever.search, expanded query]
+      -> KGEnricher.evidence (fusion, ACL re-check, facts) -> Generator -> Guard
+
+The same steps as `HybridRetriever.retrieve` + `Reader.answer`, so the service answers what
+`rayrag ask` answers. Nothing here blocks the event loop (no `ray.get`); the whole request
+runs under `serve.request_timeout_s` and a late one gets 503, as does one the Ingress cannot
+queue (`max_queued_requests`, Serve's own back-pressure).
+
+Errors are one line in an OpenAI-style body with the request id and never echo the request:
+401 (no or bad key), 403 (the principal may read nothing), 413 (question or body too large),
+422 (malformed JSON or fields: the field and the reason, never the value), 503 (timeout or
+overload), 500 (anything else: a type name in the event log, nothing in the body). The
+request id is X-Request-ID: Serve's proxy makes one when the client sends none, passes it
+in, and echoes it on the response; it is in every body, event and escalation record. Each
+request leaves one privacy-safe event (ids, counts, timings, versions; `file_event_logger`)
+and, when the guard is unsure, an escalation record (ids only). Stage latencies and request
+counts are Ray Serve custom metrics (Prometheus), tagged by stage and route, never by user.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the route signatures at runtime, and
+# through `serve.ingress` string annotations are not resolved (pydantic "not fully defined").
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from ray import serve
+from ray.serve.metrics import Counter, Histogram
+
+from rayrag import __version__
+from rayrag.config import RAGConfig
+from rayrag.errors import AccessDenied, DataError
+from rayrag.generator.answer import result_to_json
+from rayrag.generator.prompt import PROMPT_TEMPLATE_VERSION
+from rayrag.governance.privacy_log import file_event_logger, fingerprint
+from rayrag.retrieval.hybrid import expanded_query
+from rayrag.serve.auth import ApiPrincipal, AuthError, KeyStore
+from rayrag.serve.escalation import EscalationQueue
+from rayrag.serve.schemas import (
+    AskRequest,
+    ChatCompletionRequest,
+    chat_chunk,
+    chat_completion,
+    error_body,
+    request_id,
+    validation_message,
+)
+from rayrag.types import Evidence, Principal
+
+LATENCY_BOUNDARIES_MS = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000]
+BODY_OVERHEAD_BYTES = 16 * 1024  # JSON around the question: fields, chat history
+STREAM_HOLD = " \n\t"  # streamed text is released a whole word at a time, redacted
+
+app = FastAPI(title="rayrag", version=__version__,
+              description="Governed retrieval-augmented generation: answers with citations, KG facts "
+                          "and validation, from the caller's readable documents only.")
+
+
+class HTTPFailure(Exception):
+    def __init__(self, status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.kind, self.message, self.headers = status, kind, message, headers or {}
+
+
+def _error(status: int, kind: str, message: str, rid: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(kind, message, rid), status_code=status, headers=headers)
+
+
+@app.exception_handler(RequestValidationError)
+async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    return _error(422, "invalid_request", validation_message(exc), request_id(request.headers.get("x-request-id")))
+
+
+@serve.deployment(name="Ingress")
+@serve.ingress(app)
+class Ingress:
+    def __init__(self, redactor: Any, retriever: Any, kg: Any, generator: Any, guard: Any, config_json: str) -> None:
+        self.config = RAGConfig.model_validate_json(config_json)
+        self.redactor, self.retriever, self.kg, self.generator, self.guard = redactor, retriever, kg, generator, guard
+        self.keys = KeyStore.from_config(self.config.serve)
+        self.escalations = EscalationQueue(self.config.serve.escalation_queue)
+        self.events = file_event_logger("rayrag.serve.events", self.config.serve.event_log)
+        self.requests = Counter("rayrag_requests", description="Requests by route and HTTP status.",
+                                tag_keys=("route", "status"))
+        self.latency = Histogram("rayrag_stage_latency_ms", description="Per-stage latency (ms).",
+                                 boundaries=LATENCY_BOUNDARIES_MS, tag_keys=("stage",))
+        self.max_body = self.config.serve.max_question_chars * 4 + BODY_OVERHEAD_BYTES
+
+    # -- probes ----------------------------------------------------------------------------
+
+    @app.get("/healthz")
+    async def healthz(self) -> dict[str, str]:
+        """Alive: the ingress answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz(self) -> JSONResponse:
+        """Ready: every stage has loaded its bundle or model and answers."""
+        names = ("redactor", "retriever", "kg", "generator", "guard")
+        try:
+            states = await asyncio.wait_for(
+                asyncio.gather(*(getattr(self, n).ready.remote() for n in names)), timeout=10)
+        except Exception as exc:  # noqa: BLE001 - not ready, whatever the reason
+            return JSONResponse({"ready": False, "error": type(exc).__name__}, status_code=503)
+        return JSONResponse({"ready": True, "stages": dict(zip(names, states, strict=True)),
+                             "config_hash": self.config.config_hash})
+
+    # -- the API ---------------------------------------------------------------------------
+
+    @app.post("/v1/ask")
+    async def ask(self, body: AskRequest, request: Request) -> Any:
+        """Answer a question from the caller's readable documents, with citations and facts."""
+        rid = request_id(request.headers.get("x-request-id"))
+        try:
+            caller = self._admit(request, body.question)
+            if body.stream:
+                return self._sse(self._ask_events(rid, caller, body), rid)
+            response = await asyncio.wait_for(self._answer(rid, caller, body.question, body.mode, body.top_k,
+                                                           body.max_new_tokens), self.config.serve.request_timeout_s)
+            return self._ok("/v1/ask", response, rid)
+        except Exception as exc:  # noqa: BLE001 - mapped to a status, never echoed
+            return self._failure("/v1/ask", exc, rid)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(self, body: ChatCompletionRequest, request: Request) -> Any:
+        """OpenAI-compatible: the last user message is the question."""
+        rid = request_id(request.headers.get("x-request-id"))
+        try:
+            try:
+                question = body.question()
+            except ValueError as exc:
+                raise HTTPFailure(422, "invalid_request", f"invalid request: messages: {exc}") from None
+            caller = self._admit(request, question)
+            if body.stream:
+                return self._sse(self._chat_events(rid, caller, question, body.token_cap()), rid)
+            response = await asyncio.wait_for(self._answer(rid, caller, question, None, None, body.token_cap()),
+                                              self.config.serve.request_timeout_s)
+            extra = {k: response[k] for k in ("citations", "facts", "validation", "escalated", "request_id",
+                                               "model_version", "config_hash")}
+            completion = chat_completion(rid, response["answer"], response["finish_reason"], response["usage"],
+                                         response["model_version"], extra=extra)
+            return self._ok("/v1/chat/completions", completion, rid)
+        except Exception as exc:  # noqa: BLE001
+            return self._failure("/v1/chat/completions", exc, rid)
+
+    # -- the pipeline ----------------------------------------------------------------------
+
+    def _admit(self, request: Request, question: str) -> ApiPrincipal:
+        caller = self.keys.authenticate(request.headers.get("authorization"))
+        length = int(request.headers.get("content-length") or 0)
+        if length > self.max_body or len(question) > self.config.serve.max_question_chars:
+            raise HTTPFailure(413, "request_too_large", f"question longer than "
+                              f"{self.config.serve.max_question_chars} characters (serve.max_question_chars)")
+        if not question.strip():
+            raise HTTPFailure(422, "invalid_request", "invalid request: question: must not be blank")
+        return caller
+
+    async def _timed(self, timings: dict[str, float], stage: str, awaitable: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return await awaitable
+        finally:
+            ms = (time.perf_counter() - started) * 1000
+            timings[stage] = round(timings.get(stage, 0.0) + ms, 2)
+            self.latency.observe(ms, tags={"stage": stage})
+
+    async def _evidence(self, question: str, principal: Principal, mode: str, top_k: int,
+                        timings: dict[str, float]) -> Evidence:
+        """`HybridRetriever.rank` across the Retriever and KGEnricher deployments."""
+        retrieval = self.config.retrieval
+        depth = top_k if mode == "dense" else max(top_k, retrieval.candidate_k)
+        dense_ref = self.retriever.search.remote(question, principal, depth)
+        if mode == "dense":
+            dense_hits, links = await self._timed(timings, "retrieve", dense_ref), {}
+        else:  # dense search and entity linking do not depend on each other
+            dense_hits, links = await self._timed(timings, "retrieve", asyncio.gather(
+                dense_ref, self.kg.link.remote(question, principal)))
+        dense_ranking = [(p.chunk_id, p.score) for p in dense_hits]
+        graph_ranking: list[tuple[str, float]] = []
+        if mode != "dense":
+            graph_ranking, bridges = await self._timed(
+                timings, "kg", self.kg.expand.remote(question, principal, links, dense_hits, depth))
+            if mode == "hybrid" and bridges:
+                expanded = await self._timed(timings, "retrieve", self.retriever.search.remote(
+                    expanded_query(question, bridges), principal, depth))
+                dense_ranking = [(p.chunk_id, p.score) for p in expanded]
+        return await self._timed(timings, "kg", self.kg.evidence.remote(
+            question, principal, mode, top_k, dense_ranking, graph_ranking))
+
+    async def _prepare(self, caller: ApiPrincipal, question: str, mode: str | None, top_k: int | None,
+                       timings: dict[str, float]) -> tuple[str, dict[str, int], Evidence, str, int]:
+        mode = mode or self.config.retrieval.mode
+        top_k = top_k or self.config.retrieval.top_k
+        redacted, question_pii = await self._timed(timings, "redact", self.redactor.redact_one.remote(question))
+        evidence = await self._evidence(redacted, caller.principal, mode, top_k, timings)
+        return redacted, question_pii, evidence, mode, top_k
+
+    async def answer_for(self, caller: ApiPrincipal, question: str, mode: str | None = None,
+                         top_k: int | None = None, max_new_tokens: int | None = None,
+                         rid: str | None = None) -> dict[str, Any]:
+        """The /v1/ask response for an authenticated caller, without HTTP (handles, benches)."""
+        return await self._answer(rid or request_id(None), caller, question, mode, top_k, max_new_tokens)
+
+    async def _answer(self, rid: str, caller: ApiPrincipal, question: str, mode: str | None,
+                      top_k: int | None, max_new_tokens: int | None) -> dict[str, Any]:
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+        redacted, question_pii, evidence, mode, top_k = await self._prepare(caller, question, mode, top_k, timings)
+        result = await self._timed(timings, "generate",
+                                   self.generator.answer.remote((redacted, evidence, max_new_tokens)))
+        report = await self._timed(timings, "guard", self.guard.check.remote(
+            redacted, result.answer.text, evidence, caller.principal))
+        return self._response(rid, caller, mode, question_pii, evidence, result, report, timings, started)
+
+    def _response(self, rid: str, caller: ApiPrincipal, mode: str, question_pii: dict[str, int],
+                  evidence: Evidence, result: Any, report: Any, timings: dict[str, float],
+                  started: float) -> dict[str, Any]:
+        serve_cfg = self.config.serve
+        body = result_to_json(result)
+        usage = dict(body["usage"])
+        usage["cost"] = round(usage["prompt_tokens"] / 1000 * serve_cfg.price_per_1k_input_tokens
+                              + usage["completion_tokens"] / 1000 * serve_cfg.price_per_1k_output_tokens, 8)
+        usage["currency"] = serve_cfg.currency
+        timings["total"] = round((time.perf_counter() - started) * 1000, 2)
+        routing = {"expert_share": result.routing,
+                   "max_share": max((max(layer) for layer in result.routing), default=0.0)}
+        body.update({
+            "answer": report.text, "request_id": rid, "mode": mode, "usage": usage, "timings_ms": timings,
+            "redactions": {"question": question_pii, "answer": report.redactions},
+            "validation": report.validation, "groundedness": report.groundedness,
+            "confidence": report.confidence, "escalated": report.escalated, "reasons": report.reasons,
+            "routing": routing, "prompt_version": PROMPT_TEMPLATE_VERSION,
+        })
+        chunk_ids = [p.chunk_id for p in evidence.passages]
+        if report.escalated:
+            self.escalations.record(rid, fingerprint(caller.principal.name), caller.team, report.reasons,
+                                    report.confidence, report.groundedness, chunk_ids, body["model_version"])
+        self.events.info("request", extra={"fields": {
+            "request_id": rid, "user": fingerprint(caller.principal.name), "team": caller.team,
+            "key_id": caller.key_id, "mode": mode, "chunks": len(chunk_ids), "chunk_ids": chunk_ids,
+            "facts": len(evidence.facts), "prompt_tokens": usage["prompt_tokens"],
+            "completion_tokens": usage["completion_tokens"], "cost": usage["cost"], "timings_ms": timings,
+            "question_pii": sorted(question_pii), "answer_pii": sorted(report.redactions),
+            "escalated": report.escalated, "reasons": report.reasons, "expert_share": result.routing,
+            "model_version": body["model_version"], "config_hash": body["config_hash"]}})
+        return body
+
+    # -- streaming -------------------------------------------------------------------------
+
+    async def _stream_answer(self, rid: str, caller: ApiPrincipal, question: str, mode: str | None,
+                             top_k: int | None, max_new_tokens: int | None) -> AsyncIterator[tuple[str, Any]]:
+        """("meta", citations), ("delta", text)..., ("done", the /v1/ask response).
+
+        Text leaves a whole word at a time and redacted (the Guard's Presidio); the final
+        response carries the fully checked answer, which is authoritative."""
+        started = time.perf_counter()
+        deadline = started + self.config.serve.request_timeout_s
+        timings: dict[str, float] = {}
+        redacted, question_pii, evidence, mode, top_k = await asyncio.wait_for(
+            self._prepare(caller, question, mode, top_k, timings), self.config.serve.request_timeout_s)
+        pieces = self.generator.options(stream=True).stream.remote(redacted, evidence, max_new_tokens)
+        text, sent, result = "", "", None
+        generate_started = time.perf_counter()
+        cited = await pieces.__anext__()  # the passages that fit the reader's window
+        yield "meta", {"request_id": rid, "citations": [
+            {"marker": i, "chunk_id": p.chunk_id, "doc_id": p.doc_id, "title": p.title, "score": p.score}
+            for i, p in enumerate(cited, 1)]}
+        async for item in pieces:
+            if time.perf_counter() > deadline:
+                pieces.cancel()
+                raise TimeoutError("request timed out while decoding")
+            if not isinstance(item, str):
+                result = item
+                break
+            text += item
+            cut = max(text.rfind(c) for c in STREAM_HOLD)
+            if cut > len(sent):
+                safe = await self.guard.redact.remote(text[:cut])
+                if safe.startswith(sent) and len(safe) > len(sent):
+                    yield "delta", safe[len(sent):]
+                    sent = safe
+        timings["generate"] = round((time.perf_counter() - generate_started) * 1000, 2)
+        report = await self._timed(timings, "guard", self.guard.check.remote(
+            redacted, result.answer.text, evidence, caller.principal))
+        if report.text.startswith(sent) and len(report.text) > len(sent):
+            yield "delta", report.text[len(sent):]
+        yield "done", self._response(rid, caller, mode, question_pii, evidence, result, report, timings, started)
+
+    async def _ask_events(self, rid: str, caller: ApiPrincipal, body: AskRequest) -> AsyncIterator[str]:
+        try:
+            async for kind, payload in self._stream_answer(rid, caller, body.question, body.mode, body.top_k,
+                                                           body.max_new_tokens):
+                data = {"text": payload} if kind == "delta" else payload
+                yield f"event: {kind}\ndata: {json.dumps(data)}\n\n"
+            self.requests.inc(tags={"route": "/v1/ask", "status": "200"})
+        except Exception as exc:  # noqa: BLE001 - headers are sent: report in-band
+            status, kind, message = self._classify(exc)
+            self._count_failure("/v1/ask", exc, rid, status)
+            yield f"event: error\ndata: {json.dumps(error_body(kind, message, rid))}\n\n"
+
+    async def _chat_events(self, rid: str, caller: ApiPrincipal, question: str,
+                           max_new_tokens: int | None) -> AsyncIterator[str]:
+        created = int(time.time())
+        model = "rayrag"
+        try:
+            async for kind, payload in self._stream_answer(rid, caller, question, None, None, max_new_tokens):
+                if kind == "meta":
+                    chunk = chat_chunk(rid, model, created, {"role": "assistant", "content": ""})
+                elif kind == "delta":
+                    chunk = chat_chunk(rid, model, created, {"content": payload})
+                else:
+                    chunk = chat_chunk(rid, payload["model_version"], created, {}, payload["finish_reason"])
+                    chunk["usage"] = payload["usage"]
+                yield f"data: {json.dumps(chunk)}\n\n"
+            yield "data: [DONE]\n\n"
+            self.requests.inc(tags={"route": "/v1/chat/completions", "status": "200"})
+        except Exception as exc:  # noqa: BLE001
+            status, kind, message = self._classify(exc)
+            self._count_failure("/v1/chat/completions", exc, rid, status)
+            yield f"data: {json.dumps(error_body(kind, message, rid))}\n\n"
+
+    def _sse(self, events: AsyncIterator[str], rid: str) -> StreamingResponse:
+        return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    # -- responses -------------------------------------------------------------------------
+
+    def _ok(self, route: str, body: dict[str, Any], rid: str) -> JSONResponse:
+        self.requests.inc(tags={"route": route, "status": "200"})
+        return JSONResponse(body)
+
+    @staticmethod
+    def _classify(exc: Exception) -> tuple[int, str, str]:
+        if isinstance(exc, HTTPFailure):
+            return exc.status, exc.kind, exc.message
+        if isinstance(exc, AuthError):
+            return 401, "unauthorized", str(exc)
+        if isinstance(exc, AccessDenied):
+            return 403, "forbidden", "this key's principal may not read the documents needed"
+        if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+            return 503, "timeout", "the request did not finish within serve.request_timeout_s; retry later"
+        if isinstance(exc, DataError):
+            return 400, "invalid_request", "the request could not be processed as given"
+        return 500, "internal_error", "internal error; quote the request id to the operator"
+
+    def _count_failure(self, route: str, exc: Exception, rid: str, status: int) -> None:
+        self.requests.inc(tags={"route": route, "status": str(status)})
+        self.events.warning("request_failed", extra={"fields": {
+            "request_id": rid, "route": route, "status": status, "error": type(exc).__name__}})
+
+    def _failure(self, route: str, exc: Exception, rid: str) -> JSONResponse:
+        status, kind, message = self._classify(exc)
+        self._count_failure(route, exc, rid, status)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return _error(status, kind, message, rid, headers)

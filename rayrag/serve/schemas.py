@@ -1,0 +1,119 @@
+"""The HTTP API's request bodies and the helpers that shape its responses.
+
+Two front doors over one pipeline: rayrag's own `POST /v1/ask`, whose answer carries its
+evidence (citations, KG facts with provenance, validation, routing, usage, timings), and
+`POST /v1/chat/completions` in the shape of OpenAI's Chat Completions API (request fields,
+`chat.completion` / `chat.completion.chunk` objects, `data: [DONE]`), so any OpenAI client
+can use rayrag as a model. A chat request's question is its last user message; rayrag's
+evidence rides along under the extra key `rayrag`, which OpenAI clients ignore.
+
+Validation errors are reported by field and reason only: pydantic's default error body
+echoes the offending input, which here is a user's question (`validation_message`).
+
+    >>> AskRequest.model_validate({"question": "Who acquired Brightwater Labs?", "top_k": 3})
+    >>> chat_completion("req-1", "Helix Corp", "eos", usage, "model@1a2b", created=0)
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")  # what we accept from X-Request-ID
+MAX_NEW_TOKENS_LIMIT = 1024
+
+
+class AskRequest(BaseModel):
+    """`POST /v1/ask`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(min_length=1, description="The question; redacted before anything else reads it.")
+    mode: Literal["dense", "graph", "hybrid"] | None = Field(None, description="Retrieval mode; default from the config.")
+    top_k: int | None = Field(None, ge=1, le=50, description="Passages retrieved; default from the config.")
+    max_new_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS_LIMIT, description="Answer length cap.")
+    stream: bool = Field(False, description="Server-sent events: tokens as they are decoded, then the full answer.")
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "user", "assistant", "developer", "tool"]
+    content: str | None = None
+
+
+class ChatCompletionRequest(BaseModel):
+    """`POST /v1/chat/completions`: the OpenAI fields rayrag honours; others are ignored
+    (OpenAI clients send several, e.g. `n`, `user`)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = "rayrag"
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    max_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS_LIMIT)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS_LIMIT)
+
+    def question(self) -> str:
+        """The last user message: what the pipeline answers (retrieval is per question)."""
+        for message in reversed(self.messages):
+            if message.role == "user" and message.content and message.content.strip():
+                return message.content
+        raise ValueError("messages must contain a non-empty user message")
+
+    def token_cap(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+
+def validation_message(exc: ValidationError | Any) -> str:
+    """One line naming the first bad field and why, never its value."""
+    errors = exc.errors() if hasattr(exc, "errors") else []
+    if not errors:
+        return "invalid request body"
+    first = errors[0]
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+    return f"invalid request: {where}: {first.get('msg', 'invalid value')}"
+
+
+def request_id(header: str | None) -> str:
+    """X-Request-ID if it looks like an id (it is logged and echoed), else a fresh one."""
+    if header and REQUEST_ID_RE.match(header):
+        return header
+    return uuid.uuid4().hex
+
+
+def error_body(kind: str, message: str, request_id_: str) -> dict[str, Any]:
+    """OpenAI-style error object: {"error": {"type", "message", "request_id"}}."""
+    return {"error": {"type": kind, "message": message, "request_id": request_id_}}
+
+
+def chat_completion(request_id_: str, text: str, finish_reason: str, usage: dict[str, Any],
+                    model: str, created: int | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    body = {
+        "id": f"chatcmpl-{request_id_}",
+        "object": "chat.completion",
+        "created": int(time.time()) if created is None else created,
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                     "finish_reason": openai_finish_reason(finish_reason), "logprobs": None}],
+        "usage": {k: usage[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens") if k in usage},
+    }
+    if extra:
+        body["rayrag"] = extra
+    return body
+
+
+def chat_chunk(request_id_: str, model: str, created: int, delta: dict[str, Any],
+               finish_reason: str | None = None) -> dict[str, Any]:
+    return {"id": f"chatcmpl-{request_id_}", "object": "chat.completion.chunk", "created": created,
+            "model": model, "choices": [{"index": 0, "delta": delta,
+                                         "finish_reason": openai_finish_reason(finish_reason) if finish_reason else None}]}
+
+
+def openai_finish_reason(reason: str) -> str:
+    """Ours ("eos", "stop", "length") -> OpenAI's ("stop", "length")."""
+    return "length" if reason == "length" else "stop"

@@ -1,0 +1,281 @@
+"""The serve graph end to end: a real (tiny) bundle and model, real Ray Serve.
+
+One module-scoped stack: a slice of the demo corpus (the supporting documents of a few
+public questions, restricted documents, distractors) ingested for real, and a tiny reader
+trained on it for a few steps. The graph runs three ways: `_local_testing_mode` (compared
+with the in-process `HybridRetriever` + `Reader`), Serve over HTTP on 127.0.0.1 in this
+process's Ray, and `serve run` in a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+import pytest
+import yaml
+
+from rayrag.config import resolve_config
+from rayrag.errors import ConfigError
+from rayrag.serve.app import build_app, resolve
+from rayrag.serve.auth import ApiPrincipal, key_entry
+from rayrag.types import Principal
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+REPO = Path(__file__).resolve().parents[2]
+ADMIN_KEY, PUBLIC_KEY = "rr-test-admin-key-0123456789", "rr-test-public-key-0123456789"
+ALL_GROUPS = ("public", "hr", "finance", "legal")
+TINY_MODEL = ["generator.vocab_size=512", "generator.d_model=32", "generator.n_layers=2", "generator.n_heads=2",
+              "generator.n_kv_heads=1", "generator.ffn_dim=48", "generator.n_experts=4",
+              "generator.adaptive_softmax_cutoffs=[128, 300]", "generator.copy_dim=16",
+              "train.lm_steps=4", "train.reader_steps=6", "train.batch_size=2", "train.seq_len=255",
+              "train.eval_every=100", "train.checkpoint_every=100", "train.max_graph_qa=40",
+              "decoding.max_new_tokens=8"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def stack(ray_local, demo_corpus, tmp_path_factory):
+    from rayrag.pipelines.ingest import ingest
+    from rayrag.pipelines.train import train
+
+    root = tmp_path_factory.mktemp("serve")
+    docs = {d["id"]: d for d in map(json.loads, demo_corpus.corpus_path.read_text().splitlines())}
+    questions = [json.loads(line) for line in demo_corpus.qa_path.read_text().splitlines()]
+    public_q = [q for q in questions if all(docs[i]["acl"] == ["public"] for i in q["supporting_ids"])][:3]
+    restricted = sorted(d for d, row in docs.items() if "public" not in row["acl"])[:4]
+    keep = {i for q in public_q for i in q["supporting_ids"]} | set(restricted) | set(sorted(docs)[:4])
+    (root / "corpus.jsonl").write_text("".join(json.dumps(docs[d]) + "\n" for d in sorted(keep)))
+    keys_file = root / "api_keys.yaml"  # hashed keys: what a replica reads, whatever Ray's environment
+    keys_file.write_text(yaml.safe_dump([key_entry(ADMIN_KEY, "admin", list(ALL_GROUPS), "ops", "admin"),
+                                         key_entry(PUBLIC_KEY, "visitor", ["public"], "web", "user")]))
+    config = resolve_config("demo", [f"serve.keys_file={keys_file}",
+        "tracking.enabled=false", "serve.stage_num_cpus=0.1", "serve.generator_num_cpus=0.3",
+        f"serve.escalation_queue={root / 'escalations.jsonl'}", f"serve.event_log={root / 'events.jsonl'}",
+        "serve.max_question_chars=500", *TINY_MODEL])
+    config_path = root / "serve.yaml"
+    config_path.write_text(config.to_yaml())
+    ingest(root / "corpus.jsonl", root / "bundle", config, progress=lambda *_: None)
+    train(config, root / "model", bundle=root / "bundle", progress=False)
+    args = {"config": str(config_path), "bundle": str(root / "bundle"), "model": str(root / "model")}
+    return SimpleNamespace(root=root, config=config, args=args, docs=docs, public_q=public_q, restricted=restricted)
+
+
+@pytest.fixture(scope="module")
+def server(stack):
+    from ray import serve
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(stack.args), name="rayrag", route_prefix="/")
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=10).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    else:
+        pytest.fail("the serve graph did not become ready in 120 s")
+    yield url
+    serve.delete("rayrag")
+    serve.shutdown()
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_missing_bundle_or_model_is_one_clear_line(tmp_path):
+    with pytest.raises(ConfigError, match="no index bundle at .*run `make demo`"):
+        resolve({"bundle": str(tmp_path / "nope"), "model": str(tmp_path)})
+
+
+def test_the_checked_in_serve_config_is_a_valid_serve_deploy_file():
+    from ray.serve.schema import ServeDeploySchema
+
+    deploy = ServeDeploySchema.model_validate(yaml.safe_load((REPO / "configs" / "serve_config.yaml").read_text()))
+    (application,) = deploy.applications
+    assert application.import_path == "rayrag.serve.app:build_app" and application.route_prefix == "/"
+    names = {d.name for d in application.deployments}
+    assert names == {"Ingress", "Redactor", "Retriever", "KGEnricher", "Generator", "Guard"}
+
+
+def test_health_readiness_and_openapi(server):
+    assert httpx.get(f"{server}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{server}/readyz").json()
+    assert ready["ready"] is True and set(ready["stages"]) == {"redactor", "retriever", "kg", "generator", "guard"}
+    paths = httpx.get(f"{server}/openapi.json").json()["paths"]
+    assert {"/v1/ask", "/v1/chat/completions", "/healthz", "/readyz"} <= set(paths)
+
+
+def test_ask_returns_the_whole_answer_and_echoes_the_request_id(server, stack):
+    question = stack.public_q[0]["question"]
+    response = httpx.post(f"{server}/v1/ask", json={"question": question}, timeout=120,
+                          headers={**bearer(ADMIN_KEY), "X-Request-ID": "req-42"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert response.headers["x-request-id"] == "req-42" == body["request_id"]
+    for key in ("answer", "citations", "facts", "redactions", "validation", "routing", "usage", "timings_ms",
+                "model_version", "config_hash", "prompt_version", "escalated", "groundedness"):
+        assert key in body, key
+    assert body["citations"] and {"chunk_id", "doc_id", "title", "score"} <= set(body["citations"][0])
+    assert body["usage"]["cost"] > 0 and body["usage"]["total_tokens"] > body["usage"]["completion_tokens"]
+    assert {"redact", "retrieve", "kg", "generate", "guard", "total"} <= set(body["timings_ms"])
+    assert len(body["routing"]["expert_share"]) == stack.config.generator.n_layers
+    events = (stack.root / "events.jsonl").read_text()
+    assert "req-42" in events and question not in events and body["answer"] not in events.replace('"answer_pii"', "")
+
+
+def test_auth_is_required_and_a_wrong_key_is_refused(server):
+    for headers in ({}, {"Authorization": "Basic abc"}, bearer("rr-not-a-key")):
+        response = httpx.post(f"{server}/v1/ask", json={"question": "Who?"}, headers=headers)
+        assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
+        assert "rr-not-a-key" not in response.text
+
+
+def test_a_public_key_never_sees_restricted_documents(server, stack):
+    restricted_titles = {stack.docs[d]["title"] for d in stack.restricted}
+    for title in restricted_titles:
+        body = httpx.post(f"{server}/v1/ask", json={"question": f"What does {title} say?", "top_k": 10},
+                          headers=bearer(PUBLIC_KEY), timeout=120).json()
+        cited = {c["doc_id"] for c in body["citations"]} | {d for f in body["facts"] for d in f["doc_ids"]}
+        assert not cited & set(stack.restricted), title
+        assert all(stack.docs[d]["acl"] == ["public"] for d in cited)
+
+
+@pytest.mark.parametrize(("payload", "status", "message"), [
+    ({"question": "x" * 501}, 413, "longer than 500 characters"),
+    ({"questions": "typo"}, 422, "question: Field required"),
+    ({"question": "Who?", "top_k": 0}, 422, "top_k"),
+    ({"question": "Who?", "stream": "sometimes"}, 422, "stream"),
+    ({"question": "   "}, 422, "must not be blank"),
+])
+def test_bad_input_gets_a_clear_4xx_that_never_echoes_it(server, payload, status, message):
+    response = httpx.post(f"{server}/v1/ask", json=payload, headers=bearer(ADMIN_KEY))
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert message in error["message"] and error["request_id"] == response.headers["x-request-id"]
+    assert "x" * 50 not in response.text and "typo" not in response.text and "sometimes" not in response.text
+
+
+def test_malformed_json_is_422(server):
+    response = httpx.post(f"{server}/v1/ask", content=b'{"question": "Who', headers={
+        **bearer(ADMIN_KEY), "Content-Type": "application/json"})
+    assert response.status_code == 422 and "Who" not in response.text
+
+
+def sse(text: str) -> list[tuple[str, dict]]:
+    events = []
+    for block in text.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines())
+        events.append((fields.get("event", "message"), fields["data"]))
+    return events
+
+
+def test_streaming_ask_sends_citations_first_then_words_then_the_answer(server, stack):
+    response = httpx.post(f"{server}/v1/ask", json={"question": stack.public_q[1]["question"], "stream": True},
+                          headers=bearer(ADMIN_KEY), timeout=120)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+    events = sse(response.text)
+    kinds = [k for k, _ in events]
+    assert kinds[0] == "meta" and kinds[-1] == "done" and "error" not in kinds
+    meta, done = json.loads(events[0][1]), json.loads(events[-1][1])
+    streamed = "".join(json.loads(data)["text"] for kind, data in events if kind == "delta")
+    assert streamed == done["answer"]
+    assert [c["chunk_id"] for c in meta["citations"]] == [c["chunk_id"] for c in done["citations"]]
+
+
+def test_openai_client_talks_to_rayrag(server, stack):
+    openai = pytest.importorskip("openai")  # a dev dependency; `make venv` installs it
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key=ADMIN_KEY, timeout=120)
+    question = stack.public_q[2]["question"]
+    completion = client.chat.completions.create(model="rayrag", messages=[{"role": "user", "content": question}])
+    assert completion.object == "chat.completion" and completion.choices[0].message.role == "assistant"
+    assert completion.usage.total_tokens > 0
+    chunks = list(client.chat.completions.create(model="rayrag", stream=True,
+                                                 messages=[{"role": "user", "content": question}]))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == completion.choices[0].message.content  # greedy: the same answer both ways
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{server}/v1", api_key="rr-wrong").chat.completions.create(
+            model="rayrag", messages=[{"role": "user", "content": question}])
+
+
+def test_serve_run_in_a_subprocess_answers_over_http(stack):
+    port = free_port()
+    # The key from the environment this time (serve run starts its own Ray, which inherits it).
+    env_key = "rr-test-env-key-0123456789"
+    env = {**os.environ, "RAY_ADDRESS": "", "RAYRAG_API_KEYS": f"{env_key}=ci:public:ops:user"}
+    deploy = yaml.safe_load((REPO / "configs" / "serve_config.yaml").read_text())
+    deploy["http_options"] = {"host": "127.0.0.1", "port": port}
+    deploy["applications"][0]["args"] = dict(stack.args)
+    config_path = stack.root / "serve_config.yaml"
+    config_path.write_text(yaml.safe_dump(deploy))
+    command = [str(Path(sys.executable).parent / "serve"), "run", "--address", "local", str(config_path)]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline, answered = time.time() + 240, None
+        while time.time() < deadline and proc.poll() is None and answered is None:
+            try:
+                response = httpx.post(f"http://127.0.0.1:{port}/v1/ask", headers=bearer(env_key), timeout=60,
+                                      json={"question": stack.public_q[0]["question"]})
+                if response.status_code == 200:
+                    answered = response.json()
+            except httpx.HTTPError:
+                time.sleep(2)
+        assert answered is not None, f"serve run never answered (exit {proc.poll()})"
+        assert answered["citations"] and answered["model_version"].startswith("model@")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+# Last in the module: local testing mode runs the FastAPI ingress in this process and leaves
+# uvicorn state on the module-level `app` that Ray can no longer pickle, so a real
+# `serve.run` of the same app must come before it.
+def test_local_testing_mode_answers_what_the_in_process_pipeline_answers(stack):
+    from ray import serve
+
+    from rayrag.generator.answer import Reader
+    from rayrag.governance.redaction import Redactor
+    from rayrag.retrieval.hybrid import HybridRetriever
+
+    # Batch size 1: Ray 2.60's local testing mode cannot run @serve.batch (deployments.py).
+    handle = serve.run(build_app({**stack.args, "set": "serve.max_batch_size=1"}), name="local",
+                       _local_testing_mode=True)
+    admin = ApiPrincipal(Principal("admin", frozenset(ALL_GROUPS)), team="ops", role="admin", key_id="test")
+    question = stack.public_q[0]["question"]
+    served = handle.answer_for.remote(admin, question, mode="hybrid").result()
+
+    redacted = Redactor(stack.config.governance.redaction).redact(question).text
+    evidence = HybridRetriever(Path(stack.args["bundle"]), stack.config).retrieve(redacted, admin.principal, "hybrid")
+    reader = Reader(stack.args["model"], stack.config)
+    expected = reader.answer(redacted, evidence)
+    assert [c["chunk_id"] for c in served["citations"]] == [p.chunk_id for p in expected.answer.citations]
+    assert [(f["subject"], f["relation"]) for f in served["facts"]] == [
+        (f.subject, f.relation) for f in expected.answer.facts]
+    assert served["usage"]["prompt_tokens"] == expected.prompt_tokens
+    if not served["redactions"]["answer"]:
+        assert served["answer"] == expected.answer.text
+    assert served["model_version"] == reader.model_version
+    assert served["config_hash"] == stack.config.with_overrides(["serve.max_batch_size=1"]).config_hash
