@@ -31,10 +31,10 @@ test: venv
 test-fast: venv
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
-BENCHES := redaction ingest retrieval kg moe softmax decode moe-quality
+BENCHES := redaction ingest retrieval kg moe softmax decode moe-quality serve  # serve: on the demo's bundle and model
 
 # Every bench at its quick size; the full sizes (the figures that count) are `rayrag bench NAME --json`.
-bench: venv
+bench: demo
 	for name in $(BENCHES); do $(BIN)/rayrag bench $$name --quick --json || exit 1; done
 
 lint: venv

@@ -291,7 +291,7 @@ def eval_command(
 
 @app.command()
 def bench(
-    name: Annotated[str, typer.Argument(help="redaction | ingest | retrieval | kg | moe | softmax | decode | moe-quality")],
+    name: Annotated[str, typer.Argument(help="redaction | ingest | retrieval | kg | moe | softmax | decode | moe-quality | serve")],
     quick: Annotated[bool, typer.Option("--quick", help="Small sizes (CI).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Last stdout line is one JSON object.")] = False,
 ) -> None:
@@ -303,6 +303,74 @@ def bench(
         for key, value in result.get("ratios", {}).items():
             print(f"{key}: {value:.2f}")
     print(json.dumps(result))
+
+
+serve_app = typer.Typer(help="Run the Ray Serve graph (`serve run rayrag.serve.app:app` with a config); "
+                        "`rayrag serve keygen` makes API keys.")
+app.add_typer(serve_app, name="serve")
+
+
+@serve_app.callback(invoke_without_command=True)
+def serve_command(
+    ctx: typer.Context,
+    config: ConfigOpt = "demo",
+    overrides: SetOpt = None,
+    bundle: Annotated[Path | None, typer.Option("--bundle", help="Index bundle (default: serve.bundle, .rayrag/demo/bundle).")] = None,
+    model: Annotated[Path | None, typer.Option("--model", help="Generator checkpoint (default: serve.model, .rayrag/demo/model).")] = None,
+) -> None:
+    """Serve the graph on serve.host:serve.port until Ctrl-C (API keys: serve.keys_file or $RAYRAG_API_KEYS)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import time
+
+    import ray
+    from ray import serve
+
+    from rayrag.serve.app import build_app, resolve
+
+    args = {"config": config, "set": ",".join(overrides or []),
+            "bundle": str(bundle) if bundle else None, "model": str(model) if model else None}
+    cfg, bundle_path, model_path = resolve(args)  # fail fast, before Ray starts
+    ray.init(include_dashboard=False, configure_logging=False)
+    serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
+    serve.run(build_app(args), name="rayrag", route_prefix="/")
+    print(f"rayrag serving {bundle_path.name} with {model_path.name} on http://{cfg.serve.host}:{cfg.serve.port} "
+          "(POST /v1/ask, /v1/chat/completions; GET /healthz, /readyz, /docs); Ctrl-C stops", file=sys.stderr)
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+@serve_app.command("keygen")
+def serve_keygen(
+    principal: Annotated[str, typer.Option("--principal", help="Who the key acts as (logged only hashed).")],
+    groups: Annotated[str, typer.Option("--groups", help="Comma-separated ACL groups, e.g. public,hr.")] = "public",
+    team: Annotated[str, typer.Option("--team", help="Team tag for usage and cost.")] = "default",
+    role: Annotated[str, typer.Option("--role", help="user | admin")] = "user",
+    keys_file: Annotated[Path | None, typer.Option("--keys-file", help="Append the hashed entry to this YAML file.")] = None,
+) -> None:
+    """Make an API key: the key once on stdout, only its sha256 in the keys file."""
+    import yaml
+
+    from rayrag.atomic import atomic_path
+    from rayrag.serve.auth import KeyStore, generate_key, key_entry
+
+    key = generate_key()
+    entry = key_entry(key, principal, [g.strip() for g in groups.split(",") if g.strip()], team, role)  # type: ignore[arg-type]
+    if keys_file is None:
+        print(yaml.safe_dump([entry], sort_keys=False), file=sys.stderr, end="")
+    else:
+        existing = yaml.safe_load(keys_file.read_text(encoding="utf-8")) if keys_file.is_file() else []
+        if not isinstance(existing, list):
+            raise ConfigError(f"{keys_file}: expected a YAML list of key entries")
+        with atomic_path(keys_file) as tmp:  # replaced only if the new file loads (valid, no duplicate)
+            tmp.write_text(yaml.safe_dump([*existing, entry], sort_keys=False), encoding="utf-8")
+            KeyStore.from_file(tmp)
+        print(f"added key {entry['sha256'][:8]} for {principal} to {keys_file}", file=sys.stderr)
+    print(key)
 
 
 @app.command()

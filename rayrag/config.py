@@ -233,7 +233,7 @@ class ServeConfig(_Section):
     request_timeout_s: float = Field(60.0, gt=0, description="A request not answered in this time gets 503.")
     num_replicas: int = Field(1, gt=0, description="Replicas of each stage.")
     stage_num_cpus: float = Field(0.25, gt=0, description="CPUs reserved per stage replica (fractional: six stages share a laptop).")
-    generator_num_cpus: float = Field(1.0, gt=0, description="CPUs reserved per Generator replica.")
+    generator_num_cpus: float = Field(0.5, gt=0, description="CPUs reserved per Generator replica (the six stages fit 2 cores: 5 x 0.25 + 0.5).")
     max_batch_size: int = Field(8, gt=0, description="@serve.batch size for query embedding and decoding.")
     batch_wait_timeout_s: float = Field(0.01, ge=0, description="How long a batch waits to fill.")
     price_per_1k_input_tokens: float = Field(0.0005, ge=0, description="Cost table for usage: per 1000 prompt tokens.")

@@ -15,15 +15,22 @@ Later stages (serving, tuning) extend this same command.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import httpx
+import yaml
 
 from rayrag.config import RAGConfig, TrackingConfig
 from rayrag.data.demo_corpus import generate_demo_corpus
 from rayrag.data.readers import read_qa
+from rayrag.errors import DataError
 from rayrag.generator.answer import Reader
 from rayrag.governance.tracking import Tracker
 from rayrag.pipelines.ingest import ingest
@@ -37,7 +44,7 @@ _DEMO_SECRETS = {"RAYRAG_HMAC_KEY": "rayrag-demo-hmac-key-not-for-production",
                  "RAYRAG_ENCRYPTION_KEY": "rayrag-demo-key-0123456789abcdef"[:32]}
 
 
-def _ensure_demo_secrets(config: RAGConfig) -> None:
+def ensure_demo_secrets(config: RAGConfig) -> None:
     redaction = config.governance.redaction
     for env_name, default_name in ((redaction.hmac_key_env, "RAYRAG_HMAC_KEY"),
                                    (redaction.encryption_key_env, "RAYRAG_ENCRYPTION_KEY")):
@@ -86,10 +93,56 @@ def _exact_match(reader: Reader, retriever: HybridRetriever, questions: list, pr
     return hits
 
 
+@contextlib.contextmanager
+def served(out: Path, config: RAGConfig) -> Iterator[tuple[str, str]]:
+    """The serve graph on a free loopback port with a fresh demo key: (url, key).
+
+    Only the key's hash is written (DIR/api_keys.yaml); the event log and the escalation
+    queue go to DIR too. Ray and Serve are shut down on exit."""
+    import ray
+    from ray import serve
+
+    from rayrag.serve.app import build_app
+    from rayrag.serve.auth import generate_key, key_entry
+
+    key = generate_key()
+    keys_file = out / "api_keys.yaml"
+    keys_file.write_text(yaml.safe_dump([key_entry(key, "demo", ["public", "hr", "finance", "legal"], "demo",
+                                                   "admin")]), encoding="utf-8")
+    serve_config = config.with_overrides([f"serve.keys_file={keys_file.resolve()}",
+                                          f"serve.event_log={(out / 'events.jsonl').resolve()}",
+                                          f"serve.escalation_queue={(out / 'escalations.jsonl').resolve()}"])
+    config_path = out / "serve.yaml"
+    config_path.write_text(serve_config.to_yaml(), encoding="utf-8")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        ray.init(num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build_app({"config": str(config_path), "bundle": str(out / "bundle"), "model": str(out / "model")}),
+                  name="rayrag", route_prefix="/")
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 300
+        while httpx.get(f"{url}/readyz", timeout=30).status_code != 200:
+            if time.time() > deadline:
+                raise DataError("the serve graph did not become ready within 300 s")
+            time.sleep(1)
+        print(f"[rayrag demo] serving on {url}", file=sys.stderr)
+        yield url, key
+    finally:
+        serve.shutdown()
+        if started_ray:
+            ray.shutdown()
+
+
 def run_demo(out: Path, config: RAGConfig, n_questions: int = 3, n_eval: int | None = None) -> dict:
     out = Path(out)
     started = time.perf_counter()
-    _ensure_demo_secrets(config)
+    ensure_demo_secrets(config)
     data_dir, bundle_dir = out / "data", out / "bundle"
     corpus = generate_demo_corpus(data_dir, seed=config.seed)
     print(f"[rayrag demo] corpus: {corpus.documents} documents, {corpus.questions} questions "
@@ -124,22 +177,33 @@ def run_demo(out: Path, config: RAGConfig, n_questions: int = 3, n_eval: int | N
             for rank, p in enumerate(evidence.passages, 1):
                 gold = "*" if p.doc_id in qa.supporting_ids else " "
                 print(f"   {rank}.{gold}[{p.score:.3f}] {p.title or p.doc_id}")
-        for fact in evidence.facts[:3]:
-            print(f"   fact: {fact.subject} --{fact.relation}--> {fact.object}  ({', '.join(fact.doc_ids[:2])})")
-        # The reader reads the hybrid evidence (the last mode above), as `rayrag ask` does by default.
-        answered = reader.answer(qa.question, evidence)
-        cites = answered.answer.citations
-        print(f"  generated: {answered.answer.text!r}   (gold: {qa.answers[0]!r}, "
-              f"{answered.completion_tokens} tokens, {answered.finish_reason})")
-        print(f"   cited: {', '.join(f'[{i}] {p.title or p.doc_id}' for i, p in enumerate(cites, 1))}"
-              + (f"; dropped to fit: {', '.join(answered.truncated_chunk_ids)}" if answered.truncated_chunk_ids
-                 else ""))
-        answers.append({"question_id": qa.id, "question": qa.question, "gold": qa.answers[0],
-                        "answer": answered.answer.text,
-                        "exact_match": answered.answer.text.strip().lower() == qa.answers[0].strip().lower(),
-                        "citations": [p.chunk_id for p in cites],
-                        "gold_cited": sorted({p.doc_id for p in cites} & set(qa.supporting_ids)),
-                        "truncated": answered.truncated_chunk_ids, "usage": answered.usage()})
+    # The answers come from the Ray Serve graph over HTTP, as a client of `rayrag serve` gets them.
+    print("\n[rayrag demo] starting the serve graph (Ray Serve, six deployments) on 127.0.0.1 ...",
+          file=sys.stderr)
+    with served(out, config) as (url, key):
+        for qa in questions:
+            response = httpx.post(f"{url}/v1/ask", json={"question": qa.question, "mode": "hybrid"},
+                                  headers={"Authorization": f"Bearer {key}"}, timeout=300)
+            body = response.json()
+            if response.status_code != 200:
+                raise DataError(f"the served graph answered HTTP {response.status_code}: {body['error']['message']}")
+            print(f"\nQ (over HTTP, request {body['request_id'][:8]}): {qa.question}")
+            print(f"  answer: {body['answer']!r}   (gold: {qa.answers[0]!r}; {body['usage']['completion_tokens']} "
+                  f"tokens, {body['timings_ms']['total']:.0f} ms, confidence {body['confidence']:.2f}"
+                  f"{', escalated' if body['escalated'] else ''})")
+            print("   cited: " + ", ".join(f"[{c['marker']}] {c['title'] or c['doc_id']}" for c in body["citations"]))
+            for fact in body["facts"][:3]:
+                print(f"   fact: {fact['subject']} --{fact['relation']}--> {fact['object']}  "
+                      f"({', '.join(fact['doc_ids'][:2])})")
+            cited_docs = {c["doc_id"] for c in body["citations"]}
+            answers.append({"question_id": qa.id, "question": qa.question, "gold": qa.answers[0],
+                            "answer": body["answer"],
+                            "exact_match": _normalise(body["answer"]) in {_normalise(a) for a in qa.answers},
+                            "citations": [c["chunk_id"] for c in body["citations"]],
+                            "gold_cited": sorted(cited_docs & set(qa.supporting_ids)),
+                            "truncated": body["truncated"]["chunk_ids"], "usage": body["usage"],
+                            "validation": {k: body["validation"].get(k) for k in ("supported", "contradicted", "unknown")},
+                            "escalated": body["escalated"], "request_id": body["request_id"]})
     print("\n(* = a gold supporting document; hybrid = dense + knowledge-graph PageRank, fused; "
           f"answers by {reader.model_version})")
     exact_match = {}

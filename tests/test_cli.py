@@ -278,3 +278,29 @@ def test_ingest_then_ask_with_model(tmp_path):
     assert [c["doc_id"] for c in cut["citations"]] == cited[:-1]
     assert cut["truncated"]["chunk_ids"] == [out["citations"][-1]["chunk_id"]]
     assert cut["usage"]["prompt_tokens"] < out["usage"]["prompt_tokens"]
+
+
+def test_serve_keygen_prints_the_key_once_and_stores_only_its_hash(tmp_path):
+    import yaml
+
+    from rayrag.serve.auth import KeyStore, hash_key
+
+    keys = tmp_path / "keys.yaml"
+    proc = rayrag("serve", "keygen", "--principal", "ana", "--groups", "public,hr", "--team", "web",
+                  "--keys-file", str(keys))
+    assert proc.returncode == 0, proc.stderr
+    key = proc.stdout.strip().splitlines()[-1]
+    assert key.startswith("rr-") and key not in keys.read_text()
+    (entry,) = yaml.safe_load(keys.read_text())
+    assert entry["sha256"] == hash_key(key) and entry["groups"] == ["public", "hr"]
+    caller = KeyStore.from_file(keys).authenticate(f"Bearer {key}")
+    assert caller.principal.name == "ana" and caller.team == "web" and caller.role == "user"
+    before = keys.read_text()
+    _one_line_error(rayrag("serve", "keygen", "--principal", "bob", "--role", "boss", "--keys-file", str(keys)),
+                    "role must be one of user, admin")
+    assert keys.read_text() == before  # nothing half-written
+
+
+def test_serve_without_a_bundle_is_one_line(tmp_path):
+    _one_line_error(rayrag("serve", "--bundle", str(tmp_path / "missing"), "--model", str(tmp_path)),
+                    "no index bundle at")

@@ -17,7 +17,8 @@ from rayrag.errors import ConfigError
 BENCHES = {"redaction": "rayrag.bench.redaction", "ingest": "rayrag.bench.ingest",
            "retrieval": "rayrag.bench.retrieval", "kg": "rayrag.bench.kg",
            "moe": "rayrag.bench.moe", "softmax": "rayrag.bench.softmax",
-           "decode": "rayrag.bench.decode", "moe-quality": "rayrag.bench.moe_quality"}
+           "decode": "rayrag.bench.decode", "moe-quality": "rayrag.bench.moe_quality",
+           "serve": "rayrag.bench.serve"}
 
 
 def run_bench(name: str, quick: bool = False) -> dict[str, Any]:

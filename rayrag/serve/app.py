@@ -24,7 +24,7 @@ from typing import Any
 
 from ray.serve import Application
 
-from rayrag.config import RAGConfig, load_config
+from rayrag.config import RAGConfig, resolve_config
 from rayrag.errors import ConfigError
 
 DEFAULT_BUNDLE = ".rayrag/demo/bundle"
@@ -34,7 +34,7 @@ DEFAULT_MODEL = ".rayrag/demo/model"
 def resolve(args: dict[str, Any]) -> tuple[RAGConfig, Path, Path]:
     """(config, bundle, model) from the builder args, the environment and the config."""
     overrides = [s for s in str(args.get("set") or "").split(",") if s.strip()]
-    config = load_config(args.get("config") or os.environ.get("RAYRAG_CONFIG"), overrides=overrides)
+    config = resolve_config(args.get("config") or os.environ.get("RAYRAG_CONFIG"), overrides)
     bundle = Path(args.get("bundle") or os.environ.get("RAYRAG_BUNDLE") or config.serve.bundle or DEFAULT_BUNDLE)
     model = Path(args.get("model") or os.environ.get("RAYRAG_MODEL") or config.serve.model or DEFAULT_MODEL)
     if not (bundle / "manifest.json").is_file():

@@ -180,6 +180,37 @@ def test_malformed_json_is_422(server):
     assert response.status_code == 422 and "Who" not in response.text
 
 
+@pytest.fixture(scope="module")
+def tight(server, stack):
+    """A second app on the same Serve: a 50 ms budget and room for one request plus one queued."""
+    from ray import serve
+
+    limits = "serve.request_timeout_s=0.05,serve.max_ongoing_requests=1,serve.max_queued_requests=1"
+    serve.run(build_app({**stack.args, "set": limits}), name="tight", route_prefix="/tight")
+    yield f"{server}/tight"
+    serve.delete("tight")
+
+
+def test_timeouts_and_overload_are_fast_503s(tight, stack):
+    from concurrent.futures import ThreadPoolExecutor
+
+    question = stack.public_q[0]["question"]
+
+    def ask(_: int) -> tuple[int, str, float]:
+        started = time.perf_counter()
+        response = httpx.post(f"{tight}/v1/ask", json={"question": question}, headers=bearer(ADMIN_KEY), timeout=60)
+        return response.status_code, response.text, time.perf_counter() - started
+
+    status, text, _ = ask(0)  # alone: the pipeline cannot finish in 50 ms
+    assert status == 503 and json.loads(text)["error"]["type"] == "timeout" and question not in text
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(ask, range(8)))
+    assert all(status == 503 for status, _, _ in results), [r[:2] for r in results]
+    rejected = [r for r in results if '"timeout"' not in r[1]]  # Serve's back-pressure, before our code runs
+    assert rejected, "no request was turned away by max_queued_requests"
+    assert max(seconds for _, _, seconds in rejected) < 10
+
+
 def sse(text: str) -> list[tuple[str, dict]]:
     events = []
     for block in text.strip().split("\n\n"):

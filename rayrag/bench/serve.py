@@ -1,0 +1,208 @@
+"""Bench `serve`: the Ray Serve graph over HTTP vs the same components in one process.
+
+`rayrag bench serve [--quick] --json [--bundle B --model CKPT]`. Both competitors answer the
+same demo questions (hybrid retrieval, greedy decoding) with the same code:
+
+    inprocess  one process, one question at a time: Redactor -> HybridRetriever -> Reader
+               -> Guard, exactly the stages' calls without Serve (no HTTP, no handles)
+    serve      `build_app` on a local Ray, C concurrent clients (default 8) posting
+               `/v1/ask` over loopback HTTP, each waiting for its answer before the next
+
+Each runs in rounds alternating the order (in-process, serve, serve, in-process, ...), so
+the machine's noise falls on both; throughput is answered requests per wall second of a
+round, latencies are per request. `ratios.serve_vs_inprocess_throughput` (goal >= 0.7) says
+what the service costs over calling the components: HTTP, JSON, six processes and their
+messages, against what it gains from pipelining the stages and batching decodes across
+concurrent requests. `p99_over_p50` (goal <= 3) is the tail under concurrency; `errors`
+counts non-200 answers (goal 0). Needs a bundle and a model: `make demo` leaves them in
+.rayrag/demo/, the default.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+DEMO_DIR = Path(".rayrag/demo")
+FULL = {"requests": 64, "rounds": 2, "clients": 8}
+QUICK = {"requests": 16, "rounds": 1, "clients": 4}
+BENCH_KEY = "rr-bench-key-not-for-production"
+
+
+def _log(message: str) -> None:
+    print(f"[bench serve] {message}", file=sys.stderr, flush=True)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def questions(demo_dir: Path, n: int) -> list[str]:
+    path = demo_dir / "data" / "qa.jsonl"
+    rows = [json.loads(line)["question"] for line in path.read_text(encoding="utf-8").splitlines() if line]
+    return [rows[i % len(rows)] for i in range(n)]
+
+
+class InProcess:
+    """The stages' plain classes in this process, called the way the Ingress calls them."""
+
+    def __init__(self, config: Any, bundle: Path, model: Path) -> None:
+        from rayrag.generator.answer import Reader
+        from rayrag.governance.redaction import Redactor
+        from rayrag.retrieval.hybrid import HybridRetriever
+        from rayrag.serve.guard import Guard
+        from rayrag.types import Principal
+
+        self.redactor = Redactor(config.governance.redaction)
+        self.retriever = HybridRetriever(bundle, config)
+        self.reader = Reader(model, config)
+        self.guard = Guard(config, bundle_path=bundle)
+        self.principal = Principal("bench", frozenset({"public"}))
+        for part in (self.redactor, self.reader, self.guard):
+            part.warm_up()
+        self.retriever.warm_up(graph=True)
+
+    def ask(self, question: str) -> None:
+        redacted = self.redactor.redact(question).text
+        evidence = self.retriever.retrieve(redacted, self.principal, mode="hybrid")
+        result = self.reader.answer(redacted, evidence)
+        self.guard.check(redacted, result.answer.text, evidence, self.principal)
+
+
+def drive(url: str, batch: list[str], clients: int) -> tuple[list[float], int]:
+    """Post every question with `clients` concurrent clients; (latencies ms, errors)."""
+    import httpx
+
+    def one(question: str) -> tuple[float, bool]:
+        started = time.perf_counter()
+        try:
+            response = client.post(f"{url}/v1/ask", json={"question": question, "mode": "hybrid"},
+                                   headers={"Authorization": f"Bearer {BENCH_KEY}"}, timeout=120)
+            ok = response.status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        return (time.perf_counter() - started) * 1000, ok
+
+    with httpx.Client() as client, ThreadPoolExecutor(clients) as pool:
+        results = list(pool.map(one, batch))
+    return [ms for ms, _ in results], sum(not ok for _, ok in results)
+
+
+def start_serve(config_path: Path, bundle: Path, model: Path, port: int) -> str:
+    import httpx
+    import ray
+    from ray import serve
+
+    from rayrag.serve.app import build_app
+
+    # The replicas read the key from the environment Ray starts them with.
+    os.environ["RAYRAG_API_KEYS"] = f"{BENCH_KEY}=bench:public:bench:user"
+    ray.init(num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app({"config": str(config_path), "bundle": str(bundle), "model": str(model)}),
+              name="bench", route_prefix="/")
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=10).status_code == 200:
+                return url
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise RuntimeError("the serve graph did not become ready within 300 s")
+
+
+def stop_serve() -> None:
+    import ray
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()
+
+
+def bench(plan: dict[str, Any], bundle: Path, model: Path, config_name: str = "demo") -> dict[str, Any]:
+    import socket
+
+    from rayrag.config import resolve_config
+
+    config = resolve_config(config_name, ["tracking.enabled=false"])
+    from rayrag.demo import ensure_demo_secrets
+
+    ensure_demo_secrets(config)  # the demo bundle's pseudonyms were made with the demo key
+    batch = questions(DEMO_DIR, plan["requests"])  # the demo's questions, whatever the bundle
+    inprocess = InProcess(config, bundle, model)
+    inprocess.ask(batch[0])  # warm
+    with tempfile.TemporaryDirectory() as tmp:
+        config_path = Path(tmp) / "serve.yaml"
+        config_path.write_text(config.with_overrides([
+            f"serve.event_log={Path(tmp) / 'events.jsonl'}",
+            f"serve.escalation_queue={Path(tmp) / 'escalations.jsonl'}"]).to_yaml())
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        url = start_serve(config_path, bundle, model, port)
+        try:
+            drive(url, batch[: plan["clients"]], plan["clients"])  # warm every stage
+            runs: dict[str, list[dict[str, Any]]] = {"inprocess": [], "serve": []}
+            for r in range(plan["rounds"]):
+                for name in ("inprocess", "serve") if r % 2 == 0 else ("serve", "inprocess"):
+                    started = time.perf_counter()
+                    if name == "inprocess":
+                        latencies = []
+                        for question in batch:
+                            t = time.perf_counter()
+                            inprocess.ask(question)
+                            latencies.append((time.perf_counter() - t) * 1000)
+                        errors = 0
+                    else:
+                        latencies, errors = drive(url, batch, plan["clients"])
+                    seconds = time.perf_counter() - started
+                    runs[name].append({"seconds": seconds, "latencies": latencies, "errors": errors})
+                    _log(f"round {r + 1} {name}: {len(batch) / seconds:.2f} req/s, "
+                         f"p50 {percentile(latencies, 50):.0f} ms, errors {errors}")
+        finally:
+            stop_serve()
+    report = {}
+    for name, rounds in runs.items():
+        latencies = [ms for run in rounds for ms in run["latencies"]]
+        report[name] = {"throughput_rps": round(len(batch) * len(rounds) / sum(run["seconds"] for run in rounds), 3),
+                        "p50_ms": round(percentile(latencies, 50), 1), "p99_ms": round(percentile(latencies, 99), 1),
+                        "errors": sum(run["errors"] for run in rounds), "requests": len(latencies)}
+    serve_report = report["serve"]
+    return {
+        "plan": plan, "config": config_name, "model": str(model), "bundle": str(bundle),
+        "competitors": report, "throughput_rps": serve_report["throughput_rps"], "p50_ms": serve_report["p50_ms"],
+        "p99_ms": serve_report["p99_ms"], "errors": serve_report["errors"],
+        "ratios": {
+            "serve_vs_inprocess_throughput": round(serve_report["throughput_rps"]
+                                                   / report["inprocess"]["throughput_rps"], 3),
+            "p99_over_p50": round(serve_report["p99_ms"] / max(serve_report["p50_ms"], 1e-9), 3),
+        },
+    }
+
+
+def run(quick: bool = False, bundle: str | None = None, model: str | None = None) -> dict[str, Any]:
+    from rayrag.errors import ConfigError
+
+    bundle_path = Path(bundle or DEMO_DIR / "bundle")
+    model_path = Path(model or DEMO_DIR / "model")
+    if not all(p.is_file() for p in (bundle_path / "manifest.json", model_path / "config.json",
+                                      DEMO_DIR / "data" / "qa.jsonl")):
+        raise ConfigError(f"bench serve needs a bundle and a model ({bundle_path}, {model_path}): run `make demo` first")
+    plan = QUICK if quick else FULL
+    started = time.perf_counter()
+    result = bench(plan, bundle_path, model_path)
+    return {"bench": "serve", "quick": quick, **result, "wall_seconds": round(time.perf_counter() - started, 1)}
+
