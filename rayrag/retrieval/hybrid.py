@@ -147,7 +147,7 @@ class HybridRetriever:
 
             self._graph = GraphRetriever(self.dense.bundle.graph(), self.config.kg,
                                          embed_fn=self.dense.embedder.encode)
-            self._graph.warm_up()
+            self._graph.prepare()  # spaCy, and every entity name embedded once, before any question
 
     def retrieve(self, question: str, principal: Principal, mode: Mode | None = None,
                  top_k: int | None = None, with_facts: bool = True) -> Evidence:

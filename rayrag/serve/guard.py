@@ -127,7 +127,8 @@ class Guard:
             self.graph = GraphRetriever(IndexBundle.load(path).graph(), self.config.kg,
                                         embed_fn=embedder.encode)
         if self.graph is not None:
-            self.graph.warm_up()
+            prepare = getattr(self.graph, "prepare", None)
+            (prepare or self.graph.warm_up)()  # entity names embedded now, not in a request
         self._extractor = TripleExtractor(self.config.kg)
         self._extractor.warm_up()
         from spacy.lang.en.stop_words import STOP_WORDS

@@ -82,6 +82,22 @@ async def _invalid(request: Request, exc: RequestValidationError) -> JSONRespons
     return _error(422, "invalid_request", validation_message(exc), request_id(request.headers.get("x-request-id")))
 
 
+def classify_error(exc: Exception) -> tuple[int, str, str]:
+    """(HTTP status, error type, message) for an exception; the message never carries request
+    content (an exception's own text may: it is not used)."""
+    if isinstance(exc, HTTPFailure):
+        return exc.status, exc.kind, exc.message
+    if isinstance(exc, AuthError):
+        return 401, "unauthorized", str(exc)  # AuthError messages never echo the key
+    if isinstance(exc, AccessDenied):
+        return 403, "forbidden", "this key's principal may not read the documents needed"
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        return 503, "timeout", "the request did not finish within serve.request_timeout_s; retry later"
+    if isinstance(exc, DataError):
+        return 400, "invalid_request", "the request could not be processed as given"
+    return 500, "internal_error", "internal error; quote the request id to the operator"
+
+
 @serve.deployment(name="Ingress")
 @serve.ingress(app)
 class Ingress:
@@ -305,7 +321,7 @@ class Ingress:
                 yield f"event: {kind}\ndata: {json.dumps(data)}\n\n"
             self.requests.inc(tags={"route": "/v1/ask", "status": "200"})
         except Exception as exc:  # noqa: BLE001 - headers are sent: report in-band
-            status, kind, message = self._classify(exc)
+            status, kind, message = classify_error(exc)
             self._count_failure("/v1/ask", exc, rid, status)
             yield f"event: error\ndata: {json.dumps(error_body(kind, message, rid))}\n\n"
 
@@ -326,7 +342,7 @@ class Ingress:
             yield "data: [DONE]\n\n"
             self.requests.inc(tags={"route": "/v1/chat/completions", "status": "200"})
         except Exception as exc:  # noqa: BLE001
-            status, kind, message = self._classify(exc)
+            status, kind, message = classify_error(exc)
             self._count_failure("/v1/chat/completions", exc, rid, status)
             yield f"data: {json.dumps(error_body(kind, message, rid))}\n\n"
 
@@ -339,27 +355,13 @@ class Ingress:
         self.requests.inc(tags={"route": route, "status": "200"})
         return JSONResponse(body)
 
-    @staticmethod
-    def _classify(exc: Exception) -> tuple[int, str, str]:
-        if isinstance(exc, HTTPFailure):
-            return exc.status, exc.kind, exc.message
-        if isinstance(exc, AuthError):
-            return 401, "unauthorized", str(exc)
-        if isinstance(exc, AccessDenied):
-            return 403, "forbidden", "this key's principal may not read the documents needed"
-        if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
-            return 503, "timeout", "the request did not finish within serve.request_timeout_s; retry later"
-        if isinstance(exc, DataError):
-            return 400, "invalid_request", "the request could not be processed as given"
-        return 500, "internal_error", "internal error; quote the request id to the operator"
-
     def _count_failure(self, route: str, exc: Exception, rid: str, status: int) -> None:
         self.requests.inc(tags={"route": route, "status": str(status)})
         self.events.warning("request_failed", extra={"fields": {
             "request_id": rid, "route": route, "status": status, "error": type(exc).__name__}})
 
     def _failure(self, route: str, exc: Exception, rid: str) -> JSONResponse:
-        status, kind, message = self._classify(exc)
+        status, kind, message = classify_error(exc)
         self._count_failure(route, exc, rid, status)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         return _error(status, kind, message, rid, headers)

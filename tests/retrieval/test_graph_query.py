@@ -202,3 +202,19 @@ def test_titles_and_identifiers_carry_the_second_hop():
     assert ranked[:2] == ["film#0", "nolan#0"]
     assert "entity:emp-10010" in r.link("Where does employee EMP-10010 work?", PUBLIC)
     assert r.rank("Where does employee EMP-10010 work?", PUBLIC, top_k=1)[0][0] == "hr#0"
+
+
+def test_prepare_embeds_every_name_once_before_any_question(kg):
+    asked: list[list[str]] = []
+
+    def counting(texts):
+        asked.append(list(texts))
+        return EMBED(texts)
+
+    r = GraphRetriever(kg, KGConfig(), embed_fn=counting)
+    r.prepare()  # a principal reading every group: all aliases, shared by later views
+    names = {t for batch in asked for t in batch}
+    assert "brightwater labs" in names and "kestrel bank" in names  # hr-only names too
+    asked.clear()
+    r.link("Who founded Brightwater Laboratories?", PUBLIC)  # a new view: only the question is embedded
+    assert all(len(batch) <= 2 and "kestrel bank" not in batch for batch in asked), asked

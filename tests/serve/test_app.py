@@ -138,6 +138,10 @@ def test_ask_returns_the_whole_answer_and_echoes_the_request_id(server, stack):
     assert body["usage"]["cost"] > 0 and body["usage"]["total_tokens"] > body["usage"]["completion_tokens"]
     assert {"redact", "retrieve", "kg", "generate", "guard", "total"} <= set(body["timings_ms"])
     assert len(body["routing"]["expert_share"]) == stack.config.generator.n_layers
+    if body["escalated"]:  # the tiny reader is rarely sure: its answer waits for a human, by id only
+        queue = (stack.root / "escalations.jsonl").read_text()
+        record = next(json.loads(line) for line in queue.splitlines() if "req-42" in line)
+        assert record["reasons"] == body["reasons"] and question not in queue
     events = (stack.root / "events.jsonl").read_text()
     assert "req-42" in events and question not in events and body["answer"] not in events.replace('"answer_pii"', "")
 
