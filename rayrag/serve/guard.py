@@ -23,6 +23,8 @@ Confidence, in [0, 1] (answers below `serve.confidence_threshold` are escalated)
     confidence = groundedness
                  + (1 - groundedness) * SUPPORT_BONUS * supported / (supported + unknown)
     x CONTRADICTION_FACTOR when any claim is contradicted   (0.25: always escalates at 0.5)
+    x CONTRADICTION_FACTOR when a short answer names only entities the question names
+      ("Which company acquired Tarrow Power?" -> "Tarrow Power": grounded, answers nothing)
     x BAD_CITATION_FACTOR when a marker is out of range     (0.8)
     = 0 for an empty answer or empty evidence.
 
@@ -171,6 +173,9 @@ class Guard:
         if validation["contradicted"]:
             reasons.append("contradicted_claim")
             confidence *= CONTRADICTION_FACTOR
+        if any(row["kind"] == "repeats_question" for row in validation["claims"]):
+            reasons.append("answer_repeats_question")  # grounded, but only in the question's own entity
+            confidence *= CONTRADICTION_FACTOR
         if citations["out_of_range"]:
             reasons.append("bad_citation")
             confidence *= BAD_CITATION_FACTOR
@@ -256,7 +261,10 @@ class Guard:
         asked relation and may contradict; without one, any relation may only support.
         """
         asked_nodes = set(self.graph.link(question, principal))
-        answer_nodes = [n for n in self.graph.link(text, principal) if n not in asked_nodes]
+        named = list(self.graph.link(text, principal))
+        answer_nodes = [n for n in named if n not in asked_nodes]
+        if named and not answer_nodes:  # "Which company acquired X?" -> "X": answers nothing
+            return [self._row(("", "", ""), "unknown", (), "repeats_question")]
         if not answer_nodes:
             return [self._row(("", "", ""), "unknown", (), "implied")] if self.content_tokens(text) else []
         facts = self.graph.facts(question, principal, [p.chunk_id for p in evidence.passages],

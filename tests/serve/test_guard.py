@@ -136,3 +136,11 @@ def test_without_a_graph_or_redaction_the_checks_degrade_visibly(monkeypatch):
     assert report.validation == {"checked": False, "supported": 0, "contradicted": 0,
                                  "unknown": 0, "claims": []}
     assert report.redactions == {} and report.confidence == 1.0
+
+
+def test_an_answer_that_only_repeats_the_question_entity_is_escalated(guard):
+    # Grounded (the name is in the passages) but it answers nothing: the failure mode of a small reader.
+    report = guard.check(ACQUIRED, "Brightwater Labs", EVIDENCE, PUBLIC)
+    assert report.groundedness == 1.0
+    assert "answer_repeats_question" in report.reasons and report.escalated
+    assert report.validation["claims"][0]["kind"] == "repeats_question"
