@@ -273,6 +273,15 @@ class RAGConfig(_Section):
     def config_hash(self) -> str:
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()
 
+    @property
+    def training_hash(self) -> str:
+        """sha256 of the sections that can change a trained model: not serving, tracking,
+        decoding or retrieval settings (the demo reuses a model across those)."""
+        data = self.model_dump(mode="json")
+        for section in ("serve", "tracking", "decoding", "retrieval", "index"):
+            data.pop(section, None)
+        return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
 

@@ -54,7 +54,8 @@ def ensure_demo_secrets(config: RAGConfig) -> None:
 
 
 def _trained_model(out: Path, bundle_dir: Path, config: RAGConfig, tracker: Tracker) -> dict:
-    """DIR/model: reused when its training.json was written with this config, else trained."""
+    """DIR/model: reused when its training.json was written with the same training-relevant
+    config (`RAGConfig.training_hash`: serving and retrieval settings do not count), else trained."""
     model_dir = out / "model"
     summary_file = model_dir / SUMMARY_FILE
     if summary_file.is_file() and (model_dir / "model.safetensors").is_file():
@@ -62,9 +63,9 @@ def _trained_model(out: Path, bundle_dir: Path, config: RAGConfig, tracker: Trac
             previous = json.loads(summary_file.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             previous = {}
-        if previous.get("config_hash") == config.config_hash:
-            print(f"[rayrag demo] reusing the trained model in {model_dir} (same config hash "
-                  f"{config.config_hash[:12]}); delete it to retrain", file=sys.stderr)
+        if previous.get("training_hash") == config.training_hash:
+            print(f"[rayrag demo] reusing the trained model in {model_dir} (same training config, hash "
+                  f"{config.training_hash[:12]}); delete it to retrain", file=sys.stderr)
             return {**previous, "reused": True}
     t = config.train
     print(f"[rayrag demo] training the generator ({t.lm_steps} LM + {t.reader_steps} reader steps, "

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from rayrag.config import RAGConfig, configs_dir, load_config, resolve_config
 from rayrag.errors import ConfigError
 
-SHIPPED = sorted(configs_dir().glob("*.yaml"))
+SHIPPED = [p for p in sorted(configs_dir().glob("*.yaml")) if p.name != "serve_config.yaml"]  # a Serve deploy file: tests/serve/test_app.py
 
 
 def test_configs_dir_has_default_and_demo():
@@ -82,3 +82,12 @@ def test_flat_params_are_short_strings():
     assert params["chunking.chunk_size"] == "200"
     assert "governance.redaction.operators" in params
     assert all(isinstance(v, str) for v in params.values())
+
+
+def test_training_hash_ignores_serving_and_retrieval_but_not_the_model():
+    from rayrag.config import resolve_config
+
+    base = resolve_config("demo")
+    served = base.with_overrides(["serve.port=9000", "retrieval.top_k=3", "decoding.max_new_tokens=5"])
+    assert served.config_hash != base.config_hash and served.training_hash == base.training_hash
+    assert base.with_overrides(["generator.d_model=64"]).training_hash != base.training_hash

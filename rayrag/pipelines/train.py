@@ -373,7 +373,8 @@ class Trainer:
         return {"mode": "lora" if self.lora else "full", "steps": sum(p.steps for p in phases),
                 "phases": phase_summary(phases, logs), "tokens_seen": sum(log.tokens for log in logs),
                 "seconds": round(seconds, 2), "workers": self.world_size,
-                "config_hash": self.config.config_hash, "mlflow_run_id": run_id,
+                "config_hash": self.config.config_hash, "training_hash": self.config.training_hash,
+                "mlflow_run_id": run_id,
                 "resumed": state is not None, "reader_source": self.data.reader.source,
                 "lora_rank": self.config.lora.rank if self.lora else None,
                 "data": dict(self.data.counts)}
