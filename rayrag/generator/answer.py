@@ -119,6 +119,7 @@ class Reader:
         self.device = torch.device(device) if device is not None else (
             torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
         self._model: MoETransformer | None = None
+        self.sharded: Any = None  # a ShardedGenerator when generator.num_shards > 1
         self._tokenizer: RayragTokenizer | None = None
         self._model_version = ""
 
@@ -131,7 +132,14 @@ class Reader:
         if not self.checkpoint.is_dir():
             raise ModelError(f"generator checkpoint not found: {self.checkpoint} (--model)")
         tokenizer = RayragTokenizer.load(self.checkpoint)
-        model = load_checkpoint(self.checkpoint, device=self.device)
+        shards = self.config.generator.num_shards
+        if shards > 1:  # experts on ExpertShard actors (generator/sharded.py); the rest here
+            from rayrag.generator.sharded import ShardedGenerator
+
+            self.sharded = ShardedGenerator(self.checkpoint, shards)
+            model = self.sharded.model
+        else:
+            model = load_checkpoint(self.checkpoint, device=self.device)
         if tokenizer.vocab_size > model.config.vocab_size:
             # Ids past the embedding table would index out of range at the first forward.
             raise ModelError(f"{self.checkpoint}: tokenizer has {tokenizer.vocab_size} tokens but the model's "

@@ -46,6 +46,23 @@ def resolve(args: dict[str, Any]) -> tuple[RAGConfig, Path, Path]:
     return config, bundle.resolve(), model.resolve()
 
 
+def shard_placement(config: RAGConfig) -> dict[str, Any]:
+    """With generator.num_shards > 1, the Generator replica's placement group: its own bundle
+    plus one per ExpertShard (a GPU each when the cluster has GPUs), gang-scheduled together;
+    the shards the replica starts land in those bundles."""
+    shards = config.generator.num_shards
+    if shards <= 1:
+        return {}
+    import ray
+
+    gpus = ray.cluster_resources().get("GPU", 0) if ray.is_initialized() else 0
+    from rayrag.generator.sharded import CPU_PER_SHARD
+
+    shard_bundle = {"CPU": CPU_PER_SHARD, **({"GPU": 1} if gpus >= shards else {})}
+    return {"placement_group_bundles": [{"CPU": config.serve.generator_num_cpus}] + [shard_bundle] * shards,
+            "placement_group_strategy": "PACK"}
+
+
 def build_app(args: dict[str, Any] | None = None) -> Application:
     """The deployment graph: Ingress over Redactor, Retriever, KGEnricher, Generator, Guard."""
     from rayrag.serve.deployments import (
@@ -68,7 +85,8 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     redactor = RedactorStage.options(**stage(s.stage_num_cpus)).bind(config_json)
     retriever = RetrieverStage.options(**stage(s.stage_num_cpus)).bind(config_json, str(bundle))
     kg = KGEnricherStage.options(**stage(s.stage_num_cpus)).bind(config_json, str(bundle))
-    generator = GeneratorStage.options(**stage(s.generator_num_cpus)).bind(config_json, str(model))
+    generator = GeneratorStage.options(**stage(s.generator_num_cpus), **shard_placement(config)).bind(
+        config_json, str(model))
     guard = GuardStage.options(**stage(s.stage_num_cpus)).bind(config_json, str(bundle))
     return Ingress.options(**stage(s.stage_num_cpus), max_queued_requests=s.max_queued_requests).bind(
         redactor, retriever, kg, generator, guard, config_json)

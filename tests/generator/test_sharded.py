@@ -1,0 +1,100 @@
+"""Expert parallelism on real Ray actors: equal to the local model, recovers from a dead shard."""
+
+from __future__ import annotations
+
+import pytest
+import ray
+import torch
+
+from rayrag.config import GeneratorConfig
+from rayrag.errors import RayRagError
+from rayrag.generator.checkpoint import load_checkpoint, save_checkpoint
+from rayrag.generator.generate import generate
+from rayrag.generator.model import MoETransformer
+from rayrag.generator.sharded import ShardedGenerator, expert_ranges
+
+pytestmark = pytest.mark.slow
+
+PROMPTS = [[5, 17, 42, 9, 88, 3, 61], [120, 7], [33, 150, 2, 19]]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    cfg = GeneratorConfig(vocab_size=200, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=48,
+                          n_experts=4, experts_per_token=2, max_seq_len=64, adaptive_softmax_cutoffs=(40, 120))
+    path = tmp_path_factory.mktemp("ep") / "ckpt"
+    save_checkpoint(MoETransformer(cfg, token_order=torch.randperm(200)), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def sharded(ray_local, checkpoint):
+    generator = ShardedGenerator(checkpoint, num_shards=2)
+    yield generator
+    generator.shutdown()
+
+
+def test_expert_ranges_are_contiguous_and_even():
+    assert expert_ranges(8, 3) == [(0, 3), (3, 6), (6, 8)]
+    assert expert_ranges(4, 1) == [(0, 4)]
+    with pytest.raises(RayRagError, match="num_shards"):
+        expert_ranges(4, 5)
+
+
+def test_sharded_forward_equals_the_local_model(sharded, checkpoint):
+    local = load_checkpoint(checkpoint).eval()
+    ids = torch.tensor([[5, 17, 42, 9, 88, 3, 61, 7], [120, 7, 33, 150, 2, 19, 11, 12]])
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0
+    with torch.inference_mode():
+        expected = local(ids, attention_mask=mask).logits
+        got = sharded.model(ids, attention_mask=mask).logits
+    assert (got - expected).abs().max().item() <= 1e-4
+    assert all(load > 0 for load in sharded.shard_load)  # both shards did work
+    assert sharded.load_imbalance() >= 0
+    assert all(layer.block_sparse_moe.experts.w1.numel() == 0 for layer in sharded.model.model.layers)
+
+
+def test_sharded_greedy_generations_are_identical(sharded, checkpoint):
+    local = load_checkpoint(checkpoint).eval()
+    expected = generate(local, PROMPTS, max_new_tokens=12, eos_id=None, pad_id=0)
+    got = generate(sharded.model, PROMPTS, max_new_tokens=12, eos_id=None, pad_id=0)
+    assert [g.tokens for g in got] == [g.tokens for g in expected]
+
+
+def test_a_killed_shard_is_recreated_and_the_call_retried(sharded, checkpoint):
+    local = load_checkpoint(checkpoint).eval()
+    ids = torch.tensor([PROMPTS[0]])
+    with torch.inference_mode():
+        expected = local(ids).logits
+    restarts = sharded.restarts
+    ray.kill(sharded.shards[1])
+    with torch.inference_mode():
+        got = sharded.model(ids).logits  # notices, recreates shard 1 from the checkpoint, retries
+    assert sharded.restarts > restarts
+    assert (got - expected).abs().max().item() <= 1e-4
+
+
+def test_the_reader_and_the_serve_graph_use_shards_when_configured(ray_local, checkpoint, tmp_path):
+    from rayrag.config import RAGConfig, resolve_config
+    from rayrag.generator.answer import Reader
+    from rayrag.generator.tokenizer import train_tokenizer
+    from rayrag.serve.app import shard_placement
+    from rayrag.types import Evidence, Passage
+
+    tok = train_tokenizer([f"Helix Corp acquired Brightwater Labs in {2000 + i}." for i in range(50)], 300)
+    cfg = GeneratorConfig(vocab_size=300, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=48,
+                          n_experts=4, experts_per_token=2, max_seq_len=128, adaptive_softmax_cutoffs=())
+    ckpt = save_checkpoint(MoETransformer(cfg), tmp_path / "ckpt")
+    tok.save(ckpt)
+    config = RAGConfig().with_overrides(["generator.num_shards=2", "decoding.max_new_tokens=4"])
+    reader = Reader(ckpt, config)
+    evidence = Evidence(passages=(Passage("c1", "d1", "Helix Corp acquired Brightwater Labs.", 1.0),))
+    result = reader.answer("Who acquired Brightwater Labs?", evidence)
+    assert reader.sharded is not None and sum(reader.sharded.shard_load) > 0
+    assert result.completion_tokens > 0
+    reader.sharded.shutdown()
+    placement = shard_placement(resolve_config("demo", ["generator.num_shards=2"]))
+    assert placement["placement_group_bundles"][1:] == [{"CPU": 0.5}] * 2  # no GPUs here
+    assert shard_placement(resolve_config("demo")) == {}
