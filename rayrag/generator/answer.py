@@ -136,7 +136,7 @@ class Reader:
         if shards > 1:  # experts on ExpertShard actors (generator/sharded.py); the rest here
             from rayrag.generator.sharded import ShardedGenerator
 
-            self.sharded = ShardedGenerator(self.checkpoint, shards)
+            self.sharded = ShardedGenerator(self.checkpoint, shards, transport=self.config.generator.ep_transport)
             model = self.sharded.model
         else:
             model = load_checkpoint(self.checkpoint, device=self.device)

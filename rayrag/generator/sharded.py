@@ -12,6 +12,12 @@ same `SwiGLUExperts.forward_sorted`, and the blocks are put back in order; the l
 weights and sums them with the router weights as it always does. The numbers are the local
 model's up to float reassociation in the matmuls (checked <= 1e-4 in tests).
 
+Transport (`generator.ep_transport`): a Ray Compiled Graph (`ray.dag`, `experimental_compile`:
+pre-allocated shared-memory channels between this process and the shards, no per-call task
+submission) with the layer index and every shard's block as its inputs, or plain actor
+calls (one `forward.remote` per shard and layer). A graph that fails to compile falls back
+to actor calls, and says so in `transport`.
+
 Placement: shards ask for `num_gpus=1` each when there are GPUs (one shard per device), else
 a fraction of a CPU, so a laptop runs the same code. The caller's own copy of the experts is
 freed: a model too large for one device still serves.
@@ -44,6 +50,7 @@ from rayrag.generator.model import MoETransformer
 from rayrag.generator.moe import SwiGLUExperts
 
 CPU_PER_SHARD = 0.5  # fractional: two shards and the caller fit a 2-core machine
+TRANSPORTS = ("compiled", "actor")
 
 
 class ShardFailure(RayRagError):
@@ -98,7 +105,10 @@ class ShardedGenerator:
     """A `MoETransformer` (as `.model`) whose expert FFNs run on `ExpertShard` actors."""
 
     def __init__(self, checkpoint: str | Path, num_shards: int, *, use_gpu: bool | None = None,
-                 num_cpus: float = CPU_PER_SHARD) -> None:
+                 num_cpus: float = CPU_PER_SHARD, transport: str = "compiled") -> None:
+        if transport not in TRANSPORTS:
+            raise RayRagError(f"ep_transport must be one of {', '.join(TRANSPORTS)}, got {transport!r} "
+                              "(generator.ep_transport)")
         self.checkpoint = str(Path(checkpoint).resolve())
         self.model: MoETransformer = load_checkpoint(self.checkpoint).eval()
         config = self.model.config
@@ -111,6 +121,9 @@ class ShardedGenerator:
         ray.get([shard.info.remote() for shard in self.shards])  # loaded before the first request
         self.shard_load = [0] * num_shards  # token-slots sent to each shard
         self.restarts = 0
+        self.transport, self._compiled = "actor", None
+        if transport == "compiled":
+            self._compile()
         for i, layer in enumerate(self.model.model.layers):
             moe = layer.block_sparse_moe
             moe.expert_fn = functools.partial(self._dispatch, i)
@@ -138,7 +151,21 @@ class ShardedGenerator:
             y[start:end] = results[s].to(device, y.dtype)
         return y
 
+    def _compile(self) -> None:
+        from ray.dag import InputNode, MultiOutputNode
+
+        try:
+            with InputNode() as inp:  # inputs: layer, then (rows, counts) per shard
+                dag = MultiOutputNode([shard.forward.bind(inp[0], inp[1 + 2 * s], inp[2 + 2 * s])
+                                       for s, shard in enumerate(self.shards)])
+            self._compiled, self.transport = dag.experimental_compile(), "compiled"
+        except Exception as exc:  # noqa: BLE001 - an unsupported setup: actor calls still work
+            self._compiled, self.transport = None, "actor"
+            self.compile_error = type(exc).__name__
+
     def _call(self, layer: int, blocks: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> dict[int, torch.Tensor]:
+        if self._compiled is not None:
+            return self._call_compiled(layer, blocks)
         refs = {s: self.shards[s].forward.remote(layer, x, c) for s, (x, c) in blocks.items()}
         results: dict[int, torch.Tensor] = {}
         for s, ref in refs.items():
@@ -147,6 +174,34 @@ class ShardedGenerator:
             except ray.exceptions.RayActorError:
                 results[s] = self._recover(s, layer, *blocks[s])
         return results
+
+    def _call_compiled(self, layer: int, blocks: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> dict[int, torch.Tensor]:
+        """One execution of the compiled graph; every shard runs, idle ones on empty blocks."""
+        args: list[Any] = [layer]
+        for s, (lo, hi) in enumerate(self.ranges):
+            x, c = blocks.get(s, (torch.empty(0, self.model.config.d_model), torch.zeros(hi - lo, dtype=torch.long)))
+            args += [x, c]
+        for attempt in (0, 1):
+            try:
+                outputs = ray.get(self._compiled.execute(*args))
+                return {s: outputs[s] for s in blocks}
+            except Exception as exc:  # noqa: BLE001 - a dead shard surfaces as several error types
+                if attempt:
+                    raise ShardFailure("an expert shard failed again after the compiled graph was rebuilt") from exc
+                self._rebuild()
+        raise AssertionError("unreachable")
+
+    def _rebuild(self) -> None:
+        """Tear the compiled graph down, recreate dead shards from the checkpoint, recompile."""
+        self._compiled.teardown()
+        for s, (lo, hi) in enumerate(self.ranges):
+            try:
+                ray.get(self.shards[s].info.remote(), timeout=30)
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                self.shards[s] = self._start(lo, hi)
+                self.restarts += 1
+        ray.get([shard.info.remote() for shard in self.shards])
+        self._compile()
 
     def _recover(self, s: int, layer: int, x: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         """Recreate shard s from the checkpoint and retry its call once."""
@@ -167,6 +222,9 @@ class ShardedGenerator:
         return (max(self.shard_load) - mean) / mean
 
     def shutdown(self) -> None:
+        if self._compiled is not None:
+            self._compiled.teardown()
+            self._compiled = None
         for shard in self.shards:
             ray.kill(shard)
         self.shards = []

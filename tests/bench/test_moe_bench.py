@@ -26,3 +26,4 @@ def test_run_returns_the_documented_ratios(monkeypatch):
     assert {"ours_vs_naive_e64", "ours_vs_naive_e8", "ours_vs_dense_e8", "ours_vs_dense_e8_cpu",
             "ours_vs_hf_e64"} <= set(result["ratios"])
     assert all(v > 0 for v in result["ratios"].values())
+

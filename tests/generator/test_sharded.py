@@ -28,9 +28,10 @@ def checkpoint(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def sharded(ray_local, checkpoint):
-    generator = ShardedGenerator(checkpoint, num_shards=2)
+@pytest.fixture(scope="module", params=["compiled", "actor"])
+def sharded(request, ray_local, checkpoint):
+    generator = ShardedGenerator(checkpoint, num_shards=2, transport=request.param)
+    assert generator.transport == request.param  # compiled graphs work here: no silent fallback
     yield generator
     generator.shutdown()
 

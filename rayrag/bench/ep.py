@@ -1,0 +1,125 @@
+"""Bench `ep`: expert parallelism over Ray actors vs the same model in one process.
+
+`rayrag bench ep [--quick] --json`. One random MoE checkpoint (d 256, 4 layers, 8 experts
+top-2 in the full size), loaded three ways in one driver: `local` (one process), and
+`ShardedGenerator` over 2 `ExpertShard` actors with each transport (`compiled`: a Ray
+Compiled Graph over shared-memory channels; `actor`: one actor call per shard per layer).
+Competitors alternate within each round.
+
+    prefill tokens/s      batch x seq tokens through the whole model (the MoE layers ship
+                          every token's hidden state to its shard and back)
+    decode ms/token       greedy, batch 1, with the KV cache: per step, one tiny message per
+                          shard per layer, so transport latency is all that shows
+    dispatch us/layer     one layer's round trip with a few rows per shard: the transport alone
+
+`ratios.compiled_vs_actor_call` = actor-call dispatch time / compiled dispatch time (goal >= 3);
+`ratios.ep_vs_local_prefill` = sharded (compiled) prefill tokens/s / local (goal >= 0.5: on 2
+CPU cores EP cannot win, the figure is what the transport costs). `max_abs_diff` is the
+largest logit difference between sharded and local (<= 1e-4). On a machine with GPUs the
+shards take one GPU each.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rayrag.bench import alternate
+from rayrag.bench.moe import bench_threads
+from rayrag.config import GeneratorConfig
+from rayrag.generator.checkpoint import load_checkpoint, save_checkpoint
+from rayrag.generator.generate import generate
+from rayrag.generator.model import MoETransformer
+
+FULL = {"d_model": 256, "n_layers": 4, "n_experts": 8, "ffn_dim": 512, "batch": 4, "seq": 256,
+        "new_tokens": 32, "dispatch_calls": 200, "rounds": 3}
+QUICK = {"d_model": 64, "n_layers": 2, "n_experts": 4, "ffn_dim": 128, "batch": 2, "seq": 64,
+         "new_tokens": 8, "dispatch_calls": 30, "rounds": 1}
+SHARDS = 2
+
+
+def _log(message: str) -> None:
+    print(f"[bench ep] {message}", file=sys.stderr, flush=True)
+
+
+def bench(plan: dict[str, Any]) -> dict[str, Any]:
+    import ray
+
+    from rayrag.generator.sharded import ShardedGenerator
+
+    cfg = GeneratorConfig(vocab_size=2048, d_model=plan["d_model"], n_layers=plan["n_layers"], n_heads=4,
+                          n_kv_heads=2, ffn_dim=plan["ffn_dim"], n_experts=plan["n_experts"], experts_per_token=2,
+                          max_seq_len=plan["seq"] + plan["new_tokens"] + 8, adaptive_softmax_cutoffs=())
+    torch.manual_seed(0)
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = save_checkpoint(MoETransformer(cfg), Path(tmp) / "ckpt")
+        local = load_checkpoint(path).eval()
+        generators = {t: ShardedGenerator(path, SHARDS, transport=t) for t in ("compiled", "actor")}
+    try:
+        models = {"local": local, **{f"ep_{t}": g.model for t, g in generators.items()}}
+        ids = torch.randint(0, cfg.vocab_size, (plan["batch"], plan["seq"]))
+        with torch.inference_mode():
+            reference = local(ids).logits
+            diff = max(float((m(ids).logits - reference).abs().max()) for m in models.values())
+
+        def prefill(model):
+            with torch.inference_mode():
+                model(ids, compute_logits=False)
+
+        def decode(model):
+            generate(model, [ids[0, :16].tolist()], max_new_tokens=plan["new_tokens"], eos_id=None, pad_id=0)
+
+        rows = torch.randn(8, cfg.d_model)
+        counts = torch.zeros(cfg.n_experts, dtype=torch.long)
+        counts[0], counts[-1] = 4, 4  # a few rows for each shard
+
+        def dispatch(generator):
+            for _ in range(plan["dispatch_calls"]):
+                generator._dispatch(0, rows, counts)
+
+        seconds = {"prefill": alternate({n: (lambda m=m: prefill(m)) for n, m in models.items()}, plan["rounds"]),
+                   "decode": alternate({n: (lambda m=m: decode(m)) for n, m in models.items()}, plan["rounds"]),
+                   "dispatch": alternate({t: (lambda g=g: dispatch(g)) for t, g in generators.items()},
+                                         plan["rounds"])}
+        transports = {t: g.transport for t, g in generators.items()}
+    finally:
+        for generator in generators.values():
+            generator.shutdown()
+        if started_ray:
+            ray.shutdown()
+    best = {phase: {n: min(v) for n, v in runs.items()} for phase, runs in seconds.items()}
+    tokens = plan["batch"] * plan["seq"]
+    prefill_tps = {n: round(tokens / s, 1) for n, s in best["prefill"].items()}
+    decode_ms = {n: round(s / plan["new_tokens"] * 1000, 3) for n, s in best["decode"].items()}
+    dispatch_us = {t: round(s / plan["dispatch_calls"] * 1e6, 1) for t, s in best["dispatch"].items()}
+    _log(f"prefill tok/s {prefill_tps}; decode ms/token {decode_ms}; dispatch us/layer {dispatch_us}")
+    return {
+        "plan": plan, "shards": SHARDS, "transports": transports, "max_abs_diff": diff,
+        "prefill_tokens_per_s": prefill_tps, "decode_ms_per_token": decode_ms, "dispatch_us_per_layer": dispatch_us,
+        "ratios": {"compiled_vs_actor_call": round(dispatch_us["actor"] / dispatch_us["compiled"], 3),
+                   "ep_vs_local_prefill": round(prefill_tps["ep_compiled"] / prefill_tps["local"], 3),
+                   "ep_vs_local_prefill_actor": round(prefill_tps["ep_actor"] / prefill_tps["local"], 3),
+                   "ep_vs_local_decode": round(decode_ms["local"] / decode_ms["ep_compiled"], 3)},
+    }
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    plan = QUICK if quick else FULL
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(bench_threads())
+    started = time.perf_counter()
+    try:
+        result = bench(plan)
+    finally:
+        torch.set_num_threads(threads_before)
+    return {"bench": "ep", "quick": quick, "torch_threads": torch.get_num_threads(), **result,
+            "device": "cuda" if torch.cuda.is_available() else "cpu",
+            "wall_seconds": round(time.perf_counter() - started, 1)}
