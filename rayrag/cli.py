@@ -291,7 +291,7 @@ def eval_command(
 
 @app.command()
 def bench(
-    name: Annotated[str, typer.Argument(help="redaction | ingest | retrieval | kg | moe | softmax | decode | moe-quality | serve")],
+    name: Annotated[str, typer.Argument(help="redaction | ingest | retrieval | kg | moe | softmax | decode | moe-quality | ep | serve")],
     quick: Annotated[bool, typer.Option("--quick", help="Small sizes (CI).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Last stdout line is one JSON object.")] = False,
 ) -> None:
