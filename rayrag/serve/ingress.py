@@ -60,6 +60,7 @@ from rayrag.types import Evidence, Principal
 
 LATENCY_BOUNDARIES_MS = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000]
 BODY_OVERHEAD_BYTES = 16 * 1024  # JSON around the question: fields, chat history
+MAX_BODY_BYTES = 1024 * 1024  # refused before parsing: no request body is read past this
 STREAM_HOLD = " \n\t"  # streamed text is released a whole word at a time, redacted
 
 app = FastAPI(title="rayrag", version=__version__,
@@ -75,6 +76,20 @@ class HTTPFailure(Exception):
 
 def _error(status: int, kind: str, message: str, rid: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(error_body(kind, message, rid), status_code=status, headers=headers)
+
+
+@app.middleware("http")
+async def _refuse_huge_bodies(request: Request, call_next: Any) -> Any:
+    """413 on the declared Content-Length, before FastAPI reads and parses the body (the
+    per-config question limit is checked after parsing, in `Ingress._admit`)."""
+    try:
+        length = int(request.headers.get("content-length") or 0)
+    except ValueError:
+        length = 0
+    if length > MAX_BODY_BYTES:
+        return _error(413, "request_too_large", f"request body larger than {MAX_BODY_BYTES} bytes",
+                      request_id(request.headers.get("x-request-id")))
+    return await call_next(request)
 
 
 @app.exception_handler(RequestValidationError)
@@ -174,7 +189,7 @@ class Ingress:
 
     def _admit(self, request: Request, question: str) -> ApiPrincipal:
         caller = self.keys.authenticate(request.headers.get("authorization"))
-        length = int(request.headers.get("content-length") or 0)
+        length = int(request.headers.get("content-length") or 0)  # an int: the middleware parsed it
         if length > self.max_body or len(question) > self.config.serve.max_question_chars:
             raise HTTPFailure(413, "request_too_large", f"question longer than "
                               f"{self.config.serve.max_question_chars} characters (serve.max_question_chars)")

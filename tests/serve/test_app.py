@@ -178,6 +178,14 @@ def test_bad_input_gets_a_clear_4xx_that_never_echoes_it(server, payload, status
     assert "x" * 50 not in response.text and "typo" not in response.text and "sometimes" not in response.text
 
 
+def test_a_huge_body_is_refused_before_it_is_parsed(server):
+    body = b'{"question": "' + b"y" * (2 * 1024 * 1024) + b'"}'
+    response = httpx.post(f"{server}/v1/ask", content=body, timeout=60,
+                          headers={**bearer(ADMIN_KEY), "Content-Type": "application/json"})
+    assert response.status_code == 413 and "request body larger than" in response.json()["error"]["message"]
+    assert "yyyy" not in response.text
+
+
 def test_malformed_json_is_422(server):
     response = httpx.post(f"{server}/v1/ask", content=b'{"question": "Who', headers={
         **bearer(ADMIN_KEY), "Content-Type": "application/json"})
