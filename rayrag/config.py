@@ -123,6 +123,7 @@ class GeneratorConfig(_Section):
     shared_expert_dim: int = Field(0, ge=0, description="Hidden width of an always-on shared expert; 0 = none.")
     dispatch: Literal["auto", "grouped_mm", "loop"] = Field("auto", description="Expert matmuls: torch._grouped_mm when it runs here, else a per-expert loop.")
     num_shards: int = Field(1, gt=0, description="ExpertShard actors the experts are spread over.")
+    shard_num_cpus: float = Field(0.5, gt=0, description="CPUs each ExpertShard actor reserves (fractional: two shards and their caller fit 2 cores); with GPUs each shard also takes one GPU.")
     ep_transport: Literal["compiled", "actor"] = Field("compiled", description="Expert-parallel messages: a Ray Compiled Graph (falls back to actor calls if it cannot compile) or plain actor calls.")
     copy_head: bool = Field(False, description="Pointer-generator output: mix the head with copying from the context (generator/copy.py).")
     copy_dim: int = Field(64, gt=0, description="Query/key width of the copy pointer.")

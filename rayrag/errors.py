@@ -34,3 +34,7 @@ class RedactionError(RayRagError):
 
 class ModelError(RayRagError):
     """A generator checkpoint or tokenizer is missing or incompatible."""
+
+
+class ShardFailure(RayRagError):
+    """An expert shard died and could not be brought back within one retry (the serve graph's 503)."""

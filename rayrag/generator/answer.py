@@ -35,6 +35,7 @@ from rayrag.generator.generate import DecodeOptions, Generation, generate, strea
 from rayrag.generator.model import MoETransformer
 from rayrag.generator.prompt import Prompt, build_prompt
 from rayrag.generator.tokenizer import RayragTokenizer
+from rayrag.governance.routing import shard_shares
 from rayrag.pipelines.reader_contexts import NON_FACT_RELATIONS
 from rayrag.types import Answer, Evidence, Fact
 
@@ -54,6 +55,7 @@ class ReaderResult:
     finish_reason: str = ""  # "eos" | "stop" | "length"
     cited_markers: list[int] = field(default_factory=list)  # [n] the text mentions, valid ones, first-mention order
     routing: list[list[float]] = field(default_factory=list)  # per MoE layer, each expert's token-slot share
+    shard_share: list[float] = field(default_factory=list)  # per ExpertShard, its token-slot share (when sharded)
 
     @property
     def truncated(self) -> bool:
@@ -136,7 +138,9 @@ class Reader:
         if shards > 1:  # experts on ExpertShard actors (generator/sharded.py); the rest here
             from rayrag.generator.sharded import ShardedGenerator
 
-            self.sharded = ShardedGenerator(self.checkpoint, shards, transport=self.config.generator.ep_transport)
+            gen = self.config.generator
+            self.sharded = ShardedGenerator(self.checkpoint, shards, transport=gen.ep_transport,
+                                            num_cpus=gen.shard_num_cpus)
             model = self.sharded.model
         else:
             model = load_checkpoint(self.checkpoint, device=self.device)
@@ -227,7 +231,8 @@ class Reader:
             answer=answer, truncated_chunk_ids=list(prompt.truncated), facts_dropped=prompt.facts_dropped,
             prompt_tokens=len(prompt.ids), completion_tokens=len(generation.tokens),
             finish_reason=generation.finish_reason, cited_markers=cited_markers(text, len(citations)),
-            routing=generation.expert_share)
+            routing=generation.expert_share,
+            shard_share=shard_shares(generation.expert_share, self.sharded.ranges) if self.sharded else [])
 
 
 def _token_stream(model: MoETransformer, ids: list[int], opts: DecodeOptions) -> Iterator[int]:

@@ -14,20 +14,25 @@ model's up to float reassociation in the matmuls (checked <= 1e-4 in tests).
 
 Transport (`generator.ep_transport`): a Ray Compiled Graph (`ray.dag`, `experimental_compile`:
 pre-allocated shared-memory channels between this process and the shards, no per-call task
-submission) with the layer index and every shard's block as its inputs, or plain actor
-calls (one `forward.remote` per shard and layer). A graph that fails to compile falls back
-to actor calls, and says so in `transport`.
+submission) with one input per shard, or plain actor calls (one `forward.remote` per shard
+and layer). Either way a shard's message is one `pack`ed bytes payload (the layer, its rows,
+its experts' counts): Ray serialises bytes far faster than a tuple of tensors. A graph that
+fails to compile falls back to actor calls, and says so in `transport` and `compile_error`;
+calls are serialised by a lock (a compiled graph's channels take one execution at a time).
 
-Placement: shards ask for `num_gpus=1` each when there are GPUs (one shard per device), else
-a fraction of a CPU, so a laptop runs the same code. The caller's own copy of the experts is
+Placement: shards ask for `num_gpus=1` each when the cluster has a GPU per shard, else
+`generator.shard_num_cpus` of a CPU, so a laptop runs the same code. The caller's own copy of the experts is
 freed: a model too large for one device still serves.
 
 Faults: a shard that dies (node loss, OOM, `ray.kill`) is noticed on the next call
 (`RayActorError`), recreated from the checkpoint, and the call is retried once; a second
-failure raises `ShardFailure`, which the serve graph turns into a 503.
+failure raises `ShardFailure`, which the serve graph turns into a 503. With the compiled
+transport the graph is torn down, dead shards recreated, and the graph compiled again.
 
-Statistics: token-slots sent to each shard, summed since construction (`shard_load`), and
-their imbalance ((max - mean) / mean), for the routing statistics and metrics.
+Statistics: token-slots sent to each shard, summed since construction (`shard_load`), their
+imbalance ((max - mean) / mean), restarts, and the seconds of expert arithmetic each shard
+reports with its reply (`compute_s`: what is not transport). The Generator deployment turns
+them into Serve metrics; each answer carries its own per-shard share (`shard_share`).
 
     >>> generator = ShardedGenerator("ckpt/", num_shards=2)
     >>> out = generator.model(input_ids)          # the same MoETransformer API, experts remote
@@ -37,6 +42,9 @@ their imbalance ((max - mean) / mean), for the routing statistics and metrics.
 from __future__ import annotations
 
 import functools
+import pickle
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,17 +52,14 @@ import ray
 import torch
 from torch import nn
 
-from rayrag.errors import RayRagError
+from rayrag.errors import RayRagError, ShardFailure
 from rayrag.generator.checkpoint import load_checkpoint
 from rayrag.generator.model import MoETransformer
 from rayrag.generator.moe import SwiGLUExperts
 
-CPU_PER_SHARD = 0.5  # fractional: two shards and the caller fit a 2-core machine
+CPU_PER_SHARD = 0.5  # generator.shard_num_cpus's default: two shards and the caller fit 2 cores
 TRANSPORTS = ("compiled", "actor")
-
-
-class ShardFailure(RayRagError):
-    """An expert shard died and could not be brought back within one retry."""
+__all__ = ["ExpertShard", "ShardFailure", "ShardedGenerator", "expert_ranges"]
 
 
 def expert_ranges(n_experts: int, num_shards: int) -> list[tuple[int, int]]:
@@ -71,6 +76,10 @@ def expert_ranges(n_experts: int, num_shards: int) -> list[tuple[int, int]]:
     return ranges
 
 
+def cluster_gpus() -> int:
+    return int(ray.cluster_resources().get("GPU", 0)) if ray.is_initialized() else 0
+
+
 def slice_experts(experts: SwiGLUExperts, lo: int, hi: int) -> SwiGLUExperts:
     """Experts lo..hi-1 as their own module (copies: the full tensors can then be freed)."""
     part = SwiGLUExperts(hi - lo, experts.d_model, experts.ffn_dim, experts.dispatch)
@@ -78,6 +87,22 @@ def slice_experts(experts: SwiGLUExperts, lo: int, hi: int) -> SwiGLUExperts:
         for name in ("w1", "w3", "w2"):
             getattr(part, name).copy_(getattr(experts, name)[lo:hi])
     return part.to(experts.w1.device, experts.w1.dtype)
+
+
+def pack(layer: int, rows: torch.Tensor, counts: torch.Tensor) -> bytes:
+    """One shard's message for one layer: (layer, rows as float32, per-expert counts), pickled.
+
+    One pre-serialised bytes payload per shard is the cheapest thing to put through a channel:
+    Ray's own serialiser spends far longer on a tuple of tensors than on the bytes (measured in
+    `rayrag bench ep`); both transports carry the same payload, so their figures compare the
+    transports alone. float32 is exact for every dtype the model runs in (fp32, bf16, fp16)."""
+    return pickle.dumps((layer, rows.detach().to("cpu", torch.float32).numpy(), counts.cpu().numpy()), protocol=5)
+
+
+def unpack(payload: bytes) -> tuple[torch.Tensor, float]:
+    """A shard's reply -> (its output rows, the seconds its expert arithmetic took)."""
+    rows, seconds = pickle.loads(payload)
+    return torch.from_numpy(rows), seconds
 
 
 @ray.remote
@@ -91,11 +116,17 @@ class ExpertShard:
         self.experts = [slice_experts(layer.block_sparse_moe.experts, lo, hi).eval() for layer in model.model.layers]
         del model
 
-    def forward(self, layer: int, x_sorted: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-        """This shard's block of one layer's sorted rows (N_s, d), counts (hi - lo,) -> (N_s, d)."""
+    def forward(self, payload: bytes) -> bytes:
+        """A `pack`ed block of one layer's sorted rows (N_s, d) -> (outputs (N_s, d), seconds the
+        expert arithmetic took), pickled: `unpack` reads it."""
+        layer, rows, counts = pickle.loads(payload)
         experts = self.experts[layer]
+        device, dtype = experts.w1.device, experts.w1.dtype
+        started = time.perf_counter()
         with torch.inference_mode():
-            return experts.forward_sorted(x_sorted.to(experts.w1.device), counts.to(experts.w1.device)).cpu()
+            out = experts.forward_sorted(torch.from_numpy(rows).to(device, dtype), torch.from_numpy(counts).to(device))
+            out = out.to("cpu", torch.float32)
+        return pickle.dumps((out.numpy(), time.perf_counter() - started), protocol=5)
 
     def info(self) -> dict[str, Any]:
         return {"lo": self.lo, "hi": self.hi, "layers": len(self.experts)}
@@ -113,17 +144,25 @@ class ShardedGenerator:
         self.model: MoETransformer = load_checkpoint(self.checkpoint).eval()
         config = self.model.config
         self.ranges = expert_ranges(config.n_experts, num_shards)
-        gpus = torch.cuda.device_count() if use_gpu is None else int(use_gpu)
-        self.use_gpu = gpus > 0
+        # The cluster's GPUs, not this process's: a Serve replica holds none itself, its shards do
+        # (one each, as `shard_placement` reserves them).
+        self.use_gpu = cluster_gpus() >= num_shards if use_gpu is None else use_gpu
         self.actor_options: dict[str, Any] = ({"num_gpus": 1, "num_cpus": num_cpus} if self.use_gpu
                                               else {"num_cpus": num_cpus})
         self.shards = [self._start(lo, hi) for lo, hi in self.ranges]
         ray.get([shard.info.remote() for shard in self.shards])  # loaded before the first request
         self.shard_load = [0] * num_shards  # token-slots sent to each shard
+        self.compute_s = [0.0] * num_shards  # seconds of expert arithmetic on each shard (not transport)
         self.restarts = 0
-        self.transport, self._compiled = "actor", None
+        self._lock = threading.Lock()
+        d_model = self.model.config.d_model
+        self._empty = [pack(0, torch.empty(0, d_model), torch.zeros(hi - lo, dtype=torch.long)) for lo, hi in self.ranges]
+        self.transport, self._compiled, self.compile_error = transport, None, ""
         if transport == "compiled":
-            self._compile()
+            try:
+                self._compile()
+            except Exception as exc:  # noqa: BLE001 - an unsupported setup: actor calls still work
+                self.transport, self.compile_error = "actor", type(exc).__name__
         for i, layer in enumerate(self.model.model.layers):
             moe = layer.block_sparse_moe
             moe.expert_fn = functools.partial(self._dispatch, i)
@@ -144,72 +183,78 @@ class ShardedGenerator:
             if end > start:
                 calls.append((s, start, end))
                 self.shard_load[s] += end - start
-        blocks = {s: (x_sorted[start:end].cpu(), counts[self.ranges[s][0]:self.ranges[s][1]].cpu())
+        blocks = {s: pack(layer, x_sorted[start:end], counts[self.ranges[s][0]:self.ranges[s][1]])
                   for s, start, end in calls}
-        results = self._call(layer, blocks)
+        with self._lock:  # one dispatch at a time: a compiled graph's channels are not thread-safe
+            results = self._call(blocks)
         for s, start, end in calls:
-            y[start:end] = results[s].to(device, y.dtype)
+            rows, seconds = unpack(results[s])
+            y[start:end] = rows.to(device, y.dtype)
+            self.compute_s[s] += seconds
         return y
 
     def _compile(self) -> None:
         from ray.dag import InputNode, MultiOutputNode
 
-        try:
-            with InputNode() as inp:  # inputs: layer, then (rows, counts) per shard
-                dag = MultiOutputNode([shard.forward.bind(inp[0], inp[1 + 2 * s], inp[2 + 2 * s])
-                                       for s, shard in enumerate(self.shards)])
-            self._compiled, self.transport = dag.experimental_compile(), "compiled"
-        except Exception as exc:  # noqa: BLE001 - an unsupported setup: actor calls still work
-            self._compiled, self.transport = None, "actor"
-            self.compile_error = type(exc).__name__
+        with InputNode() as inp:  # one input per shard: its packed block
+            dag = MultiOutputNode([shard.forward.bind(inp[s]) for s, shard in enumerate(self.shards)])
+        self._compiled = dag.experimental_compile()
 
-    def _call(self, layer: int, blocks: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> dict[int, torch.Tensor]:
-        if self._compiled is not None:
-            return self._call_compiled(layer, blocks)
-        refs = {s: self.shards[s].forward.remote(layer, x, c) for s, (x, c) in blocks.items()}
-        results: dict[int, torch.Tensor] = {}
+    def _call(self, blocks: dict[int, bytes]) -> dict[int, bytes]:
+        if self.transport == "compiled":
+            return self._call_compiled(blocks)
+        refs = {s: self.shards[s].forward.remote(payload) for s, payload in blocks.items()}
+        results: dict[int, bytes] = {}
         for s, ref in refs.items():
             try:
                 results[s] = ray.get(ref)
             except ray.exceptions.RayActorError:
-                results[s] = self._recover(s, layer, *blocks[s])
+                results[s] = self._recover(s, blocks[s])
         return results
 
-    def _call_compiled(self, layer: int, blocks: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> dict[int, torch.Tensor]:
-        """One execution of the compiled graph; every shard runs, idle ones on empty blocks."""
-        args: list[Any] = [layer]
-        for s, (lo, hi) in enumerate(self.ranges):
-            x, c = blocks.get(s, (torch.empty(0, self.model.config.d_model), torch.zeros(hi - lo, dtype=torch.long)))
-            args += [x, c]
+    def _call_compiled(self, blocks: dict[int, bytes]) -> dict[int, bytes]:
+        """One execution of the compiled graph; every shard runs, idle ones on an empty block.
+        A failure tears the graph down, recreates dead shards, recompiles and retries once."""
+        args = [blocks.get(s) or self._empty[s] for s in range(len(self.ranges))]
         for attempt in (0, 1):
             try:
+                if self._compiled is None:
+                    self._rebuild()
                 outputs = ray.get(self._compiled.execute(*args))
                 return {s: outputs[s] for s in blocks}
             except Exception as exc:  # noqa: BLE001 - a dead shard surfaces as several error types
+                self._teardown()
                 if attempt:
                     raise ShardFailure("an expert shard failed again after the compiled graph was rebuilt") from exc
-                self._rebuild()
         raise AssertionError("unreachable")
 
+    def _teardown(self) -> None:
+        compiled, self._compiled = self._compiled, None
+        if compiled is not None:
+            try:
+                compiled.teardown()
+            except Exception:  # noqa: BLE001 - a graph with a dead actor may not tear down cleanly
+                pass
+
     def _rebuild(self) -> None:
-        """Tear the compiled graph down, recreate dead shards from the checkpoint, recompile."""
-        self._compiled.teardown()
+        """Recreate dead shards from the checkpoint, then compile the graph again."""
         for s, (lo, hi) in enumerate(self.ranges):
             try:
                 ray.get(self.shards[s].info.remote(), timeout=30)
             except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                ray.kill(self.shards[s])  # a hung shard must not hold its resources
                 self.shards[s] = self._start(lo, hi)
                 self.restarts += 1
         ray.get([shard.info.remote() for shard in self.shards])
         self._compile()
 
-    def _recover(self, s: int, layer: int, x: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    def _recover(self, s: int, payload: bytes) -> bytes:
         """Recreate shard s from the checkpoint and retry its call once."""
         lo, hi = self.ranges[s]
         self.shards[s] = self._start(lo, hi)
         self.restarts += 1
         try:
-            return ray.get(self.shards[s].forward.remote(layer, x, counts))
+            return ray.get(self.shards[s].forward.remote(payload))
         except ray.exceptions.RayActorError as exc:
             raise ShardFailure(f"expert shard {s} (experts {lo}-{hi - 1}) failed again after a restart") from exc
 
@@ -222,9 +267,7 @@ class ShardedGenerator:
         return (max(self.shard_load) - mean) / mean
 
     def shutdown(self) -> None:
-        if self._compiled is not None:
-            self._compiled.teardown()
-            self._compiled = None
+        self._teardown()
         for shard in self.shards:
             ray.kill(shard)
         self.shards = []

@@ -83,6 +83,25 @@ def expert_load(stats: Sequence[Any], digits: int = 4) -> list[list[float]]:
     return [[round(s, digits) for s in _shares(_as_dict(layer))] for layer in stats]
 
 
+def shard_shares(expert_share: Sequence[Sequence[float]], ranges: Sequence[tuple[int, int]],
+                 digits: int = 4) -> list[float]:
+    """Per expert-parallel shard (experts [lo, hi) each), its share of all token-slots, averaged
+    over layers: what expert parallelism's load balance looks like from the routing.
+
+    >>> shard_shares([[0.4, 0.1, 0.3, 0.2]], [(0, 2), (2, 4)])
+    [0.5, 0.5]"""
+    layers = [layer for layer in expert_share if sum(layer) > 0]
+    if not layers:
+        return [0.0] * len(ranges)
+    return [round(sum(sum(layer[lo:hi]) for layer in layers) / len(layers), digits) for lo, hi in ranges]
+
+
+def shard_imbalance(shares: Sequence[float]) -> float:
+    """(max - mean) / mean of per-shard shares: 0 when the shards get equal work; with N shards,
+    N - 1 when one gets it all. The slowest shard sets an expert-parallel layer's time."""
+    return round(_violation(list(shares)), 4)
+
+
 def merge_stats(forwards: Sequence[Mapping[str, Any] | Any]) -> dict[str, Any]:
     """Several forwards of ONE layer -> one stats dict (a window of traffic).
 

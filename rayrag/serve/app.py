@@ -53,12 +53,10 @@ def shard_placement(config: RAGConfig) -> dict[str, Any]:
     shards = config.generator.num_shards
     if shards <= 1:
         return {}
-    import ray
+    from rayrag.generator.sharded import cluster_gpus
 
-    gpus = ray.cluster_resources().get("GPU", 0) if ray.is_initialized() else 0
-    from rayrag.generator.sharded import CPU_PER_SHARD
-
-    shard_bundle = {"CPU": CPU_PER_SHARD, **({"GPU": 1} if gpus >= shards else {})}
+    gpus = cluster_gpus()
+    shard_bundle = {"CPU": config.generator.shard_num_cpus, **({"GPU": 1} if gpus >= shards else {})}
     return {"placement_group_bundles": [{"CPU": config.serve.generator_num_cpus}] + [shard_bundle] * shards,
             "placement_group_strategy": "PACK"}
 

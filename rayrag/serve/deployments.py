@@ -140,29 +140,69 @@ class GeneratorStage:
         self.batched = config.serve.max_batch_size > 1
         self._answer_batch.set_max_batch_size(config.serve.max_batch_size)
         self._answer_batch.set_batch_wait_timeout_s(config.serve.batch_wait_timeout_s)
+        self.shard_gauges = None
+        if self.reader.sharded is not None:  # expert parallelism: per-shard load as Serve metrics
+            from ray.serve.metrics import Gauge
+
+            self.shard_gauges = (
+                Gauge("rayrag_expert_shard_tokens", description="Token-slots sent to each expert shard.",
+                      tag_keys=("shard",)),
+                Gauge("rayrag_expert_shard_imbalance", description="(max - mean) / mean of the shards' token-slots."),
+                Gauge("rayrag_expert_shard_restarts", description="Expert shards recreated after a failure."))
 
     def ready(self) -> dict[str, Any]:
         return {"model_version": self.reader.model_version}
+
+    def shard_stats(self) -> dict[str, Any]:
+        """Expert parallelism's state: shards, transport, load per shard, imbalance, restarts."""
+        sharded = self.reader.sharded
+        if sharded is None:
+            return {"shards": 0}
+        return {"shards": len(sharded.ranges), "transport": sharded.transport, "shard_load": list(sharded.shard_load),
+                "imbalance": round(sharded.load_imbalance(), 4), "restarts": sharded.restarts}
+
+    def shard_actors(self) -> list[Any]:
+        """The ExpertShard actor handles (operators and fault tests); [] when not sharded."""
+        return list(self.reader.sharded.shards) if self.reader.sharded is not None else []
+
+    def _record_shards(self) -> None:
+        if self.shard_gauges is None:
+            return
+        tokens, imbalance, restarts = self.shard_gauges
+        sharded = self.reader.sharded
+        for s, load in enumerate(sharded.shard_load):
+            tokens.set(load, tags={"shard": str(s)})
+        imbalance.set(sharded.load_imbalance())
+        restarts.set(sharded.restarts)
 
     async def answer(self, request: tuple[str, Evidence, int | None]) -> Any:
         """The ReaderResult for (question, evidence, max_new_tokens); batched with others."""
         if self.batched:
             return await self._answer_batch(request)
         question, evidence, cap = request
-        return self.reader.answer(question, evidence, max_new_tokens=cap)
+        try:
+            return self.reader.answer(question, evidence, max_new_tokens=cap)
+        finally:
+            self._record_shards()
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def _answer_batch(self, requests: list[tuple[str, Evidence, int | None]]) -> list[Any]:
         questions, evidences, caps = zip(*requests, strict=True)  # one decode for the batch
-        return self.reader.answer_batch(list(questions), list(evidences), list(caps))
+        try:
+            return self.reader.answer_batch(list(questions), list(evidences), list(caps))
+        finally:
+            self._record_shards()
 
     async def stream(self, question: str, evidence: Evidence, max_new_tokens: int | None) -> AsyncIterator[Any]:
         """The cited passages (those that fit the window) first, then text pieces as they are
         decoded, then the ReaderResult as the last item."""
         answer_stream = self.reader.answer(question, evidence, stream=True, max_new_tokens=max_new_tokens)
         yield answer_stream.citations
-        for piece in answer_stream:
-            yield piece
+        try:
+            for piece in answer_stream:
+                yield piece
+        finally:
+            self._record_shards()
         yield answer_stream.result
 
 

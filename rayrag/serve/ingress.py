@@ -14,8 +14,8 @@ queue (`max_queued_requests`, Serve's own back-pressure).
 
 Errors are one line in an OpenAI-style body with the request id and never echo the request:
 401 (no or bad key), 403 (the principal may read nothing), 413 (question or body too large),
-422 (malformed JSON or fields: the field and the reason, never the value), 503 (timeout or
-overload), 500 (anything else: a type name in the event log, nothing in the body). The
+422 (malformed JSON or fields: the field and the reason, never the value), 503 (timeout,
+overload, or an expert shard that could not be brought back), 500 (anything else: a type name in the event log, nothing in the body). The
 request id is X-Request-ID: Serve's proxy makes one when the client sends none, passes it
 in, and echoes it on the response; it is in every body, event and escalation record. Each
 request leaves one privacy-safe event (ids, counts, timings, versions; `file_event_logger`)
@@ -40,10 +40,11 @@ from ray.serve.metrics import Counter, Histogram
 
 from rayrag import __version__
 from rayrag.config import RAGConfig
-from rayrag.errors import AccessDenied, DataError
+from rayrag.errors import AccessDenied, DataError, ShardFailure
 from rayrag.generator.answer import result_to_json
 from rayrag.generator.prompt import PROMPT_TEMPLATE_VERSION
 from rayrag.governance.privacy_log import file_event_logger, fingerprint
+from rayrag.governance.routing import shard_imbalance
 from rayrag.retrieval.hybrid import expanded_query
 from rayrag.serve.auth import ApiPrincipal, AuthError, KeyStore
 from rayrag.serve.escalation import EscalationQueue
@@ -108,6 +109,8 @@ def classify_error(exc: Exception) -> tuple[int, str, str]:
         return 403, "forbidden", "this key's principal may not read the documents needed"
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
         return 503, "timeout", "the request did not finish within serve.request_timeout_s; retry later"
+    if isinstance(exc, ShardFailure):
+        return 503, "unavailable", "the generator lost an expert shard and is restarting it; retry later"
     if isinstance(exc, DataError):
         return 400, "invalid_request", "the request could not be processed as given"
     return 500, "internal_error", "internal error; quote the request id to the operator"
@@ -266,6 +269,8 @@ class Ingress:
         timings["total"] = round((time.perf_counter() - started) * 1000, 2)
         routing = {"expert_share": result.routing,
                    "max_share": max((max(layer) for layer in result.routing), default=0.0)}
+        if result.shard_share:  # expert parallelism: each shard's share and their imbalance
+            routing.update(shard_share=result.shard_share, shard_imbalance=shard_imbalance(result.shard_share))
         body.update({
             "answer": report.text, "request_id": rid, "mode": mode, "usage": usage, "timings_ms": timings,
             "redactions": {"question": question_pii, "answer": report.redactions},
@@ -284,7 +289,7 @@ class Ingress:
             "completion_tokens": usage["completion_tokens"], "cost": usage["cost"], "timings_ms": timings,
             "question_pii": sorted(question_pii), "answer_pii": sorted(report.redactions),
             "escalated": report.escalated, "reasons": report.reasons, "expert_share": result.routing,
-            "model_version": body["model_version"], "config_hash": body["config_hash"]}})
+            "shard_share": result.shard_share, "model_version": body["model_version"], "config_hash": body["config_hash"]}})
         return body
 
     # -- streaming -------------------------------------------------------------------------

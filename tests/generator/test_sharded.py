@@ -53,6 +53,7 @@ def test_sharded_forward_equals_the_local_model(sharded, checkpoint):
         got = sharded.model(ids, attention_mask=mask).logits
     assert (got - expected).abs().max().item() <= 1e-4
     assert all(load > 0 for load in sharded.shard_load)  # both shards did work
+    assert all(seconds > 0 for seconds in sharded.compute_s)  # and timed their own arithmetic
     assert sharded.load_imbalance() >= 0
     assert all(layer.block_sparse_moe.experts.w1.numel() == 0 for layer in sharded.model.model.layers)
 
@@ -77,6 +78,24 @@ def test_a_killed_shard_is_recreated_and_the_call_retried(sharded, checkpoint):
     assert (got - expected).abs().max().item() <= 1e-4
 
 
+@pytest.mark.parametrize("transport", ["compiled", "actor"])
+def test_a_shard_that_cannot_come_back_is_a_shard_failure(ray_local, checkpoint, tmp_path, transport):
+    import shutil
+
+    from rayrag.errors import ShardFailure
+
+    copy = tmp_path / "ckpt"
+    shutil.copytree(checkpoint, copy)
+    generator = ShardedGenerator(copy, num_shards=2, transport=transport)
+    try:
+        shutil.rmtree(copy)  # the checkpoint a replacement would load is gone
+        ray.kill(generator.shards[0])
+        with pytest.raises(ShardFailure), torch.inference_mode():
+            generator.model(torch.tensor([PROMPTS[0]]))
+    finally:
+        generator.shutdown()
+
+
 def test_the_reader_and_the_serve_graph_use_shards_when_configured(ray_local, checkpoint, tmp_path):
     from rayrag.config import RAGConfig, resolve_config
     from rayrag.generator.answer import Reader
@@ -94,8 +113,9 @@ def test_the_reader_and_the_serve_graph_use_shards_when_configured(ray_local, ch
     evidence = Evidence(passages=(Passage("c1", "d1", "Helix Corp acquired Brightwater Labs.", 1.0),))
     result = reader.answer("Who acquired Brightwater Labs?", evidence)
     assert reader.sharded is not None and sum(reader.sharded.shard_load) > 0
+    assert len(result.shard_share) == 2 and abs(sum(result.shard_share) - 1) < 1e-3
     assert result.completion_tokens > 0
     reader.sharded.shutdown()
-    placement = shard_placement(resolve_config("demo", ["generator.num_shards=2"]))
-    assert placement["placement_group_bundles"][1:] == [{"CPU": 0.5}] * 2  # no GPUs here
+    placement = shard_placement(resolve_config("demo", ["generator.num_shards=2", "generator.shard_num_cpus=0.25"]))
+    assert placement["placement_group_bundles"][1:] == [{"CPU": 0.25}] * 2  # no GPUs here
     assert shard_placement(resolve_config("demo")) == {}

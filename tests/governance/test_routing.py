@@ -10,7 +10,13 @@ import torch
 
 from rayrag.config import RoutingAlarmConfig
 from rayrag.generator.moe import MoELayer, routing_stats
-from rayrag.governance.routing import check_routing, expert_load, merge_stats
+from rayrag.governance.routing import (
+    check_routing,
+    expert_load,
+    merge_stats,
+    shard_imbalance,
+    shard_shares,
+)
 
 
 def _stats(counts: list[int], tokens: int, dropped: int = 0) -> dict:
@@ -68,3 +74,12 @@ def test_expert_load_and_merge_stats():
     assert merged["entropy"] == pytest.approx(1.0) and merged["max_violation"] == pytest.approx(0.0)
     assert merged["drop_rate"] == pytest.approx(5 / 60)  # 5 of 30 tokens * 2 slots
     assert math.isclose(sum(merged["token_share"]), 1.0)
+
+
+def test_shard_shares_and_imbalance_by_hand():
+    # two layers, four experts over shards [0, 2) and [2, 4): (0.5 + 0.75) / 2, (0.5 + 0.25) / 2
+    shares = shard_shares([[0.4, 0.1, 0.3, 0.2], [0.5, 0.25, 0.125, 0.125]], [(0, 2), (2, 4)])
+    assert shares == [0.625, 0.375]
+    assert shard_imbalance(shares) == 0.25  # (0.625 - 0.5) / 0.5
+    assert shard_imbalance([0.5, 0.5]) == 0.0 and shard_imbalance([1.0, 0.0, 0.0]) == 2.0
+    assert shard_shares([[0.0, 0.0]], [(0, 1), (1, 2)]) == [0.0, 0.0]  # no tokens routed: no division

@@ -192,6 +192,76 @@ def test_malformed_json_is_422(server):
     assert response.status_code == 422 and "Who" not in response.text
 
 
+@pytest.fixture
+def sharded(server, stack, tmp_path):
+    """A third app on the same Serve with the experts on 2 ExpertShard actors (compiled graph
+    transport), over its own copy of the model (the test takes that copy away)."""
+    import shutil
+
+    from ray import serve
+
+    model = tmp_path / "model"
+    shutil.copytree(stack.args["model"], model)
+    limits = ("generator.num_shards=2,generator.shard_num_cpus=0.05,generator.ep_transport=compiled,"
+              "serve.stage_num_cpus=0.05,serve.generator_num_cpus=0.1,serve.request_timeout_s=30")
+    serve.run(build_app({**stack.args, "model": str(model), "set": limits}), name="sharded", route_prefix="/sharded")
+    yield SimpleNamespace(url=f"{server}/sharded", model=model,
+                          generator=serve.get_deployment_handle("Generator", app_name="sharded"))
+    serve.delete("sharded")
+
+
+def test_a_killed_expert_shard_under_traffic_is_recreated_and_no_answer_is_wrong(sharded, stack):
+    """ray.kill an ExpertShard while requests are in flight: each later request is served by a
+    recreated shard with the same answer as before the kill, or gets a clean 503; with the
+    checkpoint gone the shard cannot come back and requests get a clean 503 in time."""
+    import shutil
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    import ray
+
+    questions = [q["question"] for q in stack.public_q]
+
+    def ask(question: str) -> tuple[int, dict, float]:
+        started = time.perf_counter()
+        response = httpx.post(f"{sharded.url}/v1/ask", json={"question": question}, headers=bearer(ADMIN_KEY),
+                              timeout=120)
+        assert question not in response.text or response.status_code == 200
+        return response.status_code, response.json(), time.perf_counter() - started
+
+    reference = {q: ask(q) for q in questions}
+    assert all(status == 200 for status, _, _ in reference.values()), reference
+    routing = reference[questions[0]][1]["routing"]
+    assert len(routing["shard_share"]) == 2 and abs(sum(routing["shard_share"]) - 1) < 1e-3
+    assert routing["shard_imbalance"] >= 0
+    stats = sharded.generator.shard_stats.remote().result()
+    assert stats["shards"] == 2 and stats["transport"] == "compiled" and stats["restarts"] == 0
+    assert all(load > 0 for load in stats["shard_load"])
+    shards = sharded.generator.shard_actors.remote().result()
+
+    with ThreadPoolExecutor(6) as pool:
+        first = [pool.submit(ask, questions[i % len(questions)]) for i in range(6)]
+        wait(first, return_when=FIRST_COMPLETED)  # traffic is flowing
+        ray.kill(shards[1])
+        second = [pool.submit(ask, questions[i % len(questions)]) for i in range(6)]  # must meet the dead shard
+        results = [(questions[i % len(questions)], f.result()) for i, f in enumerate(first + second)]
+    served = 0
+    for question, (status, body, _) in results:
+        if status == 200:  # retried on the recreated shard: the very answer it gave before the kill
+            served += 1
+            assert body["answer"] == reference[question][1]["answer"]
+            assert body["citations"] == reference[question][1]["citations"]
+        else:
+            assert status == 503 and body["error"]["type"] in {"timeout", "unavailable"}, body
+    assert served >= len(second)  # nothing queued behind the recovery was lost
+    assert sharded.generator.shard_stats.remote().result()["restarts"] >= 1
+
+    shutil.rmtree(sharded.model)  # now a dead shard cannot be recreated
+    ray.kill(sharded.generator.shard_actors.remote().result()[0])
+    status, body, seconds = ask(questions[0])
+    assert status == 503 and body["error"]["type"] == "unavailable", body
+    assert "expert shard" in body["error"]["message"] and seconds < 30
+
+
 @pytest.fixture(scope="module")
 def tight(server, stack):
     """A second app on the same Serve: a 50 ms budget and room for one request plus one queued."""

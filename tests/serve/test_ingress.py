@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from rayrag.errors import AccessDenied, DataError
+from rayrag.errors import AccessDenied, DataError, ShardFailure
 from rayrag.serve.auth import AuthError
 from rayrag.serve.ingress import HTTPFailure, classify_error
 from rayrag.serve.schemas import AskRequest, ChatCompletionRequest, request_id, validation_message
@@ -19,6 +19,7 @@ SECRET = "Did PERSON_1234 leave the company?"
     (AuthError("no key"), 401, "unauthorized"),
     (AccessDenied(SECRET), 403, "forbidden"),
     (asyncio.TimeoutError(), 503, "timeout"),
+    (ShardFailure(SECRET), 503, "unavailable"),
     (DataError(SECRET), 400, "invalid_request"),
     (ValueError(SECRET), 500, "internal_error"),
     (KeyError(SECRET), 500, "internal_error"),
