@@ -16,7 +16,8 @@ Transport (`generator.ep_transport`): a Ray Compiled Graph (`ray.dag`, `experime
 pre-allocated shared-memory channels between this process and the shards, no per-call task
 submission) with one input per shard, or plain actor calls (one `forward.remote` per shard
 and layer). Either way a shard's message is one `pack`ed bytes payload (the layer, its rows,
-its experts' counts): Ray serialises bytes far faster than a tuple of tensors. A graph that
+its experts' counts, the rows as float32): Ray serialises flat bytes far faster than a
+tuple of tensors. A graph that
 fails to compile falls back to actor calls, and says so in `transport` and `compile_error`;
 calls are serialised by a lock (a compiled graph's channels take one execution at a time).
 
@@ -42,12 +43,13 @@ them into Serve metrics; each answer carries its own per-shard share (`shard_sha
 from __future__ import annotations
 
 import functools
-import pickle
+import struct
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import ray
 import torch
 from torch import nn
@@ -89,20 +91,39 @@ def slice_experts(experts: SwiGLUExperts, lo: int, hi: int) -> SwiGLUExperts:
     return part.to(experts.w1.device, experts.w1.dtype)
 
 
-def pack(layer: int, rows: torch.Tensor, counts: torch.Tensor) -> bytes:
-    """One shard's message for one layer: (layer, rows as float32, per-expert counts), pickled.
+REQUEST = struct.Struct("<iii")  # layer, rows, experts; then counts (int64), then rows (float32)
+REPLY = struct.Struct("<iid")  # rows, width, seconds of arithmetic; then rows (float32)
 
-    One pre-serialised bytes payload per shard is the cheapest thing to put through a channel:
-    Ray's own serialiser spends far longer on a tuple of tensors than on the bytes (measured in
-    `rayrag bench ep`); both transports carry the same payload, so their figures compare the
+
+def pack(layer: int, rows: torch.Tensor, counts: torch.Tensor) -> bytes:
+    """One shard's message for one layer: a header, its experts' counts, its rows as float32.
+
+    One flat bytes payload per shard is the cheapest thing to put through a channel: Ray's
+    serialiser spends far longer on a tuple of tensors, and pickle on a tuple of arrays (both
+    measured); both transports carry the same payload, so `rayrag bench ep` compares the
     transports alone. float32 is exact for every dtype the model runs in (fp32, bf16, fp16)."""
-    return pickle.dumps((layer, rows.detach().to("cpu", torch.float32).numpy(), counts.cpu().numpy()), protocol=5)
+    r = rows.detach().to("cpu", torch.float32).contiguous().numpy()
+    c = counts.to("cpu", torch.int64).contiguous().numpy()
+    return b"".join((REQUEST.pack(layer, r.shape[0], c.shape[0]), c.tobytes(), r.tobytes()))
+
+
+def unpack_request(payload: bytes, width: int) -> tuple[int, torch.Tensor, torch.Tensor]:
+    layer, n, experts = REQUEST.unpack_from(payload)
+    counts = np.frombuffer(payload, dtype=np.int64, count=experts, offset=REQUEST.size)
+    rows = np.frombuffer(payload, dtype=np.float32, count=n * width, offset=REQUEST.size + 8 * experts)
+    return layer, torch.from_numpy(rows.reshape(n, width).copy()), torch.from_numpy(counts.copy())
+
+
+def pack_reply(rows: torch.Tensor, seconds: float) -> bytes:
+    r = rows.detach().to("cpu", torch.float32).contiguous().numpy()
+    return REPLY.pack(r.shape[0], r.shape[1], seconds) + r.tobytes()
 
 
 def unpack(payload: bytes) -> tuple[torch.Tensor, float]:
     """A shard's reply -> (its output rows, the seconds its expert arithmetic took)."""
-    rows, seconds = pickle.loads(payload)
-    return torch.from_numpy(rows), seconds
+    n, width, seconds = REPLY.unpack_from(payload)
+    rows = np.frombuffer(payload, dtype=np.float32, count=n * width, offset=REPLY.size)
+    return torch.from_numpy(rows.reshape(n, width).copy()), seconds
 
 
 @ray.remote
@@ -114,19 +135,19 @@ class ExpertShard:
         model = load_checkpoint(checkpoint, device=device)
         self.lo, self.hi = lo, hi
         self.experts = [slice_experts(layer.block_sparse_moe.experts, lo, hi).eval() for layer in model.model.layers]
+        self.width = model.config.d_model
         del model
 
     def forward(self, payload: bytes) -> bytes:
         """A `pack`ed block of one layer's sorted rows (N_s, d) -> (outputs (N_s, d), seconds the
-        expert arithmetic took), pickled: `unpack` reads it."""
-        layer, rows, counts = pickle.loads(payload)
+        expert arithmetic took), as `pack_reply` writes it."""
+        layer, rows, counts = unpack_request(payload, self.width)
         experts = self.experts[layer]
         device, dtype = experts.w1.device, experts.w1.dtype
         started = time.perf_counter()
         with torch.inference_mode():
-            out = experts.forward_sorted(torch.from_numpy(rows).to(device, dtype), torch.from_numpy(counts).to(device))
-            out = out.to("cpu", torch.float32)
-        return pickle.dumps((out.numpy(), time.perf_counter() - started), protocol=5)
+            out = experts.forward_sorted(rows.to(device, dtype), counts.to(device)).to("cpu", torch.float32)
+        return pack_reply(out, time.perf_counter() - started)
 
     def info(self) -> dict[str, Any]:
         return {"lo": self.lo, "hi": self.hi, "layers": len(self.experts)}

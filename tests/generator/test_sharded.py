@@ -43,6 +43,18 @@ def test_expert_ranges_are_contiguous_and_even():
         expert_ranges(4, 5)
 
 
+def test_messages_round_trip_exactly():
+    from rayrag.generator.sharded import pack, pack_reply, unpack, unpack_request
+
+    rows, counts = torch.randn(5, 8, dtype=torch.bfloat16), torch.tensor([2, 0, 3])
+    layer, got_rows, got_counts = unpack_request(pack(3, rows, counts), width=8)
+    assert layer == 3 and torch.equal(got_counts, counts) and torch.equal(got_rows.to(torch.bfloat16), rows)
+    reply, seconds = unpack(pack_reply(rows.float(), 0.25))
+    assert torch.equal(reply, rows.float()) and seconds == 0.25
+    empty, _ = unpack(pack_reply(torch.empty(0, 8), 0.0))
+    assert empty.shape == (0, 8)
+
+
 def test_sharded_forward_equals_the_local_model(sharded, checkpoint):
     local = load_checkpoint(checkpoint).eval()
     ids = torch.tensor([[5, 17, 42, 9, 88, 3, 61, 7], [120, 7, 33, 150, 2, 19, 11, 12]])
