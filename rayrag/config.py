@@ -250,6 +250,22 @@ class TrackingConfig(_Section):
     enabled: bool = Field(True, description="Log runs to MLflow.")
     tracking_uri: str | None = Field(None, description="None = $MLFLOW_TRACKING_URI or sqlite:///mlflow.db.")
     experiment_prefix: str = Field("rayrag", description="Experiments are named PREFIX-ACTIVITY.")
+    model_name: str = Field("rayrag-generator", description="Registered model the generator checkpoints are versions of.")
+    prompt_name: str = Field("rayrag-reader", description="The reader's prompt template in MLflow's prompt registry.")
+    prompt_version: int | None = Field(None, gt=0, description="Pinned prompt version; it must hold the template this build uses. None = the latest registered (registered on first use).")
+    model_cache: str = Field(".rayrag/models", description="Where models:/NAME@ALIAS checkpoints are downloaded to.")
+
+
+class EvalConfig(_Section):
+    recall_k: int = Field(5, gt=0, description="Depth of the headline recall@k (recall@2/5/10 are all reported).")
+    gap_threshold: float = Field(0.1, ge=0, description="A slice whose metric differs from the overall by more than this is flagged.")
+    bootstrap_samples: int = Field(200, ge=0, description="Bootstrap resamples for per-slice confidence intervals; 0 = none.")
+    ci_level: float = Field(0.95, gt=0, lt=1, description="Confidence level of the bootstrap intervals.")
+    min_slice_size: int = Field(5, ge=1, description="Slices with fewer examples are reported but never flagged.")
+    gate_tolerance: float = Field(0.02, ge=0, description="--gate fails when a metric is worse than the champion's by more than this.")
+    gate_metrics: tuple[str, ...] = Field(("recall_at_5", "mrr", "answer_em", "answer_f1", "groundedness",
+                                            "citation_precision", "pii_leak_rate"),
+                                           description="Metrics the gate compares (pii_leak_rate: lower is better).")
 
 
 class RAGConfig(_Section):
@@ -269,6 +285,7 @@ class RAGConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     governance: GovernanceConfig = Field(default_factory=GovernanceConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    evaluation: EvalConfig = Field(default_factory=EvalConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
 
     @property
