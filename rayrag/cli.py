@@ -24,6 +24,17 @@ from typing import Annotated
 
 import typer
 
+from rayrag.cli_common import (  # noqa: F401 - re-exported for the command modules' users
+    PRINCIPALS_FILE,
+    ConfigOpt,
+    GroupsOpt,
+    ModeOpt,
+    PrincipalOpt,
+    SetOpt,
+    _config,
+    load_principals,
+    resolve_principal,
+)
 from rayrag.errors import ConfigError, RayRagError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -31,8 +42,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 data_app = typer.Typer(no_args_is_help=True, help="Import public datasets and write the demo corpus.")
 app.add_typer(data_app, name="data")
 
-ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="YAML config (path or a name in configs/).")]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override: section.key=value (repeatable).")]
 
 
 def _offline_env() -> None:
@@ -40,12 +49,6 @@ def _offline_env() -> None:
                        ("MLFLOW_DISABLE_TELEMETRY", "true"), ("RAY_USAGE_STATS_ENABLED", "0"),
                        ("TOKENIZERS_PARALLELISM", "false")):
         os.environ.setdefault(key, value)
-
-
-def _config(config: str | None, overrides: list[str] | None):
-    from rayrag.config import resolve_config
-
-    return resolve_config(config, overrides or [])
 
 
 @data_app.command("import")
@@ -113,11 +116,17 @@ def train(
     workers: Annotated[int | None, typer.Option("--workers", help="Data-parallel Ray Train workers (default: train.workers).")] = None,
     base: Annotated[Path | None, typer.Option("--base", help="Base checkpoint to fine-tune LoRA adapters on.")] = None,
     lora_rank: Annotated[int | None, typer.Option("--lora-rank", help="LoRA rank (needs --base): train adapters only.")] = None,
+    dense: Annotated[bool, typer.Option("--dense", help="Train the dense twin of the configured MoE (one FFN as wide as the k active experts): the `rayrag compare` baseline.")] = False,
 ) -> None:
-    """Train the generator: LM on the chunks, then reader fine-tuning (or LoRA adapters)."""
+    """Train the generator: LM on the chunks, then reader fine-tuning (or LoRA adapters).
+    A full training is registered in MLflow's model registry (the first version is champion)."""
     from rayrag.pipelines.train import train as run_train
 
     cfg = _config(config, overrides)
+    if dense:
+        from rayrag.governance.compare import dense_baseline_overrides
+
+        cfg = cfg.with_overrides(dense_baseline_overrides(cfg))
     if lora_rank is not None and base is None:
         raise ConfigError("--lora-rank needs --base (the checkpoint whose adapters are trained)")
     if base is not None and lora_rank is None:
@@ -127,50 +136,6 @@ def train(
     result = run_train(cfg, out, bundle=bundle, qa=qa, resume=resume, base=base, lora_rank=lora_rank,
                        workers=workers)
     print(json.dumps(result.to_json()))
-
-
-PRINCIPALS_FILE = Path(__file__).resolve().parents[1] / "configs" / "access" / "principals.yaml"
-ModeOpt = Annotated[str | None, typer.Option("--mode", help="dense | graph | hybrid (default: retrieval.mode).")]
-PrincipalOpt = Annotated[str | None, typer.Option("--principal", help="A principal named in configs/access/principals.yaml.")]
-GroupsOpt = Annotated[str | None, typer.Option("--groups", help="Comma-separated ACL groups (instead of --principal).")]
-
-
-def load_principals(path: Path = PRINCIPALS_FILE) -> dict[str, frozenset[str]]:
-    """{name: groups} from a YAML mapping of principal name -> list of ACL groups."""
-    import yaml
-
-    if not path.is_file():
-        raise ConfigError(f"principals file not found: {path}")
-    try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError:
-        raise ConfigError(f"principals file is not valid YAML: {path}") from None
-    if not isinstance(loaded, dict):
-        raise ConfigError(f"principals file must map names to group lists: {path}")
-    principals: dict[str, frozenset[str]] = {}
-    for name, groups in loaded.items():
-        if not isinstance(groups, list) or not groups or not all(isinstance(g, str) and g for g in groups):
-            raise ConfigError(f"principal {name!r} must list at least one group in {path}")
-        principals[str(name)] = frozenset(groups)
-    return principals
-
-
-def resolve_principal(name: str | None, groups: str | None, default: str = "anonymous"):
-    """--principal NAME or --groups a,b (not both); neither = `default` from the file."""
-    from rayrag.types import Principal
-
-    if name is not None and groups is not None:
-        raise ConfigError("pass --principal or --groups, not both")
-    if groups is not None:
-        group_set = frozenset(g.strip() for g in groups.split(",") if g.strip())
-        if not group_set:
-            raise ConfigError("--groups must name at least one group")
-        return Principal("cli", group_set)
-    known = load_principals()
-    name = default if name is None else name
-    if name not in known:
-        raise ConfigError(f"unknown principal {name!r} (--principal); known: {', '.join(sorted(known))}")
-    return Principal(name, known[name])
 
 
 def _print_evidence(evidence) -> None:
@@ -213,7 +178,7 @@ def _print_answer(result) -> None:
 def ask(
     question: Annotated[str, typer.Argument(help="The question.")],
     bundle: Annotated[Path, typer.Option("--bundle", help="Index bundle directory.")],
-    model: Annotated[Path | None, typer.Option("--model", help="Generator checkpoint (from `rayrag train`); required unless --retrieval-only.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Generator checkpoint (from `rayrag train`) or models:/NAME@ALIAS; required unless --retrieval-only.")] = None,
     retrieval_only: Annotated[bool, typer.Option("--retrieval-only", help="Return evidence without generating.")] = False,
     mode: ModeOpt = None,
     principal: PrincipalOpt = None,
@@ -237,8 +202,9 @@ def ask(
     reader = None
     if not retrieval_only:
         from rayrag.generator.answer import Reader
+        from rayrag.governance.tracking import resolve_model
 
-        reader = Reader(model, cfg)
+        reader = Reader(resolve_model(model, cfg.tracking), cfg)
         reader.warm_up()  # a bad checkpoint fails before retrieval loads the bundle
     asker = resolve_principal(principal, groups)
     evidence = HybridRetriever(bundle, cfg).retrieve(question, asker, mode=mode, top_k=top_k)
@@ -257,36 +223,6 @@ def ask(
         print(json.dumps({"principal": asker.name, "mode": mode or cfg.retrieval.mode, **result_to_json(result)}))
         return
     _print_answer(result)
-
-
-@app.command("eval")
-def eval_command(
-    bundle: Annotated[Path, typer.Option("--bundle", help="Index bundle directory.")],
-    dataset: Annotated[Path, typer.Option("--dataset", help="QA JSONL with supporting_ids (gold doc ids).")],
-    retrieval_only: Annotated[bool, typer.Option("--retrieval-only", help="Score retrieval (recall@k, MRR).")] = False,
-    mode: ModeOpt = None,
-    principal: PrincipalOpt = None,
-    groups: GroupsOpt = None,
-    config: ConfigOpt = None,
-    overrides: SetOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Only the JSON line (no table).")] = False,
-) -> None:
-    """Evaluate retrieval on a QA set: recall@2/5/10 and MRR, per slice; one MLflow run."""
-    from rayrag.pipelines.evaluate import METRICS, evaluate_retrieval
-
-    if not retrieval_only:
-        raise ConfigError("answer evaluation is not available yet in this build; pass --retrieval-only")
-    if not dataset.is_file():
-        raise ConfigError(f"dataset not found: {dataset} (--dataset)")
-    cfg = _config(config, overrides)
-    asker = resolve_principal(principal, groups, default="admin")
-    result = evaluate_retrieval(bundle, dataset, cfg, mode or cfg.retrieval.mode, asker)
-    if not as_json:
-        print(f"{'slice':<32} {'n':>5} " + " ".join(f"{m:>12}" for m in METRICS))
-        rows = [("all", {**result, "n": result["counts"]["questions"]}), *result["slices"].items()]
-        for name, values in rows:
-            print(f"{name:<32} {int(values['n']):>5} " + " ".join(f"{values[m]:>12.4f}" for m in METRICS))
-    print(json.dumps(result))
 
 
 @app.command()
@@ -383,6 +319,20 @@ def demo(
     from rayrag.demo import run_demo
 
     run_demo(out, _config(config, overrides))
+
+
+def _register_commands() -> None:
+    """Commands kept in their own modules (they import this one's option types)."""
+    from rayrag.cli_compare import compare_command
+    from rayrag.cli_eval import eval_command
+    from rayrag.cli_registry import registry_app
+
+    app.command("eval")(eval_command)
+    app.command("compare")(compare_command)
+    app.add_typer(registry_app, name="registry")
+
+
+_register_commands()
 
 
 def main() -> None:

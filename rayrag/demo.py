@@ -6,11 +6,14 @@ config into DIR/model (what `rayrag train` runs: LM on the chunks, then reader f
 questions generated from the knowledge graph; a checkpoint already there whose
 training.json has the same config hash is reused), then answers sample one-hop and two-hop
 questions: the top passages (dense vs hybrid) with scores, titles and KG facts, and the
-generated answer with its citations next to the gold answer. Last, the exact match of the
-reader over hybrid retrieval on every one-hop and two-hop demo question (or the first
-`n_eval` of each). The demo QA file is not trained on, but the reader's training questions
-are generated from the graph's triples, and a one-hop demo question can be worded like one.
-Later stages (serving, tuning) extend this same command.
+generated answer (asked over HTTP of the Ray Serve graph) with its citations next to the
+gold answer. The model is a version in MLflow's model registry (`rayrag-generator`, the first
+one `champion`). Last, `rayrag eval` in-process on every demo question (or the first
+`n_eval`): retrieval recall and MRR, SQuAD exact match and F1, groundedness, citation
+precision, KG validation, PII leaks of the planted canaries, latency, each per slice (hops,
+department, region, doc type) with gaps flagged; one MLflow run. The demo QA file is not
+trained on, but the reader's training questions are generated from the graph's triples, and
+a one-hop demo question can be worded like one. Later stages (tuning) extend this command.
 """
 
 from __future__ import annotations
@@ -23,17 +26,20 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import yaml
 
-from rayrag.config import RAGConfig, TrackingConfig
+from rayrag.cli_eval import print_answer_table
+from rayrag.config import RAGConfig
 from rayrag.data.demo_corpus import generate_demo_corpus
 from rayrag.data.readers import read_qa
 from rayrag.errors import DataError
-from rayrag.generator.answer import Reader
 from rayrag.governance.tracking import Tracker
+from rayrag.pipelines.answer_eval import evaluate_answers
 from rayrag.pipelines.ingest import ingest
+from rayrag.pipelines.qa_metrics import exact_match as exact_match_score
 from rayrag.pipelines.train import SUMMARY_FILE, train
 from rayrag.retrieval.hybrid import HybridRetriever
 from rayrag.types import Principal
@@ -81,17 +87,18 @@ def _training_figures(summary: dict) -> dict:
             "reader_source": summary.get("reader_source"), "mlflow_run_id": summary.get("mlflow_run_id")}
 
 
-def _normalise(text: str) -> str:
-    return " ".join(text.lower().split())
+def _registered(model_dir: Path, tracker: Tracker) -> Any:
+    """The registry version holding this checkpoint (`rayrag train` registered it; a model the
+    demo reused from an earlier run with another store is registered now)."""
+    from rayrag.governance.registry import model_digest
+    from rayrag.governance.tracking import ModelRegistry
 
-
-def _exact_match(reader: Reader, retriever: HybridRetriever, questions: list, principal: Principal) -> int:
-    """Questions whose generated answer equals a gold answer (case and spacing aside)."""
-    hits = 0
-    for qa in questions:
-        answered = reader.answer(qa.question, retriever.retrieve(qa.question, principal, mode="hybrid"))
-        hits += _normalise(answered.answer.text) in {_normalise(a) for a in qa.answers}
-    return hits
+    registry = ModelRegistry(tracker)
+    digest = model_digest(model_dir)
+    for version in registry.versions():
+        if version.model_digest == digest:
+            return version
+    return registry.register(model_dir, tags={"registered_by": "rayrag demo"})
 
 
 @contextlib.contextmanager
@@ -148,11 +155,9 @@ def run_demo(out: Path, config: RAGConfig, n_questions: int = 3, n_eval: int | N
     corpus = generate_demo_corpus(data_dir, seed=config.seed)
     print(f"[rayrag demo] corpus: {corpus.documents} documents, {corpus.questions} questions "
           f"-> {data_dir}", file=sys.stderr)
-    tracking = config.tracking
-    if not tracking.tracking_uri and not os.environ.get("MLFLOW_TRACKING_URI"):
-        tracking = TrackingConfig(**{**tracking.model_dump(),
-                                     "tracking_uri": f"sqlite:///{(out / 'mlflow.db').resolve()}"})
-    tracker = Tracker(tracking, artifact_root=out / "mlartifacts")
+    if not config.tracking.tracking_uri and not os.environ.get("MLFLOW_TRACKING_URI"):
+        config = config.with_overrides([f"tracking.tracking_uri=sqlite:///{(out / 'mlflow.db').resolve()}"])
+    tracker = Tracker(config.tracking, artifact_root=out / "mlartifacts")
     result = ingest(corpus.corpus_path, bundle_dir, config, tracker=tracker)
     ingest_seconds = time.perf_counter() - started
 
@@ -162,8 +167,10 @@ def run_demo(out: Path, config: RAGConfig, n_questions: int = 3, n_eval: int | N
               file=sys.stderr)
     train_seconds = time.perf_counter() - started - ingest_seconds
 
+    version = _registered(out / "model", tracker)
+    print(f"[rayrag demo] model registry: {config.tracking.model_name} version {version.version} "
+          f"[{','.join(version.aliases) or '-'}]", file=sys.stderr)
     retriever = HybridRetriever(bundle_dir, config)
-    reader = Reader(out / "model", config)
     everyone = Principal("demo", frozenset({"public", "hr", "finance", "legal"}))
     qa_pairs = read_qa(corpus.qa_path)
     by_hops = {hops: [q for q in qa_pairs if q.metadata.get("hops") == hops] for hops in (1, 2)}
@@ -199,25 +206,27 @@ def run_demo(out: Path, config: RAGConfig, n_questions: int = 3, n_eval: int | N
             cited_docs = {c["doc_id"] for c in body["citations"]}
             answers.append({"question_id": qa.id, "question": qa.question, "gold": qa.answers[0],
                             "answer": body["answer"],
-                            "exact_match": _normalise(body["answer"]) in {_normalise(a) for a in qa.answers},
+                            "exact_match": bool(exact_match_score(body["answer"], qa.answers)),
                             "citations": [c["chunk_id"] for c in body["citations"]],
                             "gold_cited": sorted(cited_docs & set(qa.supporting_ids)),
                             "truncated": body["truncated"]["chunk_ids"], "usage": body["usage"],
                             "validation": {k: body["validation"].get(k) for k in ("supported", "contradicted", "unknown")},
                             "escalated": body["escalated"], "request_id": body["request_id"]})
-    print("\n(* = a gold supporting document; hybrid = dense + knowledge-graph PageRank, fused; "
-          f"answers by {reader.model_version})")
-    exact_match = {}
-    for hops, pairs in by_hops.items():
-        sample = pairs[:n_eval]
-        if sample:
-            hits = _exact_match(reader, retriever, sample, everyone)
-            exact_match[f"{hops}_hop"] = {"correct": hits, "questions": len(sample)}
-            print(f"[rayrag demo] exact match, {hops}-hop questions (hybrid retrieval): {hits}/{len(sample)}",
-                  file=sys.stderr)
+    print("\n(* = a gold supporting document; hybrid = dense + knowledge-graph PageRank, fused)")
+    print(f"\n[rayrag demo] evaluating on {n_eval or 'all'} questions (rayrag eval: retrieval, answers, "
+          "groundedness, citations, KG validation, PII leaks, latency; per slice) ...", file=sys.stderr)
+    evaluation = evaluate_answers(corpus.qa_path, config, bundle=bundle_dir, model=out / "model",
+                                  principal=everyone, canaries=None, tracker=tracker, limit=n_eval, mode="hybrid")
+    print_answer_table(evaluation)
+    exact_match = {f"{hops}_hop": {"em": evaluation["slices"][f"hops={hops}"]["answer_em"],
+                                   "questions": int(evaluation["slices"][f"hops={hops}"]["n"])}
+                   for hops in (1, 2) if f"hops={hops}" in evaluation["slices"]}
     summary = {**result.summary(), "training": training, "model": str(out / "model"),
-               "model_version": reader.model_version, "answers": answers,
-               "exact_match": exact_match,
+               "model_version": evaluation["model_version"], "registry_version": version.version,
+               "answers": answers, "exact_match": exact_match,
+               "evaluation": {k: evaluation[k] for k in ("recall_at_5", "mrr", "answer_em", "answer_f1",
+                                                         "groundedness", "citation_precision", "pii_leak_rate",
+                                                         "p50_ms", "p99_ms", "run_id")},
                "seconds": {"ingest": round(ingest_seconds, 1), "train": round(train_seconds, 1),
                            "total": round(time.perf_counter() - started, 1)}}
     print(json.dumps(summary))

@@ -49,6 +49,12 @@ PROMPT_TEMPLATE = (
 )
 
 
+def prompt_label(name: str, version: int | None) -> str:
+    """How an answer names its prompt: `rayrag-reader/3` (the MLflow prompt-registry version the
+    config pins), or `rayrag-reader/unregistered` when nothing is pinned (tracking off)."""
+    return f"{name}/{version if version is not None else 'unregistered'}"
+
+
 @dataclass(frozen=True)
 class Citation:
     """A passage that made it into the prompt, under marker `[marker]`."""

@@ -9,8 +9,7 @@ collapsed to distinct documents in rank order (a document counts at its best chu
 Every metric is also computed per value of every QA metadata key (`hops=2`,
 `doc_type=press_release`, ...): the disaggregated view the governance layer asks for.
 One evaluation is one MLflow run in the `eval` experiment, tagged with mode, bundle id and
-dataset digest; slice metrics are logged as `recall_at_5__hops_2` (MLflow metric names may
-not contain `=`). Nothing logged carries question text: only ids, counts and numbers.
+dataset digest; slice metrics are logged as `recall_at_5/hops/2` (`<metric>/<key>/<value>`). Nothing logged carries question text: only ids, counts and numbers.
 
     >>> result = evaluate_retrieval(Path("bundle"), Path("qa.jsonl"), cfg, "hybrid",
     ...                             Principal("admin", frozenset({"public", "hr"})), tracker)
@@ -20,7 +19,6 @@ not contain `=`). Nothing logged carries question text: only ids, counts and num
 from __future__ import annotations
 
 import hashlib
-import re
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -89,8 +87,12 @@ def slice_metrics(per_question: list[dict[str, float]],
 
 
 def mlflow_metric_name(metric: str, slice_name: str) -> str:
-    """`recall_at_5` + `hops=2` -> `recall_at_5__hops_2` (MLflow forbids `=` in names)."""
-    return f"{metric}__{re.sub(r'[^0-9A-Za-z_.-]+', '_', slice_name)}"
+    """`recall_at_5` + `hops=2` -> `recall_at_5/hops/2`: the `<metric>/<key>/<value>` names the
+    answer evaluation logs too (`disaggregate.metric_key`: MLflow's allowed characters)."""
+    from rayrag.governance.disaggregate import metric_key
+
+    key, _, value = slice_name.partition("=")
+    return metric_key(metric, key, value)
 
 
 def file_digest(path: Path) -> str:

@@ -37,6 +37,7 @@ from rayrag.errors import IndexError_, RayRagError
 from rayrag.governance.privacy_log import StageTimer, get_logger
 from rayrag.governance.tracking import Tracker
 from rayrag.pipelines import bundle as bundle_io
+from rayrag.pipelines.ingest_report import log_ingest_plots
 from rayrag.pipelines.stages import EmbedStage, ExtractStage, PrepareStage, document_to_row
 from rayrag.types import Document
 
@@ -228,6 +229,9 @@ def ingest(corpus: Path, out: Path, config: RAGConfig, *, previous: Path | None 
                          **{f"seconds_{k}": v for k, v in manifest["stage_seconds"].items()}})
         run.log_dict(manifest, "manifest.json")
         run.log_dict(assembled["pii_report"], "pii_report.json")
+        log_ingest_plots(run, assembled["chunks"].column("doc_id").to_pylist(), assembled["pii_report"]["counts"])
+        if Path(corpus).is_file():  # the input, by digest (a directory corpus: corpus_source_digest tag)
+            run.log_dataset(Path(corpus), "corpus", "ingest")
     _log.info("ingest_done", extra={"fields": {"bundle_id": bundle_id, **manifest["counts"]}})
     return IngestResult(bundle_path=out, manifest=manifest, quarantined=read.quarantined)
 

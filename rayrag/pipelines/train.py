@@ -87,6 +87,7 @@ class Trainer:
         self.bundle, self.qa, self.base = bundle, qa, base
         self.resume, self.lora = resume, lora_rank is not None
         self.tracker = tracker
+        self._tracker: Tracker | None = None  # the one the run was opened with (registration)
         self.progress, self.log_every = progress, max(1, log_every)
         self.data = data
         self.rank, self.world_size = rank, world_size
@@ -203,7 +204,20 @@ class Trainer:
             if self.is_main:
                 self._finish(model, summary)
                 log_artifacts(run, phases, logs, summary)
+                summary["registered_version"] = self._register(run)
         return TrainResult(self.out, summary)
+
+    def _register(self, run: RunHandle) -> int | None:
+        """A full training becomes a version of the registered model (the first one champion);
+        adapters are not a servable checkpoint on their own and are not registered here."""
+        if self.lora or run.run_id is None or self._tracker is None:
+            return None
+        from rayrag.governance.tracking import ModelRegistry
+
+        info = ModelRegistry(self._tracker).register(
+            self.out, run_id=run.run_id, tags={"config_hash": self.config.config_hash,
+                                               "training_hash": self.config.training_hash})
+        return info.version
 
     def train_step(self, forward_model: torch.nn.Module, optimizer: torch.optim.Optimizer, phase: Phase,
                    phase_index: int, step: int, lr: float, log: PhaseLog) -> dict[str, float]:
@@ -293,11 +307,15 @@ class Trainer:
         if not self.is_main:
             yield RunHandle(run_id=None, experiment="")
             return
-        tracker = self.tracker or Tracker(self.config.tracking)
+        tracker = self._tracker = self.tracker or Tracker(self.config.tracking)
         tags = {"mode": "lora" if self.lora else "full", "workers": self.world_size}
         if state:
             tags["resumed_at_step"] = sum(p.steps for p in self.phases()[: state["phase"]]) + state["step"]
         with tracker.start_run("train", self.config, tags=tags) as run:
+            if self.bundle is not None:  # what the model was trained on, by digest
+                run.log_dataset(Path(self.bundle) / "manifest.json", "bundle", "training")
+            if self.qa is not None:
+                run.log_dataset(Path(self.qa), "qa", "reader")
             yield run
 
     # -- checkpoints -----------------------------------------------------------------------

@@ -9,7 +9,8 @@ Arguments (all optional; Serve passes `key=value` pairs as strings): `config` (a
 configs/ or a YAML path), `bundle`, `model`, and `set` (comma-separated `section.key=value`
 overrides). The bundle and model fall back to $RAYRAG_BUNDLE / $RAYRAG_MODEL, then to
 `serve.bundle` / `serve.model` in the config, whose defaults are where `make demo` leaves
-them. Each stage gets its resources and limits from `serve.*`: fractional CPUs so the six
+them. `model` may be a registry URI, `models:/rayrag-generator@champion`: the version it
+names is downloaded (once) and served, and its digest is the answers' `model_version`. Each stage gets its resources and limits from `serve.*`: fractional CPUs so the six
 stages fit a laptop, `max_ongoing_requests` per replica, and on the Ingress
 `max_queued_requests`, so overload becomes a fast 503 instead of a growing queue.
 
@@ -36,7 +37,13 @@ def resolve(args: dict[str, Any]) -> tuple[RAGConfig, Path, Path]:
     overrides = [s for s in str(args.get("set") or "").split(",") if s.strip()]
     config = resolve_config(args.get("config") or os.environ.get("RAYRAG_CONFIG"), overrides)
     bundle = Path(args.get("bundle") or os.environ.get("RAYRAG_BUNDLE") or config.serve.bundle or DEFAULT_BUNDLE)
-    model = Path(args.get("model") or os.environ.get("RAYRAG_MODEL") or config.serve.model or DEFAULT_MODEL)
+    model_ref = str(args.get("model") or os.environ.get("RAYRAG_MODEL") or config.serve.model or DEFAULT_MODEL)
+    if model_ref.startswith("models:/"):  # a registry version, downloaded once to tracking.model_cache
+        from rayrag.governance.tracking import resolve_model
+
+        model = resolve_model(model_ref, config.tracking)
+    else:
+        model = Path(model_ref)
     if not (bundle / "manifest.json").is_file():
         raise ConfigError(f"no index bundle at {bundle}: run `make demo` or `rayrag ingest`, "
                           "or pass bundle=PATH / set RAYRAG_BUNDLE")
@@ -61,6 +68,19 @@ def shard_placement(config: RAGConfig) -> dict[str, Any]:
             "placement_group_strategy": "PACK"}
 
 
+def pin_prompt(config: RAGConfig) -> RAGConfig:
+    """The config with `tracking.prompt_version` set to the prompt-registry version that holds
+    this build's reader template (registered on first use; a pinned version must hold it), so
+    every stage and every answer names the same prompt without talking to MLflow."""
+    if not config.tracking.enabled:
+        return config
+    from rayrag.generator.prompt import PROMPT_TEMPLATE
+    from rayrag.governance.tracking import Tracker
+
+    label = Tracker(config.tracking).prompt_version(PROMPT_TEMPLATE)  # "NAME/VERSION"
+    return config.with_overrides([f"tracking.prompt_version={int(label.rsplit('/', 1)[1])}"])
+
+
 def build_app(args: dict[str, Any] | None = None) -> Application:
     """The deployment graph: Ingress over Redactor, Retriever, KGEnricher, Generator, Guard."""
     from rayrag.serve.deployments import (
@@ -73,6 +93,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     from rayrag.serve.ingress import Ingress
 
     config, bundle, model = resolve(dict(args or {}))
+    config = pin_prompt(config)
     s = config.serve
     config_json = config.model_dump_json()
 

@@ -42,7 +42,7 @@ from rayrag import __version__
 from rayrag.config import RAGConfig
 from rayrag.errors import AccessDenied, DataError, ShardFailure
 from rayrag.generator.answer import result_to_json
-from rayrag.generator.prompt import PROMPT_TEMPLATE_VERSION
+from rayrag.generator.prompt import prompt_label
 from rayrag.governance.privacy_log import file_event_logger, fingerprint
 from rayrag.governance.routing import shard_imbalance
 from rayrag.retrieval.hybrid import expanded_query
@@ -130,6 +130,7 @@ class Ingress:
         self.latency = Histogram("rayrag_stage_latency_ms", description="Per-stage latency (ms).",
                                  boundaries=LATENCY_BOUNDARIES_MS, tag_keys=("stage",))
         self.max_body = self.config.serve.max_question_chars * 4 + BODY_OVERHEAD_BYTES
+        self.prompt_version = prompt_label(self.config.tracking.prompt_name, self.config.tracking.prompt_version)
 
     # -- probes ----------------------------------------------------------------------------
 
@@ -276,7 +277,7 @@ class Ingress:
             "redactions": {"question": question_pii, "answer": report.redactions},
             "validation": report.validation, "groundedness": report.groundedness,
             "confidence": report.confidence, "escalated": report.escalated, "reasons": report.reasons,
-            "routing": routing, "prompt_version": PROMPT_TEMPLATE_VERSION,
+            "routing": routing, "prompt_version": self.prompt_version,
         })
         chunk_ids = [p.chunk_id for p in evidence.passages]
         if report.escalated:

@@ -32,3 +32,12 @@ def test_disabled_tracking_writes_nothing(tmp_path):
         run.log_metrics({"chunks": 1})
         assert run.run_id is None
     assert not (tmp_path / "x.db").exists()
+
+
+def test_a_tracker_does_not_leak_its_store_into_the_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    first = Tracker(TrackingConfig(tracking_uri=f"sqlite:///{tmp_path / 'a.db'}"))
+    first.warm_up()
+    assert "MLFLOW_TRACKING_URI" not in __import__("os").environ
+    second = Tracker(TrackingConfig(), workdir=tmp_path / "elsewhere")
+    assert second.tracking_uri == f"sqlite:///{(tmp_path / 'elsewhere').resolve() / 'mlflow.db'}"

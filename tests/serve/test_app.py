@@ -106,6 +106,34 @@ def test_missing_bundle_or_model_is_one_clear_line(tmp_path):
         resolve({"bundle": str(tmp_path / "nope"), "model": str(tmp_path)})
 
 
+def test_the_graph_serves_the_registry_champion_and_pins_the_prompt(tmp_path):
+    """model=models:/NAME@champion is downloaded once and served; the prompt template is
+    registered (or found) in MLflow's prompt registry and its version pinned in the config."""
+    import torch
+
+    from rayrag.config import GeneratorConfig
+    from rayrag.generator.checkpoint import save_checkpoint
+    from rayrag.generator.model import MoETransformer
+    from rayrag.governance.tracking import ModelRegistry, Tracker
+    from rayrag.serve.app import pin_prompt
+
+    torch.manual_seed(0)
+    cfg = GeneratorConfig(vocab_size=64, d_model=16, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=16,
+                          n_experts=2, experts_per_token=1, max_seq_len=16, adaptive_softmax_cutoffs=())
+    checkpoint = save_checkpoint(MoETransformer(cfg), tmp_path / "ckpt")
+    (tmp_path / "bundle").mkdir()
+    (tmp_path / "bundle" / "manifest.json").write_text("{}")
+    store = f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'},tracking.model_cache={tmp_path / 'cache'}"
+    config, _, _ = resolve({"bundle": str(tmp_path / "bundle"), "model": str(checkpoint), "set": store})
+    ModelRegistry(Tracker(config.tracking)).register(checkpoint)
+    _, _, served = resolve({"bundle": str(tmp_path / "bundle"), "model": "models:/rayrag-generator@champion",
+                            "set": store})
+    assert served.is_relative_to(tmp_path / "cache") and (served / "config.json").is_file()
+    pinned = pin_prompt(config)
+    assert pinned.tracking.prompt_version == 1 and pin_prompt(config).tracking.prompt_version == 1
+    assert pin_prompt(config.with_overrides(["tracking.enabled=false"])).tracking.prompt_version is None
+
+
 def test_the_checked_in_serve_config_is_a_valid_serve_deploy_file():
     from ray.serve.schema import ServeDeploySchema
 
@@ -190,6 +218,24 @@ def test_malformed_json_is_422(server):
     response = httpx.post(f"{server}/v1/ask", content=b'{"question": "Who', headers={
         **bearer(ADMIN_KEY), "Content-Type": "application/json"})
     assert response.status_code == 422 and "Who" not in response.text
+
+
+def test_compare_times_rayrag_as_an_openai_endpoint(server, stack, tmp_path):
+    from rayrag.governance.compare import compare_backends
+
+    dataset = tmp_path / "qa.jsonl"
+    dataset.write_text("".join(json.dumps(q) + "\n" for q in stack.public_q))
+    admin = Principal("admin", frozenset(ALL_GROUPS))
+    result = compare_backends(["extractive", f"openai={server}"], dataset, stack.config,
+                              bundle=Path(stack.args["bundle"]), model=None, dense_model=None,
+                              principal=admin, api_key=ADMIN_KEY)
+    n = len(stack.public_q)
+    assert result["questions"] == n and [r["backend"] for r in result["table"]] == ["extractive", "openai"]
+    endpoint = result["backends"]["openai"]
+    assert 0 < endpoint["ttft_p50_ms"] <= endpoint["latency_p50_ms"]
+    assert endpoint["prompt_tokens"] > 0 and endpoint["completion_tokens"] > 0 and endpoint["tokens_per_s"] > 0
+    assert endpoint["answered"] == n and endpoint["cost_per_request"] > 0  # the server's usage, priced
+    assert 0 <= endpoint["answer_f1"] <= 1 and result["backends"]["extractive"]["answered"] == n
 
 
 @pytest.fixture
@@ -291,6 +337,27 @@ def test_timeouts_and_overload_are_fast_503s(tight, stack):
     rejected = [r for r in results if '"timeout"' not in r[1]]  # Serve's back-pressure, before our code runs
     assert rejected, "no request was turned away by max_queued_requests"
     assert max(seconds for _, _, seconds in rejected) < 10
+
+
+def test_rayrag_eval_scores_the_running_graph_over_http(server, tight, stack, tmp_path):
+    """`rayrag eval --url`: the real HttpAnswerer against the served graph; against the app
+    that can only time out, every request is a counted server error and nothing is scored."""
+    from rayrag.errors import RayRagError
+    from rayrag.pipelines.answer_eval import evaluate_answers
+
+    dataset = tmp_path / "qa.jsonl"
+    dataset.write_text("".join(json.dumps(q) + "\n" for q in stack.public_q))
+    config = stack.config.with_overrides(["tracking.enabled=true", "evaluation.bootstrap_samples=10",
+                                          f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"])
+    nobody = Principal("ignored", frozenset())  # over HTTP the key decides the principal
+    result = evaluate_answers(dataset, config, bundle=Path(stack.args["bundle"]), model=None, url=server,
+                              api_key=ADMIN_KEY, principal=nobody, canaries=[])
+    assert result["source"] == "http" and result["questions"] == len(stack.public_q) and result["run_id"]
+    assert result["model_version"].startswith("model@") and 0 <= result["answer_f1"] <= 1
+    assert result["p50_ms"] > 0 and result["tokens_per_request"] > 0 and result["counts"]["server_errors"] == 0
+    with pytest.raises(RayRagError, match="no question was answered"):
+        evaluate_answers(dataset, config, bundle=Path(stack.args["bundle"]), model=None, url=tight,
+                         api_key=ADMIN_KEY, principal=nobody, canaries=[])
 
 
 def sse(text: str) -> list[tuple[str, dict]]:
