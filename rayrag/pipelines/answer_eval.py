@@ -257,7 +257,7 @@ class HttpAnswerer:
         if not self.api_key:
             raise ConfigError("evaluating a server needs an API key: set $RAYRAG_API_KEY")
         self.mode, self.timeout_s = mode, timeout_s
-        self.model_version = ""
+        self.model_version = self.prompt_version = ""
         self._client: Any = None
 
     def warm_up(self) -> None:
@@ -288,10 +288,19 @@ class HttpAnswerer:
             raise DataError(f"question {qa.id}: HTTP {response.status_code} from {self.url}/v1/ask")
         body = response.json()
         self.model_version = self.model_version or str(body.get("model_version") or "")
+        self.prompt_version = self.prompt_version or str(body.get("prompt_version") or "")
         return outcome_from_response(body, latency_ms)
 
 
 # ---------------------------------------------------------------- the evaluation
+
+
+def _prompt_version(tracker: Tracker) -> str:
+    """In-process, the prompt this build's reader uses, as the prompt registry names it (the
+    evaluation is versioned with the prompt); `NAME/unregistered` without tracking."""
+    from rayrag.generator.prompt import PROMPT_TEMPLATE
+
+    return tracker.prompt_version(PROMPT_TEMPLATE)
 
 
 def load_canaries(path: Path | None) -> list[str]:
@@ -399,6 +408,7 @@ def evaluate_answers(dataset: Path, config: RAGConfig, *, bundle: Path | None, m
         raise RayRagError(f"no question was answered ({failed} server errors) (--url)")
     model_version = answerer.model_version
     bundle_id = answerer.bundle_id if source == "in_process" else _bundle_id(bundle)
+    prompt_version = getattr(answerer, "prompt_version", "") or _prompt_version(tracker)
 
     overall = aggregate_scores(rows)
     keys = sorted({k for qa in scored for k in qa.metadata})
@@ -408,8 +418,8 @@ def evaluate_answers(dataset: Path, config: RAGConfig, *, bundle: Path | None, m
     report = disaggregate(frame, QUALITY_METRICS, keys, config.evaluation, seed=config.seed)
     result: dict[str, Any] = {
         **overall, "slices": slices(report), "disaggregation": report, "mode": mode, "source": source,
-        "model_version": model_version, "dataset_digest": digest, "bundle_id": bundle_id,
-        "counts": {"questions": len(rows), "server_errors": failed, "canaries": len(canaries),
+        "model_version": model_version, "prompt_version": prompt_version, "dataset_digest": digest,
+        "bundle_id": bundle_id, "counts": {"questions": len(rows), "server_errors": failed, "canaries": len(canaries),
                    "no_gold_documents": sum(not qa.supporting_ids for qa in scored),
                    "no_gold_answers": sum(not qa.answers for qa in scored)},
     }
@@ -419,7 +429,8 @@ def evaluate_answers(dataset: Path, config: RAGConfig, *, bundle: Path | None, m
         result["gate"] = {"baseline_run_id": baseline["run_id"], "champion_version": baseline["champion_version"],
                           "passed": passed, "regressions": regressions}
 
-    tags = {"model_version": model_version, "weights_digest": weights_of(model_version), "dataset_digest": digest,
+    tags = {"model_version": model_version, "weights_digest": weights_of(model_version),
+            "prompt_version": prompt_version, "dataset_digest": digest,
             "bundle_id": bundle_id, "mode": mode, "source": source, "evaluation": "answers",
             "principal": principal.name if source == "in_process" else "api_key"}
     with tracker.start_run("eval", config, tags=tags) as run:

@@ -262,6 +262,7 @@ def test_end_to_end_in_process_run_is_tracked_without_text(stack):
     run = client.get_run(result["run_id"])
     tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
     assert tags["model_version"] == stack.answerer.model_version and tags["source"] == "in_process"
+    assert tags["prompt_version"] == result["prompt_version"] == "rayrag-reader/1"  # versioned with the prompt
     assert tags["dataset_digest"] == result["dataset_digest"] and tags["bundle_id"] == result["bundle_id"]
     assert tags["dataset.eval.digest"] == result["dataset_digest"]  # log_dataset
     assert metrics["answer_f1"] == pytest.approx(result["answer_f1"])

@@ -355,6 +355,7 @@ def test_rayrag_eval_scores_the_running_graph_over_http(server, tight, stack, tm
     assert result["source"] == "http" and result["questions"] == len(stack.public_q) and result["run_id"]
     assert result["model_version"].startswith("model@") and 0 <= result["answer_f1"] <= 1
     assert result["p50_ms"] > 0 and result["tokens_per_request"] > 0 and result["counts"]["server_errors"] == 0
+    assert result["prompt_version"] == "rayrag-reader/unregistered"  # what the server reported (tracking off there)
     with pytest.raises(RayRagError, match="no question was answered"):
         evaluate_answers(dataset, config, bundle=Path(stack.args["bundle"]), model=None, url=tight,
                          api_key=ADMIN_KEY, principal=nobody, canaries=[])
