@@ -126,7 +126,8 @@ def train(
     if dense:
         from rayrag.governance.compare import dense_baseline_overrides
 
-        cfg = cfg.with_overrides(dense_baseline_overrides(cfg))
+        # Its own registered model: a baseline is never a version the champion could roll to.
+        cfg = cfg.with_overrides([*dense_baseline_overrides(cfg), f"tracking.model_name={cfg.tracking.model_name}-dense"])
     if lora_rank is not None and base is None:
         raise ConfigError("--lora-rank needs --base (the checkpoint whose adapters are trained)")
     if base is not None and lora_rank is None:
@@ -338,7 +339,7 @@ _register_commands()
 def main() -> None:
     _offline_env()
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # a command's typer.Exit(n) comes back as n in this mode
     except RayRagError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -354,6 +355,8 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

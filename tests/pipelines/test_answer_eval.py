@@ -319,3 +319,18 @@ def test_champion_gate_end_to_end(stack):
     assert {r["metric"] for r in gate["regressions"]} == {"recall_at_5", "answer_f1"}
     run = stack.tracker.client().get_run(failed["run_id"])
     assert run.data.tags["gate"] == "failed" and run.data.tags["gate_baseline_run_id"] == planted.run_id
+
+    # The same gate through the real command line: exit code 1, the verdict on the last line.
+    # (The gated run above is now the champion's latest evaluation: plant the better one again.)
+    import subprocess
+    import sys
+
+    with stack.tracker.start_run("eval", stack.config, tags=tags) as planted:
+        planted.log_metrics(better)
+
+    sets = [f"--set={o}" for o in (f"tracking.tracking_uri={stack.config.tracking.tracking_uri}", *TINY_MODEL)]
+    proc = subprocess.run([sys.executable, "-m", "rayrag.cli", "eval", "--dataset", str(dataset), "--bundle",
+                           str(stack.root / "bundle"), "--model", str(stack.root / "model"), "--gate", "champion",
+                           "--json", "--config", "demo", *sets], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["gate"]["passed"] is False
