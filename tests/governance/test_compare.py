@@ -22,14 +22,9 @@ from rayrag.governance.compare import (
     parse_backends,
 )
 from rayrag.types import Evidence, Passage, Principal
+from tests.tiny import TINY_MODEL, demo_slice
 
 # As tests/serve/test_app.py's stack: a reader small enough to train in seconds.
-TINY_MODEL = ["generator.vocab_size=512", "generator.d_model=32", "generator.n_layers=2", "generator.n_heads=2",
-              "generator.n_kv_heads=1", "generator.ffn_dim=48", "generator.n_experts=4",
-              "generator.adaptive_softmax_cutoffs=[128, 300]", "generator.copy_dim=16",
-              "train.lm_steps=4", "train.reader_steps=6", "train.batch_size=2", "train.seq_len=255",
-              "train.eval_every=100", "train.checkpoint_every=100", "train.max_graph_qa=40",
-              "decoding.max_new_tokens=8"]
 ADMIN = Principal("admin", frozenset({"public", "hr", "finance", "legal"}))
 
 
@@ -132,11 +127,7 @@ def world(ray_local, demo_corpus, tmp_path_factory):
     from rayrag.pipelines.train import train
 
     root = tmp_path_factory.mktemp("compare")
-    docs = {d["id"]: d for d in map(json.loads, demo_corpus.corpus_path.read_text().splitlines())}
-    questions = [json.loads(line) for line in demo_corpus.qa_path.read_text().splitlines()]
-    public_q = [q for q in questions if all(docs[i]["acl"] == ["public"] for i in q["supporting_ids"])][:3]
-    keep = {i for q in public_q for i in q["supporting_ids"]} | set(sorted(docs)[:4])
-    (root / "corpus.jsonl").write_text("".join(json.dumps(docs[d]) + "\n" for d in sorted(keep)))
+    public_q = demo_slice(demo_corpus, root, n_questions=3).questions
     (root / "qa.jsonl").write_text("".join(json.dumps(q) + "\n" for q in public_q))
     config = resolve_config("demo", ["tracking.enabled=false", *TINY_MODEL])
     ingest(root / "corpus.jsonl", root / "bundle", config, progress=lambda *_: None)

@@ -27,18 +27,13 @@ from rayrag.errors import ConfigError
 from rayrag.serve.app import build_app, resolve
 from rayrag.serve.auth import ApiPrincipal, key_entry
 from rayrag.types import Principal
+from tests.tiny import TINY_MODEL, demo_slice
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN_KEY, PUBLIC_KEY = "rr-test-admin-key-0123456789", "rr-test-public-key-0123456789"
 ALL_GROUPS = ("public", "hr", "finance", "legal")
-TINY_MODEL = ["generator.vocab_size=512", "generator.d_model=32", "generator.n_layers=2", "generator.n_heads=2",
-              "generator.n_kv_heads=1", "generator.ffn_dim=48", "generator.n_experts=4",
-              "generator.adaptive_softmax_cutoffs=[128, 300]", "generator.copy_dim=16",
-              "train.lm_steps=4", "train.reader_steps=6", "train.batch_size=2", "train.seq_len=255",
-              "train.eval_every=100", "train.checkpoint_every=100", "train.max_graph_qa=40",
-              "decoding.max_new_tokens=8"]
 
 
 def free_port() -> int:
@@ -53,12 +48,8 @@ def stack(ray_local, demo_corpus, tmp_path_factory):
     from rayrag.pipelines.train import train
 
     root = tmp_path_factory.mktemp("serve")
-    docs = {d["id"]: d for d in map(json.loads, demo_corpus.corpus_path.read_text().splitlines())}
-    questions = [json.loads(line) for line in demo_corpus.qa_path.read_text().splitlines()]
-    public_q = [q for q in questions if all(docs[i]["acl"] == ["public"] for i in q["supporting_ids"])][:3]
-    restricted = sorted(d for d, row in docs.items() if "public" not in row["acl"])[:4]
-    keep = {i for q in public_q for i in q["supporting_ids"]} | set(restricted) | set(sorted(docs)[:4])
-    (root / "corpus.jsonl").write_text("".join(json.dumps(docs[d]) + "\n" for d in sorted(keep)))
+    corpus = demo_slice(demo_corpus, root, n_questions=3, n_restricted=4)
+    docs, public_q, restricted = corpus.docs, corpus.questions, corpus.restricted
     keys_file = root / "api_keys.yaml"  # hashed keys: what a replica reads, whatever Ray's environment
     keys_file.write_text(yaml.safe_dump([key_entry(ADMIN_KEY, "admin", list(ALL_GROUPS), "ops", "admin"),
                                          key_entry(PUBLIC_KEY, "visitor", ["public"], "web", "user")]))
