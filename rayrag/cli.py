@@ -315,11 +315,12 @@ def demo(
     out: Annotated[Path, typer.Option("--out", help="Demo directory (data/, bundle/, mlflow.db).")] = Path(".rayrag/demo"),
     config: ConfigOpt = "demo",
     overrides: SetOpt = None,
+    tune: Annotated[bool, typer.Option("--tune/--no-tune", help="End with the smoke tuning sweep (a few minutes).")] = True,
 ) -> None:
-    """Generate the demo corpus, ingest it, and answer three sample questions."""
+    """Generate the demo corpus, ingest, train, serve, answer, evaluate, and tune (smoke sweep)."""
     from rayrag.demo import run_demo
 
-    run_demo(out, _config(config, overrides))
+    run_demo(out, _config(config, overrides), tune=tune)
 
 
 def _register_commands() -> None:
@@ -327,9 +328,11 @@ def _register_commands() -> None:
     from rayrag.cli_compare import compare_command
     from rayrag.cli_eval import eval_command
     from rayrag.cli_registry import registry_app
+    from rayrag.cli_tune import tune_command
 
     app.command("eval")(eval_command)
     app.command("compare")(compare_command)
+    app.command("tune")(tune_command)
     app.add_typer(registry_app, name="registry")
 
 

@@ -38,7 +38,7 @@ class IngestConfig(_Section):
 
 
 class ChunkingConfig(_Section):
-    chunk_size: int = Field(200, gt=0, le=256, description="Max tokens of the embedder's tokenizer per chunk (MiniLM reads 256; more is cut).")
+    chunk_size: int = Field(200, gt=0, le=512, description="Max tokens of the embedder's tokenizer per chunk (MiniLM reads 256 unless embedding.max_seq_length raises it; 512 is its position limit).")
     chunk_overlap: int = Field(32, ge=0, description="Tokens shared by consecutive chunks so facts on a boundary survive.")
     respect_sentences: bool = Field(True, description="Prefer to cut at sentence boundaries.")
 
@@ -60,6 +60,7 @@ class EmbeddingConfig(_Section):
     num_cpus: float = Field(1.0, gt=0, description="CPUs reserved per embedding actor.")
     num_threads: int | None = Field(None, gt=0, description="torch threads per embedding actor; None = all cores (encode dominates).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the embedder runs; auto = CUDA when present.")
+    max_seq_length: int | None = Field(None, gt=0, le=512, description="Tokens the embedder reads per text; None = the model's own (MiniLM: 256). Up to 512, MiniLM's position limit, to embed long chunks whole.")
 
 
 class IndexConfig(_Section):
@@ -268,6 +269,9 @@ class EvalConfig(_Section):
                                            description="Metrics the gate compares (pii_leak_rate: lower is better).")
 
 
+_EMBEDDER_DEFAULT_SEQ_LENGTH = 256  # all-MiniLM-L6-v2's max_seq_length in sentence-transformers
+
+
 class RAGConfig(_Section):
     """The whole config. Frozen: derive a new one with `with_overrides`."""
 
@@ -287,6 +291,17 @@ class RAGConfig(_Section):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     evaluation: EvalConfig = Field(default_factory=EvalConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+
+    @model_validator(mode="after")
+    def _chunks_fit_the_embedder(self) -> RAGConfig:
+        # A chunk longer than the embedder reads would be embedded by its first tokens only.
+        reads = self.embedding.max_seq_length or _EMBEDDER_DEFAULT_SEQ_LENGTH
+        if self.chunking.chunk_size > reads:
+            raise ValueError(
+                f"chunking.chunk_size {self.chunking.chunk_size} is longer than the embedder reads "
+                f"({reads} tokens); set embedding.max_seq_length: {self.chunking.chunk_size} to embed whole chunks"
+            )
+        return self
 
     @property
     def config_hash(self) -> str:
@@ -356,14 +371,21 @@ def _validate(tree: Any, overrides: list[str] | tuple[str, ...] = (), source: st
         return RAGConfig.model_validate(tree)
     except ValidationError as exc:
         err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"]) or "<root>"
+        key = ".".join(str(p) for p in err["loc"])
         message = str(err["msg"]).removeprefix("Value error, ")
         value = err.get("input")
-        # Name the flag the user typed when an override set this key (or a key inside it).
+        # Name the flag the user typed when an override set this key (or a key inside it);
+        # a check across sections (key "") names its keys in the message instead.
         flag = next((f"--set {o}" for o in overrides
-                     if o.split("=")[0].strip().replace("-", "_").startswith(key)), source or "config")
+                     if (_override_key(o).startswith(key) if key else _override_key(o) in message)),
+                    source or "config")
         shown = "" if isinstance(value, dict) else f", got {value!r}"
-        raise ConfigError(f"{key}: {message}{shown} ({flag})") from None
+        where = f"{key}: " if key else ""
+        raise ConfigError(f"{where}{message}{shown} ({flag})") from None
+
+
+def _override_key(override: str) -> str:
+    return override.split("=")[0].strip().replace("-", "_")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RAGConfig:

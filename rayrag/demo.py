@@ -13,7 +13,10 @@ one `champion`). Last, `rayrag eval` in-process on every demo question (or the f
 precision, KG validation, PII leaks of the planted canaries, latency, each per slice (hops,
 department, region, doc type) with gaps flagged; one MLflow run. The demo QA file is not
 trained on, but the reader's training questions are generated from the graph's triples, and
-a one-hop demo question can be worded like one. Later stages (tuning) extend this command.
+a one-hop demo question can be worded like one. Then `rayrag tune --smoke` (configs/tune.yaml):
+8 Ray Tune trials over chunk size, top-k and LoRA rank on the champion, bundles cached in
+DIR/tune/bundles, the best config in DIR/tune/sweep-<time>/best.yaml, a winning adapter
+registered as `challenger` (`tune=False` skips it).
 """
 
 from __future__ import annotations
@@ -147,7 +150,31 @@ def served(out: Path, config: RAGConfig) -> Iterator[tuple[str, str]]:
             ray.shutdown()
 
 
-def run_demo(out: Path, config: RAGConfig, n_questions: int = 3, n_eval: int | None = None) -> dict:
+def _tuning(out: Path, corpus: Any, config: RAGConfig, tracker: Tracker) -> dict:
+    """The smoke sweep of configs/tune.yaml on the demo corpus, the demo's model as the base."""
+    from datetime import datetime, timezone
+
+    from rayrag.tune.spec import load_tune_spec, tune_configs_path
+    from rayrag.tune.sweep import run_sweep
+
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    print("\n[rayrag demo] tuning: rayrag tune --smoke (Ray Tune: TPE + ASHA over chunk_size, top_k, lora_rank; "
+          "a few minutes) ...", file=sys.stderr)
+    summary = run_sweep(load_tune_spec(tune_configs_path(), smoke=True), out=out / "tune" / f"sweep-{stamp}",
+                        cache=out / "tune" / "bundles", corpus=corpus.corpus_path, dev=corpus.qa_path,
+                        base_model=str(out / "model"),
+                        overrides=[f"tracking.tracking_uri={uri}" for uri in [config.tracking.tracking_uri] if uri],
+                        tracker=tracker)
+    best = summary["best"] or {}
+    print(f"[rayrag demo] tuning: {summary['trials']} trials ({summary['stopped_early']} stopped early by ASHA); "
+          f"best {best.get('trial_id')} objective {best.get('objective')} vs default "
+          f"{summary['default'].get('objective')} -> {summary['best_config']}", file=sys.stderr)
+    return {k: summary.get(k) for k in ("trials", "completed", "stopped_early", "errored", "mlflow_runs", "best",
+                                         "default", "best_config", "challenger", "bundles", "seconds")}
+
+
+def run_demo(out: Path, config: RAGConfig, n_questions: int = 3, n_eval: int | None = None,
+             tune: bool = True) -> dict:
     out = Path(out)
     started = time.perf_counter()
     ensure_demo_secrets(config)
@@ -221,7 +248,8 @@ def run_demo(out: Path, config: RAGConfig, n_questions: int = 3, n_eval: int | N
     exact_match = {f"{hops}_hop": {"em": evaluation["slices"][f"hops={hops}"]["answer_em"],
                                    "questions": int(evaluation["slices"][f"hops={hops}"]["n"])}
                    for hops in (1, 2) if f"hops={hops}" in evaluation["slices"]}
-    summary = {**result.summary(), "training": training, "model": str(out / "model"),
+    tuning = _tuning(out, corpus, config, tracker) if tune else None
+    summary = {**result.summary(), "training": training, "model": str(out / "model"), "tuning": tuning,
                "model_version": evaluation["model_version"], "registry_version": version.version,
                "answers": answers, "exact_match": exact_match,
                "evaluation": {k: evaluation[k] for k in ("recall_at_5", "mrr", "answer_em", "answer_f1",

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from rayrag.config import RAGConfig, configs_dir, load_config, resolve_config
 from rayrag.errors import ConfigError
 
-SHIPPED = [p for p in sorted(configs_dir().glob("*.yaml")) if p.name != "serve_config.yaml"]  # a Serve deploy file: tests/serve/test_app.py
+SHIPPED = [p for p in sorted(configs_dir().glob("*.yaml")) if p.name not in ("serve_config.yaml", "tune.yaml")]  # a Serve deploy file (tests/serve/test_app.py) and the search space (tests/tune/test_spec.py)
 
 
 def test_configs_dir_has_default_and_demo():
@@ -91,3 +91,23 @@ def test_training_hash_ignores_serving_and_retrieval_but_not_the_model():
     served = base.with_overrides(["serve.port=9000", "retrieval.top_k=3", "decoding.max_new_tokens=5"])
     assert served.config_hash != base.config_hash and served.training_hash == base.training_hash
     assert base.with_overrides(["generator.d_model=64"]).training_hash != base.training_hash
+
+
+def test_chunk_size_beyond_what_the_embedder_reads_needs_max_seq_length():
+    with pytest.raises(ConfigError) as info:
+        resolve_config("demo", ["chunking.chunk_size=512"])
+    assert str(info.value) == ("chunking.chunk_size 512 is longer than the embedder reads (256 tokens); "
+                               "set embedding.max_seq_length: 512 to embed whole chunks (--set chunking.chunk_size=512)")
+    long_chunks = resolve_config("demo", ["chunking.chunk_size=512", "embedding.max_seq_length=512"])
+    assert long_chunks.chunking.chunk_size == long_chunks.embedding.max_seq_length == 512
+    assert resolve_config("demo", ["chunking.chunk_size=256"]).embedding.max_seq_length is None
+    with pytest.raises(ConfigError, match=r"embedding.max_seq_length: Input should be less than or equal to 512"):
+        resolve_config("demo", ["embedding.max_seq_length=1024"])
+
+
+def test_max_seq_length_enters_the_ingest_fingerprint_only_when_set():
+    from rayrag.pipelines.ingest import ingest_fingerprint
+
+    base = resolve_config("demo")
+    assert ingest_fingerprint(base.with_overrides(["embedding.num_threads=1"])) == ingest_fingerprint(base)
+    assert ingest_fingerprint(base.with_overrides(["embedding.max_seq_length=256"])) != ingest_fingerprint(base)

@@ -28,6 +28,7 @@ Merge before handing expert weights to anything that bypasses `forward_sorted` (
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -47,6 +48,7 @@ from torch import nn
 from rayrag.atomic import fsync_dir, swap_dir_into_place
 from rayrag.config import LoraConfig
 from rayrag.errors import ConfigError, ModelError
+from rayrag.generator.checkpoint import load_checkpoint, save_checkpoint
 from rayrag.generator.moe import (
     SwiGLUExperts,
     _ContiguousGrad,
@@ -296,6 +298,21 @@ def unmerge_lora(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, _LORA_MODULES):
             module.unmerge()
+
+
+def export_merged(base: str | Path, adapters: str | Path, out: str | Path) -> Path:
+    """A plain, servable checkpoint at `out`: `base` with the adapters in `adapters` merged into
+    its weights (W + alpha/r B A), its tokenizer copied. What a tuning sweep registers as the
+    challenger: the Reader, expert shards and Mixtral export read it like any checkpoint."""
+    plain = load_checkpoint(base)
+    dtype = next(plain.parameters()).dtype
+    plain = plain.float()
+    adapted = copy.deepcopy(plain)
+    load_adapters(adapted, adapters)
+    merge_lora(adapted)
+    merged = {k: v for k, v in adapted.state_dict().items() if not _is_lora_key(k)}
+    plain.load_state_dict(merged)  # LoRA modules kept the base's parameter names: the keys agree
+    return save_checkpoint(plain.to(dtype), out, tokenizer_path=base)
 
 
 def _adapted_names(model: nn.Module) -> list[str]:

@@ -340,6 +340,52 @@ class Tracker:
                 "params": dict(run.data.params), "tags": dict(run.data.tags),
                 "start_time": run.info.start_time}
 
+    def child_runs(self, activity: str, parent_run_id: str) -> list[dict[str, Any]]:
+        """Runs of `activity` nested under `parent_run_id` (a sweep's trials), oldest first:
+        {"run_id", "status", "metrics", "params", "tags"}."""
+        client = self.client()
+        experiment = client.get_experiment_by_name(self.experiment_name(activity))
+        if experiment is None:
+            return []
+        runs = client.search_runs([experiment.experiment_id],
+                                  filter_string=f"tags.`mlflow.parentRunId` = {_quote(parent_run_id)}",
+                                  order_by=["attributes.start_time ASC"], max_results=5000)
+        return [{"run_id": r.info.run_id, "status": r.info.status, "metrics": dict(r.data.metrics),
+                 "params": dict(r.data.params), "tags": dict(r.data.tags)} for r in runs]
+
+    def set_run_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        """Tag a run that is not the active one (a finished trial)."""
+        client = self.client()
+        for key, value in tags.items():
+            client.set_tag(run_id, key, str(value))
+
+    @contextlib.contextmanager
+    def tune_logger(self, parent_run_id: str, tags: Mapping[str, str] | None = None) -> Iterator[Any]:
+        """Ray Tune's `MLflowLoggerCallback`, writing one run per trial into this store's
+        `tune` experiment, each nested under `parent_run_id` (the sweep's run). Ray's callback
+        points mlflow's global URI at the store (and exports it); the environment is put back
+        when the block ends, as `warm_up` does."""
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+        self._require_enabled()
+        self.warm_up()
+        self._ensure_experiment(self.experiment_name("tune"))  # our artifact location, not the callback's
+        saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+        callback = MLflowLoggerCallback(
+            tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri,
+            experiment_name=self.experiment_name("tune"),
+            tags={"mlflow.parentRunId": parent_run_id, "activity": "tune-trial", **code_version_tags(),
+                  **{k: str(v) for k, v in (tags or {}).items()}})
+        try:
+            yield callback
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            self.warm_up()
+
     # -- prompt registry -------------------------------------------------------------------
 
     def register_prompt(self, template: str, name: str | None = None) -> int:

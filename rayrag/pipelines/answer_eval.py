@@ -5,6 +5,9 @@ Every question of a QA set goes through the whole online flow, either in this pr
 retrieve, answer, check) or against a running server (`POST {url}/v1/ask`). Both give the
 /v1/ask JSON, which is normalised into one `Outcome` per question and scored:
 
+    context_recall       of the gold documents, the share among the passages handed to the
+                         reader (the top_k retrieved: the prompt's citations plus the passages
+                         cut to fit the window), so it moves with top_k where recall@k cannot.
     recall@2/5/10, MRR   over distinct documents (evaluate.py, HippoRAG's definition). In
                          process: a second, deep retrieval (`4 * 10` chunks, no facts) that
                          is not timed. Over HTTP: only what the response shows — the prompt's
@@ -64,7 +67,7 @@ from rayrag.pipelines.qa_metrics import (
 )
 from rayrag.types import Principal
 
-QUALITY_METRICS = (*(f"recall_at_{k}" for k in RECALL_KS), "mrr", "answer_em", "answer_f1", "groundedness",
+QUALITY_METRICS = (*(f"recall_at_{k}" for k in RECALL_KS), "mrr", "context_recall", "answer_em", "answer_f1", "groundedness",
                    "citation_precision", "kg_validation_rate", "kg_supported_rate", "pii_leak_rate")
 LOWER_IS_BETTER = frozenset({"pii_leak_rate"})
 MARKER_RE = re.compile(r"\[\d{1,3}\]")
@@ -90,6 +93,7 @@ class Outcome:
     cost: float
     latency_ms: float
     model_version: str = ""
+    context_doc_ids: list[str] = field(default_factory=list)  # the reader's passages (top_k), rank order
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -104,9 +108,10 @@ def outcome_from_response(body: dict[str, Any], latency_ms: float,
     citations then the chunks truncated to fit the window (the deepest the response shows)."""
     citations = sorted(body.get("citations") or [], key=lambda c: c["marker"])
     by_marker = {c["marker"]: c["doc_id"] for c in citations}
+    truncated = (body.get("truncated") or {}).get("chunk_ids") or []
+    context = distinct_in_order([c["doc_id"] for c in citations] + [doc_of_chunk(c) for c in truncated])
     if ranked_doc_ids is None:
-        truncated = (body.get("truncated") or {}).get("chunk_ids") or []
-        ranked_doc_ids = distinct_in_order([c["doc_id"] for c in citations] + [doc_of_chunk(c) for c in truncated])
+        ranked_doc_ids = context
     markers = [m for m in body.get("cited_markers") or [] if m in by_marker]
     cited = [by_marker[m] for m in markers] or [c["doc_id"] for c in citations]
     usage = body.get("usage") or {}
@@ -114,7 +119,7 @@ def outcome_from_response(body: dict[str, Any], latency_ms: float,
                    groundedness=float(body.get("groundedness") or 0.0), validation=dict(body.get("validation") or {}),
                    prompt_tokens=int(usage.get("prompt_tokens", 0)), completion_tokens=int(usage.get("completion_tokens", 0)),
                    cost=float(usage.get("cost", 0.0)), latency_ms=float(latency_ms),
-                   model_version=str(body.get("model_version") or ""),
+                   model_version=str(body.get("model_version") or ""), context_doc_ids=list(context),
                    extra={"escalated": bool(body.get("escalated", False)), "explicit_citations": bool(markers)})
 
 
@@ -128,6 +133,8 @@ def score_example(qa: QAPair, outcome: Outcome, canaries: Sequence[str]) -> dict
         scores = dict(question_metrics(outcome.ranked_doc_ids, qa.supporting_ids))
     else:
         scores = {f"recall_at_{k}": None for k in RECALL_KS} | {"mrr": None}
+    scores["context_recall"] = (len(set(outcome.context_doc_ids) & set(qa.supporting_ids)) / len(set(qa.supporting_ids))
+                                if qa.supporting_ids else None)
     bare = " ".join(MARKER_RE.sub(" ", outcome.answer).split())
     scores["answer_em"] = exact_match(bare, qa.answers) if qa.answers else None
     scores["answer_f1"] = token_f1(bare, qa.answers) if qa.answers else None

@@ -108,6 +108,9 @@ class Embedder:
                 f"embedding.dim is {self.config.dim} but model {self.config.model!r} "
                 f"produces {model_dim}-d vectors (embedding.dim)"
             )
+        if self.config.max_seq_length is not None:
+            # MiniLM's position embeddings reach 512; sentence-transformers caps it at 256.
+            model.max_seq_length = self.config.max_seq_length
         self._model, self._device = model, device
         logger.info("embedder %s loaded on %s (dim %d)", self.name, device, model_dim)
 

@@ -7,7 +7,8 @@
 Incremental ingest (`previous=`) re-processes only new or changed documents (by id and
 content digest), drops the stale chunks, vectors and graph edges of changed documents and
 keeps everything else. The driver holds only what it must assemble (vectors, extractions);
-the heavy per-document work runs in Ray Data actors and streams.
+the heavy per-document work runs in Ray Data actors and streams. `engine="local"` runs the
+same stages in-process instead, for a caller that is itself a Ray task (rayrag.tune.bundles).
 
     >>> result = ingest(Path("corpus.jsonl"), Path("bundle"), load_config("configs/demo.yaml"))
     >>> result.counts["chunks"]
@@ -33,7 +34,7 @@ import pyarrow as pa
 
 from rayrag.config import RAGConfig
 from rayrag.data.readers import QuarantinedRow, document_digest, read_corpus
-from rayrag.errors import IndexError_, RayRagError
+from rayrag.errors import ConfigError, IndexError_, RayRagError
 from rayrag.governance.privacy_log import StageTimer, get_logger
 from rayrag.governance.tracking import Tracker
 from rayrag.pipelines import bundle as bundle_io
@@ -82,9 +83,12 @@ class _Processed:
 def ingest_fingerprint(config: RAGConfig) -> str:
     """Hash of the config sections that shape chunks and vectors: an incremental ingest
     may only extend a bundle built with the same ones."""
+    embedding: dict[str, Any] = {"model": config.embedding.model, "model_path": config.embedding.model_path,
+                                 "dim": config.embedding.dim}
+    if config.embedding.max_seq_length is not None:  # only when set: older fingerprints stay valid
+        embedding["max_seq_length"] = config.embedding.max_seq_length
     parts = {"chunking": config.chunking.model_dump(mode="json"),
-             "embedding": {"model": config.embedding.model, "model_path": config.embedding.model_path,
-                           "dim": config.embedding.dim},
+             "embedding": embedding,
              "redaction": config.governance.redaction.model_dump(mode="json"),
              "kg": config.kg.model_dump(mode="json")}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
@@ -126,20 +130,66 @@ def run_pipeline(documents: list[Document], config: RAGConfig) -> _Processed:
     vectors: list[np.ndarray] = []
     try:
         for batch in ds.iter_batches(batch_size=1024, batch_format="numpy"):
-            for key, column in batch.items():
-                if key == "embedding":
-                    vectors.append(np.asarray(column, dtype=np.float32))
-                else:
-                    collected.setdefault(key, []).extend(column.tolist())
+            _collect(batch, collected, vectors)
     except Exception as exc:
         user_error = _user_error_in(exc)
         if user_error is not None:
             raise user_error from None
         raise
+    return _in_corpus_order(collected, vectors, config)
+
+
+def run_local(documents: list[Document], config: RAGConfig) -> _Processed:
+    """The same stages as `run_pipeline`, run one batch after another in this process.
+
+    For a caller that is itself a Ray task (a tuning sweep building one bundle per
+    chunking config): Ray Data actor pools started inside a 1-CPU task wait for CPUs its
+    siblings hold and deadlock on a small machine.
+    """
+    config_json = config.model_dump_json()
+    fused = config.ingest.fuse_text_stages
+    prepare = PrepareStage(config_json, extract=fused)
+    embed = EmbedStage(config_json)
+    extract = None if fused else ExtractStage(config_json)
+    collected: dict[str, list[Any]] = {}
+    vectors: list[np.ndarray] = []
+    read_size, embed_size = config.ingest.read_batch_size, config.embedding.batch_size
+    for first in range(0, len(documents), read_size):
+        rows = [document_to_row(doc, first + i) for i, doc in enumerate(documents[first:first + read_size])]
+        chunks = _numpy_batch(prepare(_numpy_batch({key: [row[key] for row in rows] for key in rows[0]})))
+        for start in range(0, len(chunks["chunk_id"]), embed_size):
+            batch = embed({key: column[start:start + embed_size] for key, column in chunks.items()})
+            _collect(extract(batch) if extract is not None else batch, collected, vectors)
+    return _in_corpus_order(collected, vectors, config)
+
+
+def _numpy_batch(columns: dict[str, list[Any]]) -> dict[str, np.ndarray]:
+    """Columns as Ray Data's numpy batch format has them; list cells stay one object each."""
+    batch = {}
+    for key, values in columns.items():
+        if any(isinstance(value, list) for value in values):
+            column = np.empty(len(values), dtype=object)
+            column[:] = values
+            batch[key] = column
+        else:
+            batch[key] = np.asarray(values)
+    return batch
+
+
+def _collect(batch: dict[str, np.ndarray], collected: dict[str, list[Any]], vectors: list[np.ndarray]) -> None:
+    for key, column in batch.items():
+        if key == "embedding":
+            vectors.append(np.asarray(column, dtype=np.float32))
+        else:
+            collected.setdefault(key, []).extend(column.tolist())
+
+
+def _in_corpus_order(collected: dict[str, list[Any]], vectors: list[np.ndarray], config: RAGConfig) -> _Processed:
+    """Collected stage output -> `_Processed` with rows in corpus order (by document
+    position, then chunk index), so row ids do not depend on how batches were scheduled."""
     if not collected:
         return _Processed({}, np.zeros((0, config.embedding.dim), np.float32), [], {})
     stacked = np.concatenate(vectors) if vectors else np.zeros((0, config.embedding.dim), np.float32)
-    # Ray Data does not preserve order; restore corpus order so row ids are deterministic.
     order = sorted(range(len(collected["chunk_id"])),
                    key=lambda i: (collected["position"][i], collected["chunk_index"][i]))
     ordered = {key: [column[i] for i in order] for key, column in collected.items()}
@@ -160,7 +210,9 @@ def _user_error_in(exc: BaseException) -> RayRagError | None:
         if current is None or id(current) in seen:
             continue
         seen.add(id(current))
-        if isinstance(current, RayRagError):
+        # ray.get raises a RayTaskError subclassing the user's error class; its args are
+        # Ray's traceback, and the user's error is its `cause`.
+        if isinstance(current, RayRagError) and not isinstance(getattr(current, "cause", None), BaseException):
             return type(current)(*current.args)
         stack.extend([getattr(current, "cause", None), current.__cause__, current.__context__])
     return None
@@ -176,9 +228,18 @@ def _use_gpu_for_embedding(config: RAGConfig) -> bool:
 
 def ingest(corpus: Path, out: Path, config: RAGConfig, *, previous: Path | None = None,
            strict: bool | None = None, delete_missing: bool = False,
-           tracker: Tracker | None = None, progress: Progress = _stderr) -> IngestResult:
-    """Run the whole ingest; the bundle at `out` is replaced atomically at the end."""
+           tracker: Tracker | None = None, progress: Progress = _stderr,
+           engine: str = "ray_data") -> IngestResult:
+    """Run the whole ingest; the bundle at `out` is replaced atomically at the end.
+
+    `engine` runs the stages on Ray Data actor pools ("ray_data") or in this process
+    ("local", `run_local`: for callers that are already Ray tasks); the bundles are equal.
+    """
     from rayrag.governance.redaction import read_secrets
+
+    engines = {"ray_data": run_pipeline, "local": run_local}
+    if engine not in engines:
+        raise ConfigError(f"engine must be 'ray_data' or 'local', got {engine!r}")
 
     read_secrets(config.governance.redaction)  # fail in one line before any worker starts
     timer = StageTimer()
@@ -204,7 +265,7 @@ def ingest(corpus: Path, out: Path, config: RAGConfig, *, previous: Path | None 
     created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     with tracker.start_run("ingest", config, tags={"corpus_source_digest": read.source_digest}) as run:
         with timer("pipeline"):
-            processed = run_pipeline(to_process, config) if to_process else _Processed(
+            processed = engines[engine](to_process, config) if to_process else _Processed(
                 {}, np.zeros((0, config.embedding.dim), np.float32), [], {})
         progress(f"pipeline produced {len(processed.chunk_rows.get('chunk_id', []))} chunks")
         with timer("assemble"):

@@ -71,7 +71,9 @@ class Trainer:
                  tracker: Tracker | None = None, progress: bool = True, log_every: int = 10,
                  data: TrainingData | None = None, rank: int = 0, world_size: int = 1,
                  device: torch.device | None = None,
-                 wrap_model: Callable[[torch.nn.Module], torch.nn.Module] | None = None) -> None:
+                 wrap_model: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
+                 on_validate: Callable[[int, float | None], None] | None = None,
+                 max_val_batches: int = MAX_VAL_BATCHES) -> None:
         if lora_rank is not None and base is None:
             raise ConfigError("--lora-rank needs --base (the checkpoint whose adapters are trained)")
         if base is not None and lora_rank is None:
@@ -93,6 +95,12 @@ class Trainer:
         self.rank, self.world_size = rank, world_size
         self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.wrap_model = wrap_model
+        # (global step, validation loss) after every mid-training validation: a Tune trial
+        # reports it so ASHA can stop a bad trial early.
+        self.on_validate = on_validate
+        if max_val_batches <= 0:
+            raise ConfigError(f"max_val_batches must be > 0, got {max_val_batches}")
+        self.max_val_batches = max_val_batches
         self.model: MoETransformer | None = None
 
     # -- setup -----------------------------------------------------------------------------
@@ -195,6 +203,8 @@ class Trainer:
                     if (step + 1) % cfg.train.eval_every == 0 or step + 1 == phase.steps:
                         log.val_end = self.validate(phase)
                         run.log_metrics({"val/loss": log.val_end}, step=offset + step + 1)
+                        if self.on_validate is not None and self.is_main:
+                            self.on_validate(offset + step + 1, log.val_end)
                     if (step + 1) % cfg.train.checkpoint_every == 0 and step + 1 < phase.steps and self.is_main:
                         self._save_resume(model, optimizer, pi, step + 1, logs)
                     bar.update(1)
@@ -265,31 +275,15 @@ class Trainer:
         mask_or_none = None if bool(mask.all()) else mask.to(self.device)
         return ids.to(self.device), labels.to(self.device), mask_or_none
 
-    @torch.no_grad()
     def validate(self, phase: Phase) -> float | None:
         """Mean next-token NLL over the held-out set (eval mode: dropless routing)."""
-        model = self.model
         if phase.name == "lm":
             lm = self.data.lm
             rows = list(zip(lm.val_inputs.tolist(), lm.val_labels.tolist(), strict=True))
         else:
             rows = self.data.reader.val
-        if not rows:
-            return None
-        model.eval()
-        bs = self.config.train.batch_size
-        total, count = 0.0, 0
-        for start in range(0, min(len(rows), bs * MAX_VAL_BATCHES), bs):
-            ids, labels, mask = pad_batch(rows[start:start + bs], self.data.tokenizer.pad_id)
-            labels = labels.masked_fill(mask == 0, IGNORE_INDEX)
-            n = int((labels[:, 1:] != IGNORE_INDEX).sum())
-            with self._autocast():
-                out = model(ids.to(self.device), attention_mask=mask.to(self.device),
-                            labels=labels.to(self.device), compute_logits=False)
-            total += float(out.loss) * n
-            count += n
-        model.train()
-        return total / max(count, 1)
+        return mean_nll(self.model, rows, self.data.tokenizer.pad_id, self.config.train.batch_size,
+                        self.max_val_batches, self.device, self._autocast)
 
     def _autocast(self):
         if self.device.type == "cuda" and self.config.train.bf16:
@@ -396,6 +390,43 @@ class Trainer:
                 "resumed": state is not None, "reader_source": self.data.reader.source,
                 "lora_rank": self.config.lora.rank if self.lora else None,
                 "data": dict(self.data.counts)}
+
+
+@torch.no_grad()
+def mean_nll(model: MoETransformer, rows: list, pad_id: int, batch_size: int, max_batches: int,
+             device: torch.device, autocast: Callable[[], Any] = contextlib.nullcontext) -> float | None:
+    """Mean next-token NLL of `rows` (token ids, labels) over at most `max_batches` batches,
+    in eval mode (dropless routing); None without rows. The model is left in train mode."""
+    if not rows:
+        return None
+    model.eval()
+    total, count = 0.0, 0
+    for start in range(0, min(len(rows), batch_size * max_batches), batch_size):
+        ids, labels, mask = pad_batch(rows[start:start + batch_size], pad_id)
+        labels = labels.masked_fill(mask == 0, IGNORE_INDEX)
+        n = int((labels[:, 1:] != IGNORE_INDEX).sum())
+        with autocast():
+            out = model(ids.to(device), attention_mask=mask.to(device), labels=labels.to(device),
+                        compute_logits=False)
+        total += float(out.loss) * n
+        count += n
+    model.train()
+    return total / max(count, 1)
+
+
+def base_reader_val_loss(config: RAGConfig, bundle: Path, base: Path, *,
+                         max_val_batches: int = MAX_VAL_BATCHES) -> float | None:
+    """The reader validation loss of checkpoint `base` on `bundle`'s held-out reader examples,
+    untrained: where a LoRA fine-tune starts, and all a rank-0 tuning trial has to report."""
+    if not (Path(base) / "tokenizer.json").is_file():
+        raise ModelError(f"base checkpoint {base} has no tokenizer.json (--base)")
+    data = TrainDataBuilder(config).run(bundle, None, tokenizer=RayragTokenizer.load(base))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_checkpoint(base, dtype=torch.float32).to(device)
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if (
+        device.type == "cuda" and config.train.bf16) else contextlib.nullcontext
+    return mean_nll(model, data.reader.val, data.tokenizer.pad_id, config.train.batch_size, max_val_batches,
+                    device, autocast)
 
 
 def train(config: RAGConfig, out: Path, *, bundle: Path, qa: Path | None = None, resume: bool = False,

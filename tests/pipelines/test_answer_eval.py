@@ -58,6 +58,11 @@ def test_score_example_by_hand():
     unchecked = score_example(QAPair("q2", "?", [], [], {}), outcome(validation={"checked": False}), [])
     assert unchecked["kg_validation_rate"] is None and unchecked["kg_supported_rate"] is None and unchecked["recall_at_5"] is None
     assert unchecked["answer_em"] is None and unchecked["citation_precision"] is None
+    assert unchecked["context_recall"] is None
+    # context_recall: gold documents among the reader's passages (top_k), not the deep ranking
+    assert score_example(qa, outcome(context_doc_ids=["d2", "x"]), [])["context_recall"] == 0.5
+    assert score_example(qa, outcome(context_doc_ids=["d2", "d1"]), [])["context_recall"] == 1.0
+    assert score_example(qa, outcome(), [])["context_recall"] == 0.0
 
 
 def test_aggregate_scores_by_hand():
@@ -88,6 +93,7 @@ def test_outcome_from_the_ask_response_json():
     assert got.cost == 0.1 and got.model_version == "m@1" and got.extra["explicit_citations"]
     no_markers = outcome_from_response({**body, "cited_markers": []}, 1.0, ranked_doc_ids=["z"])
     assert no_markers.cited_doc_ids == ["a", "b", "a"] and no_markers.ranked_doc_ids == ["z"]
+    assert got.context_doc_ids == no_markers.context_doc_ids == ["a", "b", "c", "d"]  # prompt + cut passages
 
 
 def test_gate_check_on_planted_regressions():

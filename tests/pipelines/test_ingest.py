@@ -154,3 +154,35 @@ def test_delete_missing_drops_documents_absent_from_corpus(built, tmp_path, trac
     assert pruned.counts["vectors"] == pruned.counts["chunks"]
     graph = json.loads((out / "graph.json").read_text(encoding="utf-8"))
     assert all(set(edge["doc_ids"]) <= kept_ids for edge in graph["edges"])
+
+
+def test_local_engine_builds_the_bundle_ray_data_builds(ray_local, demo_corpus, tmp_path):
+    import faiss
+    import numpy as np
+
+    # Small chunks and batches: several chunks per document, batches that split documents.
+    config = resolve_config("demo", ["tracking.enabled=false", "chunking.chunk_size=32", "chunking.chunk_overlap=8",
+                                     "ingest.read_batch_size=3", "embedding.batch_size=5"])
+    corpus = tmp_path / "eight.jsonl"
+    corpus.write_text("".join(line + "\n" for line in
+                              demo_corpus.corpus_path.read_text(encoding="utf-8").splitlines()[:8]), encoding="utf-8")
+    bundles = {}
+    for engine in ("ray_data", "local"):
+        ingest(corpus, tmp_path / engine, config, engine=engine, progress=lambda _: None)
+        bundles[engine] = IndexBundle.load(tmp_path / engine)
+    ray_chunks, local_chunks = (bundles[e].chunks().to_pylist() for e in ("ray_data", "local"))
+    assert len(ray_chunks) > 16
+    assert [(c["row_id"], c["chunk_id"], c["text"]) for c in local_chunks] == \
+        [(c["row_id"], c["chunk_id"], c["text"]) for c in ray_chunks]
+    ray_index, local_index = (faiss.read_index(str(bundles[e].path / "vectors.faiss")) for e in ("ray_data", "local"))
+    for chunk in ray_chunks:
+        assert np.allclose(local_index.reconstruct(chunk["row_id"]), ray_index.reconstruct(chunk["row_id"]), atol=1e-5)
+    assert bundles["local"].manifest["graph"] == bundles["ray_data"].manifest["graph"]
+    assert bundles["local"].manifest["ingest_fingerprint"] == bundles["ray_data"].manifest["ingest_fingerprint"]
+
+
+def test_unknown_engine_is_a_one_line_config_error(tmp_path):
+    from rayrag.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="engine must be 'ray_data' or 'local', got 'spark'"):
+        ingest(tmp_path / "none.jsonl", tmp_path / "out", resolve_config("demo"), engine="spark")

@@ -14,10 +14,10 @@ from safetensors.torch import load_file
 
 from rayrag.config import load_config
 from rayrag.generator.checkpoint import load_checkpoint
-from rayrag.generator.lora import load_adapters, lora_state_dict
+from rayrag.generator.lora import export_merged, load_adapters, lora_state_dict
 from rayrag.governance.tracking import Tracker
 from rayrag.pipelines.bundle import IndexBundle
-from rayrag.pipelines.train import RESUME_DIR, SUMMARY_FILE, Trainer, train
+from rayrag.pipelines.train import RESUME_DIR, SUMMARY_FILE, Trainer, base_reader_val_loss, train
 from rayrag.pipelines.train_data import TrainDataBuilder
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -126,9 +126,26 @@ def test_lora_trains_only_adapters_and_saves_them(tiny, trained):
     root, bundle, _, _ = tiny
     base, _ = trained
     out = root / "adapters"
-    trainer = Trainer(tiny_config("train.reader_steps=6"), out, bundle=bundle, base=base, lora_rank=2,
-                      progress=False)
+    reports: list[tuple[int, float]] = []
+    trainer = Trainer(tiny_config("train.reader_steps=6", "train.eval_every=3"), out, bundle=bundle, base=base,
+                      lora_rank=2, progress=False, on_validate=lambda step, loss: reports.append((step, loss)))
     result = trainer.run()
+    # Every mid-training validation reaches the hook (what a Tune trial reports for ASHA).
+    assert [step for step, _ in reports] == [3, 6]
+    assert reports[-1][1] == pytest.approx(result.summary["phases"]["reader"]["val_loss"])
+    # The untrained base's loss on the same held-out rows is where the curve starts.
+    start = base_reader_val_loss(tiny_config(), bundle, base)
+    assert start == pytest.approx(result.summary["phases"]["reader"]["val_loss_start"], rel=1e-5)
+    # Merged into a plain checkpoint, the adapters give the adapted model's logits.
+    merged = export_merged(base, out, root / "merged")
+    ids = torch.randint(4, 200, (2, 16))
+    trainer.model.eval()
+    with torch.no_grad():
+        want = trainer.model(ids).logits
+        got = load_checkpoint(merged)(ids).logits
+        plain = load_checkpoint(base)(ids).logits
+    assert torch.allclose(got, want, atol=1e-4) and not torch.allclose(plain, want, atol=1e-4)
+    assert (merged / "tokenizer.json").is_file() and not (merged / "adapter_model.safetensors").exists()
     assert result.summary["mode"] == "lora" and set(result.summary["phases"]) == {"reader"}
     assert (out / "adapter_model.safetensors").is_file() and not (out / "model.safetensors").exists()
     base_state = load_checkpoint(base).state_dict()
