@@ -229,16 +229,21 @@ class InProcessAnswerer:
         self.warm_up()
         return self.reader.model_version
 
+    def evidence(self, qa: QAPair, principal: Principal) -> tuple[str, Any]:
+        """The question as the reader sees it (redacted, as served) and the evidence retrieved for it."""
+        self.warm_up()
+        question = qa.question
+        if self.guard.redactor is not None and self.config.governance.redaction.enabled:
+            question = self.guard.redactor.redact(question).text
+        return question, self.retriever.retrieve(question, principal, mode=self.mode)
+
     def __call__(self, qa: QAPair, principal: Principal) -> Outcome:
         from rayrag.generator.answer import result_to_json
 
         self.warm_up()
         serve_cfg = self.config.serve
         started = time.perf_counter()
-        question = qa.question
-        if self.guard.redactor is not None and self.config.governance.redaction.enabled:
-            question = self.guard.redactor.redact(question).text
-        evidence = self.retriever.retrieve(question, principal, mode=self.mode)
+        question, evidence = self.evidence(qa, principal)
         result = self.reader.answer(question, evidence)
         report = self.guard.check(question, result.answer.text, evidence, principal)
         latency_ms = (time.perf_counter() - started) * 1000

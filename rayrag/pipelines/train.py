@@ -414,21 +414,6 @@ def mean_nll(model: MoETransformer, rows: list, pad_id: int, batch_size: int, ma
     return total / max(count, 1)
 
 
-def base_reader_val_loss(config: RAGConfig, bundle: Path, base: Path, *,
-                         max_val_batches: int = MAX_VAL_BATCHES) -> float | None:
-    """The reader validation loss of checkpoint `base` on `bundle`'s held-out reader examples,
-    untrained: where a LoRA fine-tune starts, and all a rank-0 tuning trial has to report."""
-    if not (Path(base) / "tokenizer.json").is_file():
-        raise ModelError(f"base checkpoint {base} has no tokenizer.json (--base)")
-    data = TrainDataBuilder(config).run(bundle, None, tokenizer=RayragTokenizer.load(base))
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_checkpoint(base, dtype=torch.float32).to(device)
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if (
-        device.type == "cuda" and config.train.bf16) else contextlib.nullcontext
-    return mean_nll(model, data.reader.val, data.tokenizer.pad_id, config.train.batch_size, max_val_batches,
-                    device, autocast)
-
-
 def train(config: RAGConfig, out: Path, *, bundle: Path, qa: Path | None = None, resume: bool = False,
           base: Path | None = None, lora_rank: int | None = None, workers: int | None = None,
           tracker: Tracker | None = None, progress: bool = True) -> TrainResult:

@@ -265,7 +265,9 @@ def run_sweep(spec: TuneSpec, *, out: Path | None = None, cache: Path | None = N
         progress(f"sweep: {spec.search.algorithm}, {spec.search.num_samples} sample(s) over "
                  f"{', '.join(spec.knob_names)}; ASHA on val_loss; MLflow parent run {parent.run_id}")
         default_ref = _run_default(plan_path, defaults, spec.trial.cpus)
-        with tracker.tune_logger(parent.run_id, tags={"sweep": out.name}) as callback, _objective_only_at_the_end():
+        # Tune's progress tables go to stderr with ours: stdout ends with the one JSON summary.
+        with tracker.tune_logger(parent.run_id, tags={"sweep": out.name}) as callback, _objective_only_at_the_end(), \
+                contextlib.redirect_stdout(sys.stderr):
             results = _tuner(spec, plan_path, out, callback).fit()
         try:
             default_metrics = ray.get(default_ref)

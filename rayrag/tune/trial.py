@@ -9,11 +9,15 @@ Tune trainable is then a few lines around `TrialRunner.run(report)`:
 2. Its bundle comes from the cache by `bundle_key` (chunking, embedding, redaction, KG and
    corpus digest). A trial never builds one: a missing bundle is an error.
 3. `lora_rank > 0`: LoRA adapters on the base generator for `trial.lora_steps` steps
-   (`Trainer`, reader phase, `train.lora_lr`), the held-out reader loss reported every
-   `report_every` steps for ASHA; the adapters are then merged into a plain checkpoint (what
-   the sweep registers as the challenger when this trial wins). `lora_rank = 0`: the base
-   as it is; its loss is measured once and reported at the same points, so ASHA compares
-   every trial at every rung.
+   (`Trainer`, reader phase, `train.lora_lr`). Every `report_every` steps the trial reports
+   its validation loss: the dev answer loss, the mean NLL of the dev questions' gold answers
+   after their served prompts built from this trial's own retrieval (top_k passages and
+   facts). It is measured on the same questions in every trial, so ASHA can compare a
+   chunk size of 32 with one of 128 (the reader's own held-out loss, reported beside it as
+   `reader_val_loss`, is built from each bundle's chunks and cannot). The adapters are then
+   merged into a plain checkpoint (what the sweep registers as the challenger when this
+   trial wins). `lora_rank = 0`: the base as it is; its loss is measured once and reported at
+   the same points, so ASHA compares every trial at every rung.
 4. The dev set, answered end to end in process (redact, retrieve, read, guard: the serve
    graph's steps, `InProcessAnswerer`), scored like `rayrag eval`; the composite objective =
    sum of weight x metric - penalty x p50 seconds.
@@ -112,45 +116,91 @@ class TrialRunner:
         return Path(path)
 
     def run(self, report: Report) -> dict[str, Any]:
+        from rayrag.data.readers import read_qa
+        from rayrag.pipelines.answer_eval import InProcessAnswerer
+
         config = self.config()
         bundle = self.bundle(config)
         trial = self.plan.spec.trial
         _set_threads(trial.cpus)
         rank = config.lora.rank
         base = Path(self.plan.base_model)
-        train_cfg = config.with_overrides([
-            "tracking.enabled=false", f"train.reader_steps={trial.lora_steps}",
-            f"train.eval_every={trial.report_every}", f"train.checkpoint_every={trial.lora_steps + 1}",
-            f"train.batch_size={trial.batch_size}", f"train.num_threads={max(1, int(trial.cpus))}"])
-        base_metrics = {"bundle_cache_hit": 1.0, "lora_rank": float(rank)}
-        if rank > 0:
-            model_dir, val_loss = self._fine_tune(train_cfg, bundle, base, rank, report, base_metrics)
-        else:
-            from rayrag.pipelines.train import base_reader_val_loss
+        questions = dev_sample(read_qa(self.plan.dev), trial.dev_questions)
+        if not questions:
+            raise DataError(f"the dev set {self.plan.dev} has no questions")
+        answerer = InProcessAnswerer(bundle, base, config, config.retrieval.mode)
+        answerer.warm_up()
+        rows = self.answer_rows(answerer, questions)  # this trial's retrieval, fixed while the adapters learn
+        tokens = answerer.reader.tokenizer
 
-            model_dir = base
-            val_loss = base_reader_val_loss(train_cfg, bundle, base, max_val_batches=trial.max_val_batches)
+        def dev_loss(model: Any) -> float:
+            from rayrag.pipelines.train import mean_nll
+
+            device = next(model.parameters()).device
+            return _finite(mean_nll(model, rows, tokens.pad_id, trial.batch_size, len(rows), device))
+
+        base_metrics = {"bundle_cache_hit": 1.0, "lora_rank": float(rank), "dev_loss_questions": float(len(rows))}
+        if rank > 0:
+            train_cfg = config.with_overrides([
+                "tracking.enabled=false", f"train.reader_steps={trial.lora_steps}",
+                f"train.eval_every={trial.report_every}", f"train.checkpoint_every={trial.lora_steps + 1}",
+                f"train.batch_size={trial.batch_size}", f"train.num_threads={max(1, int(trial.cpus))}"])
+            model_dir, val_loss = self._fine_tune(train_cfg, bundle, base, rank, report, base_metrics, dev_loss)
+            from rayrag.generator.answer import Reader
+
+            answerer.reader = Reader(model_dir, config)  # the merged checkpoint answers the dev set
+            answerer.reader.warm_up()
+        else:
+            model_dir, val_loss = base, dev_loss(answerer.reader.model)
             for step in range(1, trial.reports + 1):  # the base is its own curve: flat
-                report({**base_metrics, "val_loss": _finite(val_loss), "step": float(min(step * trial.report_every,
-                                                                                          trial.lora_steps))})
-        scores = self.evaluate(config, bundle, model_dir)
-        final = {**base_metrics, **scores, "val_loss": _finite(val_loss),
+                report({**base_metrics, "val_loss": val_loss,
+                        "step": float(min(step * trial.report_every, trial.lora_steps))})
+        scores = self.evaluate(answerer, questions)
+        final = {**base_metrics, **scores, "val_loss": val_loss,
                  "objective": round(objective(scores, self.plan.spec.objective), 6)}
         report(final)
         return final
 
+    def answer_rows(self, answerer: Any, questions: list) -> list[tuple[list[int], list[int]]]:
+        """(ids, labels) per dev question: its served prompt from this trial's retrieval (top_k
+        passages and facts) followed by its gold answer. Their mean NLL, the dev answer loss,
+        is the validation loss ASHA compares: unlike the reader's own held-out loss, it is
+        measured on the same questions in every trial, so chunking and top_k move it too."""
+        from rayrag.generator.answer import reader_facts
+        from rayrag.generator.prompt import build_training_example
+        from rayrag.types import Principal
+
+        principal = Principal("tuner", frozenset(self.plan.groups))
+        reader = answerer.reader
+        max_len = reader.model.config.max_seq_len
+        rows = []
+        for qa in questions:
+            if not qa.answers:
+                continue
+            question, evidence = answerer.evidence(qa, principal)
+            try:
+                rows.append(build_training_example(question, evidence.passages, reader_facts(evidence.facts),
+                                                   qa.answers[0], reader.tokenizer, max_len))
+            except DataError:
+                continue  # a question and answer longer than the window: not scored here
+        if not rows:
+            raise DataError(f"no dev question of {self.plan.dev} has an answer that fits the model's window")
+        return rows
+
     def _fine_tune(self, train_cfg: RAGConfig, bundle: Path, base: Path, rank: int, report: Report,
-                   base_metrics: dict[str, float]) -> tuple[Path, float | None]:
+                   base_metrics: dict[str, float], dev_loss: Callable[[Any], float]) -> tuple[Path, float]:
         from rayrag.generator.lora import export_merged
         from rayrag.pipelines.train import Trainer
 
         adapter_dir, model_dir = self.dir / "adapter", self.dir / "model"
         self.dir.mkdir(parents=True, exist_ok=True)
-        last: dict[str, float | None] = {"val_loss": None}
+        last = {"val_loss": float("inf")}
+        trainer: Any = None
 
-        def on_validate(step: int, loss: float | None) -> None:
-            last["val_loss"] = loss
-            report({**base_metrics, "val_loss": _finite(loss), "step": float(step)})
+        def on_validate(step: int, reader_loss: float | None) -> None:
+            last["val_loss"] = dev_loss(trainer.model)
+            report({**base_metrics, "val_loss": last["val_loss"], "reader_val_loss": _finite(reader_loss),
+                    "step": float(step)})
 
         trainer = Trainer(train_cfg, adapter_dir, bundle=bundle, base=base, lora_rank=rank, progress=False,
                           on_validate=on_validate, max_val_batches=self.plan.spec.trial.max_val_batches)
@@ -162,26 +212,15 @@ class TrialRunner:
             encoding="utf-8")
         return model_dir, last["val_loss"]
 
-    def evaluate(self, config: RAGConfig, bundle: Path, model_dir: Path) -> dict[str, Any]:
+    def evaluate(self, answerer: Any, questions: list) -> dict[str, Any]:
         """The dev set end to end in this process, scored like `rayrag eval` (no MLflow run:
         the trial's run is the Tune callback's)."""
-        from rayrag.data.readers import read_qa
-        from rayrag.pipelines.answer_eval import (
-            InProcessAnswerer,
-            aggregate_scores,
-            load_canaries,
-            score_example,
-        )
+        from rayrag.pipelines.answer_eval import aggregate_scores, load_canaries, score_example
         from rayrag.types import Principal
 
-        questions = dev_sample(read_qa(self.plan.dev), self.plan.spec.trial.dev_questions)
         canaries = load_canaries(Path(self.plan.canaries_file)) if self.plan.canaries_file else []
         principal = Principal("tuner", frozenset(self.plan.groups))
-        answerer = InProcessAnswerer(bundle, model_dir, config, config.retrieval.mode)
-        answerer.warm_up()
         rows = [score_example(qa, answerer(qa, principal), canaries) for qa in questions]
-        if not rows:
-            raise DataError(f"the dev set {self.plan.dev} has no questions")
         aggregated = aggregate_scores(rows)
         return {k: float(v) for k, v in aggregated.items() if v is not None}
 

@@ -47,6 +47,7 @@ def sweep(ray_local, demo_corpus, tmp_path_factory):
                                       *[arg for o in overrides for arg in ("--set", o)], "--json"])
     assert result.exit_code == 0, result.output[-2000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "Trial status" not in result.stdout  # Tune's tables went to stderr: stdout is the summary
     return SimpleNamespace(root=root, summary=summary, tracker=tracker, overrides=overrides,
                            questions=corpus.questions, base=load_tune_spec(tune_configs_path(), smoke=True).base(overrides))
 
