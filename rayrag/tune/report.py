@@ -72,16 +72,24 @@ def _sorted_values(values: Sequence[Any]) -> list[Any]:
         return sorted(unique, key=lambda v: (type(v).__name__, str(v)))
 
 
-def _marginal(records: Sequence[TrialRecord], knob: str) -> dict[Any, list[float]]:
-    """value -> objectives of the scored trials that ran with it (records lacking the knob skipped)."""
+def _marginal(records: Sequence[TrialRecord], knob: str, metric: str | None = None) -> dict[Any, list[float]]:
+    """value -> objectives of the scored trials that ran with it (records lacking the knob
+    skipped); with `metric`, that metric of every trial that reported it, stopped ones included."""
     by_value: dict[Any, list[float]] = {}
-    for record in _scored(records):
+    if metric is None:
+        pairs = [(record, record.objective) for record in _scored(records)]
+    else:
+        pairs = [(record, record.metrics[metric]) for record in records
+                 if record.status != "error" and _is_number(record.metrics.get(metric))
+                 and math.isfinite(record.metrics[metric])]
+    for record, value in pairs:
         if knob in record.params:
-            by_value.setdefault(record.params[knob], []).append(record.objective)
+            by_value.setdefault(record.params[knob], []).append(float(value))
     return {value: by_value[value] for value in _sorted_values(list(by_value))}
 
 
-def sensitivity(records: Sequence[TrialRecord], knobs: Sequence[str]) -> list[dict[str, Any]]:
+def sensitivity(records: Sequence[TrialRecord], knobs: Sequence[str], metric: str | None = None,
+                lower_is_better: bool = False) -> list[dict[str, Any]]:
     """Per knob, how much the objective moves with it; most influential knob first.
 
     Over completed trials only (stopped and errored ones have no objective), for each knob:
@@ -96,14 +104,18 @@ def sensitivity(records: Sequence[TrialRecord], knobs: Sequence[str]) -> list[di
       (also None when the objective is constant, where the correlation is undefined).
 
     Rows are sorted by `range`, descending. One factor at a time: interactions are ignored.
+    With `metric` (e.g. the first rung's validation loss, which every trial reports before
+    ASHA can stop it) the same analysis runs on that metric over all non-failed trials;
+    `lower_is_better` makes `best_value` the value with the lowest mean.
     """
     rows = []
     for knob in knobs:
-        by_value = _marginal(records, knob)
+        by_value = _marginal(records, knob, metric)
         means = {value: float(np.mean(objectives)) for value, objectives in by_value.items()}
         counts = {value: len(objectives) for value, objectives in by_value.items()}
         spread = max(means.values()) - min(means.values()) if len(means) >= 2 else 0.0
-        best_value = max(means, key=means.__getitem__) if means else None
+        pick = min if lower_is_better else max
+        best_value = pick(means, key=means.__getitem__) if means else None
         rows.append({"knob": knob, "means": means, "counts": counts, "values_seen": len(means),
                      "range": float(spread), "best_value": best_value,
                      "spearman": _spearman(by_value)})
@@ -142,7 +154,7 @@ def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def format_sensitivity(rows: list[dict[str, Any]]) -> str:
+def format_sensitivity(rows: list[dict[str, Any]], measure: str = "objective") -> str:
     """`sensitivity()` rows as a fixed-width table: knob, range, best value, spearman, means."""
     if not rows:
         return "no knobs"
@@ -152,7 +164,7 @@ def format_sensitivity(rows: list[dict[str, Any]]) -> str:
                           for value, mean in row["means"].items())
         body.append([row["knob"], _fmt(row["range"]), _fmt(row["best_value"]),
                      _fmt(row["spearman"]), means or "no completed trials"])
-    return _table(["knob", "range", "best", "spearman", "mean objective per value"], body)
+    return _table(["knob", "range", "best", "spearman", f"mean {measure} per value"], body)
 
 
 def format_top_trials(records: Sequence[TrialRecord], knobs: Sequence[str], n: int = 5,
@@ -188,9 +200,9 @@ def _shorten(text: str, limit: int = 100) -> str:
     return one_line if len(one_line) <= limit else one_line[: limit - 3] + "..."
 
 
-def sensitivity_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def sensitivity_table(rows: list[dict[str, Any]], measure: str = "objective") -> list[dict[str, Any]]:
     """`sensitivity()` flattened to one row per (knob, value), for an MLflow JSON table."""
-    return [{"knob": row["knob"], "value": value, "mean_objective": mean,
+    return [{"knob": row["knob"], "value": value, f"mean_{measure}": mean,
              "trials": row["counts"][value], "range": row["range"]}
             for row in rows for value, mean in row["means"].items()]
 

@@ -186,6 +186,11 @@ def _records(results: Any, knobs: list[str]) -> list[TrialRecord]:
         metrics = {k: float(v) for k, v in (result.metrics or {}).items()
                    if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(float(v))}
         trial_id = str((result.metrics or {}).get("trial_id") or Path(str(result.path)).name)
+        history = result.metrics_dataframe
+        if history is not None and "val_loss" in history and len(history):
+            first = float(history["val_loss"].iloc[0])  # the first rung: every trial reaches it
+            if math.isfinite(first):
+                metrics["first_val_loss"] = first
         if result.error is not None:
             user = _user_error_in(result.error)
             message = str(user) if user is not None else f"{type(result.error).__name__} (see {result.path})"
@@ -323,8 +328,17 @@ def _summarise(spec: TuneSpec, base: RAGConfig, records: list[TrialRecord], defa
                                                              "p50_ms", "val_loss") if k in default_metrics},
                           **({"error": default_metrics["error"]} if "error" in default_metrics else {})}
     progress("top trials:\n" + format_top_trials(records, knobs))
-    progress("sensitivity (range of the mean objective over each knob's values):\n" + format_sensitivity(rows))
+    progress("sensitivity (range of the mean objective over each knob's values, completed trials):\n"
+             + format_sensitivity(rows))
+    # Every trial, stopped ones too, reports a validation loss at the first rung: the knobs ASHA
+    # pruned on show here even when no trial with their losing values completed.
+    loss_rows = sensitivity(records, knobs, metric="first_val_loss", lower_is_better=True)
+    summary["sensitivity_val_loss"] = [{"knob": r["knob"], "range": r["range"], "best_value": r["best_value"]}
+                                       for r in loss_rows]
+    progress("sensitivity of the first validation loss (all trials; lower is better):\n"
+             + format_sensitivity(loss_rows, measure="val_loss"))
     parent.log_table(sensitivity_table(rows), "sensitivity.json")
+    parent.log_table(sensitivity_table(loss_rows, measure="val_loss"), "sensitivity_val_loss.json")
     parent.log_table([{"trial_id": r.trial_id, "status": r.status, **r.params,
                        **{k: r.metrics.get(k) for k in ("objective", "val_loss", "context_recall", "recall_at_5", "answer_f1",
                                                         "answer_em", "p50_ms")}} for r in records], "trials.json")

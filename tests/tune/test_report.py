@@ -170,3 +170,22 @@ def test_plots_with_no_completed_trials(make_plot, tmp_path):
         assert "no completed trials" in [t.get_text() for t in fig.axes[0].texts]
         fig.savefig(tmp_path / "empty.png")
         assert (tmp_path / "empty.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_sensitivity_of_a_metric_every_trial_reports_includes_stopped_trials():
+    # The first rung's validation loss: the stopped trial (top_k 2) counts, the failed one not.
+    recs = [
+        TrialRecord("a", {"top_k": 2}, "stopped", {"first_val_loss": 4.4}),
+        TrialRecord("b", {"top_k": 8}, "completed", {"objective": 0.3, "first_val_loss": 4.1}),
+        TrialRecord("c", {"top_k": 8}, "completed", {"objective": 0.3, "first_val_loss": 4.3}),
+        TrialRecord("d", {"top_k": 4}, "error", {"first_val_loss": 1.0}),
+        TrialRecord("e", {"top_k": 4}, "stopped", {}),
+    ]
+    (row,) = sensitivity(recs, ["top_k"], metric="first_val_loss", lower_is_better=True)
+    assert row["means"] == {2: pytest.approx(4.4), 8: pytest.approx(4.2)}
+    assert row["counts"] == {2: 1, 8: 2} and row["best_value"] == 8 and row["range"] == pytest.approx(0.2)
+    (by_objective,) = sensitivity(recs, ["top_k"])  # the objective: completed trials only
+    assert by_objective["means"] == {8: pytest.approx(0.3)} and by_objective["range"] == 0.0
+    assert "mean val_loss per value" in format_sensitivity([row], measure="val_loss")
+    assert sensitivity_table([row], measure="val_loss")[0] == {"knob": "top_k", "value": 2, "mean_val_loss": 4.4,
+                                                               "trials": 1, "range": pytest.approx(0.2)}

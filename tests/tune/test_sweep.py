@@ -104,8 +104,8 @@ def test_best_config_validates_and_differs_from_the_default_where_better(sweep):
     assert {"best.yaml", "sensitivity.json", "trials.json", "plots"} <= artifacts
     for png in ("objective_chunk_size_x_top_k.png", "objective_by_lora_rank.png"):
         assert (Path(summary["out"]) / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert [row["knob"] for row in summary["sensitivity"]] and \
-        {row["knob"] for row in summary["sensitivity"]} == set(summary["searched"])
+    assert {row["knob"] for row in summary["sensitivity"]} == set(summary["searched"])
+    assert {row["knob"] for row in summary["sensitivity_val_loss"]} == set(summary["searched"])
 
 
 def test_the_winner_is_registered_as_challenger(sweep):
