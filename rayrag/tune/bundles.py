@@ -170,7 +170,7 @@ class BundleCache:
             chunk_size = missing[key].chunking.chunk_size
             try:
                 built = ray.get(done[0])
-            except Exception as exc:  # noqa: BLE001 - recorded per bundle; the sweep goes on
+            except Exception as exc:  # any failure is recorded for this bundle; the sweep goes on
                 report.failed[key] = _one_line(exc)
                 progress(f"bundle {key[:12]} chunk_size={chunk_size} failed: {report.failed[key]}")
                 continue
@@ -181,12 +181,11 @@ class BundleCache:
 
 
 def _one_line(exc: BaseException) -> str:
-    """A failed build as one line: the RayRagError a user can act on, else the remote
-    exception's type and first line (never a traceback)."""
+    """A failed build as one line: the RayRagError a user can act on, else only the remote
+    exception's type (its message could quote a document: it goes to MLflow and the console)."""
     user_error = _user_error_in(exc)
-    cause = user_error if user_error is not None else (getattr(exc, "cause", None) or exc)
-    lines = str(cause).strip().splitlines()
-    message = lines[0] if lines else ""
-    if user_error is None:
-        message = f"{type(cause).__name__}: {message}" if message else type(cause).__name__
-    return message[:_MAX_ERROR_CHARS]
+    if user_error is not None:
+        lines = str(user_error).strip().splitlines()
+        return (lines[0] if lines else type(user_error).__name__)[:_MAX_ERROR_CHARS]
+    cause = getattr(exc, "cause", None) or exc
+    return f"{type(cause).__name__} (the Ray task's log has the traceback)"
