@@ -5,9 +5,11 @@
     rayrag eval --dataset data/qa.jsonl --url http://127.0.0.1:8000     # key in $RAYRAG_API_KEY
     rayrag eval --dataset data/qa.jsonl --bundle bundle/ --model models:/rayrag-generator@challenger \\
         --gate champion                                                  # exit 1 on a regression
+    rayrag eval pii --dataset presidio_generated_large.json --format presidio --json
 
 Without --json a table goes to stdout first (overall, then every slice, flagged gaps marked
-`!`); the last stdout line is always one JSON object. Exit codes: 0 ok, 1 the gate failed
+`!`); the last stdout line is always one JSON object. `rayrag eval pii` scores the Redactor's
+PII detection instead (token-level precision, recall, F2; `rayrag.governance.pii_eval`). Exit codes: 0 ok, 1 the gate failed
 (after printing), 2 a user error (`RayRagError`, turned into one line by `rayrag.cli.main`).
 Registered in `rayrag.cli` as `app.command("eval")(eval_command)`.
 """
@@ -78,6 +80,45 @@ def _progress(done: int, total: int) -> None:
         print(f"\reval {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
 
 
+PII_FORMATS = ("presidio",)
+
+
+def print_pii_table(result: dict[str, Any], out: Any = None) -> None:
+    """Overall P/R/F2 (detected and redacted), then recall per gold type and precision per predicted type."""
+    out = out or sys.stdout
+    red = result["redacted"]
+    print(f"PII vs not-PII over {result['tokens']} tokens of {result['examples']} texts", file=out)
+    print(f"{'':<10} {'precision':>10} {'recall':>10} {'f2':>10}", file=out)
+    print(f"{'detected':<10} {result['precision']:>10.4f} {result['recall']:>10.4f} {result['f2']:>10.4f}", file=out)
+    print(f"{'redacted':<10} {red['precision']:>10.4f} {red['recall']:>10.4f} {red['f2']:>10.4f}", file=out)
+    print(f"\n{'gold entity':<20} {'scored as':<18} {'tokens':>7} {'recall':>8} {'typed':>8}", file=out)
+    for label, row in result["per_entity"].items():
+        print(f"{label:<20} {row['mapped_to']:<18} {row['tokens']:>7} {row['recall']:>8.4f} "
+              f"{row['typed_recall']:>8.4f}", file=out)
+    print(f"\n{'predicted':<20} {'tokens':>7} {'precision':>10}", file=out)
+    for kind, row in result["per_predicted"].items():
+        print(f"{kind:<20} {row['tokens']:>7} {row['precision']:>10.4f}", file=out)
+
+
+def _pii_eval(dataset: Path, fmt: str, limit: int | None, cfg: Any, as_json: bool) -> None:
+    from rayrag.governance.pii_eval import evaluate_pii
+    from rayrag.governance.tracking import Tracker
+
+    redaction = cfg.governance.redaction
+    result = evaluate_pii(dataset, redaction, fmt=fmt, limit=limit)
+    with Tracker(cfg.tracking).start_run("eval", cfg, tags={"eval_kind": "pii"}, run_name="pii") as run:
+        if run.run_id is not None:  # counts and ratios only: the dataset's text never leaves
+            run.log_params({"pii.dataset": dataset.name, "pii.format": fmt, "pii.examples": result["examples"]})
+            metrics = {f"pii_{key}": result[key] for key in ("precision", "recall", "f2")}
+            metrics.update({f"pii_redacted_{key}": result["redacted"][key] for key in ("precision", "recall", "f2")})
+            metrics.update({f"pii_recall.{label}": row["recall"] for label, row in result["per_entity"].items()})
+            run.log_metrics(metrics)
+            result["run_id"] = run.run_id
+    if not as_json:
+        print_pii_table(result)
+    print(json.dumps(result))
+
+
 def eval_command(
     dataset: Annotated[Path, typer.Option("--dataset", help="QA JSONL with answers and supporting_ids (gold doc ids).")],
     bundle: Annotated[Path | None, typer.Option("--bundle", help="Index bundle directory (in-process evaluation).")] = None,
@@ -93,12 +134,27 @@ def eval_command(
     config: ConfigOpt = None,
     overrides: SetOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Only the JSON line (no table).")] = False,
+    fmt: Annotated[str, typer.Option("--format", help="`rayrag eval pii` dataset format: presidio (presidio-research JSON).")] = "presidio",
+    target: Annotated[str | None, typer.Argument(help="`pii`: score PII detection on a labelled set instead of QA.")] = None,
 ) -> None:
     """Evaluate on a QA set: retrieval, answers, groundedness, KG validation, PII leaks, latency
-    and cost, per slice with gap flags; one MLflow run; `--gate champion` for CI."""
+    and cost, per slice with gap flags; one MLflow run; `--gate champion` for CI.
+    `rayrag eval pii --dataset FILE`: token-level PII precision/recall/F2 of the Redactor."""
+    if target not in (None, "pii"):
+        raise ConfigError(f"unknown eval target {target!r}; the only one is 'pii' (rayrag eval pii)")
     if not dataset.is_file():
         raise ConfigError(f"dataset not found: {dataset} (--dataset)")
     cfg = _config(config, overrides)
+    if target == "pii":
+        extra = [flag for flag, value in (("--bundle", bundle), ("--model", model), ("--url", url),
+                                          ("--retrieval-only", retrieval_only), ("--gate", gate),
+                                          ("--canaries", canaries)) if value]
+        if extra:
+            raise ConfigError(f"rayrag eval pii takes --dataset, --format, --limit; drop {', '.join(extra)}")
+        if fmt not in PII_FORMATS:
+            raise ConfigError(f"unknown PII dataset format {fmt!r} (--format); supported: {', '.join(PII_FORMATS)}")
+        _pii_eval(dataset, fmt, limit, cfg, as_json)
+        return
     asker = resolve_principal(principal, groups, default="admin")
     if retrieval_only:
         from rayrag.pipelines.evaluate import evaluate_retrieval

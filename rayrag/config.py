@@ -185,7 +185,7 @@ class RedactionConfig(_Section):
     enabled: bool = Field(True, description="Run Presidio on documents and queries.")
     entities: tuple[str, ...] = Field(
         ("PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "US_SSN", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS",
-         "STREET_ADDRESS", "LOCATION"),
+         "STREET_ADDRESS", "LOCATION", "URL", "ORGANIZATION", "CALENDAR_DATE"),
         description="Presidio entity types analysed; chosen deliberately (UK_NHS and similar fire on phones).",
     )
     operators: dict[str, RedactionOperator] = Field(
@@ -199,6 +199,9 @@ class RedactionConfig(_Section):
             "IP_ADDRESS": "replace",
             "STREET_ADDRESS": "replace",
             "LOCATION": "keep",
+            "URL": "replace",  # personal sites and profile links identify their owner
+            "ORGANIZATION": "keep",  # employers are content a RAG corpus answers about; detected for audits
+            "CALENDAR_DATE": "keep",  # dates are facts in documents; a stricter policy can replace them
         },
         description="Per-entity operator; entities not listed use default_operator.",
     )

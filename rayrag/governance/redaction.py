@@ -310,6 +310,9 @@ def _build_analyzer(entities: Sequence[str]) -> Any:
     }).create_engine()
     registry = RecognizerRegistry(supported_languages=["en"])
     registry.load_predefined_recognizers(nlp_engine=nlp_engine, languages=["en"])
+    # The stock URL regex runs case-insensitively over bare "name.tld", so sentences joined
+    # without a space ("runaway.Th", "date.It") became URLs; ours is in _extra_recognizers.
+    registry.remove_recognizer("UrlRecognizer")
     for recognizer in _extra_recognizers():
         registry.add_recognizer(recognizer)
     wanted = set(entities)
@@ -327,17 +330,51 @@ def _build_analyzer(entities: Sequence[str]) -> Any:
 
 
 def _extra_recognizers() -> list[Any]:
-    """Recognizers for what the stock ones miss (see pii_patterns.py for why)."""
+    """Recognizers for what the stock ones miss (see pii_patterns.py for why).
+
+    Scores sit above the 0.4 threshold only where the shape alone is convincing; the
+    postal code (0.3) needs a context word, which Presidio's context enhancer adds."""
+    import re
+
     from presidio_analyzer import Pattern, PatternRecognizer
 
-    from rayrag.governance.pii_patterns import person_name_pattern, street_address_pattern
+    from rayrag.governance import pii_patterns as pp
 
+    case_sensitive = re.MULTILINE | re.DOTALL  # names must be capitalised; the rest ignore case
     return [
         PatternRecognizer(supported_entity="STREET_ADDRESS", name="StreetAddressRecognizer",
-                          patterns=[Pattern("us_street_address", street_address_pattern(), 0.6)],
-                          context=["address", "street", "lives", "located", "mail"]),
+                          # A whole address outranks the spaCy PERSON/LOCATION (0.85) found
+                          # inside it (a street named after a person, the city), so the
+                          # block is redacted whole rather than dropped in resolve_overlaps.
+                          patterns=[Pattern("us_street_address", pp.street_address_pattern(), 0.9),
+                                    Pattern("intl_street_address", pp.international_address_pattern(), 0.9),
+                                    Pattern("military_address", pp.military_address_pattern(), 0.9),
+                                    Pattern("unit_number", pp.unit_pattern(), 0.5),
+                                    Pattern("line_end_postal_code", pp.line_end_postal_code_pattern(), 0.45),
+                                    Pattern("postal_code", pp.postal_code_pattern(), 0.3)],
+                          context=["address", "street", "lives", "located", "mail", "zip", "postal",
+                                   "postcode", "apt", "suite", "send", "ship"]),
         PatternRecognizer(supported_entity="PERSON", name="GivenNameGazetteerRecognizer",
-                          patterns=[Pattern("given_name_surname", person_name_pattern(), 0.5)]),
+                          patterns=[Pattern("given_name_surname", pp.person_name_pattern(), 0.5)]),
+        PatternRecognizer(supported_entity="PERSON", name="HonorificNameRecognizer",
+                          patterns=[Pattern("honorific_name", pp.honorific_name_pattern(), 0.6)],
+                          global_regex_flags=case_sensitive),
+        PatternRecognizer(supported_entity="PHONE_NUMBER", name="LoosePhoneRecognizer",
+                          patterns=[Pattern("loose_phone", pp.phone_pattern(), 0.45)],
+                          context=["phone", "call", "tel", "telephone", "mobile", "cell", "fax",
+                                   "number", "contact", "reach"]),
+        # CALENDAR_DATE, not Presidio's DATE_TIME: only day-precise dates and timestamps (the
+        # identifying kind, e.g. a birth date), without DATE_TIME's years and weekdays.
+        PatternRecognizer(supported_entity="CALENDAR_DATE", name="NumericDateRecognizer",
+                          patterns=[Pattern("numeric_date", pp.numeric_date_pattern(), 0.6)]),
+        PatternRecognizer(supported_entity="ORGANIZATION", name="CompanySuffixRecognizer",
+                          patterns=[Pattern("company_suffix", pp.company_pattern(), 0.6)],
+                          global_regex_flags=case_sensitive),
+        PatternRecognizer(supported_entity="URL", name="UrlRecognizer",
+                          patterns=[Pattern("scheme_or_www_url", pp.url_pattern(), 0.9),
+                                    Pattern("bare_domain", pp.bare_domain_pattern(), 0.5)]),
+        PatternRecognizer(supported_entity="LOCATION", name="CountryGazetteerRecognizer",
+                          patterns=[Pattern("country", pp.country_pattern(), 0.5)]),
     ]
 
 

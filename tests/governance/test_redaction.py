@@ -290,3 +290,26 @@ def test_unknown_entity_type_is_a_redaction_error():
     config = RedactionConfig(entities=("PERSON", "NOT_A_TYPE"), operators={}, default_operator="replace")
     with pytest.raises(RedactionError, match="NOT_A_TYPE.*governance.redaction.entities"):
         Redactor(config).warm_up()
+
+
+# ---------------------------------------------------------------------- international recognizers
+
+
+def test_an_international_address_block_is_redacted_whole(redactor):
+    text = "Send it to 55 Školní 645\n Suite 992\n Kámen u Pacova\n Mali 44998\nThanks, Ana"
+    result = redactor.redact(text)
+    assert result.text.startswith("Send it to <STREET_ADDRESS>")
+    for part in ("Školní", "645", "Suite 992", "44998"):
+        assert part not in result.text
+
+
+def test_honorifics_loose_phones_and_urls_are_found(redactor):
+    result = redactor.redact("Dr. Ana Ruiz: call (85) 5986-8343 or see http://www.TextFiction.de/ today.")
+    assert "Ruiz" not in result.text and "5986-8343" not in result.text
+    assert "TextFiction" not in result.text and "<URL>" in result.text
+
+
+def test_prose_numbers_and_joined_sentences_stay(redactor):
+    text = ("He played from 2000 and 2008, born 30 July 1970, with 79 films between 1915 and 1920; "
+            "pages 1100-1104 ran away.Then the years 1938-1940 followed.")
+    assert redactor.redact(text).text == text
