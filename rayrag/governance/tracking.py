@@ -182,6 +182,21 @@ def _tag_key(key: str) -> str:
     return f"tags.`{key}`"
 
 
+@contextlib.contextmanager
+def _uri_env_restored() -> Iterator[None]:
+    """mlflow 3's URI setters also export MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI; put the
+    environment back, or the next Tracker without a URI would write into this store."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 class Tracker:
     """Opens MLflow runs, one experiment per activity (`rayrag-ingest`, `rayrag-eval`, ...)."""
 
@@ -212,20 +227,11 @@ class Tracker:
 
             self._mlflow = mlflow
         uri = self.tracking_uri
-        # mlflow 3's setters also export MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI; put the
-        # environment back, or the next Tracker without a URI would write into this store.
-        saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-        try:
+        with _uri_env_restored():
             if self._mlflow.get_tracking_uri() != uri:
                 self._mlflow.set_tracking_uri(uri)
             if self._mlflow.get_registry_uri() != uri:
                 self._mlflow.set_registry_uri(uri)
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
 
     @property
     def mlflow(self) -> Any:
@@ -370,21 +376,16 @@ class Tracker:
         self._require_enabled()
         self.warm_up()
         self._ensure_experiment(self.experiment_name("tune"))  # our artifact location, not the callback's
-        saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
         callback = MLflowLoggerCallback(
             tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri,
             experiment_name=self.experiment_name("tune"),
             tags={"mlflow.parentRunId": parent_run_id, "activity": "tune-trial", **code_version_tags(),
                   **{k: str(v) for k, v in (tags or {}).items()}})
         try:
-            yield callback
+            with _uri_env_restored():
+                yield callback
         finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-            self.warm_up()
+            self.warm_up()  # the callback moved mlflow's global URI
 
     # -- prompt registry -------------------------------------------------------------------
 
