@@ -200,6 +200,22 @@ def ask(
     if not retrieval_only and not question.strip():
         raise DataError("question is empty")
     cfg = _config(config, overrides)
+    asker = resolve_principal(principal, groups)
+    safety_cfg = cfg.governance.input_safety
+    if safety_cfg.enabled and safety_cfg.check_questions:
+        from rayrag.governance.input_safety import REFUSAL_TEXT, input_safety
+
+        verdict = input_safety(safety_cfg).check(question)
+        if verdict.flagged:  # refused as the Serve ingress refuses: nothing retrieved or generated
+            if as_json:
+                print(json.dumps({"principal": asker.name, "mode": mode or cfg.retrieval.mode, "refused": True,
+                                  "answer": REFUSAL_TEXT, "finish_reason": "content_filter", "citations": [],
+                                  "passages": [], "facts": [],
+                                  "safety": {"question_flagged": True, "categories": list(verdict.categories),
+                                             "flagged_chunks": 0}}))
+            else:
+                print(REFUSAL_TEXT)
+            return
     reader = None
     if not retrieval_only:
         from rayrag.generator.answer import Reader
@@ -207,21 +223,24 @@ def ask(
 
         reader = Reader(resolve_model(model, cfg.tracking), cfg)
         reader.warm_up()  # a bad checkpoint fails before retrieval loads the bundle
-    asker = resolve_principal(principal, groups)
     evidence = HybridRetriever(bundle, cfg).retrieve(question, asker, mode=mode, top_k=top_k)
+    safety = {"question_flagged": False, "categories": [], "flagged_chunks": evidence.flagged_chunks}
     if reader is None:
         if as_json:
-            print(json.dumps({"principal": asker.name, "mode": mode or cfg.retrieval.mode,
+            print(json.dumps({"principal": asker.name, "mode": mode or cfg.retrieval.mode, "refused": False,
                               "passages": [asdict(p) for p in evidence.passages],
-                              "facts": [asdict(f) for f in evidence.facts]}))
+                              "facts": [asdict(f) for f in evidence.facts], "safety": safety}))
             return
         _print_evidence(evidence)
+        if evidence.flagged_chunks:
+            print(f"input safety: {evidence.flagged_chunks} retrieved chunk(s) withheld")
         return
     from rayrag.generator.answer import result_to_json
 
     result = reader.answer(question, evidence)
     if as_json:
-        print(json.dumps({"principal": asker.name, "mode": mode or cfg.retrieval.mode, **result_to_json(result)}))
+        print(json.dumps({"principal": asker.name, "mode": mode or cfg.retrieval.mode, "refused": False,
+                          **result_to_json(result), "safety": safety}))
         return
     _print_answer(result)
 
@@ -327,12 +346,17 @@ def _register_commands() -> None:
     """Commands kept in their own modules (they import this one's option types)."""
     from rayrag.cli_compare import compare_command
     from rayrag.cli_eval import eval_command
+    from rayrag.cli_governance import forget_command, purge_command
+    from rayrag.cli_readiness import readiness_command
     from rayrag.cli_registry import registry_app
     from rayrag.cli_tune import tune_command
 
     app.command("eval")(eval_command)
     app.command("compare")(compare_command)
     app.command("tune")(tune_command)
+    app.command("readiness")(readiness_command)
+    app.command("purge")(purge_command)
+    app.command("forget")(forget_command)
     app.add_typer(registry_app, name="registry")
 
 

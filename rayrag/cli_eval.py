@@ -6,10 +6,14 @@
     rayrag eval --dataset data/qa.jsonl --bundle bundle/ --model models:/rayrag-generator@challenger \\
         --gate champion                                                  # exit 1 on a regression
     rayrag eval pii --dataset presidio_generated_large.json --format presidio --json
+    rayrag eval safety --dataset ../shared/data/hotpotqa_sample --holdout --json
 
 Without --json a table goes to stdout first (overall, then every slice, flagged gaps marked
 `!`); the last stdout line is always one JSON object. `rayrag eval pii` scores the Redactor's
-PII detection instead (token-level precision, recall, F2; `rayrag.governance.pii_eval`). Exit codes: 0 ok, 1 the gate failed
+PII detection instead (token-level precision, recall, F2; `rayrag.governance.pii_eval`);
+`rayrag eval safety` the input-safety classifier (attack recall per category, false-positive
+rates on benign questions and passages; `--dataset` a HotpotQA sample added to the demo
+corpus as benign text; `--holdout` the held-out attacks; `rayrag.data.safety_eval`). Exit codes: 0 ok, 1 the gate failed
 (after printing), 2 a user error (`RayRagError`, turned into one line by `rayrag.cli.main`).
 Registered in `rayrag.cli` as `app.command("eval")(eval_command)`.
 """
@@ -119,8 +123,47 @@ def _pii_eval(dataset: Path, fmt: str, limit: int | None, cfg: Any, as_json: boo
     print(json.dumps(result))
 
 
+def print_safety_table(result: dict[str, Any], out: Any = None) -> None:
+    """Recall per category and disguise, false-positive rate per benign source."""
+    out = out or sys.stdout
+    print(f"attacks {result['attacks']}: recall {result['attack_recall']:.4f} (threshold {result['threshold']})", file=out)
+    for name, recall in result["recall_per_category"].items():
+        print(f"  {name:<22} n={result['attacks_per_category'][name]:<4} recall {recall:.4f}", file=out)
+    print("by variant: " + ", ".join(f"{v} {r:.2f}" for v, r in result["recall_per_variant"].items()), file=out)
+    print(f"benign questions {result['benign_questions']}: fpr {result['benign_fpr_questions']:.4f}; "
+          f"passages {result['benign_passages']}: fpr {result['benign_fpr_passages']:.4f}; "
+          f"hard benign {result['hard_benign']}: fpr {result['hard_benign_fpr']:.4f}", file=out)
+    for source, fpr in result["fpr_by_source"].items():
+        print(f"  {source:<22} n={result['benign_counts'][source]:<5} fpr {fpr:.4f}", file=out)
+    for split in ("holdout", "holdout_b"):
+        if split in result:
+            held = result[split]
+            print(f"{split} attacks {held['attacks']}: recall {held['attack_recall']:.4f}", file=out)
+            for name, recall in held["recall_per_category"].items():
+                print(f"  {name:<22} n={held['attacks_per_category'][name]:<4} recall {recall:.4f}", file=out)
+
+
+def _safety_eval(hotpotqa: Path | None, holdout: bool, cfg: Any, as_json: bool) -> None:
+    from rayrag.data.safety_eval import evaluate_safety, tracking_metrics
+    from rayrag.governance.tracking import Tracker
+
+    result = evaluate_safety(cfg.governance.input_safety, hotpotqa=hotpotqa, holdout=holdout, seed=cfg.seed)
+    with Tracker(cfg.tracking).start_run("eval", cfg, tags={"eval_kind": "safety"}, run_name="safety") as run:
+        if run.run_id is not None:  # counts and ratios only: no attack or benign text leaves
+            run.log_params({"safety.threshold": result["threshold"], "safety.max_chars": result["max_chars"],
+                            "safety.hotpotqa": result["hotpotqa"], "safety.holdout": holdout})
+            run.log_metrics(tracking_metrics(result))
+            result["run_id"] = run.run_id
+    if not as_json:
+        print_safety_table(result)
+    print(json.dumps(result))
+
+
+TARGETS = ("pii", "safety")
+
+
 def eval_command(
-    dataset: Annotated[Path, typer.Option("--dataset", help="QA JSONL with answers and supporting_ids (gold doc ids).")],
+    dataset: Annotated[Path | None, typer.Option("--dataset", help="QA JSONL with answers and supporting_ids (gold doc ids); for `eval safety`, an optional HotpotQA sample (folder or questions file) used as benign text.")] = None,
     bundle: Annotated[Path | None, typer.Option("--bundle", help="Index bundle directory (in-process evaluation).")] = None,
     model: Annotated[str | None, typer.Option("--model", help="Generator checkpoint or models:/NAME@ALIAS (in-process).")] = None,
     url: Annotated[str | None, typer.Option("--url", help="Evaluate a running server (POST URL/v1/ask; key in $RAYRAG_API_KEY).")] = None,
@@ -135,13 +178,29 @@ def eval_command(
     overrides: SetOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Only the JSON line (no table).")] = False,
     fmt: Annotated[str, typer.Option("--format", help="`rayrag eval pii` dataset format: presidio (presidio-research JSON).")] = "presidio",
-    target: Annotated[str | None, typer.Argument(help="`pii`: score PII detection on a labelled set instead of QA.")] = None,
+    holdout: Annotated[bool, typer.Option("--holdout", help="`rayrag eval safety`: also score the held-out attacks.")] = False,
+    target: Annotated[str | None, typer.Argument(help="`pii`: score PII detection on a labelled set instead of QA; `safety`: the input-safety classifier.")] = None,
 ) -> None:
     """Evaluate on a QA set: retrieval, answers, groundedness, KG validation, PII leaks, latency
     and cost, per slice with gap flags; one MLflow run; `--gate champion` for CI.
-    `rayrag eval pii --dataset FILE`: token-level PII precision/recall/F2 of the Redactor."""
-    if target not in (None, "pii"):
-        raise ConfigError(f"unknown eval target {target!r}; the only one is 'pii' (rayrag eval pii)")
+    `rayrag eval pii --dataset FILE`: token-level PII precision/recall/F2 of the Redactor.
+    `rayrag eval safety [--dataset HOTPOTQA] [--holdout]`: the input-safety classifier."""
+    if target not in (None, *TARGETS):
+        raise ConfigError(f"unknown eval target {target!r}; one of {', '.join(TARGETS)} (rayrag eval pii)")
+    if target == "safety":
+        extra = [flag for flag, value in (("--bundle", bundle), ("--model", model), ("--url", url),
+                                          ("--retrieval-only", retrieval_only), ("--gate", gate),
+                                          ("--canaries", canaries), ("--limit", limit)) if value]
+        if extra:
+            raise ConfigError(f"rayrag eval safety takes --dataset, --holdout; drop {', '.join(extra)}")
+        if dataset is not None and not dataset.exists():
+            raise ConfigError(f"HotpotQA sample not found: {dataset} (--dataset)")
+        _safety_eval(dataset, holdout, _config(config, overrides), as_json)
+        return
+    if holdout:
+        raise ConfigError("--holdout is for `rayrag eval safety`")
+    if dataset is None:
+        raise ConfigError("--dataset is required (a QA JSONL, or the PII set for `rayrag eval pii`)")
     if not dataset.is_file():
         raise ConfigError(f"dataset not found: {dataset} (--dataset)")
     cfg = _config(config, overrides)

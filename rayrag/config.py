@@ -220,10 +220,34 @@ class RoutingAlarmConfig(_Section):
     min_share: float = Field(0.01, ge=0, le=1, description="An expert getting less than this share of tokens is dead.")
 
 
+class RetentionConfig(_Section):
+    """How long each kind of record is kept (days); `rayrag purge` and the serve graph's
+    periodic purge delete what is older."""
+
+    events_days: float = Field(30, gt=0, description="Request events (serve.event_log and its rotated files).")
+    escalations_days: float = Field(90, gt=0, description="Escalation queue records (ids and scores only).")
+    audit_days: float = Field(2555, gt=0, description="Audit records of erasures and admin actions (7 years).")
+    mlflow_runs_days: float = Field(365, gt=0, description="Runs in this project's MLflow experiments.")
+    traces_days: float = Field(30, gt=0, description="MLflow traces.")
+    purge_interval_s: float = Field(3600, ge=0, description="The serve graph purges this often; 0 = never (run `rayrag purge`).")
+
+
+class InputSafetyConfig(_Section):
+    """The prompt-injection / jailbreak classifier on questions and retrieved chunks."""
+
+    enabled: bool = Field(True, description="Classify questions and retrieved chunks.")
+    threshold: float = Field(0.4, gt=0, le=1, description="A text scoring at or above this is flagged (0.4: no false positive on 1,544 real questions and passages; see `rayrag eval safety`).")
+    check_questions: bool = Field(True, description="A flagged question gets the refusal path.")
+    check_chunks: bool = Field(True, description="A flagged retrieved chunk is kept out of the prompt (and counted).")
+    max_chars: int = Field(20000, gt=0, description="Only the first this-many characters of a text are scanned (bounded cost).")
+
+
 class GovernanceConfig(_Section):
     redaction: RedactionConfig = Field(default_factory=RedactionConfig)
     routing: RoutingAlarmConfig = Field(default_factory=RoutingAlarmConfig)
-    log_retention_days: int = Field(30, gt=0, description="Request logs and traces older than this are purged.")
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    input_safety: InputSafetyConfig = Field(default_factory=InputSafetyConfig)
+    audit_log: str = Field(".rayrag/audit.jsonl", description="Audit records of erasures and admin actions (ids only).")
 
 
 class ServeConfig(_Section):
@@ -248,6 +272,11 @@ class ServeConfig(_Section):
     confidence_threshold: float = Field(0.5, ge=0, le=1, description="Answers below this confidence are marked escalated and queued for a human.")
     escalation_queue: str = Field(".rayrag/escalations.jsonl", description="Escalation records (ids and scores only).")
     event_log: str = Field(".rayrag/events.jsonl", description="Privacy-safe request events (ids, counts, timings; never text).")
+    event_log_max_bytes: int = Field(10 * 1024 * 1024, gt=0, description="The event log rotates at this size.")
+    event_log_backups: int = Field(5, ge=0, description="Rotated event-log files kept (events.jsonl.1 ...).")
+    answer_cache_size: int = Field(256, ge=0, description="Answers cached per Ingress replica; keys carry the caller's ACL fingerprint, bundle, model and config; 0 = off.")
+    answer_cache_ttl_s: float = Field(300, gt=0, description="A cached answer older than this is recomputed.")
+    bundle_check_s: float = Field(0.0, ge=0, description="How often a stage checks whether its bundle was replaced (forget, re-ingest) and reloads it; 0 = on every request (a stat).")
 
 
 class TrackingConfig(_Section):

@@ -97,6 +97,7 @@ class Evidence:
 
     passages: tuple[Passage, ...]
     facts: tuple[Fact, ...] = ()
+    flagged_chunks: int = 0  # retrieved chunks the input-safety classifier kept out of `passages`
 
 
 @dataclass(frozen=True)

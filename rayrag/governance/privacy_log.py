@@ -10,10 +10,13 @@ pass such values through `fingerprint()` when they need to correlate them.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
+import os
 import time
+from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import Any
 
@@ -96,19 +99,88 @@ class _Stage:
         self.timer.seconds[self.stage] = self.timer.seconds.get(self.stage, 0.0) + elapsed
 
 
+def lock_path(path: str | Path) -> Path:
+    """The sibling lock file that writers and `retention.purge` share for an event log.
+
+    Hidden (`.events.jsonl.lock`) so globs for the rotated files (`events.jsonl.*`) miss it."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.lock")
+
+
+class LockedRotatingFileHandler(RotatingFileHandler):
+    """`RotatingFileHandler` that several processes (Serve replicas) and a purge can share.
+
+    Every emit takes an exclusive `fcntl` lock on a sibling lock file (`lock_path`), then reopens its
+    stream when the path no longer names the file it holds open (`WatchedFileHandler`'s
+    check): another replica rotated it, or `retention.purge` rewrote it (temp file +
+    `os.replace` under the same lock). The size check and the rotation happen under the
+    lock too, so two replicas never rotate the same file twice. Files are created 0600.
+    """
+
+    def __init__(self, filename: str | Path, max_bytes: int, backups: int) -> None:
+        super().__init__(filename, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+        self._lock_fd: int | None = None
+        self._lock_pid = os.getpid()
+
+    def _open(self) -> Any:
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if self._lock_fd is None or self._lock_pid != os.getpid():
+                # A forked child shares its parent's descriptor, and flock locks belong to the
+                # open file: each process needs its own open() of the lock file to exclude others.
+                self._lock_fd = os.open(lock_path(self.baseFilename), os.O_RDWR | os.O_CREAT, 0o600)
+                self._lock_pid = os.getpid()
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        except OSError:
+            self.handleError(record)
+            return
+        try:
+            self._reopen_if_replaced()
+            super().emit(record)  # size check, rotation, write and flush, all under the lock
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _reopen_if_replaced(self) -> None:
+        if self.stream is None:
+            return
+        try:
+            on_disk = os.stat(self.baseFilename)
+            mine = os.fstat(self.stream.fileno())
+            same = (on_disk.st_dev, on_disk.st_ino) == (mine.st_dev, mine.st_ino)
+        except (FileNotFoundError, ValueError):
+            same = False
+        if not same:
+            stream, self.stream = self.stream, None
+            stream.close()
+            self.stream = self._open()
+
+    def close(self) -> None:
+        self.acquire()
+        try:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+        finally:
+            self.release()
+        super().close()
+
+
 def file_event_logger(name: str, path: str | Path, max_bytes: int = 10 * 1024 * 1024,
                       backups: int = 5) -> logging.Logger:
     """A JSON-event logger that writes to `path`, rotated by size (`path.1`, `path.2`, ...).
 
-    The file is created owner-only (0600): events carry hashed user ids and team tags."""
-    from logging.handlers import RotatingFileHandler
-
+    The file is created owner-only (0600): events carry hashed user ids and team tags.
+    Safe for several writing processes and a concurrent `rayrag purge` (see
+    `LockedRotatingFileHandler`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     logger = logging.getLogger(name)
-    if not any(isinstance(h, RotatingFileHandler) and Path(h.baseFilename) == path.resolve() for h in logger.handlers):
-        path.touch(mode=0o600, exist_ok=True)
-        handler = RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+    if not any(isinstance(h, RotatingFileHandler) and Path(h.baseFilename) == path.resolve()
+               for h in logger.handlers):
+        handler = LockedRotatingFileHandler(path, max_bytes=max_bytes, backups=backups)
         handler.setFormatter(JsonEventFormatter())
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)

@@ -154,6 +154,10 @@ class ModelRegistry:
         source = client.get_run(run_id).info.artifact_uri.rstrip("/") + f"/{ARTIFACT_DIR}"
         self._ensure_model(description)
         version_tags = {"model_digest": digest, **{k: str(v) for k, v in (tags or {}).items()}}
+        if "prompt_version" not in version_tags:  # the prompt this version answers with: pinned to it
+            from rayrag.generator.prompt import PROMPT_TEMPLATE
+
+            version_tags["prompt_version"] = self.tracker.prompt_version(PROMPT_TEMPLATE)
         created = client.create_model_version(self.name, source=source, run_id=run_id,
                                               tags=version_tags, description=description or None)
         version = int(created.version)

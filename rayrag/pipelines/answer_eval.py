@@ -120,7 +120,8 @@ def outcome_from_response(body: dict[str, Any], latency_ms: float,
                    prompt_tokens=int(usage.get("prompt_tokens", 0)), completion_tokens=int(usage.get("completion_tokens", 0)),
                    cost=float(usage.get("cost", 0.0)), latency_ms=float(latency_ms),
                    model_version=str(body.get("model_version") or ""), context_doc_ids=list(context),
-                   extra={"escalated": bool(body.get("escalated", False)), "explicit_citations": bool(markers)})
+                   extra={"escalated": bool(body.get("escalated", False)), "explicit_citations": bool(markers),
+                          "refused": bool(body.get("refused", False))})
 
 
 # ---------------------------------------------------------------- scoring (pure)
@@ -243,6 +244,9 @@ class InProcessAnswerer:
         self.warm_up()
         serve_cfg = self.config.serve
         started = time.perf_counter()
+        refusal = self.refusal(qa, started)
+        if refusal is not None:
+            return refusal
         question, evidence = self.evidence(qa, principal)
         result = self.reader.answer(question, evidence)
         report = self.guard.check(question, result.answer.text, evidence, principal)
@@ -258,6 +262,22 @@ class InProcessAnswerer:
         deep = self.retriever.retrieve(question, principal, mode=self.mode, top_k=depth, with_facts=False)
         ranked = distinct_in_order(p.doc_id for p in deep.passages)
         return outcome_from_response(body, latency_ms, ranked)
+
+    def refusal(self, qa: QAPair, started: float) -> Outcome | None:
+        """The served refusal for a question the input-safety classifier flags (nothing is
+        retrieved or generated, as at the Serve ingress); None for any other question."""
+        from rayrag.governance.input_safety import REFUSAL_TEXT, input_safety
+
+        safety_cfg = self.config.governance.input_safety
+        if not (safety_cfg.enabled and safety_cfg.check_questions):
+            return None
+        verdict = input_safety(safety_cfg).check(qa.question)
+        if not verdict.flagged:
+            return None
+        body = {"answer": REFUSAL_TEXT, "citations": [], "refused": True, "finish_reason": "content_filter"}
+        outcome = outcome_from_response(body, (time.perf_counter() - started) * 1000, ranked_doc_ids=[])
+        outcome.extra.update(refused=True, categories=list(verdict.categories))
+        return outcome
 
 
 class HttpAnswerer:
@@ -276,7 +296,9 @@ class HttpAnswerer:
         if self._client is None:
             import httpx
 
-            self._client = httpx.Client(timeout=self.timeout_s, headers={"Authorization": f"Bearer {self.api_key}"})
+            # no-cache: an evaluation measures the graph (latency included), never the answer cache
+            self._client = httpx.Client(timeout=self.timeout_s, headers={"Authorization": f"Bearer {self.api_key}",
+                                                                         "Cache-Control": "no-cache"})
 
     def __call__(self, qa: QAPair, principal: Principal | None = None) -> Outcome | None:
         """The outcome, or None when the server failed this request (5xx: counted, not scored)."""

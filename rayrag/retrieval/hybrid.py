@@ -46,6 +46,7 @@ principal's ACL once more after fusion and a violation raises `AccessDenied` (fa
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -130,6 +131,7 @@ class HybridRetriever:
         self._graph: Any = None  # GraphRetriever, built on first graph/hybrid use
         self._chunk_rows: dict[str, int] | None = None
         self._columns: dict[str, list[Any]] = {}
+        self._chunk_flagged: dict[str, bool] = {}  # chunk_id -> input-safety verdict (bundle text is immutable)
 
     def warm_up(self, graph: bool = True) -> None:
         """Load the dense side (index, embedder, redactor) and, unless `graph=False`, the KG."""
@@ -207,14 +209,50 @@ class HybridRetriever:
 
     def evidence(self, ranking: Ranking, question: str, principal: Principal, mode: Mode,
                  with_facts: bool = True) -> Evidence:
-        """Passages (ACL re-checked, fail closed) and their facts for a ranking."""
+        """Passages (ACL re-checked, fail closed) and their facts for a ranking.
+
+        Every path to the reader comes through here (`retrieve`, the serve graph's
+        KGEnricher, the in-process evaluator), so this is where the input-safety classifier
+        keeps chunks with planted instructions out of the prompt: a flagged passage is
+        dropped and counted in `flagged_chunks`, and so is a fact whose only support is a
+        flagged chunk (the injection must not come back as a KG fact)."""
         self.warm_up(graph=mode != "dense")
         passages = tuple(self._passage(chunk_id, score, principal) for chunk_id, score in ranking)
+        kept = tuple(p for p in passages if not self._is_flagged(p.chunk_id))
         facts: tuple[Fact, ...] = ()
         needs_graph = mode != "dense" or (with_facts and self.config.retrieval.use_graph)
-        if needs_graph and passages:
-            facts = self._facts(question, principal, [p.chunk_id for p in passages])
-        return Evidence(passages=passages, facts=facts)
+        if needs_graph and kept:
+            facts = self._safe_facts(self._facts(question, principal, [p.chunk_id for p in kept]))
+        return Evidence(passages=kept, facts=facts, flagged_chunks=len(passages) - len(kept))
+
+    def _is_flagged(self, chunk_id: str) -> bool:
+        """The input-safety verdict on a chunk's title and text, once per chunk."""
+        safety_cfg = self.config.governance.input_safety
+        if not (safety_cfg.enabled and safety_cfg.check_chunks):
+            return False
+        flagged = self._chunk_flagged.get(chunk_id)
+        if flagged is None:
+            from rayrag.governance.input_safety import input_safety
+
+            i = (self._chunk_rows or {})[chunk_id]
+            title, text = self._columns["title"][i], self._columns["text"][i]
+            flagged = input_safety(safety_cfg).check(f"{title}\n{text}" if title else text).flagged
+            self._chunk_flagged[chunk_id] = flagged
+        return flagged
+
+    def _safe_facts(self, facts: tuple[Fact, ...]) -> tuple[Fact, ...]:
+        """Facts with flagged chunks taken out of their provenance; a fact left without any is dropped."""
+        safe = []
+        for fact in facts:
+            clean = tuple(c for c in fact.chunk_ids if not self._is_flagged(c))
+            if not clean:
+                continue
+            if len(clean) < len(fact.chunk_ids):
+                rows = self._chunk_rows or {}
+                docs = tuple(dict.fromkeys(self._columns["doc_id"][rows[c]] for c in clean))
+                fact = replace(fact, chunk_ids=clean, doc_ids=docs)
+            safe.append(fact)
+        return tuple(safe)
 
     def bridge_entities(self, question: str, principal: Principal, chunk_ids: list[str]) -> list[str]:
         """Entities joined by a relation fact to an entity the question names, but not named

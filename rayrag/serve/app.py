@@ -108,7 +108,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
         config_json, str(model))
     guard = GuardStage.options(**stage(s.stage_num_cpus)).bind(config_json, str(bundle))
     return Ingress.options(**stage(s.stage_num_cpus), max_queued_requests=s.max_queued_requests).bind(
-        redactor, retriever, kg, generator, guard, config_json)
+        redactor, retriever, kg, generator, guard, config_json, str(bundle))
 
 
 def __getattr__(name: str) -> Any:

@@ -20,18 +20,69 @@ Principals cross deployments as `Principal` objects (names and groups, no secret
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from ray import serve
 
 from rayrag.config import RAGConfig
+from rayrag.governance.privacy_log import get_logger
 from rayrag.types import Evidence, Passage, Principal
+
+T = TypeVar("T")
+_log = get_logger("rayrag.serve.stages")
 
 
 def _config(config_json: str) -> RAGConfig:
     return RAGConfig.model_validate_json(config_json)
+
+
+def manifest_stamp(bundle: str | Path) -> tuple[int, int, int] | None:
+    """(inode, mtime_ns, size) of a bundle's manifest; None while it is missing (mid-swap)."""
+    try:
+        st = os.stat(Path(bundle) / "manifest.json")
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+class BundleWatch(Generic[T]):
+    """What a stage built from its bundle, rebuilt when the bundle on disk is replaced.
+
+    `rayrag forget` and a re-ingest write a new bundle in place (two renames); every stage
+    replica notices on its next request, at most `check_s` seconds late (0 = every request:
+    a `stat` costs microseconds), and loads the new one before answering, so no replica
+    serves an erased document after the erasure returned. While a swap is half done (the
+    manifest missing for an instant) the current bundle keeps serving."""
+
+    def __init__(self, bundle: str | Path, load: Callable[[], T], check_s: float = 0.0) -> None:
+        self.bundle, self._load, self.check_s = Path(bundle), load, check_s
+        self._stamp = manifest_stamp(self.bundle)
+        self.value = load()
+        self._checked = time.monotonic()
+        self._lock = threading.Lock()
+        self.reloads = 0
+
+    def current(self) -> T:
+        now = time.monotonic()
+        if now - self._checked < self.check_s:
+            return self.value
+        self._checked = now
+        stamp = manifest_stamp(self.bundle)
+        if stamp is not None and stamp != self._stamp:
+            with self._lock:
+                if stamp != self._stamp:
+                    self.value = self._load()
+                    self._stamp = stamp
+                    self.reloads += 1
+                    _log.warning("bundle_reloaded", extra={"fields": {"bundle": self.bundle.name,
+                                                                      "reloads": self.reloads}})
+        return self.value
 
 
 @serve.deployment(name="Redactor")
@@ -74,15 +125,23 @@ class RetrieverStage:
         from rayrag.retrieval.dense import DenseRetriever
 
         config = _config(config_json)
-        self.dense = DenseRetriever(bundle, config)
-        self.dense.warm_up()
-        self.bundle_id = self.dense.bundle.manifest.get("bundle_id", "")
+
+        def load() -> DenseRetriever:
+            dense = DenseRetriever(bundle, config)
+            dense.warm_up()
+            return dense
+
+        self.watch = BundleWatch(bundle, load, config.serve.bundle_check_s)
         self.batched = config.serve.max_batch_size > 1
         self.embed.set_max_batch_size(config.serve.max_batch_size)
         self.embed.set_batch_wait_timeout_s(config.serve.batch_wait_timeout_s)
 
+    @property
+    def dense(self) -> Any:
+        return self.watch.current()
+
     def ready(self) -> dict[str, Any]:
-        return {"bundle_id": self.bundle_id}
+        return {"bundle_id": self.dense.bundle.manifest.get("bundle_id", "")}
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def embed(self, questions: list[str]) -> list[np.ndarray]:
@@ -90,8 +149,9 @@ class RetrieverStage:
 
     async def search(self, question: str, principal: Principal, top_k: int) -> list[Passage]:
         """The principal's top_k passages for an already-redacted question."""
-        vector = await self.embed(question) if self.batched else self.dense.encode([question])[0]
-        return self.dense.search(vector[None], principal, top_k)[0]
+        dense = self.dense  # one bundle for the whole search
+        vector = await self.embed(question) if self.batched else dense.encode([question])[0]
+        return dense.search(vector[None], principal, top_k)[0]
 
 
 @serve.deployment(name="KGEnricher")
@@ -101,8 +161,18 @@ class KGEnricherStage:
     def __init__(self, config_json: str, bundle: str) -> None:
         from rayrag.retrieval.hybrid import HybridRetriever
 
-        self.hybrid = HybridRetriever(bundle, _config(config_json))
-        self.hybrid.warm_up(graph=True)
+        config = _config(config_json)
+
+        def load() -> HybridRetriever:
+            hybrid = HybridRetriever(bundle, config)
+            hybrid.warm_up(graph=True)
+            return hybrid
+
+        self.watch = BundleWatch(bundle, load, config.serve.bundle_check_s)
+
+    @property
+    def hybrid(self) -> Any:
+        return self.watch.current()
 
     def ready(self) -> dict[str, Any]:
         return {"graph": True}
@@ -113,20 +183,22 @@ class KGEnricherStage:
     def expand(self, question: str, principal: Principal, links: dict[str, float],
                dense_hits: list[Passage], depth: int) -> tuple[list[tuple[str, float]], list[str]]:
         """(graph ranking, bridge entities for the expanded dense query)."""
-        graph_ranking = self.hybrid.graph_ranking(links, principal, dense_hits, depth)
-        expand_k = self.hybrid.config.retrieval.expand_k
-        bridges = self.hybrid.bridge_entities(question, principal, [p.chunk_id for p in dense_hits[:expand_k]])
+        hybrid = self.hybrid
+        graph_ranking = hybrid.graph_ranking(links, principal, dense_hits, depth)
+        expand_k = hybrid.config.retrieval.expand_k
+        bridges = hybrid.bridge_entities(question, principal, [p.chunk_id for p in dense_hits[:expand_k]])
         return graph_ranking, bridges
 
     def evidence(self, question: str, principal: Principal, mode: str, top_k: int,
                  dense_ranking: list[tuple[str, float]], graph_ranking: list[tuple[str, float]]) -> Evidence:
+        hybrid = self.hybrid
         if mode == "dense":
             ranking = dense_ranking[:top_k]
         elif mode == "graph":
             ranking = graph_ranking[:top_k]
         else:
-            ranking = self.hybrid.fuse(dense_ranking, graph_ranking, top_k)
-        return self.hybrid.evidence(ranking, question, principal, mode)  # type: ignore[arg-type]
+            ranking = hybrid.fuse(dense_ranking, graph_ranking, top_k)
+        return hybrid.evidence(ranking, question, principal, mode)  # type: ignore[arg-type]
 
 
 @serve.deployment(name="Generator")
@@ -211,8 +283,21 @@ class GuardStage:
     def __init__(self, config_json: str, bundle: str) -> None:
         from rayrag.serve.guard import Guard
 
-        self.guard = Guard(_config(config_json), bundle_path=bundle)
-        self.guard.warm_up()
+        config = _config(config_json)
+
+        redactor: list[Any] = [None]  # Presidio loads once; only the bundle's graph is reloaded
+
+        def load() -> Guard:
+            guard = Guard(config, redactor[0], bundle_path=bundle)
+            guard.warm_up()
+            redactor[0] = guard.redactor
+            return guard
+
+        self.watch = BundleWatch(bundle, load, config.serve.bundle_check_s)
+
+    @property
+    def guard(self) -> Any:
+        return self.watch.current()
 
     def ready(self) -> dict[str, Any]:
         return {"guard": True}

@@ -24,7 +24,6 @@ from __future__ import annotations
 import fcntl
 import json
 import math
-import os
 import re
 import time
 from collections.abc import Sequence
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from rayrag.errors import DataError
+from rayrag.governance.audit import append_line
 
 # Everything a record holds is an id, a code or a number: short strings of a known shape.
 # A longer or odd-looking string is refused rather than written (it may be content).
@@ -63,19 +63,9 @@ class EscalationQueue:
             "chunk_ids": [_id(c, "chunk_ids") for c in chunk_ids],
             "model_version": _id(model_version, "model_version", allow_empty=True),
         }
-        line = (json.dumps(record, separators=(",", ":")) + "\n").encode("utf-8")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                written = os.write(fd, line)  # one write of one whole line
-                if written != len(line):  # pragma: no cover - a full disk, not an input
-                    raise OSError(f"short write to {self.path}: {written} of {len(line)} bytes")
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
+        # One locked O_APPEND write of one whole line, re-checked against a purge that replaced
+        # the file while this writer waited for the lock (the audit log's writer).
+        append_line(self.path, json.dumps(record, separators=(",", ":")))
         return record
 
     def read(self) -> list[dict[str, Any]]:

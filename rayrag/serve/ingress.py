@@ -28,29 +28,37 @@ counts are Ray Serve custom metrics (Prometheus), tagged by stage and route, nev
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
+from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.metrics import Counter, Histogram
 
 from rayrag import __version__
 from rayrag.config import RAGConfig
-from rayrag.errors import AccessDenied, DataError, ShardFailure
+from rayrag.errors import AccessDenied, ConfigError, DataError, ShardFailure
 from rayrag.generator.answer import result_to_json
 from rayrag.generator.prompt import prompt_label
 from rayrag.governance.privacy_log import file_event_logger, fingerprint
 from rayrag.governance.routing import shard_imbalance
 from rayrag.retrieval.hybrid import expanded_query
 from rayrag.serve.auth import ApiPrincipal, AuthError, KeyStore
+from rayrag.serve.cache import AnswerCache, answer_key
+from rayrag.serve.deployments import manifest_stamp
 from rayrag.serve.escalation import EscalationQueue
 from rayrag.serve.schemas import (
+    AliasRequest,
     AskRequest,
     ChatCompletionRequest,
+    ForgetRequest,
+    PurgeRequest,
     chat_chunk,
     chat_completion,
     error_body,
@@ -98,6 +106,10 @@ async def _invalid(request: Request, exc: RequestValidationError) -> JSONRespons
     return _error(422, "invalid_request", validation_message(exc), request_id(request.headers.get("x-request-id")))
 
 
+class AdminOnly(AccessDenied):
+    """A `user` key on an admin route (HTTP 403)."""
+
+
 def classify_error(exc: Exception) -> tuple[int, str, str]:
     """(HTTP status, error type, message) for an exception; the message never carries request
     content (an exception's own text may: it is not used)."""
@@ -105,30 +117,80 @@ def classify_error(exc: Exception) -> tuple[int, str, str]:
         return exc.status, exc.kind, exc.message
     if isinstance(exc, AuthError):
         return 401, "unauthorized", str(exc)  # AuthError messages never echo the key
+    if isinstance(exc, AdminOnly):
+        return 403, "forbidden", str(exc)
     if isinstance(exc, AccessDenied):
         return 403, "forbidden", "this key's principal may not read the documents needed"
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
         return 503, "timeout", "the request did not finish within serve.request_timeout_s; retry later"
     if isinstance(exc, ShardFailure):
         return 503, "unavailable", "the generator lost an expert shard and is restarting it; retry later"
+    if isinstance(exc, (RayActorError, ActorUnavailableError)):  # a stage replica died mid-request
+        return 503, "unavailable", "a serving replica was lost while answering; Serve is replacing it, retry"
     if isinstance(exc, DataError):
         return 400, "invalid_request", "the request could not be processed as given"
     return 500, "internal_error", "internal error; quote the request id to the operator"
 
 
+def _cacheable(request: Request) -> bool:
+    """False when the client sent `Cache-Control: no-cache` or `no-store` (benches, probes)."""
+    directives = request.headers.get("cache-control", "").lower()
+    return "no-cache" not in directives and "no-store" not in directives
+
+
+def _events_for(path: Path, rid: str) -> list[dict[str, Any]]:
+    """The events of one request id in the event log and its rotated files (oldest first)."""
+    rotated = [p for p in path.parent.glob(path.name + ".*") if p.suffix[1:].isdigit()]
+    files = sorted(rotated, key=lambda p: int(p.suffix[1:]), reverse=True) + [path]  # .5 is the oldest
+    found = []
+    for file in files:
+        if not file.is_file():
+            continue
+        with file.open(encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if rid in line:
+                    try:
+                        event = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue
+                    if event.get("request_id") == rid:
+                        found.append(event)
+    return found
+
+
 @serve.deployment(name="Ingress")
 @serve.ingress(app)
 class Ingress:
-    def __init__(self, redactor: Any, retriever: Any, kg: Any, generator: Any, guard: Any, config_json: str) -> None:
+    def __init__(self, redactor: Any, retriever: Any, kg: Any, generator: Any, guard: Any, config_json: str,
+                 bundle: str = "") -> None:
         self.config = RAGConfig.model_validate_json(config_json)
         self.redactor, self.retriever, self.kg, self.generator, self.guard = redactor, retriever, kg, generator, guard
-        self.keys = KeyStore.from_config(self.config.serve)
-        self.escalations = EscalationQueue(self.config.serve.escalation_queue)
-        self.events = file_event_logger("rayrag.serve.events", self.config.serve.event_log)
+        serve_cfg = self.config.serve
+        self.keys = KeyStore.from_config(serve_cfg)
+        self.escalations = EscalationQueue(serve_cfg.escalation_queue)
+        self.events = file_event_logger("rayrag.serve.events", serve_cfg.event_log,
+                                        max_bytes=serve_cfg.event_log_max_bytes, backups=serve_cfg.event_log_backups)
+        self.bundle = Path(bundle) if bundle else None
+        self._bundle_stamp = manifest_stamp(self.bundle) if self.bundle else None
+        self.bundle_id = self._read_bundle_id()
+        self.cache = AnswerCache(serve_cfg.answer_cache_size, serve_cfg.answer_cache_ttl_s)
+        self.model_version = ""  # the Generator's, learned from its first answer (or readyz)
+        safety = self.config.governance.input_safety
+        self.safety = None
+        if safety.enabled:
+            from rayrag.governance.input_safety import input_safety
+
+            self.safety = input_safety(safety)  # one compiled classifier per process
+        self.last_purge: dict[str, Any] = {}
+        self._stop = threading.Event()
+        if self.config.governance.retention.purge_interval_s > 0:
+            threading.Thread(target=self._purge_loop, name="rayrag-purge", daemon=True).start()
         self.requests = Counter("rayrag_requests", description="Requests by route and HTTP status.",
                                 tag_keys=("route", "status"))
         self.latency = Histogram("rayrag_stage_latency_ms", description="Per-stage latency (ms).",
                                  boundaries=LATENCY_BOUNDARIES_MS, tag_keys=("stage",))
+        self.cost = Counter("rayrag_cost", description="Spend of answered requests, in serve.currency, by team.",
+                            tag_keys=("team",))
         self.max_body = self.config.serve.max_question_chars * 4 + BODY_OVERHEAD_BYTES
         self.prompt_version = prompt_label(self.config.tracking.prompt_name, self.config.tracking.prompt_version)
 
@@ -158,11 +220,12 @@ class Ingress:
         """Answer a question from the caller's readable documents, with citations and facts."""
         rid = request_id(request.headers.get("x-request-id"))
         try:
-            caller = self._admit(request, body.question)
+            caller = await self._admit(request, body.question)
             if body.stream:
                 return self._sse(self._ask_events(rid, caller, body), rid)
             response = await asyncio.wait_for(self._answer(rid, caller, body.question, body.mode, body.top_k,
-                                                           body.max_new_tokens), self.config.serve.request_timeout_s)
+                                                           body.max_new_tokens, _cacheable(request)),
+                                              self.config.serve.request_timeout_s)
             return self._ok("/v1/ask", response, rid)
         except Exception as exc:  # noqa: BLE001 - mapped to a status, never echoed
             return self._failure("/v1/ask", exc, rid)
@@ -176,11 +239,11 @@ class Ingress:
                 question = body.question()
             except ValueError as exc:
                 raise HTTPFailure(422, "invalid_request", f"invalid request: messages: {exc}") from None
-            caller = self._admit(request, question)
+            caller = await self._admit(request, question)
             if body.stream:
                 return self._sse(self._chat_events(rid, caller, question, body.token_cap()), rid)
-            response = await asyncio.wait_for(self._answer(rid, caller, question, None, None, body.token_cap()),
-                                              self.config.serve.request_timeout_s)
+            response = await asyncio.wait_for(self._answer(rid, caller, question, None, None, body.token_cap(),
+                                                           _cacheable(request)), self.config.serve.request_timeout_s)
             extra = {k: response[k] for k in ("citations", "facts", "validation", "escalated", "request_id",
                                                "model_version", "config_hash")}
             completion = chat_completion(rid, response["answer"], response["finish_reason"], response["usage"],
@@ -189,11 +252,167 @@ class Ingress:
         except Exception as exc:  # noqa: BLE001
             return self._failure("/v1/chat/completions", exc, rid)
 
+    # -- administration (role admin only) --------------------------------------------------
+
+    def _admin(self, request: Request) -> ApiPrincipal:
+        caller = self.keys.authenticate(request.headers.get("authorization"))
+        if not caller.is_admin:
+            raise AdminOnly("this key's role may not use /v1/admin routes (admin only)")
+        return caller
+
+    def _audit(self, action: str, caller: ApiPrincipal, rid: str, **fields: Any) -> None:
+        self.events.info("admin", extra={"fields": {"request_id": rid, "action": action,
+                                                    "user": fingerprint(caller.principal.name),
+                                                    "key_id": caller.key_id, **fields}})
+
+    @app.post("/v1/admin/forget")
+    async def admin_forget(self, body: ForgetRequest, request: Request) -> Any:
+        """Erase documents from the served bundle: chunks, vectors, graph, caches; audited."""
+        rid = request_id(request.headers.get("x-request-id"))
+        try:
+            caller = self._admin(request)
+            if self.bundle is None:
+                raise HTTPFailure(409, "conflict", "this graph was built without a bundle path; use `rayrag forget`")
+            from rayrag.governance.erasure import forget
+            from rayrag.pipelines.bundle import IndexBundle
+
+            known = set(IndexBundle.load(self.bundle).documents().column("doc_id").to_pylist())
+            missing = sorted(set(body.doc_ids) - known)
+            if missing:
+                raise HTTPFailure(404, "not_found", f"{len(missing)} of {len(set(body.doc_ids))} document id(s) "
+                                  "are not in the served bundle")
+            report = await asyncio.to_thread(forget, self.bundle, body.doc_ids, self.config,
+                                             actor=fingerprint(caller.principal.name))
+            self._check_bundle()  # clears the answer cache now; the stages reload on their next call
+            self.cache.clear()
+            result = {**report.to_json(), "request_id": rid}
+            self._audit("forget", caller, rid, docs=len(set(body.doc_ids)), bundle_id=result.get("bundle_id", ""))
+            return self._ok("/v1/admin/forget", result, rid)
+        except Exception as exc:  # noqa: BLE001
+            return self._failure("/v1/admin/forget", exc, rid)
+
+    @app.post("/v1/admin/purge")
+    async def admin_purge(self, body: PurgeRequest, request: Request) -> Any:
+        """Delete records past their retention (or older than `older_than_days`)."""
+        rid = request_id(request.headers.get("x-request-id"))
+        try:
+            caller = self._admin(request)
+            report = await asyncio.to_thread(self._purge, body.older_than_days, body.dry_run)
+            self._audit("purge", caller, rid, dry_run=body.dry_run)
+            return self._ok("/v1/admin/purge", {**report, "request_id": rid}, rid)
+        except Exception as exc:  # noqa: BLE001
+            return self._failure("/v1/admin/purge", exc, rid)
+
+    @app.get("/v1/admin/events")
+    async def admin_events(self, request: Request,
+                           request_id_: str = Query(..., alias="request_id", min_length=1, max_length=64)) -> Any:
+        """The content-free request events of one request id (tracing, audits)."""
+        rid = request_id(request.headers.get("x-request-id"))
+        try:
+            self._admin(request)
+            events = await asyncio.to_thread(_events_for, Path(self.config.serve.event_log), request_id_)
+            return self._ok("/v1/admin/events", {"events": events, "request_id": rid}, rid)
+        except Exception as exc:  # noqa: BLE001
+            return self._failure("/v1/admin/events", exc, rid)
+
+    @app.get("/v1/admin/escalations")
+    async def admin_escalations(self, request: Request, request_id_: str | None = Query(
+            None, alias="request_id", min_length=1, max_length=64)) -> Any:
+        """The escalation queue (ids, reason codes, scores), or one request's records."""
+        rid = request_id(request.headers.get("x-request-id"))
+        try:
+            self._admin(request)
+            records = await asyncio.to_thread(self.escalations.read)
+            if request_id_ is not None:
+                records = [r for r in records if r.get("request_id") == request_id_]
+            return self._ok("/v1/admin/escalations", {"records": records[-1000:], "request_id": rid}, rid)
+        except Exception as exc:  # noqa: BLE001
+            return self._failure("/v1/admin/escalations", exc, rid)
+
+    def _registry(self) -> Any:
+        if not self.config.tracking.enabled:
+            raise HTTPFailure(409, "conflict", "the model registry is off in this deployment (tracking.enabled)")
+        from rayrag.governance.registry import ModelRegistry
+        from rayrag.governance.tracking import Tracker
+
+        return ModelRegistry(Tracker(self.config.tracking))
+
+    @app.get("/v1/admin/registry")
+    async def admin_registry(self, request: Request) -> Any:
+        """The served model name's versions and aliases."""
+        rid = request_id(request.headers.get("x-request-id"))
+        try:
+            self._admin(request)
+
+            def read() -> dict[str, Any]:
+                registry = self._registry()
+                versions = registry.versions()
+                aliases = {alias: v.version for v in versions for alias in v.aliases}
+                return {"model": registry.name, "aliases": aliases, "versions": [v.version for v in versions]}
+
+            return self._ok("/v1/admin/registry", {**await asyncio.to_thread(read), "request_id": rid}, rid)
+        except Exception as exc:  # noqa: BLE001
+            return self._failure("/v1/admin/registry", exc, rid)
+
+    @app.post("/v1/admin/registry/alias")
+    async def admin_alias(self, body: AliasRequest, request: Request) -> Any:
+        """Move `champion` or `challenger` to a version (a promotion or a rollback), audited."""
+        rid = request_id(request.headers.get("x-request-id"))
+        try:
+            caller = self._admin(request)
+
+            def move() -> dict[str, Any]:
+                registry = self._registry()
+                try:
+                    registry.get(body.version)
+                except ConfigError:
+                    raise HTTPFailure(404, "not_found", f"model {registry.name} has no version {body.version}") from None
+                before = registry.version_for_alias(body.alias)
+                who = fingerprint(caller.principal.name)
+                if body.alias == "champion":
+                    registry.promote(body.version, who=who, why=f"admin api {rid}")
+                else:
+                    registry.set_challenger(body.version)
+                return {"alias": body.alias, "version": body.version,
+                        "previous": before.version if before is not None else None}
+
+            result = await asyncio.to_thread(move)
+            self._audit("alias", caller, rid, alias=body.alias, version=body.version, previous=result["previous"])
+            return self._ok("/v1/admin/registry/alias", {**result, "request_id": rid}, rid)
+        except ConfigError as exc:  # e.g. "version N is the champion; a challenger must be another version"
+            return self._failure("/v1/admin/registry/alias", HTTPFailure(409, "conflict", str(exc)), rid)
+        except Exception as exc:  # noqa: BLE001
+            return self._failure("/v1/admin/registry/alias", exc, rid)
+
+    @app.get("/v1/admin/governance")
+    async def admin_governance(self, request: Request) -> Any:
+        """What this deployment enforces, as configured and as loaded (no secrets)."""
+        rid = request_id(request.headers.get("x-request-id"))
+        try:
+            self._admin(request)
+            self._check_bundle()
+            gov, serve_cfg = self.config.governance, self.config.serve
+            body = {
+                "redaction": {"enabled": gov.redaction.enabled, "entities": list(gov.redaction.entities)},
+                "input_safety": {**gov.input_safety.model_dump(), "loaded": self.safety is not None},
+                "retention": gov.retention.model_dump(), "last_purge": self.last_purge,
+                "guard": {"confidence_threshold": serve_cfg.confidence_threshold},
+                "bundle_id": self.bundle_id, "model_version": self.model_version,
+                "config_hash": self.config.config_hash, "prompt_version": self.prompt_version,
+                "answer_cache_size": serve_cfg.answer_cache_size, "answer_cache_entries": len(self.cache),
+                "request_id": rid,
+            }
+            return self._ok("/v1/admin/governance", body, rid)
+        except Exception as exc:  # noqa: BLE001
+            return self._failure("/v1/admin/governance", exc, rid)
+
     # -- the pipeline ----------------------------------------------------------------------
 
-    def _admit(self, request: Request, question: str) -> ApiPrincipal:
+    async def _admit(self, request: Request, question: str) -> ApiPrincipal:
         caller = self.keys.authenticate(request.headers.get("authorization"))
         length = int(request.headers.get("content-length") or 0)  # an int: the middleware parsed it
+        if not length:  # chunked: no declared length, so measure what FastAPI read (cached, no re-read)
+            length = len(await request.body())
         if length > self.max_body or len(question) > self.config.serve.max_question_chars:
             raise HTTPFailure(413, "request_too_large", f"question longer than "
                               f"{self.config.serve.max_question_chars} characters (serve.max_question_chars)")
@@ -243,20 +462,125 @@ class Ingress:
 
     async def answer_for(self, caller: ApiPrincipal, question: str, mode: str | None = None,
                          top_k: int | None = None, max_new_tokens: int | None = None,
-                         rid: str | None = None) -> dict[str, Any]:
+                         rid: str | None = None, use_cache: bool = True) -> dict[str, Any]:
         """The /v1/ask response for an authenticated caller, without HTTP (handles, benches)."""
-        return await self._answer(rid or request_id(None), caller, question, mode, top_k, max_new_tokens)
+        return await self._answer(rid or request_id(None), caller, question, mode, top_k, max_new_tokens, use_cache)
 
     async def _answer(self, rid: str, caller: ApiPrincipal, question: str, mode: str | None,
-                      top_k: int | None, max_new_tokens: int | None) -> dict[str, Any]:
+                      top_k: int | None, max_new_tokens: int | None, use_cache: bool = True) -> dict[str, Any]:
         started = time.perf_counter()
         timings: dict[str, float] = {}
+        mode = mode or self.config.retrieval.mode
+        top_k = top_k or self.config.retrieval.top_k
+        verdict = self._screen(question)
+        if verdict is not None:
+            return self._refusal(rid, caller, mode, verdict, timings, started)
+        self._check_bundle()
+        key = self._cache_key(caller, question, mode, top_k, max_new_tokens) if use_cache else None
+        cached = self.cache.get(key) if key else None
+        if cached is not None:
+            return self._from_cache(rid, caller, cached, timings, started)
         redacted, question_pii, evidence, mode, top_k = await self._prepare(caller, question, mode, top_k, timings)
         result = await self._timed(timings, "generate",
                                    self.generator.answer.remote((redacted, evidence, max_new_tokens)))
         report = await self._timed(timings, "guard", self.guard.check.remote(
             redacted, result.answer.text, evidence, caller.principal))
-        return self._response(rid, caller, mode, question_pii, evidence, result, report, timings, started)
+        body = self._response(rid, caller, mode, question_pii, evidence, result, report, timings, started)
+        self.model_version = body["model_version"]
+        if use_cache:
+            key = key or self._cache_key(caller, question, mode, top_k, max_new_tokens)
+            if key:
+                self.cache.put(key, body)
+        return body
+
+    # -- input safety, the answer cache, the bundle ----------------------------------------
+
+    def _screen(self, question: str) -> Any:
+        """The classifier's verdict when the question is flagged, else None."""
+        if self.safety is None or not self.config.governance.input_safety.check_questions:
+            return None
+        verdict = self.safety.check(question)
+        return verdict if verdict.flagged else None
+
+    def _refusal(self, rid: str, caller: ApiPrincipal, mode: str, verdict: Any, timings: dict[str, float],
+                 started: float) -> dict[str, Any]:
+        """The refusal path: nothing retrieved, nothing generated, the event counted."""
+        from rayrag.governance.input_safety import REFUSAL_TEXT
+
+        timings["total"] = round((time.perf_counter() - started) * 1000, 2)
+        usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "cost": 0.0,
+                 "currency": self.config.serve.currency}
+        body = {
+            "answer": REFUSAL_TEXT, "citations": [], "cited_markers": [], "facts": [],
+            "truncated": {"chunk_ids": [], "facts_dropped": 0}, "finish_reason": "content_filter",
+            "usage": usage, "model_version": self.model_version, "config_hash": self.config.config_hash,
+            "request_id": rid, "mode": mode, "timings_ms": timings, "redactions": {"question": {}, "answer": {}},
+            "validation": {"checked": False, "supported": 0, "unknown": 0, "contradicted": 0, "claims": []},
+            "groundedness": 0.0, "confidence": 0.0, "escalated": False, "reasons": ["input_safety"],
+            "routing": {"expert_share": [], "max_share": 0.0}, "prompt_version": self.prompt_version,
+            "refused": True, "cached": False,
+            "safety": {"question_flagged": True, "categories": list(verdict.categories), "flagged_chunks": 0},
+        }
+        self._log_request(rid, caller, body, [], 0, {})
+        return body
+
+    def _cache_key(self, caller: ApiPrincipal, question: str, mode: str, top_k: int,
+                   max_new_tokens: int | None) -> str | None:
+        if not self.model_version or self.cache.max_entries == 0:
+            return None  # the first answer names the model version; until then, no caching
+        return answer_key(caller.principal, self.bundle_id, self.model_version, self.config.config_hash,
+                          self.prompt_version, question, mode, top_k, max_new_tokens)
+
+    def _from_cache(self, rid: str, caller: ApiPrincipal, cached: dict[str, Any], timings: dict[str, float],
+                    started: float) -> dict[str, Any]:
+        timings["total"] = round((time.perf_counter() - started) * 1000, 2)
+        body = {**cached, "request_id": rid, "cached": True, "timings_ms": timings,
+                "usage": {**cached["usage"], "cost": 0.0}}  # nothing was computed for this caller
+        if body["escalated"]:  # a doubted answer reaches a human each time it is served
+            self.escalations.record(rid, fingerprint(caller.principal.name), caller.team, body["reasons"],
+                                    body["confidence"], body["groundedness"],
+                                    [c["chunk_id"] for c in body["citations"]], body["model_version"])
+        self._log_request(rid, caller, body, [c["chunk_id"] for c in body["citations"]],
+                          body["safety"]["flagged_chunks"], body["redactions"]["question"])
+        return body
+
+    def _read_bundle_id(self) -> str:
+        if self.bundle is None:
+            return ""
+        try:
+            return str(json.loads((self.bundle / "manifest.json").read_text(encoding="utf-8")).get("bundle_id", ""))
+        except (OSError, ValueError):
+            return self.bundle_id if hasattr(self, "bundle_id") else ""
+
+    def _check_bundle(self) -> None:
+        """A replaced bundle (forget, re-ingest) empties the answer cache: the stages reload it
+        on their next call (`BundleWatch`), and no answer built from the old one is served."""
+        if self.bundle is None:
+            return
+        stamp = manifest_stamp(self.bundle)
+        if stamp is not None and stamp != self._bundle_stamp:
+            self._bundle_stamp = stamp
+            self.bundle_id = self._read_bundle_id()
+            self.cache.clear()
+
+    def _purge_loop(self) -> None:
+        """Retention, run by the serve graph itself every `retention.purge_interval_s`."""
+        interval = self.config.governance.retention.purge_interval_s
+        while not self._stop.wait(interval):
+            self._purge(None, False)
+
+    def _purge(self, older_than_days: float | None, dry_run: bool) -> dict[str, Any]:
+        from rayrag.governance.retention import purge
+
+        try:
+            report = purge(self.config, older_than_days=older_than_days, dry_run=dry_run).to_json()
+        except Exception as exc:  # noqa: BLE001 - the loop must survive; the type is logged
+            self.events.warning("purge_failed", extra={"fields": {"error": type(exc).__name__}})
+            raise
+        if not dry_run:
+            self.last_purge = {"ts": round(time.time(), 3), "purged": report.get("purged", {})}
+            self.events.info("purge", extra={"fields": self.last_purge})
+        return report
 
     def _response(self, rid: str, caller: ApiPrincipal, mode: str, question_pii: dict[str, int],
                   evidence: Evidence, result: Any, report: Any, timings: dict[str, float],
@@ -277,21 +601,37 @@ class Ingress:
             "redactions": {"question": question_pii, "answer": report.redactions},
             "validation": report.validation, "groundedness": report.groundedness,
             "confidence": report.confidence, "escalated": report.escalated, "reasons": report.reasons,
-            "routing": routing, "prompt_version": self.prompt_version,
+            "routing": routing, "prompt_version": self.prompt_version, "refused": False, "cached": False,
+            "safety": {"question_flagged": False, "categories": [], "flagged_chunks": evidence.flagged_chunks},
         })
         chunk_ids = [p.chunk_id for p in evidence.passages]
         if report.escalated:
             self.escalations.record(rid, fingerprint(caller.principal.name), caller.team, report.reasons,
                                     report.confidence, report.groundedness, chunk_ids, body["model_version"])
+        self._log_request(rid, caller, body, chunk_ids, evidence.flagged_chunks, question_pii,
+                          facts=len(evidence.facts), shard_share=result.shard_share)
+        if usage["cost"] > 0:
+            self.cost.inc(usage["cost"], tags={"team": caller.team})
+        return body
+
+    def _log_request(self, rid: str, caller: ApiPrincipal, body: dict[str, Any], chunk_ids: list[str],
+                     flagged_chunks: int, question_pii: dict[str, int], *, facts: int | None = None,
+                     shard_share: Any = None) -> None:
+        """The request's privacy_log event: ids, counts, timings, versions, cost; never text."""
+        usage, answer_pii = body["usage"], body["redactions"]["answer"]
         self.events.info("request", extra={"fields": {
             "request_id": rid, "user": fingerprint(caller.principal.name), "team": caller.team,
-            "key_id": caller.key_id, "mode": mode, "chunks": len(chunk_ids), "chunk_ids": chunk_ids,
-            "facts": len(evidence.facts), "prompt_tokens": usage["prompt_tokens"],
-            "completion_tokens": usage["completion_tokens"], "cost": usage["cost"], "timings_ms": timings,
-            "question_pii": sorted(question_pii), "answer_pii": sorted(report.redactions),
-            "escalated": report.escalated, "reasons": report.reasons, "expert_share": result.routing,
-            "shard_share": result.shard_share, "model_version": body["model_version"], "config_hash": body["config_hash"]}})
-        return body
+            "key_id": caller.key_id, "role": caller.role, "mode": body["mode"], "chunks": len(chunk_ids),
+            "chunk_ids": chunk_ids, "facts": len(body["facts"]) if facts is None else facts,
+            "flagged_chunks": flagged_chunks, "question_flagged": body["safety"]["question_flagged"],
+            "safety_categories": body["safety"]["categories"], "refused": body["refused"],
+            "cached": body["cached"], "prompt_tokens": usage["prompt_tokens"],
+            "completion_tokens": usage["completion_tokens"], "cost": usage["cost"], "currency": usage["currency"],
+            "timings_ms": body["timings_ms"], "question_pii": sorted(question_pii), "answer_pii": sorted(answer_pii),
+            "pii_detected": bool(question_pii or answer_pii), "escalated": body["escalated"],
+            "reasons": body["reasons"], "expert_share": body["routing"]["expert_share"], "shard_share": shard_share,
+            "model_version": body["model_version"], "config_hash": body["config_hash"],
+            "prompt_version": self.prompt_version, "bundle_id": self.bundle_id}})
 
     # -- streaming -------------------------------------------------------------------------
 
@@ -304,6 +644,14 @@ class Ingress:
         started = time.perf_counter()
         deadline = started + self.config.serve.request_timeout_s
         timings: dict[str, float] = {}
+        verdict = self._screen(question)
+        if verdict is not None:
+            body = self._refusal(rid, caller, mode or self.config.retrieval.mode, verdict, timings, started)
+            yield "meta", {"request_id": rid, "citations": []}
+            yield "delta", body["answer"]
+            yield "done", body
+            return
+        self._check_bundle()
         redacted, question_pii, evidence, mode, top_k = await asyncio.wait_for(
             self._prepare(caller, question, mode, top_k, timings), self.config.serve.request_timeout_s)
         pieces = self.generator.options(stream=True).stream.remote(redacted, evidence, max_new_tokens)

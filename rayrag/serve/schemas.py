@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -37,6 +37,35 @@ class AskRequest(BaseModel):
     top_k: int | None = Field(None, ge=1, le=50, description="Passages retrieved; default from the config.")
     max_new_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS_LIMIT, description="Answer length cap.")
     stream: bool = Field(False, description="Server-sent events: tokens as they are decoded, then the full answer.")
+
+
+DocId = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f]+$")]  # an id: no control chars
+
+
+class ForgetRequest(BaseModel):
+    """`POST /v1/admin/forget`: erase documents from the served bundle (admin only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    doc_ids: list[DocId] = Field(min_length=1, max_length=1000, description="Ids of the documents to erase.")
+
+
+class PurgeRequest(BaseModel):
+    """`POST /v1/admin/purge`: delete records past their retention (admin only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    older_than_days: float | None = Field(None, gt=0, le=36500, description="Overrides every TTL when set.")
+    dry_run: bool = Field(False, description="Count what would be deleted; delete nothing.")
+
+
+class AliasRequest(BaseModel):
+    """`POST /v1/admin/registry/alias`: point an alias of the served model name at a version."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    alias: Literal["champion", "challenger"] = Field(description="The alias to move.")
+    version: int = Field(ge=1, le=10_000_000, description="The registered version it should name.")
 
 
 class ChatMessage(BaseModel):
@@ -75,7 +104,11 @@ def validation_message(exc: ValidationError | Any) -> str:
     if not errors:
         return "invalid request body"
     first = errors[0]
-    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    if first.get("type") == "extra_forbidden":  # the unknown key is the caller's text: not echoed
+        parent = ".".join(loc[:-1]) or "body"
+        return f"invalid request: {parent}: unexpected field (allowed: the documented fields only)"
+    where = ".".join(loc) or "body"
     return f"invalid request: {where}: {first.get('msg', 'invalid value')}"
 
 
@@ -115,5 +148,5 @@ def chat_chunk(request_id_: str, model: str, created: int, delta: dict[str, Any]
 
 
 def openai_finish_reason(reason: str) -> str:
-    """Ours ("eos", "stop", "length") -> OpenAI's ("stop", "length")."""
-    return "length" if reason == "length" else "stop"
+    """Ours ("eos", "stop", "length", "content_filter") -> OpenAI's ("stop", "length", "content_filter")."""
+    return reason if reason in ("length", "content_filter") else "stop"

@@ -12,6 +12,7 @@ from rayrag.errors import ConfigError, ModelError
 from rayrag.generator.answer import weights_digest
 from rayrag.generator.checkpoint import save_checkpoint
 from rayrag.generator.model import MoETransformer
+from rayrag.generator.prompt import PROMPT_TEMPLATE
 from rayrag.governance.tracking import (
     ModelRegistry,
     Tracker,
@@ -65,6 +66,7 @@ def test_register_promote_rollback_lifecycle(tracker, checkpoints):
     assert first.aliases == ["champion"] and second.aliases == []
     assert first.model_digest == f"gen-0@{weights_digest(checkpoints[0])}"
     assert first.tags["trained_on"] == "demo" and first.run_id and first.source.endswith("/checkpoint")
+    assert first.tags["prompt_version"] == tracker.prompt_version(PROMPT_TEMPLATE)  # pinned to the version
     assert [v.version for v in registry.versions()] == [3, 2, 1]
 
     assert registry.set_challenger(2).aliases == ["challenger"]
@@ -119,14 +121,14 @@ def test_resolve_model_downloads_the_champion_once(tracker, checkpoints):
 
 def test_prompt_registration_is_idempotent_and_pins_are_checked(store):
     tracker = Tracker(_config(store))
-    assert tracker.register_prompt(TEMPLATE) == 1
-    assert tracker.register_prompt(TEMPLATE) == 1
-    assert tracker.prompt_version(TEMPLATE) == "rayrag-reader/1"
-    assert tracker.register_prompt(TEMPLATE + " ") == 2
-    assert tracker.load_prompt(1) == TEMPLATE
-    pinned = Tracker(_config(store, prompt_version=1))
-    assert pinned.prompt_version(TEMPLATE) == "rayrag-reader/1"
-    with pytest.raises(ConfigError, match="tracking.prompt_version 1 holds a different template"):
+    first = tracker.register_prompt(TEMPLATE)  # registering models above registered the reader's prompt
+    assert tracker.register_prompt(TEMPLATE) == first
+    assert tracker.prompt_version(TEMPLATE) == f"rayrag-reader/{first}"
+    assert tracker.register_prompt(TEMPLATE + " ") == first + 1
+    assert tracker.load_prompt(first) == TEMPLATE
+    pinned = Tracker(_config(store, prompt_version=first))
+    assert pinned.prompt_version(TEMPLATE) == f"rayrag-reader/{first}"
+    with pytest.raises(ConfigError, match=f"tracking.prompt_version {first} holds a different template"):
         pinned.prompt_version("another template")
     disabled = Tracker(TrackingConfig(enabled=False))
     assert disabled.prompt_version(TEMPLATE) == "rayrag-reader/unregistered"
