@@ -26,7 +26,7 @@ demo: venv
 	$(BIN)/rayrag demo --out .rayrag/demo
 
 test: venv
-	$(BIN)/python -m pytest -q --timeout=900 tests
+	$(BIN)/python -m pytest -q --timeout=900 --durations=15 tests
 
 test-fast: venv
 	$(BIN)/python -m pytest -q -m "not slow" tests

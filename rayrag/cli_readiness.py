@@ -180,7 +180,9 @@ def readiness_command(
     as_json: Annotated[bool, typer.Option("--json", help="Only the JSON line on stdout.")] = False,
 ) -> None:
     """Run the deployment checklist (privacy, quality, safety, operations): 16 live probes with evidence."""
-    from rayrag.governance.readiness import Canary, ReadinessProbe, log_report
+    from rayrag.governance.readiness import ReadinessProbe
+    from rayrag.governance.readiness_report import log_report
+    from rayrag.governance.readiness_session import Canary
 
     if (url is None) == (not local):
         raise ConfigError("pass --url URL (a running service) or --local (start the demo graph here), not both")

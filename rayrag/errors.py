@@ -38,3 +38,21 @@ class ModelError(RayRagError):
 
 class ShardFailure(RayRagError):
     """An expert shard died and could not be brought back within one retry (the serve graph's 503)."""
+
+
+def user_error_in(exc: BaseException) -> RayRagError | None:
+    """A RayRagError raised inside a Ray actor arrives wrapped; find it so the CLI can
+    print its one line instead of a remote traceback."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        # ray.get raises a RayTaskError subclassing the user's error class; its args are
+        # Ray's traceback, and the user's error is its `cause`.
+        if isinstance(current, RayRagError) and not isinstance(getattr(current, "cause", None), BaseException):
+            return type(current)(*current.args)
+        stack.extend([getattr(current, "cause", None), current.__cause__, current.__context__])
+    return None

@@ -20,6 +20,13 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `serve_local_mode` run last: Serve's local testing mode runs the ingress's
+    FastAPI app in this process and leaves uvicorn state on it that Ray can no longer pickle,
+    so any real `serve.run` of the app (in any module) must come before them."""
+    items.sort(key=lambda item: item.get_closest_marker("serve_local_mode") is not None)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

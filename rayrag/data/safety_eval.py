@@ -6,7 +6,8 @@ planted in passages and disguised). Benign: the questions and passages of the de
 `rayrag.data.importers.import_hotpotqa`), and `safety_attacks.HARD_BENIGN`, benign texts that
 use the attacks' vocabulary. Reported: recall overall, per category and per disguise; the
 false-positive rate on benign questions and passages, per source; with `holdout=True` the
-same for the held-out attacks, which the rules were not written against.
+same for the held-out attacks, which neither the rules nor the learned model saw.
+`caught_with_learned` counts the attacks whose verdict carries the `learned` code.
 
     >>> result = evaluate_safety(InputSafetyConfig(), hotpotqa=Path("shared/data/hotpotqa_sample"))
     >>> result["attack_recall"], result["benign_fpr_questions"], result["benign_fpr_passages"]
@@ -27,6 +28,7 @@ from rayrag.config import InputSafetyConfig
 from rayrag.data.safety_attacks import HARD_BENIGN
 from rayrag.data.safety_set import BenignTexts, SafetyExample, attack_set, benign_texts
 from rayrag.governance.input_safety import CATEGORIES, InputSafety
+from rayrag.governance.safety_model import LEARNED_CATEGORY
 
 
 def _ratio(num: int, den: int) -> float:
@@ -35,7 +37,8 @@ def _ratio(num: int, den: int) -> float:
 
 def attack_report(safety: InputSafety, examples: Sequence[SafetyExample]) -> dict[str, Any]:
     """Recall overall, per category and per variant (plain, embedded, each disguise)."""
-    caught = [safety.check(e.text).flagged for e in examples]
+    verdicts = [safety.check(e.text) for e in examples]
+    caught = [v.flagged for v in verdicts]
     by: dict[str, dict[str, list[bool]]] = {"category": {}, "variant": {}}
     for example, hit in zip(examples, caught, strict=True):
         by["category"].setdefault(example.category, []).append(hit)
@@ -44,6 +47,7 @@ def attack_report(safety: InputSafety, examples: Sequence[SafetyExample]) -> dic
                     if c in by["category"]}
     return {"attack_recall": _ratio(sum(caught), len(caught)), "attacks": len(examples),
             "missed": len(examples) - sum(caught), "recall_per_category": per_category,
+            "caught_with_learned": sum(v.flagged and LEARNED_CATEGORY in v.categories for v in verdicts),
             "recall_per_variant": {v: _ratio(sum(h), len(h)) for v, h in sorted(by["variant"].items())},
             "attacks_per_category": {c: len(by["category"][c]) for c in per_category}}
 

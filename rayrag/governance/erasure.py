@@ -85,7 +85,8 @@ def forget(bundle: str | Path, doc_ids: Sequence[str], config: RAGConfig, *, act
            cache_roots: Sequence[str | Path] | None = None) -> ForgetReport:
     """Write a new version of `bundle` without `doc_ids`, purge cached copies, audit it.
 
-    `cache_roots`: Ray Tune bundle caches to clean (default: `.rayrag/tune/bundles`).
+    `cache_roots`: Ray Tune bundle caches to clean (default: `.rayrag/tune/bundles` and
+    `tune/bundles` beside the bundle, where `rayrag demo` keeps its sweep cache).
     Unknown doc ids raise `DataError` naming how many, not which (nothing is written).
     """
     started = time.perf_counter()
@@ -108,7 +109,9 @@ def forget(bundle: str | Path, doc_ids: Sequence[str], config: RAGConfig, *, act
             bundle_io.QUARANTINE: bundle_io.write_jsonl_file(new["quarantine"]),
         }, manifest)
         leftovers = _sweep_old_copies(bundle_path)
-    roots = [DEFAULT_TUNE_CACHE] if cache_roots is None else [Path(r) for r in cache_roots]
+    # The sweep's default cache, and the one `rayrag demo` keeps beside its bundle (DIR/tune/bundles).
+    default_roots = [DEFAULT_TUNE_CACHE, bundle_path.parent / "tune" / "bundles"]
+    roots = default_roots if cache_roots is None else [Path(r) for r in cache_roots]
     cache_removed = sum(_purge_cache(root, wanted, bundle_path) for root in roots)
     report = ForgetReport(doc_ids=sorted(wanted), previous_bundle_id=old.bundle_id, bundle_id=bundle_id,
                           cache_entries_removed=cache_removed, audit_id=audit_id,
@@ -252,7 +255,7 @@ def _bundle_id() -> str:
 
 def _manifest(old: bundle_io.IndexBundle, new: dict[str, Any], bundle_id: str, audit_id: str,
               n_docs: int) -> dict[str, Any]:
-    from rayrag.pipelines.ingest import _corpus_digest
+    from rayrag.pipelines.ingest import documents_digest
 
     manifest = json.loads(json.dumps(old.manifest))  # a deep copy: everything else is kept
     graph_stats = new["graph"].stats()
@@ -274,7 +277,7 @@ def _manifest(old: bundle_io.IndexBundle, new: dict[str, Any], bundle_id: str, a
         "parent_bundle_id": old.bundle_id,
         "counts": counts,
         "graph": graph_stats,
-        "corpus_digest": _corpus_digest(new["documents"]),
+        "corpus_digest": documents_digest(new["documents"]),
         "erasures": [*manifest.get("erasures", []), {"audit_id": audit_id, "n_docs": n_docs, "at": erased_at}],
         "written_at_unix": round(time.time(), 3),
     })

@@ -34,7 +34,7 @@ import pyarrow as pa
 
 from rayrag.config import RAGConfig
 from rayrag.data.readers import QuarantinedRow, document_digest, read_corpus
-from rayrag.errors import ConfigError, IndexError_, RayRagError
+from rayrag.errors import ConfigError, IndexError_, user_error_in
 from rayrag.governance.privacy_log import StageTimer, get_logger
 from rayrag.governance.tracking import Tracker
 from rayrag.pipelines import bundle as bundle_io
@@ -132,7 +132,7 @@ def run_pipeline(documents: list[Document], config: RAGConfig) -> _Processed:
         for batch in ds.iter_batches(batch_size=1024, batch_format="numpy"):
             _collect(batch, collected, vectors)
     except Exception as exc:
-        user_error = _user_error_in(exc)
+        user_error = user_error_in(exc)
         if user_error is not None:
             raise user_error from None
         raise
@@ -198,24 +198,6 @@ def _in_corpus_order(collected: dict[str, list[Any]], vectors: list[np.ndarray],
     extractions = [ChunkExtraction.from_dict(json.loads(e)) for e in ordered.pop("extraction")]
     pii = {doc_id: json.loads(raw) for doc_id, raw in zip(ordered["doc_id"], ordered["doc_pii"], strict=True) if raw}
     return _Processed(ordered, stacked[order], extractions, pii)
-
-
-def _user_error_in(exc: BaseException) -> RayRagError | None:
-    """A RayRagError raised inside a Ray actor arrives wrapped; find it so the CLI can
-    print its one line instead of a remote traceback."""
-    seen: set[int] = set()
-    stack: list[BaseException | None] = [exc]
-    while stack:
-        current = stack.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        # ray.get raises a RayTaskError subclassing the user's error class; its args are
-        # Ray's traceback, and the user's error is its `cause`.
-        if isinstance(current, RayRagError) and not isinstance(getattr(current, "cause", None), BaseException):
-            return type(current)(*current.args)
-        stack.extend([getattr(current, "cause", None), current.__cause__, current.__context__])
-    return None
 
 
 def _use_gpu_for_embedding(config: RAGConfig) -> bool:
@@ -388,7 +370,7 @@ def _documents_table(old: bundle_io.IndexBundle | None, stale_docs: set[str], do
     return pa.concat_tables([old_docs.filter(pa.array(keep)), new])
 
 
-def _corpus_digest(documents: pa.Table) -> str:
+def documents_digest(documents: pa.Table) -> str:
     pairs = sorted(zip(documents.column("doc_id").to_pylist(), documents.column("digest").to_pylist(), strict=True))
     return hashlib.sha256(json.dumps(pairs).encode()).hexdigest()
 
@@ -427,7 +409,7 @@ def _manifest(config: RAGConfig, bundle_id: str, created_at: str, old: bundle_io
         "config_hash": config.config_hash,
         "config_name": config.name,
         "ingest_fingerprint": ingest_fingerprint(config),
-        "corpus_digest": _corpus_digest(assembled["documents"]),
+        "corpus_digest": documents_digest(assembled["documents"]),
         "corpus_source_digest": read.source_digest,
         "counts": counts,
         "graph": graph_stats,

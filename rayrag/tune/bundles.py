@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from rayrag.config import RAGConfig
-from rayrag.errors import ConfigError
+from rayrag.errors import ConfigError, user_error_in
 from rayrag.pipelines import bundle as bundle_io
-from rayrag.pipelines.ingest import _user_error_in, ensure_ray, ingest_fingerprint
+from rayrag.pipelines.ingest import ensure_ray, ingest_fingerprint
 
 Progress = Callable[[str], None]
 _MAX_ERROR_CHARS = 300
@@ -183,7 +183,7 @@ class BundleCache:
 def _one_line(exc: BaseException) -> str:
     """A failed build as one line: the RayRagError a user can act on, else only the remote
     exception's type (its message could quote a document: it goes to MLflow and the console)."""
-    user_error = _user_error_in(exc)
+    user_error = user_error_in(exc)
     if user_error is not None:
         lines = str(user_error).strip().splitlines()
         return (lines[0] if lines else type(user_error).__name__)[:_MAX_ERROR_CHARS]

@@ -177,7 +177,7 @@ def _objective_only_at_the_end() -> Iterator[None]:
 
 
 def _records(results: Any, knobs: list[str]) -> list[TrialRecord]:
-    from rayrag.pipelines.ingest import _user_error_in
+    from rayrag.errors import user_error_in
 
     records = []
     for result in results:
@@ -192,7 +192,7 @@ def _records(results: Any, knobs: list[str]) -> list[TrialRecord]:
             if math.isfinite(first):
                 metrics["first_val_loss"] = first
         if result.error is not None:
-            user = _user_error_in(result.error)
+            user = user_error_in(result.error)
             message = str(user) if user is not None else f"{type(result.error).__name__} (see {result.path})"
             records.append(TrialRecord(trial_id, params, "error", metrics, message.splitlines()[0] if message else "",
                                        int(metrics.get("training_iteration", 0))))
@@ -221,7 +221,8 @@ def run_sweep(spec: TuneSpec, *, out: Path | None = None, cache: Path | None = N
     """The whole sweep; returns the summary `rayrag tune --json` prints."""
     import ray
 
-    from rayrag.pipelines.ingest import _user_error_in, ensure_ray
+    from rayrag.errors import user_error_in
+    from rayrag.pipelines.ingest import ensure_ray
     from rayrag.tune.bundles import BundleCache, bundle_key, corpus_digest
 
     started = time.perf_counter()
@@ -277,7 +278,7 @@ def run_sweep(spec: TuneSpec, *, out: Path | None = None, cache: Path | None = N
         try:
             default_metrics = ray.get(default_ref)
         except Exception as exc:  # the default failing is reported, not fatal: the sweep stands
-            user = _user_error_in(exc)
+            user = user_error_in(exc)
             default_metrics = {"error": str(user) if user else type(exc).__name__}
         records = _records(results, spec.knob_names)
         summary = _summarise(spec, base, records, defaults, default_metrics, out, tracker, parent, prebuilt,

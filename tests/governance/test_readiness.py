@@ -20,16 +20,16 @@ from pathlib import Path
 
 import pytest
 
-from rayrag.governance.readiness import (
+from rayrag.governance.readiness import ReadinessProbe
+from rayrag.governance.readiness_report import (
     CHECKS,
     DASHBOARD,
-    Canary,
     Check,
-    ReadinessProbe,
     ReadinessReport,
     dashboard_metrics,
     exposed_metrics,
 )
+from rayrag.governance.readiness_session import Canary
 
 REPO = Path(__file__).resolve().parents[2]
 _DEFINED = re.compile(r'\b(Counter|Histogram|Gauge)\(\s*"(rayrag_[a-z0-9_]+)"')

@@ -533,9 +533,10 @@ def test_serve_run_in_a_subprocess_answers_over_http(stack):
             proc.kill()
 
 
-# Last in the module: local testing mode runs the FastAPI ingress in this process and leaves
-# uvicorn state on the module-level `app` that Ray can no longer pickle, so a real
-# `serve.run` of the same app must come before it.
+# Local testing mode runs the FastAPI ingress in this process and leaves uvicorn state on the
+# module-level `app` that Ray can no longer pickle, so every real `serve.run` of the same app,
+# in any module, must come before it: the marker sorts it to the end of the session (conftest).
+@pytest.mark.serve_local_mode
 def test_local_testing_mode_answers_what_the_in_process_pipeline_answers(stack):
     from ray import serve
 
