@@ -172,7 +172,7 @@ def readiness_command(
     config: ConfigOpt = None,
     overrides: SetOpt = None,
     qa: Annotated[Path | None, typer.Option("--qa", help="QA JSONL the champion was evaluated on (the gate's dataset; --local default: the demo's).")] = None,
-    qa_limit: Annotated[int, typer.Option("--qa-limit", help="Questions the gate evaluates (0 = all).")] = 5,
+    qa_limit: Annotated[int, typer.Option("--qa-limit", help="Questions the gate evaluates (0 = all: the champion's baseline must be on the same questions).")] = 0,
     metrics_url: Annotated[str | None, typer.Option("--metrics-url", help="Ray's Prometheus endpoint, http://HOST:PORT/metrics (--local: found).")] = None,
     canary_doc: Annotated[str | None, typer.Option("--canary-doc", help="A restricted document id (default: the demo's hr-000).")] = None,
     canary_question: Annotated[str | None, typer.Option("--canary-question", help="A question that retrieves --canary-doc for an all-groups principal.")] = None,

@@ -79,7 +79,7 @@ class ProbeSession:
     """
 
     def __init__(self, url: str, admin_key: str, user_key: str, *, config: RAGConfig,
-                 canary: Canary | None = None, qa_dataset: Path | None = None, qa_limit: int | None = 5,
+                 canary: Canary | None = None, qa_dataset: Path | None = None, qa_limit: int | None = None,
                  metrics_url: str | None = None, dashboard: Path = DASHBOARD,
                  log_files: Sequence[Path] = (), timeout_s: float = 120.0,
                  metrics_wait_s: float = 45.0, tracker: Any = None) -> None:

@@ -33,6 +33,7 @@ import hmac
 import importlib
 import logging
 import os
+import re
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
@@ -206,7 +207,7 @@ class Redactor:
                 if offset else r
                 for r in found
             )
-        return results
+        return [extend_address_tails(text, found) for text, found in zip(texts, results, strict=True)]
 
     # ------------------------------------------------------------------ redaction
 
@@ -376,6 +377,47 @@ def _extra_recognizers() -> list[Any]:
         PatternRecognizer(supported_entity="LOCATION", name="CountryGazetteerRecognizer",
                           patterns=[Pattern("country", pp.country_pattern(), 0.5)]),
     ]
+
+
+_TAIL_STEP = re.compile(r"(?:[ \t]*\n[ \t]*|[ \t]*,[ \t]*|[ \t]+)+([^\s,]+)")
+MAX_TAIL_TOKENS = 5
+
+
+def _tail_token(token: str) -> bool:
+    """A word an address ends with: a place name (capitalised, any script), a region code,
+    a postal code, or the "nan" of an empty field in generated data."""
+    if token == "nan" or (token.isdigit() and 4 <= len(token) <= 6):
+        return True
+    word = token.rstrip(".")
+    letters = word.replace("-", "").replace("'", "").replace("’", "")
+    return bool(letters) and letters.isalpha() and word[0].isupper()
+
+
+def extend_address_tails(text: str, results: list[RecognizerResult]) -> list[RecognizerResult]:
+    """Street addresses run on into their city, region, postal code and country ("12 Main
+    Street Apt. 4\nSpringfield\n, IL\n 62704"), which the patterns and the NER see only in
+    part: extend each STREET_ADDRESS span over up to MAX_TAIL_TOKENS such words that follow
+    it, separated by spaces, commas or line breaks. A sentence end ("." then space) stops it."""
+    if not any(r.entity_type == "STREET_ADDRESS" for r in results):
+        return results
+    from presidio_analyzer import RecognizerResult
+
+    extended = []
+    for result in results:
+        if result.entity_type == "STREET_ADDRESS" and not text[result.start:result.end].endswith((". ", ".")):
+            end, taken = result.end, 0
+            while taken < MAX_TAIL_TOKENS:
+                match = _TAIL_STEP.match(text, end)
+                if match is None or not _tail_token(match.group(1)):
+                    break
+                end, taken = match.end(), taken + 1
+                if match.group(1).endswith(".") and len(match.group(1).rstrip(".")) > 3:
+                    break  # "Springfield." ends a sentence
+            if end != result.end:
+                result = RecognizerResult(result.entity_type, result.start, end, result.score,
+                                          result.analysis_explanation, result.recognition_metadata)
+        extended.append(result)
+    return extended
 
 
 def _merge_same_type(results: Sequence[RecognizerResult]) -> list[RecognizerResult]:

@@ -34,7 +34,8 @@ also disaggregated by every metadata key (`governance/disaggregate.py`). One MLf
 the `eval` experiment holds the config, the dataset (digest), the metrics, per-slice metrics
 `<metric>/<key>/<value>`, a per-question table (ids, slice values, scores — no text), the
 disaggregation report and charts. `gate="champion"` compares with the champion's last
-evaluation on the same dataset digest (`gate_check`).
+evaluation on the same dataset digest (`gate_check`); with `limit` the digest names the file
+and the slice, so a gate on the first N questions only meets a baseline on those N.
 
     >>> result = evaluate_answers(Path("qa.jsonl"), cfg, bundle=Path("bundle"), model=Path("model"),
     ...                           principal=Principal("admin", frozenset({"public", "hr"})), canaries=None)
@@ -43,6 +44,7 @@ evaluation on the same dataset digest (`gate_check`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -410,8 +412,11 @@ def evaluate_answers(dataset: Path, config: RAGConfig, *, bundle: Path | None, m
         raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {mode!r} (--mode)")
     if answerer is None and url is None and (bundle is None or model is None):
         raise ConfigError("answer evaluation needs --bundle and --model (or --url of a running server)")
-    questions = read_qa(dataset)[:limit]
+    every = read_qa(dataset)
+    questions = every[:limit]
     digest = file_digest(dataset)
+    if len(questions) < len(every):  # a slice is its own dataset: the gate compares like with like
+        digest = hashlib.sha256(f"{digest}:first{len(questions)}".encode()).hexdigest()
     if canaries is None:
         default = dataset.parent / "planted_pii.json"
         canaries = load_canaries(default) if default.is_file() else []

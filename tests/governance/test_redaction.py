@@ -313,3 +313,26 @@ def test_prose_numbers_and_joined_sentences_stay(redactor):
     text = ("He played from 2000 and 2008, born 30 July 1970, with 79 films between 1915 and 1920; "
             "pages 1100-1104 ran away.Then the years 1938-1940 followed.")
     assert redactor.redact(text).text == text
+
+
+def test_an_address_runs_on_into_its_city_region_postcode_and_country(redactor):
+    text = ("Ship to 52 Rua Joaquim de Oliveira Cruz 1615 Suite 498 Curitiba Paraná. "
+            "Or 07 Pavlou Drandaki Street 262\nKÖPMANHOLMEN\n, nan\n 40402. Call me.")
+    result = redactor.redact(text)
+    for part in ("Curitiba", "Paraná", "KÖPMANHOLMEN", "40402"):
+        assert part not in result.text, part
+    assert result.text.startswith("Ship to <STREET_ADDRESS> Or <STREET_ADDRESS>")
+
+
+def test_an_address_tail_stops_at_a_sentence_end():
+    from presidio_analyzer import RecognizerResult
+
+    from rayrag.governance.redaction import extend_address_tails
+
+    text = "He lived at 12 Main Street. Springfield was far."
+    street = text.index("12")
+    span = RecognizerResult("STREET_ADDRESS", street, street + len("12 Main Street"), 0.9)
+    assert extend_address_tails(text, [span])[0].end == span.end
+    text = "He lived at 12 Main Street, Springfield, IL 62704 for years."
+    span = RecognizerResult("STREET_ADDRESS", street, street + len("12 Main Street"), 0.9)
+    assert text[street:extend_address_tails(text, [span])[0].end] == "12 Main Street, Springfield, IL 62704"

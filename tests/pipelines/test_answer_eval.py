@@ -305,6 +305,8 @@ def test_champion_gate_end_to_end(stack):
     baseline = evaluate_answers(**gated)
     again = evaluate_answers(**gated, gate="champion")
     assert again["gate"]["baseline_run_id"] == baseline["run_id"] and again["gate"]["passed"], again["gate"]
+    with pytest.raises(ConfigError, match="no evaluation of the champion on this dataset"):
+        evaluate_answers(**gated, gate="champion", limit=1)  # a slice never meets the whole file's baseline
 
     # A planted champion evaluation that scored better: the same model now regresses.
     better = {"recall_at_5": min(baseline["recall_at_5"] + 0.5, 1.5), "pii_leak_rate": 0.0,
