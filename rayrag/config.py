@@ -240,6 +240,7 @@ class InputSafetyConfig(_Section):
     check_questions: bool = Field(True, description="A flagged question gets the refusal path.")
     check_chunks: bool = Field(True, description="A flagged retrieved chunk is kept out of the prompt (and counted).")
     max_chars: int = Field(20000, gt=0, description="Only the first this-many characters of a text are scanned (bounded cost).")
+    learned: bool = Field(False, description="Also score with the shipped n-gram model (better on reworded attacks, but it flags ordinary chat such as 'Can you explain how photosynthesis works?': off until it is trained on broader benign text).")
 
 
 class GovernanceConfig(_Section):

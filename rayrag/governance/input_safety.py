@@ -361,7 +361,7 @@ class InputSafety:
         for weight in weights.values():
             score *= 1.0 - weight
         score = 1.0 - score
-        if (model := learned_model()) is not None:
+        if self.config.learned and (model := learned_model()) is not None:
             windows = [w for view in model_views(text, self.config.max_chars) for w in window_buckets(view)]
             learned = model.score(model.probability(windows), LEARNED_ANCHOR)
             if learned >= self.config.threshold:

@@ -567,14 +567,17 @@ class Ingress:
         """Retention, run by the serve graph itself every `retention.purge_interval_s`."""
         interval = self.config.governance.retention.purge_interval_s
         while not self._stop.wait(interval):
-            self._purge(None, False)
+            try:
+                self._purge(None, False)
+            except Exception:  # noqa: BLE001 - logged by type in _purge; the next round retries
+                continue
 
     def _purge(self, older_than_days: float | None, dry_run: bool) -> dict[str, Any]:
         from rayrag.governance.retention import purge
 
         try:
             report = purge(self.config, older_than_days=older_than_days, dry_run=dry_run).to_json()
-        except Exception as exc:  # noqa: BLE001 - the loop must survive; the type is logged
+        except Exception as exc:  # a purge error is logged by type only (its text may name files)
             self.events.warning("purge_failed", extra={"fields": {"error": type(exc).__name__}})
             raise
         if not dry_run:
