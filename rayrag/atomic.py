@@ -7,6 +7,7 @@ directory. A crash leaves at most a hidden `.NAME.*.tmp` file behind.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tempfile
@@ -75,3 +76,20 @@ def fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(dir_fd)
+
+
+@contextmanager
+def exclusive_lock(path: str | Path) -> Iterator[None]:
+    """An exclusive `flock` on `path` for the block (the file is created 0600 if missing):
+    what writers of a shared file and the purge or erasure that rewrites it agree on."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

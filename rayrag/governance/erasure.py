@@ -30,15 +30,13 @@ bundle ids and counts. Serving stages reload the bundle when its manifest change
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,6 +46,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rayrag.atomic import exclusive_lock
 from rayrag.config import RAGConfig
 from rayrag.errors import DataError, IndexError_
 from rayrag.governance.audit import AuditLog, is_id, new_audit_id
@@ -151,20 +150,10 @@ def _check_known(bundle: bundle_io.IndexBundle, wanted: set[str]) -> None:
                         "(nothing was changed)")
 
 
-@contextmanager
-def _bundle_lock(bundle_path: Path) -> Iterator[None]:
+def _bundle_lock(bundle_path: Path) -> Any:
     """Serialise erasures of one bundle (two at once would each drop only their own docs).
     The lock file sits beside the bundle: the bundle directory itself is replaced."""
-    lock = bundle_path.parent / f".{bundle_path.name}.forget.lock"
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+    return exclusive_lock(bundle_path.parent / f".{bundle_path.name}.forget.lock")
 
 
 def _without(old: bundle_io.IndexBundle, wanted: set[str], config: RAGConfig) -> tuple[dict[str, Any], dict[str, int]]:

@@ -29,19 +29,15 @@ MLflow is reached only through `Tracker` (CONVENTIONS.md §12), as `registry.py`
 
 from __future__ import annotations
 
-import fcntl
 import json
 import math
-import os
 import re
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rayrag.atomic import atomic_path
+from rayrag.atomic import atomic_path, exclusive_lock
 from rayrag.config import RAGConfig
 from rayrag.errors import ConfigError
 from rayrag.governance.privacy_log import get_logger, lock_path
@@ -101,13 +97,13 @@ def purge(config: RAGConfig, *, older_than_days: float | None = None, dry_run: b
 
     event_log = Path(config.serve.event_log)
     if event_log_files(event_log):  # no log yet: nothing to date, and no lock file to leave behind
-        with _locked(lock_path(event_log)):
+        with exclusive_lock(lock_path(event_log)):
             for path in event_log_files(event_log):
                 _purge_jsonl(path, cutoff["events"], dry_run, report, "events", delete_empty=path != event_log)
     for kind, path in (("escalations", Path(config.serve.escalation_queue)),
                        ("audit", Path(config.governance.audit_log))):
         if path.is_file():
-            with _locked(path):
+            with exclusive_lock(path):
                 _purge_jsonl(path, cutoff[kind], dry_run, report, kind, delete_empty=False)
 
     if config.tracking.enabled:
@@ -128,21 +124,6 @@ def event_log_files(event_log: Path) -> list[Path]:
             rotated.append((int(suffix), candidate))
     files = [event_log] if event_log.is_file() else []
     return files + [path for _, path in sorted(rotated)]
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive flock on `path` (created 0600 if missing, as its writers create it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
 
 
 def _purge_jsonl(path: Path, cutoff: float, dry_run: bool, report: PurgeReport, kind: str,

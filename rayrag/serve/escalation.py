@@ -21,7 +21,6 @@ lock: lines never interleave, and a reader never sees half a record from a finis
 
 from __future__ import annotations
 
-import fcntl
 import json
 import math
 import re
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from rayrag.errors import DataError
-from rayrag.governance.audit import append_line
+from rayrag.governance.audit import append_line, read_jsonl
 
 # Everything a record holds is an id, a code or a number: short strings of a known shape.
 # A longer or odd-looking string is refused rather than written (it may be content).
@@ -70,23 +69,7 @@ class EscalationQueue:
 
     def read(self) -> list[dict[str, Any]]:
         """Every record, oldest first (for tests and admins). A missing file is an empty queue."""
-        if not self.path.is_file():
-            return []
-        with open(self.path, "rb") as handle:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_SH)
-            try:
-                raw = handle.read().decode("utf-8")
-            finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-        records = []
-        for number, line in enumerate(raw.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise DataError(f"escalation queue {self.path} line {number} is not valid JSON") from None
-        return records
+        return read_jsonl(self.path, "escalation queue")
 
     def __len__(self) -> int:
         return len(self.read())
