@@ -31,7 +31,7 @@ test: venv
 test-fast: venv
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
-BENCHES := redaction ingest retrieval kg moe softmax decode moe-quality ep serve  # serve: on the demo's bundle and model
+BENCHES := redaction ingest retrieval kg moe softmax decode moe-quality ep serve scale  # serve, scale: on the demo's bundle and model
 
 # Every bench at its quick size; the full sizes (the figures that count) are `rayrag bench NAME --json`.
 bench: demo

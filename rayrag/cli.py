@@ -247,7 +247,7 @@ def ask(
 
 @app.command()
 def bench(
-    name: Annotated[str, typer.Argument(help="redaction | ingest | retrieval | kg | moe | softmax | decode | moe-quality | ep | serve")],
+    name: Annotated[str, typer.Argument(help="redaction | ingest | retrieval | kg | moe | softmax | decode | moe-quality | ep | serve | scale")],
     quick: Annotated[bool, typer.Option("--quick", help="Small sizes (CI).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Last stdout line is one JSON object.")] = False,
 ) -> None:
@@ -257,7 +257,7 @@ def bench(
     result = run_bench(name, quick=quick)
     if not as_json:
         for key, value in result.get("ratios", {}).items():
-            print(f"{key}: {value:.2f}")
+            print(f"{key}: {value:.2f}" if isinstance(value, (int, float)) else f"{key}: {value}")
     print(json.dumps(result))
 
 

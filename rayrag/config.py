@@ -71,6 +71,7 @@ class IndexConfig(_Section):
     hnsw_ef_search: int = Field(64, gt=0, description="HNSW query beam width (recall vs latency).")
     nprobe: int | None = Field(None, gt=0, description="IVF lists probed per query (recall vs latency); None = ceil(sqrt(nlist)).")
     use_gpu: Literal["auto", "never", "always"] = Field("auto", description="Move the index to GPU when faiss sees one.")
+    gpu_large_index: Literal["ivf", "cagra", "hnsw_cpu"] = Field("ivf", description="At or above exact_threshold with a GPU in use: IVF-Flat (runs on any faiss GPU build), CAGRA (cuVS builds; kept and saved as a CPU HNSW) or HNSW (stays on CPU: faiss has no GPU HNSW).")
 
 
 class KGConfig(_Section):
@@ -87,7 +88,9 @@ class KGConfig(_Section):
     max_hops: int = Field(2, ge=1, description="Fact paths up to this many hops justify a passage.")
     link_threshold: float = Field(0.8, gt=0, le=1, description="Cosine a query mention needs to link to an entity name by embedding.")
     dense_seed_weight: float = Field(0.05, ge=0, le=1, description="Share of PPR seed mass on dense passages vs linked entities (HippoRAG 2 uses 0.05).")
-    ppr_method: Literal["sparse", "networkx"] = Field("sparse", description="PPR solver: cached scipy CSR power iteration, or nx.pagerank (bench).")
+    ppr_method: Literal["auto", "sparse", "push", "networkx"] = Field("auto", description="PPR solver: cached scipy CSR power iteration (sparse), local forward push (cost set by the seeds' neighbourhood, not the graph), nx.pagerank (bench); auto = push from ppr_push_min_nodes visible nodes, sparse below.")
+    ppr_push_min_nodes: int = Field(20_000, ge=0, description="ppr_method auto: graphs with at least this many visible nodes use push (below ~20k nodes power iteration is as fast and exact).")
+    ppr_push_epsilon: float = Field(1e-6, gt=0, lt=1, description="Push PPR: a node is pushed while its residual >= this x its edges; a query touches <= 1 / ((1 - damping) x this) edges.")
 
 
 class RetrievalConfig(_Section):
@@ -146,6 +149,7 @@ class DecodingConfig(_Section):
     temperature: float = Field(0.0, ge=0, description="0 = greedy.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
     top_k: int = Field(0, ge=0, description="0 = no top-k truncation.")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="Weights' dtype when answering: auto = bfloat16 on CUDA (tensor cores, half the memory; the router still runs float32), float32 on CPU.")
 
 
 class LoraConfig(_Section):

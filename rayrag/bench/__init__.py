@@ -18,7 +18,7 @@ BENCHES = {"redaction": "rayrag.bench.redaction", "ingest": "rayrag.bench.ingest
            "retrieval": "rayrag.bench.retrieval", "kg": "rayrag.bench.kg",
            "moe": "rayrag.bench.moe", "softmax": "rayrag.bench.softmax",
            "decode": "rayrag.bench.decode", "moe-quality": "rayrag.bench.moe_quality",
-           "serve": "rayrag.bench.serve", "ep": "rayrag.bench.ep"}
+           "serve": "rayrag.bench.serve", "ep": "rayrag.bench.ep", "scale": "rayrag.bench.scale"}
 
 
 def run_bench(name: str, quick: bool = False) -> dict[str, Any]:

@@ -4,8 +4,10 @@ Competitors, alternating per query in one process on the same synthetic graph an
   * sparse — `GraphRetriever.rank_seeds(method="sparse")`: power iteration on the cached
     column-stochastic CSR matrix (built once per group set, not per query);
   * networkx — the same call with `method="networkx"`: `nx.pagerank` on a cached `nx.Graph`,
-    which rebuilds its scipy matrix from the graph on every call.
-Both return the top 10 passages; the build of either cached structure is reported apart.
+    which rebuilds its scipy matrix from the graph on every call;
+  * push — `method="push"`: local forward push (rayrag/retrieval/ppr.py) on the cached CSC
+    transition, `kg.ppr_push_epsilon` at its default; cost set by the seeds' neighbourhood.
+All return the top 10 passages; the build of each cached structure is reported apart.
 
 Graphs are shaped like the ingest's (Gutiérrez et al. 2024, HippoRAG): ~40% passage nodes,
 each mentioning a handful of entities drawn from a Zipf-like popularity (a few hub
@@ -14,6 +16,9 @@ companies, a long tail), co-occurrence edges between a passage's entities (confi
 3-5 entities weighted 1 / #passages mentioning them, as `GraphRetriever.link` does.
 `ratios.sparse_vs_networkx_<size>` = networkx p50 / sparse p50 (> 1: sparse is faster);
 `ratios.sparse_vs_networkx` is the largest size's; `_cpu_` ratios use process CPU time.
+`ratios.push_vs_sparse_<size>` = sparse p50 / push p50 (> 1: push is faster), and
+`push_top10_identical` / `push_top10_overlap` compare push's top 10 with sparse's (push is
+approximate: its error bound is in ppr.py).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ MENTIONS_PER_PASSAGE = (2, 6)  # inclusive range; the demo averages 3.8 per chun
 PASSAGE_SHARE = 0.4
 RELATION_SHARE = 0.3  # entity pairs in a passage linked by a verb rather than co-occurrence
 SYNONYM_SHARE = 0.02  # entities with one synonym edge
+METHODS = ("sparse", "networkx", "push")
 
 
 def synthetic_graph(n_nodes: int, seed: int = 0) -> KnowledgeGraph:
@@ -105,21 +111,23 @@ def _bench_size(n_nodes: int, n_queries: int, seed: int) -> dict[str, Any]:
     principal = Principal("bench")
     queries = _queries(kg, n_queries, seed + 1)
     build: dict[str, float] = {}
-    for method in ("sparse", "networkx"):  # first call builds the cached view / nx.Graph
+    for method in METHODS:  # first call builds the cached view / nx.Graph / CSC
         start = time.perf_counter()
         retriever.rank_seeds(queries[0], principal, method=method)
         build[method] = round(time.perf_counter() - start, 3)
-    agree = []
-    seconds: dict[str, list[float]] = {"sparse": [], "networkx": []}
-    cpu: dict[str, list[float]] = {"sparse": [], "networkx": []}
+    agree, push_agree, push_overlap = [], [], []
+    seconds: dict[str, list[float]] = {m: [] for m in METHODS}
+    cpu: dict[str, list[float]] = {m: [] for m in METHODS}
     for r, query in enumerate(queries):
         results: dict[str, list[str]] = {}
-        competitors = {m: _ranker(retriever, principal, query, m, results, cpu) for m in ("sparse", "networkx")}
+        competitors = {m: _ranker(retriever, principal, query, m, results, cpu) for m in METHODS}
         if r % 2:  # alternate which solver goes first, query by query
             competitors = dict(reversed(competitors.items()))
         for method, values in alternate(competitors, 1).items():
             seconds[method].extend(values)
         agree.append(results["sparse"] == results["networkx"])
+        push_agree.append(results["sparse"] == results["push"])
+        push_overlap.append(len(set(results["sparse"]) & set(results["push"])) / max(len(results["sparse"]), 1))
     stats = kg.stats()
     return {
         "nodes": kg.graph.number_of_nodes(),
@@ -132,6 +140,8 @@ def _bench_size(n_nodes: int, n_queries: int, seed: int) -> dict[str, Any]:
         # Process CPU time swings less than wall time when other jobs share the cores.
         "cpu_p50_ms": {m: round(1000 * median(v), 2) for m, v in cpu.items()},
         "top10_identical": sum(agree) / len(agree),
+        "push_top10_identical": sum(push_agree) / len(push_agree),
+        "push_top10_overlap": round(sum(push_overlap) / len(push_overlap), 3),
     }
 
 
@@ -153,5 +163,11 @@ def run(quick: bool = False) -> dict[str, Any]:
                for name, s in sizes.items()},
             **{f"sparse_vs_networkx_cpu_{name}": round(s["cpu_p50_ms"]["networkx"] / s["cpu_p50_ms"]["sparse"], 2)
                for name, s in sizes.items()},
+            "push_vs_sparse": round(largest["p50_ms"]["sparse"] / largest["p50_ms"]["push"], 2),
+            **{f"push_vs_sparse_{name}": round(s["p50_ms"]["sparse"] / s["p50_ms"]["push"], 2)
+               for name, s in sizes.items()},
+            **{f"push_vs_sparse_cpu_{name}": round(s["cpu_p50_ms"]["sparse"] / s["cpu_p50_ms"]["push"], 2)
+               for name, s in sizes.items()},
+            **{f"push_top10_identical_{name}": s["push_top10_identical"] for name, s in sizes.items()},
         },
     }

@@ -109,8 +109,9 @@ def start_serve(config_path: Path, bundle: Path, model: Path, port: int) -> str:
 
     # The replicas read the key from the environment Ray starts them with.
     os.environ["RAYRAG_API_KEYS"] = f"{BENCH_KEY}=bench:public:bench:user"
-    ray.init(num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
+    if not ray.is_initialized():  # a caller's Ray (bench scale) is reused as it is
+        ray.init(num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app({"config": str(config_path), "bundle": str(bundle), "model": str(model)}),
               name="bench", route_prefix="/")
@@ -126,12 +127,13 @@ def start_serve(config_path: Path, bundle: Path, model: Path, port: int) -> str:
     raise RuntimeError("the serve graph did not become ready within 300 s")
 
 
-def stop_serve() -> None:
+def stop_serve(shutdown_ray: bool = True) -> None:
     import ray
     from ray import serve
 
     serve.shutdown()
-    ray.shutdown()
+    if shutdown_ray:
+        ray.shutdown()
 
 
 def bench(plan: dict[str, Any], bundle: Path, model: Path, config_name: str = "demo") -> dict[str, Any]:

@@ -30,7 +30,12 @@ import torch
 
 from rayrag.config import RAGConfig
 from rayrag.errors import ConfigError, ModelError
-from rayrag.generator.checkpoint import WEIGHTS_FILE, WEIGHTS_INDEX_FILE, load_checkpoint
+from rayrag.generator.checkpoint import (
+    WEIGHTS_FILE,
+    WEIGHTS_INDEX_FILE,
+    load_checkpoint,
+    serving_dtype,
+)
 from rayrag.generator.generate import DecodeOptions, Generation, generate, stream
 from rayrag.generator.model import MoETransformer
 from rayrag.generator.prompt import Prompt, build_prompt
@@ -140,10 +145,11 @@ class Reader:
 
             gen = self.config.generator
             self.sharded = ShardedGenerator(self.checkpoint, shards, transport=gen.ep_transport,
-                                            num_cpus=gen.shard_num_cpus)
+                                            num_cpus=gen.shard_num_cpus, dtype=self.config.decoding.dtype)
             model = self.sharded.model
         else:
-            model = load_checkpoint(self.checkpoint, device=self.device)
+            model = load_checkpoint(self.checkpoint, device=self.device,
+                                    dtype=serving_dtype(self.config.decoding.dtype, self.device))
         if tokenizer.vocab_size > model.config.vocab_size:
             # Ids past the embedding table would index out of range at the first forward.
             raise ModelError(f"{self.checkpoint}: tokenizer has {tokenizer.vocab_size} tokens but the model's "

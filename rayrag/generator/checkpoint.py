@@ -160,6 +160,16 @@ def _tokenizer_file(tokenizer_path: str | Path) -> Path:
 # -- load ------------------------------------------------------------------------------------
 
 
+def serving_dtype(name: str, device: str | torch.device) -> torch.dtype:
+    """`decoding.dtype` -> a torch dtype on `device`: auto = bfloat16 on CUDA, float32 elsewhere
+    (CPUs without AMX run bf16 matmuls slower than fp32)."""
+    if name == "auto":
+        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    if name not in ("float32", "bfloat16"):
+        raise ModelError(f"decoding.dtype must be auto, float32 or bfloat16, got {name!r} (decoding.dtype)")
+    return getattr(torch, name)
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device | None = None,
                     dtype: torch.dtype | None = None) -> MoETransformer:
     """A checkpoint directory written here or by HF `MixtralForCausalLM.save_pretrained`

@@ -130,8 +130,10 @@ class Router(nn.Module):
             # Switch: multiplicative uniform noise on the router input explores other experts.
             x = x * torch.empty_like(x).uniform_(1.0 - self.jitter, 1.0 + self.jitter)
         # The whole router runs in float32: bf16 logits flip near-tied top-k choices (Switch).
-        logits = F.linear(x.float(), self.gate.weight.float())  # (T, E)
-        probs = logits.softmax(dim=-1)  # (T, E)
+        # Autocast would cast the linear back to bf16 whatever its inputs are, so it is off here.
+        with torch.autocast(x.device.type, enabled=False):
+            logits = F.linear(x.float(), self.gate.weight.float())  # (T, E)
+            probs = logits.softmax(dim=-1)  # (T, E)
         weights, indices = probs.topk(self.top_k, dim=-1)  # (T, k), (T, k)
         weights = weights / weights.sum(dim=-1, keepdim=True)
         return weights.to(x.dtype), indices, logits

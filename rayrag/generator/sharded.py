@@ -55,7 +55,7 @@ import torch
 from torch import nn
 
 from rayrag.errors import RayRagError, ShardFailure
-from rayrag.generator.checkpoint import load_checkpoint
+from rayrag.generator.checkpoint import load_checkpoint, serving_dtype
 from rayrag.generator.model import MoETransformer
 from rayrag.generator.moe import SwiGLUExperts
 
@@ -130,9 +130,10 @@ def unpack(payload: bytes) -> tuple[torch.Tensor, float]:
 class ExpertShard:
     """Experts [lo, hi) of every MoE layer, from a checkpoint."""
 
-    def __init__(self, checkpoint: str, lo: int, hi: int, device: str | None = None, threads: int = 1) -> None:
+    def __init__(self, checkpoint: str, lo: int, hi: int, device: str | None = None, threads: int = 1,
+                 dtype: str | None = None) -> None:
         torch.set_num_threads(threads)
-        model = load_checkpoint(checkpoint, device=device)
+        model = load_checkpoint(checkpoint, device=device, dtype=getattr(torch, dtype) if dtype else None)
         self.lo, self.hi = lo, hi
         self.experts = [slice_experts(layer.block_sparse_moe.experts, lo, hi).eval() for layer in model.model.layers]
         self.width = model.config.d_model
@@ -157,7 +158,7 @@ class ShardedGenerator:
     """A `MoETransformer` (as `.model`) whose expert FFNs run on `ExpertShard` actors."""
 
     def __init__(self, checkpoint: str | Path, num_shards: int, *, use_gpu: bool | None = None,
-                 num_cpus: float = CPU_PER_SHARD, transport: str = "compiled") -> None:
+                 num_cpus: float = CPU_PER_SHARD, transport: str = "compiled", dtype: str = "auto") -> None:
         if transport not in TRANSPORTS:
             raise RayRagError(f"ep_transport must be one of {', '.join(TRANSPORTS)}, got {transport!r} "
                               "(generator.ep_transport)")
@@ -170,6 +171,9 @@ class ShardedGenerator:
         self.use_gpu = cluster_gpus() >= num_shards if use_gpu is None else use_gpu
         self.actor_options: dict[str, Any] = ({"num_gpus": 1, "num_cpus": num_cpus} if self.use_gpu
                                               else {"num_cpus": num_cpus})
+        # The experts' dtype on the shards (decoding.dtype; auto = bfloat16 on GPU shards). Rows
+        # travel as float32 either way, and the combine runs in the caller's dtype.
+        self.shard_dtype = serving_dtype(dtype, "cuda" if self.use_gpu else "cpu")
         self.shards = [self._start(lo, hi) for lo, hi in self.ranges]
         ray.get([shard.info.remote() for shard in self.shards])  # loaded before the first request
         self.shard_load = [0] * num_shards  # token-slots sent to each shard
@@ -191,7 +195,8 @@ class ShardedGenerator:
 
     def _start(self, lo: int, hi: int) -> Any:
         device = "cuda" if self.use_gpu else "cpu"
-        return ExpertShard.options(**self.actor_options).remote(self.checkpoint, lo, hi, device)
+        return ExpertShard.options(**self.actor_options).remote(self.checkpoint, lo, hi, device,
+                                                                dtype=str(self.shard_dtype).removeprefix("torch."))
 
     def _dispatch(self, layer: int, x_sorted: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         """`MoELayer.expert_fn`: each shard's contiguous block of the sorted rows, one call each."""

@@ -12,9 +12,11 @@ a passage, entity or edge from a document it may not read neither carries nor pa
 mass, never links, and never appears in a fact's provenance. The subgraph and its sparse
 transition matrix are built once per group set and cached.
 
-PPR solvers: scipy CSR power iteration on the cached column-stochastic matrix (default, the
-faster: `rayrag bench kg`), or `nx.pagerank` on a cached `nx.Graph` (kept for the bench and
-the equivalence test). Both walk edges both ways with weight = summed confidence, exactly as
+PPR solvers (rayrag/retrieval/ppr.py): scipy CSR power iteration on the cached
+column-stochastic matrix (default: O(edges) a query), a local forward push on its cached
+CSC form (cost bounded by the seeds' neighbourhood and `kg.ppr_push_epsilon`), or
+`nx.pagerank` on a cached `nx.Graph` (kept for the bench and the equivalence test). All
+walk edges both ways with weight = summed confidence, exactly as
 `KnowledgeGraph.personalized_pagerank`.
 
     >>> retriever = GraphRetriever(bundle.graph(), cfg.kg, embed_fn=embedder.encode)
@@ -51,11 +53,10 @@ from rayrag.retrieval.graph import (
     entity_node,
     passage_node,
 )
+from rayrag.retrieval.ppr import PPR_MAX_ITER, PPR_TOLERANCE, power_iteration, push
 from rayrag.types import Fact, Principal
 
 EmbedFn = Callable[[list[str]], np.ndarray]
-PPR_TOLERANCE = 1e-8  # L1 change between iterations; damping 0.5 halves the error each step
-PPR_MAX_ITER = 200
 MAX_SPAN_TOKENS = 6  # longest alias the exact span scan tries ("Bank of the Republic of X")
 MAX_CACHED_VIEWS = 32  # distinct group sets are few (roles), but bound the memory anyway
 _NON_ENTITY_LABELS = frozenset({"DATE", "TIME", "PERCENT", "MONEY", "QUANTITY", "ORDINAL", "CARDINAL"})
@@ -85,6 +86,7 @@ class _View:
     mentions: dict[str, int]  # entity node -> readable passages mentioning it
     aliases: dict[str, str]  # alias key -> entity node
     walk: nx.Graph | None = None  # built on first networkx-method query
+    columns: sp.csc_array | None = None  # transition as CSC, built on first push-method query
     name_keys: list[str] = field(default_factory=list)  # alias keys with embedding rows
     name_nodes: list[str] = field(default_factory=list)
     name_matrix: np.ndarray | None = None  # (names, dim) unit rows
@@ -333,8 +335,14 @@ class GraphRetriever:
 
     def _ppr(self, view: _View, restart: np.ndarray, method: str) -> np.ndarray:
         alpha = self.config.ppr_damping
+        if method == "auto":
+            method = "push" if len(view.nodes) >= self.config.ppr_push_min_nodes else "sparse"
         if method == "sparse":
             return power_iteration(view.transition, view.dangling, restart, alpha)
+        if method == "push":
+            if view.columns is None:  # push reads whole columns: where each node's walk goes
+                view.columns = view.transition.tocsc()
+            return push(view.columns, view.dangling, restart, alpha, self.config.ppr_push_epsilon)[0]
         if method == "networkx":
             if view.walk is None:
                 view.walk = _walk_graph(view.kg.graph)
@@ -343,7 +351,7 @@ class GraphRetriever:
                                  weight="weight", tol=PPR_TOLERANCE / max(len(view.nodes), 1),
                                  max_iter=PPR_MAX_ITER)
             return np.array([scores[node] for node in view.nodes])
-        raise ConfigError(f"ppr_method must be 'sparse' or 'networkx', got {method!r} (kg.ppr_method)")
+        raise ConfigError(f"ppr_method must be 'auto', 'sparse', 'push' or 'networkx', got {method!r} (kg.ppr_method)")
 
     # -- linking -------------------------------------------------------------------------
 
@@ -486,23 +494,6 @@ class GraphRetriever:
         u, v, key = edge
         return Fact(subject=g.nodes[u]["name"], relation=key, object=g.nodes[v]["name"],
                     confidence=float(data["confidence"]), chunk_ids=chunk_ids, doc_ids=doc_ids)
-
-
-def power_iteration(transition: sp.csr_array, dangling: np.ndarray, restart: np.ndarray,
-                    alpha: float, tol: float = PPR_TOLERANCE, max_iter: int = PPR_MAX_ITER) -> np.ndarray:
-    """PPR fixed point x = alpha (T x + mass_dangling * r) + (1 - alpha) r, as nx.pagerank.
-
-    Dangling mass restarts at the seeds (nx's default when `dangling` is None), so the two
-    solvers agree to the tolerance.
-    """
-    x = restart.copy()
-    for _ in range(max_iter):
-        nxt = alpha * (transition @ x + x[dangling].sum() * restart) + (1 - alpha) * restart
-        err = float(np.abs(nxt - x).sum())
-        x = nxt
-        if err < tol:
-            break
-    return x
 
 
 def _walk_graph(g: nx.MultiDiGraph) -> nx.Graph:

@@ -3,7 +3,9 @@
 `VectorIndex` chooses the FAISS structure by corpus size (exact `Flat` below
 `index.exact_threshold`, `HNSW{m},Flat` above) unless `index.factory` names one, keeps the
 caller's int64 ids (chunk row ids) through `IndexIDMap2` (IVF keeps ids natively), and moves
-to GPU through the faiss GPU API when one is present.
+to GPU through the faiss GPU API when one is present (large indexes headed there get IVF or
+CAGRA instead of HNSW: `vector_gpu.py`). The CPU index stays the source of truth (what
+`save()` writes); the GPU holds a clone.
 
 Access control follows FAISS's filtered search: the principal's allowed ids become an
 `IDSelector` passed in the search parameters, so disallowed vectors are skipped while the
@@ -42,6 +44,7 @@ import numpy as np
 from rayrag.atomic import atomic_path
 from rayrag.config import IndexConfig
 from rayrag.errors import AccessDenied, ConfigError, IndexError_
+from rayrag.retrieval.vector_gpu import CAGRA, build_cagra, choose_factory, gpu_flat
 
 logger = logging.getLogger(__name__)
 
@@ -109,10 +112,9 @@ class VectorIndex:
         vectors = self._as_matrix(vectors, "vectors")
         n = len(vectors)
         ids = np.arange(n, dtype=np.int64) if ids is None else self._as_ids(ids, n)
-        factory = self.config.factory or (
-            "Flat" if n < self.config.exact_threshold else f"HNSW{self.config.hnsw_m},Flat"
-        )
-        factory = self._bound_nlist(factory, n)
+        factory = self._bound_nlist(choose_factory(n, self.config, faiss.get_num_gpus()), n)
+        if factory == CAGRA:
+            return self._build_cagra(vectors, ids)
         try:
             base = faiss.index_factory(self.dim, factory, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as exc:
@@ -135,18 +137,34 @@ class VectorIndex:
                 raise ConfigError(
                     f"FAISS index {factory!r} needs training vectors, got 0 (index.factory)"
                 )
+            if ivf is not None and self._gpu_wanted():
+                # k-means assignment is the cost of IVF training (~1 min on CPU at 1M x 4000
+                # lists); a GPU flat index does it. faiss clusters through this if set.
+                # (a local keeps it alive: the faiss field does not own what it points to)
+                clustering = gpu_flat(self._resources(), self.dim)
+                ivf.clustering_index = clustering
             try:
                 index.train(vectors)
             except RuntimeError as exc:
                 raise ConfigError(
                     f"cannot train FAISS index {factory!r} on {n} vectors (index.factory): {_first_line(exc)}"
                 ) from None
+            finally:
+                if ivf is not None:
+                    ivf.clustering_index = None  # not saved; do not keep the GPU pointer
         self._index, self._factory = index, factory
         self._apply_search_knobs()
         if n:
             index.add_with_ids(vectors, ids)
         self._sync_gpu()
         logger.info("built FAISS %s over %d vectors (dim %d)", factory, n, self.dim)
+        return self
+
+    def _build_cagra(self, vectors: np.ndarray, ids: np.ndarray) -> VectorIndex:
+        self._index, self._factory = build_cagra(self._resources(), self.dim, self.config, vectors, ids), CAGRA
+        self._apply_search_knobs()
+        self._sync_gpu()
+        logger.info("built CAGRA over %d vectors (dim %d) on GPU", len(vectors), self.dim)
         return self
 
     @staticmethod
@@ -245,8 +263,9 @@ class VectorIndex:
         allowed = allowed_ids if isinstance(allowed_ids, AllowedIds) else AllowedIds(allowed_ids)
         if allowed.count == 0 or index.ntotal == 0 or nq == 0:
             return _empty(nq, k)
-        # Filtered search runs on the CPU copy: faiss GPU indexes do not all honour an
-        # IDSelector in SearchParameters, and a silently ignored selector would leak.
+        # Filtered search runs on the CPU copy: classic faiss GPU indexes (this wheel's) ignore
+        # an IDSelector in SearchParameters (faiss issues #3114, #3924; only cuVS builds honour
+        # it), and a silently ignored selector would leak.
         selector = allowed.selector
         scores, ids = index.search(queries, k, params=self._params(k, selector))
         expected = min(k, allowed.count)
@@ -376,6 +395,13 @@ class VectorIndex:
     def on_gpu(self) -> bool:
         return self._gpu_index is not None
 
+    def cpu_view(self) -> VectorIndex:
+        """This index's CPU copy (shared, not copied) without the GPU clone, for GPU-vs-CPU
+        comparisons; read-only: a change through it would not reach this index's GPU clone."""
+        view = VectorIndex(self.config.model_copy(update={"use_gpu": "never"}), dim=self.dim)
+        view._index, view._factory = self._require(), self._factory
+        return view
+
     def _require(self) -> faiss.Index:
         if self._index is None:
             raise IndexError_("vector index is empty: call build() or load() first")
@@ -388,6 +414,14 @@ class VectorIndex:
     def _is_exact(self) -> bool:
         return isinstance(self._core(), faiss.IndexFlat)
 
+    def _gpu_wanted(self) -> bool:
+        return self.config.use_gpu != "never" and faiss.get_num_gpus() > 0
+
+    def _resources(self) -> object:
+        if self._gpu_resources is None:
+            self._gpu_resources = faiss.StandardGpuResources()
+        return self._gpu_resources
+
     def _sync_gpu(self) -> None:
         """Refresh the GPU copy after a change; the CPU index stays the source of truth."""
         self._gpu_index = None
@@ -397,9 +431,7 @@ class VectorIndex:
         if gpus == 0:
             raise ConfigError("index.use_gpu is 'always' but faiss sees no GPU (index.use_gpu)")
         try:
-            if self._gpu_resources is None:
-                self._gpu_resources = faiss.StandardGpuResources()
-            self._gpu_index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, self._index)
+            self._gpu_index = faiss.index_cpu_to_gpu(self._resources(), 0, self._index)
         except (RuntimeError, AttributeError) as exc:
             # HNSW (among others) has no GPU implementation in faiss.
             if mode == "always":
@@ -452,6 +484,8 @@ def _describe(index: faiss.Index) -> str:
         return _describe(index.index)
     if isinstance(index, faiss.IndexFlat):
         return "Flat"
+    if isinstance(index, faiss.IndexHNSWCagra):
+        return CAGRA
     hnsw = _hnsw_of(index)
     if hnsw is not None and isinstance(hnsw, faiss.IndexHNSWFlat):
         return f"HNSW{hnsw.hnsw.nb_neighbors(1)},Flat"

@@ -217,3 +217,17 @@ def test_answer_batch_equals_answering_one_by_one(reader):
     assert [r.completion_tokens for r in batched] == [r.completion_tokens for r in alone]
     with pytest.raises(ValueError, match="same length"):
         reader.answer_batch(questions, [evidence], caps)
+
+
+def test_decoding_dtype_auto_is_float32_on_cpu_and_bfloat16_answers_too(checkpoint, reader):
+    from rayrag.generator.checkpoint import serving_dtype
+
+    assert reader.model.lm_head.weight.dtype == torch.float32  # auto on CPU
+    assert serving_dtype("auto", "cuda") == torch.bfloat16 and serving_dtype("auto", "cpu") == torch.float32
+    # bfloat16 is what CUDA serving picks; the same code path runs here on CPU.
+    bf16 = Reader(checkpoint, tiny_config(dtype="bfloat16"), device="cpu")
+    evidence = Evidence(passages(2), FACTS)
+    result = bf16.answer(QUESTION, evidence)
+    assert bf16.model.lm_head.weight.dtype == torch.bfloat16
+    assert result.completion_tokens > 0 and isinstance(result.answer.text, str)
+    assert "".join(bf16.answer(QUESTION, evidence, stream=True)) == result.answer.text

@@ -309,3 +309,73 @@ def test_eval_stats_are_the_same_on_both_paths():
         _, sorted_ = layer(x)
     assert direct.stats.to_dict() == sorted_.stats.to_dict()
     assert direct.aux_loss.item() == sorted_.aux_loss.item() and direct.z_loss.item() == sorted_.z_loss.item()
+
+
+# -- CUDA: bf16 with torch._grouped_mm (skipped without CUDA; CPU covers the same functions) -------
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.mark.gpu
+@CUDA
+@pytest.mark.parametrize("n_experts", [8, 64])
+def test_cuda_bf16_grouped_mm_matches_the_loop_forward_and_backward(n_experts):
+    torch.manual_seed(0)
+    d, ffn, device = 256, 512, torch.device("cuda")
+    assert grouped_mm_runs(device, torch.bfloat16, d, ffn)  # the point of the CUDA path
+    grouped = MoELayer(d, ffn, n_experts, top_k=2, dispatch="grouped_mm").to(device, torch.bfloat16)
+    loop = MoELayer(d, ffn, n_experts, top_k=2, dispatch="loop").to(device, torch.bfloat16)
+    loop.load_state_dict(grouped.state_dict())
+    x = torch.randn(4, 128, d, device=device, dtype=torch.bfloat16)
+    x_g, x_l = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y_g, _ = grouped.eval()(x_g)
+    y_l, _ = loop.eval()(x_l)
+    assert grouped.experts.last_dispatch == "grouped_mm" and loop.experts.last_dispatch == "loop"
+    assert y_g.dtype == torch.bfloat16
+    torch.testing.assert_close(y_g, y_l, atol=2e-2, rtol=2e-2)
+    y_g.float().square().mean().backward()
+    y_l.float().square().mean().backward()
+    torch.testing.assert_close(x_g.grad, x_l.grad, atol=2e-2, rtol=5e-2)
+    for name in ("w1", "w3", "w2"):
+        got, want = (getattr(layer.experts, name).grad.float() for layer in (grouped, loop))
+        assert (got - want).norm() <= 2e-2 * want.norm() + 1e-6, name  # bf16 sums in another order
+    torch.testing.assert_close(y_l, naive_moe_forward(loop, x).detach(), atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.gpu
+@CUDA
+def test_cuda_training_step_under_bf16_autocast_runs():
+    # TrainConfig.bf16: the trainer runs forward under torch.autocast("cuda", bfloat16) with
+    # float32 weights; the MoE block must train there whichever dispatch `auto` picks.
+    torch.manual_seed(1)
+    layer = MoELayer(256, 512, 8, top_k=2, capacity_factor=2.0).cuda().train()
+    x = torch.randn(2, 64, 256, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        y, out = layer(x)
+        loss = y.float().square().mean() + 0.01 * out.aux_loss + 0.001 * out.z_loss
+    loss.backward()
+    assert y.shape == x.shape and layer.experts.last_dispatch in ("grouped_mm", "loop")
+    grads = [p.grad for p in layer.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def _router_under_bf16_autocast(device: str) -> None:
+    torch.manual_seed(1)
+    router = Router(256, 8, 2).to(device)
+    x = torch.randn(128, 256, device=device)
+    with torch.autocast(device, dtype=torch.bfloat16):
+        _, indices, logits = router(x)
+    assert logits.dtype == torch.float32
+    assert torch.equal(indices, router(x)[1])  # the same choices as outside autocast
+
+
+def test_router_stays_float32_under_bf16_autocast():
+    # CPU autocast casts F.linear to bf16 just as CUDA's does: before the fix the logits came
+    # back bf16 and 2 of these 128 tokens picked other experts.
+    _router_under_bf16_autocast("cpu")
+
+
+@pytest.mark.gpu
+@CUDA
+def test_cuda_router_stays_float32_under_bf16_autocast():
+    _router_under_bf16_autocast("cuda")

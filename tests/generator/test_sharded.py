@@ -30,7 +30,7 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module", params=["compiled", "actor"])
 def sharded(request, ray_local, checkpoint):
-    generator = ShardedGenerator(checkpoint, num_shards=2, transport=request.param)
+    generator = ShardedGenerator(checkpoint, num_shards=2, transport=request.param, dtype="float32")
     assert generator.transport == request.param  # compiled graphs work here: no silent fallback
     yield generator
     generator.shutdown()
@@ -131,3 +131,39 @@ def test_the_reader_and_the_serve_graph_use_shards_when_configured(ray_local, ch
     placement = shard_placement(resolve_config("demo", ["generator.num_shards=2", "generator.shard_num_cpus=0.25"]))
     assert placement["placement_group_bundles"][1:] == [{"CPU": 0.25}] * 2  # no GPUs here
     assert shard_placement(resolve_config("demo")) == {}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_shards_take_a_gpu_each_when_the_cluster_has_them(ray_local, checkpoint):
+    # Ray detects the machine's GPUs at init (ray_local gives only num_cpus), so with CUDA
+    # present the cluster has >= 1 GPU and the default placement puts a shard on it.
+    assert ray.cluster_resources().get("GPU", 0) >= 1
+    generator = ShardedGenerator(checkpoint, num_shards=1, transport="actor", dtype="float32")
+    try:
+        assert generator.use_gpu and generator.actor_options["num_gpus"] == 1
+        placed = ray.get(generator.shards[0].__ray_call__.remote(
+            lambda shard: {(experts.w1.device.type, str(experts.w1.dtype)) for experts in shard.experts}))
+        assert placed == {("cuda", "torch.float32")}  # dtype pinned: the logits compare in fp32
+        local = load_checkpoint(checkpoint).eval()
+        ids = torch.tensor([PROMPTS[0]])
+        with torch.inference_mode():
+            expected, got = local(ids).logits, generator.model(ids).logits
+        assert (got - expected).abs().max().item() <= 1e-3  # fp32 on GPU vs CPU matmuls
+    finally:
+        generator.shutdown()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_shards_default_to_bfloat16(ray_local, checkpoint):
+    generator = ShardedGenerator(checkpoint, num_shards=1, transport="actor")  # decoding.dtype auto
+    try:
+        dtypes = ray.get(generator.shards[0].__ray_call__.remote(
+            lambda shard: {str(experts.w1.dtype) for experts in shard.experts}))
+        assert dtypes == {"torch.bfloat16"}
+        with torch.inference_mode():
+            logits = generator.model(torch.tensor([PROMPTS[0]])).logits
+        assert torch.isfinite(logits).all()
+    finally:
+        generator.shutdown()

@@ -242,3 +242,94 @@ def test_gpu_flat_matches_cpu(data):
     )
     gpu.remove_ids(np.arange(10))
     assert gpu.on_gpu and gpu.ntotal == 990
+
+
+# -- large indexes when a GPU is in use ------------------------------------------------------------
+
+def test_choose_factory_by_size_and_where_the_index_lives():
+    from rayrag.retrieval.vector import choose_factory
+
+    cfg = IndexConfig()
+    assert choose_factory(49_999, cfg, gpus=1) == "Flat"
+    assert choose_factory(1_000_000, cfg, gpus=0) == "HNSW32,Flat"  # CPU: HNSW as before
+    assert choose_factory(1_000_000, cfg, gpus=1) == "IVF4000,Flat"  # faiss has no GPU HNSW
+    assert choose_factory(60_000, cfg, gpus=1) == "IVF980,Flat"  # ~4 sqrt(n)
+    assert choose_factory(1_000_000, IndexConfig(use_gpu="never"), gpus=1) == "HNSW32,Flat"
+    assert choose_factory(1_000_000, IndexConfig(gpu_large_index="hnsw_cpu"), gpus=1) == "HNSW32,Flat"
+    assert choose_factory(1_000_000, IndexConfig(factory="IVF64,Flat"), gpus=1) == "IVF64,Flat"
+    cagra = IndexConfig(gpu_large_index="cagra")
+    assert choose_factory(1_000_000, cagra, gpus=0) == "HNSW32,Flat"
+    if hasattr(faiss, "GpuIndexCagra"):  # cuVS builds
+        assert choose_factory(1_000_000, cagra, gpus=1) == "CAGRA"
+    else:
+        with pytest.raises(ConfigError, match=r"GpuIndexCagra.*\(index.gpu_large_index\)"):
+            choose_factory(1_000_000, cagra, gpus=1)
+
+
+def test_large_index_without_gpu_stays_hnsw_and_always_still_fails(data):
+    if faiss.get_num_gpus() > 0:
+        pytest.skip("a GPU is present")
+    base, queries = data
+    index = VectorIndex(IndexConfig(exact_threshold=500), dim=DIM).build(base)
+    assert index.factory_string == "HNSW32,Flat" and not index.on_gpu
+    with pytest.raises(ConfigError, match=r"^index.use_gpu is 'always'.*\(index.use_gpu\)$"):
+        VectorIndex(IndexConfig(exact_threshold=500, use_gpu="always"), dim=DIM).build(base)
+
+
+def test_cpu_view_shares_the_cpu_index_without_a_gpu_clone(data):
+    base, queries = data
+    index = VectorIndex(IndexConfig(factory="IVF16,Flat", nprobe=4), dim=DIM).build(base)
+    view = index.cpu_view()
+    assert not view.on_gpu and view.ntotal == index.ntotal and view.factory_string == "IVF16,Flat"
+    np.testing.assert_array_equal(view.search(queries, 5)[1], index.cpu_view().search(queries, 5)[1])
+    assert view.config.nprobe == 4 and view.config.use_gpu == "never"
+
+
+def _gpu_large(seed: int, n: int = 60_000, dim: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Clustered unit vectors (topics, as embeddings are), base (n, dim) and 200 queries:
+    uniform random vectors in 64-d have no neighbourhoods for IVF or a graph to find."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((256, dim)).astype(np.float32)
+    x = centres[rng.integers(0, 256, n + 200)] + 0.35 * rng.standard_normal((n + 200, dim)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x[:n], x[n:]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(faiss.get_num_gpus() == 0, reason="faiss sees no GPU")
+def test_gpu_large_index_is_ivf_matches_its_cpu_copy_and_round_trips(tmp_path):
+    base, queries = _gpu_large(seed=3)
+    index = VectorIndex(IndexConfig(use_gpu="always"), dim=64).build(base)
+    assert index.on_gpu and index.factory_string == "IVF980,Flat"
+    gpu_ids = index.search(queries, 10)[1]
+    cpu_ids = index.cpu_view().search(queries, 10)[1]
+    assert recall(gpu_ids, cpu_ids) >= 0.99  # same lists probed; only float ties may differ
+    assert recall(gpu_ids, brute_force(base, np.arange(len(base)), queries, 10)) >= 0.8
+    allowed = np.arange(0, len(base), 7)
+    filtered = index.search(queries, 10, allowed)[1]  # runs on the CPU copy (see search())
+    assert np.isin(filtered, allowed).all()
+    index.save(tmp_path / "ivf.faiss")
+    loaded = VectorIndex.load(tmp_path / "ivf.faiss", IndexConfig(use_gpu="always"), dim=64)
+    assert loaded.on_gpu and loaded.factory_string == "IVF980,Flat"
+    np.testing.assert_array_equal(loaded.cpu_view().search(queries, 10)[1], cpu_ids)
+    assert recall(loaded.search(queries, 10)[1], gpu_ids) >= 0.99
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(faiss.get_num_gpus() == 0, reason="faiss sees no GPU")
+def test_gpu_large_index_cagra_builds_on_gpu_or_names_the_flag(tmp_path):
+    base, queries = _gpu_large(seed=4, n=20_000)
+    config = IndexConfig(use_gpu="always", gpu_large_index="cagra", exact_threshold=10_000)
+    if not hasattr(faiss, "GpuIndexCagra"):  # classic faiss-gpu wheels: one clear line
+        with pytest.raises(ConfigError, match="index.gpu_large_index"):
+            VectorIndex(config, dim=64).build(base)
+        return
+    ids = np.arange(len(base), dtype=np.int64) * 3 + 1
+    index = VectorIndex(config, dim=64).build(base, ids)
+    assert index.factory_string == "CAGRA" and index.ntotal == len(base)
+    truth = brute_force(base, ids, queries, 10)
+    assert recall(index.search(queries, 10)[1], truth) >= 0.8
+    assert recall(index.cpu_view().search(queries, 10)[1], truth) >= 0.8  # the CPU HNSW copy
+    index.save(tmp_path / "cagra.faiss")
+    loaded = VectorIndex.load(tmp_path / "cagra.faiss", IndexConfig(use_gpu="never"), dim=64)
+    assert loaded.factory_string == "CAGRA" and recall(loaded.search(queries, 10)[1], truth) >= 0.8
