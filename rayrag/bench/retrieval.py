@@ -69,16 +69,17 @@ ADD_CHUNK = 100_000  # bounded temporary copies while adding to the index
 def synthetic_vectors(
     n: int, seed: int, n_topics: int, dim: int = DIM, rank: int = 24,
     spread: float = 0.15, noise: float = 0.015, mixture_seed: int = 0, chunk: int = 100_000,
+    n_bases: int | None = None,
 ) -> np.ndarray:
     """(n, dim) float32 unit vectors from a clustered, low-intrinsic-dimension mixture.
 
-    `mixture_seed` and `n_topics` fix the mixture (pass the same to draw queries for a
-    corpus); `seed` draws the points. Generated in float32 chunks to bound memory.
+    `mixture_seed`, `n_topics` and `n_bases` fix the mixture (pass the same to draw queries
+    for a corpus); `seed` draws the points. Generated in float32 chunks to bound memory.
     """
     mixture = np.random.default_rng(mixture_seed)
-    # One basis per topic: topics sharing a basis would overlap into one blob whose density
-    # grows with n, making the 1M corpus a different (harder) problem than the 100k one.
-    n_bases = n_topics
+    # One basis per topic by default: topics sharing a basis overlap into one blob whose
+    # density grows with n, making the 1M corpus a different (harder) problem than the 100k one.
+    n_bases = n_topics if n_bases is None else n_bases
     centres = mixture.standard_normal((n_topics, dim), dtype=np.float32) / math.sqrt(dim)
     bases = mixture.standard_normal((n_bases, rank, dim), dtype=np.float32) / math.sqrt(dim)
     rng = np.random.default_rng(seed)

@@ -41,7 +41,7 @@ import faiss
 import numpy as np
 
 from rayrag.bench import alternate, median
-from rayrag.bench.retrieval import recall_at_k
+from rayrag.bench.retrieval import recall_at_k, synthetic_vectors
 from rayrag.config import IndexConfig
 from rayrag.retrieval.vector import AllowedIds, VectorIndex
 
@@ -65,28 +65,12 @@ SEARCH_THREADS = 1
 
 def embedding_like(n: int, seed: int, dim: int = DIM, n_topics: int = N_TOPICS, rank: int = 24,
                    spread: float = 0.15, noise: float = 0.015, mixture_seed: int = 0) -> np.ndarray:
-    """(n, dim) float32 unit vectors from a clustered, low-intrinsic-dimension mixture.
+    """(n, dim) float32 unit vectors from the retrieval bench's clustered mixture, with
+    `N_BASES` shared bases (docs/SCALING.md's figures were measured on this draw).
 
     `mixture_seed` fixes the mixture (queries use the corpus's), `seed` draws the points."""
-    mixture = np.random.default_rng(mixture_seed)
-    centres = mixture.standard_normal((n_topics, dim), dtype=np.float32) / math.sqrt(dim)
-    bases = mixture.standard_normal((N_BASES, rank, dim), dtype=np.float32) / math.sqrt(dim)
-    rng = np.random.default_rng(seed)
-    out = np.empty((n, dim), dtype=np.float32)
-    for start in range(0, n, CHUNK):
-        m = min(CHUNK, n - start)
-        topics = rng.integers(0, n_topics, m)
-        x = rng.standard_normal((m, dim), dtype=np.float32)
-        x *= noise
-        x += centres[topics]
-        latent = rng.standard_normal((m, rank), dtype=np.float32) * spread  # (m, rank)
-        which = topics % N_BASES
-        for b in range(N_BASES):
-            rows = np.flatnonzero(which == b)
-            x[rows] += latent[rows] @ bases[b]  # (rows, rank) @ (rank, dim)
-        x /= np.linalg.norm(x, axis=1, keepdims=True)
-        out[start : start + m] = x
-    return out
+    return synthetic_vectors(n, seed, n_topics, dim=dim, rank=rank, spread=spread, noise=noise,
+                             mixture_seed=mixture_seed, chunk=CHUNK, n_bases=N_BASES)
 
 
 def nlist_for(n: int) -> int:
