@@ -117,6 +117,8 @@ def train(
     base: Annotated[Path | None, typer.Option("--base", help="Base checkpoint to fine-tune LoRA adapters on.")] = None,
     lora_rank: Annotated[int | None, typer.Option("--lora-rank", help="LoRA rank (needs --base): train adapters only.")] = None,
     dense: Annotated[bool, typer.Option("--dense", help="Train the dense twin of the configured MoE (one FFN as wide as the k active experts): the `rayrag compare` baseline.")] = False,
+    curve_qa: Annotated[Path | None, typer.Option("--curve-qa", help="QA JSONL whose exact match (overall and per hops) is measured at every reader validation: the learning curve in MLflow (read, never trained on).")] = None,
+    curve_limit: Annotated[int | None, typer.Option("--curve-limit", help="Score only the first N questions of --curve-qa.")] = None,
 ) -> None:
     """Train the generator: LM on the chunks, then reader fine-tuning (or LoRA adapters).
     A full training is registered in MLflow's model registry (the first version is champion)."""
@@ -135,7 +137,7 @@ def train(
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     result = run_train(cfg, out, bundle=bundle, qa=qa, resume=resume, base=base, lora_rank=lora_rank,
-                       workers=workers)
+                       workers=workers, curve_qa=curve_qa, curve_limit=curve_limit)
     print(json.dumps(result.to_json()))
 
 

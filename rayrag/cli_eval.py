@@ -56,6 +56,12 @@ def print_answer_table(result: dict[str, Any], out: Any = None) -> None:
     for name, values in rows:
         cells = [_cell(values.get(m)) + ("!" if (m, name) in flagged else " ") for m in TABLE_METRICS]
         print(f"{name[:32]:<32} {int(values['n']):>5} " + " ".join(cells), file=out)
+    if result.get("confidence_auroc") is not None:
+        print(f"confidence AUROC (right vs wrong) {result['confidence_auroc']:.3f}; escalated: "
+              f"{_cell(result.get('escalation_rate_correct')).strip()} of right, "
+              f"{_cell(result.get('escalation_rate_incorrect')).strip()} of wrong answers; groundedness "
+              f"{_cell(result.get('groundedness_correct')).strip()} right vs "
+              f"{_cell(result.get('groundedness_incorrect')).strip()} wrong", file=out)
     print(f"latency p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms; "
           f"tokens/request {result['tokens_per_request']:.1f}; cost/request {result['cost_per_request']:.6f}",
           file=out)

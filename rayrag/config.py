@@ -82,6 +82,7 @@ class KGConfig(_Section):
     min_entity_chars: int = Field(2, gt=0, description="Shorter surface forms are noise.")
     svo_relations: bool = Field(True, description="Extract subject-verb-object triples from dependency parses.")
     cooccurrence: bool = Field(True, description="Link entities named in the same sentence.")
+    argument_names: bool = Field(True, description="A relation argument NER missed (proper-noun phrase, or a lower-case word the tagger's vocabulary lacks, e.g. a drug name) becomes a NAME entity when a verb links it to a recognised entity.")
     synonym_threshold: float = Field(0.8, gt=0, le=1, description="Cosine of entity-name embeddings for a synonym edge (HippoRAG).")
     max_synonyms_per_entity: int = Field(5, ge=0, description="Bounds synonym fan-out on large graphs.")
     ppr_damping: float = Field(0.5, gt=0, lt=1, description="Personalized PageRank damping (HippoRAG uses 0.5).")
@@ -94,7 +95,7 @@ class KGConfig(_Section):
 
 
 class RetrievalConfig(_Section):
-    mode: Literal["dense", "graph", "hybrid"] = Field("hybrid", description="dense = FAISS only; graph = KG personalized PageRank seeded by dense hits; hybrid = KG-expanded dense and graph, fused.")
+    mode: Literal["dense", "graph", "hybrid"] = Field("hybrid", description="dense = FAISS only; graph = KG personalized PageRank seeded by dense hits; hybrid = dense and graph fused, then graph-guided hops.")
     top_k: int = Field(5, gt=0, description="Passages handed to the generator.")
     candidate_k: int = Field(50, gt=0, description="Dense candidates fused with graph candidates.")
     fusion: Literal["rrf", "weighted"] = Field("rrf", description="How dense and graph rankings combine.")
@@ -102,7 +103,12 @@ class RetrievalConfig(_Section):
     dense_weight: float = Field(0.5, ge=0, le=1, description="Dense share when fusion = weighted.")
     use_graph: bool = Field(True, description="Enrich with the knowledge graph.")
     seed_k: int = Field(5, gt=0, description="Top dense hits that seed the graph walk (HippoRAG 2-style passage seeds).")
-    expand_k: int = Field(3, ge=0, description="Hybrid: top dense hits whose KG facts name bridge entities for a second, expanded dense query; 0 = off.")
+    hop_rank: int = Field(2, ge=0, description="Hybrid: the graph-guided second-hop passage moves up to this rank (1-based; the first hop keeps rank 1); 0 = no hops.")
+    hop_from: int = Field(5, gt=0, description="Hybrid: fused passages the first hop is chosen from (the best one citing an asked fact on a question entity goes to rank 1).")
+    hop_mention_weight: float = Field(0.5, ge=0, le=1, description="Bridge weight of an entity only mentioned by the first hop, or joined to a question entity by a relation the question does not ask about (asked relation = 1).")
+    hop_bridge_weight: float = Field(1.0, ge=0, description="Second-hop score = cosine(residual question, passage) + this x bridge weight x specificity + hop_answer_weight x answers.")
+    hop_answer_weight: float = Field(0.4, ge=0, description="Second-hop bonus for a passage citing a fact on the bridge whose relation the question asks about.")
+    hop_relation_threshold: float = Field(0.55, gt=0, le=1, description="Cosine between a relation's words and a question verb at which the question asks about that relation (beside word-prefix matches).")
 
 
 class GeneratorConfig(_Section):
@@ -131,6 +137,8 @@ class GeneratorConfig(_Section):
     ep_transport: Literal["compiled", "actor"] = Field("compiled", description="Expert-parallel messages: a Ray Compiled Graph (falls back to actor calls if it cannot compile) or plain actor calls.")
     copy_head: bool = Field(False, description="Pointer-generator output: mix the head with copying from the context (generator/copy.py).")
     copy_dim: int = Field(64, gt=0, description="Query/key width of the copy pointer.")
+    attention: Literal["causal", "prefix"] = Field("causal", description="causal = every position sees only earlier ones (GPT); prefix = the prompt is read bidirectionally and only the answer is causal (prefix LM, as in UL2/GLM), so a context token knows the words after it and the question.")
+    question_match: bool = Field(False, description="Add a learned vector to every context token whose id also occurs in the question (DrQA's exact-match feature, Chen et al. 2017): the layout's copy_until_token (<sep>) ends the context and the next one the question.")
     copy_until_token: int | None = Field(3, ge=0, description="The pointer sees only positions before this token's first occurrence: 3 = <sep>, which ends the reader's context (copy from passages, never the question); null = all.")
 
     @model_validator(mode="after")
@@ -139,6 +147,8 @@ class GeneratorConfig(_Section):
             raise ValueError(f"d_model must be divisible by n_heads, got {self.d_model} % {self.n_heads}")
         if self.n_heads % self.n_kv_heads:
             raise ValueError(f"n_heads must be divisible by n_kv_heads, got {self.n_heads} % {self.n_kv_heads}")
+        if self.question_match and self.copy_until_token is None:
+            raise ValueError("question_match needs copy_until_token (the <sep> id that ends the context)")
         if self.experts_per_token > self.n_experts:
             raise ValueError(f"experts_per_token must be <= n_experts, got {self.experts_per_token} > {self.n_experts}")
         return self
@@ -177,6 +187,8 @@ class TrainConfig(_Section):
     val_fraction: float = Field(0.05, ge=0, lt=1, description="Held-out share of sequences / QA pairs for validation loss.")
     workers: int = Field(1, gt=0, description="Data-parallel Ray Train workers (1 = in-process).")
     max_graph_qa: int = Field(4000, ge=0, description="Cap on QA pairs generated from KG triples when no QA file is given.")
+    retrieved_contexts: bool = Field(False, description="Reader contexts from the gold passage's nearest neighbours in embedding space (the hard negatives retrieval serves), instead of graph neighbours.")
+    path_qa_share: float = Field(0.0, ge=0, le=2, description="Two-hop (bridge) reader questions built from graph paths, as a share of the one-hop ones (train_data.path_examples).")
     context_passages: int = Field(3, gt=0, description="Passages in a reader-training prompt (gold first-ranked or retrieved).")
     bf16: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU).")
     num_threads: int | None = Field(None, gt=0, description="torch intra-op threads on CPU; None = torch's default.")

@@ -62,7 +62,8 @@ def ensure_demo_secrets(config: RAGConfig) -> None:
             print(f"[rayrag demo] warning: {env_name} not set; using a demo-only key", file=sys.stderr)
 
 
-def _trained_model(out: Path, bundle_dir: Path, config: RAGConfig, tracker: Tracker) -> dict:
+def _trained_model(out: Path, bundle_dir: Path, config: RAGConfig, tracker: Tracker,
+                   qa_path: Path | None = None) -> dict:
     """DIR/model: reused when its training.json was written with the same training-relevant
     config (`RAGConfig.training_hash`: serving and retrieval settings do not count), else trained."""
     model_dir = out / "model"
@@ -79,7 +80,9 @@ def _trained_model(out: Path, bundle_dir: Path, config: RAGConfig, tracker: Trac
     t = config.train
     print(f"[rayrag demo] training the generator ({t.lm_steps} LM + {t.reader_steps} reader steps, "
           f"~5 min on 2 CPU cores) -> {model_dir}", file=sys.stderr)
-    result = train(config, model_dir, bundle=bundle_dir, tracker=tracker)
+    # The demo QA file is only read, for the exact-match learning curve; training questions
+    # are generated from the bundle.
+    result = train(config, model_dir, bundle=bundle_dir, tracker=tracker, curve_qa=qa_path)
     return {**result.summary, "reused": False}
 
 
@@ -87,7 +90,8 @@ def _training_figures(summary: dict) -> dict:
     phases = {name: {key: phase.get(key) for key in ("steps", "val_loss_start", "val_loss", "train_loss", "seconds")}
               for name, phase in summary.get("phases", {}).items()}
     return {"phases": phases, "seconds": summary.get("seconds"), "reused": summary.get("reused", False),
-            "reader_source": summary.get("reader_source"), "mlflow_run_id": summary.get("mlflow_run_id")}
+            "reader_source": summary.get("reader_source"), "mlflow_run_id": summary.get("mlflow_run_id"),
+            "curve": summary.get("curve", [])}
 
 
 def _registered(model_dir: Path, tracker: Tracker) -> Any:
@@ -188,10 +192,13 @@ def run_demo(out: Path, config: RAGConfig, n_questions: int = 3, n_eval: int | N
     result = ingest(corpus.corpus_path, bundle_dir, config, tracker=tracker)
     ingest_seconds = time.perf_counter() - started
 
-    training = _training_figures(_trained_model(out, bundle_dir, config, tracker))
+    training = _training_figures(_trained_model(out, bundle_dir, config, tracker, corpus.qa_path))
     for name, phase in training["phases"].items():
         print(f"[rayrag demo] {name} phase: val loss {phase['val_loss_start']} -> {phase['val_loss']}",
               file=sys.stderr)
+    for point in training["curve"]:  # exact match on the demo QA while training (read, not trained on)
+        print(f"[rayrag demo] step {point['step']}: exact match {point.get('curve/em')} (1-hop "
+              f"{point.get('curve/em_hops_1')}, 2-hop {point.get('curve/em_hops_2')})", file=sys.stderr)
     train_seconds = time.perf_counter() - started - ingest_seconds
 
     version = _registered(out / "model", tracker)

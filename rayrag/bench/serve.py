@@ -76,7 +76,7 @@ class InProcess:
         redacted = self.redactor.redact(question).text
         evidence = self.retriever.retrieve(redacted, self.principal, mode="hybrid")
         result = self.reader.answer(redacted, evidence)
-        self.guard.check(redacted, result.answer.text, evidence, self.principal)
+        self.guard.check(redacted, result.answer.text, evidence, self.principal, result.answer_logprob)
 
 
 def drive(url: str, batch: list[str], clients: int) -> tuple[list[float], int]:

@@ -20,6 +20,7 @@ question itself is never cut — a question too long for the window is a `DataEr
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -61,6 +62,12 @@ class ReaderResult:
     cited_markers: list[int] = field(default_factory=list)  # [n] the text mentions, valid ones, first-mention order
     routing: list[list[float]] = field(default_factory=list)  # per MoE layer, each expert's token-slot share
     shard_share: list[float] = field(default_factory=list)  # per ExpertShard, its token-slot share (when sharded)
+    answer_logprob: float = 0.0  # the model's log-probability of the whole answer (its eos included)
+
+    @property
+    def answer_probability(self) -> float:
+        """The model's probability of the answer it gave (greedy: its own best guess)."""
+        return math.exp(min(self.answer_logprob, 0.0))
 
     @property
     def truncated(self) -> bool:
@@ -237,7 +244,7 @@ class Reader:
             answer=answer, truncated_chunk_ids=list(prompt.truncated), facts_dropped=prompt.facts_dropped,
             prompt_tokens=len(prompt.ids), completion_tokens=len(generation.tokens),
             finish_reason=generation.finish_reason, cited_markers=cited_markers(text, len(citations)),
-            routing=generation.expert_share,
+            routing=generation.expert_share, answer_logprob=generation.logprob,
             shard_share=shard_shares(generation.expert_share, self.sharded.ranges) if self.sharded else [])
 
 

@@ -41,6 +41,7 @@ TOKENIZER_FILE = "tokenizer.json"
 FORMAT_VERSION = 1
 ADAPTIVE_PREFIX = "rayrag.adaptive_head."
 COPY_PREFIX = "rayrag.copy_head."  # the pointer (copy.py): ours only, HF ignores it
+MATCH_PREFIX = "rayrag.question_match."  # the exact-match feature (model.QuestionMatch): ours only
 
 _LAYER_MLP = re.compile(r"^(model\.layers\.\d+)\.mlp\.")
 _ROUTER = re.compile(r"^(model\.layers\.\d+\.block_sparse_moe)\.gate\.weight$")
@@ -137,6 +138,8 @@ def to_mixtral_state_dict(model: MoETransformer) -> dict[str, torch.Tensor]:
                 continue
         if key.startswith("copy_head."):
             out[COPY_PREFIX + key.removeprefix("copy_head.")] = tensor.contiguous()
+        elif key.startswith("question_match."):
+            out[MATCH_PREFIX + key.removeprefix("question_match.")] = tensor.contiguous()
         elif m := _OUR_ROUTER.match(key):
             out[f"{m[1]}.gate.weight"] = tensor.contiguous()
         elif m := _OUR_EXPERTS.match(key):
@@ -261,6 +264,8 @@ def from_mixtral_state_dict(tensors: dict[str, torch.Tensor], config: GeneratorC
             state["lm_head." + key.removeprefix(ADAPTIVE_PREFIX)] = tensor
         elif key.startswith(COPY_PREFIX):
             state["copy_head." + key.removeprefix(COPY_PREFIX)] = tensor
+        elif key.startswith(MATCH_PREFIX):
+            state["question_match." + key.removeprefix(MATCH_PREFIX)] = tensor
         elif m := _ROUTER.match(key):
             state[f"{m[1]}.gate.gate.weight"] = tensor
         elif m := _EXPERT.match(key):

@@ -44,6 +44,9 @@ class Generation:
     tokens: list[int]
     finish_reason: str  # "eos" | "stop" | "length"
     prompt_tokens: int
+    # Sum of the model's log-probabilities of every token it emitted (the eos or stop
+    # sequence included): the answer's own likelihood, which the Guard's confidence reads.
+    logprob: float = 0.0
     # Per MoE layer, share of the token-slots routed to each expert over this call (prefill and
     # every decode step). Batch-level: rows decoded together share one summary.
     expert_share: list[list[float]] = field(default_factory=list)
@@ -137,18 +140,21 @@ def _check_prompts(prompts: Sequence[Sequence[int]], max_new_tokens: int, vocab_
 
 
 def next_tokens(head: nn.Module, hidden: torch.Tensor, opts: DecodeOptions,
-                generator: torch.Generator | None) -> torch.Tensor:
-    """Next token id per row from the last hidden states (B, d) -> (B,) int64."""
+                generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next token id per row from the last hidden states (B, d) -> ids (B,) int64 and their
+    log-probabilities under the model (B,) float32, before any temperature or truncation."""
     if opts.greedy:
-        return head.greedy(hidden)
+        logp, ids = head.topk(hidden, 1)  # the argmax and its log-prob, exactly as greedy()
+        return ids[:, 0], logp[:, 0].float()
     vocab = head.vocab_size
     top_k = min(opts.top_k, vocab)
     if top_k and opts.top_p >= 1:  # top-k alone: the head scores only the k best (exactly)
         logp, ids = head.topk(hidden, top_k)  # (B, k) each
         probs = F.softmax(logp / opts.temperature, dim=-1)  # renormalised over the k
         choice = torch.multinomial(probs, 1, generator=generator)  # (B, 1)
-        return ids.gather(1, choice).squeeze(1)
-    scores = head.log_prob(hidden) / opts.temperature  # (B, V) float32
+        return ids.gather(1, choice).squeeze(1), logp.gather(1, choice).squeeze(1).float()
+    model_logp = head.log_prob(hidden)  # (B, V) float32
+    scores = model_logp / opts.temperature
     if top_k:
         kth = scores.topk(top_k, dim=-1).values[:, -1:]  # (B, 1)
         scores = scores.masked_fill(scores < kth, float("-inf"))
@@ -159,7 +165,8 @@ def next_tokens(head: nn.Module, hidden: torch.Tensor, opts: DecodeOptions,
         drop_sorted = mass_before >= opts.top_p  # the best token always stays (mass before = 0)
         scores = scores.masked_fill(drop_sorted.scatter(1, order, drop_sorted), float("-inf"))
     probs = F.softmax(scores, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    chosen = torch.multinomial(probs, 1, generator=generator)  # (B, 1)
+    return chosen.squeeze(1), model_logp.gather(1, chosen).squeeze(1).float()
 
 
 # -- the decoding loop ---------------------------------------------------------------------
@@ -171,9 +178,11 @@ class _Row:
     tokens: list[int] = field(default_factory=list)
     steps: int = 0
     finish_reason: str | None = None
+    logprob: float = 0.0
 
-    def add(self, token: int, opts: DecodeOptions) -> None:
+    def add(self, token: int, opts: DecodeOptions, logprob: float = 0.0) -> None:
         self.steps += 1
+        self.logprob += logprob
         if opts.eos_id is not None and token == opts.eos_id:
             self.finish_reason = "eos"
             return
@@ -244,21 +253,26 @@ def _decode(model: MoETransformer, prompts: list[list[int]], opts: DecodeOptions
         pads = [ids.shape[1] - len(p) for p in prompts]
         cache = KVCache() if use_cache else None
         share = _ExpertShare()
+        # A prefix-LM reads the prompt both ways and the answer causally; without a cache every
+        # step re-reads prompt + answer, so the prompt's width (columns) is passed each time.
+        prefix_lm = getattr(model.config, "attention", "causal") == "prefix"
+        prompt_width = ids.shape[1]
 
         def forward(input_ids: torch.Tensor) -> tuple[torch.Tensor, Any]:
             padded = max(pads) > 0  # no padding: the model's plain causal path
+            prefix = torch.tensor(prompt_width) if prefix_lm else None
             with torch.inference_mode():
                 out = model(input_ids, attention_mask=mask if padded else None, past_key_values=cache,
-                            use_cache=use_cache, compute_logits=False)
+                            use_cache=use_cache, compute_logits=False, prefix_lengths=prefix)
                 share.add(out)
                 return out.hidden_states[:, -1], model.step_head(out)  # (B, d), the next-token rule's head
 
         hidden, head = forward(ids)  # prefill
         while True:
             with torch.inference_mode():
-                chosen = next_tokens(head, hidden, opts, generator)  # (B,)
-            for row, token in zip(active, chosen.tolist(), strict=True):
-                rows[row].add(token, opts)
+                chosen, chosen_logp = next_tokens(head, hidden, opts, generator)  # (B,) each
+            for row, token, logp in zip(active, chosen.tolist(), chosen_logp.tolist(), strict=True):
+                rows[row].add(token, opts, logp)
             yield rows
             keep = [j for j, row in enumerate(active) if rows[row].finish_reason is None]
             if not keep:
@@ -274,6 +288,7 @@ def _decode(model: MoETransformer, prompts: list[list[int]], opts: DecodeOptions
                 lead = min(pads)
                 if lead:
                     pads = [p - lead for p in pads]
+                    prompt_width -= lead
                     mask, ids = mask[:, lead:], ids[:, lead:]
                     if cache is not None:
                         cache.drop_leading(lead)
@@ -287,7 +302,8 @@ def _decode(model: MoETransformer, prompts: list[list[int]], opts: DecodeOptions
                 hidden, head = forward(step_ids)
         shares = share.shares()
         return [Generation(tokens=row.tokens, finish_reason=row.finish_reason or "length",
-                           prompt_tokens=row.prompt_tokens, expert_share=shares) for row in rows]
+                           prompt_tokens=row.prompt_tokens, expert_share=shares, logprob=row.logprob)
+                for row in rows]
     finally:
         model.train(was_training)
 

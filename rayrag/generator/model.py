@@ -205,6 +205,43 @@ class DecoderLayer(nn.Module):
         return h + y, moe
 
 
+class QuestionMatch(nn.Module):
+    """DrQA's exact-match feature (Chen et al. 2017, "Reading Wikipedia to Answer Open-Domain
+    Questions"): a learned vector added to each context token whose id the question also has.
+
+    The reader's layout is context <sep> question <sep> answer cue; a context token that
+    repeats a question token is where the answer is likely near, and a small model trained
+    for minutes finds that far sooner from one flag than by learning to compare tokens in
+    attention. Only a prompt's first forward carries it: answer tokens (after the second
+    <sep>) never get it, in training or decoding, so a KV cache stays exact."""
+
+    def __init__(self, d_model: int, sep_token: int) -> None:
+        super().__init__()
+        self.sep_token = sep_token
+        self.weight = nn.Parameter(torch.zeros(d_model))  # starts as a no-op
+        # A second flag for a token that continues a question bigram ("Harbor Security" in
+        # "Harbor Security Hub"): a name matched as a whole outweighs a shared word.
+        self.bigram = nn.Parameter(torch.zeros(d_model))
+
+    def flags(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, S) bool each: context positions (before the first <sep>) whose token is in the
+        question, and those whose token and its predecessor are a bigram of the question."""
+        seps = (input_ids == self.sep_token).long().cumsum(dim=1)  # (B, S) seps at or before j
+        context = seps == 0
+        question = (seps == 1) & (input_ids != self.sep_token)  # (B, S)
+        same = (input_ids[:, :, None] == input_ids[:, None, :]) & question[:, None, :]  # (B, S_ctx, S_q)
+        unigram = context & same.any(dim=-1)
+        pair = torch.zeros_like(same)
+        pair[:, 1:, 1:] = same[:, 1:, 1:] & same[:, :-1, :-1]  # x[j-1:j+1] == x[q-1:q+1], q-1 in question too
+        bigram = context & pair.any(dim=-1)
+        return unigram, bigram
+
+    def forward(self, x: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        unigram, bigram = self.flags(input_ids)
+        return (x + unigram[..., None].to(x.dtype) * self.weight.to(x.dtype)
+                + bigram[..., None].to(x.dtype) * self.bigram.to(x.dtype))  # (B, S, d)
+
+
 class MixtralBody(nn.Module):
     """Embeddings, blocks and final norm: HF's `model.*` prefix."""
 
@@ -284,6 +321,7 @@ class MoETransformer(nn.Module):
             self.lm_head = FullSoftmaxHead(config.d_model, config.vocab_size, tied_weight=tied)
         self.copy_head = (CopyHead(config.d_model, config.copy_dim, config.copy_until_token)
                           if config.copy_head else None)
+        self.question_match = QuestionMatch(config.d_model, config.copy_until_token) if config.question_match else None
         # (device, dtype) -> RoPE cos, sin tables (max_seq_len, head_dim), built on first use.
         self._rope_tables: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -297,7 +335,8 @@ class MoETransformer(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 past_key_values: KVCache | None = None, use_cache: bool = False,
-                labels: torch.Tensor | None = None, compute_logits: bool = True) -> ModelOutput:
+                labels: torch.Tensor | None = None, compute_logits: bool = True,
+                prefix_lengths: torch.Tensor | None = None) -> ModelOutput:
         """input_ids (B, S); attention_mask (B, S_past + S), 1 = real, 0 = left padding.
 
         labels (B, S) are aligned with input_ids and shifted here; -100 and padded positions
@@ -305,6 +344,12 @@ class MoETransformer(nn.Module):
         with use_cache=True (a fresh one is made if none is passed). compute_logits=False
         skips the (B, S, V) output (training with the adaptive head then touches only the
         clusters its targets live in).
+
+        With `generator.attention: prefix` the first `prefix_lengths[b]` positions of row b
+        (counted from the row's first column, padding included) see each other both ways;
+        everything after is causal. Unset, the prefix is what precedes the first label (the
+        prompt of a reader example; 0 for language modelling) or, without labels, the whole
+        input of a first forward (a prompt's prefill). Causal models ignore it.
         """
         b, s = input_ids.shape
         past = past_key_values.seq_len if past_key_values is not None else 0
@@ -318,7 +363,10 @@ class MoETransformer(nn.Module):
         device = input_ids.device
 
         x = self.model.embed_tokens(input_ids)  # (B, S, d)
-        mask, positions, real_tokens = self._mask_and_positions(attention_mask, b, s, past, device)
+        if self.question_match is not None and past == 0:
+            x = self.question_match(x, input_ids)
+        prefix = self._prefix(prefix_lengths, labels, attention_mask, b, s, past, device)
+        mask, positions, real_tokens = self._mask_and_positions(attention_mask, b, s, past, device, prefix)
         cos, sin_folded = self._rope(positions, past, s, x)
 
         router: list[MoEOutput] = []
@@ -371,14 +419,37 @@ class MoETransformer(nn.Module):
             return cos[past:past + s][None, None], sin[past:past + s][None, None]  # (1, 1, S, hd)
         return cos[positions][:, None], sin[positions][:, None]  # (B, 1, S, hd)
 
-    def _mask_and_positions(self, attention_mask, b, s, past, device):
+    def _prefix(self, prefix_lengths, labels, attention_mask, b, s, past, device) -> torch.Tensor | None:
+        """(B,) int64 bidirectional prefix per row, in columns from the row's start; None = causal."""
+        if self.config.attention != "prefix":
+            return None
+        if prefix_lengths is not None:
+            prefix = torch.as_tensor(prefix_lengths, device=device).long().reshape(-1)
+            if prefix.numel() == 1 and b > 1:
+                prefix = prefix.expand(b)
+            if prefix.shape != (b,):
+                raise ValueError(f"prefix_lengths must hold one length per row ({b}), got {tuple(prefix.shape)}")
+            return prefix
+        if labels is not None:
+            labelled = labels != IGNORE_INDEX  # (B, S)
+            if attention_mask is not None:
+                labelled = labelled & (attention_mask[:, past:] != 0)
+            first = labelled.long().argmax(dim=1)  # (B,) first labelled column, 0 when none
+            return past + torch.where(labelled.any(dim=1), first, torch.full_like(first, s))
+        if past == 0:
+            return torch.full((b,), s, dtype=torch.long, device=device)
+        return None  # later steps of a decode: the new tokens are the answer, causal
+
+    def _mask_and_positions(self, attention_mask, b, s, past, device, prefix=None):
         """SDPA mask (B, 1, S, S_total) bool, RoPE positions (B, S), real-token flat indices.
 
         Without an attention mask the positions are past..past+S-1 in every row: returned as
-        None (see `_rope`). The mask is None when SDPA needs none: no past (plain causal, its
-        is_causal fast path) or a single query, which sees every key."""
+        None (see `_rope`). The mask is None when SDPA needs none: no past and no prefix
+        (plain causal, its is_causal fast path) or a single query, which sees every key.
+        `prefix` (B,): columns before it see each other in both directions (prefix LM)."""
+        bidirectional = prefix is not None and s > 1 and bool((prefix > past).any())
         if attention_mask is None:
-            if past == 0 or s == 1:
+            if (past == 0 or s == 1) and not bidirectional:
                 return None, None, None
             positions = None
             keep = torch.ones(b, past + s, dtype=torch.bool, device=device)  # (B, S_total)
@@ -388,8 +459,12 @@ class MoETransformer(nn.Module):
             positions = (keep.long().cumsum(-1) - 1).clamp(min=0)[:, past:]  # (B, S)
         q_pos = torch.arange(past, past + s, device=device)  # (S,) absolute query index
         k_pos = torch.arange(past + s, device=device)  # (S_total,)
-        causal = k_pos[None, :] <= q_pos[:, None]  # (S, S_total)
-        mask = causal[None] & keep[:, None, :]  # (B, S, S_total)
+        causal = (k_pos[None, :] <= q_pos[:, None])[None]  # (1, S, S_total)
+        if bidirectional:
+            in_prefix_q = q_pos[None, :] < prefix[:, None]  # (B, S)
+            in_prefix_k = k_pos[None, :] < prefix[:, None]  # (B, S_total)
+            causal = causal | (in_prefix_q[:, :, None] & in_prefix_k[:, None, :])  # (B, S, S_total)
+        mask = causal & keep[:, None, :]  # (B, S, S_total)
         # A pad query would see no key at all and SDPA would return NaN; let it see itself.
         # Its output is never read by a real token (pad keys are hidden from them).
         mask = mask | (k_pos[None, :] == q_pos[:, None])[None]

@@ -123,6 +123,7 @@ def outcome_from_response(body: dict[str, Any], latency_ms: float,
                    cost=float(usage.get("cost", 0.0)), latency_ms=float(latency_ms),
                    model_version=str(body.get("model_version") or ""), context_doc_ids=list(context),
                    extra={"escalated": bool(body.get("escalated", False)), "explicit_citations": bool(markers),
+                          "confidence": float(body.get("confidence") or 0.0),
                           "refused": bool(body.get("refused", False))})
 
 
@@ -150,6 +151,8 @@ def score_example(qa: QAPair, outcome: Outcome, canaries: Sequence[str]) -> dict
     scores["kg_supported_rate"] = (float(not contradicted and outcome.validation.get("supported", 0) > 0)
                                    if checked else None)
     scores["pii_leak_rate"] = float(bool(leaked(outcome.answer, canaries)))
+    scores["confidence"] = float(outcome.extra.get("confidence", 0.0))
+    scores["escalated"] = float(bool(outcome.extra.get("escalated", False)))
     scores["latency_ms"] = outcome.latency_ms
     scores["prompt_tokens"] = float(outcome.prompt_tokens)
     scores["completion_tokens"] = float(outcome.completion_tokens)
@@ -170,7 +173,42 @@ def aggregate_scores(rows: Sequence[dict[str, float | None]]) -> dict[str, float
         "cost_per_request": mean(r["cost"] for r in rows) or 0.0,
         "questions": float(len(rows)),
     })
+    out.update(calibration(rows))
     return out
+
+
+def calibration(rows: Sequence[dict[str, float | None]]) -> dict[str, float | None]:
+    """Whether the Guard's numbers can tell right from wrong (right = exact match):
+    `confidence_auroc` (the chance a right answer's confidence beats a wrong one's, ties half),
+    the escalation rate among right and among wrong answers, and the mean groundedness of each.
+    None where a side has no answers."""
+    judged = [r for r in rows if r.get("answer_em") is not None and r.get("confidence") is not None]
+    right = [r for r in judged if r["answer_em"] == 1.0]
+    wrong = [r for r in judged if r["answer_em"] != 1.0]
+    out: dict[str, float | None] = {
+        "confidence_auroc": _round(auroc([r["confidence"] for r in right], [r["confidence"] for r in wrong])),
+        "escalation_rate_correct": _round(mean(r.get("escalated") for r in right)),
+        "escalation_rate_incorrect": _round(mean(r.get("escalated") for r in wrong)),
+        "groundedness_correct": _round(mean(r.get("groundedness") for r in right)),
+        "groundedness_incorrect": _round(mean(r.get("groundedness") for r in wrong)),
+    }
+    return out
+
+
+def auroc(positives: Sequence[float], negatives: Sequence[float]) -> float | None:
+    """Mann-Whitney AUROC: P(positive score > negative score) + P(tie) / 2; None if a side is empty."""
+    if not positives or not negatives:
+        return None
+    ordered = sorted([(v, 1) for v in positives] + [(v, 0) for v in negatives])
+    rank_sum, i = 0.0, 0
+    while i < len(ordered):  # average ranks over ties
+        j = i
+        while j < len(ordered) and ordered[j][0] == ordered[i][0]:
+            j += 1
+        rank_sum += sum(1 for k in range(i, j) if ordered[k][1]) * (i + j + 1) / 2
+        i = j
+    n_pos, n_neg = len(positives), len(negatives)
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
 def _round(value: float | None) -> float | None:
@@ -251,14 +289,14 @@ class InProcessAnswerer:
             return refusal
         question, evidence = self.evidence(qa, principal)
         result = self.reader.answer(question, evidence)
-        report = self.guard.check(question, result.answer.text, evidence, principal)
+        report = self.guard.check(question, result.answer.text, evidence, principal, result.answer_logprob)
         latency_ms = (time.perf_counter() - started) * 1000
         body = result_to_json(result)
         usage = dict(body["usage"])
         usage["cost"] = (usage["prompt_tokens"] / 1000 * serve_cfg.price_per_1k_input_tokens
                          + usage["completion_tokens"] / 1000 * serve_cfg.price_per_1k_output_tokens)
         body.update(answer=report.text, usage=usage, validation=report.validation, groundedness=report.groundedness,
-                    escalated=report.escalated)
+                    escalated=report.escalated, confidence=report.confidence)
         # Untimed: a ranking deep enough that ten distinct documents survive (evaluate.py).
         depth = max(self.config.retrieval.candidate_k, 4 * max(RECALL_KS))
         deep = self.retriever.retrieve(question, principal, mode=self.mode, top_k=depth, with_facts=False)

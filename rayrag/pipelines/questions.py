@@ -135,3 +135,33 @@ def graph_questions(subject: str, relation: str, obj: str, subject_label: str,
     """
     forward, inverse = graph_question_forms(subject, relation, obj, subject_label, object_label)
     return forward[0], inverse[0]
+
+
+# The noun a description names an entity by, from its NER label ("the company that ...").
+NOUN_BY_LABEL = {"ORG": "company", "PERSON": "person", "GPE": "city", "LOC": "place", "LAW": "regulation",
+                 "PRODUCT": "product", "FAC": "site", "EVENT": "event", "NORP": "group", "WORK_OF_ART": "work"}
+
+
+def agent_noun(verb: str) -> str:
+    """"make" -> "maker", "acquire" -> "acquirer", "issue" -> "issuer", "employ" -> "employer"."""
+    return verb + "r" if verb.endswith("e") else verb + "er"
+
+
+def relation_descriptions(relation: str, other: str, label: str, *, subject_side: bool) -> list[str]:
+    """Ways to name an entity by one of its relation facts, for bridge questions.
+
+    The entity is the fact's subject (`subject_side`) or object; `other` is the fact's other
+    end. (C, acquire, X) describes C as "the company that acquired X" or "the acquirer of X";
+    (Y, acquire, C) describes C as "the company that Y acquired". Negated relations give none.
+    """
+    words = relation_words(relation) or [relation]
+    if words[0] == "not":
+        return []
+    noun = NOUN_BY_LABEL.get(label, "one")
+    verb = " ".join([past_tense(words[0]), *words[1:]])
+    if subject_side:
+        out = [f"the {noun} that {verb} {other}"]
+        if len(words) == 1:
+            out.append(f"the {agent_noun(words[0])} of {other}")
+        return out
+    return [f"the {noun} that {other} {verb}"]

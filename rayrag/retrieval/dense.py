@@ -3,7 +3,9 @@
 The question is redacted with the same Presidio config as the corpus (so a pseudonymised
 name still matches), embedded with the bundle's embedder, and searched in FAISS with the
 principal's allowed chunk ids enforced inside the search (`VectorIndex.search(allowed_ids=)`).
-The hybrid retriever (dense + knowledge graph) builds on this class.
+The hybrid retriever (dense + knowledge graph) builds on this class: it reuses the
+redacted question and its vector (a small cache), and scores its second-hop candidates with
+`similarities` (cosines against just those chunks, within the principal's ACL).
 
     >>> retriever = DenseRetriever(Path(".rayrag/demo/bundle"), cfg)
     >>> passages = retriever.retrieve("Who acquired Brightwater Labs?", Principal("ana", frozenset({"public"})))
@@ -25,6 +27,7 @@ from rayrag.types import Passage, Principal
 
 MAX_QUESTION_CHARS = 4000
 MAX_CACHED_SELECTORS = 32  # distinct group sets are few (roles); bound the memory anyway
+MAX_CACHED_QUERIES = 16  # a hybrid query embeds once for the search and again for the second hop
 
 
 class DenseRetriever:
@@ -41,6 +44,8 @@ class DenseRetriever:
         # group set -> its allowed ids as a FAISS selector: scanning every chunk's ACL and
         # building the bitmap per query would cost O(chunks) a request.
         self._selectors: OrderedDict[frozenset[str], AllowedIds] = OrderedDict()
+        self._queries: OrderedDict[str, np.ndarray] = OrderedDict()  # redacted question -> (1, dim)
+        self._redacted: OrderedDict[str, str] = OrderedDict()  # question -> redacted question
 
     def warm_up(self) -> None:
         if self._index is not None:
@@ -112,8 +117,49 @@ class DenseRetriever:
         allowed = self.allowed_for(principal)
         if allowed.count == 0:
             raise AccessDenied(f"principal {principal.name!r} may read no documents in this bundle")
-        query = self._redactor.redact(question).text if self._redactor is not None and redact else question
-        return self.search(self._embedder.encode([query]), principal, top_k)[0]
+        return self.search(self.query_vector(question, redact), principal, top_k)[0]
+
+    def redact(self, question: str) -> str:
+        """The question as the index sees it: redacted with the corpus's config (a name
+        becomes the pseudonym the documents carry), or as given when redaction is off."""
+        self.warm_up()
+        if self._redactor is None:
+            return question
+        redacted = self._redacted.get(question)
+        if redacted is None:
+            redacted = self._redacted[question] = self._redactor.redact(question).text
+            while len(self._redacted) > MAX_CACHED_QUERIES:
+                self._redacted.popitem(last=False)
+        return redacted
+
+    def query_vector(self, question: str, redact: bool = True) -> np.ndarray:
+        """(1, dim) embedding of the (redacted) question; the last few are cached, so the
+        hybrid retriever's second hop scores with the vector the search used."""
+        self.warm_up()
+        query = self.redact(question) if redact else question
+        vector = self._queries.get(query)
+        if vector is None:
+            vector = self._queries[query] = self._embedder.encode([query])
+            while len(self._queries) > MAX_CACHED_QUERIES:
+                self._queries.popitem(last=False)
+        else:
+            self._queries.move_to_end(query)
+        return vector
+
+    def similarities(self, queries: list[str], principal: Principal, row_ids: list[int]) -> list[dict[int, float]]:
+        """For each query text (used as given: derive it from an already-redacted question),
+        row_id -> its cosine with each of `row_ids` the principal may read: an exact FAISS
+        search over just those rows, within the principal's ACL. Rows it may not read are
+        absent."""
+        self.warm_up()
+        rows = np.asarray(sorted(set(row_ids)), dtype=np.int64)
+        readable = rows[self.allowed_for(principal).contains(rows)] if len(rows) else rows
+        if not len(readable) or not queries:
+            return [{} for _ in queries]
+        scores, ids = self._index.search(self._embedder.encode(list(queries)), len(readable),
+                                         allowed_ids=AllowedIds(readable))
+        return [{int(i): float(s) for s, i in zip(row_scores, row_ids_, strict=True) if i >= 0}
+                for row_scores, row_ids_ in zip(scores, ids, strict=True)]
 
     def encode(self, questions: list[str]) -> np.ndarray:
         """(N, dim) query embeddings: one batched call (the serve graph batches requests)."""

@@ -19,15 +19,25 @@ CSC form (cost bounded by the seeds' neighbourhood and `kg.ppr_push_epsilon`), o
 walk edges both ways with weight = summed confidence, exactly as
 `KnowledgeGraph.personalized_pagerank`.
 
+Multi-hop support for the hybrid retriever's hops (`hybrid.py`): `question_relation` tells
+whether the question asks about a relation (a question word starts with the relation's word,
+"make" in "maker", or a question verb embeds close to it, "made" ~ "manufacture");
+`answering` finds passages citing an asked fact on a question entity (the first hop);
+`hop_candidates` the passages one bridge entity away (the second hop); `path` the relation
+path the ranked passages give, as facts in order. All of them run on the principal's view,
+so a bridge, a candidate or a fact never comes from a document it may not read.
+
     >>> retriever = GraphRetriever(bundle.graph(), cfg.kg, embed_fn=embedder.encode)
     >>> retriever.rank("Who acquired the lab Ana Ruiz founded?", Principal("ana"))[:3]
     >>> retriever.validate([("Velora Systems", "acquire", "Beta Corp")], Principal("ana"))
+    >>> retriever.path("Which product is made by the company that acquired Beta Corp?",
+    ...                Principal("ana"), ["press-001#0", "product-007#0"])
 """
 
 from __future__ import annotations
 
 import re
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,9 +69,14 @@ from rayrag.types import Fact, Principal
 EmbedFn = Callable[[list[str]], np.ndarray]
 MAX_SPAN_TOKENS = 6  # longest alias the exact span scan tries ("Bank of the Republic of X")
 MAX_CACHED_VIEWS = 32  # distinct group sets are few (roles), but bound the memory anyway
+MAX_CACHED_QUESTIONS = 16  # one query links, ranks, hops and explains the same question
+MAX_BRIDGE_PASSAGES = 1000  # a bridge named by more passages is a hub ("United States"), not a hop
 _NON_ENTITY_LABELS = frozenset({"DATE", "TIME", "PERCENT", "MONEY", "QUANTITY", "ORDINAL", "CARDINAL"})
 _NOT_FACTS = frozenset({MENTIONS, SYNONYM})
 _RELATION_CHARS = re.compile(r"[^a-z0-9_]+")
+_CONTENT_POS = frozenset({"VERB", "NOUN", "ADJ"})
+# Relation-name words that say nothing about what a question asks ("be_subject_to").
+_RELATION_FILLERS = frozenset({"be", "not", "of", "in", "to", "at", "for", "as", "by", "on", "with", "from", "into"})
 
 
 @dataclass(frozen=True)
@@ -70,6 +85,20 @@ class ClaimCheck:
 
     claim: tuple[str, str, str]
     facts: tuple[Fact, ...] = ()
+
+
+@dataclass(frozen=True)
+class HopCandidate:
+    """A second-hop passage: the bridge entity that reaches it, the bridge's weight x
+    specificity, the first-hop chunks the bridge came from, and whether the passage holds a
+    relation fact on the bridge that the question asks about."""
+
+    chunk_id: str
+    bridge: str
+    weight: float
+    sources: tuple[str, ...]
+    answers: bool
+    asked: bool = False  # the bridge is joined to the question by a relation it asks about
 
 
 @dataclass
@@ -111,6 +140,10 @@ class GraphRetriever:
         self._nlp: Any = None
         self._views: dict[frozenset[str], _View] = {}
         self._vectors: dict[str, np.ndarray] = {}  # alias key -> unit embedding, shared by views
+        self._parsed: OrderedDict[str, Any] = OrderedDict()  # question -> spaCy doc
+        self._matches: OrderedDict[tuple[str, int], tuple[_View, dict[str, float]]] = OrderedDict()
+        self._relation_vectors: dict[str, np.ndarray] = {}  # relation -> unit embedding of its words
+        self._asked: OrderedDict[tuple[str, int, float], tuple[_View, Callable[[str], bool]]] = OrderedDict()
 
     def warm_up(self) -> None:
         if self._nlp is not None:
@@ -139,6 +172,8 @@ class GraphRetriever:
 
     def invalidate(self) -> None:
         self._views.clear()
+        self._matches.clear()
+        self._asked.clear()
 
     # -- public API ----------------------------------------------------------------------
 
@@ -216,6 +251,253 @@ class GraphRetriever:
                             best[edge] = g.edges[edge]["confidence"]
         ranked = sorted(best, key=lambda e: (-best[e], e))[:max_facts]
         return [self._fact(view, edge, readable) for edge in ranked]
+
+    def hop_candidates(self, question: str, principal: Principal, chunk_ids: list[str],
+                       mention_weight: float = 0.5, relation_threshold: float = 0.5) -> dict[str, HopCandidate]:
+        """Second-hop chunk_id -> `HopCandidate`: passages one bridge entity away from the
+        question, for a multi-hop question's second hop (IRCoT / HippoRAG-style).
+
+        Bridges are entities the question does not name, reached from one it names:
+        * weight 1 (`asked`): joined to a named entity by a relation fact whose relation the
+          question asks about (`question_relation`), e.g. "Velora acquire Avenra" for "...
+          the company that acquired Avenra?"; sources: the fact's chunks;
+        * `mention_weight`: joined by another relation fact (not co-occurrence), or
+          mentioned by the first hop: the first of `chunk_ids` (the ranking) that mentions a
+          named entity, the top one when none does; sources: the fact's chunks, that chunk.
+        Redaction pseudonyms are never bridges (a person is no join key between documents).
+        A bridge's weight is scaled by its specificity 1 / log2(1 + passages mentioning it)
+        (HippoRAG's node specificity, damped: a city names many passages, a company few); a
+        bridge named by more than `MAX_BRIDGE_PASSAGES` passages is a hub and none.
+        Second hops are the principal's readable passages that mention a bridge, except
+        those that mention a named entity (the first hop reaches them) and the first hop.
+        A candidate `answers` when it is the provenance of a relation fact from its bridge
+        to an entity the question does not name, whose relation the question asks about,
+        unless it only repeats the joining fact's relation in the same role (a sibling:
+        "Board approve X" -> "Board approve Y"): "Cresthill make Granite" for "Which product
+        is made by ...". Synonyms whose names contain one another stand for the bridge too
+        (`_aliases_of`).
+        """
+        view = self._view(principal)
+        g = view.kg.graph
+        relations = self._relations(view)
+        named = set(self._match(question, view))
+        lowered = question.casefold()
+        excluded: set[str] = set()
+        for entity in named:
+            excluded.update(u for u, _, key in g.in_edges(entity, keys=True) if key == MENTIONS)
+
+        def usable(entity: str) -> bool:
+            return (entity not in named and g.nodes[entity].get("kind") == "entity"
+                    and not is_pseudonym_key(entity.removeprefix("entity:"))
+                    and g.nodes[entity].get("name", "").casefold() not in lowered)
+
+        asked = self.question_relation(question, principal, relation_threshold)
+        bridges: dict[str, tuple[float, set[str]]] = {}  # entity -> (weight, source chunks)
+        joins: dict[str, list[tuple[str, str, str]]] = {}  # bridge -> the facts joining it to the question
+        asked_bridges: set[str] = set()
+        for q in sorted(named):
+            for other in view.neighbours.get(q, ()):
+                edges = [e for e in relations[(min(q, other), max(q, other))] if e[2] != COOCCURS]
+                if edges and usable(other):
+                    sources = {c for e in edges for c in g.edges[e]["chunk_ids"] if passage_node(c) in view.index}
+                    if any(asked(e[2]) for e in edges):
+                        asked_bridges.add(other)
+                    weight = 1.0 if other in asked_bridges else mention_weight
+                    prior, prior_sources = bridges.get(other, (0.0, set()))
+                    bridges[other] = (max(weight, prior), prior_sources | sources)
+                    joins.setdefault(other, []).extend(edges)
+        first = [c for c in chunk_ids if passage_node(c) in excluded][:1] or chunk_ids[:1]
+        for chunk_id in first:
+            node = passage_node(chunk_id)
+            if node not in view.index:
+                continue
+            for _, entity, key in g.out_edges(node, keys=True):
+                if key == MENTIONS and usable(entity):
+                    weight, sources = bridges.get(entity, (mention_weight, set()))
+                    bridges[entity] = (weight, sources | {chunk_id})
+        out: dict[str, HopCandidate] = {}
+        for entity, (weight, sources) in sorted(bridges.items()):
+            names = self._aliases_of(entity, view)
+            passages = list(dict.fromkeys(u for name in names for u, _, key in g.in_edges(name, keys=True)
+                                          if key == MENTIONS and u in view.index))
+            if len(passages) > MAX_BRIDGE_PASSAGES:
+                continue
+            specific = weight / np.log2(1 + max(len(passages), 1))
+            answering: set[str] = set()
+            for name in names:
+                for other in view.neighbours.get(name, ()):
+                    if other in named or other in names or is_pseudonym_key(other.removeprefix("entity:")):
+                        continue
+                    for edge in relations[(min(name, other), max(name, other))]:
+                        if (edge[2] != COOCCURS and asked(edge[2])
+                                and not any(_siblings(join, entity, edge, name) for join in joins.get(entity, ()))):
+                            answering.update(g.edges[edge]["chunk_ids"])
+            for node in passages:
+                chunk_id = g.nodes[node]["chunk_id"]
+                if node in excluded or chunk_id in first:
+                    continue
+                candidate = HopCandidate(chunk_id, entity, specific, tuple(sorted(sources)), chunk_id in answering,
+                                         entity in asked_bridges)
+                prior = out.get(chunk_id)
+                if prior is None or (candidate.answers, candidate.weight) > (prior.answers, prior.weight):
+                    out[chunk_id] = candidate
+        return out
+
+    def path(self, question: str, principal: Principal, chunk_ids: list[str],
+             relation_threshold: float = 0.5) -> list[Fact]:
+        """The relation path the ranked `chunk_ids` give the question, as facts in order:
+        (X acquire Avenra Logistics), (X make P) for "Which product is made by the company
+        that acquired Avenra Logistics?". Empty when no relation fact touches the question.
+
+        Hop 1 is a relation fact from an entity the question names to a bridge it does not
+        name (or, when none is cited by the passages, a relation fact of the top passage
+        that mentions a named entity); hop 2, a fact from the bridge to a further entity
+        whose relation the question asks about (`question_relation`). Both must be cited
+        by the passages (the principal's readable ones); better-ranked citations, and
+        relations the question asks about, win. A question that asks nothing beyond hop 1
+        gets a one-fact path.
+        """
+        view = self._view(principal)
+        g = view.kg.graph
+        relations = self._relations(view)
+        named = set(self._match(question, view))
+        if not named:
+            return []
+        asked = self.question_relation(question, principal, relation_threshold)
+        rank = {c: i for i, c in enumerate(c for c in chunk_ids if passage_node(c) in view.index)}
+        never = len(rank)
+
+        def cited(edge: tuple[str, str, str]) -> int:
+            return min((rank[c] for c in g.edges[edge]["chunk_ids"] if c in rank), default=never)
+
+        def person(node: str) -> bool:
+            return is_pseudonym_key(node.removeprefix("entity:"))
+
+        first: list[tuple[tuple[int, int], tuple[str, str, str], str]] = []  # (key, edge, bridge)
+        for q in sorted(named):
+            for other in view.neighbours.get(q, ()):
+                if other in named or person(other):
+                    continue
+                for edge in relations[(min(q, other), max(q, other))]:
+                    if edge[2] != COOCCURS and cited(edge) < never:
+                        first.append(((0 if asked(edge[2]) else 1, cited(edge)), edge, other))
+        if not first:  # the named entity has no fact: the top passage naming it gives the bridge
+            naming = [c for c in rank if any(n in named for _, n, key in g.out_edges(passage_node(c), keys=True)
+                                              if key == MENTIONS)]
+            for chunk_id in naming[:1]:
+                mentioned = [n for _, n, key in g.out_edges(passage_node(chunk_id), keys=True) if key == MENTIONS]
+                for entity in mentioned:
+                    for other in view.neighbours.get(entity, ()):
+                        for edge in relations[(min(entity, other), max(entity, other))]:
+                            if edge[2] == COOCCURS or chunk_id not in g.edges[edge]["chunk_ids"]:
+                                continue
+                            for node in edge[:2]:
+                                if node not in named and not person(node):
+                                    first.append(((0 if asked(edge[2]) else 1, cited(edge)), edge, node))
+        if not first:
+            return []
+        best: tuple[tuple[int, ...], list[tuple[str, str, str]]] | None = None
+        for key, edge, bridge in first:
+            chosen = [edge]
+            follow = []
+            names = self._aliases_of(bridge, view)
+            for name in names:
+                for other in view.neighbours.get(name, ()):
+                    if other in named or other in edge or other in names or person(other):
+                        continue
+                    for second in relations[(min(name, other), max(name, other))]:
+                        if (second[2] != COOCCURS and asked(second[2]) and cited(second) < never
+                                and not _siblings(edge, bridge, second, name)):
+                            follow.append((cited(second), second))
+            if follow:
+                chosen.append(min(follow)[1])
+            score = (0 if follow else 1, *key, min(follow)[0] if follow else never)
+            if best is None or score < best[0]:
+                best = (score, chosen)
+        assert best is not None
+        cited_ids = list(rank)
+        return [self._fact(view, edge, cited_ids) for edge in best[1]]
+
+    def answering(self, question: str, principal: Principal, chunk_ids: list[str],
+                  relation_threshold: float = 0.5) -> list[str]:
+        """Those of `chunk_ids` (order kept) that are the provenance of a relation fact on
+        an entity the question names, whose relation the question asks about
+        (`question_relation`): "Velora acquire Avenra" for "Which company acquired Avenra?"."""
+        view = self._view(principal)
+        g = view.kg.graph
+        relations = self._relations(view)
+        asked = self.question_relation(question, principal, relation_threshold)
+        held: set[str] = set()
+        for q in self._match(question, view):
+            for other in view.neighbours.get(q, ()):
+                for edge in relations[(min(q, other), max(q, other))]:
+                    if edge[2] != COOCCURS and asked(edge[2]):
+                        held.update(g.edges[edge]["chunk_ids"])
+        return [c for c in chunk_ids if c in held]
+
+    @staticmethod
+    def _aliases_of(entity: str, view: _View) -> list[str]:
+        """The entity and its synonyms whose name contains its name or is contained in it,
+        word for word ("Device Security Act" for "Connected Device Security Act": NER cut
+        a name short in one document); a synonym by embedding alone may be another
+        entity altogether ("Tarrow Power" and "Hollowell Power")."""
+        g = view.kg.graph
+        name = f" {g.nodes[entity].get('name', '').casefold()} "
+        out = [entity]
+        for u, v, key in [*g.out_edges(entity, keys=True), *g.in_edges(entity, keys=True)]:
+            other = v if u == entity else u
+            if key != SYNONYM or other in out or other not in view.index:
+                continue
+            other_name = f" {g.nodes[other].get('name', '').casefold()} "
+            if len(other_name.split()) >= 2 and len(name.split()) >= 2 and (other_name in name or name in other_name):
+                out.append(other)
+        return out
+
+    def question_relation(self, question: str, principal: Principal,
+                          threshold: float = 0.5) -> Callable[[str], bool]:
+        """A test: does the question ask about this relation? Yes when one of its words
+        begins a content word of the question ("make" in "maker"), or when its words embed
+        within `threshold` cosine of one of the question's verbs, or of the verb an agent
+        noun comes from ("manufacture" for "made" or "maker"). Words of the names the
+        question links do not count. Cached per (question, view, threshold): linking, the
+        hops and the path all ask."""
+        view = self._view(principal)
+        key = (question, id(view), threshold)
+        cached = self._asked.get(key)
+        if cached is not None and cached[0] is view:
+            return cached[1]
+        doc = self._parse(question)
+        named_tokens = set()
+        for node in self._match(question, view):
+            name = view.kg.graph.nodes[node].get("name", "").casefold()
+            named_tokens.update(name.split())
+        # By part of speech, not stop list: spaCy's stop words include "made" and "make".
+        content = [t for t in doc if t.is_alpha and t.pos_ in _CONTENT_POS and t.lower_ not in named_tokens]
+        words = list(dict.fromkeys(t.lemma_.casefold() for t in content))
+        verbs = list(dict.fromkeys([*(t.lemma_.casefold() for t in content if t.pos_ == "VERB"),
+                                    *(form for t in content if t.pos_ == "NOUN" for form in _agent_verbs(t.lower_))]))
+        vectors = (_unit(np.asarray(self.embed_fn(verbs), dtype=np.float32))
+                   if verbs and self.embed_fn is not None else None)
+        verdicts: dict[str, bool] = {}
+
+        def asked(relation: str) -> bool:
+            verdict = verdicts.get(relation)
+            if verdict is None:
+                parts = [w for w in relation.split("_") if w and w not in _RELATION_FILLERS]
+                verdict = any(w.startswith(p) for p in parts for w in words if len(p) >= 3)
+                if not verdict and parts and vectors is not None:
+                    vector = self._relation_vectors.get(relation)
+                    if vector is None:
+                        vector = self._relation_vectors[relation] = _unit(
+                            np.asarray(self.embed_fn([" ".join(parts)]), dtype=np.float32))[0]
+                    verdict = bool((vectors @ vector).max() >= threshold)
+                verdicts[relation] = verdict
+            return verdict
+
+        self._asked[key] = (view, asked)
+        while len(self._asked) > MAX_CACHED_QUESTIONS:
+            self._asked.popitem(last=False)
+        return asked
 
     def validate(self, claims: list[tuple[str, str, str]], principal: Principal) -> dict[str, list[ClaimCheck]]:
         """Sort (subject, relation, object) claims into supported / contradicted / unknown.
@@ -355,15 +637,40 @@ class GraphRetriever:
 
     # -- linking -------------------------------------------------------------------------
 
+    def _parse(self, question: str) -> Any:
+        """The question's spaCy doc; the last few are cached (linking, facts and the second
+        hop all read the same question)."""
+        self.warm_up()
+        doc = self._parsed.get(question)
+        if doc is None:
+            doc = self._parsed[question] = self._nlp(question)
+            while len(self._parsed) > MAX_CACHED_QUESTIONS:
+                self._parsed.popitem(last=False)
+        return doc
+
     def _match(self, question: str, view: _View) -> dict[str, float]:
         """Entity node -> match score for the question's mentions the principal can see.
 
         Exact first, over every capitalised token span (NER on short questions misses
-        names a span scan still finds), then spaCy entities and noun chunks that matched
-        nothing exactly go to the embedding nearest neighbour (>= `link_threshold`).
+        names a span scan still finds) and every lower-case word that is an entity's name
+        exactly as written ("fenmodex": coined names are lower-case, and a word like
+        "apple" never matches the entity "Apple"), then spaCy entities and noun chunks that
+        matched nothing exactly go to the embedding nearest neighbour (>= `link_threshold`).
+        Cached per (question, view).
         """
-        self.warm_up()
-        doc = self._nlp(question)
+        key = (question, id(view))
+        cached = self._matches.get(key)
+        if cached is not None and cached[0] is view:
+            return dict(cached[1])
+        scores = self._match_uncached(question, view)
+        self._matches[key] = (view, scores)
+        while len(self._matches) > MAX_CACHED_QUESTIONS:
+            self._matches.popitem(last=False)
+        return dict(scores)
+
+    def _match_uncached(self, question: str, view: _View) -> dict[str, float]:
+        doc = self._parse(question)
+        g = view.kg.graph
         scores: dict[str, float] = {}
         for match in PSEUDONYM_RE.finditer(question):  # exact join keys, never fuzzy
             node = view.aliases.get(match.group().casefold())
@@ -379,6 +686,13 @@ class GraphRetriever:
                 if node is not None:
                     scores[node] = 1.0
                     covered.update(range(start, start + size))
+        for token in doc:
+            if token.i in covered or not token.is_lower or not token.is_alpha or token.is_stop:
+                continue
+            node = view.aliases.get(token.text)
+            if node is not None and g.nodes[node].get("name") == token.text:
+                scores[node] = 1.0
+                covered.add(token.i)
         fuzzy = []
         spans = [(span, True) for span in doc.ents if span.label_ not in _NON_ENTITY_LABELS]
         for span, named in [*spans, *((chunk, False) for chunk in doc.noun_chunks)]:
@@ -535,6 +849,24 @@ def _shortest_paths(source: str, targets: set[str], neighbours: dict[str, list[s
             path.append(node)
             node = parent[node]
         yield path[::-1]
+
+
+def _agent_verbs(noun: str) -> list[str]:
+    """The verbs an agent noun may come from: "maker" -> make, "employer" -> employ,
+    "investor" -> invest; none for other nouns."""
+    if len(noun) > 4 and noun.endswith("er"):
+        return [noun[:-1], noun[:-2]]
+    if len(noun) > 4 and noun.endswith("or"):
+        return [noun[:-2]]
+    return []
+
+
+def _siblings(first: tuple[str, str, str], bridge: str, second: tuple[str, str, str], at: str) -> bool:
+    """Whether `second` (at the bridge's node or alias `at`) repeats `first`'s relation with
+    the bridge in the same role, so it leads to a sibling, not onward: "Board approve
+    fenmodex" then "Board approve tolnedex" (a chain has the bridge change role: "A parent_of
+    B", "B parent_of C")."""
+    return first[2] == second[2] and (first[0] == bridge) == (second[0] == at)
 
 
 def _best_edges(edges: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:

@@ -8,10 +8,11 @@ Three modes over one IndexBundle:
   principal's subgraph, seeded by the entities linked in the question and, as HippoRAG 2
   does, by the top dense hits (`RetrievalConfig.seed_k`), so a question whose entities do
   not link still starts the walk somewhere sensible.
-- ``hybrid``: a KG-guided dense ranking fused with the graph ranking, either by reciprocal
+- ``hybrid``: the dense ranking fused with the graph ranking, either by reciprocal
   rank fusion (Cormack, Clarke and Büttcher 2009, "Reciprocal Rank Fusion outperforms
   Condorcet and individual Rank Learning Methods": score = sum 1 / (rrf_k + rank)) or by
-  a weighted sum of min-max normalised scores (`fusion: weighted`, `dense_weight`).
+  a weighted sum of min-max normalised scores (`fusion: weighted`, `dense_weight`), then
+  reordered by two graph-guided hops (`HybridRetriever.hops`).
 
 Why `rrf_k` defaults to 2, not Cormack's 60: k = 60 was tuned for fusing many deep runs,
 where rank 40 still matters. With two complementary lists, a small k approximates
@@ -20,17 +21,27 @@ puts first (an identifier or a title the question names exactly) loses to passag
 lists put around rank 5. recall@5, hybrid (demo corpus all / 2-hop; HotpotQA sample):
 k=1 .800/.625, .645; k=2 .800/.625, .650; k=5 .743/.594, .635; k=10 .727/.588, .630;
 k=20 .723/.581, .625; k=60 .713/.575, .620 (dense alone: .643/.456, .580; weighted
-fusion, dense_weight .5: .747/.550, .635).
+fusion, dense_weight .5: .747/.550, .635). (Measured before the hops below.)
 
-KG-guided expansion (hybrid only): a 2-hop question ("the product of the company that
-acquired X") names X but not the bridge entity; PPR from X first floods every passage
-that mentions X, so the second-hop passage rarely reaches the top 5 on rank alone. The
-relation facts of the top `expand_k` dense passages that join a question entity to an
-entity the question does not name give the bridges ("C acquire X"); the dense query is
-re-run with them appended and that ranking is the dense side of the fusion. Measured on
-the demo corpus (2-hop questions, admin, before title and identifier entities): recall@5
-dense .456, graph .500, RRF (k=60) of plain dense and graph .463, of expanded dense and
-graph .569.
+Graph-guided hops (hybrid only; IRCoT / HippoRAG-style). A 2-hop question ("Which product
+is made by the company that acquired Avenra Logistics?") names Avenra but neither the
+bridge (the acquirer) nor the answer. Fusion ranks the bridge passage ("C acquired
+Avenra") first or second, but the answer passage (C's product sheet) mentions nothing the
+question names, and the reader only sees the first 2-3 passages. So:
+
+1. first hop: the passage citing a relation fact on a question entity, of a relation the
+   question asks about (its verbs and agent nouns: "acquired", "maker"), goes to rank 1;
+2. second hop: the bridges are the entities such facts join to the question's entities
+   (and what the first passage mentions); the passages mentioning a bridge are scored by
+   the residual question (the question less the words the bridge's passage holds), the
+   bridge's weight and specificity, and whether they cite an asked fact on the bridge
+   ("C make P"); the best moves to rank `hop_rank` (2), so one-hop questions keep their
+   best passage at rank 1;
+3. facts start with the path (`GraphRetriever.path`): (C acquire Avenra Logistics),
+   (C make P): the reader answers from the path's end.
+
+What the hops measured, and the query expansion they replaced: docs/DECISIONS.md
+("Multi-hop retrieval through the graph").
 
 Rankings are over chunks; documents are deduplicated only when an evaluation scores them
 (HippoRAG measures recall on documents), never here, so the generator sees every chunk.
@@ -45,21 +56,25 @@ principal's ACL once more after fusion and a violation raises `AccessDenied` (fa
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from rayrag.config import RAGConfig
 from rayrag.errors import AccessDenied, ConfigError
-from rayrag.pipelines.kg_extract import COOCCURS, PSEUDONYM_RE
 from rayrag.retrieval.dense import DenseRetriever
 from rayrag.types import Evidence, Fact, Passage, Principal
+
+if TYPE_CHECKING:
+    from rayrag.retrieval.graph_query import HopCandidate
 
 Mode = Literal["dense", "graph", "hybrid"]
 MODES: tuple[str, ...] = get_args(Mode)
 Ranking = list[tuple[str, float]]  # (chunk_id, score), best first
-MAX_BRIDGES = 2  # more names drown the question in the expanded query's embedding
+MAX_FACTS = 10  # facts per Evidence: the reader keeps what its window holds, the path first
+MAX_HOP_CANDIDATES = 256  # second-hop passages scored per question (answering ones first)
 
 
 # ---------------------------------------------------------------- fusion (pure functions)
@@ -113,9 +128,26 @@ def passages_ranking(passages: Sequence[Passage]) -> Ranking:
     return [(p.chunk_id, p.score) for p in passages]
 
 
-def expanded_query(question: str, bridges: Sequence[str]) -> str:
-    """The dense query with the bridge entities appended (KG-guided expansion)."""
-    return f"{question} {' '.join(bridges)}"
+_WORD = re.compile(r"\w[\w'-]*")
+_STEM_CHARS = 5  # "acquired" and "acquisition" share "acqui"; "make" and "maker" do not
+
+
+def _stem(word: str) -> str:
+    return word.casefold()[:_STEM_CHARS]
+
+
+def residual_query(question: str, passage: str) -> str:
+    """The question without the words `passage` already holds (compared on their first
+    five letters, a crude stem): what a second passage must still say. The whole question
+    when the passage holds all of it.
+
+    >>> residual_query("Which product is made by the company that acquired Avenra Logistics?",
+    ...                "Cresthill Power acquired Avenra Logistics in 2023.")
+    'Which product is made by the company that'
+    """
+    held = {_stem(w) for w in _WORD.findall(passage)}
+    kept = [w for w in _WORD.findall(question) if _stem(w) not in held]
+    return " ".join(kept) or question
 
 
 # ---------------------------------------------------------------- the retriever
@@ -177,10 +209,96 @@ class HybridRetriever:
         graph_ranking = self.graph_ranking(links, principal, dense_hits, depth)
         if mode == "graph":
             return graph_ranking[:top_k]
-        bridges = self.bridge_entities(question, principal, [p.chunk_id for p in dense_hits[:self.config.retrieval.expand_k]])
-        if bridges:
-            dense_hits = self.dense.retrieve(expanded_query(question, bridges), principal, top_k=depth)
-        return self.fuse(passages_ranking(dense_hits), graph_ranking, top_k)
+        return self.hybrid_ranking(question, principal, passages_ranking(dense_hits), graph_ranking, top_k)
+
+    def hybrid_ranking(self, question: str, principal: Principal, dense_ranking: Ranking,
+                       graph_ranking: Ranking, top_k: int, redacted: bool = False) -> Ranking:
+        """Fusion of the two rankings, then the graph-guided hops (`hops`), top_k kept.
+        `redacted`: the question already is (the serve graph's Redactor ran)."""
+        fused = self.fuse(dense_ranking, graph_ranking, self.depth("hybrid", top_k))
+        return self.hops(question, principal, fused, redacted)[:top_k]
+
+    def hops(self, question: str, principal: Principal, ranking: Ranking, redacted: bool = False) -> Ranking:
+        """`ranking` reordered by the knowledge graph for (up to) two hops; a no-op when
+        `retrieval.hop_rank` is 0.
+
+        First hop: among the top `hop_from`, the best-ranked passage that cites a relation
+        fact on an entity the question names, of a relation the question asks about
+        ("Velora acquire Avenra" for "... the company that acquired Avenra?"), moves to rank 1.
+        Second hop: of the passages one bridge entity away (`GraphRetriever.hop_candidates`:
+        what the question's entities relate to, or what the first hop mentions), the best
+        moves up to rank `hop_rank`, unless it ranks there already. It is triggered, not
+        always on: a candidate must be reached through a relation the question asks about
+        or cite an asked fact on its bridge (always on, one-hop questions lost their gold
+        passage from the top 3: 63 -> 61 of 70, demo seed 0). A candidate scores
+
+            cosine(residual question, passage) + hop_bridge_weight x bridge weight
+                                              + hop_answer_weight x [it cites an asked fact on the bridge]
+
+        where the residual question drops the words the bridge's first-hop passage holds
+        ("Which product is made by the company that" after "X acquired Avenra Logistics in
+        2023"): what is left is what the second passage must say. Both moves keep the scores
+        non-increasing (a moved passage takes the score of the one it displaces), and every
+        candidate is one the principal may read (the graph side works on the principal's
+        subgraph, the dense side scores only readable rows, and `evidence` checks each
+        passage again). `redacted`: the question already is; else it is redacted before
+        the residual question is embedded.
+        """
+        retrieval = self.config.retrieval
+        if retrieval.hop_rank <= 0 or not ranking:
+            return ranking
+        self.warm_up(graph=True)
+        top = [c for c, _ in ranking[:retrieval.hop_from]]
+        held = self._graph.answering(question, principal, top, retrieval.hop_relation_threshold)
+        if held and held[0] != ranking[0][0]:
+            ranking = [(held[0], ranking[0][1]), *(item for item in ranking if item[0] != held[0])]
+            top = [c for c, _ in ranking[:retrieval.hop_from]]
+        candidates = self._graph.hop_candidates(question, principal, top, retrieval.hop_mention_weight,
+                                                retrieval.hop_relation_threshold)
+        # Triggered, not always on: only a passage the question's relations lead to (an asked
+        # bridge relation, or an asked fact on the bridge) is a second hop.
+        candidates = {c: h for c, h in candidates.items() if h.asked or h.answers}
+        if len(candidates) > MAX_HOP_CANDIDATES:  # the dense side scores the likeliest only
+            kept = sorted(candidates, key=lambda c: (-candidates[c].answers, -candidates[c].weight, c))
+            candidates = {c: candidates[c] for c in kept[:MAX_HOP_CANDIDATES]}
+        scored = self._hop_scores(question if redacted else self.dense.redact(question), principal, ranking, candidates)
+        if not scored:
+            return ranking
+        best = max(scored, key=lambda c: (scored[c], c))
+        at = retrieval.hop_rank - 1
+        if best in [c for c, _ in ranking[:at + 1]]:
+            return ranking
+        rest = [item for item in ranking if item[0] != best]
+        score = rest[at][1] if at < len(rest) else rest[-1][1]
+        return [*rest[:at], (best, score), *rest[at:]]
+
+    def _hop_scores(self, query: str, principal: Principal, ranking: Ranking,
+                    candidates: dict[str, HopCandidate]) -> dict[str, float]:
+        """Second-hop chunk_id -> score (see `hops`) for the redacted question `query`;
+        candidates the principal may not read get none."""
+        retrieval = self.config.retrieval
+        rows = self._chunk_rows or {}
+        position = {c: i for i, (c, _) in enumerate(ranking)}
+        source_of = {}  # candidate -> its bridge's best-ranked first-hop passage
+        for chunk_id, hop in candidates.items():
+            known = [s for s in hop.sources if s in rows]
+            if chunk_id in rows and known:
+                source_of[chunk_id] = min(known, key=lambda s: (position.get(s, len(position)), s))
+        sources = sorted(set(source_of.values()))
+        if not sources:
+            return {}
+        row_of = {int(self._columns["row_id"][rows[c]]): c for c in source_of}
+        queries = [residual_query(query, self._columns["text"][rows[s]]) for s in sources]
+        similarity = self.dense.similarities(queries, principal, list(row_of))
+        by_source = dict(zip(sources, similarity, strict=True))
+        out = {}
+        for chunk_id, source in source_of.items():
+            row = int(self._columns["row_id"][rows[chunk_id]])
+            if row in by_source[source]:
+                hop = candidates[chunk_id]
+                out[chunk_id] = (by_source[source][row] + retrieval.hop_bridge_weight * hop.weight
+                                 + retrieval.hop_answer_weight * hop.answers)
+        return out
 
     def depth(self, mode: Mode, top_k: int) -> int:
         """Candidates per side: fusion needs more than top_k from both; dense alone top_k."""
@@ -254,23 +372,6 @@ class HybridRetriever:
             safe.append(fact)
         return tuple(safe)
 
-    def bridge_entities(self, question: str, principal: Principal, chunk_ids: list[str]) -> list[str]:
-        """Entities joined by a relation fact to an entity the question names, but not named
-        in it: the hop a multi-hop question leaves implicit. Co-occurrence is too weak a
-        link, and a redaction pseudonym is never put back into a query."""
-        if not chunk_ids:
-            return []
-        lowered = question.casefold()
-        bridges: list[str] = []
-        for fact in self._graph.facts(question, principal, chunk_ids, max_facts=10):
-            if fact.relation == COOCCURS:
-                continue
-            for named, other in ((fact.subject, fact.object), (fact.object, fact.subject)):
-                if (named.casefold() in lowered and other.casefold() not in lowered
-                        and not PSEUDONYM_RE.search(other) and other not in bridges):
-                    bridges.append(other)
-        return bridges[:MAX_BRIDGES]
-
     def _passage(self, chunk_id: str, score: float, principal: Principal) -> Passage:
         assert self._chunk_rows is not None
         i = self._chunk_rows.get(chunk_id)
@@ -287,13 +388,20 @@ class HybridRetriever:
                        score=float(score), title=cols["title"][i], row_id=int(cols["row_id"][i]))
 
     def _facts(self, question: str, principal: Principal, chunk_ids: list[str]) -> tuple[Fact, ...]:
+        """The question's relation path through the passages first (`GraphRetriever.path`:
+        (C acquire Avenra Logistics), (C make P)), then its other fact paths
+        (`GraphRetriever.facts`), no fact twice, at most 10; a fact citing a chunk the
+        principal may not read raises `AccessDenied` (fail closed)."""
         if not self.config.retrieval.use_graph:
             return ()
         try:
             self.warm_up(graph=True)
         except ConfigError:
             return ()  # facts are enrichment: a dense-only build still answers
-        facts = self._graph.facts(question, principal, chunk_ids, max_facts=10)
+        path = self._graph.path(question, principal, chunk_ids, self.config.retrieval.hop_relation_threshold)
+        seen = {(f.subject, f.relation, f.object) for f in path}
+        facts = [*path, *(f for f in self._graph.facts(question, principal, chunk_ids, max_facts=MAX_FACTS)
+                          if (f.subject, f.relation, f.object) not in seen)][:MAX_FACTS]
         rows = self._chunk_rows or {}
         readable = []
         for fact in facts:

@@ -180,14 +180,10 @@ class KGEnricherStage:
     def link(self, question: str, principal: Principal) -> dict[str, float]:
         return self.hybrid.link(question, principal)
 
-    def expand(self, question: str, principal: Principal, links: dict[str, float],
-               dense_hits: list[Passage], depth: int) -> tuple[list[tuple[str, float]], list[str]]:
-        """(graph ranking, bridge entities for the expanded dense query)."""
-        hybrid = self.hybrid
-        graph_ranking = hybrid.graph_ranking(links, principal, dense_hits, depth)
-        expand_k = hybrid.config.retrieval.expand_k
-        bridges = hybrid.bridge_entities(question, principal, [p.chunk_id for p in dense_hits[:expand_k]])
-        return graph_ranking, bridges
+    def graph_ranking(self, principal: Principal, links: dict[str, float],
+                      dense_hits: list[Passage], depth: int) -> list[tuple[str, float]]:
+        """PageRank from the linked entities and the top dense hits."""
+        return self.hybrid.graph_ranking(links, principal, dense_hits, depth)
 
     def evidence(self, question: str, principal: Principal, mode: str, top_k: int,
                  dense_ranking: list[tuple[str, float]], graph_ranking: list[tuple[str, float]]) -> Evidence:
@@ -196,8 +192,8 @@ class KGEnricherStage:
             ranking = dense_ranking[:top_k]
         elif mode == "graph":
             ranking = graph_ranking[:top_k]
-        else:
-            ranking = hybrid.fuse(dense_ranking, graph_ranking, top_k)
+        else:  # fusion and the graph-guided hops; the second hop's scoring embeds here
+            ranking = hybrid.hybrid_ranking(question, principal, dense_ranking, graph_ranking, top_k, redacted=True)
         return hybrid.evidence(ranking, question, principal, mode)  # type: ignore[arg-type]
 
 
@@ -302,8 +298,9 @@ class GuardStage:
     def ready(self) -> dict[str, Any]:
         return {"guard": True}
 
-    def check(self, question: str, answer_text: str, evidence: Evidence, principal: Principal) -> Any:
-        return self.guard.check(question, answer_text, evidence, principal)
+    def check(self, question: str, answer_text: str, evidence: Evidence, principal: Principal,
+              answer_logprob: float | None = None) -> Any:
+        return self.guard.check(question, answer_text, evidence, principal, answer_logprob)
 
     def redact(self, text: str) -> str:
         """Output redaction alone, for streamed text (the full check runs at the end)."""

@@ -12,16 +12,19 @@ The last stage of the Serve graph (DESIGN.md §2) runs four checks on a generate
    Systems") states no triple; its implied claim is the relation the question asks about
    (a graph relation of a question entity whose verb the question uses) with the answer
    entity in the asked slot.
-3. Groundedness: the share of the answer's content tokens (lowercased words, no stopwords,
-   no redaction placeholders or [n] markers) found in the cited passages (those its valid
-   [n] markers name, or all evidence passages when it cites none); a token-overlap proxy
-   for RAGAS faithfulness (Es et al. 2023) that needs no model. No content tokens -> 0.
+3. Groundedness: whether the cited passages (those its valid [n] markers name, or all
+   evidence passages when it cites none) and the facts state the answer *in the relation
+   the question asks* (`support.answer_support`): the best evidence sentence's share of the
+   answer's terms times its share of the question's terms, a second sentence that shares a
+   name with the first's passage counting for a two-hop question. An answer that only
+   repeats the question's own entity scores 0; no content tokens -> 0.
 4. Citations: [n] markers outside 1..len(evidence.passages).
 
 Confidence, in [0, 1] (answers below `serve.confidence_threshold` are escalated):
 
-    confidence = groundedness
-                 + (1 - groundedness) * SUPPORT_BONUS * supported / (supported + unknown)
+    base       = groundedness ** (1 - MODEL_WEIGHT) * p_answer ** MODEL_WEIGHT
+                 (p_answer: the generator's probability of its own answer, when it reports one)
+    confidence = base + (1 - base) * SUPPORT_BONUS * supported / (supported + unknown)
     x CONTRADICTION_FACTOR when any claim is contradicted   (0.25: always escalates at 0.5)
     x CONTRADICTION_FACTOR when a short answer names only entities the question names
       ("Which company acquired Tarrow Power?" -> "Tarrow Power": grounded, answers nothing)
@@ -40,6 +43,7 @@ report (`CONTENT_FIELDS`) and `log_fields()` drops them, with the text.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from dataclasses import asdict, dataclass, field
@@ -49,11 +53,13 @@ from typing import Any
 from rayrag.config import RAGConfig
 from rayrag.pipelines.kg_extract import COOCCURS, PLACEHOLDER_RE, TripleExtractor, entity_key
 from rayrag.retrieval.graph import base_key, entity_node
-from rayrag.types import Chunk, Evidence, Passage, Principal
+from rayrag.serve.support import answer_support
+from rayrag.types import Chunk, Evidence, Fact, Passage, Principal
 
 MARKER_RE = re.compile(r"\[(\d+)\]")
 _WORD_RE = re.compile(r"\w+")
 SUPPORT_BONUS = 0.5  # KG-confirmed relations vouch for words the passages paraphrase
+MODEL_WEIGHT = 0.1  # the generator's own probability against the evidence's support (geometric mix; measured, docs/DECISIONS.md)
 CONTRADICTION_FACTOR = 0.25
 BAD_CITATION_FACTOR = 0.8
 SHORT_ANSWER_WORDS = 12  # an answer this short that states no relation is an entity answer
@@ -140,8 +146,11 @@ class Guard:
     # -- the check -----------------------------------------------------------------------
 
     def check(self, question: str, answer_text: str, evidence: Evidence,
-              principal: Principal) -> GuardReport:
-        """Redact, validate, score; `escalated` when confidence < serve.confidence_threshold."""
+              principal: Principal, answer_logprob: float | None = None) -> GuardReport:
+        """Redact, validate, score; `escalated` when confidence < serve.confidence_threshold.
+
+        `answer_logprob`: the generator's log-probability of the answer (our reader reports
+        it; an external backend may not), folded into the confidence."""
         self.warm_up()
         text, redactions = answer_text, {}
         if self.redactor is not None and self.config.governance.redaction.enabled:
@@ -149,7 +158,7 @@ class Guard:
             text, redactions = result.text, dict(result.counts)
         citations = self.citations(text, len(evidence.passages))
         cited = [evidence.passages[n - 1] for n in citations["cited"]] or list(evidence.passages)
-        groundedness = self.groundedness(text, cited)
+        groundedness = self.groundedness(text, cited, question, evidence.facts)
         validation = self.validate(question, text, evidence, principal)
 
         reasons: list[str] = []
@@ -165,11 +174,14 @@ class Guard:
             reasons.append("low_groundedness")
         confidence = 0.0
         if not empty and evidence.passages:
+            base = groundedness
+            if answer_logprob is not None:
+                p_answer = math.exp(min(float(answer_logprob), 0.0))
+                base = groundedness ** (1 - MODEL_WEIGHT) * p_answer ** MODEL_WEIGHT
             judged = validation["supported"] + validation["unknown"]
+            confidence = base
             if validation["supported"]:
-                confidence = groundedness + (1 - groundedness) * SUPPORT_BONUS * validation["supported"] / judged
-            else:
-                confidence = groundedness
+                confidence = base + (1 - base) * SUPPORT_BONUS * validation["supported"] / judged
         if validation["contradicted"]:
             reasons.append("contradicted_claim")
             confidence *= CONTRADICTION_FACTOR
@@ -195,13 +207,17 @@ class Guard:
         bare = PLACEHOLDER_RE.sub(" ", MARKER_RE.sub(" ", text))
         return [w for w in _WORD_RE.findall(bare.casefold()) if w not in self._stop_words]
 
-    def groundedness(self, text: str, passages: list[Passage]) -> float:
-        """Share of `text`'s content tokens found in the passages; 0.0 when there are none."""
-        tokens = self.content_tokens(text)
-        if not tokens or not passages:
+    def groundedness(self, text: str, passages: list[Passage], question: str = "",
+                     facts: tuple[Fact, ...] | list[Fact] = ()) -> float:
+        """`support.answer_support` of the answer (markers and placeholders removed) over the
+        passages (title and text) and the relation facts; 0.0 without content or passages."""
+        self.warm_up()
+        if not self.content_tokens(text) or not passages:
             return 0.0
-        known = {w for p in passages for w in _WORD_RE.findall(p.text.casefold())}
-        return sum(w in known for w in tokens) / len(tokens)
+        bare = PLACEHOLDER_RE.sub(" ", MARKER_RE.sub(" ", text))
+        texts = [f"{p.title}\n{p.text}" if p.title else p.text for p in passages]
+        lines = [f"{f.subject} {f.relation.replace('_', ' ')} {f.object}" for f in facts if f.relation != COOCCURS]
+        return answer_support(question, bare, texts, self._stop_words, lines)
 
     @staticmethod
     def citations(text: str, n_passages: int) -> dict[str, list[int]]:
@@ -279,6 +295,13 @@ class Guard:
         rows = []
         for node in answer_nodes:
             name = node.removeprefix("entity:")
+            path = _bridge_path(facts, asked_nodes, node)
+            if path:
+                # A two-hop question ("the product of the company that acquired X"): the answer
+                # is joined to the question's entity through a bridge, not by the asked relation.
+                rows.append(self._row((path[0].subject, path[0].relation, path[0].object), "supported",
+                                      tuple(path), "path"))
+                continue
             claims = list(dict.fromkeys((q, rel, name) if q_subject else (name, rel, q)
                                         for q, rel, q_subject in (asked or templates)))
             judged = self._judge(claims, principal)
@@ -301,6 +324,24 @@ class Guard:
                 "fact_chunk_ids": sorted({c for f in facts for c in f.chunk_ids}),
                 "fact_doc_ids": sorted({d for f in facts for d in f.doc_ids}),
                 "subject": subject, "relation": relation, "object": obj}
+
+
+def _bridge_path(facts: list[Fact], asked_nodes: set[str], answer_node: str) -> list[Fact]:
+    """Two relation facts joining a question entity to a bridge entity the question does not
+    name and that bridge to the answer entity ([] when there is none): the KG path a two-hop
+    answer stands on. Facts come from the principal's subgraph (`GraphRetriever.facts`)."""
+    relations = [f for f in facts if f.relation != COOCCURS]
+    for first in relations:
+        ends = {_node(first.subject), _node(first.object)}
+        asked_end = ends & asked_nodes
+        if not asked_end or answer_node in ends:
+            continue
+        bridges = ends - asked_nodes
+        for second in relations:
+            other = {_node(second.subject), _node(second.object)}
+            if second is not first and answer_node in other and bridges & other:
+                return [first, second]
+    return []
 
 
 def _node(name: str) -> str:

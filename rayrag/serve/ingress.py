@@ -4,8 +4,8 @@ A question's path (DESIGN.md section 2), each arrow one awaited handle call:
 
     auth (Bearer key -> principal, groups, team) -> Redactor (query PII)
       -> Retriever.search (embed + FAISS)  ||  KGEnricher.link (entity linking)   concurrently
-      -> KGEnricher.expand (PageRank, bridges) -> [Retriever.search, expanded query]
-      -> KGEnricher.evidence (fusion, ACL re-check, facts) -> Generator -> Guard
+      -> KGEnricher.graph_ranking (PageRank)
+      -> KGEnricher.evidence (fusion, graph-guided hops, ACL re-check, facts) -> Generator -> Guard
 
 The same steps as `HybridRetriever.retrieve` + `Reader.answer`, so the service answers what
 `rayrag ask` answers. Nothing here blocks the event loop (no `ray.get`); the whole request
@@ -48,7 +48,6 @@ from rayrag.generator.answer import result_to_json
 from rayrag.generator.prompt import prompt_label
 from rayrag.governance.privacy_log import file_event_logger, fingerprint
 from rayrag.governance.routing import shard_imbalance
-from rayrag.retrieval.hybrid import expanded_query
 from rayrag.serve.auth import ApiPrincipal, AuthError, KeyStore
 from rayrag.serve.cache import AnswerCache, answer_key
 from rayrag.serve.deployments import manifest_stamp
@@ -443,12 +442,8 @@ class Ingress:
         dense_ranking = [(p.chunk_id, p.score) for p in dense_hits]
         graph_ranking: list[tuple[str, float]] = []
         if mode != "dense":
-            graph_ranking, bridges = await self._timed(
-                timings, "kg", self.kg.expand.remote(question, principal, links, dense_hits, depth))
-            if mode == "hybrid" and bridges:
-                expanded = await self._timed(timings, "retrieve", self.retriever.search.remote(
-                    expanded_query(question, bridges), principal, depth))
-                dense_ranking = [(p.chunk_id, p.score) for p in expanded]
+            graph_ranking = await self._timed(
+                timings, "kg", self.kg.graph_ranking.remote(principal, links, dense_hits, depth))
         return await self._timed(timings, "kg", self.kg.evidence.remote(
             question, principal, mode, top_k, dense_ranking, graph_ranking))
 
@@ -484,7 +479,7 @@ class Ingress:
         result = await self._timed(timings, "generate",
                                    self.generator.answer.remote((redacted, evidence, max_new_tokens)))
         report = await self._timed(timings, "guard", self.guard.check.remote(
-            redacted, result.answer.text, evidence, caller.principal))
+            redacted, result.answer.text, evidence, caller.principal, result.answer_logprob))
         body = self._response(rid, caller, mode, question_pii, evidence, result, report, timings, started)
         self.model_version = body["model_version"]
         if use_cache:
@@ -680,7 +675,7 @@ class Ingress:
                     sent = safe
         timings["generate"] = round((time.perf_counter() - generate_started) * 1000, 2)
         report = await self._timed(timings, "guard", self.guard.check.remote(
-            redacted, result.answer.text, evidence, caller.principal))
+            redacted, result.answer.text, evidence, caller.principal, result.answer_logprob))
         if report.text.startswith(sent) and len(report.text) > len(sent):
             yield "delta", report.text[len(sent):]
         yield "done", self._response(rid, caller, mode, question_pii, evidence, result, report, timings, started)

@@ -260,3 +260,16 @@ def test_expert_share_counted_once_equals_the_per_step_routing_stats_summed(mode
     expected = [(c / c.sum()).tolist() for c in summed]
     for got, want in zip(generations[0].expert_share, expected, strict=True):
         assert got == pytest.approx(want, abs=2e-6)
+
+
+@pytest.mark.parametrize("sampling", [{}, {"temperature": 1.0, "top_k": 20, "seed": 5},
+                                      {"temperature": 0.7, "top_p": 0.9, "seed": 2}])
+def test_logprob_is_the_models_log_probability_of_what_it_emitted(model, sampling):
+    (generation,) = generate(model, [PROMPTS[0]], max_new_tokens=6, **GREEDY, **sampling)
+    seq, expected = list(PROMPTS[0]), 0.0
+    for token in generation.tokens:
+        with torch.inference_mode():
+            expected += float(model.head.log_prob(last_hidden(model, seq))[0, token])
+        seq.append(token)
+    assert generation.logprob == pytest.approx(expected, abs=1e-4)
+    assert generation.logprob < 0

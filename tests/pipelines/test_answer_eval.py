@@ -336,3 +336,25 @@ def test_champion_gate_end_to_end(stack):
                            "--json", "--config", "demo", *sets], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1])["gate"]["passed"] is False
+
+
+def test_auroc_is_the_mann_whitney_probability_with_ties_halved():
+    from rayrag.pipelines.answer_eval import auroc
+
+    assert auroc([0.9, 0.8], [0.1, 0.2]) == 1.0
+    assert auroc([0.1], [0.9]) == 0.0
+    assert auroc([0.5, 0.9], [0.5, 0.1]) == pytest.approx(0.875)  # (1 + 1 + 1 + 0.5) / 4
+    assert auroc([], [0.3]) is None
+
+
+def test_calibration_reports_how_confidence_and_escalation_split_right_from_wrong():
+    from rayrag.pipelines.answer_eval import calibration
+
+    rows = [{"answer_em": 1.0, "confidence": 0.9, "escalated": 0.0, "groundedness": 1.0},
+            {"answer_em": 1.0, "confidence": 0.4, "escalated": 1.0, "groundedness": 0.5},
+            {"answer_em": 0.0, "confidence": 0.2, "escalated": 1.0, "groundedness": 0.0},
+            {"answer_em": None, "confidence": 0.7, "escalated": 0.0, "groundedness": 1.0}]
+    out = calibration(rows)
+    assert out["confidence_auroc"] == 1.0
+    assert out["escalation_rate_correct"] == 0.5 and out["escalation_rate_incorrect"] == 1.0
+    assert out["groundedness_correct"] == 0.75 and out["groundedness_incorrect"] == 0.0

@@ -150,3 +150,69 @@ def test_identifiers_are_entities(extractor: TripleExtractor) -> None:
     keys = {(key, label) for key, label, _ in ex.entities}
     assert ("emp-10010", "ID") in keys and ("iso-9001", "ID") in keys
     assert not any(key.startswith("2010") for key, _ in keys)  # a year range is no identifier
+
+
+def test_passive_participle_and_relative_clauses_give_the_agent_first(extractor: TripleExtractor) -> None:
+    # "is made by": passive with a by-agent; "manufactured by" modifying a noun: a
+    # participle whose subject is that noun; "which acquired": the relative pronoun is the
+    # noun the clause modifies.
+    assert ("corvin data", "make", "lantern box") in _spo(_one(extractor, "Lantern Box is made by Corvin Data."))
+    assert ("kestrel board", "issue", "data integrity act") in _spo(
+        _one(extractor, "The Data Integrity Act was issued by the Kestrel Board."))
+    approved = _spo(_one(extractor, "The agency approved fenmodex, manufactured by Pembrook Health, "
+                                    "for the treatment of asthma."))
+    assert ("pembrook health", "manufacture", "fenmodex") in approved
+    # The parser hangs this participle on the verb (advcl); right after the object, it
+    # still describes the object.
+    attached = _spo(_one(extractor, "The National Drug Evaluation Board approved sarvatide, manufactured "
+                                    "by Saltmarsh Health Group, for the treatment of glaucoma in January 2020."))
+    assert ("saltmarsh health group", "manufacture", "sarvatide") in attached
+    assert not any(t[1] == "manufacture" and t[2] != "sarvatide" for t in attached)
+    relative = _spo(_one(extractor, "Velora Systems, which acquired Beta Corp in 2019, is based in Denver."))
+    assert ("velora systems", "acquire", "beta corp") in relative
+    assert ("velora systems", "employ", "person_3f9a0c1e") in _spo(
+        _one(extractor, "Velora Systems employs PERSON_3f9a0c1e."))
+
+
+def test_adjective_mediated_relation(extractor: TripleExtractor) -> None:
+    ex = _one(extractor, "Counsel concluded that fenmodex is subject to the Data Integrity Act.")
+    assert ("fenmodex", "be_subject_to", "data integrity act") in _spo(ex)
+
+
+def test_relation_arguments_ner_missed_become_names(extractor: TripleExtractor) -> None:
+    # NER tags neither "Beta Works" nor the lower-case drug name; both are relation arguments
+    # linked to a recognised entity, so both become NAME entities.
+    made = _one(extractor, "Beta Works makes Quill Gate, which entered the market in 2015.")
+    assert ("beta works", "make", "quill gate") in _spo(made)
+    assert ("beta works", "NAME", "Beta Works") in made.entities
+    drug = _one(extractor, "Pembrook Health makes fenmodex.")
+    assert ("pembrook health", "make", "fenmodex") in _spo(drug)
+    assert ("fenmodex", "NAME", "fenmodex") in drug.entities
+    # Known words, a capital that only opens the sentence, and a name no verb links to a
+    # recognised entity stay out.
+    plain = _one(extractor, "Revenue grew at Velora Systems. Counsel reviewed software and revenue.")
+    assert {label for _, label, _ in plain.entities} == {"ORG"}
+    unlinked = _one(extractor, "In trials, fenmodex outperformed tollodex.")  # two names, no recognised entity
+    assert unlinked.entities == [] and unlinked.triples == []
+
+
+def test_argument_names_can_be_switched_off() -> None:
+    ex = TripleExtractor(KGConfig(argument_names=False))
+    [extraction] = ex([Chunk("c1", "d1", "Pembrook Health makes fenmodex.", 0, 31)])
+    assert not any(label == "NAME" for _, label, _ in extraction.entities)
+    assert not any(t.object == "fenmodex" for t in extraction.triples)
+
+
+def test_an_ner_span_that_swallowed_the_verb_is_split(extractor: TripleExtractor) -> None:
+    # The small model reads "Ashcombe Power makes Thicket Energy Hub" as one ORG.
+    ex = _one(extractor, "Ashcombe Power makes Thicket Energy Hub, which entered the market in 2011.")
+    keys = {key for key, _, _ in ex.entities}
+    assert "ashcombe power makes thicket energy hub" not in keys
+    assert ("ashcombe power", "make", "thicket energy hub") in _spo(ex)
+
+
+def test_identifiers_in_the_title_are_entities_of_every_chunk(extractor: TripleExtractor) -> None:
+    # The body's copy was redacted (the recogniser took it for a name); the title's is not.
+    ex = _one(extractor, "Employee record PERSON_41a1274f. PERSON_41c44e40 joined Fairholm Logistics.",
+              title="Employee record EMP-13196")
+    assert ("emp-13196", "ID", "EMP-13196") in ex.entities

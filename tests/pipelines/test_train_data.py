@@ -15,7 +15,7 @@ from rayrag.generator.prompt import ANSWER_PREFIX
 from rayrag.pipelines import bundle as bundle_io
 from rayrag.pipelines.kg_extract import ChunkExtraction, entity_key
 from rayrag.pipelines.reader_contexts import NON_FACT_RELATIONS, chunk_facts, entity_neighbours
-from rayrag.pipelines.train_data import TrainDataBuilder, pack_sequences, split_count
+from rayrag.pipelines.train_data import QAExample, TrainDataBuilder, pack_sequences, split_count
 from rayrag.retrieval.graph import KnowledgeGraph
 from rayrag.types import Triple
 
@@ -169,8 +169,10 @@ def test_sentence_examples_ask_about_entities_and_figures_in_context(tiny):
     chunks = builder.chunk_records(bundle)
     examples = builder.sentence_examples(graph, chunks, chunk_facts(graph))
     by_question = {e.question: e.answer for e in examples}
-    assert by_question["Which company makes Falcon Drive, sold in many markets?"] == "Helix Dynamics"
-    assert by_question["In what year Helix Dynamics acquired Brightwater Labs for cash?"] == "2010"
+    # Short wh-fronted questions (question_gen.py), the clause without its asides.
+    assert by_question["Which company makes Falcon Drive sold in many markets?"] == "Helix Dynamics"
+    assert by_question["Which product does Helix Dynamics make sold in many markets?"] == "Falcon Drive"
+    assert any("what year" in q.lower() and a == "2010" for q, a in by_question.items())
     assert "Who leads Helix Dynamics?" not in by_question  # pseudonyms are not answers
     assert by_question["PERSON_3f9a0c1e leads which company?"] in COMPANIES
     for e in examples:
@@ -215,3 +217,27 @@ def test_qa_file_examples_put_gold_chunks_in_context(tiny):
         assert any(company in p.text for p in e.passages)
     data = builder.run(bundle, qa_path=qa)
     assert data.reader.source == "qa" and len(data.reader.train) + len(data.reader.val) == len(COMPANIES)
+
+
+def test_path_examples_describe_the_bridge_entity_by_a_fact_from_another_document(tiny):
+    bundle, _ = tiny
+    graph = bundle.graph()
+    builder = TrainDataBuilder(tiny_data_config(path_qa_share=1.0, context_passages=3))
+    chunks = builder.chunk_records(bundle)
+    facts = chunk_facts(graph)
+    by_id = {c.chunk_id: c for c in chunks}
+    # A one-hop question about Brightwater Labs, asked of a passage other than the one where
+    # Helix Dynamics acquires it (doc-0), so the acquisition can describe it.
+    asked = by_id["doc-1#0"]
+    one_hop = [QAExample("Which company did Brightwater Labs hire?", "Orion Works", (asked.passage(),), (),
+                         group="g", gold=(asked.chunk_id,))]
+    [example] = builder.path_examples(graph, chunks, facts, one_hop)
+    assert example.question in ("Which company did the company that Helix Dynamics acquired hire?",)
+    assert example.answer == "Orion Works"
+    first = example.facts[0]
+    assert (first.subject, first.relation, first.object) == ("Helix Dynamics", "acquire", "Brightwater Labs")
+    assert set(example.gold) == {"doc-0#0", "doc-1#0"} <= {p.chunk_id for p in example.passages}
+    # Nothing to describe: a question naming no entity with a fact elsewhere gives no example.
+    plain = [QAExample("Which company did nobody hire?", "Orion Works", (asked.passage(),), (), "g2",
+                       (asked.chunk_id,))]
+    assert builder.path_examples(graph, chunks, facts, plain) == []

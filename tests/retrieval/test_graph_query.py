@@ -7,6 +7,7 @@ is an input of the test, not a property of a model.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from test_graph import embed_fn_from  # the same explicit-vector embed_fn
 
@@ -218,3 +219,93 @@ def test_prepare_embeds_every_name_once_before_any_question(kg):
     asked.clear()
     r.link("Who founded Brightwater Laboratories?", PUBLIC)  # a new view: only the question is embedded
     assert all(len(batch) <= 2 and "kestrel bank" not in batch for batch in asked), asked
+
+
+# ---------------------------------------------------------------- the second hop and the path
+
+# "Which product is made by the company that acquired Beta Works?": Beta Works -> (acquire,
+# in a restricted press release) -> Corvin Data -> (make) -> Lantern Box.
+HOP_CORPUS = {
+    "press": ("Corvin Data acquired Beta Works in 2019.", ("hr",)),
+    "sheet": ("Lantern Box is made by Corvin Data.", ("public",)),
+    "office": ("Corvin Data opened an office in Lisbon.", ("public",)),
+    "beta": ("Beta Works makes Quill Gate, which entered the market in 2015.", ("public",)),
+    "other": ("Orbital Labs makes Pylon Gate.", ("public",)),
+    "zentra": ("The Kestrel Board approved Zentra Pill.", ("public",)),
+    "ovila": ("The Kestrel Board approved Ovila Tab.", ("public",)),
+    "drug": ("Pembrook Health makes fenmodex.", ("public",)),
+    "apple": ("Apple acquired Beats in 2014.", ("public",)),
+}
+HOP_QUESTION = "Which product is made by the company that acquired Beta Works?"
+# Explicit vectors: "manufacture" is a near neighbour of "make"; every other word is random.
+HOP_EMBED = embed_fn_from({"make": [1.0, 0.0], "manufacture": [0.9, 0.43589]})
+
+
+@pytest.fixture(scope="module")
+def hops() -> GraphRetriever:
+    r = GraphRetriever(build(HOP_CORPUS), KGConfig(), embed_fn=HOP_EMBED)
+    r.warm_up()
+    return r
+
+
+def test_question_relation_matches_words_stems_and_verb_neighbours(hops):
+    asked = hops.question_relation(HOP_QUESTION, HR, threshold=0.55)
+    assert asked("acquire") and asked("make")  # "acquired", "made" (lemma make)
+    assert asked("manufacture")  # cosine 0.9 to the question's verb "make"
+    assert not asked("open_office_in") and not asked("approve")
+    assert not hops.question_relation(HOP_QUESTION, HR, threshold=0.95)("manufacture")
+    # "maker" is the agent noun of "make": the question asks about making.
+    assert hops.question_relation("Which company acquired the maker of Quill Gate?", HR)("make")
+
+
+def test_hop_candidates_follow_the_bridge_the_question_asks_about(hops):
+    candidates = hops.hop_candidates(HOP_QUESTION, HR, ["press#0", "beta#0", "other#0"])
+    # Corvin Data is joined to Beta Works by "acquire", which the question asks about; its
+    # passages that do not name Beta Works are the second hops. Only the product sheet cites
+    # an asked fact on the bridge (Corvin make Lantern Box); the office does not.
+    assert set(candidates) == {"sheet#0", "office#0"}
+    sheet = candidates["sheet#0"]
+    assert (sheet.bridge, sheet.sources, sheet.answers) == ("entity:corvin data", ("press#0",), True)
+    assert not candidates["office#0"].answers
+    assert sheet.asked and candidates["office#0"].asked  # both reached through "acquire"
+    assert sheet.weight == pytest.approx(1.0 / np.log2(1 + 3))  # Corvin Data: 3 passages
+
+
+def test_no_second_hop_through_a_bridge_document_the_principal_may_not_read(hops):
+    # The public sees Beta Works (its own passage) but not the press release that joins it to
+    # Corvin Data: nothing leads it to Corvin's product sheet, and the path stops at Beta Works.
+    candidates = hops.hop_candidates(HOP_QUESTION, PUBLIC, ["press#0", "beta#0", "other#0"])
+    assert "sheet#0" not in candidates and "office#0" not in candidates
+    path = hops.path(HOP_QUESTION, PUBLIC, ["beta#0", "sheet#0", "office#0", "press#0"])
+    assert all("Corvin Data" not in (f.subject, f.object) for f in path)
+    assert all(c != "press#0" for f in path for c in f.chunk_ids)
+    assert "press#0" not in hops.answering(HOP_QUESTION, PUBLIC, ["press#0", "beta#0"])
+
+
+def test_path_runs_from_the_question_entity_through_the_bridge(hops):
+    path = hops.path(HOP_QUESTION, HR, ["press#0", "sheet#0", "office#0"])
+    assert [(f.subject, f.relation, f.object) for f in path] == [
+        ("Corvin Data", "acquire", "Beta Works"), ("Corvin Data", "make", "Lantern Box")]
+    assert path[0].chunk_ids == ("press#0",) and path[1].chunk_ids == ("sheet#0",)
+    # Only facts the ranked passages cite: without the product sheet there is no second fact.
+    assert [f.relation for f in hops.path(HOP_QUESTION, HR, ["press#0", "office#0"])] == ["acquire"]
+    assert hops.path("What is the weather like?", HR, ["office#0"]) == []  # names nothing
+
+
+def test_answering_finds_the_first_hop_and_siblings_are_no_second_hop(hops):
+    # The press release cites "Corvin acquire Beta Works", the relation the question asks about.
+    assert hops.answering(HOP_QUESTION, HR, ["office#0", "sheet#0", "press#0"]) == ["press#0"]
+    # "Board approve Zentra Pill" then "Board approve Ovila Tab" repeats the relation with the
+    # bridge in the same role: a sibling, not a further hop.
+    question = "Which board approved Zentra Pill?"
+    candidates = hops.hop_candidates(question, PUBLIC, ["zentra#0"])
+    assert set(candidates) == {"ovila#0"} and not candidates["ovila#0"].answers
+    assert [f.object for f in hops.path(question, PUBLIC, ["zentra#0", "ovila#0"])] == ["Zentra Pill"]
+
+
+def test_lower_case_names_link_exactly_as_written(hops):
+    # A coined lower-case name (a NAME entity) links; a common word never links a capitalised
+    # entity that shares its key ("apple" is not Apple).
+    assert "entity:fenmodex" in hops.link("Which company makes fenmodex?", PUBLIC)
+    assert "entity:apple" not in hops.link("Which apple is the sweetest?", PUBLIC)
+    assert "entity:apple" in hops.link("What did Apple acquire?", PUBLIC)

@@ -1,16 +1,26 @@
-"""HybridRetriever: fusion math on hand examples, modes, provenance, ACL fail-closed."""
+"""HybridRetriever: fusion math on hand examples, modes, provenance, ACL fail-closed, the
+graph-guided hops (with fakes, and with the real GraphRetriever for the ACL case) and the
+path-first facts."""
 
 from __future__ import annotations
 
 import pytest
 
-from rayrag.config import RAGConfig
+from rayrag.config import KGConfig, RAGConfig
 from rayrag.errors import AccessDenied, ConfigError
-from rayrag.retrieval.hybrid import HybridRetriever, min_max, rrf_fuse, weighted_fuse
+from rayrag.retrieval.graph_query import GraphRetriever, HopCandidate
+from rayrag.retrieval.hybrid import (
+    HybridRetriever,
+    min_max,
+    residual_query,
+    rrf_fuse,
+    weighted_fuse,
+)
 from rayrag.types import Fact, Passage, Principal
 
 PUBLIC = Principal("anon", frozenset({"public"}))
 ADMIN = Principal("admin", frozenset({"public", "hr"}))
+HR = Principal("hr-officer", frozenset({"public", "hr"}))
 
 # ---------------------------------------------------------------- fusion math
 
@@ -59,19 +69,38 @@ CHUNKS = {  # chunk_id: (doc_id, acl)
 
 
 class FakeDense:
-    def __init__(self, ranking: list[tuple[str, float]]) -> None:
-        self.ranking = ranking
+    """Dense search over a fixed ranking (ACL applied); `similarities` answers from `similar`
+    (chunk_id -> cosine, the same for every query) and records the queries it was asked."""
 
-    def retrieve(self, question: str, principal: Principal, top_k: int) -> list[Passage]:
-        hits = [(c, s) for c, s in self.ranking if principal.groups & CHUNKS[c][1]]
-        return [Passage(c, CHUNKS[c][0], f"text {c}", s) for c, s in hits[:top_k]]
+    def __init__(self, ranking: list[tuple[str, float]], chunks: dict | None = None,
+                 similar: dict[str, float] | None = None) -> None:
+        self.ranking, self.chunks, self.similar = ranking, chunks or CHUNKS, similar or {}
+        self.ids = list(self.chunks)
+        self.queries: list[str] = []
+
+    def redact(self, question: str) -> str:
+        return question.replace("Ana Ruiz", "PERSON_0a0a0a0a")
+
+    def retrieve(self, question: str, principal: Principal, top_k: int, redact: bool = True) -> list[Passage]:
+        hits = [(c, s) for c, s in self.ranking if principal.groups & self.chunks[c][1]]
+        return [Passage(c, self.chunks[c][0], f"text {c}", s) for c, s in hits[:top_k]]
+
+    def similarities(self, queries, principal, row_ids):
+        self.queries.extend(queries)
+        readable = {r: self.ids[r] for r in row_ids if principal.groups & self.chunks[self.ids[r]][1]}
+        return [{r: self.similar.get(c, 0.0) for r, c in readable.items()} for _ in queries]
 
 
 class FakeGraph:
-    def __init__(self, ranking: list[tuple[str, float]], facts: list[Fact] | None = None) -> None:
+    def __init__(self, ranking: list[tuple[str, float]], facts: list[Fact] | None = None,
+                 candidates: dict[str, HopCandidate] | None = None, held: list[str] | None = None,
+                 path: list[Fact] | None = None) -> None:
         self.ranking, self._facts, self.seen_seeds = ranking, facts or [], None
+        self.candidates, self.held, self._path = candidates or {}, held or [], path or []
+        self.linked: list[str] = []
 
     def link(self, question, principal):
+        self.linked.append(question)
         return {}
 
     def rank_seeds(self, seeds, principal, dense_seeds=None, top_k=10):
@@ -81,17 +110,28 @@ class FakeGraph:
     def facts(self, question, principal, chunk_ids, max_facts=10):
         return self._facts[:max_facts]
 
+    def answering(self, question, principal, chunk_ids, relation_threshold=0.5):
+        return [c for c in self.held if c in chunk_ids]
 
-def make(dense, graph, **retrieval) -> HybridRetriever:
+    def hop_candidates(self, question, principal, chunk_ids, mention_weight=0.5, relation_threshold=0.5):
+        return {c: h for c, h in self.candidates.items() if h.sources[0] in chunk_ids}
+
+    def path(self, question, principal, chunk_ids, relation_threshold=0.5):
+        return list(self._path)
+
+
+def make(dense, graph, chunks: dict | None = None, texts: dict[str, str] | None = None,
+         similar: dict[str, float] | None = None, **retrieval) -> HybridRetriever:
     cfg = RAGConfig().model_copy(update={"retrieval": RAGConfig().retrieval.model_copy(update=retrieval)})
+    chunks = chunks or CHUNKS
     r = HybridRetriever("unused-bundle", cfg)
-    r.dense = FakeDense(dense)
+    r.dense = FakeDense(dense, chunks, similar)
     r._graph = graph
-    ids = list(CHUNKS)
+    ids = list(chunks)
     r._chunk_rows = {c: i for i, c in enumerate(ids)}
-    r._columns = {"chunk_id": ids, "doc_id": [CHUNKS[c][0] for c in ids], "title": [f"T-{c}" for c in ids],
-                  "text": [f"text {c}" for c in ids], "acl": [frozenset(CHUNKS[c][1]) for c in ids],
-                  "row_id": list(range(len(ids)))}
+    r._columns = {"chunk_id": ids, "doc_id": [chunks[c][0] for c in ids], "title": [f"T-{c}" for c in ids],
+                  "text": [(texts or {}).get(c, f"text {c}") for c in ids],
+                  "acl": [frozenset(chunks[c][1]) for c in ids], "row_id": list(range(len(ids)))}
     return r
 
 
@@ -156,24 +196,133 @@ def test_bad_mode_and_top_k_are_config_errors():
         r.retrieve("q", PUBLIC, mode="dense", top_k=0)
 
 
-class ExpandingDense(FakeDense):
-    """Dense search that only finds the second-hop chunk when the bridge entity is named."""
-
-    def retrieve(self, question: str, principal: Principal, top_k: int) -> list[Passage]:
-        if "Cresthill Power" in question:
-            return [Passage("c3", "d2", "text c3", 0.95), Passage("c1", "d1", "text c1", 0.9)]
-        return super().retrieve(question, principal, top_k)
+# ---------------------------------------------------------------- graph-guided hops (fakes)
 
 
-def test_hybrid_expands_the_dense_query_with_bridge_entities():
-    facts = [Fact("Cresthill Power", "acquire", "Avenra Logistics", 0.9, ("c1",), ("d1",)),
-             Fact("Avenra Logistics", "co_occurs", "Santiago", 0.3, ("c1",), ("d1",)),
-             Fact("PERSON_0cb2f593", "lead", "Avenra Logistics", 0.8, ("c2",), ("d1",))]
-    r = make([("c1", 0.9), ("c2", 0.8), ("c4", 0.1)], FakeGraph([("c4", 0.4)], facts), expand_k=2)
-    r.dense = ExpandingDense(r.dense.ranking)
+def hop(chunk_id: str, weight: float, source: str, answers: bool, asked: bool = True) -> HopCandidate:
+    return HopCandidate(chunk_id, "entity:bridge", weight, (source,), answers, asked)
+
+
+def test_residual_query_drops_what_the_first_hop_says():
     question = "Which product is made by the company that acquired Avenra Logistics?"
-    # co_occurs is too weak a link and a pseudonym never goes back into a query
-    assert r.bridge_entities(question, PUBLIC, ["c1", "c2"]) == ["Cresthill Power"]
-    hybrid = [p.chunk_id for p in r.retrieve(question, PUBLIC, mode="hybrid", top_k=3).passages]
-    assert hybrid[0] in {"c3", "c4"} and "c3" in hybrid  # found only through the bridge
-    assert "c3" not in [p.chunk_id for p in r.retrieve(question, PUBLIC, mode="dense", top_k=3).passages]
+    assert residual_query(question, "Cresthill Power acquired Avenra Logistics in 2023.") == \
+        "Which product is made by the company that"
+    assert residual_query("Who acquired Avenra?", "Who acquired Avenra?") == "Who acquired Avenra?"
+
+
+def test_second_hop_moves_the_best_candidate_to_hop_rank():
+    # Weighted fusion with dense_weight 1 is the dense order: c1 c2 c3 c4 (scores 1, .875, .5, 0).
+    # Candidates: c4 scores 0.3 + 1.0 x 0.2 + 0.4 (answers) = 0.9, c3 0.5 + 0.1 = 0.6.
+    candidates = {"c4": hop("c4", 0.2, "c1", True), "c3": hop("c3", 0.1, "c1", False)}
+    texts = {"c1": "Cresthill Power acquired Avenra Logistics in 2023."}
+    dense_order = {"fusion": "weighted", "dense_weight": 1.0}
+    r = make(DENSE, FakeGraph(GRAPH, candidates=candidates), texts=texts, similar={"c4": 0.3, "c3": 0.5},
+             **dense_order)
+    question = "Which product is made by the company that acquired Avenra Logistics?"
+    got = r.retrieve(question, PUBLIC, mode="hybrid", top_k=4, with_facts=False).passages
+    assert [p.chunk_id for p in got] == ["c1", "c4", "c2", "c3"]
+    assert [p.score for p in got] == pytest.approx([1.0, 0.875, 0.875, 0.5])  # takes its slot's score
+    # Scored with the residual question against the bridge's first-hop passage.
+    assert r.dense.queries == ["Which product is made by the company that"]
+    # The answering bonus decides: without it c3 (0.6) beats c4 (0.5).
+    plain = make(DENSE, FakeGraph(GRAPH, candidates=candidates), texts=texts, similar={"c4": 0.3, "c3": 0.5},
+                 hop_answer_weight=0.0, **dense_order)
+    assert [p.chunk_id for p in plain.retrieve(question, PUBLIC, mode="hybrid", top_k=4).passages][1] == "c3"
+    # hop_rank 0: fusion alone; hop_rank 3: the hop lands third.
+    off = make(DENSE, FakeGraph(GRAPH, candidates=candidates), similar={"c4": 0.3}, hop_rank=0, **dense_order)
+    assert [p.chunk_id for p in off.retrieve(question, PUBLIC, mode="hybrid", top_k=4).passages] == \
+        ["c1", "c2", "c3", "c4"]
+    third = make(DENSE, FakeGraph(GRAPH, candidates=candidates), similar={"c4": 0.3, "c3": 0.5},
+                 hop_rank=3, **dense_order)
+    assert [p.chunk_id for p in third.retrieve(question, PUBLIC, mode="hybrid", top_k=4).passages] == \
+        ["c1", "c2", "c4", "c3"]
+
+
+def test_the_second_hop_needs_an_asked_bridge_or_an_asked_fact():
+    # c4 is the best candidate by score but reached through a relation the question does not
+    # ask about and cites no asked fact: not a second hop (one-hop questions keep their top 3).
+    stray = {"c4": hop("c4", 1.0, "c1", False, asked=False), "c3": hop("c3", 0.0, "c1", False)}
+    r = make(DENSE, FakeGraph(GRAPH, candidates=stray), similar={"c4": 0.9, "c3": 0.1}, fusion="weighted",
+             dense_weight=1.0)
+    assert [p.chunk_id for p in r.retrieve("q", PUBLIC, mode="hybrid", top_k=4).passages] == ["c1", "c3", "c2", "c4"]
+    answering = {"c4": hop("c4", 1.0, "c1", True, asked=False)}
+    r = make(DENSE, FakeGraph(GRAPH, candidates=answering), similar={"c4": 0.9}, fusion="weighted", dense_weight=1.0)
+    assert [p.chunk_id for p in r.retrieve("q", PUBLIC, mode="hybrid", top_k=4).passages][1] == "c4"
+
+
+def test_a_candidate_already_ranked_high_enough_stays():
+    candidates = {"c2": hop("c2", 1.0, "c1", True)}
+    r = make(DENSE, FakeGraph(GRAPH, candidates=candidates), similar={"c2": 0.9}, fusion="weighted",
+             dense_weight=1.0)
+    assert [p.chunk_id for p in r.retrieve("q", PUBLIC, mode="hybrid", top_k=4).passages] == ["c1", "c2", "c3", "c4"]
+
+
+def test_first_hop_citing_an_asked_fact_takes_rank_one():
+    r = make(DENSE, FakeGraph(GRAPH, held=["c3"]), fusion="weighted", dense_weight=1.0)
+    got = r.retrieve("q", PUBLIC, mode="hybrid", top_k=4, with_facts=False).passages
+    assert [p.chunk_id for p in got] == ["c3", "c1", "c2", "c4"]
+    assert [p.score for p in got] == pytest.approx([1.0, 1.0, 0.875, 0.0])
+    # Only the top hop_from passages are looked at.
+    far = make(DENSE, FakeGraph(GRAPH, held=["c3"]), fusion="weighted", dense_weight=1.0, hop_from=2)
+    assert [p.chunk_id for p in far.retrieve("q", PUBLIC, mode="hybrid", top_k=4).passages][0] == "c1"
+
+
+def test_second_hop_respects_the_acl():
+    # A (misbehaving) graph offers c5, which only hr reads: the dense side scores only rows the
+    # principal may read, so the public never gets it, and no AccessDenied is raised.
+    candidates = {"c5": hop("c5", 1.0, "c1", True)}
+    public = make(DENSE, FakeGraph(GRAPH, candidates=candidates), similar={"c5": 0.9}, fusion="weighted",
+                  dense_weight=1.0)
+    assert [p.chunk_id for p in public.retrieve("q", PUBLIC, mode="hybrid", top_k=4).passages] == \
+        ["c1", "c2", "c3", "c4"]
+    admin = make(DENSE, FakeGraph(GRAPH, candidates=candidates), similar={"c5": 0.9}, fusion="weighted",
+                 dense_weight=1.0)
+    assert [p.chunk_id for p in admin.retrieve("q", ADMIN, mode="hybrid", top_k=4).passages] == \
+        ["c1", "c5", "c2", "c3"]
+
+
+def test_facts_start_with_the_path():
+    p1 = Fact("Cresthill Power", "acquire", "Avenra Logistics", 0.9, ("c1",), ("d1",))
+    p2 = Fact("Cresthill Power", "make", "Granite Hub", 0.9, ("c3",), ("d2",))
+    other = Fact("Avenra Logistics", "co_occurs", "Lima", 0.3, ("c2",), ("d1",))
+    r = make(DENSE, FakeGraph(GRAPH, facts=[other, p1], path=[p1, p2]))
+    assert r.retrieve("Which product is made by the company that acquired Avenra Logistics?", PUBLIC,
+                      mode="hybrid").facts == (p1, p2, other)
+
+
+def test_the_residual_question_is_redacted():
+    # The residual query is embedded as is, so it is cut from the redacted question; the
+    # serve graph's question is redacted already.
+    candidates = {"c4": hop("c4", 0.2, "c1", True)}
+    texts = {"c1": "PERSON_0a0a0a0a founded Velora Systems."}
+    r = make(DENSE, FakeGraph(GRAPH, candidates=candidates), texts=texts, similar={"c4": 0.3},
+             fusion="weighted", dense_weight=1.0)
+    r.retrieve("Which product does the company Ana Ruiz founded make?", PUBLIC, mode="hybrid")
+    assert r.dense.queries == ["Which product does the company make"]
+    served = r.hybrid_ranking("Which product does Ana Ruiz sell?", PUBLIC, DENSE, GRAPH, 4, redacted=True)
+    assert r.dense.queries[-1] == "Which product does Ana Ruiz sell" and served[1][0] == "c4"
+
+
+# ---------------------------------------------------------------- graph-guided hops (real graph)
+
+
+def test_no_second_hop_through_a_bridge_document_the_principal_may_not_read():
+    """The real GraphRetriever on a tiny corpus: the press release joining Beta Works to its
+    acquirer is hr-only. hr gets the acquirer's product sheet at rank 2 and the path as the
+    first facts; the public, who reads the product sheet too, gets neither."""
+    from test_graph_query import HOP_CORPUS, HOP_EMBED, HOP_QUESTION, build
+
+    chunks = {f"{d}#0": (d, set(acl)) for d, (_, acl) in HOP_CORPUS.items()}
+    texts = {f"{d}#0": text for d, (text, _) in HOP_CORPUS.items()}
+    graph = GraphRetriever(build(HOP_CORPUS), KGConfig(), embed_fn=HOP_EMBED)
+    dense = [("press#0", 0.9), ("beta#0", 0.8), ("office#0", 0.5), ("other#0", 0.4), ("sheet#0", 0.3)]
+    similar = {"sheet#0": 0.2, "office#0": 0.3}
+    hr = make(dense, graph, chunks, texts, similar, fusion="weighted", dense_weight=1.0)
+    evidence = hr.retrieve(HOP_QUESTION, HR, mode="hybrid", top_k=4)
+    assert [p.chunk_id for p in evidence.passages][:2] == ["press#0", "sheet#0"]
+    assert [(f.subject, f.relation, f.object) for f in evidence.facts[:2]] == [
+        ("Corvin Data", "acquire", "Beta Works"), ("Corvin Data", "make", "Lantern Box")]
+    public = make(dense, graph, chunks, texts, similar, fusion="weighted", dense_weight=1.0)
+    evidence = public.retrieve(HOP_QUESTION, PUBLIC, mode="hybrid", top_k=4)
+    assert [p.chunk_id for p in evidence.passages] == ["beta#0", "office#0", "other#0", "sheet#0"]
+    assert not any("Corvin Data" in (f.subject, f.object) for f in evidence.facts)

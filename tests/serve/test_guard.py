@@ -139,8 +139,42 @@ def test_without_a_graph_or_redaction_the_checks_degrade_visibly(monkeypatch):
 
 
 def test_an_answer_that_only_repeats_the_question_entity_is_escalated(guard):
-    # Grounded (the name is in the passages) but it answers nothing: the failure mode of a small reader.
+    # The name is in the passages, but it answers nothing (the failure mode of a small reader):
+    # no support, where token overlap used to score it 1.0.
     report = guard.check(ACQUIRED, "Brightwater Labs", EVIDENCE, PUBLIC)
-    assert report.groundedness == 1.0
+    assert report.groundedness == 0.0
     assert "answer_repeats_question" in report.reasons and report.escalated
     assert report.validation["claims"][0]["kind"] == "repeats_question"
+
+
+def test_groundedness_needs_the_asked_relation_and_separates_right_from_wrong(guard):
+    right = guard.check(ACQUIRED, "Velora Systems", EVIDENCE, PUBLIC)
+    # The founder stands in a sentence about Brightwater Labs too, but not in the relation
+    # asked (acquired): partly supported; a name from outside the evidence: not at all.
+    founder = guard.check(ACQUIRED, FOUNDER, EVIDENCE, PUBLIC)
+    outside = guard.check(ACQUIRED, "Kestrel Bank", EVIDENCE, PUBLIC)
+    assert right.groundedness == 1.0 > founder.groundedness > outside.groundedness == 0.0
+
+
+def test_the_generators_own_probability_moves_confidence(guard):
+    sure = guard.check(ACQUIRED, "Velora Systems", EVIDENCE, PUBLIC, answer_logprob=0.0)
+    unsure = guard.check(ACQUIRED, "Velora Systems", EVIDENCE, PUBLIC, answer_logprob=-6.0)
+    assert sure.confidence > unsure.confidence
+    assert sure.groundedness == unsure.groundedness  # support reads the evidence, not the model
+
+
+def test_a_two_hop_answer_on_a_graph_path_is_supported_not_contradicted(guard):
+    # d6 gives Velora Systems a product; "the company that acquired Brightwater Labs" is the
+    # bridge (d2). The product is not in the asked relation (acquire) with Brightwater Labs.
+    text = "Velora Systems makes Nimbus Data Platform."  # (a name Presidio does not take for a person)
+    chunks = [Chunk(f"{d}#0", d, t, 0, len(t), acl=a) for d, (t, a) in
+              {**CORPUS, "d6": (text, ("public",))}.items()]
+    kg = KnowledgeGraph.build(TripleExtractor(KGConfig())(chunks), config=KGConfig(),
+                              extracted_at="2025-01-01T00:00:00+00:00")
+    two_hop = Guard(RAGConfig(), redactor=guard.redactor, graph=GraphRetriever(kg, KGConfig()))
+    evidence = Evidence(passages=(EVIDENCE.passages[1], Passage("d6#0", "d6", text, 0.9)))
+    question = "Which product is made by the company that acquired Brightwater Labs?"
+    right = two_hop.check(question, "Nimbus Data Platform", evidence, PUBLIC)
+    assert right.validation["contradicted"] == 0
+    assert [c["kind"] for c in right.validation["claims"]] == ["path"]
+    assert right.groundedness >= 0.75 and not right.escalated  # "product" is in no passage

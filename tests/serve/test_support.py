@@ -1,0 +1,48 @@
+"""Answer support (support.py): the answer in the relation the question asks, or nothing."""
+
+from __future__ import annotations
+
+import pytest
+from spacy.lang.en.stop_words import STOP_WORDS
+
+from rayrag.serve.support import answer_support, terms
+
+STOP = frozenset(STOP_WORDS)
+PRESS = ("Kingsmere Technologies acquires Zandor Systems\nKingsmere Technologies completed its acquisition "
+         "of Zandor Systems in 2012. Kingsmere Technologies acquired Zandor Systems for $1,775 million.")
+PROFILE = ("Kingsmere Technologies company profile\nKingsmere Technologies is an enterprise software company "
+           "headquartered in Chicago. It was founded in 2004.")
+EVIDENCE = [PRESS, PROFILE]
+
+
+def test_terms_are_stemmed_content_words():
+    assert terms("Which company acquired the acquisitions in 2012?", STOP) == {"acqui", "2012"}
+    assert terms("the maker makes", STOP) == {"mak"}
+
+
+def test_the_right_answer_is_supported_and_the_question_entity_is_not():
+    assert answer_support("Which company acquired Zandor Systems?", "Kingsmere Technologies", EVIDENCE, STOP) == 1.0
+    assert answer_support("Which company acquired Zandor Systems?", "Zandor Systems", EVIDENCE, STOP) == 0.0
+
+
+def test_two_hop_support_goes_through_a_bridge_entity():
+    question = "In what year was the company that acquired Zandor Systems founded?"
+    right = answer_support(question, "2004", EVIDENCE, STOP)
+    wrong_year = answer_support(question, "2012", EVIDENCE, STOP)
+    wrong_city = answer_support(question, "Chicago", EVIDENCE, STOP)
+    assert right == 1.0 and right > wrong_year and right > wrong_city
+    # Without the press release there is no bridge to "acquired Zandor Systems".
+    assert answer_support(question, "2004", [PROFILE], STOP) == pytest.approx(0.25)
+
+
+def test_unknown_answers_and_unrelated_questions_score_low():
+    assert answer_support("Which company acquired Zandor Systems?", "Quantum Foods", EVIDENCE, STOP) == 0.0
+    assert answer_support("Which firm acquired the Qorvanthe Zylmarch Consortium in 1741?",
+                          "Kingsmere Technologies", EVIDENCE, STOP) < 0.25
+    assert answer_support("Which company acquired Zandor Systems?", "", EVIDENCE, STOP) == 0.0
+
+
+def test_facts_count_as_evidence_sentences():
+    facts = ["Kingsmere Technologies acquire Zandor Systems"]
+    assert answer_support("Which company acquired Zandor Systems?", "Kingsmere Technologies", [PROFILE], STOP,
+                          facts) == 1.0
