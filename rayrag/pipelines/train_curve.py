@@ -55,6 +55,8 @@ class AnswerCurve:
 
         pairs = read_qa(self.qa_path)
         pairs = pairs[: self.limit] if self.limit else pairs
+        if not pairs:
+            raise DataError(f"no questions in {self.qa_path} (--curve-qa)")
         groups = {g for acl in IndexBundle.load(self.bundle).chunks().column("acl").to_pylist() for g in acl}
         everyone = Principal("curve", frozenset(groups))
         retriever = HybridRetriever(self.bundle, self.config)
