@@ -159,6 +159,7 @@ class DecodingConfig(_Section):
     temperature: float = Field(0.0, ge=0, description="0 = greedy.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
     top_k: int = Field(0, ge=0, description="0 = no top-k truncation.")
+    extractive: bool = Field(False, description="Reader answers are spans of the retrieved context: each token must continue a span the context holds (the pointer cannot drift into another number's digits); off = free generation.")
     dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="Weights' dtype when answering: auto = bfloat16 on CUDA (tensor cores, half the memory; the router still runs float32), float32 on CPU.")
 
 

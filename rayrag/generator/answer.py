@@ -190,7 +190,7 @@ class Reader:
             decoding = decoding.model_copy(update={"max_new_tokens": max_new_tokens})
         tok = self.tokenizer
         return DecodeOptions.from_config(decoding, eos_id=tok.eos_id, pad_id=tok.pad_id, stop=[[tok.sep_id]],
-                                         seed=self.config.seed)
+                                         seed=self.config.seed, span_until=tok.sep_id)
 
     def prompt_budget(self, max_new_tokens: int) -> int:
         """Prompt tokens that leave room for `max_new_tokens` in the model's window."""

@@ -199,3 +199,7 @@ class CopyMixture:
 
     def log_prob(self, hidden: Tensor) -> Tensor:
         return mix_log_prob(self.head.log_prob(hidden), self.gate, self.p_copy)  # (B, V)
+
+    def log_prob_of(self, hidden: Tensor, ids: Tensor) -> Tensor:
+        """The mixture's log-probs of some token ids per row: ids (B, M) -> (B, M) float32."""
+        return self._score(ids, self.head.log_prob_of(hidden, ids))

@@ -64,13 +64,17 @@ class DecodeOptions:
     eos_id: int | None = None
     pad_id: int = 0
     seed: int | None = None
+    # Extractive decoding: the answer is a span of the prompt before the first `span_until`
+    # token (the reader's <sep>: the retrieved context), then eos. None = free decoding.
+    span_until: int | None = None
 
     @classmethod
     def from_config(cls, cfg: DecodingConfig, *, eos_id: int | None, pad_id: int,
-                    stop: Sequence[Sequence[int]] | None = None, seed: int | None = None) -> DecodeOptions:
+                    stop: Sequence[Sequence[int]] | None = None, seed: int | None = None,
+                    span_until: int | None = None) -> DecodeOptions:
         return cls(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
                    top_p=cfg.top_p, stop=tuple(tuple(s) for s in stop or ()), eos_id=eos_id, pad_id=pad_id,
-                   seed=seed)
+                   seed=seed, span_until=span_until if cfg.extractive else None)
 
     def kwargs(self) -> dict[str, Any]:
         """The options as keyword arguments of `generate` / `stream`."""
@@ -167,6 +171,67 @@ def next_tokens(head: nn.Module, hidden: torch.Tensor, opts: DecodeOptions,
     probs = F.softmax(scores, dim=-1)
     chosen = torch.multinomial(probs, 1, generator=generator)  # (B, 1)
     return chosen.squeeze(1), model_logp.gather(1, chosen).squeeze(1).float()
+
+
+class SpanConstraint:
+    """Which tokens keep one row's answer a span of its context (extractive decoding).
+
+    The standard remedy for a pointer that drifts mid-span (a reader asked for "$1,459.0
+    million" that copies "$1,459" and then jumps to another number's digits): the first
+    token may be any context token, each later one must continue an occurrence of the
+    answer so far, and eos (or a stop token) may end it once it is not empty. The model
+    still chooses among the allowed tokens by its own scores; only the impossible ones go.
+    State is the set of context positions where the answer so far ends."""
+
+    def __init__(self, context: Sequence[int], end_ids: Sequence[int]) -> None:
+        self.context = list(context)
+        self.end_ids = [t for t in dict.fromkeys(end_ids)]
+        self.ends: list[int] | None = None  # None: nothing generated yet
+
+    def allowed(self) -> list[int]:
+        if self.ends is None:
+            return list(dict.fromkeys(self.context)) or self.end_ids
+        follow = [self.context[j + 1] for j in self.ends if j + 1 < len(self.context)]
+        return list(dict.fromkeys(follow)) + self.end_ids
+
+    def add(self, token: int) -> None:
+        if self.ends is None:
+            self.ends = [j for j, t in enumerate(self.context) if t == token]
+        else:
+            self.ends = [j + 1 for j in self.ends if j + 1 < len(self.context) and self.context[j + 1] == token]
+
+
+def constrained_next_tokens(head: nn.Module, hidden: torch.Tensor, allowed: Sequence[Sequence[int]],
+                            opts: DecodeOptions, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`next_tokens` restricted to each row's `allowed` ids (B lists, none empty): the head
+    scores only those (`log_prob_of`), greedy takes the best, sampling renormalises over them
+    (temperature and top-k apply; top-p over so few tokens is not worth a sort)."""
+    width = max(len(a) for a in allowed)
+    ids = torch.tensor([list(a) + [a[0]] * (width - len(a)) for a in allowed], device=hidden.device)  # (B, M)
+    valid = torch.tensor([[True] * len(a) + [False] * (width - len(a)) for a in allowed], device=hidden.device)
+    logp = head.log_prob_of(hidden, ids).float().masked_fill(~valid, float("-inf"))  # (B, M)
+    if opts.greedy:
+        pick = logp.argmax(dim=1, keepdim=True)  # (B, 1)
+    else:
+        scores = logp / opts.temperature
+        if opts.top_k and opts.top_k < width:
+            kth = scores.topk(opts.top_k, dim=-1).values[:, -1:]
+            scores = scores.masked_fill(scores < kth, float("-inf"))
+        pick = torch.multinomial(F.softmax(scores, dim=-1), 1, generator=generator)
+    return ids.gather(1, pick).squeeze(1), logp.gather(1, pick).squeeze(1)
+
+
+def _span_constraints(prompts: list[list[int]], opts: DecodeOptions) -> list[SpanConstraint] | None:
+    if opts.span_until is None:
+        return None
+    ends = ([opts.eos_id] if opts.eos_id is not None else []) + [seq[0] for seq in opts.stop if len(seq) == 1]
+    if not ends:
+        raise ConfigError("extractive decoding needs an eos_id or a one-token stop sequence to end the span")
+    out = []
+    for p in prompts:
+        cut = p.index(opts.span_until) if opts.span_until in p else len(p)
+        out.append(SpanConstraint(p[:cut], ends))
+    return out
 
 
 # -- the decoding loop ---------------------------------------------------------------------
@@ -267,12 +332,19 @@ def _decode(model: MoETransformer, prompts: list[list[int]], opts: DecodeOptions
                 share.add(out)
                 return out.hidden_states[:, -1], model.step_head(out)  # (B, d), the next-token rule's head
 
+        spans = _span_constraints(prompts, opts)
         hidden, head = forward(ids)  # prefill
         while True:
             with torch.inference_mode():
-                chosen, chosen_logp = next_tokens(head, hidden, opts, generator)  # (B,) each
+                if spans is None:
+                    chosen, chosen_logp = next_tokens(head, hidden, opts, generator)  # (B,) each
+                else:
+                    allowed = [spans[row].allowed() for row in active]
+                    chosen, chosen_logp = constrained_next_tokens(head, hidden, allowed, opts, generator)
             for row, token, logp in zip(active, chosen.tolist(), chosen_logp.tolist(), strict=True):
                 rows[row].add(token, opts, logp)
+                if spans is not None:
+                    spans[row].add(token)
             yield rows
             keep = [j for j, row in enumerate(active) if rows[row].finish_reason is None]
             if not keep:
@@ -326,14 +398,15 @@ def _run_to_end(loop: Generator[list[_Row], None, list[Generation]]) -> list[Gen
 def generate(model: MoETransformer, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
              temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
              stop: Sequence[Sequence[int]] | None = None, eos_id: int | None, pad_id: int,
-             seed: int | None = None) -> list[Generation]:
+             seed: int | None = None, span_until: int | None = None) -> list[Generation]:
     """Decode a batch of prompts (token-id lists of any lengths) with the KV cache.
 
     temperature 0 is greedy (top_k / top_p then have no effect); `seed` makes sampling
     deterministic. A row ends at `eos_id` ("eos"), at the end of any `stop` sequence
-    ("stop"; the sequence is cut from the output) or after `max_new_tokens` ("length")."""
+    ("stop"; the sequence is cut from the output) or after `max_new_tokens` ("length").
+    `span_until` set: each answer is a span of its prompt before that token (`SpanConstraint`)."""
     opts = _options(model, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-                    top_p=top_p, stop=stop, eos_id=eos_id, pad_id=pad_id, seed=seed)
+                    top_p=top_p, stop=stop, eos_id=eos_id, pad_id=pad_id, seed=seed, span_until=span_until)
     checked = _check_prompts(prompts, opts.max_new_tokens, model.config.vocab_size, model.config.max_seq_len)
     return _run_to_end(_decode(model, checked, opts, use_cache=True))
 
@@ -362,7 +435,8 @@ def _pending_stop(tokens: list[int], stop: tuple[tuple[int, ...], ...]) -> int:
 
 def stream(model: MoETransformer, prompt: Sequence[int], *, max_new_tokens: int, temperature: float = 0.0,
            top_k: int = 0, top_p: float = 1.0, stop: Sequence[Sequence[int]] | None = None,
-           eos_id: int | None, pad_id: int, seed: int | None = None) -> Iterator[int]:
+           eos_id: int | None, pad_id: int, seed: int | None = None, span_until: int | None = None
+           ) -> Iterator[int]:
     """Yield one prompt's token ids as they are produced; the same tokens `generate` returns.
 
     Tokens that could begin a stop sequence are held back until they cannot (and dropped if
@@ -370,7 +444,7 @@ def stream(model: MoETransformer, prompt: Sequence[int], *, max_new_tokens: int,
     return value (`StopIteration.value`, or `result = yield from stream(...)`) is the Generation.
     """
     opts = _options(model, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-                    top_p=top_p, stop=stop, eos_id=eos_id, pad_id=pad_id, seed=seed)
+                    top_p=top_p, stop=stop, eos_id=eos_id, pad_id=pad_id, seed=seed, span_until=span_until)
     if isinstance(prompt, Sequence) and prompt and isinstance(prompt[0], Sequence):
         raise DataError("stream takes one prompt (a list of token ids), got a list of lists; use generate")
     checked = _check_prompts([prompt], opts.max_new_tokens, model.config.vocab_size, model.config.max_seq_len)

@@ -207,7 +207,8 @@ class Redactor:
                 if offset else r
                 for r in found
             )
-        return [extend_address_tails(text, found) for text, found in zip(texts, results, strict=True)]
+        return [extend_address_tails(text, drop_identifier_names(text, found))
+                for text, found in zip(texts, results, strict=True)]
 
     # ------------------------------------------------------------------ redaction
 
@@ -381,6 +382,20 @@ def _extra_recognizers() -> list[Any]:
 
 _TAIL_STEP = re.compile(r"(?:[ \t]*\n[ \t]*|[ \t]*,[ \t]*|[ \t]+)+([^\s,]+)")
 MAX_TAIL_TOKENS = 5
+
+
+# An identifier: upper-case letters and digits in hyphen-joined parts ("EMP-11906", "ISO-9001").
+_IDENTIFIER = re.compile(r"(?=[A-Z0-9-]*\d)[A-Z][A-Z0-9]*(?:-[A-Z0-9]+)+")
+_NAME_TYPES = frozenset({"PERSON", "LOCATION", "NRP"})
+
+
+def drop_identifier_names(text: str, results: list[RecognizerResult]) -> list[RecognizerResult]:
+    """Drop name-type spans (PERSON, LOCATION, NRP) that are an identifier: the NER reads a
+    short question's "EMP-11906" as a person, the same id inside its record as nothing, so the
+    question's pseudonym would never match the document. A name has no digits; a record id is
+    not personal data by itself (the pattern recognizers still catch SSNs, cards and IBANs)."""
+    return [r for r in results
+            if not (r.entity_type in _NAME_TYPES and _IDENTIFIER.fullmatch(text[r.start:r.end].strip()))]
 
 
 def _tail_token(token: str) -> bool:

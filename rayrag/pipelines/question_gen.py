@@ -40,30 +40,70 @@ SIDE_DEPS = frozenset({"conj", "cc", "advcl", "punct", "parataxis", "appos", "np
 PRONOUNS = frozenset({"it", "they", "he", "she", "this", "the company"})
 RELATIVE_PRONOUNS = frozenset({"which", "that", "who", "whom", "whose", "what"})
 PSEUDONYM = re.compile(r"^[A-Z_]+_[0-9a-f]{6,}$")  # a redacted name: the passage's topic stands in
+PSEUDONYM_IN_TEXT = re.compile(r"\b[A-Z]+(?:_[A-Z]+)*_[0-9a-f]{6,}\b")
 MAX_WORDS = 18  # past this a question reads like a sentence, not like something asked
+MIN_WORDS = 4  # "Which company makes?": a wh-phrase and a bare verb lost their object
 
 
-def clause_questions(sent: Any, start: int, end: int, wh: str, topic: str | None = None) -> list[str]:
+def parse(nlp: Any, sentence: str) -> tuple[Any, dict[str, str]]:
+    """`sentence` parsed with each pseudonym ("PERSON_e1c5bc71") read as a plain name of the same
+    length, and the map back (stand-in -> pseudonym) for `clause_questions`.
+
+    Why: the small English parser reads a hex-suffixed token as punctuation or an adverb now
+    and then, and a clause without its subject yields no question; a name parses as one.
+    Offsets are unchanged, so answer spans found in the original sentence still apply."""
+    stand_ins: dict[str, str] = {}
+
+    def stand_in(match: re.Match[str]) -> str:
+        name = _stand_in(len(match.group(0)), len(stand_ins))
+        stand_ins[name] = match.group(0)
+        return name
+
+    text = PSEUDONYM_IN_TEXT.sub(stand_in, sentence)
+    return nlp(text)[:], stand_ins
+
+
+def _stand_in(length: int, index: int) -> str:
+    """A capitalised two-word name of exactly `length` characters (length >= 8), distinct per index."""
+    first = ("Jordan", "Morgan", "Taylor", "Avery", "Casey", "Riley")[index % 6]
+    return (first + " " + ("Ellison" + "e" * length))[:length]
+
+
+def clause_questions(sent: Any, start: int, end: int, wh: str, topic: str | None = None,
+                     stand_ins: dict[str, str] | None = None) -> list[str]:
     """Questions about the answer at character offsets [start, end) of `sent` (a spaCy Span or
     Doc; offsets relative to its text), best first; [] when no rule fits. `wh` is the
     question phrase ("Which company", "In what year", "How much"); `topic` replaces a pronoun
-    subject."""
+    subject; `stand_ins` (from `parse`) names the pseudonyms the parse read as names."""
+    stand_ins = stand_ins or {}
+    questions = _clause_questions(sent, start, end, wh, topic, stand_ins)
+    for name, pseudonym in stand_ins.items():
+        questions = [q.replace(name, pseudonym) for q in questions]
+    return questions
+
+
+def _clause_questions(sent: Any, start: int, end: int, wh: str, topic: str | None,
+                      stand_ins: dict[str, str]) -> list[str]:
     base = sent[0].idx if len(sent) else 0
     answer = [t for t in sent if t.idx - base < end and t.idx - base + len(t) > start]
     if not answer:
         return []
     verb = _governing_verb(answer)
     if verb is None:
-        return []
+        return [q for q in _paraphrases(answer, None, "", wh) if q]  # a misparsed main verb
     subject = _subject(verb)
     if subject is None:
         return []
+    adjunct = _participle_adjunct(answer, verb, wh, _subject_text(subject, topic, stand_ins))
+    if adjunct:
+        return [adjunct]
     answer_ids = {t.i for t in answer}
     subject_ids = {t.i for t in subject.subtree}
-    subject_text = _subject_text(subject, topic)
+    subject_text = _subject_text(subject, topic, stand_ins)
     if subject_text is None:
         return []
     questions: list[str] = [q for q in _paraphrases(answer, verb, subject_text, wh) if q]
+    questions += [q for q in (_embedded(q, verb) for q in questions) if q]
     clause = _clause(verb, subject)
     if not answer_ids <= {t.i for t in clause}:
         return questions
@@ -121,24 +161,98 @@ def _paraphrases(answer: list[Any], verb: Any, subject_text: str, wh: str) -> li
         target = participle.head if participle.dep_ == "acl" else next(
             (c for c in participle.head.children if c.dep_ == "dobj"), None)
         if target is not None:
-            thing = " ".join(t.text for t in target.subtree
-                             if not _inside_side(t, target) and not any(a.dep_ == "acl" for a in _path(t, target)))
+            thing = _name_of(target)
             return [_finish(f"{wh} {present_tense(participle.lemma_)} {thing}"),
                     _finish(f"{wh} {participle.text} {thing}")]
+    purpose = _purpose(answer, verb)
+    if purpose or verb is None:
+        return [purpose]
     if head.dep_ == "prep" and head.lower_ == "as" and head.head.i == verb.i:
         return [_finish(q.format(subject=subject_text)) for q in ROLE_QUESTIONS]
-    if head.dep_ == "prep" and head.lower_ == "of" and head.head.lemma_ in PURPOSE_NOUNS:
-        kind, purpose = PURPOSE_NOUNS[head.head.lemma_]
-        holder = head.head.head  # "for" (the treatment of A), on the verb or inside its object
-        if holder.dep_ == "prep" and verb.i in {a.i for a in holder.ancestors}:
-            obj = next((c for c in verb.children if c.dep_ == "dobj"), None)
-            if obj is not None:
-                thing = " ".join(t.text for t in obj.subtree
-                                 if not _inside_side(t, obj) and not any(a.dep_ == "acl" for a in _path(t, obj)))
-                participle = verb.text if verb.tag_ in ("VBD", "VBN") else verb.lemma_
-                return [_finish(f"What {kind} is {thing} {participle} to {purpose}"),
-                        _finish(f"What {kind} does {thing} {purpose}")]
+    if head.dep_ == "prep" and head.lower_ == "to" and head.head.lower_ == "subject" and head.head.head.i == verb.i:
+        # "X is subject to R" asked about R: "Which regulation applies to X?"
+        return [_finish(f"{wh} applies to {subject_text}")]
     return []
+
+
+def _purpose(answer: list[Any], verb: Any) -> str:
+    """"approved X for the treatment of A" asked about A: "What condition is X approved to
+    treat?"; "" when the answer is no purpose noun's object. X is the noun the "for" phrase
+    hangs from, else the verb's object; the approval verb (the clause's, or an adjective
+    "approved" on X when the parser reads the sentence's verb so) goes into the question."""
+    root = _span_root(answer)
+    head = root.head
+    if not (head.dep_ == "prep" and head.lower_ == "of" and head.head.lemma_ in PURPOSE_NOUNS):
+        return ""
+    kind, purpose = PURPOSE_NOUNS[head.head.lemma_]
+    holder = head.head.head  # "for" (the treatment of A)
+    if holder.dep_ != "prep" or holder.lower_ != "for":
+        return ""
+    target = holder.head
+    for _ in range(2):  # "approved X, manufactured by C, for ...": "for" may hang from the participle
+        if target.pos_ in ("NOUN", "PROPN"):
+            break
+        obj = next((c for c in target.children if c.dep_ == "dobj"), None)
+        if obj is not None:
+            target = obj
+            break
+        target = target.head
+    if target.pos_ not in ("NOUN", "PROPN"):
+        return ""
+    thing = _name_of(target)
+    verbs = [verb] if verb is not None and verb.pos_ == "VERB" else []
+    verbs += [c for c in target.children if c.dep_ == "amod"]
+    participles = [v.text for v in verbs if v.tag_ in ("VBD", "VBN")]  # "approved"; "manufactures" is none
+    if participles:
+        return _finish(f"What {kind} is {thing} {participles[0]} to {purpose}")
+    return _finish(f"What {kind} does {thing} {purpose}")
+
+
+def _name_of(noun: Any) -> str:
+    """The noun with its compounds and numbers only: "fenmodex", "Lantern Asset Tracker"."""
+    return " ".join(t.text for t in noun.subtree
+                    if all(a.dep_ in ("compound", "nummod", "flat") for a in _path(t, noun)))
+
+
+def _participle_adjunct(answer: list[Any], verb: Any, wh: str, subject_text: str | None) -> str:
+    """"Founded in 1978, C builds ..." asked about 1978: "In what year was C founded?"; "" when
+    the answer is not inside a fronted past-participle clause of `verb`, whose subject is the
+    participle's too (English's rule for a dangling participle)."""
+    token = _span_root(answer)
+    while token.i != verb.i and token.head.i != token.i:
+        if token.head.i == verb.i:
+            break
+        token = token.head
+    if not (token.head.i == verb.i and token.dep_ == "advcl" and token.tag_ == "VBN" and token.i < verb.i
+            and _subject(token) is None and subject_text):
+        return ""
+    removed, front = _answer_phrase(answer, wh)
+    rest = [t for t in token.subtree if t.i not in removed and t.i != token.i and t.dep_ != "punct"]
+    participle = token.text if token.pos_ == "PROPN" else token.lower_
+    return _finish(f"{front} was {subject_text} {participle} {_text(rest)}")
+
+
+REPORTING_VERBS = frozenset({"conclude", "find", "determine", "say", "state", "confirm", "decide"})
+
+
+def _embedded(question: str, verb: Any) -> str:
+    """A subject question inside a reported clause, asked through its reporter: "Which
+    regulation applies to X?" under "Counsel concluded that ..." -> "Which regulation did
+    counsel conclude applies to X?" (English extracts a subject from a that-clause so)."""
+    reporter = verb.head
+    if verb.dep_ != "ccomp" or reporter.lemma_ not in REPORTING_VERBS or reporter.tag_ not in ("VBD", "VBZ", "VBP"):
+        return ""
+    who = _subject(reporter)
+    if who is None or not question:
+        return ""
+    words = question.rstrip("?").split(" ")
+    wh_len = 2 if words[0] in ("Which", "What") and len(words) > 2 else 1
+    if len(words) <= wh_len or words[wh_len] not in ("applies", "covers", "governs"):
+        return ""
+    speaker = " ".join(t.text for t in who.subtree if t.dep_ != "punct")
+    speaker = speaker.lower() if len(list(who.subtree)) == 1 and who.i == who.sent.start else speaker
+    do = {"VBD": "did", "VBZ": "does", "VBP": "do"}[reporter.tag_]
+    return _finish(f"{' '.join(words[:wh_len])} {do} {speaker} {reporter.lemma_} {' '.join(words[wh_len:])}")
 
 
 # -- parse helpers --------------------------------------------------------------------------
@@ -220,8 +334,10 @@ def _answer_phrase(answer: list[Any], wh: str) -> tuple[set[int], str]:
     return ids, wh
 
 
-def _subject_text(subject: Any, topic: str | None) -> str | None:
+def _subject_text(subject: Any, topic: str | None, stand_ins: dict[str, str] | None = None) -> str | None:
     text = " ".join(t.text for t in subject.subtree if t.dep_ not in ("punct", "appos") and not _inside_side(t, subject))
+    if stand_ins and text in stand_ins:
+        text = stand_ins[text]
     if text.lower() in RELATIVE_PRONOUNS:
         return None  # "..., which entered the market in 2022": the clause's subject is elsewhere
     if text.lower() in PRONOUNS:
@@ -252,7 +368,7 @@ def _lower_first(text: str) -> str:
 
 def _finish(question: str) -> str:
     words = question.split()
-    if not words or len(words) > MAX_WORDS or len(words) < 3:
+    if not words or len(words) > MAX_WORDS or len(words) < MIN_WORDS:
         return ""
     text = " ".join(words)
     for punct in (" ,", " .", " 's", " %"):

@@ -88,7 +88,8 @@ def graph_question_forms(subject: str, relation: str, obj: str, subject_label: s
     """(forward forms -> obj, inverse forms -> subject) for one relation triple, best first.
 
     The question word follows the answer's entity type and the verb is conjugated, so
-    "acquire" gives "Which company did Helix Corp acquire?" and the inverse forms
+    "acquire" gives "Which company did Helix Corp acquire?" (and, for a one-word verb, the
+    passive "Which company is acquired by Helix Corp?") and the inverse forms
     "Which company acquired Brightwater Labs?" / "Which company acquires Brightwater Labs?".
     """
     words = relation_words(relation) or [relation]
@@ -101,6 +102,8 @@ def graph_question_forms(subject: str, relation: str, obj: str, subject_label: s
     if negated:
         return [f"{wh_object} did {subject} not {base}?"], [f"{wh_subject} did not {base} {obj}?"]
     forward = [f"{wh_object} did {subject} {base}?", f"{wh_object} does {subject} {base}?"]
+    if len(verb_words) == 1:  # the passive, as often asked: "Which product is made by Helix Corp?"
+        forward.append(f"{wh_object} is {past_tense(base)} by {subject}?")
     inverse = [f"{wh_subject} {' '.join([tense(verb_words[0]), rest]).strip()} {obj}?"
                for tense in (past_tense, present_tense)]
     return forward, inverse

@@ -71,14 +71,16 @@ class AnswerCurve:
         self._eos, self._pad, self._sep = tokenizer.eos_id, tokenizer.pad_id, tokenizer.sep_id
 
     def __call__(self, model: Any, step: int) -> dict[str, float]:
-        """Decode every prompt greedily and score; the point is kept for `plot`."""
+        """Decode every prompt greedily (extractive when the reader serves so) and score; the
+        point is kept for `plot`."""
         if not self.prompts:
             raise DataError("AnswerCurve.prepare(tokenizer) must run before the curve is measured")
         texts: list[str] = []
         for start in range(0, len(self.prompts), DECODE_BATCH):
             generations = generate(model, self.prompts[start:start + DECODE_BATCH],
                                    max_new_tokens=self.config.decoding.max_new_tokens, eos_id=self._eos,
-                                   pad_id=self._pad, stop=[[self._sep]])
+                                   pad_id=self._pad, stop=[[self._sep]],
+                                   span_until=self._sep if self.config.decoding.extractive else None)
             texts += [self._tokenizer.decode(g.tokens).strip() for g in generations]
         scores: dict[str, list[float]] = defaultdict(list)
         for text, answers, hops in zip(texts, self.answers, self.slices, strict=True):

@@ -30,7 +30,7 @@ from __future__ import annotations
 import random
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,7 +44,7 @@ from rayrag.generator.prompt import build_training_example
 from rayrag.generator.tokenizer import RayragTokenizer, train_tokenizer
 from rayrag.pipelines.bundle import IndexBundle
 from rayrag.pipelines.kg_extract import IDENTIFIER_RE
-from rayrag.pipelines.question_gen import clause_questions, object_phrases
+from rayrag.pipelines.question_gen import clause_questions, object_phrases, parse
 from rayrag.pipelines.questions import (
     SENTENCE_SPLIT,
     SPAN_PATTERNS,
@@ -177,6 +177,46 @@ def _topic(chunk: ChunkRecord, entities: Sequence[tuple[str, str]]) -> str | Non
     return None
 
 
+_WORDS = re.compile(r"\w+")
+BOILERPLATE_SHARE = 0.02  # a phrase in more chunks than this share (and MIN_BOILERPLATE_CHUNKS) is boilerplate
+MIN_BOILERPLATE_CHUNKS = 8
+
+
+def common_phrases(chunks: Sequence[ChunkRecord]) -> Callable[[str], bool]:
+    """A test for phrases the corpus repeats across many chunks ("operating margin", "primary
+    endpoint", "corporate card"): a question about one ("With what did C report revenue ...?"
+    -> "operating margin") has as many right answers as there are memos, and it teaches the
+    reader to answer "operating margin" to "What revenue did C report?". Chunks holding every
+    word of the phrase are counted (an inverted index: an upper bound, cheap at any size)."""
+    postings: dict[str, set[int]] = defaultdict(set)
+    for i, chunk in enumerate(chunks):
+        for word in _WORDS.findall(chunk.text.lower()):
+            postings[word].add(i)
+    limit = max(MIN_BOILERPLATE_CHUNKS, BOILERPLATE_SHARE * len(chunks))
+
+    def common(phrase: str) -> bool:
+        sets = sorted((postings.get(w, set()) for w in _WORDS.findall(phrase.lower())), key=len)
+        return bool(sets) and len(set.intersection(*sets)) > limit
+
+    return common
+
+
+_NAME_BEFORE = re.compile(r"(?:^|\s)([A-Z][\w'-]*)\s$")
+_NAME_AFTER = re.compile(r"^\s[A-Z][a-z]")
+_NOT_NAME_PARTS = frozenset({"The", "A", "An", "In", "At", "On", "By", "For", "From", "Of", "As", "And"})
+
+
+def inside_name(sentence: str, start: int, end: int) -> bool:
+    """True when [start, end) is part of a longer capitalised name: NER tags "Treasury" in
+    "as Treasury Analyst" as an organisation, and a reader trained on that answer learns to
+    stop one word early ("Treasury" for "Treasury Analyst"). A capitalised function word
+    before the span ("The", "In") does not make it part of a name."""
+    if _NAME_AFTER.match(sentence[end:end + 3]):
+        return True
+    before = _NAME_BEFORE.search(sentence[max(0, start - 40):start])
+    return bool(before) and before.group(1) not in _NOT_NAME_PARTS
+
+
 def split_count(n: int, fraction: float) -> int:
     """Held-out items: at least one when a fraction is asked and two or more items exist."""
     if fraction <= 0 or n < 2:
@@ -222,8 +262,8 @@ class TrainDataBuilder:
             # about facts the way users do; sentence questions fill the rest.
             graph = bundle.graph()
             examples = self.graph_examples(graph, chunks, facts)
-            examples += self.sentence_examples(graph, chunks, facts)[: self.config.train.max_graph_qa - len(examples)]
-            examples += self.path_examples(graph, chunks, facts, examples)
+            sentences = self.sentence_examples(graph, chunks, facts)[: self.config.train.max_graph_qa - len(examples)]
+            examples += sentences + self.path_examples(graph, chunks, facts, examples, then=sentences)
             if self.config.train.retrieved_contexts:
                 examples = self.retrieved_contexts(examples, bundle, chunks, facts)
             random.Random(self.config.seed).shuffle(examples)
@@ -361,28 +401,30 @@ class TrainDataBuilder:
         neighbours = entity_neighbours(graph)
         examples: list[QAExample] = []
         nlp = _parser()
+        boilerplate = common_phrases(chunks)
         for chunk in chunks:
             topic = _topic(chunk, entities.get(chunk.chunk_id, ()))
             for sentence in SENTENCE_SPLIT.split(chunk.text):
-                parsed = nlp(sentence)[:]
+                parsed, stand_ins = parse(nlp, sentence)
                 spans: dict[tuple[int, int], str] = {}
                 for form, label in entities.get(chunk.chunk_id, ()):
                     for match in re.finditer(rf"(?<!\w){re.escape(form)}(?!\w)", sentence):
-                        spans.setdefault(match.span(), label)  # the wh-phrase, already chosen
+                        if not inside_name(sentence, *match.span()):
+                            spans.setdefault(match.span(), label)  # the wh-phrase, already chosen
                 for pattern, wh in SPAN_PATTERNS:
                     for match in pattern.finditer(sentence):
                         spans.setdefault(match.span(), wh)
                 # Objects that are no named entity (a condition treated, a job title held) are
                 # answers too: the noun phrases a verb or preposition governs.
                 for start, end in object_phrases(parsed):
-                    if not any(a < end and start < b for a, b in spans):
+                    if not any(a < end and start < b for a, b in spans) and not boilerplate(sentence[start:end]):
                         spans[(start, end)] = "What"
                 for (start, end), wh in sorted(spans.items()):
                     if PSEUDONYM.match(sentence[start:end]):
                         continue
                     # Short wh-fronted questions first (how people ask), the cloze form when
                     # no clause rule fits the parse.
-                    questions = clause_questions(parsed, start, end, wh, topic)[:2]
+                    questions = clause_questions(parsed, start, end, wh, topic, stand_ins)[:2]
                     if not questions:
                         cloze = sentence_question(sentence, start, end, wh)
                         questions = [cloze] if cloze else []
@@ -398,7 +440,7 @@ class TrainDataBuilder:
         return examples
 
     def path_examples(self, graph, chunks: Sequence[ChunkRecord], facts: dict[str, list[Fact]],
-                      one_hop: Sequence[QAExample]) -> list[QAExample]:
+                      one_hop: Sequence[QAExample], then: Sequence[QAExample] = ()) -> list[QAExample]:
         """Two-hop (bridge) questions built from graph paths, as HotpotQA's bridge questions are.
 
         A one-hop question that names an entity C ("In what year was Stonebridge Chemicals
@@ -407,7 +449,9 @@ class TrainDataBuilder:
         Ashcombe Power founded?" / "... the acquirer of Ashcombe Power ...". The context holds
         the fact's passage and the answer's passage (in either order) and a distractor; the
         path's fact is listed first, as retrieval lists the path it followed. At most
-        `train.path_qa_share` of the one-hop count."""
+        `train.path_qa_share` of the one-hop count (`one_hop` and `then`). The questions of
+        `one_hop` (the triple questions: clean, typed wh-words) are re-asked first, those of
+        `then` (sentence questions, noisier) fill the rest."""
         g = graph.graph
         by_id = {c.chunk_id: c for c in chunks}
         names: dict[str, str] = {}  # entity name -> NER label
@@ -427,9 +471,11 @@ class TrainDataBuilder:
                         described[f.object].append((text, f))
         rng = random.Random(self.config.seed + 2)
         k = self.config.train.context_passages
-        budget = int(len(one_hop) * self.config.train.path_qa_share)
-        pool = list(one_hop)
+        budget = int((len(one_hop) + len(then)) * self.config.train.path_qa_share)
+        pool, rest = list(one_hop), list(then)
         rng.shuffle(pool)
+        rng.shuffle(rest)
+        pool += rest
         examples: list[QAExample] = []
         for e in pool:
             if len(examples) >= budget:

@@ -24,7 +24,9 @@ Confidence, in [0, 1] (answers below `serve.confidence_threshold` are escalated)
 
     base       = groundedness ** (1 - MODEL_WEIGHT) * p_answer ** MODEL_WEIGHT
                  (p_answer: the generator's probability of its own answer, when it reports one)
-    confidence = base + (1 - base) * SUPPORT_BONUS * supported / (supported + unknown)
+    confidence = base + (1 - base) * SUPPORT_BONUS * vouched / (supported + unknown)
+                 (vouched: supported claims in the asked relation, stated, or on a KG path; a
+                  fact of another relation on the question's entity is only "related")
     x CONTRADICTION_FACTOR when any claim is contradicted   (0.25: always escalates at 0.5)
     x CONTRADICTION_FACTOR when a short answer names only entities the question names
       ("Which company acquired Tarrow Power?" -> "Tarrow Power": grounded, answers nothing)
@@ -179,9 +181,10 @@ class Guard:
                 p_answer = math.exp(min(float(answer_logprob), 0.0))
                 base = groundedness ** (1 - MODEL_WEIGHT) * p_answer ** MODEL_WEIGHT
             judged = validation["supported"] + validation["unknown"]
+            vouched = sum(1 for row in validation["claims"] if row["verdict"] == "supported" and row["kind"] != "related")
             confidence = base
-            if validation["supported"]:
-                confidence = base + (1 - base) * SUPPORT_BONUS * validation["supported"] / judged
+            if vouched:
+                confidence = base + (1 - base) * SUPPORT_BONUS * vouched / judged
         if validation["contradicted"]:
             reasons.append("contradicted_claim")
             confidence *= CONTRADICTION_FACTOR
@@ -217,7 +220,7 @@ class Guard:
         bare = PLACEHOLDER_RE.sub(" ", MARKER_RE.sub(" ", text))
         texts = [f"{p.title}\n{p.text}" if p.title else p.text for p in passages]
         lines = [f"{f.subject} {f.relation.replace('_', ' ')} {f.object}" for f in facts if f.relation != COOCCURS]
-        return answer_support(question, bare, texts, self._stop_words, lines)
+        return answer_support(question, bare, texts, self._stop_words, lines, titles=[p.title for p in passages])
 
     @staticmethod
     def citations(text: str, n_passages: int) -> dict[str, list[int]]:
@@ -295,7 +298,9 @@ class Guard:
         rows = []
         for node in answer_nodes:
             name = node.removeprefix("entity:")
-            path = _bridge_path(facts, asked_nodes, node)
+            # The retrieval's own path facts (first in the evidence, the principal's already)
+            # join the answer to the question even when the graph's top facts do not hold them.
+            path = _bridge_path([*evidence.facts, *facts], asked_nodes, node)
             if path:
                 # A two-hop question ("the product of the company that acquired X"): the answer
                 # is joined to the question's entity through a bridge, not by the asked relation.
@@ -309,7 +314,9 @@ class Guard:
             best = next((j for v in order for j in judged if j[1] == v), None)
             if best is None:
                 best = (claims[0] if claims else (name, "", ""), "unknown", ())
-            rows.append(self._row(best[0], best[1], best[2], "implied"))
+            # A fact of a relation the question does not ask about ties the answer to the
+            # question's entity but does not answer it: "related", counted, never a bonus.
+            rows.append(self._row(best[0], best[1], best[2], "implied" if asked else "related"))
         return rows
 
     def _lemmas(self, text: str) -> set[str]:

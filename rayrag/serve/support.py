@@ -12,6 +12,7 @@ sentence that shares an entity with it (the bridge) — must carry the question'
     support = max over evidence sentences s, and over s2 = nothing or a sentence of another
               passage or a fact sharing a name with s's passage, of
               |answer terms in s| / |answer terms| x |question terms in s + s2| / |question terms|
+              (a sentence's terms include its passage's title, when the caller gives titles)
 
 Terms are content words (no stopwords, no question words), a common suffix off and cut to
 their first `STEM_CHARS` characters, a crude stemmer that makes "acquired", "acquires" and
@@ -40,13 +41,23 @@ QUESTION_WORDS = frozenset({"what", "which", "who", "whom", "whose", "when", "wh
 SUFFIXES = ("ations", "ation", "ments", "ment", "ings", "ing", "ers", "er", "ies", "es", "ed", "s")
 
 
+# Irregular past forms of verbs questions and passages use ("made by" / "makes").
+IRREGULAR = {"made": "make", "built": "build", "sold": "sell", "bought": "buy", "held": "hold", "led": "lead",
+             "paid": "pay", "began": "begin", "begun": "begin", "grew": "grow", "grown": "grow", "took": "take",
+             "taken": "take", "gave": "give", "given": "give", "wrote": "write", "written": "write", "won": "win"}
+
+
 def stem(word: str) -> str:
-    """A crude stemmer: the longest common English suffix off, then the first STEM_CHARS
-    letters ("maker", "makes" -> "mak"; "acquired", "acquisition" -> "acqui")."""
+    """A crude stemmer: irregular past forms to their verb, the longest common English suffix
+    off, a final silent "e" off, then the first STEM_CHARS letters ("made", "make", "maker",
+    "makes" -> "mak"; "acquired", "acquisition" -> "acqui")."""
+    word = IRREGULAR.get(word, word)
     for suffix in SUFFIXES:
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:
             word = word[: -len(suffix)]
             break
+    if word.endswith("e") and len(word) > 3:
+        word = word[:-1]
     return word[:STEM_CHARS]
 
 
@@ -70,10 +81,12 @@ def names(text: str) -> set[str]:
 
 
 def answer_support(question: str, answer: str, passages: Sequence[str], stop_words: frozenset[str],
-                   facts: Iterable[str] = ()) -> float:
+                   facts: Iterable[str] = (), titles: Sequence[str | None] = ()) -> float:
     """max over evidence sentences U (and bridges U2) of answer coverage x question coverage;
-    0.0 for an answer without terms or one that only repeats the question. See the module
-    docstring."""
+    0.0 for an answer without terms or one that only repeats the question. `titles[i]`, when
+    given, is passage i's title: it names what every sentence of the passage is about ("It
+    was founded in 2012." under "Dravik Health Group company profile"), so its terms count
+    for each of them. See the module docstring."""
     answer_terms = terms(answer, stop_words)
     question_terms = terms(question, stop_words)
     if not answer_terms or (question_terms and answer_terms <= question_terms):
@@ -82,6 +95,8 @@ def answer_support(question: str, answer: str, passages: Sequence[str], stop_wor
     groups = [*passages, *facts]
     units = [(i, s) for i, p in enumerate(groups) for s in sentences(p)]
     unit_terms = [terms(s, stop_words) for _, s in units]
+    topic = [terms(t, stop_words) if t else set() for t in titles] + [set()] * (len(groups) - len(titles))
+    heading_terms = [topic[i] for i, _ in units]
     # A bridge goes through an entity the question does not name (the question's own entity
     # would join any two sentences about it) and that is not the answer.
     asked_names = {n for n in names(question)} | names(answer)
@@ -91,11 +106,12 @@ def answer_support(question: str, answer: str, passages: Sequence[str], stop_wor
         answer_share = len(answer_terms & unit_terms[k]) / len(answer_terms)
         if answer_share <= best:
             continue
-        covered = len(asked & unit_terms[k])
+        context = unit_terms[k] | heading_terms[k]
+        covered = len(asked & context)
         if covered < len(asked):  # a bridge: a sentence elsewhere that names what U's passage names
             for k2, (group2, text2) in enumerate(units):
                 if group2 != group and group_names[group] & names(text2):
-                    covered = max(covered, len(asked & (unit_terms[k] | unit_terms[k2])))
+                    covered = max(covered, len(asked & (context | unit_terms[k2] | heading_terms[k2])))
         question_share = covered / len(asked) if asked else 1.0
         best = max(best, answer_share * question_share)
     return best

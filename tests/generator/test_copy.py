@@ -192,3 +192,17 @@ def test_without_a_copy_head_the_step_head_is_the_output_head():
     out = model(torch.tensor([PROMPTS[0]]), compute_logits=False)
     assert model.copy_head is None and out.copy is None and model.step_head(out) is model.lm_head
     assert isinstance(CopyContext, type)
+
+
+def test_mixture_log_prob_of_some_ids_equals_the_full_distribution():
+    from rayrag.generator.copy import CopyMixture
+
+    model = copy_model("adaptive", seed=2)
+    ids = torch.tensor([[5, 17, 42, 9, 88, 5, 61]])
+    with torch.inference_mode():
+        out = model(ids, compute_logits=False)
+        mixture = model.step_head(out)
+        assert isinstance(mixture, CopyMixture)
+        hidden = out.hidden_states[:, -1]
+        some = torch.tensor([[5, 17, 150, 3]])
+        assert torch.allclose(mixture.log_prob_of(hidden, some), mixture.log_prob(hidden).gather(1, some), atol=1e-5)

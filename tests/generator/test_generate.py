@@ -273,3 +273,64 @@ def test_logprob_is_the_models_log_probability_of_what_it_emitted(model, samplin
         seq.append(token)
     assert generation.logprob == pytest.approx(expected, abs=1e-4)
     assert generation.logprob < 0
+
+
+# -- extractive decoding -------------------------------------------------------------------
+
+SEP = 199  # closes the context, as the reader's <sep> does
+
+
+def is_span(answer: list[int], context: list[int]) -> bool:
+    return any(context[i:i + len(answer)] == answer for i in range(len(context) - len(answer) + 1))
+
+
+def test_span_constraint_follows_every_occurrence_of_the_answer_so_far():
+    from rayrag.generator.generate import SpanConstraint
+
+    span = SpanConstraint([5, 6, 7, 5, 8], end_ids=[2])
+    assert span.allowed() == [5, 6, 7, 8]  # any context token may start; eos may not end an empty answer
+    span.add(5)
+    assert span.allowed() == [6, 8, 2]  # both occurrences of 5 continue
+    span.add(8)
+    assert span.allowed() == [2]  # the context ends: only eos
+    span = SpanConstraint([5, 6], end_ids=[2, 2])
+    span.add(6)
+    assert span.allowed() == [2]
+
+
+@pytest.mark.parametrize("head", ["adaptive", "full"])
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_extractive_answers_are_spans_of_the_context_before_the_separator(head, temperature):
+    model = tiny_model(head, seed=3)
+    prompts = [[5, 17, 42, 9, 88, SEP, 61, 70], [120, 7, 33, 7, 150, SEP, 2, 19, 44], [33, 150, 19, SEP, 4]]
+    kwargs = dict(max_new_tokens=6, eos_id=3, pad_id=0, temperature=temperature, seed=7)
+    free = generate(model, prompts, **kwargs)
+    spans = generate(model, prompts, span_until=SEP, **kwargs)
+    contexts = [p[:p.index(SEP)] for p in prompts]
+    assert not all(is_span(g.tokens, c) for g, c in zip(free, contexts, strict=True))  # random weights wander
+    for g, context in zip(spans, contexts, strict=True):
+        assert g.tokens and is_span(g.tokens, context), (g.tokens, context)
+        assert g.finish_reason in ("eos", "length")
+    if temperature == 0:  # greedy: batched rows equal each row alone; the stream yields the same tokens
+        alone = [generate(model, [p], span_until=SEP, **kwargs)[0].tokens for p in prompts]
+        assert [g.tokens for g in spans] == alone
+        assert list(stream(model, prompts[1], span_until=SEP, **kwargs)) == spans[1].tokens
+
+
+def test_extractive_greedy_takes_the_models_best_allowed_token():
+    model = tiny_model("adaptive", seed=3)
+    prompt = [5, 17, 42, 9, 88, SEP, 61, 70]
+    (g,) = generate(model, [prompt], max_new_tokens=1, eos_id=3, pad_id=0, span_until=SEP)
+    with torch.inference_mode():
+        logp = model.lm_head.log_prob(last_hidden(model, prompt))[0]  # (V,)
+    allowed = [5, 17, 42, 9, 88]
+    assert g.tokens == [max(allowed, key=lambda t: logp[t].item())]
+    assert g.logprob == pytest.approx(logp[g.tokens[0]].item(), abs=1e-5)
+
+
+def test_extractive_decoding_needs_a_way_to_end_the_span(model):
+    with pytest.raises(ConfigError, match="extractive decoding needs an eos_id"):
+        generate(model, [[5, SEP]], max_new_tokens=2, eos_id=None, pad_id=0, span_until=SEP)
+    opts = DecodeOptions.from_config(DecodingConfig(extractive=True), eos_id=2, pad_id=0, span_until=SEP)
+    assert opts.span_until == SEP
+    assert DecodeOptions.from_config(DecodingConfig(), eos_id=2, pad_id=0, span_until=SEP).span_until is None

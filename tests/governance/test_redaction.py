@@ -336,3 +336,24 @@ def test_an_address_tail_stops_at_a_sentence_end():
     text = "He lived at 12 Main Street, Springfield, IL 62704 for years."
     span = RecognizerResult("STREET_ADDRESS", street, street + len("12 Main Street"), 0.9)
     assert text[street:extend_address_tails(text, [span])[0].end] == "12 Main Street, Springfield, IL 62704"
+
+
+def test_a_record_id_is_not_a_name_in_a_question_or_in_its_record(redactor):
+    # The NER alone reads the short question's "EMP-11906" as a PERSON; the record's own
+    # text keeps it, so the question must too or retrieval never finds the record.
+    question = redactor.redact("What position does employee EMP-11906 hold?")
+    record = redactor.redact("Employee record EMP-11906. Maria Garcia joined Fernhollow Data in 2005.")
+    assert "EMP-11906" in question.text and "EMP-11906" in record.text
+    assert "Maria Garcia" not in record.text  # the name next to it is still redacted
+
+
+def test_only_name_types_that_are_identifiers_are_dropped():
+    from presidio_analyzer import RecognizerResult
+
+    from rayrag.governance.redaction import drop_identifier_names
+
+    text = "EMP-11906 met Ana Ruiz at 536-90-4399 near ISO-9001"
+    found = [RecognizerResult("PERSON", 0, 9, 0.85), RecognizerResult("PERSON", 14, 22, 0.85),
+             RecognizerResult("US_SSN", 26, 37, 0.9), RecognizerResult("LOCATION", 43, 51, 0.85)]
+    kept = drop_identifier_names(text, found)
+    assert [(r.entity_type, text[r.start:r.end]) for r in kept] == [("PERSON", "Ana Ruiz"), ("US_SSN", "536-90-4399")]

@@ -59,3 +59,43 @@ def test_object_phrases_skip_bare_common_nouns_and_pronouns(nlp):
     spans = [sentence[a:b] for a, b in object_phrases(nlp(sentence)[:])]
     assert "chronic kidney disease" in spans and "Field Service Technician" in spans
     assert "production" not in spans and "it" not in spans
+
+
+def test_a_pseudonym_subject_parses_as_a_name(nlp):
+    from rayrag.pipelines.question_gen import parse
+
+    # The parser reads this pseudonym as punctuation; parsed as a name it is the subject again.
+    sentence = ("PERSON_e1c5bc71 joined Fernhollow Data in 2005 as Field Service Technician in the operations "
+                "department, based in Lima.")
+    raw = ask(nlp, sentence, "Field Service Technician", "What", topic="employee EMP-11906")
+    parsed, stand_ins = parse(nlp, sentence)
+    assert list(stand_ins.values()) == ["PERSON_e1c5bc71"] and len(next(iter(stand_ins))) == len("PERSON_e1c5bc71")
+    start = sentence.index("Field Service Technician")
+    questions = clause_questions(parsed, start, start + len("Field Service Technician"), "What",
+                                 "employee EMP-11906", stand_ins)
+    assert questions[0] == "What position does employee EMP-11906 hold?"
+    assert raw != questions and not any("Jordan" in q for q in questions)
+    start = sentence.index("Fernhollow Data")
+    assert clause_questions(parsed, start, start + len("Fernhollow Data"), "Which company", None, stand_ins)[0] \
+        .startswith("Which company did PERSON_e1c5bc71 join in 2005")  # no topic: the pseudonym stays
+
+
+def test_a_fronted_participle_is_asked_about_the_main_subject(nlp):
+    sentence = "Founded in 1978, Halcyon Industries builds industrial technology products from its headquarters."
+    assert ask(nlp, sentence, "1978", "In what year") == ["In what year was Halcyon Industries founded?"]
+
+
+def test_purpose_questions_survive_a_misparsed_main_verb(nlp):
+    # The parser reads "approved" as an adjective on "fenmodex" here: no clause has a subject.
+    drug = ("The Continental Medicines Review Council approved fenmodex, manufactured by Pembrook Biologics Group, "
+            "for the treatment of rheumatoid arthritis in December 2007.")
+    assert ask(nlp, drug, "rheumatoid arthritis", "What") == ["What condition is fenmodex approved to treat?"]
+    assert ask(nlp, drug, "Pembrook Biologics Group", "Which company")[0] == "Which company manufactures fenmodex?"
+
+
+def test_subject_to_is_asked_as_applies_to_also_through_its_reporter(nlp):
+    legal = ("Counsel concluded that Lantern Asset Tracker is subject to the Battery Recycling Mandate and that "
+             "Elderglen Industries must update its compliance program within two quarters.")
+    questions = ask(nlp, legal, "Battery Recycling Mandate", "Which regulation")
+    assert questions[:2] == ["Which regulation applies to Lantern Asset Tracker?",
+                             "Which regulation did counsel conclude applies to Lantern Asset Tracker?"]

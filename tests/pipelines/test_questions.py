@@ -32,7 +32,8 @@ def test_templates_conjugate_the_relation_and_pick_the_wh_word():
         "Which role did PERSON_3f9a0c1e join as?")
     assert graph_questions("X", "sign", "Y", "WHATEVER", "")[0] == "What did X sign?"
     forward, inverse = graph_question_forms("Helix Dynamics", "acquire", "Brightwater Labs", "ORG", "ORG")
-    assert forward == ["Which company did Helix Dynamics acquire?", "Which company does Helix Dynamics acquire?"]
+    assert forward == ["Which company did Helix Dynamics acquire?", "Which company does Helix Dynamics acquire?",
+                       "Which company is acquired by Helix Dynamics?"]
     assert inverse == ["Which company acquired Brightwater Labs?", "Which company acquires Brightwater Labs?"]
     assert graph_question_forms("A", "not_supply", "B", "ORG", "ORG") == (
         ["Which company did A not supply?"], ["Which company did not supply B?"])

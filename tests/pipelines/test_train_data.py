@@ -241,3 +241,34 @@ def test_path_examples_describe_the_bridge_entity_by_a_fact_from_another_documen
     plain = [QAExample("Which company did nobody hire?", "Orion Works", (asked.passage(),), (), "g2",
                        (asked.chunk_id,))]
     assert builder.path_examples(graph, chunks, facts, plain) == []
+    # `one_hop` questions are re-asked before `then` ones; the budget counts both.
+    half = TrainDataBuilder(tiny_data_config(path_qa_share=0.5, context_passages=3))
+    [first] = half.path_examples(graph, chunks, facts, one_hop, then=plain)
+    assert first.question == example.question
+    assert half.path_examples(graph, chunks, facts, plain, then=one_hop)[0].question == example.question
+
+
+def test_an_entity_inside_a_longer_name_is_no_answer():
+    from rayrag.pipelines.train_data import inside_name
+
+    sentence = "The Continental Medicines Review Council hired PERSON_3f9a0c1e as Treasury Analyst in 2005."
+
+    def span(text: str) -> tuple[int, int]:
+        start = sentence.index(text)
+        return start, start + len(text)
+
+    assert inside_name(sentence, *span("Treasury"))  # NER's "organisation" in a job title
+    assert inside_name(sentence, *span("Analyst")) and inside_name(sentence, *span("Medicines Review"))
+    assert not inside_name(sentence, *span("Treasury Analyst"))
+    assert not inside_name(sentence, *span("Continental Medicines Review Council"))  # "The" is no name part
+    assert not inside_name(sentence, *span("2005"))
+
+
+def test_phrases_most_chunks_repeat_are_boilerplate():
+    from rayrag.pipelines.train_data import ChunkRecord, common_phrases
+
+    chunks = [ChunkRecord(f"m{i}", f"m{i}", None, f"Firm {i} reported revenue with an operating margin of {i}%."
+                          + (" It treats chronic kidney disease." if i < 3 else "")) for i in range(20)]
+    common = common_phrases(chunks)
+    assert common("operating margin") and common("Operating  Margin")  # in 20 of 20 chunks
+    assert not common("chronic kidney disease") and not common("never seen")  # in 3, in none

@@ -326,3 +326,20 @@ def test_no_second_hop_through_a_bridge_document_the_principal_may_not_read():
     evidence = public.retrieve(HOP_QUESTION, PUBLIC, mode="hybrid", top_k=4)
     assert [p.chunk_id for p in evidence.passages] == ["beta#0", "office#0", "other#0", "sheet#0"]
     assert not any("Corvin Data" in (f.subject, f.object) for f in evidence.facts)
+
+
+def test_a_passage_holding_an_identifier_the_question_names_takes_rank_one():
+    # Dense puts another record first (ids embed alike) and fusion keeps it there.
+    texts = {"c1": "Employee record EMP-11995. Hired in 2003.", "c3": "Employee record EMP-11906. Hired in 2005.",
+             "c4": "EMP-11906-B is a different id."}
+    r = make(DENSE, FakeGraph(GRAPH), texts=texts, fusion="rrf", rrf_k=60, hop_rank=0)
+    got = r.retrieve("What position does employee EMP-11906 hold?", PUBLIC, mode="hybrid", top_k=4, with_facts=False)
+    assert [p.chunk_id for p in got.passages][:2] == ["c3", "c1"]
+    assert got.passages[0].score == max(p.score for p in got.passages)  # scores stay non-increasing
+    plain = r.retrieve("Which employee was hired in 2005?", PUBLIC, mode="hybrid", top_k=4, with_facts=False)
+    assert plain.passages[0].chunk_id == "c1"  # no identifier asked: fusion's order
+    # An identified passage the principal may not read never enters (only fused passages move).
+    texts["c5"] = "Employee record EMP-77777."
+    hidden = make(DENSE + [("c5", 0.05)], FakeGraph(GRAPH), texts=texts, hop_rank=0)
+    got = hidden.retrieve("Who is EMP-77777?", PUBLIC, mode="hybrid", top_k=4, with_facts=False)
+    assert "c5" not in [p.chunk_id for p in got.passages]

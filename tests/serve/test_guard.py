@@ -178,3 +178,42 @@ def test_a_two_hop_answer_on_a_graph_path_is_supported_not_contradicted(guard):
     assert right.validation["contradicted"] == 0
     assert [c["kind"] for c in right.validation["claims"]] == ["path"]
     assert right.groundedness >= 0.75 and not right.escalated  # "product" is in no passage
+
+
+def test_a_two_hop_path_in_the_evidence_facts_is_enough(guard, monkeypatch):
+    # The graph's own top facts for the question need not hold the second hop: retrieval's
+    # path facts (first in the evidence, already the principal's) join the answer to it.
+    from rayrag.serve import guard as guard_module
+    from rayrag.types import Fact
+
+    text = "Velora Systems makes Nimbus Data Platform."
+    chunks = [Chunk(f"{d}#0", d, t, 0, len(t), acl=a) for d, (t, a) in
+              {**CORPUS, "d6": (text, ("public",))}.items()]
+    kg = KnowledgeGraph.build(TripleExtractor(KGConfig())(chunks), config=KGConfig(),
+                              extracted_at="2025-01-01T00:00:00+00:00")
+    two_hop = Guard(RAGConfig(), redactor=guard.redactor, graph=GraphRetriever(kg, KGConfig()))
+    monkeypatch.setattr(guard_module, "MAX_FACTS", 1)  # the graph offers one fact, not the path
+    passages = (EVIDENCE.passages[1], Passage("d6#0", "d6", text, 0.9))
+    question = "Which product is made by the company that acquired Brightwater Labs?"
+    bare = two_hop.check(question, "Nimbus Data Platform", Evidence(passages=passages), PUBLIC)
+    path = (Fact("Velora Systems", "acquire", "Brightwater Labs", 1.0, ("d2#0",), ("d2",)),
+            Fact("Velora Systems", "make", "Nimbus Data Platform", 1.0, ("d6#0",), ("d6",)))
+    right = two_hop.check(question, "Nimbus Data Platform", Evidence(passages=passages, facts=path), PUBLIC)
+    assert [c["kind"] for c in bare.validation["claims"]] != ["path"]
+    assert [c["kind"] for c in right.validation["claims"]] == ["path"]
+    assert right.validation["contradicted"] == 0 and right.confidence > bare.confidence
+
+
+def test_a_fact_of_a_relation_not_asked_earns_no_bonus(guard):
+    # "tied to" asks no relation the graph has: the acquisition ties Velora to Brightwater Labs
+    # but does not say it is the answer. The claim is "related" (counted as supported) and
+    # earns no bonus: the confidence is the evidence's support alone.
+    question = "Which company is tied to Brightwater Labs?"
+    report = guard.check(question, "Velora Systems", EVIDENCE, PUBLIC, answer_logprob=0.0)
+    assert {(c["kind"], c["verdict"]) for c in report.validation["claims"]} == {("related", "supported")}
+    assert report.validation["supported"] == 1
+    from rayrag.serve.guard import MODEL_WEIGHT
+
+    assert report.confidence == pytest.approx(report.groundedness ** (1 - MODEL_WEIGHT), abs=1e-3)  # p = 1
+    asked = guard.check(ACQUIRED, "Velora Systems", EVIDENCE, PUBLIC, answer_logprob=0.0)
+    assert asked.validation["claims"][0]["kind"] == "implied" and asked.confidence == 1.0

@@ -46,3 +46,25 @@ def test_facts_count_as_evidence_sentences():
     facts = ["Kingsmere Technologies acquire Zandor Systems"]
     assert answer_support("Which company acquired Zandor Systems?", "Kingsmere Technologies", [PROFILE], STOP,
                           facts) == 1.0
+
+
+def test_a_passage_title_is_the_topic_of_each_of_its_sentences():
+    # "It was founded in 2004." names no company; its title does.
+    question = "In what year was Kingsmere Technologies founded?"
+    bare = answer_support(question, "2004", [PROFILE.split("\n", 1)[1]], STOP)
+    titled = answer_support(question, "2004", [PROFILE.split("\n", 1)[1]], STOP,
+                            titles=["Kingsmere Technologies company profile"])
+    assert bare == pytest.approx(1 / 3) and titled == 1.0  # "found" alone, then all three terms
+    # A title helps only its own passage's sentences, and never supplies the answer.
+    assert answer_support(question, "Chicago", [PROFILE.split("\n", 1)[1]], STOP,
+                          titles=["Kingsmere Technologies company profile"]) < titled
+    assert answer_support(question, "2004", ["Chicago is large.", "It was founded in 2004."], STOP,
+                          titles=["Kingsmere Technologies company profile", None]) == pytest.approx(1 / 3)
+
+
+def test_irregular_verbs_and_a_silent_e_stem_alike():
+    assert terms("made makes maker make", STOP) == {"mak"}
+    assert terms("built builds", STOP) == {"build"}
+    # "product" is in no sentence; "built" now meets "builds": 3 of the 4 asked terms.
+    assert answer_support("Which product is built by Kingsmere Technologies?", "Zandor Hub",
+                          ["Kingsmere Technologies builds Zandor Hub."], STOP) == pytest.approx(0.75)
