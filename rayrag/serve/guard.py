@@ -28,6 +28,8 @@ Confidence, in [0, 1] (answers below `serve.confidence_threshold` are escalated)
                  (vouched: supported claims in the asked relation, stated, or on a KG path; a
                   fact of another relation on the question's entity is only "related")
     x CONTRADICTION_FACTOR when any claim is contradicted   (0.25: always escalates at 0.5)
+    x CONTRADICTION_FACTOR when the answer lacks the shape the question asks for
+      (`support.answer_type_ok`: a year for "In what year", words for "Which company")
     x CONTRADICTION_FACTOR when a short answer names only entities the question names
       ("Which company acquired Tarrow Power?" -> "Tarrow Power": grounded, answers nothing)
     x BAD_CITATION_FACTOR when a marker is out of range     (0.8)
@@ -55,7 +57,7 @@ from typing import Any
 from rayrag.config import RAGConfig
 from rayrag.pipelines.kg_extract import COOCCURS, PLACEHOLDER_RE, TripleExtractor, entity_key
 from rayrag.retrieval.graph import base_key, entity_node
-from rayrag.serve.support import answer_support
+from rayrag.serve.support import answer_support, answer_type_ok
 from rayrag.types import Chunk, Evidence, Fact, Passage, Principal
 
 MARKER_RE = re.compile(r"\[(\d+)\]")
@@ -187,6 +189,9 @@ class Guard:
                 confidence = base + (1 - base) * SUPPORT_BONUS * vouched / judged
         if validation["contradicted"]:
             reasons.append("contradicted_claim")
+            confidence *= CONTRADICTION_FACTOR
+        if not empty and not answer_type_ok(question, MARKER_RE.sub(" ", text)):
+            reasons.append("answer_type_mismatch")  # a figure for "Which company", words for "In what year"
             confidence *= CONTRADICTION_FACTOR
         if any(row["kind"] == "repeats_question" for row in validation["claims"]):
             reasons.append("answer_repeats_question")  # grounded, but only in the question's own entity

@@ -115,3 +115,28 @@ def answer_support(question: str, answer: str, passages: Sequence[str], stop_wor
         question_share = covered / len(asked) if asked else 1.0
         best = max(best, answer_share * question_share)
     return best
+
+
+_YEAR = re.compile(r"\b(1[5-9]|20)\d\d\b")
+_DIGIT = re.compile(r"\d")
+_LETTER = re.compile(r"[^\W\d_]")
+_ASKS_YEAR = re.compile(r"^\s*(in what year|what year|when)\b", re.IGNORECASE)
+_ASKS_NUMBER = re.compile(r"^\s*(how (much|many)|what (revenue|share|percentage|amount|price|number|margin))\b",
+                          re.IGNORECASE)
+_ASKS_THING = re.compile(r"^\s*(which|who|whom|what)\b", re.IGNORECASE)
+
+
+def answer_type_ok(question: str, answer: str) -> bool:
+    """Whether the answer has the shape the question's wh-phrase asks for: a year for "In what
+    year" / "When", a figure for "How much" / "What revenue", words (not only figures) for any
+    other "Which/Who/What" question. True when the question asks nothing this can check.
+
+    Why: support reads terms, not types; "In what year did the Rule take effect?" -> "tech
+    companies" can sit in the one sentence that holds all the question's terms."""
+    if _ASKS_YEAR.match(question):
+        return bool(_YEAR.search(answer))
+    if _ASKS_NUMBER.match(question):
+        return bool(_DIGIT.search(answer))
+    if _ASKS_THING.match(question):
+        return bool(_LETTER.search(answer))
+    return True

@@ -217,3 +217,11 @@ def test_a_fact_of_a_relation_not_asked_earns_no_bonus(guard):
     assert report.confidence == pytest.approx(report.groundedness ** (1 - MODEL_WEIGHT), abs=1e-3)  # p = 1
     asked = guard.check(ACQUIRED, "Velora Systems", EVIDENCE, PUBLIC, answer_logprob=0.0)
     assert asked.validation["claims"][0]["kind"] == "implied" and asked.confidence == 1.0
+
+
+def test_an_answer_of_the_wrong_shape_is_escalated(guard):
+    report = guard.check("In what year was Brightwater Labs founded?", "Velora Systems", EVIDENCE, PUBLIC,
+                         answer_logprob=0.0)
+    assert "answer_type_mismatch" in report.reasons and report.escalated
+    right = guard.check("In what year was Brightwater Labs founded?", "2015", EVIDENCE, PUBLIC, answer_logprob=0.0)
+    assert "answer_type_mismatch" not in right.reasons

@@ -68,3 +68,15 @@ def test_irregular_verbs_and_a_silent_e_stem_alike():
     # "product" is in no sentence; "built" now meets "builds": 3 of the 4 asked terms.
     assert answer_support("Which product is built by Kingsmere Technologies?", "Zandor Hub",
                           ["Kingsmere Technologies builds Zandor Hub."], STOP) == pytest.approx(0.75)
+
+
+def test_the_answer_must_have_the_shape_the_question_asks_for():
+    from rayrag.serve.support import answer_type_ok
+
+    assert answer_type_ok("In what year did the Rule take effect?", "2021")
+    assert not answer_type_ok("In what year did the Rule take effect?", "tech companies")
+    assert answer_type_ok("What revenue did Zandor report for fiscal 2021?", "$3,212.7 million")
+    assert not answer_type_ok("How much did it cost?", "operating margin")
+    assert answer_type_ok("Which company acquired Zandor Systems?", "Kingsmere Technologies")
+    assert not answer_type_ok("What condition is X approved to treat?", "41%")
+    assert answer_type_ok("Name the acquirer.", "41%")  # nothing to check
