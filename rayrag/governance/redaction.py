@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from rayrag.config import RedactionConfig, RedactionOperator
 from rayrag.errors import RedactionError
+from rayrag.pipelines.kg_extract import IDENTIFIER_RE
 
 if TYPE_CHECKING:  # presidio is imported lazily in warm_up, never at import time
     from presidio_analyzer import RecognizerResult
@@ -384,8 +385,6 @@ _TAIL_STEP = re.compile(r"(?:[ \t]*\n[ \t]*|[ \t]*,[ \t]*|[ \t]+)+([^\s,]+)")
 MAX_TAIL_TOKENS = 5
 
 
-# An identifier: upper-case letters and digits in hyphen-joined parts ("EMP-11906", "ISO-9001").
-_IDENTIFIER = re.compile(r"(?=[A-Z0-9-]*\d)[A-Z][A-Z0-9]*(?:-[A-Z0-9]+)+")
 _NAME_TYPES = frozenset({"PERSON", "LOCATION", "NRP"})
 
 
@@ -393,9 +392,10 @@ def drop_identifier_names(text: str, results: list[RecognizerResult]) -> list[Re
     """Drop name-type spans (PERSON, LOCATION, NRP) that are an identifier: the NER reads a
     short question's "EMP-11906" as a person, the same id inside its record as nothing, so the
     question's pseudonym would never match the document. A name has no digits; a record id is
-    not personal data by itself (the pattern recognizers still catch SSNs, cards and IBANs)."""
+    not personal data by itself (the pattern recognizers still catch SSNs, cards and IBANs).
+    An identifier is the KG extractor's: upper-case letters and digits in hyphen-joined parts."""
     return [r for r in results
-            if not (r.entity_type in _NAME_TYPES and _IDENTIFIER.fullmatch(text[r.start:r.end].strip()))]
+            if not (r.entity_type in _NAME_TYPES and IDENTIFIER_RE.fullmatch(text[r.start:r.end].strip()))]
 
 
 def _tail_token(token: str) -> bool:

@@ -225,7 +225,7 @@ class HybridRetriever:
 
         An identifier is an exact join key: every EMP-number embeds close to every other, so
         dense search ranks some other record first and RRF lets it outvote the graph, which
-        links the id exactly (hr_record MRR 0.24 on the demo). Only passages already in the
+        links the id exactly (measured: docs/DECISIONS.md). Only passages already in the
         fused ranking move, so nothing the principal may not read can enter."""
         ids = set(IDENTIFIER_RE.findall(question))
         if not ids or not ranking:
