@@ -38,7 +38,7 @@ from rayrag.cli_common import (
 )
 from rayrag.errors import ConfigError
 
-TABLE_METRICS = {"recall_at_5": "recall@5", "mrr": "mrr", "answer_em": "em", "answer_f1": "f1",
+TABLE_METRICS = {"recall_at_5": "recall@5", "mrr": "mrr", "answer_em": "em", "reader_em": "reader_em", "answer_f1": "f1",
                  "groundedness": "grounded", "citation_precision": "cite_prec", "kg_validation_rate": "kg_valid",
                  "kg_supported_rate": "kg_support", "pii_leak_rate": "pii_leak"}
 

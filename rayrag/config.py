@@ -161,6 +161,13 @@ class DecodingConfig(_Section):
     top_k: int = Field(0, ge=0, description="0 = no top-k truncation.")
     extractive: bool = Field(False, description="Reader answers are spans of the retrieved context: each token must continue a span the context holds (the pointer cannot drift into another number's digits); off = free generation.")
     dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="Weights' dtype when answering: auto = bfloat16 on CUDA (tensor cores, half the memory; the router still runs float32), float32 on CPU.")
+    candidates: int = Field(1, ge=1, le=16, description="Answers the reader proposes per question (greedy, each from one of the top first tokens of an extractive span); the Guard keeps the one it is most confident in (verify, then answer). 1 = the greedy answer alone. Needs extractive; with temperature > 0 the reader samples one answer and this is unused.")
+
+    @model_validator(mode="after")
+    def _candidates(self) -> DecodingConfig:
+        if self.candidates > 1 and not self.extractive:
+            raise ValueError(f"candidates {self.candidates} needs extractive: true (the candidates are spans of the context)")
+        return self
 
 
 class LoraConfig(_Section):

@@ -75,8 +75,7 @@ class InProcess:
     def ask(self, question: str) -> None:
         redacted = self.redactor.redact(question).text
         evidence = self.retriever.retrieve(redacted, self.principal, mode="hybrid")
-        result = self.reader.answer(redacted, evidence)
-        self.guard.check(redacted, result.answer.text, evidence, self.principal, result.answer_logprob)
+        self.guard.verify(redacted, self.reader.answer(redacted, evidence), evidence, self.principal)
 
 
 def drive(url: str, batch: list[str], clients: int) -> tuple[list[float], int]:

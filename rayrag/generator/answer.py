@@ -63,6 +63,9 @@ class ReaderResult:
     routing: list[list[float]] = field(default_factory=list)  # per MoE layer, each expert's token-slot share
     shard_share: list[float] = field(default_factory=list)  # per ExpertShard, its token-slot share (when sharded)
     answer_logprob: float = 0.0  # the model's log-probability of the whole answer (its eos included)
+    # decoding.candidates > 1: the reader's other candidate answers, most likely first (the
+    # Guard may prefer one of them: `Guard.check_best`)
+    alternatives: tuple[ReaderResult, ...] = ()
 
     @property
     def answer_probability(self) -> float:
@@ -245,11 +248,13 @@ class Reader:
             prompt_tokens=len(prompt.ids), completion_tokens=len(generation.tokens),
             finish_reason=generation.finish_reason, cited_markers=cited_markers(text, len(citations)),
             routing=generation.expert_share, answer_logprob=generation.logprob,
-            shard_share=shard_shares(generation.expert_share, self.sharded.ranges) if self.sharded else [])
+            shard_share=shard_shares(generation.expert_share, self.sharded.ranges) if self.sharded else [],
+            alternatives=tuple(self._result(prompt, g) for g in generation.alternatives))
 
 
 def _token_stream(model: MoETransformer, ids: list[int], opts: DecodeOptions) -> Iterator[int]:
-    return stream(model, ids, **opts.kwargs())
+    # A stream sends one answer as it is decoded: no candidates to choose from.
+    return stream(model, ids, **{**opts.kwargs(), "branches": 1})
 
 
 def reader_facts(facts: tuple[Fact, ...] | list[Fact]) -> list[Fact]:

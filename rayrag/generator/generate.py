@@ -23,6 +23,7 @@ remaining row are trimmed too (positions come from the mask, so nothing moves).
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field, fields
@@ -50,6 +51,9 @@ class Generation:
     # Per MoE layer, share of the token-slots routed to each expert over this call (prefill and
     # every decode step). Batch-level: rows decoded together share one summary.
     expert_share: list[list[float]] = field(default_factory=list)
+    # With `branches` > 1: the prompt's other candidate answers, most likely first (this one
+    # is the most likely of all).
+    alternatives: list[Generation] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,9 @@ class DecodeOptions:
     # Extractive decoding: the answer is a span of the prompt before the first `span_until`
     # token (the reader's <sep>: the retrieved context), then eos. None = free decoding.
     span_until: int | None = None
+    # Candidate answers per prompt: greedy continuations of its `branches` most likely first
+    # tokens (greedy, extractive decoding only). 1 = one greedy answer.
+    branches: int = 1
 
     @classmethod
     def from_config(cls, cfg: DecodingConfig, *, eos_id: int | None, pad_id: int,
@@ -74,7 +81,8 @@ class DecodeOptions:
                     span_until: int | None = None) -> DecodeOptions:
         return cls(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
                    top_p=cfg.top_p, stop=tuple(tuple(s) for s in stop or ()), eos_id=eos_id, pad_id=pad_id,
-                   seed=seed, span_until=span_until if cfg.extractive else None)
+                   seed=seed, span_until=span_until if cfg.extractive else None,
+                   branches=cfg.candidates if cfg.temperature == 0 else 1)  # sampling: one answer
 
     def kwargs(self) -> dict[str, Any]:
         """The options as keyword arguments of `generate` / `stream`."""
@@ -99,6 +107,11 @@ def _check_options(opts: DecodeOptions, vocab_size: int) -> None:
         raise ConfigError(f"top_p must be in (0, 1], got {opts.top_p!r} (--decoding.top-p)")
     if isinstance(opts.top_k, bool) or not isinstance(opts.top_k, int) or opts.top_k < 0:
         raise ConfigError(f"top_k must be an int >= 0 (0 = off), got {opts.top_k!r} (--decoding.top-k)")
+    if isinstance(opts.branches, bool) or not isinstance(opts.branches, int) or opts.branches < 1:
+        raise ConfigError(f"branches must be an int >= 1, got {opts.branches!r} (decoding.candidates)")
+    if opts.branches > 1 and (not opts.greedy or opts.span_until is None):
+        raise ConfigError("branches > 1 needs greedy, extractive decoding (decoding.candidates, "
+                          "decoding.extractive, decoding.temperature 0)")
     for name in ("eos_id", "pad_id"):
         value = getattr(opts, name)
         if value is None and name == "eos_id":
@@ -221,6 +234,25 @@ def constrained_next_tokens(head: nn.Module, hidden: torch.Tensor, allowed: Sequ
     return ids.gather(1, pick).squeeze(1), logp.gather(1, pick).squeeze(1)
 
 
+def _branch(head: nn.Module, hidden: torch.Tensor, allowed: Sequence[Sequence[int]], k: int
+            ) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+    """The first step of an n-best decode: each row's k most likely allowed tokens (fewer when
+    fewer are allowed). Returns the source row of each branch and the branches' tokens and
+    log-probabilities, rows in order, a row's branches best first."""
+    width = max(len(a) for a in allowed)
+    ids = torch.tensor([list(a) + [a[0]] * (width - len(a)) for a in allowed], device=hidden.device)  # (B, M)
+    valid = torch.tensor([[True] * len(a) + [False] * (width - len(a)) for a in allowed], device=hidden.device)
+    logp = head.log_prob_of(hidden, ids).float().masked_fill(~valid, float("-inf"))  # (B, M)
+    top = logp.topk(min(k, width), dim=1)  # (B, k) each
+    expand, tokens, logps = [], [], []
+    for row, n in enumerate(len(a) for a in allowed):
+        for j in range(min(k, n)):
+            expand.append(row)
+            tokens.append(int(ids[row, top.indices[row, j]]))
+            logps.append(float(top.values[row, j]))
+    return expand, torch.tensor(tokens, device=hidden.device), torch.tensor(logps)
+
+
 def _span_constraints(prompts: list[list[int]], opts: DecodeOptions) -> list[SpanConstraint] | None:
     if opts.span_until is None:
         return None
@@ -333,11 +365,23 @@ def _decode(model: MoETransformer, prompts: list[list[int]], opts: DecodeOptions
                 return out.hidden_states[:, -1], model.step_head(out)  # (B, d), the next-token rule's head
 
         spans = _span_constraints(prompts, opts)
+        origin = list(range(len(rows)))  # row -> the prompt it answers
         hidden, head = forward(ids)  # prefill
         while True:
             with torch.inference_mode():
                 if spans is None:
                     chosen, chosen_logp = next_tokens(head, hidden, opts, generator)  # (B,) each
+                elif opts.branches > 1 and not rows[0].steps:
+                    # n-best: each prompt's rows fork here, one per likely first token; the cache
+                    # and mask rows are repeated (one prefill), every branch then runs greedily.
+                    expand, chosen, chosen_logp = _branch(head, hidden, [s.allowed() for s in spans], opts.branches)
+                    expand_t = torch.tensor(expand, device=device)
+                    rows = [_Row(prompt_tokens=rows[i].prompt_tokens) for i in expand]
+                    spans = [copy.deepcopy(spans[i]) for i in expand]
+                    origin, pads, active = expand, [pads[i] for i in expand], list(range(len(expand)))
+                    ids, mask = ids[expand_t], mask[expand_t]
+                    if cache is not None:
+                        cache.select(expand_t)
                 else:
                     allowed = [spans[row].allowed() for row in active]
                     chosen, chosen_logp = constrained_next_tokens(head, hidden, allowed, opts, generator)
@@ -373,9 +417,20 @@ def _decode(model: MoETransformer, prompts: list[list[int]], opts: DecodeOptions
             else:
                 hidden, head = forward(step_ids)
         shares = share.shares()
-        return [Generation(tokens=row.tokens, finish_reason=row.finish_reason or "length",
+        done = [Generation(tokens=row.tokens, finish_reason=row.finish_reason or "length",
                            prompt_tokens=row.prompt_tokens, expert_share=shares, logprob=row.logprob)
                 for row in rows]
+        if len(done) == len(prompts):
+            return done
+        grouped: list[list[Generation]] = [[] for _ in prompts]
+        for i, generation in zip(origin, done, strict=True):
+            grouped[i].append(generation)
+        out = []
+        for group in grouped:  # the most likely answer first, its rivals after it
+            best, *rest = sorted(group, key=lambda g: -g.logprob)
+            best.alternatives = rest
+            out.append(best)
+        return out
     finally:
         model.train(was_training)
 
@@ -398,15 +453,18 @@ def _run_to_end(loop: Generator[list[_Row], None, list[Generation]]) -> list[Gen
 def generate(model: MoETransformer, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
              temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
              stop: Sequence[Sequence[int]] | None = None, eos_id: int | None, pad_id: int,
-             seed: int | None = None, span_until: int | None = None) -> list[Generation]:
+             seed: int | None = None, span_until: int | None = None, branches: int = 1) -> list[Generation]:
     """Decode a batch of prompts (token-id lists of any lengths) with the KV cache.
 
     temperature 0 is greedy (top_k / top_p then have no effect); `seed` makes sampling
     deterministic. A row ends at `eos_id` ("eos"), at the end of any `stop` sequence
     ("stop"; the sequence is cut from the output) or after `max_new_tokens` ("length").
-    `span_until` set: each answer is a span of its prompt before that token (`SpanConstraint`)."""
+    `span_until` set: each answer is a span of its prompt before that token (`SpanConstraint`).
+    `branches` > 1 (greedy, extractive): n-best, one Generation per prompt, the most likely of
+    its branches, with the others in `alternatives`."""
     opts = _options(model, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-                    top_p=top_p, stop=stop, eos_id=eos_id, pad_id=pad_id, seed=seed, span_until=span_until)
+                    top_p=top_p, stop=stop, eos_id=eos_id, pad_id=pad_id, seed=seed, span_until=span_until,
+                    branches=branches)
     checked = _check_prompts(prompts, opts.max_new_tokens, model.config.vocab_size, model.config.max_seq_len)
     return _run_to_end(_decode(model, checked, opts, use_cache=True))
 
@@ -435,14 +493,16 @@ def _pending_stop(tokens: list[int], stop: tuple[tuple[int, ...], ...]) -> int:
 
 def stream(model: MoETransformer, prompt: Sequence[int], *, max_new_tokens: int, temperature: float = 0.0,
            top_k: int = 0, top_p: float = 1.0, stop: Sequence[Sequence[int]] | None = None,
-           eos_id: int | None, pad_id: int, seed: int | None = None, span_until: int | None = None
-           ) -> Iterator[int]:
+           eos_id: int | None, pad_id: int, seed: int | None = None, span_until: int | None = None,
+           branches: int = 1) -> Iterator[int]:
     """Yield one prompt's token ids as they are produced; the same tokens `generate` returns.
 
     Tokens that could begin a stop sequence are held back until they cannot (and dropped if
     they complete it), so a client never receives part of a stop sequence. The generator's
     return value (`StopIteration.value`, or `result = yield from stream(...)`) is the Generation.
     """
+    if branches != 1:
+        raise ConfigError(f"stream decodes one answer as it goes; branches must be 1, got {branches!r}")
     opts = _options(model, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
                     top_p=top_p, stop=stop, eos_id=eos_id, pad_id=pad_id, seed=seed, span_until=span_until)
     if isinstance(prompt, Sequence) and prompt and isinstance(prompt[0], Sequence):

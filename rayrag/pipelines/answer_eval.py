@@ -15,6 +15,9 @@ retrieve, answer, check) or against a running server (`POST {url}/v1/ask`). Both
                          (`truncated.chunk_ids`, best first) — so depth is the server's top_k
                          and recall@10 can be lower than in process for the same system.
     answer_em, answer_f1 SQuAD EM / token F1, best over the gold answers, [n] markers removed.
+    reader_em            in process only: EM of the reader's own most likely answer, before the
+                         Guard chose among its candidates (`decoding.candidates`); equal to
+                         answer_em with one candidate.
     groundedness         the Guard's token-overlap score (in process: this Guard; HTTP: the server's).
     citation_precision   of the documents the answer cites (its [n] markers; all prompt passages
                          when it has none, the Guard's rule) the share that are gold (ALCE-style).
@@ -69,7 +72,8 @@ from rayrag.pipelines.qa_metrics import (
 )
 from rayrag.types import Principal
 
-QUALITY_METRICS = (*(f"recall_at_{k}" for k in RECALL_KS), "mrr", "context_recall", "answer_em", "answer_f1", "groundedness",
+QUALITY_METRICS = (*(f"recall_at_{k}" for k in RECALL_KS), "mrr", "context_recall", "answer_em", "reader_em",
+                   "answer_f1", "groundedness",
                    "citation_precision", "kg_validation_rate", "kg_supported_rate", "pii_leak_rate")
 LOWER_IS_BETTER = frozenset({"pii_leak_rate"})
 MARKER_RE = re.compile(r"\[\d{1,3}\]")
@@ -141,6 +145,9 @@ def score_example(qa: QAPair, outcome: Outcome, canaries: Sequence[str]) -> dict
                                 if qa.supporting_ids else None)
     bare = " ".join(MARKER_RE.sub(" ", outcome.answer).split())
     scores["answer_em"] = exact_match(bare, qa.answers) if qa.answers else None
+    reader = outcome.extra.get("reader_answer")
+    scores["reader_em"] = (exact_match(" ".join(MARKER_RE.sub(" ", reader).split()), qa.answers)
+                           if qa.answers and reader is not None else None)
     scores["answer_f1"] = token_f1(bare, qa.answers) if qa.answers else None
     scores["groundedness"] = outcome.groundedness
     scores["citation_precision"] = (citation_precision(outcome.cited_doc_ids, qa.supporting_ids)
@@ -288,8 +295,8 @@ class InProcessAnswerer:
         if refusal is not None:
             return refusal
         question, evidence = self.evidence(qa, principal)
-        result = self.reader.answer(question, evidence)
-        report = self.guard.check(question, result.answer.text, evidence, principal, result.answer_logprob)
+        first = self.reader.answer(question, evidence)
+        result, report = self.guard.verify(question, first, evidence, principal)
         latency_ms = (time.perf_counter() - started) * 1000
         body = result_to_json(result)
         usage = dict(body["usage"])
@@ -301,7 +308,9 @@ class InProcessAnswerer:
         depth = max(self.config.retrieval.candidate_k, 4 * max(RECALL_KS))
         deep = self.retriever.retrieve(question, principal, mode=self.mode, top_k=depth, with_facts=False)
         ranked = distinct_in_order(p.doc_id for p in deep.passages)
-        return outcome_from_response(body, latency_ms, ranked)
+        outcome = outcome_from_response(body, latency_ms, ranked)
+        outcome.extra["reader_answer"] = first.answer.text  # scored (reader_em), then dropped with the answer
+        return outcome
 
     def refusal(self, qa: QAPair, started: float) -> Outcome | None:
         """The served refusal for a question the input-safety classifier flags (nothing is

@@ -520,3 +520,19 @@ def _svo(sent: Any, token_entity: dict[int, str],
                 if pobj is not None:
                     found.append((subject, _relation(base, prep), pobj, min(conf, INDIRECT_CONFIDENCE) if pobj_hop else conf))
     return found
+
+
+_NAME_BEFORE = re.compile(r"(?:^|\s)([A-Z][\w'-]*)\s$")
+_NAME_AFTER = re.compile(r"^\s[A-Z][a-z]")
+_NOT_NAME_PARTS = frozenset({"The", "A", "An", "In", "At", "On", "By", "For", "From", "Of", "As", "And"})
+
+
+def inside_name(sentence: str, start: int, end: int) -> bool:
+    """True when [start, end) is part of a longer capitalised name: NER tags "Treasury" in
+    "as Treasury Analyst" as an organisation, and a reader trained on that answer learns to
+    stop one word early ("Treasury" for "Treasury Analyst"). A capitalised function word
+    before the span ("The", "In") does not make it part of a name."""
+    if _NAME_AFTER.match(sentence[end:end + 3]):
+        return True
+    before = _NAME_BEFORE.search(sentence[max(0, start - 40):start])
+    return bool(before) and before.group(1) not in _NOT_NAME_PARTS

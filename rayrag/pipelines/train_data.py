@@ -43,7 +43,7 @@ from rayrag.generator.model import IGNORE_INDEX
 from rayrag.generator.prompt import build_training_example
 from rayrag.generator.tokenizer import RayragTokenizer, train_tokenizer
 from rayrag.pipelines.bundle import IndexBundle
-from rayrag.pipelines.kg_extract import IDENTIFIER_RE
+from rayrag.pipelines.kg_extract import IDENTIFIER_RE, inside_name
 from rayrag.pipelines.question_gen import clause_questions, object_phrases, parse
 from rayrag.pipelines.questions import (
     SENTENCE_SPLIT,
@@ -199,22 +199,6 @@ def common_phrases(chunks: Sequence[ChunkRecord]) -> Callable[[str], bool]:
         return bool(sets) and len(set.intersection(*sets)) > limit
 
     return common
-
-
-_NAME_BEFORE = re.compile(r"(?:^|\s)([A-Z][\w'-]*)\s$")
-_NAME_AFTER = re.compile(r"^\s[A-Z][a-z]")
-_NOT_NAME_PARTS = frozenset({"The", "A", "An", "In", "At", "On", "By", "For", "From", "Of", "As", "And"})
-
-
-def inside_name(sentence: str, start: int, end: int) -> bool:
-    """True when [start, end) is part of a longer capitalised name: NER tags "Treasury" in
-    "as Treasury Analyst" as an organisation, and a reader trained on that answer learns to
-    stop one word early ("Treasury" for "Treasury Analyst"). A capitalised function word
-    before the span ("The", "In") does not make it part of a name."""
-    if _NAME_AFTER.match(sentence[end:end + 3]):
-        return True
-    before = _NAME_BEFORE.search(sentence[max(0, start - 40):start])
-    return bool(before) and before.group(1) not in _NOT_NAME_PARTS
 
 
 def split_count(n: int, fraction: float) -> int:

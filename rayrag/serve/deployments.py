@@ -302,6 +302,10 @@ class GuardStage:
               answer_logprob: float | None = None) -> Any:
         return self.guard.check(question, answer_text, evidence, principal, answer_logprob)
 
+    def verify(self, question: str, result: Any, evidence: Evidence, principal: Principal) -> tuple[Any, Any]:
+        """`Guard.verify`: the reader's candidate the checks trust most, and its report."""
+        return self.guard.verify(question, result, evidence, principal)
+
     def redact(self, text: str) -> str:
         """Output redaction alone, for streamed text (the full check runs at the end)."""
         redactor = self.guard.redactor

@@ -16,9 +16,14 @@ The last stage of the Serve graph (DESIGN.md §2) runs four checks on a generate
    evidence passages when it cites none) and the facts state the answer *in the relation
    the question asks* (`support.answer_support`): the best evidence sentence's share of the
    answer's terms times its share of the question's terms, a second sentence that shares a
-   name with the first's passage counting for a two-hop question. An answer that only
-   repeats the question's own entity scores 0; no content tokens -> 0.
+   name with the first's passage counting for a two-hop question. A two-hop question's
+   clause ("the company that acquired X", `support.inner_clause`) may be stated by that
+   second sentence; its outer relation must be stated by the answer's own. An answer that
+   only repeats the question's own entity scores 0; no content tokens -> 0.
 4. Citations: [n] markers outside 1..len(evidence.passages).
+
+`check_best` / `verify` run the checks on each of the reader's candidate answers
+(`decoding.candidates`) and keep the one with the highest confidence.
 
 Confidence, in [0, 1] (answers below `serve.confidence_threshold` are escalated):
 
@@ -32,6 +37,15 @@ Confidence, in [0, 1] (answers below `serve.confidence_threshold` are escalated)
       (`support.answer_type_ok`: a year for "In what year", words for "Which company")
     x CONTRADICTION_FACTOR when a short answer names only entities the question names
       ("Which company acquired Tarrow Power?" -> "Tarrow Power": grounded, answers nothing)
+    x CONTRADICTION_FACTOR when a two-hop question's answer is its bridge ("Which product is
+      made by the company that acquired X?" -> the acquirer: one fact from X and no path,
+      or a sentence that states the inner clause and not the outer relation)
+    x CONTRADICTION_FACTOR when the answer is found only inside longer names ("Catalyst Power"
+      where the passages say "Catalyst Power System")
+    x CONTRADICTION_FACTOR when the answer is the graph's agent of a relation the question puts
+      in the passive without one ("What condition is X approved to treat?" -> the agency)
+    x CONTRADICTION_FACTOR when a two-hop answer entity has relation facts, none of them in
+      the outer relation the evidence's facts hold ("made": the approving agency)
     x BAD_CITATION_FACTOR when a marker is out of range     (0.8)
     = 0 for an empty answer or empty evidence.
 
@@ -55,9 +69,23 @@ from pathlib import Path
 from typing import Any
 
 from rayrag.config import RAGConfig
-from rayrag.pipelines.kg_extract import COOCCURS, PLACEHOLDER_RE, TripleExtractor, entity_key
+from rayrag.pipelines.kg_extract import (
+    COOCCURS,
+    PLACEHOLDER_RE,
+    TripleExtractor,
+    entity_key,
+    inside_name,
+)
 from rayrag.retrieval.graph import base_key, entity_node
-from rayrag.serve.support import answer_support, answer_type_ok
+from rayrag.serve.support import (
+    agentless_passive,
+    answer_support,
+    answer_type_ok,
+    answers_inner_clause,
+    inner_clause,
+    question_parts,
+    terms,
+)
 from rayrag.types import Chunk, Evidence, Fact, Passage, Principal
 
 MARKER_RE = re.compile(r"\[(\d+)\]")
@@ -162,8 +190,9 @@ class Guard:
             text, redactions = result.text, dict(result.counts)
         citations = self.citations(text, len(evidence.passages))
         cited = [evidence.passages[n - 1] for n in citations["cited"]] or list(evidence.passages)
-        groundedness = self.groundedness(text, cited, question, evidence.facts)
-        validation = self.validate(question, text, evidence, principal)
+        inner = self.inner_clause(question, principal)
+        groundedness = self.groundedness(text, cited, question, evidence.facts, inner=inner)
+        validation = self.validate(question, text, evidence, principal, inner=inner)
 
         reasons: list[str] = []
         empty = not self.content_tokens(text)
@@ -196,6 +225,19 @@ class Guard:
         if any(row["kind"] == "repeats_question" for row in validation["claims"]):
             reasons.append("answer_repeats_question")  # grounded, but only in the question's own entity
             confidence *= CONTRADICTION_FACTOR
+        if any(row["kind"] == "bridge" for row in validation["claims"]) or (
+                inner and self.is_bridge(question, text, cited, inner)):
+            reasons.append("answer_is_bridge")  # answers the two-hop question's inner clause
+            confidence *= CONTRADICTION_FACTOR
+        if not empty and self.partial_name(text, cited):
+            reasons.append("partial_name")  # "Catalyst Power" where every passage says "Catalyst Power System"
+            confidence *= CONTRADICTION_FACTOR
+        if any(row["kind"] == "agent_not_asked" for row in validation["claims"]):
+            reasons.append("answer_is_unasked_agent")  # fills the agent slot of a passive question without one
+            confidence *= CONTRADICTION_FACTOR
+        if any(row["kind"] == "off_relation" for row in validation["claims"]):
+            reasons.append("answer_off_relation")  # in the graph, but never in the relation asked
+            confidence *= CONTRADICTION_FACTOR
         if citations["out_of_range"]:
             reasons.append("bad_citation")
             confidence *= BAD_CITATION_FACTOR
@@ -206,6 +248,30 @@ class Guard:
                            groundedness=round(groundedness, 4), confidence=round(confidence, 4),
                            escalated=escalated, reasons=reasons, citations=citations)
 
+    def check_best(self, question: str, candidates: list[tuple[str, float | None]], evidence: Evidence,
+                   principal: Principal) -> tuple[int, GuardReport]:
+        """`check` each (answer text, log-probability) candidate, most likely first; returns the
+        index and report of the one with the highest confidence (the earlier on a tie).
+
+        Why: the reader proposes, the checks dispose. Its n-best (`decoding.candidates`) often
+        holds the right end of a two-hop path where its first choice is the bridge."""
+        if not candidates:
+            raise ValueError("check_best needs at least one candidate answer")
+        best_index, best = 0, self.check(question, candidates[0][0], evidence, principal, candidates[0][1])
+        for i, (text, logprob) in enumerate(candidates[1:], 1):
+            report = self.check(question, text, evidence, principal, logprob)
+            if report.confidence > best.confidence:
+                best_index, best = i, report
+        return best_index, best
+
+    def verify(self, question: str, result: Any, evidence: Evidence, principal: Principal) -> tuple[Any, GuardReport]:
+        """(the chosen reader result, its report) for a `ReaderResult` and its `alternatives`
+        (`decoding.candidates`): `check_best` over them; just `check` when it has none."""
+        candidates = [result, *getattr(result, "alternatives", ())]
+        index, report = self.check_best(question, [(c.answer.text, c.answer_logprob) for c in candidates],
+                                        evidence, principal)
+        return candidates[index], report
+
     # -- the parts (public so tests and the eval harness can call each) ------------------
 
     def content_tokens(self, text: str) -> list[str]:
@@ -215,17 +281,50 @@ class Guard:
         bare = PLACEHOLDER_RE.sub(" ", MARKER_RE.sub(" ", text))
         return [w for w in _WORD_RE.findall(bare.casefold()) if w not in self._stop_words]
 
+    def inner_clause(self, question: str, principal: Principal) -> str:
+        """`support.inner_clause` of the question, ended by the entities the graph links in it
+        for this principal ("" for a one-hop question)."""
+        mentions = []
+        if self.graph is not None:
+            mentions = [node.removeprefix("entity:") for node in self.graph.link(question, principal)]
+        return inner_clause(question, mentions)
+
     def groundedness(self, text: str, passages: list[Passage], question: str = "",
-                     facts: tuple[Fact, ...] | list[Fact] = ()) -> float:
+                     facts: tuple[Fact, ...] | list[Fact] = (), inner: str = "") -> float:
         """`support.answer_support` of the answer (markers and placeholders removed) over the
-        passages (title and text) and the relation facts; 0.0 without content or passages."""
+        passages (title and text) and the relation facts; 0.0 without content or passages.
+        `inner`: the two-hop question's bridge clause (`inner_clause`)."""
         self.warm_up()
         if not self.content_tokens(text) or not passages:
             return 0.0
         bare = PLACEHOLDER_RE.sub(" ", MARKER_RE.sub(" ", text))
         texts = [f"{p.title}\n{p.text}" if p.title else p.text for p in passages]
         lines = [f"{f.subject} {f.relation.replace('_', ' ')} {f.object}" for f in facts if f.relation != COOCCURS]
-        return answer_support(question, bare, texts, self._stop_words, lines, titles=[p.title for p in passages])
+        return answer_support(question, bare, texts, self._stop_words, lines, titles=[p.title for p in passages],
+                              inner=inner)
+
+    def is_bridge(self, question: str, text: str, passages: list[Passage], inner: str) -> bool:
+        """`support.answers_inner_clause` over the passages (title and text): the answer is the
+        entity the two-hop question's clause describes, stated in a sentence of its own."""
+        self.warm_up()
+        bare = PLACEHOLDER_RE.sub(" ", MARKER_RE.sub(" ", text))
+        texts = [f"{p.title}\n{p.text}" if p.title else p.text for p in passages]
+        return answers_inner_clause(question, bare, texts, self._stop_words, [p.title for p in passages], inner)
+
+    @staticmethod
+    def partial_name(text: str, passages: list[Passage]) -> bool:
+        """Whether the answer occurs in the passages, and every time as part of a longer
+        capitalised name (`kg_extract.inside_name`): a span that stopped a word early."""
+        bare = " ".join(PLACEHOLDER_RE.sub(" ", MARKER_RE.sub(" ", text)).split())
+        if not bare:
+            return False
+        found = False
+        for passage in passages:
+            for match in re.finditer(re.escape(bare), passage.text):
+                if not inside_name(passage.text, *match.span()):
+                    return False
+                found = True
+        return found
 
     @staticmethod
     def citations(text: str, n_passages: int) -> dict[str, list[int]]:
@@ -240,8 +339,9 @@ class Guard:
         return {"cited": cited, "out_of_range": bad}
 
     def validate(self, question: str, text: str, evidence: Evidence,
-                 principal: Principal) -> dict[str, Any]:
-        """Verdict counts and per-claim rows (ids + `CONTENT_FIELDS`) for this principal."""
+                 principal: Principal, inner: str = "") -> dict[str, Any]:
+        """Verdict counts and per-claim rows (ids + `CONTENT_FIELDS`) for this principal.
+        `inner`: the two-hop question's bridge clause, "" when one-hop (see `_implied`)."""
         out: dict[str, Any] = {"checked": self.graph is not None, **dict.fromkeys(VERDICTS, 0), "claims": []}
         if self.graph is None:
             return out
@@ -250,7 +350,7 @@ class Guard:
         rows = [self._row(claim, verdict, facts, "stated")
                 for claim, verdict, facts in self._judge(stated, principal)]
         if not any(c[1] != COOCCURS for c in stated) and len(bare.split()) <= SHORT_ANSWER_WORDS:
-            rows += self._implied(question, bare, evidence, principal)
+            rows += self._implied(question, bare, evidence, principal, inner)
         for i, row in enumerate(rows, 1):
             row["id"] = f"c{i}"
             out[row["verdict"]] += 1
@@ -277,12 +377,14 @@ class Guard:
         return [(claim, *verdicts[tuple(claim)]) for claim in claims]
 
     def _implied(self, question: str, text: str, evidence: Evidence,
-                 principal: Principal) -> list[dict[str, Any]]:
+                 principal: Principal, inner: str = "") -> list[dict[str, Any]]:
         """One claim per entity the answer names that the question does not.
 
         Templates are graph facts joining a question entity to another entity; those whose
-        relation's verb the question uses ("acquire" for "Who acquired ...?") are the
+        relation's words the question uses ("acquire" for "Who acquired ...?") are the
         asked relation and may contradict; without one, any relation may only support.
+        For a two-hop question (`inner` set), an answer joined to the question's entity by one
+        fact and by no path is the bridge ("the company that acquired X" itself): kind "bridge".
         """
         asked_nodes = set(self.graph.link(question, principal))
         named = list(self.graph.link(text, principal))
@@ -298,8 +400,16 @@ class Guard:
             s_in, o_in = _node(fact.subject) in asked_nodes, _node(fact.object) in asked_nodes
             if s_in != o_in:
                 templates.append((fact.subject if s_in else fact.object, fact.relation, s_in))
-        lemmas = self._lemmas(question)
-        asked = [t for t in templates if t[1] != COOCCURS and t[1].split("_")[0] in lemmas]
+        # A relation is asked when a content word of its name stems like one of the question's
+        # ("complete_acquisition_of" for "acquired"; not "be_subject_to" for "is ... approved").
+        question_terms = terms(question, self._stop_words)
+        asked = [t for t in templates if t[1] != COOCCURS
+                 and terms(t[1].replace("_", " "), self._stop_words) & question_terms]
+        # "What condition is X approved to treat?" asks no agent of "approve": a claim with the
+        # answer as its subject would vouch for the agency, and a supported one names the agent.
+        agents = [t for t in asked if not t[2] and agentless_passive(
+            question, terms(t[1].replace("_", " "), self._stop_words), self._stop_words)]
+        asked = [t for t in asked if t not in agents]
         rows = []
         for node in answer_nodes:
             name = node.removeprefix("entity:")
@@ -309,8 +419,24 @@ class Guard:
             if path:
                 # A two-hop question ("the product of the company that acquired X"): the answer
                 # is joined to the question's entity through a bridge, not by the asked relation.
+                # A one-hop question asks no such path: another drug of the same maker is "related".
                 rows.append(self._row((path[0].subject, path[0].relation, path[0].object), "supported",
-                                      tuple(path), "path"))
+                                      tuple(path), "path" if inner else "related"))
+                continue
+            direct = [f for f in [*evidence.facts, *facts] if f.relation != COOCCURS
+                      and {_node(f.subject), _node(f.object)} & asked_nodes and node in (_node(f.subject), _node(f.object))]
+            if inner and direct:
+                rows.append(self._row((direct[0].subject, direct[0].relation, direct[0].object), "unknown",
+                                      (direct[0],), "bridge"))
+                continue
+            off = self._off_relation(question, inner, node, text, evidence, principal) if inner else None
+            if off is not None:
+                rows.append(self._row((off.subject, off.relation, off.object), "unknown", (off,), "off_relation"))
+                continue
+            agent = next((j for j in self._judge(list(dict.fromkeys((name, rel, q) for q, rel, _ in agents)), principal)
+                          if j[1] == "supported"), None)
+            if agent is not None:  # the agency that approved X, for "What condition is X approved to treat?"
+                rows.append(self._row(agent[0], "unknown", agent[2], "agent_not_asked"))
                 continue
             claims = list(dict.fromkeys((q, rel, name) if q_subject else (name, rel, q)
                                         for q, rel, q_subject in (asked or templates)))
@@ -324,10 +450,25 @@ class Guard:
             rows.append(self._row(best[0], best[1], best[2], "implied" if asked else "related"))
         return rows
 
-    def _lemmas(self, text: str) -> set[str]:
-        # The extractor's spaCy pipeline (already loaded) lemmatises the question's verbs.
-        nlp = self._extractor.nlp
-        return {t.lemma_.casefold() for t in nlp(text)}
+    def _off_relation(self, question: str, inner: str, node: str, text: str, evidence: Evidence,
+                      principal: Principal) -> Fact | None:
+        """For a two-hop question: one of the answer entity's relation facts when the graph knows
+        the question's outer relation ("made" -> make / manufacture, among the evidence's facts)
+        and the answer takes part in none of it (the agency that approved the maker's drug), else
+        None: the answer is not in the relation asked."""
+        _, outer = question_parts(question, inner, self._stop_words, terms(text, self._stop_words))
+
+        def outer_relation(fact: Fact) -> bool:
+            return fact.relation != COOCCURS and bool(terms(fact.relation.replace("_", " "), self._stop_words) & outer)
+
+        if not any(outer_relation(f) for f in evidence.facts):
+            return None
+        own = [f for f in self.graph.facts(text, principal, [p.chunk_id for p in evidence.passages],
+                                           max_facts=MAX_FACTS)
+               if f.relation != COOCCURS and node in (_node(f.subject), _node(f.object))]
+        if not own or any(outer_relation(f) for f in own):
+            return None
+        return own[0]
 
     @staticmethod
     def _row(claim: tuple[str, str, str], verdict: str, facts: tuple, kind: str) -> dict[str, Any]:

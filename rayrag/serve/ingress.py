@@ -478,8 +478,9 @@ class Ingress:
         redacted, question_pii, evidence, mode, top_k = await self._prepare(caller, question, mode, top_k, timings)
         result = await self._timed(timings, "generate",
                                    self.generator.answer.remote((redacted, evidence, max_new_tokens)))
-        report = await self._timed(timings, "guard", self.guard.check.remote(
-            redacted, result.answer.text, evidence, caller.principal, result.answer_logprob))
+        # The reader's candidates (decoding.candidates) go to the Guard, which keeps the one it trusts most.
+        result, report = await self._timed(timings, "guard", self.guard.verify.remote(
+            redacted, result, evidence, caller.principal))
         body = self._response(rid, caller, mode, question_pii, evidence, result, report, timings, started)
         self.model_version = body["model_version"]
         if use_cache:

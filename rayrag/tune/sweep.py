@@ -383,9 +383,19 @@ def _summarise(spec: TuneSpec, base: RAGConfig, records: list[TrialRecord], defa
                         "completed": float(len(completed)), "stopped_early": float(summary["stopped_early"]),
                         "errored": float(summary["errored"]),
                         **({"default_objective": default_record.objective} if default_record else {})})
-    if best is not default_record:
-        summary["challenger"] = _register_challenger(best, out, tracker, best_run, progress)
-    _cleanup_trials(out, keep=best.trial_id)
+    # The challenger is the best trial that trained adapters, even when a rank-0 trial won:
+    # the sweep's ranking is offline, the champion/challenger split is where adapters earn promotion.
+    adapted = [r for r in completed if r.params.get("lora_rank")
+               and (out / TRIALS_DIR / r.trial_id / "model" / "config.json").is_file()]
+    contender = max(adapted, key=lambda r: r.objective) if adapted else None
+    if contender is None:
+        progress("no completed trial trained adapters (lora_rank > 0): nothing to register as challenger")
+    else:
+        contender_run = best_run if contender is best else next(
+            (run["run_id"] for run in trial_runs if contender.trial_id in run["tags"].get("trial_name", "")), None)
+        summary["challenger"] = _register_challenger(contender, out, tracker, contender_run, progress,
+                                                     won=contender is best)
+    _cleanup_trials(out, keep={best.trial_id} | ({contender.trial_id} if contender else set()))
     return summary
 
 
@@ -401,26 +411,26 @@ def _write_best(config: RAGConfig, path: Path) -> Path:
     return path
 
 
-def _register_challenger(best: TrialRecord, out: Path, tracker: Tracker, run_id: str | None,
-                         progress: Progress) -> dict[str, Any] | None:
-    """The winner's merged adapters as a version of the generator, aliased `challenger`; a
-    rank-0 winner is the champion's own weights and registers nothing."""
+def _register_challenger(trial: TrialRecord, out: Path, tracker: Tracker, run_id: str | None,
+                         progress: Progress, *, won: bool) -> dict[str, Any]:
+    """The trial's merged adapters as a version of the generator, aliased `challenger`
+    (tagged with whether it won the sweep), so serving can compare it with the champion."""
     from rayrag.governance.registry import ModelRegistry
 
-    model_dir = out / TRIALS_DIR / best.trial_id / "model"
-    if not best.params.get("lora_rank") or not (model_dir / "config.json").is_file():
-        progress("best trial has no adapter (lora_rank 0): nothing to register as challenger")
-        return None
+    model_dir = out / TRIALS_DIR / trial.trial_id / "model"
     registry = ModelRegistry(tracker)
     info = registry.register(model_dir, run_id=run_id, tags={
-        "lora_rank": best.params["lora_rank"], "tune_trial": best.trial_id, "objective": best.objective,
-        "source": "tune"})
+        "lora_rank": trial.params["lora_rank"], "tune_trial": trial.trial_id, "objective": trial.objective,
+        "won_sweep": str(won).lower(), "source": "tune"})
     if "champion" in info.aliases:  # the first version ever registered: it is the champion already
-        return {"model": registry.name, "version": info.version, "alias": "champion"}
+        return {"model": registry.name, "version": info.version, "alias": "champion", "trial_id": trial.trial_id,
+                "won_sweep": won}
     registry.set_challenger(info.version)
+    standing = "the sweep's best" if won else "the best adapter trial; a rank-0 trial scored higher"
     progress(f"registered {registry.name} v{info.version} as challenger (merged LoRA rank "
-             f"{best.params['lora_rank']}); promote with `rayrag registry promote {info.version}`")
-    return {"model": registry.name, "version": info.version, "alias": "challenger"}
+             f"{trial.params['lora_rank']}, {standing}); promote with `rayrag registry promote {info.version}`")
+    return {"model": registry.name, "version": info.version, "alias": "challenger", "trial_id": trial.trial_id,
+            "won_sweep": won}
 
 
 def _plots(records: list[TrialRecord], knobs: list[str], out: Path, parent: Any) -> None:
@@ -436,13 +446,13 @@ def _plots(records: list[TrialRecord], knobs: list[str], out: Path, parent: Any)
         parent.log_figure(fig, f"plots/{name}")
 
 
-def _cleanup_trials(out: Path, keep: str | None) -> None:
-    """Trial folders hold merged checkpoints; only the winner's is kept."""
+def _cleanup_trials(out: Path, keep: set[str] | None) -> None:
+    """Trial folders hold merged checkpoints; only the winner's and the challenger's are kept."""
     import shutil
 
     trials = out / TRIALS_DIR
     if not trials.is_dir():
         return
     for folder in trials.iterdir():
-        if folder.name != keep:
+        if folder.name not in (keep or set()):
             shutil.rmtree(folder, ignore_errors=True)

@@ -231,3 +231,25 @@ def test_decoding_dtype_auto_is_float32_on_cpu_and_bfloat16_answers_too(checkpoi
     assert bf16.model.lm_head.weight.dtype == torch.bfloat16
     assert result.completion_tokens > 0 and isinstance(result.answer.text, str)
     assert "".join(bf16.answer(QUESTION, evidence, stream=True)) == result.answer.text
+
+
+def test_candidates_are_spans_the_guard_can_choose_from(checkpoint):
+    # decoding.candidates: the reader's n-best (greedy continuations of its likeliest first
+    # tokens), each a ReaderResult with the same citations; a stream still sends one answer.
+    evidence = Evidence(passages(3), FACTS)
+    one = Reader(checkpoint, tiny_config(extractive="true"), device="cpu").answer(QUESTION, evidence)
+    reader = Reader(checkpoint, tiny_config(extractive="true", candidates=3), device="cpu")
+    result = reader.answer(QUESTION, evidence)
+    candidates = [result, *result.alternatives]
+    assert len(candidates) == 3 and not any(c.alternatives for c in candidates[1:])
+    assert len({c.answer.text for c in candidates}) == 3
+    ids = reader.build(QUESTION, evidence).ids
+    context = reader.tokenizer.decode(ids[:ids.index(reader.tokenizer.sep_id)])
+    assert all(c.answer.text and c.answer.text in context for c in candidates)
+    assert one.answer.text in {c.answer.text for c in candidates}  # the greedy answer is one of them
+    assert [c.answer_logprob for c in candidates] == sorted((c.answer_logprob for c in candidates), reverse=True)
+    assert all(c.answer.citations == result.answer.citations for c in candidates)
+    [batched] = reader.answer_batch([QUESTION], [evidence])
+    assert [c.answer.text for c in (batched, *batched.alternatives)] == [c.answer.text for c in candidates]
+    stream = reader.answer(QUESTION, evidence, stream=True)
+    assert "".join(stream) == stream.result.answer.text and stream.result.alternatives == ()

@@ -334,3 +334,43 @@ def test_extractive_decoding_needs_a_way_to_end_the_span(model):
     opts = DecodeOptions.from_config(DecodingConfig(extractive=True), eos_id=2, pad_id=0, span_until=SEP)
     assert opts.span_until == SEP
     assert DecodeOptions.from_config(DecodingConfig(), eos_id=2, pad_id=0, span_until=SEP).span_until is None
+
+
+@pytest.mark.parametrize("head", ["adaptive", "full"])
+def test_n_best_branches_hold_the_greedy_answer_and_are_ranked_by_likelihood(head):
+    model = tiny_model(head, seed=3)
+    prompts = [[5, 17, 42, 9, 88, SEP, 61, 70], [120, 7, 33, 7, 150, SEP, 2, 19, 44], [33, 150, SEP, 4]]
+    kwargs = dict(max_new_tokens=6, eos_id=3, pad_id=0, span_until=SEP)
+    greedy = generate(model, prompts, **kwargs)
+    best = generate(model, prompts, branches=3, **kwargs)
+    assert len(best) == len(prompts)
+    for g, nbest, prompt in zip(greedy, best, prompts, strict=True):
+        context = prompt[:prompt.index(SEP)]
+        candidates = [nbest, *nbest.alternatives]
+        assert len(candidates) == min(3, len(set(context)))  # [33, 150]: two tokens can start a span
+        assert all(c.tokens and is_span(c.tokens, context) for c in candidates)
+        assert len({c.tokens[0] for c in candidates}) == len(candidates)  # one branch per first token
+        # The greedy answer is the branch of the best first token; the most likely comes first.
+        assert any(c.tokens == g.tokens and c.logprob == pytest.approx(g.logprob, abs=1e-5) for c in candidates)
+        assert [c.logprob for c in candidates] == sorted((c.logprob for c in candidates), reverse=True)
+        assert nbest.logprob >= g.logprob - 1e-5
+    # Batched rows equal each prompt alone, alternatives too.
+    alone = [generate(model, [p], branches=3, **kwargs)[0] for p in prompts]
+    assert [[c.tokens for c in (a, *a.alternatives)] for a in alone] == \
+        [[c.tokens for c in (b, *b.alternatives)] for b in best]
+
+
+def test_n_best_needs_greedy_extractive_decoding(model):
+    with pytest.raises(ConfigError, match="branches > 1 needs greedy, extractive decoding"):
+        generate(model, [[5, 6]], max_new_tokens=2, eos_id=3, pad_id=0, branches=2)
+    with pytest.raises(ConfigError, match="branches > 1 needs greedy"):
+        generate(model, [[5, SEP]], max_new_tokens=2, eos_id=3, pad_id=0, span_until=SEP, branches=2,
+                 temperature=1.0, seed=1)
+    with pytest.raises(ConfigError, match="branches must be 1"):
+        stream(model, [5, SEP], max_new_tokens=2, eos_id=3, pad_id=0, span_until=SEP, branches=2)
+    with pytest.raises(ValueError, match="candidates 4 needs extractive: true"):
+        DecodingConfig(candidates=4)
+    opts = DecodeOptions.from_config(DecodingConfig(extractive=True, candidates=4), eos_id=2, pad_id=0, span_until=SEP)
+    assert opts.branches == 4
+    sampled = DecodingConfig(extractive=True, candidates=4, temperature=0.7)  # a sweep's temperature knob
+    assert DecodeOptions.from_config(sampled, eos_id=2, pad_id=0, span_until=SEP).branches == 1

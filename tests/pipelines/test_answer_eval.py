@@ -63,6 +63,10 @@ def test_score_example_by_hand():
     assert score_example(qa, outcome(context_doc_ids=["d2", "x"]), [])["context_recall"] == 0.5
     assert score_example(qa, outcome(context_doc_ids=["d2", "d1"]), [])["context_recall"] == 1.0
     assert score_example(qa, outcome(), [])["context_recall"] == 0.0
+    # reader_em: the reader's own first answer, when the answerer reports one (in process).
+    assert scores["reader_em"] is None
+    chosen = score_example(qa, outcome(extra={"reader_answer": "Brightwater Labs"}), [])
+    assert chosen["reader_em"] == 0.0 and chosen["answer_em"] == 1.0
 
 
 def test_aggregate_scores_by_hand():
@@ -171,6 +175,7 @@ def test_ask_responses_are_scored_by_hand(tmp_path, monkeypatch):
     assert result["counts"]["server_errors"] == 1 and result["questions"] == 3
     assert result["recall_at_2"] == 0.5 and result["recall_at_5"] == 1.0  # press-1, misc-9, product-1
     assert result["answer_em"] == pytest.approx(2 / 3, abs=1e-6) and result["answer_f1"] == pytest.approx((1 + 1 + 0.8) / 3, abs=1e-6)
+    assert result["reader_em"] is None  # the server reports only the answer it chose
     assert result["citation_precision"] == 1.0 and result["pii_leak_rate"] == pytest.approx(1 / 3, abs=1e-6)
     assert result["cost_per_request"] == pytest.approx(0.001) and result["tokens_per_request"] == 55
     assert result["slices"]["hops=1"]["n"] == 2 and result["run_id"] is None
@@ -257,6 +262,7 @@ def test_end_to_end_in_process_run_is_tracked_without_text(stack):
     assert result["counts"]["canaries"] > 0  # planted_pii.json beside the dataset
     assert 0 <= result["recall_at_5"] <= 1 and result["p99_ms"] >= result["p50_ms"] > 0
     assert result["tokens_per_request"] > 0 and result["cost_per_request"] > 0
+    assert 0 <= result["reader_em"] <= 1  # in process the reader's own first answer is scored too
 
     client = stack.tracker.client()
     run = client.get_run(result["run_id"])

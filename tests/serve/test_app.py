@@ -543,6 +543,7 @@ def test_local_testing_mode_answers_what_the_in_process_pipeline_answers(stack):
     from rayrag.generator.answer import Reader
     from rayrag.governance.redaction import Redactor
     from rayrag.retrieval.hybrid import HybridRetriever
+    from rayrag.serve.guard import Guard
 
     # Batch size 1: Ray 2.60's local testing mode cannot run @serve.batch (deployments.py).
     handle = serve.run(build_app({**stack.args, "set": "serve.max_batch_size=1"}), name="local",
@@ -554,7 +555,10 @@ def test_local_testing_mode_answers_what_the_in_process_pipeline_answers(stack):
     redacted = Redactor(stack.config.governance.redaction).redact(question).text
     evidence = HybridRetriever(Path(stack.args["bundle"]), stack.config).retrieve(redacted, admin.principal, "hybrid")
     reader = Reader(stack.args["model"], stack.config)
-    expected = reader.answer(redacted, evidence)
+    # The served answer is the reader's candidate the Guard trusts most (decoding.candidates).
+    guard = Guard(stack.config, bundle_path=Path(stack.args["bundle"]))
+    expected, report = guard.verify(redacted, reader.answer(redacted, evidence), evidence, admin.principal)
+    assert served["confidence"] == report.confidence
     assert [c["chunk_id"] for c in served["citations"]] == [p.chunk_id for p in expected.answer.citations]
     assert [(f["subject"], f["relation"]) for f in served["facts"]] == [
         (f.subject, f.relation) for f in expected.answer.facts]

@@ -48,6 +48,15 @@ def guard() -> Guard:
     return g
 
 
+def graph_guard(guard: Guard, extra: dict[str, str]) -> Guard:
+    """A guard over CORPUS plus public documents `extra` (doc id -> text), sharing `guard`'s Presidio."""
+    chunks = [Chunk(f"{d}#0", d, t, 0, len(t), acl=a) for d, (t, a) in
+              {**CORPUS, **{d: (t, ("public",)) for d, t in extra.items()}}.items()]
+    kg = KnowledgeGraph.build(TripleExtractor(KGConfig())(chunks), config=KGConfig(),
+                              extracted_at="2025-01-01T00:00:00+00:00")
+    return Guard(RAGConfig(), redactor=guard.redactor, graph=GraphRetriever(kg, KGConfig()))
+
+
 def test_pii_in_the_answer_is_redacted_and_counted(guard):
     report = guard.check(ACQUIRED, "Velora Systems acquired Brightwater Labs [2]. "
                          "Contact jane.doe@example.com for details.", EVIDENCE, PUBLIC)
@@ -167,11 +176,7 @@ def test_a_two_hop_answer_on_a_graph_path_is_supported_not_contradicted(guard):
     # d6 gives Velora Systems a product; "the company that acquired Brightwater Labs" is the
     # bridge (d2). The product is not in the asked relation (acquire) with Brightwater Labs.
     text = "Velora Systems makes Nimbus Data Platform."  # (a name Presidio does not take for a person)
-    chunks = [Chunk(f"{d}#0", d, t, 0, len(t), acl=a) for d, (t, a) in
-              {**CORPUS, "d6": (text, ("public",))}.items()]
-    kg = KnowledgeGraph.build(TripleExtractor(KGConfig())(chunks), config=KGConfig(),
-                              extracted_at="2025-01-01T00:00:00+00:00")
-    two_hop = Guard(RAGConfig(), redactor=guard.redactor, graph=GraphRetriever(kg, KGConfig()))
+    two_hop = graph_guard(guard, {"d6": text})
     evidence = Evidence(passages=(EVIDENCE.passages[1], Passage("d6#0", "d6", text, 0.9)))
     question = "Which product is made by the company that acquired Brightwater Labs?"
     right = two_hop.check(question, "Nimbus Data Platform", evidence, PUBLIC)
@@ -187,11 +192,7 @@ def test_a_two_hop_path_in_the_evidence_facts_is_enough(guard, monkeypatch):
     from rayrag.types import Fact
 
     text = "Velora Systems makes Nimbus Data Platform."
-    chunks = [Chunk(f"{d}#0", d, t, 0, len(t), acl=a) for d, (t, a) in
-              {**CORPUS, "d6": (text, ("public",))}.items()]
-    kg = KnowledgeGraph.build(TripleExtractor(KGConfig())(chunks), config=KGConfig(),
-                              extracted_at="2025-01-01T00:00:00+00:00")
-    two_hop = Guard(RAGConfig(), redactor=guard.redactor, graph=GraphRetriever(kg, KGConfig()))
+    two_hop = graph_guard(guard, {"d6": text})
     monkeypatch.setattr(guard_module, "MAX_FACTS", 1)  # the graph offers one fact, not the path
     passages = (EVIDENCE.passages[1], Passage("d6#0", "d6", text, 0.9))
     question = "Which product is made by the company that acquired Brightwater Labs?"
@@ -225,3 +226,84 @@ def test_an_answer_of_the_wrong_shape_is_escalated(guard):
     assert "answer_type_mismatch" in report.reasons and report.escalated
     right = guard.check("In what year was Brightwater Labs founded?", "2015", EVIDENCE, PUBLIC, answer_logprob=0.0)
     assert "answer_type_mismatch" not in right.reasons
+
+
+def test_a_two_hop_answer_that_is_the_bridge_is_escalated(guard):
+    # "Velora Systems" answers the inner clause (the company that acquired Brightwater Labs),
+    # not the question: one fact joins it to the question's entity and no path goes on.
+    text = "Velora Systems makes Nimbus Data Platform."
+    two_hop = graph_guard(guard, {"d6": text})
+    evidence = Evidence(passages=(EVIDENCE.passages[1], Passage("d6#0", "d6", text, 0.9)))
+    question = "Which product is made by the company that acquired Brightwater Labs?"
+    assert two_hop.inner_clause(question, PUBLIC) == "that acquired Brightwater Labs"
+    bridge = two_hop.check(question, "Velora Systems", evidence, PUBLIC, answer_logprob=0.0)
+    right = two_hop.check(question, "Nimbus Data Platform", evidence, PUBLIC, answer_logprob=0.0)
+    assert [c["kind"] for c in bridge.validation["claims"]] == ["bridge"]
+    assert "answer_is_bridge" in bridge.reasons and bridge.escalated
+    assert bridge.groundedness == 0.0  # its sentence states the acquisition, not what is made
+    assert not right.escalated and right.confidence > 4 * bridge.confidence
+    # One hop, the same answer is the right one.
+    assert not two_hop.check(ACQUIRED, "Velora Systems", evidence, PUBLIC, answer_logprob=0.0).escalated
+
+
+def test_check_best_keeps_the_candidate_the_checks_trust_most(guard):
+    from types import SimpleNamespace
+
+    candidates = [("Brightwater Labs", -0.1), ("Velora Systems", -2.0), ("Lisbon", -3.0)]
+    index, report = guard.check_best(ACQUIRED, candidates, EVIDENCE, PUBLIC)
+    assert index == 1 and report.text == "Velora Systems" and not report.escalated
+    # Its report is the one `check` gives that candidate; the likelier one repeats the question.
+    assert report == guard.check(ACQUIRED, "Velora Systems", EVIDENCE, PUBLIC, -2.0)
+    assert guard.check(ACQUIRED, "Brightwater Labs", EVIDENCE, PUBLIC, -0.1).confidence < report.confidence
+    with pytest.raises(ValueError, match="at least one candidate"):
+        guard.check_best(ACQUIRED, [], EVIDENCE, PUBLIC)
+    # `verify` takes a reader result with its alternatives and returns the chosen one.
+    def result(text, logprob, alternatives=()):
+        return SimpleNamespace(answer=SimpleNamespace(text=text), answer_logprob=logprob, alternatives=alternatives)
+
+    alternative = result("Velora Systems", -2.0)
+    chosen, verified = guard.verify(ACQUIRED, result("Brightwater Labs", -0.1, (alternative,)), EVIDENCE, PUBLIC)
+    assert chosen is alternative and verified == report
+    alone, _ = guard.verify(ACQUIRED, result("Velora Systems", -2.0), EVIDENCE, PUBLIC)
+    assert alone.answer.text == "Velora Systems"
+
+
+def test_an_answer_found_only_inside_a_longer_name_is_escalated(guard):
+    evidence = Evidence(passages=(Passage("d9#0", "d9", "Velora Systems makes the Catalyst Power System.", 1.0),))
+    assert guard.partial_name("Catalyst Power", list(evidence.passages))
+    assert not guard.partial_name("Catalyst Power System", list(evidence.passages))
+    assert not guard.partial_name("Lisbon", list(evidence.passages))  # not in the passages at all
+    report = guard.check("What does Velora Systems make?", "Catalyst Power", evidence, PUBLIC, answer_logprob=0.0)
+    assert "partial_name" in report.reasons and report.escalated
+
+
+def test_a_passive_question_without_an_agent_is_not_answered_by_the_agent(guard):
+    # "Which year was Brightwater Labs acquired in?" asks no acquirer: the acquirer fills a slot
+    # the question does not ask (as the approving agency does for "What condition is X approved
+    # to treat?").
+    asked = guard.check(ACQUIRED, "Velora Systems", EVIDENCE, PUBLIC, answer_logprob=0.0)
+    passive = guard.check("Which year was Brightwater Labs acquired in?", "Velora Systems", EVIDENCE, PUBLIC,
+                          answer_logprob=0.0)
+    assert asked.validation["claims"][0]["kind"] == "implied" and not asked.escalated
+    assert passive.validation["claims"][0]["kind"] == "agent_not_asked"
+    assert "answer_is_unasked_agent" in passive.reasons and passive.escalated
+    by = guard.check("Which company was Brightwater Labs acquired by?", "Velora Systems", EVIDENCE, PUBLIC,
+                     answer_logprob=0.0)
+    assert by.validation["claims"][0]["kind"] == "implied"
+
+
+def test_a_two_hop_answer_never_in_the_outer_relation_is_escalated(guard):
+    from rayrag.types import Fact
+
+    texts = {"d6": "Velora Systems makes Nimbus Data Platform.",
+             "d7": "The Harbor Review Council approved Nimbus Data Platform in 2022."}
+    two_hop = graph_guard(guard, texts)
+    made = Fact("Velora Systems", "make", "Nimbus Data Platform", 1.0, ("d6#0",), ("d6",))
+    passages = (EVIDENCE.passages[1], *(Passage(f"{d}#0", d, t, 0.9) for d, t in texts.items()))
+    evidence = Evidence(passages=passages, facts=(made,))
+    question = "Which product is made by the company that acquired Brightwater Labs?"
+    agency = two_hop.check(question, "Harbor Review Council", evidence, PUBLIC, answer_logprob=0.0)
+    right = two_hop.check(question, "Nimbus Data Platform", evidence, PUBLIC, answer_logprob=0.0)
+    assert [c["kind"] for c in agency.validation["claims"]] == ["off_relation"]
+    assert "answer_off_relation" in agency.reasons and agency.escalated
+    assert "answer_off_relation" not in right.reasons and not right.escalated

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from spacy.lang.en.stop_words import STOP_WORDS
 
-from rayrag.serve.support import answer_support, terms
+from rayrag.serve.support import answer_support, inner_clause, terms
 
 STOP = frozenset(STOP_WORDS)
 PRESS = ("Kingsmere Technologies acquires Zandor Systems\nKingsmere Technologies completed its acquisition "
@@ -80,3 +80,71 @@ def test_the_answer_must_have_the_shape_the_question_asks_for():
     assert answer_type_ok("Which company acquired Zandor Systems?", "Kingsmere Technologies")
     assert not answer_type_ok("What condition is X approved to treat?", "41%")
     assert answer_type_ok("Name the acquirer.", "41%")  # nothing to check
+
+
+@pytest.mark.parametrize(("question", "mentions", "inner"), [
+    ("Which product is made by the company that acquired Avenra Logistics?", ["avenra logistics"],
+     "that acquired Avenra Logistics"),
+    ("In what year was the company that acquired Virelle Biologics Group founded?", ["virelle biologics"],
+     "that acquired Virelle Biologics Group"),  # the capitalised run goes on past the linked key
+    ("What revenue did the maker of cordidex report for fiscal 2023?", ["cordidex"], "the maker of cordidex"),
+    ("The director of the film Big Stone Gap is based in what city?", ["big stone gap"],
+     "The director of the film Big Stone Gap"),
+    ("Which company acquired the maker of Anvil Hub?", [], "the maker of Anvil Hub"),  # nothing linked: to the end
+    ("Which company acquired Tarrow Power?", ["tarrow power"], ""),
+    ("Which regulation did counsel conclude applies to Lantern?", ["lantern"], ""),
+    ("What is the number of staff at Foo Labs?", ["foo labs"], ""),  # "number" is no agent noun
+])
+def test_the_inner_clause_of_a_two_hop_question(question, mentions, inner):
+    assert inner_clause(question, mentions) == inner
+
+
+def test_a_two_hop_answer_must_state_the_outer_relation():
+    question = "In what year was the company that acquired Zandor Systems founded?"
+    inner = inner_clause(question, ["zandor systems"])
+    right = answer_support(question, "2004", EVIDENCE, STOP, inner=inner)
+    # 2012 sits with every inner term ("acquired Zandor Systems") but not with "founded".
+    wrong_year = answer_support(question, "2012", EVIDENCE, STOP, inner=inner)
+    assert right == 1.0 and wrong_year == 0.0
+    assert answer_support(question, "2012", EVIDENCE, STOP) > 0.5  # read as one question, it looked supported
+    # The bridge itself answers the inner clause: its sentence does not state "founded".
+    bridge = "Which product is made by the company that acquired Zandor Systems?"
+    assert answer_support(bridge, "Kingsmere Technologies", EVIDENCE, STOP,
+                          inner=inner_clause(bridge, ["zandor systems"])) == 0.0
+
+
+def test_a_passive_without_by_asks_no_agent():
+    from rayrag.serve.support import agentless_passive
+
+    approve = terms("approve", STOP)
+    assert agentless_passive("What condition is remlodex approved to treat?", approve, STOP)
+    assert not agentless_passive("Which agency approved remlodex?", approve, STOP)
+    assert not agentless_passive("Which drug was approved by the Board?", approve, STOP)
+    assert not agentless_passive("What condition is remlodex approved to treat?", terms("acquire", STOP), STOP)
+    # A drug name ending like a participle ("fenlotide") is no participle; "approved" is.
+    assert agentless_passive("What condition is fenlotide approved to treat?", approve, STOP)
+    assert not agentless_passive("Which company is the acquirer of X?", terms("acquire", STOP), STOP)
+
+
+def test_the_answer_that_the_inner_clause_describes_is_the_bridge():
+    from rayrag.serve.support import answers_inner_clause
+
+    question = "Which product is made by the company that acquired Zandor Systems?"
+    inner = inner_clause(question, ["zandor systems"])
+    catalogue = "Kingsmere Technologies makes the Orbit Hub."
+    assert answers_inner_clause(question, "Kingsmere Technologies", [PRESS, catalogue], STOP, inner=inner)
+    assert not answers_inner_clause(question, "Orbit Hub", [PRESS, catalogue], STOP, inner=inner)
+    assert not answers_inner_clause("Which company acquired Zandor Systems?", "Kingsmere Technologies",
+                                    [PRESS], STOP, inner="")  # one hop: no bridge to be
+    # A sentence that states the whole path names the answer with the outer relation: no bridge.
+    both = "Kingsmere Technologies, which acquired Zandor Systems, makes the Orbit Hub."
+    assert not answers_inner_clause(question, "Orbit Hub", [both], STOP, inner=inner)
+
+
+def test_relation_synonyms_and_names_that_do_not_run_across_sentences():
+    from rayrag.serve.support import names
+
+    assert terms("manufactured manufacturer maker", STOP) == {"mak"}
+    assert terms("bought purchased acquired", STOP) == {"acqui"}
+    assert names("Hub sheet\nFalcon Hub is made by Gorsefield Data. Gorsefield Data ships it.") == {
+        "Hub", "Falcon Hub", "Gorsefield Data"}

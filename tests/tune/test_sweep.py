@@ -108,16 +108,25 @@ def test_best_config_validates_and_differs_from_the_default_where_better(sweep):
     assert {row["knob"] for row in summary["sensitivity_val_loss"]} == set(summary["searched"])
 
 
-def test_the_winner_is_registered_as_challenger(sweep):
+def test_the_best_adapter_trial_is_registered_as_challenger(sweep):
     summary = sweep.summary
     registry = ModelRegistry(sweep.tracker)
-    if summary["best"]["lora_rank"] == 0:  # the champion's own weights (or the default won)
-        assert summary["challenger"] is None
-        assert registry.version_for_alias("challenger") is None
+    runs = sweep.tracker.child_runs("tune", summary["mlflow_parent_run_id"])
+    adapted = [r for r in runs if int(r["params"]["lora_rank"]) > 0 and "objective" in r["metrics"]]
+    if not adapted:  # every adapter trial was stopped early: there is nothing to compare online
+        assert summary["challenger"] is None and registry.version_for_alias("challenger") is None
         return
+    top = max(r["metrics"]["objective"] for r in adapted)
     challenger = registry.version_for_alias("challenger")
     assert challenger is not None and challenger.version == summary["challenger"]["version"]
-    assert challenger.tags["lora_rank"] == str(summary["best"]["lora_rank"])
+    assert challenger.version != registry.version_for_alias("champion").version
+    assert float(challenger.tags["objective"]) == pytest.approx(top)
+    assert int(challenger.tags["lora_rank"]) > 0
+    assert challenger.tags["won_sweep"] == str(summary["best"]["trial_id"] == summary["challenger"]["trial_id"]).lower()
+    # Its merged checkpoint is kept beside the winner's; every other trial's is cleaned up.
+    kept = {p.name for p in (Path(summary["out"]) / "trials").iterdir()}
+    assert summary["challenger"]["trial_id"] in kept
+    assert kept <= {summary["challenger"]["trial_id"], summary["best"]["trial_id"]}
     local = registry.download("challenger")  # a plain checkpoint: the merged adapters
     from rayrag.generator.checkpoint import load_checkpoint
 
