@@ -384,7 +384,9 @@ class Guard:
         relation's words the question uses ("acquire" for "Who acquired ...?") are the
         asked relation and may contradict; without one, any relation may only support.
         For a two-hop question (`inner` set), an answer joined to the question's entity by one
-        fact and by no path is the bridge ("the company that acquired X" itself): kind "bridge".
+        fact and by no path is the bridge ("the company that acquired X" itself): kind "bridge";
+        one whose facts never take part in the outer relation is "off_relation". The graph's
+        agent of a relation the question puts in the passive without "by" is "agent_not_asked".
         """
         asked_nodes = set(self.graph.link(question, principal))
         named = list(self.graph.link(text, principal))
