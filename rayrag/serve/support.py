@@ -110,6 +110,8 @@ _INNER_MARKER = re.compile(r"(?<=\w)\s+(that|which|who|whose)\b|(?:^|(?<=\w)\s+)
 _NOT_AGENTS = frozenset({"number", "order", "other", "quarter", "water", "center", "letter", "corner", "chapter",
                          "member", "matter", "cover", "sector", "factor", "color", "error", "minor", "major"})
 _CAPITALISED = re.compile(r"(?:\s+[A-Z][\w&.-]*)+")
+# "In which year ...", "For whom ...": a wh-word after a preposition asks, it relates no clause.
+_PREPOSITIONS = frozenset({"in", "for", "of", "to", "at", "on", "by", "with", "from", "into", "during", "under"})
 
 
 def inner_clause(question: str, mentions: Iterable[str] = ()) -> str:
@@ -123,6 +125,9 @@ def inner_clause(question: str, mentions: Iterable[str] = ()) -> str:
     for match in _INNER_MARKER.finditer(question):
         agent = match.group(2)
         if agent is not None and agent.casefold() in _NOT_AGENTS:
+            continue
+        before = question[:match.start()].split()
+        if match.group(1) is not None and before and before[-1].casefold() in _PREPOSITIONS:
             continue
         start = match.end() if match.group(1) is None else match.start(1)
         rest = question[start:]

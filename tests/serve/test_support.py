@@ -94,6 +94,8 @@ def test_the_answer_must_have_the_shape_the_question_asks_for():
     ("Which company acquired Tarrow Power?", ["tarrow power"], ""),
     ("Which regulation did counsel conclude applies to Lantern?", ["lantern"], ""),
     ("What is the number of staff at Foo Labs?", ["foo labs"], ""),  # "number" is no agent noun
+    ("In which year was Foo Labs founded?", ["foo labs"], ""),  # a wh-word after a preposition asks
+    ("In which city is the company that acquired Foo Labs based?", ["foo labs"], "that acquired Foo Labs"),
 ])
 def test_the_inner_clause_of_a_two_hop_question(question, mentions, inner):
     assert inner_clause(question, mentions) == inner
