@@ -43,7 +43,8 @@ Confidence, in [0, 1] (answers below `serve.confidence_threshold` are escalated)
     x CONTRADICTION_FACTOR when the answer is found only inside longer names ("Catalyst Power"
       where the passages say "Catalyst Power System")
     x CONTRADICTION_FACTOR when the answer is the graph's agent of a relation the question puts
-      in the passive without one ("What condition is X approved to treat?" -> the agency)
+      in the passive without one ("What condition is X approved to treat?" -> the agency), or
+      is tied to the question's entity only by another relation (-> a regulation X is subject to)
     x CONTRADICTION_FACTOR when a two-hop answer entity has relation facts, none of them in
       the outer relation the evidence's facts hold ("made": the approving agency)
     x BAD_CITATION_FACTOR when a marker is out of range     (0.8)
@@ -235,6 +236,9 @@ class Guard:
         if any(row["kind"] == "agent_not_asked" for row in validation["claims"]):
             reasons.append("answer_is_unasked_agent")  # fills the agent slot of a passive question without one
             confidence *= CONTRADICTION_FACTOR
+        if any(row["kind"] == "other_relation" for row in validation["claims"]):
+            reasons.append("answer_in_other_relation")  # "approved to treat" -> the regulation X is subject to
+            confidence *= CONTRADICTION_FACTOR
         if any(row["kind"] == "off_relation" for row in validation["claims"]):
             reasons.append("answer_off_relation")  # in the graph, but never in the relation asked
             confidence *= CONTRADICTION_FACTOR
@@ -386,7 +390,8 @@ class Guard:
         For a two-hop question (`inner` set), an answer joined to the question's entity by one
         fact and by no path is the bridge ("the company that acquired X" itself): kind "bridge";
         one whose facts never take part in the outer relation is "off_relation". The graph's
-        agent of a relation the question puts in the passive without "by" is "agent_not_asked".
+        agent of a relation the question puts in the passive without "by" is "agent_not_asked";
+        with such a relation asked, an answer tied to the entity by another one is "other_relation".
         """
         asked_nodes = set(self.graph.link(question, principal))
         named = list(self.graph.link(text, principal))
@@ -423,7 +428,7 @@ class Guard:
                 # is joined to the question's entity through a bridge, not by the asked relation.
                 # A one-hop question asks no such path: another drug of the same maker is "related".
                 rows.append(self._row((path[0].subject, path[0].relation, path[0].object), "supported",
-                                      tuple(path), "path" if inner else "related"))
+                                      tuple(path), "path" if inner else "other_relation" if agents else "related"))
                 continue
             direct = [f for f in [*evidence.facts, *facts] if f.relation != COOCCURS
                       and {_node(f.subject), _node(f.object)} & asked_nodes and node in (_node(f.subject), _node(f.object))]
@@ -448,8 +453,11 @@ class Guard:
             if best is None:
                 best = (claims[0] if claims else (name, "", ""), "unknown", ())
             # A fact of a relation the question does not ask about ties the answer to the
-            # question's entity but does not answer it: "related", counted, never a bonus.
-            rows.append(self._row(best[0], best[1], best[2], "implied" if asked else "related"))
+            # question's entity but does not answer it: "related", counted, never a bonus; when
+            # the question asks a relation the graph holds for its entity (in the passive without
+            # an agent: "approved"), such an answer fills another relation's slot ("other_relation").
+            kind = "implied" if asked else "other_relation" if agents and best[1] == "supported" else "related"
+            rows.append(self._row(best[0], best[1], best[2], kind))
         return rows
 
     def _off_relation(self, question: str, inner: str, node: str, text: str, evidence: Evidence,

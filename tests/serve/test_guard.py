@@ -307,3 +307,17 @@ def test_a_two_hop_answer_never_in_the_outer_relation_is_escalated(guard):
     assert [c["kind"] for c in agency.validation["claims"]] == ["off_relation"]
     assert "answer_off_relation" in agency.reasons and agency.escalated
     assert "answer_off_relation" not in right.reasons and not right.escalated
+
+
+def test_an_answer_in_another_relation_than_the_passive_one_asked_is_escalated(guard):
+    # "Which year was Brightwater Labs acquired in?" asks the acquisition; the founder is tied to
+    # Brightwater Labs by another relation (founded), as a regulation is to a drug whose
+    # condition "What condition is X approved to treat?" asks.
+    report = guard.check("Which year was Brightwater Labs acquired in?", FOUNDER, EVIDENCE, PUBLIC,
+                         answer_logprob=0.0)
+    assert [c["kind"] for c in report.validation["claims"]] == ["other_relation"]
+    assert "answer_in_other_relation" in report.reasons and report.escalated
+    # Without a relation the question asks, the same tie is only "related" (no bonus, no penalty).
+    loose = guard.check("Who is tied to Brightwater Labs?", FOUNDER, EVIDENCE, PUBLIC, answer_logprob=0.0)
+    assert [c["kind"] for c in loose.validation["claims"]] == ["related"]
+    assert "answer_in_other_relation" not in loose.reasons
