@@ -244,12 +244,13 @@ def _branch(head: nn.Module, hidden: torch.Tensor, allowed: Sequence[Sequence[in
     valid = torch.tensor([[True] * len(a) + [False] * (width - len(a)) for a in allowed], device=hidden.device)
     logp = head.log_prob_of(hidden, ids).float().masked_fill(~valid, float("-inf"))  # (B, M)
     top = logp.topk(min(k, width), dim=1)  # (B, k) each
+    picked, values = ids.gather(1, top.indices).tolist(), top.values.tolist()  # one host copy each
     expand, tokens, logps = [], [], []
     for row, n in enumerate(len(a) for a in allowed):
         for j in range(min(k, n)):
             expand.append(row)
-            tokens.append(int(ids[row, top.indices[row, j]]))
-            logps.append(float(top.values[row, j]))
+            tokens.append(picked[row][j])
+            logps.append(values[row][j])
     return expand, torch.tensor(tokens, device=hidden.device), torch.tensor(logps)
 
 
