@@ -111,7 +111,11 @@ _NOT_AGENTS = frozenset({"number", "order", "other", "quarter", "water", "center
                          "member", "matter", "cover", "sector", "factor", "color", "error", "minor", "major"})
 _CAPITALISED = re.compile(r"(?:\s+[A-Z][\w&.-]*)+")
 # "In which year ...", "For whom ...": a wh-word after a preposition asks, it relates no clause.
-_PREPOSITIONS = frozenset({"in", "for", "of", "to", "at", "on", "by", "with", "from", "into", "during", "under"})
+_PREPOSITIONS = frozenset({"in", "for", "of", "to", "at", "on", "by", "with", "from", "into", "during", "under",
+                           "after", "before", "about", "than", "as", "between", "over", "through"})
+# A clause that holds the question's own wh-word ("a consultant who has worked with the mayor of
+# *what* city?") is where the question asks, not a description of its bridge.
+_WH_WORD = re.compile(r"\b(?:what|which|who|whom|whose|when|where|how)\b", re.IGNORECASE)
 
 
 def inner_clause(question: str, mentions: Iterable[str] = ()) -> str:
@@ -120,8 +124,10 @@ def inner_clause(question: str, mentions: Iterable[str] = ()) -> str:
     It starts at a relative pronoun after a noun ("the company that acquired X") or at an
     agent noun with "of" ("the maker of X", "the director of X") and ends after the first
     entity mention (`mentions`: the linked names, any case) that follows, with the rest of its
-    capitalised run; with no mention found, it runs to the end of the question. Lexical, not
-    parsed: the small spaCy parser attaches these clauses differently question to question."""
+    capitalised run; with no mention found, it runs to the end of the question. A clause that
+    holds a wh-word of its own is where the question asks ("... who has worked with the mayor of
+    what city?"), not a bridge: skipped. Lexical, not parsed: the small spaCy parser attaches these clauses
+    differently question to question."""
     for match in _INNER_MARKER.finditer(question):
         agent = match.group(2)
         if agent is not None and agent.casefold() in _NOT_AGENTS:
@@ -134,12 +140,18 @@ def inner_clause(question: str, mentions: Iterable[str] = ()) -> str:
         folded = rest.casefold()
         ends = [folded.find(m.casefold()) + len(m) for m in mentions if m and folded.find(m.casefold()) >= 0]
         if not ends:
-            return rest.rstrip(" ?.!")
+            clause = rest.rstrip(" ?.!")
+            if _WH_WORD.search(clause, 0 if match.group(1) is None else len(match.group(1))):
+                continue
+            return clause
         end = min(ends)
         tail = _CAPITALISED.match(rest, end)
         if tail is not None:
             end = tail.end()
-        return rest[:end]
+        clause = rest[:end]
+        if _WH_WORD.search(clause, 0 if match.group(1) is None else len(match.group(1))):
+            continue
+        return clause
     return ""
 
 

@@ -96,6 +96,11 @@ def test_the_answer_must_have_the_shape_the_question_asks_for():
     ("What is the number of staff at Foo Labs?", ["foo labs"], ""),  # "number" is no agent noun
     ("In which year was Foo Labs founded?", ["foo labs"], ""),  # a wh-word after a preposition asks
     ("In which city is the company that acquired Foo Labs based?", ["foo labs"], "that acquired Foo Labs"),
+    # The clause that holds the question's own wh-word is where it asks, not its bridge.
+    ("Scott Howell is a consultant who has worked with the mayor of what city?", [], ""),
+    ("The Adelaide team that was formed in what year plays in the WNBL?", ["adelaide"], ""),
+    ("A state named after which Native American tribe was hit first?", [], ""),
+    ("Who directed the film that was shot in Leland in 1986?", ["leland"], "that was shot in Leland"),
 ])
 def test_the_inner_clause_of_a_two_hop_question(question, mentions, inner):
     assert inner_clause(question, mentions) == inner
