@@ -282,8 +282,7 @@ class Guard:
         """Lowercased words minus stopwords, [n] markers and redaction placeholders."""
         self.warm_up()
         assert self._stop_words is not None
-        bare = PLACEHOLDER_RE.sub(" ", MARKER_RE.sub(" ", text))
-        return [w for w in _WORD_RE.findall(bare.casefold()) if w not in self._stop_words]
+        return [w for w in _WORD_RE.findall(_bare(text).casefold()) if w not in self._stop_words]
 
     def inner_clause(self, question: str, principal: Principal) -> str:
         """`support.inner_clause` of the question, ended by the entities the graph links in it
@@ -301,25 +300,22 @@ class Guard:
         self.warm_up()
         if not self.content_tokens(text) or not passages:
             return 0.0
-        bare = PLACEHOLDER_RE.sub(" ", MARKER_RE.sub(" ", text))
-        texts = [f"{p.title}\n{p.text}" if p.title else p.text for p in passages]
         lines = [f"{f.subject} {f.relation.replace('_', ' ')} {f.object}" for f in facts if f.relation != COOCCURS]
-        return answer_support(question, bare, texts, self._stop_words, lines, titles=[p.title for p in passages],
-                              inner=inner)
+        return answer_support(question, _bare(text), _titled(passages), self._stop_words, lines,
+                              titles=[p.title for p in passages], inner=inner)
 
     def is_bridge(self, question: str, text: str, passages: list[Passage], inner: str) -> bool:
         """`support.answers_inner_clause` over the passages (title and text): the answer is the
         entity the two-hop question's clause describes, stated in a sentence of its own."""
         self.warm_up()
-        bare = PLACEHOLDER_RE.sub(" ", MARKER_RE.sub(" ", text))
-        texts = [f"{p.title}\n{p.text}" if p.title else p.text for p in passages]
-        return answers_inner_clause(question, bare, texts, self._stop_words, [p.title for p in passages], inner)
+        return answers_inner_clause(question, _bare(text), _titled(passages), self._stop_words,
+                                    [p.title for p in passages], inner)
 
     @staticmethod
     def partial_name(text: str, passages: list[Passage]) -> bool:
         """Whether the answer occurs in the passages, and every time as part of a longer
         capitalised name (`kg_extract.inside_name`): a span that stopped a word early."""
-        bare = " ".join(PLACEHOLDER_RE.sub(" ", MARKER_RE.sub(" ", text)).split())
+        bare = " ".join(_bare(text).split())
         if not bare:
             return False
         found = False
@@ -505,6 +501,16 @@ def _bridge_path(facts: list[Fact], asked_nodes: set[str], answer_node: str) -> 
             if second is not first and answer_node in other and bridges & other:
                 return [first, second]
     return []
+
+
+def _bare(text: str) -> str:
+    """The answer without [n] markers and redaction placeholders."""
+    return PLACEHOLDER_RE.sub(" ", MARKER_RE.sub(" ", text))
+
+
+def _titled(passages: list[Passage]) -> list[str]:
+    """Each passage's text under its title (the title names what its sentences are about)."""
+    return [f"{p.title}\n{p.text}" if p.title else p.text for p in passages]
 
 
 def _node(name: str) -> str:
