@@ -25,7 +25,7 @@ def _config(config: str | None, overrides: list[str] | None):
 
 
 PRINCIPALS_FILE = Path(__file__).resolve().parents[1] / "configs" / "access" / "principals.yaml"
-ModeOpt = Annotated[str | None, typer.Option("--mode", help="dense | graph | hybrid (default: retrieval.mode).")]
+ModeOpt = Annotated[str | None, typer.Option("--mode", help="dense | bm25 | graph | hybrid (default: retrieval.mode).")]
 PrincipalOpt = Annotated[str | None, typer.Option("--principal", help="A principal named in configs/access/principals.yaml.")]
 GroupsOpt = Annotated[str | None, typer.Option("--groups", help="Comma-separated ACL groups (instead of --principal).")]
 

@@ -85,6 +85,18 @@ def _print_retrieval_table(result: dict[str, Any]) -> None:
         print(f"{name:<32} {int(values['n']):>5} " + " ".join(f"{values[m]:>12.4f}" for m in METRICS))
 
 
+def _print_fusion_table(result: dict[str, Any]) -> None:
+    weights = result["chosen"]["weights"]
+    print(f"fusion weights chosen on {result['counts']['dev']} questions: "
+          + ", ".join(f"{k} {v:g}" for k, v in weights.items())
+          + f" (configured: {', '.join(f'{k} {v:g}' for k, v in result['configured_weights'].items())})")
+    print(f"{'held-back (' + str(result['counts']['heldout']) + ')':<22} {'R@2':>6} {'R@5':>6} {'R@10':>6} {'MRR':>6}")
+    for mode, m in result["heldout"].items():
+        print(f"{mode:<22} {m['recall_at_2']:>6.3f} {m['recall_at_5']:>6.3f} {m['recall_at_10']:>6.3f} {m['mrr']:>6.3f}")
+    print(f"set it with --set 'retrieval.fusion_weights={{dense: {weights['dense']:g}, graph: {weights['graph']:g}, "
+          f"bm25: {weights['bm25']:g}}}'")
+
+
 def _progress(done: int, total: int) -> None:
     if done == total or done % 10 == 0:
         print(f"\reval {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
@@ -165,7 +177,7 @@ def _safety_eval(hotpotqa: Path | None, holdout: bool, cfg: Any, as_json: bool) 
     print(json.dumps(result))
 
 
-TARGETS = ("pii", "safety")
+TARGETS = ("pii", "safety", "fusion")
 
 
 def eval_command(
@@ -185,12 +197,14 @@ def eval_command(
     as_json: Annotated[bool, typer.Option("--json", help="Only the JSON line (no table).")] = False,
     fmt: Annotated[str, typer.Option("--format", help="`rayrag eval pii` dataset format: presidio (presidio-research JSON).")] = "presidio",
     holdout: Annotated[bool, typer.Option("--holdout", help="`rayrag eval safety`: also score the held-out attacks.")] = False,
-    target: Annotated[str | None, typer.Argument(help="`pii`: score PII detection on a labelled set instead of QA; `safety`: the input-safety classifier.")] = None,
+    target: Annotated[str | None, typer.Argument(help="`pii`: score PII detection on a labelled set instead of QA; `safety`: the input-safety classifier; `fusion`: calibrate hybrid's fusion weights on the dataset's first half, report on the rest.")] = None,
 ) -> None:
     """Evaluate on a QA set: retrieval, answers, groundedness, KG validation, PII leaks, latency
     and cost, per slice with gap flags; one MLflow run; `--gate champion` for CI.
     `rayrag eval pii --dataset FILE`: token-level PII precision/recall/F2 of the Redactor.
-    `rayrag eval safety [--dataset HOTPOTQA] [--holdout]`: the input-safety classifier."""
+    `rayrag eval safety [--dataset HOTPOTQA] [--holdout]`: the input-safety classifier.
+    `rayrag eval fusion --bundle B --dataset qa.jsonl`: fusion weights calibrated on the first
+    half, hybrid against each retriever on the held-back half."""
     if target not in (None, *TARGETS):
         raise ConfigError(f"unknown eval target {target!r}; one of {', '.join(TARGETS)} (rayrag eval pii)")
     if target == "safety":
@@ -221,6 +235,19 @@ def eval_command(
         _pii_eval(dataset, fmt, limit, cfg, as_json)
         return
     asker = resolve_principal(principal, groups, default="admin")
+    if target == "fusion":
+        from rayrag.pipelines.fusion_eval import calibrate_fusion
+
+        extra = [flag for flag, value in (("--model", model), ("--url", url), ("--gate", gate),
+                                          ("--canaries", canaries), ("--limit", limit)) if value]
+        if extra or bundle is None:
+            raise ConfigError("rayrag eval fusion takes --bundle, --dataset (and --config, --set)"
+                              + (f"; drop {', '.join(extra)}" if extra else ""))
+        result = calibrate_fusion(bundle, dataset, cfg, asker)
+        if not as_json:
+            _print_fusion_table(result)
+        print(json.dumps(result))
+        return
     if retrieval_only:
         from rayrag.pipelines.evaluate import evaluate_retrieval
 

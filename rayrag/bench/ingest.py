@@ -71,7 +71,7 @@ def run(quick: bool = False, config: RAGConfig | None = None) -> dict[str, Any]:
     from sentence_transformers import SentenceTransformer
 
     from rayrag.pipelines.bundle import IndexBundle
-    from rayrag.pipelines.embed import resolve_model_path
+    from rayrag.pipelines.embed import resolve_model
     from rayrag.pipelines.ingest import ensure_ray, ingest
 
     os.environ.setdefault("RAYRAG_HMAC_KEY", "bench-only-hmac-key")
@@ -91,7 +91,7 @@ def run(quick: bool = False, config: RAGConfig | None = None) -> dict[str, Any]:
 
         pipeline()  # warm-up: first Ray Data execution imports and caches the modules
         chunk_texts = IndexBundle.load(workdir / "bundle-0").chunks().column("text").to_pylist()
-        model = SentenceTransformer(resolve_model_path(config.embedding.model_path), device="cpu")
+        model = SentenceTransformer(resolve_model(config.embedding).path, device="cpu")
         torch.set_num_threads(os.cpu_count() or 1)
 
         def raw_encode() -> None:

@@ -1,6 +1,6 @@
 """Bench `retrieval`: approximate (IVF) vs exact (Flat) FAISS search, and ACL-filtered search.
 
-`rayrag bench retrieval [--quick] --json` (DESIGN.md §5). For each corpus size (100k and 1M
+`rayrag bench retrieval [--quick] --json`. For each corpus size (100k and 1M
 vectors; quick: 20k and 100k), in one process, alternating over rounds, median times:
 
     flat        `faiss.IndexFlatIP`, exact: the baseline and the ground truth for recall
@@ -12,6 +12,12 @@ and on the largest size, both through `VectorIndex.search`:
     unfiltered  `search(queries, 10)`
     filtered    `search(queries, 10, allowed_ids=...)`, a random 50% of the ids allowed: the
                 IDSelector inside the search plus the post-retrieval fail-closed check
+
+BM25 (`bench_bm25`): the bundle's lexical index over synthetic Zipf-distributed passages (100k;
+quick 20k), one query at a time, unfiltered vs half the rows allowed through the ACL weight
+mask. Modes (`bench_modes`): p50 / p95 per query of dense, bm25, graph and hybrid on the demo
+corpus ingested with the default config (`hybrid_vs_dense_p50` is what fusion, PageRank and
+the hops cost over a FAISS search).
 
 Why IVF and not HNSW (the size-based default): building HNSW32 (efConstruction 80) over
 100k 384-d vectors took ~275 s on the two shared (busy) cores here, so 1M would not build in the
@@ -251,6 +257,90 @@ def bench_acl(index: VectorIndex, queries: np.ndarray, rounds: int, single_queri
     }
 
 
+def synthetic_texts(n: int, seed: int = 0, vocab: int = 50_000, length: int = 60) -> list[str]:
+    """`n` passages of `length` words drawn from a Zipf(1.1) vocabulary of `vocab` words:
+    word frequencies shaped like text's (a few very common words, a long tail), which is what
+    decides how many postings a BM25 query term touches."""
+    rng = np.random.default_rng(seed)
+    ranks = np.minimum(rng.zipf(1.1, size=(n, length)), vocab) - 1
+    return [" ".join(f"w{r}" for r in row) for row in ranks]
+
+
+def bench_bm25(n: int, n_queries: int, rounds: int) -> dict[str, Any]:
+    """BM25 (`LexicalIndex`, bm25s) over `n` synthetic passages: unfiltered vs a random 50% of
+    the rows allowed (the ACL weight mask inside the search), queries of 4 words from the
+    same distribution, one query at a time (as a server runs them)."""
+    from rayrag.retrieval.lexical import LexicalIndex
+
+    texts = synthetic_texts(n)
+    started = time.perf_counter()
+    index = LexicalIndex.build(texts, np.arange(n))
+    build_seconds = time.perf_counter() - started
+    rng = np.random.default_rng(5)
+    queries = [" ".join(f"w{r}" for r in np.minimum(rng.zipf(1.1, size=4), 50_000) - 1) for _ in range(n_queries)]
+    everyone = np.ones(n, np.float32)
+    mask = np.zeros(n, np.float32)
+    mask[rng.choice(n, size=n // 2, replace=False)] = 1.0
+    found: dict[str, list[list[int]]] = {}
+
+    def run_all(name: str, weights: np.ndarray) -> None:
+        found[name] = [[row for row, _ in index.search(q, K, weights)] for q in queries]
+
+    seconds = alternate({"unfiltered": lambda: run_all("unfiltered", everyone),
+                         "filtered": lambda: run_all("filtered", mask)}, rounds)
+    allowed = set(np.flatnonzero(mask).tolist())
+    return {
+        "passages": n, "queries": n_queries, "allowed_fraction": 0.5,
+        "build_seconds": round(build_seconds, 2),
+        "qps": {name: round(_qps(n_queries, values), 1) for name, values in seconds.items()},
+        "filtered_all_allowed": all(row in allowed for rows in found["filtered"] for row in rows),
+        "ratio": round(median(seconds["unfiltered"]) / median(seconds["filtered"]), 3),
+    }
+
+
+def bench_modes(quick: bool) -> dict[str, Any]:
+    """Per-query latency of each retrieval mode on a real bundle: the demo corpus (seed 0)
+    ingested with the default config (titles in the vectors, BM25 in hybrid), its questions
+    asked as an admin, one at a time, after one warm-up pass. p50 / p95 in milliseconds."""
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from rayrag.config import resolve_config
+    from rayrag.data.demo_corpus import generate_demo_corpus
+    from rayrag.data.readers import read_qa
+    from rayrag.pipelines.ingest import ingest
+    from rayrag.retrieval.hybrid import MODES, HybridRetriever
+    from rayrag.types import Principal
+
+    os.environ.setdefault("RAYRAG_HMAC_KEY", "bench-only-hmac-key")
+    os.environ.setdefault("RAYRAG_ENCRYPTION_KEY", "bench-only-key-0123456789abcdef"[:32])
+    config = resolve_config(None, ["tracking.enabled=false", "ingest.num_cpus=2", "chunking.chunk_size=128",
+                                   "chunking.chunk_overlap=16"])
+    workdir = Path(tempfile.mkdtemp(prefix="rayrag-bench-modes-"))
+    try:
+        corpus = generate_demo_corpus(workdir / "data", seed=0)
+        ingest(corpus.corpus_path, workdir / "bundle", config, engine="local", progress=lambda _m: None)
+        questions = [qa.question for qa in read_qa(corpus.qa_path)][: 40 if quick else 150]
+        retriever = HybridRetriever(workdir / "bundle", config)
+        admin = Principal("admin", frozenset({"public", "hr", "finance", "legal"}))
+        for mode in MODES:  # warm-up: models, graph, caches
+            retriever.retrieve(questions[0], admin, mode=mode, with_facts=False)
+        ms: dict[str, list[float]] = {mode: [] for mode in MODES}
+        for i, question in enumerate(questions):
+            order = MODES if i % 2 == 0 else tuple(reversed(MODES))  # alternate, as `alternate` does
+            for mode in order:
+                t0 = time.perf_counter()
+                retriever.retrieve(question, admin, mode=mode, with_facts=False)
+                ms[mode].append((time.perf_counter() - t0) * 1000)
+        return {"questions": len(questions),
+                "p50_ms": {mode: round(float(np.percentile(v, 50)), 2) for mode, v in ms.items()},
+                "p95_ms": {mode: round(float(np.percentile(v, 95)), 2) for mode, v in ms.items()}}
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def _progress(message: str, started: float) -> None:
     # stderr, so the JSON stays the last stdout line; a slow machine shows where time goes.
     print(f"[retrieval bench {time.perf_counter() - started:7.1f}s] {message}", file=sys.stderr, flush=True)
@@ -280,6 +370,13 @@ def run(quick: bool = False) -> dict[str, Any]:
             _progress(f"acl: {json.dumps(acl)}", started)
         del index
         per_size[_label(n)] = result
+    n_bm25 = 20_000 if quick else 100_000
+    _progress(f"bm25: {n_bm25} passages, filtered vs unfiltered", started)
+    bm25 = bench_bm25(n_bm25, 200, rounds)
+    _progress(f"bm25: {json.dumps(bm25)}", started)
+    _progress("modes: ingest the demo corpus, time each retrieval mode", started)
+    modes = bench_modes(quick)
+    _progress(f"modes: {json.dumps(modes)}", started)
     small, large = (per_size[_label(n)] for n in sizes)
     return {
         "bench": "retrieval",
@@ -288,12 +385,16 @@ def run(quick: bool = False) -> dict[str, Any]:
         "k": K,
         "sizes": per_size,
         "acl": acl,
+        "bm25": bm25,
+        "modes": modes,
         "peak_rss_gib": round(_peak_rss_gib(), 2),
         "wall_seconds": round(time.perf_counter() - started, 1),
         "ratios": {
             f"ann_vs_flat_qps_{_label(sizes[0])}": small["ann_vs_flat_qps"],
             f"ann_vs_flat_qps_{_label(sizes[1])}": large["ann_vs_flat_qps"],
             "filtered_vs_unfiltered_qps": acl["ratio"],
+            "bm25_filtered_vs_unfiltered_qps": bm25["ratio"],
+            "hybrid_vs_dense_p50": round(modes["p50_ms"]["hybrid"] / modes["p50_ms"]["dense"], 3),
             f"recall_at_10_{_label(sizes[0])}": small["recall_at_10"],
             f"recall_at_10_{_label(sizes[1])}": large["recall_at_10"],
         },

@@ -92,10 +92,10 @@ def _embed_only(chunk_texts: dict[int, list[str]], config: Any) -> tuple[dict[in
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from rayrag.pipelines.embed import resolve_model_path
+    from rayrag.pipelines.embed import resolve_model
 
     started = time.perf_counter()
-    model = SentenceTransformer(resolve_model_path(config.embedding.model_path), device="cpu")
+    model = SentenceTransformer(resolve_model(config.embedding).path, device="cpu")
     torch.set_num_threads(RAY_CPUS)  # the cores the pipeline's Ray had
     model.encode(["warm up"], normalize_embeddings=True)
     load_seconds = time.perf_counter() - started
@@ -126,7 +126,7 @@ def curve(quick: bool = False, sizes: tuple[int, ...] | None = None, embed_only:
     os.environ.setdefault("RAYRAG_HMAC_KEY", "bench-only-hmac-key")
     os.environ.setdefault("RAYRAG_ENCRYPTION_KEY", "bench-only-key-0123456789abcdef"[:32])
     config = resolve_config("demo", ["tracking.enabled=false", f"ingest.num_cpus={RAY_CPUS}"])
-    tokenizer = load_tokenizer(config.embedding.model_path)
+    tokenizer = load_tokenizer(config.embedding)
     workdir = Path(tempfile.mkdtemp(prefix="rayrag-scale-ingest-"))
     load_start = os.getloadavg()[0]  # other work on the machine, for reading the figures
     started_ray = False

@@ -103,6 +103,7 @@ def forget(bundle: str | Path, doc_ids: Sequence[str], config: RAGConfig, *, act
             bundle_io.CHUNKS: bundle_io.write_table(new["chunks"]),
             bundle_io.DOCUMENTS: bundle_io.write_table(new["documents"]),
             bundle_io.VECTORS: new["index"].save,
+            **({bundle_io.LEXICAL: new["lexical"].save} if new["lexical"] is not None else {}),
             bundle_io.GRAPH: new["graph"].save,
             bundle_io.PII_REPORT: bundle_io.write_json_file(new["pii_report"]),
             bundle_io.QUARANTINE: bundle_io.write_jsonl_file(new["quarantine"]),
@@ -192,8 +193,15 @@ def _without(old: bundle_io.IndexBundle, wanted: set[str], config: RAGConfig) ->
         "nodes_removed": len(nodes_before - set(g.nodes)),
         "quarantine_removed": len(quarantine) - len(kept_quarantine),
     }
+    lexical = None
+    if old.has_lexical():  # rebuilt over what is kept: BM25's statistics must forget the text too
+        from rayrag.retrieval.lexical import LexicalIndex
+
+        params = old.manifest.get("lexical") or {}
+        lexical = LexicalIndex.from_chunks(kept_chunks, old.text_format(), params.get("k1", config.index.bm25_k1),
+                                           params.get("b", config.index.bm25_b))
     new = {"chunks": kept_chunks, "documents": kept_docs, "quarantine": kept_quarantine, "index": index,
-           "graph": graph, "pii_report": _pii_report(kept_docs, old.pii_report())}
+           "graph": graph, "pii_report": _pii_report(kept_docs, old.pii_report()), "lexical": lexical}
     return new, counts
 
 
@@ -267,6 +275,8 @@ def _manifest(old: bundle_io.IndexBundle, new: dict[str, Any], bundle_id: str, a
         "counts": counts,
         "graph": graph_stats,
         "corpus_digest": documents_digest(new["documents"]),
+        **({"lexical": {**manifest["lexical"], "documents": new["lexical"].ntotal}}
+           if new["lexical"] is not None and manifest.get("lexical") else {}),
         "erasures": [*manifest.get("erasures", []), {"audit_id": audit_id, "n_docs": n_docs, "at": erased_at}],
         "written_at_unix": round(time.time(), 3),
     })

@@ -1,7 +1,8 @@
 """IndexBundle: the one versioned directory an ingest produces and every server reads.
 
-Layout (DESIGN.md §3): `manifest.json`, `chunks.parquet`, `documents.parquet`,
-`vectors.faiss`, `graph.json`, `pii_report.json`, `quarantine.jsonl`. A bundle is written
+Layout: `manifest.json`, `chunks.parquet`, `documents.parquet`, `vectors.faiss`,
+`lexical/` (the BM25 index; bundles written before it have none), `graph.json`,
+`pii_report.json`, `quarantine.jsonl`. A bundle is written
 to a temporary sibling directory and renamed into place, so a killed ingest never leaves a
 half bundle and the previous bundle stays intact until the new one is complete.
 
@@ -34,6 +35,7 @@ VECTORS = "vectors.faiss"
 GRAPH = "graph.json"
 PII_REPORT = "pii_report.json"
 QUARANTINE = "quarantine.jsonl"
+LEXICAL = "lexical"  # a directory: optional, older bundles lack it
 REQUIRED_FILES = (MANIFEST, CHUNKS, DOCUMENTS, VECTORS, GRAPH, PII_REPORT)
 
 CHUNK_SCHEMA = pa.schema([
@@ -185,6 +187,22 @@ class IndexBundle:
         from rayrag.retrieval.vector import VectorIndex
 
         return VectorIndex.load(self.path / VECTORS, config)
+
+    def has_lexical(self) -> bool:
+        return (self.path / LEXICAL / "row_ids.json").is_file()
+
+    def lexical_index(self) -> Any:
+        """The BM25 index; `IndexError_` naming the fix when the bundle predates it."""
+        from rayrag.retrieval.lexical import LexicalIndex
+
+        if not self.has_lexical():
+            raise IndexError_(f"bundle {self.path} has no lexical (BM25) index: it was written without "
+                              "index.lexical or by an older rayrag; re-ingest it")
+        return LexicalIndex.load(self.path / LEXICAL)
+
+    def text_format(self) -> str:
+        """How chunks were embedded (`embedding.text_format`); bundles before it: the chunk alone."""
+        return str(self.manifest.get("embedder", {}).get("text_format", "chunk"))
 
     def graph(self) -> Any:
         if self._graph is None:

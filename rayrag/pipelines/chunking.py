@@ -24,7 +24,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from rayrag.config import ChunkingConfig
+from rayrag.config import ChunkingConfig, EmbeddingConfig
 from rayrag.errors import ConfigError
 from rayrag.types import Chunk, Document
 
@@ -84,19 +84,20 @@ class Chunker:
     """Splits documents into token-bounded chunks with stable ids `"{doc.id}#{i}"`.
 
     `tokenizer` is any HF fast tokenizer (offset mappings need the Rust one); by default
-    the packaged MiniLM tokenizer is loaded on `warm_up()`. Pass `Embedder.tokenizer` to
-    share the already-loaded one.
+    the tokenizer of the embedder `embedding` names (the packaged MiniLM by default) is loaded
+    on `warm_up()`, so chunks are counted in the units that model reads. Pass
+    `Embedder.tokenizer` to share the already-loaded one.
     """
 
     def __init__(
         self,
         config: ChunkingConfig | None = None,
         tokenizer: Any = None,
-        model_path: str | None = None,
+        embedding: EmbeddingConfig | None = None,
     ) -> None:
         self.config = config or ChunkingConfig()
         self._tokenizer = tokenizer
-        self._model_path = model_path
+        self._embedding = embedding
         if tokenizer is not None:
             self._check_tokenizer(tokenizer)
 
@@ -104,7 +105,7 @@ class Chunker:
         if self._tokenizer is None:
             from rayrag.pipelines.embed import load_tokenizer
 
-            tokenizer = load_tokenizer(self._model_path)
+            tokenizer = load_tokenizer(self._embedding)
             self._check_tokenizer(tokenizer)
             self._tokenizer = tokenizer
 

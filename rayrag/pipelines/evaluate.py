@@ -120,7 +120,7 @@ def evaluate_retrieval(bundle: Path, dataset: Path, config: RAGConfig, mode: str
     questions: list[QAPair] = read_qa(dataset)
     digest = file_digest(dataset)
     retriever = retriever or HybridRetriever(Path(bundle), config)
-    retriever.warm_up(graph=mode != "dense")
+    retriever.warm_up(graph=mode not in ("dense", "bm25"))
     bundle_id = retriever.dense.bundle.bundle_id
     # Deep enough that ten distinct documents survive chunk-to-document collapsing.
     depth = max(config.retrieval.candidate_k, 4 * max(RECALL_KS))

@@ -38,8 +38,10 @@ from rayrag.errors import ConfigError, IndexError_, user_error_in
 from rayrag.governance.privacy_log import StageTimer, get_logger
 from rayrag.governance.tracking import Tracker
 from rayrag.pipelines import bundle as bundle_io
+from rayrag.pipelines.embed import TEXT_FORMAT_VERSIONS
 from rayrag.pipelines.ingest_report import log_ingest_plots
 from rayrag.pipelines.stages import EmbedStage, ExtractStage, PrepareStage, document_to_row
+from rayrag.retrieval.lexical import TOKENIZER as LEXICAL_TOKENIZER
 from rayrag.types import Document
 
 _log = get_logger("rayrag.ingest")
@@ -87,6 +89,8 @@ def ingest_fingerprint(config: RAGConfig) -> str:
                                  "dim": config.embedding.dim}
     if config.embedding.max_seq_length is not None:  # only when set: older fingerprints stay valid
         embedding["max_seq_length"] = config.embedding.max_seq_length
+    if config.embedding.text_format != "chunk":  # likewise: bundles before it embedded the chunk alone
+        embedding["text_format"] = config.embedding.text_format
     parts = {"chunking": config.chunking.model_dump(mode="json"),
              "embedding": embedding,
              "redaction": config.governance.redaction.model_dump(mode="json"),
@@ -223,7 +227,10 @@ def ingest(corpus: Path, out: Path, config: RAGConfig, *, previous: Path | None 
     if engine not in engines:
         raise ConfigError(f"engine must be 'ray_data' or 'local', got {engine!r}")
 
+    from rayrag.pipelines.embed import resolve_model
+
     read_secrets(config.governance.redaction)  # fail in one line before any worker starts
+    embedder = resolve_model(config.embedding)
     timer = StageTimer()
     strict = config.ingest.strict if strict is None else strict
     with timer("read"):
@@ -255,12 +262,13 @@ def ingest(corpus: Path, out: Path, config: RAGConfig, *, previous: Path | None 
                                   created_at, progress)
         bundle_id = f"b-{created_at.replace(':', '').replace('-', '')[:15]}-{uuid.uuid4().hex[:8]}"
         manifest = _manifest(config, bundle_id, created_at, old, assembled, read, to_process, reused,
-                             stale_docs, timer, run.run_id)
+                             stale_docs, timer, run.run_id, embedder.name)
         with timer("write"):
             bundle_io.write_bundle(out, {
                 bundle_io.CHUNKS: bundle_io.write_table(assembled["chunks"]),
                 bundle_io.DOCUMENTS: bundle_io.write_table(assembled["documents"]),
                 bundle_io.VECTORS: assembled["index"].save,
+                **({bundle_io.LEXICAL: assembled["lexical"].save} if assembled["lexical"] is not None else {}),
                 bundle_io.GRAPH: assembled["graph"].save,
                 bundle_io.PII_REPORT: bundle_io.write_json_file(assembled["pii_report"]),
                 bundle_io.QUARANTINE: bundle_io.write_jsonl_file([q.to_dict() for q in read.quarantined]),
@@ -289,6 +297,7 @@ def _assemble(old: bundle_io.IndexBundle | None, stale_docs: set[str], processed
     """Merge what was kept from the previous bundle with what was just processed."""
     from rayrag.pipelines.embed import Embedder
     from rayrag.retrieval.graph import KnowledgeGraph
+    from rayrag.retrieval.lexical import LexicalIndex
     from rayrag.retrieval.vector import VectorIndex
 
     rows = processed.chunk_rows
@@ -337,6 +346,12 @@ def _assemble(old: bundle_io.IndexBundle | None, stale_docs: set[str], processed
         graph = KnowledgeGraph.build(processed.extractions, config=config.kg,
                                      embed_fn=embedder.encode, extracted_at=created_at)
 
+    lexical = None
+    if config.index.lexical:
+        progress(f"building BM25 index over {chunks.num_rows} passages")
+        lexical = LexicalIndex.from_chunks(chunks, config.embedding.text_format, config.index.bm25_k1,
+                                           config.index.bm25_b)
+
     documents_table = _documents_table(old, stale_docs, documents, to_process, digests, processed, rows)
     pii_totals: Counter[str] = Counter()
     for raw in documents_table.column("pii_counts").to_pylist():
@@ -347,7 +362,7 @@ def _assemble(old: bundle_io.IndexBundle | None, stale_docs: set[str], processed
                   "entities_analysed": list(config.governance.redaction.entities),
                   "operators": dict(config.governance.redaction.operators)}
     return {"chunks": chunks, "documents": documents_table, "index": index, "graph": graph,
-            "pii_report": pii_report}
+            "pii_report": pii_report, "lexical": lexical}
 
 
 def _documents_table(old: bundle_io.IndexBundle | None, stale_docs: set[str], documents: list[Document],
@@ -387,7 +402,7 @@ def _package_versions() -> dict[str, str]:
 
 def _manifest(config: RAGConfig, bundle_id: str, created_at: str, old: bundle_io.IndexBundle | None,
               assembled: dict[str, Any], read: Any, to_process: list[Document], reused: int,
-              stale_docs: set[str], timer: StageTimer, run_id: str | None) -> dict[str, Any]:
+              stale_docs: set[str], timer: StageTimer, run_id: str | None, embedder: str) -> dict[str, Any]:
     graph_stats = assembled["graph"].stats()
     index = assembled["index"]
     counts = {
@@ -413,7 +428,12 @@ def _manifest(config: RAGConfig, bundle_id: str, created_at: str, old: bundle_io
         "corpus_source_digest": read.source_digest,
         "counts": counts,
         "graph": graph_stats,
-        "embedder": {"name": config.embedding.model, "dim": config.embedding.dim, "normalized": True},
+        "embedder": {"name": embedder, "dim": config.embedding.dim, "normalized": True,
+                     "text_format": config.embedding.text_format,
+                     "text_format_version": TEXT_FORMAT_VERSIONS[config.embedding.text_format]},
+        "lexical": ({"scorer": "bm25s", "k1": config.index.bm25_k1, "b": config.index.bm25_b,
+                     "tokenizer": LEXICAL_TOKENIZER, "documents": assembled["lexical"].ntotal}
+                    if assembled["lexical"] is not None else None),
         "faiss_factory": index.factory_string,
         "package_versions": _package_versions(),
         "stage_seconds": {k: round(v, 3) for k, v in timer.seconds.items()},

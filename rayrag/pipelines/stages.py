@@ -51,7 +51,7 @@ class DocumentPreparer:
 
             self._redactor = Redactor(self.config.governance.redaction)
             self._redactor.warm_up()
-        self._chunker = Chunker(self.config.chunking)
+        self._chunker = Chunker(self.config.chunking, embedding=self.config.embedding)
 
     def __call__(self, documents: list[Document]) -> PreparedBatch:
         self.warm_up()
@@ -167,7 +167,8 @@ def _with_index(chunks: list[Chunk]) -> list[tuple[int, Chunk]]:
 
 
 class EmbedStage:
-    """Ray Data adapter: adds an `embedding` column (float32, L2-normalised)."""
+    """Ray Data adapter: adds an `embedding` column (float32, L2-normalised) of each chunk's
+    contextual text (`passage_text`: title, heading path, chunk)."""
 
     def __init__(self, config_json: str) -> None:
         import torch
@@ -180,9 +181,15 @@ class EmbedStage:
         torch.set_num_threads(config.embedding.num_threads or _physical_cores())
         self.embedder = Embedder(config.embedding)
         self.embedder.warm_up()
+        self.text_format = config.embedding.text_format
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        batch["embedding"] = self.embedder.encode([str(t) for t in batch["text"]])
+        from rayrag.pipelines.embed import passage_text
+
+        texts = [passage_text(str(batch["text"][i]), str(batch["title"][i]) if bool(batch["has_title"][i]) else None,
+                              json.loads(str(batch["metadata"][i])), self.text_format)
+                 for i in range(len(batch["text"]))]
+        batch["embedding"] = self.embedder.encode(texts)
         return batch
 
 

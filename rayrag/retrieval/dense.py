@@ -57,6 +57,12 @@ class DenseRetriever:
         if embedder_info.get("dim") != self.config.embedding.dim:
             raise ConfigError(f"bundle embeddings have dim {embedder_info.get('dim')}, config has "
                               f"{self.config.embedding.dim} (embedding.dim)")
+        from rayrag.pipelines.embed import resolve_model
+
+        ours = resolve_model(self.config.embedding).name
+        if embedder_info.get("name") not in (None, ours):  # queries must land in the bundle's space
+            raise ConfigError(f"bundle was embedded with {embedder_info['name']!r}, this config embeds "
+                              f"queries with {ours!r} (embedding.model)")
         chunks = bundle.chunks()
         self._row_ids = np.asarray(chunks.column("row_id").to_pylist(), dtype=np.int64)
         self._rows = {int(r): i for i, r in enumerate(self._row_ids)}

@@ -56,7 +56,9 @@ principal's ACL once more after fusion and a violation raises `AccessDenied` (fa
 
 from __future__ import annotations
 
+import copy
 import re
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -71,28 +73,34 @@ from rayrag.types import Evidence, Fact, Passage, Principal
 if TYPE_CHECKING:
     from rayrag.retrieval.graph_query import HopCandidate
 
-Mode = Literal["dense", "graph", "hybrid"]
+Mode = Literal["dense", "bm25", "graph", "hybrid"]
 MODES: tuple[str, ...] = get_args(Mode)
 Ranking = list[tuple[str, float]]  # (chunk_id, score), best first
 MAX_FACTS = 10  # facts per Evidence: the reader keeps what its window holds, the path first
 MAX_HOP_CANDIDATES = 256  # second-hop passages scored per question (answering ones first)
+MAX_CACHED_MASKS = 32  # per group set, as the dense side caches its FAISS selectors
 
 
 # ---------------------------------------------------------------- fusion (pure functions)
 
 
-def rrf_fuse(rankings: Sequence[Sequence[str]], rrf_k: int = 60) -> Ranking:
-    """Reciprocal rank fusion (Cormack et al. 2009): sum over lists of 1 / (rrf_k + rank).
+def rrf_fuse(rankings: Sequence[Sequence[str]], rrf_k: int = 60,
+             weights: Sequence[float] | None = None) -> Ranking:
+    """Reciprocal rank fusion (Cormack et al. 2009): sum over lists of w / (rrf_k + rank),
+    w = 1 unless `weights` (one per list) says otherwise.
 
     Ranks are 1-based. Ties keep first-seen order (list order, then rank), so the result
     is deterministic.
     """
     if rrf_k <= 0:
         raise ConfigError(f"rrf_k must be > 0, got {rrf_k} (retrieval.rrf_k)")
+    weights = [1.0] * len(rankings) if weights is None else list(weights)
+    if len(weights) != len(rankings) or any(w < 0 for w in weights):
+        raise ConfigError(f"rrf weights must be one non-negative number per ranking, got {weights}")
     scores: dict[str, float] = {}
-    for ranking in rankings:
+    for ranking, weight in zip(rankings, weights, strict=True):
         for rank, item in enumerate(ranking, 1):
-            scores[item] = scores.get(item, 0.0) + 1.0 / (rrf_k + rank)
+            scores[item] = scores.get(item, 0.0) + weight / (rrf_k + rank)
     order = {item: i for i, item in enumerate(scores)}
     return sorted(scores.items(), key=lambda kv: (-kv[1], order[kv[0]]))
 
@@ -163,8 +171,11 @@ class HybridRetriever:
         self.dense = DenseRetriever(self.bundle_path, config)
         self._graph: Any = None  # GraphRetriever, built on first graph/hybrid use
         self._chunk_rows: dict[str, int] | None = None
+        self._row_chunk: dict[int, str] = {}  # FAISS/BM25 row id -> chunk id
         self._columns: dict[str, list[Any]] = {}
         self._chunk_flagged: dict[str, bool] = {}  # chunk_id -> input-safety verdict (bundle text is immutable)
+        self._lexical: Any = None  # LexicalIndex, loaded on first bm25/hybrid use; False: the bundle has none
+        self._masks: OrderedDict[frozenset[str], Any] = OrderedDict()  # group set -> BM25 weight mask
 
     def warm_up(self, graph: bool = True) -> None:
         """Load the dense side (index, embedder, redactor) and, unless `graph=False`, the KG."""
@@ -177,12 +188,25 @@ class HybridRetriever:
                              for name in ("chunk_id", "doc_id", "title", "text", "acl", "row_id")}
             self._columns["acl"] = [frozenset(a) for a in self._columns["acl"]]
             self._chunk_rows = {cid: i for i, cid in enumerate(self._columns["chunk_id"])}
+            self._row_chunk = dict(zip(self._columns["row_id"], self._columns["chunk_id"], strict=True))
         if graph and self._graph is None:
             from rayrag.retrieval.graph_query import GraphRetriever
 
             self._graph = GraphRetriever(self.dense.bundle.graph(), self.config.kg,
                                          embed_fn=self.dense.embedder.encode)
             self._graph.prepare()  # spaCy, and every entity name embedded once, before any question
+
+    def with_config(self, config: RAGConfig) -> HybridRetriever:
+        """This retriever, loaded bundle and all, with other retrieval settings (fusion
+        calibration tries many without loading the index, graph and models again)."""
+        self.warm_up(graph=True)
+        clone = copy.copy(self)
+        clone.config = config
+        return clone
+
+    def doc_id(self, chunk_id: str) -> str:
+        self.warm_up(graph=False)
+        return self._columns["doc_id"][(self._chunk_rows or {})[chunk_id]]
 
     def retrieve(self, question: str, principal: Principal, mode: Mode | None = None,
                  top_k: int | None = None, with_facts: bool = True) -> Evidence:
@@ -193,7 +217,7 @@ class HybridRetriever:
         top_k = self.config.retrieval.top_k if top_k is None else top_k
         if top_k <= 0:
             raise ConfigError(f"top_k must be > 0, got {top_k} (--top-k)")
-        self.warm_up(graph=mode != "dense")
+        self.warm_up(graph=mode not in ("dense", "bm25"))
         return self.evidence(self.rank(question, principal, mode, top_k), question, principal, mode, with_facts)
 
     def rank(self, question: str, principal: Principal, mode: Mode, top_k: int) -> Ranking:
@@ -203,6 +227,8 @@ class HybridRetriever:
         search on the Retriever, linking and PageRank on the KGEnricher) and get the same
         ranking: dense search and entity linking do not depend on each other."""
         depth = self.depth(mode, top_k)
+        if mode == "bm25":
+            return self.lexical_ranking(question, principal, top_k)
         dense_hits = self.dense.retrieve(question, principal, top_k=depth)
         if mode == "dense":
             return passages_ranking(dense_hits)[:top_k]
@@ -216,8 +242,36 @@ class HybridRetriever:
                        graph_ranking: Ranking, top_k: int, redacted: bool = False) -> Ranking:
         """Fusion of the two rankings, then the graph-guided hops (`hops`), top_k kept.
         `redacted`: the question already is (the serve graph's Redactor ran)."""
-        fused = self.fuse(dense_ranking, graph_ranking, self.depth("hybrid", top_k))
+        depth = self.depth("hybrid", top_k)
+        lexical = (self.lexical_ranking(question, principal, depth, redact=not redacted)
+                   if self.config.retrieval.fusion_weights["bm25"] > 0 and self.has_lexical() else [])
+        fused = self.fuse(dense_ranking, graph_ranking, depth, lexical)
         return self.hops(question, principal, self.anchor(question, fused), redacted)[:top_k]
+
+    def has_lexical(self) -> bool:
+        """Whether the bundle carries a BM25 index (bundles before it fuse dense and graph only)."""
+        if self._lexical is None:
+            self.warm_up(graph=False)
+            bundle = self.dense.bundle
+            self._lexical = bundle.lexical_index() if bundle.has_lexical() else False
+        return self._lexical is not False
+
+    def lexical_ranking(self, question: str, principal: Principal, top_k: int, redact: bool = True) -> Ranking:
+        """BM25 (chunk_id, score) best first over the passages `principal` may read, for the
+        question redacted as the corpus was (`redact=False`: it already is)."""
+        if not self.has_lexical():
+            self.dense.bundle.lexical_index()  # raises the one-line "re-ingest" error
+        allowed = self.dense.allowed_for(principal)
+        if allowed.count == 0:
+            raise AccessDenied(f"principal {principal.name!r} may read no documents in this bundle")
+        key = frozenset(principal.groups)
+        mask = self._masks.get(key)
+        if mask is None:
+            mask = self._masks[key] = self._lexical.allowed_mask(self.dense.allowed_row_ids(principal))
+            while len(self._masks) > MAX_CACHED_MASKS:
+                self._masks.popitem(last=False)
+        query = self.dense.redact(question) if redact else question
+        return [(self._row_chunk[row], score) for row, score in self._lexical.search(query, top_k, mask)]
 
     def anchor(self, question: str, ranking: Ranking) -> Ranking:
         """`ranking` with the best-ranked passage that holds an identifier the question names
@@ -342,10 +396,19 @@ class HybridRetriever:
         seeds = {p.chunk_id: max(p.score, 1e-6) for p in dense_hits[:self.config.retrieval.seed_k]}
         return list(self._graph.rank_seeds(links, principal, dense_seeds=seeds, top_k=depth))
 
-    def fuse(self, dense_ranking: Ranking, graph_ranking: Ranking, top_k: int) -> Ranking:
+    def fuse(self, dense_ranking: Ranking, graph_ranking: Ranking, top_k: int,
+             lexical_ranking: Ranking | None = None) -> Ranking:
+        """RRF of dense, graph and (when the bundle has one) BM25 rankings with the weights
+        `retrieval.fusion_weights`; or, with `fusion: weighted`, min-max normalised dense and
+        graph scores mixed by `dense_weight`."""
         retrieval = self.config.retrieval
         if retrieval.fusion == "rrf":
-            fused = rrf_fuse([[c for c, _ in dense_ranking], [c for c, _ in graph_ranking]], retrieval.rrf_k)
+            lists = [dense_ranking, graph_ranking]
+            weights = [retrieval.fusion_weights["dense"], retrieval.fusion_weights["graph"]]
+            if lexical_ranking and retrieval.fusion_weights["bm25"] > 0:
+                lists.append(lexical_ranking)
+                weights.append(retrieval.fusion_weights["bm25"])
+            fused = rrf_fuse([[c for c, _ in ranking] for ranking in lists], retrieval.rrf_k, weights)
         else:
             fused = weighted_fuse(dense_ranking, graph_ranking, retrieval.dense_weight)
         return fused[:top_k]
@@ -359,11 +422,11 @@ class HybridRetriever:
         keeps chunks with planted instructions out of the prompt: a flagged passage is
         dropped and counted in `flagged_chunks`, and so is a fact whose only support is a
         flagged chunk (the injection must not come back as a KG fact)."""
-        self.warm_up(graph=mode != "dense")
+        self.warm_up(graph=mode not in ("dense", "bm25"))
         passages = tuple(self._passage(chunk_id, score, principal) for chunk_id, score in ranking)
         kept = tuple(p for p in passages if not self._is_flagged(p.chunk_id))
         facts: tuple[Fact, ...] = ()
-        needs_graph = mode != "dense" or (with_facts and self.config.retrieval.use_graph)
+        needs_graph = mode not in ("dense", "bm25") or (with_facts and self.config.retrieval.use_graph)
         if needs_graph and kept:
             facts = self._safe_facts(self._facts(question, principal, [p.chunk_id for p in kept]))
         return Evidence(passages=kept, facts=facts, flagged_chunks=len(passages) - len(kept))

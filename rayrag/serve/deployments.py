@@ -190,6 +190,8 @@ class KGEnricherStage:
         hybrid = self.hybrid
         if mode == "dense":
             ranking = dense_ranking[:top_k]
+        elif mode == "bm25":
+            ranking = hybrid.lexical_ranking(question, principal, top_k, redact=False)
         elif mode == "graph":
             ranking = graph_ranking[:top_k]
         else:  # fusion and the graph-guided hops; the second hop's scoring embeds here

@@ -191,8 +191,9 @@ class Guard:
             text, redactions = result.text, dict(result.counts)
         citations = self.citations(text, len(evidence.passages))
         cited = [evidence.passages[n - 1] for n in citations["cited"]] or list(evidence.passages)
-        inner = self.inner_clause(question, principal)
-        groundedness = self.groundedness(text, cited, question, evidence.facts, inner=inner)
+        mentions = self.mentions(question, principal)
+        inner = inner_clause(question, mentions)
+        groundedness = self.groundedness(text, cited, question, evidence.facts, inner=inner, anchors=mentions)
         validation = self.validate(question, text, evidence, principal, inner=inner)
 
         reasons: list[str] = []
@@ -284,25 +285,31 @@ class Guard:
         assert self._stop_words is not None
         return [w for w in _WORD_RE.findall(_bare(text).casefold()) if w not in self._stop_words]
 
+    def mentions(self, question: str, principal: Principal) -> list[str]:
+        """The entities the graph links in the question for this principal (none without a graph)."""
+        if self.graph is None:
+            return []
+        return [node.removeprefix("entity:") for node in self.graph.link(question, principal)]
+
     def inner_clause(self, question: str, principal: Principal) -> str:
         """`support.inner_clause` of the question, ended by the entities the graph links in it
         for this principal ("" for a one-hop question)."""
-        mentions = []
-        if self.graph is not None:
-            mentions = [node.removeprefix("entity:") for node in self.graph.link(question, principal)]
-        return inner_clause(question, mentions)
+        return inner_clause(question, self.mentions(question, principal))
 
     def groundedness(self, text: str, passages: list[Passage], question: str = "",
-                     facts: tuple[Fact, ...] | list[Fact] = (), inner: str = "") -> float:
+                     facts: tuple[Fact, ...] | list[Fact] = (), inner: str = "",
+                     anchors: list[str] | tuple[str, ...] = ()) -> float:
         """`support.answer_support` of the answer (markers and placeholders removed) over the
         passages (title and text) and the relation facts; 0.0 without content or passages.
-        `inner`: the two-hop question's bridge clause (`inner_clause`)."""
+        `inner`: the two-hop question's bridge clause (`inner_clause`); `anchors`: the
+        question's linked entities (`mentions`), which a one-hop answer's own sentence or
+        title must name."""
         self.warm_up()
         if not self.content_tokens(text) or not passages:
             return 0.0
         lines = [f"{f.subject} {f.relation.replace('_', ' ')} {f.object}" for f in facts if f.relation != COOCCURS]
         return answer_support(question, _bare(text), _titled(passages), self._stop_words, lines,
-                              titles=[p.title for p in passages], inner=inner)
+                              titles=[p.title for p in passages], inner=inner, anchors=anchors)
 
     def is_bridge(self, question: str, text: str, passages: list[Passage], inner: str) -> bool:
         """`support.answers_inner_clause` over the passages (title and text): the answer is the

@@ -432,6 +432,9 @@ class Ingress:
                         timings: dict[str, float]) -> Evidence:
         """`HybridRetriever.rank` across the Retriever and KGEnricher deployments."""
         retrieval = self.config.retrieval
+        if mode == "bm25":  # the lexical index lives beside the graph; nothing else to search
+            return await self._timed(timings, "retrieve", self.kg.evidence.remote(
+                question, principal, mode, top_k, [], []))
         depth = top_k if mode == "dense" else max(top_k, retrieval.candidate_k)
         dense_ref = self.retriever.search.remote(question, principal, depth)
         if mode == "dense":

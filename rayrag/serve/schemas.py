@@ -33,7 +33,7 @@ class AskRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     question: str = Field(min_length=1, description="The question; redacted before anything else reads it.")
-    mode: Literal["dense", "graph", "hybrid"] | None = Field(None, description="Retrieval mode; default from the config.")
+    mode: Literal["dense", "bm25", "graph", "hybrid"] | None = Field(None, description="Retrieval mode; default from the config.")
     top_k: int | None = Field(None, ge=1, le=50, description="Passages retrieved; default from the config.")
     max_new_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS_LIMIT, description="Answer length cap.")
     stream: bool = Field(False, description="Server-sent events: tokens as they are decoded, then the full answer.")

@@ -171,17 +171,22 @@ def question_parts(question: str, inner: str, stop_words: frozenset[str],
 
 
 def answer_support(question: str, answer: str, passages: Sequence[str], stop_words: frozenset[str],
-                   facts: Iterable[str] = (), titles: Sequence[str | None] = (), inner: str = "") -> float:
+                   facts: Iterable[str] = (), titles: Sequence[str | None] = (), inner: str = "",
+                   anchors: Iterable[str] = ()) -> float:
     """max over evidence sentences U (and bridges U2) of answer coverage x question coverage;
     0.0 for an answer without terms or one that only repeats the question. `titles[i]`, when
     given, is passage i's title: it names what every sentence of the passage is about ("It
     was founded in 2012." under "Dravik Health Group company profile"), so its terms count
-    for each of them. See the module docstring."""
+    for each of them. `anchors`: the entities the question names (the graph's links); a
+    one-hop answer's own sentence or title must name them, a bridge may not lend them ("What
+    condition is X approved to treat?" is not answered by the condition of drug Y, whose sheet
+    shares a maker with X's). See the module docstring."""
     answer_terms = terms(answer, stop_words)
     question_terms = terms(question, stop_words)
     if not answer_terms or (question_terms and answer_terms <= question_terms):
         return 0.0
     asked = question_terms - answer_terms
+    anchor_terms = set().union(*(terms(a, stop_words) for a in anchors)) & asked
     inner_terms, outer = question_parts(question, inner, stop_words, answer_terms)
     # The clause's own relation ("acquired", "maker"; its lower-case words) must be stated:
     # the question entity's own profile shares its name, not that it was acquired.
@@ -218,7 +223,8 @@ def answer_support(question: str, answer: str, passages: Sequence[str], stop_wor
             continue
         covered = len(asked & context)
         if covered < len(asked):  # a bridge: a sentence elsewhere that names what U's passage names
-            covered = max(len(asked & r) for r in bridged(k))
+            lendable = asked - (anchor_terms - context)  # never the question's own entity
+            covered = max(len(lendable & r) for r in bridged(k))
         question_share = covered / len(asked) if asked else 1.0
         best = max(best, answer_share * question_share)
     return best

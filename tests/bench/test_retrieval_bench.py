@@ -33,3 +33,12 @@ def test_bench_size_and_acl_report_the_documented_fields():
     acl = retrieval.bench_acl(index, queries, rounds=1, single_queries=3)
     assert acl["filtered_full_rows"] and acl["filtered_all_allowed"] and acl["ratio"] > 0
     assert retrieval._label(1_000_000) == "1m" and retrieval._label(100_000) == "100k"
+
+
+def test_bm25_bench_reports_masked_hits_only():
+    texts = retrieval.synthetic_texts(500, seed=2)
+    assert len(texts) == 500 and all(len(t.split()) == 60 for t in texts)
+    assert texts == retrieval.synthetic_texts(500, seed=2)
+    result = retrieval.bench_bm25(2000, n_queries=10, rounds=1)
+    assert result["filtered_all_allowed"] and result["ratio"] > 0 and result["passages"] == 2000
+    assert set(result["qps"]) == {"unfiltered", "filtered"}

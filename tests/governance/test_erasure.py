@@ -67,7 +67,7 @@ def fresh(built, tmp_path):
 
 def _bundle_bytes(bundle: Path) -> bytes:
     """Every file's bytes plus the tables decoded (parquet may compress a string away)."""
-    raw = b"".join(p.read_bytes() for p in sorted(bundle.iterdir()) if p.is_file())
+    raw = b"".join(p.read_bytes() for p in sorted(bundle.rglob("*")) if p.is_file())  # lexical/ too
     tables = [pq.read_table(bundle / name).to_pandas().to_json() for name in ("chunks.parquet", "documents.parquet")]
     return raw + "".join(tables).encode()
 
@@ -88,6 +88,8 @@ def test_forget_removes_the_canary_everywhere(fresh, tmp_path):
     assert any(q["doc_id"] == CANARY_ID for q in before.quarantine())
     hits = DenseRetriever(bundle, config).retrieve(CANARY["text"], everyone, top_k=3)
     assert hits[0].doc_id == CANARY_ID  # findable before
+    lexical_hits = HybridRetriever(bundle, config).retrieve(CANARY["text"], everyone, mode="bm25").passages
+    assert lexical_hits[0].doc_id == CANARY_ID  # by its words too
     g0 = before.graph().graph
     shared = {(u, v, k): d["doc_ids"] for u, v, k, d in g0.edges(keys=True, data=True)
               if CANARY_ID in d["doc_ids"] and len(d["doc_ids"]) > 1}
@@ -127,7 +129,7 @@ def test_forget_removes_the_canary_everywhere(fresh, tmp_path):
     dense = DenseRetriever(bundle, config).retrieve(CANARY["text"], everyone, top_k=chunks.num_rows)
     assert dense and all(p.doc_id != CANARY_ID for p in dense)
     hybrid = HybridRetriever(bundle, config)
-    for mode in ("dense", "graph", "hybrid"):
+    for mode in ("dense", "bm25", "graph", "hybrid"):
         evidence = hybrid.retrieve(CANARY["text"], everyone, mode=mode)
         assert all(p.doc_id != CANARY_ID for p in evidence.passages)
         assert all(CANARY_ID not in f.doc_ids for f in evidence.facts)
@@ -140,7 +142,8 @@ def test_forget_removes_the_canary_everywhere(fresh, tmp_path):
     assert m1["bundle_id"] == report["bundle_id"] != m0["bundle_id"] == report["previous_bundle_id"]
     assert m1["parent_bundle_id"] == m0["bundle_id"]
     assert m1["erasures"] == [{"audit_id": report["audit_id"], "n_docs": 1, "at": m1["erasures"][0]["at"]}]
-    assert m1["counts"]["chunks"] == m1["counts"]["vectors"] == chunks.num_rows
+    assert m1["counts"]["chunks"] == m1["counts"]["vectors"] == chunks.num_rows == m1["lexical"]["documents"]
+    assert after.lexical_index().row_ids.tolist() == chunks.column("row_id").to_pylist()
     assert m1["counts"]["documents"] == docs.num_rows and m1["counts"]["quarantined"] == len(after.quarantine())
     for key in ("config_hash", "embedder", "faiss_factory", "ingest_fingerprint", "format_version", "created_at"):
         assert m1[key] == m0[key], key
@@ -179,7 +182,7 @@ def test_forget_purges_tune_cache_entries(fresh, tmp_path):
 
 def test_unknown_doc_id_changes_nothing(fresh, tmp_path):
     bundle, _, config = fresh
-    snapshot = {p.name: p.read_bytes() for p in bundle.iterdir()}
+    snapshot = {str(p.relative_to(bundle)): p.read_bytes() for p in bundle.rglob("*") if p.is_file()}
     secret = "Maria Lopez diagnosis"
     with pytest.raises(DataError) as info:
         forget(bundle, [CANARY_ID, "no-such-doc", "nor-this"], config)
@@ -191,7 +194,7 @@ def test_unknown_doc_id_changes_nothing(fresh, tmp_path):
         forget(bundle, [], config)
     with pytest.raises(IndexError_, match="not found"):
         forget(tmp_path / "nope", [CANARY_ID], config)
-    assert {p.name: p.read_bytes() for p in bundle.iterdir()} == snapshot
+    assert {str(p.relative_to(bundle)): p.read_bytes() for p in bundle.rglob("*") if p.is_file()} == snapshot
     assert sorted(p.name for p in bundle.parent.iterdir()) == ["bundle"]  # not even a lock file
 
 
@@ -210,7 +213,7 @@ def _one_line_error(proc: subprocess.CompletedProcess, needle: str) -> None:
 
 def test_cli_forget_and_purge(fresh, tmp_path):
     bundle, _, _ = fresh
-    snapshot = {p.name: p.read_bytes() for p in bundle.iterdir()}
+    snapshot = {str(p.relative_to(bundle)): p.read_bytes() for p in bundle.rglob("*") if p.is_file()}
     audit = tmp_path / "audit.jsonl"
     common = ["--config", "demo", "--set", "tracking.enabled=false", "--set", f"governance.audit_log={audit}"]
     _one_line_error(_rayrag("forget", "--doc-id", "no-such-doc", "--bundle", str(bundle), *common, cwd=tmp_path),
@@ -218,7 +221,7 @@ def test_cli_forget_and_purge(fresh, tmp_path):
     _one_line_error(_rayrag("forget", "--doc-id", CANARY_ID, "--bundle", str(tmp_path / "nope"), *common,
                             cwd=tmp_path), "not found")
     _one_line_error(_rayrag("purge", "--older-than", "30 days", *common, cwd=tmp_path), "--older-than")
-    assert {p.name: p.read_bytes() for p in bundle.iterdir()} == snapshot and not audit.exists()
+    assert {str(p.relative_to(bundle)): p.read_bytes() for p in bundle.rglob("*") if p.is_file()} == snapshot and not audit.exists()
 
     done = _rayrag("forget", "--doc-id", CANARY_ID, "--bundle", str(bundle), "--json", *common, cwd=tmp_path)
     assert done.returncode == 0, done.stderr

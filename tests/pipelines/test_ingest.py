@@ -186,3 +186,93 @@ def test_unknown_engine_is_a_one_line_config_error(tmp_path):
 
     with pytest.raises(ConfigError, match="engine must be 'ray_data' or 'local', got 'spark'"):
         ingest(tmp_path / "none.jsonl", tmp_path / "out", resolve_config("demo"), engine="spark")
+
+
+def test_chunks_are_embedded_and_indexed_with_their_title(ray_local, demo_corpus, tmp_path):
+    import faiss
+    import numpy as np
+
+    from rayrag.pipelines.embed import Embedder, passage_text
+
+    config = resolve_config("demo", ["tracking.enabled=false", "embedding.text_format=title_chunk"])
+    corpus = tmp_path / "eight.jsonl"
+    corpus.write_text("".join(line + "\n" for line in
+                              demo_corpus.corpus_path.read_text(encoding="utf-8").splitlines()[:8]), encoding="utf-8")
+    ingest(corpus, tmp_path / "b", config, engine="local", progress=lambda _: None)
+    bundle = IndexBundle.load(tmp_path / "b")
+    assert bundle.text_format() == "title_chunk" and bundle.manifest["embedder"]["text_format_version"] == 1
+    chunks = bundle.chunks().to_pylist()
+    index = faiss.read_index(str(bundle.path / "vectors.faiss"))
+    embedder = Embedder(config.embedding)
+    contextual = embedder.encode([passage_text(c["text"], c["title"], json.loads(c["metadata"]), "title_chunk")
+                                  for c in chunks])
+    plain = embedder.encode([c["text"] for c in chunks])
+    stored = np.stack([index.reconstruct(c["row_id"]) for c in chunks])
+    assert all(c["title"] for c in chunks) and not any(c["text"].startswith(c["title"] + ":") for c in chunks)
+    np.testing.assert_allclose(stored, contextual, atol=1e-4)  # the title is in the vector ...
+    assert (stored * plain).sum(axis=1).max() < 0.995  # ... not the chunk's alone (unit vectors: cosines)
+    # ... and in the BM25 index: a word only the title holds finds the chunk there, not without it.
+    from rayrag.retrieval.lexical import LexicalIndex, tokenize
+
+    lexical, plain_lexical = bundle.lexical_index(), LexicalIndex.from_chunks(bundle.chunks(), "chunk")
+    title_only, word = next((c, w) for c in chunks for w in tokenize([c["title"]])[0]
+                            if w not in tokenize([c["text"]])[0])
+    everything = np.ones(lexical.ntotal, np.float32)
+    assert title_only["row_id"] in [r for r, _ in lexical.search(word, lexical.ntotal, everything)]
+    assert title_only["row_id"] not in [r for r, _ in plain_lexical.search(word, lexical.ntotal, everything)]
+
+
+def test_bm25_finds_identifier_records_inside_the_acl(built, demo_corpus):
+    import numpy as np
+
+    from rayrag.errors import AccessDenied
+    from rayrag.retrieval.hybrid import HybridRetriever
+    from rayrag.types import Principal
+
+    config, result, bundle = built
+    assert bundle.manifest["lexical"]["documents"] == result.counts["chunks"] == bundle.lexical_index().ntotal
+    for name in sorted(p.name for p in (bundle.path / "lexical").iterdir()):  # no planted PII in its vocabulary
+        text = (bundle.path / "lexical" / name).read_bytes().decode("utf-8", errors="ignore")
+        assert not [v for values in demo_corpus.planted_pii.values() for v in values if v in text], name
+    records = [c for c in bundle.chunks().to_pylist() if "EMP-" in (c["title"] or "")]
+    retriever = HybridRetriever(bundle.path, config)
+    hr = Principal("hr-officer", frozenset({"public", "hr"}))
+    hits = 0
+    for record in records[:20]:
+        emp = record["title"].split()[-1]
+        evidence = retriever.retrieve(f"What position does employee {emp} hold?", hr, mode="bm25", top_k=3)
+        hits += evidence.passages[0].doc_id == record["doc_id"]
+    assert len(records) >= 20 and hits >= 19  # the id is an exact join key for BM25
+    public = Principal("anon", frozenset({"public"}))
+    emp = records[0]["title"].split()[-1]
+    passages = retriever.retrieve(f"What position does employee {emp} hold?", public, mode="bm25", top_k=10).passages
+    assert all("hr" not in c["acl"] for c in bundle.chunks().to_pylist() if c["chunk_id"] in
+               {p.chunk_id for p in passages})
+    lexical = bundle.lexical_index()
+    hr_rows = [c["row_id"] for c in bundle.chunks().to_pylist() if set(c["acl"]) == {"hr"}]
+    assert lexical.search(emp, 5, lexical.allowed_mask(np.array(hr_rows))) != []
+    with pytest.raises(AccessDenied):
+        retriever.retrieve("anything", Principal("nobody", frozenset({"nothing"})), mode="bm25")
+
+
+def test_fusion_calibration_chooses_on_dev_and_reports_heldout(built, demo_corpus, tmp_path):
+    from rayrag.pipelines.fusion_eval import GRID, calibrate_fusion, choose
+    from rayrag.types import Principal
+
+    config, _, bundle = built
+    rows = demo_corpus.qa_path.read_text(encoding="utf-8").splitlines()
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("\n".join(rows[70:82]) + "\n", encoding="utf-8")  # one-hop questions, ids among them
+    admin = Principal("admin", frozenset({"public", "hr", "finance", "legal"}))
+    report = calibrate_fusion(bundle.path, qa, config, admin, grid=(0.0, 1.0))
+    assert report["counts"] == {"dev": 6, "heldout": 6} and len(report["grid"]) == 4
+    assert report["chosen"] in report["grid"] and set(report["heldout"]) == {
+        "dense", "bm25", "graph", "hybrid", "hybrid_configured"}
+    assert all(0.0 <= m["recall_at_5"] <= 1.0 for m in report["heldout"].values())
+    assert len(GRID) > 2
+    # The choice: the best on dev, or one within a question of it nearer equal weights.
+    flat = [{"weights": {"dense": 1.0, "graph": g, "bm25": b},
+             "dev": {"recall_at_2": r2, "recall_at_5": 0.8, "mrr": 0.5}}
+            for g, b, r2 in ((0.0, 2.0, 0.60), (1.0, 1.0, 0.58), (2.0, 0.5, 0.40))]
+    assert choose(flat, n_dev=50)["weights"] == {"dense": 1.0, "graph": 1.0, "bm25": 1.0}
+    assert choose(flat, n_dev=200)["weights"]["bm25"] == 2.0  # 0.02 is more than one question of 200

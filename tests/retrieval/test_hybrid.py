@@ -122,11 +122,13 @@ class FakeGraph:
 
 def make(dense, graph, chunks: dict | None = None, texts: dict[str, str] | None = None,
          similar: dict[str, float] | None = None, **retrieval) -> HybridRetriever:
+    retrieval.setdefault("fusion_weights", {"dense": 1.0, "graph": 1.0, "bm25": 1.0})  # the hand sums below
     cfg = RAGConfig().model_copy(update={"retrieval": RAGConfig().retrieval.model_copy(update=retrieval)})
     chunks = chunks or CHUNKS
     r = HybridRetriever("unused-bundle", cfg)
     r.dense = FakeDense(dense, chunks, similar)
     r._graph = graph
+    r._lexical = False  # no BM25 index: fusion of the two fakes (BM25 in hybrid: test_lexical.py)
     ids = list(chunks)
     r._chunk_rows = {c: i for i, c in enumerate(ids)}
     r._columns = {"chunk_id": ids, "doc_id": [chunks[c][0] for c in ids], "title": [f"T-{c}" for c in ids],
@@ -157,6 +159,17 @@ def test_hybrid_rrf_equals_hand_fusion():
     expected = sorted({"c1": 1 / 61 + 1 / 63, "c3": 1 / 63 + 1 / 62, "c4": 1 / 64 + 1 / 61,
                        "c2": 1 / 62}.items(), key=lambda kv: -kv[1])
     assert [(p.chunk_id, pytest.approx(p.score)) for p in got.passages] == expected
+
+
+def test_hybrid_rrf_applies_the_fusion_weights():
+    r = make(DENSE, FakeGraph(GRAPH), fusion="rrf", rrf_k=60,
+             fusion_weights={"dense": 1.0, "graph": 2.0, "bm25": 2.0})
+    got = r.retrieve("q", PUBLIC, mode="hybrid", top_k=4, with_facts=False)
+    # c4: 1/64 + 2/61, c1: 1/61 + 2/63, c3: 1/63 + 2/62, c2: 1/62 (no BM25 index: two lists);
+    # unweighted, c1 leads (test_hybrid_rrf_equals_hand_fusion): the graph's first now wins.
+    assert [(p.chunk_id, p.score) for p in got.passages] == [
+        ("c4", pytest.approx(1 / 64 + 2 / 61)), ("c1", pytest.approx(1 / 61 + 2 / 63)),
+        ("c3", pytest.approx(1 / 63 + 2 / 62)), ("c2", pytest.approx(1 / 62))]
 
 
 def test_hybrid_weighted_uses_dense_weight():

@@ -155,3 +155,24 @@ def test_relation_synonyms_and_names_that_do_not_run_across_sentences():
     assert terms("bought purchased acquired", STOP) == {"acqui"}
     assert names("Hub sheet\nFalcon Hub is made by Gorsefield Data. Gorsefield Data ships it.") == {
         "Hub", "Falcon Hub", "Gorsefield Data"}
+
+
+def test_a_bridge_never_lends_the_question_entity_to_a_one_hop_answer():
+    # Two product sheets share their maker: without anchors a bridge through "Millbrook Medical"
+    # lends "sarricept" to the sentence about remnezole, and both conditions look supported.
+    sarricept = ("sarricept product sheet\nMillbrook Medical manufactures sarricept. The Council "
+                 "approved sarricept for the treatment of glaucoma.")
+    remnezole = ("remnezole product sheet\nMillbrook Medical manufactures remnezole. The Council "
+                 "approved remnezole for the treatment of plaque psoriasis.")
+    question = "What condition is sarricept approved to treat?"
+    evidence = [remnezole, sarricept]
+    unanchored = answer_support(question, "plaque psoriasis", evidence, STOP)
+    assert unanchored == answer_support(question, "glaucoma", evidence, STOP)  # the defect anchors remove
+    right = answer_support(question, "glaucoma", evidence, STOP, anchors=["sarricept"])
+    wrong = answer_support(question, "plaque psoriasis", evidence, STOP, anchors=["sarricept"])
+    assert right == unanchored and wrong < right
+    # The title names what its sentences are about: "It" under the entity's title still counts.
+    report = "Stonebridge Logistics annual report\nIts revenue was $9,438.5 million in fiscal 2024."
+    assert answer_support("What revenue did Stonebridge Logistics report for fiscal 2024?", "$9,438.5 million",
+                          [report], STOP, titles=["Stonebridge Logistics annual report"],
+                          anchors=["Stonebridge Logistics"]) == 1.0
