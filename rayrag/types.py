@@ -15,7 +15,7 @@ Scalar = str | int | float | bool | None
 
 @dataclass(frozen=True)
 class Document:
-    """One corpus document (DESIGN.md §3 corpus JSONL)."""
+    """One corpus document (a row of the corpus JSONL)."""
 
     id: str
     text: str

@@ -1,6 +1,6 @@
 """Bench `moe`: one MoE layer's forward + backward, sorted dispatch vs the textbook loop vs dense.
 
-`rayrag bench moe [--quick] --json` (DESIGN.md §5). One layer, d_model 512, 4096 tokens,
+`rayrag bench moe [--quick] --json`. One layer, d_model 512, 4096 tokens,
 top-2, at E = 8 and E = 64 experts, in one process, alternating over rounds, median times:
 
     ours    `MoELayer`: tokens sorted by expert, one `torch._grouped_mm` per projection where

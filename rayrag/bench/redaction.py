@@ -1,6 +1,6 @@
 """Bench: Presidio batch analysis vs one `AnalyzerEngine.analyze()` call per document.
 
-`rayrag bench redaction [--quick] --json` (DESIGN.md §5). Ingest redacts every document, so
+`rayrag bench redaction [--quick] --json`. Ingest redacts every document, so
 what matters is documents per second through the analyzer. Competitors, run in one process
 on the same documents, alternating over several rounds after a warm-up, median times:
 

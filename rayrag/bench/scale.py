@@ -1,6 +1,6 @@
 """Bench `scale`: how cost grows with size, five curves measured on this machine.
 
-`rayrag bench scale [--quick] --json` (DESIGN.md §6; docs/SCALING.md reads the figures):
+`rayrag bench scale [--quick] --json` (docs/SCALING.md reads the figures):
 
     ingest   seconds vs corpus tokens             (bench/scale_ingest.py)
     search   batch-1 ms p50 vs index vectors      (bench/scale_search.py: flat, ivf, hnsw, ivf_acl)
@@ -16,7 +16,7 @@ Each curve module has `curve(quick: bool = False, **sizes) -> dict`:
      "meta": {...}}                           # sizes, dims, threads: enough to reproduce
 
 `run` adds `slopes` (least-squares slope of log y on log x per series: 1 = linear, 0.5 =
-square root, 0 = flat) and `ratios`, the figures that count (DESIGN.md §5):
+square root, 0 = flat) and `ratios`, the figures that count:
 `moe_time_e64_vs_e8_fixed_active` (goal <= 1.5), `serve_throughput_2_vs_1_replicas`,
 `search_p50_<largest>_vs_<smallest>_<series>`, `ppr_p50_largest_vs_smallest`,
 `ingest_time_largest_vs_smallest` over `ingest_size_largest_vs_smallest` (`ingest_linearity`,

@@ -1,4 +1,4 @@
-"""Importers that turn public datasets into rayrag's corpus and QA JSONL (DESIGN.md §3).
+"""Importers that turn public datasets into rayrag's corpus and QA JSONL (the README's Data formats).
 
 HotpotQA as HippoRAG ships it (OSU-NLP-Group/HippoRAG `data/*_corpus.json` + questions),
 MuSiQue (Trivedi et al. 2022) in its published JSONL shape, and Presidio-research's

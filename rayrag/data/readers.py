@@ -1,6 +1,6 @@
 """Corpus and QA readers: the validated door through which every document enters rayrag.
 
-A corpus is a JSONL file (DESIGN.md §3) or a folder of .md/.txt files. Reading never
+A corpus is a JSONL file (the README's Data formats) or a folder of .md/.txt files. Reading never
 trusts a row: each line is decoded and validated on its own, bad rows go to a quarantine
 list with a one-line reason that names the line and never quotes document text (reasons
 end up in logs and MLflow), and `strict=True` turns the first bad row into a `DataError`.

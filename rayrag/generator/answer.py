@@ -1,6 +1,6 @@
 """The reader: evidence in, a cited answer out, from a trained generator checkpoint.
 
-The last step of the online flow before the Guard (DESIGN.md §2): lay the question, the
+The last step of the online flow before the Guard: lay the question, the
 ranked passages and the KG facts out with `prompt.build_prompt` (numbered citation markers
 as in ALCE, Gao et al. 2023), decode with `generate` under the config's `DecodingConfig`
 (stopping at `<eos>` or `<sep>`), and return an `Answer` whose citations are exactly the

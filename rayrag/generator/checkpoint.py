@@ -1,6 +1,6 @@
 """Generator checkpoints in Mixtral's format: `config.json` + `model.safetensors`.
 
-The files use HF Mixtral's key names (DESIGN.md §3), so a checkpoint written here loads into
+The files use HF Mixtral's key names, so a checkpoint written here loads into
 `MixtralForCausalLM` (full-softmax head) and a Mixtral checkpoint written by HF loads here.
 Our experts are stacked (E, out, in) parameters; on disk they are split per expert
 (`block_sparse_moe.experts.{j}.w1.weight`, the layout HF's own `save_pretrained` writes).

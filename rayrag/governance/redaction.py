@@ -3,7 +3,7 @@
 Documents are redacted once at ingest and questions on every request, so both paths run
 through one `Redactor`: Presidio's `AnalyzerEngine` (regex/checksum recognizers plus spaCy
 NER) finds spans of the configured entity types, overlaps are resolved here, and
-Presidio's `AnonymizerEngine` applies a per-entity operator (DESIGN.md §4 Governance):
+Presidio's `AnonymizerEngine` applies a per-entity operator (the README's Governance section):
 
     replace  -> ``<EMAIL_ADDRESS>``
     mask     -> ``********5555`` (last characters kept, at most half the value)

@@ -8,7 +8,7 @@ Promotions and rollbacks record who, when and why on the version, and the champi
 history lives in a registered-model tag (`champion_history`), so `rollback` needs no state
 outside MLflow.
 
-This module does not import mlflow (CONVENTIONS.md §12): it reaches MLflow only through
+This module does not import mlflow (only tracking.py does): it reaches MLflow only through
 `Tracker.client()`, `Tracker.mlflow` and `Tracker.create_run`.
 
     >>> registry = ModelRegistry(Tracker(cfg.tracking))

@@ -20,7 +20,7 @@ the event log's hidden sibling lock file (`privacy_log.lock_path`), the file's
 own `flock` for the escalation queue and the audit log. Lines that are not JSON or carry no
 `ts` are kept: retention deletes what it can date, never what it cannot read.
 
-MLflow is reached only through `Tracker` (CONVENTIONS.md §12), as `registry.py` does.
+MLflow is reached only through `Tracker` (only tracking.py imports mlflow), as `registry.py` does.
 
     >>> report = purge(cfg, older_than_days=30, dry_run=True)
     >>> report.to_json()["purged"]

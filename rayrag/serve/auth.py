@@ -1,6 +1,6 @@
 """API keys: `Authorization: Bearer <key>` -> the principal, groups, team and role it stands for.
 
-The ingress of the Serve graph (DESIGN.md §2, §5) authenticates every request here. Keys
+The ingress of the Serve graph (the README's Serving section) authenticates every request here. Keys
 are stored hashed only (sha256; a key is 32 random bytes, so a plain hash is enough: there is
 nothing to brute-force, which is why GitHub and Stripe-style token stores do the same), and
 a presented key is compared against *every* stored hash with `hmac.compare_digest`, with no

@@ -4,7 +4,7 @@ When `Guard.check` marks an answer escalated (confidence below
 `serve.confidence_threshold`), the Serve graph records it here so a reviewer can replay the
 request from the ids: selective prediction with a reject option (Geifman and El-Yaniv 2017,
 "Selective Classification for Deep Neural Networks"), where the rejected cases go to a
-person. Content-free, like every log in rayrag (DESIGN.md §2): a record holds ids, reason
+person. Content-free, like every log in rayrag: a record holds ids, reason
 codes and numbers only, never the question or the answer. The user is a hash (`privacy_log.fingerprint`), not a name.
 
 The file is JSON Lines. Several Serve replicas may append at once, so each record is one

@@ -1,6 +1,6 @@
 """The output guard: redact the answer, check it against the graph and the evidence, score it.
 
-The last stage of the Serve graph (DESIGN.md §2) runs four checks on a generated answer:
+The last stage of the Serve graph (the README's Architecture) runs four checks on a generated answer:
 
 1. PII: the project's Presidio `Redactor` (governance/redaction.py) over the answer, with
    the same operators and keys as ingest, so a pseudonym in the answer is the graph's.

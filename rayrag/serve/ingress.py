@@ -1,6 +1,6 @@
 """The front door: FastAPI behind Ray Serve, orchestrating the stages with DeploymentHandles.
 
-A question's path (DESIGN.md section 2), each arrow one awaited handle call:
+A question's path (the README's Architecture), each arrow one awaited handle call:
 
     auth (Bearer key -> principal, groups, team) -> Redactor (query PII)
       -> Retriever.search (embed + FAISS)  ||  KGEnricher.link (entity linking)   concurrently
