@@ -30,6 +30,14 @@ MAX_CACHED_SELECTORS = 32  # distinct group sets are few (roles); bound the memo
 MAX_CACHED_QUERIES = 16  # a hybrid query embeds once for the search and again for the second hop
 
 
+def check_question(question: str) -> None:
+    """A one-line `DataError` for an empty or over-long question (every retriever's input)."""
+    if not isinstance(question, str) or not question.strip():
+        raise DataError("question is empty")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise DataError(f"question is too long: {len(question)} chars > {MAX_QUESTION_CHARS}")
+
+
 class DenseRetriever:
     def __init__(self, bundle_path: Path, config: RAGConfig) -> None:
         self.bundle_path = Path(bundle_path)
@@ -115,10 +123,7 @@ class DenseRetriever:
         top_k = self.config.retrieval.top_k if top_k is None else top_k
         if top_k <= 0:
             raise ConfigError(f"top_k must be > 0, got {top_k} (--top-k)")
-        if not isinstance(question, str) or not question.strip():
-            raise DataError("question is empty")
-        if len(question) > MAX_QUESTION_CHARS:
-            raise DataError(f"question is too long: {len(question)} chars > {MAX_QUESTION_CHARS}")
+        check_question(question)
         self.warm_up()
         allowed = self.allowed_for(principal)
         if allowed.count == 0:

@@ -67,7 +67,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 from rayrag.config import RAGConfig
 from rayrag.errors import AccessDenied, ConfigError
 from rayrag.pipelines.kg_extract import IDENTIFIER_RE
-from rayrag.retrieval.dense import DenseRetriever
+from rayrag.retrieval.dense import DenseRetriever, check_question
 from rayrag.types import Evidence, Fact, Passage, Principal
 
 if TYPE_CHECKING:
@@ -259,6 +259,7 @@ class HybridRetriever:
     def lexical_ranking(self, question: str, principal: Principal, top_k: int, redact: bool = True) -> Ranking:
         """BM25 (chunk_id, score) best first over the passages `principal` may read, for the
         question redacted as the corpus was (`redact=False`: it already is)."""
+        check_question(question)
         if not self.has_lexical():
             self.dense.bundle.lexical_index()  # raises the one-line "re-ingest" error
         allowed = self.dense.allowed_for(principal)
