@@ -84,6 +84,23 @@ def data_demo(
     print(json.dumps({"documents": corpus.documents, "questions": corpus.questions, "out": str(out)}))
 
 
+@data_app.command("pii")
+def data_pii(
+    out: Annotated[Path, typer.Option("--out", help="JSON file to write (presidio-research format).")],
+    seed: Annotated[int, typer.Option(help="Generator seed (same seed, same bytes).")] = 0,
+    n: Annotated[int, typer.Option("--n", min=1, help="Sentences to write.")] = 700,
+) -> None:
+    """Write a generated, labelled set of identifiers (cards, SSNs, IBANs, e-mail, phones, IPs,
+    driver's licences) for `rayrag eval pii --dataset`."""
+    from rayrag.atomic import atomic_text
+    from rayrag.data.pii_set import generate_pii_set
+
+    examples = generate_pii_set(n, seed=seed)
+    with atomic_text(out) as handle:
+        handle.write(json.dumps(examples, indent=1) + "\n")
+    print(json.dumps({"examples": len(examples), "seed": seed, "out": str(out)}))
+
+
 @app.command()
 def ingest(
     corpus: Annotated[Path, typer.Option("--corpus", help="Corpus JSONL file or folder of .md/.txt.")],

@@ -124,7 +124,7 @@ class RetrievalConfig(_Section):
     rrf_k: int = Field(2, gt=0, description="Reciprocal-rank-fusion constant: 2 ~ interleave two lists' top hits (measured, hybrid.py); Cormack's 60 suits many deep runs.")
     dense_weight: float = Field(0.5, ge=0, le=1, description="Dense share when fusion = weighted.")
     fusion_weights: dict[Literal["dense", "graph", "bm25"], float] = Field(
-        default_factory=lambda: {"dense": 1.0, "graph": 2.0, "bm25": 2.0},
+        default_factory=lambda: {"dense": 1.0, "graph": 1.0, "bm25": 1.0},
         description="RRF weight of each ranking in hybrid (bm25 only where the bundle has a lexical index); `rayrag eval fusion` calibrates them (docs/DECISIONS.md).")
     use_graph: bool = Field(True, description="Enrich with the knowledge graph.")
     seed_k: int = Field(5, gt=0, description="Top dense hits that seed the graph walk (HippoRAG 2-style passage seeds).")
@@ -230,11 +230,30 @@ class TrainConfig(_Section):
 RedactionOperator = Literal["replace", "mask", "hmac", "encrypt", "keep"]
 
 
+PERSONAL_POLICY = "personal"
+PUBLIC_KNOWLEDGE_ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "US_SSN", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS",
+                             "STREET_ADDRESS", "US_DRIVER_LICENSE")
+
+
+class RedactionPolicy(_Section):
+    """A named redaction profile: the entity types it redacts (every other detected type is
+    kept) and, optionally, operators that differ from `governance.redaction.operators`."""
+
+    entities: tuple[str, ...] = Field(..., description="Entity types this policy redacts; others are kept.")
+    operators: dict[str, RedactionOperator] = Field(
+        default_factory=dict, description="Per-entity operator overrides; the rest use governance.redaction.operators.")
+
+
 class RedactionConfig(_Section):
+    """Presidio redaction. The top-level `entities`/`operators` are the `personal` policy;
+    `policies` adds named ones, and a document's `policy_field` metadata value, mapped by
+    `policy_rules`, picks which one redacts it (`default_policy` otherwise). A bundle
+    records what it used, and queries are redacted as the bundle says, per policy."""
+
     enabled: bool = Field(True, description="Run Presidio on documents and queries.")
     entities: tuple[str, ...] = Field(
         ("PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "US_SSN", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS",
-         "STREET_ADDRESS", "LOCATION", "URL", "ORGANIZATION", "CALENDAR_DATE"),
+         "STREET_ADDRESS", "LOCATION", "URL", "ORGANIZATION", "CALENDAR_DATE", "US_DRIVER_LICENSE"),
         description="Presidio entity types analysed; chosen deliberately (UK_NHS and similar fire on phones).",
     )
     operators: dict[str, RedactionOperator] = Field(
@@ -251,6 +270,7 @@ class RedactionConfig(_Section):
             "URL": "replace",  # personal sites and profile links identify their owner
             "ORGANIZATION": "keep",  # employers are content a RAG corpus answers about; detected for audits
             "CALENDAR_DATE": "keep",  # dates are facts in documents; a stricter policy can replace them
+            "US_DRIVER_LICENSE": "replace",
         },
         description="Per-entity operator; entities not listed use default_operator.",
     )
@@ -260,6 +280,64 @@ class RedactionConfig(_Section):
     batch_size: int = Field(32, gt=0, description="Texts per spaCy nlp.pipe batch.")
     hmac_key_env: str = Field("RAYRAG_HMAC_KEY", description="Environment variable with the pseudonym key.")
     encryption_key_env: str = Field("RAYRAG_ENCRYPTION_KEY", description="Environment variable with the reversible-encryption key.")
+    policies: dict[str, RedactionPolicy] = Field(
+        default_factory=lambda: {"public_knowledge": RedactionPolicy(entities=PUBLIC_KNOWLEDGE_ENTITIES)},
+        description="Named policies besides `personal` (= entities/operators above). public_knowledge: contact, "
+                    "financial and government identifiers only; names, places and organisations are kept.")
+    default_policy: str = Field(PERSONAL_POLICY, description="Policy for documents no rule matches.")
+    policy_field: str = Field("collection", description="Document metadata field the rules read.")
+    policy_rules: dict[str, str] = Field(
+        default_factory=lambda: {"wikipedia": "public_knowledge"},
+        description="Value of the document's `policy_field` -> policy name (the importers mark Wikipedia QA "
+                    "corpora collection=wikipedia).")
+
+    @model_validator(mode="after")
+    def _policies_known(self) -> RedactionConfig:
+        if PERSONAL_POLICY in self.policies:
+            raise ValueError(f"policy {PERSONAL_POLICY!r} is governance.redaction.entities/operators; "
+                             "do not redefine it under policies")
+        known = {PERSONAL_POLICY, *self.policies}
+        for where, name in [("default_policy", self.default_policy),
+                            *((f"policy_rules.{k}", v) for k, v in self.policy_rules.items())]:
+            if name not in known:
+                raise ValueError(f"{where} names an unknown policy {name!r} (known: {', '.join(sorted(known))})")
+        return self
+
+    @property
+    def policy_names(self) -> tuple[str, ...]:
+        return (PERSONAL_POLICY, *sorted(self.policies))
+
+    def policy_entities(self, policy: str) -> tuple[str, ...]:
+        """The entity types `policy` redacts (`keep` operators excluded)."""
+        entities = self.entities if policy == PERSONAL_POLICY else self.policies[policy].entities
+        return tuple(e for e in entities if self.policy_operator(policy, e) != "keep")
+
+    def policy_operator(self, policy: str, entity_type: str) -> RedactionOperator:
+        """How `policy` treats `entity_type`: its override, the shared operator, or `keep`
+        when the policy does not redact that type."""
+        if policy == PERSONAL_POLICY:
+            if entity_type not in self.entities:
+                return "keep"
+            return self.operators.get(entity_type, self.default_operator)
+        chosen = self.policies[policy]
+        if entity_type not in chosen.entities:
+            return "keep"
+        return chosen.operators.get(entity_type, self.operators.get(entity_type, self.default_operator))
+
+    @property
+    def analysed_entities(self) -> tuple[str, ...]:
+        """Every type some policy redacts or detects: one Presidio pass serves all policies."""
+        seen = dict.fromkeys(self.entities)
+        for policy in self.policies.values():
+            seen.update(dict.fromkeys(policy.entities))
+        return tuple(seen)
+
+    def policy_for(self, metadata: dict[str, Any]) -> str:
+        """The policy for a document with this metadata (its `policy_field` value by the rules)."""
+        value = metadata.get(self.policy_field)
+        if isinstance(value, str) and value in self.policy_rules:
+            return self.policy_rules[value]
+        return self.default_policy
 
 
 class RoutingAlarmConfig(_Section):

@@ -68,6 +68,29 @@ class Principal:
 
 
 @dataclass(frozen=True)
+class RedactedQuestion:
+    """A question as a bundle's redaction policies see it.
+
+    `forms`: policy -> the question redacted under it, one per policy the bundle's documents
+    were redacted with ({} when nothing is redacted: `text` serves every passage). `text`:
+    the strictest form, which the reader reads; `counts`: its redacted spans per type."""
+
+    text: str
+    forms: dict[str, str] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def groups(self) -> list[tuple[str, frozenset[str] | None]]:
+        """(query text, the policies it searches; None = all): one search per distinct text,
+        so a question with nothing the policies treat differently is searched once."""
+        if len(set(self.forms.values())) <= 1:
+            return [(next(iter(self.forms.values()), self.text), None)]
+        by_text: dict[str, set[str]] = {}
+        for policy, text in sorted(self.forms.items()):
+            by_text.setdefault(text, set()).add(policy)
+        return [(text, frozenset(policies)) for text, policies in by_text.items()]
+
+
+@dataclass(frozen=True)
 class Passage:
     """A retrieved chunk with its score and provenance."""
 

@@ -58,12 +58,13 @@ class InProcess:
 
     def __init__(self, config: Any, bundle: Path, model: Path) -> None:
         from rayrag.generator.answer import Reader
-        from rayrag.governance.redaction import Redactor
+        from rayrag.governance.redaction import QueryRedactor
+        from rayrag.pipelines.bundle import IndexBundle
         from rayrag.retrieval.hybrid import HybridRetriever
         from rayrag.serve.guard import Guard
         from rayrag.types import Principal
 
-        self.redactor = Redactor(config.governance.redaction)
+        self.redactor = QueryRedactor(IndexBundle.load(bundle), config.governance.redaction)
         self.retriever = HybridRetriever(bundle, config)
         self.reader = Reader(model, config)
         self.guard = Guard(config, bundle_path=bundle)
@@ -73,9 +74,9 @@ class InProcess:
         self.retriever.warm_up(graph=True)
 
     def ask(self, question: str) -> None:
-        redacted = self.redactor.redact(question).text
-        evidence = self.retriever.retrieve(redacted, self.principal, mode="hybrid")
-        self.guard.verify(redacted, self.reader.answer(redacted, evidence), evidence, self.principal)
+        query = self.redactor.redact(question)
+        evidence = self.retriever.retrieve(query, self.principal, mode="hybrid")
+        self.guard.verify(query.text, self.reader.answer(query.text, evidence), evidence, self.principal)
 
 
 def drive(url: str, batch: list[str], clients: int) -> tuple[list[float], int]:

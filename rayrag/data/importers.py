@@ -101,7 +101,8 @@ def passage_id(title: str | None, text: str) -> str:
 class _CorpusBuilder:
     """Collects passages in first-seen order, deduplicated by content id."""
 
-    def __init__(self) -> None:
+    def __init__(self, metadata: dict[str, Scalar] | None = None) -> None:
+        self.metadata = dict(metadata or {})  # on every passage (e.g. the collection it belongs to)
         self.rows: dict[str, dict[str, Any]] = {}
         self.by_title: dict[str, str] = {}
         self.duplicates = 0
@@ -111,7 +112,7 @@ class _CorpusBuilder:
         if doc_id in self.rows:
             self.duplicates += 1
         else:
-            doc = Document(id=doc_id, text=text, title=title, metadata=metadata or {})
+            doc = Document(id=doc_id, text=text, title=title, metadata={**self.metadata, **(metadata or {})})
             self.rows[doc_id] = doc.to_dict()
         if title is not None:
             self.by_title.setdefault(title, doc_id)
@@ -120,6 +121,10 @@ class _CorpusBuilder:
 
 # ---------------------------------------------------------------- HotpotQA
 
+# Wikipedia passages are public knowledge: the default `governance.redaction.policy_rules`
+# map this collection to the `public_knowledge` policy (names kept, identifiers redacted).
+WIKIPEDIA: dict[str, Scalar] = {"collection": "wikipedia"}
+
 
 def import_hotpotqa(src: str | Path, out_dir: str | Path) -> ImportResult:
     """Import HotpotQA in HippoRAG's layout: a questions JSON and `*_corpus.json` beside it.
@@ -127,7 +132,7 @@ def import_hotpotqa(src: str | Path, out_dir: str | Path) -> ImportResult:
     `src` is the folder holding both, or the questions file itself.
     """
     questions_path, corpus_path = _hotpot_files(Path(src))
-    builder = _CorpusBuilder()
+    builder = _CorpusBuilder(WIKIPEDIA | {"source": "hotpotqa"})
     dropped: Counter[str] = Counter()
     if corpus_path is not None:
         for title, sentences in _hotpot_corpus(corpus_path):
@@ -257,7 +262,7 @@ def import_musique(
     unanswerable questions (MuSiQue-Full's `answerable: false`) are left out and counted.
     """
     src = Path(src)
-    builder = _CorpusBuilder()
+    builder = _CorpusBuilder(WIKIPEDIA | {"source": "musique"})
     dropped: Counter[str] = Counter()
     if corpus is not None:
         corpus_path = Path(corpus)

@@ -277,6 +277,9 @@ def _manifest(old: bundle_io.IndexBundle, new: dict[str, Any], bundle_id: str, a
         "corpus_digest": documents_digest(new["documents"]),
         **({"lexical": {**manifest["lexical"], "documents": new["lexical"].ntotal}}
            if new["lexical"] is not None and manifest.get("lexical") else {}),
+        **({"redaction": {**manifest["redaction"], "documents": bundle_io.policy_documents(
+            new["chunks"], manifest["redaction"]["default_policy"])}}
+           if manifest.get("redaction", {}).get("enabled") else {}),
         "erasures": [*manifest.get("erasures", []), {"audit_id": audit_id, "n_docs": n_docs, "at": erased_at}],
         "written_at_unix": round(time.time(), 3),
     })

@@ -228,6 +228,113 @@ def company_pattern() -> str:
     )
 
 
+# ---------------------------------------------------------------- checked identifiers
+# Cards, IBANs and IP addresses carry their own proof: a Luhn digit, mod-97 check digits, the
+# address grammar. A candidate shape is matched loosely and kept only when the check holds,
+# which is what lets these outrank the loose phone shape a spaced card number also fits
+# ("2221 0000 0000 0009"): Presidio's card regex knows no 2-series Mastercard and its IPv6
+# regex no compressed form ("2001:db8::1").
+
+
+def card_candidate_pattern() -> str:
+    """12-19 digits, bare or in groups split by one kind of separator (space or dash)."""
+    return r"(?<![\w.+-])(?:\d{12,19}|\d{4}(?:([ -])\d{4,6})(?:\1\d{4,5}){1,2}(?:\1\d{1,3})?)(?![\w-]|\.\d)"
+
+
+MAESTRO_12 = ("50", "56", "57", "58", "6304", "6390", "67", "0604")  # 12-digit Maestro ranges
+
+
+def issuer_plausible(digits: str) -> bool:
+    """An issuer's number length and prefix: 13-19 digits starting 2-6 (Mastercard 2-series,
+    Amex/JCB/Diners, Visa, Mastercard, Discover), 15-digit JCB "1800", 12-digit Maestro."""
+    if len(digits) == 12:
+        return digits.startswith(MAESTRO_12)
+    if digits.startswith("1800"):
+        return len(digits) == 15
+    return digits[0] in "23456" and 13 <= len(digits) <= 19
+
+
+def luhn_valid(value: str) -> bool:
+    """A card number: an issuer's length and prefix and a valid Luhn check."""
+    text = "".join(c for c in value if c.isdigit())
+    digits = [int(c) for c in text]
+    if not text or not issuer_plausible(text):
+        return False
+    if len(set(digits)) == 1:  # "0000 0000 0000 0000" passes Luhn and is a placeholder
+        return False
+    total = 0
+    for i, d in enumerate(reversed(digits)):
+        total += (d * 2 - 9 if d * 2 > 9 else d * 2) if i % 2 else d
+    return total % 10 == 0
+
+
+# ISO 13616 lengths of the IBAN per country (the registry's, as of 2024).
+IBAN_LENGTHS = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BR": 29,
+    "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28, "EE": 20, "EG": 29,
+    "ES": 24, "FI": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28,
+    "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30, "KZ": 20,
+    "LB": 28, "LC": 32, "LI": 21, "LT": 20, "LU": 20, "LV": 21, "MC": 27, "MD": 24, "ME": 22, "MK": 19,
+    "MR": 27, "MT": 31, "MU": 30, "NL": 18, "NO": 15, "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29,
+    "RO": 24, "RS": 22, "SA": 24, "SC": 31, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "ST": 25, "SV": 28,
+    "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20,
+}
+
+
+def iban_candidate_pattern() -> str:
+    """A country code, two check digits and the BBAN: compact, or in groups of four split
+    by spaces (any case: "gb82 west 1234 5698 7654 32")."""
+    return r"(?i)\b[A-Z]{2}\d{2}(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,3})?)\b"
+
+
+def iban_valid(value: str) -> bool:
+    """The country's length and the ISO 7064 mod-97 check (the remainder is 1)."""
+    code = value.replace(" ", "").upper()
+    if IBAN_LENGTHS.get(code[:2]) != len(code) or not code.isalnum():
+        return False
+    rearranged = code[4:] + code[:4]
+    return int("".join(str(int(ch, 36)) for ch in rearranged)) % 97 == 1
+
+
+def ip_candidate_pattern() -> str:
+    """An IPv4 dotted quad, or hex groups with at least two colons (IPv6, full or with "::")."""
+    return (r"(?<![\w.:])(?:(?:\d{1,3}\.){3}\d{1,3}"
+            r"|(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?)(?![\w:]|\.\d)")
+
+
+def ip_valid(value: str) -> bool:
+    """A real address by Python's `ipaddress` grammar; "14:02:33" and "1.2.3" are not."""
+    import ipaddress
+
+    if value.count(":") >= 2 and not any(c.isalnum() for c in value.replace(":", "")):
+        return False  # "::" alone
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+LICENCE_CONTEXT = (r"(?:driver'?s?|driving|drivers)[ \t]+licen[cs]e|\bDL\b|licen[cs]e"
+                   r"(?=[ \t]*(?:no\b|number|num\b|#|:|id\b))")
+
+
+def driver_licence_pattern() -> str:
+    """A US driver's licence number right after a licence phrase ("driver's license number
+    D123-456-78-901-2", "DL# A1234567", "license no. 12 345 678"): the states' shapes (7-13
+    digits, letters then digits, dashed or spaced groups) are too common alone to redact, so
+    the phrase is required. The number is group `value`, checked by `licence_number_valid`."""
+    value = r"[A-Z0-9]{1,15}(?:[- ][A-Z0-9]{1,6}){0,5}"
+    filler = r"(?:[ \t]*(?:number|num|no\.?|nr\.?|id|#|is|was|:|,|\(|of))*[ \t]*"
+    return rf"(?i:{LICENCE_CONTEXT}){filler}(?P<value>(?-i:{value}))(?![\w-])"
+
+
+def licence_number_valid(value: str) -> bool:
+    """At least five digits, and the last group holds one (so a trailing word is cut off)."""
+    last = re.split(r"[- ]", value)[-1]
+    return sum(c.isdigit() for c in value) >= 5 and any(c.isdigit() for c in last)
+
+
 # Compiled once for callers that check text without Presidio (tests, audits).
 STREET_ADDRESS_RE = re.compile(street_address_pattern())
 PERSON_NAME_RE = re.compile(person_name_pattern())

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from rayrag.config import RedactionConfig, RedactionOperator
 from rayrag.errors import RedactionError
 from rayrag.pipelines.kg_extract import IDENTIFIER_RE
+from rayrag.types import RedactedQuestion
 
 if TYPE_CHECKING:  # presidio is imported lazily in warm_up, never at import time
     from presidio_analyzer import RecognizerResult
@@ -106,8 +107,9 @@ class Redactor:
         self._hmac_key: bytes | None = None
         self._encryption_key: str | None = None
 
-    def operator_for(self, entity_type: str) -> RedactionOperator:
-        return self.config.operators.get(entity_type, self.config.default_operator)
+    def operator_for(self, entity_type: str, policy: str | None = None) -> RedactionOperator:
+        """How `policy` (default: `default_policy`) treats `entity_type` (`keep`: left as is)."""
+        return self.config.policy_operator(policy or self.config.default_policy, entity_type)
 
     # ------------------------------------------------------------------ setup
 
@@ -124,26 +126,26 @@ class Redactor:
         self._hmac_key, self._encryption_key = read_secrets(self.config)
 
         try:
-            analyzer = _build_analyzer(self.config.entities)
+            analyzer = _build_analyzer(self.config.analysed_entities)
             from presidio_analyzer import BatchAnalyzerEngine
             from presidio_anonymizer import AnonymizerEngine
         except RedactionError:
             raise
         except Exception as exc:  # startup errors carry no user text: keep the message
             raise RedactionError(f"Presidio could not start: {type(exc).__name__}: {exc}") from None
-        self._operators = self._operator_configs()
+        self._operators = {policy: self._operator_configs(policy) for policy in self.config.policy_names}
         self._anonymizer = AnonymizerEngine()
         self._batch_analyzer = BatchAnalyzerEngine(analyzer_engine=analyzer)
         self._analyzer = analyzer  # last: marks the redactor as warm
-        logger.info("redactor ready: %d entity types, spaCy pipeline %s", len(self.config.entities),
+        logger.info("redactor ready: %d entity types, spaCy pipeline %s", len(self.config.analysed_entities),
                     ",".join(analyzer.nlp_engine.nlp["en"].pipe_names))
 
-    def _operator_configs(self) -> dict[str, Any]:
+    def _operator_configs(self, policy: str) -> dict[str, Any]:
         from presidio_anonymizer.entities import OperatorConfig
 
         configs: dict[str, Any] = {}
-        for entity in self.config.entities:
-            operator = self.operator_for(entity)
+        for entity in self.config.analysed_entities:
+            operator = self.operator_for(entity, policy)
             if operator == "replace":
                 configs[entity] = OperatorConfig("replace", {"new_value": f"<{entity}>"})
             elif operator == "mask":
@@ -186,7 +188,7 @@ class Redactor:
             for start, end in segments(text, self.max_segment_chars):
                 pieces.append(text[start:end])
                 owners.append((index, start))
-        kwargs = {"language": "en", "entities": list(self.config.entities),
+        kwargs = {"language": "en", "entities": list(self.config.analysed_entities),
                   "score_threshold": self.config.score_threshold}
         nlp = self._analyzer.nlp_engine.nlp["en"]
         try:
@@ -208,44 +210,66 @@ class Redactor:
                 if offset else r
                 for r in found
             )
-        return [extend_address_tails(text, drop_identifier_names(text, found))
+        return [extend_address_tails(text, trim_possessives(text, drop_identifier_names(text, found)))
                 for text, found in zip(texts, results, strict=True)]
 
     # ------------------------------------------------------------------ redaction
 
-    def redact(self, text: str) -> RedactionResult:
-        """Redact one text (a query, a short document)."""
-        return self._redact(_checked([text]), batched=False)[0]
+    def redact(self, text: str, policy: str | None = None) -> RedactionResult:
+        """Redact one text (a query, a short document) under `policy` (default: `default_policy`)."""
+        return self._redact(_checked([text]), batched=False, policies=[self._policy(policy)])[0]
 
-    def redact_batch(self, texts: Sequence[str]) -> list[RedactionResult]:
-        """Redact many texts; same output as `redact` on each, faster for many documents."""
-        return self._redact(_checked(texts), batched=True)
+    def redact_batch(self, texts: Sequence[str], policies: Sequence[str] | None = None) -> list[RedactionResult]:
+        """Redact many texts, each under its policy (default: `default_policy` for all); same
+        output as `redact` on each, faster for many documents."""
+        checked = _checked(texts)
+        chosen = [self._policy(None)] * len(checked) if policies is None else [self._policy(p) for p in policies]
+        if len(chosen) != len(checked):
+            raise RedactionError(f"{len(checked)} texts but {len(chosen)} policies")
+        return self._redact(checked, batched=True, policies=chosen)
 
-    def _redact(self, texts: list[str], batched: bool) -> list[RedactionResult]:
+    def redact_forms(self, texts: Sequence[str], policies: Sequence[str]) -> list[dict[str, RedactionResult]]:
+        """Each text redacted under each of `policies` from one Presidio analysis: a question
+        searched over collections redacted differently needs each one's form."""
+        chosen = [self._policy(p) for p in policies]
+        checked = _checked(texts)
+        if not self.config.enabled:
+            return [{policy: RedactionResult(text=text) for policy in chosen} for text in checked]
+        found = self._analyze(checked, batched=len(checked) > 1)
+        return [{policy: self._anonymize(i, text, spans, policy) for policy in chosen}
+                for i, (text, spans) in enumerate(zip(checked, found, strict=True))]
+
+    def _policy(self, policy: str | None) -> str:
+        name = policy or self.config.default_policy
+        if name not in self.config.policy_names:
+            raise RedactionError(f"unknown redaction policy {name!r} (known: {', '.join(self.config.policy_names)})")
+        return name
+
+    def _redact(self, texts: list[str], batched: bool, policies: list[str]) -> list[RedactionResult]:
         if not self.config.enabled:
             return [RedactionResult(text=text) for text in texts]
         found = self._analyze(texts, batched=batched)
         return [
-            self._anonymize(index, text, results)
-            for index, (text, results) in enumerate(zip(texts, found, strict=True))
+            self._anonymize(index, text, results, policy)
+            for index, (text, results, policy) in enumerate(zip(texts, found, policies, strict=True))
         ]
 
-    def _anonymize(self, index: int, text: str, found: list[RecognizerResult]) -> RedactionResult:
+    def _anonymize(self, index: int, text: str, found: list[RecognizerResult], policy: str) -> RedactionResult:
         # Kept entities drop out before overlap resolution, so a span that is both a kept
         # LOCATION and a redacted PERSON is redacted: privacy wins a tie.
-        chosen = resolve_overlaps([r for r in found if self.operator_for(r.entity_type) != "keep"])
+        chosen = resolve_overlaps([r for r in found if self.operator_for(r.entity_type, policy) != "keep"])
         if not chosen:
             return RedactionResult(text=text)
         try:
             # No whitespace merging: "Ann Lee\nBob Hart" stays two people with two pseudonyms.
             engine_result = self._anonymizer.anonymize(
-                text=text, analyzer_results=chosen, operators=self._operators,
+                text=text, analyzer_results=chosen, operators=self._operators[policy],
                 merge_entities_with_spaces=False,
             )
         except Exception as exc:  # never echo the value an operator failed on
             raise RedactionError(f"anonymization failed for text {index} ({type(exc).__name__})") from None
         spans = tuple(
-            RedactedSpan(item.entity_type, item.start, item.end, self.operator_for(item.entity_type))
+            RedactedSpan(item.entity_type, item.start, item.end, self.operator_for(item.entity_type, policy))
             for item in sorted(engine_result.items, key=lambda item: item.start)
         )
         return RedactionResult(
@@ -290,6 +314,43 @@ class Redactor:
             if span.operator == "encrypt":
                 text = text[: span.start] + self.decrypt_value(text[span.start : span.end]) + text[span.end :]
         return text
+
+
+class QueryRedactor:
+    """Questions redacted as a bundle's documents were: under each redaction policy the
+    bundle used (its manifest says which, with which entities and operators), from one
+    Presidio pass. A name stays a name for a `public_knowledge` collection and becomes the
+    same HMAC pseudonym its `personal` documents carry, so both still match.
+
+        >>> QueryRedactor(bundle, cfg.governance.redaction).redact("Who hired Jane Doe?").forms
+        {'personal': 'Who hired PERSON_3f9a0c1e?', 'public_knowledge': 'Who hired Jane Doe?'}
+    """
+
+    def __init__(self, bundle: Any, base: RedactionConfig) -> None:
+        self.config = bundle.query_redaction(base)
+        self.policies = bundle.policies_used() if self.config.enabled else ()
+        self.redactor = Redactor(self.config) if self.policies else None
+        # The form that redacts the most types is the one the reader reads and logs count:
+        # in a bundle of several policies it is the cautious one.
+        self.strictest = (max(self.policies, key=lambda p: (len(self.config.policy_entities(p)), p))
+                          if self.policies else "")
+
+    def warm_up(self) -> None:
+        if self.redactor is not None:
+            self.redactor.warm_up()
+
+    def redact(self, question: str) -> RedactedQuestion:
+        return self.redact_batch([question])[0]
+
+    def redact_batch(self, questions: Sequence[str]) -> list[RedactedQuestion]:
+        if self.redactor is None:
+            return [RedactedQuestion(text=q) for q in _checked(questions)]
+        out = []
+        for results in self.redactor.redact_forms(questions, self.policies):
+            strict = results[self.strictest]
+            out.append(RedactedQuestion(text=strict.text, forms={p: r.text for p, r in results.items()},
+                                        counts=dict(strict.counts)))
+        return out
 
 
 # ---------------------------------------------------------------------- helpers
@@ -378,7 +439,45 @@ def _extra_recognizers() -> list[Any]:
                                     Pattern("bare_domain", pp.bare_domain_pattern(), 0.5)]),
         PatternRecognizer(supported_entity="LOCATION", name="CountryGazetteerRecognizer",
                           patterns=[Pattern("country", pp.country_pattern(), 0.5)]),
+        # Checked identifiers: kept only when their check holds, then at the top score, so a
+        # card in four groups is a card, not the loose phone shape it also fits.
+        _checked_recognizer("CREDIT_CARD", "LuhnCardRecognizer", pp.card_candidate_pattern(), pp.luhn_valid),
+        _checked_recognizer("IBAN_CODE", "Mod97IbanRecognizer", pp.iban_candidate_pattern(), pp.iban_valid),
+        _checked_recognizer("IP_ADDRESS", "IpGrammarRecognizer", pp.ip_candidate_pattern(), pp.ip_valid),
+        _checked_recognizer("US_DRIVER_LICENSE", "LicencePhraseRecognizer", pp.driver_licence_pattern(),
+                            pp.licence_number_valid, group="value", score=0.9),
     ]
+
+
+def _checked_recognizer(entity: str, name: str, pattern: str, check: Any, group: str | None = None,
+                        score: float = 1.0) -> Any:
+    """A recognizer whose regex matches (or their `group`) count only when `check(value)`
+    holds. A failed value is retried without its last space- or dash-separated part, so a
+    spaced IBAN that ran on into the next words ("AT27 5175 3342 8617 9074 from next")
+    still counts. `group`: a phrase before the value identifies it ("DL# A1234567"), and
+    only the group is the entity."""
+    from presidio_analyzer import EntityRecognizer, RecognizerResult
+
+    compiled = re.compile(pattern)
+
+    class CheckedRecognizer(EntityRecognizer):
+        def load(self) -> None:
+            return None
+
+        def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[Any]:
+            if entity not in entities:
+                return []
+            found = []
+            for m in compiled.finditer(text):
+                start, value = m.start(group or 0), m.group(group or 0)
+                while value and not check(value):
+                    cut = max(value.rfind(" "), value.rfind("-") if group else -1)
+                    value = value[:cut] if cut > 0 else ""
+                if value:
+                    found.append(RecognizerResult(entity, start, start + len(value), score))
+            return found
+
+    return CheckedRecognizer(supported_entities=[entity], name=name, supported_language="en")
 
 
 _TAIL_STEP = re.compile(r"(?:[ \t]*\n[ \t]*|[ \t]*,[ \t]*|[ \t]+)+([^\s,]+)")
@@ -388,14 +487,51 @@ MAX_TAIL_TOKENS = 5
 _NAME_TYPES = frozenset({"PERSON", "LOCATION", "NRP"})
 
 
+# Field labels the NER reads as organisations ("SSN: ...", "IBAN ...", "CVV"): never a name.
+_FIELD_LABELS = frozenset({"SSN", "IBAN", "BIC", "SWIFT", "CVV", "CVC", "PIN", "DL", "VAT", "EUR", "USD", "GBP",
+                           "Driver", "IP", "TIN", "EIN"})
+
+
 def drop_identifier_names(text: str, results: list[RecognizerResult]) -> list[RecognizerResult]:
     """Drop name-type spans (PERSON, LOCATION, NRP) that are an identifier: the NER reads a
     short question's "EMP-11906" as a person, the same id inside its record as nothing, so the
     question's pseudonym would never match the document. A name has no digits; a record id is
     not personal data by itself (the pattern recognizers still catch SSNs, cards and IBANs).
-    An identifier is the KG extractor's: upper-case letters and digits in hyphen-joined parts."""
-    return [r for r in results
-            if not (r.entity_type in _NAME_TYPES and IDENTIFIER_RE.fullmatch(text[r.start:r.end].strip()))]
+    An identifier is the KG extractor's: upper-case letters and digits in hyphen-joined parts.
+    Also dropped: a PERSON or NRP span with a digit in it ("Mobile +1-794-730-5815", "expiry
+    09/27": the NER swallowing a number, which then hides the phone it is), and an
+    ORGANIZATION that is a field label ("SSN", "IBAN")."""
+    kept = []
+    for r in results:
+        value = text[r.start:r.end].strip()
+        if r.entity_type in _NAME_TYPES and IDENTIFIER_RE.fullmatch(value):
+            continue
+        if r.entity_type in ("PERSON", "NRP") and any(c.isdigit() for c in value):
+            continue
+        if r.entity_type == "ORGANIZATION" and value in _FIELD_LABELS:
+            continue
+        kept.append(r)
+    return kept
+
+
+_POSSESSIVE = re.compile(r"(?:['’]s|s['’])$")
+
+
+def trim_possessives(text: str, results: list[RecognizerResult]) -> list[RecognizerResult]:
+    """Name-type spans without a trailing possessive: spaCy reads "Maria Lopez's" as the
+    person, and the pseudonym of "maria lopez's" would not match the one her own documents
+    carry ("Maria Lopez is ..."). "James'" keeps its s: only the apostrophe goes."""
+    from presidio_analyzer import RecognizerResult
+
+    out = []
+    for r in results:
+        value = text[r.start:r.end]
+        if r.entity_type in _NAME_TYPES and len(value) > 3 and _POSSESSIVE.search(value):
+            cut = 2 if value[-2] in "'’" else 1
+            r = RecognizerResult(r.entity_type, r.start, r.end - cut, r.score, r.analysis_explanation,
+                                 r.recognition_metadata)
+        out.append(r)
+    return out
 
 
 def _tail_token(token: str) -> bool:

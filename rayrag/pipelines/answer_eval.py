@@ -278,12 +278,11 @@ class InProcessAnswerer:
         return self.reader.model_version
 
     def evidence(self, qa: QAPair, principal: Principal) -> tuple[str, Any]:
-        """The question as the reader sees it (redacted, as served) and the evidence retrieved for it."""
+        """The question as the reader sees it (redacted as the bundle says, as served) and
+        the evidence retrieved for it."""
         self.warm_up()
-        question = qa.question
-        if self.guard.redactor is not None and self.config.governance.redaction.enabled:
-            question = self.guard.redactor.redact(question).text
-        return question, self.retriever.retrieve(question, principal, mode=self.mode)
+        query = self.retriever.dense.redacted(qa.question)
+        return query.text, self.retriever.retrieve(query, principal, mode=self.mode)
 
     def __call__(self, qa: QAPair, principal: Principal) -> Outcome:
         from rayrag.generator.answer import result_to_json
@@ -295,6 +294,7 @@ class InProcessAnswerer:
         if refusal is not None:
             return refusal
         question, evidence = self.evidence(qa, principal)
+        query = self.retriever.dense.redacted(qa.question)  # cached: the forms evidence() searched
         first = self.reader.answer(question, evidence)
         result, report = self.guard.verify(question, first, evidence, principal)
         latency_ms = (time.perf_counter() - started) * 1000
@@ -306,7 +306,7 @@ class InProcessAnswerer:
                     escalated=report.escalated, confidence=report.confidence)
         # Untimed: a ranking deep enough that ten distinct documents survive (evaluate.py).
         depth = max(self.config.retrieval.candidate_k, 4 * max(RECALL_KS))
-        deep = self.retriever.retrieve(question, principal, mode=self.mode, top_k=depth, with_facts=False)
+        deep = self.retriever.retrieve(query, principal, mode=self.mode, top_k=depth, with_facts=False)
         ranked = distinct_in_order(p.doc_id for p in deep.passages)
         outcome = outcome_from_response(body, latency_ms, ranked)
         outcome.extra["reader_answer"] = first.answer.text  # scored (reader_em), then dropped with the answer

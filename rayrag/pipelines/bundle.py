@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rayrag.atomic import swap_dir_into_place
-from rayrag.config import IndexConfig
+from rayrag.config import PERSONAL_POLICY, IndexConfig, RedactionConfig
 from rayrag.errors import IndexError_
 
 FORMAT_VERSION = 1
@@ -37,6 +37,7 @@ PII_REPORT = "pii_report.json"
 QUARANTINE = "quarantine.jsonl"
 LEXICAL = "lexical"  # a directory: optional, older bundles lack it
 REQUIRED_FILES = (MANIFEST, CHUNKS, DOCUMENTS, VECTORS, GRAPH, PII_REPORT)
+REDACTION_POLICY_KEY = "redaction_policy"  # chunk metadata: the policy that redacted its document
 
 CHUNK_SCHEMA = pa.schema([
     ("row_id", pa.int64()),  # the FAISS id of the chunk's vector
@@ -130,6 +131,14 @@ def write_jsonl_file(rows: list[dict[str, Any]]) -> Callable[[Path], None]:
     return write
 
 
+def policy_documents(chunks: pa.Table, default_policy: str) -> dict[str, int]:
+    """Redaction policy -> how many documents of `chunks` it redacted (chunk metadata says)."""
+    documents: dict[str, set[str]] = {}
+    for doc_id, raw in zip(chunks.column("doc_id").to_pylist(), chunks.column("metadata").to_pylist(), strict=True):
+        documents.setdefault(json.loads(raw or "{}").get(REDACTION_POLICY_KEY, default_policy), set()).add(doc_id)
+    return {policy: len(ids) for policy, ids in sorted(documents.items())}
+
+
 class IndexBundle:
     """A bundle on disk; tables, index and graph load lazily and once."""
 
@@ -203,6 +212,40 @@ class IndexBundle:
     def text_format(self) -> str:
         """How chunks were embedded (`embedding.text_format`); bundles before it: the chunk alone."""
         return str(self.manifest.get("embedder", {}).get("text_format", "chunk"))
+
+    def query_redaction(self, base: RedactionConfig) -> RedactionConfig:
+        """The redaction to apply to queries over this bundle: the policies its documents were
+        redacted with (from the manifest), keys and engine settings from `base`. A bundle
+        ingested without redaction gets unredacted queries; bundles before policies: `base`."""
+        recorded = self.manifest.get("redaction")
+        if recorded is None:
+            return base
+        if not recorded.get("enabled", True):
+            return base.model_copy(update={"enabled": False})
+        return RedactionConfig.model_validate({
+            **base.model_dump(mode="json"),
+            "enabled": True,
+            **{key: recorded[key] for key in ("entities", "operators", "default_operator", "policies",
+                                              "default_policy", "policy_field", "policy_rules")},
+        })
+
+    def policies_used(self) -> tuple[str, ...]:
+        """The redaction policies this bundle's documents were redacted with (sorted); the
+        default policy alone for bundles before policies, none when redaction was off."""
+        recorded = self.manifest.get("redaction")
+        if recorded is None:
+            return (PERSONAL_POLICY,)
+        if not recorded.get("enabled", True):
+            return ()
+        return tuple(sorted(recorded.get("documents", {}) or {recorded["default_policy"]: 0}))
+
+    def chunk_policies(self) -> list[str]:
+        """Per chunk row, the policy that redacted it ("" when redaction was off)."""
+        used = self.policies_used()
+        if len(used) <= 1:  # one policy: no need to parse every chunk's metadata
+            return [used[0] if used else ""] * self.chunks().num_rows
+        return [str(json.loads(raw or "{}").get(REDACTION_POLICY_KEY, "")) for raw in
+                self.chunks().column("metadata").to_pylist()]
 
     def graph(self) -> Any:
         if self._graph is None:

@@ -73,15 +73,16 @@ def calibrate_fusion(bundle: Path, dataset: Path, config: RAGConfig, principal: 
     top_k = max(config.retrieval.candidate_k, 40)  # deep enough for ten distinct documents
     cached = []
     for qa in questions:
-        dense_hits = retriever.dense.retrieve(qa.question, principal, top_k=top_k)
-        graph = retriever.graph_ranking(retriever.link(qa.question, principal), principal, dense_hits, top_k)
-        cached.append((qa, passages_ranking(dense_hits), graph,
-                       retriever.lexical_ranking(qa.question, principal, top_k)))
+        query = retriever.dense.redacted(qa.question)  # as `HybridRetriever.rank` sees it
+        dense_hits = retriever.dense.retrieve(query, principal, top_k=top_k)
+        graph = retriever.graph_ranking(retriever.link(query, principal), principal, dense_hits, top_k)
+        cached.append((qa, query, passages_ranking(dense_hits), graph,
+                       retriever.lexical_ranking(query, principal, top_k)))
 
     def scores(rows: list[tuple[Any, ...]], ranking_of) -> dict[str, float]:
         per_question = []
-        for qa, dense, graph, lexical in rows:
-            docs = distinct_in_order(retriever.doc_id(c) for c, _ in ranking_of(qa, dense, graph, lexical))
+        for qa, query, dense, graph, lexical in rows:
+            docs = distinct_in_order(retriever.doc_id(c) for c, _ in ranking_of(query, dense, graph, lexical))
             per_question.append(question_metrics(docs, qa.supporting_ids))
         return aggregate(per_question)
 
@@ -90,12 +91,12 @@ def calibrate_fusion(bundle: Path, dataset: Path, config: RAGConfig, principal: 
             update={"fusion": "rrf", "fusion_weights": weights})})
         tuned = retriever.with_config(cfg)
 
-        def ranking(qa, dense, graph, lexical):
+        def ranking(query, dense, graph, lexical):
             fused = tuned.fuse(dense, graph, top_k, lexical)
-            return tuned.hops(qa.question, principal, tuned.anchor(qa.question, fused))
+            return tuned.hops(query, principal, tuned.anchor(query.text, fused))
         return ranking
 
-    singles = {"dense": lambda qa, d, g, b: d, "graph": lambda qa, d, g, b: g, "bm25": lambda qa, d, g, b: b}
+    singles = {"dense": lambda q, d, g, b: d, "graph": lambda q, d, g, b: g, "bm25": lambda q, d, g, b: b}
     dev, held = cached[:split], cached[split:]
     tried = []
     for graph_w, bm25_w in itertools.product(grid, grid):

@@ -93,9 +93,35 @@ def ingest_fingerprint(config: RAGConfig) -> str:
         embedding["text_format"] = config.embedding.text_format
     parts = {"chunking": config.chunking.model_dump(mode="json"),
              "embedding": embedding,
-             "redaction": config.governance.redaction.model_dump(mode="json"),
+             "redaction": _redaction_fingerprint(config),
              "kg": config.kg.model_dump(mode="json")}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+_POLICY_FIELDS = ("policies", "default_policy", "policy_field", "policy_rules")
+
+
+def _redaction_fingerprint(config: RAGConfig) -> dict[str, Any]:
+    """The redaction settings that shape a bundle; the policy fields only when they differ
+    from the defaults, so bundles written before policies still extend."""
+    redaction = config.governance.redaction
+    dumped = redaction.model_dump(mode="json")
+    defaults = type(redaction)().model_dump(mode="json")
+    for key in _POLICY_FIELDS:
+        if dumped[key] == defaults[key]:
+            dumped.pop(key)
+    return dumped
+
+
+def redaction_manifest(config: RAGConfig, chunks: pa.Table) -> dict[str, Any]:
+    """What the manifest records about redaction: the policies (entity types and operators,
+    never keys), the rule that picked them, and how many documents each one redacted; the
+    query side redacts questions from this, not from whatever config it runs with."""
+    redaction = config.governance.redaction
+    dumped = redaction.model_dump(mode="json")
+    return {"enabled": redaction.enabled,
+            **{key: dumped[key] for key in ("entities", "operators", "default_operator", *_POLICY_FIELDS)},
+            "documents": bundle_io.policy_documents(chunks, redaction.default_policy) if redaction.enabled else {}}
 
 
 def ensure_ray(config: RAGConfig) -> None:
@@ -359,8 +385,10 @@ def _assemble(old: bundle_io.IndexBundle | None, stale_docs: set[str], processed
     pii_report = {"counts": dict(sorted(pii_totals.items())),
                   "documents_with_pii": sum(1 for raw in documents_table.column("pii_counts").to_pylist()
                                             if json.loads(raw)),
-                  "entities_analysed": list(config.governance.redaction.entities),
-                  "operators": dict(config.governance.redaction.operators)}
+                  "entities_analysed": list(config.governance.redaction.analysed_entities),
+                  "operators": dict(config.governance.redaction.operators),
+                  "policies": {name: list(config.governance.redaction.policy_entities(name))
+                               for name in config.governance.redaction.policy_names}}
     return {"chunks": chunks, "documents": documents_table, "index": index, "graph": graph,
             "pii_report": pii_report, "lexical": lexical}
 
@@ -428,6 +456,7 @@ def _manifest(config: RAGConfig, bundle_id: str, created_at: str, old: bundle_io
         "corpus_source_digest": read.source_digest,
         "counts": counts,
         "graph": graph_stats,
+        "redaction": redaction_manifest(config, assembled["chunks"]),
         "embedder": {"name": embedder, "dim": config.embedding.dim, "normalized": True,
                      "text_format": config.embedding.text_format,
                      "text_format_version": TEXT_FORMAT_VERSIONS[config.embedding.text_format]},

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from rayrag.config import RAGConfig
+from rayrag.pipelines.bundle import REDACTION_POLICY_KEY
 from rayrag.types import Chunk, Document
 
 
@@ -58,8 +59,10 @@ class DocumentPreparer:
         titles = [doc.title or "" for doc in documents]
         texts = [doc.text for doc in documents]
         counts: dict[str, dict[str, int]] = {doc.id: {} for doc in documents}
+        redaction = self.config.governance.redaction
+        policies = [redaction.policy_for(doc.metadata) for doc in documents]
         if self._redactor is not None:
-            results = self._redactor.redact_batch(titles + texts)
+            results = self._redactor.redact_batch(titles + texts, policies + policies)
             n = len(documents)
             for i, doc in enumerate(documents):
                 title_result, text_result = results[i], results[n + i]
@@ -68,11 +71,13 @@ class DocumentPreparer:
                 counts[doc.id] = dict(sorted(merged.items()))
         chunks: list[Chunk] = []
         redacted_titles: dict[str, str | None] = {}
-        for doc, title, text in zip(documents, titles, texts, strict=True):
+        for doc, title, text, policy in zip(documents, titles, texts, policies, strict=True):
             clean_title = title if doc.title is not None else None
             redacted_titles[doc.id] = clean_title
+            # Each chunk says which policy redacted it: a query over it is redacted the same way.
+            metadata = {**doc.metadata, REDACTION_POLICY_KEY: policy} if self._redactor is not None else doc.metadata
             redacted = Document(id=doc.id, text=text, title=clean_title, acl=doc.acl,
-                                metadata=doc.metadata, updated_at=doc.updated_at)
+                                metadata=metadata, updated_at=doc.updated_at)
             chunks.extend(self._chunker(redacted))
         return PreparedBatch(chunks=chunks, pii_counts=counts, redacted_titles=redacted_titles)
 

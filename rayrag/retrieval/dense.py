@@ -1,8 +1,11 @@
 """DenseRetriever: a redacted question in, ACL-trimmed passages out, from an IndexBundle.
 
-The question is redacted with the same Presidio config as the corpus (so a pseudonymised
-name still matches), embedded with the bundle's embedder, and searched in FAISS with the
-principal's allowed chunk ids enforced inside the search (`VectorIndex.search(allowed_ids=)`).
+The question is redacted as the bundle's documents were (`QueryRedactor`: the policies the
+manifest records, so a pseudonymised name still matches a `personal` collection and a name
+stays a name for a `public_knowledge` one), embedded with the bundle's embedder, and
+searched in FAISS with the principal's allowed chunk ids enforced inside the search
+(`VectorIndex.search(allowed_ids=)`). A question the bundle's policies redact differently
+is searched once per form, each over its policy's passages, and the hits merged by score.
 The hybrid retriever (dense + knowledge graph) builds on this class: it reuses the
 redacted question and its vector (a small cache), and scores its second-hop candidates with
 `similarities` (cosines against just those chunks, within the principal's ACL).
@@ -23,7 +26,7 @@ from rayrag.config import RAGConfig
 from rayrag.errors import AccessDenied, ConfigError, DataError
 from rayrag.pipelines.bundle import IndexBundle
 from rayrag.retrieval.vector import AllowedIds
-from rayrag.types import Passage, Principal
+from rayrag.types import Passage, Principal, RedactedQuestion
 
 MAX_QUESTION_CHARS = 4000
 MAX_CACHED_SELECTORS = 32  # distinct group sets are few (roles); bound the memory anyway
@@ -45,15 +48,16 @@ class DenseRetriever:
         self._bundle: IndexBundle | None = None
         self._index: Any = None
         self._embedder: Any = None
-        self._redactor: Any = None
+        self._redactor: Any = None  # QueryRedactor: the bundle's policies
         self._acl: list[frozenset[str]] = []
+        self._policy: np.ndarray = np.zeros(0, dtype=object)  # per chunk row: the policy that redacted it
         self._row_ids: np.ndarray = np.zeros(0, np.int64)
         self._rows: dict[int, int] = {}
         # group set -> its allowed ids as a FAISS selector: scanning every chunk's ACL and
         # building the bitmap per query would cost O(chunks) a request.
-        self._selectors: OrderedDict[frozenset[str], AllowedIds] = OrderedDict()
+        self._selectors: OrderedDict[tuple[frozenset[str], frozenset[str] | None], AllowedIds] = OrderedDict()
         self._queries: OrderedDict[str, np.ndarray] = OrderedDict()  # redacted question -> (1, dim)
-        self._redacted: OrderedDict[str, str] = OrderedDict()  # question -> redacted question
+        self._redacted: OrderedDict[str, RedactedQuestion] = OrderedDict()  # question -> its forms
 
     def warm_up(self) -> None:
         if self._index is not None:
@@ -75,13 +79,13 @@ class DenseRetriever:
         self._row_ids = np.asarray(chunks.column("row_id").to_pylist(), dtype=np.int64)
         self._rows = {int(r): i for i, r in enumerate(self._row_ids)}
         self._acl = [frozenset(a) for a in chunks.column("acl").to_pylist()]
+        self._policy = np.asarray(bundle.chunk_policies(), dtype=object)
         self._embedder = Embedder(self.config.embedding)
         self._embedder.warm_up()
-        if self.config.governance.redaction.enabled:
-            from rayrag.governance.redaction import Redactor
+        from rayrag.governance.redaction import QueryRedactor
 
-            self._redactor = Redactor(self.config.governance.redaction)
-            self._redactor.warm_up()
+        self._redactor = QueryRedactor(bundle, self.config.governance.redaction)
+        self._redactor.warm_up()
         self._bundle = bundle
         self._index = bundle.vector_index(self.config.index)
 
@@ -97,18 +101,21 @@ class DenseRetriever:
         self.warm_up()
         return self._embedder
 
-    def allowed_row_ids(self, principal: Principal) -> np.ndarray:
+    def allowed_row_ids(self, principal: Principal, policies: frozenset[str] | None = None) -> np.ndarray:
+        """Row ids the principal may read (of chunks redacted under `policies`; None = all)."""
         self.warm_up()
         groups = principal.groups
         mask = np.fromiter((bool(groups & acl) for acl in self._acl), dtype=bool, count=len(self._acl))
+        if policies is not None:
+            mask &= np.isin(self._policy, list(policies))
         return self._row_ids[mask]
 
-    def allowed_for(self, principal: Principal) -> AllowedIds:
-        """The principal's `AllowedIds` (selector), built once per group set."""
-        key = frozenset(principal.groups)
+    def allowed_for(self, principal: Principal, policies: frozenset[str] | None = None) -> AllowedIds:
+        """The principal's `AllowedIds` (selector), built once per group set (and policy set)."""
+        key = (frozenset(principal.groups), policies)
         allowed = self._selectors.get(key)
         if allowed is None:
-            allowed = AllowedIds(self.allowed_row_ids(principal))
+            allowed = AllowedIds(self.allowed_row_ids(principal, policies))
             self._selectors[key] = allowed
             while len(self._selectors) > MAX_CACHED_SELECTORS:
                 self._selectors.popitem(last=False)
@@ -116,32 +123,59 @@ class DenseRetriever:
             self._selectors.move_to_end(key)
         return allowed
 
-    def retrieve(self, question: str, principal: Principal, top_k: int | None = None,
+    def retrieve(self, question: str | RedactedQuestion, principal: Principal, top_k: int | None = None,
                  redact: bool = True) -> list[Passage]:
-        """ACL-trimmed passages, best first. `redact=False`: the question was already redacted
-        with this config (the serve graph's Redactor stage did it)."""
+        """ACL-trimmed passages, best first. A `RedactedQuestion` (the serve graph's Redactor
+        made it) is searched as is; `redact=False`: the string is already redacted."""
         top_k = self.config.retrieval.top_k if top_k is None else top_k
         if top_k <= 0:
             raise ConfigError(f"top_k must be > 0, got {top_k} (--top-k)")
-        check_question(question)
+        check_question(question.text if isinstance(question, RedactedQuestion) else question)
         self.warm_up()
         allowed = self.allowed_for(principal)
         if allowed.count == 0:
             raise AccessDenied(f"principal {principal.name!r} may read no documents in this bundle")
-        return self.search(self.query_vector(question, redact), principal, top_k)[0]
+        query = self.query(question, redact)
+        groups = query.groups()
+        vectors = {text: self.query_vector(text, redact=False) for text, _ in groups}
+        return self.search_groups(groups, vectors, principal, top_k)
 
-    def redact(self, question: str) -> str:
-        """The question as the index sees it: redacted with the corpus's config (a name
-        becomes the pseudonym the documents carry), or as given when redaction is off."""
-        self.warm_up()
-        if self._redactor is None:
+    def query(self, question: str | RedactedQuestion, redact: bool = True) -> RedactedQuestion:
+        """`question` as this bundle's policies see it (`redact=False`: as given, for all)."""
+        if isinstance(question, RedactedQuestion):
             return question
+        return self.redacted(question) if redact else RedactedQuestion(text=question)
+
+    def redacted(self, question: str) -> RedactedQuestion:
+        """The question's forms, one per redaction policy of the bundle (cached)."""
+        self.warm_up()
         redacted = self._redacted.get(question)
         if redacted is None:
-            redacted = self._redacted[question] = self._redactor.redact(question).text
+            redacted = self._redacted[question] = self._redactor.redact(question)
             while len(self._redacted) > MAX_CACHED_QUERIES:
                 self._redacted.popitem(last=False)
         return redacted
+
+    def redact(self, question: str) -> str:
+        """The question as the reader and the graph see it: its strictest form (a name the
+        bundle pseudonymises becomes the pseudonym its documents carry), or as given when
+        the bundle was ingested without redaction."""
+        return self.redacted(question).text
+
+    def search_groups(self, groups: list[tuple[str, frozenset[str] | None]], vectors: dict[str, np.ndarray],
+                      principal: Principal, top_k: int) -> list[Passage]:
+        """Hits for each (query text, policies) group over its policies' passages, merged by
+        score (each form is the question the same model sees: cosines compare)."""
+        if len(groups) == 1:
+            return self.search(vectors[groups[0][0]], principal, top_k)[0]
+        merged: dict[str, Passage] = {}
+        for text, policies in groups:
+            if self.allowed_for(principal, policies).count == 0:
+                continue
+            for passage in self.search(vectors[text], principal, top_k, policies)[0]:
+                if passage.chunk_id not in merged or passage.score > merged[passage.chunk_id].score:
+                    merged[passage.chunk_id] = passage
+        return sorted(merged.values(), key=lambda p: (-p.score, p.chunk_id))[:top_k]
 
     def query_vector(self, question: str, redact: bool = True) -> np.ndarray:
         """(1, dim) embedding of the (redacted) question; the last few are cached, so the
@@ -177,11 +211,15 @@ class DenseRetriever:
         self.warm_up()
         return self._embedder.encode(questions)
 
-    def search(self, vectors: np.ndarray, principal: Principal, top_k: int) -> list[list[Passage]]:
-        """Passages for each query vector (N, dim), all for one principal."""
+    def search(self, vectors: np.ndarray, principal: Principal, top_k: int,
+               policies: frozenset[str] | None = None) -> list[list[Passage]]:
+        """Passages for each query vector (N, dim), all for one principal (over the passages
+        of `policies` only, when given)."""
         self.warm_up()
-        allowed = self.allowed_for(principal)
+        allowed = self.allowed_for(principal, policies)
         if allowed.count == 0:
+            if policies is not None:  # none of this policy's passages: another form's search finds the rest
+                return [[] for _ in range(len(vectors))]
             raise AccessDenied(f"principal {principal.name!r} may read no documents in this bundle")
         vector = vectors
         scores, ids = self._index.search(vector, top_k, allowed_ids=allowed)

@@ -68,7 +68,7 @@ from rayrag.config import RAGConfig
 from rayrag.errors import AccessDenied, ConfigError
 from rayrag.pipelines.kg_extract import IDENTIFIER_RE
 from rayrag.retrieval.dense import DenseRetriever, check_question
-from rayrag.types import Evidence, Fact, Passage, Principal
+from rayrag.types import Evidence, Fact, Passage, Principal, RedactedQuestion
 
 if TYPE_CHECKING:
     from rayrag.retrieval.graph_query import HopCandidate
@@ -208,7 +208,7 @@ class HybridRetriever:
         self.warm_up(graph=False)
         return self._columns["doc_id"][(self._chunk_rows or {})[chunk_id]]
 
-    def retrieve(self, question: str, principal: Principal, mode: Mode | None = None,
+    def retrieve(self, question: str | RedactedQuestion, principal: Principal, mode: Mode | None = None,
                  top_k: int | None = None, with_facts: bool = True) -> Evidence:
         """The top_k passages for `principal` (fused when mode = hybrid) and their facts."""
         mode = self.config.retrieval.mode if mode is None else mode
@@ -218,35 +218,39 @@ class HybridRetriever:
         if top_k <= 0:
             raise ConfigError(f"top_k must be > 0, got {top_k} (--top-k)")
         self.warm_up(graph=mode not in ("dense", "bm25"))
-        return self.evidence(self.rank(question, principal, mode, top_k), question, principal, mode, with_facts)
+        query = self.dense.query(question)  # redacted once, as the bundle's policies say
+        return self.evidence(self.rank(query, principal, mode, top_k), query, principal, mode, with_facts)
 
-    def rank(self, question: str, principal: Principal, mode: Mode, top_k: int) -> Ranking:
+    def rank(self, question: str | RedactedQuestion, principal: Principal, mode: Mode, top_k: int) -> Ranking:
         """(chunk_id, score) best first, at most top_k, before provenance is attached.
 
         The steps are public so the serve graph can run them on separate deployments (dense
         search on the Retriever, linking and PageRank on the KGEnricher) and get the same
         ranking: dense search and entity linking do not depend on each other."""
         depth = self.depth(mode, top_k)
+        query = self.dense.query(question)
         if mode == "bm25":
-            return self.lexical_ranking(question, principal, top_k)
-        dense_hits = self.dense.retrieve(question, principal, top_k=depth)
+            return self.lexical_ranking(query, principal, top_k)
+        dense_hits = self.dense.retrieve(query, principal, top_k=depth)
         if mode == "dense":
             return passages_ranking(dense_hits)[:top_k]
-        links = self.link(question, principal)
+        links = self.link(query, principal)
         graph_ranking = self.graph_ranking(links, principal, dense_hits, depth)
         if mode == "graph":
             return graph_ranking[:top_k]
-        return self.hybrid_ranking(question, principal, passages_ranking(dense_hits), graph_ranking, top_k)
+        return self.hybrid_ranking(query, principal, passages_ranking(dense_hits), graph_ranking, top_k)
 
-    def hybrid_ranking(self, question: str, principal: Principal, dense_ranking: Ranking,
+    def hybrid_ranking(self, question: str | RedactedQuestion, principal: Principal, dense_ranking: Ranking,
                        graph_ranking: Ranking, top_k: int, redacted: bool = False) -> Ranking:
         """Fusion of the two rankings, then the graph-guided hops (`hops`), top_k kept.
-        `redacted`: the question already is (the serve graph's Redactor ran)."""
+        A `RedactedQuestion` (the serve graph's Redactor made it) or `redacted`: the
+        question already is redacted."""
         depth = self.depth("hybrid", top_k)
-        lexical = (self.lexical_ranking(question, principal, depth, redact=not redacted)
+        query = self.dense.query(question, redact=not redacted)
+        lexical = (self.lexical_ranking(query, principal, depth)
                    if self.config.retrieval.fusion_weights["bm25"] > 0 and self.has_lexical() else [])
         fused = self.fuse(dense_ranking, graph_ranking, depth, lexical)
-        return self.hops(question, principal, self.anchor(question, fused), redacted)[:top_k]
+        return self.hops(query, principal, self.anchor(query.text, fused))[:top_k]
 
     def has_lexical(self) -> bool:
         """Whether the bundle carries a BM25 index (bundles before it fuse dense and graph only)."""
@@ -256,23 +260,34 @@ class HybridRetriever:
             self._lexical = bundle.lexical_index() if bundle.has_lexical() else False
         return self._lexical is not False
 
-    def lexical_ranking(self, question: str, principal: Principal, top_k: int, redact: bool = True) -> Ranking:
+    def lexical_ranking(self, question: str | RedactedQuestion, principal: Principal, top_k: int,
+                        redact: bool = True) -> Ranking:
         """BM25 (chunk_id, score) best first over the passages `principal` may read, for the
-        question redacted as the corpus was (`redact=False`: it already is)."""
-        check_question(question)
+        question redacted as the corpus was (`redact=False` or a `RedactedQuestion`: it
+        already is); one search per form the bundle's policies give it, each over its
+        policy's passages, merged by score."""
+        check_question(question.text if isinstance(question, RedactedQuestion) else question)
         if not self.has_lexical():
             self.dense.bundle.lexical_index()  # raises the one-line "re-ingest" error
         allowed = self.dense.allowed_for(principal)
         if allowed.count == 0:
             raise AccessDenied(f"principal {principal.name!r} may read no documents in this bundle")
-        key = frozenset(principal.groups)
+        best: dict[str, float] = {}
+        for text, policies in self.dense.query(question, redact).groups():
+            for row, score in self._lexical.search(text, top_k, self._mask(principal, policies)):
+                chunk_id = self._row_chunk[row]
+                best[chunk_id] = max(score, best.get(chunk_id, score))
+        return sorted(best.items(), key=lambda item: (-item[1], item[0]))[:top_k]
+
+    def _mask(self, principal: Principal, policies: frozenset[str] | None) -> Any:
+        """The BM25 weight mask of what `principal` may read (of `policies`' passages), cached."""
+        key = (frozenset(principal.groups), policies)
         mask = self._masks.get(key)
         if mask is None:
-            mask = self._masks[key] = self._lexical.allowed_mask(self.dense.allowed_row_ids(principal))
+            mask = self._masks[key] = self._lexical.allowed_mask(self.dense.allowed_row_ids(principal, policies))
             while len(self._masks) > MAX_CACHED_MASKS:
                 self._masks.popitem(last=False)
-        query = self.dense.redact(question) if redact else question
-        return [(self._row_chunk[row], score) for row, score in self._lexical.search(query, top_k, mask)]
+        return mask
 
     def anchor(self, question: str, ranking: Ranking) -> Ranking:
         """`ranking` with the best-ranked passage that holds an identifier the question names
@@ -298,7 +313,8 @@ class HybridRetriever:
                 return [(chunk_id, ranking[0][1]), *(item for item in ranking if item[0] != chunk_id)]
         return ranking
 
-    def hops(self, question: str, principal: Principal, ranking: Ranking, redacted: bool = False) -> Ranking:
+    def hops(self, question: str | RedactedQuestion, principal: Principal, ranking: Ranking,
+             redacted: bool = False) -> Ranking:
         """`ranking` reordered by the knowledge graph for (up to) two hops; a no-op when
         `retrieval.hop_rank` is 0.
 
@@ -321,13 +337,14 @@ class HybridRetriever:
         non-increasing (a moved passage takes the score of the one it displaces), and every
         candidate is one the principal may read (the graph side works on the principal's
         subgraph, the dense side scores only readable rows, and `evidence` checks each
-        passage again). `redacted`: the question already is; else it is redacted before
-        the residual question is embedded.
+        passage again). The graph and the residual question read the question's strictest
+        redacted form (`redacted` or a `RedactedQuestion`: it already is redacted).
         """
         retrieval = self.config.retrieval
         if retrieval.hop_rank <= 0 or not ranking:
             return ranking
         self.warm_up(graph=True)
+        question = self.dense.query(question, redact=not redacted).text
         top = [c for c, _ in ranking[:retrieval.hop_from]]
         held = self._graph.answering(question, principal, top, retrieval.hop_relation_threshold)
         if held and held[0] != ranking[0][0]:
@@ -341,7 +358,7 @@ class HybridRetriever:
         if len(candidates) > MAX_HOP_CANDIDATES:  # the dense side scores the likeliest only
             kept = sorted(candidates, key=lambda c: (-candidates[c].answers, -candidates[c].weight, c))
             candidates = {c: candidates[c] for c in kept[:MAX_HOP_CANDIDATES]}
-        scored = self._hop_scores(question if redacted else self.dense.redact(question), principal, ranking, candidates)
+        scored = self._hop_scores(question, principal, ranking, candidates)
         if not scored:
             return ranking
         best = max(scored, key=lambda c: (scored[c], c))
@@ -384,10 +401,18 @@ class HybridRetriever:
         """Candidates per side: fusion needs more than top_k from both; dense alone top_k."""
         return top_k if mode == "dense" else max(top_k, self.config.retrieval.candidate_k)
 
-    def link(self, question: str, principal: Principal) -> dict[str, float]:
-        """The question's entities in the principal's graph -> seed weight."""
+    def link(self, question: str | RedactedQuestion, principal: Principal) -> dict[str, float]:
+        """The question's entities in the principal's graph -> seed weight; a string is
+        linked as given, each form of a `RedactedQuestion` is linked and the best weight kept
+        (a `public_knowledge` form names what a `personal` one pseudonymises)."""
         self.warm_up(graph=True)
-        return self._graph.link(question, principal)
+        if isinstance(question, str):
+            return self._graph.link(question, principal)
+        links: dict[str, float] = {}
+        for text, _ in question.groups():
+            for node, weight in self._graph.link(text, principal).items():
+                links[node] = max(weight, links.get(node, weight))
+        return links
 
     def graph_ranking(self, links: dict[str, float], principal: Principal, dense_hits: Sequence[Passage],
                       depth: int) -> Ranking:
@@ -414,7 +439,7 @@ class HybridRetriever:
             fused = weighted_fuse(dense_ranking, graph_ranking, retrieval.dense_weight)
         return fused[:top_k]
 
-    def evidence(self, ranking: Ranking, question: str, principal: Principal, mode: Mode,
+    def evidence(self, ranking: Ranking, question: str | RedactedQuestion, principal: Principal, mode: Mode,
                  with_facts: bool = True) -> Evidence:
         """Passages (ACL re-checked, fail closed) and their facts for a ranking.
 
@@ -429,7 +454,8 @@ class HybridRetriever:
         facts: tuple[Fact, ...] = ()
         needs_graph = mode not in ("dense", "bm25") or (with_facts and self.config.retrieval.use_graph)
         if needs_graph and kept:
-            facts = self._safe_facts(self._facts(question, principal, [p.chunk_id for p in kept]))
+            text = question.text if isinstance(question, RedactedQuestion) else question
+            facts = self._safe_facts(self._facts(text, principal, [p.chunk_id for p in kept]))
         return Evidence(passages=kept, facts=facts, flagged_chunks=len(passages) - len(kept))
 
     def _is_flagged(self, chunk_id: str) -> bool:

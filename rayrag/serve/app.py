@@ -101,7 +101,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
         return {"num_replicas": s.num_replicas, "max_ongoing_requests": s.max_ongoing_requests,
                 "ray_actor_options": {"num_cpus": num_cpus}}
 
-    redactor = RedactorStage.options(**stage(s.stage_num_cpus)).bind(config_json)
+    redactor = RedactorStage.options(**stage(s.stage_num_cpus)).bind(config_json, str(bundle))
     retriever = RetrieverStage.options(**stage(s.stage_num_cpus)).bind(config_json, str(bundle))
     kg = KGEnricherStage.options(**stage(s.stage_num_cpus)).bind(config_json, str(bundle))
     generator = GeneratorStage.options(**stage(s.generator_num_cpus), **shard_placement(config)).bind(

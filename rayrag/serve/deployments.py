@@ -32,7 +32,7 @@ from ray import serve
 
 from rayrag.config import RAGConfig
 from rayrag.governance.privacy_log import get_logger
-from rayrag.types import Evidence, Passage, Principal
+from rayrag.types import Evidence, Passage, Principal, RedactedQuestion
 
 T = TypeVar("T")
 _log = get_logger("rayrag.serve.stages")
@@ -87,36 +87,45 @@ class BundleWatch(Generic[T]):
 
 @serve.deployment(name="Redactor")
 class RedactorStage:
-    def __init__(self, config_json: str) -> None:
-        config = _config(config_json)
-        self.enabled = config.governance.redaction.enabled
-        self.redactor = None
-        if self.enabled:
-            from rayrag.governance.redaction import Redactor
+    """Questions redacted as the served bundle's documents were: one form per redaction
+    policy its manifest records (`QueryRedactor`), reloaded with the bundle."""
 
-            self.redactor = Redactor(config.governance.redaction)
-            self.redactor.warm_up()
+    def __init__(self, config_json: str, bundle: str) -> None:
+        from rayrag.governance.redaction import QueryRedactor
+        from rayrag.pipelines.bundle import IndexBundle
+
+        config = _config(config_json)
+        engine: list[Any] = [None]  # Presidio loads once; a new bundle only changes the policies
+
+        def load() -> QueryRedactor:
+            query = QueryRedactor(IndexBundle.load(bundle), config.governance.redaction)
+            if query.redactor is not None and engine[0] is not None and engine[0].config == query.config:
+                query.redactor = engine[0]
+            query.warm_up()
+            engine[0] = query.redactor or engine[0]
+            return query
+
+        self.watch = BundleWatch(bundle, load, config.serve.bundle_check_s)
         self.batched = config.serve.max_batch_size > 1
         self._redact_batch.set_max_batch_size(config.serve.max_batch_size)
         self._redact_batch.set_batch_wait_timeout_s(config.serve.batch_wait_timeout_s)
 
     def ready(self) -> dict[str, Any]:
-        return {"redaction": self.enabled}
+        query = self.watch.current()
+        return {"redaction": query.redactor is not None, "policies": list(query.policies)}
 
-    async def redact_one(self, question: str) -> tuple[str, dict[str, int]]:
-        """(redacted text, counts per entity type)."""
+    async def redact_one(self, question: str) -> tuple[RedactedQuestion, dict[str, int]]:
+        """(the question's forms, counts per entity type in its strictest form)."""
         if self.batched:
             return await self._redact_batch(question)
         return self._redact([question])[0]
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
-    async def _redact_batch(self, questions: list[str]) -> list[tuple[str, dict[str, int]]]:
+    async def _redact_batch(self, questions: list[str]) -> list[tuple[RedactedQuestion, dict[str, int]]]:
         return self._redact(questions)
 
-    def _redact(self, questions: list[str]) -> list[tuple[str, dict[str, int]]]:
-        if self.redactor is None:
-            return [(q, {}) for q in questions]
-        return [(r.text, dict(r.counts)) for r in self.redactor.redact_batch(questions)]  # one spaCy pass
+    def _redact(self, questions: list[str]) -> list[tuple[RedactedQuestion, dict[str, int]]]:
+        return [(r, dict(r.counts)) for r in self.watch.current().redact_batch(questions)]  # one spaCy pass
 
 
 @serve.deployment(name="Retriever")
@@ -147,11 +156,16 @@ class RetrieverStage:
     async def embed(self, questions: list[str]) -> list[np.ndarray]:
         return list(self.dense.encode(questions))  # one MiniLM call for the batch
 
-    async def search(self, question: str, principal: Principal, top_k: int) -> list[Passage]:
-        """The principal's top_k passages for an already-redacted question."""
+    async def search(self, question: RedactedQuestion, principal: Principal, top_k: int) -> list[Passage]:
+        """The principal's top_k passages for an already-redacted question (each form over
+        its policy's passages)."""
         dense = self.dense  # one bundle for the whole search
-        vector = await self.embed(question) if self.batched else dense.encode([question])[0]
-        return dense.search(vector[None], principal, top_k)[0]
+        groups = question.groups()
+        vectors = {}
+        for text, _ in groups:
+            vector = await self.embed(text) if self.batched else dense.encode([text])[0]
+            vectors[text] = vector[None]
+        return dense.search_groups(groups, vectors, principal, top_k)
 
 
 @serve.deployment(name="KGEnricher")
@@ -177,7 +191,7 @@ class KGEnricherStage:
     def ready(self) -> dict[str, Any]:
         return {"graph": True}
 
-    def link(self, question: str, principal: Principal) -> dict[str, float]:
+    def link(self, question: RedactedQuestion, principal: Principal) -> dict[str, float]:
         return self.hybrid.link(question, principal)
 
     def graph_ranking(self, principal: Principal, links: dict[str, float],
@@ -185,17 +199,17 @@ class KGEnricherStage:
         """PageRank from the linked entities and the top dense hits."""
         return self.hybrid.graph_ranking(links, principal, dense_hits, depth)
 
-    def evidence(self, question: str, principal: Principal, mode: str, top_k: int,
+    def evidence(self, question: RedactedQuestion, principal: Principal, mode: str, top_k: int,
                  dense_ranking: list[tuple[str, float]], graph_ranking: list[tuple[str, float]]) -> Evidence:
         hybrid = self.hybrid
         if mode == "dense":
             ranking = dense_ranking[:top_k]
         elif mode == "bm25":
-            ranking = hybrid.lexical_ranking(question, principal, top_k, redact=False)
+            ranking = hybrid.lexical_ranking(question, principal, top_k)
         elif mode == "graph":
             ranking = graph_ranking[:top_k]
         else:  # fusion and the graph-guided hops; the second hop's scoring embeds here
-            ranking = hybrid.hybrid_ranking(question, principal, dense_ranking, graph_ranking, top_k, redacted=True)
+            ranking = hybrid.hybrid_ranking(question, principal, dense_ranking, graph_ranking, top_k)
         return hybrid.evidence(ranking, question, principal, mode)  # type: ignore[arg-type]
 
 
@@ -308,9 +322,10 @@ class GuardStage:
         """`Guard.verify`: the reader's candidate the checks trust most, and its report."""
         return self.guard.verify(question, result, evidence, principal)
 
-    def redact(self, text: str) -> str:
-        """Output redaction alone, for streamed text (the full check runs at the end)."""
-        redactor = self.guard.redactor
-        if redactor is None or not self.guard.config.governance.redaction.enabled:
+    def redact(self, text: str, chunk_ids: list[str] | None = None) -> str:
+        """Output redaction alone, for streamed text (the full check runs at the end), under
+        the policy of the passages the answer draws on (`chunk_ids`)."""
+        guard = self.guard
+        if guard.redactor is None or not guard.config.governance.redaction.enabled:
             return text
-        return redactor.redact(text).text
+        return guard.redactor.redact(text, guard.answer_policy(chunk_ids or [])).text

@@ -65,6 +65,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,26 +148,36 @@ class Guard:
         self.bundle_path = bundle_path
         self._extractor: TripleExtractor | None = None
         self._stop_words: frozenset[str] | None = None
+        self._chunk_policy: dict[str, str] = {}  # chunk_id -> the redaction policy its document had
 
     def warm_up(self) -> None:
         if self._stop_words is not None:
             return
+        path = self.bundle_path or self.config.serve.bundle or os.environ.get("RAYRAG_BUNDLE")
+        bundle = None
+        if path and (self.graph is None or self.redactor is None):
+            from rayrag.pipelines.bundle import IndexBundle
+
+            bundle = IndexBundle.load(path)
+            self._chunk_policy = dict(zip(bundle.chunks().column("chunk_id").to_pylist(),
+                                          bundle.chunk_policies(), strict=True))
         if self.redactor is None and self.config.governance.redaction.enabled:
             from rayrag.governance.redaction import Redactor
 
-            self.redactor = Redactor(self.config.governance.redaction)
+            # The bundle's policies (an answer is redacted under its passages' policy), the
+            # config's when there is no bundle.
+            redaction = self.config.governance.redaction
+            self.redactor = Redactor(bundle.query_redaction(redaction).model_copy(update={"enabled": True})
+                                     if bundle is not None else redaction)
         if self.redactor is not None:
             self.redactor.warm_up()
-        path = self.bundle_path or self.config.serve.bundle or os.environ.get("RAYRAG_BUNDLE")
-        if self.graph is None and path:
-            from rayrag.pipelines.bundle import IndexBundle
+        if self.graph is None and bundle is not None:
             from rayrag.pipelines.embed import Embedder
             from rayrag.retrieval.graph_query import GraphRetriever
 
             embedder = Embedder(self.config.embedding)
             embedder.warm_up()
-            self.graph = GraphRetriever(IndexBundle.load(path).graph(), self.config.kg,
-                                        embed_fn=embedder.encode)
+            self.graph = GraphRetriever(bundle.graph(), self.config.kg, embed_fn=embedder.encode)
         if self.graph is not None:
             prepare = getattr(self.graph, "prepare", None)
             (prepare or self.graph.warm_up)()  # entity names embedded now, not in a request
@@ -175,6 +186,18 @@ class Guard:
         from spacy.lang.en.stop_words import STOP_WORDS
 
         self._stop_words = frozenset(STOP_WORDS)  # last: marks the guard as warm
+
+    def answer_policy(self, chunk_ids: Sequence[str]) -> str | None:
+        """The redaction policy an answer drawn from these chunks gets: the strictest of
+        their documents' policies (a `public_knowledge` passage's names may be said, a
+        `personal` one's may not); None (the config's default) when none is known."""
+        if self.redactor is None:
+            return None
+        config = self.redactor.config
+        known = {self._chunk_policy.get(c, "") for c in chunk_ids} & set(config.policy_names)
+        if not known:
+            return None
+        return max(known, key=lambda p: (len(config.policy_entities(p)), p))
 
     # -- the check -----------------------------------------------------------------------
 
@@ -187,7 +210,7 @@ class Guard:
         self.warm_up()
         text, redactions = answer_text, {}
         if self.redactor is not None and self.config.governance.redaction.enabled:
-            result = self.redactor.redact(answer_text)
+            result = self.redactor.redact(answer_text, self.answer_policy([p.chunk_id for p in evidence.passages]))
             text, redactions = result.text, dict(result.counts)
         citations = self.citations(text, len(evidence.passages))
         cited = [evidence.passages[n - 1] for n in citations["cited"]] or list(evidence.passages)

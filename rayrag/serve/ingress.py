@@ -64,7 +64,7 @@ from rayrag.serve.schemas import (
     request_id,
     validation_message,
 )
-from rayrag.types import Evidence, Principal
+from rayrag.types import Evidence, Principal, RedactedQuestion
 
 LATENCY_BOUNDARIES_MS = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000]
 BODY_OVERHEAD_BYTES = 16 * 1024  # JSON around the question: fields, chat history
@@ -428,7 +428,7 @@ class Ingress:
             timings[stage] = round(timings.get(stage, 0.0) + ms, 2)
             self.latency.observe(ms, tags={"stage": stage})
 
-    async def _evidence(self, question: str, principal: Principal, mode: str, top_k: int,
+    async def _evidence(self, question: RedactedQuestion, principal: Principal, mode: str, top_k: int,
                         timings: dict[str, float]) -> Evidence:
         """`HybridRetriever.rank` across the Retriever and KGEnricher deployments."""
         retrieval = self.config.retrieval
@@ -456,7 +456,7 @@ class Ingress:
         top_k = top_k or self.config.retrieval.top_k
         redacted, question_pii = await self._timed(timings, "redact", self.redactor.redact_one.remote(question))
         evidence = await self._evidence(redacted, caller.principal, mode, top_k, timings)
-        return redacted, question_pii, evidence, mode, top_k
+        return redacted.text, question_pii, evidence, mode, top_k  # the reader reads the strictest form
 
     async def answer_for(self, caller: ApiPrincipal, question: str, mode: str | None = None,
                          top_k: int | None = None, max_new_tokens: int | None = None,
@@ -673,7 +673,7 @@ class Ingress:
             text += item
             cut = max(text.rfind(c) for c in STREAM_HOLD)
             if cut > len(sent):
-                safe = await self.guard.redact.remote(text[:cut])
+                safe = await self.guard.redact.remote(text[:cut], [p.chunk_id for p in evidence.passages])
                 if safe.startswith(sent) and len(safe) > len(sent):
                     yield "delta", safe[len(sent):]
                     sent = safe

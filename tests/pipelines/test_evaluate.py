@@ -129,6 +129,6 @@ def test_hybrid_never_returns_restricted_passages_to_public(tiny):
             assert not {d for f in evidence.facts for d in f.doc_ids} & restricted
     # The public selector was built once and reused; it allows exactly the public chunks.
     dense = retriever.dense
-    [(groups, allowed)] = dense._selectors.items()
-    assert groups == public.groups
+    [((groups, policies), allowed)] = dense._selectors.items()
+    assert groups == public.groups and policies is None  # one redaction policy: one search over all
     assert allowed.count == sum("public" in acl for acl in dense._acl) < len(dense._acl)

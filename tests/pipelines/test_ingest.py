@@ -72,7 +72,10 @@ def test_acl_and_metadata_reach_every_chunk_and_edge(built, demo_corpus):
     for chunk in chunks:
         doc = source[chunk["doc_id"]]
         assert tuple(chunk["acl"]) == doc.acl
-        assert json.loads(chunk["metadata"]) == doc.metadata
+        # ... plus the policy that redacted it: the demo corpus is personal data throughout.
+        assert json.loads(chunk["metadata"]) == {**doc.metadata, "redaction_policy": "personal"}
+    assert bundle.manifest["redaction"]["documents"] == {"personal": len(source)}
+    assert bundle.policies_used() == ("personal",)
     doc_acl = {d: set(a) for d, a in ((c["doc_id"], c["acl"]) for c in chunks)}
     graph = json.loads((bundle.path / "graph.json").read_text(encoding="utf-8"))
     assert graph["edges"]

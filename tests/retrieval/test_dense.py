@@ -13,7 +13,7 @@ import pytest
 from rayrag.config import IndexConfig, RAGConfig
 from rayrag.retrieval.dense import DenseRetriever
 from rayrag.retrieval.vector import VectorIndex
-from rayrag.types import Principal
+from rayrag.types import Principal, RedactedQuestion
 
 PUBLIC = Principal("anon", frozenset({"public"}))
 HR = Principal("hr-officer", frozenset({"public", "hr"}))
@@ -39,7 +39,7 @@ class Redactor:
 
     def redact(self, text):
         self.calls += 1
-        return type("Result", (), {"text": text.replace("Ana Ruiz", "q")})()
+        return RedactedQuestion(text=text.replace("Ana Ruiz", "q"))
 
 
 @pytest.fixture
@@ -49,6 +49,7 @@ def dense() -> DenseRetriever:
     d._row_ids = np.array([10, 11, 12, 13], dtype=np.int64)
     d._rows = {10: 0, 11: 1, 12: 2, 13: 3}
     d._acl = [frozenset(a) for a in ACL]
+    d._policy = np.array(["personal", "personal", "public_knowledge", "public_knowledge"], dtype=object)
     d._embedder, d._redactor = Embedder(), Redactor()
     return d
 
@@ -74,3 +75,32 @@ def test_the_question_is_redacted_and_embedded_once(dense):
     dense.search = lambda vectors, principal, top_k: searched.append(vectors) or [[]]
     dense.retrieve("Ana Ruiz1", PUBLIC, top_k=2)  # the search reuses the cached vector
     assert np.array_equal(searched[0], first) and dense._embedder.calls == [["q1"]]
+
+
+class _Bundle:
+    """The chunk table `search` reads passages from."""
+
+    def chunks(self):
+        import pyarrow as pa
+
+        ids = [f"c{r}" for r in (10, 11, 12, 13)]
+        return pa.table({"chunk_id": ids, "doc_id": ids, "text": ids, "title": ids})
+
+
+def test_each_redacted_form_searches_only_its_policys_passages(dense):
+    """Rows 10-11 were redacted `personal`, 12-13 `public_knowledge`. The question's personal
+    form (q1) searches 10-11, its public form (q0) 12-13, and the hits merge by score: 11
+    (1.0) then 13 (0.6). Either form over every row would rank 10 or give 13 0.8."""
+    dense._bundle = _Bundle()
+    dense._redactor = None  # the question comes redacted
+    query = RedactedQuestion(text="q1", forms={"personal": "q1", "public_knowledge": "q0"})
+    hits = dense.retrieve(query, HR, top_k=2)
+    assert [(p.chunk_id, round(p.score, 3)) for p in hits] == [("c11", 1.0), ("c13", 0.6)]
+    # The ACL still holds inside each policy's search: the public never gets hr-only row 12.
+    public_hits = dense.retrieve(query, PUBLIC, top_k=4)
+    assert "c12" not in {p.chunk_id for p in public_hits} and len(public_hits) == 3
+    # One distinct form: one search over everything (no per-policy selectors built).
+    same = RedactedQuestion(text="q0", forms={"personal": "q0", "public_knowledge": "q0"})
+    before = set(dense._selectors)
+    assert [p.chunk_id for p in dense.retrieve(same, HR, top_k=2)] == ["c10", "c13"]
+    assert {policies for _, policies in set(dense._selectors) - before} <= {None}

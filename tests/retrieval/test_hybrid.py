@@ -16,7 +16,7 @@ from rayrag.retrieval.hybrid import (
     rrf_fuse,
     weighted_fuse,
 )
-from rayrag.types import Fact, Passage, Principal
+from rayrag.types import Fact, Passage, Principal, RedactedQuestion
 
 PUBLIC = Principal("anon", frozenset({"public"}))
 ADMIN = Principal("admin", frozenset({"public", "hr"}))
@@ -80,6 +80,11 @@ class FakeDense:
 
     def redact(self, question: str) -> str:
         return question.replace("Ana Ruiz", "PERSON_0a0a0a0a")
+
+    def query(self, question, redact: bool = True) -> RedactedQuestion:
+        if isinstance(question, RedactedQuestion):
+            return question
+        return RedactedQuestion(text=self.redact(question) if redact else question)
 
     def retrieve(self, question: str, principal: Principal, top_k: int, redact: bool = True) -> list[Passage]:
         hits = [(c, s) for c, s in self.ranking if principal.groups & self.chunks[c][1]]
