@@ -88,13 +88,15 @@ def data_demo(
 def data_pii(
     out: Annotated[Path, typer.Option("--out", help="JSON file to write (presidio-research format).")],
     seed: Annotated[int, typer.Option(help="Generator seed (same seed, same bytes).")] = 0,
-    n: Annotated[int, typer.Option("--n", min=1, help="Sentences to write.")] = 700,
+    n: Annotated[int, typer.Option("--n", help="Sentences to write (>= 1).")] = 700,
 ) -> None:
     """Write a generated, labelled set of identifiers (cards, SSNs, IBANs, e-mail, phones, IPs,
     driver's licences) for `rayrag eval pii --dataset`."""
     from rayrag.atomic import atomic_text
     from rayrag.data.pii_set import generate_pii_set
 
+    if n < 1:
+        raise ConfigError(f"--n must be >= 1, got {n}")
     examples = generate_pii_set(n, seed=seed)
     with atomic_text(out) as handle:
         handle.write(json.dumps(examples, indent=1) + "\n")

@@ -108,11 +108,13 @@ PII_FORMATS = ("presidio",)
 def print_pii_table(result: dict[str, Any], out: Any = None) -> None:
     """Overall P/R/F2 (detected and redacted), then recall per gold type and precision per predicted type."""
     out = out or sys.stdout
-    red = result["redacted"]
+    red = result["redacted"]  # under the default policy; every policy's follows when present
     print(f"PII vs not-PII over {result['tokens']} tokens of {result['examples']} texts", file=out)
-    print(f"{'':<10} {'precision':>10} {'recall':>10} {'f2':>10}", file=out)
-    print(f"{'detected':<10} {result['precision']:>10.4f} {result['recall']:>10.4f} {result['f2']:>10.4f}", file=out)
-    print(f"{'redacted':<10} {red['precision']:>10.4f} {red['recall']:>10.4f} {red['f2']:>10.4f}", file=out)
+    print(f"{'':<28} {'precision':>10} {'recall':>10} {'f2':>10}", file=out)
+    print(f"{'detected':<28} {result['precision']:>10.4f} {result['recall']:>10.4f} {result['f2']:>10.4f}", file=out)
+    for policy, row in result.get("redacted_by_policy", {"": red}).items():
+        label = f"redacted ({policy})" if policy else "redacted"
+        print(f"{label:<28} {row['precision']:>10.4f} {row['recall']:>10.4f} {row['f2']:>10.4f}", file=out)
     print(f"\n{'gold entity':<20} {'scored as':<18} {'tokens':>7} {'recall':>8} {'typed':>8}", file=out)
     for label, row in result["per_entity"].items():
         print(f"{label:<20} {row['mapped_to']:<18} {row['tokens']:>7} {row['recall']:>8.4f} "

@@ -254,7 +254,7 @@ class RedactionConfig(_Section):
     entities: tuple[str, ...] = Field(
         ("PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "US_SSN", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS",
          "STREET_ADDRESS", "LOCATION", "URL", "ORGANIZATION", "CALENDAR_DATE", "US_DRIVER_LICENSE"),
-        description="Presidio entity types analysed; chosen deliberately (UK_NHS and similar fire on phones).",
+        description="Entity types of the `personal` policy (every policy's types are analysed); chosen deliberately (UK_NHS and similar fire on phones).",
     )
     operators: dict[str, RedactionOperator] = Field(
         default_factory=lambda: {
@@ -272,7 +272,7 @@ class RedactionConfig(_Section):
             "CALENDAR_DATE": "keep",  # dates are facts in documents; a stricter policy can replace them
             "US_DRIVER_LICENSE": "replace",
         },
-        description="Per-entity operator; entities not listed use default_operator.",
+        description="Per-entity operator (every policy's, unless it overrides); entities not listed use default_operator.",
     )
     default_operator: RedactionOperator = Field("replace", description="Operator for entities without one.")
     score_threshold: float = Field(0.4, ge=0, le=1, description="Presidio confidence below which a span is ignored.")

@@ -93,6 +93,17 @@ def test_data_demo_writes_corpus(tmp_path):
     assert summary["documents"] > 100 and (tmp_path / "demo" / "corpus.jsonl").is_file()
 
 
+def test_data_pii_writes_a_labelled_set_eval_pii_reads(tmp_path):
+    out = tmp_path / "pii.json"
+    proc = rayrag("data", "pii", "--out", str(out), "--seed", "3", "--n", "40", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"examples": 40, "seed": 3, "out": str(out)}
+    examples = json.loads(out.read_text(encoding="utf-8"))
+    assert len(examples) == 40 and {"full_text", "spans"} <= set(examples[0])
+    bad = rayrag("data", "pii", "--out", str(out), "--n", "0", cwd=tmp_path)
+    assert bad.returncode == 2 and "--n" in bad.stderr
+
+
 @pytest.mark.slow
 @pytest.mark.integration
 def test_ingest_then_ask(tmp_path):

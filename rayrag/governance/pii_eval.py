@@ -221,13 +221,14 @@ def evaluate_pii(
     examples = load_dataset(dataset, fmt, limit)
     predictions = detector([e.text for e in examples], config)
     result = score(examples, predictions)
-    # What the configured policy actually changes: spans of `keep` entities stay in the text.
-    redacted = score(examples, [
-        [span for span in spans
-         if config.operators.get(span.entity_type, config.default_operator) != "keep"]
-        for spans in predictions
-    ])
-    result["redacted"] = {key: redacted[key] for key in ("precision", "recall", "f2", "tp", "fp", "fn")}
+    # What each policy actually changes: spans of the types it keeps stay in the text.
+    by_policy = {}
+    for policy in config.policy_names:
+        redacted = score(examples, [[span for span in spans if config.policy_operator(policy, span.entity_type) != "keep"]
+                                    for spans in predictions])
+        by_policy[policy] = {key: redacted[key] for key in ("precision", "recall", "f2", "tp", "fp", "fn")}
+    result["redacted"] = by_policy[config.default_policy]
+    result["redacted_by_policy"] = by_policy
     result.update({"examples": len(examples), "format": fmt, "beta": BETA,
                    "entities": list(config.entities)})
     return result

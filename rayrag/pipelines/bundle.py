@@ -38,6 +38,9 @@ QUARANTINE = "quarantine.jsonl"
 LEXICAL = "lexical"  # a directory: optional, older bundles lack it
 REQUIRED_FILES = (MANIFEST, CHUNKS, DOCUMENTS, VECTORS, GRAPH, PII_REPORT)
 REDACTION_POLICY_KEY = "redaction_policy"  # chunk metadata: the policy that redacted its document
+# The redaction settings a manifest records (its "redaction" object) and queries are redacted by.
+RECORDED_REDACTION_KEYS = ("entities", "operators", "default_operator", "policies", "default_policy",
+                           "policy_field", "policy_rules")
 
 CHUNK_SCHEMA = pa.schema([
     ("row_id", pa.int64()),  # the FAISS id of the chunk's vector
@@ -225,8 +228,7 @@ class IndexBundle:
         return RedactionConfig.model_validate({
             **base.model_dump(mode="json"),
             "enabled": True,
-            **{key: recorded[key] for key in ("entities", "operators", "default_operator", "policies",
-                                              "default_policy", "policy_field", "policy_rules")},
+            **{key: recorded[key] for key in RECORDED_REDACTION_KEYS},
         })
 
     def policies_used(self) -> tuple[str, ...]:

@@ -93,24 +93,9 @@ def ingest_fingerprint(config: RAGConfig) -> str:
         embedding["text_format"] = config.embedding.text_format
     parts = {"chunking": config.chunking.model_dump(mode="json"),
              "embedding": embedding,
-             "redaction": _redaction_fingerprint(config),
+             "redaction": config.governance.redaction.model_dump(mode="json"),
              "kg": config.kg.model_dump(mode="json")}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
-
-
-_POLICY_FIELDS = ("policies", "default_policy", "policy_field", "policy_rules")
-
-
-def _redaction_fingerprint(config: RAGConfig) -> dict[str, Any]:
-    """The redaction settings that shape a bundle; the policy fields only when they differ
-    from the defaults, so bundles written before policies still extend."""
-    redaction = config.governance.redaction
-    dumped = redaction.model_dump(mode="json")
-    defaults = type(redaction)().model_dump(mode="json")
-    for key in _POLICY_FIELDS:
-        if dumped[key] == defaults[key]:
-            dumped.pop(key)
-    return dumped
 
 
 def redaction_manifest(config: RAGConfig, chunks: pa.Table) -> dict[str, Any]:
@@ -120,7 +105,7 @@ def redaction_manifest(config: RAGConfig, chunks: pa.Table) -> dict[str, Any]:
     redaction = config.governance.redaction
     dumped = redaction.model_dump(mode="json")
     return {"enabled": redaction.enabled,
-            **{key: dumped[key] for key in ("entities", "operators", "default_operator", *_POLICY_FIELDS)},
+            **{key: dumped[key] for key in bundle_io.RECORDED_REDACTION_KEYS},
             "documents": bundle_io.policy_documents(chunks, redaction.default_policy) if redaction.enabled else {}}
 
 

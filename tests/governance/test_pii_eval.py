@@ -130,6 +130,9 @@ def test_evaluate_pii_scores_kept_entities_apart_and_holds_no_text(tmp_path):
     result = evaluate_pii(path, RedactionConfig(), detector=detector)  # LOCATION is kept by default
     assert result["examples"] == 2 and result["f2"] == 1.0
     assert result["redacted"]["recall"] == pytest.approx(2 / 3) and result["redacted"]["precision"] == 1.0
+    # public_knowledge keeps the name too: only what a policy changes counts as its redaction.
+    assert result["redacted_by_policy"]["personal"] == result["redacted"]
+    assert result["redacted_by_policy"]["public_knowledge"]["tp"] == 0
     dumped = json.dumps(result)
     assert "Oslo" not in dumped and "Ann" not in dumped
 
