@@ -46,7 +46,7 @@ from rayrag.bench import alternate, median
 from rayrag.config import GeneratorConfig, IndexConfig
 from rayrag.errors import ConfigError, RayRagError
 from rayrag.generator.moe import MoELayer
-from rayrag.retrieval.vector import VectorIndex, choose_factory
+from rayrag.index.vector import VectorIndex, choose_factory
 
 BEGIN, END = "<!-- gpu_check:begin -->", "<!-- gpu_check:end -->"
 DIM, K = 384, 10

@@ -46,9 +46,9 @@ def _corpus(workdir: Path, copies: int, seed: int) -> Path:
 def _sequential_stages(corpus: Path, config: RAGConfig):
     """The pipeline's per-batch work in-process, serially, with warm models."""
     from rayrag.data.readers import read_corpus
-    from rayrag.pipelines.embed import Embedder
-    from rayrag.pipelines.kg_extract import TripleExtractor
-    from rayrag.pipelines.stages import DocumentPreparer
+    from rayrag.index.embedder import Embedder
+    from rayrag.index.kg_extract import TripleExtractor
+    from rayrag.pipelines.ingest_stages import DocumentPreparer
 
     preparer, extractor, embedder = (DocumentPreparer(config), TripleExtractor(config.kg),
                                      Embedder(config.embedding))
@@ -70,9 +70,10 @@ def run(quick: bool = False, config: RAGConfig | None = None) -> dict[str, Any]:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from rayrag.pipelines.bundle import IndexBundle
-    from rayrag.pipelines.embed import resolve_model
-    from rayrag.pipelines.ingest import ensure_ray, ingest
+    from rayrag.index.bundle import IndexBundle
+    from rayrag.index.embedder import resolve_model
+    from rayrag.pipelines.ingest import ingest
+    from rayrag.ray_runtime import ensure_ray
 
     os.environ.setdefault("RAYRAG_HMAC_KEY", "bench-only-hmac-key")
     os.environ.setdefault("RAYRAG_ENCRYPTION_KEY", "bench-only-key-0123456789abcdef"[:32])

@@ -32,7 +32,7 @@ import numpy as np
 
 from rayrag.bench import alternate, median
 from rayrag.config import KGConfig
-from rayrag.retrieval.graph import FORMAT_VERSION, MENTIONS, SYNONYM, KnowledgeGraph
+from rayrag.index.graph import FORMAT_VERSION, MENTIONS, SYNONYM, KnowledgeGraph
 from rayrag.retrieval.graph_query import GraphRetriever
 from rayrag.types import Principal
 

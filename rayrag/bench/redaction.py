@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from rayrag.config import RedactionConfig
-from rayrag.governance.redaction import Redactor
+from rayrag.governance.privacy.redaction import Redactor
 
 PII_FILE = Path("pii") / "presidio_generated_large.json"
 RECORDS_PER_DOC = 4

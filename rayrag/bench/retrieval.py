@@ -60,7 +60,7 @@ import numpy as np
 
 from rayrag.bench import alternate, median
 from rayrag.config import IndexConfig
-from rayrag.retrieval.vector import AllowedIds, VectorIndex
+from rayrag.index.vector import AllowedIds, VectorIndex
 
 DIM = 384
 K = 10
@@ -270,7 +270,7 @@ def bench_bm25(n: int, n_queries: int, rounds: int) -> dict[str, Any]:
     """BM25 (`LexicalIndex`, bm25s) over `n` synthetic passages: unfiltered vs a random 50% of
     the rows allowed (the ACL weight mask inside the search), queries of 4 words from the
     same distribution, one query at a time (as a server runs them)."""
-    from rayrag.retrieval.lexical import LexicalIndex
+    from rayrag.index.lexical import LexicalIndex
 
     texts = synthetic_texts(n)
     started = time.perf_counter()

@@ -92,7 +92,7 @@ def _embed_only(chunk_texts: dict[int, list[str]], config: Any) -> tuple[dict[in
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from rayrag.pipelines.embed import resolve_model
+    from rayrag.index.embedder import resolve_model
 
     started = time.perf_counter()
     model = SentenceTransformer(resolve_model(config.embedding).path, device="cpu")
@@ -116,8 +116,8 @@ def curve(quick: bool = False, sizes: tuple[int, ...] | None = None, embed_only:
     actors anyway, so the first point pays only what every ingest pays."""
     from rayrag.config import resolve_config
     from rayrag.errors import ConfigError
-    from rayrag.pipelines.bundle import IndexBundle
-    from rayrag.pipelines.embed import load_tokenizer
+    from rayrag.index.bundle import IndexBundle
+    from rayrag.index.embedder import load_tokenizer
     from rayrag.pipelines.ingest import ingest
 
     sizes = tuple(sorted(sizes or (QUICK_SIZES if quick else FULL_SIZES)))
@@ -140,9 +140,9 @@ def curve(quick: bool = False, sizes: tuple[int, ...] | None = None, embed_only:
         # entities) are paid once per process, not per ingest: outside the timings.
         import sentence_transformers  # noqa: F401
 
-        import rayrag.pipelines.embed  # noqa: F401
-        import rayrag.retrieval.graph  # noqa: F401
-        import rayrag.retrieval.vector  # noqa: F401
+        import rayrag.index.embedder  # noqa: F401
+        import rayrag.index.graph  # noqa: F401
+        import rayrag.index.vector  # noqa: F401
         if warmup:
             ingest(build_corpus(workdir, min(8, sizes[0]), config.seed), workdir / "bundle-warmup", config,
                    progress=quiet)

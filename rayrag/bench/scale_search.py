@@ -43,7 +43,7 @@ import numpy as np
 from rayrag.bench import alternate, median
 from rayrag.bench.retrieval import recall_at_k, synthetic_vectors
 from rayrag.config import IndexConfig
-from rayrag.retrieval.vector import AllowedIds, VectorIndex
+from rayrag.index.vector import AllowedIds, VectorIndex
 
 DIM = 384
 K = 10

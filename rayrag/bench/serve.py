@@ -57,11 +57,11 @@ class InProcess:
     """The stages' plain classes in this process, called the way the Ingress calls them."""
 
     def __init__(self, config: Any, bundle: Path, model: Path) -> None:
-        from rayrag.generator.answer import Reader
-        from rayrag.governance.redaction import QueryRedactor
-        from rayrag.pipelines.bundle import IndexBundle
+        from rayrag.answering.guard import Guard
+        from rayrag.generator.reader import Reader
+        from rayrag.governance.privacy.redaction import QueryRedactor
+        from rayrag.index.bundle import IndexBundle
         from rayrag.retrieval.hybrid import HybridRetriever
-        from rayrag.serve.guard import Guard
         from rayrag.types import Principal
 
         self.redactor = QueryRedactor(IndexBundle.load(bundle), config.governance.redaction)
@@ -142,7 +142,7 @@ def bench(plan: dict[str, Any], bundle: Path, model: Path, config_name: str = "d
     from rayrag.config import resolve_config
 
     config = resolve_config(config_name, ["tracking.enabled=false"])
-    from rayrag.demo import ensure_demo_secrets
+    from rayrag.data.demo_secrets import ensure_demo_secrets
 
     ensure_demo_secrets(config)  # the demo bundle's pseudonyms were made with the demo key
     batch = questions(DEMO_DIR, plan["requests"])  # the demo's questions, whatever the bundle

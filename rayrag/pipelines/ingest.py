@@ -35,13 +35,14 @@ import pyarrow as pa
 from rayrag.config import RAGConfig
 from rayrag.data.readers import QuarantinedRow, document_digest, read_corpus
 from rayrag.errors import ConfigError, IndexError_, user_error_in
-from rayrag.governance.privacy_log import StageTimer, get_logger
-from rayrag.governance.tracking import Tracker
-from rayrag.pipelines import bundle as bundle_io
-from rayrag.pipelines.embed import TEXT_FORMAT_VERSIONS
+from rayrag.event_log import StageTimer, get_logger
+from rayrag.index import bundle as bundle_io
+from rayrag.index.embedder import TEXT_FORMAT_VERSIONS
+from rayrag.index.lexical import TOKENIZER as LEXICAL_TOKENIZER
 from rayrag.pipelines.ingest_report import log_ingest_plots
-from rayrag.pipelines.stages import EmbedStage, ExtractStage, PrepareStage, document_to_row
-from rayrag.retrieval.lexical import TOKENIZER as LEXICAL_TOKENIZER
+from rayrag.pipelines.ingest_stages import EmbedStage, ExtractStage, PrepareStage, document_to_row
+from rayrag.ray_runtime import ensure_ray
+from rayrag.tracking.tracker import Tracker
 from rayrag.types import Document
 
 _log = get_logger("rayrag.ingest")
@@ -107,14 +108,6 @@ def redaction_manifest(config: RAGConfig, chunks: pa.Table) -> dict[str, Any]:
     return {"enabled": redaction.enabled,
             **{key: dumped[key] for key in bundle_io.RECORDED_REDACTION_KEYS},
             "documents": bundle_io.policy_documents(chunks, redaction.default_policy) if redaction.enabled else {}}
-
-
-def ensure_ray(config: RAGConfig) -> None:
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(num_cpus=config.ingest.num_cpus, include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
 
 
 def run_pipeline(documents: list[Document], config: RAGConfig) -> _Processed:
@@ -208,7 +201,7 @@ def _in_corpus_order(collected: dict[str, list[Any]], vectors: list[np.ndarray],
     order = sorted(range(len(collected["chunk_id"])),
                    key=lambda i: (collected["position"][i], collected["chunk_index"][i]))
     ordered = {key: [column[i] for i in order] for key, column in collected.items()}
-    from rayrag.pipelines.kg_extract import ChunkExtraction
+    from rayrag.index.kg_extract import ChunkExtraction
 
     extractions = [ChunkExtraction.from_dict(json.loads(e)) for e in ordered.pop("extraction")]
     pii = {doc_id: json.loads(raw) for doc_id, raw in zip(ordered["doc_id"], ordered["doc_pii"], strict=True) if raw}
@@ -232,13 +225,13 @@ def ingest(corpus: Path, out: Path, config: RAGConfig, *, previous: Path | None 
     `engine` runs the stages on Ray Data actor pools ("ray_data") or in this process
     ("local", `run_local`: for callers that are already Ray tasks); the bundles are equal.
     """
-    from rayrag.governance.redaction import read_secrets
+    from rayrag.governance.privacy.redaction import read_secrets
 
     engines = {"ray_data": run_pipeline, "local": run_local}
     if engine not in engines:
         raise ConfigError(f"engine must be 'ray_data' or 'local', got {engine!r}")
 
-    from rayrag.pipelines.embed import resolve_model
+    from rayrag.index.embedder import resolve_model
 
     read_secrets(config.governance.redaction)  # fail in one line before any worker starts
     embedder = resolve_model(config.embedding)
@@ -306,10 +299,10 @@ def _assemble(old: bundle_io.IndexBundle | None, stale_docs: set[str], processed
               documents: list[Document], to_process: list[Document], digests: dict[str, str],
               config: RAGConfig, created_at: str, progress: Progress) -> dict[str, Any]:
     """Merge what was kept from the previous bundle with what was just processed."""
-    from rayrag.pipelines.embed import Embedder
-    from rayrag.retrieval.graph import KnowledgeGraph
-    from rayrag.retrieval.lexical import LexicalIndex
-    from rayrag.retrieval.vector import VectorIndex
+    from rayrag.index.embedder import Embedder
+    from rayrag.index.graph import KnowledgeGraph
+    from rayrag.index.lexical import LexicalIndex
+    from rayrag.index.vector import VectorIndex
 
     rows = processed.chunk_rows
     n_new = len(rows.get("chunk_id", []))

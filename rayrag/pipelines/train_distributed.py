@@ -22,8 +22,8 @@ from typing import Any
 import torch
 
 from rayrag.config import RAGConfig
-from rayrag.governance.tracking import Tracker
-from rayrag.pipelines.train import SUMMARY_FILE, Trainer, TrainResult
+from rayrag.tracking.tracker import Tracker
+from rayrag.training.trainer import SUMMARY_FILE, Trainer, TrainResult
 
 
 def _worker_loop(loop_config: dict[str, Any]) -> None:

@@ -24,8 +24,8 @@ import numpy as np
 
 from rayrag.config import RAGConfig
 from rayrag.errors import AccessDenied, ConfigError, DataError
-from rayrag.pipelines.bundle import IndexBundle
-from rayrag.retrieval.vector import AllowedIds
+from rayrag.index.bundle import IndexBundle
+from rayrag.index.vector import AllowedIds
 from rayrag.types import Passage, Principal, RedactedQuestion
 
 MAX_QUESTION_CHARS = 4000
@@ -62,14 +62,14 @@ class DenseRetriever:
     def warm_up(self) -> None:
         if self._index is not None:
             return
-        from rayrag.pipelines.embed import Embedder
+        from rayrag.index.embedder import Embedder
 
         bundle = IndexBundle.load(self.bundle_path)
         embedder_info = bundle.manifest.get("embedder", {})
         if embedder_info.get("dim") != self.config.embedding.dim:
             raise ConfigError(f"bundle embeddings have dim {embedder_info.get('dim')}, config has "
                               f"{self.config.embedding.dim} (embedding.dim)")
-        from rayrag.pipelines.embed import resolve_model
+        from rayrag.index.embedder import resolve_model
 
         ours = resolve_model(self.config.embedding).name
         if embedder_info.get("name") not in (None, ours):  # queries must land in the bundle's space
@@ -82,7 +82,7 @@ class DenseRetriever:
         self._policy = np.asarray(bundle.chunk_policies(), dtype=object)
         self._embedder = Embedder(self.config.embedding)
         self._embedder.warm_up()
-        from rayrag.governance.redaction import QueryRedactor
+        from rayrag.governance.privacy.redaction import QueryRedactor
 
         self._redactor = QueryRedactor(bundle, self.config.governance.redaction)
         self._redactor.warm_up()

@@ -48,20 +48,20 @@ import scipy.sparse as sp
 
 from rayrag.config import KGConfig
 from rayrag.errors import ConfigError
-from rayrag.pipelines.kg_extract import (
-    COOCCURS,
-    PSEUDONYM_RE,
-    display_name,
-    entity_key,
-    is_pseudonym_key,
-)
-from rayrag.retrieval.graph import (
+from rayrag.index.graph import (
     MENTIONS,
     SYNONYM,
     KnowledgeGraph,
     base_key,
     entity_node,
     passage_node,
+)
+from rayrag.index.kg_extract import (
+    COOCCURS,
+    PSEUDONYM_RE,
+    display_name,
+    entity_key,
+    is_pseudonym_key,
 )
 from rayrag.retrieval.ppr import PPR_MAX_ITER, PPR_TOLERANCE, power_iteration, push
 from rayrag.types import Fact, Principal

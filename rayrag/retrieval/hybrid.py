@@ -66,7 +66,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from rayrag.config import RAGConfig
 from rayrag.errors import AccessDenied, ConfigError
-from rayrag.pipelines.kg_extract import IDENTIFIER_RE
+from rayrag.index.kg_extract import IDENTIFIER_RE
 from rayrag.retrieval.dense import DenseRetriever, check_question
 from rayrag.types import Evidence, Fact, Passage, Principal, RedactedQuestion
 
@@ -465,7 +465,7 @@ class HybridRetriever:
             return False
         flagged = self._chunk_flagged.get(chunk_id)
         if flagged is None:
-            from rayrag.governance.input_safety import input_safety
+            from rayrag.governance.safety.input_safety import input_safety
 
             i = (self._chunk_rows or {})[chunk_id]
             title, text = self._columns["title"][i], self._columns["text"][i]

@@ -39,7 +39,7 @@ def resolve(args: dict[str, Any]) -> tuple[RAGConfig, Path, Path]:
     bundle = Path(args.get("bundle") or os.environ.get("RAYRAG_BUNDLE") or config.serve.bundle or DEFAULT_BUNDLE)
     model_ref = str(args.get("model") or os.environ.get("RAYRAG_MODEL") or config.serve.model or DEFAULT_MODEL)
     if model_ref.startswith("models:/"):  # a registry version, downloaded once to tracking.model_cache
-        from rayrag.governance.tracking import resolve_model
+        from rayrag.tracking.model_registry import resolve_model
 
         model = resolve_model(model_ref, config.tracking)
     else:
@@ -75,7 +75,7 @@ def pin_prompt(config: RAGConfig) -> RAGConfig:
     if not config.tracking.enabled:
         return config
     from rayrag.generator.prompt import PROMPT_TEMPLATE
-    from rayrag.governance.tracking import Tracker
+    from rayrag.tracking.tracker import Tracker
 
     label = Tracker(config.tracking).prompt_version(PROMPT_TEMPLATE)  # "NAME/VERSION"
     return config.with_overrides([f"tracking.prompt_version={int(label.rsplit('/', 1)[1])}"])

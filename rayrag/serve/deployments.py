@@ -31,7 +31,7 @@ import numpy as np
 from ray import serve
 
 from rayrag.config import RAGConfig
-from rayrag.governance.privacy_log import get_logger
+from rayrag.event_log import get_logger
 from rayrag.types import Evidence, Passage, Principal, RedactedQuestion
 
 T = TypeVar("T")
@@ -91,8 +91,8 @@ class RedactorStage:
     policy its manifest records (`QueryRedactor`), reloaded with the bundle."""
 
     def __init__(self, config_json: str, bundle: str) -> None:
-        from rayrag.governance.redaction import QueryRedactor
-        from rayrag.pipelines.bundle import IndexBundle
+        from rayrag.governance.privacy.redaction import QueryRedactor
+        from rayrag.index.bundle import IndexBundle
 
         config = _config(config_json)
         engine: list[Any] = [None]  # Presidio loads once; a new bundle only changes the policies
@@ -216,7 +216,7 @@ class KGEnricherStage:
 @serve.deployment(name="Generator")
 class GeneratorStage:
     def __init__(self, config_json: str, model: str) -> None:
-        from rayrag.generator.answer import Reader
+        from rayrag.generator.reader import Reader
 
         config = _config(config_json)
         self.reader = Reader(model, config)
@@ -293,7 +293,7 @@ class GeneratorStage:
 @serve.deployment(name="Guard")
 class GuardStage:
     def __init__(self, config_json: str, bundle: str) -> None:
-        from rayrag.serve.guard import Guard
+        from rayrag.answering.guard import Guard
 
         config = _config(config_json)
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from rayrag.errors import DataError
-from rayrag.governance.audit import append_line, read_jsonl
+from rayrag.governance.privacy.audit import append_line, read_jsonl
 
 # Everything a record holds is an id, a code or a number: short strings of a known shape.
 # A longer or odd-looking string is refused rather than written (it may be content).

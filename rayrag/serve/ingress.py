@@ -44,10 +44,10 @@ from ray.serve.metrics import Counter, Histogram
 from rayrag import __version__
 from rayrag.config import RAGConfig
 from rayrag.errors import AccessDenied, ConfigError, DataError, ShardFailure
-from rayrag.generator.answer import result_to_json
+from rayrag.event_log import file_event_logger, fingerprint
 from rayrag.generator.prompt import prompt_label
-from rayrag.governance.privacy_log import file_event_logger, fingerprint
-from rayrag.governance.routing import shard_imbalance
+from rayrag.generator.reader import result_to_json
+from rayrag.generator.routing_health import shard_imbalance
 from rayrag.serve.auth import ApiPrincipal, AuthError, KeyStore
 from rayrag.serve.cache import AnswerCache, answer_key
 from rayrag.serve.deployments import manifest_stamp
@@ -177,7 +177,7 @@ class Ingress:
         safety = self.config.governance.input_safety
         self.safety = None
         if safety.enabled:
-            from rayrag.governance.input_safety import input_safety
+            from rayrag.governance.safety.input_safety import input_safety
 
             self.safety = input_safety(safety)  # one compiled classifier per process
         self.last_purge: dict[str, Any] = {}
@@ -272,8 +272,8 @@ class Ingress:
             caller = self._admin(request)
             if self.bundle is None:
                 raise HTTPFailure(409, "conflict", "this graph was built without a bundle path; use `rayrag forget`")
-            from rayrag.governance.erasure import forget
-            from rayrag.pipelines.bundle import IndexBundle
+            from rayrag.governance.privacy.erasure import forget
+            from rayrag.index.bundle import IndexBundle
 
             known = set(IndexBundle.load(self.bundle).documents().column("doc_id").to_pylist())
             missing = sorted(set(body.doc_ids) - known)
@@ -331,8 +331,8 @@ class Ingress:
     def _registry(self) -> Any:
         if not self.config.tracking.enabled:
             raise HTTPFailure(409, "conflict", "the model registry is off in this deployment (tracking.enabled)")
-        from rayrag.governance.registry import ModelRegistry
-        from rayrag.governance.tracking import Tracker
+        from rayrag.tracking.model_registry import ModelRegistry
+        from rayrag.tracking.tracker import Tracker
 
         return ModelRegistry(Tracker(self.config.tracking))
 
@@ -504,7 +504,7 @@ class Ingress:
     def _refusal(self, rid: str, caller: ApiPrincipal, mode: str, verdict: Any, timings: dict[str, float],
                  started: float) -> dict[str, Any]:
         """The refusal path: nothing retrieved, nothing generated, the event counted."""
-        from rayrag.governance.input_safety import REFUSAL_TEXT
+        from rayrag.governance.safety.input_safety import REFUSAL_TEXT
 
         timings["total"] = round((time.perf_counter() - started) * 1000, 2)
         usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "cost": 0.0,
@@ -572,7 +572,7 @@ class Ingress:
                 continue
 
     def _purge(self, older_than_days: float | None, dry_run: bool) -> dict[str, Any]:
-        from rayrag.governance.retention import purge
+        from rayrag.governance.privacy.retention import purge
 
         try:
             report = purge(self.config, older_than_days=older_than_days, dry_run=dry_run).to_json()

@@ -27,8 +27,9 @@ from typing import Any
 
 from rayrag.config import RAGConfig
 from rayrag.errors import ConfigError, user_error_in
-from rayrag.pipelines import bundle as bundle_io
-from rayrag.pipelines.ingest import ensure_ray, ingest_fingerprint
+from rayrag.index import bundle as bundle_io
+from rayrag.pipelines.ingest import ingest_fingerprint
+from rayrag.ray_runtime import ensure_ray
 
 Progress = Callable[[str], None]
 _MAX_ERROR_CHARS = 300
@@ -95,8 +96,8 @@ def build_bundle(corpus: str, out: str, config_json: str, num_threads: int) -> d
     """
     import torch
 
-    from rayrag.governance.tracking import Tracker
     from rayrag.pipelines.ingest import ingest
+    from rayrag.tracking.tracker import Tracker
 
     torch.set_num_threads(num_threads)
     config = RAGConfig.model_validate_json(config_json).with_overrides(

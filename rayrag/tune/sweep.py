@@ -30,7 +30,7 @@ from typing import Any
 from rayrag.atomic import atomic_text
 from rayrag.config import RAGConfig, load_config
 from rayrag.errors import ConfigError, DataError, RayRagError
-from rayrag.governance.tracking import Tracker
+from rayrag.tracking.tracker import Tracker
 from rayrag.tune.report import (
     TrialRecord,
     format_sensitivity,
@@ -60,7 +60,7 @@ def resolve_inputs(spec: TuneSpec, base: RAGConfig, corpus: Path | None, dev: Pa
                    base_model: str | None, root: Path, progress: Progress) -> tuple[Path, Path, Path | None, Path]:
     """(corpus, dev set, canaries file or None, base checkpoint dir): flags win over the spec;
     no corpus anywhere = the demo corpus, generated once under `root`."""
-    from rayrag.governance.registry import resolve_model
+    from rayrag.tracking.model_registry import resolve_model
 
     corpus = corpus or (Path(spec.data.corpus) if spec.data.corpus else None)
     if corpus is None:
@@ -222,7 +222,7 @@ def run_sweep(spec: TuneSpec, *, out: Path | None = None, cache: Path | None = N
     import ray
 
     from rayrag.errors import user_error_in
-    from rayrag.pipelines.ingest import ensure_ray
+    from rayrag.ray_runtime import ensure_ray
     from rayrag.tune.bundles import BundleCache, bundle_key, corpus_digest
 
     started = time.perf_counter()
@@ -415,7 +415,7 @@ def _register_challenger(trial: TrialRecord, out: Path, tracker: Tracker, run_id
                          progress: Progress, *, won: bool) -> dict[str, Any]:
     """The trial's merged adapters as a version of the generator, aliased `challenger`
     (tagged with whether it won the sweep), so serving can compare it with the champion."""
-    from rayrag.governance.registry import ModelRegistry
+    from rayrag.tracking.model_registry import ModelRegistry
 
     model_dir = out / TRIALS_DIR / trial.trial_id / "model"
     registry = ModelRegistry(tracker)

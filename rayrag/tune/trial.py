@@ -117,7 +117,7 @@ class TrialRunner:
 
     def run(self, report: Report) -> dict[str, Any]:
         from rayrag.data.readers import read_qa
-        from rayrag.pipelines.answer_eval import InProcessAnswerer
+        from rayrag.evaluation.answer_eval import InProcessAnswerer
 
         config = self.config()
         bundle = self.bundle(config)
@@ -134,7 +134,7 @@ class TrialRunner:
         tokens = answerer.reader.tokenizer
 
         def dev_loss(model: Any) -> float:
-            from rayrag.pipelines.train import mean_nll
+            from rayrag.training.trainer import mean_nll
 
             device = next(model.parameters()).device
             return _finite(mean_nll(model, rows, tokens.pad_id, trial.batch_size, len(rows), device))
@@ -146,7 +146,7 @@ class TrialRunner:
                 f"train.eval_every={trial.report_every}", f"train.checkpoint_every={trial.lora_steps + 1}",
                 f"train.batch_size={trial.batch_size}", f"train.num_threads={max(1, int(trial.cpus))}"])
             model_dir, val_loss = self._fine_tune(train_cfg, bundle, base, rank, report, base_metrics, dev_loss)
-            from rayrag.generator.answer import Reader
+            from rayrag.generator.reader import Reader
 
             answerer.reader = Reader(model_dir, config)  # the merged checkpoint answers the dev set
             answerer.reader.warm_up()
@@ -166,8 +166,8 @@ class TrialRunner:
         passages and facts) followed by its gold answer. Their mean NLL, the dev answer loss,
         is the validation loss ASHA compares: unlike the reader's own held-out loss, it is
         measured on the same questions in every trial, so chunking and top_k move it too."""
-        from rayrag.generator.answer import reader_facts
         from rayrag.generator.prompt import build_training_example
+        from rayrag.generator.reader import reader_facts
         from rayrag.types import Principal
 
         principal = Principal("tuner", frozenset(self.plan.groups))
@@ -190,7 +190,7 @@ class TrialRunner:
     def _fine_tune(self, train_cfg: RAGConfig, bundle: Path, base: Path, rank: int, report: Report,
                    base_metrics: dict[str, float], dev_loss: Callable[[Any], float]) -> tuple[Path, float]:
         from rayrag.generator.lora import export_merged
-        from rayrag.pipelines.train import Trainer
+        from rayrag.training.trainer import Trainer
 
         adapter_dir, model_dir = self.dir / "adapter", self.dir / "model"
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -215,7 +215,7 @@ class TrialRunner:
     def evaluate(self, answerer: Any, questions: list) -> dict[str, Any]:
         """The dev set end to end in this process, scored like `rayrag eval` (no MLflow run:
         the trial's run is the Tune callback's)."""
-        from rayrag.pipelines.answer_eval import aggregate_scores, load_canaries, score_example
+        from rayrag.evaluation.answer_eval import aggregate_scores, load_canaries, score_example
         from rayrag.types import Principal
 
         canaries = load_canaries(Path(self.plan.canaries_file)) if self.plan.canaries_file else []

@@ -110,7 +110,7 @@ def test_a_shard_that_cannot_come_back_is_a_shard_failure(ray_local, checkpoint,
 
 def test_the_reader_and_the_serve_graph_use_shards_when_configured(ray_local, checkpoint, tmp_path):
     from rayrag.config import RAGConfig, resolve_config
-    from rayrag.generator.answer import Reader
+    from rayrag.generator.reader import Reader
     from rayrag.generator.tokenizer import train_tokenizer
     from rayrag.serve.app import shard_placement
     from rayrag.types import Evidence, Passage

@@ -61,11 +61,11 @@ def _hits(paths: list[Path], needles: list[str]) -> list[tuple[str, str]]:
 def test_no_canary_survives_anywhere_the_system_writes(ray_local, demo_corpus, tmp_path, monkeypatch):
     from ray import serve
 
-    from rayrag.governance.tracking import Tracker
-    from rayrag.pipelines.answer_eval import evaluate_answers
+    from rayrag.evaluation.answer_eval import evaluate_answers
     from rayrag.pipelines.ingest import ingest
     from rayrag.pipelines.train import train
     from rayrag.serve.app import build_app
+    from rayrag.tracking.tracker import Tracker
     from rayrag.types import Principal
     from tests.serve.test_app import bearer, free_port
 

@@ -19,13 +19,13 @@ import pytest
 
 from rayrag.config import resolve_config
 from rayrag.errors import DataError, IndexError_
-from rayrag.governance.audit import AuditLog
-from rayrag.governance.erasure import forget
-from rayrag.governance.privacy_log import fingerprint
-from rayrag.pipelines.bundle import IndexBundle
+from rayrag.event_log import fingerprint
+from rayrag.governance.privacy.audit import AuditLog
+from rayrag.governance.privacy.erasure import forget
+from rayrag.index.bundle import IndexBundle
+from rayrag.index.graph import SYNONYM, KnowledgeGraph
 from rayrag.pipelines.ingest import ingest
 from rayrag.retrieval.dense import DenseRetriever
-from rayrag.retrieval.graph import SYNONYM, KnowledgeGraph
 from rayrag.retrieval.hybrid import HybridRetriever
 from rayrag.types import Principal
 from tests.tiny import demo_slice
@@ -242,7 +242,7 @@ def test_forget_keeps_row_ids_on_approximate_indexes(fresh, factory):
     """HNSW cannot delete in place (rebuilt from its own storage), IVF removes from its lists:
     either way the FAISS ids stay the remaining chunks' row ids and search still works."""
     from rayrag.config import IndexConfig
-    from rayrag.retrieval.vector import VectorIndex
+    from rayrag.index.vector import VectorIndex
 
     bundle, _, config = fresh
     flat = VectorIndex.load(bundle / "vectors.faiss")

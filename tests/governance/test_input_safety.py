@@ -14,16 +14,16 @@ from typer.testing import CliRunner
 
 from rayrag.config import InputSafetyConfig, RAGConfig, resolve_config
 from rayrag.data.importers import import_hotpotqa
-from rayrag.data.safety_attacks import DEV, HARD_BENIGN
-from rayrag.data.safety_set import TRANSFORMS, attack_set, benign_texts
-from rayrag.governance.input_safety import (
+from rayrag.governance.safety.attack_set import TRANSFORMS, attack_set, benign_texts
+from rayrag.governance.safety.attacks import DEV, HARD_BENIGN
+from rayrag.governance.safety.input_safety import (
     CATEGORIES,
     REFUSAL_TEXT,
     InputSafety,
     input_safety,
     normalise,
 )
-from rayrag.governance.safety_model import (
+from rayrag.governance.safety.model import (
     LEARNED_ANCHOR,
     LEARNED_CATEGORY,
     LEARNED_CODE,
@@ -175,7 +175,7 @@ def _timed(safety: InputSafety, text: str) -> float:
 def test_the_shipped_weights_load_fast_and_small():
     from importlib import resources
 
-    path = resources.files("rayrag.data").joinpath(WEIGHTS_FILE)
+    path = resources.files("rayrag.governance.safety").joinpath(WEIGHTS_FILE)
     assert path.is_file() and len(path.read_bytes()) < 1_000_000
     learned_model.cache_clear()
     started = time.perf_counter()
@@ -186,14 +186,14 @@ def test_the_shipped_weights_load_fast_and_small():
 
 
 def test_regenerating_the_weights_gives_the_shipped_ones():
-    """`python -m rayrag.data.safety_train` is deterministic: same training data, same weights."""
+    """`python -m rayrag.governance.safety.train_classifier` is deterministic: same training data, same weights."""
     from importlib import resources
 
     import numpy as np
 
-    from rayrag.data.safety_train import train
+    from rayrag.governance.safety.train_classifier import train
 
-    with resources.files("rayrag.data").joinpath(WEIGHTS_FILE).open("rb") as handle, np.load(handle) as shipped:
+    with resources.files("rayrag.governance.safety").joinpath(WEIGHTS_FILE).open("rb") as handle, np.load(handle) as shipped:
         shipped = {key: shipped[key] for key in shipped.files}
     trained = train()
     if trained["digest"] != str(shipped["digest"]):
@@ -291,7 +291,7 @@ def test_evidence_drops_a_planted_injection_chunk_and_counts_it(bundle):
 @pytest.mark.slow
 @pytest.mark.integration
 def test_rayrag_ask_refuses_a_flagged_question_without_retrieving(bundle, tmp_path):
-    from rayrag.cli import app
+    from rayrag.cli.main import app
 
     path, _ = bundle
     # The bundle path does not exist: a refusal that retrieved would fail on it.
@@ -311,7 +311,7 @@ def test_rayrag_ask_refuses_a_flagged_question_without_retrieving(bundle, tmp_pa
 
 def test_in_process_answerer_refuses_a_flagged_question(tmp_path):
     from rayrag.data.readers import QAPair
-    from rayrag.pipelines.answer_eval import InProcessAnswerer
+    from rayrag.evaluation.answer_eval import InProcessAnswerer
 
     config = RAGConfig()
     answerer = InProcessAnswerer(tmp_path / "no-bundle", tmp_path / "no-model", config, "hybrid")
@@ -328,8 +328,8 @@ def test_in_process_answerer_refuses_a_flagged_question(tmp_path):
 
 
 def test_cli_eval_safety_reports_and_tracks_counts_only(tmp_path, monkeypatch):
-    from rayrag.cli import app
-    from rayrag.governance.tracking import Tracker
+    from rayrag.cli.main import app
+    from rayrag.tracking.tracker import Tracker
 
     monkeypatch.chdir(tmp_path)  # MLflow's default artifact root is relative
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -355,7 +355,7 @@ def test_cli_eval_safety_reports_and_tracks_counts_only(tmp_path, monkeypatch):
 
 
 def test_cli_eval_safety_user_errors(tmp_path):
-    from rayrag.cli import app
+    from rayrag.cli.main import app
     from rayrag.errors import ConfigError
 
     bad = CliRunner().invoke(app, ["eval", "safety", "--bundle", str(tmp_path), "--set", "tracking.enabled=false"])

@@ -1,4 +1,4 @@
-"""Tests for rayrag.governance.pii_eval: hand-checked token scoring, the label mapping, bad
+"""Tests for rayrag.governance.privacy.pii_eval: hand-checked token scoring, the label mapping, bad
 files, the `rayrag eval pii` form, and one run of the real Redactor on the Presidio set."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 
 from rayrag.config import RedactionConfig
 from rayrag.errors import ConfigError, DataError
-from rayrag.governance.pii_eval import (
+from rayrag.governance.privacy.pii_eval import (
     ENTITY_MAPPING,
     Example,
     Span,

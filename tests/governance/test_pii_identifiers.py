@@ -13,9 +13,9 @@ import pytest
 
 from rayrag.config import RedactionConfig
 from rayrag.data.pii_set import generate_pii_set, luhn_complete
-from rayrag.governance import pii_patterns as pp
-from rayrag.governance.pii_eval import evaluate_pii
-from rayrag.governance.redaction import Redactor
+from rayrag.governance.privacy import pii_patterns as pp
+from rayrag.governance.privacy.pii_eval import evaluate_pii
+from rayrag.governance.privacy.redaction import Redactor
 
 IDENTIFIERS = ("CREDIT_CARD", "US_SSN", "IBAN_CODE", "EMAIL_ADDRESS", "PHONE_NUMBER", "IP_ADDRESS")
 

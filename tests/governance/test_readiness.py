@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from rayrag.governance.readiness import ReadinessProbe
-from rayrag.governance.readiness_report import (
+from rayrag.governance.readiness.probes import ReadinessProbe
+from rayrag.governance.readiness.report import (
     CHECKS,
     DASHBOARD,
     Check,
@@ -29,7 +29,7 @@ from rayrag.governance.readiness_report import (
     dashboard_metrics,
     exposed_metrics,
 )
-from rayrag.governance.readiness_session import Canary
+from rayrag.governance.readiness.session import Canary
 
 REPO = Path(__file__).resolve().parents[2]
 _DEFINED = re.compile(r'\b(Counter|Histogram|Gauge)\(\s*"(rayrag_[a-z0-9_]+)"')
@@ -150,10 +150,11 @@ def tiny_stack(ray_local, demo_corpus, tmp_path_factory):
     import yaml
 
     from rayrag.config import resolve_config
-    from rayrag.governance.tracking import ModelRegistry, Tracker
-    from rayrag.pipelines.answer_eval import evaluate_answers
+    from rayrag.evaluation.answer_eval import evaluate_answers
     from rayrag.pipelines.ingest import ingest
     from rayrag.pipelines.train import train
+    from rayrag.tracking.model_registry import ModelRegistry
+    from rayrag.tracking.tracker import Tracker
     from rayrag.types import Principal
     from tests.tiny import TINY_MODEL, demo_slice
 
@@ -192,8 +193,8 @@ def test_readiness_local_runs_sixteen_content_free_probes(tiny_stack, capsys):
     canary or document text, and a markdown report in the readiness experiment."""
     import typer
 
-    from rayrag.cli_readiness import readiness_command
-    from rayrag.governance.tracking import Tracker
+    from rayrag.cli.readiness import readiness_command
+    from rayrag.tracking.tracker import Tracker
 
     root, config_path, qa, corpus, canary = tiny_stack
     code = 0

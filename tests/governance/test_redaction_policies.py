@@ -14,8 +14,8 @@ import pytest
 
 from rayrag.config import RedactionConfig, load_config, resolve_config
 from rayrag.errors import ConfigError
-from rayrag.governance.redaction import QueryRedactor, Redactor
-from rayrag.pipelines.bundle import IndexBundle
+from rayrag.governance.privacy.redaction import QueryRedactor, Redactor
+from rayrag.index.bundle import IndexBundle
 from rayrag.pipelines.ingest import ingest
 from rayrag.types import Principal
 
@@ -122,7 +122,7 @@ def test_a_question_is_redacted_per_policy_and_each_form_finds_its_collection(mi
 
 
 def test_the_answer_is_redacted_under_its_passages_policy(mixed):
-    from rayrag.serve.guard import Guard
+    from rayrag.answering.guard import Guard
 
     config, bundle = mixed
     guard = Guard(config, bundle_path=bundle.path)

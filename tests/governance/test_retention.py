@@ -17,9 +17,9 @@ import pytest
 
 from rayrag.config import RAGConfig
 from rayrag.errors import ConfigError
-from rayrag.governance.audit import AuditLog
-from rayrag.governance.privacy_log import file_event_logger
-from rayrag.governance.retention import RECORD_TYPES, event_log_files, parse_duration, purge
+from rayrag.event_log import file_event_logger
+from rayrag.governance.privacy.audit import AuditLog
+from rayrag.governance.privacy.retention import RECORD_TYPES, event_log_files, parse_duration, purge
 from rayrag.serve.escalation import EscalationQueue
 
 DAY = 86_400.0
@@ -134,7 +134,7 @@ def test_logger_follows_purge_and_rotation(tmp_path):
 
 _WRITER = """
 import logging, sys, time
-from rayrag.governance.privacy_log import file_event_logger
+from rayrag.event_log import file_event_logger
 log = file_event_logger("rayrag.events", sys.argv[1], max_bytes=4000, backups=200)
 old = time.time() - 1000 * 86400
 for i in range(int(sys.argv[3])):
@@ -164,7 +164,7 @@ def test_concurrent_writers_and_purges_lose_nothing(tmp_path):
 
 @pytest.fixture()
 def mlflow_store(tmp_path):
-    from rayrag.governance.tracking import Tracker
+    from rayrag.tracking.tracker import Tracker
 
     cfg = _config(tmp_path, "tracking.enabled=true", f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
                   "tracking.experiment_prefix=rrtest")
@@ -221,7 +221,7 @@ def test_mlflow_runs_and_traces_really_deleted(tmp_path, mlflow_store):
 _AUDIT_WRITER = """
 import json, sys
 from pathlib import Path
-from rayrag.governance.audit import AuditLog, append_line
+from rayrag.governance.privacy.audit import AuditLog, append_line
 log = AuditLog(sys.argv[1])
 for i in range(int(sys.argv[3])):
     log.record("forget", n=i, writer=sys.argv[2])

@@ -11,9 +11,9 @@ import pytest
 
 from rayrag.config import TrackingConfig, resolve_config
 from rayrag.data.readers import read_corpus
-from rayrag.governance.tracking import Tracker
-from rayrag.pipelines.bundle import IndexBundle
+from rayrag.index.bundle import IndexBundle
 from rayrag.pipelines.ingest import ingest
+from rayrag.tracking.tracker import Tracker
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -195,7 +195,7 @@ def test_chunks_are_embedded_and_indexed_with_their_title(ray_local, demo_corpus
     import faiss
     import numpy as np
 
-    from rayrag.pipelines.embed import Embedder, passage_text
+    from rayrag.index.embedder import Embedder, passage_text
 
     config = resolve_config("demo", ["tracking.enabled=false", "embedding.text_format=title_chunk"])
     corpus = tmp_path / "eight.jsonl"
@@ -215,7 +215,7 @@ def test_chunks_are_embedded_and_indexed_with_their_title(ray_local, demo_corpus
     np.testing.assert_allclose(stored, contextual, atol=1e-4)  # the title is in the vector ...
     assert (stored * plain).sum(axis=1).max() < 0.995  # ... not the chunk's alone (unit vectors: cosines)
     # ... and in the BM25 index: a word only the title holds finds the chunk there, not without it.
-    from rayrag.retrieval.lexical import LexicalIndex, tokenize
+    from rayrag.index.lexical import LexicalIndex, tokenize
 
     lexical, plain_lexical = bundle.lexical_index(), LexicalIndex.from_chunks(bundle.chunks(), "chunk")
     title_only, word = next((c, w) for c in chunks for w in tokenize([c["title"]])[0]
@@ -264,7 +264,7 @@ def test_bm25_finds_identifier_records_inside_the_acl(built, demo_corpus):
 
 
 def test_fusion_calibration_chooses_on_dev_and_reports_heldout(built, demo_corpus, tmp_path):
-    from rayrag.pipelines.fusion_eval import calibrate_fusion, choose
+    from rayrag.evaluation.fusion_eval import calibrate_fusion, choose
     from rayrag.types import Principal
 
     config, _, bundle = built

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
 from rayrag.generator.checkpoint import load_checkpoint
 from rayrag.pipelines.train import train
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_train import tiny_config  # noqa: E402  (the tiny model config, shared)
-from test_train_data import make_tiny_bundle  # noqa: E402  (the tiny bundle, shared)
+from tests.training.test_train_data import make_tiny_bundle
+from tests.training.test_trainer import tiny_config
 
 
 @pytest.mark.slow

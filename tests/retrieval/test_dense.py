@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from rayrag.config import IndexConfig, RAGConfig
+from rayrag.index.vector import VectorIndex
 from rayrag.retrieval.dense import DenseRetriever
-from rayrag.retrieval.vector import VectorIndex
 from rayrag.types import Principal, RedactedQuestion
 
 PUBLIC = Principal("anon", frozenset({"public"}))

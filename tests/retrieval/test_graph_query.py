@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_graph import embed_fn_from  # the same explicit-vector embed_fn
 
 from rayrag.config import KGConfig
-from rayrag.pipelines.kg_extract import TripleExtractor
-from rayrag.retrieval.graph import KnowledgeGraph
+from rayrag.index.graph import KnowledgeGraph
+from rayrag.index.kg_extract import TripleExtractor
 from rayrag.retrieval.graph_query import GraphRetriever
 from rayrag.types import Chunk, Principal
+from tests.index.test_graph import embed_fn_from
 
 PUBLIC = Principal("visitor")
 HR = Principal("hr-officer", frozenset({"public", "hr"}))

@@ -328,7 +328,7 @@ def test_no_second_hop_through_a_bridge_document_the_principal_may_not_read():
     """The real GraphRetriever on a tiny corpus: the press release joining Beta Works to its
     acquirer is hr-only. hr gets the acquirer's product sheet at rank 2 and the path as the
     first facts; the public, who reads the product sheet too, gets neither."""
-    from test_graph_query import HOP_CORPUS, HOP_EMBED, HOP_QUESTION, build
+    from tests.retrieval.test_graph_query import HOP_CORPUS, HOP_EMBED, HOP_QUESTION, build
 
     chunks = {f"{d}#0": (d, set(acl)) for d, (_, acl) in HOP_CORPUS.items()}
     texts = {f"{d}#0": text for d, (text, _) in HOP_CORPUS.items()}

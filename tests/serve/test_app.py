@@ -105,8 +105,9 @@ def test_the_graph_serves_the_registry_champion_and_pins_the_prompt(tmp_path):
     from rayrag.config import GeneratorConfig
     from rayrag.generator.checkpoint import save_checkpoint
     from rayrag.generator.model import MoETransformer
-    from rayrag.governance.tracking import ModelRegistry, Tracker
     from rayrag.serve.app import pin_prompt
+    from rayrag.tracking.model_registry import ModelRegistry
+    from rayrag.tracking.tracker import Tracker
 
     torch.manual_seed(0)
     cfg = GeneratorConfig(vocab_size=64, d_model=16, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=16,
@@ -219,7 +220,7 @@ def test_malformed_json_is_422(server):
 
 
 def test_compare_times_rayrag_as_an_openai_endpoint(server, stack, tmp_path):
-    from rayrag.governance.compare import compare_backends
+    from rayrag.evaluation.compare import compare_backends
 
     dataset = tmp_path / "qa.jsonl"
     dataset.write_text("".join(json.dumps(q) + "\n" for q in stack.public_q))
@@ -341,7 +342,7 @@ def test_rayrag_eval_scores_the_running_graph_over_http(server, tight, stack, tm
     """`rayrag eval --url`: the real HttpAnswerer against the served graph; against the app
     that can only time out, every request is a counted server error and nothing is scored."""
     from rayrag.errors import RayRagError
-    from rayrag.pipelines.answer_eval import evaluate_answers
+    from rayrag.evaluation.answer_eval import evaluate_answers
 
     dataset = tmp_path / "qa.jsonl"
     dataset.write_text("".join(json.dumps(q) + "\n" for q in stack.public_q))
@@ -487,7 +488,7 @@ def test_forget_through_the_api_erases_a_document_for_every_principal(server, st
                           timeout=120).json()
         return {c["doc_id"] for c in body["citations"]} | {d for f in body["facts"] for d in f["doc_ids"]}
 
-    from rayrag.pipelines.bundle import IndexBundle
+    from rayrag.index.bundle import IndexBundle
 
     chunks = IndexBundle.load(stack.args["bundle"]).chunks().to_pylist()
     texts = [c["text"] for c in chunks if c["doc_id"] == doc_id]
@@ -547,10 +548,10 @@ def test_serve_run_in_a_subprocess_answers_over_http(stack):
 def test_local_testing_mode_answers_what_the_in_process_pipeline_answers(stack):
     from ray import serve
 
-    from rayrag.generator.answer import Reader
-    from rayrag.governance.redaction import Redactor
+    from rayrag.answering.guard import Guard
+    from rayrag.generator.reader import Reader
+    from rayrag.governance.privacy.redaction import Redactor
     from rayrag.retrieval.hybrid import HybridRetriever
-    from rayrag.serve.guard import Guard
 
     # Batch size 1: Ray 2.60's local testing mode cannot run @serve.batch (deployments.py).
     handle = serve.run(build_app({**stack.args, "set": "serve.max_batch_size=1"}), name="local",

@@ -139,7 +139,7 @@ def server(stack):
 # -- red team ------------------------------------------------------------------------------
 
 def test_the_red_team_finds_no_leak_and_no_server_error(server, stack):
-    from rayrag.governance.redteam import run_redteam
+    from rayrag.governance.safety.redteam import run_redteam
 
     report = run_redteam(server, {"admin": ADMIN_KEY, "public": PUBLIC_KEY}, canaries=stack.canaries,
                          timeout=REQUEST_TIMEOUT_S, max_question_chars=MAX_QUESTION_CHARS)
@@ -322,7 +322,7 @@ def _replaced(before: list[tuple[str, str]], started: float) -> float | None:
 def test_an_ingest_killed_midway_leaves_the_previous_bundle_intact(stack, tmp_path):
     """`rayrag ingest` over an existing bundle, SIGKILLed once its temp dir exists (it is writing
     the new version): the old bundle is untouched and answers; the next ingest sweeps the temp."""
-    from rayrag.pipelines.bundle import IndexBundle
+    from rayrag.index.bundle import IndexBundle
     from rayrag.pipelines.ingest import ingest
     from rayrag.retrieval.hybrid import HybridRetriever
     from rayrag.types import Principal

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from rayrag.config import resolve_config
-from rayrag.pipelines.bundle import IndexBundle
+from rayrag.index.bundle import IndexBundle
 from rayrag.tune.bundles import BundleCache, bundle_key, corpus_digest
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]

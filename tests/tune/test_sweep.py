@@ -11,10 +11,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from rayrag.cli import app
+from rayrag.cli.main import app
 from rayrag.config import load_config, resolve_config
-from rayrag.governance.registry import ModelRegistry
-from rayrag.governance.tracking import Tracker
+from rayrag.tracking.model_registry import ModelRegistry
+from rayrag.tracking.tracker import Tracker
 from rayrag.tune.spec import load_tune_spec, tune_configs_path
 from rayrag.tune.sweep import run_sweep
 from tests.tiny import TINY_MODEL, demo_slice

@@ -1,0 +1,1 @@
+"""rayrag.governance.privacy."""

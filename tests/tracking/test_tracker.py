@@ -1,0 +1,43 @@
+"""tracking: the one door to MLflow logs the config three ways, on a real SQLite store."""
+
+from __future__ import annotations
+
+from rayrag.config import TrackingConfig, resolve_config
+from rayrag.tracking.tracker import Tracker
+
+
+def test_run_logs_params_yaml_and_hash(tmp_path):
+    cfg = resolve_config("demo")
+    tracker = Tracker(TrackingConfig(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"),
+                      artifact_root=tmp_path / "artifacts")
+    with tracker.start_run("ingest", cfg, tags={"bundle_id": "b-1"}) as run:
+        run.log_metrics({"chunks": 12, "documents": 3})
+        run_id = run.run_id
+    runs = tracker.find_runs("ingest")
+    assert len(runs) == 1 and runs[0]["run_id"] == run_id
+    row = runs[0]
+    assert row["tags.config_hash"] == cfg.config_hash
+    assert row["tags.bundle_id"] == "b-1"
+    assert row["params.chunking.chunk_size"] == str(cfg.chunking.chunk_size)
+    assert row["metrics.chunks"] == 12
+    import mlflow
+
+    files = [a.path for a in mlflow.MlflowClient(tracker.tracking_uri).list_artifacts(run_id)]
+    assert "config.yaml" in files
+
+
+def test_disabled_tracking_writes_nothing(tmp_path):
+    tracker = Tracker(TrackingConfig(enabled=False, tracking_uri=f"sqlite:///{tmp_path / 'x.db'}"))
+    with tracker.start_run("ingest", resolve_config("demo")) as run:
+        run.log_metrics({"chunks": 1})
+        assert run.run_id is None
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_a_tracker_does_not_leak_its_store_into_the_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    first = Tracker(TrackingConfig(tracking_uri=f"sqlite:///{tmp_path / 'a.db'}"))
+    first.warm_up()
+    assert "MLFLOW_TRACKING_URI" not in __import__("os").environ
+    second = Tracker(TrackingConfig(), workdir=tmp_path / "elsewhere")
+    assert second.tracking_uri == f"sqlite:///{(tmp_path / 'elsewhere').resolve() / 'mlflow.db'}"
