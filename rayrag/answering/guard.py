@@ -201,6 +201,14 @@ class Guard:
 
     # -- the check -----------------------------------------------------------------------
 
+    def redact_text(self, text: str, chunk_ids: Sequence[str]) -> str:
+        """Output redaction alone (streamed text; the full `check` runs at the end), under the
+        strictest policy of the passages the answer draws on (`chunk_ids`)."""
+        self.warm_up()
+        if self.redactor is None or not self.config.governance.redaction.enabled:
+            return text
+        return self.redactor.redact(text, self.answer_policy(list(chunk_ids))).text
+
     def check(self, question: str, answer_text: str, evidence: Evidence,
               principal: Principal, answer_logprob: float | None = None) -> GuardReport:
         """Redact, validate, score; `escalated` when confidence < serve.confidence_threshold.

@@ -249,28 +249,31 @@ def gate_check(current: dict[str, Any], baseline: dict[str, Any], metrics: Itera
 
 
 class InProcessAnswerer:
-    """The serve graph's steps in this process: redact the question, retrieve, read, guard."""
+    """The served steps in this process: `AnswerPipeline` over `LocalStages` (screen, redact,
+    retrieve, read, guard), plus an untimed deep ranking for recall@k."""
 
     def __init__(self, bundle: Path, model: Path, config: RAGConfig, mode: str) -> None:
+        from rayrag.answering.pipeline import AnswerPipeline, LocalStages
+
         self.bundle, self.model, self.config, self.mode = Path(bundle), Path(model), config, mode
-        self.retriever: Any = None
-        self.reader: Any = None
-        self.guard: Any = None
+        self.stages = LocalStages(self.bundle, self.model, config)
+        self.pipeline = AnswerPipeline(config, self.stages)
 
     def warm_up(self) -> None:
-        if self.guard is not None:
-            return
-        from rayrag.answering.guard import Guard
-        from rayrag.generator.reader import Reader
-        from rayrag.retrieval.hybrid import HybridRetriever
+        self.stages.warm_up()
 
-        reader = Reader(self.model, self.config)
-        reader.warm_up()  # a bad checkpoint fails before the bundle loads
-        retriever = HybridRetriever(self.bundle, self.config)
-        retriever.warm_up(graph=True)
-        guard = Guard(self.config, bundle_path=self.bundle)
-        guard.warm_up()
-        self.reader, self.retriever, self.guard = reader, retriever, guard
+    @property
+    def retriever(self) -> Any:
+        return self.stages.retriever
+
+    @property
+    def reader(self) -> Any:
+        return self.stages.reader
+
+    @reader.setter
+    def reader(self, reader: Any) -> None:  # a trial's fine-tuned checkpoint answers from here on
+        self.warm_up()
+        self.stages.reader = reader
 
     @property
     def bundle_id(self) -> str:
@@ -285,52 +288,23 @@ class InProcessAnswerer:
     def evidence(self, qa: QAPair, principal: Principal) -> tuple[str, Any]:
         """The question as the reader sees it (redacted as the bundle says, as served) and
         the evidence retrieved for it."""
-        self.warm_up()
-        query = self.retriever.dense.redacted(qa.question)
-        return query.text, self.retriever.retrieve(query, principal, mode=self.mode)
+        question, evidence = self.pipeline.evidence_sync(qa.question, principal, self.mode)
+        return question.text, evidence
 
     def __call__(self, qa: QAPair, principal: Principal) -> Outcome:
-        from rayrag.generator.reader import result_to_json
-
-        self.warm_up()
-        serve_cfg = self.config.serve
         started = time.perf_counter()
-        refusal = self.refusal(qa, started)
-        if refusal is not None:
-            return refusal
-        question, evidence = self.evidence(qa, principal)
-        query = self.retriever.dense.redacted(qa.question)  # cached: the forms evidence() searched
-        first = self.reader.answer(question, evidence)
-        result, report = self.guard.verify(question, first, evidence, principal)
+        turn = self.pipeline.answer_sync(qa.question, principal, mode=self.mode)
         latency_ms = (time.perf_counter() - started) * 1000
-        body = result_to_json(result)
-        usage = dict(body["usage"])
-        usage["cost"] = (usage["prompt_tokens"] / 1000 * serve_cfg.price_per_1k_input_tokens
-                         + usage["completion_tokens"] / 1000 * serve_cfg.price_per_1k_output_tokens)
-        body.update(answer=report.text, usage=usage, validation=report.validation, groundedness=report.groundedness,
-                    escalated=report.escalated, confidence=report.confidence)
-        # Untimed: a ranking deep enough that ten distinct documents survive (evaluate.py).
+        body = turn.response.model_dump()
+        if turn.response.refused:  # nothing retrieved or generated, as at the Serve ingress
+            outcome = outcome_from_response(body, latency_ms, ranked_doc_ids=[])
+            outcome.extra.update(refused=True, categories=turn.categories)
+            return outcome
+        # Untimed: a ranking deep enough that ten distinct documents survive (retrieval_eval.py).
         depth = max(self.config.retrieval.candidate_k, 4 * max(RECALL_KS))
-        deep = self.retriever.retrieve(query, principal, mode=self.mode, top_k=depth, with_facts=False)
-        ranked = distinct_in_order(p.doc_id for p in deep.passages)
-        outcome = outcome_from_response(body, latency_ms, ranked)
-        outcome.extra["reader_answer"] = first.answer.text  # scored (reader_em), then dropped with the answer
-        return outcome
-
-    def refusal(self, qa: QAPair, started: float) -> Outcome | None:
-        """The served refusal for a question the input-safety classifier flags (nothing is
-        retrieved or generated, as at the Serve ingress); None for any other question."""
-        from rayrag.governance.safety.input_safety import REFUSAL_TEXT, input_safety
-
-        safety_cfg = self.config.governance.input_safety
-        if not (safety_cfg.enabled and safety_cfg.check_questions):
-            return None
-        verdict = input_safety(safety_cfg).check(qa.question)
-        if not verdict.flagged:
-            return None
-        body = {"answer": REFUSAL_TEXT, "citations": [], "refused": True, "finish_reason": "content_filter"}
-        outcome = outcome_from_response(body, (time.perf_counter() - started) * 1000, ranked_doc_ids=[])
-        outcome.extra.update(refused=True, categories=list(verdict.categories))
+        deep = self.retriever.retrieve(turn.question, principal, mode=self.mode, top_k=depth, with_facts=False)
+        outcome = outcome_from_response(body, latency_ms, distinct_in_order(p.doc_id for p in deep.passages))
+        outcome.extra["reader_answer"] = turn.reader_first.answer.text  # scored (reader_em), then dropped
         return outcome
 
 

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from rayrag.config import RAGConfig
-from rayrag.errors import ConfigError, ModelError
+from rayrag.errors import ConfigError, DataError, ModelError
 from rayrag.generator.checkpoint import (
     WEIGHTS_FILE,
     WEIGHTS_INDEX_FILE,
@@ -205,8 +205,13 @@ class Reader:
         return budget
 
     def build(self, question: str, evidence: Evidence, max_new_tokens: int | None = None) -> Prompt:
-        """The prompt `answer` would decode from (passages dropped lowest-ranked first to fit)."""
+        """The prompt `answer` would decode from (passages dropped lowest-ranked first to fit).
+        A per-request `max_new_tokens` that leaves no room for a prompt is the request's error
+        (DataError: HTTP 400), not the deployment's."""
         opts = self.options(max_new_tokens)
+        if max_new_tokens is not None and max_new_tokens >= self.model.config.max_seq_len:
+            raise DataError(f"max_new_tokens {max_new_tokens} leaves no room for a prompt in the model's window "
+                            f"of {self.model.config.max_seq_len} tokens")
         return build_prompt(question, evidence.passages, reader_facts(evidence.facts), self.tokenizer,
                             self.prompt_budget(opts.max_new_tokens))
 

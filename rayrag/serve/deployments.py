@@ -325,7 +325,4 @@ class GuardStage:
     def redact(self, text: str, chunk_ids: list[str] | None = None) -> str:
         """Output redaction alone, for streamed text (the full check runs at the end), under
         the policy of the passages the answer draws on (`chunk_ids`)."""
-        guard = self.guard
-        if guard.redactor is None or not guard.config.governance.redaction.enabled:
-            return text
-        return guard.redactor.redact(text, guard.answer_policy(chunk_ids or [])).text
+        return self.guard.redact_text(text, chunk_ids or [])

@@ -312,16 +312,17 @@ def test_rayrag_ask_refuses_a_flagged_question_without_retrieving(bundle, tmp_pa
 def test_in_process_answerer_refuses_a_flagged_question(tmp_path):
     from rayrag.data.readers import QAPair
     from rayrag.evaluation.answer_eval import InProcessAnswerer
+    from rayrag.types import Principal
 
     config = RAGConfig()
     answerer = InProcessAnswerer(tmp_path / "no-bundle", tmp_path / "no-model", config, "hybrid")
-    outcome = answerer.refusal(QAPair(id="q1", question=INJECTION, answers=["x"], supporting_ids=["d1"]),
-                               time.perf_counter())
-    assert outcome is not None and outcome.answer == REFUSAL_TEXT and outcome.extra["refused"] is True
+    outcome = answerer(QAPair(id="q1", question=INJECTION, answers=["x"], supporting_ids=["d1"]),
+                       Principal("eve", frozenset({"public"})))
+    assert outcome.answer == REFUSAL_TEXT and outcome.extra["refused"] is True
     assert outcome.ranked_doc_ids == [] and outcome.cited_doc_ids == [] and outcome.completion_tokens == 0
-    benign = QAPair(id="q2", question="Who founded Harwick Instruments?", answers=["x"], supporting_ids=["d1"])
-    assert answerer.refusal(benign, time.perf_counter()) is None
-    assert answerer.retriever is None and answerer.reader is None  # nothing was loaded
+    assert outcome.cost == 0.0 and "instruction_override" in outcome.extra["categories"]
+    assert answerer.pipeline.screen("Who founded Harwick Instruments?") is None
+    assert answerer.stages.retriever is None and answerer.stages.reader is None  # nothing was loaded
 
 
 # ---------------------------------------------------------------- rayrag eval safety

@@ -8,7 +8,7 @@ import pytest
 
 from rayrag.errors import AccessDenied, DataError, ShardFailure
 from rayrag.serve.auth import AuthError
-from rayrag.serve.ingress import HTTPFailure, classify_error
+from rayrag.serve.errors import HTTPFailure, classify_error
 from rayrag.serve.schemas import AskRequest, ChatCompletionRequest, request_id, validation_message
 
 SECRET = "Did PERSON_1234 leave the company?"
