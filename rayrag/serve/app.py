@@ -26,31 +26,32 @@ from typing import Any
 from ray.serve import Application
 
 from rayrag.config import RAGConfig, resolve_config
-from rayrag.errors import ConfigError
+from rayrag.serve.locate import locate_bundle, locate_model
 
 DEFAULT_BUNDLE = ".rayrag/demo/bundle"
 DEFAULT_MODEL = ".rayrag/demo/model"
 
 
-def resolve(args: dict[str, Any]) -> tuple[RAGConfig, Path, Path]:
-    """(config, bundle, model) from the builder args, the environment and the config."""
+def resolve_refs(args: dict[str, Any]) -> tuple[RAGConfig, str, str]:
+    """(config, bundle ref, model ref) from the builder args, the environment and the config,
+    without touching the disk: `serve build` runs where the artefacts may not be. A relative
+    ref that exists here is made absolute (a local `serve run`); otherwise it is passed on as
+    given and each replica resolves it where it runs (a cluster node, a container's workdir)."""
     overrides = [s for s in str(args.get("set") or "").split(",") if s.strip()]
     config = resolve_config(args.get("config") or os.environ.get("RAYRAG_CONFIG"), overrides)
-    bundle = Path(args.get("bundle") or os.environ.get("RAYRAG_BUNDLE") or config.serve.bundle or DEFAULT_BUNDLE)
-    model_ref = str(args.get("model") or os.environ.get("RAYRAG_MODEL") or config.serve.model or DEFAULT_MODEL)
-    if model_ref.startswith("models:/"):  # a registry version, downloaded once to tracking.model_cache
-        from rayrag.tracking.model_registry import resolve_model
+    bundle = str(args.get("bundle") or os.environ.get("RAYRAG_BUNDLE") or config.serve.bundle or DEFAULT_BUNDLE)
+    model = str(args.get("model") or os.environ.get("RAYRAG_MODEL") or config.serve.model or DEFAULT_MODEL)
+    if Path(bundle).exists():
+        bundle = str(Path(bundle).resolve())
+    if not model.startswith("models:/") and Path(model).exists():
+        model = str(Path(model).resolve())
+    return config, bundle, model
 
-        model = resolve_model(model_ref, config.tracking)
-    else:
-        model = Path(model_ref)
-    if not (bundle / "manifest.json").is_file():
-        raise ConfigError(f"no index bundle at {bundle}: run `make demo` or `rayrag ingest`, "
-                          "or pass bundle=PATH / set RAYRAG_BUNDLE")
-    if not (model / "config.json").is_file():
-        raise ConfigError(f"no generator checkpoint at {model}: run `make demo` or `rayrag train`, "
-                          "or pass model=PATH / set RAYRAG_MODEL")
-    return config, bundle.resolve(), model.resolve()
+
+def resolve(args: dict[str, Any]) -> tuple[RAGConfig, Path, Path]:
+    """(config, bundle, model), checked here: what `rayrag serve` verifies before Ray starts."""
+    config, bundle, model = resolve_refs(args)
+    return config, locate_bundle(bundle), locate_model(model, config)
 
 
 def shard_placement(config: RAGConfig) -> dict[str, Any]:
@@ -92,7 +93,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     )
     from rayrag.serve.ingress import Ingress
 
-    config, bundle, model = resolve(dict(args or {}))
+    config, bundle, model = resolve_refs(dict(args or {}))
     config = pin_prompt(config)
     s = config.serve
     config_json = config.model_dump_json()

@@ -32,6 +32,7 @@ from ray import serve
 
 from rayrag.config import RAGConfig
 from rayrag.event_log import get_logger
+from rayrag.serve.locate import locate_bundle, locate_model
 from rayrag.types import Evidence, Passage, Principal, RedactedQuestion
 
 T = TypeVar("T")
@@ -91,6 +92,7 @@ class RedactorStage:
     policy its manifest records (`QueryRedactor`), reloaded with the bundle."""
 
     def __init__(self, config_json: str, bundle: str) -> None:
+        bundle = str(locate_bundle(bundle))  # resolved in this replica, where it runs
         from rayrag.governance.privacy.redaction import QueryRedactor
         from rayrag.index.bundle import IndexBundle
 
@@ -131,6 +133,7 @@ class RedactorStage:
 @serve.deployment(name="Retriever")
 class RetrieverStage:
     def __init__(self, config_json: str, bundle: str) -> None:
+        bundle = str(locate_bundle(bundle))  # resolved in this replica, where it runs
         from rayrag.retrieval.dense import DenseRetriever
 
         config = _config(config_json)
@@ -173,6 +176,7 @@ class KGEnricherStage:
     """`HybridRetriever`'s graph side and fusion; dense searches come from the Retriever."""
 
     def __init__(self, config_json: str, bundle: str) -> None:
+        bundle = str(locate_bundle(bundle))  # resolved in this replica, where it runs
         from rayrag.retrieval.hybrid import HybridRetriever
 
         config = _config(config_json)
@@ -219,6 +223,7 @@ class GeneratorStage:
         from rayrag.generator.reader import Reader
 
         config = _config(config_json)
+        model = str(locate_model(model, config))  # resolved (or downloaded) in this replica
         self.reader = Reader(model, config)
         self.reader.warm_up()
         self.batched = config.serve.max_batch_size > 1
@@ -293,6 +298,7 @@ class GeneratorStage:
 @serve.deployment(name="Guard")
 class GuardStage:
     def __init__(self, config_json: str, bundle: str) -> None:
+        bundle = str(locate_bundle(bundle))  # resolved in this replica, where it runs
         from rayrag.answering.guard import Guard
 
         config = _config(config_json)

@@ -23,7 +23,6 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 from fastapi import Request
@@ -44,6 +43,7 @@ from rayrag.serve.deployments import manifest_stamp
 from rayrag.serve.errors import HTTPFailure, classify_error
 from rayrag.serve.escalation import EscalationQueue
 from rayrag.serve.handles import HandleStages
+from rayrag.serve.locate import locate_bundle
 from rayrag.serve.request_log import request_event
 from rayrag.serve.schemas import (
     AskRequest,
@@ -80,7 +80,7 @@ class Ingress:
         self.escalations = EscalationQueue(serve_cfg.escalation_queue)
         self.events = file_event_logger("rayrag.serve.events", serve_cfg.event_log,
                                         max_bytes=serve_cfg.event_log_max_bytes, backups=serve_cfg.event_log_backups)
-        self.bundle = Path(bundle) if bundle else None
+        self.bundle = locate_bundle(bundle) if bundle else None
         self._bundle_stamp = manifest_stamp(self.bundle) if self.bundle else None
         self.bundle_id = self._read_bundle_id()
         self.cache = AnswerCache(serve_cfg.answer_cache_size, serve_cfg.answer_cache_ttl_s)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -509,18 +510,17 @@ def test_forget_through_the_api_erases_a_document_for_every_principal(server, st
     assert ready["stages"]["retriever"]["bundle_id"] == report["bundle_id"]
 
 
-def test_serve_run_in_a_subprocess_answers_over_http(stack):
+def test_rayrag_serve_answers_and_ctrl_c_stops_it_leaving_no_process(stack):
+    """`rayrag serve` in its own session: it answers over HTTP with a key from the environment,
+    and SIGINT (Ctrl-C) stops it within seconds with every process it started (Ray's GCS,
+    raylet, agents, replicas) gone from its session."""
     port = free_port()
-    # The key from the environment this time (serve run starts its own Ray, which inherits it).
     env_key = "rr-test-env-key-0123456789"
     env = {**os.environ, "RAY_ADDRESS": "", "RAYRAG_API_KEYS": f"{env_key}=ci:public:ops:user"}
-    deploy = yaml.safe_load((REPO / "configs" / "serve_config.yaml").read_text())
-    deploy["http_options"] = {"host": "127.0.0.1", "port": port}
-    deploy["applications"][0]["args"] = dict(stack.args)
-    config_path = stack.root / "serve_config.yaml"
-    config_path.write_text(yaml.safe_dump(deploy))
-    command = [str(Path(sys.executable).parent / "serve"), "run", "--address", "local", str(config_path)]
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    command = [str(Path(sys.executable).parent / "rayrag"), "serve", "--config", stack.args["config"],
+               "--bundle", stack.args["bundle"], "--model", stack.args["model"], "--set", f"serve.port={port}"]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
     try:
         deadline, answered = time.time() + 240, None
         while time.time() < deadline and proc.poll() is None and answered is None:
@@ -531,14 +531,37 @@ def test_serve_run_in_a_subprocess_answers_over_http(stack):
                     answered = response.json()
             except httpx.HTTPError:
                 time.sleep(2)
-        assert answered is not None, f"serve run never answered (exit {proc.poll()})"
+        assert answered is not None, f"rayrag serve never answered (exit {proc.poll()})"
         assert answered["citations"] and answered["model_version"].startswith("model@")
+        stopped = time.perf_counter()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+        seconds = time.perf_counter() - stopped
+        leftover = ["?"]
+        for _ in range(20):  # processes reparented to init may need a moment to exit
+            leftover = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
+            if not leftover:
+                break
+            time.sleep(0.5)
+        assert seconds < 30 and not leftover, (seconds, leftover)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        subprocess.run(["pkill", "-KILL", "-s", str(proc.pid)], capture_output=True)
+
+
+def test_serve_build_writes_a_deploy_file_without_the_artefacts(tmp_path):
+    """`serve build rayrag.serve.app:app` (what configs/serve_config.yaml cites) runs where no
+    bundle or model exists: each replica resolves its paths where it runs."""
+    env = {**os.environ, "RAYRAG_BUNDLE": "/nonexistent/bundle", "RAYRAG_MODEL": "/nonexistent/model",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    proc = subprocess.run([str(Path(sys.executable).parent / "serve"), "build", "rayrag.serve.app:app",
+                           "-o", str(tmp_path / "deploy.yaml")], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    deploy = yaml.safe_load((tmp_path / "deploy.yaml").read_text())
+    names = {d["name"] for d in deploy["applications"][0]["deployments"]}
+    assert names == {"Ingress", "Redactor", "Retriever", "KGEnricher", "Generator", "Guard"}
 
 
 # Local testing mode runs the FastAPI ingress in this process and leaves uvicorn state on the
