@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv demo test test-fast bench lint clean
+.PHONY: venv demo serve test test-fast bench lint clean
 
 # Idempotent: the stamp is newer than pyproject.toml when nothing changed, so a second run is instant.
 venv: $(VENV)/.installed
@@ -24,6 +24,12 @@ $(VENV)/.installed: pyproject.toml
 
 demo: venv
 	$(BIN)/rayrag demo --out .rayrag/demo
+
+# The serve graph on 127.0.0.1:8000 over the demo's bundle and model, with the environment
+# `make demo` wrote (demo-only secrets, its MLflow store, an API key); Ctrl-C stops it.
+serve: venv
+	@test -f .rayrag/demo/demo.env || { echo "error: no .rayrag/demo/demo.env: run make demo first" >&2; exit 2; }
+	. .rayrag/demo/demo.env && exec $(BIN)/rayrag serve --config demo
 
 test: venv
 	$(BIN)/python -m pytest -q --timeout=900 --durations=15 tests

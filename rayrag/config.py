@@ -6,7 +6,7 @@ decoding, LoRA, governance, ...) grouped in `RAGConfig`. Configs load from YAML 
 value and the flag. `config_hash` is the sha256 of the canonical JSON of the whole config,
 so a bundle, a model or an evaluation can say exactly which config made it.
 
-    >>> cfg = load_config("configs/demo.yaml", overrides=["chunking.chunk_size=128"])
+    >>> cfg = load_config("rayrag/configs/demo.yaml", overrides=["chunking.chunk_size=128"])
     >>> cfg.chunking.chunk_size, len(cfg.config_hash)
     (128, 64)
 """
@@ -583,12 +583,12 @@ def _deep_merge(base: dict[str, Any], update: dict[str, Any], source: str, prefi
 
 
 def configs_dir() -> Path:
-    """The shipped configs/ folder (next to the package in a source or editable install)."""
-    return Path(__file__).resolve().parents[1] / "configs"
+    """The shipped configs (`rayrag/configs/`, package data: there in every kind of install)."""
+    return Path(__file__).resolve().parent / "configs"
 
 
 def resolve_config(name_or_path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> RAGConfig:
-    """`--config` accepts a path or the name of a shipped config (`demo` → configs/demo.yaml)."""
+    """`--config` accepts a path or the name of a shipped config (`demo` → rayrag/configs/demo.yaml)."""
     if name_or_path is None:
         return load_config(None, overrides)
     candidate = Path(name_or_path)

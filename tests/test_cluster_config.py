@@ -120,7 +120,7 @@ def test_file_mounts_ship_what_make_venv_and_serve_deploy_read(cluster):
         assert (REPO / local).exists(), f"file_mounts source {local} is not in the repo"
         assert remote == "~/rayrag/" + Path(local).name  # the checkout's layout, under ~/rayrag
     shipped = {Path(local).name for remote, local in mounts.items() if remote not in outside}
-    assert {"rayrag", "configs", "deploy", "pyproject.toml", "README.md", "Makefile"} <= shipped
+    assert {"rayrag", "deploy", "pyproject.toml", "README.md", "Makefile"} <= shipped
     # What the commands run from the mounts exists here.
     commands = " ".join(_all_commands(cluster))
     for script in ("deploy/cluster/node-env.sh", "deploy/mlflow/mlflow-server.sh"):

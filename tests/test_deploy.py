@@ -1,4 +1,4 @@
-"""deploy/: the KubeRay RayService serves configs/serve_config.yaml, the MLflow server script
+"""deploy/: the KubeRay RayService serves rayrag/configs/serve_config.yaml, the MLflow server script
 passes flags `mlflow server` has, and every Secret, volume and image the manifests name exists.
 
 No cluster and no network: the RayService is checked against the structure of KubeRay's
@@ -63,7 +63,7 @@ def rayservice() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def serve_file() -> dict[str, Any]:
-    return yaml.safe_load((REPO / "configs" / "serve_config.yaml").read_text(encoding="utf-8"))
+    return yaml.safe_load((REPO / "rayrag" / "configs" / "serve_config.yaml").read_text(encoding="utf-8"))
 
 
 def _documents() -> list[dict[str, Any]]:
@@ -172,7 +172,7 @@ def test_ray_versions_agree_across_pyproject_manifest_image_and_this_venv(rayser
     makefile = (REPO / "Makefile").read_text(encoding="utf-8")
     pin = re.search(r"^TORCH_PIN\s*:?=\s*(\S+)", makefile, re.MULTILINE)[1]
     assert f"ARG TORCH_PIN={pin}\n" in dockerfile
-    assert "pip install --no-cache-dir -e ." in dockerfile  # configs/ next to the package
+    assert "pip install --no-cache-dir -e ." in dockerfile  # rayrag/configs/ next to the package
 
 
 # --- secrets, volumes, MLflow wiring -------------------------------------------------------

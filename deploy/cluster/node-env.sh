@@ -34,7 +34,7 @@ fi
 RAYRAG_HEAD_IP="$(cat "$HOME/.rayrag/head_ip" 2>/dev/null || echo 127.0.0.1)"
 export MLFLOW_TRACKING_URI="${MLFLOW_TRACKING_URI:-http://$RAYRAG_HEAD_IP:5000}"
 
-# What `serve deploy configs/serve_config.yaml` serves (its args name only the config): the
+# What `serve deploy rayrag/configs/serve_config.yaml` serves (its args name only the config): the
 # bundle on the shared disk, the generator version the registry calls champion.
 export RAYRAG_BUNDLE="${RAYRAG_BUNDLE:-/mnt/rayrag/bundle}"
 export RAYRAG_MODEL="${RAYRAG_MODEL:-models:/rayrag-generator@champion}"

@@ -1,6 +1,6 @@
-"""Write configs/serve_config.yaml into deploy/kuberay/rayservice.yaml's `serveConfigV2`.
+"""Write rayrag/configs/serve_config.yaml into deploy/kuberay/rayservice.yaml's `serveConfigV2`.
 
-The RayService must serve the same application `serve deploy configs/serve_config.yaml`
+The RayService must serve the same application `serve deploy rayrag/configs/serve_config.yaml`
 does, so the manifest's serve config is generated from that file rather than kept by hand:
 
     python deploy/kuberay/render.py           # rewrite the serveConfigV2 block in place
@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-SERVE_CONFIG = REPO / "configs" / "serve_config.yaml"
+SERVE_CONFIG = REPO / "rayrag" / "configs" / "serve_config.yaml"
 MANIFEST = Path(__file__).resolve().with_name("rayservice.yaml")
 # The block scalar's header line and its body: every following line that is indented deeper
 # than the key, or blank.

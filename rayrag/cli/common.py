@@ -11,9 +11,10 @@ from typing import Annotated
 
 import typer
 
+from rayrag.config import configs_dir
 from rayrag.errors import ConfigError
 
-ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="YAML config (path or a name in configs/).")]
+ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="YAML config (path or a name in rayrag/configs/).")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override: section.key=value (repeatable).")]
 
 
@@ -23,9 +24,9 @@ def _config(config: str | None, overrides: list[str] | None):
     return resolve_config(config, overrides or [])
 
 
-PRINCIPALS_FILE = Path(__file__).resolve().parents[2] / "configs" / "access" / "principals.yaml"
+PRINCIPALS_FILE = configs_dir() / "access" / "principals.yaml"
 ModeOpt = Annotated[str | None, typer.Option("--mode", help="dense | bm25 | graph | hybrid (default: retrieval.mode).")]
-PrincipalOpt = Annotated[str | None, typer.Option("--principal", help="A principal named in configs/access/principals.yaml.")]
+PrincipalOpt = Annotated[str | None, typer.Option("--principal", help="A principal named in rayrag/configs/access/principals.yaml.")]
 GroupsOpt = Annotated[str | None, typer.Option("--groups", help="Comma-separated ACL groups (instead of --principal).")]
 
 

@@ -13,7 +13,7 @@ one `champion`). Last, `rayrag eval` in-process on every demo question (or the f
 precision, KG validation, PII leaks of the planted canaries, latency, each per slice (hops,
 department, region, doc type) with gaps flagged; one MLflow run. The demo QA file is not
 trained on, but the reader's training questions are generated from the graph's triples, and
-a one-hop demo question can be worded like one. Then `rayrag tune --smoke` (configs/tune.yaml):
+a one-hop demo question can be worded like one. Then `rayrag tune --smoke` (rayrag/configs/tune.yaml):
 8 Ray Tune trials over chunk size, top-k and LoRA rank on the champion, bundles cached in
 DIR/tune/bundles, the best config in DIR/tune/sweep-<time>/best.yaml, a winning adapter
 registered as `challenger` (`tune=False` skips it).
@@ -37,7 +37,7 @@ import yaml
 from rayrag.cli.eval import print_answer_table
 from rayrag.config import RAGConfig
 from rayrag.data.demo_corpus import generate_demo_corpus
-from rayrag.data.demo_secrets import ensure_demo_secrets
+from rayrag.data.demo_secrets import ensure_demo_secrets, write_demo_env
 from rayrag.data.readers import read_qa
 from rayrag.errors import DataError
 from rayrag.evaluation.answer_eval import evaluate_answers
@@ -45,7 +45,7 @@ from rayrag.evaluation.qa_metrics import exact_match as exact_match_score
 from rayrag.pipelines.ingest import ingest
 from rayrag.pipelines.train import train
 from rayrag.retrieval.hybrid import HybridRetriever
-from rayrag.tracking.tracker import Tracker
+from rayrag.tracking.tracker import Tracker, default_tracking_uri
 from rayrag.training.report import SUMMARY_FILE
 from rayrag.types import Principal
 
@@ -142,7 +142,7 @@ def served(out: Path, config: RAGConfig) -> Iterator[tuple[str, str]]:
 
 
 def _tuning(out: Path, corpus: Any, config: RAGConfig, tracker: Tracker) -> dict:
-    """The smoke sweep of configs/tune.yaml on the demo corpus, the demo's model as the base."""
+    """The smoke sweep of rayrag/configs/tune.yaml on the demo corpus, the demo's model as the base."""
     from datetime import datetime, timezone
 
     from rayrag.tune.spec import load_tune_spec, tune_configs_path
@@ -251,5 +251,14 @@ def run_demo(out: Path, config: RAGConfig, n_questions: int = 3, n_eval: int | N
                                                          "p50_ms", "p99_ms", "run_id")},
                "seconds": {"ingest": round(ingest_seconds, 1), "train": round(train_seconds, 1),
                            "total": round(time.perf_counter() - started, 1)}}
+    env_file = write_demo_env(out, config, default_tracking_uri(config.tracking))
+    summary["env_file"] = str(env_file)
+    print(f"\n[rayrag demo] next: source {env_file}   (demo-only secrets, this MLflow store, an API key "
+          "as $RAYRAG_API_KEY)", file=sys.stderr)
+    print(f"[rayrag demo] next: make serve   (the graph on http://{config.serve.host}:{config.serve.port}; "
+          "Ctrl-C stops it)", file=sys.stderr)
+    print(f"[rayrag demo] next: curl -s {config.serve.host}:{config.serve.port}/v1/ask -H \"Authorization: Bearer "
+          f"$RAYRAG_API_KEY\" -H 'Content-Type: application/json' -d '{{\"question\": \"{questions[0].question}\"}}'",
+          file=sys.stderr)
     print(json.dumps(summary))
     return summary

@@ -5,7 +5,7 @@ traceback); long work shows progress on stderr; machine-readable results are one
 object on the last line of stdout.
 
     rayrag data demo --out data/
-    rayrag ingest --corpus data/corpus.jsonl --out bundle/ --config configs/demo.yaml
+    rayrag ingest --corpus data/corpus.jsonl --out bundle/ --config rayrag/configs/demo.yaml
     rayrag train --bundle bundle/ --out ckpt/ --config demo
     rayrag ask "Who acquired Brightwater Labs?" --bundle bundle/ --model ckpt/ --principal analyst
     rayrag ask "Who acquired Brightwater Labs?" --bundle bundle/ --retrieval-only --json

@@ -81,7 +81,7 @@ def local_service(config_name: str | None, overrides: list[str], bundle: Path | 
                   model: Path | None) -> Iterator[tuple[Service, object]]:
     """The serve graph in this process on a free loopback port: (Service, the config it serves).
 
-    Fresh keys (an admin with every group in configs/access/principals.yaml, a `public` user),
+    Fresh keys (an admin with every group in rayrag/configs/access/principals.yaml, a `public` user),
     a temporary event log and escalation queue. Ray is started here unless it already runs;
     Serve and a Ray started here are shut down on exit."""
     import httpx

@@ -29,15 +29,18 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 WhyOpt = Annotated[str, typer.Option("--why", help="Reason, recorded on the version (ids and words, no data).")]
 
 
-def _registry(config: str | None, overrides: list[str] | None) -> Any:
+def _registry(config: str | None, overrides: list[str] | None, *, create: bool = False) -> Any:
+    """The registry; only `register` may create a new MLflow store (`require_store`)."""
     from rayrag.config import resolve_config
     from rayrag.errors import ConfigError
     from rayrag.tracking.model_registry import ModelRegistry
-    from rayrag.tracking.tracker import Tracker
+    from rayrag.tracking.tracker import Tracker, require_store
 
     cfg = resolve_config(config, overrides or [])
     if not cfg.tracking.enabled:
         raise ConfigError("the model registry needs MLflow: tracking.enabled is false")
+    if not create:
+        require_store(cfg.tracking)
     return ModelRegistry(Tracker(cfg.tracking))
 
 
@@ -85,7 +88,7 @@ def registry_register(
     config: ConfigOpt = None, overrides: SetOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Register an existing checkpoint as a new version (the first version becomes champion)."""
-    registry = _registry(config, overrides)
+    registry = _registry(config, overrides, create=True)
     _print(registry.register(checkpoint, tags={"registered_by": operator()}), as_json, "registered")
 
 

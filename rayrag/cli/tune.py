@@ -1,8 +1,8 @@
 """`rayrag tune`: a Ray Tune sweep over chunk size, top-k and LoRA rank (tune/sweep.py).
 
-    rayrag tune --space configs/tune.yaml --json
-    rayrag tune --space configs/tune.yaml --smoke            # >= 8 trials in a few minutes (CI)
-    rayrag tune --space configs/tune.yaml --num-samples 32 --base models:/rayrag-generator/3
+    rayrag tune --space rayrag/configs/tune.yaml --json
+    rayrag tune --space rayrag/configs/tune.yaml --smoke            # >= 8 trials in a few minutes (CI)
+    rayrag tune --space rayrag/configs/tune.yaml --num-samples 32 --base models:/rayrag-generator/3
 
 Progress, the top trials and the sensitivity table go to stderr; the last stdout line is
 one JSON object: trials, searched (knob names), mlflow_runs, best_config (path), best
@@ -22,7 +22,7 @@ from rayrag.cli.common import SetOpt
 
 
 def tune_command(
-    space: Annotated[Path, typer.Option("--space", help="Search space YAML (configs/tune.yaml).")],
+    space: Annotated[Path, typer.Option("--space", help="Search space YAML (rayrag/configs/tune.yaml).")],
     smoke: Annotated[bool, typer.Option("--smoke", help="The space's `smoke:` sweep: a few minutes, for CI.")] = False,
     num_samples: Annotated[int | None, typer.Option("--num-samples", help="Trials (TPE) or grid repeats; overrides the space.")] = None,
     corpus: Annotated[Path | None, typer.Option("--corpus", help="Corpus to build bundles from (default: the space's, else the demo corpus).")] = None,

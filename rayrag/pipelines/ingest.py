@@ -10,7 +10,7 @@ keeps everything else. The driver holds only what it must assemble (vectors, ext
 the heavy per-document work runs in Ray Data actors and streams. `engine="local"` runs the
 same stages in-process instead, for a caller that is itself a Ray task (rayrag.tune.bundles).
 
-    >>> result = ingest(Path("corpus.jsonl"), Path("bundle"), load_config("configs/demo.yaml"))
+    >>> result = ingest(Path("corpus.jsonl"), Path("bundle"), load_config("rayrag/configs/demo.yaml"))
     >>> result.counts["chunks"]
 """
 

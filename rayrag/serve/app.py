@@ -1,12 +1,12 @@
 """`build_app(args) -> Application`: the whole serve graph, and `app` for `serve run`.
 
     serve run rayrag.serve.app:app                       # default config, or $RAYRAG_CONFIG
-    serve run rayrag.serve.app:build_app config=configs/demo.yaml bundle=B model=CKPT
-    serve deploy configs/serve_config.yaml               # the same builder, from a config file
+    serve run rayrag.serve.app:build_app config=rayrag/configs/demo.yaml bundle=B model=CKPT
+    serve deploy rayrag/configs/serve_config.yaml               # the same builder, from a config file
     rayrag serve [--config demo]                         # the convenience wrapper
 
 Arguments (all optional; Serve passes `key=value` pairs as strings): `config` (a name in
-configs/ or a YAML path), `bundle`, `model`, and `set` (comma-separated `section.key=value`
+rayrag/configs/ or a YAML path), `bundle`, `model`, and `set` (comma-separated `section.key=value`
 overrides). The bundle and model fall back to $RAYRAG_BUNDLE / $RAYRAG_MODEL, then to
 `serve.bundle` / `serve.model` in the config, whose defaults are where `make demo` leaves
 them. `model` may be a registry URI, `models:/rayrag-generator@champion`: the version it

@@ -10,7 +10,7 @@ Two sources, merged:
 
 * a YAML file (`serve.keys_file`): a list of entries
   ``{sha256: <hex of sha256(key)>, principal: NAME, groups: [g, ...], team: T, role: user|admin}``
-  (see configs/access/api_keys.example.yaml; `key_entry` writes one);
+  (see rayrag/configs/access/api_keys.example.yaml; `key_entry` writes one);
 * an environment variable (`serve.keys_env`, default RAYRAG_API_KEYS) with plaintext entries
   ``KEY=principal:group1|group2:team:role``, comma separated, hashed at load and dropped.
 
@@ -168,7 +168,7 @@ class KeyStore:
         """The principal of a ``Bearer <key>`` header; `AuthError` for anything else."""
         if not self._digests:
             raise AuthError("no API keys are configured: add one to serve.keys_file or the "
-                            "RAYRAG_API_KEYS variable (see configs/access/api_keys.example.yaml)")
+                            "RAYRAG_API_KEYS variable (see rayrag/configs/access/api_keys.example.yaml)")
         if not authorization or not authorization.strip():
             raise AuthError("missing Authorization header: send 'Authorization: Bearer <key>'")
         scheme, _, key = authorization.strip().partition(" ")

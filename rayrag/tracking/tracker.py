@@ -53,6 +53,16 @@ def default_tracking_uri(config: TrackingConfig, workdir: Path | None = None) ->
     return f"sqlite:///{base / 'mlflow.db'}"
 
 
+
+def require_store(config: TrackingConfig, workdir: Path | None = None) -> str:
+    """The tracking URI, when a store is there to read: a command that only reads (`rayrag
+    registry list`) must not leave an empty `mlflow.db` wherever it was run."""
+    uri = default_tracking_uri(config, workdir)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise ConfigError(f"no MLflow store at {uri.removeprefix('sqlite:///')}: after `make demo`, "
+                          "`source .rayrag/demo/demo.env`; or set MLFLOW_TRACKING_URI (or tracking.tracking_uri)")
+    return uri
+
 @dataclass
 class RunHandle:
     """What a caller may do inside a run. `run_id` is None when tracking is disabled."""

@@ -1,4 +1,4 @@
-"""The search space of a tuning sweep: `configs/tune.yaml`, typed and validated.
+"""The search space of a tuning sweep: `rayrag/configs/tune.yaml`, typed and validated.
 
 A sweep varies a few knobs of one base `RAGConfig` (the shipped `demo` config, a path, or
 any config plus `base_overrides`). Each knob names a config key and the values to try;
@@ -11,7 +11,7 @@ one-line message and the sweep goes on.
 
 `smoke:` holds the overrides `--smoke` applies: a sweep of a few minutes for CI.
 
-    >>> spec = load_tune_spec("configs/tune.yaml", smoke=True)
+    >>> spec = load_tune_spec("rayrag/configs/tune.yaml", smoke=True)
     >>> spec.knob_names, spec.search.num_samples
     (['chunk_size', 'top_k', 'lora_rank'], 8)
 """

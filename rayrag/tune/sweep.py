@@ -1,6 +1,6 @@
 """`rayrag tune`: a Ray Tune sweep over chunking, retrieval depth and LoRA rank.
 
-    spec (configs/tune.yaml) ─► bundles, one per chunking, built in parallel by Ray tasks
+    spec (rayrag/configs/tune.yaml) ─► bundles, one per chunking, built in parallel by Ray tasks
       (cached by key: never per trial) ─► Tuner: Optuna TPE (or grid) proposes knob values,
       ASHA stops trials whose validation loss lags, MLflowLoggerCallback makes every trial
       an MLflow run under the sweep's run ─► the default config measured the same way
@@ -10,7 +10,7 @@
 The trainable is `trial.tune_trial` (CONVENTIONS 11); all logic is in `TrialRunner`, and
 this module only assembles Ray and MLflow around it.
 
-    >>> summary = run_sweep(load_tune_spec("configs/tune.yaml", smoke=True), out=Path(".rayrag/tune/s1"))
+    >>> summary = run_sweep(load_tune_spec("rayrag/configs/tune.yaml", smoke=True), out=Path(".rayrag/tune/s1"))
     >>> summary["best"]["objective"], summary["best_config"]
 """
 

@@ -43,3 +43,12 @@ def test_the_registry_lifecycle_through_the_cli(tmp_path, monkeypatch):
     assert [v["version"] for v in listed["versions"]] == [2, 1]
     _one_line_error(rayrag("registry", "rollback", "--why", "again", *store, cwd=tmp_path), "no previous champion")
     _one_line_error(rayrag("registry", "register", str(tmp_path / "nothing"), *store, cwd=tmp_path), "nothing")
+
+
+def test_reading_a_registry_that_is_not_there_is_one_line_and_creates_nothing(tmp_path):
+    """`rayrag registry list` where no store exists (a repository root before `make demo`):
+    one line that says what to do, exit 2, and no empty mlflow.db left behind."""
+    proc = rayrag("registry", "list", "--set", f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+                  cwd=tmp_path)
+    _one_line_error(proc, "no MLflow store at")
+    assert "demo.env" in proc.stderr and not (tmp_path / "mlflow.db").exists()

@@ -130,7 +130,7 @@ def test_the_graph_serves_the_registry_champion_and_pins_the_prompt(tmp_path):
 def test_the_checked_in_serve_config_is_a_valid_serve_deploy_file():
     from ray.serve.schema import ServeDeploySchema
 
-    deploy = ServeDeploySchema.model_validate(yaml.safe_load((REPO / "configs" / "serve_config.yaml").read_text()))
+    deploy = ServeDeploySchema.model_validate(yaml.safe_load((REPO / "rayrag" / "configs" / "serve_config.yaml").read_text()))
     (application,) = deploy.applications
     assert application.import_path == "rayrag.serve.app:build_app" and application.route_prefix == "/"
     names = {d.name for d in application.deployments}
@@ -551,7 +551,7 @@ def test_rayrag_serve_answers_and_ctrl_c_stops_it_leaving_no_process(stack):
 
 
 def test_serve_build_writes_a_deploy_file_without_the_artefacts(tmp_path):
-    """`serve build rayrag.serve.app:app` (what configs/serve_config.yaml cites) runs where no
+    """`serve build rayrag.serve.app:app` (what rayrag/configs/serve_config.yaml cites) runs where no
     bundle or model exists: each replica resolves its paths where it runs."""
     env = {**os.environ, "RAYRAG_BUNDLE": "/nonexistent/bundle", "RAYRAG_MODEL": "/nonexistent/model",
            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}

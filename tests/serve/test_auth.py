@@ -19,7 +19,7 @@ from rayrag.serve.auth import (
 )
 from rayrag.types import Principal
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "access" / "api_keys.example.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "rayrag" / "configs" / "access" / "api_keys.example.yaml"
 ANA_KEY = "rr-test-ana-key-0001"
 BOB_KEY = "rr-test-bob-key-0002"
 

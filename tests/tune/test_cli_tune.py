@@ -39,7 +39,7 @@ def test_unknown_knob_key(tmp_path):
     (["--base", "missing-model-dir"], "base generator not found"),
 ])
 def test_no_base_generator(tmp_path, demo_corpus, extra, needle):
-    args = ["tune", "--space", str(REPO / "configs" / "tune.yaml"), "--smoke", "--corpus", str(demo_corpus.corpus_path),
+    args = ["tune", "--space", str(REPO / "rayrag" / "configs" / "tune.yaml"), "--smoke", "--corpus", str(demo_corpus.corpus_path),
             "--set", f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}", "--out", str(tmp_path / "sweep"), *extra]
     one_line_error(rayrag(*args, cwd=tmp_path), needle)
     assert not (tmp_path / "sweep").exists()  # nothing half-written

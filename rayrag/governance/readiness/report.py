@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from rayrag.config import RAGConfig
+from rayrag.config import RAGConfig, configs_dir
 
 AREAS = ("privacy", "quality", "safety", "operations")
 CHECKS: tuple[tuple[str, str], ...] = (
@@ -28,7 +28,7 @@ CHECKS: tuple[tuple[str, str], ...] = (
     ("tracing", "operations"), ("rollback_tested", "operations"),
     ("slo_metrics", "operations"), ("cost_attribution", "operations"),
 )
-DASHBOARD = Path(__file__).resolve().parents[3] / "deploy" / "grafana" / "rayrag-dashboard.json"
+DASHBOARD = configs_dir() / "grafana" / "rayrag-dashboard.json"
 MAX_EVIDENCE_CHARS = 240
 _METRIC_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{|\s)")
 _METRIC_REF = re.compile(r"\bray_rayrag_[a-z0-9_]+")
