@@ -17,7 +17,8 @@ os.environ.setdefault("RAYRAG_HMAC_KEY", "test-only-hmac-key-0123456789")
 os.environ.setdefault("RAYRAG_ENCRYPTION_KEY", "test-key-0123456789abcdef0123456"[:32])
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# Small subsets of the public data sets, shipped with the tests (tests/fixtures/README.md).
+FIXTURES = REPO / "tests" / "fixtures"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -28,10 +29,10 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"development data not found at {SHARED_DATA}")
-    return SHARED_DATA
+def fixture_data() -> Path:
+    if not FIXTURES.is_dir():
+        pytest.fail(f"test data not found at {FIXTURES}")
+    return FIXTURES
 
 
 @pytest.fixture(scope="session")

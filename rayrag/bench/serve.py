@@ -142,7 +142,7 @@ def bench(plan: dict[str, Any], bundle: Path, model: Path, config_name: str = "d
     from rayrag.config import resolve_config
 
     config = resolve_config(config_name, ["tracking.enabled=false"])
-    from rayrag.data.demo_secrets import ensure_demo_secrets
+    from rayrag.serve.demo_env import ensure_demo_secrets
 
     ensure_demo_secrets(config)  # the demo bundle's pseudonyms were made with the demo key
     batch = questions(DEMO_DIR, plan["requests"])  # the demo's questions, whatever the bundle

@@ -37,7 +37,6 @@ import yaml
 from rayrag.cli.eval import print_answer_table
 from rayrag.config import RAGConfig
 from rayrag.data.demo_corpus import generate_demo_corpus
-from rayrag.data.demo_secrets import ensure_demo_secrets, write_demo_env
 from rayrag.data.readers import read_qa
 from rayrag.errors import DataError
 from rayrag.evaluation.answer_eval import evaluate_answers
@@ -45,6 +44,7 @@ from rayrag.evaluation.qa_metrics import exact_match as exact_match_score
 from rayrag.pipelines.ingest import ingest
 from rayrag.pipelines.train import train
 from rayrag.retrieval.hybrid import HybridRetriever
+from rayrag.serve.demo_env import ensure_demo_secrets, write_demo_env
 from rayrag.tracking.tracker import Tracker, default_tracking_uri
 from rayrag.training.report import SUMMARY_FILE
 from rayrag.types import Principal

@@ -87,9 +87,9 @@ def local_service(config_name: str | None, overrides: list[str], bundle: Path | 
     import httpx
     import yaml
 
-    from rayrag.data.demo_secrets import ensure_demo_secrets
     from rayrag.serve.app import build_app, resolve
     from rayrag.serve.auth import generate_key, key_entry
+    from rayrag.serve.demo_env import ensure_demo_secrets
 
     args = {"config": config_name or "demo", "set": ",".join(overrides),
             "bundle": str(bundle) if bundle else None, "model": str(model) if model else None}

@@ -71,7 +71,7 @@ from rayrag.retrieval.dense import DenseRetriever, check_question
 from rayrag.types import Evidence, Fact, Passage, Principal, RedactedQuestion
 
 if TYPE_CHECKING:
-    from rayrag.retrieval.graph_query import HopCandidate
+    from rayrag.retrieval.graph_facts import HopCandidate
 
 Mode = Literal["dense", "bm25", "graph", "hybrid"]
 MODES: tuple[str, ...] = get_args(Mode)

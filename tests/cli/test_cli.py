@@ -141,12 +141,12 @@ def test_ingest_then_ask(tmp_path):
     assert "d2" not in {p["doc_id"] for p in passages}  # hr-only, asker is public
 
 
-def test_data_import_hotpotqa(tmp_path, shared_data):
-    proc = rayrag("data", "import", "hotpotqa", str(shared_data / "hotpotqa_sample"),
+def test_data_import_hotpotqa(tmp_path, fixture_data):
+    proc = rayrag("data", "import", "hotpotqa", str(fixture_data / "hotpotqa_sample"),
                   "--out", str(tmp_path / "hotpot"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert summary == {"documents": 994, "questions": 100, "out": str(tmp_path / "hotpot")}
+    assert summary == {"documents": 350, "questions": 35, "out": str(tmp_path / "hotpot")}
     first = json.loads((tmp_path / "hotpot" / "qa.jsonl").read_text().splitlines()[0])
     assert first["supporting_ids"] and first["answers"]
 

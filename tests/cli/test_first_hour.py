@@ -10,8 +10,8 @@ from pathlib import Path
 
 from rayrag import __version__
 from rayrag.config import resolve_config
-from rayrag.data.demo_secrets import demo_api_key, ensure_demo_secrets, write_demo_env
 from rayrag.serve.auth import KeyStore
+from rayrag.serve.demo_env import demo_api_key, ensure_demo_secrets, write_demo_env
 from tests.cli.test_cli import _one_line_error
 
 

@@ -1,4 +1,4 @@
-"""Tests for rayrag.data.importers: HotpotQA (real sample), MuSiQue (fixture), Presidio (real)."""
+"""Tests for rayrag.data.importers: HotpotQA (real subset), MuSiQue (inline), Presidio (real subset)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from rayrag.data.importers import (
 from rayrag.data.readers import read_corpus, read_qa
 from rayrag.errors import DataError
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[1] / "fixtures"  # tests/fixtures/README.md
 HOTPOT = DATA / "hotpotqa_sample"
 PRESIDIO = DATA / "pii" / "presidio_generated_large.json"
 PRESIDIO_NAMES = {
@@ -54,17 +54,17 @@ def hotpot(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_hotpot_sample_counts_and_contract(hotpot) -> None:
-    assert (hotpot.documents, hotpot.questions, hotpot.missing_supporting) == (994, 100, 0)
+    assert (hotpot.documents, hotpot.questions, hotpot.missing_supporting) == (350, 35, 0)
     corpus = read_corpus(hotpot.files["corpus"], strict=True)
     qa = read_qa(hotpot.files["qa"])
-    assert len(corpus.documents) == 994 and len(qa) == 100
+    assert len(corpus.documents) == 350 and len(qa) == 35
     ids = {d.id for d in corpus.documents}
     for pair in qa:
         assert len(pair.supporting_ids) >= 2  # every HotpotQA question has two gold titles
         assert set(pair.supporting_ids) <= ids
         assert pair.metadata["type"] in {"bridge", "comparison"}
         assert pair.metadata["level"] in {"easy", "medium", "hard"}
-    assert Counter(p.metadata["type"] for p in qa) == {"bridge": 78, "comparison": 22}
+    assert Counter(p.metadata["type"] for p in qa) == {"bridge": 28, "comparison": 7}
 
 
 def test_hotpot_passage_text_and_id(hotpot) -> None:
@@ -286,7 +286,7 @@ def presidio(tmp_path_factory: pytest.TempPathFactory):
 def test_presidio_counts_and_files(presidio) -> None:
     records = json.loads(PRESIDIO.read_text())
     unique_texts = {r["full_text"] for r in records}
-    assert presidio.documents == len(unique_texts) == 1923
+    assert presidio.documents == len(unique_texts) == 264
     assert presidio.duplicates == len(records) - len(unique_texts)
     assert presidio.questions == 0 and presidio.files["qa"].read_text() == ""
     docs = read_corpus(presidio.files["corpus"], strict=True).documents

@@ -111,13 +111,14 @@ def test_base64_and_hex_payloads_are_decoded_and_scanned():
     assert not SAFETY.check(f"Attachment id {benign}").flagged
 
 
-def test_real_benign_questions_and_passages_are_not_flagged(shared_data, demo_corpus, tmp_path):
-    imported = import_hotpotqa(shared_data / "hotpotqa_sample", tmp_path / "hotpot")
+def test_real_benign_questions_and_passages_are_not_flagged(fixture_data, demo_corpus, tmp_path):
+    imported = import_hotpotqa(fixture_data / "hotpotqa_sample", tmp_path / "hotpot")
     for corpus in (benign_texts(imported.out_dir, "hotpotqa"), benign_texts(demo_corpus.out_dir, "demo")):
         questions = SAFETY.check_many(corpus.questions)
         passages = SAFETY.check_many(corpus.passages)
-        assert len(questions) >= 100 and len(passages) >= 300
-        # Measured 0 of 250 questions and 0 of 1,294 passages; allow 1 %.
+        assert len(questions) >= 35 and len(passages) >= 300
+        # Measured 0 of 185 questions and 0 of 650 passages (0 of 250 and 0 of 1,294 with the
+        # full 100-question HotpotQA sample); allow 1 %.
         assert sum(v.flagged for v in questions) <= 0.01 * len(questions), corpus.name
         assert sum(v.flagged for v in passages) <= 0.01 * len(passages), corpus.name
     hard = SAFETY.check_many(HARD_BENIGN)

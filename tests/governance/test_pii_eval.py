@@ -84,8 +84,8 @@ def test_f_beta_edges():
     assert score([Example("no pii here", ())], [[]])["f2"] == 0.0
 
 
-def test_mapping_covers_every_label_of_the_presidio_set(shared_data):
-    records = json.loads((shared_data / "pii" / "presidio_generated_large.json").read_text())
+def test_mapping_covers_every_label_of_the_presidio_set(fixture_data):
+    records = json.loads((fixture_data / "pii" / "presidio_generated_large.json").read_text())
     labels = {span["entity_type"] for record in records for span in record["spans"]}
     assert labels <= set(ENTITY_MAPPING)
     assert map_entity("ADDRESS") == "STREET_ADDRESS"
@@ -150,8 +150,8 @@ def test_cli_rejects_an_unknown_format_in_one_line(tmp_path):
 F2_FLOOR_100 = 0.80
 
 
-def test_real_redactor_on_the_presidio_set(shared_data):
-    result = evaluate_pii(shared_data / "pii" / "presidio_generated_large.json", RedactionConfig(), limit=100)
+def test_real_redactor_on_the_presidio_set(fixture_data):
+    result = evaluate_pii(fixture_data / "pii" / "presidio_generated_large.json", RedactionConfig(), limit=100)
     assert result["examples"] == 100
     assert result["f2"] >= F2_FLOOR_100, result
     assert result["per_entity"]["US_SSN"]["recall"] == 1.0

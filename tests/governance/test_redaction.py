@@ -1,7 +1,7 @@
 """Tests for rayrag.governance.privacy.redaction: the real Presidio engine, no mocks.
 
 One module-scoped Redactor keeps the suite fast (the spaCy model loads once). Recall is
-measured on the Presidio labelled PII set in ../shared/data.
+measured on the Presidio labelled PII subset in tests/fixtures.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from rayrag.governance.privacy.redaction import (
 HMAC_KEY = "test-hmac-key-0123456789abcdef"
 OTHER_HMAC_KEY = "another-hmac-key-0123456789abcd"
 ENCRYPTION_KEY = "0123456789abcdef0123456789abcdef"  # 32 bytes: AES-256
-PII_FILE = Path(__file__).resolve().parents[3] / "shared" / "data" / "pii" / "presidio_generated_large.json"
+PII_FILE = Path(__file__).resolve().parents[1] / "fixtures" / "pii" / "presidio_generated_large.json"
 PSEUDONYM = re.compile(r"PERSON_[0-9a-f]{8}")
 
 # Labelled entity names of the Presidio set that our default entity list also uses. The set's
@@ -68,7 +68,7 @@ def redactor():
 @pytest.fixture(scope="module")
 def labelled() -> list[dict]:
     if not PII_FILE.is_file():
-        pytest.skip(f"labelled PII set not found: {PII_FILE}")
+        pytest.fail(f"labelled PII set not found: {PII_FILE}")
     records = json.loads(PII_FILE.read_text(encoding="utf-8"))
     sample = records[:200]
     # The first 200 records hold only 6 e-mails and 8 SSNs: top up with later records that

@@ -157,10 +157,10 @@ def test_default_policy_and_redaction_off_are_what_queries_follow(tmp_path):
     assert unredacted.redact("Mail ann@example.com").text == "Mail ann@example.com"
 
 
-def test_wikipedia_importers_mark_their_collection(tmp_path, shared_data):
+def test_wikipedia_importers_mark_their_collection(tmp_path, fixture_data):
     from rayrag.data.importers import import_hotpotqa
 
-    imported = import_hotpotqa(shared_data / "hotpotqa_sample", tmp_path / "hq")
+    imported = import_hotpotqa(fixture_data / "hotpotqa_sample", tmp_path / "hq")
     rows = [json.loads(line) for line in imported.files["corpus"].read_text(encoding="utf-8").splitlines()[:5]]
     config = RedactionConfig()
     assert {config.policy_for(row["metadata"]) for row in rows} == {"public_knowledge"}

@@ -139,9 +139,9 @@ def test_batch_equals_per_document(tokenizer):
     assert chunker.chunk_documents(docs, batch_size=2) == per_doc
 
 
-def test_hotpotqa_passages(tokenizer, shared_data):
+def test_hotpotqa_passages(tokenizer, fixture_data):
     corpus = json.loads(
-        (shared_data / "hotpotqa_sample" / "hotpotqa_train_corpus.json").read_text()
+        (fixture_data / "hotpotqa_sample" / "hotpotqa_train_corpus.json").read_text()
     )
     docs = [
         Document(id=str(i), title=t, text="".join(s))

@@ -8,7 +8,8 @@ import pytest
 
 from rayrag.config import KGConfig, RAGConfig
 from rayrag.errors import AccessDenied, ConfigError
-from rayrag.retrieval.graph_query import GraphRetriever, HopCandidate
+from rayrag.retrieval.graph_facts import HopCandidate
+from rayrag.retrieval.graph_query import GraphRetriever
 from rayrag.retrieval.hybrid import (
     HybridRetriever,
     min_max,

@@ -15,7 +15,6 @@ from rayrag.bench.kg import _queries, synthetic_graph
 from rayrag.config import KGConfig
 from rayrag.errors import ConfigError
 from rayrag.retrieval.graph_query import GraphRetriever
-from rayrag.retrieval.graph_query import power_iteration as reexported
 from rayrag.retrieval.ppr import power_iteration, push
 from rayrag.types import Principal
 
@@ -107,8 +106,7 @@ def test_epsilon_is_validated_with_the_flag_named(view):
         GraphRetriever(synthetic_graph(50), KGConfig()).rank_seeds({"entity:e0": 1.0}, READER, method="pull")
 
 
-def test_push_is_a_config_choice_and_power_iteration_still_imports_from_graph_query(retriever):
-    assert reexported is power_iteration
+def test_push_is_a_config_choice(retriever):
     configured = GraphRetriever(retriever.graph, KGConfig(ppr_method="push", ppr_push_epsilon=1e-7))
     seeds = _queries(retriever.graph, 1, seed=15)[0]
     assert [c for c, _ in configured.rank_seeds(seeds, READER)] == [
