@@ -20,7 +20,7 @@ class DataError(RayRagError):
     """Input data is malformed: a bad corpus line, an empty file, a wrong format."""
 
 
-class IndexError_(RayRagError):  # noqa: N801 - trailing underscore avoids the builtin
+class BundleError(RayRagError):
     """An index bundle is missing, corrupt, or incompatible with the config."""
 
 

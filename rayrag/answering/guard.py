@@ -149,6 +149,7 @@ class Guard:
         self._extractor: TripleExtractor | None = None
         self._stop_words: frozenset[str] | None = None
         self._chunk_policy: dict[str, str] = {}  # chunk_id -> the redaction policy its document had
+        self.bundle_id = ""
 
     def warm_up(self) -> None:
         if self._stop_words is not None:
@@ -159,6 +160,7 @@ class Guard:
             from rayrag.index.bundle import IndexBundle
 
             bundle = IndexBundle.load(path)
+            self.bundle_id = bundle.bundle_id
             self._chunk_policy = dict(zip(bundle.chunks().column("chunk_id").to_pylist(),
                                           bundle.chunk_policies(), strict=True))
         if self.redactor is None and self.config.governance.redaction.enabled:
@@ -186,6 +188,13 @@ class Guard:
         from spacy.lang.en.stop_words import STOP_WORDS
 
         self._stop_words = frozenset(STOP_WORDS)  # last: marks the guard as warm
+
+    def state(self) -> dict[str, Any]:
+        """What the Guard checks with: its bundle, redaction, graph, and whether it is warm."""
+        graph = getattr(self.graph, "graph", None)
+        return {"warm": self._stop_words is not None, "bundle_id": self.bundle_id,
+                "redaction": self.redactor is not None,
+                "graph_nodes": graph.graph.number_of_nodes() if graph is not None else 0}
 
     def answer_policy(self, chunk_ids: Sequence[str]) -> str | None:
         """The redaction policy an answer drawn from these chunks gets: the strictest of

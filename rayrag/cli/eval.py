@@ -73,7 +73,11 @@ def print_answer_table(result: dict[str, Any], out: Any = None) -> None:
         print(f"gate vs champion v{gate['champion_version']} (run {gate['baseline_run_id']}): "
               f"{'passed' if gate['passed'] else 'FAILED'}", file=out)
         for reg in gate["regressions"]:
-            print(f"  {reg['metric']}: {reg['baseline']:.4f} -> {reg['current']:.4f} ({reg['delta']:+.4f})", file=out)
+            if reg.get("reason"):
+                print(f"  {reg['metric']}: {reg['reason']}", file=out)
+            else:
+                print(f"  {reg['metric']}: {reg['baseline']:.4f} -> {reg['current']:.4f} ({reg['delta']:+.4f})",
+                      file=out)
 
 
 def _print_retrieval_table(result: dict[str, Any]) -> None:

@@ -230,12 +230,17 @@ def _round(value: float | None) -> float | None:
 def gate_check(current: dict[str, Any], baseline: dict[str, Any], metrics: Iterable[str],
                tolerance: float) -> tuple[bool, list[dict[str, Any]]]:
     """(passed, regressions): a metric regresses when it is worse than the baseline by more
-    than `tolerance` (lower for most metrics, higher for `pii_leak_rate`). Metrics missing or
-    undefined on either side are not compared."""
+    than `tolerance` (lower for most metrics, higher for `pii_leak_rate`). A gated metric the
+    baseline lacks fails the gate (nothing to compare against is not a pass); one undefined
+    in this evaluation (e.g. no question has a gold answer) is not compared."""
     regressions = []
     for metric in metrics:
         now, then = current.get(metric), baseline.get(metric)
-        if now is None or then is None:
+        if then is None:
+            regressions.append({"metric": metric, "baseline": None, "current": now, "delta": None,
+                                "reason": "missing from the baseline"})
+            continue
+        if now is None:
             continue
         delta = float(now) - float(then)
         worse = delta > tolerance if metric in LOWER_IS_BETTER else delta < -tolerance

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from rayrag.atomic import swap_dir_into_place
 from rayrag.config import PERSONAL_POLICY, IndexConfig, RedactionConfig
-from rayrag.errors import IndexError_
+from rayrag.errors import BundleError
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -99,7 +99,7 @@ def write_bundle(out: Path, writers: dict[str, Callable[[Path], None]],
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists() and not (out / MANIFEST).is_file():
         if not out.is_dir() or any(out.iterdir()):
-            raise IndexError_(f"refusing to replace {out}: it exists and is not an index bundle")
+            raise BundleError(f"refusing to replace {out}: it exists and is not an index bundle")
     _sweep_stale_temps(out)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
@@ -109,7 +109,7 @@ def write_bundle(out: Path, writers: dict[str, Callable[[Path], None]],
         _write_json(tmp / MANIFEST, manifest)
         for name in REQUIRED_FILES:
             if not (tmp / name).is_file():
-                raise IndexError_(f"internal: bundle file {name} was not written")
+                raise BundleError(f"internal: bundle file {name} was not written")
         swap_dir_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -156,17 +156,17 @@ class IndexBundle:
     def load(cls, path: str | Path) -> IndexBundle:
         path = Path(path)
         if not path.is_dir():
-            raise IndexError_(f"index bundle not found: {path} (--bundle)")
+            raise BundleError(f"index bundle not found: {path} (--bundle)")
         missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
         if missing:
-            raise IndexError_(f"{path} is not a complete index bundle: missing {', '.join(missing)}")
+            raise BundleError(f"{path} is not a complete index bundle: missing {', '.join(missing)}")
         try:
             manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError):
-            raise IndexError_(f"corrupt bundle manifest: {path / MANIFEST}") from None
+            raise BundleError(f"corrupt bundle manifest: {path / MANIFEST}") from None
         version = manifest.get("format_version")
         if version != FORMAT_VERSION:
-            raise IndexError_(
+            raise BundleError(
                 f"bundle {path} has format_version {version!r}; this rayrag reads {FORMAT_VERSION}")
         return cls(path, manifest)
 
@@ -178,7 +178,7 @@ class IndexBundle:
         try:
             return pq.read_table(self.path / name)
         except (pa.ArrowInvalid, OSError) as exc:
-            raise IndexError_(f"corrupt bundle table {self.path / name}: {type(exc).__name__}") from None
+            raise BundleError(f"corrupt bundle table {self.path / name}: {type(exc).__name__}") from None
 
     def chunks(self) -> pa.Table:
         if self._chunks is None:
@@ -204,11 +204,11 @@ class IndexBundle:
         return (self.path / LEXICAL / "row_ids.json").is_file()
 
     def lexical_index(self) -> Any:
-        """The BM25 index; `IndexError_` naming the fix when the bundle predates it."""
+        """The BM25 index; `BundleError` naming the fix when the bundle predates it."""
         from rayrag.index.lexical import LexicalIndex
 
         if not self.has_lexical():
-            raise IndexError_(f"bundle {self.path} has no lexical (BM25) index: it was written without "
+            raise BundleError(f"bundle {self.path} has no lexical (BM25) index: it was written without "
                               "index.lexical or by an older rayrag; re-ingest it")
         return LexicalIndex.load(self.path / LEXICAL)
 

@@ -43,7 +43,7 @@ import numpy as np
 
 from rayrag.atomic import atomic_text
 from rayrag.config import KGConfig
-from rayrag.errors import DataError, IndexError_
+from rayrag.errors import BundleError, DataError
 from rayrag.index.kg_extract import COOCCURS, ChunkExtraction, entity_key, is_pseudonym_key
 from rayrag.types import Principal, Triple
 
@@ -161,20 +161,20 @@ class KnowledgeGraph:
     def load(cls, path: str | Path) -> KnowledgeGraph:
         path = Path(path)
         if not path.is_file():
-            raise IndexError_(f"knowledge graph not found: {path}")
+            raise BundleError(f"knowledge graph not found: {path}")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             graph = nx.node_link_graph(data, directed=True, multigraph=True, edges="edges")
             version = graph.graph.get("format_version")
             config = KGConfig.model_validate(graph.graph.get("kg_config", {}))
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise IndexError_(f"knowledge graph is corrupt: {path} ({type(exc).__name__})") from None
+            raise BundleError(f"knowledge graph is corrupt: {path} ({type(exc).__name__})") from None
         if version != FORMAT_VERSION or not isinstance(graph, nx.MultiDiGraph):
-            raise IndexError_(f"knowledge graph format {version!r} is not {FORMAT_VERSION}: {path}")
+            raise BundleError(f"knowledge graph format {version!r} is not {FORMAT_VERSION}: {path}")
         if not isinstance(graph.graph.get("acronyms"), dict) or any(
             "kind" not in data for _, data in graph.nodes(data=True)
         ):
-            raise IndexError_(f"knowledge graph is corrupt: {path} (missing attributes)")
+            raise BundleError(f"knowledge graph is corrupt: {path} (missing attributes)")
         return cls(config, graph)
 
     # -- reading -----------------------------------------------------------------------

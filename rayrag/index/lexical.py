@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from rayrag.errors import IndexError_
+from rayrag.errors import BundleError
 
 # sklearn CountVectorizer's pattern (bm25s's default) keeps "emp" and "11935" from "EMP-11935";
 # English stop words out. Recorded in the manifest: a query must be split as the index was.
@@ -59,7 +59,7 @@ class LexicalIndex:
         import bm25s
 
         if len(texts) != len(row_ids):
-            raise IndexError_(f"internal: {len(texts)} texts for {len(row_ids)} row ids")
+            raise BundleError(f"internal: {len(texts)} texts for {len(row_ids)} row ids")
         retriever = bm25s.BM25(k1=k1, b=b)
         if texts:
             # An empty token keeps a passage with only stop words indexable (bm25s needs one).
@@ -97,9 +97,9 @@ class LexicalIndex:
         try:
             meta = json.loads((path / ROW_IDS).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
-            raise IndexError_(f"corrupt or missing lexical index: {path}") from None
+            raise BundleError(f"corrupt or missing lexical index: {path}") from None
         if meta.get("tokenizer") != TOKENIZER:
-            raise IndexError_(f"lexical index {path} was tokenized differently; re-ingest the bundle")
+            raise BundleError(f"lexical index {path} was tokenized differently; re-ingest the bundle")
         row_ids = np.asarray(meta["row_ids"], dtype=np.int64)
         retriever = bm25s.BM25.load(str(path)) if len(row_ids) else None
         return cls(retriever, row_ids)

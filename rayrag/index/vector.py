@@ -43,7 +43,7 @@ import numpy as np
 
 from rayrag.atomic import atomic_path
 from rayrag.config import IndexConfig
-from rayrag.errors import AccessDenied, ConfigError, IndexError_
+from rayrag.errors import AccessDenied, BundleError, ConfigError
 from rayrag.index.vector_gpu import CAGRA, build_cagra, choose_factory, gpu_flat
 
 logger = logging.getLogger(__name__)
@@ -219,7 +219,7 @@ class VectorIndex:
     def _rebuild_without(self, ids: np.ndarray) -> int:
         index = self._index
         if not isinstance(index, faiss.IndexIDMap):
-            raise IndexError_(
+            raise BundleError(
                 f"FAISS index {self._factory!r} supports no removal; rebuild it from the corpus"
             )
         all_ids = faiss.vector_to_array(index.id_map)
@@ -231,7 +231,7 @@ class VectorIndex:
         try:
             vectors = inner.reconstruct_n(0, inner.ntotal)
         except RuntimeError:
-            raise IndexError_(
+            raise BundleError(
                 f"FAISS index {self._factory!r} cannot reconstruct vectors for removal; rebuild it from the corpus"
             ) from None
         index.reset()  # keeps training (e.g. PQ codebooks); drops graph and ids
@@ -362,19 +362,19 @@ class VectorIndex:
         """Read an index written by `save`; `dim`, when given, must match the file's."""
         path = Path(path)
         if not path.is_file():
-            raise IndexError_(f"vector index not found: {path}")
+            raise BundleError(f"vector index not found: {path}")
         try:
             index = faiss.read_index(str(path))
         except RuntimeError as exc:
-            raise IndexError_(
+            raise BundleError(
                 f"vector index is corrupt or unreadable: {path} ({_first_line(exc)})"
             ) from None
         if dim is not None and index.d != dim:
-            raise IndexError_(
+            raise BundleError(
                 f"vector index {path} has dim {index.d}, expected {dim} (embedding.dim)"
             )
         if index.metric_type != faiss.METRIC_INNER_PRODUCT:
-            raise IndexError_(f"vector index {path} is not an inner-product index")
+            raise BundleError(f"vector index {path} is not an inner-product index")
         vector_index = cls(config, dim=index.d)
         vector_index._index, vector_index._factory = index, _describe(index)
         vector_index._apply_search_knobs()
@@ -404,7 +404,7 @@ class VectorIndex:
 
     def _require(self) -> faiss.Index:
         if self._index is None:
-            raise IndexError_("vector index is empty: call build() or load() first")
+            raise BundleError("vector index is empty: call build() or load() first")
         return self._index
 
     def _core(self) -> faiss.Index:

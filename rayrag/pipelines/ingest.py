@@ -34,7 +34,7 @@ import pyarrow as pa
 
 from rayrag.config import RAGConfig
 from rayrag.data.readers import QuarantinedRow, document_digest, read_corpus
-from rayrag.errors import ConfigError, IndexError_, user_error_in
+from rayrag.errors import BundleError, ConfigError, user_error_in
 from rayrag.event_log import StageTimer, get_logger
 from rayrag.index import bundle as bundle_io
 from rayrag.index.embedder import TEXT_FORMAT_VERSIONS
@@ -244,7 +244,7 @@ def ingest(corpus: Path, out: Path, config: RAGConfig, *, previous: Path | None 
 
     old = _load_previous(previous)
     if old is not None and old.manifest.get("ingest_fingerprint") != ingest_fingerprint(config):
-        raise IndexError_(f"bundle {previous} was built with different chunking, embedding, redaction "
+        raise BundleError(f"bundle {previous} was built with different chunking, embedding, redaction "
                           "or KG settings; run a full ingest instead of --bundle")
     old_digests = old.document_digests() if old is not None else {}
     to_process = [doc for doc in read.documents if old_digests.get(doc.id) != digests[doc.id]]

@@ -196,6 +196,12 @@ class HybridRetriever:
                                          embed_fn=self.dense.embedder.encode)
             self._graph.prepare()  # spaCy, and every entity name embedded once, before any question
 
+    def state(self) -> dict[str, Any]:
+        """What is loaded: the bundle id, its chunks, the graph's nodes (0 before `warm_up`)."""
+        graph = self._graph.graph.graph if self._graph is not None else None
+        return {"bundle_id": self.dense.bundle.bundle_id if self._chunk_rows is not None else "",
+                "chunks": len(self._chunk_rows or {}), "graph_nodes": graph.number_of_nodes() if graph else 0}
+
     def with_config(self, config: RAGConfig) -> HybridRetriever:
         """This retriever, loaded bundle and all, with other retrieval settings (fusion
         calibration tries many without loading the index, graph and models again)."""
@@ -225,7 +231,7 @@ class HybridRetriever:
         """(chunk_id, score) best first, at most top_k, before provenance is attached.
 
         The steps are public so the serve graph can run them on separate deployments (dense
-        search on the Retriever, linking and PageRank on the KGEnricher) and get the same
+        search on the Retriever, linking and PageRank on the Ranker) and get the same
         ranking: dense search and entity linking do not depend on each other."""
         depth = self.depth(mode, top_k)
         query = self.dense.query(question)
@@ -444,7 +450,7 @@ class HybridRetriever:
         """Passages (ACL re-checked, fail closed) and their facts for a ranking.
 
         Every path to the reader comes through here (`retrieve`, the serve graph's
-        KGEnricher, the in-process evaluator), so this is where the input-safety classifier
+        Ranker, the in-process evaluator), so this is where the input-safety classifier
         keeps chunks with planted instructions out of the prompt: a flagged passage is
         dropped and counted in `flagged_chunks`, and so is a fact whose only support is a
         flagged chunk (the injection must not come back as a KG fact)."""

@@ -83,11 +83,11 @@ def pin_prompt(config: RAGConfig) -> RAGConfig:
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
-    """The deployment graph: Ingress over Redactor, Retriever, KGEnricher, Generator, Guard."""
+    """The deployment graph: Ingress over Redactor, Retriever, Ranker, Generator, Guard."""
     from rayrag.serve.deployments import (
         GeneratorStage,
         GuardStage,
-        KGEnricherStage,
+        RankerStage,
         RedactorStage,
         RetrieverStage,
     )
@@ -104,12 +104,12 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
 
     redactor = RedactorStage.options(**stage(s.stage_num_cpus)).bind(config_json, str(bundle))
     retriever = RetrieverStage.options(**stage(s.stage_num_cpus)).bind(config_json, str(bundle))
-    kg = KGEnricherStage.options(**stage(s.stage_num_cpus)).bind(config_json, str(bundle))
+    ranker = RankerStage.options(**stage(s.stage_num_cpus)).bind(config_json, str(bundle))
     generator = GeneratorStage.options(**stage(s.generator_num_cpus), **shard_placement(config)).bind(
         config_json, str(model))
     guard = GuardStage.options(**stage(s.stage_num_cpus)).bind(config_json, str(bundle))
     return Ingress.options(**stage(s.stage_num_cpus), max_queued_requests=s.max_queued_requests).bind(
-        redactor, retriever, kg, generator, guard, config_json, str(bundle))
+        redactor, retriever, ranker, generator, guard, config_json, str(bundle))
 
 
 def __getattr__(name: str) -> Any:

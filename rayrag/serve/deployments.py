@@ -1,10 +1,10 @@
 """The serve graph's stages: one Ray Serve deployment each, a thin shell around a plain class.
 
-    Redactor    query PII (Presidio, `governance.redaction.Redactor`), batched
+    Redactor    query PII (Presidio, `governance.privacy.redaction`), batched
     Retriever   query embedding (batched with `@serve.batch`) and FAISS search, ACL inside
-    KGEnricher  entity linking, personalized PageRank, KG-guided expansion, fusion, facts
-    Generator   the MoE reader (`generator.answer.Reader`), batched decoding and streaming
-    Guard       output redaction, KG validation, groundedness, escalation (`serve.guard`)
+    Ranker      entity linking, personalized PageRank, BM25, KG-guided expansion, fusion, facts
+    Generator   the MoE reader (`generator.reader.Reader`), batched decoding and streaming
+    Guard       output redaction, KG validation, groundedness, escalation (`answering.guard`)
 
 The logic is the in-process classes' (`HybridRetriever`'s steps, `Reader`, `Guard`), so the
 graph answers exactly what `rayrag ask` answers; the Ingress (ingress.py) orchestrates them
@@ -20,6 +20,7 @@ Principals cross deployments as `Principal` objects (names and groups, no secret
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -41,6 +42,14 @@ _log = get_logger("rayrag.serve.stages")
 
 def _config(config_json: str) -> RAGConfig:
     return RAGConfig.model_validate_json(config_json)
+
+
+def bundle_id_of(bundle: str | Path) -> str:
+    """The bundle id its manifest names now; "" while a swap has no manifest in place."""
+    try:
+        return str(json.loads((Path(bundle) / "manifest.json").read_text(encoding="utf-8")).get("bundle_id", ""))
+    except (OSError, ValueError):
+        return ""
 
 
 def manifest_stamp(bundle: str | Path) -> tuple[int, int, int] | None:
@@ -171,8 +180,8 @@ class RetrieverStage:
         return dense.search_groups(groups, vectors, principal, top_k)
 
 
-@serve.deployment(name="KGEnricher")
-class KGEnricherStage:
+@serve.deployment(name="Ranker")
+class RankerStage:
     """`HybridRetriever`'s graph side and fusion; dense searches come from the Retriever."""
 
     def __init__(self, config_json: str, bundle: str) -> None:
@@ -193,7 +202,11 @@ class KGEnricherStage:
         return self.watch.current()
 
     def ready(self) -> dict[str, Any]:
-        return {"graph": True}
+        """The graph this replica ranks with, from the bundle on disk now (reloaded if replaced)."""
+        state = self.hybrid.state()
+        if not state["graph_nodes"]:
+            raise RuntimeError("the knowledge graph is not loaded")
+        return state
 
     def link(self, question: RedactedQuestion, principal: Principal) -> dict[str, float]:
         return self.hybrid.link(question, principal)
@@ -318,7 +331,11 @@ class GuardStage:
         return self.watch.current()
 
     def ready(self) -> dict[str, Any]:
-        return {"guard": True}
+        """The Guard's checks, warm, over the bundle on disk now (reloaded if replaced)."""
+        state = self.guard.state()
+        if not state["warm"] or (self.watch.bundle and state["bundle_id"] != bundle_id_of(self.watch.bundle)):
+            raise RuntimeError("the guard is not warm over the current bundle")
+        return state
 
     def check(self, question: str, answer_text: str, evidence: Evidence, principal: Principal,
               answer_logprob: float | None = None) -> Any:

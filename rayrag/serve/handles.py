@@ -4,12 +4,12 @@
 deployment that owns it, awaiting `DeploymentResponse`s (never `ray.get`):
 
     redact   -> Redactor.redact_one (batched)
-    retrieve -> Retriever.search (embed + FAISS)  ||  KGEnricher.link (entity linking), concurrently
-                -> KGEnricher.graph_ranking (PageRank) -> KGEnricher.evidence (fusion, hops, facts)
+    retrieve -> Retriever.search (embed + FAISS)  ||  Ranker.link (entity linking), concurrently
+                -> Ranker.graph_ranking (PageRank) -> Ranker.evidence (fusion, hops, facts)
     read     -> Generator.answer (batched decoding, n-best)   | stream -> Generator.stream
     verify   -> Guard.verify                                    | check, redact_answer -> Guard
 
-`retrieve` is `HybridRetriever.retrieve` split across the Retriever and KGEnricher
+`retrieve` is `HybridRetriever.retrieve` split across the Retriever and Ranker
 deployments, so the service ranks what `rayrag ask` ranks.
 """
 
@@ -27,9 +27,11 @@ from rayrag.types import Evidence, Principal, RedactedQuestion
 class HandleStages:
     """One handle per stage deployment, as `build_app` wires them."""
 
-    def __init__(self, config: RAGConfig, redactor: Any, retriever: Any, kg: Any, generator: Any, guard: Any) -> None:
+    def __init__(self, config: RAGConfig, redactor: Any, retriever: Any, ranker: Any, generator: Any,
+                 guard: Any) -> None:
         self.config = config
-        self.redactor, self.retriever, self.kg, self.generator, self.guard = redactor, retriever, kg, generator, guard
+        self.redactor, self.retriever, self.ranker = redactor, retriever, ranker
+        self.generator, self.guard = generator, guard
 
     async def redact(self, question: str) -> RedactedQuestion:
         redacted, _counts = await self.redactor.redact_one.remote(question)
@@ -38,19 +40,19 @@ class HandleStages:
     async def retrieve(self, question: RedactedQuestion, principal: Principal, mode: str, top_k: int,
                        timer: StageTimer) -> Evidence:
         if mode == "bm25":  # the lexical index lives beside the graph; nothing else to search
-            return await timer("retrieve", self.kg.evidence.remote(question, principal, mode, top_k, [], []))
+            return await timer("retrieve", self.ranker.evidence.remote(question, principal, mode, top_k, [], []))
         depth = top_k if mode == "dense" else max(top_k, self.config.retrieval.candidate_k)
         dense_ref = self.retriever.search.remote(question, principal, depth)
         if mode == "dense":
             dense_hits, links = await timer("retrieve", dense_ref), {}
         else:  # dense search and entity linking do not depend on each other
             dense_hits, links = await timer("retrieve", asyncio.gather(
-                dense_ref, self.kg.link.remote(question, principal)))
+                dense_ref, self.ranker.link.remote(question, principal)))
         dense_ranking = [(p.chunk_id, p.score) for p in dense_hits]
         graph_ranking: list[tuple[str, float]] = []
         if mode != "dense":
-            graph_ranking = await timer("kg", self.kg.graph_ranking.remote(principal, links, dense_hits, depth))
-        return await timer("kg", self.kg.evidence.remote(question, principal, mode, top_k, dense_ranking,
+            graph_ranking = await timer("kg", self.ranker.graph_ranking.remote(principal, links, dense_hits, depth))
+        return await timer("kg", self.ranker.evidence.remote(question, principal, mode, top_k, dense_ranking,
                                                          graph_ranking))
 
     async def read(self, question: str, evidence: Evidence, max_new_tokens: int | None) -> Any:

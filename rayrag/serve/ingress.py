@@ -3,8 +3,8 @@
 A question's path, each arrow one awaited handle call (`rayrag.serve.handles`):
 
     auth (Bearer key -> principal, groups, team) -> input safety -> Redactor (query PII)
-      -> Retriever.search (embed + FAISS)  ||  KGEnricher.link (entity linking)   concurrently
-      -> KGEnricher.graph_ranking (PageRank) -> KGEnricher.evidence (fusion, hops, facts)
+      -> Retriever.search (embed + FAISS)  ||  Ranker.link (entity linking)   concurrently
+      -> Ranker.graph_ranking (PageRank) -> Ranker.evidence (fusion, hops, facts)
       -> Generator -> Guard
 
 The steps, the refusal, the cost and the response are `AnswerPipeline`'s, the same as
@@ -55,7 +55,7 @@ from rayrag.serve.schemas import (
 
 LATENCY_BOUNDARIES_MS = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000]
 BODY_OVERHEAD_BYTES = 16 * 1024  # JSON around the question: fields, chat history
-STAGES = ("redactor", "retriever", "kg", "generator", "guard")
+STAGES = ("redactor", "retriever", "ranker", "generator", "guard")
 app.include_router(admin.router)
 
 
@@ -68,11 +68,11 @@ def _cacheable(request: Request) -> bool:
 @serve.deployment(name="Ingress")
 @serve.ingress(app)
 class Ingress:
-    def __init__(self, redactor: Any, retriever: Any, kg: Any, generator: Any, guard: Any, config_json: str,
+    def __init__(self, redactor: Any, retriever: Any, ranker: Any, generator: Any, guard: Any, config_json: str,
                  bundle: str = "") -> None:
         self.config = config = RAGConfig.model_validate_json(config_json)
-        self.handles = dict(zip(STAGES, (redactor, retriever, kg, generator, guard), strict=True))
-        self.pipeline = AnswerPipeline(config, HandleStages(config, redactor, retriever, kg, generator, guard),
+        self.handles = dict(zip(STAGES, (redactor, retriever, ranker, generator, guard), strict=True))
+        self.pipeline = AnswerPipeline(config, HandleStages(config, redactor, retriever, ranker, generator, guard),
                                        prompt_version=prompt_label(config.tracking.prompt_name,
                                                                    config.tracking.prompt_version))
         serve_cfg = config.serve

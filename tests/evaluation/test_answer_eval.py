@@ -111,7 +111,11 @@ def test_gate_check_on_planted_regressions():
     assert [r["metric"] for r in regressions] == ["recall_at_5", "pii_leak_rate"]
     assert regressions[0] == {"metric": "recall_at_5", "baseline": 0.8, "current": 0.7, "delta": pytest.approx(-0.1)}
     assert regressions[1]["delta"] == pytest.approx(0.05)  # leaks: higher is worse
-    assert gate_check({"recall_at_5": 0.1}, {}, metrics, 0.0) == (True, [])
+    # A baseline without a gated metric cannot vouch for it: the gate fails and names it.
+    passed, regressions = gate_check({"recall_at_5": 0.1}, {"answer_f1": 0.5, "pii_leak_rate": 0.0,
+                                                            "citation_precision": 0.7}, metrics, 0.0)
+    assert not passed and regressions == [{"metric": "recall_at_5", "baseline": None, "current": 0.1,
+                                           "delta": None, "reason": "missing from the baseline"}]
 
 
 def test_canaries_from_planted_pii_or_list(tmp_path):
@@ -315,7 +319,8 @@ def test_champion_gate_end_to_end(stack):
         evaluate_answers(**gated, gate="champion", limit=1)  # a slice never meets the whole file's baseline
 
     # A planted champion evaluation that scored better: the same model now regresses.
-    better = {"recall_at_5": min(baseline["recall_at_5"] + 0.5, 1.5), "pii_leak_rate": 0.0,
+    better = {**{m: baseline[m] for m in stack.config.evaluation.gate_metrics if baseline.get(m) is not None},
+              "recall_at_5": min(baseline["recall_at_5"] + 0.5, 1.5), "pii_leak_rate": 0.0,
               "answer_f1": (baseline["answer_f1"] or 0) + 0.3}
     tags = {"weights_digest": weights_of(stack.answerer.model_version), "dataset_digest": baseline["dataset_digest"],
             "evaluation": "answers", "model_version": stack.answerer.model_version}

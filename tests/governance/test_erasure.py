@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from rayrag.config import resolve_config
-from rayrag.errors import DataError, IndexError_
+from rayrag.errors import BundleError, DataError
 from rayrag.event_log import fingerprint
 from rayrag.governance.privacy.audit import AuditLog
 from rayrag.governance.privacy.erasure import forget
@@ -192,7 +192,7 @@ def test_unknown_doc_id_changes_nothing(fresh, tmp_path):
     assert "Maria" not in str(info.value)
     with pytest.raises(DataError):
         forget(bundle, [], config)
-    with pytest.raises(IndexError_, match="not found"):
+    with pytest.raises(BundleError, match="not found"):
         forget(tmp_path / "nope", [CANARY_ID], config)
     assert {str(p.relative_to(bundle)): p.read_bytes() for p in bundle.rglob("*") if p.is_file()} == snapshot
     assert sorted(p.name for p in bundle.parent.iterdir()) == ["bundle"]  # not even a lock file

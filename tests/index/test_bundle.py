@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from rayrag.errors import IndexError_
+from rayrag.errors import BundleError
 from rayrag.index import bundle as b
 
 
@@ -74,24 +74,24 @@ def test_refuses_to_replace_a_non_bundle(tmp_path):
     out = tmp_path / "precious"
     out.mkdir()
     (out / "thesis.tex").write_text("do not delete")
-    with pytest.raises(IndexError_, match="not an index bundle"):
+    with pytest.raises(BundleError, match="not an index bundle"):
         b.write_bundle(out, _writers("x"), _manifest("x"))
     assert (out / "thesis.tex").read_text() == "do not delete"
 
 
 def test_load_errors(tmp_path):
-    with pytest.raises(IndexError_, match="not found"):
+    with pytest.raises(BundleError, match="not found"):
         b.IndexBundle.load(tmp_path / "missing")
     incomplete = tmp_path / "incomplete"
     incomplete.mkdir()
     (incomplete / b.MANIFEST).write_text("{}")
-    with pytest.raises(IndexError_, match="missing"):
+    with pytest.raises(BundleError, match="missing"):
         b.IndexBundle.load(incomplete)
     out = tmp_path / "bundle"
     b.write_bundle(out, _writers("one"), _manifest("one"))
     (out / b.MANIFEST).write_text("{not json")
-    with pytest.raises(IndexError_, match="corrupt bundle manifest"):
+    with pytest.raises(BundleError, match="corrupt bundle manifest"):
         b.IndexBundle.load(out)
     (out / b.MANIFEST).write_text(json.dumps({"format_version": 99}))
-    with pytest.raises(IndexError_, match="format_version 99"):
+    with pytest.raises(BundleError, match="format_version 99"):
         b.IndexBundle.load(out)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from rayrag.config import KGConfig
-from rayrag.errors import DataError, IndexError_
+from rayrag.errors import BundleError, DataError
 from rayrag.index.graph import KnowledgeGraph
 from rayrag.index.kg_extract import ChunkExtraction, TripleExtractor
 from rayrag.types import Chunk, Principal, Triple
@@ -201,7 +201,7 @@ def test_missing_or_corrupt_file_is_one_line_index_error(tmp_path, content: str 
     path = tmp_path / "graph.json"
     if content is not None:
         path.write_text(content)
-    with pytest.raises(IndexError_) as err:
+    with pytest.raises(BundleError) as err:
         KnowledgeGraph.load(path)
     assert "\n" not in str(err.value) and "graph.json" in str(err.value)
 

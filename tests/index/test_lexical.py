@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from rayrag.errors import ConfigError, IndexError_
+from rayrag.errors import BundleError, ConfigError
 from rayrag.index.embedder import passage_text
 from rayrag.index.lexical import LexicalIndex, tokenize
 from rayrag.retrieval.hybrid import rrf_fuse
@@ -66,9 +66,9 @@ def test_save_load_roundtrip_and_tokenizer_check(index, tmp_path):
     assert back.search("Nettlefield investigator", 3, ALL) == index.search("Nettlefield investigator", 3, ALL)
     meta = (tmp_path / "lexical" / "row_ids.json")
     meta.write_text(meta.read_text().replace('"version": 1', '"version": 99'))
-    with pytest.raises(IndexError_, match="tokenized differently"):
+    with pytest.raises(BundleError, match="tokenized differently"):
         LexicalIndex.load(tmp_path / "lexical")
-    with pytest.raises(IndexError_, match="missing lexical index"):
+    with pytest.raises(BundleError, match="missing lexical index"):
         LexicalIndex.load(tmp_path / "nowhere")
 
 

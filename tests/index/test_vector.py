@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from rayrag.config import IndexConfig
-from rayrag.errors import AccessDenied, ConfigError, IndexError_
+from rayrag.errors import AccessDenied, BundleError, ConfigError
 from rayrag.index.vector import PAD_ID, AllowedIds, VectorIndex
 
 DIM = 16
@@ -195,11 +195,11 @@ def test_save_load_round_trip(tmp_path, data):
 
 
 def test_load_missing_or_corrupt_is_one_line_error(tmp_path):
-    with pytest.raises(IndexError_, match="not found"):
+    with pytest.raises(BundleError, match="not found"):
         VectorIndex.load(tmp_path / "nope.faiss")
     bad = tmp_path / "bad.faiss"
     bad.write_bytes(b"not a faiss index")
-    with pytest.raises(IndexError_, match="corrupt") as info:
+    with pytest.raises(BundleError, match="corrupt") as info:
         VectorIndex.load(bad)
     assert "\n" not in str(info.value)
 
@@ -216,7 +216,7 @@ def test_validation(data):
     assert index.search(queries[0], k=2)[1].shape == (1, 2)  # a single 1-D query is accepted
     with pytest.raises(ConfigError, match="index.factory"):
         VectorIndex(IndexConfig(factory="NotAnIndex"), dim=DIM).build(base)
-    with pytest.raises(IndexError_, match="build"):
+    with pytest.raises(BundleError, match="build"):
         VectorIndex(IndexConfig(), dim=DIM).search(queries, k=1)
 
 
@@ -281,7 +281,9 @@ def test_cpu_view_shares_the_cpu_index_without_a_gpu_clone(data):
     index = VectorIndex(IndexConfig(factory="IVF16,Flat", nprobe=4), dim=DIM).build(base)
     view = index.cpu_view()
     assert not view.on_gpu and view.ntotal == index.ntotal and view.factory_string == "IVF16,Flat"
-    np.testing.assert_array_equal(view.search(queries, 5)[1], index.cpu_view().search(queries, 5)[1])
+    assert view._index is index._index  # shared: the view copies nothing
+    for got, want in zip(view.search(queries, 5), index.search(queries, 5), strict=True):
+        np.testing.assert_array_equal(got, want)
     assert view.config.nprobe == 4 and view.config.use_gpu == "never"
 
 

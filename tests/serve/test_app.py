@@ -134,15 +134,24 @@ def test_the_checked_in_serve_config_is_a_valid_serve_deploy_file():
     (application,) = deploy.applications
     assert application.import_path == "rayrag.serve.app:build_app" and application.route_prefix == "/"
     names = {d.name for d in application.deployments}
-    assert names == {"Ingress", "Redactor", "Retriever", "KGEnricher", "Generator", "Guard"}
+    assert names == {"Ingress", "Redactor", "Retriever", "Ranker", "Generator", "Guard"}
 
 
-def test_health_readiness_and_openapi(server):
+def test_health_readiness_and_openapi(server, stack):
     assert httpx.get(f"{server}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{server}/readyz").json()
-    assert ready["ready"] is True and set(ready["stages"]) == {"redactor", "retriever", "kg", "generator", "guard"}
-    paths = httpx.get(f"{server}/openapi.json").json()["paths"]
-    assert {"/v1/ask", "/v1/chat/completions", "/healthz", "/readyz"} <= set(paths)
+    assert ready["ready"] is True and set(ready["stages"]) == {"redactor", "retriever", "ranker", "generator", "guard"}
+    # The graph and guard stages report what they loaded from the bundle on disk, not a constant.
+    bundle_id = json.loads((Path(stack.args["bundle"]) / "manifest.json").read_text())["bundle_id"]
+    ranker, guard = ready["stages"]["ranker"], ready["stages"]["guard"]
+    assert ranker["bundle_id"] == guard["bundle_id"] == bundle_id
+    assert ranker["graph_nodes"] > 0 and ranker["graph_nodes"] == guard["graph_nodes"] and guard["warm"]
+    spec = httpx.get(f"{server}/openapi.json").json()
+    assert {"/v1/ask", "/v1/chat/completions", "/healthz", "/readyz"} <= set(spec["paths"])
+    # Typed responses: the answer's schema is documented, and so is every error's.
+    ask = spec["paths"]["/v1/ask"]["post"]["responses"]
+    assert ask["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/AskResponse")
+    assert {"401", "413", "422", "503"} <= set(ask)
 
 
 def test_ask_returns_the_whole_answer_and_echoes_the_request_id(server, stack):
@@ -561,7 +570,7 @@ def test_serve_build_writes_a_deploy_file_without_the_artefacts(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     deploy = yaml.safe_load((tmp_path / "deploy.yaml").read_text())
     names = {d["name"] for d in deploy["applications"][0]["deployments"]}
-    assert names == {"Ingress", "Redactor", "Retriever", "KGEnricher", "Generator", "Guard"}
+    assert names == {"Ingress", "Redactor", "Retriever", "Ranker", "Generator", "Guard"}
 
 
 # Local testing mode runs the FastAPI ingress in this process and leaves uvicorn state on the

@@ -48,7 +48,7 @@ import pyarrow.parquet as pq
 
 from rayrag.atomic import exclusive_lock
 from rayrag.config import RAGConfig
-from rayrag.errors import DataError, IndexError_
+from rayrag.errors import BundleError, DataError
 from rayrag.event_log import fingerprint, get_logger
 from rayrag.governance.privacy.audit import AuditLog, is_id, new_audit_id
 from rayrag.index import bundle as bundle_io
@@ -92,7 +92,7 @@ def forget(bundle: str | Path, doc_ids: Sequence[str], config: RAGConfig, *, act
     bundle_path = Path(bundle)
     wanted = _check_doc_ids(doc_ids)
     if not (bundle_path / bundle_io.MANIFEST).is_file():
-        raise IndexError_(f"index bundle not found: {bundle_path} (--bundle)")
+        raise BundleError(f"index bundle not found: {bundle_path} (--bundle)")
     _check_known(bundle_io.IndexBundle.load(bundle_path), wanted)  # before the lock file is made
     with _bundle_lock(bundle_path):
         old = bundle_io.IndexBundle.load(bundle_path)
@@ -173,7 +173,7 @@ def _without(old: bundle_io.IndexBundle, wanted: set[str], config: RAGConfig) ->
     index = old.vector_index(config.index)
     vectors_removed = index.remove_ids(drop_rows) if len(drop_rows) else 0
     if vectors_removed != len(drop_rows) or index.ntotal != kept_chunks.num_rows:
-        raise IndexError_(f"bundle {old.bundle_id}: {len(drop_rows)} chunks to forget but {vectors_removed} "
+        raise BundleError(f"bundle {old.bundle_id}: {len(drop_rows)} chunks to forget but {vectors_removed} "
                           f"vectors removed, {index.ntotal} left for {kept_chunks.num_rows} chunks; "
                           "rebuild the bundle with a full ingest")
 
@@ -230,7 +230,7 @@ def _check_graph_clean(g: Any, doc_ids: set[str], chunk_ids: set[str]) -> None:
 
     bad = sum(1 for _, d in g.nodes(data=True) if dirty(d)) + sum(1 for *_, d in g.edges(data=True) if dirty(d))
     if bad:
-        raise IndexError_(f"internal: {bad} graph nodes or edges still carry forgotten provenance; "
+        raise BundleError(f"internal: {bad} graph nodes or edges still carry forgotten provenance; "
                           "nothing was written")
 
 
