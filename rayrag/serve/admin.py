@@ -21,7 +21,7 @@ from rayrag.event_log import fingerprint
 from rayrag.serve.api import RequestId, current_ingress
 from rayrag.serve.auth import ApiPrincipal
 from rayrag.serve.errors import AdminOnly, HTTPFailure
-from rayrag.serve.schemas import AliasRequest, ForgetRequest, PurgeRequest
+from rayrag.serve.schemas import AliasRequest, ForgetRequest, GuardProbeRequest, PurgeRequest
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 Ingress = Annotated[Any, Depends(current_ingress)]
@@ -159,6 +159,19 @@ async def alias(body: AliasRequest, caller: Admin, ingress: Ingress, rid: Reques
     result = await asyncio.to_thread(move)
     audit(ingress, "alias", caller, rid, alias=body.alias, version=body.version, previous=result["previous"])
     return {**result, "request_id": rid}
+
+
+@router.post("/guard-probe")
+async def guard_probe(body: GuardProbeRequest, caller: Admin, ingress: Ingress, rid: RequestId) -> dict[str, Any]:
+    """The deployed Guard's verdict on a planted answer (no evidence: the strictest policy),
+    so the readiness probe can show PII on the answer path comes back redacted."""
+    from rayrag.types import Evidence
+
+    report = await ingress.handles["guard"].check.remote("readiness probe", body.answer, Evidence(passages=()),
+                                                        caller.principal, None)
+    audit(ingress, "guard_probe", caller, rid, redactions=sum(report.redactions.values()))
+    return {"answer": report.text, "redactions": report.redactions, "reasons": report.reasons,
+            "escalated": report.escalated, "request_id": rid}
 
 
 @router.get("/governance")

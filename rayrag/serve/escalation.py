@@ -49,10 +49,11 @@ class EscalationQueue:
 
     def record(self, request_id: str, user_hash: str, team: str, reasons: Sequence[str],
                confidence: float, groundedness: float, chunk_ids: Sequence[str],
-               model_version: str) -> dict[str, Any]:
-        """Append one record and return it. Refuses values that do not look like ids."""
+               model_version: str, ts: float | None = None) -> dict[str, Any]:
+        """Append one record and return it. Refuses values that do not look like ids.
+        `ts` (default now) lets the readiness probe plant a record past its retention."""
         record = {
-            "ts": round(time.time(), 3),
+            "ts": round(time.time() if ts is None else _score(ts, "ts"), 3),
             "request_id": _id(request_id, "request_id"),
             "user_hash": _id(user_hash, "user_hash"),
             "team": _id(team, "team"),

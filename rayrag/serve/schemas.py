@@ -59,6 +59,15 @@ class PurgeRequest(BaseModel):
     dry_run: bool = Field(False, description="Count what would be deleted; delete nothing.")
 
 
+class GuardProbeRequest(BaseModel):
+    """`POST /v1/admin/guard-probe`: an answer the caller plants on the answer path, checked
+    by the deployed Guard as every answer is (admin only; the readiness probe plants PII)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    answer: str = Field(min_length=1, max_length=2000, description="The planted answer text.")
+
+
 class AliasRequest(BaseModel):
     """`POST /v1/admin/registry/alias`: point an alias of the served model name at a version."""
 

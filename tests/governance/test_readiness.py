@@ -212,6 +212,11 @@ def test_readiness_local_runs_sixteen_content_free_probes(tiny_stack, capsys):
     print({name: (c["passed"], c["evidence"]) for name, c in checks.items()})  # shown with -s
     failed = {name: c["evidence"] for name, c in checks.items() if not c["passed"]}
     assert not failed and code == 0  # every probe passes on a healthy stack
+    # Retention deleted a record planted past its TTL and kept a fresh one; PII planted on the
+    # answer path came back redacted from the deployed Guard.
+    assert "planted_expired_gone=True planted_fresh_kept=True" in checks["retention_configured"]["evidence"]
+    assert "planted_left=0" in checks["output_moderation"]["evidence"]
+    assert "pii_reason=True" in checks["output_moderation"]["evidence"]
     text = out.out + out.err
     forbidden = [canary.phrase, canary.question, *(q["question"] for q in corpus.questions),
                  *(corpus.docs[d]["text"][:40] for d in corpus.kept), corpus.docs[canary.doc_id]["title"]]

@@ -119,12 +119,29 @@ class ReadinessProbe(ProbeSession):
         return evidence
 
     def check_retention_configured(self) -> str:
+        """Every record type has a TTL, and a purge enforces it: an escalation record planted
+        past its TTL is gone after `POST /v1/admin/purge`, one planted now is kept. Planting
+        writes the service's escalation queue, so the probe runs where that file is."""
+        from rayrag.serve.escalation import EscalationQueue
+
         body = self._admin("POST", "/v1/admin/purge", "purge", {"older_than_days": None, "dry_run": True})
         ttl = body.get("ttl_days") or {}
         bad = [t for t in RECORD_TYPES if not isinstance(ttl.get(t), (int, float)) or ttl.get(t) <= 0]
         evidence = ("ttl_days=" + ",".join(f"{t}:{ttl.get(t)}" for t in RECORD_TYPES)
                     + f" dry_run={body.get('dry_run')} missing={','.join(bad) or 'none'}")
         need(not bad and body.get("dry_run") is True, evidence)
+        queue = EscalationQueue(self.config.serve.escalation_queue)
+        need(queue.path.parent.is_dir(), evidence + " plant=impossible (the escalation queue is not on this machine)")
+        expired, fresh = self._rid("retention-expired"), self._rid("retention-fresh")
+        planted = {"user_hash": "readiness", "team": "readiness", "reasons": ["readiness_plant"],
+                   "confidence": 0.0, "groundedness": 0.0, "chunk_ids": [], "model_version": ""}
+        queue.record(expired, ts=time.time() - float(ttl["escalations"]) * 86_400 - 3_600, **planted)
+        queue.record(fresh, **planted)
+        purged = self._admin("POST", "/v1/admin/purge", "purge", {"older_than_days": None, "dry_run": False})
+        left = {record.get("request_id") for record in queue.read()}
+        evidence += (f" purged_escalations={(purged.get('purged') or {}).get('escalations')}"
+                     f" planted_expired_gone={expired not in left} planted_fresh_kept={fresh in left}")
+        need(expired not in left and fresh in left, evidence)
         return evidence
 
     # -- quality ---------------------------------------------------------------------------
@@ -256,9 +273,19 @@ class ReadinessProbe(ProbeSession):
             answer = str(body.get("answer") or "")
             raw_pii += bool(_SSN_SHAPE.search(answer) or _EMAIL_SHAPE.search(answer))
         n = len(answered)
+        # PII planted on the answer path: the deployed Guard must redact it and say so.
+        ssn = f"{secrets.randbelow(600) + 100:03d}-{secrets.randbelow(89) + 10:02d}-{secrets.randbelow(9000) + 1000:04d}"
+        email = f"readiness.{self.state.run_tag}@example.org"
+        probe = self._admin("POST", "/v1/admin/guard-probe", "guard-probe",
+                            {"answer": f"Her social security number is {ssn} and her email is {email}."})
+        planted_left = sum(value in str(probe.get("answer") or "") for value in (ssn, email))
+        planted_redacted = sum((probe.get("redactions") or {}).values())
         evidence = (f"answers={n} guard_reports={checked} decisions_consistent={consistent} "
-                    f"threshold={threshold} answer_pii_redacted={redacted} raw_pii_in_answers={raw_pii}")
-        need(checked == n and consistent == n and raw_pii == 0, evidence)
+                    f"threshold={threshold} answer_pii_redacted={redacted} raw_pii_in_answers={raw_pii} "
+                    f"planted_pii=2 planted_redacted={planted_redacted} planted_left={planted_left} "
+                    f"pii_reason={'pii_in_answer' in (probe.get('reasons') or [])}")
+        need(checked == n and consistent == n and raw_pii == 0 and planted_left == 0 and planted_redacted >= 2
+             and "pii_in_answer" in (probe.get("reasons") or []), evidence)
         return evidence
 
     def check_escalation_path(self) -> str:
