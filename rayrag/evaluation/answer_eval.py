@@ -1,14 +1,14 @@
 """End-to-end answer evaluation: retrieval, answer quality, governance and cost per question.
 
-Every question of a QA set goes through the whole online flow, either in this process
-(`HybridRetriever` -> `Reader` -> `Guard`, the serve graph's steps: redact the question,
-retrieve, answer, check) or against a running server (`POST {url}/v1/ask`). Both give the
-/v1/ask JSON, which is normalised into one `Outcome` per question and scored:
+Every question of a QA set goes through the whole online flow, either in this process (the
+`AnswerPipeline` the serve graph runs: screen, redact, retrieve, read, guard) or against a
+running server (`POST {url}/v1/ask`); `answerers.py` holds both. Both give the /v1/ask JSON,
+which is normalised into one `Outcome` per question and scored (`answer_scoring.py`):
 
     context_recall       of the gold documents, the share among the passages handed to the
                          reader (the top_k retrieved: the prompt's citations plus the passages
                          cut to fit the window), so it moves with top_k where recall@k cannot.
-    recall@2/5/10, MRR   over distinct documents (evaluate.py, HippoRAG's definition). In
+    recall@2/5/10, MRR   over distinct documents (retrieval_eval.py, HippoRAG's definition). In
                          process: a second, deep retrieval (`4 * 10` chunks, no facts) that
                          is not timed. Over HTTP: only what the response shows — the prompt's
                          citations in rank order, then the chunks cut to fit the window
@@ -49,314 +49,36 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import re
-import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from rayrag.config import RAGConfig
 from rayrag.data.readers import QAPair, read_qa
-from rayrag.errors import ConfigError, DataError, RayRagError
-from rayrag.evaluation.qa_metrics import (
-    citation_precision,
-    exact_match,
-    leaked,
-    mean,
-    percentile,
-    token_f1,
+from rayrag.errors import ConfigError, RayRagError
+from rayrag.evaluation.answer_scoring import (
+    QUALITY_METRICS,
+    aggregate_scores,
+    gate_check,
+    score_example,
 )
+from rayrag.evaluation.answerers import HttpAnswerer, InProcessAnswerer
 from rayrag.evaluation.retrieval_eval import (
-    RECALL_KS,
-    distinct_in_order,
     file_digest,
-    question_metrics,
 )
 from rayrag.tracking.tracker import Tracker
 from rayrag.types import Principal
 
-QUALITY_METRICS = (*(f"recall_at_{k}" for k in RECALL_KS), "mrr", "context_recall", "answer_em", "reader_em",
-                   "answer_f1", "groundedness",
-                   "citation_precision", "kg_validation_rate", "kg_supported_rate", "pii_leak_rate")
-LOWER_IS_BETTER = frozenset({"pii_leak_rate"})
-MARKER_RE = re.compile(r"\[\d{1,3}\]")
 TABLE_FILE = "eval_examples.json"
 GATES = ("champion",)
-HTTP_TIMEOUT_S = 120.0
 NO_BASELINE = ("no evaluation of the champion on this dataset; run `rayrag eval` with "
                "--model models:/{name}@champion first")
-
-
-@dataclass
-class Outcome:
-    """One question's trip through the system, normalised from the /v1/ask JSON (ids and numbers,
-    plus the answer text, which is scored and then dropped)."""
-
-    ranked_doc_ids: list[str]
-    cited_doc_ids: list[str]
-    answer: str
-    groundedness: float
-    validation: dict[str, Any]
-    prompt_tokens: int
-    completion_tokens: int
-    cost: float
-    latency_ms: float
-    model_version: str = ""
-    context_doc_ids: list[str] = field(default_factory=list)  # the reader's passages (top_k), rank order
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def doc_of_chunk(chunk_id: str) -> str:
-    """`press-002#3` -> `press-002` (chunk ids are `<doc id>#<n>`, chunking.py)."""
-    return chunk_id.rsplit("#", 1)[0]
-
-
-def outcome_from_response(body: dict[str, Any], latency_ms: float,
-                          ranked_doc_ids: Sequence[str] | None = None) -> Outcome:
-    """The /v1/ask JSON -> an `Outcome`. Without `ranked_doc_ids` the ranking is the prompt's
-    citations then the chunks truncated to fit the window (the deepest the response shows)."""
-    citations = sorted(body.get("citations") or [], key=lambda c: c["marker"])
-    by_marker = {c["marker"]: c["doc_id"] for c in citations}
-    truncated = (body.get("truncated") or {}).get("chunk_ids") or []
-    context = distinct_in_order([c["doc_id"] for c in citations] + [doc_of_chunk(c) for c in truncated])
-    if ranked_doc_ids is None:
-        ranked_doc_ids = context
-    markers = [m for m in body.get("cited_markers") or [] if m in by_marker]
-    cited = [by_marker[m] for m in markers] or [c["doc_id"] for c in citations]
-    usage = body.get("usage") or {}
-    return Outcome(ranked_doc_ids=list(ranked_doc_ids), cited_doc_ids=cited, answer=body.get("answer") or "",
-                   groundedness=float(body.get("groundedness") or 0.0), validation=dict(body.get("validation") or {}),
-                   prompt_tokens=int(usage.get("prompt_tokens", 0)), completion_tokens=int(usage.get("completion_tokens", 0)),
-                   cost=float(usage.get("cost", 0.0)), latency_ms=float(latency_ms),
-                   model_version=str(body.get("model_version") or ""), context_doc_ids=list(context),
-                   extra={"escalated": bool(body.get("escalated", False)), "explicit_citations": bool(markers),
-                          "confidence": float(body.get("confidence") or 0.0),
-                          "refused": bool(body.get("refused", False))})
 
 
 # ---------------------------------------------------------------- scoring (pure)
 
 
-def score_example(qa: QAPair, outcome: Outcome, canaries: Sequence[str]) -> dict[str, float | None]:
-    """Per-question scores; None where a score is undefined (no gold documents or answers)."""
-    scores: dict[str, float | None]
-    if qa.supporting_ids:
-        scores = dict(question_metrics(outcome.ranked_doc_ids, qa.supporting_ids))
-    else:
-        scores = {f"recall_at_{k}": None for k in RECALL_KS} | {"mrr": None}
-    scores["context_recall"] = (len(set(outcome.context_doc_ids) & set(qa.supporting_ids)) / len(set(qa.supporting_ids))
-                                if qa.supporting_ids else None)
-    bare = " ".join(MARKER_RE.sub(" ", outcome.answer).split())
-    scores["answer_em"] = exact_match(bare, qa.answers) if qa.answers else None
-    reader = outcome.extra.get("reader_answer")
-    scores["reader_em"] = (exact_match(" ".join(MARKER_RE.sub(" ", reader).split()), qa.answers)
-                           if qa.answers and reader is not None else None)
-    scores["answer_f1"] = token_f1(bare, qa.answers) if qa.answers else None
-    scores["groundedness"] = outcome.groundedness
-    scores["citation_precision"] = (citation_precision(outcome.cited_doc_ids, qa.supporting_ids)
-                                    if qa.supporting_ids else None)
-    checked = outcome.validation.get("checked", False)
-    contradicted = outcome.validation.get("contradicted", 0)
-    scores["kg_validation_rate"] = float(not contradicted) if checked else None
-    scores["kg_supported_rate"] = (float(not contradicted and outcome.validation.get("supported", 0) > 0)
-                                   if checked else None)
-    scores["pii_leak_rate"] = float(bool(leaked(outcome.answer, canaries)))
-    scores["confidence"] = float(outcome.extra.get("confidence", 0.0))
-    scores["escalated"] = float(bool(outcome.extra.get("escalated", False)))
-    scores["latency_ms"] = outcome.latency_ms
-    scores["prompt_tokens"] = float(outcome.prompt_tokens)
-    scores["completion_tokens"] = float(outcome.completion_tokens)
-    scores["cost"] = outcome.cost
-    return scores
-
-
-def aggregate_scores(rows: Sequence[dict[str, float | None]]) -> dict[str, float | None]:
-    """Means of the quality metrics over defined values, latency percentiles, usage per request."""
-    out: dict[str, float | None] = {m: _round(mean(r[m] for r in rows)) for m in QUALITY_METRICS}
-    latencies = [r["latency_ms"] for r in rows]
-    prompt = mean(r["prompt_tokens"] for r in rows) or 0.0
-    completion = mean(r["completion_tokens"] for r in rows) or 0.0
-    out.update({
-        "p50_ms": round(percentile(latencies, 50), 3), "p99_ms": round(percentile(latencies, 99), 3),
-        "prompt_tokens_per_request": round(prompt, 3), "completion_tokens_per_request": round(completion, 3),
-        "tokens_per_request": round(prompt + completion, 3),
-        "cost_per_request": mean(r["cost"] for r in rows) or 0.0,
-        "questions": float(len(rows)),
-    })
-    out.update(calibration(rows))
-    return out
-
-
-def calibration(rows: Sequence[dict[str, float | None]]) -> dict[str, float | None]:
-    """Whether the Guard's numbers can tell right from wrong (right = exact match):
-    `confidence_auroc` (the chance a right answer's confidence beats a wrong one's, ties half),
-    the escalation rate among right and among wrong answers, and the mean groundedness of each.
-    None where a side has no answers."""
-    judged = [r for r in rows if r.get("answer_em") is not None and r.get("confidence") is not None]
-    right = [r for r in judged if r["answer_em"] == 1.0]
-    wrong = [r for r in judged if r["answer_em"] != 1.0]
-    out: dict[str, float | None] = {
-        "confidence_auroc": _round(auroc([r["confidence"] for r in right], [r["confidence"] for r in wrong])),
-        "escalation_rate_correct": _round(mean(r.get("escalated") for r in right)),
-        "escalation_rate_incorrect": _round(mean(r.get("escalated") for r in wrong)),
-        "groundedness_correct": _round(mean(r.get("groundedness") for r in right)),
-        "groundedness_incorrect": _round(mean(r.get("groundedness") for r in wrong)),
-    }
-    return out
-
-
-def auroc(positives: Sequence[float], negatives: Sequence[float]) -> float | None:
-    """Mann-Whitney AUROC: P(positive score > negative score) + P(tie) / 2; None if a side is empty."""
-    if not positives or not negatives:
-        return None
-    ordered = sorted([(v, 1) for v in positives] + [(v, 0) for v in negatives])
-    rank_sum, i = 0.0, 0
-    while i < len(ordered):  # average ranks over ties
-        j = i
-        while j < len(ordered) and ordered[j][0] == ordered[i][0]:
-            j += 1
-        rank_sum += sum(1 for k in range(i, j) if ordered[k][1]) * (i + j + 1) / 2
-        i = j
-    n_pos, n_neg = len(positives), len(negatives)
-    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 6)
-
-
-def gate_check(current: dict[str, Any], baseline: dict[str, Any], metrics: Iterable[str],
-               tolerance: float) -> tuple[bool, list[dict[str, Any]]]:
-    """(passed, regressions): a metric regresses when it is worse than the baseline by more
-    than `tolerance` (lower for most metrics, higher for `pii_leak_rate`). A gated metric the
-    baseline lacks fails the gate (nothing to compare against is not a pass); one undefined
-    in this evaluation (e.g. no question has a gold answer) is not compared."""
-    regressions = []
-    for metric in metrics:
-        now, then = current.get(metric), baseline.get(metric)
-        if then is None:
-            regressions.append({"metric": metric, "baseline": None, "current": now, "delta": None,
-                                "reason": "missing from the baseline"})
-            continue
-        if now is None:
-            continue
-        delta = float(now) - float(then)
-        worse = delta > tolerance if metric in LOWER_IS_BETTER else delta < -tolerance
-        if worse:
-            regressions.append({"metric": metric, "baseline": float(then), "current": float(now),
-                                "delta": round(delta, 6)})
-    return not regressions, regressions
-
-
 # ---------------------------------------------------------------- the two ways to ask
-
-
-class InProcessAnswerer:
-    """The served steps in this process: `AnswerPipeline` over `LocalStages` (screen, redact,
-    retrieve, read, guard), plus an untimed deep ranking for recall@k."""
-
-    def __init__(self, bundle: Path, model: Path, config: RAGConfig, mode: str) -> None:
-        from rayrag.answering.pipeline import AnswerPipeline, LocalStages
-
-        self.bundle, self.model, self.config, self.mode = Path(bundle), Path(model), config, mode
-        self.stages = LocalStages(self.bundle, self.model, config)
-        self.pipeline = AnswerPipeline(config, self.stages)
-
-    def warm_up(self) -> None:
-        self.stages.warm_up()
-
-    @property
-    def retriever(self) -> Any:
-        return self.stages.retriever
-
-    @property
-    def reader(self) -> Any:
-        return self.stages.reader
-
-    @reader.setter
-    def reader(self, reader: Any) -> None:  # a trial's fine-tuned checkpoint answers from here on
-        self.warm_up()
-        self.stages.reader = reader
-
-    @property
-    def bundle_id(self) -> str:
-        self.warm_up()
-        return self.retriever.dense.bundle.bundle_id
-
-    @property
-    def model_version(self) -> str:
-        self.warm_up()
-        return self.reader.model_version
-
-    def evidence(self, qa: QAPair, principal: Principal) -> tuple[str, Any]:
-        """The question as the reader sees it (redacted as the bundle says, as served) and
-        the evidence retrieved for it."""
-        question, evidence = self.pipeline.evidence_sync(qa.question, principal, self.mode)
-        return question.text, evidence
-
-    def __call__(self, qa: QAPair, principal: Principal) -> Outcome:
-        started = time.perf_counter()
-        turn = self.pipeline.answer_sync(qa.question, principal, mode=self.mode)
-        latency_ms = (time.perf_counter() - started) * 1000
-        body = turn.response.model_dump()
-        if turn.response.refused:  # nothing retrieved or generated, as at the Serve ingress
-            outcome = outcome_from_response(body, latency_ms, ranked_doc_ids=[])
-            outcome.extra.update(refused=True, categories=turn.categories)
-            return outcome
-        # Untimed: a ranking deep enough that ten distinct documents survive (retrieval_eval.py).
-        depth = max(self.config.retrieval.candidate_k, 4 * max(RECALL_KS))
-        deep = self.retriever.retrieve(turn.question, principal, mode=self.mode, top_k=depth, with_facts=False)
-        outcome = outcome_from_response(body, latency_ms, distinct_in_order(p.doc_id for p in deep.passages))
-        outcome.extra["reader_answer"] = turn.reader_first.answer.text  # scored (reader_em), then dropped
-        return outcome
-
-
-class HttpAnswerer:
-    """`POST {url}/v1/ask` with a Bearer key; the key decides the principal, server-side."""
-
-    def __init__(self, url: str, api_key: str | None, mode: str | None, timeout_s: float = HTTP_TIMEOUT_S) -> None:
-        self.url = url.rstrip("/")
-        self.api_key = api_key or os.environ.get("RAYRAG_API_KEY")
-        if not self.api_key:
-            raise ConfigError("evaluating a server needs an API key: set $RAYRAG_API_KEY")
-        self.mode, self.timeout_s = mode, timeout_s
-        self.model_version = self.prompt_version = ""
-        self._client: Any = None
-
-    def warm_up(self) -> None:
-        if self._client is None:
-            import httpx
-
-            # no-cache: an evaluation measures the graph (latency included), never the answer cache
-            self._client = httpx.Client(timeout=self.timeout_s, headers={"Authorization": f"Bearer {self.api_key}",
-                                                                         "Cache-Control": "no-cache"})
-
-    def __call__(self, qa: QAPair, principal: Principal | None = None) -> Outcome | None:
-        """The outcome, or None when the server failed this request (5xx: counted, not scored)."""
-        import httpx
-
-        self.warm_up()
-        payload: dict[str, Any] = {"question": qa.question}
-        if self.mode:
-            payload["mode"] = self.mode
-        started = time.perf_counter()
-        try:
-            response = self._client.post(f"{self.url}/v1/ask", json=payload, headers={"X-Request-ID": f"eval-{qa.id}"})
-        except httpx.HTTPError as exc:
-            raise ConfigError(f"cannot reach {self.url} ({type(exc).__name__}) (--url)") from None
-        latency_ms = (time.perf_counter() - started) * 1000
-        if response.status_code in (401, 403):
-            raise ConfigError(f"the server refused the API key ($RAYRAG_API_KEY): HTTP {response.status_code}")
-        if response.status_code >= 500:
-            return None
-        if response.status_code != 200:
-            raise DataError(f"question {qa.id}: HTTP {response.status_code} from {self.url}/v1/ask")
-        body = response.json()
-        self.model_version = self.model_version or str(body.get("model_version") or "")
-        self.prompt_version = self.prompt_version or str(body.get("prompt_version") or "")
-        return outcome_from_response(body, latency_ms)
 
 
 # ---------------------------------------------------------------- the evaluation

@@ -117,7 +117,7 @@ class TrialRunner:
 
     def run(self, report: Report) -> dict[str, Any]:
         from rayrag.data.readers import read_qa
-        from rayrag.evaluation.answer_eval import InProcessAnswerer
+        from rayrag.evaluation.answerers import InProcessAnswerer
 
         config = self.config()
         bundle = self.bundle(config)
@@ -215,7 +215,8 @@ class TrialRunner:
     def evaluate(self, answerer: Any, questions: list) -> dict[str, Any]:
         """The dev set end to end in this process, scored like `rayrag eval` (no MLflow run:
         the trial's run is the Tune callback's)."""
-        from rayrag.evaluation.answer_eval import aggregate_scores, load_canaries, score_example
+        from rayrag.evaluation.answer_eval import load_canaries
+        from rayrag.evaluation.answer_scoring import aggregate_scores, score_example
         from rayrag.types import Principal
 
         canaries = load_canaries(Path(self.plan.canaries_file)) if self.plan.canaries_file else []

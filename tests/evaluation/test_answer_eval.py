@@ -13,17 +13,15 @@ import pytest
 from rayrag.config import resolve_config
 from rayrag.data.readers import QAPair
 from rayrag.errors import ConfigError
-from rayrag.evaluation.answer_eval import (
-    TABLE_FILE,
-    InProcessAnswerer,
+from rayrag.evaluation.answer_eval import TABLE_FILE, evaluate_answers, load_canaries
+from rayrag.evaluation.answer_scoring import (
     Outcome,
     aggregate_scores,
-    evaluate_answers,
     gate_check,
-    load_canaries,
     outcome_from_response,
     score_example,
 )
+from rayrag.evaluation.answerers import InProcessAnswerer
 from rayrag.types import Principal
 from tests.tiny import TINY_MODEL as TINY
 from tests.tiny import demo_slice
@@ -145,7 +143,8 @@ def test_ask_responses_are_scored_by_hand(tmp_path, monkeypatch):
     """The /v1/ask JSON a server returns, scored: canned responses through the same
     `outcome_from_response` the HTTP answerer uses (tests/serve/test_app.py drives the real
     HttpAnswerer against a running graph)."""
-    from rayrag.evaluation.answer_eval import HttpAnswerer, outcome_from_response
+    from rayrag.evaluation.answer_scoring import outcome_from_response
+    from rayrag.evaluation.answerers import HttpAnswerer
 
     rows = [{"id": f"q{i}", "question": f"Who acquired company {i}?", "answers": ["Helix Corp"],
              "supporting_ids": ["press-1", "product-1"], "metadata": {"hops": 1 + i % 2}} for i in range(4)]
@@ -350,7 +349,7 @@ def test_champion_gate_end_to_end(stack):
 
 
 def test_auroc_is_the_mann_whitney_probability_with_ties_halved():
-    from rayrag.evaluation.answer_eval import auroc
+    from rayrag.evaluation.answer_scoring import auroc
 
     assert auroc([0.9, 0.8], [0.1, 0.2]) == 1.0
     assert auroc([0.1], [0.9]) == 0.0
@@ -359,7 +358,7 @@ def test_auroc_is_the_mann_whitney_probability_with_ties_halved():
 
 
 def test_calibration_reports_how_confidence_and_escalation_split_right_from_wrong():
-    from rayrag.evaluation.answer_eval import calibration
+    from rayrag.evaluation.answer_scoring import calibration
 
     rows = [{"answer_em": 1.0, "confidence": 0.9, "escalated": 0.0, "groundedness": 1.0},
             {"answer_em": 1.0, "confidence": 0.4, "escalated": 1.0, "groundedness": 0.5},

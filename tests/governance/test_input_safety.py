@@ -312,7 +312,7 @@ def test_rayrag_ask_refuses_a_flagged_question_without_retrieving(bundle, tmp_pa
 
 def test_in_process_answerer_refuses_a_flagged_question(tmp_path):
     from rayrag.data.readers import QAPair
-    from rayrag.evaluation.answer_eval import InProcessAnswerer
+    from rayrag.evaluation.answerers import InProcessAnswerer
     from rayrag.types import Principal
 
     config = RAGConfig()
