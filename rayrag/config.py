@@ -33,7 +33,7 @@ class IngestConfig(_Section):
     max_doc_chars: int = Field(2_000_000, gt=0, description="Longer documents are quarantined (bounds memory per row).")
     read_batch_size: int = Field(64, gt=0, description="Documents per Ray Data batch for redaction and chunking.")
     num_cpus: float | None = Field(None, gt=0, description="CPUs for a local Ray started by ingest; None = Ray's default.")
-    fuse_text_stages: bool = Field(True, description="Extract triples in the redaction actor: one process and one hop fewer (measured 41 s -> 35 s on 2 cores); False = its own stage.")
+    fuse_text_stages: bool = Field(True, description="Extract triples in the redaction actor: one process and one hop fewer (faster; docs/DECISIONS.md); False = its own stage.")
     stage_num_cpus: float = Field(0.5, gt=0, description="CPUs reserved per redaction/KG actor (fractional so all stages stream at once).")
 
 

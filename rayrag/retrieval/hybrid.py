@@ -18,10 +18,7 @@ Why `rrf_k` defaults to 2, not Cormack's 60: k = 60 was tuned for fusing many de
 where rank 40 still matters. With two complementary lists, a small k approximates
 interleaving their top hits with a bonus for agreement; at k = 60 a passage the graph
 puts first (an identifier or a title the question names exactly) loses to passages both
-lists put around rank 5. recall@5, hybrid (demo corpus all / 2-hop; HotpotQA sample):
-k=1 .800/.625, .645; k=2 .800/.625, .650; k=5 .743/.594, .635; k=10 .727/.588, .630;
-k=20 .723/.581, .625; k=60 .713/.575, .620 (dense alone: .643/.456, .580; weighted
-fusion, dense_weight .5: .747/.550, .635). (Measured before the hops below.)
+lists put around rank 5 (the sweep over k is in docs/DECISIONS.md).
 
 Graph-guided hops (hybrid only; IRCoT / HippoRAG-style). A 2-hop question ("Which product
 is made by the company that acquired Avenra Logistics?") names Avenra but neither the

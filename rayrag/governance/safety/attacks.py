@@ -5,14 +5,13 @@ Three splits, kept apart on purpose (`rayrag eval safety --holdout` reports each
 - ``DEV``: the texts the rules in `rayrag/governance/safety/input_safety.py` were written against,
   in two rounds (the second, paraphrases aimed at intents, after the first held-out figure).
 - ``HOLDOUT``: written before any rule, in other phrasings and framings (other verbs, indirect
-  requests, payloads in tables, e-mails and reviews). Measured blind once (recall 0.21), then
-  again after the DEV round 2 and the generic round 3 (0.30). Its misses were never read, but
-  its author wrote the rules, so from round 2 on it is only weakly held out.
-- ``HOLDOUT_B``: written after the rules were frozen and measured once (recall 0.29 at the
-  default threshold 0.5): the cleanest figure for phrasings the rules have not seen.
+  requests, payloads in tables, e-mails and reviews). Its misses were never read, but its
+  author wrote the rules, so from the second DEV round on it is only weakly held out.
+- ``HOLDOUT_B``: written after the rules were frozen and measured once: the cleanest figure
+  for phrasings the rules have not seen.
 
-The gap between DEV (0.99) and the held-out splits (~0.3) is the honest size of what a
-phrase-level rule classifier misses; see `input_safety.py` for the operating points.
+The recall of each split, and the gap between DEV and the held-out splits, are in
+docs/DECISIONS.md (`rayrag eval safety --holdout`).
 
 Each entry is (category, text). Categories are the classifier's codes. The attacks are the
 public patterns catalogued by OWASP LLM01 (prompt injection), Greshake et al. 2023 ("Not what

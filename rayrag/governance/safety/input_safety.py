@@ -28,13 +28,9 @@ Rebuff's and Vigil's scanners, with the normalisation those skip:
    OFF by default (`input_safety.learned`): trained against narrow benign text, it flags
    ordinary chat ("Can you explain how photosynthesis works in plants?").
 
-Measured (`rayrag eval safety --dataset HOTPOTQA --holdout`, default threshold 0.4), rules alone
--> rules + model: recall on DEV 0.993 -> 1.0 (the model was trained on it), on the held-out
-attacks 0.36 -> 0.62 and on HOLDOUT_B 0.40 -> 0.77; false positives on 250 benign questions 0 -> 0,
-on 1,294 passages 0 -> 1 (a HotpotQA passage, 0.08 %), on the 36 hard benign texts 1 -> 2 (the
-model trained on them, so that figure flatters it). Rules alone at 0.35 reach only 0.45 / 0.48.
-What the rules alone (the default) still miss: two thirds of reworded attacks, and injections
-planted in long passages.
+What the rules and the model catch and miss, measured, is in docs/DECISIONS.md (`rayrag eval
+safety --holdout` reproduces it): reworded attacks and injections planted in long passages
+are what the rules alone miss most.
 
 Cost is bounded: only the first `max_chars` characters are read, every view is at most that
 long, and the patterns use no nested unbounded quantifiers (gaps are bounded `{0,n}` runs of
