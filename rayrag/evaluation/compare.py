@@ -1,8 +1,8 @@
 """Generator backends side by side on the same retrieved evidence: quality, speed, cost.
 
-`rayrag compare` answers one QA set with several generators and prints one table. Retrieval
-runs once per question and every in-process backend reads the very same `Evidence`, so the
-rows differ only by the generator (the controlled comparison of RAG papers such as Lewis et
+`rayrag compare` answers one QA set with several generators and prints one table. The
+AnswerPipeline's redact and retrieve steps run once per question and every in-process backend
+reads the very same redacted question and `Evidence`, so the rows differ only by the generator (the controlled comparison of RAG papers such as Lewis et
 al. 2020 and ALCE, Gao et al. 2023). Backends:
 
 - `moe`: our `Reader` on the MoE checkpoint.
@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rayrag.answering.pipeline import cost_of
 from rayrag.config import RAGConfig
 from rayrag.errors import ConfigError
 from rayrag.evaluation.compare_backends import (  # noqa: F401 - re-exported: compare's public API
@@ -132,10 +133,7 @@ def summarize(replies: Sequence[Reply], retrieval_s: Sequence[float], answers: S
     """One backend's table row (and a few extras) from its replies, question by question."""
     shared = list(retrieval_s) if in_process else [0.0] * len(replies)
     texts = [MARKER_RE.sub(" ", r.text) for r in replies]
-    prices = config.serve
-    costs = [(r.prompt_tokens * prices.price_per_1k_input_tokens
-              + r.completion_tokens * prices.price_per_1k_output_tokens) / 1000 if priced else 0.0
-             for r in replies]
+    costs = [cost_of(r.prompt_tokens, r.completion_tokens, config.serve) if priced else 0.0 for r in replies]
     completion = sum(r.completion_tokens for r in replies)
     generation_s = sum(r.latency_s for r in replies)
     latencies = [(r.latency_s + s) * 1000 for r, s in zip(replies, shared, strict=True)]
@@ -196,8 +194,8 @@ def compare_backends(backends: Sequence[str | Backend], dataset: Path, config: R
     "run_id", "bundle_id", "dataset_digest", "mode", "skipped_no_answer"}. `api_key` defaults to
     $OPENAI_API_KEY, then $RAYRAG_API_KEY (sent as Bearer to an `openai=` backend only).
     """
+    from rayrag.answering.pipeline import AnswerPipeline, LocalStages
     from rayrag.data.readers import read_qa
-    from rayrag.retrieval.hybrid import HybridRetriever
     from rayrag.tracking.tracker import Tracker
 
     chosen = [b if isinstance(b, Backend) else parse_backend(b) for b in backends]
@@ -235,28 +233,38 @@ def compare_backends(backends: Sequence[str | Backend], dataset: Path, config: R
     pairs = read_qa(dataset)
     usable = [qa for qa in pairs if qa.answers]
     usable = usable[:limit] if limit is not None else usable
-    retriever = HybridRetriever(Path(bundle), config)
+    # The evidence every in-process backend reads: the AnswerPipeline's redact and retrieve
+    # steps, as served (the question each backend reads is the redacted one).
+    stages = LocalStages(Path(bundle), None, config)
+    pipeline = AnswerPipeline(config, stages)
     in_process = [n for n in names if n != "openai"]
     if in_process:
-        retriever.warm_up(graph=mode != "dense")
+        stages.warm_up()
+
+    def evidence_for(question: str) -> tuple[str, Evidence]:
+        if not in_process:
+            return question, Evidence(passages=())
+        redacted, evidence = pipeline.evidence_sync(question, principal, mode, top_k)
+        return redacted.text, evidence
+
+    def ask(name: str, question: str, redacted: str, evidence: Evidence) -> Reply:
+        # An endpoint retrieves (and redacts) for itself: it gets the question as asked.
+        return runners[name](question if name == "openai" else redacted, evidence)
 
     replies: dict[str, list[Reply]] = {name: [] for name in names}
     retrieval_s: list[float] = []
     try:
         if usable:  # one untimed answer each: first-call costs (allocation, kernel probes) are not the backend's speed
-            evidence = retriever.retrieve(usable[0].question, principal, mode=mode, top_k=top_k) if in_process \
-                else Evidence(passages=())
+            redacted, evidence = evidence_for(usable[0].question)
             for name in names:
-                runners[name](usable[0].question, evidence)
+                ask(name, usable[0].question, redacted, evidence)
         for i, qa in enumerate(usable):
-            evidence = Evidence(passages=())
             started = time.perf_counter()
-            if in_process:
-                evidence = retriever.retrieve(qa.question, principal, mode=mode, top_k=top_k)
+            redacted, evidence = evidence_for(qa.question)
             retrieval_s.append(time.perf_counter() - started)
             shift = i % len(names)  # rotate who goes first: no backend always meets a warm cache
             for name in names[shift:] + names[:shift]:
-                replies[name].append(runners[name](qa.question, evidence))
+                replies[name].append(ask(name, qa.question, redacted, evidence))
             if progress is not None:
                 progress(i + 1, len(usable))
     finally:
@@ -271,7 +279,7 @@ def compare_backends(backends: Sequence[str | Backend], dataset: Path, config: R
                for name in names}
     table = [{"backend": name, **{c: metrics[name][c] for c in TABLE_COLUMNS}} for name in names]
     digest = hashlib.sha256(Path(dataset).read_bytes()).hexdigest()
-    bundle_id = retriever.dense.bundle.bundle_id if in_process else ""
+    bundle_id = stages.retriever.dense.bundle.bundle_id if in_process else ""
     result: dict[str, Any] = {
         "backends": metrics, "table": table, "questions": len(usable), "mode": mode,
         "skipped_no_answer": len(pairs) - len([qa for qa in pairs if qa.answers]),
