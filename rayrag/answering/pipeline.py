@@ -18,16 +18,16 @@ suspend, so `answer_sync` drives the same coroutine to its end without an event 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from rayrag.answering.response import AskResponse
 from rayrag.config import RAGConfig, ServeConfig
+from rayrag.coroutines import run_sync
 from rayrag.types import Evidence, Principal, RedactedQuestion
 
-T = TypeVar("T")
 STREAM_HOLD = " \n\t"  # streamed text is released a whole word at a time, redacted
 Observe = Callable[[str, float], None]
 
@@ -36,16 +36,6 @@ def cost_of(prompt_tokens: int, completion_tokens: int, serve: ServeConfig) -> f
     """What an answer costs at `serve.price_per_1k_*` (in `serve.currency`)."""
     return round(prompt_tokens / 1000 * serve.price_per_1k_input_tokens
                  + completion_tokens / 1000 * serve.price_per_1k_output_tokens, 8)
-
-
-def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
-    """The result of a coroutine that never suspends (local stages), without an event loop."""
-    try:
-        coroutine.send(None)
-    except StopIteration as done:
-        return done.value
-    coroutine.close()
-    raise RuntimeError("a local answer stage suspended; run the pipeline's async methods in an event loop")
 
 
 class StageTimer:

@@ -59,9 +59,10 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
 from rayrag.config import RAGConfig
+from rayrag.coroutines import run_sync
 from rayrag.errors import AccessDenied, ConfigError
 from rayrag.index.kg_extract import IDENTIFIER_RE
 from rayrag.retrieval.dense import DenseRetriever, check_question
@@ -132,6 +133,69 @@ def weighted_fuse(dense: Sequence[tuple[str, float]], graph: Sequence[tuple[str,
 
 def passages_ranking(passages: Sequence[Passage]) -> Ranking:
     return [(p.chunk_id, p.score) for p in passages]
+
+
+class RankSteps(Protocol):
+    """Where each retrieval step runs: this process (`HybridRetriever`) or the Serve graph's
+    deployments (`rayrag.serve.handles`). `both` awaits two independent steps (concurrently
+    over handles, one after the other in process); `final` turns the rankings into the
+    mode's ranking (`HybridRetriever.final_ranking`) and whatever the caller needs from it."""
+
+    async def dense(self, question: RedactedQuestion, principal: Principal, depth: int) -> list[Passage]: ...
+
+    async def link(self, question: RedactedQuestion, principal: Principal) -> dict[str, float]: ...
+
+    async def graph(self, principal: Principal, links: dict[str, float], dense_hits: list[Passage],
+                    depth: int) -> Ranking: ...
+
+    async def both(self, first: Any, second: Any) -> tuple[Any, Any]: ...
+
+    async def final(self, question: RedactedQuestion, principal: Principal, mode: Mode, top_k: int,
+                    dense_ranking: Ranking, graph_ranking: Ranking) -> Any: ...
+
+
+def candidate_depth(mode: str, top_k: int, config: RAGConfig) -> int:
+    """Candidates per side: fusion needs more than top_k from both; dense alone top_k."""
+    return top_k if mode == "dense" else max(top_k, config.retrieval.candidate_k)
+
+
+async def rank_plan(steps: RankSteps, question: RedactedQuestion, principal: Principal, mode: Mode, top_k: int,
+                    depth: int) -> Any:
+    """Which steps each mode runs, written once: bm25 needs neither side; dense needs no graph;
+    graph and hybrid link entities while the dense search runs, then rank by PageRank seeded
+    from both (HippoRAG 2's dense seeds), and `final` combines."""
+    if mode == "bm25":  # the lexical index lives beside the graph; nothing else to search
+        return await steps.final(question, principal, mode, top_k, [], [])
+    if mode == "dense":
+        dense_hits, links = await steps.dense(question, principal, depth), {}
+    else:  # dense search and entity linking do not depend on each other
+        dense_hits, links = await steps.both(steps.dense(question, principal, depth), steps.link(question, principal))
+    graph_ranking = [] if mode == "dense" else await steps.graph(principal, links, dense_hits, depth)
+    return await steps.final(question, principal, mode, top_k, passages_ranking(dense_hits), graph_ranking)
+
+
+class _LocalRankSteps:
+    """`RankSteps` in this process: the retriever's own methods, one after the other."""
+
+    def __init__(self, hybrid: HybridRetriever) -> None:
+        self.hybrid = hybrid
+
+    async def dense(self, question: RedactedQuestion, principal: Principal, depth: int) -> list[Passage]:
+        return self.hybrid.dense.retrieve(question, principal, top_k=depth)
+
+    async def link(self, question: RedactedQuestion, principal: Principal) -> dict[str, float]:
+        return self.hybrid.link(question, principal)
+
+    async def graph(self, principal: Principal, links: dict[str, float], dense_hits: list[Passage],
+                    depth: int) -> Ranking:
+        return self.hybrid.graph_ranking(links, principal, dense_hits, depth)
+
+    async def both(self, first: Any, second: Any) -> tuple[Any, Any]:
+        return await first, await second
+
+    async def final(self, question: RedactedQuestion, principal: Principal, mode: Mode, top_k: int,
+                    dense_ranking: Ranking, graph_ranking: Ranking) -> Ranking:
+        return self.hybrid.final_ranking(question, principal, mode, top_k, dense_ranking, graph_ranking)
 
 
 _WORD = re.compile(r"\w[\w'-]*")
@@ -230,18 +294,20 @@ class HybridRetriever:
         The steps are public so the serve graph can run them on separate deployments (dense
         search on the Retriever, linking and PageRank on the Ranker) and get the same
         ranking: dense search and entity linking do not depend on each other."""
-        depth = self.depth(mode, top_k)
         query = self.dense.query(question)
-        if mode == "bm25":
-            return self.lexical_ranking(query, principal, top_k)
-        dense_hits = self.dense.retrieve(query, principal, top_k=depth)
+        return run_sync(rank_plan(_LocalRankSteps(self), query, principal, mode, top_k, self.depth(mode, top_k)))
+
+    def final_ranking(self, question: RedactedQuestion, principal: Principal, mode: Mode, top_k: int,
+                      dense_ranking: Ranking, graph_ranking: Ranking) -> Ranking:
+        """The mode's ranking from the sides `rank_plan` ran: one side cut to top_k, BM25, or
+        their fusion with the graph-guided hops."""
         if mode == "dense":
-            return passages_ranking(dense_hits)[:top_k]
-        links = self.link(query, principal)
-        graph_ranking = self.graph_ranking(links, principal, dense_hits, depth)
+            return dense_ranking[:top_k]
+        if mode == "bm25":
+            return self.lexical_ranking(question, principal, top_k)
         if mode == "graph":
             return graph_ranking[:top_k]
-        return self.hybrid_ranking(query, principal, passages_ranking(dense_hits), graph_ranking, top_k)
+        return self.hybrid_ranking(question, principal, dense_ranking, graph_ranking, top_k)
 
     def hybrid_ranking(self, question: str | RedactedQuestion, principal: Principal, dense_ranking: Ranking,
                        graph_ranking: Ranking, top_k: int, redacted: bool = False) -> Ranking:
@@ -401,8 +467,7 @@ class HybridRetriever:
         return out
 
     def depth(self, mode: Mode, top_k: int) -> int:
-        """Candidates per side: fusion needs more than top_k from both; dense alone top_k."""
-        return top_k if mode == "dense" else max(top_k, self.config.retrieval.candidate_k)
+        return candidate_depth(mode, top_k, self.config)
 
     def link(self, question: str | RedactedQuestion, principal: Principal) -> dict[str, float]:
         """The question's entities in the principal's graph -> seed weight; a string is

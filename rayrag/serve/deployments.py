@@ -218,15 +218,8 @@ class RankerStage:
 
     def evidence(self, question: RedactedQuestion, principal: Principal, mode: str, top_k: int,
                  dense_ranking: list[tuple[str, float]], graph_ranking: list[tuple[str, float]]) -> Evidence:
-        hybrid = self.hybrid
-        if mode == "dense":
-            ranking = dense_ranking[:top_k]
-        elif mode == "bm25":
-            ranking = hybrid.lexical_ranking(question, principal, top_k)
-        elif mode == "graph":
-            ranking = graph_ranking[:top_k]
-        else:  # fusion and the graph-guided hops; the second hop's scoring embeds here
-            ranking = hybrid.hybrid_ranking(question, principal, dense_ranking, graph_ranking, top_k)
+        hybrid = self.hybrid  # the mode's ranking as in process (`rank_plan`'s final step), then provenance
+        ranking = hybrid.final_ranking(question, principal, mode, top_k, dense_ranking, graph_ranking)  # type: ignore[arg-type]
         return hybrid.evidence(ranking, question, principal, mode)  # type: ignore[arg-type]
 
 

@@ -21,7 +21,8 @@ from typing import Any
 
 from rayrag.answering.pipeline import StageTimer
 from rayrag.config import RAGConfig
-from rayrag.types import Evidence, Principal, RedactedQuestion
+from rayrag.retrieval.hybrid import candidate_depth, rank_plan
+from rayrag.types import Evidence, Passage, Principal, RedactedQuestion
 
 
 class HandleStages:
@@ -39,21 +40,8 @@ class HandleStages:
 
     async def retrieve(self, question: RedactedQuestion, principal: Principal, mode: str, top_k: int,
                        timer: StageTimer) -> Evidence:
-        if mode == "bm25":  # the lexical index lives beside the graph; nothing else to search
-            return await timer("retrieve", self.ranker.evidence.remote(question, principal, mode, top_k, [], []))
-        depth = top_k if mode == "dense" else max(top_k, self.config.retrieval.candidate_k)
-        dense_ref = self.retriever.search.remote(question, principal, depth)
-        if mode == "dense":
-            dense_hits, links = await timer("retrieve", dense_ref), {}
-        else:  # dense search and entity linking do not depend on each other
-            dense_hits, links = await timer("retrieve", asyncio.gather(
-                dense_ref, self.ranker.link.remote(question, principal)))
-        dense_ranking = [(p.chunk_id, p.score) for p in dense_hits]
-        graph_ranking: list[tuple[str, float]] = []
-        if mode != "dense":
-            graph_ranking = await timer("kg", self.ranker.graph_ranking.remote(principal, links, dense_hits, depth))
-        return await timer("kg", self.ranker.evidence.remote(question, principal, mode, top_k, dense_ranking,
-                                                         graph_ranking))
+        depth = candidate_depth(mode, top_k, self.config)
+        return await rank_plan(_HandleRankSteps(self, timer), question, principal, mode, top_k, depth)
 
     async def read(self, question: str, evidence: Evidence, max_new_tokens: int | None) -> Any:
         return await self.generator.answer.remote((question, evidence, max_new_tokens))
@@ -70,3 +58,29 @@ class HandleStages:
     async def check(self, question: str, answer_text: str, evidence: Evidence, principal: Principal,
                     answer_logprob: float | None) -> Any:
         return await self.guard.check.remote(question, answer_text, evidence, principal, answer_logprob)
+
+
+class _HandleRankSteps:
+    """`rank_plan`'s steps over the Retriever and Ranker handles, timed per stage."""
+
+    def __init__(self, stages: HandleStages, timer: StageTimer) -> None:
+        self.stages, self.timer = stages, timer
+
+    async def dense(self, question: RedactedQuestion, principal: Principal, depth: int) -> list[Passage]:
+        return await self.timer("retrieve", self.stages.retriever.search.remote(question, principal, depth))
+
+    async def link(self, question: RedactedQuestion, principal: Principal) -> dict[str, float]:
+        return await self.stages.ranker.link.remote(question, principal)
+
+    async def graph(self, principal: Principal, links: dict[str, float], dense_hits: list[Passage],
+                    depth: int) -> list[tuple[str, float]]:
+        return await self.timer("kg", self.stages.ranker.graph_ranking.remote(principal, links, dense_hits, depth))
+
+    async def both(self, first: Any, second: Any) -> tuple[Any, Any]:
+        return tuple(await asyncio.gather(first, second))
+
+    async def final(self, question: RedactedQuestion, principal: Principal, mode: str, top_k: int,
+                    dense_ranking: list[tuple[str, float]], graph_ranking: list[tuple[str, float]]) -> Evidence:
+        stage = "retrieve" if mode == "bm25" else "kg"
+        return await self.timer(stage, self.stages.ranker.evidence.remote(question, principal, mode, top_k,
+                                                                          dense_ranking, graph_ranking))
