@@ -56,7 +56,10 @@ def serve_command(
     args = {"config": config, "set": ",".join(overrides or []),
             "bundle": str(bundle) if bundle else None, "model": str(model) if model else None}
     cfg, bundle_path, model_path = preflight(args)  # fail fast, before Ray starts
-    signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM cleans up like Ctrl-C
+    # Ctrl-C and SIGTERM both clean up; set explicitly, since a process started in the background
+    # by a non-interactive shell inherits SIGINT ignored.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
     import ray
     from ray import serve
 
@@ -64,7 +67,8 @@ def serve_command(
 
     try:
         ray.init(include_dashboard=False, configure_logging=False)
-        signal.signal(signal.SIGTERM, _interrupt)  # again: ray.init installs its own
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, _interrupt)  # again: ray.init installs its own
         serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
         serve.run(build_app(args), name="rayrag", route_prefix="/")
         print(f"rayrag serving {bundle_path.name} with {model_path.name} on http://{cfg.serve.host}:{cfg.serve.port} "
