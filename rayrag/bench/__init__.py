@@ -1,15 +1,21 @@
 """`rayrag bench NAME`: competitors side by side in one process; ratios are the figures.
 
-Each bench module exposes `run(quick: bool) -> dict` returning at least
+Each bench module exposes `run(quick: bool, **options) -> dict` returning at least
 `{"bench": NAME, "ratios": {...}}`; the CLI prints that dict as the last stdout line.
+A bench that writes files (plots) writes them under `output_dir(NAME)`: $RAYRAG_BENCH_OUT,
+else `.rayrag/bench/`, in a folder named after the bench; never into the repository's
+tracked files (docs/ pictures are refreshed only by `rayrag.bench.scale_plot --docs`).
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
+import os
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from rayrag.errors import ConfigError
@@ -21,11 +27,30 @@ BENCHES = {"redaction": "rayrag.bench.redaction", "ingest": "rayrag.bench.ingest
            "serve": "rayrag.bench.serve", "ep": "rayrag.bench.ep", "scale": "rayrag.bench.scale"}
 
 
-def run_bench(name: str, quick: bool = False) -> dict[str, Any]:
+OUT_DIR = Path(".rayrag") / "bench"
+
+
+def run_bench(name: str, quick: bool = False, **options: Any) -> dict[str, Any]:
+    """Run bench `name`; `options` (e.g. serve's bundle and model) go to its `run` as keywords,
+    those left at None are dropped."""
     if name not in BENCHES:
         raise ConfigError(f"unknown bench {name!r}; choose one of: {', '.join(sorted(BENCHES))}")
     module = importlib.import_module(BENCHES[name])
-    return module.run(quick=quick)
+    given = {key: value for key, value in options.items() if value is not None}
+    accepted = set(inspect.signature(module.run).parameters) - {"quick"}
+    if unknown := sorted(set(given) - accepted):
+        raise ConfigError(f"bench {name} takes no option {', '.join(unknown)}; "
+                          f"it takes: {', '.join(sorted(accepted)) or 'none'}")
+    return module.run(quick=quick, **given)
+
+
+def output_dir(bench: str, base: str | Path | None = None) -> Path:
+    """Where bench `bench` writes its files: BASE/<bench>, BASE being `base`, else
+    $RAYRAG_BENCH_OUT, else .rayrag/bench (ignored by git); created if missing."""
+    root = Path(base) if base is not None else Path(os.environ.get("RAYRAG_BENCH_OUT") or OUT_DIR)
+    path = root / bench
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def alternate(competitors: dict[str, Callable[[], Any]], rounds: int) -> dict[str, list[float]]:

@@ -20,10 +20,18 @@ overhead being a layer's round trip minus the slower shard's own arithmetic (goa
 CPU cores EP cannot win, the figure is what the transport costs). `max_abs_diff` is the
 largest logit difference between sharded and local (<= 1e-4). On a machine with GPUs the
 shards take one GPU each.
+
+Threads: both sides get the same cores for their experts. Each shard runs its experts on its
+own torch thread (`ExpertShard`'s default), SHARDS threads at once; the local model runs with
+as many torch threads as the shards have together. While the driver runs a sharded model
+(attention, routers, head, then waiting on the shards) it uses EP_DRIVER_THREADS. Each call
+sets its side's count first. `torch_threads` reports the counts as read inside the timed calls
+(`local`, `ep_driver`) and inside each shard process (`ep_shards`).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -33,7 +41,6 @@ from typing import Any
 import torch
 
 from rayrag.bench import alternate
-from rayrag.bench.moe import bench_threads
 from rayrag.config import GeneratorConfig
 from rayrag.generator.checkpoint import load_checkpoint, save_checkpoint
 from rayrag.generator.generate import generate
@@ -44,6 +51,9 @@ FULL = {"d_model": 256, "n_layers": 4, "n_experts": 8, "ffn_dim": 512, "batch": 
 QUICK = {"d_model": 64, "n_layers": 2, "n_experts": 4, "ffn_dim": 128, "batch": 2, "seq": 64,
          "new_tokens": 8, "dispatch_calls": 30, "rounds": 1}
 SHARDS = 2
+# The driver's torch threads while it runs a sharded model (attention, routers, head; it waits
+# while the shards compute). One: more spin-wait on the shards' cores (DECISIONS, issue 21).
+EP_DRIVER_THREADS = 1
 
 
 def _log(message: str) -> None:
@@ -105,25 +115,36 @@ def bench(plan: dict[str, Any]) -> dict[str, Any]:
             local = load_checkpoint(path).eval()
             generators = {t: ShardedGenerator(path, SHARDS, transport=t) for t in ("compiled", "actor")}
         try:
+            shard_threads = shard_torch_threads(generators["actor"])
+            # Each side's experts on the same number of threads: the local model gets as many
+            # as the shards have between them; the sharded models' own part runs on EP_DRIVER_THREADS.
+            side_threads = {"local": sum(shard_threads), "ep": EP_DRIVER_THREADS}
+            seen: dict[str, int] = {}  # torch threads inside each model's timed calls
             models = {"local": local, **{f"ep_{t}": g.model for t, g in generators.items()}}
             ids = torch.randint(0, cfg.vocab_size, (plan["batch"], plan["seq"]))
             with torch.inference_mode():
                 reference = local(ids).logits
                 diff = max(float((m(ids).logits - reference).abs().max()) for m in models.values())
 
-            def prefill(model):
+            def prefill(name, model):
+                torch.set_num_threads(side_threads["local" if name == "local" else "ep"])
+                seen[name] = torch.get_num_threads()
                 with torch.inference_mode():
                     model(ids, compute_logits=False)
 
-            def decode(model):
+            def decode(name, model):
+                torch.set_num_threads(side_threads["local" if name == "local" else "ep"])
                 generate(model, [ids[0, :16].tolist()], max_new_tokens=plan["new_tokens"], eos_id=None, pad_id=0)
 
-            seconds = {"prefill": alternate({n: (lambda m=m: prefill(m)) for n, m in models.items()}, plan["rounds"]),
-                       "decode": alternate({n: (lambda m=m: decode(m)) for n, m in models.items()}, plan["rounds"])}
+            seconds = {phase: alternate({n: (lambda n=n, m=m, f=f: f(n, m)) for n, m in models.items()}, plan["rounds"])
+                       for phase, f in (("prefill", prefill), ("decode", decode))}
             transports = {t: g.transport for t, g in generators.items()}
+            threads = {"local": seen["local"], "ep_driver": seen["ep_compiled"], "ep_shards": shard_threads}
+            cores = {"machine": os.cpu_count(), "ray": ray.cluster_resources().get("CPU")}
         finally:
             for generator in generators.values():
                 generator.shutdown()
+        torch.set_num_threads(EP_DRIVER_THREADS)  # the transport alone: the sharded side's setting
         seconds["dispatch"], shard_compute = dispatch_seconds(plan)
     finally:
         if started_ray:
@@ -139,7 +160,7 @@ def bench(plan: dict[str, Any]) -> dict[str, Any]:
     _log(f"prefill tok/s {prefill_tps}; decode ms/token {decode_ms}; dispatch us/layer {dispatch_us}; "
          f"of it transport (overhead) {overhead_us}")
     return {
-        "plan": plan, "shards": SHARDS, "transports": transports, "max_abs_diff": diff,
+        "plan": plan, "shards": SHARDS, "transports": transports, "max_abs_diff": diff, "torch_threads": threads, "cores": cores,
         "prefill_tokens_per_s": prefill_tps, "decode_ms_per_token": decode_ms, "dispatch_us_per_layer": dispatch_us,
         "dispatch_overhead_us_per_layer": overhead_us,
         "ratios": {"compiled_vs_actor_call": round(overhead_us["actor"] / overhead_us["compiled"], 3),
@@ -150,15 +171,27 @@ def bench(plan: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def shard_torch_threads(generator: Any) -> list[int]:
+    """Torch intra-op threads inside each of `generator`'s shard processes, as they report it.
+
+    Asked through Ray's `__ray_call__`, so only of a generator on plain actor calls: a shard
+    in a compiled graph runs the graph's loop and takes no other call. Both transports start
+    the same `ExpertShard`s."""
+    import ray
+
+    return ray.get([shard.__ray_call__.remote(lambda _shard: torch.get_num_threads())
+                    for shard in generator.shards])
+
+
 def run(quick: bool = False) -> dict[str, Any]:
     plan = QUICK if quick else FULL
     threads_before = torch.get_num_threads()
-    torch.set_num_threads(bench_threads())
     started = time.perf_counter()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     try:
         result = bench(plan)
     finally:
         torch.set_num_threads(threads_before)
-    return {"bench": "ep", "quick": quick, "torch_threads": torch.get_num_threads(), **result,
+    return {"bench": "ep", "quick": quick, **result, "load_average_1m_at_start": load,
             "device": "cuda" if torch.cuda.is_available() else "cpu",
             "wall_seconds": round(time.perf_counter() - started, 1)}

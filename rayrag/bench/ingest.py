@@ -29,12 +29,14 @@ from rayrag.bench import alternate, median
 from rayrag.config import RAGConfig, resolve_config
 
 
-def _corpus(workdir: Path, copies: int, seed: int) -> Path:
-    """The demo corpus, `copies` times over with distinct ids (same cost per copy)."""
+def _corpus(workdir: Path, copies: int, seed: int, documents: int | None = None) -> Path:
+    """The demo corpus (its first `documents` documents when given), `copies` times over with
+    distinct ids (same cost per copy)."""
     from rayrag.data.demo_corpus import generate_demo_corpus
 
     demo = generate_demo_corpus(workdir / "demo", seed=seed)
     rows = [json.loads(line) for line in demo.corpus_path.read_text(encoding="utf-8").splitlines() if line]
+    rows = rows[:documents] if documents is not None else rows
     path = workdir / "corpus.jsonl"
     with path.open("w", encoding="utf-8") as handle:
         for copy in range(copies):
@@ -66,7 +68,8 @@ def _sequential_stages(corpus: Path, config: RAGConfig):
     return run_stages
 
 
-def run(quick: bool = False, config: RAGConfig | None = None) -> dict[str, Any]:
+def run(quick: bool = False, config: RAGConfig | None = None, documents: int | None = None) -> dict[str, Any]:
+    """The bench record; `documents` cuts the demo corpus to its first N (a test's small run)."""
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -80,8 +83,9 @@ def run(quick: bool = False, config: RAGConfig | None = None) -> dict[str, Any]:
     config = config or resolve_config("demo", ["tracking.enabled=false"])
     copies, rounds = (1, 2) if quick else (3, 3)
     workdir = Path(tempfile.mkdtemp(prefix="rayrag-bench-ingest-"))
+    threads_before = torch.get_num_threads()
     try:
-        corpus = _corpus(workdir, copies, config.seed)
+        corpus = _corpus(workdir, copies, config.seed, documents)
         ensure_ray(config)  # cluster start-up is paid once, like a long-running Ray job
         outputs = {"n": 0}
 
@@ -124,4 +128,5 @@ def run(quick: bool = False, config: RAGConfig | None = None) -> dict[str, Any]:
                            median(seconds["sequential_stages"]) / median(seconds["pipeline"]), 3)},
         }
     finally:
+        torch.set_num_threads(threads_before)
         shutil.rmtree(workdir, ignore_errors=True)

@@ -11,16 +11,19 @@ on the same documents, alternating over several rounds after a warm-up, median t
                       shipped, because the parser's sentence ends bound NER spans and without
                       it some detections change (`same_results_no_parser` says whether they did)
 
-Both shipped competitors must find exactly the same spans (`same_results`). Documents are a
-few consecutive records of the Presidio labelled PII set joined together (several sentences
-with names, e-mails, phones, cards), or generated ones when the data folder is absent.
+Both shipped competitors must find exactly the same spans (`same_results`). A document is
+four consecutive records of a labelled PII set joined together (sentences with names,
+e-mails, phones, cards, IBANs, SSNs, IP addresses, and some without PII). The records come from
+`rayrag.data.pii_set.generate_pii_set` (seed 0: in every checkout, the same bytes) unless
+$RAYRAG_DATA_DIR names a data folder holding presidio-research's labelled set
+(pii/presidio_generated_large.json: `RAYRAG_DATA_DIR=../shared/data`, or tests/fixtures for
+the subset the tests ship); `source` says which was read.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
 import statistics
 import time
 from collections.abc import Callable
@@ -28,51 +31,37 @@ from pathlib import Path
 from typing import Any
 
 from rayrag.config import RedactionConfig
+from rayrag.data.pii_set import generate_pii_set
+from rayrag.errors import ConfigError
 from rayrag.governance.privacy.redaction import Redactor
 
 PII_FILE = Path("pii") / "presidio_generated_large.json"
 RECORDS_PER_DOC = 4
 
 
-def data_dir() -> Path:
-    """$RAYRAG_DATA_DIR, else the shared data folder next to the checkout (../shared/data)."""
-    return Path(os.environ.get("RAYRAG_DATA_DIR", Path(__file__).resolve().parents[3] / "shared" / "data"))
+def pii_file() -> Path | None:
+    """presidio-research's labelled set under $RAYRAG_DATA_DIR, or None when the variable is unset."""
+    folder = os.environ.get("RAYRAG_DATA_DIR")
+    if not folder:
+        return None
+    path = Path(folder) / PII_FILE
+    if not path.is_file():
+        raise ConfigError(f"RAYRAG_DATA_DIR={folder} has no {PII_FILE}; unset it to bench on the generated PII set")
+    return path
 
 
-def load_documents(n_docs: int) -> list[str]:
-    path = data_dir() / PII_FILE
-    if path.is_file():
-        records = json.loads(path.read_text(encoding="utf-8"))
-        texts = [str(r["full_text"]) for r in records]
+def load_documents(n_docs: int) -> tuple[list[str], str]:
+    """`n_docs` documents of RECORDS_PER_DOC records each, and the records' source."""
+    path = pii_file()
+    if path is not None:
+        records, source = json.loads(path.read_text(encoding="utf-8")), str(path)
     else:
-        texts = _generated_sentences(n_docs * RECORDS_PER_DOC)
+        records, source = generate_pii_set(n_docs * RECORDS_PER_DOC, seed=0), "generate_pii_set(seed=0)"
+    texts = [str(r["full_text"]) for r in records]
     docs = [" ".join(texts[i : i + RECORDS_PER_DOC]) for i in range(0, len(texts), RECORDS_PER_DOC)]
-    while len(docs) < n_docs:  # small data folder: reuse documents rather than shrink the bench
+    while len(docs) < n_docs:  # a small labelled file: reuse documents rather than shrink the bench
         docs.extend(docs[: n_docs - len(docs)])
-    return docs[:n_docs]
-
-
-def _generated_sentences(n: int) -> list[str]:
-    rng = random.Random(0)
-    first = ["Maria", "John", "Aisha", "Chen", "Olga", "Pedro", "Fatima", "David"]
-    last = ["Garcia", "Smith", "Khan", "Wei", "Ivanova", "Silva", "Haddad", "Cohen"]
-    cities = ["Lisbon", "Chicago", "Nairobi", "Osaka", "Toronto", "Madrid"]
-    templates = [
-        "{p} moved to {c} last spring and can be reached at {e}.",
-        "Please call {p} on {ph} before Friday about the invoice.",
-        "The card ending {cc} was charged twice, {p} told the bank in {c}.",
-        "Our records list {p} with social security number {ssn}.",
-        "{p} wrote from {e} asking whether the {c} office is open.",
-    ]
-    out = []
-    for _ in range(n):
-        f, s = rng.choice(first), rng.choice(last)
-        out.append(rng.choice(templates).format(
-            p=f"{f} {s}", c=rng.choice(cities), e=f"{f}.{s}@example.com".lower(),
-            ph=f"212-555-{rng.randint(1000, 9999)}", cc="4111 1111 1111 1111",
-            ssn=f"{rng.randint(100, 665)}-{rng.randint(10, 99)}-{rng.randint(1000, 9999)}",
-        ))
-    return out
+    return docs[:n_docs], source
 
 
 def _detections(results: list[list[Any]]) -> list[list[tuple[str, int, int, float]]]:
@@ -82,7 +71,7 @@ def _detections(results: list[list[Any]]) -> list[list[tuple[str, int, int, floa
 def run(quick: bool = False) -> dict[str, Any]:
     """Time the competitors and return the bench record (ratios are what count)."""
     n_docs, rounds = (40, 5) if quick else (400, 5)
-    docs = load_documents(n_docs)
+    docs, source = load_documents(n_docs)
     # Analysis does not depend on operators; replacing everything needs no keys.
     redactor = Redactor(RedactionConfig(operators={}, default_operator="replace"))
     redactor.warm_up()
@@ -114,6 +103,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     return {
         "bench": "redaction",
         "quick": quick,
+        "source": source,
         "docs": len(docs),
         "chars": sum(len(d) for d in docs),
         "rounds": rounds,

@@ -22,23 +22,27 @@ square root, 0 = flat) and `ratios`, the figures that count:
 `ingest_time_largest_vs_smallest` over `ingest_size_largest_vs_smallest` (`ingest_linearity`,
 1 = linear). Progress goes to stderr, one line per point.
 
-Plots (one log-log PNG per curve, bench/scale_plot.py): a full run started where a `docs/`
-folder exists (the repository root) writes `docs/scaling_<curve>.png`, the files
-docs/SCALING.md embeds; a quick run, or one started elsewhere, writes them to a new temp
-folder. `result["plots"]` lists the paths either way.
+Files: every run writes one log-log PNG per curve (bench/scale_plot.py) and the result as
+`scale.json` to `output_dir("scale")` (.rayrag/bench/scale/, or under $RAYRAG_BENCH_OUT or
+`out_dir`); `result["plots"]` and `result["result_file"]` give the paths. The pictures
+docs/SCALING.md embeds (docs/scaling_<curve>.png) change only on request: `run(docs=True)` on
+a full run, or `python -m rayrag.bench.scale_plot .rayrag/bench/scale/scale.json --docs` from
+the repository root (bench/scale_plot.py `refresh_docs`).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from rayrag.bench import scale_ingest, scale_moe, scale_ppr, scale_search, scale_serve
-from rayrag.bench.scale_plot import write_plots
+from rayrag.atomic import atomic_text
+from rayrag.bench import output_dir, scale_ingest, scale_moe, scale_ppr, scale_search, scale_serve
+from rayrag.bench.scale_plot import RESULT_FILE, docs_folder, refresh_docs, write_plots
+from rayrag.errors import ConfigError
 
 CURVES = {"ingest": scale_ingest, "search": scale_search, "ppr": scale_ppr, "serve": scale_serve,
           "moe": scale_moe}
@@ -128,22 +132,24 @@ def summarise(curves: dict[str, dict[str, Any]], quick: bool) -> dict[str, Any]:
     }
 
 
-def plots_dir_for(quick: bool) -> Path:
-    """docs/ for a full run from the repository root, else a new temp folder."""
-    docs = Path("docs")
-    if not quick and docs.is_dir():
-        return docs
-    return Path(tempfile.mkdtemp(prefix="rayrag-scale-plots-"))
-
-
-def run(quick: bool = False, plots_dir: str | Path | None = None) -> dict[str, Any]:
+def run(quick: bool = False, out_dir: str | Path | None = None, docs: bool = False) -> dict[str, Any]:
+    """Measure the curves; plots and scale.json to `output_dir("scale", out_dir)`; with `docs`
+    (full runs only) also the docs/ pictures."""
+    if docs and quick:  # checked first: a quick run's curves must not become the docs' figures
+        raise ConfigError("bench scale --docs needs a full run (drop --quick)")
+    docs_dir = docs_folder() if docs else None  # checked before the curves, not after 10 minutes
     started = time.perf_counter()
     curves: dict[str, dict[str, Any]] = {}
     for name, module in CURVES.items():
         print(f"[bench scale {time.perf_counter() - started:7.1f}s] curve {name}", file=sys.stderr, flush=True)
         curves[name] = module.curve(quick=quick)
     result = summarise(curves, quick)
-    out_dir = Path(plots_dir) if plots_dir is not None else plots_dir_for(quick)
-    result["plots"] = [str(p) for p in write_plots(result, out_dir)]
+    folder = output_dir("scale", out_dir)
+    result["plots"] = [str(p) for p in write_plots(result, folder)]
+    if docs_dir is not None:
+        result["docs_plots"] = [str(p) for p in refresh_docs(result, docs_dir)]
     result["wall_s"] = round(time.perf_counter() - started, 1)
+    result["result_file"] = str(folder / RESULT_FILE)
+    with atomic_text(folder / RESULT_FILE) as handle:
+        handle.write(json.dumps(result))
     return result

@@ -118,9 +118,9 @@ def curve(quick: bool = False, replicas: tuple[int, ...] = (1, 2), bundle: str |
     import yaml
 
     from rayrag.config import resolve_config
-    from rayrag.serve.demo_env import ensure_demo_secrets
     from rayrag.errors import ConfigError
     from rayrag.serve.auth import key_entry
+    from rayrag.serve.demo_env import ensure_demo_secrets
 
     replicas = tuple(sorted(replicas))
     if not replicas or replicas[0] < 1:

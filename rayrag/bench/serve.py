@@ -1,7 +1,8 @@
 """Bench `serve`: the Ray Serve graph over HTTP vs the same components in one process.
 
-`rayrag bench serve [--quick] --json [--bundle B --model CKPT]`. Both competitors answer the
-same demo questions (hybrid retrieval, greedy decoding) with the same code:
+`rayrag bench serve [--quick] --json [--bundle B --model CKPT]` (in Python
+`run(quick, bundle, model, demo_dir, overrides)`). Both competitors answer the same demo
+questions (hybrid retrieval, greedy decoding) with the same code:
 
     inprocess  one process, one question at a time: Redactor -> HybridRetriever -> Reader
                -> Guard, exactly the stages' calls without Serve (no HTTP, no handles)
@@ -14,8 +15,11 @@ round, latencies are per request. `ratios.serve_vs_inprocess_throughput` (goal >
 what the service costs over calling the components: HTTP, JSON, six processes and their
 messages, against what it gains from pipelining the stages and batching decodes across
 concurrent requests. `p99_over_p50` (goal <= 3) is the tail under concurrency; `errors`
-counts non-200 answers (goal 0). Needs a bundle and a model: `make demo` leaves them in
-.rayrag/demo/, the default.
+counts non-200 answers (goal 0). Needs a bundle, a model and questions: `make demo` leaves
+them in .rayrag/demo/ (bundle/, model/, data/qa.jsonl), the defaults; `bundle` and `model`
+point elsewhere, `demo_dir` is where data/qa.jsonl is read, and `overrides` are extra
+`section.key=value` settings on the demo config (a tiny test stack's). The bench reuses a Ray
+that is already running (and leaves it running), else starts one and shuts it down.
 """
 
 from __future__ import annotations
@@ -101,14 +105,14 @@ def drive(url: str, batch: list[str], clients: int) -> tuple[list[float], int]:
 
 
 def start_serve(config_path: Path, bundle: Path, model: Path, port: int) -> str:
+    """The graph of `config_path` (whose keys file must hold BENCH_KEY) on this process's Ray,
+    started if none, at 127.0.0.1:`port`; the URL once /readyz answers."""
     import httpx
     import ray
     from ray import serve
 
     from rayrag.serve.app import build_app
 
-    # The replicas read the key from the environment Ray starts them with.
-    os.environ["RAYRAG_API_KEYS"] = f"{BENCH_KEY}=bench:public:bench:user"
     if not ray.is_initialized():  # a caller's Ray (bench scale) is reused as it is
         ray.init(num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False,
                  configure_logging=False)
@@ -136,28 +140,38 @@ def stop_serve(shutdown_ray: bool = True) -> None:
         ray.shutdown()
 
 
-def bench(plan: dict[str, Any], bundle: Path, model: Path, config_name: str = "demo") -> dict[str, Any]:
+def bench(plan: dict[str, Any], bundle: Path, model: Path, config_name: str = "demo",
+          demo_dir: Path = DEMO_DIR, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     import socket
 
-    from rayrag.config import resolve_config
+    import ray
+    import yaml
 
-    config = resolve_config(config_name, ["tracking.enabled=false"])
+    from rayrag.config import resolve_config
+    from rayrag.serve.auth import key_entry
     from rayrag.serve.demo_env import ensure_demo_secrets
 
+    config = resolve_config(config_name, ["tracking.enabled=false", *overrides])
     ensure_demo_secrets(config)  # the demo bundle's pseudonyms were made with the demo key
-    batch = questions(DEMO_DIR, plan["requests"])  # the demo's questions, whatever the bundle
+    batch = questions(demo_dir, plan["requests"])  # the demo's questions, whatever the bundle
     inprocess = InProcess(config, bundle, model)
     inprocess.ask(batch[0])  # warm
+    started_ray = not ray.is_initialized()
     with tempfile.TemporaryDirectory() as tmp:
+        # A keys file, not $RAYRAG_API_KEYS: replicas of a Ray started before this call never
+        # see the driver's later environment.
+        keys_file = Path(tmp) / "api_keys.yaml"
+        keys_file.write_text(yaml.safe_dump([key_entry(BENCH_KEY, "bench", ["public"], "bench", "user")]))
         config_path = Path(tmp) / "serve.yaml"
         config_path.write_text(config.with_overrides([
+            f"serve.keys_file={keys_file}",
             f"serve.event_log={Path(tmp) / 'events.jsonl'}",
             f"serve.escalation_queue={Path(tmp) / 'escalations.jsonl'}"]).to_yaml())
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        url = start_serve(config_path, bundle, model, port)
         try:
+            url = start_serve(config_path, bundle, model, port)
             drive(url, batch[: plan["clients"]], plan["clients"])  # warm every stage
             runs: dict[str, list[dict[str, Any]]] = {"inprocess": [], "serve": []}
             for r in range(plan["rounds"]):
@@ -177,7 +191,7 @@ def bench(plan: dict[str, Any], bundle: Path, model: Path, config_name: str = "d
                     _log(f"round {r + 1} {name}: {len(batch) / seconds:.2f} req/s, "
                          f"p50 {percentile(latencies, 50):.0f} ms, errors {errors}")
         finally:
-            stop_serve()
+            stop_serve(shutdown_ray=started_ray)
     report = {}
     for name, rounds in runs.items():
         latencies = [ms for run in rounds for ms in run["latencies"]]
@@ -187,6 +201,7 @@ def bench(plan: dict[str, Any], bundle: Path, model: Path, config_name: str = "d
     serve_report = report["serve"]
     return {
         "plan": plan, "config": config_name, "model": str(model), "bundle": str(bundle),
+        "questions": str(demo_dir / "data" / "qa.jsonl"), "overrides": list(overrides),
         "competitors": report, "throughput_rps": serve_report["throughput_rps"], "p50_ms": serve_report["p50_ms"],
         "p99_ms": serve_report["p99_ms"], "errors": serve_report["errors"],
         "ratios": {
@@ -197,16 +212,19 @@ def bench(plan: dict[str, Any], bundle: Path, model: Path, config_name: str = "d
     }
 
 
-def run(quick: bool = False, bundle: str | None = None, model: str | None = None) -> dict[str, Any]:
+def run(quick: bool = False, bundle: str | Path | None = None, model: str | Path | None = None,
+        demo_dir: str | Path | None = None, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The bench record; bundle, model and the questions' folder default to `make demo`'s."""
     from rayrag.errors import ConfigError
 
-    bundle_path = Path(bundle or DEMO_DIR / "bundle")
-    model_path = Path(model or DEMO_DIR / "model")
-    if not all(p.is_file() for p in (bundle_path / "manifest.json", model_path / "config.json",
-                                      DEMO_DIR / "data" / "qa.jsonl")):
-        raise ConfigError(f"bench serve needs a bundle and a model ({bundle_path}, {model_path}): run `make demo` first")
+    demo = Path(demo_dir or DEMO_DIR)
+    bundle_path, model_path = Path(bundle or demo / "bundle"), Path(model or demo / "model")
+    missing = [str(p) for p in (bundle_path / "manifest.json", model_path / "config.json", demo / "data" / "qa.jsonl")
+               if not p.is_file()]
+    if missing:
+        raise ConfigError(f"bench serve needs a bundle, a model and questions; missing {', '.join(missing)}: "
+                          "run `make demo` first, or pass --bundle and --model")
     plan = QUICK if quick else FULL
     started = time.perf_counter()
-    result = bench(plan, bundle_path, model_path)
+    result = bench(plan, bundle_path, model_path, demo_dir=demo, overrides=tuple(overrides))
     return {"bench": "serve", "quick": quick, **result, "wall_seconds": round(time.perf_counter() - started, 1)}
-

@@ -125,11 +125,15 @@ def bench(
     name: Annotated[str, typer.Argument(help="redaction | ingest | retrieval | kg | moe | softmax | decode | moe-quality | ep | serve | scale")],
     quick: Annotated[bool, typer.Option("--quick", help="Small sizes (CI).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Last stdout line is one JSON object.")] = False,
+    bundle: Annotated[Path | None, typer.Option(help="serve: the index bundle (default .rayrag/demo/bundle).")] = None,
+    model: Annotated[Path | None, typer.Option(help="serve: the reader checkpoint (default .rayrag/demo/model).")] = None,
+    out: Annotated[Path | None, typer.Option(help="scale: folder for plots and scale.json (default .rayrag/bench).")] = None,
+    docs: Annotated[bool, typer.Option("--docs", help="scale: also refresh docs/scaling_*.png (full run only).")] = False,
 ) -> None:
     """Run a benchmark: competitors side by side in one process; ratios, not times."""
     from rayrag.bench import run_bench
 
-    result = run_bench(name, quick=quick)
+    result = run_bench(name, quick=quick, bundle=bundle, model=model, out_dir=out, docs=docs or None)
     if not as_json:
         for key, value in result.get("ratios", {}).items():
             print(f"{key}: {value:.2f}" if isinstance(value, (int, float)) else f"{key}: {value}")

@@ -9,14 +9,14 @@ from __future__ import annotations
 import importlib
 import json
 import math
-import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from rayrag.bench import BENCHES, run_bench, scale, scale_moe, scale_ppr, scale_search
+from rayrag.bench import BENCHES, run_bench, scale, scale_moe, scale_plot, scale_ppr, scale_search
 from rayrag.bench.scale_plot import write_plots
+from rayrag.errors import ConfigError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -133,33 +133,75 @@ def test_summary_slopes_and_plots_are_png(tmp_path: Path):
     assert not list((tmp_path / "plots").glob(".*.tmp"))  # atomic writes leave no temp files
 
 
-def test_quick_run_plots_go_to_a_temp_folder_not_docs(tmp_path: Path, monkeypatch):
-    (tmp_path / "docs").mkdir()
+def test_scale_writes_to_its_output_folder_and_docs_only_on_request(tmp_path: Path, monkeypatch):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "SCALING.md").write_text("# How rayrag's cost grows\n")
     monkeypatch.chdir(tmp_path)
-    assert scale.plots_dir_for(quick=False) == Path("docs")
-    quick_dir = scale.plots_dir_for(quick=True)
-    assert quick_dir != Path("docs") and quick_dir.is_dir()
+    monkeypatch.delenv("RAYRAG_BENCH_OUT", raising=False)
+    monkeypatch.setattr(scale, "CURVES", {"ppr": SimpleNamespace(curve=lambda quick: synthetic_curves()["ppr"])})
+    full = scale.run(quick=False)  # a full run writes to .rayrag/bench/scale, not docs/
+    assert [Path(p) for p in full["plots"]] == [Path(".rayrag/bench/scale/scaling_ppr.png")]
+    assert json.loads(Path(full["result_file"]).read_text())["ratios"] == full["ratios"]
+    assert sorted(p.name for p in docs.iterdir()) == ["SCALING.md"]
+    monkeypatch.setenv("RAYRAG_BENCH_OUT", str(tmp_path / "elsewhere"))
+    assert Path(scale.run(quick=True)["plots"][0]).parent == tmp_path / "elsewhere" / "scale"
+    assert Path(scale.run(quick=True, out_dir=tmp_path / "given")["plots"][0]).parent == tmp_path / "given" / "scale"
+    assert sorted(p.name for p in docs.iterdir()) == ["SCALING.md"]
+    with pytest.raises(ConfigError, match="full run"):
+        scale.run(quick=True, docs=True)
+    written = scale.run(quick=False, docs=True)["docs_plots"]  # the explicit request
+    assert [Path(p) for p in written] == [Path("docs/scaling_ppr.png")]
+    assert (docs / "scaling_ppr.png").read_bytes()[:8] == PNG_MAGIC
 
 
-def test_scale_is_a_registered_bench_and_runs_end_to_end(monkeypatch):
+def test_docs_pictures_come_from_a_saved_full_result_in_the_repository_root(tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    result = scale.summarise(synthetic_curves(), quick=False)
+    saved = tmp_path / "scale.json"
+    saved.write_text(json.dumps(result))
+    assert scale_plot.main([str(saved), "--docs"]) == 1  # no docs/SCALING.md here: not the repository root
+    assert "SCALING.md" in capsys.readouterr().err and not (tmp_path / "docs").exists()
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "SCALING.md").write_text("x")
+    saved_quick = tmp_path / "quick.json"
+    saved_quick.write_text(json.dumps(scale.summarise(synthetic_curves(), quick=True)))
+    assert scale_plot.main([str(saved_quick), "--docs"]) == 1  # a quick run never becomes the docs' figures
+    assert sorted(p.name for p in (tmp_path / "docs").iterdir()) == ["SCALING.md"]
+    assert scale_plot.main([str(saved), "--docs"]) == 0
+    assert sorted(p.name for p in (tmp_path / "docs").glob("scaling_*.png")) == sorted(
+        f"scaling_{name}.png" for name in result["curves"])
+    assert scale_plot.main([str(saved), "--out", str(tmp_path / "plots")]) == 0
+    assert len(list((tmp_path / "plots").glob("scaling_*.png"))) == len(result["curves"])
+
+
+def test_scale_is_a_registered_bench_and_runs_end_to_end(monkeypatch, tmp_path: Path):
     assert BENCHES["scale"] == "rayrag.bench.scale"
     assert callable(importlib.import_module(BENCHES["scale"]).run)
     # The runner over real (tiny) ppr and moe curves; ingest and serve are tested with B2's modules.
     monkeypatch.setenv("RAYRAG_BENCH_THREADS", "1")
+    monkeypatch.setenv("RAYRAG_BENCH_OUT", str(tmp_path / "out"))
     monkeypatch.setattr(scale, "CURVES", {
         "ppr": SimpleNamespace(curve=lambda quick: scale_ppr.curve(sizes=(300, 3_000), queries=3)),
         "moe": SimpleNamespace(curve=lambda quick: scale_moe.curve(
             experts=(8, 64), d_model=16, ffn_dim=32, tokens=64, rounds=1)),
     })
     result = json.loads(json.dumps(run_bench("scale", quick=True)))
-    try:
-        assert result["bench"] == "scale" and set(result["curves"]) == {"ppr", "moe"}
-        assert result["ratios"]["moe_time_e64_vs_e8_fixed_active"] > 0
-        assert result["ratios"]["ppr_nodes_largest_vs_smallest"] == pytest.approx(10, rel=0.2)
-        assert set(result["slopes"]["ppr"]) == {"sparse", "push", "networkx"}
-        assert result["ratios"]["ppr_push_vs_sparse_at_largest"] > 0
-        assert [Path(p).name for p in result["plots"]] == ["scaling_ppr.png", "scaling_moe.png"]
-        assert all(Path(p).read_bytes()[:8] == PNG_MAGIC for p in result["plots"])
-        assert Path(result["plots"][0]).parent != Path("docs")  # quick runs never touch docs/
-    finally:
-        shutil.rmtree(Path(result["plots"][0]).parent, ignore_errors=True)
+    assert result["bench"] == "scale" and set(result["curves"]) == {"ppr", "moe"}
+    assert result["ratios"]["moe_time_e64_vs_e8_fixed_active"] > 0
+    assert result["ratios"]["ppr_nodes_largest_vs_smallest"] == pytest.approx(10, rel=0.2)
+    assert set(result["slopes"]["ppr"]) == {"sparse", "push", "networkx"}
+    assert result["ratios"]["ppr_push_vs_sparse_at_largest"] > 0
+    assert [Path(p).name for p in result["plots"]] == ["scaling_ppr.png", "scaling_moe.png"]
+    assert all(Path(p).read_bytes()[:8] == PNG_MAGIC for p in result["plots"])
+    assert all(Path(p).parent == tmp_path / "out" / "scale" for p in result["plots"])
+
+
+def test_run_bench_passes_options_and_names_the_ones_a_bench_lacks(monkeypatch):
+    with pytest.raises(ConfigError, match="bench kg takes no option bundle"):
+        run_bench("kg", quick=True, bundle="b")
+    seen = {}
+    monkeypatch.setattr(scale, "run", lambda quick, out_dir=None, docs=False: seen.update(
+        quick=quick, out_dir=out_dir, docs=docs) or {"bench": "scale", "ratios": {}})
+    run_bench("scale", quick=True, out_dir="o", docs=None)  # None: the option was not given
+    assert seen == {"quick": True, "out_dir": "o", "docs": False}

@@ -81,6 +81,15 @@ def test_unknown_bench_and_dataset(tmp_path):
                     "unknown dataset kind")
 
 
+def test_bench_options_reach_the_bench_that_takes_them(tmp_path):
+    _one_line_error(rayrag("bench", "moe", "--bundle", "b", cwd=tmp_path), "takes no option bundle")
+    _one_line_error(rayrag("bench", "scale", "--quick", "--docs", cwd=tmp_path), "needs a full run")
+    proc = rayrag("bench", "serve", "--quick", "--bundle", str(tmp_path / "nb"), "--model", str(tmp_path / "nm"),
+                  cwd=tmp_path)
+    _one_line_error(proc, "nb")  # serve got the bundle: its error names the folder given
+    assert not (tmp_path / "docs").exists() and not (tmp_path / "mlflow.db").exists()
+
+
 def test_ask_on_missing_bundle(tmp_path):
     proc = rayrag("ask", "anything", "--bundle", str(tmp_path / "none"), "--retrieval-only", cwd=tmp_path)
     _one_line_error(proc, "index bundle not found")
