@@ -21,4 +21,6 @@ def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
     except StopIteration as done:
         return done.value
     coroutine.close()
-    raise RuntimeError("a local answer stage suspended; run the pipeline's async methods in an event loop")
+    raise RuntimeError(
+        "a local answer stage suspended; run the pipeline's async methods in an event loop"
+    )

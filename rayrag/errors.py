@@ -52,7 +52,9 @@ def user_error_in(exc: BaseException) -> RayRagError | None:
         seen.add(id(current))
         # ray.get raises a RayTaskError subclassing the user's error class; its args are
         # Ray's traceback, and the user's error is its `cause`.
-        if isinstance(current, RayRagError) and not isinstance(getattr(current, "cause", None), BaseException):
+        if isinstance(current, RayRagError) and not isinstance(
+            getattr(current, "cause", None), BaseException
+        ):
             return type(current)(*current.args)
         stack.extend([getattr(current, "cause", None), current.__cause__, current.__context__])
     return None

@@ -168,8 +168,9 @@ class LockedRotatingFileHandler(RotatingFileHandler):
         super().close()
 
 
-def file_event_logger(name: str, path: str | Path, max_bytes: int = 10 * 1024 * 1024,
-                      backups: int = 5) -> logging.Logger:
+def file_event_logger(
+    name: str, path: str | Path, max_bytes: int = 10 * 1024 * 1024, backups: int = 5
+) -> logging.Logger:
     """A JSON-event logger that writes to `path`, rotated by size (`path.1`, `path.2`, ...).
 
     The file is created owner-only (0600): events carry hashed user ids and team tags.
@@ -178,8 +179,10 @@ def file_event_logger(name: str, path: str | Path, max_bytes: int = 10 * 1024 * 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     logger = logging.getLogger(name)
-    if not any(isinstance(h, RotatingFileHandler) and Path(h.baseFilename) == path.resolve()
-               for h in logger.handlers):
+    if not any(
+        isinstance(h, RotatingFileHandler) and Path(h.baseFilename) == path.resolve()
+        for h in logger.handlers
+    ):
         handler = LockedRotatingFileHandler(path, max_bytes=max_bytes, backups=backups)
         handler.setFormatter(JsonEventFormatter())
         logger.addHandler(handler)

@@ -15,5 +15,9 @@ def ensure_ray(config: RAGConfig) -> None:
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=config.ingest.num_cpus, include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
+        ray.init(
+            num_cpus=config.ingest.num_cpus,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )

@@ -63,16 +63,39 @@ def test_rays_schema_and_config_fill_accept_the_file(cluster):
     assert prepared["head_node_type"] in prepared["available_node_types"]
 
 
-@pytest.mark.parametrize("break_it, needle", [
-    (lambda c: c["available_node_types"]["cpu_worker"].update(min_worker=1), "'min_worker' was unexpected"),
-    (lambda c: c.update(max_workers="12"), "'12' is not of type 'integer'"),
-    (lambda c: c.update(head_start_ray_commands="ray start --head"), "is not of type 'array'"),
-    (lambda c: c["available_node_types"]["gpu_worker"]["resources"].update(GPU=0.5), "0.5 is not of type 'integer'"),
-    (lambda c: c["available_node_types"]["gpu_worker"].pop("node_config"), "'node_config' is a required property"),
-    (lambda c: c.update(max_workers=0), "smaller than the sum of `min_workers`"),
-    (lambda c: c.update(head_node_type="gpu_head"), "`head_node_type` must be one of `available_node_types`"),
-], ids=["misspelled-key", "string-count", "string-commands", "fractional-gpu", "no-node-config",
-        "cap-below-minimum", "unknown-head-type"])
+@pytest.mark.parametrize(
+    "break_it, needle",
+    [
+        (
+            lambda c: c["available_node_types"]["cpu_worker"].update(min_worker=1),
+            "'min_worker' was unexpected",
+        ),
+        (lambda c: c.update(max_workers="12"), "'12' is not of type 'integer'"),
+        (lambda c: c.update(head_start_ray_commands="ray start --head"), "is not of type 'array'"),
+        (
+            lambda c: c["available_node_types"]["gpu_worker"]["resources"].update(GPU=0.5),
+            "0.5 is not of type 'integer'",
+        ),
+        (
+            lambda c: c["available_node_types"]["gpu_worker"].pop("node_config"),
+            "'node_config' is a required property",
+        ),
+        (lambda c: c.update(max_workers=0), "smaller than the sum of `min_workers`"),
+        (
+            lambda c: c.update(head_node_type="gpu_head"),
+            "`head_node_type` must be one of `available_node_types`",
+        ),
+    ],
+    ids=[
+        "misspelled-key",
+        "string-count",
+        "string-commands",
+        "fractional-gpu",
+        "no-node-config",
+        "cap-below-minimum",
+        "unknown-head-type",
+    ],
+)
 def test_the_validator_is_live_a_broken_copy_is_rejected(cluster, break_it, needle):
     broken = copy.deepcopy(cluster)
     break_it(broken)
@@ -128,8 +151,13 @@ def test_file_mounts_ship_what_make_venv_and_serve_deploy_read(cluster):
 
 
 def _all_commands(config: dict[str, Any]) -> list[str]:
-    keys = ("setup_commands", "head_setup_commands", "worker_setup_commands",
-            "head_start_ray_commands", "worker_start_ray_commands")
+    keys = (
+        "setup_commands",
+        "head_setup_commands",
+        "worker_setup_commands",
+        "head_start_ray_commands",
+        "worker_start_ray_commands",
+    )
     commands = [c for key in keys for c in config.get(key, [])]
     for node_type in config["available_node_types"].values():
         commands += node_type.get("worker_setup_commands", [])
@@ -147,8 +175,11 @@ def test_every_node_installs_rayrag_like_make_venv_with_the_makefiles_torch_pin(
     assert re.search(r"^venv:", MAKEFILE, re.MULTILINE)
     prepared = ray_up_checks(cluster)
     common = prepared["setup_commands"]
-    installs = {"head": prepared["head_setup_commands"], "cpu_worker": prepared["worker_setup_commands"],
-                "gpu_worker": prepared["available_node_types"]["gpu_worker"]["worker_setup_commands"]}
+    installs = {
+        "head": prepared["head_setup_commands"],
+        "cpu_worker": prepared["worker_setup_commands"],
+        "gpu_worker": prepared["available_node_types"]["gpu_worker"]["worker_setup_commands"],
+    }
     for node_type, commands in installs.items():
         # A node type's own list replaces the merged one, so it must repeat the common steps.
         assert commands[: len(common)] == common, node_type
@@ -157,7 +188,9 @@ def test_every_node_installs_rayrag_like_make_venv_with_the_makefiles_torch_pin(
             assert re.search(rf'TORCH_PIN="{re.escape(pin)}[ "]', make), node_type
         if node_type == "gpu_worker":
             assert CPU_TORCH_INDEX not in make  # PyPI's Linux wheel: the CUDA build
-            assert any("torch.cuda.is_available()" in c and "faiss.get_num_gpus()" in c for c in commands)
+            assert any(
+                "torch.cuda.is_available()" in c and "faiss.get_num_gpus()" in c for c in commands
+            )
         else:
             assert CPU_TORCH_INDEX in make
         assert any(f"startswith('{ray_minor()}.')" in c for c in commands), node_type
@@ -179,8 +212,12 @@ def _makefile_exports() -> dict[str, str]:
 
 def _node_env(home: Path) -> dict[str, str]:
     script = REPO / "deploy" / "cluster" / "node-env.sh"
-    result = subprocess.run(["bash", "-c", f'. "{script}" && env -0'], capture_output=True,
-                            env={"HOME": str(home), "PATH": "/usr/bin:/bin"}, check=True)
+    result = subprocess.run(
+        ["bash", "-c", f'. "{script}" && env -0'],
+        capture_output=True,
+        env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
+        check=True,
+    )
     return dict(item.split("=", 1) for item in result.stdout.decode().split("\0") if "=" in item)
 
 
@@ -197,7 +234,9 @@ def test_node_env_gives_every_node_the_venv_the_makefile_env_the_secrets_and_mlf
     assert env["RAYRAG_BUNDLE"] == "/mnt/rayrag/bundle"
     assert env["RAYRAG_MODEL"].startswith("models:/")
     # A tracking server named in cluster.env wins; without a head address the head is local.
-    (tmp_path / ".rayrag" / "cluster.env").write_text("MLFLOW_TRACKING_URI=https://mlflow.example.internal\n")
+    (tmp_path / ".rayrag" / "cluster.env").write_text(
+        "MLFLOW_TRACKING_URI=https://mlflow.example.internal\n"
+    )
     assert _node_env(tmp_path)["MLFLOW_TRACKING_URI"] == "https://mlflow.example.internal"
     (tmp_path / ".rayrag" / "cluster.env").unlink()
     (tmp_path / ".rayrag" / "head_ip").unlink()
@@ -209,8 +248,13 @@ def test_the_env_example_names_every_secret_and_setting_the_nodes_read(cluster):
     names = set(re.findall(r"^(\w+)=", text, re.MULTILINE))
     config = RAGConfig()
     redaction = config.governance.redaction
-    needed = {redaction.hmac_key_env, redaction.encryption_key_env, config.serve.keys_env,
-              "MLFLOW_BACKEND_STORE_URI", "MLFLOW_ARTIFACTS_DESTINATION"}
+    needed = {
+        redaction.hmac_key_env,
+        redaction.encryption_key_env,
+        config.serve.keys_env,
+        "MLFLOW_BACKEND_STORE_URI",
+        "MLFLOW_ARTIFACTS_DESTINATION",
+    }
     commands = " ".join(_all_commands(cluster))
     needed |= set(re.findall(r"\$\{?(RAYRAG_\w+|MLFLOW_\w+)", commands))
     assert needed <= names, needed - names

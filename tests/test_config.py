@@ -8,7 +8,11 @@ from pydantic import ValidationError
 from rayrag.config import RAGConfig, configs_dir, load_config, resolve_config
 from rayrag.errors import ConfigError
 
-SHIPPED = [p for p in sorted(configs_dir().glob("*.yaml")) if p.name not in ("serve_config.yaml", "tune.yaml")]  # a Serve deploy file (tests/serve/test_app.py) and the search space (tests/tune/test_spec.py)
+SHIPPED = [
+    p
+    for p in sorted(configs_dir().glob("*.yaml"))
+    if p.name not in ("serve_config.yaml", "tune.yaml")
+]  # a Serve deploy file (tests/serve/test_app.py) and the search space (tests/tune/test_spec.py)
 
 
 def test_configs_dir_has_default_and_demo():
@@ -43,16 +47,22 @@ def test_config_is_frozen():
         cfg.chunking.chunk_size = 3  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("override, needle", [
-    ("chunking.chunk_size=0", "chunking.chunk_size: Input should be greater than 0, got 0 (--set chunking.chunk_size=0)"),
-    ("retrieval.top_k=-1", "retrieval.top_k"),
-    ("retrieval.fusion=maybe", "got 'maybe'"),
-    ("chunking.chunk_overlap=999", "chunk_overlap must be < chunk_size"),
-    ("generator.n_heads=3", "divisible by n_heads"),
-    ("chunking.nope=1", "unknown config key 'chunking.nope'"),
-    ("nope.x=1", "unknown config section 'nope'"),
-    ("chunking.chunk_size", "override must look like section.key=value"),
-])
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        (
+            "chunking.chunk_size=0",
+            "chunking.chunk_size: Input should be greater than 0, got 0 (--set chunking.chunk_size=0)",
+        ),
+        ("retrieval.top_k=-1", "retrieval.top_k"),
+        ("retrieval.fusion=maybe", "got 'maybe'"),
+        ("chunking.chunk_overlap=999", "chunk_overlap must be < chunk_size"),
+        ("generator.n_heads=3", "divisible by n_heads"),
+        ("chunking.nope=1", "unknown config key 'chunking.nope'"),
+        ("nope.x=1", "unknown config section 'nope'"),
+        ("chunking.chunk_size", "override must look like section.key=value"),
+    ],
+)
 def test_bad_values_name_key_value_and_flag(override, needle):
     with pytest.raises(ConfigError) as info:
         resolve_config("demo", [override])
@@ -88,7 +98,9 @@ def test_training_hash_ignores_serving_and_retrieval_but_not_the_model():
     from rayrag.config import resolve_config
 
     base = resolve_config("demo")
-    served = base.with_overrides(["serve.port=9000", "retrieval.top_k=3", "decoding.max_new_tokens=5"])
+    served = base.with_overrides(
+        ["serve.port=9000", "retrieval.top_k=3", "decoding.max_new_tokens=5"]
+    )
     assert served.config_hash != base.config_hash and served.training_hash == base.training_hash
     assert base.with_overrides(["generator.d_model=64"]).training_hash != base.training_hash
 
@@ -96,12 +108,18 @@ def test_training_hash_ignores_serving_and_retrieval_but_not_the_model():
 def test_chunk_size_beyond_what_the_embedder_reads_needs_max_seq_length():
     with pytest.raises(ConfigError) as info:
         resolve_config("demo", ["chunking.chunk_size=512"])
-    assert str(info.value) == ("chunking.chunk_size 512 is longer than the embedder reads (256 tokens); "
-                               "set embedding.max_seq_length: 512 to embed whole chunks (--set chunking.chunk_size=512)")
-    long_chunks = resolve_config("demo", ["chunking.chunk_size=512", "embedding.max_seq_length=512"])
+    assert str(info.value) == (
+        "chunking.chunk_size 512 is longer than the embedder reads (256 tokens); "
+        "set embedding.max_seq_length: 512 to embed whole chunks (--set chunking.chunk_size=512)"
+    )
+    long_chunks = resolve_config(
+        "demo", ["chunking.chunk_size=512", "embedding.max_seq_length=512"]
+    )
     assert long_chunks.chunking.chunk_size == long_chunks.embedding.max_seq_length == 512
     assert resolve_config("demo", ["chunking.chunk_size=256"]).embedding.max_seq_length is None
-    with pytest.raises(ConfigError, match=r"embedding.max_seq_length: Input should be less than or equal to 512"):
+    with pytest.raises(
+        ConfigError, match=r"embedding.max_seq_length: Input should be less than or equal to 512"
+    ):
         resolve_config("demo", ["embedding.max_seq_length=1024"])
 
 
@@ -109,5 +127,9 @@ def test_max_seq_length_enters_the_ingest_fingerprint_only_when_set():
     from rayrag.pipelines.ingest import ingest_fingerprint
 
     base = resolve_config("demo")
-    assert ingest_fingerprint(base.with_overrides(["embedding.num_threads=1"])) == ingest_fingerprint(base)
-    assert ingest_fingerprint(base.with_overrides(["embedding.max_seq_length=256"])) != ingest_fingerprint(base)
+    assert ingest_fingerprint(
+        base.with_overrides(["embedding.num_threads=1"])
+    ) == ingest_fingerprint(base)
+    assert ingest_fingerprint(
+        base.with_overrides(["embedding.max_seq_length=256"])
+    ) != ingest_fingerprint(base)

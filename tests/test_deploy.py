@@ -31,23 +31,60 @@ MLFLOW_SCRIPT = DEPLOY / "mlflow" / "mlflow-server.sh"
 
 # KubeRay ray.io/v1 (ray-operator/apis/ray/v1/rayservice_types.go, raycluster_types.go): the
 # json field names the CRD accepts; an unknown one is dropped or rejected by the API server.
-RAYSERVICE_SPEC_FIELDS = {"serveConfigV2", "rayClusterConfig", "serveService", "upgradeStrategy",
-                          "excludeHeadPodFromServeSvc", "rayClusterDeletionDelaySeconds",
-                          "serviceUnhealthySecondThreshold", "deploymentUnhealthySecondThreshold"}
-RAYCLUSTER_SPEC_FIELDS = {"headGroupSpec", "workerGroupSpecs", "rayVersion", "enableInTreeAutoscaling",
-                          "autoscalerOptions", "headServiceAnnotations", "suspend",
-                          "gcsFaultToleranceOptions", "managedBy", "upgradeStrategy", "authOptions"}
-HEAD_GROUP_FIELDS = {"serviceType", "headService", "enableIngress", "rayStartParams", "template",
-                     "resources", "labels"}
-WORKER_GROUP_FIELDS = {"groupName", "replicas", "minReplicas", "maxReplicas", "numOfHosts",
-                       "rayStartParams", "template", "scaleStrategy", "idleTimeoutSeconds",
-                       "suspend", "resources", "labels"}
+RAYSERVICE_SPEC_FIELDS = {
+    "serveConfigV2",
+    "rayClusterConfig",
+    "serveService",
+    "upgradeStrategy",
+    "excludeHeadPodFromServeSvc",
+    "rayClusterDeletionDelaySeconds",
+    "serviceUnhealthySecondThreshold",
+    "deploymentUnhealthySecondThreshold",
+}
+RAYCLUSTER_SPEC_FIELDS = {
+    "headGroupSpec",
+    "workerGroupSpecs",
+    "rayVersion",
+    "enableInTreeAutoscaling",
+    "autoscalerOptions",
+    "headServiceAnnotations",
+    "suspend",
+    "gcsFaultToleranceOptions",
+    "managedBy",
+    "upgradeStrategy",
+    "authOptions",
+}
+HEAD_GROUP_FIELDS = {
+    "serviceType",
+    "headService",
+    "enableIngress",
+    "rayStartParams",
+    "template",
+    "resources",
+    "labels",
+}
+WORKER_GROUP_FIELDS = {
+    "groupName",
+    "replicas",
+    "minReplicas",
+    "maxReplicas",
+    "numOfHosts",
+    "rayStartParams",
+    "template",
+    "scaleStrategy",
+    "idleTimeoutSeconds",
+    "suspend",
+    "resources",
+    "labels",
+}
 WORKER_GROUP_REQUIRED = {"groupName", "minReplicas", "maxReplicas", "rayStartParams", "template"}
 UPSCALING_MODES = {"Default", "Aggressive", "Conservative"}
 
 
 def _load_render():
-    spec = importlib.util.spec_from_file_location("rayrag_deploy_render", DEPLOY / "kuberay" / "render.py")
+    spec = importlib.util.spec_from_file_location(
+        "rayrag_deploy_render", DEPLOY / "kuberay" / "render.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -63,7 +100,9 @@ def rayservice() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def serve_file() -> dict[str, Any]:
-    return yaml.safe_load((REPO / "rayrag" / "configs" / "serve_config.yaml").read_text(encoding="utf-8"))
+    return yaml.safe_load(
+        (REPO / "rayrag" / "configs" / "serve_config.yaml").read_text(encoding="utf-8")
+    )
 
 
 def _documents() -> list[dict[str, Any]]:
@@ -76,7 +115,10 @@ def _documents() -> list[dict[str, Any]]:
 
 def _ray_groups(rayservice: dict[str, Any]) -> dict[str, dict[str, Any]]:
     cluster = rayservice["spec"]["rayClusterConfig"]
-    return {"head": cluster["headGroupSpec"], **{g["groupName"]: g for g in cluster["workerGroupSpecs"]}}
+    return {
+        "head": cluster["headGroupSpec"],
+        **{g["groupName"]: g for g in cluster["workerGroupSpecs"]},
+    }
 
 
 def _containers(pod_templates: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -85,19 +127,24 @@ def _containers(pod_templates: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 # --- the serve config ----------------------------------------------------------------------
 
+
 def test_the_manifest_is_rendered_from_the_serve_config(rayservice, serve_file):
     current = MANIFEST.read_text(encoding="utf-8")
     assert render.render(current, serve_file) == current, "run python deploy/kuberay/render.py"
     assert render.main(["--check"]) == 0
     embedded = yaml.safe_load(rayservice["spec"]["serveConfigV2"])
     assert embedded["applications"] == serve_file["applications"]
-    assert {k: v for k, v in embedded.items() if k != "http_options"} == \
-           {k: v for k, v in serve_file.items() if k != "http_options"}
+    assert {k: v for k, v in embedded.items() if k != "http_options"} == {
+        k: v for k, v in serve_file.items() if k != "http_options"
+    }
 
 
 def test_a_stale_manifest_is_detected_and_rewritten(serve_file):
     current = MANIFEST.read_text(encoding="utf-8")
-    stale = current.replace("      - name: Guard\n        num_replicas: 1", "      - name: Guard\n        num_replicas: 3")
+    stale = current.replace(
+        "      - name: Guard\n        num_replicas: 1",
+        "      - name: Guard\n        num_replicas: 3",
+    )
     assert stale != current
     assert render.render(stale, serve_file) == current
 
@@ -118,16 +165,21 @@ def test_serve_config_v2_deploys_the_rayrag_graph(rayservice):
         # A tracking_uri in the config would win over the pods' MLFLOW_TRACKING_URI.
         assert config.tracking.tracking_uri is None
     serve_port = embedded["http_options"]["port"]
-    head = rayservice["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    head = rayservice["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"][
+        "containers"
+    ][0]
     assert {"name": "serve", "containerPort": serve_port} in head["ports"]
 
 
 # --- the RayService's structure ------------------------------------------------------------
 
+
 def test_rayservice_has_kuberays_structure(rayservice):
     assert rayservice["apiVersion"] == "ray.io/v1" and rayservice["kind"] == "RayService"
     spec = rayservice["spec"]
-    assert set(spec) <= RAYSERVICE_SPEC_FIELDS and {"serveConfigV2", "rayClusterConfig"} <= set(spec)
+    assert set(spec) <= RAYSERVICE_SPEC_FIELDS and {"serveConfigV2", "rayClusterConfig"} <= set(
+        spec
+    )
     assert isinstance(spec["serveConfigV2"], str)  # a YAML string, not a mapping
     cluster = spec["rayClusterConfig"]
     assert set(cluster) <= RAYCLUSTER_SPEC_FIELDS
@@ -177,14 +229,19 @@ def test_ray_versions_agree_across_pyproject_manifest_image_and_this_venv(rayser
 
 # --- secrets, volumes, MLflow wiring -------------------------------------------------------
 
+
 def _env_vars(containers: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for c in containers for e in c.get("env", [])]
 
 
 def test_every_secret_reference_names_a_secret_defined_in_deploy(rayservice):
     docs = _documents()
-    defined = {(d["metadata"]["name"], key) for d in docs if d["kind"] == "Secret"
-               for key in {**d.get("data", {}), **d.get("stringData", {})}}
+    defined = {
+        (d["metadata"]["name"], key)
+        for d in docs
+        if d["kind"] == "Secret"
+        for key in {**d.get("data", {}), **d.get("stringData", {})}
+    }
     templates = [g["template"] for g in _ray_groups(rayservice).values()]
     templates += [d["spec"]["template"] for d in docs if d["kind"] == "Deployment"]
     env = _env_vars(_containers(templates))
@@ -197,33 +254,48 @@ def test_every_secret_reference_names_a_secret_defined_in_deploy(rayservice):
         if re.search(r"KEY|SECRET|PASSWORD|TOKEN|STORE_URI", var["name"]):
             assert "value" not in var, var["name"]
     for value in [d for d in docs if d["kind"] == "Secret"]:
-        assert all(v == "" for v in value.get("stringData", {}).values())  # an example, never a secret
+        assert all(
+            v == "" for v in value.get("stringData", {}).values()
+        )  # an example, never a secret
 
 
 def test_every_ray_container_gets_the_secrets_rayrag_reads_and_the_mlflow_service(rayservice):
     config = RAGConfig()
-    needed = {config.governance.redaction.hmac_key_env, config.governance.redaction.encryption_key_env,
-              config.serve.keys_env}
-    (service,) = [d for d in _documents() if d["kind"] == "Service" and d["metadata"]["name"] == "mlflow"]
+    needed = {
+        config.governance.redaction.hmac_key_env,
+        config.governance.redaction.encryption_key_env,
+        config.serve.keys_env,
+    }
+    (service,) = [
+        d for d in _documents() if d["kind"] == "Service" and d["metadata"]["name"] == "mlflow"
+    ]
     mlflow_url = f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}"
     for name, group in _ray_groups(rayservice).items():
         env = {e["name"]: e for e in group["template"]["spec"]["containers"][0]["env"]}
         assert all("secretKeyRef" in env[n]["valueFrom"] for n in needed), name
         assert env["MLFLOW_TRACKING_URI"]["value"] == mlflow_url, name
-        mounts = {m["mountPath"] for m in group["template"]["spec"]["containers"][0]["volumeMounts"]}
+        mounts = {
+            m["mountPath"] for m in group["template"]["spec"]["containers"][0]["volumeMounts"]
+        }
         assert any(env["RAYRAG_BUNDLE"]["value"].startswith(m + "/") for m in mounts), name
 
 
 def test_every_volume_claim_is_a_shared_claim_defined_in_deploy(rayservice):
-    claims = {d["metadata"]["name"]: d for d in _documents() if d["kind"] == "PersistentVolumeClaim"}
+    claims = {
+        d["metadata"]["name"]: d for d in _documents() if d["kind"] == "PersistentVolumeClaim"
+    }
     for name, group in _ray_groups(rayservice).items():
         for volume in group["template"]["spec"]["volumes"]:
             claim = claims[volume["persistentVolumeClaim"]["claimName"]]
-            assert "ReadWriteMany" in claim["spec"]["accessModes"], name  # every pod reads the bundle
+            assert "ReadWriteMany" in claim["spec"]["accessModes"], (
+                name
+            )  # every pod reads the bundle
 
 
 def test_mlflow_deployment_and_service_fit_together():
-    docs = {d["kind"]: d for d in yaml.safe_load_all((DEPLOY / "mlflow" / "mlflow.yaml").read_text())}
+    docs = {
+        d["kind"]: d for d in yaml.safe_load_all((DEPLOY / "mlflow" / "mlflow.yaml").read_text())
+    }
     deployment, service = docs["Deployment"], docs["Service"]
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
@@ -242,37 +314,69 @@ def test_mlflow_deployment_and_service_fit_together():
 
 # --- the MLflow server script --------------------------------------------------------------
 
+
 def _script_flags() -> list[str]:
     text = MLFLOW_SCRIPT.read_text(encoding="utf-8")
-    command = text[text.index("exec mlflow server"):]
+    command = text[text.index("exec mlflow server") :]
     return re.findall(r"(?<![\w-])(--[a-z][a-z-]+)", command)
 
 
 def test_every_flag_the_script_passes_is_one_mlflow_server_has():
     flags = _script_flags()
-    assert {"--backend-store-uri", "--artifacts-destination", "--serve-artifacts", "--host",
-            "--port", "--allowed-hosts"} <= set(flags)
+    assert {
+        "--backend-store-uri",
+        "--artifacts-destination",
+        "--serve-artifacts",
+        "--host",
+        "--port",
+        "--allowed-hosts",
+    } <= set(flags)
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     mlflow = Path(sys.executable).parent / "mlflow"
-    help_text = subprocess.run([str(mlflow), "server", "--help"], capture_output=True, text=True,
-                               env=env, timeout=120, check=True).stdout
+    help_text = subprocess.run(
+        [str(mlflow), "server", "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=True,
+    ).stdout
     known = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]+)", help_text))
     assert set(flags) <= known, set(flags) - known
 
 
 def _run_script(**env: str) -> subprocess.CompletedProcess:
     clean = {"PATH": os.environ["PATH"], **env}
-    return subprocess.run(["bash", str(MLFLOW_SCRIPT)], capture_output=True, text=True, env=clean, timeout=30)
+    return subprocess.run(
+        ["bash", str(MLFLOW_SCRIPT)], capture_output=True, text=True, env=clean, timeout=30
+    )
 
 
-@pytest.mark.parametrize("env, needle", [
-    ({}, "set MLFLOW_BACKEND_STORE_URI"),
-    ({"MLFLOW_BACKEND_STORE_URI": "postgresql+psycopg2://u:pw@db:5432/mlflow"}, "set MLFLOW_ARTIFACTS_DESTINATION"),
-    ({"MLFLOW_BACKEND_STORE_URI": "sqlite:///mlflow.db", "MLFLOW_ARTIFACTS_DESTINATION": "s3://b/a"},
-     "must be a shared database"),
-    ({"MLFLOW_BACKEND_STORE_URI": "postgresql://u:pw@db/mlflow", "MLFLOW_ARTIFACTS_DESTINATION": "/tmp/art"},
-     "must be object storage"),
-], ids=["no-backend", "no-artifacts", "sqlite-backend", "local-artifacts"])
+@pytest.mark.parametrize(
+    "env, needle",
+    [
+        ({}, "set MLFLOW_BACKEND_STORE_URI"),
+        (
+            {"MLFLOW_BACKEND_STORE_URI": "postgresql+psycopg2://u:pw@db:5432/mlflow"},
+            "set MLFLOW_ARTIFACTS_DESTINATION",
+        ),
+        (
+            {
+                "MLFLOW_BACKEND_STORE_URI": "sqlite:///mlflow.db",
+                "MLFLOW_ARTIFACTS_DESTINATION": "s3://b/a",
+            },
+            "must be a shared database",
+        ),
+        (
+            {
+                "MLFLOW_BACKEND_STORE_URI": "postgresql://u:pw@db/mlflow",
+                "MLFLOW_ARTIFACTS_DESTINATION": "/tmp/art",
+            },
+            "must be object storage",
+        ),
+    ],
+    ids=["no-backend", "no-artifacts", "sqlite-backend", "local-artifacts"],
+)
 def test_the_script_refuses_to_start_without_a_shared_store(env, needle):
     result = _run_script(**env)
     assert result.returncode != 0 and result.stdout == ""

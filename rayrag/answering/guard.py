@@ -127,8 +127,10 @@ class GuardReport:
         row = self.to_dict()
         del row["text"]
         row["validation"] = dict(row["validation"])
-        row["validation"]["claims"] = [{k: v for k, v in claim.items() if k not in CONTENT_FIELDS}
-                                       for claim in row["validation"].get("claims", [])]
+        row["validation"]["claims"] = [
+            {k: v for k, v in claim.items() if k not in CONTENT_FIELDS}
+            for claim in row["validation"].get("claims", [])
+        ]
         return row
 
 
@@ -140,8 +142,14 @@ class Guard:
     when none is set the KG check is skipped (`validation["checked"]` is False).
     """
 
-    def __init__(self, config: RAGConfig, redactor: Any = None, graph: Any = None, *,
-                 bundle_path: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        config: RAGConfig,
+        redactor: Any = None,
+        graph: Any = None,
+        *,
+        bundle_path: str | Path | None = None,
+    ) -> None:
         self.config = config
         self.redactor = redactor
         self.graph = graph
@@ -161,16 +169,24 @@ class Guard:
 
             bundle = IndexBundle.load(path)
             self.bundle_id = bundle.bundle_id
-            self._chunk_policy = dict(zip(bundle.chunks().column("chunk_id").to_pylist(),
-                                          bundle.chunk_policies(), strict=True))
+            self._chunk_policy = dict(
+                zip(
+                    bundle.chunks().column("chunk_id").to_pylist(),
+                    bundle.chunk_policies(),
+                    strict=True,
+                )
+            )
         if self.redactor is None and self.config.governance.redaction.enabled:
             from rayrag.governance.privacy.redaction import Redactor
 
             # The bundle's policies (an answer is redacted under its passages' policy), the
             # config's when there is no bundle.
             redaction = self.config.governance.redaction
-            self.redactor = Redactor(bundle.query_redaction(redaction).model_copy(update={"enabled": True})
-                                     if bundle is not None else redaction)
+            self.redactor = Redactor(
+                bundle.query_redaction(redaction).model_copy(update={"enabled": True})
+                if bundle is not None
+                else redaction
+            )
         if self.redactor is not None:
             self.redactor.warm_up()
         if self.graph is None and bundle is not None:
@@ -192,9 +208,12 @@ class Guard:
     def state(self) -> dict[str, Any]:
         """What the Guard checks with: its bundle, redaction, graph, and whether it is warm."""
         graph = getattr(self.graph, "graph", None)
-        return {"warm": self._stop_words is not None, "bundle_id": self.bundle_id,
-                "redaction": self.redactor is not None,
-                "graph_nodes": graph.graph.number_of_nodes() if graph is not None else 0}
+        return {
+            "warm": self._stop_words is not None,
+            "bundle_id": self.bundle_id,
+            "redaction": self.redactor is not None,
+            "graph_nodes": graph.graph.number_of_nodes() if graph is not None else 0,
+        }
 
     def answer_policy(self, chunk_ids: Sequence[str]) -> str | None:
         """The redaction policy an answer drawn from these chunks gets: the strictest of
@@ -218,8 +237,14 @@ class Guard:
             return text
         return self.redactor.redact(text, self.answer_policy(list(chunk_ids))).text
 
-    def check(self, question: str, answer_text: str, evidence: Evidence,
-              principal: Principal, answer_logprob: float | None = None) -> GuardReport:
+    def check(
+        self,
+        question: str,
+        answer_text: str,
+        evidence: Evidence,
+        principal: Principal,
+        answer_logprob: float | None = None,
+    ) -> GuardReport:
         """Redact, validate, score; `escalated` when confidence < serve.confidence_threshold.
 
         `answer_logprob`: the generator's log-probability of the answer (our reader reports
@@ -227,13 +252,17 @@ class Guard:
         self.warm_up()
         text, redactions = answer_text, {}
         if self.redactor is not None and self.config.governance.redaction.enabled:
-            result = self.redactor.redact(answer_text, self.answer_policy([p.chunk_id for p in evidence.passages]))
+            result = self.redactor.redact(
+                answer_text, self.answer_policy([p.chunk_id for p in evidence.passages])
+            )
             text, redactions = result.text, dict(result.counts)
         citations = self.citations(text, len(evidence.passages))
         cited = [evidence.passages[n - 1] for n in citations["cited"]] or list(evidence.passages)
         mentions = self.mentions(question, principal)
         inner = inner_clause(question, mentions)
-        groundedness = self.groundedness(text, cited, question, evidence.facts, inner=inner, anchors=mentions)
+        groundedness = self.groundedness(
+            text, cited, question, evidence.facts, inner=inner, anchors=mentions
+        )
         validation = self.validate(question, text, evidence, principal, inner=inner)
 
         reasons: list[str] = []
@@ -252,9 +281,13 @@ class Guard:
             base = groundedness
             if answer_logprob is not None:
                 p_answer = math.exp(min(float(answer_logprob), 0.0))
-                base = groundedness ** (1 - MODEL_WEIGHT) * p_answer ** MODEL_WEIGHT
+                base = groundedness ** (1 - MODEL_WEIGHT) * p_answer**MODEL_WEIGHT
             judged = validation["supported"] + validation["unknown"]
-            vouched = sum(1 for row in validation["claims"] if row["verdict"] == "supported" and row["kind"] != "related")
+            vouched = sum(
+                1
+                for row in validation["claims"]
+                if row["verdict"] == "supported" and row["kind"] != "related"
+            )
             confidence = base
             if vouched:
                 confidence = base + (1 - base) * SUPPORT_BONUS * vouched / judged
@@ -262,23 +295,34 @@ class Guard:
             reasons.append("contradicted_claim")
             confidence *= CONTRADICTION_FACTOR
         if not empty and not answer_type_ok(question, MARKER_RE.sub(" ", text)):
-            reasons.append("answer_type_mismatch")  # a figure for "Which company", words for "In what year"
+            reasons.append(
+                "answer_type_mismatch"
+            )  # a figure for "Which company", words for "In what year"
             confidence *= CONTRADICTION_FACTOR
         if any(row["kind"] == "repeats_question" for row in validation["claims"]):
-            reasons.append("answer_repeats_question")  # grounded, but only in the question's own entity
+            reasons.append(
+                "answer_repeats_question"
+            )  # grounded, but only in the question's own entity
             confidence *= CONTRADICTION_FACTOR
         if any(row["kind"] == "bridge" for row in validation["claims"]) or (
-                inner and self.is_bridge(question, text, cited, inner)):
+            inner and self.is_bridge(question, text, cited, inner)
+        ):
             reasons.append("answer_is_bridge")  # answers the two-hop question's inner clause
             confidence *= CONTRADICTION_FACTOR
         if not empty and self.partial_name(text, cited):
-            reasons.append("partial_name")  # "Catalyst Power" where every passage says "Catalyst Power System"
+            reasons.append(
+                "partial_name"
+            )  # "Catalyst Power" where every passage says "Catalyst Power System"
             confidence *= CONTRADICTION_FACTOR
         if any(row["kind"] == "agent_not_asked" for row in validation["claims"]):
-            reasons.append("answer_is_unasked_agent")  # fills the agent slot of a passive question without one
+            reasons.append(
+                "answer_is_unasked_agent"
+            )  # fills the agent slot of a passive question without one
             confidence *= CONTRADICTION_FACTOR
         if any(row["kind"] == "other_relation" for row in validation["claims"]):
-            reasons.append("answer_in_other_relation")  # "approved to treat" -> the regulation X is subject to
+            reasons.append(
+                "answer_in_other_relation"
+            )  # "approved to treat" -> the regulation X is subject to
             confidence *= CONTRADICTION_FACTOR
         if any(row["kind"] == "off_relation" for row in validation["claims"]):
             reasons.append("answer_off_relation")  # in the graph, but never in the relation asked
@@ -289,12 +333,24 @@ class Guard:
         escalated = confidence < threshold
         if escalated:
             reasons.append("low_confidence")
-        return GuardReport(text=text, redactions=redactions, validation=validation,
-                           groundedness=round(groundedness, 4), confidence=round(confidence, 4),
-                           escalated=escalated, reasons=reasons, citations=citations)
+        return GuardReport(
+            text=text,
+            redactions=redactions,
+            validation=validation,
+            groundedness=round(groundedness, 4),
+            confidence=round(confidence, 4),
+            escalated=escalated,
+            reasons=reasons,
+            citations=citations,
+        )
 
-    def check_best(self, question: str, candidates: list[tuple[str, float | None]], evidence: Evidence,
-                   principal: Principal) -> tuple[int, GuardReport]:
+    def check_best(
+        self,
+        question: str,
+        candidates: list[tuple[str, float | None]],
+        evidence: Evidence,
+        principal: Principal,
+    ) -> tuple[int, GuardReport]:
         """`check` each (answer text, log-probability) candidate, most likely first; returns the
         index and report of the one with the highest confidence (the earlier on a tie).
 
@@ -302,19 +358,25 @@ class Guard:
         holds the right end of a two-hop path where its first choice is the bridge."""
         if not candidates:
             raise ValueError("check_best needs at least one candidate answer")
-        best_index, best = 0, self.check(question, candidates[0][0], evidence, principal, candidates[0][1])
+        best_index, best = (
+            0,
+            self.check(question, candidates[0][0], evidence, principal, candidates[0][1]),
+        )
         for i, (text, logprob) in enumerate(candidates[1:], 1):
             report = self.check(question, text, evidence, principal, logprob)
             if report.confidence > best.confidence:
                 best_index, best = i, report
         return best_index, best
 
-    def verify(self, question: str, result: Any, evidence: Evidence, principal: Principal) -> tuple[Any, GuardReport]:
+    def verify(
+        self, question: str, result: Any, evidence: Evidence, principal: Principal
+    ) -> tuple[Any, GuardReport]:
         """(the chosen reader result, its report) for a `ReaderResult` and its `alternatives`
         (`decoding.candidates`): `check_best` over them; just `check` when it has none."""
         candidates = [result, *getattr(result, "alternatives", ())]
-        index, report = self.check_best(question, [(c.answer.text, c.answer_logprob) for c in candidates],
-                                        evidence, principal)
+        index, report = self.check_best(
+            question, [(c.answer.text, c.answer_logprob) for c in candidates], evidence, principal
+        )
         return candidates[index], report
 
     # -- the parts (public so tests and the eval harness can call each) ------------------
@@ -336,9 +398,15 @@ class Guard:
         for this principal ("" for a one-hop question)."""
         return inner_clause(question, self.mentions(question, principal))
 
-    def groundedness(self, text: str, passages: list[Passage], question: str = "",
-                     facts: tuple[Fact, ...] | list[Fact] = (), inner: str = "",
-                     anchors: list[str] | tuple[str, ...] = ()) -> float:
+    def groundedness(
+        self,
+        text: str,
+        passages: list[Passage],
+        question: str = "",
+        facts: tuple[Fact, ...] | list[Fact] = (),
+        inner: str = "",
+        anchors: list[str] | tuple[str, ...] = (),
+    ) -> float:
         """`support.answer_support` of the answer (markers and placeholders removed) over the
         passages (title and text) and the relation facts; 0.0 without content or passages.
         `inner`: the two-hop question's bridge clause (`inner_clause`); `anchors`: the
@@ -347,16 +415,34 @@ class Guard:
         self.warm_up()
         if not self.content_tokens(text) or not passages:
             return 0.0
-        lines = [f"{f.subject} {f.relation.replace('_', ' ')} {f.object}" for f in facts if f.relation != COOCCURS]
-        return answer_support(question, _bare(text), _titled(passages), self._stop_words, lines,
-                              titles=[p.title for p in passages], inner=inner, anchors=anchors)
+        lines = [
+            f"{f.subject} {f.relation.replace('_', ' ')} {f.object}"
+            for f in facts
+            if f.relation != COOCCURS
+        ]
+        return answer_support(
+            question,
+            _bare(text),
+            _titled(passages),
+            self._stop_words,
+            lines,
+            titles=[p.title for p in passages],
+            inner=inner,
+            anchors=anchors,
+        )
 
     def is_bridge(self, question: str, text: str, passages: list[Passage], inner: str) -> bool:
         """`support.answers_inner_clause` over the passages (title and text): the answer is the
         entity the two-hop question's clause describes, stated in a sentence of its own."""
         self.warm_up()
-        return answers_inner_clause(question, _bare(text), _titled(passages), self._stop_words,
-                                    [p.title for p in passages], inner)
+        return answers_inner_clause(
+            question,
+            _bare(text),
+            _titled(passages),
+            self._stop_words,
+            [p.title for p in passages],
+            inner,
+        )
 
     @staticmethod
     def partial_name(text: str, passages: list[Passage]) -> bool:
@@ -385,17 +471,24 @@ class Guard:
                 target.append(n)
         return {"cited": cited, "out_of_range": bad}
 
-    def validate(self, question: str, text: str, evidence: Evidence,
-                 principal: Principal, inner: str = "") -> dict[str, Any]:
+    def validate(
+        self, question: str, text: str, evidence: Evidence, principal: Principal, inner: str = ""
+    ) -> dict[str, Any]:
         """Verdict counts and per-claim rows (ids + `CONTENT_FIELDS`) for this principal.
         `inner`: the two-hop question's bridge clause, "" when one-hop (see `_implied`)."""
-        out: dict[str, Any] = {"checked": self.graph is not None, **dict.fromkeys(VERDICTS, 0), "claims": []}
+        out: dict[str, Any] = {
+            "checked": self.graph is not None,
+            **dict.fromkeys(VERDICTS, 0),
+            "claims": [],
+        }
         if self.graph is None:
             return out
         bare = MARKER_RE.sub(" ", text)
         stated = self.stated_claims(bare)
-        rows = [self._row(claim, verdict, facts, "stated")
-                for claim, verdict, facts in self._judge(stated, principal)]
+        rows = [
+            self._row(claim, verdict, facts, "stated")
+            for claim, verdict, facts in self._judge(stated, principal)
+        ]
         if not any(c[1] != COOCCURS for c in stated) and len(bare.split()) <= SHORT_ANSWER_WORDS:
             rows += self._implied(question, bare, evidence, principal, inner)
         for i, row in enumerate(rows, 1):
@@ -413,7 +506,9 @@ class Guard:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _judge(self, claims: list[tuple[str, str, str]], principal: Principal) -> list[tuple[tuple[str, str, str], str, tuple]]:
+    def _judge(
+        self, claims: list[tuple[str, str, str]], principal: Principal
+    ) -> list[tuple[tuple[str, str, str], str, tuple]]:
         """(claim, verdict, facts) in the claims' order."""
         if not claims:
             return []
@@ -423,8 +518,9 @@ class Guard:
                 verdicts[tuple(check.claim)] = (verdict, check.facts)
         return [(claim, *verdicts[tuple(claim)]) for claim in claims]
 
-    def _implied(self, question: str, text: str, evidence: Evidence,
-                 principal: Principal, inner: str = "") -> list[dict[str, Any]]:
+    def _implied(
+        self, question: str, text: str, evidence: Evidence, principal: Principal, inner: str = ""
+    ) -> list[dict[str, Any]]:
         """One claim per entity the answer names that the question does not.
 
         Templates are graph facts joining a question entity to another entity; those whose
@@ -442,9 +538,18 @@ class Guard:
         if named and not answer_nodes:  # "Which company acquired X?" -> "X": answers nothing
             return [self._row(("", "", ""), "unknown", (), "repeats_question")]
         if not answer_nodes:
-            return [self._row(("", "", ""), "unknown", (), "implied")] if self.content_tokens(text) else []
-        facts = self.graph.facts(question, principal, [p.chunk_id for p in evidence.passages],
-                                 max_facts=MAX_FACTS) if asked_nodes else []
+            return (
+                [self._row(("", "", ""), "unknown", (), "implied")]
+                if self.content_tokens(text)
+                else []
+            )
+        facts = (
+            self.graph.facts(
+                question, principal, [p.chunk_id for p in evidence.passages], max_facts=MAX_FACTS
+            )
+            if asked_nodes
+            else []
+        )
         templates = []  # (question entity name, relation, question entity is the subject)
         for fact in facts:
             s_in, o_in = _node(fact.subject) in asked_nodes, _node(fact.object) in asked_nodes
@@ -453,12 +558,21 @@ class Guard:
         # A relation is asked when a content word of its name stems like one of the question's
         # ("complete_acquisition_of" for "acquired"; not "be_subject_to" for "is ... approved").
         question_terms = terms(question, self._stop_words)
-        asked = [t for t in templates if t[1] != COOCCURS
-                 and terms(t[1].replace("_", " "), self._stop_words) & question_terms]
+        asked = [
+            t
+            for t in templates
+            if t[1] != COOCCURS and terms(t[1].replace("_", " "), self._stop_words) & question_terms
+        ]
         # "What condition is X approved to treat?" asks no agent of "approve": a claim with the
         # answer as its subject would vouch for the agency, and a supported one names the agent.
-        agents = [t for t in asked if not t[2] and agentless_passive(
-            question, terms(t[1].replace("_", " "), self._stop_words), self._stop_words)]
+        agents = [
+            t
+            for t in asked
+            if not t[2]
+            and agentless_passive(
+                question, terms(t[1].replace("_", " "), self._stop_words), self._stop_words
+            )
+        ]
         asked = [t for t in asked if t not in agents]
         rows = []
         for node in answer_nodes:
@@ -470,26 +584,65 @@ class Guard:
                 # A two-hop question ("the product of the company that acquired X"): the answer
                 # is joined to the question's entity through a bridge, not by the asked relation.
                 # A one-hop question asks no such path: another drug of the same maker is "related".
-                rows.append(self._row((path[0].subject, path[0].relation, path[0].object), "supported",
-                                      tuple(path), "path" if inner else "other_relation" if agents else "related"))
+                rows.append(
+                    self._row(
+                        (path[0].subject, path[0].relation, path[0].object),
+                        "supported",
+                        tuple(path),
+                        "path" if inner else "other_relation" if agents else "related",
+                    )
+                )
                 continue
-            direct = [f for f in [*evidence.facts, *facts] if f.relation != COOCCURS
-                      and {_node(f.subject), _node(f.object)} & asked_nodes and node in (_node(f.subject), _node(f.object))]
+            direct = [
+                f
+                for f in [*evidence.facts, *facts]
+                if f.relation != COOCCURS
+                and {_node(f.subject), _node(f.object)} & asked_nodes
+                and node in (_node(f.subject), _node(f.object))
+            ]
             if inner and direct:
-                rows.append(self._row((direct[0].subject, direct[0].relation, direct[0].object), "unknown",
-                                      (direct[0],), "bridge"))
+                rows.append(
+                    self._row(
+                        (direct[0].subject, direct[0].relation, direct[0].object),
+                        "unknown",
+                        (direct[0],),
+                        "bridge",
+                    )
+                )
                 continue
-            off = self._off_relation(question, inner, node, text, evidence, principal) if inner else None
+            off = (
+                self._off_relation(question, inner, node, text, evidence, principal)
+                if inner
+                else None
+            )
             if off is not None:
-                rows.append(self._row((off.subject, off.relation, off.object), "unknown", (off,), "off_relation"))
+                rows.append(
+                    self._row(
+                        (off.subject, off.relation, off.object), "unknown", (off,), "off_relation"
+                    )
+                )
                 continue
-            agent = next((j for j in self._judge(list(dict.fromkeys((name, rel, q) for q, rel, _ in agents)), principal)
-                          if j[1] == "supported"), None)
-            if agent is not None:  # the agency that approved X, for "What condition is X approved to treat?"
+            agent = next(
+                (
+                    j
+                    for j in self._judge(
+                        list(dict.fromkeys((name, rel, q) for q, rel, _ in agents)), principal
+                    )
+                    if j[1] == "supported"
+                ),
+                None,
+            )
+            if (
+                agent is not None
+            ):  # the agency that approved X, for "What condition is X approved to treat?"
                 rows.append(self._row(agent[0], "unknown", agent[2], "agent_not_asked"))
                 continue
-            claims = list(dict.fromkeys((q, rel, name) if q_subject else (name, rel, q)
-                                        for q, rel, q_subject in (asked or templates)))
+            claims = list(
+                dict.fromkeys(
+                    (q, rel, name) if q_subject else (name, rel, q)
+                    for q, rel, q_subject in (asked or templates)
+                )
+            )
             judged = self._judge(claims, principal)
             order = VERDICTS if asked else ("supported",)
             best = next((j for v in order for j in judged if j[1] == v), None)
@@ -499,12 +652,25 @@ class Guard:
             # question's entity but does not answer it: "related", counted, never a bonus; when
             # the question asks a relation the graph holds for its entity (in the passive without
             # an agent: "approved"), such an answer fills another relation's slot ("other_relation").
-            kind = "implied" if asked else "other_relation" if agents and best[1] == "supported" else "related"
+            kind = (
+                "implied"
+                if asked
+                else "other_relation"
+                if agents and best[1] == "supported"
+                else "related"
+            )
             rows.append(self._row(best[0], best[1], best[2], kind))
         return rows
 
-    def _off_relation(self, question: str, inner: str, node: str, text: str, evidence: Evidence,
-                      principal: Principal) -> Fact | None:
+    def _off_relation(
+        self,
+        question: str,
+        inner: str,
+        node: str,
+        text: str,
+        evidence: Evidence,
+        principal: Principal,
+    ) -> Fact | None:
         """For a two-hop question: one of the answer entity's relation facts when the graph knows
         the question's outer relation ("made" -> make / manufacture, among the evidence's facts)
         and the answer takes part in none of it (the agency that approved the maker's drug), else
@@ -512,13 +678,19 @@ class Guard:
         _, outer = question_parts(question, inner, self._stop_words, terms(text, self._stop_words))
 
         def outer_relation(fact: Fact) -> bool:
-            return fact.relation != COOCCURS and bool(terms(fact.relation.replace("_", " "), self._stop_words) & outer)
+            return fact.relation != COOCCURS and bool(
+                terms(fact.relation.replace("_", " "), self._stop_words) & outer
+            )
 
         if not any(outer_relation(f) for f in evidence.facts):
             return None
-        own = [f for f in self.graph.facts(text, principal, [p.chunk_id for p in evidence.passages],
-                                           max_facts=MAX_FACTS)
-               if f.relation != COOCCURS and node in (_node(f.subject), _node(f.object))]
+        own = [
+            f
+            for f in self.graph.facts(
+                text, principal, [p.chunk_id for p in evidence.passages], max_facts=MAX_FACTS
+            )
+            if f.relation != COOCCURS and node in (_node(f.subject), _node(f.object))
+        ]
         if not own or any(outer_relation(f) for f in own):
             return None
         return own[0]
@@ -526,10 +698,16 @@ class Guard:
     @staticmethod
     def _row(claim: tuple[str, str, str], verdict: str, facts: tuple, kind: str) -> dict[str, Any]:
         subject, relation, obj = claim
-        return {"id": "", "kind": kind, "verdict": verdict,
-                "fact_chunk_ids": sorted({c for f in facts for c in f.chunk_ids}),
-                "fact_doc_ids": sorted({d for f in facts for d in f.doc_ids}),
-                "subject": subject, "relation": relation, "object": obj}
+        return {
+            "id": "",
+            "kind": kind,
+            "verdict": verdict,
+            "fact_chunk_ids": sorted({c for f in facts for c in f.chunk_ids}),
+            "fact_doc_ids": sorted({d for f in facts for d in f.doc_ids}),
+            "subject": subject,
+            "relation": relation,
+            "object": obj,
+        }
 
 
 def _bridge_path(facts: list[Fact], asked_nodes: set[str], answer_node: str) -> list[Fact]:

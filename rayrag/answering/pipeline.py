@@ -34,8 +34,11 @@ Observe = Callable[[str, float], None]
 
 def cost_of(prompt_tokens: int, completion_tokens: int, serve: ServeConfig) -> float:
     """What an answer costs at `serve.price_per_1k_*` (in `serve.currency`)."""
-    return round(prompt_tokens / 1000 * serve.price_per_1k_input_tokens
-                 + completion_tokens / 1000 * serve.price_per_1k_output_tokens, 8)
+    return round(
+        prompt_tokens / 1000 * serve.price_per_1k_input_tokens
+        + completion_tokens / 1000 * serve.price_per_1k_output_tokens,
+        8,
+    )
 
 
 class StageTimer:
@@ -69,19 +72,35 @@ class AnswerStages(Protocol):
 
     async def redact(self, question: str) -> RedactedQuestion: ...
 
-    async def retrieve(self, question: RedactedQuestion, principal: Principal, mode: str, top_k: int,
-                       timer: StageTimer) -> Evidence: ...
+    async def retrieve(
+        self,
+        question: RedactedQuestion,
+        principal: Principal,
+        mode: str,
+        top_k: int,
+        timer: StageTimer,
+    ) -> Evidence: ...
 
     async def read(self, question: str, evidence: Evidence, max_new_tokens: int | None) -> Any: ...
 
-    async def verify(self, question: str, result: Any, evidence: Evidence, principal: Principal) -> tuple[Any, Any]: ...
+    async def verify(
+        self, question: str, result: Any, evidence: Evidence, principal: Principal
+    ) -> tuple[Any, Any]: ...
 
-    def stream(self, question: str, evidence: Evidence, max_new_tokens: int | None) -> AsyncIterator[Any]: ...
+    def stream(
+        self, question: str, evidence: Evidence, max_new_tokens: int | None
+    ) -> AsyncIterator[Any]: ...
 
     async def redact_answer(self, text: str, chunk_ids: list[str]) -> str: ...
 
-    async def check(self, question: str, answer_text: str, evidence: Evidence, principal: Principal,
-                    answer_logprob: float | None) -> Any: ...
+    async def check(
+        self,
+        question: str,
+        answer_text: str,
+        evidence: Evidence,
+        principal: Principal,
+        answer_logprob: float | None,
+    ) -> Any: ...
 
 
 @dataclass
@@ -102,7 +121,9 @@ class AnswerTurn:
 class AnswerPipeline:
     """The answer steps over a stage set; `prompt_version` and `model_version` stamp responses."""
 
-    def __init__(self, config: RAGConfig, stages: AnswerStages, *, prompt_version: str = "") -> None:
+    def __init__(
+        self, config: RAGConfig, stages: AnswerStages, *, prompt_version: str = ""
+    ) -> None:
         self.config, self.stages, self.prompt_version = config, stages, prompt_version
         self.model_version = ""  # learned from the first answer; refusals carry it afterwards
         self._safety: Any = None
@@ -126,21 +147,36 @@ class AnswerPipeline:
         verdict = self._safety.check(question)
         return list(verdict.categories) if verdict.flagged else None
 
-    def refusal(self, mode: str, categories: list[str], timer: StageTimer, request_id: str = "") -> AnswerTurn:
+    def refusal(
+        self, mode: str, categories: list[str], timer: StageTimer, request_id: str = ""
+    ) -> AnswerTurn:
         """The refusal: nothing retrieved, nothing generated, nothing charged."""
         from rayrag.governance.safety.input_safety import REFUSAL_TEXT
 
         response = AskResponse(
-            answer=REFUSAL_TEXT, finish_reason="content_filter", mode=mode, request_id=request_id,
-            usage={"currency": self.config.serve.currency}, model_version=self.model_version,
-            config_hash=self.config.config_hash, timings_ms=timer.total(), reasons=["input_safety"],
-            prompt_version=self.prompt_version, refused=True,
-            safety={"question_flagged": True, "categories": categories, "flagged_chunks": 0})
+            answer=REFUSAL_TEXT,
+            finish_reason="content_filter",
+            mode=mode,
+            request_id=request_id,
+            usage={"currency": self.config.serve.currency},
+            model_version=self.model_version,
+            config_hash=self.config.config_hash,
+            timings_ms=timer.total(),
+            reasons=["input_safety"],
+            prompt_version=self.prompt_version,
+            refused=True,
+            safety={"question_flagged": True, "categories": categories, "flagged_chunks": 0},
+        )
         return AnswerTurn(response=response, categories=categories)
 
-    async def evidence(self, question: str, principal: Principal, mode: str | None = None,
-                       top_k: int | None = None, timer: StageTimer | None = None
-                       ) -> tuple[RedactedQuestion, Evidence]:
+    async def evidence(
+        self,
+        question: str,
+        principal: Principal,
+        mode: str | None = None,
+        top_k: int | None = None,
+        timer: StageTimer | None = None,
+    ) -> tuple[RedactedQuestion, Evidence]:
         """Redact the question as the bundle says, then retrieve for the principal."""
         timer = timer or StageTimer()
         mode = mode or self.config.retrieval.mode
@@ -149,9 +185,18 @@ class AnswerPipeline:
         evidence = await self.stages.retrieve(redacted, principal, mode, top_k, timer)
         return redacted, evidence
 
-    async def answer(self, question: str, principal: Principal, *, mode: str | None = None,
-                     top_k: int | None = None, max_new_tokens: int | None = None, request_id: str = "",
-                     observe: Observe | None = None, screened: list[str] | None | bool = False) -> AnswerTurn:
+    async def answer(
+        self,
+        question: str,
+        principal: Principal,
+        *,
+        mode: str | None = None,
+        top_k: int | None = None,
+        max_new_tokens: int | None = None,
+        request_id: str = "",
+        observe: Observe | None = None,
+        screened: list[str] | None | bool = False,
+    ) -> AnswerTurn:
         """Screen, redact, retrieve, read, guard; the response with its cost.
 
         `screened`: the caller already screened the question (its categories, or None when
@@ -164,23 +209,40 @@ class AnswerPipeline:
         redacted, evidence = await self.evidence(question, principal, mode, top_k, timer)
         first = await timer("generate", self.stages.read(redacted.text, evidence, max_new_tokens))
         # The reader's candidates (decoding.candidates) go to the Guard, which keeps the one it trusts most.
-        result, report = await timer("guard", self.stages.verify(redacted.text, first, evidence, principal))
+        result, report = await timer(
+            "guard", self.stages.verify(redacted.text, first, evidence, principal)
+        )
         response = self.response(redacted, evidence, result, report, mode, timer, request_id)
-        return AnswerTurn(response=response, question=redacted, evidence=evidence, result=result, report=report,
-                          reader_first=first)
+        return AnswerTurn(
+            response=response,
+            question=redacted,
+            evidence=evidence,
+            result=result,
+            report=report,
+            reader_first=first,
+        )
 
     def answer_sync(self, question: str, principal: Principal, **options: Any) -> AnswerTurn:
         """`answer` with in-process stages, from synchronous code."""
         return run_sync(self.answer(question, principal, **options))
 
-    def evidence_sync(self, question: str, principal: Principal, mode: str | None = None,
-                      top_k: int | None = None) -> tuple[RedactedQuestion, Evidence]:
+    def evidence_sync(
+        self, question: str, principal: Principal, mode: str | None = None, top_k: int | None = None
+    ) -> tuple[RedactedQuestion, Evidence]:
         return run_sync(self.evidence(question, principal, mode, top_k))
 
-    async def stream(self, question: str, principal: Principal, *, mode: str | None = None,
-                     top_k: int | None = None, max_new_tokens: int | None = None, request_id: str = "",
-                     observe: Observe | None = None, deadline: float | None = None
-                     ) -> AsyncIterator[tuple[str, Any]]:
+    async def stream(
+        self,
+        question: str,
+        principal: Principal,
+        *,
+        mode: str | None = None,
+        top_k: int | None = None,
+        max_new_tokens: int | None = None,
+        request_id: str = "",
+        observe: Observe | None = None,
+        deadline: float | None = None,
+    ) -> AsyncIterator[tuple[str, Any]]:
         """("meta", citations), ("delta", text)..., ("done", AnswerTurn).
 
         Text leaves a whole word at a time and redacted under the passages' policy; the
@@ -214,39 +276,81 @@ class AnswerPipeline:
                 if delta:
                     yield "delta", delta
         timer.add("generate", (time.perf_counter() - generate_started) * 1000)
-        report = await timer("guard", self.stages.check(redacted.text, result.answer.text, evidence, principal,
-                                                        result.answer_logprob))
+        report = await timer(
+            "guard",
+            self.stages.check(
+                redacted.text, result.answer.text, evidence, principal, result.answer_logprob
+            ),
+        )
         delta = released.accept(report.text)
         if delta:
             yield "delta", delta
         response = self.response(redacted, evidence, result, report, mode, timer, request_id)
-        yield "done", AnswerTurn(response=response, question=redacted, evidence=evidence, result=result,
-                                 report=report, reader_first=result)
+        yield (
+            "done",
+            AnswerTurn(
+                response=response,
+                question=redacted,
+                evidence=evidence,
+                result=result,
+                report=report,
+                reader_first=result,
+            ),
+        )
 
     # -- the response ------------------------------------------------------------------------
 
-    def response(self, question: RedactedQuestion, evidence: Evidence, result: Any, report: Any, mode: str,
-                 timer: StageTimer, request_id: str = "") -> AskResponse:
+    def response(
+        self,
+        question: RedactedQuestion,
+        evidence: Evidence,
+        result: Any,
+        report: Any,
+        mode: str,
+        timer: StageTimer,
+        request_id: str = "",
+    ) -> AskResponse:
         """The reader's result as the Guard left it, priced, timed and stamped."""
         from rayrag.generator.reader import result_to_json
         from rayrag.generator.routing_health import shard_imbalance
 
         body = result_to_json(result)
         usage = body["usage"]
-        usage.update(cost=cost_of(usage["prompt_tokens"], usage["completion_tokens"], self.config.serve),
-                     currency=self.config.serve.currency)
-        routing: dict[str, Any] = {"expert_share": result.routing,
-                                   "max_share": max((max(layer) for layer in result.routing), default=0.0)}
+        usage.update(
+            cost=cost_of(usage["prompt_tokens"], usage["completion_tokens"], self.config.serve),
+            currency=self.config.serve.currency,
+        )
+        routing: dict[str, Any] = {
+            "expert_share": result.routing,
+            "max_share": max((max(layer) for layer in result.routing), default=0.0),
+        }
         if result.shard_share:  # expert parallelism: each shard's share and their imbalance
-            routing.update(shard_share=result.shard_share, shard_imbalance=shard_imbalance(result.shard_share))
+            routing.update(
+                shard_share=result.shard_share, shard_imbalance=shard_imbalance(result.shard_share)
+            )
         self.model_version = body["model_version"] or self.model_version
         body.update(
-            answer=report.text, request_id=request_id, mode=mode, usage=usage, timings_ms=timer.total(),
+            answer=report.text,
+            request_id=request_id,
+            mode=mode,
+            usage=usage,
+            timings_ms=timer.total(),
             redactions={"question": dict(question.counts), "answer": dict(report.redactions)},
-            validation=report.validation, groundedness=report.groundedness, confidence=report.confidence,
-            escalated=report.escalated, reasons=list(report.reasons), routing=routing,
-            prompt_version=self.prompt_version, refused=False, cached=False,
-            safety={"question_flagged": False, "categories": [], "flagged_chunks": evidence.flagged_chunks})
+            validation=report.validation,
+            groundedness=report.groundedness,
+            confidence=report.confidence,
+            escalated=report.escalated,
+            reasons=list(report.reasons),
+            routing=routing,
+            prompt_version=self.prompt_version,
+            refused=False,
+            cached=False,
+            safety={
+                "question_flagged": False,
+                "categories": [],
+                "flagged_chunks": evidence.flagged_chunks,
+            },
+        )
         return AskResponse.model_validate(body)
 
 
@@ -267,7 +371,7 @@ class StreamRelease:
 
     def accept(self, safe: str) -> str:
         if safe.startswith(self.sent) and len(safe) > len(self.sent):
-            delta, self.sent = safe[len(self.sent):], safe
+            delta, self.sent = safe[len(self.sent) :], safe
             return delta
         return ""
 
@@ -320,8 +424,14 @@ class LocalStages:
         self.warm_up()
         return self.retriever.dense.redacted(question)
 
-    async def retrieve(self, question: RedactedQuestion, principal: Principal, mode: str, top_k: int,
-                       timer: StageTimer) -> Evidence:
+    async def retrieve(
+        self,
+        question: RedactedQuestion,
+        principal: Principal,
+        mode: str,
+        top_k: int,
+        timer: StageTimer,
+    ) -> Evidence:
         started = time.perf_counter()
         evidence = self.retriever.retrieve(question, principal, mode=mode, top_k=top_k)
         timer.add("retrieve", (time.perf_counter() - started) * 1000)
@@ -331,13 +441,19 @@ class LocalStages:
         reader, _ = self._generator()
         return reader.answer(question, evidence, max_new_tokens=max_new_tokens)
 
-    async def verify(self, question: str, result: Any, evidence: Evidence, principal: Principal) -> tuple[Any, Any]:
+    async def verify(
+        self, question: str, result: Any, evidence: Evidence, principal: Principal
+    ) -> tuple[Any, Any]:
         _, guard = self._generator()
         return guard.verify(question, result, evidence, principal)
 
-    async def stream(self, question: str, evidence: Evidence, max_new_tokens: int | None) -> AsyncIterator[Any]:
+    async def stream(
+        self, question: str, evidence: Evidence, max_new_tokens: int | None
+    ) -> AsyncIterator[Any]:
         reader, _ = self._generator()
-        answer_stream = reader.answer(question, evidence, stream=True, max_new_tokens=max_new_tokens)
+        answer_stream = reader.answer(
+            question, evidence, stream=True, max_new_tokens=max_new_tokens
+        )
         yield answer_stream.citations
         for piece in answer_stream:
             yield piece
@@ -347,7 +463,13 @@ class LocalStages:
         _, guard = self._generator()
         return guard.redact_text(text, chunk_ids)
 
-    async def check(self, question: str, answer_text: str, evidence: Evidence, principal: Principal,
-                    answer_logprob: float | None) -> Any:
+    async def check(
+        self,
+        question: str,
+        answer_text: str,
+        evidence: Evidence,
+        principal: Principal,
+        answer_logprob: float | None,
+    ) -> Any:
         _, guard = self._generator()
         return guard.check(question, answer_text, evidence, principal, answer_logprob)

@@ -37,7 +37,9 @@ class FactOut(_Model):
 
 
 class Truncated(_Model):
-    chunk_ids: list[str] = Field(default_factory=list, description="Passages that did not fit the window.")
+    chunk_ids: list[str] = Field(
+        default_factory=list, description="Passages that did not fit the window."
+    )
     facts_dropped: int = 0
 
 
@@ -45,7 +47,10 @@ class Usage(_Model):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
-    cost: float = Field(0.0, description="serve.price_per_1k_* times the tokens; 0 for a refusal or a cached answer.")
+    cost: float = Field(
+        0.0,
+        description="serve.price_per_1k_* times the tokens; 0 for a refusal or a cached answer.",
+    )
     currency: str = "USD"
 
 
@@ -64,16 +69,22 @@ class Redactions(_Model):
 
 
 class Routing(_Model):
-    expert_share: list[list[float]] = Field(default_factory=list, description="Per layer, each expert's share.")
+    expert_share: list[list[float]] = Field(
+        default_factory=list, description="Per layer, each expert's share."
+    )
     max_share: float = 0.0
-    shard_share: list[float] | None = Field(None, description="With expert parallelism: each shard's share of token-slots.")
+    shard_share: list[float] | None = Field(
+        None, description="With expert parallelism: each shard's share of token-slots."
+    )
     shard_imbalance: float | None = None
 
 
 class Safety(_Model):
     question_flagged: bool = False
     categories: list[str] = Field(default_factory=list)
-    flagged_chunks: int = Field(0, description="Retrieved passages withheld by the input-safety classifier.")
+    flagged_chunks: int = Field(
+        0, description="Retrieved passages withheld by the input-safety classifier."
+    )
 
 
 class AskResponse(_Model):

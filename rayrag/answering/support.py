@@ -46,23 +46,83 @@ STEM_CHARS = 5
 _WORD = re.compile(r"[\w$%.,-]*\w")
 _SENTENCE = re.compile(r"(?<=[.!?;])\s+|\n+")
 _NAME = re.compile(r"\b[A-Z](?:[\w&-]|\.(?=\w))*(?:[ \t]+[A-Z](?:[\w&-]|\.(?=\w))*)*")
-QUESTION_WORDS = frozenset({"what", "which", "who", "whom", "whose", "when", "where", "why", "how",
-                            "year", "company", "much", "many"})
+QUESTION_WORDS = frozenset(
+    {
+        "what",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "when",
+        "where",
+        "why",
+        "how",
+        "year",
+        "company",
+        "much",
+        "many",
+    }
+)
 
 
 # Relation verbs spaCy lists as stopwords: "Which product is made by ..." asks for "made".
-RELATION_VERBS = frozenset({"made", "make", "makes", "making", "give", "gave", "given", "gives", "take", "took",
-                            "taken", "takes", "call", "called", "calls", "serve", "serves", "served", "show",
-                            "shows", "showed", "shown", "used", "uses", "built", "build", "builds"})
+RELATION_VERBS = frozenset(
+    {
+        "made",
+        "make",
+        "makes",
+        "making",
+        "give",
+        "gave",
+        "given",
+        "gives",
+        "take",
+        "took",
+        "taken",
+        "takes",
+        "call",
+        "called",
+        "calls",
+        "serve",
+        "serves",
+        "served",
+        "show",
+        "shows",
+        "showed",
+        "shown",
+        "used",
+        "uses",
+        "built",
+        "build",
+        "builds",
+    }
+)
 _WH_HEAD = re.compile(r"^\s*(?:in\s+|for\s+)?(?:which|what|whose)\s+(\w+)", re.IGNORECASE)
 
 SUFFIXES = ("ations", "ation", "ments", "ment", "ings", "ing", "ers", "er", "ies", "es", "ed", "s")
 
 
 # Irregular past forms of verbs questions and passages use ("made by" / "makes").
-IRREGULAR = {"made": "make", "built": "build", "sold": "sell", "bought": "buy", "held": "hold", "led": "lead",
-             "paid": "pay", "began": "begin", "begun": "begin", "grew": "grow", "grown": "grow", "took": "take",
-             "taken": "take", "gave": "give", "given": "give", "wrote": "write", "written": "write", "won": "win"}
+IRREGULAR = {
+    "made": "make",
+    "built": "build",
+    "sold": "sell",
+    "bought": "buy",
+    "held": "hold",
+    "led": "lead",
+    "paid": "pay",
+    "began": "begin",
+    "begun": "begin",
+    "grew": "grow",
+    "grown": "grow",
+    "took": "take",
+    "taken": "take",
+    "gave": "give",
+    "given": "give",
+    "wrote": "write",
+    "written": "write",
+    "won": "win",
+}
 
 
 # Verbs that state the same relation as a shorter one: "the maker of cordidex" is stated by
@@ -91,7 +151,11 @@ def terms(text: str, stop_words: frozenset[str]) -> set[str]:
     out = set()
     for word in _WORD.findall(text.casefold()):
         word = word.strip(".,")
-        if word and (word not in stop_words or word in RELATION_VERBS) and word not in QUESTION_WORDS:
+        if (
+            word
+            and (word not in stop_words or word in RELATION_VERBS)
+            and word not in QUESTION_WORDS
+        ):
             out.add(stem(word) if word.isalpha() else word)
     return out
 
@@ -105,14 +169,58 @@ def names(text: str) -> set[str]:
     return {m.group(0) for m in _NAME.finditer(text) if len(m.group(0)) > 2}
 
 
-_INNER_MARKER = re.compile(r"(?<=\w)\s+(that|which|who|whose)\b|(?:^|(?<=\w)\s+)(?=the\s+(\w+(?:er|or))\s+of\b)",
-                           re.IGNORECASE)
-_NOT_AGENTS = frozenset({"number", "order", "other", "quarter", "water", "center", "letter", "corner", "chapter",
-                         "member", "matter", "cover", "sector", "factor", "color", "error", "minor", "major"})
+_INNER_MARKER = re.compile(
+    r"(?<=\w)\s+(that|which|who|whose)\b|(?:^|(?<=\w)\s+)(?=the\s+(\w+(?:er|or))\s+of\b)",
+    re.IGNORECASE,
+)
+_NOT_AGENTS = frozenset(
+    {
+        "number",
+        "order",
+        "other",
+        "quarter",
+        "water",
+        "center",
+        "letter",
+        "corner",
+        "chapter",
+        "member",
+        "matter",
+        "cover",
+        "sector",
+        "factor",
+        "color",
+        "error",
+        "minor",
+        "major",
+    }
+)
 _CAPITALISED = re.compile(r"(?:\s+[A-Z][\w&.-]*)+")
 # "In which year ...", "For whom ...": a wh-word after a preposition asks, it relates no clause.
-_PREPOSITIONS = frozenset({"in", "for", "of", "to", "at", "on", "by", "with", "from", "into", "during", "under",
-                           "after", "before", "about", "than", "as", "between", "over", "through"})
+_PREPOSITIONS = frozenset(
+    {
+        "in",
+        "for",
+        "of",
+        "to",
+        "at",
+        "on",
+        "by",
+        "with",
+        "from",
+        "into",
+        "during",
+        "under",
+        "after",
+        "before",
+        "about",
+        "than",
+        "as",
+        "between",
+        "over",
+        "through",
+    }
+)
 # A clause that holds the question's own wh-word ("a consultant who has worked with the mayor of
 # *what* city?") is where the question asks, not a description of its bridge.
 _WH_WORD = re.compile(r"\b(?:what|which|who|whom|whose|when|where|how)\b", re.IGNORECASE)
@@ -132,13 +240,17 @@ def inner_clause(question: str, mentions: Iterable[str] = ()) -> str:
         agent = match.group(2)
         if agent is not None and agent.casefold() in _NOT_AGENTS:
             continue
-        before = question[:match.start()].split()
+        before = question[: match.start()].split()
         if match.group(1) is not None and before and before[-1].casefold() in _PREPOSITIONS:
             continue
         start = match.end() if match.group(1) is None else match.start(1)
         rest = question[start:]
         folded = rest.casefold()
-        ends = [folded.find(m.casefold()) + len(m) for m in mentions if m and folded.find(m.casefold()) >= 0]
+        ends = [
+            folded.find(m.casefold()) + len(m)
+            for m in mentions
+            if m and folded.find(m.casefold()) >= 0
+        ]
         if not ends:
             clause = rest.rstrip(" ?.!")
             if _WH_WORD.search(clause, 0 if match.group(1) is None else len(match.group(1))):
@@ -155,8 +267,12 @@ def inner_clause(question: str, mentions: Iterable[str] = ()) -> str:
     return ""
 
 
-def question_parts(question: str, inner: str, stop_words: frozenset[str],
-                   answer_terms: set[str] | frozenset[str] = frozenset()) -> tuple[set[str], set[str]]:
+def question_parts(
+    question: str,
+    inner: str,
+    stop_words: frozenset[str],
+    answer_terms: set[str] | frozenset[str] = frozenset(),
+) -> tuple[set[str], set[str]]:
     """(inner clause terms, outer relation terms) of a two-hop question, neither holding the
     answer's; (set(), all its terms) when it is one-hop or asks nothing outside the clause.
     The wh-phrase's noun ("Which *product*") is in neither: it names the answer's type, which
@@ -170,9 +286,16 @@ def question_parts(question: str, inner: str, stop_words: frozenset[str],
     return inner_terms, outer
 
 
-def answer_support(question: str, answer: str, passages: Sequence[str], stop_words: frozenset[str],
-                   facts: Iterable[str] = (), titles: Sequence[str | None] = (), inner: str = "",
-                   anchors: Iterable[str] = ()) -> float:
+def answer_support(
+    question: str,
+    answer: str,
+    passages: Sequence[str],
+    stop_words: frozenset[str],
+    facts: Iterable[str] = (),
+    titles: Sequence[str | None] = (),
+    inner: str = "",
+    anchors: Iterable[str] = (),
+) -> float:
     """max over evidence sentences U (and bridges U2) of answer coverage x question coverage;
     0.0 for an answer without terms or one that only repeats the question. `titles[i]`, when
     given, is passage i's title: it names what every sentence of the passage is about ("It
@@ -190,23 +313,32 @@ def answer_support(question: str, answer: str, passages: Sequence[str], stop_wor
     inner_terms, outer = question_parts(question, inner, stop_words, answer_terms)
     # The clause's own relation ("acquired", "maker"; its lower-case words) must be stated:
     # the question entity's own profile shares its name, not that it was acquired.
-    inner_relation = terms(" ".join(w for w in inner.split() if not w[:1].isupper()), stop_words) & inner_terms
+    inner_relation = (
+        terms(" ".join(w for w in inner.split() if not w[:1].isupper()), stop_words) & inner_terms
+    )
     groups = [*passages, *facts]
     units = [(i, s) for i, p in enumerate(groups) for s in sentences(p)]
     unit_terms = [terms(s, stop_words) for _, s in units]
-    topic = [terms(t, stop_words) if t else set() for t in titles] + [set()] * (len(groups) - len(titles))
+    topic = [terms(t, stop_words) if t else set() for t in titles] + [set()] * (
+        len(groups) - len(titles)
+    )
     heading_terms = [topic[i] for i, _ in units]
     # A bridge goes through an entity the question does not name (the question's own entity
     # would join any two sentences about it) and that is not the answer.
     asked_names = {n for n in names(question)} | names(answer)
-    group_names = [{n for n in names(p) if n not in asked_names and n not in question} for p in groups]
+    group_names = [
+        {n for n in names(p) if n not in asked_names and n not in question} for p in groups
+    ]
     unit_names = [names(text) for _, text in units]
 
     def bridged(k: int) -> list[set[str]]:  # U's terms, then U's with each bridge sentence's
         context = unit_terms[k] | heading_terms[k]
         group = units[k][0]
-        return [context] + [context | unit_terms[k2] | heading_terms[k2] for k2, (group2, _) in enumerate(units)
-                            if group2 != group and group_names[group] & unit_names[k2]]
+        return [context] + [
+            context | unit_terms[k2] | heading_terms[k2]
+            for k2, (group2, _) in enumerate(units)
+            if group2 != group and group_names[group] & unit_names[k2]
+        ]
 
     best = 0.0
     for k in range(len(units)):
@@ -218,7 +350,9 @@ def answer_support(question: str, answer: str, passages: Sequence[str], stop_wor
             outer_share = len(outer & context) / len(outer)
             if answer_share * outer_share <= best:
                 continue
-            covered = max((len(inner_terms & r) for r in bridged(k) if inner_relation <= r), default=0)
+            covered = max(
+                (len(inner_terms & r) for r in bridged(k) if inner_relation <= r), default=0
+            )
             best = max(best, answer_share * outer_share * covered / len(inner_terms))
             continue
         covered = len(asked & context)
@@ -253,8 +387,14 @@ def agentless_passive(question: str, relation_terms: set[str], stop_words: froze
     return False
 
 
-def answers_inner_clause(question: str, answer: str, passages: Sequence[str], stop_words: frozenset[str],
-                         titles: Sequence[str | None] = (), inner: str = "") -> bool:
+def answers_inner_clause(
+    question: str,
+    answer: str,
+    passages: Sequence[str],
+    stop_words: frozenset[str],
+    titles: Sequence[str | None] = (),
+    inner: str = "",
+) -> bool:
     """Whether the answer is what a two-hop question's inner clause describes (its bridge):
     some evidence sentence (with its passage's title) holds all the answer's terms and all the
     clause's, and not all of the outer relation's. False for a one-hop question.
@@ -269,11 +409,17 @@ def answers_inner_clause(question: str, answer: str, passages: Sequence[str], st
     inner_terms, outer = question_parts(question, inner, stop_words, answer_terms)
     if not inner_terms:
         return False
-    topic = [terms(t, stop_words) if t else set() for t in titles] + [set()] * (len(passages) - len(titles))
+    topic = [terms(t, stop_words) if t else set() for t in titles] + [set()] * (
+        len(passages) - len(titles)
+    )
     for i, passage in enumerate(passages):
         for sentence in sentences(passage):
             context = terms(sentence, stop_words) | topic[i]
-            if answer_terms <= terms(sentence, stop_words) and inner_terms <= context and not outer <= context:
+            if (
+                answer_terms <= terms(sentence, stop_words)
+                and inner_terms <= context
+                and not outer <= context
+            ):
                 return True
     return False
 
@@ -282,8 +428,10 @@ _YEAR = re.compile(r"\b(1[5-9]|20)\d\d\b")
 _DIGIT = re.compile(r"\d")
 _LETTER = re.compile(r"[^\W\d_]")
 _ASKS_YEAR = re.compile(r"^\s*(in what year|what year|when)\b", re.IGNORECASE)
-_ASKS_NUMBER = re.compile(r"^\s*(how (much|many)|what (revenue|share|percentage|amount|price|number|margin))\b",
-                          re.IGNORECASE)
+_ASKS_NUMBER = re.compile(
+    r"^\s*(how (much|many)|what (revenue|share|percentage|amount|price|number|margin))\b",
+    re.IGNORECASE,
+)
 _ASKS_THING = re.compile(r"^\s*(which|who|whom|what)\b", re.IGNORECASE)
 
 

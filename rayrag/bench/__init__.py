@@ -20,11 +20,19 @@ from typing import Any
 
 from rayrag.errors import ConfigError
 
-BENCHES = {"redaction": "rayrag.bench.redaction", "ingest": "rayrag.bench.ingest",
-           "retrieval": "rayrag.bench.retrieval", "kg": "rayrag.bench.kg",
-           "moe": "rayrag.bench.moe", "softmax": "rayrag.bench.softmax",
-           "decode": "rayrag.bench.decode", "moe-quality": "rayrag.bench.moe_quality",
-           "serve": "rayrag.bench.serve", "ep": "rayrag.bench.ep", "scale": "rayrag.bench.scale"}
+BENCHES = {
+    "redaction": "rayrag.bench.redaction",
+    "ingest": "rayrag.bench.ingest",
+    "retrieval": "rayrag.bench.retrieval",
+    "kg": "rayrag.bench.kg",
+    "moe": "rayrag.bench.moe",
+    "softmax": "rayrag.bench.softmax",
+    "decode": "rayrag.bench.decode",
+    "moe-quality": "rayrag.bench.moe_quality",
+    "serve": "rayrag.bench.serve",
+    "ep": "rayrag.bench.ep",
+    "scale": "rayrag.bench.scale",
+}
 
 
 OUT_DIR = Path(".rayrag") / "bench"
@@ -39,8 +47,10 @@ def run_bench(name: str, quick: bool = False, **options: Any) -> dict[str, Any]:
     given = {key: value for key, value in options.items() if value is not None}
     accepted = set(inspect.signature(module.run).parameters) - {"quick"}
     if unknown := sorted(set(given) - accepted):
-        raise ConfigError(f"bench {name} takes no option {', '.join(unknown)}; "
-                          f"it takes: {', '.join(sorted(accepted)) or 'none'}")
+        raise ConfigError(
+            f"bench {name} takes no option {', '.join(unknown)}; "
+            f"it takes: {', '.join(sorted(accepted)) or 'none'}"
+        )
     return module.run(quick=quick, **given)
 
 

@@ -39,8 +39,17 @@ from rayrag.config import GeneratorConfig
 from rayrag.generator.generate import Generation, generate, recompute_generate
 from rayrag.generator.model import MoETransformer
 
-DEMO_SHAPE = dict(vocab_size=4096, d_model=128, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=256,
-                  n_experts=4, experts_per_token=2, adaptive_softmax_cutoffs=(1000, 2500))
+DEMO_SHAPE = dict(
+    vocab_size=4096,
+    d_model=128,
+    n_layers=2,
+    n_heads=4,
+    n_kv_heads=2,
+    ffn_dim=256,
+    n_experts=4,
+    experts_per_token=2,
+    adaptive_softmax_cutoffs=(1000, 2500),
+)
 PROMPT_LENGTHS = {"b1": (64,), "b4": (64, 60, 56, 52)}
 FULL = {"new_tokens": 256, "rounds": 3}
 QUICK = {"new_tokens": 32, "rounds": 2}
@@ -52,13 +61,21 @@ def _log(message: str) -> None:
 
 def demo_model(seed: int = 0) -> MoETransformer:
     torch.manual_seed(seed)
-    token_order = torch.randperm(DEMO_SHAPE["vocab_size"])  # a frequency order, as a trained tokenizer gives
+    token_order = torch.randperm(
+        DEMO_SHAPE["vocab_size"]
+    )  # a frequency order, as a trained tokenizer gives
     return MoETransformer(GeneratorConfig(**DEMO_SHAPE), token_order=token_order).eval()
 
 
-def _decoder(fn: Callable[..., list[Generation]], model: MoETransformer, prompts: list[list[int]],
-             new_tokens: int, results: dict[str, list[list[int]]], cpu: dict[str, list[float]],
-             name: str) -> Callable[[], None]:
+def _decoder(
+    fn: Callable[..., list[Generation]],
+    model: MoETransformer,
+    prompts: list[list[int]],
+    new_tokens: int,
+    results: dict[str, list[list[int]]],
+    cpu: dict[str, list[float]],
+    name: str,
+) -> Callable[[], None]:
     def call() -> None:
         start = time.process_time()
         generations = fn(model, prompts, max_new_tokens=new_tokens, eos_id=None, pad_id=0)
@@ -68,10 +85,13 @@ def _decoder(fn: Callable[..., list[Generation]], model: MoETransformer, prompts
     return call
 
 
-def bench_batch(model: MoETransformer, lengths: tuple[int, ...], new_tokens: int, rounds: int,
-                seed: int = 1) -> dict[str, Any]:
+def bench_batch(
+    model: MoETransformer, lengths: tuple[int, ...], new_tokens: int, rounds: int, seed: int = 1
+) -> dict[str, Any]:
     rng = torch.Generator().manual_seed(seed)
-    prompts = [torch.randint(5, model.config.vocab_size, (n,), generator=rng).tolist() for n in lengths]
+    prompts = [
+        torch.randint(5, model.config.vocab_size, (n,), generator=rng).tolist() for n in lengths
+    ]
     results: dict[str, list[list[int]]] = {}
     cpu: dict[str, list[float]] = {"kv_cache": [], "recompute": []}
     fns = {"kv_cache": generate, "recompute": recompute_generate}
@@ -79,8 +99,10 @@ def bench_batch(model: MoETransformer, lengths: tuple[int, ...], new_tokens: int
     alternate({n: _decoder(f, model, prompts, 8, results, cpu, n) for n, f in fns.items()}, 1)
     for values in cpu.values():
         values.clear()
-    seconds = alternate({n: _decoder(f, model, prompts, new_tokens, results, cpu, n) for n, f in fns.items()},
-                        rounds)
+    seconds = alternate(
+        {n: _decoder(f, model, prompts, new_tokens, results, cpu, n) for n, f in fns.items()},
+        rounds,
+    )
     tokens = len(prompts) * new_tokens
     result = {
         "prompt_tokens": list(lengths),
@@ -103,8 +125,10 @@ def run(quick: bool = False) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         model = demo_model()
-        batches = {name: bench_batch(model, lengths, plan["new_tokens"], plan["rounds"])
-                   for name, lengths in PROMPT_LENGTHS.items()}
+        batches = {
+            name: bench_batch(model, lengths, plan["new_tokens"], plan["rounds"])
+            for name, lengths in PROMPT_LENGTHS.items()
+        }
     finally:
         torch.set_num_threads(threads_before)
 
@@ -124,6 +148,9 @@ def run(quick: bool = False) -> dict[str, Any]:
         "ratios": {
             "kv_cache_vs_recompute": ratio(batches["b1"]),
             **{f"kv_cache_vs_recompute_{name}": ratio(b) for name, b in batches.items()},
-            **{f"kv_cache_vs_recompute_cpu_{name}": ratio(b, "cpu_median_s") for name, b in batches.items()},
+            **{
+                f"kv_cache_vs_recompute_cpu_{name}": ratio(b, "cpu_median_s")
+                for name, b in batches.items()
+            },
         },
     }

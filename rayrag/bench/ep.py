@@ -46,10 +46,28 @@ from rayrag.generator.checkpoint import load_checkpoint, save_checkpoint
 from rayrag.generator.generate import generate
 from rayrag.generator.model import MoETransformer
 
-FULL = {"d_model": 256, "n_layers": 4, "n_experts": 8, "ffn_dim": 512, "batch": 4, "seq": 256,
-        "new_tokens": 32, "dispatch_calls": 200, "rounds": 3}
-QUICK = {"d_model": 64, "n_layers": 2, "n_experts": 4, "ffn_dim": 128, "batch": 2, "seq": 64,
-         "new_tokens": 8, "dispatch_calls": 30, "rounds": 1}
+FULL = {
+    "d_model": 256,
+    "n_layers": 4,
+    "n_experts": 8,
+    "ffn_dim": 512,
+    "batch": 4,
+    "seq": 256,
+    "new_tokens": 32,
+    "dispatch_calls": 200,
+    "rounds": 3,
+}
+QUICK = {
+    "d_model": 64,
+    "n_layers": 2,
+    "n_experts": 4,
+    "ffn_dim": 128,
+    "batch": 2,
+    "seq": 64,
+    "new_tokens": 8,
+    "dispatch_calls": 30,
+    "rounds": 1,
+}
 SHARDS = 2
 # The driver's torch threads while it runs a sharded model (attention, routers, head; it waits
 # while the shards compute). One: more spin-wait on the shards' cores (DECISIONS, issue 21).
@@ -60,10 +78,21 @@ def _log(message: str) -> None:
     print(f"[bench ep] {message}", file=sys.stderr, flush=True)
 
 
-def model_config(d_model: int, n_layers: int, n_experts: int, ffn_dim: int, max_seq_len: int) -> GeneratorConfig:
-    return GeneratorConfig(vocab_size=2048, d_model=d_model, n_layers=n_layers, n_heads=4, n_kv_heads=2,
-                           ffn_dim=ffn_dim, n_experts=n_experts, experts_per_token=2, max_seq_len=max_seq_len,
-                           adaptive_softmax_cutoffs=())
+def model_config(
+    d_model: int, n_layers: int, n_experts: int, ffn_dim: int, max_seq_len: int
+) -> GeneratorConfig:
+    return GeneratorConfig(
+        vocab_size=2048,
+        d_model=d_model,
+        n_layers=n_layers,
+        n_heads=4,
+        n_kv_heads=2,
+        ffn_dim=ffn_dim,
+        n_experts=n_experts,
+        experts_per_token=2,
+        max_seq_len=max_seq_len,
+        adaptive_softmax_cutoffs=(),
+    )
 
 
 def dispatch_seconds(plan: dict[str, Any]) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
@@ -89,7 +118,9 @@ def dispatch_seconds(plan: dict[str, Any]) -> tuple[dict[str, list[float]], dict
             before = list(generator.compute_s)
             for _ in range(plan["dispatch_calls"]):
                 generator._dispatch(0, rows, counts)
-            compute[transport].append(max(a - b for a, b in zip(generator.compute_s, before, strict=True)))
+            compute[transport].append(
+                max(a - b for a, b in zip(generator.compute_s, before, strict=True))
+            )
 
         seconds = alternate({t: (lambda t=t: dispatch(t)) for t in generators}, plan["rounds"])
         return seconds, compute
@@ -103,8 +134,13 @@ def bench(plan: dict[str, Any]) -> dict[str, Any]:
 
     from rayrag.generator.sharded import ShardedGenerator
 
-    cfg = model_config(plan["d_model"], plan["n_layers"], plan["n_experts"], plan["ffn_dim"],
-                       plan["seq"] + plan["new_tokens"] + 8)
+    cfg = model_config(
+        plan["d_model"],
+        plan["n_layers"],
+        plan["n_experts"],
+        plan["ffn_dim"],
+        plan["seq"] + plan["new_tokens"] + 8,
+    )
     torch.manual_seed(0)
     started_ray = not ray.is_initialized()
     if started_ray:
@@ -113,7 +149,9 @@ def bench(plan: dict[str, Any]) -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as tmp:
             path = save_checkpoint(MoETransformer(cfg), Path(tmp) / "ckpt")
             local = load_checkpoint(path).eval()
-            generators = {t: ShardedGenerator(path, SHARDS, transport=t) for t in ("compiled", "actor")}
+            generators = {
+                t: ShardedGenerator(path, SHARDS, transport=t) for t in ("compiled", "actor")
+            }
         try:
             shard_threads = shard_torch_threads(generators["actor"])
             # Each side's experts on the same number of threads: the local model gets as many
@@ -134,12 +172,26 @@ def bench(plan: dict[str, Any]) -> dict[str, Any]:
 
             def decode(name, model):
                 torch.set_num_threads(side_threads["local" if name == "local" else "ep"])
-                generate(model, [ids[0, :16].tolist()], max_new_tokens=plan["new_tokens"], eos_id=None, pad_id=0)
+                generate(
+                    model,
+                    [ids[0, :16].tolist()],
+                    max_new_tokens=plan["new_tokens"],
+                    eos_id=None,
+                    pad_id=0,
+                )
 
-            seconds = {phase: alternate({n: (lambda n=n, m=m, f=f: f(n, m)) for n, m in models.items()}, plan["rounds"])
-                       for phase, f in (("prefill", prefill), ("decode", decode))}
+            seconds = {
+                phase: alternate(
+                    {n: (lambda n=n, m=m, f=f: f(n, m)) for n, m in models.items()}, plan["rounds"]
+                )
+                for phase, f in (("prefill", prefill), ("decode", decode))
+            }
             transports = {t: g.transport for t, g in generators.items()}
-            threads = {"local": seen["local"], "ep_driver": seen["ep_compiled"], "ep_shards": shard_threads}
+            threads = {
+                "local": seen["local"],
+                "ep_driver": seen["ep_compiled"],
+                "ep_shards": shard_threads,
+            }
             cores = {"machine": os.cpu_count(), "ray": ray.cluster_resources().get("CPU")}
         finally:
             for generator in generators.values():
@@ -155,19 +207,39 @@ def bench(plan: dict[str, Any]) -> dict[str, Any]:
     decode_ms = {n: round(s / plan["new_tokens"] * 1000, 3) for n, s in best["decode"].items()}
     calls = plan["dispatch_calls"]
     dispatch_us = {t: round(s / calls * 1e6, 1) for t, s in best["dispatch"].items()}
-    overhead_us = {t: round(min(s - c for s, c in zip(seconds["dispatch"][t], shard_compute[t], strict=True))
-                            / calls * 1e6, 1) for t in dispatch_us}
-    _log(f"prefill tok/s {prefill_tps}; decode ms/token {decode_ms}; dispatch us/layer {dispatch_us}; "
-         f"of it transport (overhead) {overhead_us}")
+    overhead_us = {
+        t: round(
+            min(s - c for s, c in zip(seconds["dispatch"][t], shard_compute[t], strict=True))
+            / calls
+            * 1e6,
+            1,
+        )
+        for t in dispatch_us
+    }
+    _log(
+        f"prefill tok/s {prefill_tps}; decode ms/token {decode_ms}; dispatch us/layer {dispatch_us}; "
+        f"of it transport (overhead) {overhead_us}"
+    )
     return {
-        "plan": plan, "shards": SHARDS, "transports": transports, "max_abs_diff": diff, "torch_threads": threads, "cores": cores,
-        "prefill_tokens_per_s": prefill_tps, "decode_ms_per_token": decode_ms, "dispatch_us_per_layer": dispatch_us,
+        "plan": plan,
+        "shards": SHARDS,
+        "transports": transports,
+        "max_abs_diff": diff,
+        "torch_threads": threads,
+        "cores": cores,
+        "prefill_tokens_per_s": prefill_tps,
+        "decode_ms_per_token": decode_ms,
+        "dispatch_us_per_layer": dispatch_us,
         "dispatch_overhead_us_per_layer": overhead_us,
-        "ratios": {"compiled_vs_actor_call": round(overhead_us["actor"] / overhead_us["compiled"], 3),
-                   "compiled_vs_actor_round_trip": round(dispatch_us["actor"] / dispatch_us["compiled"], 3),
-                   "ep_vs_local_prefill": round(prefill_tps["ep_compiled"] / prefill_tps["local"], 3),
-                   "ep_vs_local_prefill_actor": round(prefill_tps["ep_actor"] / prefill_tps["local"], 3),
-                   "ep_vs_local_decode": round(decode_ms["local"] / decode_ms["ep_compiled"], 3)},
+        "ratios": {
+            "compiled_vs_actor_call": round(overhead_us["actor"] / overhead_us["compiled"], 3),
+            "compiled_vs_actor_round_trip": round(
+                dispatch_us["actor"] / dispatch_us["compiled"], 3
+            ),
+            "ep_vs_local_prefill": round(prefill_tps["ep_compiled"] / prefill_tps["local"], 3),
+            "ep_vs_local_prefill_actor": round(prefill_tps["ep_actor"] / prefill_tps["local"], 3),
+            "ep_vs_local_decode": round(decode_ms["local"] / decode_ms["ep_compiled"], 3),
+        },
     }
 
 
@@ -179,8 +251,12 @@ def shard_torch_threads(generator: Any) -> list[int]:
     the same `ExpertShard`s."""
     import ray
 
-    return ray.get([shard.__ray_call__.remote(lambda _shard: torch.get_num_threads())
-                    for shard in generator.shards])
+    return ray.get(
+        [
+            shard.__ray_call__.remote(lambda _shard: torch.get_num_threads())
+            for shard in generator.shards
+        ]
+    )
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -192,6 +268,11 @@ def run(quick: bool = False) -> dict[str, Any]:
         result = bench(plan)
     finally:
         torch.set_num_threads(threads_before)
-    return {"bench": "ep", "quick": quick, **result, "load_average_1m_at_start": load,
-            "device": "cuda" if torch.cuda.is_available() else "cpu",
-            "wall_seconds": round(time.perf_counter() - started, 1)}
+    return {
+        "bench": "ep",
+        "quick": quick,
+        **result,
+        "load_average_1m_at_start": load,
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }

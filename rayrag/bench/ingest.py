@@ -35,7 +35,11 @@ def _corpus(workdir: Path, copies: int, seed: int, documents: int | None = None)
     from rayrag.data.demo_corpus import generate_demo_corpus
 
     demo = generate_demo_corpus(workdir / "demo", seed=seed)
-    rows = [json.loads(line) for line in demo.corpus_path.read_text(encoding="utf-8").splitlines() if line]
+    rows = [
+        json.loads(line)
+        for line in demo.corpus_path.read_text(encoding="utf-8").splitlines()
+        if line
+    ]
     rows = rows[:documents] if documents is not None else rows
     path = workdir / "corpus.jsonl"
     with path.open("w", encoding="utf-8") as handle:
@@ -52,8 +56,11 @@ def _sequential_stages(corpus: Path, config: RAGConfig):
     from rayrag.index.kg_extract import TripleExtractor
     from rayrag.pipelines.ingest_stages import DocumentPreparer
 
-    preparer, extractor, embedder = (DocumentPreparer(config), TripleExtractor(config.kg),
-                                     Embedder(config.embedding))
+    preparer, extractor, embedder = (
+        DocumentPreparer(config),
+        TripleExtractor(config.kg),
+        Embedder(config.embedding),
+    )
     for component in (preparer, extractor, embedder):
         component.warm_up()
     batch = config.ingest.read_batch_size
@@ -61,14 +68,16 @@ def _sequential_stages(corpus: Path, config: RAGConfig):
     def run_stages() -> None:
         documents = read_corpus(corpus).documents
         for start in range(0, len(documents), batch):
-            chunks = preparer(documents[start:start + batch]).chunks
+            chunks = preparer(documents[start : start + batch]).chunks
             embedder.encode([c.text for c in chunks])
             extractor(chunks)
 
     return run_stages
 
 
-def run(quick: bool = False, config: RAGConfig | None = None, documents: int | None = None) -> dict[str, Any]:
+def run(
+    quick: bool = False, config: RAGConfig | None = None, documents: int | None = None
+) -> dict[str, Any]:
     """The bench record; `documents` cuts the demo corpus to its first N (a test's small run)."""
     import torch
     from sentence_transformers import SentenceTransformer
@@ -100,18 +109,24 @@ def run(quick: bool = False, config: RAGConfig | None = None, documents: int | N
         torch.set_num_threads(os.cpu_count() or 1)
 
         def raw_encode() -> None:
-            model.encode(chunk_texts, batch_size=config.embedding.batch_size, normalize_embeddings=True)
+            model.encode(
+                chunk_texts, batch_size=config.embedding.batch_size, normalize_embeddings=True
+            )
 
         raw_encode()  # warm-up
         sequential = _sequential_stages(corpus, config)
         started = time.perf_counter()
-        seconds = alternate({"pipeline": pipeline, "raw_encode": raw_encode,
-                             "sequential_stages": sequential}, rounds)
+        seconds = alternate(
+            {"pipeline": pipeline, "raw_encode": raw_encode, "sequential_stages": sequential},
+            rounds,
+        )
         wall = time.perf_counter() - started
         n_chunks = len(chunk_texts)
         pipeline_rate = n_chunks / median(seconds["pipeline"])
         raw_rate = n_chunks / median(seconds["raw_encode"])
-        stage_seconds = IndexBundle.load(workdir / f"bundle-{outputs['n'] - 1}").manifest["stage_seconds"]
+        stage_seconds = IndexBundle.load(workdir / f"bundle-{outputs['n'] - 1}").manifest[
+            "stage_seconds"
+        ]
         return {
             "bench": "ingest",
             "quick": quick,
@@ -119,13 +134,19 @@ def run(quick: bool = False, config: RAGConfig | None = None, documents: int | N
             "chunks": n_chunks,
             "rounds": rounds,
             "seconds": {k: [round(s, 3) for s in v] for k, v in seconds.items()},
-            "chunks_per_s": {"pipeline": round(pipeline_rate, 2), "raw_encode": round(raw_rate, 2),
-                             "sequential_stages": round(n_chunks / median(seconds["sequential_stages"]), 2)},
+            "chunks_per_s": {
+                "pipeline": round(pipeline_rate, 2),
+                "raw_encode": round(raw_rate, 2),
+                "sequential_stages": round(n_chunks / median(seconds["sequential_stages"]), 2),
+            },
             "last_pipeline_stage_seconds": stage_seconds,
             "wall_seconds": round(wall, 2),
-            "ratios": {"pipeline_vs_raw_encode": round(pipeline_rate / raw_rate, 3),
-                       "pipeline_vs_sequential_stages": round(
-                           median(seconds["sequential_stages"]) / median(seconds["pipeline"]), 3)},
+            "ratios": {
+                "pipeline_vs_raw_encode": round(pipeline_rate / raw_rate, 3),
+                "pipeline_vs_sequential_stages": round(
+                    median(seconds["sequential_stages"]) / median(seconds["pipeline"]), 3
+                ),
+            },
         }
     finally:
         torch.set_num_threads(threads_before)

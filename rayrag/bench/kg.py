@@ -50,22 +50,39 @@ def synthetic_graph(n_nodes: int, seed: int = 0) -> KnowledgeGraph:
     n_entities = n_nodes - n_passages
     popularity = 1.0 / np.arange(1, n_entities + 1) ** 0.8  # Zipf-like: hubs and a long tail
     popularity /= popularity.sum()
-    g = nx.MultiDiGraph(format_version=FORMAT_VERSION, acronyms={}, synonyms_stale=False,
-                        kg_config=KGConfig().model_dump(mode="json"))
+    g = nx.MultiDiGraph(
+        format_version=FORMAT_VERSION,
+        acronyms={},
+        synonyms_stale=False,
+        kg_config=KGConfig().model_dump(mode="json"),
+    )
     support: dict[int, list[str]] = {}
     edges: dict[tuple[int, int, str], list[str]] = {}
     # One weighted draw for all mentions: a draw per passage re-scans the distribution.
     counts = rng.integers(MENTIONS_PER_PASSAGE[0], MENTIONS_PER_PASSAGE[1] + 1, size=n_passages)
-    draws = np.split(rng.choice(n_entities, size=int(counts.sum()), p=popularity), np.cumsum(counts)[:-1])
+    draws = np.split(
+        rng.choice(n_entities, size=int(counts.sum()), p=popularity), np.cumsum(counts)[:-1]
+    )
     for p, drawn in enumerate(draws):
         chunk_id = f"doc-{p // 2}#{p % 2}"
-        g.add_node(f"passage:{chunk_id}", kind="passage", chunk_id=chunk_id, doc_id=f"doc-{p // 2}",
-                   acl=["public"])
+        g.add_node(
+            f"passage:{chunk_id}",
+            kind="passage",
+            chunk_id=chunk_id,
+            doc_id=f"doc-{p // 2}",
+            acl=["public"],
+        )
         mentioned = sorted(set(drawn.tolist()))
         for e in mentioned:
             support.setdefault(e, []).append(chunk_id)
-            g.add_edge(f"passage:{chunk_id}", f"entity:e{e}", key=MENTIONS, relation=MENTIONS,
-                       confidence=1.0, chunk_ids=[chunk_id])
+            g.add_edge(
+                f"passage:{chunk_id}",
+                f"entity:e{e}",
+                key=MENTIONS,
+                relation=MENTIONS,
+                confidence=1.0,
+                chunk_ids=[chunk_id],
+            )
         # Neighbouring mentions only: co-occurrence is per sentence, so a chunk links about
         # as many pairs as it names entities (the demo: 2.5 relation edges per chunk).
         for a, b in zip(mentioned, mentioned[1:], strict=False):
@@ -73,31 +90,58 @@ def synthetic_graph(n_nodes: int, seed: int = 0) -> KnowledgeGraph:
             edges.setdefault((a, b, relation), []).append(chunk_id)
     for e in range(n_entities):
         chunk_ids = support.get(e, [])
-        g.add_node(f"entity:e{e}", kind="entity", name=f"Entity {e}", alias_keys=[f"e{e}"],
-                   chunk_ids=chunk_ids, acl=["public"] if chunk_ids else [])
+        g.add_node(
+            f"entity:e{e}",
+            kind="entity",
+            name=f"Entity {e}",
+            alias_keys=[f"e{e}"],
+            chunk_ids=chunk_ids,
+            acl=["public"] if chunk_ids else [],
+        )
     for (a, b, relation), chunk_ids in edges.items():
-        g.add_edge(f"entity:e{a}", f"entity:e{b}", key=relation, relation=relation,
-                   confidence=0.9 if relation != "co_occurs" else 0.3, chunk_ids=chunk_ids)
+        g.add_edge(
+            f"entity:e{a}",
+            f"entity:e{b}",
+            key=relation,
+            relation=relation,
+            confidence=0.9 if relation != "co_occurs" else 0.3,
+            chunk_ids=chunk_ids,
+        )
     for a in rng.choice(n_entities, size=int(n_entities * SYNONYM_SHARE), replace=False):
         b = int(rng.integers(n_entities))
         if a != b:
-            g.add_edge(f"entity:e{a}", f"entity:e{b}", key=SYNONYM, relation=SYNONYM, confidence=0.85)
+            g.add_edge(
+                f"entity:e{a}", f"entity:e{b}", key=SYNONYM, relation=SYNONYM, confidence=0.85
+            )
     return KnowledgeGraph(KGConfig(), g)
 
 
 def _queries(kg: KnowledgeGraph, n: int, seed: int) -> list[dict[str, float]]:
     rng = np.random.default_rng(seed)
-    entities = [(node, len(d["chunk_ids"])) for node, d in kg.graph.nodes(data=True)
-                if d["kind"] == "entity" and d["chunk_ids"]]
-    picks = [rng.choice(len(entities), size=int(rng.integers(3, 6)), replace=False) for _ in range(n)]
+    entities = [
+        (node, len(d["chunk_ids"]))
+        for node, d in kg.graph.nodes(data=True)
+        if d["kind"] == "entity" and d["chunk_ids"]
+    ]
+    picks = [
+        rng.choice(len(entities), size=int(rng.integers(3, 6)), replace=False) for _ in range(n)
+    ]
     return [{entities[i][0]: 1.0 / entities[i][1] for i in pick} for pick in picks]
 
 
-def _ranker(retriever: GraphRetriever, principal: Principal, seeds: dict[str, float], method: str,
-            results: dict[str, list[str]], cpu: dict[str, list[float]]) -> Callable[[], None]:
+def _ranker(
+    retriever: GraphRetriever,
+    principal: Principal,
+    seeds: dict[str, float],
+    method: str,
+    results: dict[str, list[str]],
+    cpu: dict[str, list[float]],
+) -> Callable[[], None]:
     def call() -> None:
         start = time.process_time()
-        results[method] = [c for c, _ in retriever.rank_seeds(seeds, principal, top_k=10, method=method)]
+        results[method] = [
+            c for c, _ in retriever.rank_seeds(seeds, principal, top_k=10, method=method)
+        ]
         cpu[method].append(time.process_time() - start)
 
     return call
@@ -127,7 +171,9 @@ def _bench_size(n_nodes: int, n_queries: int, seed: int) -> dict[str, Any]:
             seconds[method].extend(values)
         agree.append(results["sparse"] == results["networkx"])
         push_agree.append(results["sparse"] == results["push"])
-        push_overlap.append(len(set(results["sparse"]) & set(results["push"])) / max(len(results["sparse"]), 1))
+        push_overlap.append(
+            len(set(results["sparse"]) & set(results["push"])) / max(len(results["sparse"]), 1)
+        )
     stats = kg.stats()
     return {
         "nodes": kg.graph.number_of_nodes(),
@@ -146,7 +192,11 @@ def _bench_size(n_nodes: int, n_queries: int, seed: int) -> dict[str, Any]:
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    plan = {"2k": (2_000, 10), "10k": (10_000, 6)} if quick else {"20k": (20_000, 20), "200k": (200_000, 6)}
+    plan = (
+        {"2k": (2_000, 10), "10k": (10_000, 6)}
+        if quick
+        else {"20k": (20_000, 20), "200k": (200_000, 6)}
+    )
     started = time.perf_counter()
     sizes = {name: _bench_size(n, q, seed=7) for name, (n, q) in plan.items()}
     largest = sizes[list(plan)[-1]]
@@ -158,16 +208,35 @@ def run(quick: bool = False) -> dict[str, Any]:
         "wall_seconds": round(time.perf_counter() - started, 2),
         "ratios": {
             # The headline figure is the largest graph's; every size is listed too.
-            "sparse_vs_networkx": round(largest["p50_ms"]["networkx"] / largest["p50_ms"]["sparse"], 2),
-            **{f"sparse_vs_networkx_{name}": round(s["p50_ms"]["networkx"] / s["p50_ms"]["sparse"], 2)
-               for name, s in sizes.items()},
-            **{f"sparse_vs_networkx_cpu_{name}": round(s["cpu_p50_ms"]["networkx"] / s["cpu_p50_ms"]["sparse"], 2)
-               for name, s in sizes.items()},
+            "sparse_vs_networkx": round(
+                largest["p50_ms"]["networkx"] / largest["p50_ms"]["sparse"], 2
+            ),
+            **{
+                f"sparse_vs_networkx_{name}": round(
+                    s["p50_ms"]["networkx"] / s["p50_ms"]["sparse"], 2
+                )
+                for name, s in sizes.items()
+            },
+            **{
+                f"sparse_vs_networkx_cpu_{name}": round(
+                    s["cpu_p50_ms"]["networkx"] / s["cpu_p50_ms"]["sparse"], 2
+                )
+                for name, s in sizes.items()
+            },
             "push_vs_sparse": round(largest["p50_ms"]["sparse"] / largest["p50_ms"]["push"], 2),
-            **{f"push_vs_sparse_{name}": round(s["p50_ms"]["sparse"] / s["p50_ms"]["push"], 2)
-               for name, s in sizes.items()},
-            **{f"push_vs_sparse_cpu_{name}": round(s["cpu_p50_ms"]["sparse"] / s["cpu_p50_ms"]["push"], 2)
-               for name, s in sizes.items()},
-            **{f"push_top10_identical_{name}": s["push_top10_identical"] for name, s in sizes.items()},
+            **{
+                f"push_vs_sparse_{name}": round(s["p50_ms"]["sparse"] / s["p50_ms"]["push"], 2)
+                for name, s in sizes.items()
+            },
+            **{
+                f"push_vs_sparse_cpu_{name}": round(
+                    s["cpu_p50_ms"]["sparse"] / s["cpu_p50_ms"]["push"], 2
+                )
+                for name, s in sizes.items()
+            },
+            **{
+                f"push_top10_identical_{name}": s["push_top10_identical"]
+                for name, s in sizes.items()
+            },
         },
     }

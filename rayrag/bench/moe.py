@@ -63,7 +63,10 @@ from rayrag.bench import alternate, median
 from rayrag.generator.moe import MoELayer, SwiGLU, SwiGLUExperts
 
 TOP_K = 2
-HF_COMPETITORS = ("hf_loop", "hf_grouped_mm")  # checked against ours: same output, same input gradient
+HF_COMPETITORS = (
+    "hf_loop",
+    "hf_grouped_mm",
+)  # checked against ours: same output, same input gradient
 EXPERTS = (8, 64)
 FULL = {"d_model": 512, "ffn_dim": 1024, "tokens": 4096, "rounds": 5}
 QUICK = {"d_model": 128, "ffn_dim": 256, "tokens": 512, "rounds": 2}
@@ -73,9 +76,16 @@ def _log(message: str) -> None:
     print(f"[bench moe] {message}", file=sys.stderr, flush=True)
 
 
-def _step(forward: Callable[[torch.Tensor], torch.Tensor], module: torch.nn.Module, x: torch.Tensor,
-          grad: torch.Tensor, outputs: dict[str, torch.Tensor], input_grads: dict[str, torch.Tensor], name: str,
-          cpu: dict[str, list[float]]) -> Callable[[], None]:
+def _step(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    module: torch.nn.Module,
+    x: torch.Tensor,
+    grad: torch.Tensor,
+    outputs: dict[str, torch.Tensor],
+    input_grads: dict[str, torch.Tensor],
+    name: str,
+    cpu: dict[str, list[float]],
+) -> Callable[[], None]:
     """One competitor's timed call: forward, backward, gradients cleared first."""
 
     def call() -> None:
@@ -99,7 +109,9 @@ def bench_threads() -> int:
     on 2 cores), which would measure the scheduler, not the dispatch."""
     if os.environ.get("RAYRAG_BENCH_THREADS"):
         return max(1, int(os.environ["RAYRAG_BENCH_THREADS"]))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
     busy = round(os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0
     return max(1, min(cores, cores - busy))
 
@@ -116,10 +128,15 @@ class HFLoopExperts(torch.nn.Module):
         self.n_experts = experts.n_experts
         with torch.no_grad():
             self.gate_up = torch.nn.ParameterList(
-                torch.cat([experts.w1[e], experts.w3[e]]).clone() for e in range(self.n_experts))  # E x (2F, d)
-            self.down = torch.nn.ParameterList(experts.w2[e].clone() for e in range(self.n_experts))  # E x (d, F)
+                torch.cat([experts.w1[e], experts.w3[e]]).clone() for e in range(self.n_experts)
+            )  # E x (2F, d)
+            self.down = torch.nn.ParameterList(
+                experts.w2[e].clone() for e in range(self.n_experts)
+            )  # E x (d, F)
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor
+    ) -> torch.Tensor:
         y = torch.zeros_like(x)  # (T, d)
         with torch.no_grad():
             expert_mask = F.one_hot(indices, self.n_experts).permute(2, 1, 0)  # (E, k, T)
@@ -132,8 +149,15 @@ class HFLoopExperts(torch.nn.Module):
         return y
 
 
-def bench_config(n_experts: int, d_model: int, ffn_dim: int, tokens: int, rounds: int,
-                 top_k: int = TOP_K, seed: int = 0) -> dict[str, Any]:
+def bench_config(
+    n_experts: int,
+    d_model: int,
+    ffn_dim: int,
+    tokens: int,
+    rounds: int,
+    top_k: int = TOP_K,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Tokens/s of every competitor for one expert count; ours compared with each HF one."""
     torch.manual_seed(seed)
     layer = MoELayer(d_model, ffn_dim, n_experts, top_k).eval()  # eval = dropless
@@ -143,8 +167,9 @@ def bench_config(n_experts: int, d_model: int, ffn_dim: int, tokens: int, rounds
     hf_loop = HFLoopExperts(layer.experts)
     hf_grouped = hf_experts(layer, "grouped_mm")
 
-    def routed(experts: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-               ) -> Callable[[torch.Tensor], torch.Tensor]:
+    def routed(
+        experts: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
         def forward(v: torch.Tensor) -> torch.Tensor:
             flat = v.reshape(-1, d_model)  # (T, d)
             weights, indices, _ = layer.gate(flat)  # the same router, so the same choices
@@ -158,8 +183,16 @@ def bench_config(n_experts: int, d_model: int, ffn_dim: int, tokens: int, rounds
     competitors = {
         "ours": _step(lambda v: layer(v)[0], layer, x, grad, outputs, input_grads, "ours", cpu),
         "hf_loop": _step(routed(hf_loop), hf_loop, x, grad, outputs, input_grads, "hf_loop", cpu),
-        "hf_grouped_mm": _step(routed(lambda flat, w, i: hf_grouped(flat, i, w)), hf_grouped, x, grad, outputs,
-                               input_grads, "hf_grouped_mm", cpu),
+        "hf_grouped_mm": _step(
+            routed(lambda flat, w, i: hf_grouped(flat, i, w)),
+            hf_grouped,
+            x,
+            grad,
+            outputs,
+            input_grads,
+            "hf_grouped_mm",
+            cpu,
+        ),
         "dense": _step(dense, dense, x, grad, outputs, input_grads, "dense", cpu),
     }
     alternate(competitors, 1)  # warm-up: allocator, the grouped_mm probe, BLAS threads
@@ -178,11 +211,17 @@ def bench_config(n_experts: int, d_model: int, ffn_dim: int, tokens: int, rounds
         # Process CPU time: with one thread it swings less than wall time on shared cores.
         "cpu_tokens_per_s": {name: round(tokens / median(s), 1) for name, s in cpu.items()},
         "outputs_match": {n: close(outputs["ours"], outputs[n]) for n in HF_COMPETITORS},
-        "input_grads_match": {n: close(input_grads["ours"], input_grads[n]) for n in HF_COMPETITORS},
-        "max_abs_diff": {n: float((outputs["ours"] - outputs[n]).abs().max()) for n in HF_COMPETITORS},
+        "input_grads_match": {
+            n: close(input_grads["ours"], input_grads[n]) for n in HF_COMPETITORS
+        },
+        "max_abs_diff": {
+            n: float((outputs["ours"] - outputs[n]).abs().max()) for n in HF_COMPETITORS
+        },
         "max_abs_diff_hf_mixtral_eager": hf_mixtral_diff(layer, x.detach(), outputs["ours"]),
     }
-    _log(f"E={n_experts}: {tokens_per_s} ({result['dispatch']}; outputs match: {result['outputs_match']})")
+    _log(
+        f"E={n_experts}: {tokens_per_s} ({result['dispatch']}; outputs match: {result['outputs_match']})"
+    )
     return result
 
 
@@ -191,8 +230,12 @@ def hf_experts(layer: MoELayer, implementation: str = "eager") -> MixtralExperts
     running HF's experts `implementation` ("eager": its loop; "grouped_mm": its sorted dispatch)."""
     experts = layer.experts
     n_experts, ffn_dim, d_model = experts.w1.shape
-    config = MixtralConfig(hidden_size=d_model, intermediate_size=ffn_dim, num_local_experts=n_experts,
-                           hidden_act="silu")
+    config = MixtralConfig(
+        hidden_size=d_model,
+        intermediate_size=ffn_dim,
+        num_local_experts=n_experts,
+        hidden_act="silu",
+    )
     config._experts_implementation = implementation
     hf = MixtralExperts(config)
     with torch.no_grad():
@@ -218,8 +261,12 @@ def run(quick: bool = False) -> dict[str, Any]:
     _log(f"{threads} torch thread(s); {plan}")
     started = time.perf_counter()
     try:
-        configs = {f"e{e}": bench_config(e, plan["d_model"], plan["ffn_dim"], plan["tokens"], plan["rounds"])
-                   for e in EXPERTS}
+        configs = {
+            f"e{e}": bench_config(
+                e, plan["d_model"], plan["ffn_dim"], plan["tokens"], plan["rounds"]
+            )
+            for e in EXPERTS
+        }
     finally:
         torch.set_num_threads(threads_before)
     speed = {name: c["tokens_per_s"] for name, c in configs.items()}
@@ -233,10 +280,18 @@ def run(quick: bool = False) -> dict[str, Any]:
         "configs": configs,
         "wall_seconds": round(time.perf_counter() - started, 2),
         "ratios": {
-            **{f"ours_vs_{other}_{e}": round(speed[e]["ours"] / speed[e][other], 2)
-               for other in (*HF_COMPETITORS, "dense") for e in ("e64", "e8")},
-            **{f"ours_vs_{other}_{e}_cpu": round(configs[e]["cpu_tokens_per_s"]["ours"]
-                                                 / configs[e]["cpu_tokens_per_s"][other], 2)
-               for other in (*HF_COMPETITORS, "dense") for e in ("e64", "e8")},
+            **{
+                f"ours_vs_{other}_{e}": round(speed[e]["ours"] / speed[e][other], 2)
+                for other in (*HF_COMPETITORS, "dense")
+                for e in ("e64", "e8")
+            },
+            **{
+                f"ours_vs_{other}_{e}_cpu": round(
+                    configs[e]["cpu_tokens_per_s"]["ours"] / configs[e]["cpu_tokens_per_s"][other],
+                    2,
+                )
+                for other in (*HF_COMPETITORS, "dense")
+                for e in ("e64", "e8")
+            },
         },
     }

@@ -46,7 +46,9 @@ def pii_file() -> Path | None:
         return None
     path = Path(folder) / PII_FILE
     if not path.is_file():
-        raise ConfigError(f"RAYRAG_DATA_DIR={folder} has no {PII_FILE}; unset it to bench on the generated PII set")
+        raise ConfigError(
+            f"RAYRAG_DATA_DIR={folder} has no {PII_FILE}; unset it to bench on the generated PII set"
+        )
     return path
 
 
@@ -56,7 +58,10 @@ def load_documents(n_docs: int) -> tuple[list[str], str]:
     if path is not None:
         records, source = json.loads(path.read_text(encoding="utf-8")), str(path)
     else:
-        records, source = generate_pii_set(n_docs * RECORDS_PER_DOC, seed=0), "generate_pii_set(seed=0)"
+        records, source = (
+            generate_pii_set(n_docs * RECORDS_PER_DOC, seed=0),
+            "generate_pii_set(seed=0)",
+        )
     texts = [str(r["full_text"]) for r in records]
     docs = [" ".join(texts[i : i + RECORDS_PER_DOC]) for i in range(0, len(texts), RECORDS_PER_DOC)]
     while len(docs) < n_docs:  # a small labelled file: reuse documents rather than shrink the bench
@@ -65,7 +70,9 @@ def load_documents(n_docs: int) -> tuple[list[str], str]:
 
 
 def _detections(results: list[list[Any]]) -> list[list[tuple[str, int, int, float]]]:
-    return [sorted((r.entity_type, r.start, r.end, round(r.score, 6)) for r in doc) for doc in results]
+    return [
+        sorted((r.entity_type, r.start, r.end, round(r.score, 6)) for r in doc) for doc in results
+    ]
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -90,7 +97,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     names = list(competitors)
     for round_index in range(rounds):
         # Rotate the order each round so no competitor always runs first on a warm cache.
-        order = names[round_index % len(names):] + names[: round_index % len(names)]
+        order = names[round_index % len(names) :] + names[: round_index % len(names)]
         for name in order:
             start, start_cpu = time.perf_counter(), time.process_time()
             found = competitors[name](docs)
@@ -118,7 +125,9 @@ def run(quick: bool = False) -> dict[str, Any]:
         # time it does not swing when other jobs share the cores. Wall ratios are kept too.
         "ratios": {
             "batch_vs_per_doc": round(cpu_seconds["per_doc"] / cpu_seconds["batch"], 3),
-            "batch_no_parser_vs_per_doc": round(cpu_seconds["per_doc"] / cpu_seconds["batch_no_parser"], 3),
+            "batch_no_parser_vs_per_doc": round(
+                cpu_seconds["per_doc"] / cpu_seconds["batch_no_parser"], 3
+            ),
             "batch_vs_per_doc_wall": round(seconds["per_doc"] / seconds["batch"], 3),
         },
     }

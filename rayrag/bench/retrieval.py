@@ -73,8 +73,15 @@ ADD_CHUNK = 100_000  # bounded temporary copies while adding to the index
 
 
 def synthetic_vectors(
-    n: int, seed: int, n_topics: int, dim: int = DIM, rank: int = 24,
-    spread: float = 0.15, noise: float = 0.015, mixture_seed: int = 0, chunk: int = 100_000,
+    n: int,
+    seed: int,
+    n_topics: int,
+    dim: int = DIM,
+    rank: int = 24,
+    spread: float = 0.15,
+    noise: float = 0.015,
+    mixture_seed: int = 0,
+    chunk: int = 100_000,
     n_bases: int | None = None,
 ) -> np.ndarray:
     """(n, dim) float32 unit vectors from a clustered, low-intrinsic-dimension mixture.
@@ -128,7 +135,9 @@ def nlist_for(n: int) -> int:
     return 2 ** max(1, min(wanted, trainable))
 
 
-def build_ivf(vectors: np.ndarray, nlist: int, nprobe: int | None = None) -> tuple[VectorIndex, float]:
+def build_ivf(
+    vectors: np.ndarray, nlist: int, nprobe: int | None = None
+) -> tuple[VectorIndex, float]:
     """IVF `VectorIndex` over `vectors` (ids = rows), k-means trained on a prefix sample.
 
     Rows are i.i.d., so the first `TRAIN_POINTS_PER_LIST * nlist` are a random sample;
@@ -154,7 +163,9 @@ def with_nprobe(index: VectorIndex, nprobe: int) -> VectorIndex:
     return tuned
 
 
-def calibrate_nprobe(index: VectorIndex, queries: np.ndarray, truth: np.ndarray, nlist: int) -> tuple[int, float]:
+def calibrate_nprobe(
+    index: VectorIndex, queries: np.ndarray, truth: np.ndarray, nlist: int
+) -> tuple[int, float]:
     """Smallest ladder nprobe reaching CALIBRATION_RECALL on these queries (else the largest)."""
     ladder = [p for p in NPROBE_LADDER if p < nlist] + [nlist]
     nprobe, score = ladder[-1], 0.0
@@ -170,7 +181,9 @@ def _qps(n_queries: int, seconds: list[float]) -> float:
     return n_queries / median(seconds)
 
 
-def bench_size(n: int, n_queries: int, n_flat_queries: int, n_calibration: int, rounds: int) -> dict[str, Any]:
+def bench_size(
+    n: int, n_queries: int, n_flat_queries: int, n_calibration: int, rounds: int
+) -> dict[str, Any]:
     """Flat vs IVF at one corpus size; keeps the IVF index and queries for the ACL part."""
     started = time.perf_counter()
     n_topics = max(1, n // VECTORS_PER_TOPIC)
@@ -193,10 +206,13 @@ def bench_size(n: int, n_queries: int, n_flat_queries: int, n_calibration: int, 
 
     flat_queries = queries[:n_flat_queries]
     results: dict[str, np.ndarray] = {}
-    seconds = alternate({
-        "flat": lambda: results.__setitem__("flat", flat.search(flat_queries, K)[1]),
-        "ann": lambda: results.__setitem__("ann", ann.search(queries, K)[1]),
-    }, rounds)
+    seconds = alternate(
+        {
+            "flat": lambda: results.__setitem__("flat", flat.search(flat_queries, K)[1]),
+            "ann": lambda: results.__setitem__("ann", ann.search(queries, K)[1]),
+        },
+        rounds,
+    )
     flat_qps, ann_qps = _qps(n_flat_queries, seconds["flat"]), _qps(n_queries, seconds["ann"])
     return {
         "n": n,
@@ -215,7 +231,9 @@ def bench_size(n: int, n_queries: int, n_flat_queries: int, n_calibration: int, 
     }
 
 
-def bench_acl(index: VectorIndex, queries: np.ndarray, rounds: int, single_queries: int) -> dict[str, Any]:
+def bench_acl(
+    index: VectorIndex, queries: np.ndarray, rounds: int, single_queries: int
+) -> dict[str, Any]:
     """Filtered (a random 50% of ids allowed) vs unfiltered search on the same index.
 
     The batch figure is the ratio that counts. Single queries are timed twice: with the
@@ -226,10 +244,15 @@ def bench_acl(index: VectorIndex, queries: np.ndarray, rounds: int, single_queri
     rng = np.random.default_rng(4)
     allowed = rng.choice(index.ntotal, size=index.ntotal // 2, replace=False).astype(np.int64)
     found: dict[str, np.ndarray] = {}
-    seconds = alternate({
-        "unfiltered": lambda: found.__setitem__("unfiltered", index.search(queries, K)[1]),
-        "filtered": lambda: found.__setitem__("filtered", index.search(queries, K, allowed_ids=allowed)[1]),
-    }, rounds)
+    seconds = alternate(
+        {
+            "unfiltered": lambda: found.__setitem__("unfiltered", index.search(queries, K)[1]),
+            "filtered": lambda: found.__setitem__(
+                "filtered", index.search(queries, K, allowed_ids=allowed)[1]
+            ),
+        },
+        rounds,
+    )
     singles = queries[:single_queries]
 
     def one_by_one(allowed_ids: np.ndarray | AllowedIds | None) -> None:
@@ -237,22 +260,31 @@ def bench_acl(index: VectorIndex, queries: np.ndarray, rounds: int, single_queri
             index.search(query, K, allowed_ids=allowed_ids)
 
     cached = AllowedIds(allowed)
-    single_seconds = alternate({"unfiltered": lambda: one_by_one(None),
-                                "filtered": lambda: one_by_one(allowed),
-                                "filtered_cached": lambda: one_by_one(cached)}, rounds)
+    single_seconds = alternate(
+        {
+            "unfiltered": lambda: one_by_one(None),
+            "filtered": lambda: one_by_one(allowed),
+            "filtered_cached": lambda: one_by_one(cached),
+        },
+        rounds,
+    )
     filtered = found["filtered"]
     return {
         "allowed_fraction": 0.5,
         "queries": len(queries),
         "seconds": {name: [round(s, 4) for s in values] for name, values in seconds.items()},
         "qps": {name: round(_qps(len(queries), values), 1) for name, values in seconds.items()},
-        "single_query_qps": {name: round(_qps(len(singles), values), 1)
-                             for name, values in single_seconds.items()},
+        "single_query_qps": {
+            name: round(_qps(len(singles), values), 1) for name, values in single_seconds.items()
+        },
         "filtered_full_rows": bool(((filtered >= 0).sum(axis=1) == K).all()),
         "filtered_all_allowed": bool(np.isin(filtered[filtered >= 0], allowed).all()),
-        "single_query_ratio": round(median(single_seconds["unfiltered"]) / median(single_seconds["filtered"]), 3),
-        "single_query_cached_ratio": round(median(single_seconds["unfiltered"])
-                                           / median(single_seconds["filtered_cached"]), 3),
+        "single_query_ratio": round(
+            median(single_seconds["unfiltered"]) / median(single_seconds["filtered"]), 3
+        ),
+        "single_query_cached_ratio": round(
+            median(single_seconds["unfiltered"]) / median(single_seconds["filtered_cached"]), 3
+        ),
         "ratio": round(median(seconds["unfiltered"]) / median(seconds["filtered"]), 3),
     }
 
@@ -277,7 +309,10 @@ def bench_bm25(n: int, n_queries: int, rounds: int) -> dict[str, Any]:
     index = LexicalIndex.build(texts, np.arange(n))
     build_seconds = time.perf_counter() - started
     rng = np.random.default_rng(5)
-    queries = [" ".join(f"w{r}" for r in np.minimum(rng.zipf(1.1, size=4), 50_000) - 1) for _ in range(n_queries)]
+    queries = [
+        " ".join(f"w{r}" for r in np.minimum(rng.zipf(1.1, size=4), 50_000) - 1)
+        for _ in range(n_queries)
+    ]
     everyone = np.ones(n, np.float32)
     mask = np.zeros(n, np.float32)
     mask[rng.choice(n, size=n // 2, replace=False)] = 1.0
@@ -286,11 +321,18 @@ def bench_bm25(n: int, n_queries: int, rounds: int) -> dict[str, Any]:
     def run_all(name: str, weights: np.ndarray) -> None:
         found[name] = [[row for row, _ in index.search(q, K, weights)] for q in queries]
 
-    seconds = alternate({"unfiltered": lambda: run_all("unfiltered", everyone),
-                         "filtered": lambda: run_all("filtered", mask)}, rounds)
+    seconds = alternate(
+        {
+            "unfiltered": lambda: run_all("unfiltered", everyone),
+            "filtered": lambda: run_all("filtered", mask),
+        },
+        rounds,
+    )
     allowed = set(np.flatnonzero(mask).tolist())
     return {
-        "passages": n, "queries": n_queries, "allowed_fraction": 0.5,
+        "passages": n,
+        "queries": n_queries,
+        "allowed_fraction": 0.5,
         "build_seconds": round(build_seconds, 2),
         "qps": {name: round(_qps(n_queries, values), 1) for name, values in seconds.items()},
         "filtered_all_allowed": all(row in allowed for rows in found["filtered"] for row in rows),
@@ -316,12 +358,21 @@ def bench_modes(quick: bool) -> dict[str, Any]:
 
     os.environ.setdefault("RAYRAG_HMAC_KEY", "bench-only-hmac-key")
     os.environ.setdefault("RAYRAG_ENCRYPTION_KEY", "bench-only-key-0123456789abcdef"[:32])
-    config = resolve_config(None, ["tracking.enabled=false", "ingest.num_cpus=2", "chunking.chunk_size=128",
-                                   "chunking.chunk_overlap=16"])
+    config = resolve_config(
+        None,
+        [
+            "tracking.enabled=false",
+            "ingest.num_cpus=2",
+            "chunking.chunk_size=128",
+            "chunking.chunk_overlap=16",
+        ],
+    )
     workdir = Path(tempfile.mkdtemp(prefix="rayrag-bench-modes-"))
     try:
         corpus = generate_demo_corpus(workdir / "data", seed=0)
-        ingest(corpus.corpus_path, workdir / "bundle", config, engine="local", progress=lambda _m: None)
+        ingest(
+            corpus.corpus_path, workdir / "bundle", config, engine="local", progress=lambda _m: None
+        )
         questions = [qa.question for qa in read_qa(corpus.qa_path)][: 40 if quick else 150]
         retriever = HybridRetriever(workdir / "bundle", config)
         admin = Principal("admin", frozenset({"public", "hr", "finance", "legal"}))
@@ -329,21 +380,29 @@ def bench_modes(quick: bool) -> dict[str, Any]:
             retriever.retrieve(questions[0], admin, mode=mode, with_facts=False)
         ms: dict[str, list[float]] = {mode: [] for mode in MODES}
         for i, question in enumerate(questions):
-            order = MODES if i % 2 == 0 else tuple(reversed(MODES))  # alternate, as `alternate` does
+            order = (
+                MODES if i % 2 == 0 else tuple(reversed(MODES))
+            )  # alternate, as `alternate` does
             for mode in order:
                 t0 = time.perf_counter()
                 retriever.retrieve(question, admin, mode=mode, with_facts=False)
                 ms[mode].append((time.perf_counter() - t0) * 1000)
-        return {"questions": len(questions),
-                "p50_ms": {mode: round(float(np.percentile(v, 50)), 2) for mode, v in ms.items()},
-                "p95_ms": {mode: round(float(np.percentile(v, 95)), 2) for mode, v in ms.items()}}
+        return {
+            "questions": len(questions),
+            "p50_ms": {mode: round(float(np.percentile(v, 50)), 2) for mode, v in ms.items()},
+            "p95_ms": {mode: round(float(np.percentile(v, 95)), 2) for mode, v in ms.items()},
+        }
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _progress(message: str, started: float) -> None:
     # stderr, so the JSON stays the last stdout line; a slow machine shows where time goes.
-    print(f"[retrieval bench {time.perf_counter() - started:7.1f}s] {message}", file=sys.stderr, flush=True)
+    print(
+        f"[retrieval bench {time.perf_counter() - started:7.1f}s] {message}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _peak_rss_gib() -> float:

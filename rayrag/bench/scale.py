@@ -44,8 +44,13 @@ from rayrag.bench import output_dir, scale_ingest, scale_moe, scale_ppr, scale_s
 from rayrag.bench.scale_plot import RESULT_FILE, docs_folder, refresh_docs, write_plots
 from rayrag.errors import ConfigError
 
-CURVES = {"ingest": scale_ingest, "search": scale_search, "ppr": scale_ppr, "serve": scale_serve,
-          "moe": scale_moe}
+CURVES = {
+    "ingest": scale_ingest,
+    "search": scale_search,
+    "ppr": scale_ppr,
+    "serve": scale_serve,
+    "moe": scale_moe,
+}
 
 
 def loglog_slope(points: list[list[float]]) -> float | None:
@@ -85,10 +90,14 @@ def ratios(curves: dict[str, dict[str, Any]]) -> dict[str, float | None]:
         for kind, suffix in (("train_step", ""), ("forward", "_forward")):
             points = moe["series"].get(kind, [])
             e8, e64 = _at(points, 8), _at(points, 64)
-            out[f"moe_time_e64_vs_e8_fixed_active{suffix}"] = _round(e64 / e8 if e8 and e64 else None)
+            out[f"moe_time_e64_vs_e8_fixed_active{suffix}"] = _round(
+                e64 / e8 if e8 and e64 else None
+            )
         cpu = moe["meta"].get("cpu_ms", {})
         if cpu.get("train_step/8") and cpu.get("train_step/64"):
-            out["moe_time_e64_vs_e8_fixed_active_cpu"] = _round(cpu["train_step/64"] / cpu["train_step/8"])
+            out["moe_time_e64_vs_e8_fixed_active_cpu"] = _round(
+                cpu["train_step/64"] / cpu["train_step/8"]
+            )
     if "serve" in curves:
         series = curves["serve"]["series"]
         points = series.get("requests_per_s") or next(iter(series.values()), [])
@@ -125,14 +134,18 @@ def summarise(curves: dict[str, dict[str, Any]], quick: bool) -> dict[str, Any]:
         "bench": "scale",
         "quick": quick,
         "curves": curves,
-        "slopes": {name: {series: _round(loglog_slope(points)) for series, points in c["series"].items()}
-                   for name, c in curves.items()},
+        "slopes": {
+            name: {series: _round(loglog_slope(points)) for series, points in c["series"].items()}
+            for name, c in curves.items()
+        },
         "ratios": ratios(curves),
         "per_unit": {name: c.get("per_unit", {}) for name, c in curves.items()},
     }
 
 
-def run(quick: bool = False, out_dir: str | Path | None = None, docs: bool = False) -> dict[str, Any]:
+def run(
+    quick: bool = False, out_dir: str | Path | None = None, docs: bool = False
+) -> dict[str, Any]:
     """Measure the curves; plots and scale.json to `output_dir("scale", out_dir)`; with `docs`
     (full runs only) also the docs/ pictures."""
     if docs and quick:  # checked first: a quick run's curves must not become the docs' figures
@@ -141,7 +154,11 @@ def run(quick: bool = False, out_dir: str | Path | None = None, docs: bool = Fal
     started = time.perf_counter()
     curves: dict[str, dict[str, Any]] = {}
     for name, module in CURVES.items():
-        print(f"[bench scale {time.perf_counter() - started:7.1f}s] curve {name}", file=sys.stderr, flush=True)
+        print(
+            f"[bench scale {time.perf_counter() - started:7.1f}s] curve {name}",
+            file=sys.stderr,
+            flush=True,
+        )
         curves[name] = module.curve(quick=quick)
     result = summarise(curves, quick)
     folder = output_dir("scale", out_dir)

@@ -63,7 +63,9 @@ def build_corpus(workdir: Path, n_docs: int, seed: int = 0) -> Path:
 
 def count_tokens(corpus: Path, tokenizer: Any) -> int:
     """Embedder-tokenizer tokens of the documents' text (no special tokens, titles not counted)."""
-    texts = [json.loads(line)["text"] for line in corpus.read_text(encoding="utf-8").splitlines() if line]
+    texts = [
+        json.loads(line)["text"] for line in corpus.read_text(encoding="utf-8").splitlines() if line
+    ]
     encoded = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
     return int(sum(len(ids) for ids in encoded))
 
@@ -82,8 +84,12 @@ def _ensure_ray(config: Any) -> bool:
 
     if ray.is_initialized():
         return False
-    ray.init(num_cpus=config.ingest.num_cpus, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
+    ray.init(
+        num_cpus=config.ingest.num_cpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
     return True
 
 
@@ -107,8 +113,12 @@ def _embed_only(chunk_texts: dict[int, list[str]], config: Any) -> tuple[dict[in
     return seconds, load_seconds
 
 
-def curve(quick: bool = False, sizes: tuple[int, ...] | None = None, embed_only: bool = True,
-          warmup: bool = False) -> dict[str, Any]:
+def curve(
+    quick: bool = False,
+    sizes: tuple[int, ...] | None = None,
+    embed_only: bool = True,
+    warmup: bool = False,
+) -> dict[str, Any]:
     """The ingest curve at `sizes` documents (default FULL_SIZES, QUICK_SIZES when quick).
 
     `warmup` runs one small ingest first and discards it (first-execution caches); off by
@@ -143,9 +153,14 @@ def curve(quick: bool = False, sizes: tuple[int, ...] | None = None, embed_only:
         import rayrag.index.embedder  # noqa: F401
         import rayrag.index.graph  # noqa: F401
         import rayrag.index.vector  # noqa: F401
+
         if warmup:
-            ingest(build_corpus(workdir, min(8, sizes[0]), config.seed), workdir / "bundle-warmup", config,
-                   progress=quiet)
+            ingest(
+                build_corpus(workdir, min(8, sizes[0]), config.seed),
+                workdir / "bundle-warmup",
+                config,
+                progress=quiet,
+            )
         points, chunk_texts = [], {}
         for n_docs in sizes:
             corpus = build_corpus(workdir, n_docs, config.seed)
@@ -155,8 +170,15 @@ def curve(quick: bool = False, sizes: tuple[int, ...] | None = None, embed_only:
             result = ingest(corpus, out, config, progress=quiet)
             seconds = time.perf_counter() - t
             chunk_texts[n_docs] = IndexBundle.load(out).chunks().column("text").to_pylist()
-            points.append({"documents": n_docs, "tokens": tokens, "chunks": len(chunk_texts[n_docs]),
-                           "seconds": round(seconds, 3), "stage_seconds": result.manifest["stage_seconds"]})
+            points.append(
+                {
+                    "documents": n_docs,
+                    "tokens": tokens,
+                    "chunks": len(chunk_texts[n_docs]),
+                    "seconds": round(seconds, 3),
+                    "stage_seconds": result.manifest["stage_seconds"],
+                }
+            )
             shutil.rmtree(out, ignore_errors=True)
             _log(f"{n_docs} documents, {tokens} tokens: {seconds:.1f} s")
     finally:
@@ -170,30 +192,48 @@ def curve(quick: bool = False, sizes: tuple[int, ...] | None = None, embed_only:
     meta: dict[str, Any] = {}
     if embed_only:
         embed_seconds, load_seconds = _embed_only(chunk_texts, config)
-        series["embed_only"] = [[p["tokens"], round(embed_seconds[p["documents"]], 3)] for p in points]
+        series["embed_only"] = [
+            [p["tokens"], round(embed_seconds[p["documents"]], 3)] for p in points
+        ]
         meta["embed_only_model_load_s"] = round(load_seconds, 2)
     tokens, docs, secs = ([p[k] for p in points] for k in ("tokens", "documents", "seconds"))
     fixed, per_token = linear_fit(tokens, secs)
     fixed_by_docs, per_doc = linear_fit(docs, secs)
-    per_unit = {"ingest_fixed_s": round(fixed, 3), "ingest_s_per_1k_tokens": round(per_token * 1000, 4),
-                "ingest_s_per_doc": round(per_doc, 5)}
+    per_unit = {
+        "ingest_fixed_s": round(fixed, 3),
+        "ingest_s_per_1k_tokens": round(per_token * 1000, 4),
+        "ingest_s_per_doc": round(per_doc, 5),
+    }
     if embed_only:
         _, embed_per_token = linear_fit(tokens, [y for _, y in series["embed_only"]])
         per_unit["embed_s_per_1k_tokens"] = round(embed_per_token * 1000, 4)
-    meta.update({
-        "x_counts": "document text tokens by the embedder's tokenizer "
-                    f"({config.embedding.model}, no special tokens, titles excluded)",
-        "fit": "least squares y = a + b*x over the pipeline points; a = ingest_fixed_s, "
-               "b = ingest_s_per_1k_tokens / 1000 (ingest_s_per_doc: the same fit against documents)",
-        "fixed_s_by_documents_fit": round(fixed_by_docs, 3),
-        "corpus": "distinct demo worlds (seeds 0..k, ids prefixed), shuffled, cut to each size",
-        "points": points, "load_avg_1m_start_end": [round(load_start, 2), round(os.getloadavg()[0], 2)],
-        "ray_cpus": cores, "machine_cores": os.cpu_count(), "warmup": warmup,
-        "embedding_batch_size": config.embedding.batch_size, "embedding_actors": config.embedding.num_actors,
-        "tracking": "disabled (no mlflow.db written)", "quick": quick,
-    })
-    return {"name": "ingest", "x": "corpus_tokens", "y": "seconds", "series": series,
-            "per_unit": per_unit, "meta": meta}
+    meta.update(
+        {
+            "x_counts": "document text tokens by the embedder's tokenizer "
+            f"({config.embedding.model}, no special tokens, titles excluded)",
+            "fit": "least squares y = a + b*x over the pipeline points; a = ingest_fixed_s, "
+            "b = ingest_s_per_1k_tokens / 1000 (ingest_s_per_doc: the same fit against documents)",
+            "fixed_s_by_documents_fit": round(fixed_by_docs, 3),
+            "corpus": "distinct demo worlds (seeds 0..k, ids prefixed), shuffled, cut to each size",
+            "points": points,
+            "load_avg_1m_start_end": [round(load_start, 2), round(os.getloadavg()[0], 2)],
+            "ray_cpus": cores,
+            "machine_cores": os.cpu_count(),
+            "warmup": warmup,
+            "embedding_batch_size": config.embedding.batch_size,
+            "embedding_actors": config.embedding.num_actors,
+            "tracking": "disabled (no mlflow.db written)",
+            "quick": quick,
+        }
+    )
+    return {
+        "name": "ingest",
+        "x": "corpus_tokens",
+        "y": "seconds",
+        "series": series,
+        "per_unit": per_unit,
+        "meta": meta,
+    }
 
 
 if __name__ == "__main__":

@@ -48,13 +48,20 @@ def bench_threads() -> int:
     one's Hugging Face transformers dependency (~12 s to import here)."""
     if os.environ.get("RAYRAG_BENCH_THREADS"):
         return max(1, int(os.environ["RAYRAG_BENCH_THREADS"]))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
     busy = round(os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0
     return max(1, min(cores, cores - busy))
 
 
-def _train_step(module: torch.nn.Module, forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
-                grad: torch.Tensor, cpu: list[float]) -> Callable[[], None]:
+def _train_step(
+    module: torch.nn.Module,
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    grad: torch.Tensor,
+    cpu: list[float],
+) -> Callable[[], None]:
     def call() -> None:
         start = time.process_time()
         module.zero_grad(set_to_none=True)
@@ -65,8 +72,9 @@ def _train_step(module: torch.nn.Module, forward: Callable[[torch.Tensor], torch
     return call
 
 
-def _forward_only(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
-                  cpu: list[float]) -> Callable[[], None]:
+def _forward_only(
+    forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, cpu: list[float]
+) -> Callable[[], None]:
     def call() -> None:
         start = time.process_time()
         with torch.no_grad():
@@ -76,12 +84,23 @@ def _forward_only(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tens
     return call
 
 
-def curve(quick: bool = False, experts: tuple[int, ...] = EXPERTS, d_model: int | None = None,
-          ffn_dim: int | None = None, tokens: int | None = None, rounds: int | None = None,
-          seed: int = 0) -> dict[str, Any]:
+def curve(
+    quick: bool = False,
+    experts: tuple[int, ...] = EXPERTS,
+    d_model: int | None = None,
+    ffn_dim: int | None = None,
+    tokens: int | None = None,
+    rounds: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
     """MoE layer ms per step vs E at fixed top-k, d_model, ffn_dim, tokens; see the docstring."""
     plan = dict(QUICK if quick else FULL)
-    for key, value in (("d_model", d_model), ("ffn_dim", ffn_dim), ("tokens", tokens), ("rounds", rounds)):
+    for key, value in (
+        ("d_model", d_model),
+        ("ffn_dim", ffn_dim),
+        ("tokens", tokens),
+        ("rounds", rounds),
+    ):
         if value is not None:
             plan[key] = value
     experts = tuple(sorted(experts))
@@ -99,13 +118,20 @@ def curve(quick: bool = False, experts: tuple[int, ...] = EXPERTS, d_model: int 
         dispatch: dict[int, str] = {}
         layers = {e: MoELayer(d, f, e, TOP_K).eval() for e in experts}  # eval = dropless
         for e, layer in layers.items():
+
             def forward(v: torch.Tensor, layer: MoELayer = layer) -> torch.Tensor:
                 return layer(v)[0]
 
-            competitors[f"train_step/{e}"] = _train_step(layer, forward, x, grad, cpu.setdefault(f"train_step/{e}", []))
-            competitors[f"forward/{e}"] = _forward_only(forward, x, cpu.setdefault(f"forward/{e}", []))
+            competitors[f"train_step/{e}"] = _train_step(
+                layer, forward, x, grad, cpu.setdefault(f"train_step/{e}", [])
+            )
+            competitors[f"forward/{e}"] = _forward_only(
+                forward, x, cpu.setdefault(f"forward/{e}", [])
+            )
         dense = SwiGLU(d, TOP_K * f)
-        competitors["dense_train_step"] = _train_step(dense, dense, x, grad, cpu.setdefault("dense_train_step", []))
+        competitors["dense_train_step"] = _train_step(
+            dense, dense, x, grad, cpu.setdefault("dense_train_step", [])
+        )
         competitors["dense_forward"] = _forward_only(dense, x, cpu.setdefault("dense_forward", []))
         alternate(competitors, 1)  # warm-up: allocator, the grouped_mm probe, BLAS threads
         dispatch = {e: layer.experts.last_dispatch for e, layer in layers.items()}
@@ -117,7 +143,11 @@ def curve(quick: bool = False, experts: tuple[int, ...] = EXPERTS, d_model: int 
     ms = {name: round(1000 * median(s), 3) for name, s in seconds.items()}
     cpu_ms = {name: round(1000 * median(s), 3) for name, s in cpu.items()}
     series = {kind: [[e, ms[f"{kind}/{e}"]] for e in experts] for kind in ("train_step", "forward")}
-    print(f"[bench scale/moe {time.perf_counter() - started:6.1f}s] ms={ms}", file=sys.stderr, flush=True)
+    print(
+        f"[bench scale/moe {time.perf_counter() - started:6.1f}s] ms={ms}",
+        file=sys.stderr,
+        flush=True,
+    )
     largest = experts[-1]
     return {
         "name": "moe",
@@ -131,11 +161,17 @@ def curve(quick: bool = False, experts: tuple[int, ...] = EXPERTS, d_model: int 
             "dense_equivalent_train_step_us_per_token": round(1000 * ms["dense_train_step"] / t, 3),
         },
         "meta": {
-            **plan, "top_k": TOP_K, "experts": list(experts), "torch_threads": threads,
+            **plan,
+            "top_k": TOP_K,
+            "experts": list(experts),
+            "torch_threads": threads,
             "dispatch": {str(e): v for e, v in dispatch.items()},
             "active_expert_params_per_token": TOP_K * 3 * d * f,
             "total_expert_params": {str(e): e * 3 * d * f for e in experts},
-            "dense_equivalent_ms": {"train_step": ms["dense_train_step"], "forward": ms["dense_forward"]},
+            "dense_equivalent_ms": {
+                "train_step": ms["dense_train_step"],
+                "forward": ms["dense_forward"],
+            },
             "cpu_ms": cpu_ms,
             "wall_s": round(time.perf_counter() - started, 1),
         },

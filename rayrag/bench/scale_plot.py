@@ -47,8 +47,14 @@ def plot_curve(curve: dict[str, Any], slopes: dict[str, float | None], path: Pat
         if curve["name"] == "moe" and dense:  # the reference the MoE is compared against
             for name, ms in dense.items():
                 ax.axhline(ms, linestyle="--", linewidth=1, color="grey")
-                ax.annotate(f"dense equivalent {name}", (0.02, ms), xycoords=("axes fraction", "data"),
-                            fontsize=7, color="grey", va="bottom")
+                ax.annotate(
+                    f"dense equivalent {name}",
+                    (0.02, ms),
+                    xycoords=("axes fraction", "data"),
+                    fontsize=7,
+                    color="grey",
+                    va="bottom",
+                )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel(curve["x"])
@@ -69,8 +75,10 @@ def write_plots(result: dict[str, Any], out_dir: str | Path) -> list[Path]:
     """`scaling_<curve>.png` in `out_dir` for every curve in a scale result; the paths written."""
     out_dir = Path(out_dir)
     slopes = result.get("slopes", {})
-    return [plot_curve(curve, slopes.get(name, {}), out_dir / f"scaling_{name}.png")
-            for name, curve in result["curves"].items()]
+    return [
+        plot_curve(curve, slopes.get(name, {}), out_dir / f"scaling_{name}.png")
+        for name, curve in result["curves"].items()
+    ]
 
 
 def docs_folder(docs_dir: str | Path = "docs") -> Path:
@@ -78,23 +86,31 @@ def docs_folder(docs_dir: str | Path = "docs") -> Path:
     SCALING.md: a one-line ConfigError elsewhere."""
     folder = Path(docs_dir)
     if not (folder / DOCS_PAGE).is_file():
-        raise ConfigError(f"no {folder / DOCS_PAGE}: refresh the docs' pictures from the repository root")
+        raise ConfigError(
+            f"no {folder / DOCS_PAGE}: refresh the docs' pictures from the repository root"
+        )
     return folder
 
 
 def refresh_docs(result: dict[str, Any], docs_dir: str | Path = "docs") -> list[Path]:
     """docs/scaling_<curve>.png from a full scale result; a quick one is refused (ConfigError)."""
     if result.get("quick", True):
-        raise ConfigError("the docs' pictures come from a full `rayrag bench scale` run; this result is quick")
+        raise ConfigError(
+            "the docs' pictures come from a full `rayrag bench scale` run; this result is quick"
+        )
     return write_plots(result, docs_folder(docs_dir))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rayrag.bench.scale_plot",
-                                     description="Plot a saved `rayrag bench scale` result.")
+    parser = argparse.ArgumentParser(
+        prog="python -m rayrag.bench.scale_plot",
+        description="Plot a saved `rayrag bench scale` result.",
+    )
     parser.add_argument("result", type=Path, help="the bench's scale.json")
     where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--docs", action="store_true", help="refresh docs/scaling_*.png (full runs only)")
+    where.add_argument(
+        "--docs", action="store_true", help="refresh docs/scaling_*.png (full runs only)"
+    )
     where.add_argument("--out", type=Path, help="write the PNGs to this folder instead")
     args = parser.parse_args(argv)
     try:

@@ -43,7 +43,9 @@ QUICK_QUERIES = 6
 TOP_K = 10
 
 
-def bench_size(n_nodes: int, n_queries: int, methods: tuple[str, ...], seed: int = 7) -> dict[str, Any]:
+def bench_size(
+    n_nodes: int, n_queries: int, methods: tuple[str, ...], seed: int = 7
+) -> dict[str, Any]:
     """p50 ms per `rank_seeds` call for each method on one synthetic graph."""
     started = time.perf_counter()
     kg = synthetic_graph(n_nodes, seed)
@@ -59,14 +61,28 @@ def bench_size(n_nodes: int, n_queries: int, methods: tuple[str, ...], seed: int
     seconds: dict[str, list[float]] = {m: [] for m in methods}
     agreement = {}
     if "push" in methods and "sparse" in methods:  # same top-10 passages, in the same order?
-        lists = [[[c for c, _ in retriever.rank_seeds(seeds, principal, top_k=TOP_K, method=m)]
-                  for m in ("sparse", "push")] for seeds in queries[1:]]
-        agreement = {"push_top10_identical": round(sum(a == b for a, b in lists) / len(lists), 3),
-                     "push_top10_overlap": round(sum(len(set(a) & set(b)) / max(len(a), 1)
-                                                     for a, b in lists) / len(lists), 3)}
+        lists = [
+            [
+                [c for c, _ in retriever.rank_seeds(seeds, principal, top_k=TOP_K, method=m)]
+                for m in ("sparse", "push")
+            ]
+            for seeds in queries[1:]
+        ]
+        agreement = {
+            "push_top10_identical": round(sum(a == b for a, b in lists) / len(lists), 3),
+            "push_top10_overlap": round(
+                sum(len(set(a) & set(b)) / max(len(a), 1) for a, b in lists) / len(lists), 3
+            ),
+        }
     for i, seeds in enumerate(queries[1:]):
-        competitors = {m: (lambda m=m, seeds=seeds: retriever.rank_seeds(seeds, principal, top_k=TOP_K, method=m))
-                       for m in methods}
+        competitors = {
+            m: (
+                lambda m=m, seeds=seeds: retriever.rank_seeds(
+                    seeds, principal, top_k=TOP_K, method=m
+                )
+            )
+            for m in methods
+        }
         if i % 2:  # alternate which solver goes first, query by query
             competitors = dict(reversed(competitors.items()))
         for method, values in alternate(competitors, 1).items():
@@ -84,8 +100,12 @@ def bench_size(n_nodes: int, n_queries: int, methods: tuple[str, ...], seed: int
     }
 
 
-def curve(quick: bool = False, sizes: tuple[int, ...] | None = None,
-          networkx_max: int = NETWORKX_MAX_NODES, queries: int | None = None) -> dict[str, Any]:
+def curve(
+    quick: bool = False,
+    sizes: tuple[int, ...] | None = None,
+    networkx_max: int = NETWORKX_MAX_NODES,
+    queries: int | None = None,
+) -> dict[str, Any]:
     """PPR p50 ms per query vs graph nodes; see the module docstring."""
     sizes = tuple(sorted(sizes or (QUICK_SIZES if quick else SIZES)))
     n_queries = queries or (QUICK_QUERIES if quick else QUERIES)
@@ -98,8 +118,12 @@ def curve(quick: bool = False, sizes: tuple[int, ...] | None = None,
         for method, ms in result["p50_ms"].items():
             series.setdefault(method, []).append([result["nodes"], ms])
         per_size[str(n)] = result
-        print(f"[bench scale/ppr {time.perf_counter() - started:6.1f}s] nodes={result['nodes']} "
-              f"edges={result['edges']} p50_ms={result['p50_ms']}", file=sys.stderr, flush=True)
+        print(
+            f"[bench scale/ppr {time.perf_counter() - started:6.1f}s] nodes={result['nodes']} "
+            f"edges={result['edges']} p50_ms={result['p50_ms']}",
+            file=sys.stderr,
+            flush=True,
+        )
     largest = per_size[str(sizes[-1])]
     sparse_ms = largest["p50_ms"]["sparse"]
     return {
@@ -115,8 +139,12 @@ def curve(quick: bool = False, sizes: tuple[int, ...] | None = None,
             "edges_per_node": round(largest["edges"] / largest["nodes"], 3),
         },
         "meta": {
-            "sizes": list(sizes), "damping": KGConfig().ppr_damping, "top_k": TOP_K,
-            "queries_per_size": n_queries, "networkx_max_nodes": networkx_max,
-            "sizes_detail": per_size, "wall_s": round(time.perf_counter() - started, 1),
+            "sizes": list(sizes),
+            "damping": KGConfig().ppr_damping,
+            "top_k": TOP_K,
+            "queries_per_size": n_queries,
+            "networkx_max_nodes": networkx_max,
+            "sizes_detail": per_size,
+            "wall_s": round(time.perf_counter() - started, 1),
         },
     }

@@ -63,14 +63,32 @@ CHUNK = 100_000
 SEARCH_THREADS = 1
 
 
-def embedding_like(n: int, seed: int, dim: int = DIM, n_topics: int = N_TOPICS, rank: int = 24,
-                   spread: float = 0.15, noise: float = 0.015, mixture_seed: int = 0) -> np.ndarray:
+def embedding_like(
+    n: int,
+    seed: int,
+    dim: int = DIM,
+    n_topics: int = N_TOPICS,
+    rank: int = 24,
+    spread: float = 0.15,
+    noise: float = 0.015,
+    mixture_seed: int = 0,
+) -> np.ndarray:
     """(n, dim) float32 unit vectors from the retrieval bench's clustered mixture, with
     `N_BASES` shared bases (docs/SCALING.md's figures were measured on this draw).
 
     `mixture_seed` fixes the mixture (queries use the corpus's), `seed` draws the points."""
-    return synthetic_vectors(n, seed, n_topics, dim=dim, rank=rank, spread=spread, noise=noise,
-                             mixture_seed=mixture_seed, chunk=CHUNK, n_bases=N_BASES)
+    return synthetic_vectors(
+        n,
+        seed,
+        n_topics,
+        dim=dim,
+        rank=rank,
+        spread=spread,
+        noise=noise,
+        mixture_seed=mixture_seed,
+        chunk=CHUNK,
+        n_bases=N_BASES,
+    )
 
 
 def nlist_for(n: int) -> int:
@@ -102,8 +120,9 @@ def _percentile_ms(seconds: list[float], q: float) -> float:
     return round(1000 * float(np.percentile(seconds, q)), 3)
 
 
-def bench_size(vectors: np.ndarray, queries: np.ndarray, kinds: tuple[str, ...], timed: int,
-               seed: int = 4) -> dict[str, Any]:
+def bench_size(
+    vectors: np.ndarray, queries: np.ndarray, kinds: tuple[str, ...], timed: int, seed: int = 4
+) -> dict[str, Any]:
     """Batch-1 latency of each kind (and ivf_acl) at one size, alternating per query."""
     n = len(vectors)
     indexes: dict[str, VectorIndex] = {}
@@ -117,13 +136,19 @@ def bench_size(vectors: np.ndarray, queries: np.ndarray, kinds: tuple[str, ...],
     # Recall on a batch (cheap): exact truth from flat, unfiltered and filtered.
     recall_q = queries[:RECALL_QUERIES]
     truth = indexes["flat"].search(recall_q, K)[1]
-    recall = {kind: round(recall_at_k(indexes[kind].search(recall_q, K)[1], truth), 4)
-              for kind in kinds if kind != "flat"}
+    recall = {
+        kind: round(recall_at_k(indexes[kind].search(recall_q, K)[1], truth), 4)
+        for kind in kinds
+        if kind != "flat"
+    }
     acl_truth = indexes["flat"].search(recall_q, K, allowed_ids=allowed)[1]
-    recall[f"{acl_kind}_acl"] = round(recall_at_k(
-        indexes[acl_kind].search(recall_q, K, allowed_ids=allowed)[1], acl_truth), 4)
+    recall[f"{acl_kind}_acl"] = round(
+        recall_at_k(indexes[acl_kind].search(recall_q, K, allowed_ids=allowed)[1], acl_truth), 4
+    )
 
-    searches = {kind: (lambda q, index=index: index.search(q, K)) for kind, index in indexes.items()}
+    searches = {
+        kind: (lambda q, index=index: index.search(q, K)) for kind, index in indexes.items()
+    }
     searches[f"{acl_kind}_acl"] = lambda q: indexes[acl_kind].search(q, K, allowed_ids=allowed)
     seconds: dict[str, list[float]] = {name: [] for name in searches}
     threads_before = faiss.omp_get_max_threads()
@@ -151,8 +176,12 @@ def bench_size(vectors: np.ndarray, queries: np.ndarray, kinds: tuple[str, ...],
     }
 
 
-def curve(quick: bool = False, sizes: tuple[int, ...] | None = None,
-          hnsw_max: int = HNSW_MAX_VECTORS, timed_queries: int | None = None) -> dict[str, Any]:
+def curve(
+    quick: bool = False,
+    sizes: tuple[int, ...] | None = None,
+    hnsw_max: int = HNSW_MAX_VECTORS,
+    timed_queries: int | None = None,
+) -> dict[str, Any]:
     """Search latency (batch 1, p50 ms) vs index size; see the module docstring."""
     sizes = tuple(sorted(sizes or (QUICK_SIZES if quick else SIZES)))
     timed = timed_queries or (QUICK_TIMED_QUERIES if quick else TIMED_QUERIES)
@@ -168,13 +197,19 @@ def curve(quick: bool = False, sizes: tuple[int, ...] | None = None,
         for name, p50 in result["p50_ms"].items():
             series.setdefault(name, []).append([n, p50])
         per_size[str(n)] = result
-        print(f"[bench scale/search {time.perf_counter() - started:6.1f}s] n={n} p50_ms={result['p50_ms']} "
-              f"recall@10={result['recall_at_10']}", file=sys.stderr, flush=True)
+        print(
+            f"[bench scale/search {time.perf_counter() - started:6.1f}s] n={n} p50_ms={result['p50_ms']} "
+            f"recall@10={result['recall_at_10']}",
+            file=sys.stderr,
+            flush=True,
+        )
     largest = per_size[str(sizes[-1])]
     label = _label(sizes[-1])
     per_unit = {f"{name}_ms_per_query_at_{label}": ms for name, ms in largest["p50_ms"].items()}
     # Flat scans every vector: its cost per million vectors is the constant to project with.
-    per_unit["flat_ms_per_query_per_1m_vectors"] = round(largest["p50_ms"]["flat"] * 1e6 / sizes[-1], 3)
+    per_unit["flat_ms_per_query_per_1m_vectors"] = round(
+        largest["p50_ms"]["flat"] * 1e6 / sizes[-1], 3
+    )
     # Memory per vector (analytic: float32 vector + int64 id; HNSW adds 2*M level-0 links).
     per_unit["bytes_per_vector_flat_or_ivf"] = DIM * 4 + 8
     per_unit["bytes_per_vector_hnsw32"] = DIM * 4 + 8 + 2 * 32 * 4
@@ -185,15 +220,28 @@ def curve(quick: bool = False, sizes: tuple[int, ...] | None = None,
         "series": series,
         "per_unit": per_unit,
         "meta": {
-            "dim": DIM, "k": K, "batch": 1, "sizes": list(sizes), "n_topics": N_TOPICS,
-            "hnsw": {"m": 32, "ef_construction": IndexConfig().hnsw_ef_construction,
-                     "ef_search": IndexConfig().hnsw_ef_search, "max_vectors": hnsw_max},
-            "search_threads": SEARCH_THREADS, "acl_allowed_fraction": 0.5, "recall_queries": RECALL_QUERIES,
-            "generate_s": round(generate_s, 2), "sizes_detail": per_size,
+            "dim": DIM,
+            "k": K,
+            "batch": 1,
+            "sizes": list(sizes),
+            "n_topics": N_TOPICS,
+            "hnsw": {
+                "m": 32,
+                "ef_construction": IndexConfig().hnsw_ef_construction,
+                "ef_search": IndexConfig().hnsw_ef_search,
+                "max_vectors": hnsw_max,
+            },
+            "search_threads": SEARCH_THREADS,
+            "acl_allowed_fraction": 0.5,
+            "recall_queries": RECALL_QUERIES,
+            "generate_s": round(generate_s, 2),
+            "sizes_detail": per_size,
             "wall_s": round(time.perf_counter() - started, 1),
         },
     }
 
 
 def _label(n: int) -> str:
-    return f"{n // 1_000_000}m" if n % 1_000_000 == 0 else f"{n // 1000}k" if n % 1000 == 0 else str(n)
+    return (
+        f"{n // 1_000_000}m" if n % 1_000_000 == 0 else f"{n // 1000}k" if n % 1000 == 0 else str(n)
+    )

@@ -52,34 +52,58 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def fitted_cpus(stage_cpus: float, generator_cpus: float, replicas: int, cpus: float) -> tuple[float, float]:
+def fitted_cpus(
+    stage_cpus: float, generator_cpus: float, replicas: int, cpus: float
+) -> tuple[float, float]:
     """(stage, generator) CPU reservations, scaled down so `replicas` x (5 stages + Generator)
     fit `cpus`; the defaults when they already fit. Rounded down so the sum never exceeds."""
     needed = replicas * (5 * stage_cpus + generator_cpus)
     if needed <= cpus:
         return stage_cpus, generator_cpus
     scale = cpus / needed
-    return (math.floor(stage_cpus * scale * 1000) / 1000, math.floor(generator_cpus * scale * 1000) / 1000)
+    return (
+        math.floor(stage_cpus * scale * 1000) / 1000,
+        math.floor(generator_cpus * scale * 1000) / 1000,
+    )
 
 
 def _check_inputs(bundle: Path, model: Path, demo_dir: Path) -> None:
     from rayrag.errors import ConfigError
 
-    if not all(p.is_file() for p in (bundle / "manifest.json", model / "config.json", demo_dir / "data" / "qa.jsonl")):
-        raise ConfigError(f"bench scale serve needs a bundle, a model and {demo_dir}/data/qa.jsonl "
-                          f"(bundle={bundle}, model={model}): run `make demo` or pass bundle/model")
+    if not all(
+        p.is_file()
+        for p in (bundle / "manifest.json", model / "config.json", demo_dir / "data" / "qa.jsonl")
+    ):
+        raise ConfigError(
+            f"bench scale serve needs a bundle, a model and {demo_dir}/data/qa.jsonl "
+            f"(bundle={bundle}, model={model}): run `make demo` or pass bundle/model"
+        )
 
 
-def _measure(config: Any, replicas: int, cpus: float, args: dict[str, str], tmp: Path, batch: list[str],
-             plan: dict[str, int]) -> dict[str, Any]:
+def _measure(
+    config: Any,
+    replicas: int,
+    cpus: float,
+    args: dict[str, str],
+    tmp: Path,
+    batch: list[str],
+    plan: dict[str, int],
+) -> dict[str, Any]:
     """One replica count: deploy, warm every replica, drive the batch `rounds` times, tear
     Serve down. Throughput = answered requests / wall seconds over all rounds."""
-    stage_cpus, generator_cpus = fitted_cpus(config.serve.stage_num_cpus, config.serve.generator_num_cpus,
-                                             replicas, cpus)
+    stage_cpus, generator_cpus = fitted_cpus(
+        config.serve.stage_num_cpus, config.serve.generator_num_cpus, replicas, cpus
+    )
     config_path = tmp / f"serve-{replicas}.yaml"
-    config_path.write_text(config.with_overrides([
-        f"serve.num_replicas={replicas}", f"serve.stage_num_cpus={stage_cpus}",
-        f"serve.generator_num_cpus={generator_cpus}"]).to_yaml())
+    config_path.write_text(
+        config.with_overrides(
+            [
+                f"serve.num_replicas={replicas}",
+                f"serve.stage_num_cpus={stage_cpus}",
+                f"serve.generator_num_cpus={generator_cpus}",
+            ]
+        ).to_yaml()
+    )
     started = time.perf_counter()
     url = start_serve(config_path, Path(args["bundle"]), Path(args["model"]), _free_port())
     try:
@@ -98,17 +122,32 @@ def _measure(config: Any, replicas: int, cpus: float, args: dict[str, str], tmp:
         stop_serve(shutdown_ray=False)
     seconds = sum(round_seconds)
     rps = (len(latencies) - errors) / seconds
-    _log(f"{replicas} replica(s): {rps:.2f} req/s, p50 {percentile(latencies, 50):.0f} ms, errors {errors}")
-    return {"replicas": replicas, "requests_per_s": round(rps, 3), "p50_ms": round(percentile(latencies, 50), 1),
-            "p99_ms": round(percentile(latencies, 99), 1), "errors": errors, "requests": len(latencies),
-            "round_requests_per_s": [round(len(batch) / s, 3) for s in round_seconds],
-            "seconds": round(seconds, 2), "deploy_s": round(deploy_seconds, 1),
-            "stage_num_cpus": stage_cpus, "generator_num_cpus": generator_cpus}
+    _log(
+        f"{replicas} replica(s): {rps:.2f} req/s, p50 {percentile(latencies, 50):.0f} ms, errors {errors}"
+    )
+    return {
+        "replicas": replicas,
+        "requests_per_s": round(rps, 3),
+        "p50_ms": round(percentile(latencies, 50), 1),
+        "p99_ms": round(percentile(latencies, 99), 1),
+        "errors": errors,
+        "requests": len(latencies),
+        "round_requests_per_s": [round(len(batch) / s, 3) for s in round_seconds],
+        "seconds": round(seconds, 2),
+        "deploy_s": round(deploy_seconds, 1),
+        "stage_num_cpus": stage_cpus,
+        "generator_num_cpus": generator_cpus,
+    }
 
 
-def curve(quick: bool = False, replicas: tuple[int, ...] = (1, 2), bundle: str | Path | None = None,
-          model: str | Path | None = None, demo_dir: str | Path | None = None,
-          overrides: tuple[str, ...] = ()) -> dict[str, Any]:
+def curve(
+    quick: bool = False,
+    replicas: tuple[int, ...] = (1, 2),
+    bundle: str | Path | None = None,
+    model: str | Path | None = None,
+    demo_dir: str | Path | None = None,
+    overrides: tuple[str, ...] = (),
+) -> dict[str, Any]:
     """Throughput at each replica count. `demo_dir` holds data/qa.jsonl (the questions asked);
     `overrides` are extra `section.key=value` settings on the demo config (a tiny test stack's)."""
     demo = Path(demo_dir or DEMO_DIR)
@@ -132,8 +171,12 @@ def curve(quick: bool = False, replicas: tuple[int, ...] = (1, 2), bundle: str |
     load_start = os.getloadavg()[0]  # other work on the machine, for reading the figures
     started_ray = not ray.is_initialized()
     if started_ray:
-        ray.init(num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+        ray.init(
+            num_cpus=max(2, os.cpu_count() or 2),
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
     cpus = float(ray.cluster_resources().get("CPU", 0))
     points = []
     try:
@@ -142,10 +185,16 @@ def curve(quick: bool = False, replicas: tuple[int, ...] = (1, 2), bundle: str |
             # A keys file, not $RAYRAG_API_KEYS: replicas of a Ray started before this call
             # never see the driver's later environment.
             keys_file = tmp / "api_keys.yaml"
-            keys_file.write_text(yaml.safe_dump([key_entry(BENCH_KEY, "bench", ["public"], "bench", "user")]))
-            config = config.with_overrides([f"serve.keys_file={keys_file}",
-                                            f"serve.event_log={tmp / 'events.jsonl'}",
-                                            f"serve.escalation_queue={tmp / 'escalations.jsonl'}"])
+            keys_file.write_text(
+                yaml.safe_dump([key_entry(BENCH_KEY, "bench", ["public"], "bench", "user")])
+            )
+            config = config.with_overrides(
+                [
+                    f"serve.keys_file={keys_file}",
+                    f"serve.event_log={tmp / 'events.jsonl'}",
+                    f"serve.escalation_queue={tmp / 'escalations.jsonl'}",
+                ]
+            )
             args = {"bundle": str(bundle_path), "model": str(model_path)}
             for count in replicas:
                 points.append(_measure(config, count, cpus, args, tmp, batch, plan))
@@ -154,22 +203,34 @@ def curve(quick: bool = False, replicas: tuple[int, ...] = (1, 2), bundle: str |
             ray.shutdown()
     by_count = {p["replicas"]: p for p in points}
     first, last = by_count[replicas[0]], by_count[replicas[-1]]
-    per_unit = {"serve_requests_per_s_per_replica_set": round(last["requests_per_s"] / last["replicas"], 3),
-                "serve_s_per_request": round(1 / max(first["requests_per_s"], 1e-9), 4)}
+    per_unit = {
+        "serve_requests_per_s_per_replica_set": round(last["requests_per_s"] / last["replicas"], 3),
+        "serve_s_per_request": round(1 / max(first["requests_per_s"], 1e-9), 4),
+    }
     return {
-        "name": "serve", "x": "replicas", "y": "requests_per_s",
+        "name": "serve",
+        "x": "replicas",
+        "y": "requests_per_s",
         "series": {"requests_per_s": [[p["replicas"], p["requests_per_s"]] for p in points]},
         "per_unit": per_unit,
-        "meta": {"points": points, "clients": plan["clients"], "requests_per_round": plan["requests"],
-                 "rounds": plan["rounds"], "load_avg_1m_start_end": [round(load_start, 2), round(os.getloadavg()[0], 2)],
-                 "ray_cpus": cpus, "machine_cores": os.cpu_count(), "bundle": str(bundle_path),
-                 "model": str(model_path), "quick": quick,
-                 "replicated": "every stage (serve.num_replicas): Ingress, Redactor, Retriever, KGEnricher, "
-                               "Generator, Guard",
-                 "p50_ms": {str(p["replicas"]): p["p50_ms"] for p in points},
-                 "p99_ms": {str(p["replicas"]): p["p99_ms"] for p in points},
-                 "errors": sum(p["errors"] for p in points),
-                 "note": "cache bypassed (Cache-Control: no-cache); CPU reservations scaled to fit ray_cpus"},
+        "meta": {
+            "points": points,
+            "clients": plan["clients"],
+            "requests_per_round": plan["requests"],
+            "rounds": plan["rounds"],
+            "load_avg_1m_start_end": [round(load_start, 2), round(os.getloadavg()[0], 2)],
+            "ray_cpus": cpus,
+            "machine_cores": os.cpu_count(),
+            "bundle": str(bundle_path),
+            "model": str(model_path),
+            "quick": quick,
+            "replicated": "every stage (serve.num_replicas): Ingress, Redactor, Retriever, KGEnricher, "
+            "Generator, Guard",
+            "p50_ms": {str(p["replicas"]): p["p50_ms"] for p in points},
+            "p99_ms": {str(p["replicas"]): p["p99_ms"] for p in points},
+            "errors": sum(p["errors"] for p in points),
+            "note": "cache bypassed (Cache-Control: no-cache); CPU reservations scaled to fit ray_cpus",
+        },
     }
 
 

@@ -53,7 +53,11 @@ def percentile(values: list[float], q: float) -> float:
 
 def questions(demo_dir: Path, n: int) -> list[str]:
     path = demo_dir / "data" / "qa.jsonl"
-    rows = [json.loads(line)["question"] for line in path.read_text(encoding="utf-8").splitlines() if line]
+    rows = [
+        json.loads(line)["question"]
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line
+    ]
     return [rows[i % len(rows)] for i in range(n)]
 
 
@@ -80,7 +84,9 @@ class InProcess:
     def ask(self, question: str) -> None:
         query = self.redactor.redact(question)
         evidence = self.retriever.retrieve(query, self.principal, mode="hybrid")
-        self.guard.verify(query.text, self.reader.answer(query.text, evidence), evidence, self.principal)
+        self.guard.verify(
+            query.text, self.reader.answer(query.text, evidence), evidence, self.principal
+        )
 
 
 def drive(url: str, batch: list[str], clients: int) -> tuple[list[float], int]:
@@ -90,10 +96,15 @@ def drive(url: str, batch: list[str], clients: int) -> tuple[list[float], int]:
     def one(question: str) -> tuple[float, bool]:
         started = time.perf_counter()
         try:
-            response = client.post(f"{url}/v1/ask", json={"question": question, "mode": "hybrid"},
-                                   headers={"Authorization": f"Bearer {BENCH_KEY}",
-                                            "Cache-Control": "no-cache"},  # time the graph, not the cache
-                                   timeout=120)
+            response = client.post(
+                f"{url}/v1/ask",
+                json={"question": question, "mode": "hybrid"},
+                headers={
+                    "Authorization": f"Bearer {BENCH_KEY}",
+                    "Cache-Control": "no-cache",
+                },  # time the graph, not the cache
+                timeout=120,
+            )
             ok = response.status_code == 200
         except httpx.HTTPError:
             ok = False
@@ -114,11 +125,18 @@ def start_serve(config_path: Path, bundle: Path, model: Path, port: int) -> str:
     from rayrag.serve.app import build_app
 
     if not ray.is_initialized():  # a caller's Ray (bench scale) is reused as it is
-        ray.init(num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+        ray.init(
+            num_cpus=max(2, os.cpu_count() or 2),
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app({"config": str(config_path), "bundle": str(bundle), "model": str(model)}),
-              name="bench", route_prefix="/")
+    serve.run(
+        build_app({"config": str(config_path), "bundle": str(bundle), "model": str(model)}),
+        name="bench",
+        route_prefix="/",
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 300
     while time.time() < deadline:
@@ -140,8 +158,14 @@ def stop_serve(shutdown_ray: bool = True) -> None:
         ray.shutdown()
 
 
-def bench(plan: dict[str, Any], bundle: Path, model: Path, config_name: str = "demo",
-          demo_dir: Path = DEMO_DIR, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
+def bench(
+    plan: dict[str, Any],
+    bundle: Path,
+    model: Path,
+    config_name: str = "demo",
+    demo_dir: Path = DEMO_DIR,
+    overrides: tuple[str, ...] = (),
+) -> dict[str, Any]:
     import socket
 
     import ray
@@ -161,12 +185,19 @@ def bench(plan: dict[str, Any], bundle: Path, model: Path, config_name: str = "d
         # A keys file, not $RAYRAG_API_KEYS: replicas of a Ray started before this call never
         # see the driver's later environment.
         keys_file = Path(tmp) / "api_keys.yaml"
-        keys_file.write_text(yaml.safe_dump([key_entry(BENCH_KEY, "bench", ["public"], "bench", "user")]))
+        keys_file.write_text(
+            yaml.safe_dump([key_entry(BENCH_KEY, "bench", ["public"], "bench", "user")])
+        )
         config_path = Path(tmp) / "serve.yaml"
-        config_path.write_text(config.with_overrides([
-            f"serve.keys_file={keys_file}",
-            f"serve.event_log={Path(tmp) / 'events.jsonl'}",
-            f"serve.escalation_queue={Path(tmp) / 'escalations.jsonl'}"]).to_yaml())
+        config_path.write_text(
+            config.with_overrides(
+                [
+                    f"serve.keys_file={keys_file}",
+                    f"serve.event_log={Path(tmp) / 'events.jsonl'}",
+                    f"serve.escalation_queue={Path(tmp) / 'escalations.jsonl'}",
+                ]
+            ).to_yaml()
+        )
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -187,44 +218,81 @@ def bench(plan: dict[str, Any], bundle: Path, model: Path, config_name: str = "d
                     else:
                         latencies, errors = drive(url, batch, plan["clients"])
                     seconds = time.perf_counter() - started
-                    runs[name].append({"seconds": seconds, "latencies": latencies, "errors": errors})
-                    _log(f"round {r + 1} {name}: {len(batch) / seconds:.2f} req/s, "
-                         f"p50 {percentile(latencies, 50):.0f} ms, errors {errors}")
+                    runs[name].append(
+                        {"seconds": seconds, "latencies": latencies, "errors": errors}
+                    )
+                    _log(
+                        f"round {r + 1} {name}: {len(batch) / seconds:.2f} req/s, "
+                        f"p50 {percentile(latencies, 50):.0f} ms, errors {errors}"
+                    )
         finally:
             stop_serve(shutdown_ray=started_ray)
     report = {}
     for name, rounds in runs.items():
         latencies = [ms for run in rounds for ms in run["latencies"]]
-        report[name] = {"throughput_rps": round(len(batch) * len(rounds) / sum(run["seconds"] for run in rounds), 3),
-                        "p50_ms": round(percentile(latencies, 50), 1), "p99_ms": round(percentile(latencies, 99), 1),
-                        "errors": sum(run["errors"] for run in rounds), "requests": len(latencies)}
+        report[name] = {
+            "throughput_rps": round(
+                len(batch) * len(rounds) / sum(run["seconds"] for run in rounds), 3
+            ),
+            "p50_ms": round(percentile(latencies, 50), 1),
+            "p99_ms": round(percentile(latencies, 99), 1),
+            "errors": sum(run["errors"] for run in rounds),
+            "requests": len(latencies),
+        }
     serve_report = report["serve"]
     return {
-        "plan": plan, "config": config_name, "model": str(model), "bundle": str(bundle),
-        "questions": str(demo_dir / "data" / "qa.jsonl"), "overrides": list(overrides),
-        "competitors": report, "throughput_rps": serve_report["throughput_rps"], "p50_ms": serve_report["p50_ms"],
-        "p99_ms": serve_report["p99_ms"], "errors": serve_report["errors"],
+        "plan": plan,
+        "config": config_name,
+        "model": str(model),
+        "bundle": str(bundle),
+        "questions": str(demo_dir / "data" / "qa.jsonl"),
+        "overrides": list(overrides),
+        "competitors": report,
+        "throughput_rps": serve_report["throughput_rps"],
+        "p50_ms": serve_report["p50_ms"],
+        "p99_ms": serve_report["p99_ms"],
+        "errors": serve_report["errors"],
         "ratios": {
-            "serve_vs_inprocess_throughput": round(serve_report["throughput_rps"]
-                                                   / report["inprocess"]["throughput_rps"], 3),
+            "serve_vs_inprocess_throughput": round(
+                serve_report["throughput_rps"] / report["inprocess"]["throughput_rps"], 3
+            ),
             "p99_over_p50": round(serve_report["p99_ms"] / max(serve_report["p50_ms"], 1e-9), 3),
         },
     }
 
 
-def run(quick: bool = False, bundle: str | Path | None = None, model: str | Path | None = None,
-        demo_dir: str | Path | None = None, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
+def run(
+    quick: bool = False,
+    bundle: str | Path | None = None,
+    model: str | Path | None = None,
+    demo_dir: str | Path | None = None,
+    overrides: tuple[str, ...] = (),
+) -> dict[str, Any]:
     """The bench record; bundle, model and the questions' folder default to `make demo`'s."""
     from rayrag.errors import ConfigError
 
     demo = Path(demo_dir or DEMO_DIR)
     bundle_path, model_path = Path(bundle or demo / "bundle"), Path(model or demo / "model")
-    missing = [str(p) for p in (bundle_path / "manifest.json", model_path / "config.json", demo / "data" / "qa.jsonl")
-               if not p.is_file()]
+    missing = [
+        str(p)
+        for p in (
+            bundle_path / "manifest.json",
+            model_path / "config.json",
+            demo / "data" / "qa.jsonl",
+        )
+        if not p.is_file()
+    ]
     if missing:
-        raise ConfigError(f"bench serve needs a bundle, a model and questions; missing {', '.join(missing)}: "
-                          "run `make demo` first, or pass --bundle and --model")
+        raise ConfigError(
+            f"bench serve needs a bundle, a model and questions; missing {', '.join(missing)}: "
+            "run `make demo` first, or pass --bundle and --model"
+        )
     plan = QUICK if quick else FULL
     started = time.perf_counter()
     result = bench(plan, bundle_path, model_path, demo_dir=demo, overrides=tuple(overrides))
-    return {"bench": "serve", "quick": quick, **result, "wall_seconds": round(time.perf_counter() - started, 1)}
+    return {
+        "bench": "serve",
+        "quick": quick,
+        **result,
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }

@@ -57,10 +57,28 @@ import torch
 from rayrag.bench import alternate, median
 from rayrag.generator.adaptive import AdaptiveSoftmaxHead, FullSoftmaxHead
 
-FULL_PLAN = {"vocab_size": 100_000, "d_model": 512, "cutoffs": (2000, 10_000, 50_000), "train_tokens": 1024,
-             "train_rounds": 3, "decode_batch": 8, "decode_rounds": 24, "warm_steps": 300, "warm_batch": 256}
-QUICK_PLAN = {"vocab_size": 20_000, "d_model": 256, "cutoffs": (1000, 4000, 10_000), "train_tokens": 512,
-              "train_rounds": 3, "decode_batch": 8, "decode_rounds": 12, "warm_steps": 100, "warm_batch": 256}
+FULL_PLAN = {
+    "vocab_size": 100_000,
+    "d_model": 512,
+    "cutoffs": (2000, 10_000, 50_000),
+    "train_tokens": 1024,
+    "train_rounds": 3,
+    "decode_batch": 8,
+    "decode_rounds": 24,
+    "warm_steps": 300,
+    "warm_batch": 256,
+}
+QUICK_PLAN = {
+    "vocab_size": 20_000,
+    "d_model": 256,
+    "cutoffs": (1000, 4000, 10_000),
+    "train_tokens": 512,
+    "train_rounds": 3,
+    "decode_batch": 8,
+    "decode_rounds": 12,
+    "warm_steps": 100,
+    "warm_batch": 256,
+}
 DIV_VALUE = 4.0
 NOISE = 1.0  # noise norm relative to a token signature's
 WARM_LR = 3e-2  # Adam; 1e-2 left the quick head barely past the unigram loss after 100 steps
@@ -78,13 +96,21 @@ class ZipfTokens:
         weights = 1.0 / torch.arange(1, vocab_size + 1, dtype=torch.float64)
         self.rank_probs = (weights / weights.sum()).float()  # (V,) p(rank r) ∝ 1 / (r + 1)
         self.token_of_rank = torch.randperm(vocab_size, generator=self.generator)
-        self.shared = torch.randn(d_model, generator=self.generator) / math.sqrt(d_model)  # (d,) norm ~1
-        self.signature = torch.randn(vocab_size, d_model, generator=self.generator) / math.sqrt(d_model)
+        self.shared = torch.randn(d_model, generator=self.generator) / math.sqrt(
+            d_model
+        )  # (d,) norm ~1
+        self.signature = torch.randn(vocab_size, d_model, generator=self.generator) / math.sqrt(
+            d_model
+        )
 
     def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(hidden (n, d), target token ids (n,))."""
-        ranks = torch.multinomial(self.rank_probs, n, replacement=True, generator=self.generator)  # (n,)
-        noise = torch.randn(n, self.shared.shape[0], generator=self.generator) / math.sqrt(self.shared.shape[0])
+        ranks = torch.multinomial(
+            self.rank_probs, n, replacement=True, generator=self.generator
+        )  # (n,)
+        noise = torch.randn(n, self.shared.shape[0], generator=self.generator) / math.sqrt(
+            self.shared.shape[0]
+        )
         hidden = self.shared + self.signature[ranks] + NOISE * noise  # (n, d)
         return hidden, self.token_of_rank[ranks]
 
@@ -95,10 +121,15 @@ class ZipfTokens:
     def cluster_shares(self, cutoffs: tuple[int, ...]) -> list[float]:
         """Share of tokens in the shortlist and in each tail cluster."""
         bounds = (0, *cutoffs, self.rank_probs.shape[0])
-        return [round(float(self.rank_probs[a:b].sum()), 3) for a, b in zip(bounds, bounds[1:], strict=False)]
+        return [
+            round(float(self.rank_probs[a:b].sum()), 3)
+            for a, b in zip(bounds, bounds[1:], strict=False)
+        ]
 
 
-def train_briefly(head: torch.nn.Module, data: ZipfTokens, steps: int, batch: int, lr: float = WARM_LR) -> float:
+def train_briefly(
+    head: torch.nn.Module, data: ZipfTokens, steps: int, batch: int, lr: float = WARM_LR
+) -> float:
     """Adam on the head alone; returns the mean NLL over the last tenth of the steps."""
     optimizer = torch.optim.Adam(head.parameters(), lr=lr)
     losses = []
@@ -109,11 +140,13 @@ def train_briefly(head: torch.nn.Module, data: ZipfTokens, steps: int, batch: in
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-    tail = losses[-max(1, steps // 10):]
+    tail = losses[-max(1, steps // 10) :]
     return sum(tail) / len(tail)
 
 
-def _train_step(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> Callable[[], None]:
+def _train_step(
+    head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor
+) -> Callable[[], None]:
     def step() -> None:
         head.zero_grad(set_to_none=True)
         hidden.grad = None
@@ -122,14 +155,21 @@ def _train_step(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tens
     return step
 
 
-def _decode_steps(full: FullSoftmaxHead, adaptive: AdaptiveSoftmaxHead,
-                  rows: torch.Tensor) -> dict[str, Callable[[], torch.Tensor]]:
+def _decode_steps(
+    full: FullSoftmaxHead, adaptive: AdaptiveSoftmaxHead, rows: torch.Tensor
+) -> dict[str, Callable[[], torch.Tensor]]:
     """One greedy next-token choice per head for `rows` (call under inference mode)."""
-    return {"full": lambda: full.logits(rows).argmax(dim=-1), "adaptive": lambda: adaptive.greedy(rows)}
+    return {
+        "full": lambda: full.logits(rows).argmax(dim=-1),
+        "adaptive": lambda: adaptive.greedy(rows),
+    }
 
 
-def warm_up_calls(train_steps: dict[str, Callable[[], None]], decode_steps: dict[str, Callable[[], Any]],
-                  calls: int = WARM_CALLS) -> None:
+def warm_up_calls(
+    train_steps: dict[str, Callable[[], None]],
+    decode_steps: dict[str, Callable[[], Any]],
+    calls: int = WARM_CALLS,
+) -> None:
     """The same untimed warm-up for every head: `calls` train steps and decode steps each,
     so no head's first timed round pays its first-call allocations."""
     for _ in range(calls):
@@ -138,12 +178,24 @@ def warm_up_calls(train_steps: dict[str, Callable[[], None]], decode_steps: dict
             alternate(decode_steps, 1)
 
 
-def bench(vocab_size: int, d_model: int, cutoffs: tuple[int, ...], train_tokens: int, train_rounds: int,
-          decode_batch: int, decode_rounds: int, warm_steps: int, warm_batch: int, seed: int = 0) -> dict[str, Any]:
+def bench(
+    vocab_size: int,
+    d_model: int,
+    cutoffs: tuple[int, ...],
+    train_tokens: int,
+    train_rounds: int,
+    decode_batch: int,
+    decode_rounds: int,
+    warm_steps: int,
+    warm_batch: int,
+    seed: int = 0,
+) -> dict[str, Any]:
     torch.manual_seed(seed)
     data = ZipfTokens(vocab_size, d_model, seed)
     full = FullSoftmaxHead(d_model, vocab_size)
-    adaptive = AdaptiveSoftmaxHead(d_model, vocab_size, cutoffs, DIV_VALUE, token_order=data.token_of_rank)
+    adaptive = AdaptiveSoftmaxHead(
+        d_model, vocab_size, cutoffs, DIV_VALUE, token_order=data.token_of_rank
+    )
 
     started = time.perf_counter()
     warm_nll = train_briefly(adaptive, data, warm_steps, warm_batch)
@@ -151,7 +203,10 @@ def bench(vocab_size: int, d_model: int, cutoffs: tuple[int, ...], train_tokens:
 
     hidden, targets = data.sample(train_tokens)
     hidden.requires_grad_(True)
-    train_steps = {"full": _train_step(full, hidden, targets), "adaptive": _train_step(adaptive, hidden, targets)}
+    train_steps = {
+        "full": _train_step(full, hidden, targets),
+        "adaptive": _train_step(adaptive, hidden, targets),
+    }
     warm_rows, _ = data.sample(decode_batch)
     warm_up_calls(train_steps, _decode_steps(full, adaptive, warm_rows))
     train = alternate(train_steps, train_rounds)
@@ -181,15 +236,27 @@ def bench(vocab_size: int, d_model: int, cutoffs: tuple[int, ...], train_tokens:
         "div_value": DIV_VALUE,
         "tail_widths": [block[0].out_features for block in adaptive.tail],
         "token_share_by_cluster": data.cluster_shares(cutoffs),  # shortlist, then each tail cluster
-        "parameters": {"full": full.weight.numel(), "adaptive": sum(p.numel() for p in adaptive.parameters())},
+        "parameters": {
+            "full": full.weight.numel(),
+            "adaptive": sum(p.numel() for p in adaptive.parameters()),
+        },
         "train_tokens": train_tokens,
         "decode_batch": decode_batch,
-        "warm_up": {"steps": warm_steps, "batch": warm_batch, "seconds": round(warm_seconds, 1),
-                    "final_nll": round(warm_nll, 3), "unigram_entropy": round(data.unigram_entropy(), 3)},
+        "warm_up": {
+            "steps": warm_steps,
+            "batch": warm_batch,
+            "seconds": round(warm_seconds, 1),
+            "final_nll": round(warm_nll, 3),
+            "unigram_entropy": round(data.unigram_entropy(), 3),
+        },
         # Untimed calls of the timed steps, per head, before timing: the same for both heads.
-        "untimed_calls": {name: {"train_step": WARM_CALLS, "greedy_decode_step": WARM_CALLS} for name in train},
-        "p50_ms": {"train_step": {n: round(1000 * v, 2) for n, v in train_p50.items()},
-                   "greedy_decode_step": {n: round(1000 * v, 3) for n, v in decode_p50.items()}},
+        "untimed_calls": {
+            name: {"train_step": WARM_CALLS, "greedy_decode_step": WARM_CALLS} for name in train
+        },
+        "p50_ms": {
+            "train_step": {n: round(1000 * v, 2) for n, v in train_p50.items()},
+            "greedy_decode_step": {n: round(1000 * v, 3) for n, v in decode_p50.items()},
+        },
         "expanded_pair_fraction": round(pairs.float().mean().item(), 4),
         "expanded_fraction_by_cluster": [round(v, 4) for v in pairs.float().mean(dim=0).tolist()],
         "tail_winner_fraction": round(torch.cat(tail_wins).float().mean().item(), 4),
@@ -209,5 +276,10 @@ def run(quick: bool = False) -> dict[str, Any]:
         result = bench(**(QUICK_PLAN if quick else FULL_PLAN))
     finally:
         torch.set_num_threads(threads)
-    return {"bench": "softmax", "quick": quick, "threads": THREADS, **result,
-            "wall_seconds": round(time.perf_counter() - started, 2)}
+    return {
+        "bench": "softmax",
+        "quick": quick,
+        "threads": THREADS,
+        **result,
+        "wall_seconds": round(time.perf_counter() - started, 2),
+    }

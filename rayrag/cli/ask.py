@@ -30,15 +30,19 @@ def _print_facts(facts: Any) -> None:
     if facts:
         print("facts:")
     for f in facts:
-        print(f"  - ({f.subject}) -[{f.relation}]-> ({f.object})  conf={f.confidence:.2f}  "
-              f"docs={','.join(f.doc_ids)} chunks={','.join(f.chunk_ids)}")
+        print(
+            f"  - ({f.subject}) -[{f.relation}]-> ({f.object})  conf={f.confidence:.2f}  "
+            f"docs={','.join(f.doc_ids)} chunks={','.join(f.chunk_ids)}"
+        )
 
 
 def print_evidence(evidence: Any) -> None:
     if not evidence.passages:
         print("no passages")
     for rank, p in enumerate(evidence.passages, 1):
-        print(f"{rank:>2}. [{p.score:.4f}] {p.title or p.doc_id}  doc={p.doc_id} chunk={p.chunk_id}")
+        print(
+            f"{rank:>2}. [{p.score:.4f}] {p.title or p.doc_id}  doc={p.doc_id} chunk={p.chunk_id}"
+        )
         snippet = " ".join(p.text.split())
         print(f"    {snippet[:200]}{'...' if len(snippet) > 200 else ''}")
     _print_facts(evidence.facts)
@@ -51,29 +55,49 @@ def print_answer(response: Any) -> None:
         return
     truncated = response.truncated
     if truncated.chunk_ids or truncated.facts_dropped:
-        print(f"note: context truncated to fit the model's window: dropped {len(truncated.chunk_ids)} "
-              f"lowest-ranked passage(s) ({', '.join(truncated.chunk_ids) or '-'}) and "
-              f"{truncated.facts_dropped} fact(s)")
-    print("citations:" if response.citations else "citations: none (no passage fits or none retrieved)")
+        print(
+            f"note: context truncated to fit the model's window: dropped {len(truncated.chunk_ids)} "
+            f"lowest-ranked passage(s) ({', '.join(truncated.chunk_ids) or '-'}) and "
+            f"{truncated.facts_dropped} fact(s)"
+        )
+    print(
+        "citations:"
+        if response.citations
+        else "citations: none (no passage fits or none retrieved)"
+    )
     mentioned = set(response.cited_markers)
     for c in response.citations:
         flag = "*" if c.marker in mentioned else " "
-        print(f" {flag}[{c.marker}] {c.title or c.doc_id}  doc={c.doc_id} chunk={c.chunk_id} score={c.score:.4f}")
+        print(
+            f" {flag}[{c.marker}] {c.title or c.doc_id}  doc={c.doc_id} chunk={c.chunk_id} score={c.score:.4f}"
+        )
     _print_facts(response.facts)
     verdict = "escalated" if response.escalated else "ok"
-    print(f"guard: {verdict}  confidence {response.confidence:.2f}  groundedness {response.groundedness:.2f}"
-          + (f"  ({', '.join(response.reasons)})" if response.reasons else ""))
+    print(
+        f"guard: {verdict}  confidence {response.confidence:.2f}  groundedness {response.groundedness:.2f}"
+        + (f"  ({', '.join(response.reasons)})" if response.reasons else "")
+    )
     usage = response.usage
-    print(f"model {response.model_version}  config {response.config_hash[:12]}  tokens: prompt "
-          f"{usage.prompt_tokens}, completion {usage.completion_tokens} ({response.finish_reason})  "
-          f"cost {usage.cost:.6f} {usage.currency}")
+    print(
+        f"model {response.model_version}  config {response.config_hash[:12]}  tokens: prompt "
+        f"{usage.prompt_tokens}, completion {usage.completion_tokens} ({response.finish_reason})  "
+        f"cost {usage.cost:.6f} {usage.currency}"
+    )
 
 
 def ask_command(
     question: Annotated[str, typer.Argument(help="The question.")],
     bundle: Annotated[Path, typer.Option("--bundle", help="Index bundle directory.")],
-    model: Annotated[str | None, typer.Option("--model", help="Generator checkpoint (from `rayrag train`) or models:/NAME@ALIAS; required unless --retrieval-only.")] = None,
-    retrieval_only: Annotated[bool, typer.Option("--retrieval-only", help="Return evidence without generating.")] = False,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Generator checkpoint (from `rayrag train`) or models:/NAME@ALIAS; required unless --retrieval-only.",
+        ),
+    ] = None,
+    retrieval_only: Annotated[
+        bool, typer.Option("--retrieval-only", help="Return evidence without generating.")
+    ] = False,
     mode: ModeOpt = None,
     principal: PrincipalOpt = None,
     groups: GroupsOpt = None,
@@ -87,7 +111,9 @@ def ask_command(
     from rayrag.generator.prompt import prompt_label
 
     if not retrieval_only and model is None:
-        raise ConfigError("--model CKPT is required to generate an answer (or pass --retrieval-only)")
+        raise ConfigError(
+            "--model CKPT is required to generate an answer (or pass --retrieval-only)"
+        )
     if not retrieval_only and not question.strip():
         raise DataError("question is empty")
     cfg = _config(config, overrides)
@@ -98,8 +124,11 @@ def ask_command(
 
         checkpoint = resolve_model(model, cfg.tracking)
     stages = LocalStages(bundle, checkpoint, cfg)
-    pipeline = AnswerPipeline(cfg, stages, prompt_version=prompt_label(cfg.tracking.prompt_name,
-                                                                       cfg.tracking.prompt_version))
+    pipeline = AnswerPipeline(
+        cfg,
+        stages,
+        prompt_version=prompt_label(cfg.tracking.prompt_name, cfg.tracking.prompt_version),
+    )
     if not retrieval_only:
         turn = pipeline.answer_sync(question, asker, mode=mode, top_k=top_k)
         if as_json:
@@ -109,19 +138,37 @@ def ask_command(
             print_answer(turn.response)
         return
     categories = pipeline.screen(question)
-    if categories is not None:  # refused as the Serve ingress refuses: nothing retrieved or generated
+    if (
+        categories is not None
+    ):  # refused as the Serve ingress refuses: nothing retrieved or generated
         from rayrag.answering.pipeline import StageTimer
 
         response = pipeline.refusal(mode or cfg.retrieval.mode, categories, StageTimer()).response
-        print(json.dumps({"principal": asker.name, **response.model_dump(), "passages": []}) if as_json
-              else response.answer)
+        print(
+            json.dumps({"principal": asker.name, **response.model_dump(), "passages": []})
+            if as_json
+            else response.answer
+        )
         return
     _, evidence = pipeline.evidence_sync(question, asker, mode, top_k)
-    safety = {"question_flagged": False, "categories": [], "flagged_chunks": evidence.flagged_chunks}
+    safety = {
+        "question_flagged": False,
+        "categories": [],
+        "flagged_chunks": evidence.flagged_chunks,
+    }
     if as_json:
-        print(json.dumps({"principal": asker.name, "mode": mode or cfg.retrieval.mode, "refused": False,
-                          "passages": [asdict(p) for p in evidence.passages],
-                          "facts": [asdict(f) for f in evidence.facts], "safety": safety}))
+        print(
+            json.dumps(
+                {
+                    "principal": asker.name,
+                    "mode": mode or cfg.retrieval.mode,
+                    "refused": False,
+                    "passages": [asdict(p) for p in evidence.passages],
+                    "facts": [asdict(f) for f in evidence.facts],
+                    "safety": safety,
+                }
+            )
+        )
         return
     print_evidence(evidence)
     if evidence.flagged_chunks:

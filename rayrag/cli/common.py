@@ -14,8 +14,13 @@ import typer
 from rayrag.config import configs_dir
 from rayrag.errors import ConfigError
 
-ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="YAML config (path or a name in rayrag/configs/).")]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override: section.key=value (repeatable).")]
+ConfigOpt = Annotated[
+    str | None,
+    typer.Option("--config", "-c", help="YAML config (path or a name in rayrag/configs/)."),
+]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", help="Override: section.key=value (repeatable).")
+]
 
 
 def _config(config: str | None, overrides: list[str] | None):
@@ -25,9 +30,18 @@ def _config(config: str | None, overrides: list[str] | None):
 
 
 PRINCIPALS_FILE = configs_dir() / "access" / "principals.yaml"
-ModeOpt = Annotated[str | None, typer.Option("--mode", help="dense | bm25 | graph | hybrid (default: retrieval.mode).")]
-PrincipalOpt = Annotated[str | None, typer.Option("--principal", help="A principal named in rayrag/configs/access/principals.yaml.")]
-GroupsOpt = Annotated[str | None, typer.Option("--groups", help="Comma-separated ACL groups (instead of --principal).")]
+ModeOpt = Annotated[
+    str | None,
+    typer.Option("--mode", help="dense | bm25 | graph | hybrid (default: retrieval.mode)."),
+]
+PrincipalOpt = Annotated[
+    str | None,
+    typer.Option("--principal", help="A principal named in rayrag/configs/access/principals.yaml."),
+]
+GroupsOpt = Annotated[
+    str | None,
+    typer.Option("--groups", help="Comma-separated ACL groups (instead of --principal)."),
+]
 
 
 def load_principals(path: Path = PRINCIPALS_FILE) -> dict[str, frozenset[str]]:
@@ -44,7 +58,11 @@ def load_principals(path: Path = PRINCIPALS_FILE) -> dict[str, frozenset[str]]:
         raise ConfigError(f"principals file must map names to group lists: {path}")
     principals: dict[str, frozenset[str]] = {}
     for name, groups in loaded.items():
-        if not isinstance(groups, list) or not groups or not all(isinstance(g, str) and g for g in groups):
+        if (
+            not isinstance(groups, list)
+            or not groups
+            or not all(isinstance(g, str) and g for g in groups)
+        ):
             raise ConfigError(f"principal {name!r} must list at least one group in {path}")
         principals[str(name)] = frozenset(groups)
     return principals
@@ -64,5 +82,7 @@ def resolve_principal(name: str | None, groups: str | None, default: str = "anon
     known = load_principals()
     name = default if name is None else name
     if name not in known:
-        raise ConfigError(f"unknown principal {name!r} (--principal); known: {', '.join(sorted(known))}")
+        raise ConfigError(
+            f"unknown principal {name!r} (--principal); known: {', '.join(sorted(known))}"
+        )
     return Principal(name, known[name])

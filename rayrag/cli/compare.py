@@ -31,19 +31,55 @@ from rayrag.errors import ConfigError
 
 
 def _progress(done: int, total: int) -> None:
-    print(f"\rcompare: {done}/{total} questions", end="\n" if done == total else "", file=sys.stderr, flush=True)
+    print(
+        f"\rcompare: {done}/{total} questions",
+        end="\n" if done == total else "",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def compare_command(
-    backends: Annotated[str, typer.Option("--backends", help="Comma-separated: moe, dense, extractive, openai=URL (an OpenAI-compatible endpoint; key from $OPENAI_API_KEY or $RAYRAG_API_KEY).")],
-    dataset: Annotated[Path, typer.Option("--dataset", help="QA JSONL with answers (and supporting_ids for citation precision).")],
-    bundle: Annotated[Path, typer.Option("--bundle", help="Index bundle: retrieval runs once per question, shared by the in-process backends.")],
-    model: Annotated[Path | None, typer.Option("--model", help="MoE generator checkpoint (needed for moe).")] = None,
-    dense_model: Annotated[Path | None, typer.Option("--dense-model", help="Dense checkpoint of equal active size (needed for dense).")] = None,
-    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N questions.")] = None,
-    openai_model: Annotated[str, typer.Option("--openai-model", help="`model` sent to an openai= endpoint.")] = "rayrag",
+    backends: Annotated[
+        str,
+        typer.Option(
+            "--backends",
+            help="Comma-separated: moe, dense, extractive, openai=URL (an OpenAI-compatible endpoint; key from $OPENAI_API_KEY or $RAYRAG_API_KEY).",
+        ),
+    ],
+    dataset: Annotated[
+        Path,
+        typer.Option(
+            "--dataset", help="QA JSONL with answers (and supporting_ids for citation precision)."
+        ),
+    ],
+    bundle: Annotated[
+        Path,
+        typer.Option(
+            "--bundle",
+            help="Index bundle: retrieval runs once per question, shared by the in-process backends.",
+        ),
+    ],
+    model: Annotated[
+        Path | None, typer.Option("--model", help="MoE generator checkpoint (needed for moe).")
+    ] = None,
+    dense_model: Annotated[
+        Path | None,
+        typer.Option(
+            "--dense-model", help="Dense checkpoint of equal active size (needed for dense)."
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="Only the first N questions.")
+    ] = None,
+    openai_model: Annotated[
+        str, typer.Option("--openai-model", help="`model` sent to an openai= endpoint.")
+    ] = "rayrag",
     mode: ModeOpt = None,
-    top_k: Annotated[int | None, typer.Option("--top-k", help="Passages per question (default: retrieval.top_k).")] = None,
+    top_k: Annotated[
+        int | None,
+        typer.Option("--top-k", help="Passages per question (default: retrieval.top_k)."),
+    ] = None,
     principal: PrincipalOpt = None,
     groups: GroupsOpt = None,
     config: ConfigOpt = None,
@@ -58,9 +94,20 @@ def compare_command(
         raise ConfigError(f"dataset not found: {dataset} (--dataset)")
     cfg = _config(config, overrides)
     asker = resolve_principal(principal, groups, default="admin")
-    result = compare_backends(chosen, dataset, cfg, bundle=bundle, model=model, dense_model=dense_model,
-                              principal=asker, limit=limit, mode=mode, top_k=top_k, openai_model=openai_model,
-                              progress=_progress)
+    result = compare_backends(
+        chosen,
+        dataset,
+        cfg,
+        bundle=bundle,
+        model=model,
+        dense_model=dense_model,
+        principal=asker,
+        limit=limit,
+        mode=mode,
+        top_k=top_k,
+        openai_model=openai_model,
+        progress=_progress,
+    )
     if not as_json:
         print(format_table(result["table"]))
     print(json.dumps(result))

@@ -10,7 +10,9 @@ import typer
 
 from rayrag.errors import ConfigError
 
-data_app = typer.Typer(no_args_is_help=True, help="Import public datasets and write the demo corpus.")
+data_app = typer.Typer(
+    no_args_is_help=True, help="Import public datasets and write the demo corpus."
+)
 
 
 @data_app.command("import")
@@ -18,7 +20,9 @@ def data_import(
     kind: Annotated[str, typer.Argument(help="hotpotqa | musique | presidio")],
     src: Annotated[Path, typer.Argument(help="Source file or directory in the public format.")],
     out: Annotated[Path, typer.Option("--out", help="Directory for corpus.jsonl and qa.jsonl.")],
-    corpus: Annotated[Path | None, typer.Option("--corpus", help="MuSiQue corpus file ({title, text} list).")] = None,
+    corpus: Annotated[
+        Path | None, typer.Option("--corpus", help="MuSiQue corpus file ({title, text} list).")
+    ] = None,
 ) -> None:
     """Convert a public dataset into corpus.jsonl + qa.jsonl."""
     from rayrag.data import importers
@@ -31,7 +35,9 @@ def data_import(
         result = importers.import_presidio(src, out)
     else:
         raise ConfigError(f"unknown dataset kind {kind!r}; choose hotpotqa, musique or presidio")
-    print(json.dumps({"documents": result.documents, "questions": result.questions, "out": str(out)}))
+    print(
+        json.dumps({"documents": result.documents, "questions": result.questions, "out": str(out)})
+    )
 
 
 @data_app.command("demo")
@@ -43,12 +49,16 @@ def data_demo(
     from rayrag.data.demo_corpus import generate_demo_corpus
 
     corpus = generate_demo_corpus(out, seed=seed)
-    print(json.dumps({"documents": corpus.documents, "questions": corpus.questions, "out": str(out)}))
+    print(
+        json.dumps({"documents": corpus.documents, "questions": corpus.questions, "out": str(out)})
+    )
 
 
 @data_app.command("pii")
 def data_pii(
-    out: Annotated[Path, typer.Option("--out", help="JSON file to write (presidio-research format).")],
+    out: Annotated[
+        Path, typer.Option("--out", help="JSON file to write (presidio-research format).")
+    ],
     seed: Annotated[int, typer.Option(help="Generator seed (same seed, same bytes).")] = 0,
     n: Annotated[int, typer.Option("--n", help="Sentences to write (>= 1).")] = 700,
 ) -> None:

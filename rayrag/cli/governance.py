@@ -26,8 +26,16 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Only the JSON report on s
 
 
 def purge_command(
-    older_than: Annotated[str | None, typer.Option("--older-than", help="One TTL for every record type: 30d, 12h, 1.5d (default: governance.retention).")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would be deleted; delete nothing.")] = False,
+    older_than: Annotated[
+        str | None,
+        typer.Option(
+            "--older-than",
+            help="One TTL for every record type: 30d, 12h, 1.5d (default: governance.retention).",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what would be deleted; delete nothing.")
+    ] = False,
     config: ConfigOpt = None,
     overrides: SetOpt = None,
     as_json: JsonOpt = False,
@@ -40,14 +48,21 @@ def purge_command(
     if not as_json:
         verb = "would delete" if dry_run else "deleted"
         for kind, n in report["purged"].items():
-            typer.echo(f"{kind}: {verb} {n}, kept {report['kept'][kind]} (ttl {report['ttl_days'][kind]:g} d)",
-                       err=True)
+            typer.echo(
+                f"{kind}: {verb} {n}, kept {report['kept'][kind]} (ttl {report['ttl_days'][kind]:g} d)",
+                err=True,
+            )
     typer.echo(json.dumps(report))
 
 
 def forget_command(
-    doc_ids: Annotated[list[str], typer.Option("--doc-id", help="A document to erase (repeatable).")],
-    bundle: Annotated[Path | None, typer.Option("--bundle", help="Index bundle (default: serve.bundle, else $RAYRAG_BUNDLE).")] = None,
+    doc_ids: Annotated[
+        list[str], typer.Option("--doc-id", help="A document to erase (repeatable).")
+    ],
+    bundle: Annotated[
+        Path | None,
+        typer.Option("--bundle", help="Index bundle (default: serve.bundle, else $RAYRAG_BUNDLE)."),
+    ] = None,
     config: ConfigOpt = None,
     overrides: SetOpt = None,
     as_json: JsonOpt = False,
@@ -62,11 +77,16 @@ def forget_command(
     cfg = _config(config, overrides)
     path = bundle or cfg.serve.bundle or os.environ.get("RAYRAG_BUNDLE")
     if not path:
-        raise ConfigError("no bundle to erase from: pass --bundle (or set serve.bundle / $RAYRAG_BUNDLE)")
+        raise ConfigError(
+            "no bundle to erase from: pass --bundle (or set serve.bundle / $RAYRAG_BUNDLE)"
+        )
     report = forget(Path(path), doc_ids, cfg, actor=operator()).to_json()
     if not as_json:
-        typer.echo(f"forgot {len(report['doc_ids'])} documents: {report['chunks_removed']} chunks, "
-                   f"{report['edges_removed']} edges removed, {report['edges_updated']} updated; "
-                   f"bundle {report['previous_bundle_id']} -> {report['bundle_id']} "
-                   f"(audit {report['audit_id']})", err=True)
+        typer.echo(
+            f"forgot {len(report['doc_ids'])} documents: {report['chunks_removed']} chunks, "
+            f"{report['edges_removed']} edges removed, {report['edges_updated']} updated; "
+            f"bundle {report['previous_bundle_id']} -> {report['bundle_id']} "
+            f"(audit {report['audit_id']})",
+            err=True,
+        )
     typer.echo(json.dumps(report))

@@ -37,8 +37,11 @@ from rayrag.cli.common import (  # noqa: F401 - re-exported for the command modu
 )
 from rayrag.errors import ConfigError, RayRagError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="rayrag: governed retrieval-augmented generation on Ray.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="rayrag: governed retrieval-augmented generation on Ray.",
+)
 
 
 def _print_version(value: bool) -> None:
@@ -50,28 +53,49 @@ def _print_version(value: bool) -> None:
 
 
 @app.callback()
-def _root(version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
-                                                help="Print the version and exit.")] = False) -> None:
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
     """rayrag: governed retrieval-augmented generation on Ray."""
 
 
-
 def _offline_env() -> None:
-    for key, value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"),
-                       ("MLFLOW_DISABLE_TELEMETRY", "true"), ("RAY_USAGE_STATS_ENABLED", "0"),
-                       ("TOKENIZERS_PARALLELISM", "false")):
+    for key, value in (
+        ("HF_HUB_OFFLINE", "1"),
+        ("TRANSFORMERS_OFFLINE", "1"),
+        ("MLFLOW_DISABLE_TELEMETRY", "true"),
+        ("RAY_USAGE_STATS_ENABLED", "0"),
+        ("TOKENIZERS_PARALLELISM", "false"),
+    ):
         os.environ.setdefault(key, value)
 
 
 @app.command()
 def ingest(
-    corpus: Annotated[Path, typer.Option("--corpus", help="Corpus JSONL file or folder of .md/.txt.")],
+    corpus: Annotated[
+        Path, typer.Option("--corpus", help="Corpus JSONL file or folder of .md/.txt.")
+    ],
     out: Annotated[Path, typer.Option("--out", help="Bundle directory (replaced atomically).")],
     config: ConfigOpt = None,
     overrides: SetOpt = None,
-    bundle: Annotated[Path | None, typer.Option("--bundle", help="Previous bundle: re-process only new or changed documents.")] = None,
-    strict: Annotated[bool, typer.Option("--strict", help="Fail on the first bad row instead of quarantining.")] = False,
-    delete_missing: Annotated[bool, typer.Option("--delete-missing", help="With --bundle: drop documents absent from --corpus.")] = False,
+    bundle: Annotated[
+        Path | None,
+        typer.Option("--bundle", help="Previous bundle: re-process only new or changed documents."),
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Fail on the first bad row instead of quarantining.")
+    ] = False,
+    delete_missing: Annotated[
+        bool,
+        typer.Option(
+            "--delete-missing", help="With --bundle: drop documents absent from --corpus."
+        ),
+    ] = False,
 ) -> None:
     """Ingest a corpus into a versioned index bundle (Ray Data)."""
     from rayrag.pipelines.ingest import ingest as run_ingest
@@ -79,25 +103,68 @@ def ingest(
     cfg = _config(config, overrides)
     if delete_missing and bundle is None:
         raise ConfigError("--delete-missing needs --bundle")
-    result = run_ingest(corpus, out, cfg, previous=bundle, strict=strict or None,
-                        delete_missing=delete_missing)
+    result = run_ingest(
+        corpus, out, cfg, previous=bundle, strict=strict or None, delete_missing=delete_missing
+    )
     print(json.dumps(result.summary()))
 
 
 @app.command()
 def train(
-    bundle: Annotated[Path, typer.Option("--bundle", help="Index bundle whose chunks (and graph) are the training data.")],
-    out: Annotated[Path, typer.Option("--out", help="Checkpoint directory (adapters with --lora-rank); resumable state in OUT/_resume.")],
-    qa: Annotated[Path | None, typer.Option("--qa", help="QA JSONL for reader fine-tuning; default: questions generated from the graph.")] = None,
+    bundle: Annotated[
+        Path,
+        typer.Option(
+            "--bundle", help="Index bundle whose chunks (and graph) are the training data."
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="Checkpoint directory (adapters with --lora-rank); resumable state in OUT/_resume.",
+        ),
+    ],
+    qa: Annotated[
+        Path | None,
+        typer.Option(
+            "--qa",
+            help="QA JSONL for reader fine-tuning; default: questions generated from the graph.",
+        ),
+    ] = None,
     config: ConfigOpt = None,
     overrides: SetOpt = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/_resume at the saved step.")] = False,
-    workers: Annotated[int | None, typer.Option("--workers", help="Data-parallel Ray Train workers (default: train.workers).")] = None,
-    base: Annotated[Path | None, typer.Option("--base", help="Base checkpoint to fine-tune LoRA adapters on.")] = None,
-    lora_rank: Annotated[int | None, typer.Option("--lora-rank", help="LoRA rank (needs --base): train adapters only.")] = None,
-    dense: Annotated[bool, typer.Option("--dense", help="Train the dense twin of the configured MoE (one FFN as wide as the k active experts): the `rayrag compare` baseline.")] = False,
-    curve_qa: Annotated[Path | None, typer.Option("--curve-qa", help="QA JSONL whose exact match (overall and per hops) is measured at every reader validation: the learning curve in MLflow (read, never trained on).")] = None,
-    curve_limit: Annotated[int | None, typer.Option("--curve-limit", help="Score only the first N questions of --curve-qa.")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from OUT/_resume at the saved step.")
+    ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", help="Data-parallel Ray Train workers (default: train.workers)."),
+    ] = None,
+    base: Annotated[
+        Path | None, typer.Option("--base", help="Base checkpoint to fine-tune LoRA adapters on.")
+    ] = None,
+    lora_rank: Annotated[
+        int | None,
+        typer.Option("--lora-rank", help="LoRA rank (needs --base): train adapters only."),
+    ] = None,
+    dense: Annotated[
+        bool,
+        typer.Option(
+            "--dense",
+            help="Train the dense twin of the configured MoE (one FFN as wide as the k active experts): the `rayrag compare` baseline.",
+        ),
+    ] = False,
+    curve_qa: Annotated[
+        Path | None,
+        typer.Option(
+            "--curve-qa",
+            help="QA JSONL whose exact match (overall and per hops) is measured at every reader validation: the learning curve in MLflow (read, never trained on).",
+        ),
+    ] = None,
+    curve_limit: Annotated[
+        int | None,
+        typer.Option("--curve-limit", help="Score only the first N questions of --curve-qa."),
+    ] = None,
 ) -> None:
     """Train the generator: LM on the chunks, then reader fine-tuning (or LoRA adapters).
     A full training is registered in MLflow's model registry (the first version is champion)."""
@@ -108,32 +175,62 @@ def train(
         from rayrag.evaluation.compare import dense_baseline_overrides
 
         # Its own registered model: a baseline is never a version the champion could roll to.
-        cfg = cfg.with_overrides([*dense_baseline_overrides(cfg), f"tracking.model_name={cfg.tracking.model_name}-dense"])
+        cfg = cfg.with_overrides(
+            [*dense_baseline_overrides(cfg), f"tracking.model_name={cfg.tracking.model_name}-dense"]
+        )
     if lora_rank is not None and base is None:
         raise ConfigError("--lora-rank needs --base (the checkpoint whose adapters are trained)")
     if base is not None and lora_rank is None:
         raise ConfigError("--base needs --lora-rank")
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
-    result = run_train(cfg, out, bundle=bundle, qa=qa, resume=resume, base=base, lora_rank=lora_rank,
-                       workers=workers, curve_qa=curve_qa, curve_limit=curve_limit)
+    result = run_train(
+        cfg,
+        out,
+        bundle=bundle,
+        qa=qa,
+        resume=resume,
+        base=base,
+        lora_rank=lora_rank,
+        workers=workers,
+        curve_qa=curve_qa,
+        curve_limit=curve_limit,
+    )
     print(json.dumps(result.to_json()))
 
 
 @app.command()
 def bench(
-    name: Annotated[str, typer.Argument(help="redaction | ingest | retrieval | kg | moe | softmax | decode | moe-quality | ep | serve | scale")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="redaction | ingest | retrieval | kg | moe | softmax | decode | moe-quality | ep | serve | scale"
+        ),
+    ],
     quick: Annotated[bool, typer.Option("--quick", help="Small sizes (CI).")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Last stdout line is one JSON object.")] = False,
-    bundle: Annotated[Path | None, typer.Option(help="serve: the index bundle (default .rayrag/demo/bundle).")] = None,
-    model: Annotated[Path | None, typer.Option(help="serve: the reader checkpoint (default .rayrag/demo/model).")] = None,
-    out: Annotated[Path | None, typer.Option(help="scale: folder for plots and scale.json (default .rayrag/bench).")] = None,
-    docs: Annotated[bool, typer.Option("--docs", help="scale: also refresh docs/scaling_*.png (full run only).")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Last stdout line is one JSON object.")
+    ] = False,
+    bundle: Annotated[
+        Path | None, typer.Option(help="serve: the index bundle (default .rayrag/demo/bundle).")
+    ] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="serve: the reader checkpoint (default .rayrag/demo/model).")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="scale: folder for plots and scale.json (default .rayrag/bench)."),
+    ] = None,
+    docs: Annotated[
+        bool, typer.Option("--docs", help="scale: also refresh docs/scaling_*.png (full run only).")
+    ] = False,
 ) -> None:
     """Run a benchmark: competitors side by side in one process; ratios, not times."""
     from rayrag.bench import run_bench
 
-    result = run_bench(name, quick=quick, bundle=bundle, model=model, out_dir=out, docs=docs or None)
+    result = run_bench(
+        name, quick=quick, bundle=bundle, model=model, out_dir=out, docs=docs or None
+    )
     if not as_json:
         for key, value in result.get("ratios", {}).items():
             print(f"{key}: {value:.2f}" if isinstance(value, (int, float)) else f"{key}: {value}")
@@ -142,10 +239,15 @@ def bench(
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option("--out", help="Demo directory (data/, bundle/, mlflow.db).")] = Path(".rayrag/demo"),
+    out: Annotated[
+        Path, typer.Option("--out", help="Demo directory (data/, bundle/, mlflow.db).")
+    ] = Path(".rayrag/demo"),
     config: ConfigOpt = "demo",
     overrides: SetOpt = None,
-    tune: Annotated[bool, typer.Option("--tune/--no-tune", help="End with the smoke tuning sweep (a few minutes).")] = True,
+    tune: Annotated[
+        bool,
+        typer.Option("--tune/--no-tune", help="End with the smoke tuning sweep (a few minutes)."),
+    ] = True,
 ) -> None:
     """Generate the demo corpus, ingest, train, serve, answer, evaluate, and tune (smoke sweep)."""
     from rayrag.cli.demo import run_demo

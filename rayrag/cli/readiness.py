@@ -77,8 +77,9 @@ def _metrics_url() -> str | None:
 
 
 @contextlib.contextmanager
-def local_service(config_name: str | None, overrides: list[str], bundle: Path | None,
-                  model: Path | None) -> Iterator[tuple[Service, object]]:
+def local_service(
+    config_name: str | None, overrides: list[str], bundle: Path | None, model: Path | None
+) -> Iterator[tuple[Service, object]]:
     """The serve graph in this process on a free loopback port: (Service, the config it serves).
 
     Fresh keys (an admin with every group in rayrag/configs/access/principals.yaml, a `public` user),
@@ -91,13 +92,20 @@ def local_service(config_name: str | None, overrides: list[str], bundle: Path | 
     from rayrag.serve.auth import generate_key, key_entry
     from rayrag.serve.demo_env import ensure_demo_secrets
 
-    args = {"config": config_name or "demo", "set": ",".join(overrides),
-            "bundle": str(bundle) if bundle else None, "model": str(model) if model else None}
+    args = {
+        "config": config_name or "demo",
+        "set": ",".join(overrides),
+        "bundle": str(bundle) if bundle else None,
+        "model": str(model) if model else None,
+    }
     config, bundle_path, model_path = resolve(args)  # one clear line when the demo is missing
     demo_dir = bundle_path.parent
     extra = []
-    if not config.tracking.tracking_uri and not os.environ.get("MLFLOW_TRACKING_URI") \
-            and (demo_dir / "mlflow.db").is_file():  # the store `make demo` registered and evaluated in
+    if (
+        not config.tracking.tracking_uri
+        and not os.environ.get("MLFLOW_TRACKING_URI")
+        and (demo_dir / "mlflow.db").is_file()
+    ):  # the store `make demo` registered and evaluated in
         extra.append(f"tracking.tracking_uri=sqlite:///{demo_dir / 'mlflow.db'}")
     ensure_demo_secrets(config)  # only sets the demo-only keys where the environment has none
     groups = sorted({g for gs in load_principals().values() for g in gs} | {"public"})
@@ -105,12 +113,24 @@ def local_service(config_name: str | None, overrides: list[str], bundle: Path | 
     with tempfile.TemporaryDirectory(prefix="rayrag-readiness-") as tmp:
         root = Path(tmp)
         keys_file = root / "api_keys.yaml"
-        keys_file.write_text(yaml.safe_dump([key_entry(admin_key, "readiness-admin", groups, "readiness", "admin"),
-                                             key_entry(user_key, "readiness-user", ["public"], "readiness", "user")]),
-                             encoding="utf-8")
+        keys_file.write_text(
+            yaml.safe_dump(
+                [
+                    key_entry(admin_key, "readiness-admin", groups, "readiness", "admin"),
+                    key_entry(user_key, "readiness-user", ["public"], "readiness", "user"),
+                ]
+            ),
+            encoding="utf-8",
+        )
         events, escalations = root / "events.jsonl", root / "escalations.jsonl"
-        config = config.with_overrides([*extra, f"serve.keys_file={keys_file}", f"serve.event_log={events}",
-                                        f"serve.escalation_queue={escalations}"])
+        config = config.with_overrides(
+            [
+                *extra,
+                f"serve.keys_file={keys_file}",
+                f"serve.event_log={events}",
+                f"serve.escalation_queue={escalations}",
+            ]
+        )
         config_path = root / "serve.yaml"
         config_path.write_text(config.to_yaml(), encoding="utf-8")
 
@@ -119,13 +139,27 @@ def local_service(config_name: str | None, overrides: list[str], bundle: Path | 
 
         started_ray = not ray.is_initialized()
         if started_ray:
-            ray.init(num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False,
-                     configure_logging=False, _metrics_export_port=_free_port())
+            ray.init(
+                num_cpus=max(2, os.cpu_count() or 2),
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+                _metrics_export_port=_free_port(),
+            )
         port = _free_port()
         try:
             serve.start(http_options={"host": "127.0.0.1", "port": port})
-            serve.run(build_app({"config": str(config_path), "bundle": str(bundle_path), "model": str(model_path)}),
-                      name=APP_NAME, route_prefix="/")
+            serve.run(
+                build_app(
+                    {
+                        "config": str(config_path),
+                        "bundle": str(bundle_path),
+                        "model": str(model_path),
+                    }
+                ),
+                name=APP_NAME,
+                route_prefix="/",
+            )
             url = f"http://127.0.0.1:{port}"
             deadline = time.time() + READY_TIMEOUT_S
             while True:
@@ -135,11 +169,22 @@ def local_service(config_name: str | None, overrides: list[str], bundle: Path | 
                 except httpx.HTTPError:
                     pass
                 if time.time() > deadline:
-                    raise DataError(f"the serve graph did not become ready within {READY_TIMEOUT_S} s")
+                    raise DataError(
+                        f"the serve graph did not become ready within {READY_TIMEOUT_S} s"
+                    )
                 time.sleep(1)
             qa = demo_dir / "data" / "qa.jsonl"
-            yield Service(url, admin_key, user_key, _metrics_url(), [events, escalations],
-                          qa if qa.is_file() else None), config
+            yield (
+                Service(
+                    url,
+                    admin_key,
+                    user_key,
+                    _metrics_url(),
+                    [events, escalations],
+                    qa if qa.is_file() else None,
+                ),
+                config,
+            )
         finally:
             with contextlib.suppress(Exception):
                 serve.delete(APP_NAME)
@@ -150,33 +195,91 @@ def local_service(config_name: str | None, overrides: list[str], bundle: Path | 
 
 def _remote_service(url: str, metrics_url: str | None) -> Service:
     admin_key, user_key = os.environ.get(ADMIN_KEY_ENV, ""), os.environ.get(USER_KEY_ENV, "")
-    missing = [name for name, value in ((ADMIN_KEY_ENV, admin_key), (USER_KEY_ENV, user_key)) if not value.strip()]
+    missing = [
+        name
+        for name, value in ((ADMIN_KEY_ENV, admin_key), (USER_KEY_ENV, user_key))
+        if not value.strip()
+    ]
     if missing:
-        raise ConfigError(f"--url needs an admin key and a public-only user key in the environment: set "
-                          f"{' and '.join(missing)}")
+        raise ConfigError(
+            f"--url needs an admin key and a public-only user key in the environment: set "
+            f"{' and '.join(missing)}"
+        )
     return Service(url.rstrip("/"), admin_key.strip(), user_key.strip(), metrics_url)
 
 
 def print_table(report, out=None) -> None:
     out = out or sys.stdout
     for check in report.checks:
-        print(f"{'PASS' if check.passed else 'FAIL':<5} {check.area:<11} {check.name:<27} {check.evidence}", file=out)
+        print(
+            f"{'PASS' if check.passed else 'FAIL':<5} {check.area:<11} {check.name:<27} {check.evidence}",
+            file=out,
+        )
     print(f"{report.passed}/{report.total} checks passed", file=out)
 
 
 def readiness_command(
-    url: Annotated[str | None, typer.Option("--url", help=f"A running service (keys in ${ADMIN_KEY_ENV}, ${USER_KEY_ENV}).")] = None,
-    local: Annotated[bool, typer.Option("--local", help="Start the serve graph here (demo bundle and model by default).")] = False,
-    bundle: Annotated[Path | None, typer.Option("--bundle", help="--local: index bundle (default .rayrag/demo/bundle).")] = None,
-    model: Annotated[Path | None, typer.Option("--model", help="--local: generator checkpoint (default .rayrag/demo/model).")] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url", help=f"A running service (keys in ${ADMIN_KEY_ENV}, ${USER_KEY_ENV})."
+        ),
+    ] = None,
+    local: Annotated[
+        bool,
+        typer.Option(
+            "--local", help="Start the serve graph here (demo bundle and model by default)."
+        ),
+    ] = False,
+    bundle: Annotated[
+        Path | None,
+        typer.Option("--bundle", help="--local: index bundle (default .rayrag/demo/bundle)."),
+    ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", help="--local: generator checkpoint (default .rayrag/demo/model)."),
+    ] = None,
     config: ConfigOpt = None,
     overrides: SetOpt = None,
-    qa: Annotated[Path | None, typer.Option("--qa", help="QA JSONL the champion was evaluated on (the gate's dataset; --local default: the demo's).")] = None,
-    qa_limit: Annotated[int, typer.Option("--qa-limit", help="Questions the gate evaluates (0 = all: the champion's baseline must be on the same questions).")] = 0,
-    metrics_url: Annotated[str | None, typer.Option("--metrics-url", help="Ray's Prometheus endpoint, http://HOST:PORT/metrics (--local: found).")] = None,
-    canary_doc: Annotated[str | None, typer.Option("--canary-doc", help="A restricted document id (default: the demo's hr-000).")] = None,
-    canary_question: Annotated[str | None, typer.Option("--canary-question", help="A question that retrieves --canary-doc for an all-groups principal.")] = None,
-    canary_phrase: Annotated[str | None, typer.Option("--canary-phrase", help="A phrase of --canary-doc's text that the question does not contain.")] = None,
+    qa: Annotated[
+        Path | None,
+        typer.Option(
+            "--qa",
+            help="QA JSONL the champion was evaluated on (the gate's dataset; --local default: the demo's).",
+        ),
+    ] = None,
+    qa_limit: Annotated[
+        int,
+        typer.Option(
+            "--qa-limit",
+            help="Questions the gate evaluates (0 = all: the champion's baseline must be on the same questions).",
+        ),
+    ] = 0,
+    metrics_url: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-url",
+            help="Ray's Prometheus endpoint, http://HOST:PORT/metrics (--local: found).",
+        ),
+    ] = None,
+    canary_doc: Annotated[
+        str | None,
+        typer.Option("--canary-doc", help="A restricted document id (default: the demo's hr-000)."),
+    ] = None,
+    canary_question: Annotated[
+        str | None,
+        typer.Option(
+            "--canary-question",
+            help="A question that retrieves --canary-doc for an all-groups principal.",
+        ),
+    ] = None,
+    canary_phrase: Annotated[
+        str | None,
+        typer.Option(
+            "--canary-phrase",
+            help="A phrase of --canary-doc's text that the question does not contain.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Only the JSON line on stdout.")] = False,
 ) -> None:
     """Run the deployment checklist (privacy, quality, safety, operations): 16 live probes with evidence."""
@@ -185,37 +288,59 @@ def readiness_command(
     from rayrag.governance.readiness.session import Canary
 
     if (url is None) == (not local):
-        raise ConfigError("pass --url URL (a running service) or --local (start the demo graph here), not both")
+        raise ConfigError(
+            "pass --url URL (a running service) or --local (start the demo graph here), not both"
+        )
     if qa_limit < 0:
         raise ConfigError(f"--qa-limit must be >= 0, got {qa_limit}")
     if qa is not None and not qa.is_file():
         raise ConfigError(f"QA dataset not found: {qa} (--qa)")
     defaults = Canary()
-    canary = Canary(canary_doc or defaults.doc_id, canary_question or defaults.question,
-                    canary_phrase or defaults.phrase)
+    canary = Canary(
+        canary_doc or defaults.doc_id,
+        canary_question or defaults.question,
+        canary_phrase or defaults.phrase,
+    )
     if canary.phrase in canary.question:
-        raise ConfigError("--canary-phrase must not occur in --canary-question (an echo would look like a leak)")
+        raise ConfigError(
+            "--canary-phrase must not occur in --canary-question (an echo would look like a leak)"
+        )
 
     def progress(check) -> None:
-        print(f"[readiness] {'pass' if check.passed else 'FAIL'} {check.area}/{check.name}", file=sys.stderr)
+        print(
+            f"[readiness] {'pass' if check.passed else 'FAIL'} {check.area}/{check.name}",
+            file=sys.stderr,
+        )
 
     with contextlib.ExitStack() as stack:
         if local:
-            service, cfg = stack.enter_context(local_service(config, overrides or [], bundle, model))
+            service, cfg = stack.enter_context(
+                local_service(config, overrides or [], bundle, model)
+            )
         else:
             if bundle is not None or model is not None:
                 raise ConfigError("--bundle/--model start a graph: they go with --local, not --url")
             cfg = _config(config, overrides)
             service = _remote_service(url, metrics_url)
-        probe = ReadinessProbe(service.url, service.admin_key, service.user_key, config=cfg, canary=canary,
-                               qa_dataset=qa or service.qa, qa_limit=qa_limit or None,
-                               metrics_url=metrics_url or service.metrics_url, log_files=service.log_files)
+        probe = ReadinessProbe(
+            service.url,
+            service.admin_key,
+            service.user_key,
+            config=cfg,
+            canary=canary,
+            qa_dataset=qa or service.qa,
+            qa_limit=qa_limit or None,
+            metrics_url=metrics_url or service.metrics_url,
+            log_files=service.log_files,
+        )
         report = probe.run(progress=progress)
         report.target = "local" if local else service.url
     run_id = log_report(report, cfg) if cfg.tracking.enabled else None
     if run_id:
-        print(f"[readiness] report logged to MLflow run {run_id} ({cfg.tracking.experiment_prefix}-readiness)",
-              file=sys.stderr)
+        print(
+            f"[readiness] report logged to MLflow run {run_id} ({cfg.tracking.experiment_prefix}-readiness)",
+            file=sys.stderr,
+        )
     if not as_json:
         print_table(report)
     print(json.dumps(report.to_json()))

@@ -23,10 +23,15 @@ import typer
 
 from rayrag.cli.common import ConfigOpt, SetOpt
 
-registry_app = typer.Typer(no_args_is_help=True, help="Versions of the generator in MLflow's model registry: "
-                           "list, register, promote, challenger, rollback.")
+registry_app = typer.Typer(
+    no_args_is_help=True,
+    help="Versions of the generator in MLflow's model registry: "
+    "list, register, promote, challenger, rollback.",
+)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
-WhyOpt = Annotated[str, typer.Option("--why", help="Reason, recorded on the version (ids and words, no data).")]
+WhyOpt = Annotated[
+    str, typer.Option("--why", help="Reason, recorded on the version (ids and words, no data).")
+]
 
 
 def _registry(config: str | None, overrides: list[str] | None, *, create: bool = False) -> Any:
@@ -53,9 +58,14 @@ def operator() -> str:
 
 
 def _row(info: Any) -> dict[str, Any]:
-    return {"version": info.version, "aliases": list(info.aliases), "model_digest": info.model_digest,
-            "created": info.created, "run_id": info.run_id,
-            **{k: v for k, v in info.tags.items() if k.startswith(("promoted_", "rolled_back_"))}}
+    return {
+        "version": info.version,
+        "aliases": list(info.aliases),
+        "model_digest": info.model_digest,
+        "created": info.created,
+        "run_id": info.run_id,
+        **{k: v for k, v in info.tags.items() if k.startswith(("promoted_", "rolled_back_"))},
+    }
 
 
 def _print(info: Any, as_json: bool, verb: str) -> None:
@@ -67,7 +77,9 @@ def _print(info: Any, as_json: bool, verb: str) -> None:
 
 
 @registry_app.command("list")
-def registry_list(config: ConfigOpt = None, overrides: SetOpt = None, as_json: JsonOpt = False) -> None:
+def registry_list(
+    config: ConfigOpt = None, overrides: SetOpt = None, as_json: JsonOpt = False
+) -> None:
     """Every version, newest first, with its aliases."""
     registry = _registry(config, overrides)
     rows = [_row(v) for v in registry.versions()]
@@ -75,17 +87,25 @@ def registry_list(config: ConfigOpt = None, overrides: SetOpt = None, as_json: J
         print(json.dumps({"model": registry.name, "versions": rows}))
         return
     if not rows:
-        print(f"{registry.name}: no versions yet (`rayrag train` or `rayrag registry register CKPT`)")
+        print(
+            f"{registry.name}: no versions yet (`rayrag train` or `rayrag registry register CKPT`)"
+        )
         return
     print(f"{'version':>7}  {'aliases':<20} {'created':<25} digest")
     for row in rows:
-        print(f"{row['version']:>7}  {','.join(row['aliases']) or '-':<20} {row['created']:<25} {row['model_digest']}")
+        print(
+            f"{row['version']:>7}  {','.join(row['aliases']) or '-':<20} {row['created']:<25} {row['model_digest']}"
+        )
 
 
 @registry_app.command("register")
 def registry_register(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory (config.json + safetensors).")],
-    config: ConfigOpt = None, overrides: SetOpt = None, as_json: JsonOpt = False,
+    checkpoint: Annotated[
+        Path, typer.Argument(help="Checkpoint directory (config.json + safetensors).")
+    ],
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Register an existing checkpoint as a new version (the first version becomes champion)."""
     registry = _registry(config, overrides, create=True)
@@ -95,7 +115,10 @@ def registry_register(
 @registry_app.command("promote")
 def registry_promote(
     version: Annotated[int, typer.Argument(help="The version that becomes champion.")],
-    why: WhyOpt, config: ConfigOpt = None, overrides: SetOpt = None, as_json: JsonOpt = False,
+    why: WhyOpt,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Make VERSION the champion; the current champion can be rolled back to."""
     registry = _registry(config, overrides)
@@ -105,7 +128,9 @@ def registry_promote(
 @registry_app.command("challenger")
 def registry_challenger(
     version: Annotated[int, typer.Argument(help="The version to A/B against the champion.")],
-    config: ConfigOpt = None, overrides: SetOpt = None, as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Mark VERSION as the challenger."""
     registry = _registry(config, overrides)
@@ -113,8 +138,9 @@ def registry_challenger(
 
 
 @registry_app.command("rollback")
-def registry_rollback(why: WhyOpt, config: ConfigOpt = None, overrides: SetOpt = None,
-                      as_json: JsonOpt = False) -> None:
+def registry_rollback(
+    why: WhyOpt, config: ConfigOpt = None, overrides: SetOpt = None, as_json: JsonOpt = False
+) -> None:
     """Move champion back to the previous champion (who, when and why are recorded)."""
     registry = _registry(config, overrides)
     _print(registry.rollback(who=operator(), why=why), as_json, "rolled back: champion is now")

@@ -22,24 +22,63 @@ from rayrag.cli.common import SetOpt
 
 
 def tune_command(
-    space: Annotated[Path, typer.Option("--space", help="Search space YAML (rayrag/configs/tune.yaml).")],
-    smoke: Annotated[bool, typer.Option("--smoke", help="The space's `smoke:` sweep: a few minutes, for CI.")] = False,
-    num_samples: Annotated[int | None, typer.Option("--num-samples", help="Trials (TPE) or grid repeats; overrides the space.")] = None,
-    corpus: Annotated[Path | None, typer.Option("--corpus", help="Corpus to build bundles from (default: the space's, else the demo corpus).")] = None,
-    dev: Annotated[Path | None, typer.Option("--dev", help="Dev QA JSONL (default: qa.jsonl beside the corpus).")] = None,
-    base: Annotated[str | None, typer.Option("--base", help="Generator to fine-tune: a checkpoint dir or models:/NAME@ALIAS (default: the space's).")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Sweep folder (default .rayrag/tune/sweep-<time>); must be new or empty.")] = None,
-    cache: Annotated[Path | None, typer.Option("--cache", help="Bundle cache (default: bundles/ beside the sweep folder).")] = None,
+    space: Annotated[
+        Path, typer.Option("--space", help="Search space YAML (rayrag/configs/tune.yaml).")
+    ],
+    smoke: Annotated[
+        bool, typer.Option("--smoke", help="The space's `smoke:` sweep: a few minutes, for CI.")
+    ] = False,
+    num_samples: Annotated[
+        int | None,
+        typer.Option("--num-samples", help="Trials (TPE) or grid repeats; overrides the space."),
+    ] = None,
+    corpus: Annotated[
+        Path | None,
+        typer.Option(
+            "--corpus",
+            help="Corpus to build bundles from (default: the space's, else the demo corpus).",
+        ),
+    ] = None,
+    dev: Annotated[
+        Path | None,
+        typer.Option("--dev", help="Dev QA JSONL (default: qa.jsonl beside the corpus)."),
+    ] = None,
+    base: Annotated[
+        str | None,
+        typer.Option(
+            "--base",
+            help="Generator to fine-tune: a checkpoint dir or models:/NAME@ALIAS (default: the space's).",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Sweep folder (default .rayrag/tune/sweep-<time>); must be new or empty."
+        ),
+    ] = None,
+    cache: Annotated[
+        Path | None,
+        typer.Option("--cache", help="Bundle cache (default: bundles/ beside the sweep folder)."),
+    ] = None,
     overrides: SetOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Only the JSON summary on stdout.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Only the JSON summary on stdout.")
+    ] = False,
 ) -> None:
     """Sweep chunking, retrieval depth and LoRA rank with Ray Tune (TPE or grid, ASHA), every trial in MLflow."""
     from rayrag.tune.spec import load_tune_spec
     from rayrag.tune.sweep import run_sweep
 
     spec = load_tune_spec(space, smoke=smoke, num_samples=num_samples)
-    summary = run_sweep(spec, out=out, cache=cache, corpus=corpus, dev=dev, base_model=base,
-                        overrides=overrides or [])
+    summary = run_sweep(
+        spec,
+        out=out,
+        cache=cache,
+        corpus=corpus,
+        dev=dev,
+        base_model=base,
+        overrides=overrides or [],
+    )
     if not as_json and summary.get("best"):
         best = summary["best"]
         knobs = ", ".join(f"{k}={best[k]}" for k in summary["searched"] if k in best)

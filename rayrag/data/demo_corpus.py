@@ -139,5 +139,3 @@ def _build_world(rng: random.Random) -> _World:
 
 
 # ---------------------------------------------------------------- questions
-
-

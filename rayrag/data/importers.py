@@ -112,7 +112,9 @@ class _CorpusBuilder:
         if doc_id in self.rows:
             self.duplicates += 1
         else:
-            doc = Document(id=doc_id, text=text, title=title, metadata={**self.metadata, **(metadata or {})})
+            doc = Document(
+                id=doc_id, text=text, title=title, metadata={**self.metadata, **(metadata or {})}
+            )
             self.rows[doc_id] = doc.to_dict()
         if title is not None:
             self.by_title.setdefault(title, doc_id)

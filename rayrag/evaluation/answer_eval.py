@@ -71,8 +71,10 @@ from rayrag.types import Principal
 
 TABLE_FILE = "eval_examples.json"
 GATES = ("champion",)
-NO_BASELINE = ("no evaluation of the champion on this dataset; run `rayrag eval` with "
-               "--model models:/{name}@champion first")
+NO_BASELINE = (
+    "no evaluation of the champion on this dataset; run `rayrag eval` with "
+    "--model models:/{name}@champion first"
+)
 
 
 # ---------------------------------------------------------------- scoring (pure)
@@ -99,7 +101,9 @@ def load_canaries(path: Path | None) -> list[str]:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read canaries from {path}: {type(exc).__name__} (--canaries)") from None
+        raise ConfigError(
+            f"cannot read canaries from {path}: {type(exc).__name__} (--canaries)"
+        ) from None
     values = [v for vs in data.values() for v in vs] if isinstance(data, dict) else list(data)
     return [str(v) for v in values if str(v).strip()]
 
@@ -111,15 +115,27 @@ def champion_baseline(tracker: Tracker, config: RAGConfig, dataset_digest: str) 
     name = config.tracking.model_name
     champion = ModelRegistry(tracker).version_for_alias("champion")
     if champion is None:
-        raise ConfigError(f"no champion in the model registry ({name}): "
-                          "`rayrag registry register CKPT` first (--gate champion)")
+        raise ConfigError(
+            f"no champion in the model registry ({name}): "
+            "`rayrag registry register CKPT` first (--gate champion)"
+        )
     # Matched on the weights digest: a registry download lives in `v<N>/`, so its
     # model_version (`v3@abc...`) names another directory than the registered one.
-    run = tracker.last_run("eval", {"weights_digest": weights_of(champion.model_digest),
-                                    "dataset_digest": dataset_digest, "evaluation": "answers"})
+    run = tracker.last_run(
+        "eval",
+        {
+            "weights_digest": weights_of(champion.model_digest),
+            "dataset_digest": dataset_digest,
+            "evaluation": "answers",
+        },
+    )
     if run is None:
         raise ConfigError(NO_BASELINE.format(name=name))
-    return {**run, "champion_version": str(champion.version), "champion_model_version": champion.model_digest}
+    return {
+        **run,
+        "champion_version": str(champion.version),
+        "champion_model_version": champion.model_digest,
+    }
 
 
 def weights_of(model_version: str) -> str:
@@ -127,19 +143,32 @@ def weights_of(model_version: str) -> str:
     return model_version.rsplit("@", 1)[-1]
 
 
-def _per_example_table(questions: Sequence[QAPair], rows: Sequence[dict[str, float | None]],
-                       keys: Sequence[str]) -> list[dict[str, Any]]:
+def _per_example_table(
+    questions: Sequence[QAPair], rows: Sequence[dict[str, float | None]], keys: Sequence[str]
+) -> list[dict[str, Any]]:
     table = []
     for qa, scores in zip(questions, rows, strict=True):
         table.append({"id": qa.id, **{f"slice.{k}": qa.metadata.get(k) for k in keys}, **scores})
     return table
 
 
-def evaluate_answers(dataset: Path, config: RAGConfig, *, bundle: Path | None, model: Path | None,
-                     url: str | None = None, api_key: str | None = None,
-                     principal: Principal, canaries: list[str] | None, tracker: Tracker | None = None,
-                     gate: str | None = None, limit: int | None = None, mode: str | None = None,
-                     progress: Callable[[int, int], None] | None = None, answerer: Any = None) -> dict[str, Any]:
+def evaluate_answers(
+    dataset: Path,
+    config: RAGConfig,
+    *,
+    bundle: Path | None,
+    model: Path | None,
+    url: str | None = None,
+    api_key: str | None = None,
+    principal: Principal,
+    canaries: list[str] | None,
+    tracker: Tracker | None = None,
+    gate: str | None = None,
+    limit: int | None = None,
+    mode: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    answerer: Any = None,
+) -> dict[str, Any]:
     """Evaluate every question of `dataset` end to end; one MLflow `eval` run; the result dict.
 
     In process with `bundle` and `model`, or against `url` (the key in `api_key` or
@@ -164,7 +193,9 @@ def evaluate_answers(dataset: Path, config: RAGConfig, *, bundle: Path | None, m
     if mode not in MODES:
         raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {mode!r} (--mode)")
     if answerer is None and url is None and (bundle is None or model is None):
-        raise ConfigError("answer evaluation needs --bundle and --model (or --url of a running server)")
+        raise ConfigError(
+            "answer evaluation needs --bundle and --model (or --url of a running server)"
+        )
     every = read_qa(dataset)
     questions = every[:limit]
     digest = file_digest(dataset)
@@ -181,7 +212,11 @@ def evaluate_answers(dataset: Path, config: RAGConfig, *, bundle: Path | None, m
         baseline = champion_baseline(tracker, config, digest)
 
     if answerer is None:
-        answerer = HttpAnswerer(url, api_key, mode) if url else InProcessAnswerer(bundle, model, config, mode)
+        answerer = (
+            HttpAnswerer(url, api_key, mode)
+            if url
+            else InProcessAnswerer(bundle, model, config, mode)
+        )
     source = "in_process" if isinstance(answerer, InProcessAnswerer) else "http"
     answerer.warm_up()
     scored: list[QAPair] = []
@@ -204,27 +239,57 @@ def evaluate_answers(dataset: Path, config: RAGConfig, *, bundle: Path | None, m
 
     overall = aggregate_scores(rows)
     keys = sorted({k for qa in scored for k in qa.metadata})
-    frame = pd.DataFrame([{**{m: r[m] for m in QUALITY_METRICS},
-                           **{k: qa.metadata.get(k) for k in keys}} for qa, r in zip(scored, rows, strict=True)],
-                         dtype=object)
+    frame = pd.DataFrame(
+        [
+            {**{m: r[m] for m in QUALITY_METRICS}, **{k: qa.metadata.get(k) for k in keys}}
+            for qa, r in zip(scored, rows, strict=True)
+        ],
+        dtype=object,
+    )
     report = disaggregate(frame, QUALITY_METRICS, keys, config.evaluation, seed=config.seed)
     result: dict[str, Any] = {
-        **overall, "slices": slices(report), "disaggregation": report, "mode": mode, "source": source,
-        "model_version": model_version, "prompt_version": prompt_version, "dataset_digest": digest,
-        "bundle_id": bundle_id, "counts": {"questions": len(rows), "server_errors": failed, "canaries": len(canaries),
-                   "no_gold_documents": sum(not qa.supporting_ids for qa in scored),
-                   "no_gold_answers": sum(not qa.answers for qa in scored)},
+        **overall,
+        "slices": slices(report),
+        "disaggregation": report,
+        "mode": mode,
+        "source": source,
+        "model_version": model_version,
+        "prompt_version": prompt_version,
+        "dataset_digest": digest,
+        "bundle_id": bundle_id,
+        "counts": {
+            "questions": len(rows),
+            "server_errors": failed,
+            "canaries": len(canaries),
+            "no_gold_documents": sum(not qa.supporting_ids for qa in scored),
+            "no_gold_answers": sum(not qa.answers for qa in scored),
+        },
     }
     if baseline is not None:
-        passed, regressions = gate_check(overall, baseline["metrics"], config.evaluation.gate_metrics,
-                                         config.evaluation.gate_tolerance)
-        result["gate"] = {"baseline_run_id": baseline["run_id"], "champion_version": baseline["champion_version"],
-                          "passed": passed, "regressions": regressions}
+        passed, regressions = gate_check(
+            overall,
+            baseline["metrics"],
+            config.evaluation.gate_metrics,
+            config.evaluation.gate_tolerance,
+        )
+        result["gate"] = {
+            "baseline_run_id": baseline["run_id"],
+            "champion_version": baseline["champion_version"],
+            "passed": passed,
+            "regressions": regressions,
+        }
 
-    tags = {"model_version": model_version, "weights_digest": weights_of(model_version),
-            "prompt_version": prompt_version, "dataset_digest": digest,
-            "bundle_id": bundle_id, "mode": mode, "source": source, "evaluation": "answers",
-            "principal": principal.name if source == "in_process" else "api_key"}
+    tags = {
+        "model_version": model_version,
+        "weights_digest": weights_of(model_version),
+        "prompt_version": prompt_version,
+        "dataset_digest": digest,
+        "bundle_id": bundle_id,
+        "mode": mode,
+        "source": source,
+        "evaluation": "answers",
+        "principal": principal.name if source == "in_process" else "api_key",
+    }
     with tracker.start_run("eval", config, tags=tags) as run:
         run.log_dataset(dataset, name=dataset.name, context="eval")
         metrics = {k: v for k, v in overall.items() if v is not None}
@@ -235,12 +300,18 @@ def evaluate_answers(dataset: Path, config: RAGConfig, *, bundle: Path | None, m
                     metrics[metric_key(metric, key, value)] = number
         metrics.update(server_errors=float(failed), canaries=float(len(canaries)))
         run.log_metrics(metrics)
-        run.log_params({"eval.source": source, "eval.limit": limit or 0, "eval.gate": gate or "none"})
+        run.log_params(
+            {"eval.source": source, "eval.limit": limit or 0, "eval.gate": gate or "none"}
+        )
         run.log_table(_per_example_table(scored, rows, keys), TABLE_FILE)
         log_disaggregation(run, report)
         if "gate" in result:
-            run.set_tags({"gate": "passed" if result["gate"]["passed"] else "failed",
-                          "gate_baseline_run_id": baseline["run_id"]})
+            run.set_tags(
+                {
+                    "gate": "passed" if result["gate"]["passed"] else "failed",
+                    "gate_baseline_run_id": baseline["run_id"],
+                }
+            )
         result["run_id"] = run.run_id
     return result
 

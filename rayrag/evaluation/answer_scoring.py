@@ -32,9 +32,19 @@ from rayrag.evaluation.retrieval_eval import (
     question_metrics,
 )
 
-QUALITY_METRICS = (*(f"recall_at_{k}" for k in RECALL_KS), "mrr", "context_recall", "answer_em", "reader_em",
-                   "answer_f1", "groundedness",
-                   "citation_precision", "kg_validation_rate", "kg_supported_rate", "pii_leak_rate")
+QUALITY_METRICS = (
+    *(f"recall_at_{k}" for k in RECALL_KS),
+    "mrr",
+    "context_recall",
+    "answer_em",
+    "reader_em",
+    "answer_f1",
+    "groundedness",
+    "citation_precision",
+    "kg_validation_rate",
+    "kg_supported_rate",
+    "pii_leak_rate",
+)
 LOWER_IS_BETTER = frozenset({"pii_leak_rate"})
 
 
@@ -56,7 +66,9 @@ class Outcome:
     cost: float
     latency_ms: float
     model_version: str = ""
-    context_doc_ids: list[str] = field(default_factory=list)  # the reader's passages (top_k), rank order
+    context_doc_ids: list[str] = field(
+        default_factory=list
+    )  # the reader's passages (top_k), rank order
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -65,27 +77,41 @@ def doc_of_chunk(chunk_id: str) -> str:
     return chunk_id.rsplit("#", 1)[0]
 
 
-def outcome_from_response(body: dict[str, Any], latency_ms: float,
-                          ranked_doc_ids: Sequence[str] | None = None) -> Outcome:
+def outcome_from_response(
+    body: dict[str, Any], latency_ms: float, ranked_doc_ids: Sequence[str] | None = None
+) -> Outcome:
     """The /v1/ask JSON -> an `Outcome`. Without `ranked_doc_ids` the ranking is the prompt's
     citations then the chunks truncated to fit the window (the deepest the response shows)."""
     citations = sorted(body.get("citations") or [], key=lambda c: c["marker"])
     by_marker = {c["marker"]: c["doc_id"] for c in citations}
     truncated = (body.get("truncated") or {}).get("chunk_ids") or []
-    context = distinct_in_order([c["doc_id"] for c in citations] + [doc_of_chunk(c) for c in truncated])
+    context = distinct_in_order(
+        [c["doc_id"] for c in citations] + [doc_of_chunk(c) for c in truncated]
+    )
     if ranked_doc_ids is None:
         ranked_doc_ids = context
     markers = [m for m in body.get("cited_markers") or [] if m in by_marker]
     cited = [by_marker[m] for m in markers] or [c["doc_id"] for c in citations]
     usage = body.get("usage") or {}
-    return Outcome(ranked_doc_ids=list(ranked_doc_ids), cited_doc_ids=cited, answer=body.get("answer") or "",
-                   groundedness=float(body.get("groundedness") or 0.0), validation=dict(body.get("validation") or {}),
-                   prompt_tokens=int(usage.get("prompt_tokens", 0)), completion_tokens=int(usage.get("completion_tokens", 0)),
-                   cost=float(usage.get("cost", 0.0)), latency_ms=float(latency_ms),
-                   model_version=str(body.get("model_version") or ""), context_doc_ids=list(context),
-                   extra={"escalated": bool(body.get("escalated", False)), "explicit_citations": bool(markers),
-                          "confidence": float(body.get("confidence") or 0.0),
-                          "refused": bool(body.get("refused", False))})
+    return Outcome(
+        ranked_doc_ids=list(ranked_doc_ids),
+        cited_doc_ids=cited,
+        answer=body.get("answer") or "",
+        groundedness=float(body.get("groundedness") or 0.0),
+        validation=dict(body.get("validation") or {}),
+        prompt_tokens=int(usage.get("prompt_tokens", 0)),
+        completion_tokens=int(usage.get("completion_tokens", 0)),
+        cost=float(usage.get("cost", 0.0)),
+        latency_ms=float(latency_ms),
+        model_version=str(body.get("model_version") or ""),
+        context_doc_ids=list(context),
+        extra={
+            "escalated": bool(body.get("escalated", False)),
+            "explicit_citations": bool(markers),
+            "confidence": float(body.get("confidence") or 0.0),
+            "refused": bool(body.get("refused", False)),
+        },
+    )
 
 
 def score_example(qa: QAPair, outcome: Outcome, canaries: Sequence[str]) -> dict[str, float | None]:
@@ -95,22 +121,30 @@ def score_example(qa: QAPair, outcome: Outcome, canaries: Sequence[str]) -> dict
         scores = dict(question_metrics(outcome.ranked_doc_ids, qa.supporting_ids))
     else:
         scores = {f"recall_at_{k}": None for k in RECALL_KS} | {"mrr": None}
-    scores["context_recall"] = (len(set(outcome.context_doc_ids) & set(qa.supporting_ids)) / len(set(qa.supporting_ids))
-                                if qa.supporting_ids else None)
+    scores["context_recall"] = (
+        len(set(outcome.context_doc_ids) & set(qa.supporting_ids)) / len(set(qa.supporting_ids))
+        if qa.supporting_ids
+        else None
+    )
     bare = " ".join(MARKER_RE.sub(" ", outcome.answer).split())
     scores["answer_em"] = exact_match(bare, qa.answers) if qa.answers else None
     reader = outcome.extra.get("reader_answer")
-    scores["reader_em"] = (exact_match(" ".join(MARKER_RE.sub(" ", reader).split()), qa.answers)
-                           if qa.answers and reader is not None else None)
+    scores["reader_em"] = (
+        exact_match(" ".join(MARKER_RE.sub(" ", reader).split()), qa.answers)
+        if qa.answers and reader is not None
+        else None
+    )
     scores["answer_f1"] = token_f1(bare, qa.answers) if qa.answers else None
     scores["groundedness"] = outcome.groundedness
-    scores["citation_precision"] = (citation_precision(outcome.cited_doc_ids, qa.supporting_ids)
-                                    if qa.supporting_ids else None)
+    scores["citation_precision"] = (
+        citation_precision(outcome.cited_doc_ids, qa.supporting_ids) if qa.supporting_ids else None
+    )
     checked = outcome.validation.get("checked", False)
     contradicted = outcome.validation.get("contradicted", 0)
     scores["kg_validation_rate"] = float(not contradicted) if checked else None
-    scores["kg_supported_rate"] = (float(not contradicted and outcome.validation.get("supported", 0) > 0)
-                                   if checked else None)
+    scores["kg_supported_rate"] = (
+        float(not contradicted and outcome.validation.get("supported", 0) > 0) if checked else None
+    )
     scores["pii_leak_rate"] = float(bool(leaked(outcome.answer, canaries)))
     scores["confidence"] = float(outcome.extra.get("confidence", 0.0))
     scores["escalated"] = float(bool(outcome.extra.get("escalated", False)))
@@ -127,13 +161,17 @@ def aggregate_scores(rows: Sequence[dict[str, float | None]]) -> dict[str, float
     latencies = [r["latency_ms"] for r in rows]
     prompt = mean(r["prompt_tokens"] for r in rows) or 0.0
     completion = mean(r["completion_tokens"] for r in rows) or 0.0
-    out.update({
-        "p50_ms": round(percentile(latencies, 50), 3), "p99_ms": round(percentile(latencies, 99), 3),
-        "prompt_tokens_per_request": round(prompt, 3), "completion_tokens_per_request": round(completion, 3),
-        "tokens_per_request": round(prompt + completion, 3),
-        "cost_per_request": mean(r["cost"] for r in rows) or 0.0,
-        "questions": float(len(rows)),
-    })
+    out.update(
+        {
+            "p50_ms": round(percentile(latencies, 50), 3),
+            "p99_ms": round(percentile(latencies, 99), 3),
+            "prompt_tokens_per_request": round(prompt, 3),
+            "completion_tokens_per_request": round(completion, 3),
+            "tokens_per_request": round(prompt + completion, 3),
+            "cost_per_request": mean(r["cost"] for r in rows) or 0.0,
+            "questions": float(len(rows)),
+        }
+    )
     out.update(calibration(rows))
     return out
 
@@ -147,7 +185,9 @@ def calibration(rows: Sequence[dict[str, float | None]]) -> dict[str, float | No
     right = [r for r in judged if r["answer_em"] == 1.0]
     wrong = [r for r in judged if r["answer_em"] != 1.0]
     out: dict[str, float | None] = {
-        "confidence_auroc": _round(auroc([r["confidence"] for r in right], [r["confidence"] for r in wrong])),
+        "confidence_auroc": _round(
+            auroc([r["confidence"] for r in right], [r["confidence"] for r in wrong])
+        ),
         "escalation_rate_correct": _round(mean(r.get("escalated") for r in right)),
         "escalation_rate_incorrect": _round(mean(r.get("escalated") for r in wrong)),
         "groundedness_correct": _round(mean(r.get("groundedness") for r in right)),
@@ -176,8 +216,9 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
 
 
-def gate_check(current: dict[str, Any], baseline: dict[str, Any], metrics: Iterable[str],
-               tolerance: float) -> tuple[bool, list[dict[str, Any]]]:
+def gate_check(
+    current: dict[str, Any], baseline: dict[str, Any], metrics: Iterable[str], tolerance: float
+) -> tuple[bool, list[dict[str, Any]]]:
     """(passed, regressions): a metric regresses when it is worse than the baseline by more
     than `tolerance` (lower for most metrics, higher for `pii_leak_rate`). A gated metric the
     baseline lacks fails the gate (nothing to compare against is not a pass); one undefined
@@ -186,14 +227,27 @@ def gate_check(current: dict[str, Any], baseline: dict[str, Any], metrics: Itera
     for metric in metrics:
         now, then = current.get(metric), baseline.get(metric)
         if then is None:
-            regressions.append({"metric": metric, "baseline": None, "current": now, "delta": None,
-                                "reason": "missing from the baseline"})
+            regressions.append(
+                {
+                    "metric": metric,
+                    "baseline": None,
+                    "current": now,
+                    "delta": None,
+                    "reason": "missing from the baseline",
+                }
+            )
             continue
         if now is None:
             continue
         delta = float(now) - float(then)
         worse = delta > tolerance if metric in LOWER_IS_BETTER else delta < -tolerance
         if worse:
-            regressions.append({"metric": metric, "baseline": float(then), "current": float(now),
-                                "delta": round(delta, 6)})
+            regressions.append(
+                {
+                    "metric": metric,
+                    "baseline": float(then),
+                    "current": float(now),
+                    "delta": round(delta, 6),
+                }
+            )
     return not regressions, regressions

@@ -86,16 +86,24 @@ class InProcessAnswerer:
             return outcome
         # Untimed: a ranking deep enough that ten distinct documents survive (retrieval_eval.py).
         depth = max(self.config.retrieval.candidate_k, 4 * max(RECALL_KS))
-        deep = self.retriever.retrieve(turn.question, principal, mode=self.mode, top_k=depth, with_facts=False)
-        outcome = outcome_from_response(body, latency_ms, distinct_in_order(p.doc_id for p in deep.passages))
-        outcome.extra["reader_answer"] = turn.reader_first.answer.text  # scored (reader_em), then dropped
+        deep = self.retriever.retrieve(
+            turn.question, principal, mode=self.mode, top_k=depth, with_facts=False
+        )
+        outcome = outcome_from_response(
+            body, latency_ms, distinct_in_order(p.doc_id for p in deep.passages)
+        )
+        outcome.extra["reader_answer"] = (
+            turn.reader_first.answer.text
+        )  # scored (reader_em), then dropped
         return outcome
 
 
 class HttpAnswerer:
     """`POST {url}/v1/ask` with a Bearer key; the key decides the principal, server-side."""
 
-    def __init__(self, url: str, api_key: str | None, mode: str | None, timeout_s: float = HTTP_TIMEOUT_S) -> None:
+    def __init__(
+        self, url: str, api_key: str | None, mode: str | None, timeout_s: float = HTTP_TIMEOUT_S
+    ) -> None:
         self.url = url.rstrip("/")
         self.api_key = api_key or os.environ.get("RAYRAG_API_KEY")
         if not self.api_key:
@@ -109,8 +117,10 @@ class HttpAnswerer:
             import httpx
 
             # no-cache: an evaluation measures the graph (latency included), never the answer cache
-            self._client = httpx.Client(timeout=self.timeout_s, headers={"Authorization": f"Bearer {self.api_key}",
-                                                                         "Cache-Control": "no-cache"})
+            self._client = httpx.Client(
+                timeout=self.timeout_s,
+                headers={"Authorization": f"Bearer {self.api_key}", "Cache-Control": "no-cache"},
+            )
 
     def __call__(self, qa: QAPair, principal: Principal | None = None) -> Outcome | None:
         """The outcome, or None when the server failed this request (5xx: counted, not scored)."""
@@ -122,12 +132,16 @@ class HttpAnswerer:
             payload["mode"] = self.mode
         started = time.perf_counter()
         try:
-            response = self._client.post(f"{self.url}/v1/ask", json=payload, headers={"X-Request-ID": f"eval-{qa.id}"})
+            response = self._client.post(
+                f"{self.url}/v1/ask", json=payload, headers={"X-Request-ID": f"eval-{qa.id}"}
+            )
         except httpx.HTTPError as exc:
             raise ConfigError(f"cannot reach {self.url} ({type(exc).__name__}) (--url)") from None
         latency_ms = (time.perf_counter() - started) * 1000
         if response.status_code in (401, 403):
-            raise ConfigError(f"the server refused the API key ($RAYRAG_API_KEY): HTTP {response.status_code}")
+            raise ConfigError(
+                f"the server refused the API key ($RAYRAG_API_KEY): HTTP {response.status_code}"
+            )
         if response.status_code >= 500:
             return None
         if response.status_code != 200:

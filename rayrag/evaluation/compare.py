@@ -66,8 +66,17 @@ from rayrag.evaluation.qa_metrics import citation_precision, exact_match, mean, 
 from rayrag.types import Evidence, Principal
 
 BACKEND_NAMES = ("moe", "dense", "extractive", "openai")
-TABLE_COLUMNS = ("answer_em", "answer_f1", "citation_precision", "ttft_p50_ms", "latency_p50_ms",
-                 "latency_p99_ms", "tokens_per_s", "cost_per_request", "questions")
+TABLE_COLUMNS = (
+    "answer_em",
+    "answer_f1",
+    "citation_precision",
+    "ttft_p50_ms",
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "tokens_per_s",
+    "cost_per_request",
+    "questions",
+)
 
 
 @dataclass(frozen=True)
@@ -82,10 +91,14 @@ def parse_backend(item: str) -> Backend:
     name, _, url = item.strip().partition("=")
     name = name.strip()
     if name not in BACKEND_NAMES:
-        raise ConfigError(f"unknown backend {name!r} (--backends); choose from moe, dense, extractive, openai=URL")
+        raise ConfigError(
+            f"unknown backend {name!r} (--backends); choose from moe, dense, extractive, openai=URL"
+        )
     if name == "openai":
         if not re.match(r"^https?://[^\s/]+", url.strip()):
-            raise ConfigError("openai backend needs an http(s) URL: openai=http://host:port (--backends)")
+            raise ConfigError(
+                "openai backend needs an http(s) URL: openai=http://host:port (--backends)"
+            )
         return Backend("openai", url.strip().rstrip("/"))
     if url:
         raise ConfigError(f"backend {name!r} takes no =value (--backends)")
@@ -112,8 +125,11 @@ def dense_baseline_overrides(config: RAGConfig) -> list[str]:
     expert, always chosen, as wide as the k experts a token goes through (the router's own
     d_model weights aside). A shared expert stays as it is; every other setting is kept."""
     gen = config.generator
-    return ["generator.n_experts=1", "generator.experts_per_token=1",
-            f"generator.ffn_dim={gen.experts_per_token * gen.ffn_dim}"]
+    return [
+        "generator.n_experts=1",
+        "generator.experts_per_token=1",
+        f"generator.ffn_dim={gen.experts_per_token * gen.ffn_dim}",
+    ]
 
 
 def active_parameters(model: Any) -> int:
@@ -127,22 +143,36 @@ def active_parameters(model: Any) -> int:
 # ---------------------------------------------------------------- the extractive baseline
 
 
-def summarize(replies: Sequence[Reply], retrieval_s: Sequence[float], answers: Sequence[Sequence[str]],
-              gold_docs: Sequence[Sequence[str]], config: RAGConfig, *, in_process: bool,
-              priced: bool = True) -> dict[str, float | None]:
+def summarize(
+    replies: Sequence[Reply],
+    retrieval_s: Sequence[float],
+    answers: Sequence[Sequence[str]],
+    gold_docs: Sequence[Sequence[str]],
+    config: RAGConfig,
+    *,
+    in_process: bool,
+    priced: bool = True,
+) -> dict[str, float | None]:
     """One backend's table row (and a few extras) from its replies, question by question."""
     shared = list(retrieval_s) if in_process else [0.0] * len(replies)
     texts = [MARKER_RE.sub(" ", r.text) for r in replies]
-    costs = [cost_of(r.prompt_tokens, r.completion_tokens, config.serve) if priced else 0.0 for r in replies]
+    costs = [
+        cost_of(r.prompt_tokens, r.completion_tokens, config.serve) if priced else 0.0
+        for r in replies
+    ]
     completion = sum(r.completion_tokens for r in replies)
     generation_s = sum(r.latency_s for r in replies)
     latencies = [(r.latency_s + s) * 1000 for r, s in zip(replies, shared, strict=True)]
     return {
         "answer_em": mean(exact_match(t, a) for t, a in zip(texts, answers, strict=True)) or 0.0,
         "answer_f1": mean(token_f1(t, a) for t, a in zip(texts, answers, strict=True)) or 0.0,
-        "citation_precision": mean(citation_precision(r.cited_doc_ids, g) if r.cited_doc_ids and g else None
-                                   for r, g in zip(replies, gold_docs, strict=True)),
-        "ttft_p50_ms": percentile([(r.ttft_s + s) * 1000 for r, s in zip(replies, shared, strict=True)], 50),
+        "citation_precision": mean(
+            citation_precision(r.cited_doc_ids, g) if r.cited_doc_ids and g else None
+            for r, g in zip(replies, gold_docs, strict=True)
+        ),
+        "ttft_p50_ms": percentile(
+            [(r.ttft_s + s) * 1000 for r, s in zip(replies, shared, strict=True)], 50
+        ),
         "latency_p50_ms": percentile(latencies, 50),
         "latency_p99_ms": percentile(latencies, 99),
         "tokens_per_s": completion / generation_s if completion and generation_s > 0 else None,
@@ -157,18 +187,30 @@ def summarize(replies: Sequence[Reply], retrieval_s: Sequence[float], answers: S
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """Aligned text: one line per backend, TABLE_COLUMNS across; '-' for undefined."""
+
     def cell(value: Any) -> str:
         if value is None:
             return "-"
         if float(value).is_integer():
             return str(int(value))
-        return f"{value:.1f}" if abs(value) >= 100 else f"{value:.4f}" if abs(value) >= 0.01 else f"{value:.2e}"
+        return (
+            f"{value:.1f}"
+            if abs(value) >= 100
+            else f"{value:.4f}"
+            if abs(value) >= 0.01
+            else f"{value:.2e}"
+        )
 
     header = ["backend", *TABLE_COLUMNS]
     lines = [[str(row["backend"]), *(cell(row.get(c)) for c in TABLE_COLUMNS)] for row in rows]
     widths = [max(len(line[i]) for line in [header, *lines]) for i in range(len(header))]
-    return "\n".join("  ".join(f"{v:<{w}}" if i == 0 else f"{v:>{w}}" for i, (v, w) in enumerate(
-        zip(line, widths, strict=True))) for line in [header, *lines])
+    return "\n".join(
+        "  ".join(
+            f"{v:<{w}}" if i == 0 else f"{v:>{w}}"
+            for i, (v, w) in enumerate(zip(line, widths, strict=True))
+        )
+        for line in [header, *lines]
+    )
 
 
 def _redacted_url(url: str) -> str:
@@ -182,12 +224,23 @@ def _redacted_url(url: str) -> str:
 # ---------------------------------------------------------------- the comparison
 
 
-def compare_backends(backends: Sequence[str | Backend], dataset: Path, config: RAGConfig, *, bundle: Path,
-                     model: Path | None, dense_model: Path | None, principal: Principal,
-                     tracker: Any = None, limit: int | None = None, api_key: str | None = None,
-                     mode: str | None = None, top_k: int | None = None,
-                     openai_model: str = DEFAULT_OPENAI_MODEL,
-                     progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+def compare_backends(
+    backends: Sequence[str | Backend],
+    dataset: Path,
+    config: RAGConfig,
+    *,
+    bundle: Path,
+    model: Path | None,
+    dense_model: Path | None,
+    principal: Principal,
+    tracker: Any = None,
+    limit: int | None = None,
+    api_key: str | None = None,
+    mode: str | None = None,
+    top_k: int | None = None,
+    openai_model: str = DEFAULT_OPENAI_MODEL,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
     """Answer `dataset` with every backend on shared evidence; score, time, price; one MLflow run.
 
     Returns {"backends": {name: metrics}, "table": [{"backend", *TABLE_COLUMNS}], "questions",
@@ -199,13 +252,17 @@ def compare_backends(backends: Sequence[str | Backend], dataset: Path, config: R
     from rayrag.tracking.tracker import Tracker
 
     chosen = [b if isinstance(b, Backend) else parse_backend(b) for b in backends]
-    parse_backends([b.name if b.url is None else f"{b.name}={b.url}" for b in chosen])  # duplicates, emptiness
+    parse_backends(
+        [b.name if b.url is None else f"{b.name}={b.url}" for b in chosen]
+    )  # duplicates, emptiness
     names = [b.name for b in chosen]
     if "moe" in names and model is None:
         raise ConfigError("--model CKPT is required when moe is among --backends")
     if "dense" in names and dense_model is None:
-        raise ConfigError("--dense-model CKPT is required when dense is among --backends "
-                          "(train one with `rayrag train --set` dense_baseline_overrides)")
+        raise ConfigError(
+            "--dense-model CKPT is required when dense is among --backends "
+            "(train one with `rayrag train --set` dense_baseline_overrides)"
+        )
     if limit is not None and limit <= 0:
         raise ConfigError(f"limit must be > 0, got {limit} (--limit)")
     if not Path(dataset).is_file():
@@ -221,14 +278,20 @@ def compare_backends(backends: Sequence[str | Backend], dataset: Path, config: R
             reader = Reader(model if backend.name == "moe" else dense_model, config)
             reader.warm_up()
             runners[backend.name] = ReaderBackend(reader)
-            extras[backend.name] = {"active_params": float(active_parameters(reader.model)),
-                                    "experts": float(reader.model.config.n_experts)}
+            extras[backend.name] = {
+                "active_params": float(active_parameters(reader.model)),
+                "experts": float(reader.model.config.n_experts),
+            }
         elif backend.name == "extractive":
             runners["extractive"] = extractive_backend
         else:
             key = api_key or os.environ.get("OPENAI_API_KEY") or os.environ.get("RAYRAG_API_KEY")
-            runners["openai"] = OpenAIBackend(backend.url, key, model=openai_model,
-                                              timeout_s=max(config.serve.request_timeout_s, 30.0))
+            runners["openai"] = OpenAIBackend(
+                backend.url,
+                key,
+                model=openai_model,
+                timeout_s=max(config.serve.request_timeout_s, 30.0),
+            )
 
     pairs = read_qa(dataset)
     usable = [qa for qa in pairs if qa.answers]
@@ -274,26 +337,51 @@ def compare_backends(backends: Sequence[str | Backend], dataset: Path, config: R
 
     answers = [qa.answers for qa in usable]
     gold_docs = [qa.supporting_ids for qa in usable]
-    metrics = {name: {**summarize(replies[name], retrieval_s, answers, gold_docs, config,
-                                  in_process=name != "openai", priced=name != "extractive"), **extras[name]}
-               for name in names}
+    metrics = {
+        name: {
+            **summarize(
+                replies[name],
+                retrieval_s,
+                answers,
+                gold_docs,
+                config,
+                in_process=name != "openai",
+                priced=name != "extractive",
+            ),
+            **extras[name],
+        }
+        for name in names
+    }
     table = [{"backend": name, **{c: metrics[name][c] for c in TABLE_COLUMNS}} for name in names]
     digest = hashlib.sha256(Path(dataset).read_bytes()).hexdigest()
     bundle_id = stages.retriever.dense.bundle.bundle_id if in_process else ""
     result: dict[str, Any] = {
-        "backends": metrics, "table": table, "questions": len(usable), "mode": mode,
+        "backends": metrics,
+        "table": table,
+        "questions": len(usable),
+        "mode": mode,
         "skipped_no_answer": len(pairs) - len([qa for qa in pairs if qa.answers]),
         "retrieval_p50_ms": percentile([s * 1000 for s in retrieval_s], 50) if in_process else None,
-        "bundle_id": bundle_id, "dataset_digest": digest,
+        "bundle_id": bundle_id,
+        "dataset_digest": digest,
     }
 
     tracker = tracker or Tracker(config.tracking)
-    tags = {"backends": ",".join(names), "dataset_digest": digest, "bundle_id": bundle_id,
-            "principal": principal.name, "mode": mode}
+    tags = {
+        "backends": ",".join(names),
+        "dataset_digest": digest,
+        "bundle_id": bundle_id,
+        "principal": principal.name,
+        "mode": mode,
+    }
     with tracker.start_run("compare", config, tags=tags) as run:
-        params: dict[str, Any] = {"compare.backends": ",".join(names), "compare.questions": len(usable),
-                                  "compare.limit": limit, "compare.mode": mode,
-                                  "compare.top_k": top_k or config.retrieval.top_k}
+        params: dict[str, Any] = {
+            "compare.backends": ",".join(names),
+            "compare.questions": len(usable),
+            "compare.limit": limit,
+            "compare.mode": mode,
+            "compare.top_k": top_k or config.retrieval.top_k,
+        }
         if model is not None:
             params["compare.model"] = Path(model).name
         if dense_model is not None:
@@ -303,8 +391,14 @@ def compare_backends(backends: Sequence[str | Backend], dataset: Path, config: R
                 params["compare.openai_url"] = _redacted_url(backend.url)
                 params["compare.openai_model"] = openai_model
         run.log_params(params)
-        run.log_metrics({f"{name}/{metric}": value for name, values in metrics.items()
-                         for metric, value in values.items() if value is not None})
+        run.log_metrics(
+            {
+                f"{name}/{metric}": value
+                for name, values in metrics.items()
+                for metric, value in values.items()
+                if value is not None
+            }
+        )
         run.log_metrics({"questions": float(len(usable))})
         run.log_dict({"columns": ["backend", *TABLE_COLUMNS], "rows": table}, "compare/table.json")
         result["run_id"] = run.run_id

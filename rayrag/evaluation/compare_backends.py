@@ -20,18 +20,22 @@ MARKER_RE = re.compile(r"\[(\d{1,3})\]")
 _WORD = re.compile(r"[a-z0-9]+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 QUESTION_WORDS = frozenset("who whom whose what which when where why how".split())
-STOPWORDS = frozenset("""a an the and or but if of at by for with about against between into through
+STOPWORDS = frozenset(
+    """a an the and or but if of at by for with about against between into through
     during before after above below to from up down in out on off over under again then once here there
     all any both each few more most other some such no nor not only own same so than too very can will
     just should now is are was were be been being have has had having do does did doing i me my we our
     you your he him his she her it its they them their this that these those as until while also
-    would could may might must shall did name named""".split())
+    would could may might must shall did name named""".split()
+)
 DEFAULT_OPENAI_MODEL = "rayrag"
 
 
 def content_tokens(text: str) -> set[str]:
     """Lower-cased alphanumeric words minus stopwords and question words."""
-    return {t for t in _WORD.findall(text.lower()) if t not in STOPWORDS and t not in QUESTION_WORDS}
+    return {
+        t for t in _WORD.findall(text.lower()) if t not in STOPWORDS and t not in QUESTION_WORDS
+    }
 
 
 def split_sentences(text: str) -> list[str]:
@@ -59,7 +63,9 @@ def extractive_answer(question: str, evidence: Evidence) -> Extract | None:
     for marker, passage in enumerate(evidence.passages, 1):
         for sentence in split_sentences(passage.text):
             overlap = len(wanted & content_tokens(sentence))
-            if best is None or overlap > best.overlap:  # strict: ties keep the earlier (higher-ranked)
+            if (
+                best is None or overlap > best.overlap
+            ):  # strict: ties keep the earlier (higher-ranked)
                 best = Extract(sentence, marker, passage, overlap)
     return best
 
@@ -79,7 +85,9 @@ class Reply:
     completion_tokens: int = 0
 
 
-def marked_docs(text: str, citations: Sequence[Any], doc_id: Callable[[Any], str]) -> tuple[str, ...] | None:
+def marked_docs(
+    text: str, citations: Sequence[Any], doc_id: Callable[[Any], str]
+) -> tuple[str, ...] | None:
     """Doc ids of the citations the text marks `[n]` (1-based); None when it marks none."""
     marked = [int(m) for m in MARKER_RE.findall(text) if 1 <= int(m) <= len(citations)]
     return tuple(doc_id(citations[m - 1]) for m in dict.fromkeys(marked)) or None
@@ -100,8 +108,14 @@ class ReaderBackend:
         latency = time.perf_counter() - started
         result = stream.result
         text = result.answer.text
-        return Reply(text, marked_docs(text, result.answer.citations, lambda p: p.doc_id),
-                     latency if first is None else first, latency, result.prompt_tokens, result.completion_tokens)
+        return Reply(
+            text,
+            marked_docs(text, result.answer.citations, lambda p: p.doc_id),
+            latency if first is None else first,
+            latency,
+            result.prompt_tokens,
+            result.completion_tokens,
+        )
 
 
 def extractive_backend(question: str, evidence: Evidence) -> Reply:
@@ -116,10 +130,17 @@ def extractive_backend(question: str, evidence: Evidence) -> Reply:
 class OpenAIBackend:
     """An OpenAI-compatible chat endpoint; it retrieves for itself, so `evidence` is unused."""
 
-    def __init__(self, url: str, api_key: str | None = None, model: str = DEFAULT_OPENAI_MODEL,
-                 timeout_s: float = 120.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        api_key: str | None = None,
+        model: str = DEFAULT_OPENAI_MODEL,
+        timeout_s: float = 120.0,
+    ) -> None:
         base = url.rstrip("/")
-        self.endpoint = f"{base}/chat/completions" if base.endswith("/v1") else f"{base}/v1/chat/completions"
+        self.endpoint = (
+            f"{base}/chat/completions" if base.endswith("/v1") else f"{base}/v1/chat/completions"
+        )
         self.model, self.timeout_s = model, timeout_s
         self._api_key = api_key
         self._client: Any = None
@@ -139,14 +160,20 @@ class OpenAIBackend:
     def _fail(self, status: int, body: Any) -> ModelError:
         kind = body.get("error", {}).get("type", "") if isinstance(body, dict) else ""
         # The status and error type only: some endpoints echo the request (the question) back.
-        return ModelError(f"openai backend: {self.endpoint} answered HTTP {status}{f' ({kind})' if kind else ''}")
+        return ModelError(
+            f"openai backend: {self.endpoint} answered HTTP {status}{f' ({kind})' if kind else ''}"
+        )
 
     def __call__(self, question: str, evidence: Evidence | None = None) -> Reply:
         import httpx
 
         self.warm_up()
-        payload = {"model": self.model, "messages": [{"role": "user", "content": question}],
-                   "stream": True, "stream_options": {"include_usage": True}}
+        payload = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": question}],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
         pieces: list[str] = []
         usage: dict[str, Any] | None = None
         citations: list[dict[str, Any]] = []
@@ -160,7 +187,7 @@ class OpenAIBackend:
                 for line in response.iter_lines():
                     if not line.startswith("data:"):
                         continue
-                    data = line[len("data:"):].strip()
+                    data = line[len("data:") :].strip()
                     if data == "[DONE]":
                         break
                     chunk = _json_or_none(data)
@@ -175,18 +202,27 @@ class OpenAIBackend:
                     citations = (chunk.get("rayrag") or {}).get("citations") or citations
             latency = time.perf_counter() - started
             if usage is None:  # the stream carried none: ask once more, without streaming
-                response = self._client.post(self.endpoint, json={**payload, "stream": False, "stream_options": None})
+                response = self._client.post(
+                    self.endpoint, json={**payload, "stream": False, "stream_options": None}
+                )
                 body = _json_or_none(response.text)
                 if response.status_code != 200 or not isinstance(body, dict):
                     raise self._fail(response.status_code, body)
                 usage = body.get("usage") or {}
                 citations = (body.get("rayrag") or {}).get("citations") or citations
         except httpx.HTTPError as exc:
-            raise ModelError(f"openai backend: cannot reach {self.endpoint} ({type(exc).__name__})") from None
+            raise ModelError(
+                f"openai backend: cannot reach {self.endpoint} ({type(exc).__name__})"
+            ) from None
         text = "".join(pieces).strip()
-        return Reply(text, marked_docs(text, citations, lambda c: str(c.get("doc_id", ""))),
-                     latency if first is None else first, latency,
-                     int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+        return Reply(
+            text,
+            marked_docs(text, citations, lambda c: str(c.get("doc_id", ""))),
+            latency if first is None else first,
+            latency,
+            int(usage.get("prompt_tokens") or 0),
+            int(usage.get("completion_tokens") or 0),
+        )
 
 
 def _json_or_none(text: str) -> Any:

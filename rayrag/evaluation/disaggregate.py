@@ -75,21 +75,29 @@ def _number(value: Any) -> float | None:
     return None if math.isnan(value) else round(value, 6)
 
 
-def bootstrap_ci(values: np.ndarray, samples: int, level: float,
-                 rng: np.random.Generator) -> list[float | None]:
+def bootstrap_ci(
+    values: np.ndarray, samples: int, level: float, rng: np.random.Generator
+) -> list[float | None]:
     """Percentile bootstrap interval of the mean of the defined `values` (resampled within the
     group, `samples` times, vectorised); [None, None] when none is defined."""
     defined = values[~np.isnan(values)]
     if not defined.size:
         return [None, None]
-    means = defined[rng.integers(0, defined.size, size=(samples, defined.size))].mean(axis=1)  # (samples,)
+    means = defined[rng.integers(0, defined.size, size=(samples, defined.size))].mean(
+        axis=1
+    )  # (samples,)
     tail = (1 - level) / 2
     low, high = np.quantile(means, [tail, 1 - tail])
     return [_number(low), _number(high)]
 
 
-def disaggregate(frame: pd.DataFrame, metrics: Sequence[str], keys: Sequence[str],
-                 config: EvalConfig, seed: int = 0) -> dict[str, Any]:
+def disaggregate(
+    frame: pd.DataFrame,
+    metrics: Sequence[str],
+    keys: Sequence[str],
+    config: EvalConfig,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Per-group metrics, CIs, differences, worst groups and gap flags, JSON-able.
 
     `frame` has one row per example: a column per metric (numbers, None/NaN = undefined) and a
@@ -104,41 +112,81 @@ def disaggregate(frame: pd.DataFrame, metrics: Sequence[str], keys: Sequence[str
     values = {m: pd.to_numeric(frame[m], errors="coerce").astype(float).to_numpy() for m in metrics}
     overall = {m: _number(_mean_of(None, None, values[m])) for m in metrics}
     boot = config.bootstrap_samples > 0 and len(frame) > 1
-    report: dict[str, Any] = {"overall": overall, "by_key": {}, "flags": [], "ci_level": config.ci_level,
-                              "bootstrap_samples": config.bootstrap_samples if boot else 0,
-                              "gap_threshold": config.gap_threshold, "min_slice_size": config.min_slice_size}
+    report: dict[str, Any] = {
+        "overall": overall,
+        "by_key": {},
+        "flags": [],
+        "ci_level": config.ci_level,
+        "bootstrap_samples": config.bootstrap_samples if boot else 0,
+        "gap_threshold": config.gap_threshold,
+        "min_slice_size": config.min_slice_size,
+    }
     if not metrics or frame.empty:
         return report
     zeros = np.zeros(len(frame))
     rng = np.random.default_rng(seed)
     for key in keys:
         groups = frame[key].map(group_label).rename(key)
-        mf = MetricFrame(metrics={m: _mean_of for m in metrics}, y_true=zeros, y_pred=zeros,
-                         sensitive_features=groups, sample_params={m: {"values": values[m]} for m in metrics})
+        mf = MetricFrame(
+            metrics={m: _mean_of for m in metrics},
+            y_true=zeros,
+            y_pred=zeros,
+            sensitive_features=groups,
+            sample_params={m: {"values": values[m]} for m in metrics},
+        )
         members = {value: np.flatnonzero(groups.to_numpy() == value) for value in mf.by_group.index}
         by_metric: dict[str, Any] = {}
         for m in metrics:
-            defined = pd.Series(~np.isnan(values[m]), index=frame.index).groupby(groups.to_numpy()).sum()
+            defined = (
+                pd.Series(~np.isnan(values[m]), index=frame.index).groupby(groups.to_numpy()).sum()
+            )
             rows = []
             for value in mf.by_group.index:
                 group_value, n = _number(mf.by_group.loc[value, m]), int(defined.get(value, 0))
-                difference = (None if group_value is None or overall[m] is None
-                              else round(group_value - overall[m], 6))
-                ci = (bootstrap_ci(values[m][members[value]], config.bootstrap_samples, config.ci_level,
-                                   rng) if boot else None)
-                flagged = (difference is not None and abs(difference) > config.gap_threshold
-                           and n >= config.min_slice_size)
-                rows.append({"value": str(value), "n": n, "metric": group_value, "ci": ci,
-                             "difference": difference, "flagged": flagged})
+                difference = (
+                    None
+                    if group_value is None or overall[m] is None
+                    else round(group_value - overall[m], 6)
+                )
+                ci = (
+                    bootstrap_ci(
+                        values[m][members[value]], config.bootstrap_samples, config.ci_level, rng
+                    )
+                    if boot
+                    else None
+                )
+                flagged = (
+                    difference is not None
+                    and abs(difference) > config.gap_threshold
+                    and n >= config.min_slice_size
+                )
+                rows.append(
+                    {
+                        "value": str(value),
+                        "n": n,
+                        "metric": group_value,
+                        "ci": ci,
+                        "difference": difference,
+                        "flagged": flagged,
+                    }
+                )
             scored = [r for r in rows if r["metric"] is not None]
             pick = max if m in LOWER_IS_BETTER else min
             worst = pick(scored, key=lambda r: r["metric"])["value"] if scored else None
             by_metric[m] = {"overall": overall[m], "worst": worst, "groups": rows}
             for row in rows:
                 if row["flagged"]:
-                    report["flags"].append({"metric": m, "key": key, "group": row["value"], "n": row["n"],
-                                            "metric_value": row["metric"], "overall": overall[m],
-                                            "difference": row["difference"]})
+                    report["flags"].append(
+                        {
+                            "metric": m,
+                            "key": key,
+                            "group": row["value"],
+                            "n": row["n"],
+                            "metric_value": row["metric"],
+                            "overall": overall[m],
+                            "difference": row["difference"],
+                        }
+                    )
         report["by_key"][key] = by_metric
     return report
 
@@ -158,7 +206,10 @@ def slices(report: dict[str, Any]) -> dict[str, dict[str, float | None]]:
 def gap_tags(report: dict[str, Any]) -> dict[str, str]:
     """`gap_flag/<metric>/<key>` -> the key's worst group, for every (metric, key) with a flag."""
     flagged = {(f["metric"], f["key"]) for f in report["flags"]}
-    return {metric_key("gap_flag", m, k): str(report["by_key"][k][m]["worst"]) for m, k in sorted(flagged)}
+    return {
+        metric_key("gap_flag", m, k): str(report["by_key"][k][m]["worst"])
+        for m, k in sorted(flagged)
+    }
 
 
 def plot_metric(report: dict[str, Any], metric: str) -> Any:
@@ -188,7 +239,9 @@ def plot_metric(report: dict[str, Any], metric: str) -> Any:
             bar.set_hatch("//")
     overall = report["overall"].get(metric)
     if overall is not None:
-        ax.axhline(overall, color="black", linestyle="--", linewidth=1, label=f"overall {overall:.3f}")
+        ax.axhline(
+            overall, color="black", linestyle="--", linewidth=1, label=f"overall {overall:.3f}"
+        )
         ax.legend(loc="best")
     ax.set_xticks(positions, labels, rotation=60, ha="right", fontsize=8)
     ax.set_ylabel(metric)
@@ -198,7 +251,9 @@ def plot_metric(report: dict[str, Any], metric: str) -> Any:
     return fig
 
 
-def log_disaggregation(run: Any, report: dict[str, Any], artifact_dir: str = "disaggregation") -> None:
+def log_disaggregation(
+    run: Any, report: dict[str, Any], artifact_dir: str = "disaggregation"
+) -> None:
     """Gap flags as tags, the report as JSON, one PNG per metric (through `RunHandle`)."""
     if run.run_id is None:  # tracking is off: nothing to draw for
         return

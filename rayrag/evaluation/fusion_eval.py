@@ -50,8 +50,14 @@ def choose(tried: list[dict[str, Any]], n_dev: int) -> dict[str, Any]:
     return min(near, key=lambda t: (_distance_from_equal(t["weights"]), -_objective(t["dev"])))
 
 
-def calibrate_fusion(bundle: Path, dataset: Path, config: RAGConfig, principal: Principal,
-                     dev_fraction: float = 0.5, grid: tuple[float, ...] = GRID) -> dict[str, Any]:
+def calibrate_fusion(
+    bundle: Path,
+    dataset: Path,
+    config: RAGConfig,
+    principal: Principal,
+    dev_fraction: float = 0.5,
+    grid: tuple[float, ...] = GRID,
+) -> dict[str, Any]:
     """Weights chosen on the first `dev_fraction` of `dataset`, scored on the rest.
 
     Returns {"chosen": {"weights", "dev"}, "dev": {mode: metrics}, "heldout": {mode: metrics},
@@ -64,7 +70,9 @@ def calibrate_fusion(bundle: Path, dataset: Path, config: RAGConfig, principal: 
     questions = [qa for qa in read_qa(dataset) if qa.supporting_ids]
     split = round(len(questions) * dev_fraction)
     if split < 1 or split >= len(questions):
-        raise DataError(f"{len(questions)} questions with gold documents cannot be split {dev_fraction:.2f} / rest")
+        raise DataError(
+            f"{len(questions)} questions with gold documents cannot be split {dev_fraction:.2f} / rest"
+        )
     started = time.perf_counter()
     retriever = HybridRetriever(Path(bundle), config)
     retriever.warm_up(graph=True)
@@ -75,28 +83,49 @@ def calibrate_fusion(bundle: Path, dataset: Path, config: RAGConfig, principal: 
     for qa in questions:
         query = retriever.dense.redacted(qa.question)  # as `HybridRetriever.rank` sees it
         dense_hits = retriever.dense.retrieve(query, principal, top_k=top_k)
-        graph = retriever.graph_ranking(retriever.link(query, principal), principal, dense_hits, top_k)
-        cached.append((qa, query, passages_ranking(dense_hits), graph,
-                       retriever.lexical_ranking(query, principal, top_k)))
+        graph = retriever.graph_ranking(
+            retriever.link(query, principal), principal, dense_hits, top_k
+        )
+        cached.append(
+            (
+                qa,
+                query,
+                passages_ranking(dense_hits),
+                graph,
+                retriever.lexical_ranking(query, principal, top_k),
+            )
+        )
 
     def scores(rows: list[tuple[Any, ...]], ranking_of) -> dict[str, float]:
         per_question = []
         for qa, query, dense, graph, lexical in rows:
-            docs = distinct_in_order(retriever.doc_id(c) for c, _ in ranking_of(query, dense, graph, lexical))
+            docs = distinct_in_order(
+                retriever.doc_id(c) for c, _ in ranking_of(query, dense, graph, lexical)
+            )
             per_question.append(question_metrics(docs, qa.supporting_ids))
         return aggregate(per_question)
 
     def hybrid(weights: dict[str, float]):
-        cfg = config.model_copy(update={"retrieval": config.retrieval.model_copy(
-            update={"fusion": "rrf", "fusion_weights": weights})})
+        cfg = config.model_copy(
+            update={
+                "retrieval": config.retrieval.model_copy(
+                    update={"fusion": "rrf", "fusion_weights": weights}
+                )
+            }
+        )
         tuned = retriever.with_config(cfg)
 
         def ranking(query, dense, graph, lexical):
             fused = tuned.fuse(dense, graph, top_k, lexical)
             return tuned.hops(query, principal, tuned.anchor(query.text, fused))
+
         return ranking
 
-    singles = {"dense": lambda q, d, g, b: d, "graph": lambda q, d, g, b: g, "bm25": lambda q, d, g, b: b}
+    singles = {
+        "dense": lambda q, d, g, b: d,
+        "graph": lambda q, d, g, b: g,
+        "bm25": lambda q, d, g, b: b,
+    }
     dev, held = cached[:split], cached[split:]
     tried = []
     for graph_w, bm25_w in itertools.product(grid, grid):
@@ -109,6 +138,12 @@ def calibrate_fusion(bundle: Path, dataset: Path, config: RAGConfig, principal: 
     heldout["hybrid"] = scores(held, hybrid(best["weights"]))
     current = dict(config.retrieval.fusion_weights)
     heldout["hybrid_configured"] = scores(held, hybrid(current))
-    return {"chosen": best, "configured_weights": current, "dev": report_dev, "heldout": heldout,
-            "grid": tried, "counts": {"dev": len(dev), "heldout": len(held)},
-            "seconds": round(time.perf_counter() - started, 1)}
+    return {
+        "chosen": best,
+        "configured_weights": current,
+        "dev": report_dev,
+        "heldout": heldout,
+        "grid": tried,
+        "counts": {"dev": len(dev), "heldout": len(held)},
+        "seconds": round(time.perf_counter() - started, 1),
+    }

@@ -76,14 +76,17 @@ def aggregate(per_question: list[dict[str, float]]) -> dict[str, float]:
     return {name: sum(q[name] for q in per_question) / len(per_question) for name in METRICS}
 
 
-def slice_metrics(per_question: list[dict[str, float]],
-                  metadata: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+def slice_metrics(
+    per_question: list[dict[str, float]], metadata: list[dict[str, Any]]
+) -> dict[str, dict[str, float]]:
     """{"key=value": {metric: mean, "n": count}} for every metadata key and value."""
     groups: dict[str, list[dict[str, float]]] = defaultdict(list)
     for scores, meta in zip(per_question, metadata, strict=True):
         for key, value in meta.items():
             groups[f"{key}={value}"].append(scores)
-    return {name: {**aggregate(rows), "n": float(len(rows))} for name, rows in sorted(groups.items())}
+    return {
+        name: {**aggregate(rows), "n": float(len(rows))} for name, rows in sorted(groups.items())
+    }
 
 
 def mlflow_metric_name(metric: str, slice_name: str) -> str:
@@ -102,9 +105,15 @@ def file_digest(path: Path) -> str:
 # ---------------------------------------------------------------- the evaluation
 
 
-def evaluate_retrieval(bundle: Path, dataset: Path, config: RAGConfig, mode: str,
-                       principal: Principal, tracker: Tracker | None = None,
-                       retriever: Any = None) -> dict[str, Any]:
+def evaluate_retrieval(
+    bundle: Path,
+    dataset: Path,
+    config: RAGConfig,
+    mode: str,
+    principal: Principal,
+    tracker: Tracker | None = None,
+    retriever: Any = None,
+) -> dict[str, Any]:
     """Run every question of `dataset` through retrieval in `mode` and score the documents.
 
     Returns {"recall_at_2", "recall_at_5", "recall_at_10", "mrr", "slices", "counts",
@@ -133,7 +142,9 @@ def evaluate_retrieval(bundle: Path, dataset: Path, config: RAGConfig, mode: str
         if not qa.supporting_ids:
             skipped += 1  # recall is undefined without gold documents
             continue
-        evidence = retriever.retrieve(qa.question, principal, mode=mode, top_k=depth, with_facts=False)
+        evidence = retriever.retrieve(
+            qa.question, principal, mode=mode, top_k=depth, with_facts=False
+        )
         ranked_docs = distinct_in_order(p.doc_id for p in evidence.passages)
         per_question.append(question_metrics(ranked_docs, qa.supporting_ids))
         metadata.append(dict(qa.metadata))
@@ -143,24 +154,42 @@ def evaluate_retrieval(bundle: Path, dataset: Path, config: RAGConfig, mode: str
     slices = slice_metrics(per_question, metadata)
     counts = {"questions": len(per_question), "skipped_no_gold": skipped}
     result: dict[str, Any] = {
-        **overall, "mode": mode, "slices": slices, "counts": counts, "bundle_id": bundle_id,
+        **overall,
+        "mode": mode,
+        "slices": slices,
+        "counts": counts,
+        "bundle_id": bundle_id,
         "dataset_digest": digest,
         "seconds_per_question": seconds / max(len(per_question), 1),
     }
 
     tracker = tracker or Tracker(config.tracking)
-    tags = {"mode": mode, "bundle_id": bundle_id, "dataset_digest": digest,
-            "principal": principal.name, "fusion": config.retrieval.fusion}
+    tags = {
+        "mode": mode,
+        "bundle_id": bundle_id,
+        "dataset_digest": digest,
+        "principal": principal.name,
+        "fusion": config.retrieval.fusion,
+    }
     with tracker.start_run("eval", config, tags=tags) as run:
         metrics = dict(overall)
         for slice_name, values in slices.items():
             for metric, value in values.items():
                 metrics[mlflow_metric_name(metric, slice_name)] = value
-        metrics.update({"questions": float(counts["questions"]),
-                        "skipped_no_gold": float(skipped),
-                        "seconds_per_question": result["seconds_per_question"]})
+        metrics.update(
+            {
+                "questions": float(counts["questions"]),
+                "skipped_no_gold": float(skipped),
+                "seconds_per_question": result["seconds_per_question"],
+            }
+        )
         run.log_metrics(metrics)
-        run.log_params({"eval.mode": mode, "eval.depth": depth,
-                        "eval.principal_groups": ",".join(sorted(principal.groups))})
+        run.log_params(
+            {
+                "eval.mode": mode,
+                "eval.depth": depth,
+                "eval.principal_groups": ",".join(sorted(principal.groups)),
+            }
+        )
         result["run_id"] = run.run_id
     return result

@@ -49,8 +49,10 @@ def _check_targets(targets: Tensor, vocab_size: int) -> Tensor:
     """Mask of the targets that count; refuses ids outside the vocabulary (one device sync)."""
     valid = targets != IGNORE_INDEX
     if bool((valid & ((targets < 0) | (targets >= vocab_size))).any()):
-        raise ValueError(f"targets must be token ids in [0, {vocab_size}) or {IGNORE_INDEX} (ignored), "
-                         f"got values from {int(targets.min())} to {int(targets.max())}")
+        raise ValueError(
+            f"targets must be token ids in [0, {vocab_size}) or {IGNORE_INDEX} (ignored), "
+            f"got values from {int(targets.min())} to {int(targets.max())}"
+        )
     return valid
 
 
@@ -62,21 +64,35 @@ class AdaptiveSoftmaxHead(nn.Module):
     any leading shape (..., d); outputs keep it.
     """
 
-    def __init__(self, d_model: int, vocab_size: int, cutoffs: tuple[int, ...], div_value: float = 4.0,
-                 token_order: Tensor | None = None) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        vocab_size: int,
+        cutoffs: tuple[int, ...],
+        div_value: float = 4.0,
+        token_order: Tensor | None = None,
+    ) -> None:
         super().__init__()
         cutoffs = tuple(int(c) for c in cutoffs)
         if not cutoffs:
-            raise ValueError("cutoffs must name at least one cutoff, got (); use FullSoftmaxHead for none "
-                             "(--generator.adaptive-softmax-cutoffs)")
+            raise ValueError(
+                "cutoffs must name at least one cutoff, got (); use FullSoftmaxHead for none "
+                "(--generator.adaptive-softmax-cutoffs)"
+            )
         if cutoffs[0] <= 0 or any(b <= a for a, b in zip(cutoffs, cutoffs[1:], strict=False)):
-            raise ValueError(f"cutoffs must be positive and strictly increasing, got {cutoffs} "
-                             "(--generator.adaptive-softmax-cutoffs)")
+            raise ValueError(
+                f"cutoffs must be positive and strictly increasing, got {cutoffs} "
+                "(--generator.adaptive-softmax-cutoffs)"
+            )
         if cutoffs[-1] >= vocab_size:
-            raise ValueError(f"cutoffs must all be < vocab_size={vocab_size}, got {cutoffs} "
-                             "(--generator.adaptive-softmax-cutoffs)")
+            raise ValueError(
+                f"cutoffs must all be < vocab_size={vocab_size}, got {cutoffs} "
+                "(--generator.adaptive-softmax-cutoffs)"
+            )
         if div_value <= 1:
-            raise ValueError(f"div_value must be > 1, got {div_value} (--generator.adaptive-div-value)")
+            raise ValueError(
+                f"div_value must be > 1, got {div_value} (--generator.adaptive-div-value)"
+            )
         self.d_model = d_model
         self.vocab_size = vocab_size
         self.cutoffs = cutoffs
@@ -90,8 +106,11 @@ class AdaptiveSoftmaxHead(nn.Module):
         for i in range(self.n_clusters):
             width = max(1, int(d_model // div_value ** (i + 1)))
             size = self.bounds[i + 1] - self.bounds[i]
-            self.tail.append(nn.Sequential(nn.Linear(d_model, width, bias=False),
-                                           nn.Linear(width, size, bias=False)))
+            self.tail.append(
+                nn.Sequential(
+                    nn.Linear(d_model, width, bias=False), nn.Linear(width, size, bias=False)
+                )
+            )
         self.register_buffer("token_of_rank", torch.arange(vocab_size))
         self.register_buffer("rank_of_token", torch.arange(vocab_size))
         if token_order is not None:
@@ -102,9 +121,13 @@ class AdaptiveSoftmaxHead(nn.Module):
 
         Set it before training: the weights are indexed by rank, so a new order re-labels them."""
         order = torch.as_tensor(token_order, dtype=torch.int64).flatten().cpu()
-        if order.numel() != self.vocab_size or not torch.equal(order.sort().values, torch.arange(self.vocab_size)):
-            raise ValueError(f"token_order must be a permutation of 0..{self.vocab_size - 1}, got "
-                             f"{order.numel()} ids")
+        if order.numel() != self.vocab_size or not torch.equal(
+            order.sort().values, torch.arange(self.vocab_size)
+        ):
+            raise ValueError(
+                f"token_order must be a permutation of 0..{self.vocab_size - 1}, got "
+                f"{order.numel()} ids"
+            )
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(self.vocab_size)
         self.token_of_rank.copy_(order)
@@ -113,7 +136,9 @@ class AdaptiveSoftmaxHead(nn.Module):
     # -- pieces ------------------------------------------------------------------------------
 
     def _flat(self, hidden: Tensor) -> Tensor:
-        assert hidden.shape[-1] == self.d_model, f"hidden width {hidden.shape[-1]} != d_model {self.d_model}"
+        assert hidden.shape[-1] == self.d_model, (
+            f"hidden width {hidden.shape[-1]} != d_model {self.d_model}"
+        )
         return hidden.reshape(-1, self.d_model)  # (N, d)
 
     def _head_logp(self, hidden: Tensor) -> Tensor:
@@ -147,7 +172,9 @@ class AdaptiveSoftmaxHead(nn.Module):
                 continue
             head_column[rows] = self.shortlist_size + i
             within = F.log_softmax(self.tail[i](flat[rows]).float(), dim=-1)  # (R, size)
-            within_logp = within_logp.index_copy(0, rows, within.gather(1, (ranks[rows] - lo).unsqueeze(1)).squeeze(1))
+            within_logp = within_logp.index_copy(
+                0, rows, within.gather(1, (ranks[rows] - lo).unsqueeze(1)).squeeze(1)
+            )
         nll = -(head_logp.gather(1, head_column.unsqueeze(1)).squeeze(1) + within_logp)  # (N,)
         return torch.where(valid, nll, 0.0).reshape(targets.shape)
 
@@ -171,14 +198,18 @@ class AdaptiveSoftmaxHead(nn.Module):
         flat = self._flat(hidden)  # (N, d)
         head_logp = self._head_logp(flat)
         ranks = self.rank_of_token[ids]  # (N, M)
-        out = head_logp.gather(1, ranks.clamp(max=self.shortlist_size - 1))  # right for shortlist ranks
+        out = head_logp.gather(
+            1, ranks.clamp(max=self.shortlist_size - 1)
+        )  # right for shortlist ranks
         for i in range(self.n_clusters):
             lo, hi = self.bounds[i], self.bounds[i + 1]
             inside = (ranks >= lo) & (ranks < hi)  # (N, M)
             rows = inside.any(dim=1).nonzero().squeeze(-1)  # (R,)
             if rows.numel() == 0:
                 continue
-            tail = self._tail_logp(i, flat[rows], head_logp[rows, self.shortlist_size + i])  # (R, size)
+            tail = self._tail_logp(
+                i, flat[rows], head_logp[rows, self.shortlist_size + i]
+            )  # (R, size)
             values = tail.gather(1, (ranks[rows] - lo).clamp(0, hi - lo - 1))  # (R, M)
             out[rows] = torch.where(inside[rows], values, out[rows])
         return out
@@ -200,7 +231,9 @@ class AdaptiveSoftmaxHead(nn.Module):
             if rows.numel() == 0:
                 continue
             expanded[:, i] = can_win
-            logp, within_rank = self._tail_logp(i, flat[rows], cluster_logp[rows]).max(dim=-1)  # (R,), (R,)
+            logp, within_rank = self._tail_logp(i, flat[rows], cluster_logp[rows]).max(
+                dim=-1
+            )  # (R,), (R,)
             better = logp > best_logp[rows]
             best_logp[rows] = torch.where(better, logp, best_logp[rows])
             best_rank[rows] = torch.where(better, within_rank + self.bounds[i], best_rank[rows])
@@ -219,7 +252,9 @@ class AdaptiveSoftmaxHead(nn.Module):
         top_logp, top_rank = head_logp[:, : self.shortlist_size].topk(first, dim=-1)  # (N, first)
         if first < k:  # too few shortlist tokens: pad with -inf, which every cluster beats
             pad = k - first
-            top_logp = torch.cat([top_logp, top_logp.new_full((n, pad), float("-inf"))], dim=1)  # (N, k)
+            top_logp = torch.cat(
+                [top_logp, top_logp.new_full((n, pad), float("-inf"))], dim=1
+            )  # (N, k)
             top_rank = torch.cat([top_rank, top_rank.new_zeros((n, pad))], dim=1)  # (N, k)
         for i in range(self.n_clusters):
             cluster_logp = head_logp[:, self.shortlist_size + i]  # (N,)
@@ -229,7 +264,9 @@ class AdaptiveSoftmaxHead(nn.Module):
             tail_logp = self._tail_logp(i, flat[rows], cluster_logp[rows])  # (R, size)
             cand_logp, cand_rank = tail_logp.topk(min(k, tail_logp.shape[1]), dim=-1)  # (R, k')
             merged_logp = torch.cat([top_logp[rows], cand_logp], dim=1)  # (R, k + k')
-            merged_rank = torch.cat([top_rank[rows], cand_rank + self.bounds[i]], dim=1)  # (R, k + k')
+            merged_rank = torch.cat(
+                [top_rank[rows], cand_rank + self.bounds[i]], dim=1
+            )  # (R, k + k')
             keep_logp, keep = merged_logp.topk(k, dim=-1)  # (R, k)
             top_logp[rows] = keep_logp
             top_rank[rows] = merged_rank.gather(1, keep)
@@ -241,20 +278,26 @@ class AdaptiveSoftmaxHead(nn.Module):
 class FullSoftmaxHead(nn.Module):
     """A plain softmax over the whole vocabulary, optionally tied to the input embedding.
 
-        head = FullSoftmaxHead(256, 8192, tied_weight=model.embed_tokens.weight)
+    head = FullSoftmaxHead(256, 8192, tied_weight=model.embed_tokens.weight)
     """
 
-    def __init__(self, d_model: int, vocab_size: int, tied_weight: nn.Parameter | None = None) -> None:
+    def __init__(
+        self, d_model: int, vocab_size: int, tied_weight: nn.Parameter | None = None
+    ) -> None:
         super().__init__()
         self.d_model = d_model
         self.vocab_size = vocab_size
         if tied_weight is not None:
             if tuple(tied_weight.shape) != (vocab_size, d_model):
-                raise ValueError(f"tied_weight must have shape (vocab_size, d_model) = ({vocab_size}, {d_model}), "
-                                 f"got {tuple(tied_weight.shape)}")
+                raise ValueError(
+                    f"tied_weight must have shape (vocab_size, d_model) = ({vocab_size}, {d_model}), "
+                    f"got {tuple(tied_weight.shape)}"
+                )
             self.weight = tied_weight  # the same Parameter: one storage, one gradient
         else:
-            self.weight = nn.Parameter(torch.empty(vocab_size, d_model))  # (V, d), HF `lm_head.weight`
+            self.weight = nn.Parameter(
+                torch.empty(vocab_size, d_model)
+            )  # (V, d), HF `lm_head.weight`
             nn.init.normal_(self.weight, std=0.02)
 
     def logits(self, hidden: Tensor) -> Tensor:
@@ -265,7 +308,9 @@ class FullSoftmaxHead(nn.Module):
         """NLL of each target token id: hidden (..., d), targets (...) -> (...) float32; -100 -> 0."""
         _check_targets(targets, self.vocab_size)
         flat_logits = self.logits(hidden).reshape(-1, self.vocab_size).float()  # (N, V)
-        nll = F.cross_entropy(flat_logits, targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none")  # (N,)
+        nll = F.cross_entropy(
+            flat_logits, targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none"
+        )  # (N,)
         return nll.reshape(targets.shape)
 
     def log_prob(self, hidden: Tensor) -> Tensor:

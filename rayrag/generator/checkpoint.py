@@ -54,25 +54,36 @@ _OUR_EXPERTS = re.compile(r"^(model\.layers\.\d+\.block_sparse_moe\.experts)\.(w
 # -- save ------------------------------------------------------------------------------------
 
 
-def save_checkpoint(model: MoETransformer, path: str | Path, tokenizer_path: str | Path | None = None) -> Path:
+def save_checkpoint(
+    model: MoETransformer, path: str | Path, tokenizer_path: str | Path | None = None
+) -> Path:
     """Write `path/` = config.json + model.safetensors (+ tokenizer.json), atomically: the
     files go to a temp dir beside `path`, which then replaces it in two renames."""
     path = Path(path)
     adapters = [k for k in model.state_dict() if ".lora_" in k or k.startswith("lora_")]
     if adapters:
         # A base checkpoint with adapter tensors would not load anywhere (unexpected keys).
-        raise ModelError(f"the model carries {len(adapters)} LoRA adapter tensors (e.g. {adapters[0]}): "
-                         "save them with lora.save_adapters, and the base before apply_lora")
+        raise ModelError(
+            f"the model carries {len(adapters)} LoRA adapter tensors (e.g. {adapters[0]}): "
+            "save them with lora.save_adapters, and the base before apply_lora"
+        )
     tokenizer_file = _tokenizer_file(tokenizer_path) if tokenizer_path is not None else None
-    if path.exists() and not (path / CONFIG_FILE).is_file() and (not path.is_dir() or any(path.iterdir())):
-        raise ConfigError(f"refusing to replace {path}: it exists and is not a generator checkpoint")
+    if (
+        path.exists()
+        and not (path / CONFIG_FILE).is_file()
+        and (not path.is_dir() or any(path.iterdir()))
+    ):
+        raise ConfigError(
+            f"refusing to replace {path}: it exists and is not a generator checkpoint"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
         save_file(to_mixtral_state_dict(model), tmp / WEIGHTS_FILE, metadata={"format": "pt"})
-        (tmp / CONFIG_FILE).write_text(json.dumps(mixtral_config_dict(model), indent=2) + "\n",
-                                       encoding="utf-8")
+        (tmp / CONFIG_FILE).write_text(
+            json.dumps(mixtral_config_dict(model), indent=2) + "\n", encoding="utf-8"
+        )
         if tokenizer_file is not None:
             shutil.copyfile(tokenizer_file, tmp / TOKENIZER_FILE)
         for file in tmp.iterdir():
@@ -150,7 +161,6 @@ def to_mixtral_state_dict(model: MoETransformer) -> dict[str, torch.Tensor]:
     return out
 
 
-
 def _tokenizer_file(tokenizer_path: str | Path) -> Path:
     file = Path(tokenizer_path)
     if file.is_dir():
@@ -169,12 +179,15 @@ def serving_dtype(name: str, device: str | torch.device) -> torch.dtype:
     if name == "auto":
         return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
     if name not in ("float32", "bfloat16"):
-        raise ModelError(f"decoding.dtype must be auto, float32 or bfloat16, got {name!r} (decoding.dtype)")
+        raise ModelError(
+            f"decoding.dtype must be auto, float32 or bfloat16, got {name!r} (decoding.dtype)"
+        )
     return getattr(torch, name)
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device | None = None,
-                    dtype: torch.dtype | None = None) -> MoETransformer:
+def load_checkpoint(
+    path: str | Path, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+) -> MoETransformer:
     """A checkpoint directory written here or by HF `MixtralForCausalLM.save_pretrained`
     -> MoETransformer in eval mode on `device`, in `dtype` (default: the checkpoint's)."""
     path = Path(path)
@@ -190,30 +203,44 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = None,
     return model.to(device=device, dtype=dtype).eval()
 
 
-def config_from_json(raw: dict[str, Any], source: Path | str = CONFIG_FILE) -> tuple[GeneratorConfig, torch.Tensor | None]:
+def config_from_json(
+    raw: dict[str, Any], source: Path | str = CONFIG_FILE
+) -> tuple[GeneratorConfig, torch.Tensor | None]:
     """GeneratorConfig (+ token order) from a Mixtral config.json, ours or HF's."""
     if raw.get("model_type") != "mixtral":
-        raise ModelError(f"{source}: model_type must be 'mixtral' (a MixtralForCausalLM checkpoint), "
-                          f"got {raw.get('model_type')!r}")
+        raise ModelError(
+            f"{source}: model_type must be 'mixtral' (a MixtralForCausalLM checkpoint), "
+            f"got {raw.get('model_type')!r}"
+        )
     ours = raw.get("rayrag")
     try:
         if isinstance(ours, dict) and "generator" in ours:
             config = GeneratorConfig(**ours["generator"])
             order = ours.get("token_order")
-            return config, (torch.as_tensor(order, dtype=torch.int64) if order is not None else None)
+            return config, (
+                torch.as_tensor(order, dtype=torch.int64) if order is not None else None
+            )
         return GeneratorConfig(**_generator_fields_from_hf(raw, source)), None
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))
-        raise ConfigError(f"{source}: invalid generator config{f' at {where}' if where else ''}: "
-                          f"{first['msg']}") from exc
+        raise ConfigError(
+            f"{source}: invalid generator config{f' at {where}' if where else ''}: {first['msg']}"
+        ) from exc
     except TypeError as exc:
         raise ConfigError(f"{source}: invalid generator config: {exc}") from exc
 
 
 def _generator_fields_from_hf(raw: dict[str, Any], source: Path | str) -> dict[str, Any]:
-    required = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                "num_attention_heads", "num_local_experts", "num_experts_per_tok")
+    required = (
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_local_experts",
+        "num_experts_per_tok",
+    )
     missing = [key for key in required if raw.get(key) is None]
     if missing:
         raise ModelError(f"{source}: missing Mixtral config keys {missing}")
@@ -226,8 +253,10 @@ def _generator_fields_from_hf(raw: dict[str, Any], source: Path | str) -> dict[s
         raise ModelError(f"{source}: rope scaling {rope_type!r} is not supported (only 'default')")
     head_dim = raw.get("head_dim")
     if head_dim is not None and head_dim * raw["num_attention_heads"] != raw["hidden_size"]:
-        raise ModelError(f"{source}: head_dim {head_dim} != hidden_size / num_attention_heads "
-                          f"= {raw['hidden_size']} / {raw['num_attention_heads']} (not supported)")
+        raise ModelError(
+            f"{source}: head_dim {head_dim} != hidden_size / num_attention_heads "
+            f"= {raw['hidden_size']} / {raw['num_attention_heads']} (not supported)"
+        )
     max_len = raw.get("max_position_embeddings", 4096 * 32)
     window = raw.get("sliding_window")
     if window:  # we attend to the whole context: exact only up to the window
@@ -253,7 +282,9 @@ def _generator_fields_from_hf(raw: dict[str, Any], source: Path | str) -> dict[s
     return fields
 
 
-def from_mixtral_state_dict(tensors: dict[str, torch.Tensor], config: GeneratorConfig) -> dict[str, torch.Tensor]:
+def from_mixtral_state_dict(
+    tensors: dict[str, torch.Tensor], config: GeneratorConfig
+) -> dict[str, torch.Tensor]:
     """Mixtral-named tensors (split or fused experts) -> our state-dict names."""
     state: dict[str, torch.Tensor] = {}
     split: dict[tuple[str, str], dict[int, torch.Tensor]] = {}
@@ -278,18 +309,24 @@ def from_mixtral_state_dict(tensors: dict[str, torch.Tensor], config: GeneratorC
         ids = sorted(experts)
         if ids != list(range(config.n_experts)):
             lost = sorted(set(range(config.n_experts)) - set(ids))[:5]
-            raise ModelError(f"{prefix}.*.{name}.weight: expected experts 0..{config.n_experts - 1}, "
-                            f"missing {lost}, extra {[i for i in ids if i >= config.n_experts][:5]}")
+            raise ModelError(
+                f"{prefix}.*.{name}.weight: expected experts 0..{config.n_experts - 1}, "
+                f"missing {lost}, extra {[i for i in ids if i >= config.n_experts][:5]}"
+            )
         shapes = {tuple(t.shape) for t in experts.values()}
         if len(shapes) != 1:
-            raise ModelError(f"{prefix}.*.{name}.weight: experts disagree on shape {sorted(shapes)}")
+            raise ModelError(
+                f"{prefix}.*.{name}.weight: experts disagree on shape {sorted(shapes)}"
+            )
         state[f"{prefix}.{name}"] = torch.stack([experts[j] for j in ids])  # (E, out, in)
     for prefix, parts in fused.items():
         state.update(_unfuse(prefix, parts, config))
     return state
 
 
-def _unfuse(prefix: str, parts: dict[str, torch.Tensor], config: GeneratorConfig) -> dict[str, torch.Tensor]:
+def _unfuse(
+    prefix: str, parts: dict[str, torch.Tensor], config: GeneratorConfig
+) -> dict[str, torch.Tensor]:
     """HF 5.x fused experts -> w1, w3 (E, F, d) and w2 (E, d, F). HF Mixtral stores them as
     nn.Linear (E, out, in); a transposed (E, in, out) copy is recognised by its shape."""
     e, f, d = config.n_experts, config.ffn_dim, config.d_model
@@ -298,7 +335,9 @@ def _unfuse(prefix: str, parts: dict[str, torch.Tensor], config: GeneratorConfig
         if tuple(gate_up.shape) != (e, 2 * f, d) and tuple(gate_up.shape) == (e, d, 2 * f):
             gate_up = gate_up.transpose(1, 2)  # (E, 2F, d)
         if tuple(gate_up.shape) != (e, 2 * f, d):
-            raise ModelError(f"{prefix}.gate_up_proj: shape {tuple(gate_up.shape)}, expected {(e, 2 * f, d)}")
+            raise ModelError(
+                f"{prefix}.gate_up_proj: shape {tuple(gate_up.shape)}, expected {(e, 2 * f, d)}"
+            )
         out[f"{prefix}.w1"] = gate_up[:, :f].contiguous()  # (E, F, d) gate half comes first
         out[f"{prefix}.w3"] = gate_up[:, f:].contiguous()  # (E, F, d) up
     if (down := parts.get("down_proj")) is not None:
@@ -326,8 +365,11 @@ def _load_strict(model: MoETransformer, state: dict[str, torch.Tensor], path: Pa
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:4]})")
         raise ModelError(f"{path}: checkpoint keys do not match the model: {'; '.join(parts)}")
-    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-             for k, v in expected.items() if tuple(state[k].shape) != tuple(v.shape)]
+    wrong = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if tuple(state[k].shape) != tuple(v.shape)
+    ]
     if wrong:
         raise ModelError(f"{path}: {len(wrong)} tensors have the wrong shape, e.g. {wrong[:3]}")
     model.load_state_dict(state, strict=True)

@@ -101,27 +101,42 @@ class CopyHead(nn.Module):
         nn.init.zeros_(self.gate.weight)
         nn.init.zeros_(self.gate.bias)  # g = 0.5 at the start
 
-    def context(self, hidden: Tensor, input_ids: Tensor, keep: Tensor,
-                past: CopyContext | None = None) -> CopyContext:
+    def context(
+        self, hidden: Tensor, input_ids: Tensor, keep: Tensor, past: CopyContext | None = None
+    ) -> CopyContext:
         """`past` extended by the new positions: hidden (B, S, d), input_ids (B, S), keep
         (B, S_past + S) bool. The old last position's successor is the first new token."""
-        self_keys, next_keys = self.key(hidden).float(), self.next_key(hidden).float()  # (B, S, c) each
+        self_keys, next_keys = (
+            self.key(hidden).float(),
+            self.next_key(hidden).float(),
+        )  # (B, S, c) each
         last = input_ids.new_zeros(input_ids.shape[0], 1)  # the new last position: no successor yet
         if self.until_token is None:
             open_ = torch.ones_like(input_ids, dtype=torch.bool)  # (B, S)
         else:
-            closed = (input_ids == self.until_token).long().cumsum(dim=1) > 0  # (B, S) at or after the first
+            closed = (input_ids == self.until_token).long().cumsum(
+                dim=1
+            ) > 0  # (B, S) at or after the first
             if past is not None:
                 closed = closed | ~past.open[:, -1:]
             open_ = ~closed
         if past is None:
-            return CopyContext(self_keys, next_keys, input_ids, torch.cat([input_ids[:, 1:], last], dim=1),
-                               keep, open_)
-        return CopyContext(torch.cat([past.self_keys, self_keys], dim=1),  # (B, S_past + S, c)
-                           torch.cat([past.next_keys, next_keys], dim=1),
-                           torch.cat([past.ids, input_ids], dim=1),  # (B, S_past + S)
-                           torch.cat([past.next_ids[:, :-1], input_ids, last], dim=1), keep,
-                           torch.cat([past.open, open_], dim=1))
+            return CopyContext(
+                self_keys,
+                next_keys,
+                input_ids,
+                torch.cat([input_ids[:, 1:], last], dim=1),
+                keep,
+                open_,
+            )
+        return CopyContext(
+            torch.cat([past.self_keys, self_keys], dim=1),  # (B, S_past + S, c)
+            torch.cat([past.next_keys, next_keys], dim=1),
+            torch.cat([past.ids, input_ids], dim=1),  # (B, S_past + S)
+            torch.cat([past.next_ids[:, :-1], input_ids, last], dim=1),
+            keep,
+            torch.cat([past.open, open_], dim=1),
+        )
 
     def attention(self, hidden: Tensor, ctx: CopyContext, first_query: int) -> Tensor:
         """a (B, S, 2 * S_total) float32 over `ctx.proposals`: query i (absolute position
@@ -129,11 +144,19 @@ class CopyHead(nn.Module):
         row with nothing allowed is all zeros."""
         q = self.query(hidden).float()  # (B, S, c)
         keys = torch.cat([ctx.self_keys, ctx.next_keys], dim=1)  # (B, 2 * S_total, c)
-        scores = torch.matmul(q, keys.transpose(1, 2)) / math.sqrt(self.copy_dim)  # (B, S, 2 * S_total)
-        q_pos = torch.arange(first_query, first_query + hidden.shape[1], device=hidden.device)  # (S,)
+        scores = torch.matmul(q, keys.transpose(1, 2)) / math.sqrt(
+            self.copy_dim
+        )  # (B, S, 2 * S_total)
+        q_pos = torch.arange(
+            first_query, first_query + hidden.shape[1], device=hidden.device
+        )  # (S,)
         k_pos = torch.arange(ctx.ids.shape[1], device=hidden.device)  # (S_total,)
-        allowed = torch.cat([k_pos[None, :] <= q_pos[:, None], k_pos[None, :] < q_pos[:, None]], dim=1)  # (S, 2S_t)
-        allowed = allowed[None] & (ctx.keep & ctx.open).repeat(1, 2)[:, None, :]  # (B, S, 2 * S_total)
+        allowed = torch.cat(
+            [k_pos[None, :] <= q_pos[:, None], k_pos[None, :] < q_pos[:, None]], dim=1
+        )  # (S, 2S_t)
+        allowed = (
+            allowed[None] & (ctx.keep & ctx.open).repeat(1, 2)[:, None, :]
+        )  # (B, S, 2 * S_total)
         scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
         return F.softmax(scores, dim=-1) * allowed  # rows with nothing allowed: all zeros
 
@@ -157,21 +180,29 @@ def mix_log_prob(vocab_logp: Tensor, gate_logit: Tensor, p_copy: Tensor) -> Tens
 def copy_dense(attn: Tensor, proposals: Tensor, vocab_size: int) -> Tensor:
     """p_copy over the vocabulary: attn (B, S, M), proposals (B, M) -> (B, S, V)."""
     b, s, m = attn.shape
-    return attn.new_zeros(b, s, vocab_size).scatter_add_(2, proposals[:, None, :].expand(b, s, m), attn)
+    return attn.new_zeros(b, s, vocab_size).scatter_add_(
+        2, proposals[:, None, :].expand(b, s, m), attn
+    )
 
 
 class CopyMixture:
     """The next-token rule's view of head + pointer at the LAST position of a forward: the
     same `greedy` / `topk` / `log_prob` as the heads, exact (see the module docstring)."""
 
-    def __init__(self, head: nn.Module, copy_head: CopyHead, hidden: Tensor, ctx: CopyContext) -> None:
+    def __init__(
+        self, head: nn.Module, copy_head: CopyHead, hidden: Tensor, ctx: CopyContext
+    ) -> None:
         self.head = head
         self.vocab_size = head.vocab_size
         s_total = ctx.ids.shape[1]
-        attn = copy_head.attention(hidden[:, None], ctx, first_query=s_total - 1)[:, 0]  # (B, 2 * S_total)
+        attn = copy_head.attention(hidden[:, None], ctx, first_query=s_total - 1)[
+            :, 0
+        ]  # (B, 2 * S_total)
         self.gate = copy_head.gate_logit(hidden, attn)  # (B,)
         self.proposed = ctx.proposals  # (B, 2 * S_total) a superset of what the pointer proposes
-        self.p_copy = attn.new_zeros(attn.shape[0], self.vocab_size).scatter_add_(1, self.proposed, attn)  # (B, V)
+        self.p_copy = attn.new_zeros(attn.shape[0], self.vocab_size).scatter_add_(
+            1, self.proposed, attn
+        )  # (B, V)
 
     def _score(self, ids: Tensor, vocab_logp: Tensor) -> Tensor:
         return mix_log_prob(vocab_logp, self.gate[:, None], self.p_copy.gather(1, ids))  # (B, M)

@@ -76,13 +76,28 @@ class DecodeOptions:
     branches: int = 1
 
     @classmethod
-    def from_config(cls, cfg: DecodingConfig, *, eos_id: int | None, pad_id: int,
-                    stop: Sequence[Sequence[int]] | None = None, seed: int | None = None,
-                    span_until: int | None = None) -> DecodeOptions:
-        return cls(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
-                   top_p=cfg.top_p, stop=tuple(tuple(s) for s in stop or ()), eos_id=eos_id, pad_id=pad_id,
-                   seed=seed, span_until=span_until if cfg.extractive else None,
-                   branches=cfg.candidates if cfg.temperature == 0 else 1)  # sampling: one answer
+    def from_config(
+        cls,
+        cfg: DecodingConfig,
+        *,
+        eos_id: int | None,
+        pad_id: int,
+        stop: Sequence[Sequence[int]] | None = None,
+        seed: int | None = None,
+        span_until: int | None = None,
+    ) -> DecodeOptions:
+        return cls(
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            top_k=cfg.top_k,
+            top_p=cfg.top_p,
+            stop=tuple(tuple(s) for s in stop or ()),
+            eos_id=eos_id,
+            pad_id=pad_id,
+            seed=seed,
+            span_until=span_until if cfg.extractive else None,
+            branches=cfg.candidates if cfg.temperature == 0 else 1,
+        )  # sampling: one answer
 
     def kwargs(self) -> dict[str, Any]:
         """The options as keyword arguments of `generate` / `stream`."""
@@ -97,21 +112,35 @@ class DecodeOptions:
 
 
 def _check_options(opts: DecodeOptions, vocab_size: int) -> None:
-    if isinstance(opts.max_new_tokens, bool) or not isinstance(opts.max_new_tokens, int) or opts.max_new_tokens <= 0:
-        raise ConfigError(f"max_new_tokens must be an int > 0, got {opts.max_new_tokens!r} "
-                          "(--decoding.max-new-tokens)")
+    if (
+        isinstance(opts.max_new_tokens, bool)
+        or not isinstance(opts.max_new_tokens, int)
+        or opts.max_new_tokens <= 0
+    ):
+        raise ConfigError(
+            f"max_new_tokens must be an int > 0, got {opts.max_new_tokens!r} "
+            "(--decoding.max-new-tokens)"
+        )
     if not math.isfinite(opts.temperature) or opts.temperature < 0:
-        raise ConfigError(f"temperature must be a finite number >= 0 (0 = greedy), got {opts.temperature!r} "
-                          "(--decoding.temperature)")
+        raise ConfigError(
+            f"temperature must be a finite number >= 0 (0 = greedy), got {opts.temperature!r} "
+            "(--decoding.temperature)"
+        )
     if not 0 < opts.top_p <= 1:  # also refuses NaN
         raise ConfigError(f"top_p must be in (0, 1], got {opts.top_p!r} (--decoding.top-p)")
     if isinstance(opts.top_k, bool) or not isinstance(opts.top_k, int) or opts.top_k < 0:
-        raise ConfigError(f"top_k must be an int >= 0 (0 = off), got {opts.top_k!r} (--decoding.top-k)")
+        raise ConfigError(
+            f"top_k must be an int >= 0 (0 = off), got {opts.top_k!r} (--decoding.top-k)"
+        )
     if isinstance(opts.branches, bool) or not isinstance(opts.branches, int) or opts.branches < 1:
-        raise ConfigError(f"branches must be an int >= 1, got {opts.branches!r} (decoding.candidates)")
+        raise ConfigError(
+            f"branches must be an int >= 1, got {opts.branches!r} (decoding.candidates)"
+        )
     if opts.branches > 1 and (not opts.greedy or opts.span_until is None):
-        raise ConfigError("branches > 1 needs greedy, extractive decoding (decoding.candidates, "
-                          "decoding.extractive, decoding.temperature 0)")
+        raise ConfigError(
+            "branches > 1 needs greedy, extractive decoding (decoding.candidates, "
+            "decoding.extractive, decoding.temperature 0)"
+        )
     for name in ("eos_id", "pad_id"):
         value = getattr(opts, name)
         if value is None and name == "eos_id":
@@ -120,21 +149,26 @@ def _check_options(opts: DecodeOptions, vocab_size: int) -> None:
             raise ConfigError(f"{name} must be a token id in [0, {vocab_size}), got {value!r}")
     for i, seq in enumerate(opts.stop):
         if not seq:
-            raise DataError(f"stop sequence {i} is empty; each stop sequence needs at least one token id")
+            raise DataError(
+                f"stop sequence {i} is empty; each stop sequence needs at least one token id"
+            )
         bad = [t for t in seq if not 0 <= t < vocab_size]
         if bad:
             raise DataError(f"stop sequence {i} has token ids outside [0, {vocab_size}): {bad[:5]}")
 
 
-def _check_prompts(prompts: Sequence[Sequence[int]], max_new_tokens: int, vocab_size: int,
-                   max_seq_len: int) -> list[list[int]]:
+def _check_prompts(
+    prompts: Sequence[Sequence[int]], max_new_tokens: int, vocab_size: int, max_seq_len: int
+) -> list[list[int]]:
     if isinstance(prompts, torch.Tensor):
         raise DataError("prompts must be a list of token-id lists, got a tensor; pass ids.tolist()")
     if len(prompts) == 0:
         raise DataError("prompts must hold at least one prompt, got an empty list")
     if not hasattr(prompts[0], "__iter__"):
-        raise DataError("prompts must be a list of token-id lists, got a flat list of ints; "
-                        "wrap a single prompt as [prompt]")
+        raise DataError(
+            "prompts must be a list of token-id lists, got a flat list of ints; "
+            "wrap a single prompt as [prompt]"
+        )
     checked = []
     for i, prompt in enumerate(prompts):
         ids = [int(t) for t in prompt]
@@ -143,12 +177,16 @@ def _check_prompts(prompts: Sequence[Sequence[int]], max_new_tokens: int, vocab_
         bad = [(pos, t) for pos, t in enumerate(ids) if not 0 <= t < vocab_size]
         if bad:
             pos, t = bad[0]
-            raise DataError(f"prompt {i} has {len(bad)} token id(s) outside the vocabulary [0, {vocab_size}), "
-                            f"first {t} at position {pos}")
+            raise DataError(
+                f"prompt {i} has {len(bad)} token id(s) outside the vocabulary [0, {vocab_size}), "
+                f"first {t} at position {pos}"
+            )
         if len(ids) + max_new_tokens > max_seq_len:
-            raise DataError(f"prompt {i} has {len(ids)} tokens + max_new_tokens {max_new_tokens} = "
-                            f"{len(ids) + max_new_tokens} > max_seq_len {max_seq_len} (generator.max_seq_len); "
-                            "shorten the prompt or lower --decoding.max-new-tokens")
+            raise DataError(
+                f"prompt {i} has {len(ids)} tokens + max_new_tokens {max_new_tokens} = "
+                f"{len(ids) + max_new_tokens} > max_seq_len {max_seq_len} (generator.max_seq_len); "
+                "shorten the prompt or lower --decoding.max-new-tokens"
+            )
         checked.append(ids)
     return checked
 
@@ -156,8 +194,9 @@ def _check_prompts(prompts: Sequence[Sequence[int]], max_new_tokens: int, vocab_
 # -- choosing the next token ---------------------------------------------------------------
 
 
-def next_tokens(head: nn.Module, hidden: torch.Tensor, opts: DecodeOptions,
-                generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+def next_tokens(
+    head: nn.Module, hidden: torch.Tensor, opts: DecodeOptions, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Next token id per row from the last hidden states (B, d) -> ids (B,) int64 and their
     log-probabilities under the model (B,) float32, before any temperature or truncation."""
     if opts.greedy:
@@ -211,17 +250,30 @@ class SpanConstraint:
         if self.ends is None:
             self.ends = [j for j, t in enumerate(self.context) if t == token]
         else:
-            self.ends = [j + 1 for j in self.ends if j + 1 < len(self.context) and self.context[j + 1] == token]
+            self.ends = [
+                j + 1
+                for j in self.ends
+                if j + 1 < len(self.context) and self.context[j + 1] == token
+            ]
 
 
-def constrained_next_tokens(head: nn.Module, hidden: torch.Tensor, allowed: Sequence[Sequence[int]],
-                            opts: DecodeOptions, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+def constrained_next_tokens(
+    head: nn.Module,
+    hidden: torch.Tensor,
+    allowed: Sequence[Sequence[int]],
+    opts: DecodeOptions,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """`next_tokens` restricted to each row's `allowed` ids (B lists, none empty): the head
     scores only those (`log_prob_of`), greedy takes the best, sampling renormalises over them
     (temperature and top-k apply; top-p over so few tokens is not worth a sort)."""
     width = max(len(a) for a in allowed)
-    ids = torch.tensor([list(a) + [a[0]] * (width - len(a)) for a in allowed], device=hidden.device)  # (B, M)
-    valid = torch.tensor([[True] * len(a) + [False] * (width - len(a)) for a in allowed], device=hidden.device)
+    ids = torch.tensor(
+        [list(a) + [a[0]] * (width - len(a)) for a in allowed], device=hidden.device
+    )  # (B, M)
+    valid = torch.tensor(
+        [[True] * len(a) + [False] * (width - len(a)) for a in allowed], device=hidden.device
+    )
     logp = head.log_prob_of(hidden, ids).float().masked_fill(~valid, float("-inf"))  # (B, M)
     if opts.greedy:
         pick = logp.argmax(dim=1, keepdim=True)  # (B, 1)
@@ -234,14 +286,19 @@ def constrained_next_tokens(head: nn.Module, hidden: torch.Tensor, allowed: Sequ
     return ids.gather(1, pick).squeeze(1), logp.gather(1, pick).squeeze(1)
 
 
-def _branch(head: nn.Module, hidden: torch.Tensor, allowed: Sequence[Sequence[int]], k: int
-            ) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+def _branch(
+    head: nn.Module, hidden: torch.Tensor, allowed: Sequence[Sequence[int]], k: int
+) -> tuple[list[int], torch.Tensor, torch.Tensor]:
     """The first step of an n-best decode: each row's k most likely allowed tokens (fewer when
     fewer are allowed). Returns the source row of each branch and the branches' tokens and
     log-probabilities, rows in order, a row's branches best first."""
     width = max(len(a) for a in allowed)
-    ids = torch.tensor([list(a) + [a[0]] * (width - len(a)) for a in allowed], device=hidden.device)  # (B, M)
-    valid = torch.tensor([[True] * len(a) + [False] * (width - len(a)) for a in allowed], device=hidden.device)
+    ids = torch.tensor(
+        [list(a) + [a[0]] * (width - len(a)) for a in allowed], device=hidden.device
+    )  # (B, M)
+    valid = torch.tensor(
+        [[True] * len(a) + [False] * (width - len(a)) for a in allowed], device=hidden.device
+    )
     logp = head.log_prob_of(hidden, ids).float().masked_fill(~valid, float("-inf"))  # (B, M)
     top = logp.topk(min(k, width), dim=1)  # (B, k) each
     picked, values = ids.gather(1, top.indices).tolist(), top.values.tolist()  # one host copy each
@@ -257,9 +314,13 @@ def _branch(head: nn.Module, hidden: torch.Tensor, allowed: Sequence[Sequence[in
 def _span_constraints(prompts: list[list[int]], opts: DecodeOptions) -> list[SpanConstraint] | None:
     if opts.span_until is None:
         return None
-    ends = ([opts.eos_id] if opts.eos_id is not None else []) + [seq[0] for seq in opts.stop if len(seq) == 1]
+    ends = ([opts.eos_id] if opts.eos_id is not None else []) + [
+        seq[0] for seq in opts.stop if len(seq) == 1
+    ]
     if not ends:
-        raise ConfigError("extractive decoding needs an eos_id or a one-token stop sequence to end the span")
+        raise ConfigError(
+            "extractive decoding needs an eos_id or a one-token stop sequence to end the span"
+        )
     out = []
     for p in prompts:
         cut = p.index(opts.span_until) if opts.span_until in p else len(p)
@@ -286,21 +347,23 @@ class _Row:
             return
         self.tokens.append(token)
         for seq in opts.stop:
-            if len(self.tokens) >= len(seq) and tuple(self.tokens[-len(seq):]) == seq:
-                del self.tokens[-len(seq):]
+            if len(self.tokens) >= len(seq) and tuple(self.tokens[-len(seq) :]) == seq:
+                del self.tokens[-len(seq) :]
                 self.finish_reason = "stop"
                 return
         if self.steps >= opts.max_new_tokens:
             self.finish_reason = "length"
 
 
-def _left_pad(prompts: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _left_pad(
+    prompts: list[list[int]], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)  # (B, S)
     mask = torch.zeros(len(prompts), width, dtype=torch.long)  # (B, S) 1 = real
     for i, p in enumerate(prompts):
-        ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
-        mask[i, width - len(p):] = 1
+        ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+        mask[i, width - len(p) :] = 1
     return ids.to(device), mask.to(device)
 
 
@@ -324,14 +387,19 @@ class _ExpertShare:
     def shares(self) -> list[list[float]]:
         shares = []
         for choices in self.choices:
-            counts = torch.bincount(torch.cat([c.reshape(-1) for c in choices]), minlength=self.n_experts)  # (E,)
+            counts = torch.bincount(
+                torch.cat([c.reshape(-1) for c in choices]), minlength=self.n_experts
+            )  # (E,)
             counts = counts.double()
-            shares.append([round(float(v), 6) for v in (counts / counts.sum().clamp(min=1)).tolist()])
+            shares.append(
+                [round(float(v), 6) for v in (counts / counts.sum().clamp(min=1)).tolist()]
+            )
         return shares
 
 
-def _decode(model: MoETransformer, prompts: list[list[int]], opts: DecodeOptions,
-            use_cache: bool) -> Generator[list[_Row], None, list[Generation]]:
+def _decode(
+    model: MoETransformer, prompts: list[list[int]], opts: DecodeOptions, use_cache: bool
+) -> Generator[list[_Row], None, list[Generation]]:
     """Decode every prompt; yields the rows after each step, returns the Generations.
 
     Grad mode is switched off per forward, not across the yields, so a consumer of `stream`
@@ -360,10 +428,18 @@ def _decode(model: MoETransformer, prompts: list[list[int]], opts: DecodeOptions
             padded = max(pads) > 0  # no padding: the model's plain causal path
             prefix = torch.tensor(prompt_width) if prefix_lm else None
             with torch.inference_mode():
-                out = model(input_ids, attention_mask=mask if padded else None, past_key_values=cache,
-                            use_cache=use_cache, compute_logits=False, prefix_lengths=prefix)
+                out = model(
+                    input_ids,
+                    attention_mask=mask if padded else None,
+                    past_key_values=cache,
+                    use_cache=use_cache,
+                    compute_logits=False,
+                    prefix_lengths=prefix,
+                )
                 share.add(out)
-                return out.hidden_states[:, -1], model.step_head(out)  # (B, d), the next-token rule's head
+                return out.hidden_states[:, -1], model.step_head(
+                    out
+                )  # (B, d), the next-token rule's head
 
         spans = _span_constraints(prompts, opts)
         origin = list(range(len(rows)))  # row -> the prompt it answers
@@ -375,17 +451,25 @@ def _decode(model: MoETransformer, prompts: list[list[int]], opts: DecodeOptions
                 elif opts.branches > 1 and not rows[0].steps:
                     # n-best: each prompt's rows fork here, one per likely first token; the cache
                     # and mask rows are repeated (one prefill), every branch then runs greedily.
-                    expand, chosen, chosen_logp = _branch(head, hidden, [s.allowed() for s in spans], opts.branches)
+                    expand, chosen, chosen_logp = _branch(
+                        head, hidden, [s.allowed() for s in spans], opts.branches
+                    )
                     expand_t = torch.tensor(expand, device=device)
                     rows = [_Row(prompt_tokens=rows[i].prompt_tokens) for i in expand]
                     spans = [copy.deepcopy(spans[i]) for i in expand]
-                    origin, pads, active = expand, [pads[i] for i in expand], list(range(len(expand)))
+                    origin, pads, active = (
+                        expand,
+                        [pads[i] for i in expand],
+                        list(range(len(expand))),
+                    )
                     ids, mask = ids[expand_t], mask[expand_t]
                     if cache is not None:
                         cache.select(expand_t)
                 else:
                     allowed = [spans[row].allowed() for row in active]
-                    chosen, chosen_logp = constrained_next_tokens(head, hidden, allowed, opts, generator)
+                    chosen, chosen_logp = constrained_next_tokens(
+                        head, hidden, allowed, opts, generator
+                    )
             for row, token, logp in zip(active, chosen.tolist(), chosen_logp.tolist(), strict=True):
                 rows[row].add(token, opts, logp)
                 if spans is not None:
@@ -418,9 +502,16 @@ def _decode(model: MoETransformer, prompts: list[list[int]], opts: DecodeOptions
             else:
                 hidden, head = forward(step_ids)
         shares = share.shares()
-        done = [Generation(tokens=row.tokens, finish_reason=row.finish_reason or "length",
-                           prompt_tokens=row.prompt_tokens, expert_share=shares, logprob=row.logprob)
-                for row in rows]
+        done = [
+            Generation(
+                tokens=row.tokens,
+                finish_reason=row.finish_reason or "length",
+                prompt_tokens=row.prompt_tokens,
+                expert_share=shares,
+                logprob=row.logprob,
+            )
+            for row in rows
+        ]
         if len(done) == len(prompts):
             return done
         grouped: list[list[Generation]] = [[] for _ in prompts]
@@ -451,10 +542,21 @@ def _run_to_end(loop: Generator[list[_Row], None, list[Generation]]) -> list[Gen
             return done.value
 
 
-def generate(model: MoETransformer, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
-             temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
-             stop: Sequence[Sequence[int]] | None = None, eos_id: int | None, pad_id: int,
-             seed: int | None = None, span_until: int | None = None, branches: int = 1) -> list[Generation]:
+def generate(
+    model: MoETransformer,
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    stop: Sequence[Sequence[int]] | None = None,
+    eos_id: int | None,
+    pad_id: int,
+    seed: int | None = None,
+    span_until: int | None = None,
+    branches: int = 1,
+) -> list[Generation]:
     """Decode a batch of prompts (token-id lists of any lengths) with the KV cache.
 
     temperature 0 is greedy (top_k / top_p then have no effect); `seed` makes sampling
@@ -463,21 +565,41 @@ def generate(model: MoETransformer, prompts: Sequence[Sequence[int]], *, max_new
     `span_until` set: each answer is a span of its prompt before that token (`SpanConstraint`).
     `branches` > 1 (greedy, extractive): n-best, one Generation per prompt, the most likely of
     its branches, with the others in `alternatives`."""
-    opts = _options(model, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-                    top_p=top_p, stop=stop, eos_id=eos_id, pad_id=pad_id, seed=seed, span_until=span_until,
-                    branches=branches)
-    checked = _check_prompts(prompts, opts.max_new_tokens, model.config.vocab_size, model.config.max_seq_len)
+    opts = _options(
+        model,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        stop=stop,
+        eos_id=eos_id,
+        pad_id=pad_id,
+        seed=seed,
+        span_until=span_until,
+        branches=branches,
+    )
+    checked = _check_prompts(
+        prompts, opts.max_new_tokens, model.config.vocab_size, model.config.max_seq_len
+    )
     return _run_to_end(_decode(model, checked, opts, use_cache=True))
 
 
-def recompute_generate(model: MoETransformer, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
-                       stop: Sequence[Sequence[int]] | None = None, eos_id: int | None, pad_id: int
-                       ) -> list[Generation]:
+def recompute_generate(
+    model: MoETransformer,
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    stop: Sequence[Sequence[int]] | None = None,
+    eos_id: int | None,
+    pad_id: int,
+) -> list[Generation]:
     """Greedy decoding WITHOUT the KV cache: every step re-runs the whole sequence.
 
     The bench's baseline and the cache's correctness reference; same stopping rules."""
     opts = _options(model, max_new_tokens=max_new_tokens, stop=stop, eos_id=eos_id, pad_id=pad_id)
-    checked = _check_prompts(prompts, opts.max_new_tokens, model.config.vocab_size, model.config.max_seq_len)
+    checked = _check_prompts(
+        prompts, opts.max_new_tokens, model.config.vocab_size, model.config.max_seq_len
+    )
     return _run_to_end(_decode(model, checked, opts, use_cache=False))
 
 
@@ -492,10 +614,21 @@ def _pending_stop(tokens: list[int], stop: tuple[tuple[int, ...], ...]) -> int:
     return longest
 
 
-def stream(model: MoETransformer, prompt: Sequence[int], *, max_new_tokens: int, temperature: float = 0.0,
-           top_k: int = 0, top_p: float = 1.0, stop: Sequence[Sequence[int]] | None = None,
-           eos_id: int | None, pad_id: int, seed: int | None = None, span_until: int | None = None,
-           branches: int = 1) -> Iterator[int]:
+def stream(
+    model: MoETransformer,
+    prompt: Sequence[int],
+    *,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    stop: Sequence[Sequence[int]] | None = None,
+    eos_id: int | None,
+    pad_id: int,
+    seed: int | None = None,
+    span_until: int | None = None,
+    branches: int = 1,
+) -> Iterator[int]:
     """Yield one prompt's token ids as they are produced; the same tokens `generate` returns.
 
     Tokens that could begin a stop sequence are held back until they cannot (and dropped if
@@ -503,22 +636,43 @@ def stream(model: MoETransformer, prompt: Sequence[int], *, max_new_tokens: int,
     return value (`StopIteration.value`, or `result = yield from stream(...)`) is the Generation.
     """
     if branches != 1:
-        raise ConfigError(f"stream decodes one answer as it goes; branches must be 1, got {branches!r}")
-    opts = _options(model, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-                    top_p=top_p, stop=stop, eos_id=eos_id, pad_id=pad_id, seed=seed, span_until=span_until)
+        raise ConfigError(
+            f"stream decodes one answer as it goes; branches must be 1, got {branches!r}"
+        )
+    opts = _options(
+        model,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        stop=stop,
+        eos_id=eos_id,
+        pad_id=pad_id,
+        seed=seed,
+        span_until=span_until,
+    )
     if isinstance(prompt, Sequence) and prompt and isinstance(prompt[0], Sequence):
-        raise DataError("stream takes one prompt (a list of token ids), got a list of lists; use generate")
-    checked = _check_prompts([prompt], opts.max_new_tokens, model.config.vocab_size, model.config.max_seq_len)
+        raise DataError(
+            "stream takes one prompt (a list of token ids), got a list of lists; use generate"
+        )
+    checked = _check_prompts(
+        [prompt], opts.max_new_tokens, model.config.vocab_size, model.config.max_seq_len
+    )
     return _stream(_decode(model, checked, opts, use_cache=True), opts)
 
 
-def _stream(loop: Generator[list[_Row], None, list[Generation]], opts: DecodeOptions
-            ) -> Generator[int, None, Generation]:
+def _stream(
+    loop: Generator[list[_Row], None, list[Generation]], opts: DecodeOptions
+) -> Generator[int, None, Generation]:
     sent = 0
     try:
         while True:
             (row,) = next(loop)
-            safe = len(row.tokens) if row.finish_reason else len(row.tokens) - _pending_stop(row.tokens, opts.stop)
+            safe = (
+                len(row.tokens)
+                if row.finish_reason
+                else len(row.tokens) - _pending_stop(row.tokens, opts.stop)
+            )
             yield from row.tokens[sent:safe]
             sent = max(sent, safe)
     except StopIteration as done:

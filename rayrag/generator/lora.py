@@ -74,9 +74,9 @@ def _kaiming_(tensor: torch.Tensor) -> torch.Tensor:
 class LoRALinear(nn.Linear):
     """An `nn.Linear` with a frozen weight and a trainable rank-r update.
 
-        >>> layer = LoRALinear(nn.Linear(64, 64, bias=False), rank=4, alpha=8.0)
-        >>> layer.lora_A.shape, layer.lora_B.shape
-        (torch.Size([4, 64]), torch.Size([64, 4]))
+    >>> layer = LoRALinear(nn.Linear(64, 64, bias=False), rank=4, alpha=8.0)
+    >>> layer.lora_A.shape, layer.lora_B.shape
+    (torch.Size([4, 64]), torch.Size([64, 4]))
     """
 
     def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float = 0.0) -> None:
@@ -84,8 +84,13 @@ class LoRALinear(nn.Linear):
             raise ConfigError(f"LoRA rank must be > 0, got {rank} (lora.rank)")
         weight = base.weight
         # Built on the meta device (allocates nothing), then the base's Parameters are adopted.
-        super().__init__(base.in_features, base.out_features, bias=base.bias is not None,
-                         device="meta", dtype=weight.dtype)
+        super().__init__(
+            base.in_features,
+            base.out_features,
+            bias=base.bias is not None,
+            device="meta",
+            dtype=weight.dtype,
+        )
         self.weight = weight
         self.bias = base.bias
         for p in (self.weight, self.bias):
@@ -156,7 +161,9 @@ class LoRASwiGLUExperts(SwiGLUExperts):
             for e in range(n_experts):
                 _kaiming_(a[e])
             self.lora_A[name] = nn.Parameter(a)
-            self.lora_B[name] = nn.Parameter(weight.new_zeros(n_experts, out_dim, rank))  # (E, out, r)
+            self.lora_B[name] = nn.Parameter(
+                weight.new_zeros(n_experts, out_dim, rank)
+            )  # (E, out, r)
         self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.merged = False
         self.train(base.training)  # a model in eval stays in eval, adapter dropout included
@@ -182,8 +189,15 @@ class LoRASwiGLUExperts(SwiGLUExperts):
             base_linear, self.last_dispatch = grouped, "grouped_mm"
             # The rank-r matmuls have their own widths (r = 4 is misaligned for bf16 kernels).
             dev, dtype, r = x_sorted.device, x_sorted.dtype, self.rank
-            if all(grouped_mm_runs(dev, dtype, i, o) for i, o in
-                   ((self.d_model, r), (self.ffn_dim, r), (r, self.ffn_dim), (r, self.d_model))):
+            if all(
+                grouped_mm_runs(dev, dtype, i, o)
+                for i, o in (
+                    (self.d_model, r),
+                    (self.ffn_dim, r),
+                    (r, self.ffn_dim),
+                    (r, self.d_model),
+                )
+            ):
                 lora_linear = grouped
         try:
             return _ContiguousGrad.apply(self._swiglu(x_sorted, base_linear, lora_linear))  # (N, d)
@@ -205,10 +219,15 @@ class LoRASwiGLUExperts(SwiGLUExperts):
 
         return self._swiglu(x, single, single)
 
-    def _swiglu(self, x: torch.Tensor, base_linear: _StackedLinear, lora_linear: _StackedLinear) -> torch.Tensor:
+    def _swiglu(
+        self, x: torch.Tensor, base_linear: _StackedLinear, lora_linear: _StackedLinear
+    ) -> torch.Tensor:
         def adapted(rows: torch.Tensor, name: str) -> torch.Tensor:
             weight = getattr(self, name).to(rows.dtype)  # (E, out, in)
-            a, b = self.lora_A[name].to(rows.dtype), self.lora_B[name].to(rows.dtype)  # (E, r, in), (E, out, r)
+            a, b = (
+                self.lora_A[name].to(rows.dtype),
+                self.lora_B[name].to(rows.dtype),
+            )  # (E, r, in), (E, out, r)
             low_rank = lora_linear(lora_linear(self.lora_dropout(rows), a), b)  # (n, r) -> (n, out)
             return base_linear(rows, weight) + low_rank * self.scaling
 
@@ -254,20 +273,27 @@ def apply_lora(model: nn.Module, config: LoraConfig) -> list[str]:
     if any(isinstance(m, _LORA_MODULES) for m in model.modules()):
         raise ConfigError("model already has LoRA adapters; apply_lora runs once per model")
     # Find everything first and mutate after, so a bad config leaves the model untouched.
-    found: list[tuple[nn.Module, str, str, nn.Module]] = []  # (parent, attribute, qualified name, child)
+    found: list[
+        tuple[nn.Module, str, str, nn.Module]
+    ] = []  # (parent, attribute, qualified name, child)
     for parent_name, parent in model.named_modules():
         for child_name, child in parent.named_children():
-            if ((child_name in config.targets and isinstance(child, nn.Linear))
-                    or (config.experts and isinstance(child, SwiGLUExperts))):
+            if (child_name in config.targets and isinstance(child, nn.Linear)) or (
+                config.experts and isinstance(child, SwiGLUExperts)
+            ):
                 qualified = f"{parent_name}.{child_name}" if parent_name else child_name
                 found.append((parent, child_name, qualified, child))
     linear_names = {attr for _, attr, _, child in found if isinstance(child, nn.Linear)}
     unmatched = [t for t in config.targets if t not in linear_names]
     if unmatched:
-        raise ConfigError(f"lora.targets {unmatched} match no nn.Linear submodule of "
-                          f"{type(model).__name__} (lora.targets)")
+        raise ConfigError(
+            f"lora.targets {unmatched} match no nn.Linear submodule of "
+            f"{type(model).__name__} (lora.targets)"
+        )
     if config.experts and not any(isinstance(child, SwiGLUExperts) for *_, child in found):
-        raise ConfigError(f"lora.experts is true but {type(model).__name__} has no SwiGLUExperts (lora.experts)")
+        raise ConfigError(
+            f"lora.experts is true but {type(model).__name__} has no SwiGLUExperts (lora.experts)"
+        )
     for parent, attr, _, child in found:
         adapter_cls = LoRALinear if isinstance(child, nn.Linear) else LoRASwiGLUExperts
         setattr(parent, attr, adapter_cls(child, config.rank, config.alpha, config.dropout))
@@ -343,10 +369,14 @@ def save_adapters(model: nn.Module, path: str | Path, config: LoraConfig) -> Pat
     """
     state = lora_state_dict(model)
     if not state:
-        raise ConfigError("model has no LoRA adapters to save (apply_lora first, with lora.rank > 0)")
+        raise ConfigError(
+            "model has no LoRA adapters to save (apply_lora first, with lora.rank > 0)"
+        )
     problems = _mismatches(model, config, "config")
     if problems:
-        raise ConfigError(f"the model's adapters do not match the lora config: {'; '.join(problems)}")
+        raise ConfigError(
+            f"the model's adapters do not match the lora config: {'; '.join(problems)}"
+        )
     meta: dict[str, Any] = {
         "format_version": ADAPTER_FORMAT_VERSION,
         "rank": config.rank,
@@ -363,7 +393,9 @@ def save_adapters(model: nn.Module, path: str | Path, config: LoraConfig) -> Pat
     try:
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
         save_file(tensors, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
-        (tmp / ADAPTER_CONFIG).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        (tmp / ADAPTER_CONFIG).write_text(
+            json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
         for name in (ADAPTER_WEIGHTS, ADAPTER_CONFIG):
             with open(tmp / name, "rb") as handle:
                 os.fsync(handle.fileno())
@@ -376,7 +408,11 @@ def save_adapters(model: nn.Module, path: str | Path, config: LoraConfig) -> Pat
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:
-    if out.exists() and not (out / ADAPTER_CONFIG).is_file() and (not out.is_dir() or any(out.iterdir())):
+    if (
+        out.exists()
+        and not (out / ADAPTER_CONFIG).is_file()
+        and (not out.is_dir() or any(out.iterdir()))
+    ):
         raise ConfigError(f"refusing to replace {out}: it exists and is not an adapter directory")
     swap_dir_into_place(tmp, out)
 
@@ -386,11 +422,18 @@ def read_adapter_config(path: str | Path) -> LoraConfig:
     path = Path(path)
     meta = _read_meta(path)
     try:
-        return LoraConfig(rank=meta["rank"], alpha=meta["alpha"], dropout=meta["dropout"],
-                          targets=tuple(meta["targets"]), experts=meta["experts"])
+        return LoraConfig(
+            rank=meta["rank"],
+            alpha=meta["alpha"],
+            dropout=meta["dropout"],
+            targets=tuple(meta["targets"]),
+            experts=meta["experts"],
+        )
     except (ValidationError, TypeError) as exc:
-        raise ModelError(f"adapter config {path / ADAPTER_CONFIG} has invalid values "
-                         f"({exc.__class__.__name__}: {str(exc).splitlines()[0]})") from None
+        raise ModelError(
+            f"adapter config {path / ADAPTER_CONFIG} has invalid values "
+            f"({exc.__class__.__name__}: {str(exc).splitlines()[0]})"
+        ) from None
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
@@ -400,14 +443,18 @@ def _read_meta(path: Path) -> dict[str, Any]:
     try:
         meta = json.loads(config_file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"adapter config is not valid JSON: {config_file} ({type(exc).__name__})") from None
+        raise ModelError(
+            f"adapter config is not valid JSON: {config_file} ({type(exc).__name__})"
+        ) from None
     required = ("format_version", "rank", "alpha", "dropout", "targets", "experts")
     missing = [k for k in required if k not in meta] if isinstance(meta, dict) else list(required)
     if missing:
         raise ModelError(f"adapter config {config_file} lacks keys {missing}")
     if meta["format_version"] != ADAPTER_FORMAT_VERSION:
-        raise ModelError(f"adapter format_version {meta['format_version']} is not supported "
-                         f"(expected {ADAPTER_FORMAT_VERSION}): {config_file}")
+        raise ModelError(
+            f"adapter format_version {meta['format_version']} is not supported "
+            f"(expected {ADAPTER_FORMAT_VERSION}): {config_file}"
+        )
     return meta
 
 
@@ -434,8 +481,10 @@ def load_adapters(model: nn.Module, path: str | Path) -> list[str]:
             raise ModelError("cannot load adapters into a merged model; unmerge_lora first")
         names = _adapted_names(model)
     if sorted(meta.get("adapted_modules", names)) != sorted(names):
-        raise ModelError(f"adapters in {path} were saved for modules {sorted(meta['adapted_modules'])[:4]}..., "
-                         f"the model adapts {sorted(names)[:4]}... (a different architecture)")
+        raise ModelError(
+            f"adapters in {path} were saved for modules {sorted(meta['adapted_modules'])[:4]}..., "
+            f"the model adapts {sorted(names)[:4]}... (a different architecture)"
+        )
 
     weights_file = path / ADAPTER_WEIGHTS
     if not weights_file.is_file():
@@ -443,17 +492,23 @@ def load_adapters(model: nn.Module, path: str | Path) -> list[str]:
     try:
         tensors = load_file(str(weights_file))
     except (SafetensorError, OSError) as exc:
-        raise ModelError(f"adapter weights are corrupt: {weights_file} ({type(exc).__name__})") from None
+        raise ModelError(
+            f"adapter weights are corrupt: {weights_file} ({type(exc).__name__})"
+        ) from None
     expected = lora_state_dict(model)
     extra = sorted(set(tensors) - set(expected))
     absent = sorted(set(expected) - set(tensors))
     if extra or absent:
-        raise ModelError(f"adapter weights in {weights_file} do not match the model: "
-                         f"{len(absent)} missing (e.g. {absent[:2]}), {len(extra)} unexpected (e.g. {extra[:2]})")
+        raise ModelError(
+            f"adapter weights in {weights_file} do not match the model: "
+            f"{len(absent)} missing (e.g. {absent[:2]}), {len(extra)} unexpected (e.g. {extra[:2]})"
+        )
     for key, tensor in tensors.items():
         if tensor.shape != expected[key].shape:
-            raise ModelError(f"adapter tensor {key} has shape {tuple(tensor.shape)}, "
-                             f"the model expects {tuple(expected[key].shape)}")
+            raise ModelError(
+                f"adapter tensor {key} has shape {tuple(tensor.shape)}, "
+                f"the model expects {tuple(expected[key].shape)}"
+            )
     model.load_state_dict(tensors, strict=False)
     for module in model.modules():  # the saved alpha wins (dropout matters only in training)
         if isinstance(module, _LORA_MODULES):

@@ -56,22 +56,26 @@ class RMSNorm(nn.Module):
         return self.weight * x32.to(x.dtype)
 
 
-def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float,
-                 dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_cos_sin(
+    positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
     """cos, sin (B, 1, S, head_dim) for integer positions (B, S).
 
     The frequencies are rebuilt per call in float32 (head_dim / 2 numbers) rather than kept
     as a buffer, so `model.to(torch.bfloat16)` cannot round them.
     """
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=positions.device,
-                                             dtype=torch.float32) / head_dim))  # (hd/2,)
+    inv_freq = 1.0 / (
+        theta
+        ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
+    )  # (hd/2,)
     freqs = positions.float()[..., None] * inv_freq  # (B, S, hd/2)
     emb = torch.cat((freqs, freqs), dim=-1)  # (B, S, hd): rotate-half layout, as HF
     return emb.cos().to(dtype)[:, None], emb.sin().to(dtype)[:, None]
 
 
-def rope_table(max_len: int, head_dim: int, theta: float, device: torch.device,
-               dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_table(
+    max_len: int, head_dim: int, theta: float, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
     """cos, sin_folded (max_len, head_dim) for positions 0..max_len-1, for `apply_rope_folded`.
 
     cos is `rope_cos_sin`'s (the same float32 products and cos, elementwise, then cast to
@@ -116,7 +120,9 @@ class KVCache:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Append this step's k, v (B, Hkv, S_new, hd) to `layer`; return the full k, v."""
         if layer == len(self.keys):
             self.keys.append(k)
@@ -156,21 +162,38 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(d_model, n_kv_heads * self.head_dim, bias=False)
         self.o_proj = nn.Linear(n_heads * self.head_dim, d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin_folded: torch.Tensor,
-                mask: torch.Tensor | None, cache: KVCache | None, layer: int) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin_folded: torch.Tensor,
+        mask: torch.Tensor | None,
+        cache: KVCache | None,
+        layer: int,
+    ) -> torch.Tensor:
         """x (B, S, d); cos, sin_folded (B or 1, 1, S, hd) from `rope_table` -> (B, S, d)."""
         b, s, _ = x.shape
         q = self.q_proj(x).view(b, s, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, S, hd)
-        k = self.k_proj(x).view(b, s, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, S, hd)
-        v = self.v_proj(x).view(b, s, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, S, hd)
+        k = (
+            self.k_proj(x).view(b, s, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        )  # (B, Hkv, S, hd)
+        v = (
+            self.v_proj(x).view(b, s, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        )  # (B, Hkv, S, hd)
         q, k = apply_rope_folded(q, cos, sin_folded), apply_rope_folded(k, cos, sin_folded)
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, Hkv, S_total, hd)
         # Each KV head serves n_heads / n_kv_heads query heads in HF's repeat_kv order; SDPA
         # does that grouping itself instead of materialising repeated k, v. No mask means
         # plain causal, or one query that sees every key (a decode step without padding).
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and s > 1,
-                                             enable_gqa=self.n_heads != self.n_kv_heads)
+        out = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            is_causal=mask is None and s > 1,
+            enable_gqa=self.n_heads != self.n_kv_heads,
+        )
         out = out.transpose(1, 2).reshape(b, s, self.n_heads * self.head_dim)  # (B, S, H*hd)
         return self.o_proj(out)
 
@@ -180,17 +203,32 @@ class DecoderLayer(nn.Module):
 
     def __init__(self, config: GeneratorConfig) -> None:
         super().__init__()
-        self.self_attn = Attention(config.d_model, config.n_heads, config.n_kv_heads, config.rope_theta)
+        self.self_attn = Attention(
+            config.d_model, config.n_heads, config.n_kv_heads, config.rope_theta
+        )
         self.block_sparse_moe = MoELayer(
-            config.d_model, config.ffn_dim, config.n_experts, config.experts_per_token,
-            capacity_factor=config.capacity_factor, jitter=config.router_jitter,
-            shared_expert_dim=config.shared_expert_dim, dispatch=config.dispatch,
+            config.d_model,
+            config.ffn_dim,
+            config.n_experts,
+            config.experts_per_token,
+            capacity_factor=config.capacity_factor,
+            jitter=config.router_jitter,
+            shared_expert_dim=config.shared_expert_dim,
+            dispatch=config.dispatch,
         )
         self.input_layernorm = RMSNorm(config.d_model, config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.d_model, config.rms_norm_eps)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin_folded: torch.Tensor, mask: torch.Tensor | None,
-                cache: KVCache | None, layer: int, real_tokens: torch.Tensor | None):
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin_folded: torch.Tensor,
+        mask: torch.Tensor | None,
+        cache: KVCache | None,
+        layer: int,
+        real_tokens: torch.Tensor | None,
+    ):
         h = x + self.self_attn(self.input_layernorm(x), cos, sin_folded, mask, cache, layer)
         normed = self.post_attention_layernorm(h)
         if real_tokens is None:
@@ -200,7 +238,9 @@ class DecoderLayer(nn.Module):
             # load-balancing loss and routing statistics. Pad positions get no MoE update.
             d = normed.shape[-1]
             flat = normed.reshape(-1, d)  # (B*S, d)
-            y_real, moe = self.block_sparse_moe(flat.index_select(0, real_tokens)[None])  # (1, T_real, d)
+            y_real, moe = self.block_sparse_moe(
+                flat.index_select(0, real_tokens)[None]
+            )  # (1, T_real, d)
             y = torch.zeros_like(flat).index_copy(0, real_tokens, y_real[0]).view_as(normed)
         return h + y, moe
 
@@ -229,17 +269,24 @@ class QuestionMatch(nn.Module):
         seps = (input_ids == self.sep_token).long().cumsum(dim=1)  # (B, S) seps at or before j
         context = seps == 0
         question = (seps == 1) & (input_ids != self.sep_token)  # (B, S)
-        same = (input_ids[:, :, None] == input_ids[:, None, :]) & question[:, None, :]  # (B, S_ctx, S_q)
+        same = (input_ids[:, :, None] == input_ids[:, None, :]) & question[
+            :, None, :
+        ]  # (B, S_ctx, S_q)
         unigram = context & same.any(dim=-1)
         pair = torch.zeros_like(same)
-        pair[:, 1:, 1:] = same[:, 1:, 1:] & same[:, :-1, :-1]  # x[j-1:j+1] == x[q-1:q+1], q-1 in question too
+        pair[:, 1:, 1:] = (
+            same[:, 1:, 1:] & same[:, :-1, :-1]
+        )  # x[j-1:j+1] == x[q-1:q+1], q-1 in question too
         bigram = context & pair.any(dim=-1)
         return unigram, bigram
 
     def forward(self, x: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         unigram, bigram = self.flags(input_ids)
-        return (x + unigram[..., None].to(x.dtype) * self.weight.to(x.dtype)
-                + bigram[..., None].to(x.dtype) * self.bigram.to(x.dtype))  # (B, S, d)
+        return (
+            x
+            + unigram[..., None].to(x.dtype) * self.weight.to(x.dtype)
+            + bigram[..., None].to(x.dtype) * self.bigram.to(x.dtype)
+        )  # (B, S, d)
 
 
 class MixtralBody(nn.Module):
@@ -253,8 +300,12 @@ class MixtralBody(nn.Module):
         # HF's initializer_range: N(1) embeddings would make a tied head's logits explode.
         nn.init.normal_(self.embed_tokens.weight, std=0.02)
         for layer in self.layers:
-            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj,
-                         layer.self_attn.v_proj, layer.self_attn.o_proj):
+            for proj in (
+                layer.self_attn.q_proj,
+                layer.self_attn.k_proj,
+                layer.self_attn.v_proj,
+                layer.self_attn.o_proj,
+            ):
                 nn.init.normal_(proj.weight, std=0.02)
 
 
@@ -301,10 +352,10 @@ class ModelOutput:
 class MoETransformer(nn.Module):
     """Mixtral-style MoE decoder with an adaptive or tied full softmax head.
 
-        >>> model = MoETransformer(cfg, token_order=torch.as_tensor(tok.token_order(texts)))
-        >>> out = model(ids, attention_mask=mask, use_cache=True)       # prefill
-        >>> out = model(next_ids[:, None], attention_mask=torch.cat([mask, ones], 1),
-        ...             past_key_values=out.past_key_values, use_cache=True)
+    >>> model = MoETransformer(cfg, token_order=torch.as_tensor(tok.token_order(texts)))
+    >>> out = model(ids, attention_mask=mask, use_cache=True)       # prefill
+    >>> out = model(next_ids[:, None], attention_mask=torch.cat([mask, ones], 1),
+    ...             past_key_values=out.past_key_values, use_cache=True)
     """
 
     def __init__(self, config: GeneratorConfig, token_order: torch.Tensor | None = None) -> None:
@@ -313,17 +364,29 @@ class MoETransformer(nn.Module):
         self.model = MixtralBody(config)
         if config.adaptive_softmax_cutoffs:
             self.lm_head: nn.Module = AdaptiveSoftmaxHead(
-                config.d_model, config.vocab_size, tuple(config.adaptive_softmax_cutoffs),
-                div_value=config.adaptive_div_value, token_order=token_order,
+                config.d_model,
+                config.vocab_size,
+                tuple(config.adaptive_softmax_cutoffs),
+                div_value=config.adaptive_div_value,
+                token_order=token_order,
             )
         else:
             tied = self.model.embed_tokens.weight if config.tie_embeddings else None
             self.lm_head = FullSoftmaxHead(config.d_model, config.vocab_size, tied_weight=tied)
-        self.copy_head = (CopyHead(config.d_model, config.copy_dim, config.copy_until_token)
-                          if config.copy_head else None)
-        self.question_match = QuestionMatch(config.d_model, config.copy_until_token) if config.question_match else None
+        self.copy_head = (
+            CopyHead(config.d_model, config.copy_dim, config.copy_until_token)
+            if config.copy_head
+            else None
+        )
+        self.question_match = (
+            QuestionMatch(config.d_model, config.copy_until_token)
+            if config.question_match
+            else None
+        )
         # (device, dtype) -> RoPE cos, sin tables (max_seq_len, head_dim), built on first use.
-        self._rope_tables: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._rope_tables: dict[
+            tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]
+        ] = {}
 
     @property
     def head(self) -> nn.Module:
@@ -333,10 +396,16 @@ class MoETransformer(nn.Module):
     def is_adaptive(self) -> bool:
         return isinstance(self.lm_head, AdaptiveSoftmaxHead)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                past_key_values: KVCache | None = None, use_cache: bool = False,
-                labels: torch.Tensor | None = None, compute_logits: bool = True,
-                prefix_lengths: torch.Tensor | None = None) -> ModelOutput:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: KVCache | None = None,
+        use_cache: bool = False,
+        labels: torch.Tensor | None = None,
+        compute_logits: bool = True,
+        prefix_lengths: torch.Tensor | None = None,
+    ) -> ModelOutput:
         """input_ids (B, S); attention_mask (B, S_past + S), 1 = real, 0 = left padding.
 
         labels (B, S) are aligned with input_ids and shifted here; -100 and padded positions
@@ -354,19 +423,29 @@ class MoETransformer(nn.Module):
         b, s = input_ids.shape
         past = past_key_values.seq_len if past_key_values is not None else 0
         if past + s > self.config.max_seq_len:
-            raise ValueError(f"sequence length {past + s} exceeds max_seq_len "
-                             f"{self.config.max_seq_len} (generator.max_seq_len)")
+            raise ValueError(
+                f"sequence length {past + s} exceeds max_seq_len "
+                f"{self.config.max_seq_len} (generator.max_seq_len)"
+            )
         if attention_mask is not None and attention_mask.shape != (b, past + s):
-            raise ValueError(f"attention_mask must be (batch, past + new) = {(b, past + s)}, "
-                             f"got {tuple(attention_mask.shape)}")
-        cache = (past_key_values if past_key_values is not None else KVCache()) if use_cache else past_key_values
+            raise ValueError(
+                f"attention_mask must be (batch, past + new) = {(b, past + s)}, "
+                f"got {tuple(attention_mask.shape)}"
+            )
+        cache = (
+            (past_key_values if past_key_values is not None else KVCache())
+            if use_cache
+            else past_key_values
+        )
         device = input_ids.device
 
         x = self.model.embed_tokens(input_ids)  # (B, S, d)
         if self.question_match is not None and past == 0:
             x = self.question_match(x, input_ids)
         prefix = self._prefix(prefix_lengths, labels, attention_mask, b, s, past, device)
-        mask, positions, real_tokens = self._mask_and_positions(attention_mask, b, s, past, device, prefix)
+        mask, positions, real_tokens = self._mask_and_positions(
+            attention_mask, b, s, past, device, prefix
+        )
         cos, sin_folded = self._rope(positions, past, s, x)
 
         router: list[MoEOutput] = []
@@ -377,9 +456,14 @@ class MoETransformer(nn.Module):
 
         ctx = None
         if self.copy_head is not None:
-            keep = (attention_mask.to(device=device, dtype=torch.bool) if attention_mask is not None
-                    else torch.ones(b, past + s, dtype=torch.bool, device=device))  # (B, S_total)
-            ctx = self.copy_head.context(hidden, input_ids, keep, cache.copy if cache is not None else None)
+            keep = (
+                attention_mask.to(device=device, dtype=torch.bool)
+                if attention_mask is not None
+                else torch.ones(b, past + s, dtype=torch.bool, device=device)
+            )  # (B, S_total)
+            ctx = self.copy_head.context(
+                hidden, input_ids, keep, cache.copy if cache is not None else None
+            )
             if cache is not None:
                 cache.copy = ctx
         logits = self._logits(hidden, ctx, past) if compute_logits else None
@@ -388,8 +472,14 @@ class MoETransformer(nn.Module):
             if attention_mask is not None:
                 labels = labels.masked_fill(attention_mask[:, past:] == 0, IGNORE_INDEX)
             loss = self._next_token_loss(hidden, labels, logits, ctx, past)
-        return ModelOutput(logits=logits, loss=loss, router=router,
-                           past_key_values=cache if use_cache else None, hidden_states=hidden, copy=ctx)
+        return ModelOutput(
+            logits=logits,
+            loss=loss,
+            router=router,
+            past_key_values=cache if use_cache else None,
+            hidden_states=hidden,
+            copy=ctx,
+        )
 
     def step_head(self, out: ModelOutput) -> nn.Module | CopyMixture:
         """What picks the token after `out`'s last position: the output head, or with a copy
@@ -402,24 +492,37 @@ class MoETransformer(nn.Module):
         """loss + aux_loss_coef * load balancing + z_loss_coef * router z-loss."""
         if out.loss is None:
             raise ValueError("total_loss needs an output computed with labels=")
-        return (out.loss + self.config.aux_loss_coef * out.aux_loss
-                + self.config.z_loss_coef * out.z_loss)
+        return (
+            out.loss
+            + self.config.aux_loss_coef * out.aux_loss
+            + self.config.z_loss_coef * out.z_loss
+        )
 
-    def _rope(self, positions: torch.Tensor | None, past: int, s: int,
-              x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _rope(
+        self, positions: torch.Tensor | None, past: int, s: int, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin_folded (B or 1, 1, S, head_dim) from the table; positions None = past..past+S-1."""
         key = (x.device, x.dtype)
         if key not in self._rope_tables:
             # Not a buffer: kept out of the state dict, and `.to(bfloat16)` cannot round it.
             with torch.inference_mode(False), torch.no_grad():  # usable by a later training forward
-                self._rope_tables[key] = rope_table(self.config.max_seq_len, self.config.d_model // self.config.n_heads,
-                                                    self.config.rope_theta, x.device, x.dtype)
+                self._rope_tables[key] = rope_table(
+                    self.config.max_seq_len,
+                    self.config.d_model // self.config.n_heads,
+                    self.config.rope_theta,
+                    x.device,
+                    x.dtype,
+                )
         cos, sin = self._rope_tables[key]  # (max_len, hd) each
         if positions is None:  # the same positions in every row: a view, no gather
-            return cos[past:past + s][None, None], sin[past:past + s][None, None]  # (1, 1, S, hd)
+            return cos[past : past + s][None, None], sin[past : past + s][
+                None, None
+            ]  # (1, 1, S, hd)
         return cos[positions][:, None], sin[positions][:, None]  # (B, 1, S, hd)
 
-    def _prefix(self, prefix_lengths, labels, attention_mask, b, s, past, device) -> torch.Tensor | None:
+    def _prefix(
+        self, prefix_lengths, labels, attention_mask, b, s, past, device
+    ) -> torch.Tensor | None:
         """(B,) int64 bidirectional prefix per row, in columns from the row's start; None = causal."""
         if self.config.attention != "prefix":
             return None
@@ -428,7 +531,9 @@ class MoETransformer(nn.Module):
             if prefix.numel() == 1 and b > 1:
                 prefix = prefix.expand(b)
             if prefix.shape != (b,):
-                raise ValueError(f"prefix_lengths must hold one length per row ({b}), got {tuple(prefix.shape)}")
+                raise ValueError(
+                    f"prefix_lengths must hold one length per row ({b}), got {tuple(prefix.shape)}"
+                )
             return prefix
         if labels is not None:
             labelled = labels != IGNORE_INDEX  # (B, S)
@@ -486,7 +591,9 @@ class MoETransformer(nn.Module):
         out = self.lm_head.log_prob(flat) if self.is_adaptive else self.lm_head.logits(flat)
         return out.view(b, s, -1)  # (B, S, V)
 
-    def _next_token_loss(self, hidden, labels, logits, ctx: CopyContext | None, past: int) -> torch.Tensor:
+    def _next_token_loss(
+        self, hidden, labels, logits, ctx: CopyContext | None, past: int
+    ) -> torch.Tensor:
         targets = labels[:, 1:].reshape(-1)  # (B*(S-1),)
         valid = (targets != IGNORE_INDEX).nonzero().squeeze(1)  # (N,)
         if ctx is not None:
@@ -507,9 +614,13 @@ class MoETransformer(nn.Module):
         target = targets.index_select(0, valid)  # (N,)
         rows = hidden[:, :-1].reshape(-1, d).index_select(0, valid)  # (N, d)
         vocab_logp = -self.lm_head(rows, target)  # (N,)
-        attn = self.copy_head.attention(hidden[:, :-1], ctx, first_query=past)  # (B, S-1, 2 * S_total)
+        attn = self.copy_head.attention(
+            hidden[:, :-1], ctx, first_query=past
+        )  # (B, S-1, 2 * S_total)
         attn = attn.reshape(-1, attn.shape[-1]).index_select(0, valid)  # (N, 2 * S_total)
-        proposals = ctx.proposals.index_select(0, valid // (s - 1))  # (N, 2 * S_total) each row's own
+        proposals = ctx.proposals.index_select(
+            0, valid // (s - 1)
+        )  # (N, 2 * S_total) each row's own
         p_copy = (attn * (proposals == target[:, None])).sum(-1)  # (N,)
         nll = -mix_log_prob(vocab_logp, self.copy_head.gate_logit(rows, attn), p_copy)
         return nll.float().sum() / max(valid.numel(), 1)

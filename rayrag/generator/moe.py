@@ -57,7 +57,9 @@ _GROUPED_MM_VERDICT: dict[tuple, bool] = {}
 class RoutingStats:
     """What one MoE layer's router did in one forward. Numbers only, never token content."""
 
-    token_share: torch.Tensor  # (E,) float32: share of token-slots routed to each expert (sums to 1)
+    token_share: (
+        torch.Tensor
+    )  # (E,) float32: share of token-slots routed to each expert (sums to 1)
     entropy: float  # entropy of token_share / log(E), in [0, 1]; 1 = perfectly even
     drop_rate: float  # dropped token-slots / all token-slots (0 in eval: dropless)
     max_violation: float  # (max load - mean load) / mean load
@@ -65,9 +67,14 @@ class RoutingStats:
     tokens: int
 
     def to_dict(self) -> dict:
-        return {"token_share": [round(float(s), 6) for s in self.token_share.tolist()],
-                "entropy": self.entropy, "drop_rate": self.drop_rate,
-                "max_violation": self.max_violation, "dropped": self.dropped, "tokens": self.tokens}
+        return {
+            "token_share": [round(float(s), 6) for s in self.token_share.tolist()],
+            "entropy": self.entropy,
+            "drop_rate": self.drop_rate,
+            "max_violation": self.max_violation,
+            "dropped": self.dropped,
+            "tokens": self.tokens,
+        }
 
 
 @dataclass(eq=False)
@@ -90,7 +97,9 @@ class MoEOutput:
     def expert_counts(self) -> torch.Tensor:
         """(E,) int64 token-slots routed to each expert, before capacity drops, on device."""
         if self.routed_counts is None:
-            self.routed_counts = torch.bincount(self.indices.reshape(-1), minlength=self.router_logits.shape[-1])
+            self.routed_counts = torch.bincount(
+                self.indices.reshape(-1), minlength=self.router_logits.shape[-1]
+            )
         return self.routed_counts
 
     @cached_property
@@ -117,12 +126,18 @@ class Router(nn.Module):
     def __init__(self, d_model: int, n_experts: int, top_k: int, jitter: float = 0.0):
         super().__init__()
         if not 0 < top_k <= n_experts:
-            raise ConfigError(f"experts_per_token must be in 1..n_experts={n_experts}, got {top_k} "
-                              "(--generator.experts-per-token)")
+            raise ConfigError(
+                f"experts_per_token must be in 1..n_experts={n_experts}, got {top_k} "
+                "(--generator.experts-per-token)"
+            )
         if not 0.0 <= jitter < 1.0:
-            raise ConfigError(f"router_jitter must be in [0, 1), got {jitter} (--generator.router-jitter)")
+            raise ConfigError(
+                f"router_jitter must be in [0, 1), got {jitter} (--generator.router-jitter)"
+            )
         self.n_experts, self.top_k, self.jitter = n_experts, top_k, jitter
-        self.gate = nn.Linear(d_model, n_experts, bias=False)  # Mixtral key: block_sparse_moe.gate.weight
+        self.gate = nn.Linear(
+            d_model, n_experts, bias=False
+        )  # Mixtral key: block_sparse_moe.gate.weight
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x (T, d) -> weights (T, k) in x.dtype, indices (T, k) int64, logits (T, E) float32."""
@@ -200,18 +215,24 @@ def _probe_grouped_mm(device: torch.device, dtype: torch.dtype, d_model: int, ff
         # still needs autograd to check the backward.
         with torch.inference_mode(False), torch.enable_grad():
             x = torch.randn(sum(counts), d_model, generator=gen).to(device, dtype).requires_grad_()
-            w_up = torch.randn(len(counts), ffn_dim, d_model, generator=gen).div(d_model ** 0.5)
-            w_down = torch.randn(len(counts), d_model, ffn_dim, generator=gen).div(ffn_dim ** 0.5)
+            w_up = torch.randn(len(counts), ffn_dim, d_model, generator=gen).div(d_model**0.5)
+            w_down = torch.randn(len(counts), d_model, ffn_dim, generator=gen).div(ffn_dim**0.5)
             w_up, w_down = (w.to(device, dtype).requires_grad_() for w in (w_up, w_down))
-            offsets = torch.tensor(counts, device=device).cumsum(0).to(torch.int32)  # (E,) group ends
+            offsets = (
+                torch.tensor(counts, device=device).cumsum(0).to(torch.int32)
+            )  # (E,) group ends
             # Both projections' layouts: (N, d) -> (N, ffn) -> (N, d).
-            y = _ContiguousGrad.apply(_grouped_linear(_grouped_linear(x, w_up, offsets), w_down, offsets))
+            y = _ContiguousGrad.apply(
+                _grouped_linear(_grouped_linear(x, w_up, offsets), w_down, offsets)
+            )
             y.float().sum().backward()
             x_ref, up_ref, down_ref = (t.detach().float() for t in (x, w_up, w_down))
             y_ref = _loop_linear(_loop_linear(x_ref, up_ref, counts), down_ref, counts)  # (N, d)
             error = (y.detach().float() - y_ref).abs().max().item()
-            return bool(all(t.grad is not None for t in (x, w_up, w_down))
-                        and error < 0.05 * (y_ref.abs().max().item() + 1.0))
+            return bool(
+                all(t.grad is not None for t in (x, w_up, w_down))
+                and error < 0.05 * (y_ref.abs().max().item() + 1.0)
+            )
     except (RuntimeError, NotImplementedError, TypeError, ValueError):
         return False
 
@@ -228,8 +249,15 @@ class SwiGLUExperts(nn.Module):
     def __init__(self, n_experts: int, d_model: int, ffn_dim: int, dispatch: str = "auto"):
         super().__init__()
         if dispatch not in DISPATCHES:
-            raise ConfigError(f"dispatch must be one of {DISPATCHES}, got {dispatch!r} (--generator.dispatch)")
-        self.n_experts, self.d_model, self.ffn_dim, self.dispatch = n_experts, d_model, ffn_dim, dispatch
+            raise ConfigError(
+                f"dispatch must be one of {DISPATCHES}, got {dispatch!r} (--generator.dispatch)"
+            )
+        self.n_experts, self.d_model, self.ffn_dim, self.dispatch = (
+            n_experts,
+            d_model,
+            ffn_dim,
+            dispatch,
+        )
         self.w1 = nn.Parameter(torch.empty(n_experts, ffn_dim, d_model))  # (E, ffn, d) gate proj
         self.w3 = nn.Parameter(torch.empty(n_experts, ffn_dim, d_model))  # (E, ffn, d) up proj
         self.w2 = nn.Parameter(torch.empty(n_experts, d_model, ffn_dim))  # (E, d, ffn) down proj
@@ -247,8 +275,10 @@ class SwiGLUExperts(nn.Module):
             return False
         runs = grouped_mm_runs(x.device, x.dtype, self.d_model, self.ffn_dim)
         if self.dispatch == "grouped_mm" and not runs:
-            raise ConfigError(f"dispatch='grouped_mm' but torch._grouped_mm does not run for {x.dtype} "
-                              f"on {x.device}; use 'auto' or 'loop' (--generator.dispatch)")
+            raise ConfigError(
+                f"dispatch='grouped_mm' but torch._grouped_mm does not run for {x.dtype} "
+                f"on {x.device}; use 'auto' or 'loop' (--generator.dispatch)"
+            )
         return runs
 
     def forward_sorted(self, x_sorted: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
@@ -258,21 +288,34 @@ class SwiGLUExperts(nn.Module):
         if x_sorted.shape[0] and self.use_grouped_mm(x_sorted):
             offsets = counts.cumsum(0).to(torch.int32)  # (E,) end row of each expert's group
             try:
-                h = F.silu(_grouped_linear(x_sorted, w1, offsets)) * _grouped_linear(x_sorted, w3, offsets)
+                h = F.silu(_grouped_linear(x_sorted, w1, offsets)) * _grouped_linear(
+                    x_sorted, w3, offsets
+                )
                 y = _ContiguousGrad.apply(_grouped_linear(h, w2, offsets))  # (N, d)
                 self.last_dispatch = "grouped_mm"
                 return y
             except RuntimeError:
                 # A shape the probe did not cover; remember, and take the loop from now on.
-                _GROUPED_MM_VERDICT[(x_sorted.device.type, x_sorted.device.index, x_sorted.dtype,
-                                     self.d_model, self.ffn_dim)] = False
+                _GROUPED_MM_VERDICT[
+                    (
+                        x_sorted.device.type,
+                        x_sorted.device.index,
+                        x_sorted.dtype,
+                        self.d_model,
+                        self.ffn_dim,
+                    )
+                ] = False
         sizes = counts.tolist()
-        h = F.silu(_loop_linear(x_sorted, w1, sizes)) * _loop_linear(x_sorted, w3, sizes)  # (N, ffn)
+        h = F.silu(_loop_linear(x_sorted, w1, sizes)) * _loop_linear(
+            x_sorted, w3, sizes
+        )  # (N, ffn)
         self.last_dispatch = "loop"
         return _loop_linear(h, w2, sizes)  # (N, d)
 
 
-def load_balancing_loss(router_logits: torch.Tensor, indices: torch.Tensor, n_experts: int) -> torch.Tensor:
+def load_balancing_loss(
+    router_logits: torch.Tensor, indices: torch.Tensor, n_experts: int
+) -> torch.Tensor:
     """Switch Transformer's auxiliary loss, `E * sum_e f_e * P_e` (1.0 when perfectly balanced).
 
     f_e: share of the T*k token-slots the router sent to e (before capacity drops; not
@@ -293,8 +336,12 @@ def router_z_loss(router_logits: torch.Tensor) -> torch.Tensor:
 def routing_stats(counts: torch.Tensor, dropped: int | torch.Tensor, tokens: int) -> RoutingStats:
     """Stats from per-expert routed slot counts (E,) (before drops) and the dropped slot count."""
     # One small device-to-host copy instead of a sync per number.
-    host = torch.cat([counts.detach().reshape(-1), torch.as_tensor(dropped, device=counts.device)
-                      .reshape(1).to(counts.dtype)]).cpu()  # (E + 1,)
+    host = torch.cat(
+        [
+            counts.detach().reshape(-1),
+            torch.as_tensor(dropped, device=counts.device).reshape(1).to(counts.dtype),
+        ]
+    ).cpu()  # (E + 1,)
     counts_cpu, dropped_n = host[:-1].double(), int(host[-1])
     n_experts, slots = counts_cpu.numel(), max(int(counts_cpu.sum()), 1)
     share = counts_cpu / slots  # (E,)
@@ -303,9 +350,14 @@ def routing_stats(counts: torch.Tensor, dropped: int | torch.Tensor, tokens: int
         entropy = float(-(share * share.clamp_min(1e-300).log()).sum() / math.log(n_experts))
     mean_load = 1.0 / n_experts
     violation = float((share.max() - mean_load) / mean_load) if int(counts_cpu.sum()) else 0.0
-    return RoutingStats(token_share=share.float(), entropy=min(max(entropy, 0.0), 1.0),
-                        drop_rate=dropped_n / slots, max_violation=violation,
-                        dropped=dropped_n, tokens=tokens)
+    return RoutingStats(
+        token_share=share.float(),
+        entropy=min(max(entropy, 0.0), 1.0),
+        drop_rate=dropped_n / slots,
+        max_violation=violation,
+        dropped=dropped_n,
+        tokens=tokens,
+    )
 
 
 class MoELayer(nn.Module):
@@ -316,15 +368,27 @@ class MoELayer(nn.Module):
     >>> y, out = layer(x)        # x (B, S, 64) -> y (B, S, 64); out.stats, out.aux_loss, out.z_loss
     """
 
-    def __init__(self, d_model: int, ffn_dim: int, n_experts: int, top_k: int,
-                 capacity_factor: float = 1.25, jitter: float = 0.0, shared_expert_dim: int = 0,
-                 dispatch: str = "auto"):
+    def __init__(
+        self,
+        d_model: int,
+        ffn_dim: int,
+        n_experts: int,
+        top_k: int,
+        capacity_factor: float = 1.25,
+        jitter: float = 0.0,
+        shared_expert_dim: int = 0,
+        dispatch: str = "auto",
+    ):
         super().__init__()
         if capacity_factor <= 0:
-            raise ConfigError(f"capacity_factor must be > 0, got {capacity_factor} (--generator.capacity-factor)")
+            raise ConfigError(
+                f"capacity_factor must be > 0, got {capacity_factor} (--generator.capacity-factor)"
+            )
         if shared_expert_dim < 0:
-            raise ConfigError(f"shared_expert_dim must be >= 0, got {shared_expert_dim} "
-                              "(--generator.shared-expert-dim)")
+            raise ConfigError(
+                f"shared_expert_dim must be >= 0, got {shared_expert_dim} "
+                "(--generator.shared-expert-dim)"
+            )
         self.d_model, self.n_experts, self.top_k = d_model, n_experts, top_k
         self.capacity_factor = capacity_factor
         self.gate = Router(d_model, n_experts, top_k, jitter)
@@ -349,8 +413,14 @@ class MoELayer(nn.Module):
             out = MoEOutput(router_logits=logits, indices=indices, weights=weights, tokens=tokens)
         else:
             y, counts, dropped = self._forward_sorted(x_flat, weights, indices)  # (T, d)
-            out = MoEOutput(router_logits=logits, indices=indices, weights=weights, tokens=tokens,
-                            dropped_slots=dropped, routed_counts=counts)
+            out = MoEOutput(
+                router_logits=logits,
+                indices=indices,
+                weights=weights,
+                tokens=tokens,
+                dropped_slots=dropped,
+                routed_counts=counts,
+            )
         if self.shared_expert is not None:
             y = y + self.shared_expert(x_flat)
         return y.view(shape), out  # (B, S, d)
@@ -359,24 +429,34 @@ class MoELayer(nn.Module):
         """Whether this forward takes the one-token path: one token, eval (dropless), CPU, the
         stock experts (not a hook, not a subclass such as LoRA's with its own forward_sorted),
         and no `dispatch='grouped_mm'` demanded."""
-        return (x_flat.shape[0] == 1 and not self.training and x_flat.device.type == "cpu"
-                and self.expert_fn is None and self.experts.dispatch != "grouped_mm"
-                and type(self.experts).forward_sorted is SwiGLUExperts.forward_sorted)
+        return (
+            x_flat.shape[0] == 1
+            and not self.training
+            and x_flat.device.type == "cpu"
+            and self.expert_fn is None
+            and self.experts.dispatch != "grouped_mm"
+            and type(self.experts).forward_sorted is SwiGLUExperts.forward_sorted
+        )
 
-    def _forward_direct(self, x_flat: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    def _forward_direct(
+        self, x_flat: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor
+    ) -> torch.Tensor:
         """One token through its k experts, no sort: x (1, d), weights, indices (1, k) -> (1, d).
 
         The k outputs are weighted and summed by the sorted dispatch's own expression (a
         low-precision sum rounds once, not per add)."""
         experts = self.experts
         w1, w3, w2 = (w.to(x_flat.dtype) for w in (experts.w1, experts.w3, experts.w2))  # (E, ., .)
-        outs = [F.linear(F.silu(F.linear(x_flat, w1[e])) * F.linear(x_flat, w3[e]), w2[e])
-                for e in indices[0].tolist()]  # k of (1, d)
+        outs = [
+            F.linear(F.silu(F.linear(x_flat, w1[e])) * F.linear(x_flat, w3[e]), w2[e])
+            for e in indices[0].tolist()
+        ]  # k of (1, d)
         y_slots = torch.cat(outs).view(self.top_k, 1, self.d_model)  # (k, T=1, d)
         return (y_slots * weights.t().unsqueeze(-1)).sum(dim=0)  # (1, d)
 
-    def _forward_sorted(self, x_flat: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor
-                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _forward_sorted(
+        self, x_flat: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The sorted dispatch: x (T, d) -> y (T, d), routed counts (E,), dropped slots ()."""
         tokens, k, n_experts = x_flat.shape[0], self.top_k, self.n_experts
         # Slot s = j*T + t is token t's j-th choice: all first choices precede all second
@@ -389,7 +469,9 @@ class MoELayer(nn.Module):
         if self.training:
             capacity = self.capacity(tokens)
             starts = counts.cumsum(0) - counts  # (E,) first sorted position of each expert
-            rank = torch.arange(order.numel(), device=x_flat.device) - starts[slot_expert[order]]  # (k*T,)
+            rank = (
+                torch.arange(order.numel(), device=x_flat.device) - starts[slot_expert[order]]
+            )  # (k*T,)
             order = order[rank < capacity]  # (N,) kept slots, still grouped by expert
             kept_counts = counts.clamp(max=capacity)  # (E,)
             dropped = (counts - kept_counts).sum()
@@ -399,7 +481,9 @@ class MoELayer(nn.Module):
         y_sorted = expert_fn(x_sorted, kept_counts)  # (N, d)
         # Unsort into slot order (dropped slots stay 0), then weight and sum the k choices:
         # no scatter-add, so no atomics: deterministic on GPU too.
-        y_slots = y_sorted.new_zeros((k * tokens, self.d_model)).index_copy(0, order, y_sorted)  # (k*T, d)
+        y_slots = y_sorted.new_zeros((k * tokens, self.d_model)).index_copy(
+            0, order, y_sorted
+        )  # (k*T, d)
         y_slots = y_slots.view(k, tokens, self.d_model)  # (k, T, d)
         y = (y_slots * weights.t().unsqueeze(-1)).sum(dim=0)  # (T, d)
         return y, counts, dropped
@@ -415,8 +499,15 @@ def naive_moe_forward(layer: MoELayer, x: torch.Tensor) -> torch.Tensor:
     y = torch.zeros_like(x_flat)  # (T, d)
     # Per-expert views taken once, as per-expert nn.Linear modules would hold them (indexing
     # the stack inside the loop would also allocate a full-stack gradient per use).
-    experts = list(zip(*(w.to(x.dtype).unbind(0) for w in (layer.experts.w1, layer.experts.w3,
-                                                            layer.experts.w2)), strict=True))
+    experts = list(
+        zip(
+            *(
+                w.to(x.dtype).unbind(0)
+                for w in (layer.experts.w1, layer.experts.w3, layer.experts.w2)
+            ),
+            strict=True,
+        )
+    )
     for j in range(layer.top_k):
         for e in range(layer.n_experts):
             mask = indices[:, j] == e  # (T,)

@@ -44,8 +44,13 @@ ANSWER_PREFIX = " "  # answers start with a space: "answer: Helix Corp"; a promp
 # is PASSAGE_FORMAT per included passage, `{facts}` is FACTS_HEADER + FACT_FORMAT per fact
 # (empty when none); the special tokens are single ids, not text.
 PROMPT_TEMPLATE = (
-    "<bos>" + CONTEXT_HEADER + "{passages}{facts}"
-    + "<sep>" + QUESTION_FORMAT + "<sep>" + ANSWER_CUE
+    "<bos>"
+    + CONTEXT_HEADER
+    + "{passages}{facts}"
+    + "<sep>"
+    + QUESTION_FORMAT
+    + "<sep>"
+    + ANSWER_CUE
 )
 
 
@@ -67,7 +72,9 @@ class Citation:
 class Prompt:
     ids: list[int]
     citations: list[Citation] = field(default_factory=list)  # in prompt order, markers 1..n
-    truncated: list[str] = field(default_factory=list)  # chunk ids dropped to fit, best-ranked first
+    truncated: list[str] = field(
+        default_factory=list
+    )  # chunk ids dropped to fit, best-ranked first
     facts_included: list[Fact] = field(default_factory=list)
     facts_dropped: int = 0
 
@@ -89,13 +96,19 @@ def build_prompt(
         raise DataError("question is empty")
 
     head = [tokenizer.bos_id, *tokenizer.encode(CONTEXT_HEADER)]
-    tail = [tokenizer.sep_id, *tokenizer.encode(QUESTION_FORMAT.format(question=question.strip())),
-            tokenizer.sep_id, *tokenizer.encode(ANSWER_CUE)]
+    tail = [
+        tokenizer.sep_id,
+        *tokenizer.encode(QUESTION_FORMAT.format(question=question.strip())),
+        tokenizer.sep_id,
+        *tokenizer.encode(ANSWER_CUE),
+    ]
     fixed = len(head) + len(tail)
     if fixed > max_prompt_tokens:
         # Counts only: the question text may carry personal data and must not reach a log.
-        raise DataError(f"question does not fit the prompt: {fixed} tokens with the template, "
-                        f"max_prompt_tokens is {max_prompt_tokens}")
+        raise DataError(
+            f"question does not fit the prompt: {fixed} tokens with the template, "
+            f"max_prompt_tokens is {max_prompt_tokens}"
+        )
 
     passage_ids = [tokenizer.encode(_passage_text(i + 1, p)) for i, p in enumerate(passages)]
     fact_ids = [tokenizer.encode(_fact_text(f)) for f in facts]
@@ -149,7 +162,9 @@ def build_training_example(
     answer_ids = [*tokenizer.encode(ANSWER_PREFIX + answer.strip()), tokenizer.eos_id]
     budget = max_len - len(answer_ids)
     if budget <= 0:
-        raise DataError(f"answer does not fit the example: {len(answer_ids)} tokens, max_len is {max_len}")
+        raise DataError(
+            f"answer does not fit the example: {len(answer_ids)} tokens, max_len is {max_len}"
+        )
     try:
         prompt = build_prompt(question, passages, facts, tokenizer, budget)
     except DataError as exc:
@@ -167,5 +182,6 @@ def _passage_text(marker: int, passage: Passage) -> str:
 
 def _fact_text(fact: Fact) -> str:
     # Graph relation keys are identifiers ("founded_by"); the reader sees words.
-    return FACT_FORMAT.format(subject=fact.subject, relation=fact.relation.replace("_", " "),
-                              object=fact.object)
+    return FACT_FORMAT.format(
+        subject=fact.subject, relation=fact.relation.replace("_", " "), object=fact.object
+    )

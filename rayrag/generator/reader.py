@@ -54,15 +54,25 @@ class ReaderResult:
     """An `Answer` and what the reader knows about how it was made (ids and counts, no text)."""
 
     answer: Answer
-    truncated_chunk_ids: list[str] = field(default_factory=list)  # dropped to fit the window, best-ranked first
+    truncated_chunk_ids: list[str] = field(
+        default_factory=list
+    )  # dropped to fit the window, best-ranked first
     facts_dropped: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: str = ""  # "eos" | "stop" | "length"
-    cited_markers: list[int] = field(default_factory=list)  # [n] the text mentions, valid ones, first-mention order
-    routing: list[list[float]] = field(default_factory=list)  # per MoE layer, each expert's token-slot share
-    shard_share: list[float] = field(default_factory=list)  # per ExpertShard, its token-slot share (when sharded)
-    answer_logprob: float = 0.0  # the model's log-probability of the whole answer (its eos included)
+    cited_markers: list[int] = field(
+        default_factory=list
+    )  # [n] the text mentions, valid ones, first-mention order
+    routing: list[list[float]] = field(
+        default_factory=list
+    )  # per MoE layer, each expert's token-slot share
+    shard_share: list[float] = field(
+        default_factory=list
+    )  # per ExpertShard, its token-slot share (when sharded)
+    answer_logprob: float = (
+        0.0  # the model's log-probability of the whole answer (its eos included)
+    )
     # decoding.candidates > 1: the reader's other candidate answers, most likely first (the
     # Guard may prefer one of them: `Guard.check_best`)
     alternatives: tuple[ReaderResult, ...] = ()
@@ -77,8 +87,11 @@ class ReaderResult:
         return bool(self.truncated_chunk_ids) or self.facts_dropped > 0
 
     def usage(self) -> dict[str, int]:
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "total_tokens": self.prompt_tokens + self.completion_tokens}
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
 
 
 class AnswerStream:
@@ -115,12 +128,12 @@ class AnswerStream:
             if text.endswith("\ufffd") or not text.startswith(sent):
                 continue
             if len(text) > len(sent):
-                yield text[len(sent):]
+                yield text[len(sent) :]
                 sent = text
         self.result = self._reader._result(self._prompt, generation)
         final = self.result.answer.text
         if final.startswith(sent) and len(final) > len(sent):
-            yield final[len(sent):]
+            yield final[len(sent) :]
 
 
 class Reader:
@@ -130,11 +143,16 @@ class Reader:
     follows `config.decoding`; `answer(..., max_new_tokens=N)` overrides the length cap.
     """
 
-    def __init__(self, checkpoint: Path | str, config: RAGConfig, device: str | torch.device | None = None) -> None:
+    def __init__(
+        self, checkpoint: Path | str, config: RAGConfig, device: str | torch.device | None = None
+    ) -> None:
         self.checkpoint = Path(checkpoint)
         self.config = config
-        self.device = torch.device(device) if device is not None else (
-            torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+        self.device = (
+            torch.device(device)
+            if device is not None
+            else (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+        )
         self._model: MoETransformer | None = None
         self.sharded: Any = None  # a ShardedGenerator when generator.num_shards > 1
         self._tokenizer: RayragTokenizer | None = None
@@ -154,16 +172,26 @@ class Reader:
             from rayrag.generator.sharded import ShardedGenerator
 
             gen = self.config.generator
-            self.sharded = ShardedGenerator(self.checkpoint, shards, transport=gen.ep_transport,
-                                            num_cpus=gen.shard_num_cpus, dtype=self.config.decoding.dtype)
+            self.sharded = ShardedGenerator(
+                self.checkpoint,
+                shards,
+                transport=gen.ep_transport,
+                num_cpus=gen.shard_num_cpus,
+                dtype=self.config.decoding.dtype,
+            )
             model = self.sharded.model
         else:
-            model = load_checkpoint(self.checkpoint, device=self.device,
-                                    dtype=serving_dtype(self.config.decoding.dtype, self.device))
+            model = load_checkpoint(
+                self.checkpoint,
+                device=self.device,
+                dtype=serving_dtype(self.config.decoding.dtype, self.device),
+            )
         if tokenizer.vocab_size > model.config.vocab_size:
             # Ids past the embedding table would index out of range at the first forward.
-            raise ModelError(f"{self.checkpoint}: tokenizer has {tokenizer.vocab_size} tokens but the model's "
-                             f"vocab_size is {model.config.vocab_size}; the two files are from different trainings")
+            raise ModelError(
+                f"{self.checkpoint}: tokenizer has {tokenizer.vocab_size} tokens but the model's "
+                f"vocab_size is {model.config.vocab_size}; the two files are from different trainings"
+            )
         self._model_version = f"{self.checkpoint.resolve().name}@{weights_digest(self.checkpoint)}"
         self._tokenizer, self._model = tokenizer, model
 
@@ -189,19 +217,29 @@ class Reader:
         decoding = self.config.decoding
         if max_new_tokens is not None:
             if max_new_tokens <= 0:
-                raise ConfigError(f"max_new_tokens must be > 0, got {max_new_tokens} (--decoding.max-new-tokens)")
+                raise ConfigError(
+                    f"max_new_tokens must be > 0, got {max_new_tokens} (--decoding.max-new-tokens)"
+                )
             decoding = decoding.model_copy(update={"max_new_tokens": max_new_tokens})
         tok = self.tokenizer
-        return DecodeOptions.from_config(decoding, eos_id=tok.eos_id, pad_id=tok.pad_id, stop=[[tok.sep_id]],
-                                         seed=self.config.seed, span_until=tok.sep_id)
+        return DecodeOptions.from_config(
+            decoding,
+            eos_id=tok.eos_id,
+            pad_id=tok.pad_id,
+            stop=[[tok.sep_id]],
+            seed=self.config.seed,
+            span_until=tok.sep_id,
+        )
 
     def prompt_budget(self, max_new_tokens: int) -> int:
         """Prompt tokens that leave room for `max_new_tokens` in the model's window."""
         window = self.model.config.max_seq_len
         budget = window - max_new_tokens
         if budget <= 0:
-            raise ConfigError(f"decoding.max_new_tokens {max_new_tokens} leaves no room for a prompt in the "
-                              f"model's window of {window} tokens (--set decoding.max_new_tokens)")
+            raise ConfigError(
+                f"decoding.max_new_tokens {max_new_tokens} leaves no room for a prompt in the "
+                f"model's window of {window} tokens (--set decoding.max_new_tokens)"
+            )
         return budget
 
     def build(self, question: str, evidence: Evidence, max_new_tokens: int | None = None) -> Prompt:
@@ -210,13 +248,26 @@ class Reader:
         (DataError: HTTP 400), not the deployment's."""
         opts = self.options(max_new_tokens)
         if max_new_tokens is not None and max_new_tokens >= self.model.config.max_seq_len:
-            raise DataError(f"max_new_tokens {max_new_tokens} leaves no room for a prompt in the model's window "
-                            f"of {self.model.config.max_seq_len} tokens")
-        return build_prompt(question, evidence.passages, reader_facts(evidence.facts), self.tokenizer,
-                            self.prompt_budget(opts.max_new_tokens))
+            raise DataError(
+                f"max_new_tokens {max_new_tokens} leaves no room for a prompt in the model's window "
+                f"of {self.model.config.max_seq_len} tokens"
+            )
+        return build_prompt(
+            question,
+            evidence.passages,
+            reader_facts(evidence.facts),
+            self.tokenizer,
+            self.prompt_budget(opts.max_new_tokens),
+        )
 
-    def answer(self, question: str, evidence: Evidence, *, stream: bool = False,
-               max_new_tokens: int | None = None) -> ReaderResult | AnswerStream:
+    def answer(
+        self,
+        question: str,
+        evidence: Evidence,
+        *,
+        stream: bool = False,
+        max_new_tokens: int | None = None,
+    ) -> ReaderResult | AnswerStream:
         """A `ReaderResult`, or with `stream=True` an `AnswerStream` of text pieces."""
         prompt = self.build(question, evidence, max_new_tokens)
         opts = self.options(max_new_tokens)
@@ -225,8 +276,12 @@ class Reader:
         (generation,) = generate(self.model, [prompt.ids], **opts.kwargs())
         return self._result(prompt, generation)
 
-    def answer_batch(self, questions: Sequence[str], evidences: Sequence[Evidence],
-                     max_new_tokens: Sequence[int | None] | None = None) -> list[ReaderResult]:
+    def answer_batch(
+        self,
+        questions: Sequence[str],
+        evidences: Sequence[Evidence],
+        max_new_tokens: Sequence[int | None] | None = None,
+    ) -> list[ReaderResult]:
         """`answer` for many questions with one batched decode per distinct length cap (the
         serve graph's `@serve.batch`); rows finish independently, results in input order."""
         caps = list(max_new_tokens) if max_new_tokens is not None else [None] * len(questions)
@@ -238,7 +293,9 @@ class Reader:
         for i, cap in enumerate(caps):
             by_cap.setdefault(cap, []).append(i)
         for cap, rows in by_cap.items():
-            generations = generate(self.model, [prompts[i].ids for i in rows], **self.options(cap).kwargs())
+            generations = generate(
+                self.model, [prompts[i].ids for i in rows], **self.options(cap).kwargs()
+            )
             for i, generation in zip(rows, generations, strict=True):
                 results[i] = self._result(prompts[i], generation)
         return results  # type: ignore[return-value]
@@ -246,15 +303,28 @@ class Reader:
     def _result(self, prompt: Prompt, generation: Generation) -> ReaderResult:
         text = self.tokenizer.decode(generation.tokens).strip()
         citations = tuple(c.passage for c in prompt.citations)
-        answer = Answer(text=text, citations=citations, facts=tuple(prompt.facts_included),
-                        model_version=self.model_version, config_hash=self.config.config_hash)
+        answer = Answer(
+            text=text,
+            citations=citations,
+            facts=tuple(prompt.facts_included),
+            model_version=self.model_version,
+            config_hash=self.config.config_hash,
+        )
         return ReaderResult(
-            answer=answer, truncated_chunk_ids=list(prompt.truncated), facts_dropped=prompt.facts_dropped,
-            prompt_tokens=len(prompt.ids), completion_tokens=len(generation.tokens),
-            finish_reason=generation.finish_reason, cited_markers=cited_markers(text, len(citations)),
-            routing=generation.expert_share, answer_logprob=generation.logprob,
-            shard_share=shard_shares(generation.expert_share, self.sharded.ranges) if self.sharded else [],
-            alternatives=tuple(self._result(prompt, g) for g in generation.alternatives))
+            answer=answer,
+            truncated_chunk_ids=list(prompt.truncated),
+            facts_dropped=prompt.facts_dropped,
+            prompt_tokens=len(prompt.ids),
+            completion_tokens=len(generation.tokens),
+            finish_reason=generation.finish_reason,
+            cited_markers=cited_markers(text, len(citations)),
+            routing=generation.expert_share,
+            answer_logprob=generation.logprob,
+            shard_share=shard_shares(generation.expert_share, self.sharded.ranges)
+            if self.sharded
+            else [],
+            alternatives=tuple(self._result(prompt, g) for g in generation.alternatives),
+        )
 
 
 def _token_stream(model: MoETransformer, ids: list[int], opts: DecodeOptions) -> Iterator[int]:
@@ -283,8 +353,11 @@ def cited_markers(text: str, n_citations: int) -> list[int]:
 def weights_digest(checkpoint: Path, chars: int = DIGEST_CHARS) -> str:
     """Short sha256 of the checkpoint's weights (all shards, in name order, when sharded)."""
     single, index = checkpoint / WEIGHTS_FILE, checkpoint / WEIGHTS_INDEX_FILE
-    files = [single] if single.is_file() else [index, *sorted(
-        p for p in checkpoint.glob("*.safetensors") if p.name != WEIGHTS_FILE)]
+    files = (
+        [single]
+        if single.is_file()
+        else [index, *sorted(p for p in checkpoint.glob("*.safetensors") if p.name != WEIGHTS_FILE)]
+    )
     digest = hashlib.sha256()
     for file in files:
         with open(file, "rb") as handle:
@@ -298,13 +371,32 @@ def result_to_json(result: ReaderResult) -> dict[str, Any]:
     answer = result.answer
     return {
         "answer": answer.text,
-        "citations": [{"marker": i, "chunk_id": p.chunk_id, "doc_id": p.doc_id, "title": p.title,
-                       "score": p.score} for i, p in enumerate(answer.citations, 1)],
+        "citations": [
+            {
+                "marker": i,
+                "chunk_id": p.chunk_id,
+                "doc_id": p.doc_id,
+                "title": p.title,
+                "score": p.score,
+            }
+            for i, p in enumerate(answer.citations, 1)
+        ],
         "cited_markers": result.cited_markers,
-        "facts": [{"subject": f.subject, "relation": f.relation, "object": f.object,
-                   "confidence": f.confidence, "chunk_ids": list(f.chunk_ids), "doc_ids": list(f.doc_ids)}
-                  for f in answer.facts],
-        "truncated": {"chunk_ids": result.truncated_chunk_ids, "facts_dropped": result.facts_dropped},
+        "facts": [
+            {
+                "subject": f.subject,
+                "relation": f.relation,
+                "object": f.object,
+                "confidence": f.confidence,
+                "chunk_ids": list(f.chunk_ids),
+                "doc_ids": list(f.doc_ids),
+            }
+            for f in answer.facts
+        ],
+        "truncated": {
+            "chunk_ids": result.truncated_chunk_ids,
+            "facts_dropped": result.facts_dropped,
+        },
         "finish_reason": result.finish_reason,
         "usage": result.usage(),
         "model_version": answer.model_version,

@@ -64,8 +64,12 @@ class RoutingReport:
         return not self.alarms
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "alarms": list(self.alarms),
-                "layers": [asdict(f) for f in self.layers], "expert_load": self.expert_load}
+        return {
+            "ok": self.ok,
+            "alarms": list(self.alarms),
+            "layers": [asdict(f) for f in self.layers],
+            "expert_load": self.expert_load,
+        }
 
 
 def _as_dict(stats: Any) -> Mapping[str, Any]:
@@ -83,8 +87,9 @@ def expert_load(stats: Sequence[Any], digits: int = 4) -> list[list[float]]:
     return [[round(s, digits) for s in _shares(_as_dict(layer))] for layer in stats]
 
 
-def shard_shares(expert_share: Sequence[Sequence[float]], ranges: Sequence[tuple[int, int]],
-                 digits: int = 4) -> list[float]:
+def shard_shares(
+    expert_share: Sequence[Sequence[float]], ranges: Sequence[tuple[int, int]], digits: int = 4
+) -> list[float]:
     """Per expert-parallel shard (experts [lo, hi) each), its share of all token-slots, averaged
     over layers: what expert parallelism's load balance looks like from the routing.
 
@@ -93,7 +98,9 @@ def shard_shares(expert_share: Sequence[Sequence[float]], ranges: Sequence[tuple
     layers = [layer for layer in expert_share if sum(layer) > 0]
     if not layers:
         return [0.0] * len(ranges)
-    return [round(sum(sum(layer[lo:hi]) for layer in layers) / len(layers), digits) for lo, hi in ranges]
+    return [
+        round(sum(sum(layer[lo:hi]) for layer in layers) / len(layers), digits) for lo, hi in ranges
+    ]
 
 
 def shard_imbalance(shares: Sequence[float]) -> float:
@@ -118,9 +125,14 @@ def merge_stats(forwards: Sequence[Mapping[str, Any] | Any]) -> dict[str, Any]:
         for e, share in enumerate(_shares(row)):
             loads[e] += share * int(row["tokens"])
     shares = [load / tokens if tokens else 0.0 for load in loads]
-    return {"token_share": shares, "entropy": _entropy(shares), "drop_rate": drop_weight / max(tokens, 1),
-            "max_violation": _violation(shares), "dropped": sum(int(row["dropped"]) for row in rows),
-            "tokens": tokens}
+    return {
+        "token_share": shares,
+        "entropy": _entropy(shares),
+        "drop_rate": drop_weight / max(tokens, 1),
+        "max_violation": _violation(shares),
+        "dropped": sum(int(row["dropped"]) for row in rows),
+        "tokens": tokens,
+    }
 
 
 def _entropy(shares: Sequence[float]) -> float:
@@ -135,8 +147,12 @@ def _violation(shares: Sequence[float]) -> float:
     return (max(shares) - mean) / mean if shares and sum(shares) > 0 else 0.0
 
 
-def check_layer(layer: int, stats: Any, config: RoutingAlarmConfig,
-                min_tokens_per_expert: int = MIN_TOKENS_PER_EXPERT) -> tuple[LayerFinding, list[str]]:
+def check_layer(
+    layer: int,
+    stats: Any,
+    config: RoutingAlarmConfig,
+    min_tokens_per_expert: int = MIN_TOKENS_PER_EXPERT,
+) -> tuple[LayerFinding, list[str]]:
     """One layer's finding and its alarm lines."""
     row = _as_dict(stats)
     shares = _shares(row)
@@ -147,24 +163,43 @@ def check_layer(layer: int, stats: Any, config: RoutingAlarmConfig,
     judged = tokens >= min_tokens_per_expert * n_experts
     dead = [e for e, s in enumerate(shares) if s < config.min_share] if judged else []
     finding = LayerFinding(
-        layer=layer, experts=n_experts, tokens=tokens, entropy=round(entropy, 4),
-        max_violation=round(violation, 4), drop_rate=round(drop_rate, 4), dead_experts=dead,
-        judged_load=judged, collapsed=judged and n_experts > 1 and entropy < config.min_entropy,
-        hogging=judged and violation > config.max_violation, dropping=drop_rate > config.max_drop_rate)
+        layer=layer,
+        experts=n_experts,
+        tokens=tokens,
+        entropy=round(entropy, 4),
+        max_violation=round(violation, 4),
+        drop_rate=round(drop_rate, 4),
+        dead_experts=dead,
+        judged_load=judged,
+        collapsed=judged and n_experts > 1 and entropy < config.min_entropy,
+        hogging=judged and violation > config.max_violation,
+        dropping=drop_rate > config.max_drop_rate,
+    )
     alarms = []
     if finding.collapsed:
-        alarms.append(f"layer {layer}: entropy {entropy:.2f} < {config.min_entropy:.2f} (collapsed)")
+        alarms.append(
+            f"layer {layer}: entropy {entropy:.2f} < {config.min_entropy:.2f} (collapsed)"
+        )
     if finding.hogging:
-        alarms.append(f"layer {layer}: max_violation {violation:.2f} > {config.max_violation:.2f} (hogging)")
+        alarms.append(
+            f"layer {layer}: max_violation {violation:.2f} > {config.max_violation:.2f} (hogging)"
+        )
     if finding.dropping:
-        alarms.append(f"layer {layer}: drop_rate {drop_rate:.3f} > {config.max_drop_rate:.3f} (dropping)")
+        alarms.append(
+            f"layer {layer}: drop_rate {drop_rate:.3f} > {config.max_drop_rate:.3f} (dropping)"
+        )
     if dead:
-        alarms.append(f"layer {layer}: {len(dead)} dead expert(s) {dead} share < {config.min_share:.3f}")
+        alarms.append(
+            f"layer {layer}: {len(dead)} dead expert(s) {dead} share < {config.min_share:.3f}"
+        )
     return finding, alarms
 
 
-def check_routing(stats: Sequence[Any], config: RoutingAlarmConfig | None = None,
-                  min_tokens_per_expert: int = MIN_TOKENS_PER_EXPERT) -> RoutingReport:
+def check_routing(
+    stats: Sequence[Any],
+    config: RoutingAlarmConfig | None = None,
+    min_tokens_per_expert: int = MIN_TOKENS_PER_EXPERT,
+) -> RoutingReport:
     """Per-layer routing stats (RoutingStats or their dicts, layer order) -> RoutingReport.
 
     >>> check_routing(out.routing, RoutingAlarmConfig()).ok

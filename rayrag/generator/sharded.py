@@ -67,8 +67,10 @@ __all__ = ["ExpertShard", "ShardFailure", "ShardedGenerator", "expert_ranges"]
 def expert_ranges(n_experts: int, num_shards: int) -> list[tuple[int, int]]:
     """Contiguous [lo, hi) expert slices, as even as possible: 8 over 3 -> (0,3) (3,6) (6,8)."""
     if not 1 <= num_shards <= n_experts:
-        raise RayRagError(f"num_shards must be between 1 and n_experts={n_experts}, got {num_shards} "
-                          "(generator.num_shards)")
+        raise RayRagError(
+            f"num_shards must be between 1 and n_experts={n_experts}, got {num_shards} "
+            "(generator.num_shards)"
+        )
     base, extra = divmod(n_experts, num_shards)
     ranges, lo = [], 0
     for s in range(num_shards):
@@ -110,7 +112,9 @@ def pack(layer: int, rows: torch.Tensor, counts: torch.Tensor) -> bytes:
 def unpack_request(payload: bytes, width: int) -> tuple[int, torch.Tensor, torch.Tensor]:
     layer, n, experts = REQUEST.unpack_from(payload)
     counts = np.frombuffer(payload, dtype=np.int64, count=experts, offset=REQUEST.size)
-    rows = np.frombuffer(payload, dtype=np.float32, count=n * width, offset=REQUEST.size + 8 * experts)
+    rows = np.frombuffer(
+        payload, dtype=np.float32, count=n * width, offset=REQUEST.size + 8 * experts
+    )
     return layer, torch.from_numpy(rows.reshape(n, width).copy()), torch.from_numpy(counts.copy())
 
 
@@ -130,12 +134,24 @@ def unpack(payload: bytes) -> tuple[torch.Tensor, float]:
 class ExpertShard:
     """Experts [lo, hi) of every MoE layer, from a checkpoint."""
 
-    def __init__(self, checkpoint: str, lo: int, hi: int, device: str | None = None, threads: int = 1,
-                 dtype: str | None = None) -> None:
+    def __init__(
+        self,
+        checkpoint: str,
+        lo: int,
+        hi: int,
+        device: str | None = None,
+        threads: int = 1,
+        dtype: str | None = None,
+    ) -> None:
         torch.set_num_threads(threads)
-        model = load_checkpoint(checkpoint, device=device, dtype=getattr(torch, dtype) if dtype else None)
+        model = load_checkpoint(
+            checkpoint, device=device, dtype=getattr(torch, dtype) if dtype else None
+        )
         self.lo, self.hi = lo, hi
-        self.experts = [slice_experts(layer.block_sparse_moe.experts, lo, hi).eval() for layer in model.model.layers]
+        self.experts = [
+            slice_experts(layer.block_sparse_moe.experts, lo, hi).eval()
+            for layer in model.model.layers
+        ]
         self.width = model.config.d_model
         del model
 
@@ -147,7 +163,9 @@ class ExpertShard:
         device, dtype = experts.w1.device, experts.w1.dtype
         started = time.perf_counter()
         with torch.inference_mode():
-            out = experts.forward_sorted(rows.to(device, dtype), counts.to(device)).to("cpu", torch.float32)
+            out = experts.forward_sorted(rows.to(device, dtype), counts.to(device)).to(
+                "cpu", torch.float32
+            )
         return pack_reply(out, time.perf_counter() - started)
 
     def info(self) -> dict[str, Any]:
@@ -157,11 +175,21 @@ class ExpertShard:
 class ShardedGenerator:
     """A `MoETransformer` (as `.model`) whose expert FFNs run on `ExpertShard` actors."""
 
-    def __init__(self, checkpoint: str | Path, num_shards: int, *, use_gpu: bool | None = None,
-                 num_cpus: float = CPU_PER_SHARD, transport: str = "compiled", dtype: str = "auto") -> None:
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        num_shards: int,
+        *,
+        use_gpu: bool | None = None,
+        num_cpus: float = CPU_PER_SHARD,
+        transport: str = "compiled",
+        dtype: str = "auto",
+    ) -> None:
         if transport not in TRANSPORTS:
-            raise RayRagError(f"ep_transport must be one of {', '.join(TRANSPORTS)}, got {transport!r} "
-                              "(generator.ep_transport)")
+            raise RayRagError(
+                f"ep_transport must be one of {', '.join(TRANSPORTS)}, got {transport!r} "
+                "(generator.ep_transport)"
+            )
         self.checkpoint = str(Path(checkpoint).resolve())
         self.model: MoETransformer = load_checkpoint(self.checkpoint).eval()
         config = self.model.config
@@ -169,19 +197,25 @@ class ShardedGenerator:
         # The cluster's GPUs, not this process's: a Serve replica holds none itself, its shards do
         # (one each, as `shard_placement` reserves them).
         self.use_gpu = cluster_gpus() >= num_shards if use_gpu is None else use_gpu
-        self.actor_options: dict[str, Any] = ({"num_gpus": 1, "num_cpus": num_cpus} if self.use_gpu
-                                              else {"num_cpus": num_cpus})
+        self.actor_options: dict[str, Any] = (
+            {"num_gpus": 1, "num_cpus": num_cpus} if self.use_gpu else {"num_cpus": num_cpus}
+        )
         # The experts' dtype on the shards (decoding.dtype; auto = bfloat16 on GPU shards). Rows
         # travel as float32 either way, and the combine runs in the caller's dtype.
         self.shard_dtype = serving_dtype(dtype, "cuda" if self.use_gpu else "cpu")
         self.shards = [self._start(lo, hi) for lo, hi in self.ranges]
         ray.get([shard.info.remote() for shard in self.shards])  # loaded before the first request
         self.shard_load = [0] * num_shards  # token-slots sent to each shard
-        self.compute_s = [0.0] * num_shards  # seconds of expert arithmetic on each shard (not transport)
+        self.compute_s = [
+            0.0
+        ] * num_shards  # seconds of expert arithmetic on each shard (not transport)
         self.restarts = 0
         self._lock = threading.Lock()
         d_model = self.model.config.d_model
-        self._empty = [pack(0, torch.empty(0, d_model), torch.zeros(hi - lo, dtype=torch.long)) for lo, hi in self.ranges]
+        self._empty = [
+            pack(0, torch.empty(0, d_model), torch.zeros(hi - lo, dtype=torch.long))
+            for lo, hi in self.ranges
+        ]
         self.transport, self._compiled, self.compile_error = transport, None, ""
         if transport == "compiled":
             try:
@@ -195,8 +229,9 @@ class ShardedGenerator:
 
     def _start(self, lo: int, hi: int) -> Any:
         device = "cuda" if self.use_gpu else "cpu"
-        return ExpertShard.options(**self.actor_options).remote(self.checkpoint, lo, hi, device,
-                                                                dtype=str(self.shard_dtype).removeprefix("torch."))
+        return ExpertShard.options(**self.actor_options).remote(
+            self.checkpoint, lo, hi, device, dtype=str(self.shard_dtype).removeprefix("torch.")
+        )
 
     def _dispatch(self, layer: int, x_sorted: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         """`MoELayer.expert_fn`: each shard's contiguous block of the sorted rows, one call each."""
@@ -209,8 +244,10 @@ class ShardedGenerator:
             if end > start:
                 calls.append((s, start, end))
                 self.shard_load[s] += end - start
-        blocks = {s: pack(layer, x_sorted[start:end], counts[self.ranges[s][0]:self.ranges[s][1]])
-                  for s, start, end in calls}
+        blocks = {
+            s: pack(layer, x_sorted[start:end], counts[self.ranges[s][0] : self.ranges[s][1]])
+            for s, start, end in calls
+        }
         with self._lock:  # one dispatch at a time: a compiled graph's channels are not thread-safe
             results = self._call(blocks)
         for s, start, end in calls:
@@ -223,7 +260,9 @@ class ShardedGenerator:
         from ray.dag import InputNode, MultiOutputNode
 
         with InputNode() as inp:  # one input per shard: its packed block
-            dag = MultiOutputNode([shard.forward.bind(inp[s]) for s, shard in enumerate(self.shards)])
+            dag = MultiOutputNode(
+                [shard.forward.bind(inp[s]) for s, shard in enumerate(self.shards)]
+            )
         self._compiled = dag.experimental_compile()
 
     def _call(self, blocks: dict[int, bytes]) -> dict[int, bytes]:
@@ -251,7 +290,9 @@ class ShardedGenerator:
             except Exception as exc:  # noqa: BLE001 - a dead shard surfaces as several error types
                 self._teardown()
                 if attempt:
-                    raise ShardFailure("an expert shard failed again after the compiled graph was rebuilt") from exc
+                    raise ShardFailure(
+                        "an expert shard failed again after the compiled graph was rebuilt"
+                    ) from exc
         raise AssertionError("unreachable")
 
     def _teardown(self) -> None:
@@ -282,7 +323,9 @@ class ShardedGenerator:
         try:
             return ray.get(self.shards[s].forward.remote(payload))
         except ray.exceptions.RayActorError as exc:
-            raise ShardFailure(f"expert shard {s} (experts {lo}-{hi - 1}) failed again after a restart") from exc
+            raise ShardFailure(
+                f"expert shard {s} (experts {lo}-{hi - 1}) failed again after a restart"
+            ) from exc
 
     def load_imbalance(self) -> float:
         """(max - mean) / mean of the token-slots each shard has received; 0 when balanced."""

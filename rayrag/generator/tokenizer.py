@@ -37,7 +37,9 @@ MIN_VOCAB_SIZE = len(SPECIAL_TOKENS) + BYTE_ALPHABET_SIZE
 TOKENIZER_FILE = "tokenizer.json"
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> RayragTokenizer:
+def train_tokenizer(
+    texts: Iterable[str], vocab_size: int, min_frequency: int = 2
+) -> RayragTokenizer:
     """Learn a byte-level BPE of at most `vocab_size` tokens (specials included) from `texts`.
 
     A small corpus may run out of merges before `vocab_size`; the result's `vocab_size` is
@@ -47,14 +49,17 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 
     if vocab_size < MIN_VOCAB_SIZE:
         raise ConfigError(
             f"vocab_size must be >= {MIN_VOCAB_SIZE} ({len(SPECIAL_TOKENS)} special tokens + "
-            f"{BYTE_ALPHABET_SIZE} byte symbols), got {vocab_size} (generator.vocab_size)")
+            f"{BYTE_ALPHABET_SIZE} byte symbols), got {vocab_size} (generator.vocab_size)"
+        )
     if min_frequency < 0:
         raise ConfigError(f"min_frequency must be >= 0, got {min_frequency}")
     corpus = _non_empty(texts)
     try:
         first = next(corpus)
     except StopIteration:
-        raise DataError("cannot train a tokenizer on an empty corpus (no non-empty texts)") from None
+        raise DataError(
+            "cannot train a tokenizer on an empty corpus (no non-empty texts)"
+        ) from None
 
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -95,7 +100,9 @@ class RayragTokenizer:
         for expected_id, token in enumerate(SPECIAL_TOKENS):
             found = tokenizer.token_to_id(token)
             if found != expected_id:
-                raise ModelError(f"tokenizer has special token {token} at id {found}, expected {expected_id}")
+                raise ModelError(
+                    f"tokenizer has special token {token} at id {found}, expected {expected_id}"
+                )
         # Specials are structure, never text: "<sep>" inside a passage encodes as bytes.
         # `tokenizers` serialises neither to JSON nor to pickle this flag, so it is set on
         # every construction: train, load, and unpickling on a Ray worker (`__setstate__`).
@@ -126,8 +133,9 @@ class RayragTokenizer:
         # int() accepts numpy and 0-d torch scalars alike, so a generated tensor row decodes.
         return self._tokenizer.decode([int(i) for i in ids], skip_special_tokens=skip_special)
 
-    def token_frequencies(self, texts: Iterable[str], vocab_size: int | None = None,
-                          batch_size: int = 1024) -> np.ndarray:
+    def token_frequencies(
+        self, texts: Iterable[str], vocab_size: int | None = None, batch_size: int = 1024
+    ) -> np.ndarray:
         """(V,) int64: how often each id occurs when `texts` are encoded (specials only if present).
 
         `vocab_size` pads V up to the model's vocabulary when the BPE ran out of merges
@@ -151,8 +159,10 @@ class RayragTokenizer:
         if vocab_size is None:
             return self.vocab_size
         if vocab_size < self.vocab_size:
-            raise ConfigError(f"vocab_size must be >= the tokenizer's {self.vocab_size} tokens, "
-                              f"got {vocab_size} (generator.vocab_size)")
+            raise ConfigError(
+                f"vocab_size must be >= the tokenizer's {self.vocab_size} tokens, "
+                f"got {vocab_size} (generator.vocab_size)"
+            )
         return vocab_size
 
     def save(self, path: str | Path) -> Path:
@@ -171,8 +181,10 @@ class RayragTokenizer:
         try:
             tokenizer = Tokenizer.from_file(str(target))
         except Exception as exc:  # the Rust side raises a bare Exception on bad JSON
-            raise ModelError(f"tokenizer file is corrupt or not a tokenizers JSON: {target} "
-                             f"({type(exc).__name__})") from None
+            raise ModelError(
+                f"tokenizer file is corrupt or not a tokenizers JSON: {target} "
+                f"({type(exc).__name__})"
+            ) from None
         return cls(tokenizer)
 
 

@@ -39,31 +39,42 @@ LEXICAL = "lexical"  # a directory: optional, older bundles lack it
 REQUIRED_FILES = (MANIFEST, CHUNKS, DOCUMENTS, VECTORS, GRAPH, PII_REPORT)
 REDACTION_POLICY_KEY = "redaction_policy"  # chunk metadata: the policy that redacted its document
 # The redaction settings a manifest records (its "redaction" object) and queries are redacted by.
-RECORDED_REDACTION_KEYS = ("entities", "operators", "default_operator", "policies", "default_policy",
-                           "policy_field", "policy_rules")
+RECORDED_REDACTION_KEYS = (
+    "entities",
+    "operators",
+    "default_operator",
+    "policies",
+    "default_policy",
+    "policy_field",
+    "policy_rules",
+)
 
-CHUNK_SCHEMA = pa.schema([
-    ("row_id", pa.int64()),  # the FAISS id of the chunk's vector
-    ("chunk_id", pa.string()),
-    ("doc_id", pa.string()),
-    ("title", pa.string()),
-    ("text", pa.string()),  # already redacted
-    ("start", pa.int64()),
-    ("end", pa.int64()),
-    ("acl", pa.list_(pa.string())),
-    ("metadata", pa.string()),  # JSON object of scalars: heterogeneous across docs
-])
+CHUNK_SCHEMA = pa.schema(
+    [
+        ("row_id", pa.int64()),  # the FAISS id of the chunk's vector
+        ("chunk_id", pa.string()),
+        ("doc_id", pa.string()),
+        ("title", pa.string()),
+        ("text", pa.string()),  # already redacted
+        ("start", pa.int64()),
+        ("end", pa.int64()),
+        ("acl", pa.list_(pa.string())),
+        ("metadata", pa.string()),  # JSON object of scalars: heterogeneous across docs
+    ]
+)
 
-DOCUMENT_SCHEMA = pa.schema([
-    ("doc_id", pa.string()),
-    ("digest", pa.string()),  # content digest of the raw document: drives incremental ingest
-    ("title", pa.string()),  # redacted
-    ("acl", pa.list_(pa.string())),
-    ("metadata", pa.string()),
-    ("updated_at", pa.string()),
-    ("n_chunks", pa.int64()),
-    ("pii_counts", pa.string()),  # JSON {entity_type: count}; never values
-])
+DOCUMENT_SCHEMA = pa.schema(
+    [
+        ("doc_id", pa.string()),
+        ("digest", pa.string()),  # content digest of the raw document: drives incremental ingest
+        ("title", pa.string()),  # redacted
+        ("acl", pa.list_(pa.string())),
+        ("metadata", pa.string()),
+        ("updated_at", pa.string()),
+        ("n_chunks", pa.int64()),
+        ("pii_counts", pa.string()),  # JSON {entity_type: count}; never values
+    ]
+)
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -91,8 +102,9 @@ def _sweep_stale_temps(out: Path) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
-def write_bundle(out: Path, writers: dict[str, Callable[[Path], None]],
-                 manifest: dict[str, Any]) -> Path:
+def write_bundle(
+    out: Path, writers: dict[str, Callable[[Path], None]], manifest: dict[str, Any]
+) -> Path:
     """Write a bundle atomically: each `writers[name](path)` fills one file in a temp dir,
     the manifest goes last, then the temp dir replaces `out` in two renames."""
     out = Path(out)
@@ -117,7 +129,6 @@ def write_bundle(out: Path, writers: dict[str, Callable[[Path], None]],
     return out
 
 
-
 def write_table(table: pa.Table) -> Callable[[Path], None]:
     return lambda path: pq.write_table(table, path)
 
@@ -131,14 +142,19 @@ def write_jsonl_file(rows: list[dict[str, Any]]) -> Callable[[Path], None]:
         with path.open("w", encoding="utf-8") as handle:
             for row in rows:
                 handle.write(json.dumps(row, sort_keys=True) + "\n")
+
     return write
 
 
 def policy_documents(chunks: pa.Table, default_policy: str) -> dict[str, int]:
     """Redaction policy -> how many documents of `chunks` it redacted (chunk metadata says)."""
     documents: dict[str, set[str]] = {}
-    for doc_id, raw in zip(chunks.column("doc_id").to_pylist(), chunks.column("metadata").to_pylist(), strict=True):
-        documents.setdefault(json.loads(raw or "{}").get(REDACTION_POLICY_KEY, default_policy), set()).add(doc_id)
+    for doc_id, raw in zip(
+        chunks.column("doc_id").to_pylist(), chunks.column("metadata").to_pylist(), strict=True
+    ):
+        documents.setdefault(
+            json.loads(raw or "{}").get(REDACTION_POLICY_KEY, default_policy), set()
+        ).add(doc_id)
     return {policy: len(ids) for policy, ids in sorted(documents.items())}
 
 
@@ -159,7 +175,9 @@ class IndexBundle:
             raise BundleError(f"index bundle not found: {path} (--bundle)")
         missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
         if missing:
-            raise BundleError(f"{path} is not a complete index bundle: missing {', '.join(missing)}")
+            raise BundleError(
+                f"{path} is not a complete index bundle: missing {', '.join(missing)}"
+            )
         try:
             manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -167,7 +185,8 @@ class IndexBundle:
         version = manifest.get("format_version")
         if version != FORMAT_VERSION:
             raise BundleError(
-                f"bundle {path} has format_version {version!r}; this rayrag reads {FORMAT_VERSION}")
+                f"bundle {path} has format_version {version!r}; this rayrag reads {FORMAT_VERSION}"
+            )
         return cls(path, manifest)
 
     @property
@@ -178,7 +197,9 @@ class IndexBundle:
         try:
             return pq.read_table(self.path / name)
         except (pa.ArrowInvalid, OSError) as exc:
-            raise BundleError(f"corrupt bundle table {self.path / name}: {type(exc).__name__}") from None
+            raise BundleError(
+                f"corrupt bundle table {self.path / name}: {type(exc).__name__}"
+            ) from None
 
     def chunks(self) -> pa.Table:
         if self._chunks is None:
@@ -192,8 +213,9 @@ class IndexBundle:
 
     def document_digests(self) -> dict[str, str]:
         table = self.documents()
-        return dict(zip(table.column("doc_id").to_pylist(), table.column("digest").to_pylist(),
-                        strict=True))
+        return dict(
+            zip(table.column("doc_id").to_pylist(), table.column("digest").to_pylist(), strict=True)
+        )
 
     def vector_index(self, config: IndexConfig) -> Any:
         from rayrag.index.vector import VectorIndex
@@ -208,8 +230,10 @@ class IndexBundle:
         from rayrag.index.lexical import LexicalIndex
 
         if not self.has_lexical():
-            raise BundleError(f"bundle {self.path} has no lexical (BM25) index: it was written without "
-                              "index.lexical or by an older rayrag; re-ingest it")
+            raise BundleError(
+                f"bundle {self.path} has no lexical (BM25) index: it was written without "
+                "index.lexical or by an older rayrag; re-ingest it"
+            )
         return LexicalIndex.load(self.path / LEXICAL)
 
     def text_format(self) -> str:
@@ -225,11 +249,13 @@ class IndexBundle:
             return base
         if not recorded.get("enabled", True):
             return base.model_copy(update={"enabled": False})
-        return RedactionConfig.model_validate({
-            **base.model_dump(mode="json"),
-            "enabled": True,
-            **{key: recorded[key] for key in RECORDED_REDACTION_KEYS},
-        })
+        return RedactionConfig.model_validate(
+            {
+                **base.model_dump(mode="json"),
+                "enabled": True,
+                **{key: recorded[key] for key in RECORDED_REDACTION_KEYS},
+            }
+        )
 
     def policies_used(self) -> tuple[str, ...]:
         """The redaction policies this bundle's documents were redacted with (sorted); the
@@ -246,8 +272,10 @@ class IndexBundle:
         used = self.policies_used()
         if len(used) <= 1:  # one policy: no need to parse every chunk's metadata
             return [used[0] if used else ""] * self.chunks().num_rows
-        return [str(json.loads(raw or "{}").get(REDACTION_POLICY_KEY, "")) for raw in
-                self.chunks().column("metadata").to_pylist()]
+        return [
+            str(json.loads(raw or "{}").get(REDACTION_POLICY_KEY, ""))
+            for raw in self.chunks().column("metadata").to_pylist()
+        ]
 
     def graph(self) -> Any:
         if self._graph is None:

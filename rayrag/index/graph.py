@@ -57,8 +57,24 @@ EmbedFn = Callable[[list[str]], np.ndarray]
 # Only unambiguous legal forms: "Company" or "Group" also end ordinary names
 # ("The Walt Disney Company" must not become the person "Walt Disney").
 _LEGAL_SUFFIXES = frozenset(
-    {"inc", "incorporated", "corp", "corporation", "co", "ltd", "limited", "llc", "llp",
-     "plc", "gmbh", "ag", "nv", "bv", "sa", "pty"}
+    {
+        "inc",
+        "incorporated",
+        "corp",
+        "corporation",
+        "co",
+        "ltd",
+        "limited",
+        "llc",
+        "llp",
+        "plc",
+        "gmbh",
+        "ag",
+        "nv",
+        "bv",
+        "sa",
+        "pty",
+    }
 )
 _ACRONYM_FILLERS = frozenset({"of", "the", "and", "for", "&", "de", "in", "on", "at", "to"})
 _SYNONYM_BLOCK = 512  # rows per matrix-product block: 512 x 50k float32 = 100 MB peak
@@ -75,7 +91,9 @@ def passage_node(chunk_id: str) -> str:
 def base_key(key: str) -> str:
     """Drop trailing legal forms: "velora systems inc" -> "velora systems"."""
     words = key.split()
-    while len(words) > 1 and (words[-1] in _LEGAL_SUFFIXES or not any(c.isalnum() for c in words[-1])):
+    while len(words) > 1 and (
+        words[-1] in _LEGAL_SUFFIXES or not any(c.isalnum() for c in words[-1])
+    ):
         words.pop()
     return " ".join(words)
 
@@ -99,11 +117,17 @@ class KnowledgeGraph:
     through `add` and `remove_documents`, which keep provenance consistent.
     """
 
-    def __init__(self, config: KGConfig | None = None, graph: nx.MultiDiGraph | None = None) -> None:
+    def __init__(
+        self, config: KGConfig | None = None, graph: nx.MultiDiGraph | None = None
+    ) -> None:
         self.config = config or KGConfig()
         if graph is None:
-            graph = nx.MultiDiGraph(format_version=FORMAT_VERSION, acronyms={}, synonyms_stale=False,
-                                    kg_config=self.config.model_dump(mode="json"))
+            graph = nx.MultiDiGraph(
+                format_version=FORMAT_VERSION,
+                acronyms={},
+                synonyms_stale=False,
+                kg_config=self.config.model_dump(mode="json"),
+            )
         self.graph = graph
         self._read_only = False
         # Entity-name vectors from the last embed_fn, so incremental updates embed only new
@@ -114,14 +138,26 @@ class KnowledgeGraph:
     # -- construction ------------------------------------------------------------------
 
     @classmethod
-    def build(cls, extractions: Iterable[ChunkExtraction], *, config: KGConfig | None = None,
-              embed_fn: EmbedFn | None = None, extracted_at: str | None = None) -> KnowledgeGraph:
+    def build(
+        cls,
+        extractions: Iterable[ChunkExtraction],
+        *,
+        config: KGConfig | None = None,
+        embed_fn: EmbedFn | None = None,
+        extracted_at: str | None = None,
+    ) -> KnowledgeGraph:
         kg = cls(config)
         kg.add(extractions, embed_fn=embed_fn, extracted_at=extracted_at)
         return kg
 
-    def add(self, extractions: Iterable[ChunkExtraction], *, config: KGConfig | None = None,
-            embed_fn: EmbedFn | None = None, extracted_at: str | None = None) -> None:
+    def add(
+        self,
+        extractions: Iterable[ChunkExtraction],
+        *,
+        config: KGConfig | None = None,
+        embed_fn: EmbedFn | None = None,
+        extracted_at: str | None = None,
+    ) -> None:
         """Add chunks (a chunk id already present is replaced). Synonyms need `embed_fn`."""
         self._check_writable()
         if config is not None and config != self.config:
@@ -133,8 +169,9 @@ class KnowledgeGraph:
         replaced = {cid for cid in latest if passage_node(cid) in self.graph}
         self._update(replaced, list(latest.values()), embed_fn, extracted_at or _now())
 
-    def remove_documents(self, doc_ids: set[str] | Iterable[str], *,
-                         embed_fn: EmbedFn | None = None) -> int:
+    def remove_documents(
+        self, doc_ids: set[str] | Iterable[str], *, embed_fn: EmbedFn | None = None
+    ) -> int:
         """Drop every chunk of `doc_ids` and the provenance it gave; returns edges deleted.
 
         Entities and edges left without supporting chunks go too. Synonym neighbours freed
@@ -167,8 +204,17 @@ class KnowledgeGraph:
             graph = nx.node_link_graph(data, directed=True, multigraph=True, edges="edges")
             version = graph.graph.get("format_version")
             config = KGConfig.model_validate(graph.graph.get("kg_config", {}))
-        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise BundleError(f"knowledge graph is corrupt: {path} ({type(exc).__name__})") from None
+        except (
+            OSError,
+            UnicodeDecodeError,
+            ValueError,
+            KeyError,
+            TypeError,
+            AttributeError,
+        ) as exc:
+            raise BundleError(
+                f"knowledge graph is corrupt: {path} ({type(exc).__name__})"
+            ) from None
         if version != FORMAT_VERSION or not isinstance(graph, nx.MultiDiGraph):
             raise BundleError(f"knowledge graph format {version!r} is not {FORMAT_VERSION}: {path}")
         if not isinstance(graph.graph.get("acronyms"), dict) or any(
@@ -202,8 +248,13 @@ class KnowledgeGraph:
         surface form seen only in a hidden document does not leak through an alias.
         """
         g = self.graph
-        view = nx.MultiDiGraph(format_version=FORMAT_VERSION, acronyms={}, synonyms_stale=False,
-                               kg_config=g.graph.get("kg_config"), view_for=principal.name)
+        view = nx.MultiDiGraph(
+            format_version=FORMAT_VERSION,
+            acronyms={},
+            synonyms_stale=False,
+            kg_config=g.graph.get("kg_config"),
+            view_for=principal.name,
+        )
         readable = {}
         for node, data in self._nodes("passage"):
             if principal.may_read(data["acl"]):
@@ -232,15 +283,22 @@ class KnowledgeGraph:
             _derive_synonym(view, u, v)
         # Keep only acronyms both of whose names are visible: a long form seen only in
         # hidden documents is itself hidden content.
-        visible = {base_key(key) for _, d in view.nodes(data=True) if d["kind"] == "entity"
-                   for key in d["alias_keys"]}
-        view.graph["acronyms"] = {s: long for s, long in g.graph["acronyms"].items()
-                                  if s in visible and long in visible}
+        visible = {
+            base_key(key)
+            for _, d in view.nodes(data=True)
+            if d["kind"] == "entity"
+            for key in d["alias_keys"]
+        }
+        view.graph["acronyms"] = {
+            s: long for s, long in g.graph["acronyms"].items() if s in visible and long in visible
+        }
         kg = KnowledgeGraph(self.config, view)
         kg._read_only = True
         return kg
 
-    def personalized_pagerank(self, seeds: dict[str, float], principal: Principal) -> dict[str, float]:
+    def personalized_pagerank(
+        self, seeds: dict[str, float], principal: Principal
+    ) -> dict[str, float]:
         """PPR over the principal's subgraph, HippoRAG's retrieval step (damping 0.5).
 
         `seeds` maps node ids to weights; unknown or hidden seeds are ignored. Edges are
@@ -258,13 +316,19 @@ class KnowledgeGraph:
                 continue
             prior = walk.get_edge_data(u, v, {}).get("weight", 0.0)
             walk.add_edge(u, v, weight=prior + float(data.get("confidence", 1.0)))
-        return nx.pagerank(walk, alpha=self.config.ppr_damping, personalization=personalization,
-                           weight="weight")
+        return nx.pagerank(
+            walk, alpha=self.config.ppr_damping, personalization=personalization, weight="weight"
+        )
 
     # -- the one mutation path ---------------------------------------------------------
 
-    def _update(self, drop_chunks: set[str], new: list[ChunkExtraction],
-                embed_fn: EmbedFn | None, extracted_at: str) -> None:
+    def _update(
+        self,
+        drop_chunks: set[str],
+        new: list[ChunkExtraction],
+        embed_fn: EmbedFn | None,
+        extracted_at: str,
+    ) -> None:
         g = self.graph
         keys_before = self._synonym_keys()
         neighbours_before = self._synonym_neighbours()
@@ -289,24 +353,41 @@ class KnowledgeGraph:
         synonyms = self._maintain_synonyms(keys_before, neighbours_before, embed_fn, extracted_at)
         for node in touched_nodes:
             if node in g:
-                synonyms.update((u, v) for u, v, key in g.in_edges(node, keys=True) if key == SYNONYM)
-                synonyms.update((u, v) for u, v, key in g.out_edges(node, keys=True) if key == SYNONYM)
+                synonyms.update(
+                    (u, v) for u, v, key in g.in_edges(node, keys=True) if key == SYNONYM
+                )
+                synonyms.update(
+                    (u, v) for u, v, key in g.out_edges(node, keys=True) if key == SYNONYM
+                )
         for u, v in synonyms:
             _derive_synonym(g, u, v)
 
-    def _contribute(self, ex: ChunkExtraction, extracted_at: str, touched_nodes: set[str],
-                    touched_edges: set[tuple[str, str, str]]) -> None:
+    def _contribute(
+        self,
+        ex: ChunkExtraction,
+        extracted_at: str,
+        touched_nodes: set[str],
+        touched_edges: set[tuple[str, str, str]],
+    ) -> None:
         g = self.graph
         entities = _unique(ex.entities)
         known = {key for key, _, _ in entities}
         for t in ex.triples:
             if t.subject not in known or t.object not in known:
-                raise DataError(f"triple endpoint is not among the chunk's entities (chunk {ex.chunk_id})")
+                raise DataError(
+                    f"triple endpoint is not among the chunk's entities (chunk {ex.chunk_id})"
+                )
         pnode = passage_node(ex.chunk_id)
-        g.add_node(pnode, kind="passage", chunk_id=ex.chunk_id, doc_id=ex.doc_id,
-                   acl=sorted(set(ex.acl)), extracted_at=extracted_at,
-                   entities=[list(e) for e in entities],
-                   triples=[[t.subject, t.relation, t.object, float(t.confidence)] for t in ex.triples])
+        g.add_node(
+            pnode,
+            kind="passage",
+            chunk_id=ex.chunk_id,
+            doc_id=ex.doc_id,
+            acl=sorted(set(ex.acl)),
+            extracted_at=extracted_at,
+            entities=[list(e) for e in entities],
+            triples=[[t.subject, t.relation, t.object, float(t.confidence)] for t in ex.triples],
+        )
         for key, label, surface in entities:
             node = entity_node(self._canon(key))
             if node not in g:
@@ -317,11 +398,13 @@ class KnowledgeGraph:
         for t in ex.triples:
             ends = self._endpoints(t.subject, t.relation, t.object)
             if ends is not None:
-                self._support(*ends, t.relation, ex.chunk_id, float(t.confidence), extracted_at,
-                              touched_edges)
+                self._support(
+                    *ends, t.relation, ex.chunk_id, float(t.confidence), extracted_at, touched_edges
+                )
 
-    def _subtract(self, chunk_id: str, touched_nodes: set[str],
-                  touched_edges: set[tuple[str, str, str]]) -> None:
+    def _subtract(
+        self, chunk_id: str, touched_nodes: set[str], touched_edges: set[tuple[str, str, str]]
+    ) -> None:
         g = self.graph
         pnode = passage_node(chunk_id)
         if pnode not in g:
@@ -341,8 +424,16 @@ class KnowledgeGraph:
                     g.remove_edge(*ends, relation)
         g.remove_node(pnode)  # and its mention edges
 
-    def _support(self, u: str, v: str, relation: str, chunk_id: str, confidence: float,
-                 extracted_at: str, touched_edges: set[tuple[str, str, str]]) -> None:
+    def _support(
+        self,
+        u: str,
+        v: str,
+        relation: str,
+        chunk_id: str,
+        confidence: float,
+        extracted_at: str,
+        touched_edges: set[tuple[str, str, str]],
+    ) -> None:
         g = self.graph
         if not g.has_edge(u, v, relation):
             g.add_edge(u, v, key=relation, relation=relation, support={}, extracted_at=extracted_at)
@@ -368,7 +459,9 @@ class KnowledgeGraph:
     def _ledger(self, chunk_id: str) -> ChunkExtraction:
         d = self.graph.nodes[passage_node(chunk_id)]
         return ChunkExtraction(
-            chunk_id=chunk_id, doc_id=d["doc_id"], acl=tuple(d["acl"]),
+            chunk_id=chunk_id,
+            doc_id=d["doc_id"],
+            acl=tuple(d["acl"]),
             entities=[tuple(e) for e in d["entities"]],
             triples=[Triple(s, r, o, chunk_id, d["doc_id"], c) for s, r, o, c in d["triples"]],
         )
@@ -390,11 +483,15 @@ class KnowledgeGraph:
                 spelled = _initials(base) | (_initials(key) if " " in base else set())
                 for initials in spelled:
                     longs.setdefault(initials, set()).add(base)
-        return {s: next(iter(longs[s])) for s in sorted(shorts)
-                if len(longs.get(s, ())) == 1 and s not in longs[s]}
+        return {
+            s: next(iter(longs[s]))
+            for s in sorted(shorts)
+            if len(longs.get(s, ())) == 1 and s not in longs[s]
+        }
 
-    def _reresolve_acronyms(self, touched_nodes: set[str],
-                            touched_edges: set[tuple[str, str, str]]) -> None:
+    def _reresolve_acronyms(
+        self, touched_nodes: set[str], touched_edges: set[tuple[str, str, str]]
+    ) -> None:
         """Re-home the chunks of every acronym whose long form appeared or went away."""
         old = self.graph.graph["acronyms"]
         new = self._acronym_map()
@@ -406,8 +503,10 @@ class KnowledgeGraph:
             node = entity_node(old.get(short, short))
             if node in self.graph:
                 chunk_ids.update(self.graph.nodes[node]["support"])
-        ledgers = [(self._ledger(c), self.graph.nodes[passage_node(c)]["extracted_at"])
-                   for c in sorted(chunk_ids)]
+        ledgers = [
+            (self._ledger(c), self.graph.nodes[passage_node(c)]["extracted_at"])
+            for c in sorted(chunk_ids)
+        ]
         for ex, _ in ledgers:
             self._subtract(ex.chunk_id, touched_nodes, touched_edges)
         self.graph.graph["acronyms"] = new
@@ -418,8 +517,11 @@ class KnowledgeGraph:
 
     def _synonym_keys(self) -> set[str]:
         # Pseudonyms are exact join keys: two HMAC tokens that embed alike are not synonyms.
-        return {n.removeprefix("entity:") for n, _ in self._nodes("entity")
-                if not is_pseudonym_key(n.removeprefix("entity:"))}
+        return {
+            n.removeprefix("entity:")
+            for n, _ in self._nodes("entity")
+            if not is_pseudonym_key(n.removeprefix("entity:"))
+        }
 
     def _synonym_neighbours(self) -> dict[str, set[str]]:
         out: dict[str, set[str]] = {}
@@ -428,8 +530,13 @@ class KnowledgeGraph:
                 out.setdefault(u.removeprefix("entity:"), set()).add(v.removeprefix("entity:"))
         return out
 
-    def _maintain_synonyms(self, keys_before: set[str], neighbours_before: dict[str, set[str]],
-                           embed_fn: EmbedFn | None, extracted_at: str) -> set[tuple[str, str]]:
+    def _maintain_synonyms(
+        self,
+        keys_before: set[str],
+        neighbours_before: dict[str, set[str]],
+        embed_fn: EmbedFn | None,
+        extracted_at: str,
+    ) -> set[tuple[str, str]]:
         """Recompute the k-NN rows that can have changed; all rows when marked stale.
 
         A row u changes only if u is new, a new name is within the threshold of u, or u
@@ -440,8 +547,11 @@ class KnowledgeGraph:
         k = self.config.max_synonyms_per_entity
         keys = self._synonym_keys()
         added, removed = keys - keys_before, keys_before - keys
-        refill = {u for u in keys - added
-                  if len(neighbours_before.get(u, ())) >= k and neighbours_before[u] & removed}
+        refill = {
+            u
+            for u in keys - added
+            if len(neighbours_before.get(u, ())) >= k and neighbours_before[u] & removed
+        }
         stale = bool(g.graph.get("synonyms_stale"))
         if k == 0:
             if stale:  # fan-out set to 0 by a new config: drop what the old one made
@@ -457,29 +567,45 @@ class KnowledgeGraph:
             return set()
         order = sorted(keys)
         index = {key: i for i, key in enumerate(order)}
-        matrix = np.stack([self._vectors[key] for key in order]) if order else np.zeros((0, 1), np.float32)
+        matrix = (
+            np.stack([self._vectors[key] for key in order])
+            if order
+            else np.zeros((0, 1), np.float32)
+        )
         if stale or 2 * len(added) >= len(order):
             rows = set(order)
         else:
             rows = added | refill
             new_ids = [index[a] for a in sorted(added)]
             for start in range(0, len(new_ids), _SYNONYM_BLOCK):
-                sims = np.round(matrix @ matrix[new_ids[start:start + _SYNONYM_BLOCK]].T, 5)
+                sims = np.round(matrix @ matrix[new_ids[start : start + _SYNONYM_BLOCK]].T, 5)
                 # A hair below the threshold: recomputing a spare row is harmless, missing one is not.
                 near = (sims >= self.config.synonym_threshold - 1e-4).any(axis=1)  # (entities,)
                 rows |= {order[i] for i in np.flatnonzero(near)}
         g.graph["synonyms_stale"] = False
         return self._recompute_synonym_rows(sorted(rows), order, index, matrix, extracted_at)
 
-    def _recompute_synonym_rows(self, rows: list[str], order: list[str], index: dict[str, int],
-                                matrix: np.ndarray, extracted_at: str) -> set[tuple[str, str]]:
-        g, k, threshold = self.graph, self.config.max_synonyms_per_entity, self.config.synonym_threshold
+    def _recompute_synonym_rows(
+        self,
+        rows: list[str],
+        order: list[str],
+        index: dict[str, int],
+        matrix: np.ndarray,
+        extracted_at: str,
+    ) -> set[tuple[str, str]]:
+        g, k, threshold = (
+            self.graph,
+            self.config.max_synonyms_per_entity,
+            self.config.synonym_threshold,
+        )
         added: set[tuple[str, str]] = set()
         for u in rows:
             node = entity_node(u)
-            g.remove_edges_from([(node, v, key) for _, v, key in g.out_edges(node, keys=True) if key == SYNONYM])
+            g.remove_edges_from(
+                [(node, v, key) for _, v, key in g.out_edges(node, keys=True) if key == SYNONYM]
+            )
         for start in range(0, len(rows), _SYNONYM_BLOCK):
-            block = rows[start:start + _SYNONYM_BLOCK]
+            block = rows[start : start + _SYNONYM_BLOCK]
             ids = np.array([index[u] for u in block])
             # Rounded so a row computed alone and in a full rebuild agree to the last bit.
             sims = np.round(matrix[ids] @ matrix.T, 5)  # (block, entities)
@@ -488,8 +614,14 @@ class KnowledgeGraph:
                 cand = np.flatnonzero(sims[row] >= threshold)
                 cand = cand[np.lexsort((cand, -sims[row, cand]))][:k]  # best first, ties by name
                 for j in cand:
-                    g.add_edge(entity_node(u), entity_node(order[j]), key=SYNONYM, relation=SYNONYM,
-                               confidence=float(sims[row, j]), extracted_at=extracted_at)
+                    g.add_edge(
+                        entity_node(u),
+                        entity_node(order[j]),
+                        key=SYNONYM,
+                        relation=SYNONYM,
+                        confidence=float(sims[row, j]),
+                        extracted_at=extracted_at,
+                    )
                     added.add((entity_node(u), entity_node(order[j])))
         return added
 
@@ -504,7 +636,9 @@ class KnowledgeGraph:
             return
         vectors = np.asarray(embed_fn(missing), dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[0] != len(missing) or not np.isfinite(vectors).all():
-            raise DataError(f"embed_fn must return {len(missing)} finite rows, got shape {vectors.shape}")
+            raise DataError(
+                f"embed_fn must return {len(missing)} finite rows, got shape {vectors.shape}"
+            )
         # Re-normalised defensively: a cosine above 1 would pass any threshold.
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         self._vectors.update(zip(missing, vectors, strict=True))
@@ -527,8 +661,9 @@ def _new_entity() -> dict[str, Any]:
     return {"kind": "entity", "forms": {}, "labels": {}, "support": {}}
 
 
-def _count_mention(data: dict[str, Any], chunk_id: str, key: str, label: str, surface: str,
-                   step: int) -> None:
+def _count_mention(
+    data: dict[str, Any], chunk_id: str, key: str, label: str, surface: str, step: int
+) -> None:
     """Add (+1) or take back (-1) one chunk's mention; counts at zero are dropped."""
     forms = data["forms"].setdefault(key, {})
     _bump(forms, surface, step)

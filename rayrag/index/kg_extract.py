@@ -89,8 +89,19 @@ _OBJECT_DEPS = ("dobj", "attr", "dative", "oprd", "acomp")
 _NOMINAL_COMPLEMENT_DEPS = ("ccomp", "xcomp")
 _RELATIVE_PRONOUNS = frozenset({"which", "that", "who", "whom"})
 # Slots a relation argument fills: where a name NER missed is looked for.
-_ARGUMENT_DEPS = frozenset({"nsubj", "nsubjpass", "dobj", "pobj", "attr", "oprd", "appos", "conj",
-                            *_NOMINAL_COMPLEMENT_DEPS})
+_ARGUMENT_DEPS = frozenset(
+    {
+        "nsubj",
+        "nsubjpass",
+        "dobj",
+        "pobj",
+        "attr",
+        "oprd",
+        "appos",
+        "conj",
+        *_NOMINAL_COMPLEMENT_DEPS,
+    }
+)
 NAME_LABEL = "NAME"  # a relation argument NER missed (see `TripleExtractor._argument_names`)
 _NAME_PARTS = ("compound", "flat", "nmod")
 
@@ -224,7 +235,9 @@ class TripleExtractor:
         persons, blocked = [], []
         for pattern, label in ((PSEUDONYM_RE, "PERSON"), (IDENTIFIER_RE, ID_LABEL)):
             for match in pattern.finditer(doc.text):
-                span = doc.char_span(match.start(), match.end(), label=label, alignment_mode="expand")
+                span = doc.char_span(
+                    match.start(), match.end(), label=label, alignment_mode="expand"
+                )
                 if span is not None and not any(_overlaps(span, p) for p in persons):
                     persons.append(span)
         for match in PLACEHOLDER_RE.finditer(doc.text):
@@ -278,11 +291,11 @@ class TripleExtractor:
                     token_entity.update((i, mention[0]) for i in tokens)
         for sent, linked in zip(sentences, links, strict=True):
             if self.config.cooccurrence:
-                keys = list(dict.fromkeys(
-                    token_entity[t.i] for t in sent if t.i in token_entity
-                ))[:MAX_COOCCURRING_ENTITIES]
+                keys = list(dict.fromkeys(token_entity[t.i] for t in sent if t.i in token_entity))[
+                    :MAX_COOCCURRING_ENTITIES
+                ]
                 for i, a in enumerate(keys):
-                    for b in keys[i + 1:]:
+                    for b in keys[i + 1 :]:
                         if frozenset((a, b)) in linked:
                             continue  # a verb already says how they relate
                         spo = (min(a, b), COOCCURS, max(a, b))  # symmetric: one canonical order
@@ -299,7 +312,9 @@ class TripleExtractor:
             ],
         )
 
-    def _argument_names(self, doc: Any, token_entity: dict[int, str]) -> dict[int, tuple[tuple[str, str, str], range]]:
+    def _argument_names(
+        self, doc: Any, token_entity: dict[int, str]
+    ) -> dict[int, tuple[tuple[str, str, str], range]]:
         """Head token -> (NAME mention, its token indices) for relation arguments NER missed.
 
         A proper-noun phrase (its compound chain; a lone capital opening the sentence is
@@ -311,23 +326,34 @@ class TripleExtractor:
         for token in doc:
             if token.i in token_entity or token.is_stop or not token.is_alpha:
                 continue
-            if token.dep_ not in _ARGUMENT_DEPS and not any(c.dep_ in ("acl", "relcl") for c in token.children):
+            if token.dep_ not in _ARGUMENT_DEPS and not any(
+                c.dep_ in ("acl", "relcl") for c in token.children
+            ):
                 continue
             if token.pos_ == "PROPN":
                 start = token.i
-                while (start > token.sent.start and doc[start - 1].pos_ == "PROPN"
-                       and doc[start - 1].dep_ in _NAME_PARTS and token.i >= doc[start - 1].head.i >= start):
+                while (
+                    start > token.sent.start
+                    and doc[start - 1].pos_ == "PROPN"
+                    and doc[start - 1].dep_ in _NAME_PARTS
+                    and token.i >= doc[start - 1].head.i >= start
+                ):
                     start -= 1
                 tokens = range(start, token.i + 1)
-                if any(i in token_entity for i in tokens) or (len(tokens) == 1 and token.is_sent_start):
+                if any(i in token_entity for i in tokens) or (
+                    len(tokens) == 1 and token.is_sent_start
+                ):
                     continue
-            elif (token.pos_ == "NOUN" and token.is_lower
-                  and token.lower_ not in self._known
-                  and not any(c.dep_ == "poss" or c.lower_ in ("a", "an") for c in token.children)):
+            elif (
+                token.pos_ == "NOUN"
+                and token.is_lower
+                and token.lower_ not in self._known
+                and not any(c.dep_ == "poss" or c.lower_ in ("a", "an") for c in token.children)
+            ):
                 tokens = range(token.i, token.i + 1)
             else:
                 continue
-            surface = display_name(doc[tokens.start:tokens.stop].text)
+            surface = display_name(doc[tokens.start : tokens.stop].text)
             key = entity_key(surface)
             if len(surface) >= self.config.min_entity_chars and any(ch.isalpha() for ch in key):
                 found[token.i] = ((key, NAME_LABEL, surface), tokens)
@@ -367,7 +393,11 @@ def _overlaps(a: Any, b: Any) -> bool:
 def _split_at_verbs(ent: Any) -> list[Any]:
     """An NER span that swallowed a clause's verb ("Ashcombe Power makes Thicket Energy Hub"
     as one ORG) split into the names on either side of it; other spans as they are."""
-    verbs = [t.i for t in ent if t.pos_ in ("VERB", "AUX") and t.dep_ in ("ROOT", "ccomp", "conj", "relcl")]
+    verbs = [
+        t.i
+        for t in ent
+        if t.pos_ in ("VERB", "AUX") and t.dep_ in ("ROOT", "ccomp", "conj", "relcl")
+    ]
     if not verbs:
         return [ent]
     from spacy.tokens import Span
@@ -386,7 +416,7 @@ def _relation(*parts: str) -> str:
 
 
 def _with_conjuncts(tokens: Iterable[Any]) -> list[Any]:
-    """"X and Y acquired Z": both X and Y are subjects."""
+    """ "X and Y acquired Z": both X and Y are subjects."""
     out: list[Any] = []
     stack = list(tokens)
     while stack:
@@ -404,7 +434,11 @@ def _resolve(token: Any, token_entity: dict[int, str]) -> tuple[str | None, bool
     """
     if token.i in token_entity:
         return token_entity[token.i], False
-    if token.lower_ in _RELATIVE_PRONOUNS and token.head.dep_ == "relcl" and token.head.head is not token.head:
+    if (
+        token.lower_ in _RELATIVE_PRONOUNS
+        and token.head.dep_ == "relcl"
+        and token.head.head is not token.head
+    ):
         return _resolve(token.head.head, token_entity)[0], True  # "Velora, which acquired Beta"
     for child in token.children:
         if child.dep_ == "appos" and child.i in token_entity:
@@ -413,7 +447,7 @@ def _resolve(token: Any, token_entity: dict[int, str]) -> tuple[str | None, bool
 
 
 def _is_topic_reference(token: Any, person: bool) -> bool:
-    """"He"/"she" for a person topic; "it", "they" or a bare "the film" for any other."""
+    """ "He"/"she" for a person topic; "it", "they" or a bare "the film" for any other."""
     if token.lower_ in _PERSON_PRONOUNS or token.lower_ in _THING_PRONOUNS:
         return (token.lower_ in _PERSON_PRONOUNS) == person
     if person or token.pos_ != "NOUN":
@@ -441,7 +475,9 @@ def _subjects(verb: Any) -> tuple[list[Any], list[Any], bool]:
         # verb's object (the parser attached it to the verb) describes that object.
         previous = verb.doc[verb.i - 1] if verb.i > 0 else verb
         before = verb.doc[previous.i - 1] if previous.is_punct and previous.i > 0 else previous
-        objects = [c for c in verb.head.children if c.dep_ in _OBJECT_DEPS and c.right_edge.i == before.i]
+        objects = [
+            c for c in verb.head.children if c.dep_ in _OBJECT_DEPS and c.right_edge.i == before.i
+        ]
         if objects and any(c.dep_ == "agent" for c in verb.children):
             return [], objects, True
     inherited = False
@@ -463,8 +499,9 @@ def _prep_objects(token: Any) -> list[tuple[str, Any]]:
     ]
 
 
-def _svo(sent: Any, token_entity: dict[int, str],
-         topic: tuple[str, bool] | None = None) -> list[tuple[str, str, str, float]]:
+def _svo(
+    sent: Any, token_entity: dict[int, str], topic: tuple[str, bool] | None = None
+) -> list[tuple[str, str, str, float]]:
     """(subject, relation, object, confidence) found in one sentence.
 
     `topic` is (the title's entity key, whether it is a person), for subjects that refer
@@ -489,8 +526,12 @@ def _svo(sent: Any, token_entity: dict[int, str],
             if agent.dep_ == "agent"
             for pobj in _with_conjuncts(c for c in agent.children if c.dep_ == "pobj")
         ]
-        objects = _with_conjuncts(c for c in verb.children if c.dep_ in _OBJECT_DEPS or (
-            c.dep_ in _NOMINAL_COMPLEMENT_DEPS and c.pos_ in ("NOUN", "PROPN")))
+        objects = _with_conjuncts(
+            c
+            for c in verb.children
+            if c.dep_ in _OBJECT_DEPS
+            or (c.dep_ in _NOMINAL_COMPLEMENT_DEPS and c.pos_ in ("NOUN", "PROPN"))
+        )
         subjects = active if active else passive
         for subj_token in subjects:
             subject, hop = _resolve(subj_token, token_entity)
@@ -503,28 +544,53 @@ def _svo(sent: Any, token_entity: dict[int, str],
                 for agent_token in agents:
                     agent, agent_hop = _resolve(agent_token, token_entity)
                     if agent is not None:
-                        found.append((agent, base, subject, min(conf, INDIRECT_CONFIDENCE) if agent_hop else conf))
+                        found.append(
+                            (
+                                agent,
+                                base,
+                                subject,
+                                min(conf, INDIRECT_CONFIDENCE) if agent_hop else conf,
+                            )
+                        )
             for obj_token in objects:
                 obj, obj_hop = _resolve(obj_token, token_entity)
                 if obj is not None:
-                    found.append((subject, base, obj, min(conf, INDIRECT_CONFIDENCE) if obj_hop else conf))
+                    found.append(
+                        (subject, base, obj, min(conf, INDIRECT_CONFIDENCE) if obj_hop else conf)
+                    )
                     continue
                 # "X is the CEO of Y", "X bought a stake in Y": the noun names the relation.
                 for prep, pobj_token in _prep_objects(obj_token):
                     pobj, _ = _resolve(pobj_token, token_entity)
                     if pobj is not None:
-                        found.append((subject, _relation(base, obj_token.lemma_, prep), pobj, min(conf, INDIRECT_CONFIDENCE)))
+                        found.append(
+                            (
+                                subject,
+                                _relation(base, obj_token.lemma_, prep),
+                                pobj,
+                                min(conf, INDIRECT_CONFIDENCE),
+                            )
+                        )
             # "X works for Y", "Beta was founded in Paris".
             for prep, pobj_token in _prep_objects(verb):
                 pobj, pobj_hop = _resolve(pobj_token, token_entity)
                 if pobj is not None:
-                    found.append((subject, _relation(base, prep), pobj, min(conf, INDIRECT_CONFIDENCE) if pobj_hop else conf))
+                    found.append(
+                        (
+                            subject,
+                            _relation(base, prep),
+                            pobj,
+                            min(conf, INDIRECT_CONFIDENCE) if pobj_hop else conf,
+                        )
+                    )
     return found
 
 
 _NAME_BEFORE = re.compile(r"(?:^|\s)([A-Z][\w'-]*)\s$")
 _NAME_AFTER = re.compile(r"^\s[A-Z][a-z]")
-_NOT_NAME_PARTS = frozenset({"The", "A", "An", "In", "At", "On", "By", "For", "From", "Of", "As", "And"})
+_NOT_NAME_PARTS = frozenset(
+    {"The", "A", "An", "In", "At", "On", "By", "For", "From", "Of", "As", "And"}
+)
 
 
 def inside_name(sentence: str, start: int, end: int) -> bool:
@@ -532,7 +598,7 @@ def inside_name(sentence: str, start: int, end: int) -> bool:
     "as Treasury Analyst" as an organisation, and a reader trained on that answer learns to
     stop one word early ("Treasury" for "Treasury Analyst"). A capitalised function word
     before the span ("The", "In") does not make it part of a name."""
-    if _NAME_AFTER.match(sentence[end:end + 3]):
+    if _NAME_AFTER.match(sentence[end : end + 3]):
         return True
-    before = _NAME_BEFORE.search(sentence[max(0, start - 40):start])
+    before = _NAME_BEFORE.search(sentence[max(0, start - 40) : start])
     return bool(before) and before.group(1) not in _NOT_NAME_PARTS

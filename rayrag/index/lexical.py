@@ -41,8 +41,14 @@ ROW_IDS = "row_ids.json"
 def tokenize(texts: list[str]) -> list[list[str]]:
     import bm25s
 
-    return bm25s.tokenize(texts, lower=TOKENIZER["lower"], token_pattern=TOKENIZER["pattern"],
-                          stopwords=TOKENIZER["stopwords"], return_ids=False, show_progress=False)
+    return bm25s.tokenize(
+        texts,
+        lower=TOKENIZER["lower"],
+        token_pattern=TOKENIZER["pattern"],
+        stopwords=TOKENIZER["stopwords"],
+        return_ids=False,
+        show_progress=False,
+    )
 
 
 class LexicalIndex:
@@ -54,8 +60,9 @@ class LexicalIndex:
         self._position = {int(r): i for i, r in enumerate(self.row_ids)}
 
     @classmethod
-    def build(cls, texts: list[str], row_ids: list[int] | np.ndarray, k1: float = 1.2,
-              b: float = 0.75) -> LexicalIndex:
+    def build(
+        cls, texts: list[str], row_ids: list[int] | np.ndarray, k1: float = 1.2, b: float = 0.75
+    ) -> LexicalIndex:
         import bm25s
 
         if len(texts) != len(row_ids):
@@ -63,17 +70,26 @@ class LexicalIndex:
         retriever = bm25s.BM25(k1=k1, b=b)
         if texts:
             # An empty token keeps a passage with only stop words indexable (bm25s needs one).
-            retriever.index([tokens or [""] for tokens in tokenize(list(texts))], show_progress=False)
+            retriever.index(
+                [tokens or [""] for tokens in tokenize(list(texts))], show_progress=False
+            )
         return cls(retriever if texts else None, np.asarray(row_ids, dtype=np.int64))
 
     @classmethod
-    def from_chunks(cls, chunks: Any, text_format: str, k1: float = 1.2, b: float = 0.75) -> LexicalIndex:
+    def from_chunks(
+        cls, chunks: Any, text_format: str, k1: float = 1.2, b: float = 0.75
+    ) -> LexicalIndex:
         """The index of a bundle's chunk table (pyarrow): each row's `passage_text`."""
         from rayrag.index.embedder import passage_text
 
-        cols = {name: chunks.column(name).to_pylist() for name in ("row_id", "title", "text", "metadata")}
-        texts = [passage_text(text, title, json.loads(meta or "{}"), text_format)
-                 for title, text, meta in zip(cols["title"], cols["text"], cols["metadata"], strict=True)]
+        cols = {
+            name: chunks.column(name).to_pylist()
+            for name in ("row_id", "title", "text", "metadata")
+        }
+        texts = [
+            passage_text(text, title, json.loads(meta or "{}"), text_format)
+            for title, text, meta in zip(cols["title"], cols["text"], cols["metadata"], strict=True)
+        ]
         return cls.build(texts, cols["row_id"], k1=k1, b=b)
 
     @property
@@ -86,8 +102,9 @@ class LexicalIndex:
         path.mkdir(parents=True, exist_ok=True)
         if self._bm25 is not None:
             self._bm25.save(str(path), show_progress=False)
-        (path / ROW_IDS).write_text(json.dumps({"row_ids": self.row_ids.tolist(), "tokenizer": TOKENIZER}),
-                                    encoding="utf-8")
+        (path / ROW_IDS).write_text(
+            json.dumps({"row_ids": self.row_ids.tolist(), "tokenizer": TOKENIZER}), encoding="utf-8"
+        )
 
     @classmethod
     def load(cls, path: Path) -> LexicalIndex:
@@ -99,7 +116,9 @@ class LexicalIndex:
         except (OSError, json.JSONDecodeError):
             raise BundleError(f"corrupt or missing lexical index: {path}") from None
         if meta.get("tokenizer") != TOKENIZER:
-            raise BundleError(f"lexical index {path} was tokenized differently; re-ingest the bundle")
+            raise BundleError(
+                f"lexical index {path} was tokenized differently; re-ingest the bundle"
+            )
         row_ids = np.asarray(meta["row_ids"], dtype=np.int64)
         retriever = bm25s.BM25.load(str(path)) if len(row_ids) else None
         return cls(retriever, row_ids)
@@ -118,7 +137,11 @@ class LexicalIndex:
         if not terms:
             return []
         k = min(top_k, self.ntotal)
-        docs, scores = self._bm25.retrieve([terms], k=k, weight_mask=mask, show_progress=False,
-                                           n_threads=0)
-        return [(int(self.row_ids[d]), float(s)) for d, s in zip(docs[0], scores[0], strict=True)
-                if s > 0 and mask[d] > 0]
+        docs, scores = self._bm25.retrieve(
+            [terms], k=k, weight_mask=mask, show_progress=False, n_threads=0
+        )
+        return [
+            (int(self.row_ids[d]), float(s))
+            for d, s in zip(docs[0], scores[0], strict=True)
+            if s > 0 and mask[d] > 0
+        ]

@@ -161,7 +161,10 @@ class VectorIndex:
         return self
 
     def _build_cagra(self, vectors: np.ndarray, ids: np.ndarray) -> VectorIndex:
-        self._index, self._factory = build_cagra(self._resources(), self.dim, self.config, vectors, ids), CAGRA
+        self._index, self._factory = (
+            build_cagra(self._resources(), self.dim, self.config, vectors, ids),
+            CAGRA,
+        )
         self._apply_search_knobs()
         self._sync_gpu()
         logger.info("built CAGRA over %d vectors (dim %d) on GPU", len(vectors), self.dim)

@@ -59,8 +59,9 @@ def gpu_flat(resources: object, dim: int) -> faiss.Index:
     return faiss.index_cpu_to_gpu(resources, 0, faiss.IndexFlat(dim, faiss.METRIC_INNER_PRODUCT))
 
 
-def build_cagra(resources: object, dim: int, config: IndexConfig, vectors: np.ndarray,
-                ids: np.ndarray) -> faiss.Index:
+def build_cagra(
+    resources: object, dim: int, config: IndexConfig, vectors: np.ndarray, ids: np.ndarray
+) -> faiss.Index:
     """A CAGRA graph built on the GPU, copied into a CPU `IndexHNSWCagra` with upper levels
     added (`base_level_only=False`), so the CPU copy searches, saves, grows and rebuilds like
     any HNSW, under an `IndexIDMap2` holding the caller's ids; `VectorIndex._sync_gpu` clones

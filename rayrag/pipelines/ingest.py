@@ -46,8 +46,20 @@ from rayrag.tracking.tracker import Tracker
 from rayrag.types import Document
 
 _log = get_logger("rayrag.ingest")
-_PACKAGES = ("rayrag", "ray", "torch", "faiss-gpu", "faiss-cpu", "sentence-transformers",
-             "presidio-analyzer", "presidio-anonymizer", "spacy", "networkx", "mlflow", "pyarrow")
+_PACKAGES = (
+    "rayrag",
+    "ray",
+    "torch",
+    "faiss-gpu",
+    "faiss-cpu",
+    "sentence-transformers",
+    "presidio-analyzer",
+    "presidio-anonymizer",
+    "spacy",
+    "networkx",
+    "mlflow",
+    "pyarrow",
+)
 
 Progress = Callable[[str], None]
 
@@ -68,9 +80,12 @@ class IngestResult:
 
     def summary(self) -> dict[str, Any]:
         """The one JSON object `rayrag ingest` prints last."""
-        return {**self.counts, "bundle": str(self.bundle_path),
-                "bundle_id": self.manifest["bundle_id"],
-                "mlflow_run_id": self.manifest.get("mlflow_run_id")}
+        return {
+            **self.counts,
+            "bundle": str(self.bundle_path),
+            "bundle_id": self.manifest["bundle_id"],
+            "mlflow_run_id": self.manifest.get("mlflow_run_id"),
+        }
 
 
 @dataclass
@@ -86,16 +101,23 @@ class _Processed:
 def ingest_fingerprint(config: RAGConfig) -> str:
     """Hash of the config sections that shape chunks and vectors: an incremental ingest
     may only extend a bundle built with the same ones."""
-    embedding: dict[str, Any] = {"model": config.embedding.model, "model_path": config.embedding.model_path,
-                                 "dim": config.embedding.dim}
+    embedding: dict[str, Any] = {
+        "model": config.embedding.model,
+        "model_path": config.embedding.model_path,
+        "dim": config.embedding.dim,
+    }
     if config.embedding.max_seq_length is not None:  # only when set: older fingerprints stay valid
         embedding["max_seq_length"] = config.embedding.max_seq_length
-    if config.embedding.text_format != "chunk":  # likewise: bundles before it embedded the chunk alone
+    if (
+        config.embedding.text_format != "chunk"
+    ):  # likewise: bundles before it embedded the chunk alone
         embedding["text_format"] = config.embedding.text_format
-    parts = {"chunking": config.chunking.model_dump(mode="json"),
-             "embedding": embedding,
-             "redaction": config.governance.redaction.model_dump(mode="json"),
-             "kg": config.kg.model_dump(mode="json")}
+    parts = {
+        "chunking": config.chunking.model_dump(mode="json"),
+        "embedding": embedding,
+        "redaction": config.governance.redaction.model_dump(mode="json"),
+        "kg": config.kg.model_dump(mode="json"),
+    }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
@@ -105,9 +127,13 @@ def redaction_manifest(config: RAGConfig, chunks: pa.Table) -> dict[str, Any]:
     query side redacts questions from this, not from whatever config it runs with."""
     redaction = config.governance.redaction
     dumped = redaction.model_dump(mode="json")
-    return {"enabled": redaction.enabled,
-            **{key: dumped[key] for key in bundle_io.RECORDED_REDACTION_KEYS},
-            "documents": bundle_io.policy_documents(chunks, redaction.default_policy) if redaction.enabled else {}}
+    return {
+        "enabled": redaction.enabled,
+        **{key: dumped[key] for key in bundle_io.RECORDED_REDACTION_KEYS},
+        "documents": bundle_io.policy_documents(chunks, redaction.default_policy)
+        if redaction.enabled
+        else {},
+    }
 
 
 def run_pipeline(documents: list[Document], config: RAGConfig) -> _Processed:
@@ -120,20 +146,37 @@ def run_pipeline(documents: list[Document], config: RAGConfig) -> _Processed:
     config_json = config.model_dump_json()
     rows = [document_to_row(doc, i) for i, doc in enumerate(documents)]
     stage_cpus = config.ingest.stage_num_cpus
-    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // config.ingest.read_batch_size, 64)))
+    ds = ray.data.from_items(
+        rows, override_num_blocks=max(1, min(len(rows) // config.ingest.read_batch_size, 64))
+    )
     fused = config.ingest.fuse_text_stages
-    ds = ds.map_batches(PrepareStage, fn_constructor_kwargs={"config_json": config_json, "extract": fused},
-                        batch_size=config.ingest.read_batch_size, batch_format="numpy",
-                        compute=ray.data.ActorPoolStrategy(size=1), num_cpus=stage_cpus)
+    ds = ds.map_batches(
+        PrepareStage,
+        fn_constructor_kwargs={"config_json": config_json, "extract": fused},
+        batch_size=config.ingest.read_batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=1),
+        num_cpus=stage_cpus,
+    )
     embed_gpus = 1 if _use_gpu_for_embedding(config) else 0
-    ds = ds.map_batches(EmbedStage, fn_constructor_kwargs={"config_json": config_json},
-                        batch_size=config.embedding.batch_size, batch_format="numpy",
-                        compute=ray.data.ActorPoolStrategy(size=config.embedding.num_actors),
-                        num_cpus=config.embedding.num_cpus, num_gpus=embed_gpus)
+    ds = ds.map_batches(
+        EmbedStage,
+        fn_constructor_kwargs={"config_json": config_json},
+        batch_size=config.embedding.batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=config.embedding.num_actors),
+        num_cpus=config.embedding.num_cpus,
+        num_gpus=embed_gpus,
+    )
     if not fused:
-        ds = ds.map_batches(ExtractStage, fn_constructor_kwargs={"config_json": config_json},
-                            batch_size=config.ingest.read_batch_size, batch_format="numpy",
-                            compute=ray.data.ActorPoolStrategy(size=1), num_cpus=stage_cpus)
+        ds = ds.map_batches(
+            ExtractStage,
+            fn_constructor_kwargs={"config_json": config_json},
+            batch_size=config.ingest.read_batch_size,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=1),
+            num_cpus=stage_cpus,
+        )
     collected: dict[str, list[Any]] = {}
     vectors: list[np.ndarray] = []
     try:
@@ -163,10 +206,17 @@ def run_local(documents: list[Document], config: RAGConfig) -> _Processed:
     vectors: list[np.ndarray] = []
     read_size, embed_size = config.ingest.read_batch_size, config.embedding.batch_size
     for first in range(0, len(documents), read_size):
-        rows = [document_to_row(doc, first + i) for i, doc in enumerate(documents[first:first + read_size])]
-        chunks = _numpy_batch(prepare(_numpy_batch({key: [row[key] for row in rows] for key in rows[0]})))
+        rows = [
+            document_to_row(doc, first + i)
+            for i, doc in enumerate(documents[first : first + read_size])
+        ]
+        chunks = _numpy_batch(
+            prepare(_numpy_batch({key: [row[key] for row in rows] for key in rows[0]}))
+        )
         for start in range(0, len(chunks["chunk_id"]), embed_size):
-            batch = embed({key: column[start:start + embed_size] for key, column in chunks.items()})
+            batch = embed(
+                {key: column[start : start + embed_size] for key, column in chunks.items()}
+            )
             _collect(extract(batch) if extract is not None else batch, collected, vectors)
     return _in_corpus_order(collected, vectors, config)
 
@@ -184,7 +234,9 @@ def _numpy_batch(columns: dict[str, list[Any]]) -> dict[str, np.ndarray]:
     return batch
 
 
-def _collect(batch: dict[str, np.ndarray], collected: dict[str, list[Any]], vectors: list[np.ndarray]) -> None:
+def _collect(
+    batch: dict[str, np.ndarray], collected: dict[str, list[Any]], vectors: list[np.ndarray]
+) -> None:
     for key, column in batch.items():
         if key == "embedding":
             vectors.append(np.asarray(column, dtype=np.float32))
@@ -192,19 +244,29 @@ def _collect(batch: dict[str, np.ndarray], collected: dict[str, list[Any]], vect
             collected.setdefault(key, []).extend(column.tolist())
 
 
-def _in_corpus_order(collected: dict[str, list[Any]], vectors: list[np.ndarray], config: RAGConfig) -> _Processed:
+def _in_corpus_order(
+    collected: dict[str, list[Any]], vectors: list[np.ndarray], config: RAGConfig
+) -> _Processed:
     """Collected stage output -> `_Processed` with rows in corpus order (by document
     position, then chunk index), so row ids do not depend on how batches were scheduled."""
     if not collected:
         return _Processed({}, np.zeros((0, config.embedding.dim), np.float32), [], {})
-    stacked = np.concatenate(vectors) if vectors else np.zeros((0, config.embedding.dim), np.float32)
-    order = sorted(range(len(collected["chunk_id"])),
-                   key=lambda i: (collected["position"][i], collected["chunk_index"][i]))
+    stacked = (
+        np.concatenate(vectors) if vectors else np.zeros((0, config.embedding.dim), np.float32)
+    )
+    order = sorted(
+        range(len(collected["chunk_id"])),
+        key=lambda i: (collected["position"][i], collected["chunk_index"][i]),
+    )
     ordered = {key: [column[i] for i in order] for key, column in collected.items()}
     from rayrag.index.kg_extract import ChunkExtraction
 
     extractions = [ChunkExtraction.from_dict(json.loads(e)) for e in ordered.pop("extraction")]
-    pii = {doc_id: json.loads(raw) for doc_id, raw in zip(ordered["doc_id"], ordered["doc_pii"], strict=True) if raw}
+    pii = {
+        doc_id: json.loads(raw)
+        for doc_id, raw in zip(ordered["doc_id"], ordered["doc_pii"], strict=True)
+        if raw
+    }
     return _Processed(ordered, stacked[order], extractions, pii)
 
 
@@ -216,10 +278,18 @@ def _use_gpu_for_embedding(config: RAGConfig) -> bool:
     return ray.cluster_resources().get("GPU", 0) > 0
 
 
-def ingest(corpus: Path, out: Path, config: RAGConfig, *, previous: Path | None = None,
-           strict: bool | None = None, delete_missing: bool = False,
-           tracker: Tracker | None = None, progress: Progress = _stderr,
-           engine: str = "ray_data") -> IngestResult:
+def ingest(
+    corpus: Path,
+    out: Path,
+    config: RAGConfig,
+    *,
+    previous: Path | None = None,
+    strict: bool | None = None,
+    delete_missing: bool = False,
+    tracker: Tracker | None = None,
+    progress: Progress = _stderr,
+    engine: str = "ray_data",
+) -> IngestResult:
     """Run the whole ingest; the bundle at `out` is replaced atomically at the end.
 
     `engine` runs the stages on Ray Data actor pools ("ray_data") or in this process
@@ -244,48 +314,96 @@ def ingest(corpus: Path, out: Path, config: RAGConfig, *, previous: Path | None 
 
     old = _load_previous(previous)
     if old is not None and old.manifest.get("ingest_fingerprint") != ingest_fingerprint(config):
-        raise BundleError(f"bundle {previous} was built with different chunking, embedding, redaction "
-                          "or KG settings; run a full ingest instead of --bundle")
+        raise BundleError(
+            f"bundle {previous} was built with different chunking, embedding, redaction "
+            "or KG settings; run a full ingest instead of --bundle"
+        )
     old_digests = old.document_digests() if old is not None else {}
     to_process = [doc for doc in read.documents if old_digests.get(doc.id) != digests[doc.id]]
     stale_docs = {doc.id for doc in to_process if doc.id in old_digests}
     if delete_missing:
         stale_docs |= set(old_digests) - set(digests)
     reused = len(old_digests) - len(stale_docs)
-    progress(f"processing {len(to_process)} documents ({reused} reused, {len(stale_docs)} replaced or removed)")
+    progress(
+        f"processing {len(to_process)} documents ({reused} reused, {len(stale_docs)} replaced or removed)"
+    )
 
     tracker = tracker or Tracker(config.tracking)
     created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    with tracker.start_run("ingest", config, tags={"corpus_source_digest": read.source_digest}) as run:
+    with tracker.start_run(
+        "ingest", config, tags={"corpus_source_digest": read.source_digest}
+    ) as run:
         with timer("pipeline"):
-            processed = engines[engine](to_process, config) if to_process else _Processed(
-                {}, np.zeros((0, config.embedding.dim), np.float32), [], {})
+            processed = (
+                engines[engine](to_process, config)
+                if to_process
+                else _Processed({}, np.zeros((0, config.embedding.dim), np.float32), [], {})
+            )
         progress(f"pipeline produced {len(processed.chunk_rows.get('chunk_id', []))} chunks")
         with timer("assemble"):
-            assembled = _assemble(old, stale_docs, processed, read.documents, to_process, digests, config,
-                                  created_at, progress)
+            assembled = _assemble(
+                old,
+                stale_docs,
+                processed,
+                read.documents,
+                to_process,
+                digests,
+                config,
+                created_at,
+                progress,
+            )
         bundle_id = f"b-{created_at.replace(':', '').replace('-', '')[:15]}-{uuid.uuid4().hex[:8]}"
-        manifest = _manifest(config, bundle_id, created_at, old, assembled, read, to_process, reused,
-                             stale_docs, timer, run.run_id, embedder.name)
+        manifest = _manifest(
+            config,
+            bundle_id,
+            created_at,
+            old,
+            assembled,
+            read,
+            to_process,
+            reused,
+            stale_docs,
+            timer,
+            run.run_id,
+            embedder.name,
+        )
         with timer("write"):
-            bundle_io.write_bundle(out, {
-                bundle_io.CHUNKS: bundle_io.write_table(assembled["chunks"]),
-                bundle_io.DOCUMENTS: bundle_io.write_table(assembled["documents"]),
-                bundle_io.VECTORS: assembled["index"].save,
-                **({bundle_io.LEXICAL: assembled["lexical"].save} if assembled["lexical"] is not None else {}),
-                bundle_io.GRAPH: assembled["graph"].save,
-                bundle_io.PII_REPORT: bundle_io.write_json_file(assembled["pii_report"]),
-                bundle_io.QUARANTINE: bundle_io.write_jsonl_file([q.to_dict() for q in read.quarantined]),
-            }, manifest)
+            bundle_io.write_bundle(
+                out,
+                {
+                    bundle_io.CHUNKS: bundle_io.write_table(assembled["chunks"]),
+                    bundle_io.DOCUMENTS: bundle_io.write_table(assembled["documents"]),
+                    bundle_io.VECTORS: assembled["index"].save,
+                    **(
+                        {bundle_io.LEXICAL: assembled["lexical"].save}
+                        if assembled["lexical"] is not None
+                        else {}
+                    ),
+                    bundle_io.GRAPH: assembled["graph"].save,
+                    bundle_io.PII_REPORT: bundle_io.write_json_file(assembled["pii_report"]),
+                    bundle_io.QUARANTINE: bundle_io.write_jsonl_file(
+                        [q.to_dict() for q in read.quarantined]
+                    ),
+                },
+                manifest,
+            )
         manifest["stage_seconds"] = {k: round(v, 3) for k, v in timer.seconds.items()}
         run.set_tags({"bundle_id": bundle_id, "corpus_digest": manifest["corpus_digest"]})
-        run.log_metrics({**{f"count_{k}": v for k, v in manifest["counts"].items()},
-                         **{f"pii_{k}": v for k, v in assembled["pii_report"]["counts"].items()},
-                         **{f"seconds_{k}": v for k, v in manifest["stage_seconds"].items()}})
+        run.log_metrics(
+            {
+                **{f"count_{k}": v for k, v in manifest["counts"].items()},
+                **{f"pii_{k}": v for k, v in assembled["pii_report"]["counts"].items()},
+                **{f"seconds_{k}": v for k, v in manifest["stage_seconds"].items()},
+            }
+        )
         run.log_dict(manifest, "manifest.json")
         run.log_dict(assembled["pii_report"], "pii_report.json")
-        log_ingest_plots(run, assembled["chunks"].column("doc_id").to_pylist(), assembled["pii_report"]["counts"])
-        if Path(corpus).is_file():  # the input, by digest (a directory corpus: corpus_source_digest tag)
+        log_ingest_plots(
+            run, assembled["chunks"].column("doc_id").to_pylist(), assembled["pii_report"]["counts"]
+        )
+        if Path(
+            corpus
+        ).is_file():  # the input, by digest (a directory corpus: corpus_source_digest tag)
             run.log_dataset(Path(corpus), "corpus", "ingest")
     _log.info("ingest_done", extra={"fields": {"bundle_id": bundle_id, **manifest["counts"]}})
     return IngestResult(bundle_path=out, manifest=manifest, quarantined=read.quarantined)
@@ -295,9 +413,17 @@ def _load_previous(path: Path | None) -> bundle_io.IndexBundle | None:
     return bundle_io.IndexBundle.load(path) if path is not None else None
 
 
-def _assemble(old: bundle_io.IndexBundle | None, stale_docs: set[str], processed: _Processed,
-              documents: list[Document], to_process: list[Document], digests: dict[str, str],
-              config: RAGConfig, created_at: str, progress: Progress) -> dict[str, Any]:
+def _assemble(
+    old: bundle_io.IndexBundle | None,
+    stale_docs: set[str],
+    processed: _Processed,
+    documents: list[Document],
+    to_process: list[Document],
+    digests: dict[str, str],
+    config: RAGConfig,
+    created_at: str,
+    progress: Progress,
+) -> dict[str, Any]:
     """Merge what was kept from the previous bundle with what was just processed."""
     from rayrag.index.embedder import Embedder
     from rayrag.index.graph import KnowledgeGraph
@@ -308,8 +434,13 @@ def _assemble(old: bundle_io.IndexBundle | None, stale_docs: set[str], processed
     n_new = len(rows.get("chunk_id", []))
     if old is not None:
         old_chunks = old.chunks()
-        stale_mask = np.isin(np.asarray(old_chunks.column("doc_id").to_pylist(), dtype=object),
-                             list(stale_docs)) if stale_docs else np.zeros(old_chunks.num_rows, bool)
+        stale_mask = (
+            np.isin(
+                np.asarray(old_chunks.column("doc_id").to_pylist(), dtype=object), list(stale_docs)
+            )
+            if stale_docs
+            else np.zeros(old_chunks.num_rows, bool)
+        )
         stale_rows = np.asarray(old_chunks.column("row_id").to_pylist(), np.int64)[stale_mask]
         kept_chunks = old_chunks.filter(pa.array(~stale_mask))
         next_row = int(max(old_chunks.column("row_id").to_pylist(), default=-1)) + 1
@@ -318,12 +449,23 @@ def _assemble(old: bundle_io.IndexBundle | None, stale_docs: set[str], processed
         kept_chunks = pa.Table.from_pylist([], schema=bundle_io.CHUNK_SCHEMA)
         next_row = 0
     new_ids = np.arange(next_row, next_row + n_new, dtype=np.int64)
-    new_chunks = pa.Table.from_pydict({
-        "row_id": new_ids, "chunk_id": rows.get("chunk_id", []), "doc_id": rows.get("doc_id", []),
-        "title": [t if h else None for t, h in zip(rows.get("title", []), rows.get("has_title", []), strict=True)],
-        "text": rows.get("text", []), "start": rows.get("start", []), "end": rows.get("end", []),
-        "acl": rows.get("acl", []), "metadata": rows.get("metadata", []),
-    }, schema=bundle_io.CHUNK_SCHEMA)
+    new_chunks = pa.Table.from_pydict(
+        {
+            "row_id": new_ids,
+            "chunk_id": rows.get("chunk_id", []),
+            "doc_id": rows.get("doc_id", []),
+            "title": [
+                t if h else None
+                for t, h in zip(rows.get("title", []), rows.get("has_title", []), strict=True)
+            ],
+            "text": rows.get("text", []),
+            "start": rows.get("start", []),
+            "end": rows.get("end", []),
+            "acl": rows.get("acl", []),
+            "metadata": rows.get("metadata", []),
+        },
+        schema=bundle_io.CHUNK_SCHEMA,
+    )
     chunks = pa.concat_tables([kept_chunks, new_chunks])
 
     progress(f"building FAISS index over {chunks.num_rows} vectors")
@@ -344,55 +486,106 @@ def _assemble(old: bundle_io.IndexBundle | None, stale_docs: set[str], processed
         if stale_docs:
             graph.remove_documents(stale_docs, embed_fn=embedder.encode)
         if processed.extractions:
-            graph.add(processed.extractions, config=config.kg, embed_fn=embedder.encode,
-                      extracted_at=created_at)
+            graph.add(
+                processed.extractions,
+                config=config.kg,
+                embed_fn=embedder.encode,
+                extracted_at=created_at,
+            )
     else:
-        graph = KnowledgeGraph.build(processed.extractions, config=config.kg,
-                                     embed_fn=embedder.encode, extracted_at=created_at)
+        graph = KnowledgeGraph.build(
+            processed.extractions,
+            config=config.kg,
+            embed_fn=embedder.encode,
+            extracted_at=created_at,
+        )
 
     lexical = None
     if config.index.lexical:
         progress(f"building BM25 index over {chunks.num_rows} passages")
-        lexical = LexicalIndex.from_chunks(chunks, config.embedding.text_format, config.index.bm25_k1,
-                                           config.index.bm25_b)
+        lexical = LexicalIndex.from_chunks(
+            chunks, config.embedding.text_format, config.index.bm25_k1, config.index.bm25_b
+        )
 
-    documents_table = _documents_table(old, stale_docs, documents, to_process, digests, processed, rows)
+    documents_table = _documents_table(
+        old, stale_docs, documents, to_process, digests, processed, rows
+    )
     pii_totals: Counter[str] = Counter()
     for raw in documents_table.column("pii_counts").to_pylist():
         pii_totals.update(json.loads(raw))
-    pii_report = {"counts": dict(sorted(pii_totals.items())),
-                  "documents_with_pii": sum(1 for raw in documents_table.column("pii_counts").to_pylist()
-                                            if json.loads(raw)),
-                  "entities_analysed": list(config.governance.redaction.analysed_entities),
-                  "operators": dict(config.governance.redaction.operators),
-                  "policies": {name: list(config.governance.redaction.policy_entities(name))
-                               for name in config.governance.redaction.policy_names}}
-    return {"chunks": chunks, "documents": documents_table, "index": index, "graph": graph,
-            "pii_report": pii_report, "lexical": lexical}
+    pii_report = {
+        "counts": dict(sorted(pii_totals.items())),
+        "documents_with_pii": sum(
+            1 for raw in documents_table.column("pii_counts").to_pylist() if json.loads(raw)
+        ),
+        "entities_analysed": list(config.governance.redaction.analysed_entities),
+        "operators": dict(config.governance.redaction.operators),
+        "policies": {
+            name: list(config.governance.redaction.policy_entities(name))
+            for name in config.governance.redaction.policy_names
+        },
+    }
+    return {
+        "chunks": chunks,
+        "documents": documents_table,
+        "index": index,
+        "graph": graph,
+        "pii_report": pii_report,
+        "lexical": lexical,
+    }
 
 
-def _documents_table(old: bundle_io.IndexBundle | None, stale_docs: set[str], documents: list[Document],
-                     to_process: list[Document], digests: dict[str, str], processed: _Processed,
-                     rows: dict[str, list[Any]]) -> pa.Table:
+def _documents_table(
+    old: bundle_io.IndexBundle | None,
+    stale_docs: set[str],
+    documents: list[Document],
+    to_process: list[Document],
+    digests: dict[str, str],
+    processed: _Processed,
+    rows: dict[str, list[Any]],
+) -> pa.Table:
     n_chunks = Counter(rows.get("doc_id", []))
-    titles = {d: (t if h else None) for d, t, h in zip(rows.get("doc_id", []), rows.get("title", []),
-                                                       rows.get("has_title", []), strict=True)}
-    new = pa.Table.from_pylist([{
-        "doc_id": doc.id, "digest": digests[doc.id], "title": titles.get(doc.id),
-        "acl": list(doc.acl), "metadata": json.dumps(doc.metadata, sort_keys=True),
-        "updated_at": doc.updated_at, "n_chunks": n_chunks.get(doc.id, 0),
-        "pii_counts": json.dumps(processed.pii_counts.get(doc.id, {}), sort_keys=True),
-    } for doc in to_process], schema=bundle_io.DOCUMENT_SCHEMA)
+    titles = {
+        d: (t if h else None)
+        for d, t, h in zip(
+            rows.get("doc_id", []), rows.get("title", []), rows.get("has_title", []), strict=True
+        )
+    }
+    new = pa.Table.from_pylist(
+        [
+            {
+                "doc_id": doc.id,
+                "digest": digests[doc.id],
+                "title": titles.get(doc.id),
+                "acl": list(doc.acl),
+                "metadata": json.dumps(doc.metadata, sort_keys=True),
+                "updated_at": doc.updated_at,
+                "n_chunks": n_chunks.get(doc.id, 0),
+                "pii_counts": json.dumps(processed.pii_counts.get(doc.id, {}), sort_keys=True),
+            }
+            for doc in to_process
+        ],
+        schema=bundle_io.DOCUMENT_SCHEMA,
+    )
     if old is None:
         return new
     old_docs = old.documents()
-    keep = ~np.isin(np.asarray(old_docs.column("doc_id").to_pylist(), dtype=object), list(stale_docs)) \
-        if stale_docs else np.ones(old_docs.num_rows, bool)
+    keep = (
+        ~np.isin(np.asarray(old_docs.column("doc_id").to_pylist(), dtype=object), list(stale_docs))
+        if stale_docs
+        else np.ones(old_docs.num_rows, bool)
+    )
     return pa.concat_tables([old_docs.filter(pa.array(keep)), new])
 
 
 def documents_digest(documents: pa.Table) -> str:
-    pairs = sorted(zip(documents.column("doc_id").to_pylist(), documents.column("digest").to_pylist(), strict=True))
+    pairs = sorted(
+        zip(
+            documents.column("doc_id").to_pylist(),
+            documents.column("digest").to_pylist(),
+            strict=True,
+        )
+    )
     return hashlib.sha256(json.dumps(pairs).encode()).hexdigest()
 
 
@@ -406,9 +599,20 @@ def _package_versions() -> dict[str, str]:
     return versions
 
 
-def _manifest(config: RAGConfig, bundle_id: str, created_at: str, old: bundle_io.IndexBundle | None,
-              assembled: dict[str, Any], read: Any, to_process: list[Document], reused: int,
-              stale_docs: set[str], timer: StageTimer, run_id: str | None, embedder: str) -> dict[str, Any]:
+def _manifest(
+    config: RAGConfig,
+    bundle_id: str,
+    created_at: str,
+    old: bundle_io.IndexBundle | None,
+    assembled: dict[str, Any],
+    read: Any,
+    to_process: list[Document],
+    reused: int,
+    stale_docs: set[str],
+    timer: StageTimer,
+    run_id: str | None,
+    embedder: str,
+) -> dict[str, Any]:
     graph_stats = assembled["graph"].stats()
     index = assembled["index"]
     counts = {
@@ -435,12 +639,24 @@ def _manifest(config: RAGConfig, bundle_id: str, created_at: str, old: bundle_io
         "counts": counts,
         "graph": graph_stats,
         "redaction": redaction_manifest(config, assembled["chunks"]),
-        "embedder": {"name": embedder, "dim": config.embedding.dim, "normalized": True,
-                     "text_format": config.embedding.text_format,
-                     "text_format_version": TEXT_FORMAT_VERSIONS[config.embedding.text_format]},
-        "lexical": ({"scorer": "bm25s", "k1": config.index.bm25_k1, "b": config.index.bm25_b,
-                     "tokenizer": LEXICAL_TOKENIZER, "documents": assembled["lexical"].ntotal}
-                    if assembled["lexical"] is not None else None),
+        "embedder": {
+            "name": embedder,
+            "dim": config.embedding.dim,
+            "normalized": True,
+            "text_format": config.embedding.text_format,
+            "text_format_version": TEXT_FORMAT_VERSIONS[config.embedding.text_format],
+        },
+        "lexical": (
+            {
+                "scorer": "bm25s",
+                "k1": config.index.bm25_k1,
+                "b": config.index.bm25_b,
+                "tokenizer": LEXICAL_TOKENIZER,
+                "documents": assembled["lexical"].ntotal,
+            }
+            if assembled["lexical"] is not None
+            else None
+        ),
         "faiss_factory": index.factory_string,
         "package_versions": _package_versions(),
         "stage_seconds": {k: round(v, 3) for k, v in timer.seconds.items()},

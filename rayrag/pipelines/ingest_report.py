@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 
-def plot_ingest(chunk_doc_ids: Sequence[str], pii_counts: Mapping[str, int], out: Path) -> list[Path]:
+def plot_ingest(
+    chunk_doc_ids: Sequence[str], pii_counts: Mapping[str, int], out: Path
+) -> list[Path]:
     """chunks_per_document.png (histogram) and pii_by_entity.png (bars) under `out`."""
     import matplotlib
 

@@ -33,8 +33,8 @@ class PreparedBatch:
 class DocumentPreparer:
     """Redact (title and text) with Presidio, then chunk by embedder tokens.
 
-        >>> preparer = DocumentPreparer(cfg); preparer.warm_up()
-        >>> batch = preparer([Document(id="d1", text="...")])
+    >>> preparer = DocumentPreparer(cfg); preparer.warm_up()
+    >>> batch = preparer([Document(id="d1", text="...")])
     """
 
     def __init__(self, config: RAGConfig) -> None:
@@ -75,14 +75,25 @@ class DocumentPreparer:
             clean_title = title if doc.title is not None else None
             redacted_titles[doc.id] = clean_title
             # Each chunk says which policy redacted it: a query over it is redacted the same way.
-            metadata = {**doc.metadata, REDACTION_POLICY_KEY: policy} if self._redactor is not None else doc.metadata
-            redacted = Document(id=doc.id, text=text, title=clean_title, acl=doc.acl,
-                                metadata=metadata, updated_at=doc.updated_at)
+            metadata = (
+                {**doc.metadata, REDACTION_POLICY_KEY: policy}
+                if self._redactor is not None
+                else doc.metadata
+            )
+            redacted = Document(
+                id=doc.id,
+                text=text,
+                title=clean_title,
+                acl=doc.acl,
+                metadata=metadata,
+                updated_at=doc.updated_at,
+            )
             chunks.extend(self._chunker(redacted))
         return PreparedBatch(chunks=chunks, pii_counts=counts, redacted_titles=redacted_titles)
 
 
 # ---------------------------------------------------------------- row <-> object helpers
+
 
 def document_to_row(doc: Document, position: int) -> dict[str, Any]:
     return {
@@ -110,8 +121,11 @@ def _row_to_document(batch: dict[str, np.ndarray], i: int) -> Document:
 
 def _row_to_chunk(batch: dict[str, np.ndarray], i: int) -> Chunk:
     return Chunk(
-        chunk_id=str(batch["chunk_id"][i]), doc_id=str(batch["doc_id"][i]),
-        text=str(batch["text"][i]), start=int(batch["start"][i]), end=int(batch["end"][i]),
+        chunk_id=str(batch["chunk_id"][i]),
+        doc_id=str(batch["doc_id"][i]),
+        text=str(batch["text"][i]),
+        start=int(batch["start"][i]),
+        end=int(batch["end"][i]),
         acl=tuple(str(g) for g in batch["acl"][i]),
         title=str(batch["title"][i]) if bool(batch["has_title"][i]) else None,
         metadata=json.loads(str(batch["metadata"][i])),
@@ -136,9 +150,23 @@ class PrepareStage:
         documents = [_row_to_document(batch, i) for i in range(len(batch["id"]))]
         positions = {doc.id: int(batch["position"][i]) for i, doc in enumerate(documents)}
         prepared = self.preparer(documents)
-        rows: dict[str, list[Any]] = {key: [] for key in (
-            "position", "chunk_index", "chunk_id", "doc_id", "title", "has_title", "text",
-            "start", "end", "acl", "metadata", "doc_pii")}
+        rows: dict[str, list[Any]] = {
+            key: []
+            for key in (
+                "position",
+                "chunk_index",
+                "chunk_id",
+                "doc_id",
+                "title",
+                "has_title",
+                "text",
+                "start",
+                "end",
+                "acl",
+                "metadata",
+                "doc_pii",
+            )
+        }
         seen: set[str] = set()
         for index_in_doc, chunk in _with_index(prepared.chunks):
             rows["position"].append(positions[chunk.doc_id])
@@ -157,8 +185,9 @@ class PrepareStage:
             seen.add(chunk.doc_id)
             rows["doc_pii"].append(json.dumps(prepared.pii_counts[chunk.doc_id]) if first else "")
         if self.extractor is not None:
-            rows["extraction"] = [json.dumps(e.to_dict(), sort_keys=True)
-                                  for e in self.extractor(prepared.chunks)]
+            rows["extraction"] = [
+                json.dumps(e.to_dict(), sort_keys=True) for e in self.extractor(prepared.chunks)
+            ]
         return rows
 
 
@@ -191,9 +220,15 @@ class EmbedStage:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from rayrag.index.embedder import passage_text
 
-        texts = [passage_text(str(batch["text"][i]), str(batch["title"][i]) if bool(batch["has_title"][i]) else None,
-                              json.loads(str(batch["metadata"][i])), self.text_format)
-                 for i in range(len(batch["text"]))]
+        texts = [
+            passage_text(
+                str(batch["text"][i]),
+                str(batch["title"][i]) if bool(batch["has_title"][i]) else None,
+                json.loads(str(batch["metadata"][i])),
+                self.text_format,
+            )
+            for i in range(len(batch["text"]))
+        ]
         batch["embedding"] = self.embedder.encode(texts)
         return batch
 
@@ -212,11 +247,15 @@ class ExtractStage:
         chunks = [_row_to_chunk(batch, i) for i in range(len(batch["chunk_id"]))]
         extractions = self.extractor(chunks)
         batch["extraction"] = np.array(
-            [json.dumps(e.to_dict(), sort_keys=True) for e in extractions], dtype=object)
+            [json.dumps(e.to_dict(), sort_keys=True) for e in extractions], dtype=object
+        )
         return batch
 
 
 def _physical_cores() -> int:
     import os
 
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    return max(
+        1,
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
+    )

@@ -19,10 +19,21 @@ from rayrag.training.curve import AnswerCurve
 from rayrag.training.trainer import Trainer, TrainResult
 
 
-def train(config: RAGConfig, out: Path, *, bundle: Path, qa: Path | None = None, resume: bool = False,
-          base: Path | None = None, lora_rank: int | None = None, workers: int | None = None,
-          tracker: Tracker | None = None, progress: bool = True, curve_qa: Path | None = None,
-          curve_limit: int | None = None) -> TrainResult:
+def train(
+    config: RAGConfig,
+    out: Path,
+    *,
+    bundle: Path,
+    qa: Path | None = None,
+    resume: bool = False,
+    base: Path | None = None,
+    lora_rank: int | None = None,
+    workers: int | None = None,
+    tracker: Tracker | None = None,
+    progress: bool = True,
+    curve_qa: Path | None = None,
+    curve_limit: int | None = None,
+) -> TrainResult:
     """`rayrag train`: in-process for one worker, Ray Train for more."""
     if workers is not None:
         config = config.with_overrides([f"train.workers={workers}"])
@@ -33,11 +44,19 @@ def train(config: RAGConfig, out: Path, *, bundle: Path, qa: Path | None = None,
     # Absolute paths: Ray Train workers do not share the driver's working directory.
     if curve_qa is not None and not Path(curve_qa).is_file():
         raise ConfigError(f"QA file not found: {curve_qa} (--curve-qa)")
-    kwargs = {"bundle": Path(bundle).resolve(), "qa": Path(qa).resolve() if qa else None, "resume": resume,
-              "base": Path(base).resolve() if base else None, "lora_rank": lora_rank,
-              "tracker": tracker, "progress": progress}
+    kwargs = {
+        "bundle": Path(bundle).resolve(),
+        "qa": Path(qa).resolve() if qa else None,
+        "resume": resume,
+        "base": Path(base).resolve() if base else None,
+        "lora_rank": lora_rank,
+        "tracker": tracker,
+        "progress": progress,
+    }
     if curve_qa is not None:
-        kwargs["curve"] = AnswerCurve(config, Path(bundle).resolve(), Path(curve_qa).resolve(), curve_limit)
+        kwargs["curve"] = AnswerCurve(
+            config, Path(bundle).resolve(), Path(curve_qa).resolve(), curve_limit
+        )
     if config.train.workers > 1:
         return train_distributed(config, out, **kwargs)
     return Trainer(config, out, **kwargs).run()

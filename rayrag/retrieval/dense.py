@@ -50,12 +50,16 @@ class DenseRetriever:
         self._embedder: Any = None
         self._redactor: Any = None  # QueryRedactor: the bundle's policies
         self._acl: list[frozenset[str]] = []
-        self._policy: np.ndarray = np.zeros(0, dtype=object)  # per chunk row: the policy that redacted it
+        self._policy: np.ndarray = np.zeros(
+            0, dtype=object
+        )  # per chunk row: the policy that redacted it
         self._row_ids: np.ndarray = np.zeros(0, np.int64)
         self._rows: dict[int, int] = {}
         # group set -> its allowed ids as a FAISS selector: scanning every chunk's ACL and
         # building the bitmap per query would cost O(chunks) a request.
-        self._selectors: OrderedDict[tuple[frozenset[str], frozenset[str] | None], AllowedIds] = OrderedDict()
+        self._selectors: OrderedDict[tuple[frozenset[str], frozenset[str] | None], AllowedIds] = (
+            OrderedDict()
+        )
         self._queries: OrderedDict[str, np.ndarray] = OrderedDict()  # redacted question -> (1, dim)
         self._redacted: OrderedDict[str, RedactedQuestion] = OrderedDict()  # question -> its forms
 
@@ -67,14 +71,18 @@ class DenseRetriever:
         bundle = IndexBundle.load(self.bundle_path)
         embedder_info = bundle.manifest.get("embedder", {})
         if embedder_info.get("dim") != self.config.embedding.dim:
-            raise ConfigError(f"bundle embeddings have dim {embedder_info.get('dim')}, config has "
-                              f"{self.config.embedding.dim} (embedding.dim)")
+            raise ConfigError(
+                f"bundle embeddings have dim {embedder_info.get('dim')}, config has "
+                f"{self.config.embedding.dim} (embedding.dim)"
+            )
         from rayrag.index.embedder import resolve_model
 
         ours = resolve_model(self.config.embedding).name
         if embedder_info.get("name") not in (None, ours):  # queries must land in the bundle's space
-            raise ConfigError(f"bundle was embedded with {embedder_info['name']!r}, this config embeds "
-                              f"queries with {ours!r} (embedding.model)")
+            raise ConfigError(
+                f"bundle was embedded with {embedder_info['name']!r}, this config embeds "
+                f"queries with {ours!r} (embedding.model)"
+            )
         chunks = bundle.chunks()
         self._row_ids = np.asarray(chunks.column("row_id").to_pylist(), dtype=np.int64)
         self._rows = {int(r): i for i, r in enumerate(self._row_ids)}
@@ -101,16 +109,22 @@ class DenseRetriever:
         self.warm_up()
         return self._embedder
 
-    def allowed_row_ids(self, principal: Principal, policies: frozenset[str] | None = None) -> np.ndarray:
+    def allowed_row_ids(
+        self, principal: Principal, policies: frozenset[str] | None = None
+    ) -> np.ndarray:
         """Row ids the principal may read (of chunks redacted under `policies`; None = all)."""
         self.warm_up()
         groups = principal.groups
-        mask = np.fromiter((bool(groups & acl) for acl in self._acl), dtype=bool, count=len(self._acl))
+        mask = np.fromiter(
+            (bool(groups & acl) for acl in self._acl), dtype=bool, count=len(self._acl)
+        )
         if policies is not None:
             mask &= np.isin(self._policy, list(policies))
         return self._row_ids[mask]
 
-    def allowed_for(self, principal: Principal, policies: frozenset[str] | None = None) -> AllowedIds:
+    def allowed_for(
+        self, principal: Principal, policies: frozenset[str] | None = None
+    ) -> AllowedIds:
         """The principal's `AllowedIds` (selector), built once per group set (and policy set)."""
         key = (frozenset(principal.groups), policies)
         allowed = self._selectors.get(key)
@@ -123,8 +137,13 @@ class DenseRetriever:
             self._selectors.move_to_end(key)
         return allowed
 
-    def retrieve(self, question: str | RedactedQuestion, principal: Principal, top_k: int | None = None,
-                 redact: bool = True) -> list[Passage]:
+    def retrieve(
+        self,
+        question: str | RedactedQuestion,
+        principal: Principal,
+        top_k: int | None = None,
+        redact: bool = True,
+    ) -> list[Passage]:
         """ACL-trimmed passages, best first. A `RedactedQuestion` (the serve graph's Redactor
         made it) is searched as is; `redact=False`: the string is already redacted."""
         top_k = self.config.retrieval.top_k if top_k is None else top_k
@@ -162,8 +181,13 @@ class DenseRetriever:
         the bundle was ingested without redaction."""
         return self.redacted(question).text
 
-    def search_groups(self, groups: list[tuple[str, frozenset[str] | None]], vectors: dict[str, np.ndarray],
-                      principal: Principal, top_k: int) -> list[Passage]:
+    def search_groups(
+        self,
+        groups: list[tuple[str, frozenset[str] | None]],
+        vectors: dict[str, np.ndarray],
+        principal: Principal,
+        top_k: int,
+    ) -> list[Passage]:
         """Hits for each (query text, policies) group over its policies' passages, merged by
         score (each form is the question the same model sees: cosines compare)."""
         if len(groups) == 1:
@@ -191,7 +215,9 @@ class DenseRetriever:
             self._queries.move_to_end(query)
         return vector
 
-    def similarities(self, queries: list[str], principal: Principal, row_ids: list[int]) -> list[dict[int, float]]:
+    def similarities(
+        self, queries: list[str], principal: Principal, row_ids: list[int]
+    ) -> list[dict[int, float]]:
         """For each query text (used as given: derive it from an already-redacted question),
         row_id -> its cosine with each of `row_ids` the principal may read: an exact FAISS
         search over just those rows, within the principal's ACL. Rows it may not read are
@@ -201,24 +227,34 @@ class DenseRetriever:
         readable = rows[self.allowed_for(principal).contains(rows)] if len(rows) else rows
         if not len(readable) or not queries:
             return [{} for _ in queries]
-        scores, ids = self._index.search(self._embedder.encode(list(queries)), len(readable),
-                                         allowed_ids=AllowedIds(readable))
-        return [{int(i): float(s) for s, i in zip(row_scores, row_ids_, strict=True) if i >= 0}
-                for row_scores, row_ids_ in zip(scores, ids, strict=True)]
+        scores, ids = self._index.search(
+            self._embedder.encode(list(queries)), len(readable), allowed_ids=AllowedIds(readable)
+        )
+        return [
+            {int(i): float(s) for s, i in zip(row_scores, row_ids_, strict=True) if i >= 0}
+            for row_scores, row_ids_ in zip(scores, ids, strict=True)
+        ]
 
     def encode(self, questions: list[str]) -> np.ndarray:
         """(N, dim) query embeddings: one batched call (the serve graph batches requests)."""
         self.warm_up()
         return self._embedder.encode(questions)
 
-    def search(self, vectors: np.ndarray, principal: Principal, top_k: int,
-               policies: frozenset[str] | None = None) -> list[list[Passage]]:
+    def search(
+        self,
+        vectors: np.ndarray,
+        principal: Principal,
+        top_k: int,
+        policies: frozenset[str] | None = None,
+    ) -> list[list[Passage]]:
         """Passages for each query vector (N, dim), all for one principal (over the passages
         of `policies` only, when given)."""
         self.warm_up()
         allowed = self.allowed_for(principal, policies)
         if allowed.count == 0:
-            if policies is not None:  # none of this policy's passages: another form's search finds the rest
+            if (
+                policies is not None
+            ):  # none of this policy's passages: another form's search finds the rest
                 return [[] for _ in range(len(vectors))]
             raise AccessDenied(f"principal {principal.name!r} may read no documents in this bundle")
         vector = vectors
@@ -233,9 +269,15 @@ class DenseRetriever:
                 i = self._rows[int(row_id)]
                 if not principal.groups & self._acl[i]:  # fail closed: checked again after FAISS
                     continue
-                passages.append(Passage(
-                    chunk_id=chunks.column("chunk_id")[i].as_py(), doc_id=chunks.column("doc_id")[i].as_py(),
-                    text=chunks.column("text")[i].as_py(), score=float(score),
-                    title=chunks.column("title")[i].as_py(), row_id=int(row_id)))
+                passages.append(
+                    Passage(
+                        chunk_id=chunks.column("chunk_id")[i].as_py(),
+                        doc_id=chunks.column("doc_id")[i].as_py(),
+                        text=chunks.column("text")[i].as_py(),
+                        score=float(score),
+                        title=chunks.column("title")[i].as_py(),
+                        row_id=int(row_id),
+                    )
+                )
             results.append(passages)
         return results

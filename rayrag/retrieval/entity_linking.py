@@ -24,7 +24,9 @@ from rayrag.index.kg_extract import (
 from rayrag.retrieval.graph_view import MAX_CACHED_QUESTIONS, GraphView, unit_rows
 
 MAX_SPAN_TOKENS = 6  # longest alias the exact span scan tries ("Bank of the Republic of X")
-_NON_ENTITY_LABELS = frozenset({"DATE", "TIME", "PERCENT", "MONEY", "QUANTITY", "ORDINAL", "CARDINAL"})
+_NON_ENTITY_LABELS = frozenset(
+    {"DATE", "TIME", "PERCENT", "MONEY", "QUANTITY", "ORDINAL", "CARDINAL"}
+)
 
 
 class EntityLinking:
@@ -72,7 +74,7 @@ class EntityLinking:
         covered: set[int] = set()
         for size in range(min(MAX_SPAN_TOKENS, len(doc)), 0, -1):  # longest names first
             for start in range(len(doc) - size + 1):
-                span = doc[start:start + size]
+                span = doc[start : start + size]
                 if covered.intersection(range(start, start + size)) or not _may_name(span):
                     continue
                 node = self._exact(span.text, view)
@@ -96,11 +98,14 @@ class EntityLinking:
                 continue
             if not named and not any(t.pos_ == "PROPN" or not t.is_lower for t in tokens):
                 continue  # a common-noun chunk ("the company") names no entity; skip the encode
-            text = display_name(span.doc[tokens[0].i:tokens[-1].i + 1].text)
+            text = display_name(span.doc[tokens[0].i : tokens[-1].i + 1].text)
             # Identifiers ("EMP-11547", "Form 10-K") are exact join keys: every EMP-number
             # embeds close to every other, so a nearest neighbour would be a wrong record.
-            if (len(text) >= self.config.min_entity_chars and any(c.isalpha() for c in text)
-                    and not any(c.isdigit() for c in text)):
+            if (
+                len(text) >= self.config.min_entity_chars
+                and any(c.isalpha() for c in text)
+                and not any(c.isdigit() for c in text)
+            ):
                 fuzzy.append(text)
         for node, score in self._nearest(list(dict.fromkeys(fuzzy)), view).items():
             scores[node] = max(score, scores.get(node, 0.0))
@@ -112,7 +117,11 @@ class EntityLinking:
 
     def _resolve(self, name: str, view: GraphView) -> str | None:
         node = self._exact(name, view)
-        if node is None and not is_pseudonym_key(entity_key(name)) and not any(c.isdigit() for c in name):
+        if (
+            node is None
+            and not is_pseudonym_key(entity_key(name))
+            and not any(c.isdigit() for c in name)
+        ):
             found = self._nearest([display_name(name)], view)
             node = max(found, key=found.__getitem__) if found else None
         return node
@@ -140,8 +149,9 @@ class EntityLinking:
             keys = sorted(k for k, node in view.aliases.items() if not is_pseudonym_key(k))
             self._embed(keys)
             view.name_keys, view.name_nodes = keys, [view.aliases[k] for k in keys]
-            view.name_matrix = (np.stack([self._vectors[k] for k in keys]) if keys
-                                else np.zeros((0, 1), np.float32))
+            view.name_matrix = (
+                np.stack([self._vectors[k] for k in keys]) if keys else np.zeros((0, 1), np.float32)
+            )
 
     def _embed(self, keys: list[str]) -> None:
         assert self.embed_fn is not None
@@ -164,7 +174,11 @@ class EntityLinking:
             if key != SYNONYM or other in out or other not in view.index:
                 continue
             other_name = f" {g.nodes[other].get('name', '').casefold()} "
-            if len(other_name.split()) >= 2 and len(name.split()) >= 2 and (other_name in name or name in other_name):
+            if (
+                len(other_name.split()) >= 2
+                and len(name.split()) >= 2
+                and (other_name in name or name in other_name)
+            ):
                 out.append(other)
         return out
 
@@ -172,5 +186,8 @@ class EntityLinking:
 def _may_name(span: Any) -> bool:
     """Whether a token span could be a name: starts with a capital, digit or pseudonym."""
     first = span[0]
-    return not first.is_punct and not (first.is_stop and first.is_lower) and (
-        first.text[:1].isupper() or first.text[:1].isdigit())
+    return (
+        not first.is_punct
+        and not (first.is_stop and first.is_lower)
+        and (first.text[:1].isupper() or first.text[:1].isdigit())
+    )

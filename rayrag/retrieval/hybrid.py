@@ -82,8 +82,9 @@ MAX_CACHED_MASKS = 32  # per group set, as the dense side caches its FAISS selec
 # ---------------------------------------------------------------- fusion (pure functions)
 
 
-def rrf_fuse(rankings: Sequence[Sequence[str]], rrf_k: int = 60,
-             weights: Sequence[float] | None = None) -> Ranking:
+def rrf_fuse(
+    rankings: Sequence[Sequence[str]], rrf_k: int = 60, weights: Sequence[float] | None = None
+) -> Ranking:
     """Reciprocal rank fusion (Cormack et al. 2009): sum over lists of w / (rrf_k + rank),
     w = 1 unless `weights` (one per list) says otherwise.
 
@@ -118,16 +119,24 @@ def min_max(ranking: Sequence[tuple[str, float]]) -> dict[str, float]:
     return {item: (score - low) / (high - low) for item, score in ranking}
 
 
-def weighted_fuse(dense: Sequence[tuple[str, float]], graph: Sequence[tuple[str, float]],
-                  dense_weight: float = 0.5) -> Ranking:
+def weighted_fuse(
+    dense: Sequence[tuple[str, float]],
+    graph: Sequence[tuple[str, float]],
+    dense_weight: float = 0.5,
+) -> Ranking:
     """dense_weight * norm(dense) + (1 - dense_weight) * norm(graph); absent = 0."""
     if not 0.0 <= dense_weight <= 1.0:
-        raise ConfigError(f"dense_weight must be in [0, 1], got {dense_weight} (retrieval.dense_weight)")
+        raise ConfigError(
+            f"dense_weight must be in [0, 1], got {dense_weight} (retrieval.dense_weight)"
+        )
     dense_norm, graph_norm = min_max(dense), min_max(graph)
     items = list(dict.fromkeys([c for c, _ in dense] + [c for c, _ in graph]))
     order = {item: i for i, item in enumerate(items)}
-    scores = {item: dense_weight * dense_norm.get(item, 0.0)
-              + (1.0 - dense_weight) * graph_norm.get(item, 0.0) for item in items}
+    scores = {
+        item: dense_weight * dense_norm.get(item, 0.0)
+        + (1.0 - dense_weight) * graph_norm.get(item, 0.0)
+        for item in items
+    }
     return sorted(scores.items(), key=lambda kv: (-kv[1], order[kv[0]]))
 
 
@@ -141,17 +150,27 @@ class RankSteps(Protocol):
     over handles, one after the other in process); `final` turns the rankings into the
     mode's ranking (`HybridRetriever.final_ranking`) and whatever the caller needs from it."""
 
-    async def dense(self, question: RedactedQuestion, principal: Principal, depth: int) -> list[Passage]: ...
+    async def dense(
+        self, question: RedactedQuestion, principal: Principal, depth: int
+    ) -> list[Passage]: ...
 
     async def link(self, question: RedactedQuestion, principal: Principal) -> dict[str, float]: ...
 
-    async def graph(self, principal: Principal, links: dict[str, float], dense_hits: list[Passage],
-                    depth: int) -> Ranking: ...
+    async def graph(
+        self, principal: Principal, links: dict[str, float], dense_hits: list[Passage], depth: int
+    ) -> Ranking: ...
 
     async def both(self, first: Any, second: Any) -> tuple[Any, Any]: ...
 
-    async def final(self, question: RedactedQuestion, principal: Principal, mode: Mode, top_k: int,
-                    dense_ranking: Ranking, graph_ranking: Ranking) -> Any: ...
+    async def final(
+        self,
+        question: RedactedQuestion,
+        principal: Principal,
+        mode: Mode,
+        top_k: int,
+        dense_ranking: Ranking,
+        graph_ranking: Ranking,
+    ) -> Any: ...
 
 
 def candidate_depth(mode: str, top_k: int, config: RAGConfig) -> int:
@@ -159,8 +178,14 @@ def candidate_depth(mode: str, top_k: int, config: RAGConfig) -> int:
     return top_k if mode == "dense" else max(top_k, config.retrieval.candidate_k)
 
 
-async def rank_plan(steps: RankSteps, question: RedactedQuestion, principal: Principal, mode: Mode, top_k: int,
-                    depth: int) -> Any:
+async def rank_plan(
+    steps: RankSteps,
+    question: RedactedQuestion,
+    principal: Principal,
+    mode: Mode,
+    top_k: int,
+    depth: int,
+) -> Any:
     """Which steps each mode runs, written once: bm25 needs neither side; dense needs no graph;
     graph and hybrid link entities while the dense search runs, then rank by PageRank seeded
     from both (HippoRAG 2's dense seeds), and `final` combines."""
@@ -169,9 +194,15 @@ async def rank_plan(steps: RankSteps, question: RedactedQuestion, principal: Pri
     if mode == "dense":
         dense_hits, links = await steps.dense(question, principal, depth), {}
     else:  # dense search and entity linking do not depend on each other
-        dense_hits, links = await steps.both(steps.dense(question, principal, depth), steps.link(question, principal))
-    graph_ranking = [] if mode == "dense" else await steps.graph(principal, links, dense_hits, depth)
-    return await steps.final(question, principal, mode, top_k, passages_ranking(dense_hits), graph_ranking)
+        dense_hits, links = await steps.both(
+            steps.dense(question, principal, depth), steps.link(question, principal)
+        )
+    graph_ranking = (
+        [] if mode == "dense" else await steps.graph(principal, links, dense_hits, depth)
+    )
+    return await steps.final(
+        question, principal, mode, top_k, passages_ranking(dense_hits), graph_ranking
+    )
 
 
 class _LocalRankSteps:
@@ -180,22 +211,34 @@ class _LocalRankSteps:
     def __init__(self, hybrid: HybridRetriever) -> None:
         self.hybrid = hybrid
 
-    async def dense(self, question: RedactedQuestion, principal: Principal, depth: int) -> list[Passage]:
+    async def dense(
+        self, question: RedactedQuestion, principal: Principal, depth: int
+    ) -> list[Passage]:
         return self.hybrid.dense.retrieve(question, principal, top_k=depth)
 
     async def link(self, question: RedactedQuestion, principal: Principal) -> dict[str, float]:
         return self.hybrid.link(question, principal)
 
-    async def graph(self, principal: Principal, links: dict[str, float], dense_hits: list[Passage],
-                    depth: int) -> Ranking:
+    async def graph(
+        self, principal: Principal, links: dict[str, float], dense_hits: list[Passage], depth: int
+    ) -> Ranking:
         return self.hybrid.graph_ranking(links, principal, dense_hits, depth)
 
     async def both(self, first: Any, second: Any) -> tuple[Any, Any]:
         return await first, await second
 
-    async def final(self, question: RedactedQuestion, principal: Principal, mode: Mode, top_k: int,
-                    dense_ranking: Ranking, graph_ranking: Ranking) -> Ranking:
-        return self.hybrid.final_ranking(question, principal, mode, top_k, dense_ranking, graph_ranking)
+    async def final(
+        self,
+        question: RedactedQuestion,
+        principal: Principal,
+        mode: Mode,
+        top_k: int,
+        dense_ranking: Ranking,
+        graph_ranking: Ranking,
+    ) -> Ranking:
+        return self.hybrid.final_ranking(
+            question, principal, mode, top_k, dense_ranking, graph_ranking
+        )
 
 
 _WORD = re.compile(r"\w[\w'-]*")
@@ -234,9 +277,15 @@ class HybridRetriever:
         self._chunk_rows: dict[str, int] | None = None
         self._row_chunk: dict[int, str] = {}  # FAISS/BM25 row id -> chunk id
         self._columns: dict[str, list[Any]] = {}
-        self._chunk_flagged: dict[str, bool] = {}  # chunk_id -> input-safety verdict (bundle text is immutable)
-        self._lexical: Any = None  # LexicalIndex, loaded on first bm25/hybrid use; False: the bundle has none
-        self._masks: OrderedDict[frozenset[str], Any] = OrderedDict()  # group set -> BM25 weight mask
+        self._chunk_flagged: dict[
+            str, bool
+        ] = {}  # chunk_id -> input-safety verdict (bundle text is immutable)
+        self._lexical: Any = (
+            None  # LexicalIndex, loaded on first bm25/hybrid use; False: the bundle has none
+        )
+        self._masks: OrderedDict[frozenset[str], Any] = (
+            OrderedDict()
+        )  # group set -> BM25 weight mask
 
     def warm_up(self, graph: bool = True) -> None:
         """Load the dense side (index, embedder, redactor) and, unless `graph=False`, the KG."""
@@ -245,23 +294,31 @@ class HybridRetriever:
             # The DenseRetriever already holds the bundle and embedder: reuse them rather
             # than load a second copy of the table and the model.
             chunks = self.dense.bundle.chunks()
-            self._columns = {name: chunks.column(name).to_pylist()
-                             for name in ("chunk_id", "doc_id", "title", "text", "acl", "row_id")}
+            self._columns = {
+                name: chunks.column(name).to_pylist()
+                for name in ("chunk_id", "doc_id", "title", "text", "acl", "row_id")
+            }
             self._columns["acl"] = [frozenset(a) for a in self._columns["acl"]]
             self._chunk_rows = {cid: i for i, cid in enumerate(self._columns["chunk_id"])}
-            self._row_chunk = dict(zip(self._columns["row_id"], self._columns["chunk_id"], strict=True))
+            self._row_chunk = dict(
+                zip(self._columns["row_id"], self._columns["chunk_id"], strict=True)
+            )
         if graph and self._graph is None:
             from rayrag.retrieval.graph_query import GraphRetriever
 
-            self._graph = GraphRetriever(self.dense.bundle.graph(), self.config.kg,
-                                         embed_fn=self.dense.embedder.encode)
+            self._graph = GraphRetriever(
+                self.dense.bundle.graph(), self.config.kg, embed_fn=self.dense.embedder.encode
+            )
             self._graph.prepare()  # spaCy, and every entity name embedded once, before any question
 
     def state(self) -> dict[str, Any]:
         """What is loaded: the bundle id, its chunks, the graph's nodes (0 before `warm_up`)."""
         graph = self._graph.graph.graph if self._graph is not None else None
-        return {"bundle_id": self.dense.bundle.bundle_id if self._chunk_rows is not None else "",
-                "chunks": len(self._chunk_rows or {}), "graph_nodes": graph.number_of_nodes() if graph else 0}
+        return {
+            "bundle_id": self.dense.bundle.bundle_id if self._chunk_rows is not None else "",
+            "chunks": len(self._chunk_rows or {}),
+            "graph_nodes": graph.number_of_nodes() if graph else 0,
+        }
 
     def with_config(self, config: RAGConfig) -> HybridRetriever:
         """This retriever, loaded bundle and all, with other retrieval settings (fusion
@@ -275,8 +332,14 @@ class HybridRetriever:
         self.warm_up(graph=False)
         return self._columns["doc_id"][(self._chunk_rows or {})[chunk_id]]
 
-    def retrieve(self, question: str | RedactedQuestion, principal: Principal, mode: Mode | None = None,
-                 top_k: int | None = None, with_facts: bool = True) -> Evidence:
+    def retrieve(
+        self,
+        question: str | RedactedQuestion,
+        principal: Principal,
+        mode: Mode | None = None,
+        top_k: int | None = None,
+        with_facts: bool = True,
+    ) -> Evidence:
         """The top_k passages for `principal` (fused when mode = hybrid) and their facts."""
         mode = self.config.retrieval.mode if mode is None else mode
         if mode not in MODES:
@@ -286,19 +349,32 @@ class HybridRetriever:
             raise ConfigError(f"top_k must be > 0, got {top_k} (--top-k)")
         self.warm_up(graph=mode not in ("dense", "bm25"))
         query = self.dense.query(question)  # redacted once, as the bundle's policies say
-        return self.evidence(self.rank(query, principal, mode, top_k), query, principal, mode, with_facts)
+        return self.evidence(
+            self.rank(query, principal, mode, top_k), query, principal, mode, with_facts
+        )
 
-    def rank(self, question: str | RedactedQuestion, principal: Principal, mode: Mode, top_k: int) -> Ranking:
+    def rank(
+        self, question: str | RedactedQuestion, principal: Principal, mode: Mode, top_k: int
+    ) -> Ranking:
         """(chunk_id, score) best first, at most top_k, before provenance is attached.
 
         The steps are public so the serve graph can run them on separate deployments (dense
         search on the Retriever, linking and PageRank on the Ranker) and get the same
         ranking: dense search and entity linking do not depend on each other."""
         query = self.dense.query(question)
-        return run_sync(rank_plan(_LocalRankSteps(self), query, principal, mode, top_k, self.depth(mode, top_k)))
+        return run_sync(
+            rank_plan(_LocalRankSteps(self), query, principal, mode, top_k, self.depth(mode, top_k))
+        )
 
-    def final_ranking(self, question: RedactedQuestion, principal: Principal, mode: Mode, top_k: int,
-                      dense_ranking: Ranking, graph_ranking: Ranking) -> Ranking:
+    def final_ranking(
+        self,
+        question: RedactedQuestion,
+        principal: Principal,
+        mode: Mode,
+        top_k: int,
+        dense_ranking: Ranking,
+        graph_ranking: Ranking,
+    ) -> Ranking:
         """The mode's ranking from the sides `rank_plan` ran: one side cut to top_k, BM25, or
         their fusion with the graph-guided hops."""
         if mode == "dense":
@@ -309,15 +385,25 @@ class HybridRetriever:
             return graph_ranking[:top_k]
         return self.hybrid_ranking(question, principal, dense_ranking, graph_ranking, top_k)
 
-    def hybrid_ranking(self, question: str | RedactedQuestion, principal: Principal, dense_ranking: Ranking,
-                       graph_ranking: Ranking, top_k: int, redacted: bool = False) -> Ranking:
+    def hybrid_ranking(
+        self,
+        question: str | RedactedQuestion,
+        principal: Principal,
+        dense_ranking: Ranking,
+        graph_ranking: Ranking,
+        top_k: int,
+        redacted: bool = False,
+    ) -> Ranking:
         """Fusion of the two rankings, then the graph-guided hops (`hops`), top_k kept.
         A `RedactedQuestion` (the serve graph's Redactor made it) or `redacted`: the
         question already is redacted."""
         depth = self.depth("hybrid", top_k)
         query = self.dense.query(question, redact=not redacted)
-        lexical = (self.lexical_ranking(query, principal, depth)
-                   if self.config.retrieval.fusion_weights["bm25"] > 0 and self.has_lexical() else [])
+        lexical = (
+            self.lexical_ranking(query, principal, depth)
+            if self.config.retrieval.fusion_weights["bm25"] > 0 and self.has_lexical()
+            else []
+        )
         fused = self.fuse(dense_ranking, graph_ranking, depth, lexical)
         return self.hops(query, principal, self.anchor(query.text, fused))[:top_k]
 
@@ -329,8 +415,13 @@ class HybridRetriever:
             self._lexical = bundle.lexical_index() if bundle.has_lexical() else False
         return self._lexical is not False
 
-    def lexical_ranking(self, question: str | RedactedQuestion, principal: Principal, top_k: int,
-                        redact: bool = True) -> Ranking:
+    def lexical_ranking(
+        self,
+        question: str | RedactedQuestion,
+        principal: Principal,
+        top_k: int,
+        redact: bool = True,
+    ) -> Ranking:
         """BM25 (chunk_id, score) best first over the passages `principal` may read, for the
         question redacted as the corpus was (`redact=False` or a `RedactedQuestion`: it
         already is); one search per form the bundle's policies give it, each over its
@@ -353,7 +444,9 @@ class HybridRetriever:
         key = (frozenset(principal.groups), policies)
         mask = self._masks.get(key)
         if mask is None:
-            mask = self._masks[key] = self._lexical.allowed_mask(self.dense.allowed_row_ids(principal, policies))
+            mask = self._masks[key] = self._lexical.allowed_mask(
+                self.dense.allowed_row_ids(principal, policies)
+            )
             while len(self._masks) > MAX_CACHED_MASKS:
                 self._masks.popitem(last=False)
         return mask
@@ -375,15 +468,27 @@ class HybridRetriever:
             row = rows.get(chunk_id)
             if row is None:
                 continue
-            words = set(IDENTIFIER_RE.findall(f"{self._columns['title'][row] or ''} {self._columns['text'][row]}"))
+            words = set(
+                IDENTIFIER_RE.findall(
+                    f"{self._columns['title'][row] or ''} {self._columns['text'][row]}"
+                )
+            )
             if ids & words:
                 if chunk_id == ranking[0][0]:
                     return ranking
-                return [(chunk_id, ranking[0][1]), *(item for item in ranking if item[0] != chunk_id)]
+                return [
+                    (chunk_id, ranking[0][1]),
+                    *(item for item in ranking if item[0] != chunk_id),
+                ]
         return ranking
 
-    def hops(self, question: str | RedactedQuestion, principal: Principal, ranking: Ranking,
-             redacted: bool = False) -> Ranking:
+    def hops(
+        self,
+        question: str | RedactedQuestion,
+        principal: Principal,
+        ranking: Ranking,
+        redacted: bool = False,
+    ) -> Ranking:
         """`ranking` reordered by the knowledge graph for (up to) two hops; a no-op when
         `retrieval.hop_rank` is 0.
 
@@ -414,32 +519,40 @@ class HybridRetriever:
             return ranking
         self.warm_up(graph=True)
         question = self.dense.query(question, redact=not redacted).text
-        top = [c for c, _ in ranking[:retrieval.hop_from]]
+        top = [c for c, _ in ranking[: retrieval.hop_from]]
         held = self._graph.answering(question, principal, top, retrieval.hop_relation_threshold)
         if held and held[0] != ranking[0][0]:
             ranking = [(held[0], ranking[0][1]), *(item for item in ranking if item[0] != held[0])]
-            top = [c for c, _ in ranking[:retrieval.hop_from]]
-        candidates = self._graph.hop_candidates(question, principal, top, retrieval.hop_mention_weight,
-                                                retrieval.hop_relation_threshold)
+            top = [c for c, _ in ranking[: retrieval.hop_from]]
+        candidates = self._graph.hop_candidates(
+            question, principal, top, retrieval.hop_mention_weight, retrieval.hop_relation_threshold
+        )
         # Triggered, not always on: only a passage the question's relations lead to (an asked
         # bridge relation, or an asked fact on the bridge) is a second hop.
         candidates = {c: h for c, h in candidates.items() if h.asked or h.answers}
         if len(candidates) > MAX_HOP_CANDIDATES:  # the dense side scores the likeliest only
-            kept = sorted(candidates, key=lambda c: (-candidates[c].answers, -candidates[c].weight, c))
+            kept = sorted(
+                candidates, key=lambda c: (-candidates[c].answers, -candidates[c].weight, c)
+            )
             candidates = {c: candidates[c] for c in kept[:MAX_HOP_CANDIDATES]}
         scored = self._hop_scores(question, principal, ranking, candidates)
         if not scored:
             return ranking
         best = max(scored, key=lambda c: (scored[c], c))
         at = retrieval.hop_rank - 1
-        if best in [c for c, _ in ranking[:at + 1]]:
+        if best in [c for c, _ in ranking[: at + 1]]:
             return ranking
         rest = [item for item in ranking if item[0] != best]
         score = rest[at][1] if at < len(rest) else rest[-1][1]
         return [*rest[:at], (best, score), *rest[at:]]
 
-    def _hop_scores(self, query: str, principal: Principal, ranking: Ranking,
-                    candidates: dict[str, HopCandidate]) -> dict[str, float]:
+    def _hop_scores(
+        self,
+        query: str,
+        principal: Principal,
+        ranking: Ranking,
+        candidates: dict[str, HopCandidate],
+    ) -> dict[str, float]:
         """Second-hop chunk_id -> score (see `hops`) for the redacted question `query`;
         candidates the principal may not read get none."""
         retrieval = self.config.retrieval
@@ -462,8 +575,11 @@ class HybridRetriever:
             row = int(self._columns["row_id"][rows[chunk_id]])
             if row in by_source[source]:
                 hop = candidates[chunk_id]
-                out[chunk_id] = (by_source[source][row] + retrieval.hop_bridge_weight * hop.weight
-                                 + retrieval.hop_answer_weight * hop.answers)
+                out[chunk_id] = (
+                    by_source[source][row]
+                    + retrieval.hop_bridge_weight * hop.weight
+                    + retrieval.hop_answer_weight * hop.answers
+                )
         return out
 
     def depth(self, mode: Mode, top_k: int) -> int:
@@ -482,16 +598,26 @@ class HybridRetriever:
                 links[node] = max(weight, links.get(node, weight))
         return links
 
-    def graph_ranking(self, links: dict[str, float], principal: Principal, dense_hits: Sequence[Passage],
-                      depth: int) -> Ranking:
+    def graph_ranking(
+        self,
+        links: dict[str, float],
+        principal: Principal,
+        dense_hits: Sequence[Passage],
+        depth: int,
+    ) -> Ranking:
         """PPR from the linked entities and, HippoRAG 2-style, the best dense passages. PPR
         needs non-negative weights, and cosines can be negative."""
         self.warm_up(graph=True)
-        seeds = {p.chunk_id: max(p.score, 1e-6) for p in dense_hits[:self.config.retrieval.seed_k]}
+        seeds = {p.chunk_id: max(p.score, 1e-6) for p in dense_hits[: self.config.retrieval.seed_k]}
         return list(self._graph.rank_seeds(links, principal, dense_seeds=seeds, top_k=depth))
 
-    def fuse(self, dense_ranking: Ranking, graph_ranking: Ranking, top_k: int,
-             lexical_ranking: Ranking | None = None) -> Ranking:
+    def fuse(
+        self,
+        dense_ranking: Ranking,
+        graph_ranking: Ranking,
+        top_k: int,
+        lexical_ranking: Ranking | None = None,
+    ) -> Ranking:
         """RRF of dense, graph and (when the bundle has one) BM25 rankings with the weights
         `retrieval.fusion_weights`; or, with `fusion: weighted`, min-max normalised dense and
         graph scores mixed by `dense_weight`."""
@@ -502,13 +628,21 @@ class HybridRetriever:
             if lexical_ranking and retrieval.fusion_weights["bm25"] > 0:
                 lists.append(lexical_ranking)
                 weights.append(retrieval.fusion_weights["bm25"])
-            fused = rrf_fuse([[c for c, _ in ranking] for ranking in lists], retrieval.rrf_k, weights)
+            fused = rrf_fuse(
+                [[c for c, _ in ranking] for ranking in lists], retrieval.rrf_k, weights
+            )
         else:
             fused = weighted_fuse(dense_ranking, graph_ranking, retrieval.dense_weight)
         return fused[:top_k]
 
-    def evidence(self, ranking: Ranking, question: str | RedactedQuestion, principal: Principal, mode: Mode,
-                 with_facts: bool = True) -> Evidence:
+    def evidence(
+        self,
+        ranking: Ranking,
+        question: str | RedactedQuestion,
+        principal: Principal,
+        mode: Mode,
+        with_facts: bool = True,
+    ) -> Evidence:
         """Passages (ACL re-checked, fail closed) and their facts for a ranking.
 
         Every path to the reader comes through here (`retrieve`, the serve graph's
@@ -520,7 +654,9 @@ class HybridRetriever:
         passages = tuple(self._passage(chunk_id, score, principal) for chunk_id, score in ranking)
         kept = tuple(p for p in passages if not self._is_flagged(p.chunk_id))
         facts: tuple[Fact, ...] = ()
-        needs_graph = mode not in ("dense", "bm25") or (with_facts and self.config.retrieval.use_graph)
+        needs_graph = mode not in ("dense", "bm25") or (
+            with_facts and self.config.retrieval.use_graph
+        )
         if needs_graph and kept:
             text = question.text if isinstance(question, RedactedQuestion) else question
             facts = self._safe_facts(self._facts(text, principal, [p.chunk_id for p in kept]))
@@ -561,14 +697,24 @@ class HybridRetriever:
         if i is None:
             # The graph and the chunk table come from the same bundle; a miss means a
             # corrupted or mixed bundle, and an unknown chunk cannot be ACL-checked.
-            raise AccessDenied(f"retrieved chunk {chunk_id!r} is not in the bundle; refusing to return it")
+            raise AccessDenied(
+                f"retrieved chunk {chunk_id!r} is not in the bundle; refusing to return it"
+            )
         if not principal.groups & self._columns["acl"][i]:
             # Both sides trim by ACL already; this is the last line of defence (fail closed).
-            raise AccessDenied(f"retrieval produced chunk {chunk_id!r} that principal "
-                               f"{principal.name!r} may not read; refusing to return it")
+            raise AccessDenied(
+                f"retrieval produced chunk {chunk_id!r} that principal "
+                f"{principal.name!r} may not read; refusing to return it"
+            )
         cols = self._columns
-        return Passage(chunk_id=chunk_id, doc_id=cols["doc_id"][i], text=cols["text"][i],
-                       score=float(score), title=cols["title"][i], row_id=int(cols["row_id"][i]))
+        return Passage(
+            chunk_id=chunk_id,
+            doc_id=cols["doc_id"][i],
+            text=cols["text"][i],
+            score=float(score),
+            title=cols["title"][i],
+            row_id=int(cols["row_id"][i]),
+        )
 
     def _facts(self, question: str, principal: Principal, chunk_ids: list[str]) -> tuple[Fact, ...]:
         """The question's relation path through the passages first (`GraphRetriever.path`:
@@ -581,10 +727,18 @@ class HybridRetriever:
             self.warm_up(graph=True)
         except ConfigError:
             return ()  # facts are enrichment: a dense-only build still answers
-        path = self._graph.path(question, principal, chunk_ids, self.config.retrieval.hop_relation_threshold)
+        path = self._graph.path(
+            question, principal, chunk_ids, self.config.retrieval.hop_relation_threshold
+        )
         seen = {(f.subject, f.relation, f.object) for f in path}
-        facts = [*path, *(f for f in self._graph.facts(question, principal, chunk_ids, max_facts=MAX_FACTS)
-                          if (f.subject, f.relation, f.object) not in seen)][:MAX_FACTS]
+        facts = [
+            *path,
+            *(
+                f
+                for f in self._graph.facts(question, principal, chunk_ids, max_facts=MAX_FACTS)
+                if (f.subject, f.relation, f.object) not in seen
+            ),
+        ][:MAX_FACTS]
         rows = self._chunk_rows or {}
         readable = []
         for fact in facts:
@@ -593,7 +747,9 @@ class HybridRetriever:
             for chunk_id in fact.chunk_ids:
                 i = rows.get(chunk_id)
                 if i is None or not principal.groups & self._columns["acl"][i]:
-                    raise AccessDenied(f"a graph fact cites chunk {chunk_id!r} that principal "
-                                       f"{principal.name!r} may not read; refusing to return it")
+                    raise AccessDenied(
+                        f"a graph fact cites chunk {chunk_id!r} that principal "
+                        f"{principal.name!r} may not read; refusing to return it"
+                    )
             readable.append(fact)
         return tuple(readable)

@@ -55,8 +55,14 @@ class PushStats:
     bound: float  # max over nodes of |push - exact| <= this (alpha * leftover residual mass)
 
 
-def power_iteration(transition: sp.csr_array, dangling: np.ndarray, restart: np.ndarray,
-                    alpha: float, tol: float = PPR_TOLERANCE, max_iter: int = PPR_MAX_ITER) -> np.ndarray:
+def power_iteration(
+    transition: sp.csr_array,
+    dangling: np.ndarray,
+    restart: np.ndarray,
+    alpha: float,
+    tol: float = PPR_TOLERANCE,
+    max_iter: int = PPR_MAX_ITER,
+) -> np.ndarray:
     """PPR fixed point x = alpha (T x + mass_dangling * r) + (1 - alpha) r, as nx.pagerank.
 
     Dangling mass restarts at the seeds (nx's default when `dangling` is None), so the two
@@ -72,8 +78,9 @@ def power_iteration(transition: sp.csr_array, dangling: np.ndarray, restart: np.
     return x
 
 
-def push(columns: sp.csc_array, dangling: np.ndarray, restart: np.ndarray, alpha: float,
-         epsilon: float) -> tuple[np.ndarray, PushStats]:
+def push(
+    columns: sp.csc_array, dangling: np.ndarray, restart: np.ndarray, alpha: float, epsilon: float
+) -> tuple[np.ndarray, PushStats]:
     """Local forward-push PPR: (dense scores like `power_iteration`, `PushStats`).
 
     `columns` is the transition matrix in CSC form (column u = where u's walk goes),
@@ -85,7 +92,9 @@ def push(columns: sp.csc_array, dangling: np.ndarray, restart: np.ndarray, alpha
     2.0 ms at 10k nodes, 4.6 ms at 300k).
     """
     if not (np.isfinite(epsilon) and 0 < epsilon < 1):
-        raise ConfigError(f"ppr_push_epsilon must be in (0, 1), got {epsilon!r} (kg.ppr_push_epsilon)")
+        raise ConfigError(
+            f"ppr_push_epsilon must be in (0, 1), got {epsilon!r} (kg.ppr_push_epsilon)"
+        )
     if not 0 < alpha < 1:
         raise ConfigError(f"ppr_damping must be in (0, 1), got {alpha!r} (kg.ppr_damping)")
     n = restart.shape[0]
@@ -94,7 +103,9 @@ def push(columns: sp.csc_array, dangling: np.ndarray, restart: np.ndarray, alpha
     seed_mass = restart[seeds]
     p = np.zeros(n)
     res = np.zeros(n)
-    slot = np.zeros(n, dtype=np.int64)  # scratch for `_distinct`; calloc'd, so only touched pages cost
+    slot = np.zeros(
+        n, dtype=np.int64
+    )  # scratch for `_distinct`; calloc'd, so only touched pages cost
     res[seeds] = seed_mass
     candidates = seeds
     touched = [seeds]
@@ -129,8 +140,13 @@ def push(columns: sp.csc_array, dangling: np.ndarray, restart: np.ndarray, alpha
     support = _distinct(np.concatenate(touched), slot)
     leftover = res[support]
     p[support] += (1 - alpha) * leftover  # P(v) >= (1 - alpha) v: still a lower bound, closer
-    stats = PushStats(rounds=rounds, pushes=pushes, edges_touched=edges, nodes_touched=int(support.size),
-                      bound=float(alpha * leftover.sum()))
+    stats = PushStats(
+        rounds=rounds,
+        pushes=pushes,
+        edges_touched=edges,
+        nodes_touched=int(support.size),
+        bound=float(alpha * leftover.sum()),
+    )
     return p, stats
 
 

@@ -40,15 +40,26 @@ Admin = Annotated[ApiPrincipal, Depends(admin_caller)]
 
 
 def audit(ingress: Any, action: str, caller: ApiPrincipal, rid: str, **fields: Any) -> None:
-    ingress.events.info("admin", extra={"fields": {"request_id": rid, "action": action,
-                                                   "user": fingerprint(caller.principal.name),
-                                                   "key_id": caller.key_id, **fields}})
+    ingress.events.info(
+        "admin",
+        extra={
+            "fields": {
+                "request_id": rid,
+                "action": action,
+                "user": fingerprint(caller.principal.name),
+                "key_id": caller.key_id,
+                **fields,
+            }
+        },
+    )
 
 
 def events_for(path: Path, rid: str) -> list[dict[str, Any]]:
     """The events of one request id in the event log and its rotated files (oldest first)."""
     rotated = [p for p in path.parent.glob(path.name + ".*") if p.suffix[1:].isdigit()]
-    files = sorted(rotated, key=lambda p: int(p.suffix[1:]), reverse=True) + [path]  # .5 is the oldest
+    files = sorted(rotated, key=lambda p: int(p.suffix[1:]), reverse=True) + [
+        path
+    ]  # .5 is the oldest
     found = []
     for file in files:
         if not file.is_file():
@@ -66,29 +77,51 @@ def events_for(path: Path, rid: str) -> list[dict[str, Any]]:
 
 
 @router.post("/forget")
-async def forget(body: ForgetRequest, caller: Admin, ingress: Ingress, rid: RequestId) -> dict[str, Any]:
+async def forget(
+    body: ForgetRequest, caller: Admin, ingress: Ingress, rid: RequestId
+) -> dict[str, Any]:
     """Erase documents from the served bundle: chunks, vectors, graph, caches; audited."""
     if ingress.bundle is None:
-        raise HTTPFailure(409, "conflict", "this graph was built without a bundle path; use `rayrag forget`")
+        raise HTTPFailure(
+            409, "conflict", "this graph was built without a bundle path; use `rayrag forget`"
+        )
     from rayrag.governance.privacy.erasure import forget as erase
     from rayrag.index.bundle import IndexBundle
 
     known = set(IndexBundle.load(ingress.bundle).documents().column("doc_id").to_pylist())
     missing = sorted(set(body.doc_ids) - known)
     if missing:
-        raise HTTPFailure(404, "not_found", f"{len(missing)} of {len(set(body.doc_ids))} document id(s) "
-                          "are not in the served bundle")
-    report = await asyncio.to_thread(erase, ingress.bundle, body.doc_ids, ingress.config,
-                                     actor=fingerprint(caller.principal.name))
+        raise HTTPFailure(
+            404,
+            "not_found",
+            f"{len(missing)} of {len(set(body.doc_ids))} document id(s) "
+            "are not in the served bundle",
+        )
+    report = await asyncio.to_thread(
+        erase,
+        ingress.bundle,
+        body.doc_ids,
+        ingress.config,
+        actor=fingerprint(caller.principal.name),
+    )
     ingress.check_bundle()  # clears the answer cache now; the stages reload on their next call
     ingress.cache.clear()
     result = {**report.to_json(), "request_id": rid}
-    audit(ingress, "forget", caller, rid, docs=len(set(body.doc_ids)), bundle_id=result.get("bundle_id", ""))
+    audit(
+        ingress,
+        "forget",
+        caller,
+        rid,
+        docs=len(set(body.doc_ids)),
+        bundle_id=result.get("bundle_id", ""),
+    )
     return result
 
 
 @router.post("/purge")
-async def purge(body: PurgeRequest, caller: Admin, ingress: Ingress, rid: RequestId) -> dict[str, Any]:
+async def purge(
+    body: PurgeRequest, caller: Admin, ingress: Ingress, rid: RequestId
+) -> dict[str, Any]:
     """Delete records past their retention (or older than `older_than_days`)."""
     report = await asyncio.to_thread(run_purge, ingress, body.older_than_days, body.dry_run)
     audit(ingress, "purge", caller, rid, dry_run=body.dry_run)
@@ -96,16 +129,24 @@ async def purge(body: PurgeRequest, caller: Admin, ingress: Ingress, rid: Reques
 
 
 @router.get("/events")
-async def events(caller: Admin, ingress: Ingress, rid: RequestId, request_id_: str = Query(
-        ..., alias="request_id", min_length=1, max_length=64)) -> dict[str, Any]:
+async def events(
+    caller: Admin,
+    ingress: Ingress,
+    rid: RequestId,
+    request_id_: str = Query(..., alias="request_id", min_length=1, max_length=64),
+) -> dict[str, Any]:
     """The content-free request events of one request id (tracing, audits)."""
     found = await asyncio.to_thread(events_for, Path(ingress.config.serve.event_log), request_id_)
     return {"events": found, "request_id": rid}
 
 
 @router.get("/escalations")
-async def escalations(caller: Admin, ingress: Ingress, rid: RequestId, request_id_: str | None = Query(
-        None, alias="request_id", min_length=1, max_length=64)) -> dict[str, Any]:
+async def escalations(
+    caller: Admin,
+    ingress: Ingress,
+    rid: RequestId,
+    request_id_: str | None = Query(None, alias="request_id", min_length=1, max_length=64),
+) -> dict[str, Any]:
     """The escalation queue (ids, reason codes, scores), or one request's records."""
     records = await asyncio.to_thread(ingress.escalations.read)
     if request_id_ is not None:
@@ -115,7 +156,9 @@ async def escalations(caller: Admin, ingress: Ingress, rid: RequestId, request_i
 
 def _registry(ingress: Any) -> Any:
     if not ingress.config.tracking.enabled:
-        raise HTTPFailure(409, "conflict", "the model registry is off in this deployment (tracking.enabled)")
+        raise HTTPFailure(
+            409, "conflict", "the model registry is off in this deployment (tracking.enabled)"
+        )
     from rayrag.tracking.model_registry import ModelRegistry
     from rayrag.tracking.tracker import Tracker
 
@@ -136,7 +179,9 @@ async def registry(caller: Admin, ingress: Ingress, rid: RequestId) -> dict[str,
 
 
 @router.post("/registry/alias")
-async def alias(body: AliasRequest, caller: Admin, ingress: Ingress, rid: RequestId) -> dict[str, Any]:
+async def alias(
+    body: AliasRequest, caller: Admin, ingress: Ingress, rid: RequestId
+) -> dict[str, Any]:
     """Move `champion` or `challenger` to a version (a promotion or a rollback), audited."""
 
     def move() -> dict[str, Any]:
@@ -144,34 +189,59 @@ async def alias(body: AliasRequest, caller: Admin, ingress: Ingress, rid: Reques
         try:
             models.get(body.version)
         except ConfigError:
-            raise HTTPFailure(404, "not_found", f"model {models.name} has no version {body.version}") from None
+            raise HTTPFailure(
+                404, "not_found", f"model {models.name} has no version {body.version}"
+            ) from None
         before = models.version_for_alias(body.alias)
         try:
             if body.alias == "champion":
-                models.promote(body.version, who=fingerprint(caller.principal.name), why=f"admin api {rid}")
+                models.promote(
+                    body.version, who=fingerprint(caller.principal.name), why=f"admin api {rid}"
+                )
             else:
                 models.set_challenger(body.version)
-        except ConfigError as exc:  # e.g. "version N is the champion; a challenger must be another version"
+        except (
+            ConfigError
+        ) as exc:  # e.g. "version N is the champion; a challenger must be another version"
             raise HTTPFailure(409, "conflict", str(exc)) from None
-        return {"alias": body.alias, "version": body.version,
-                "previous": before.version if before is not None else None}
+        return {
+            "alias": body.alias,
+            "version": body.version,
+            "previous": before.version if before is not None else None,
+        }
 
     result = await asyncio.to_thread(move)
-    audit(ingress, "alias", caller, rid, alias=body.alias, version=body.version, previous=result["previous"])
+    audit(
+        ingress,
+        "alias",
+        caller,
+        rid,
+        alias=body.alias,
+        version=body.version,
+        previous=result["previous"],
+    )
     return {**result, "request_id": rid}
 
 
 @router.post("/guard-probe")
-async def guard_probe(body: GuardProbeRequest, caller: Admin, ingress: Ingress, rid: RequestId) -> dict[str, Any]:
+async def guard_probe(
+    body: GuardProbeRequest, caller: Admin, ingress: Ingress, rid: RequestId
+) -> dict[str, Any]:
     """The deployed Guard's verdict on a planted answer (no evidence: the strictest policy),
     so the readiness probe can show PII on the answer path comes back redacted."""
     from rayrag.types import Evidence
 
-    report = await ingress.handles["guard"].check.remote("readiness probe", body.answer, Evidence(passages=()),
-                                                        caller.principal, None)
+    report = await ingress.handles["guard"].check.remote(
+        "readiness probe", body.answer, Evidence(passages=()), caller.principal, None
+    )
     audit(ingress, "guard_probe", caller, rid, redactions=sum(report.redactions.values()))
-    return {"answer": report.text, "redactions": report.redactions, "reasons": report.reasons,
-            "escalated": report.escalated, "request_id": rid}
+    return {
+        "answer": report.text,
+        "redactions": report.redactions,
+        "reasons": report.reasons,
+        "escalated": report.escalated,
+        "request_id": rid,
+    }
 
 
 @router.get("/governance")
@@ -182,11 +252,15 @@ async def governance(caller: Admin, ingress: Ingress, rid: RequestId) -> dict[st
     return {
         "redaction": {"enabled": gov.redaction.enabled, "entities": list(gov.redaction.entities)},
         "input_safety": {**gov.input_safety.model_dump(), "loaded": ingress.pipeline.screens},
-        "retention": gov.retention.model_dump(), "last_purge": ingress.last_purge,
+        "retention": gov.retention.model_dump(),
+        "last_purge": ingress.last_purge,
         "guard": {"confidence_threshold": serve_cfg.confidence_threshold},
-        "bundle_id": ingress.bundle_id, "model_version": ingress.pipeline.model_version,
-        "config_hash": ingress.config.config_hash, "prompt_version": ingress.pipeline.prompt_version,
-        "answer_cache_size": serve_cfg.answer_cache_size, "answer_cache_entries": len(ingress.cache),
+        "bundle_id": ingress.bundle_id,
+        "model_version": ingress.pipeline.model_version,
+        "config_hash": ingress.config.config_hash,
+        "prompt_version": ingress.pipeline.prompt_version,
+        "answer_cache_size": serve_cfg.answer_cache_size,
+        "answer_cache_entries": len(ingress.cache),
         "request_id": rid,
     }
 
@@ -196,7 +270,9 @@ def run_purge(ingress: Any, older_than_days: float | None, dry_run: bool) -> dic
     from rayrag.governance.privacy.retention import purge as purge_records
 
     try:
-        report = purge_records(ingress.config, older_than_days=older_than_days, dry_run=dry_run).to_json()
+        report = purge_records(
+            ingress.config, older_than_days=older_than_days, dry_run=dry_run
+        ).to_json()
     except Exception as exc:  # a purge error is logged by type only (its text may name files)
         ingress.events.warning("purge_failed", extra={"fields": {"error": type(exc).__name__}})
         raise
@@ -212,6 +288,7 @@ def start_purge_loop(ingress: Any) -> threading.Event:
     stop = threading.Event()
     interval = ingress.config.governance.retention.purge_interval_s
     if interval > 0:
+
         def loop() -> None:
             while not stop.wait(interval):
                 try:

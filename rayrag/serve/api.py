@@ -27,14 +27,24 @@ from rayrag.serve.schemas import error_body, request_id, validation_message
 
 MAX_BODY_BYTES = 1024 * 1024  # refused before parsing: no request body is read past this
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse, "description": what} for status, what in (
-        (401, "no or wrong API key"), (403, "the key may not do this"), (413, "question or body too large"),
-        (422, "a malformed field (named, never echoed)"), (503, "timeout or overload; retry"),
-        (500, "internal error; quote the request id"))}
+    status: {"model": ErrorResponse, "description": what}
+    for status, what in (
+        (401, "no or wrong API key"),
+        (403, "the key may not do this"),
+        (413, "question or body too large"),
+        (422, "a malformed field (named, never echoed)"),
+        (503, "timeout or overload; retry"),
+        (500, "internal error; quote the request id"),
+    )
+}
 
-app = FastAPI(title="rayrag", version=__version__, responses=ERROR_RESPONSES,
-              description="Governed retrieval-augmented generation: answers with citations, KG facts "
-                          "and validation, from the caller's readable documents only.")
+app = FastAPI(
+    title="rayrag",
+    version=__version__,
+    responses=ERROR_RESPONSES,
+    description="Governed retrieval-augmented generation: answers with citations, KG facts "
+    "and validation, from the caller's readable documents only.",
+)
 _attached: list[Any] = [None]
 
 
@@ -82,8 +92,13 @@ async def _one_error_handler(request: Request, call_next: Any) -> Any:
     except ValueError:
         length = 0
     if length > MAX_BODY_BYTES:
-        return failure(request.url.path if request.url.path.startswith("/v1/") else "unmatched",
-                       HTTPFailure(413, "request_too_large", f"request body larger than {MAX_BODY_BYTES} bytes"), rid)
+        return failure(
+            request.url.path if request.url.path.startswith("/v1/") else "unmatched",
+            HTTPFailure(
+                413, "request_too_large", f"request body larger than {MAX_BODY_BYTES} bytes"
+            ),
+            rid,
+        )
     try:
         response = await call_next(request)
     except Exception as exc:  # noqa: BLE001 - mapped to a status, never echoed
@@ -96,5 +111,8 @@ async def _one_error_handler(request: Request, call_next: Any) -> Any:
 
 @app.exception_handler(RequestValidationError)
 async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-    return failure(route_of(request), HTTPFailure(422, "invalid_request", validation_message(exc)),
-                   request_id_of(request))
+    return failure(
+        route_of(request),
+        HTTPFailure(422, "invalid_request", validation_message(exc)),
+        request_id_of(request),
+    )

@@ -39,8 +39,15 @@ def resolve_refs(args: dict[str, Any]) -> tuple[RAGConfig, str, str]:
     given and each replica resolves it where it runs (a cluster node, a container's workdir)."""
     overrides = [s for s in str(args.get("set") or "").split(",") if s.strip()]
     config = resolve_config(args.get("config") or os.environ.get("RAYRAG_CONFIG"), overrides)
-    bundle = str(args.get("bundle") or os.environ.get("RAYRAG_BUNDLE") or config.serve.bundle or DEFAULT_BUNDLE)
-    model = str(args.get("model") or os.environ.get("RAYRAG_MODEL") or config.serve.model or DEFAULT_MODEL)
+    bundle = str(
+        args.get("bundle")
+        or os.environ.get("RAYRAG_BUNDLE")
+        or config.serve.bundle
+        or DEFAULT_BUNDLE
+    )
+    model = str(
+        args.get("model") or os.environ.get("RAYRAG_MODEL") or config.serve.model or DEFAULT_MODEL
+    )
     if Path(bundle).exists():
         bundle = str(Path(bundle).resolve())
     if not model.startswith("models:/") and Path(model).exists():
@@ -64,9 +71,15 @@ def shard_placement(config: RAGConfig) -> dict[str, Any]:
     from rayrag.generator.sharded import cluster_gpus
 
     gpus = cluster_gpus()
-    shard_bundle = {"CPU": config.generator.shard_num_cpus, **({"GPU": 1} if gpus >= shards else {})}
-    return {"placement_group_bundles": [{"CPU": config.serve.generator_num_cpus}] + [shard_bundle] * shards,
-            "placement_group_strategy": "PACK"}
+    shard_bundle = {
+        "CPU": config.generator.shard_num_cpus,
+        **({"GPU": 1} if gpus >= shards else {}),
+    }
+    return {
+        "placement_group_bundles": [{"CPU": config.serve.generator_num_cpus}]
+        + [shard_bundle] * shards,
+        "placement_group_strategy": "PACK",
+    }
 
 
 def pin_prompt(config: RAGConfig) -> RAGConfig:
@@ -99,17 +112,22 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     config_json = config.model_dump_json()
 
     def stage(num_cpus: float) -> dict[str, Any]:
-        return {"num_replicas": s.num_replicas, "max_ongoing_requests": s.max_ongoing_requests,
-                "ray_actor_options": {"num_cpus": num_cpus}}
+        return {
+            "num_replicas": s.num_replicas,
+            "max_ongoing_requests": s.max_ongoing_requests,
+            "ray_actor_options": {"num_cpus": num_cpus},
+        }
 
     redactor = RedactorStage.options(**stage(s.stage_num_cpus)).bind(config_json, str(bundle))
     retriever = RetrieverStage.options(**stage(s.stage_num_cpus)).bind(config_json, str(bundle))
     ranker = RankerStage.options(**stage(s.stage_num_cpus)).bind(config_json, str(bundle))
-    generator = GeneratorStage.options(**stage(s.generator_num_cpus), **shard_placement(config)).bind(
-        config_json, str(model))
+    generator = GeneratorStage.options(
+        **stage(s.generator_num_cpus), **shard_placement(config)
+    ).bind(config_json, str(model))
     guard = GuardStage.options(**stage(s.stage_num_cpus)).bind(config_json, str(bundle))
-    return Ingress.options(**stage(s.stage_num_cpus), max_queued_requests=s.max_queued_requests).bind(
-        redactor, retriever, ranker, generator, guard, config_json, str(bundle))
+    return Ingress.options(
+        **stage(s.stage_num_cpus), max_queued_requests=s.max_queued_requests
+    ).bind(redactor, retriever, ranker, generator, guard, config_json, str(bundle))
 
 
 def __getattr__(name: str) -> Any:

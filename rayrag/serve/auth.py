@@ -79,11 +79,17 @@ def generate_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-def key_entry(key: str, principal: str, groups: list[str] | tuple[str, ...], team: str,
-              role: Role = "user") -> dict[str, Any]:
+def key_entry(
+    key: str, principal: str, groups: list[str] | tuple[str, ...], team: str, role: Role = "user"
+) -> dict[str, Any]:
     """The keys-file entry for `key` (hash only), for `rayrag serve keygen`."""
-    entry = {"sha256": hash_key(key), "principal": principal, "groups": list(groups),
-             "team": team, "role": role}
+    entry = {
+        "sha256": hash_key(key),
+        "principal": principal,
+        "groups": list(groups),
+        "team": team,
+        "role": role,
+    }
     _parse_entry(entry, "key_entry", 0)  # the same checks a loaded file gets
     return entry
 
@@ -95,8 +101,12 @@ class KeyStore:
     with `from_config` (file + environment), `from_file` or `from_env`.
     """
 
-    def __init__(self, entries: list[tuple[str, ApiPrincipal]] | None = None, *,
-                 sources: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        entries: list[tuple[str, ApiPrincipal]] | None = None,
+        *,
+        sources: list[str] | None = None,
+    ) -> None:
         entries = entries or []
         sources = sources or [f"API key entry {i}" for i in range(len(entries))]
         self._digests: list[bytes] = []
@@ -104,8 +114,10 @@ class KeyStore:
         seen: dict[str, str] = {}
         for where, (hex_digest, who) in zip(sources, entries, strict=True):
             if hex_digest in seen:
-                raise ConfigError(f"{where} repeats the key of {seen[hex_digest]} "
-                                  f"(key_id {who.key_id}); each key must be unique")
+                raise ConfigError(
+                    f"{where} repeats the key of {seen[hex_digest]} "
+                    f"(key_id {who.key_id}); each key must be unique"
+                )
             seen[hex_digest] = where
             self._digests.append(bytes.fromhex(hex_digest))
             self._principals.append(who)
@@ -130,20 +142,26 @@ class KeyStore:
 
     @classmethod
     def _located(cls, located: list[tuple[str, ApiPrincipal, str]]) -> KeyStore:
-        return cls([(digest, who) for digest, who, _ in located], sources=[w for _, _, w in located])
+        return cls(
+            [(digest, who) for digest, who, _ in located], sources=[w for _, _, w in located]
+        )
 
     @staticmethod
     def _file_entries(path: Path) -> list[tuple[str, ApiPrincipal, str]]:
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
         except OSError:
-            raise ConfigError(f"API keys file not found or unreadable: {path} (serve.keys_file)") from None
+            raise ConfigError(
+                f"API keys file not found or unreadable: {path} (serve.keys_file)"
+            ) from None
         except yaml.YAMLError:
             raise ConfigError(f"API keys file {path} is not valid YAML (serve.keys_file)") from None
         if data is None:
             return []
         if not isinstance(data, list):
-            raise ConfigError(f"API keys file {path} must hold a list of entries, got {type(data).__name__}")
+            raise ConfigError(
+                f"API keys file {path} must hold a list of entries, got {type(data).__name__}"
+            )
         return [_parse_entry(entry, f"API keys file {path}", i) for i, entry in enumerate(data)]
 
     @staticmethod
@@ -155,20 +173,28 @@ class KeyStore:
             key, sep, spec = item.partition("=")
             fields = spec.split(":")
             if not sep or not key.strip() or len(fields) != 4:
-                raise ConfigError(f"environment variable {env_name} entry {index} must be "
-                                  "'KEY=principal:group1|group2:team:role'")
+                raise ConfigError(
+                    f"environment variable {env_name} entry {index} must be "
+                    "'KEY=principal:group1|group2:team:role'"
+                )
             principal, groups, team, role = (f.strip() for f in fields)
-            entry = {"sha256": hash_key(key.strip()), "principal": principal,
-                     "groups": [g.strip() for g in groups.split("|") if g.strip()],
-                     "team": team, "role": role}
+            entry = {
+                "sha256": hash_key(key.strip()),
+                "principal": principal,
+                "groups": [g.strip() for g in groups.split("|") if g.strip()],
+                "team": team,
+                "role": role,
+            }
             entries.append(_parse_entry(entry, f"environment variable {env_name}", index))
         return entries
 
     def authenticate(self, authorization: str | None) -> ApiPrincipal:
         """The principal of a ``Bearer <key>`` header; `AuthError` for anything else."""
         if not self._digests:
-            raise AuthError("no API keys are configured: add one to serve.keys_file or the "
-                            "RAYRAG_API_KEYS variable (see rayrag/configs/access/api_keys.example.yaml)")
+            raise AuthError(
+                "no API keys are configured: add one to serve.keys_file or the "
+                "RAYRAG_API_KEYS variable (see rayrag/configs/access/api_keys.example.yaml)"
+            )
         if not authorization or not authorization.strip():
             raise AuthError("missing Authorization header: send 'Authorization: Bearer <key>'")
         scheme, _, key = authorization.strip().partition(" ")
@@ -194,19 +220,25 @@ def _parse_entry(entry: Any, source: str, index: int) -> tuple[str, ApiPrincipal
         raise ConfigError(f"{where} must be a mapping with keys {', '.join(sorted(_ENTRY_FIELDS))}")
     unknown = sorted(str(k) for k in set(entry) - _ENTRY_FIELDS)
     if unknown:
-        raise ConfigError(f"{where} has unknown field(s) {', '.join(unknown)}; "
-                          f"allowed: {', '.join(sorted(_ENTRY_FIELDS))}")
+        raise ConfigError(
+            f"{where} has unknown field(s) {', '.join(unknown)}; "
+            f"allowed: {', '.join(sorted(_ENTRY_FIELDS))}"
+        )
     digest = entry.get("sha256")
     if not isinstance(digest, str) or not _HEX64.fullmatch(digest.strip().lower()):
-        raise ConfigError(f"{where}: sha256 must be 64 hex characters (the hash of the key, "
-                          "never the key itself)")
+        raise ConfigError(
+            f"{where}: sha256 must be 64 hex characters (the hash of the key, never the key itself)"
+        )
     digest = digest.strip().lower()
     principal = entry.get("principal")
     if not isinstance(principal, str) or not principal.strip():
         raise ConfigError(f"{where}: principal must be a non-empty name")
     groups = entry.get("groups", ["public"])
-    if (not isinstance(groups, list) or not groups
-            or not all(isinstance(g, str) and g.strip() for g in groups)):
+    if (
+        not isinstance(groups, list)
+        or not groups
+        or not all(isinstance(g, str) and g.strip() for g in groups)
+    ):
         raise ConfigError(f"{where}: groups must be a non-empty list of group names")
     team = entry.get("team", "default")
     if not isinstance(team, str) or not team.strip():
@@ -214,6 +246,10 @@ def _parse_entry(entry: Any, source: str, index: int) -> tuple[str, ApiPrincipal
     role = entry.get("role", "user")
     if role not in ROLES:
         raise ConfigError(f"{where}: role must be one of {', '.join(ROLES)}, got {role!r}")
-    who = ApiPrincipal(principal=Principal(principal.strip(), frozenset(g.strip() for g in groups)),
-                       team=team.strip(), role=role, key_id=digest[:KEY_ID_CHARS])
+    who = ApiPrincipal(
+        principal=Principal(principal.strip(), frozenset(g.strip() for g in groups)),
+        team=team.strip(),
+        role=role,
+        key_id=digest[:KEY_ID_CHARS],
+    )
     return digest, who, where

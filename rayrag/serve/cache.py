@@ -36,11 +36,28 @@ def acl_fingerprint(groups: Iterable[str]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
 
 
-def answer_key(principal: Principal, bundle_id: str, model_version: str, config_hash: str,
-               prompt_version: str, question: str, mode: str, top_k: int, max_new_tokens: int | None) -> str:
-    parts = [acl_fingerprint(principal.groups), bundle_id, model_version, config_hash, prompt_version,
-             hashlib.sha256(question.encode("utf-8", "surrogatepass")).hexdigest(), mode, top_k,
-             max_new_tokens]
+def answer_key(
+    principal: Principal,
+    bundle_id: str,
+    model_version: str,
+    config_hash: str,
+    prompt_version: str,
+    question: str,
+    mode: str,
+    top_k: int,
+    max_new_tokens: int | None,
+) -> str:
+    parts = [
+        acl_fingerprint(principal.groups),
+        bundle_id,
+        model_version,
+        config_hash,
+        prompt_version,
+        hashlib.sha256(question.encode("utf-8", "surrogatepass")).hexdigest(),
+        mode,
+        top_k,
+        max_new_tokens,
+    ]
     return hashlib.sha256(json.dumps(parts, separators=(",", ":")).encode("utf-8")).hexdigest()
 
 

@@ -14,20 +14,24 @@ from rayrag.config import RAGConfig
 
 # Demo-only secrets: a real deployment sets these from its secret store. Printed as a
 # warning so nobody mistakes them for a production setup.
-_DEMO_SECRETS = {"RAYRAG_HMAC_KEY": "rayrag-demo-hmac-key-not-for-production",
-                 "RAYRAG_ENCRYPTION_KEY": "rayrag-demo-key-0123456789abcdef"[:32]}
+_DEMO_SECRETS = {
+    "RAYRAG_HMAC_KEY": "rayrag-demo-hmac-key-not-for-production",
+    "RAYRAG_ENCRYPTION_KEY": "rayrag-demo-key-0123456789abcdef"[:32],
+}
 
 
 def ensure_demo_secrets(config: RAGConfig) -> None:
     """Set each missing redaction secret to its demo value, with a warning on stderr."""
     redaction = config.governance.redaction
-    for env_name, default_name in ((redaction.hmac_key_env, "RAYRAG_HMAC_KEY"),
-                                   (redaction.encryption_key_env, "RAYRAG_ENCRYPTION_KEY")):
+    for env_name, default_name in (
+        (redaction.hmac_key_env, "RAYRAG_HMAC_KEY"),
+        (redaction.encryption_key_env, "RAYRAG_ENCRYPTION_KEY"),
+    ):
         if not os.environ.get(env_name):
             os.environ[env_name] = _DEMO_SECRETS[default_name]
-            print(f"[rayrag demo] warning: {env_name} not set; using a demo-only key", file=sys.stderr)
-
-
+            print(
+                f"[rayrag demo] warning: {env_name} not set; using a demo-only key", file=sys.stderr
+            )
 
 
 DEMO_ENV = "demo.env"
@@ -62,18 +66,24 @@ def write_demo_env(out: Path, config: RAGConfig, tracking_uri: str) -> Path:
     path = out / DEMO_ENV
     key = demo_api_key(path) or generate_key()
     redaction = config.governance.redaction
-    lines = ["# rayrag demo environment: demo-only secrets and an API key; never use them in production.",
-             f"#   source {path}"]
-    for env_name, default_name in ((redaction.hmac_key_env, "RAYRAG_HMAC_KEY"),
-                                   (redaction.encryption_key_env, "RAYRAG_ENCRYPTION_KEY")):
+    lines = [
+        "# rayrag demo environment: demo-only secrets and an API key; never use them in production.",
+        f"#   source {path}",
+    ]
+    for env_name, default_name in (
+        (redaction.hmac_key_env, "RAYRAG_HMAC_KEY"),
+        (redaction.encryption_key_env, "RAYRAG_ENCRYPTION_KEY"),
+    ):
         if os.environ.get(env_name) == _DEMO_SECRETS[default_name]:
             lines.append(f"export {env_name}={_quote(_DEMO_SECRETS[default_name])}")
         else:
             lines.append(f"# {env_name}: set in your environment; not written here")
     keys_env = config.serve.keys_env
-    lines += [f"export MLFLOW_TRACKING_URI={_quote(tracking_uri)}",
-              f"export RAYRAG_API_KEY={_quote(key)}",
-              f"export {keys_env}={_quote(f'{key}={DEMO_USER}:{chr(124).join(DEMO_GROUPS)}:demo:user')}"]
+    lines += [
+        f"export MLFLOW_TRACKING_URI={_quote(tracking_uri)}",
+        f"export RAYRAG_API_KEY={_quote(key)}",
+        f"export {keys_env}={_quote(f'{key}={DEMO_USER}:{chr(124).join(DEMO_GROUPS)}:demo:user')}",
+    ]
     tmp = path.with_name(f".{DEMO_ENV}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:

@@ -47,7 +47,11 @@ def _config(config_json: str) -> RAGConfig:
 def bundle_id_of(bundle: str | Path) -> str:
     """The bundle id its manifest names now; "" while a swap has no manifest in place."""
     try:
-        return str(json.loads((Path(bundle) / "manifest.json").read_text(encoding="utf-8")).get("bundle_id", ""))
+        return str(
+            json.loads((Path(bundle) / "manifest.json").read_text(encoding="utf-8")).get(
+                "bundle_id", ""
+            )
+        )
     except (OSError, ValueError):
         return ""
 
@@ -90,8 +94,10 @@ class BundleWatch(Generic[T]):
                     self.value = self._load()
                     self._stamp = stamp
                     self.reloads += 1
-                    _log.warning("bundle_reloaded", extra={"fields": {"bundle": self.bundle.name,
-                                                                      "reloads": self.reloads}})
+                    _log.warning(
+                        "bundle_reloaded",
+                        extra={"fields": {"bundle": self.bundle.name, "reloads": self.reloads}},
+                    )
         return self.value
 
 
@@ -110,7 +116,11 @@ class RedactorStage:
 
         def load() -> QueryRedactor:
             query = QueryRedactor(IndexBundle.load(bundle), config.governance.redaction)
-            if query.redactor is not None and engine[0] is not None and engine[0].config == query.config:
+            if (
+                query.redactor is not None
+                and engine[0] is not None
+                and engine[0].config == query.config
+            ):
                 query.redactor = engine[0]
             query.warm_up()
             engine[0] = query.redactor or engine[0]
@@ -132,11 +142,15 @@ class RedactorStage:
         return self._redact([question])[0]
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
-    async def _redact_batch(self, questions: list[str]) -> list[tuple[RedactedQuestion, dict[str, int]]]:
+    async def _redact_batch(
+        self, questions: list[str]
+    ) -> list[tuple[RedactedQuestion, dict[str, int]]]:
         return self._redact(questions)
 
     def _redact(self, questions: list[str]) -> list[tuple[RedactedQuestion, dict[str, int]]]:
-        return [(r, dict(r.counts)) for r in self.watch.current().redact_batch(questions)]  # one spaCy pass
+        return [
+            (r, dict(r.counts)) for r in self.watch.current().redact_batch(questions)
+        ]  # one spaCy pass
 
 
 @serve.deployment(name="Retriever")
@@ -168,7 +182,9 @@ class RetrieverStage:
     async def embed(self, questions: list[str]) -> list[np.ndarray]:
         return list(self.dense.encode(questions))  # one MiniLM call for the batch
 
-    async def search(self, question: RedactedQuestion, principal: Principal, top_k: int) -> list[Passage]:
+    async def search(
+        self, question: RedactedQuestion, principal: Principal, top_k: int
+    ) -> list[Passage]:
         """The principal's top_k passages for an already-redacted question (each form over
         its policy's passages)."""
         dense = self.dense  # one bundle for the whole search
@@ -211,15 +227,27 @@ class RankerStage:
     def link(self, question: RedactedQuestion, principal: Principal) -> dict[str, float]:
         return self.hybrid.link(question, principal)
 
-    def graph_ranking(self, principal: Principal, links: dict[str, float],
-                      dense_hits: list[Passage], depth: int) -> list[tuple[str, float]]:
+    def graph_ranking(
+        self, principal: Principal, links: dict[str, float], dense_hits: list[Passage], depth: int
+    ) -> list[tuple[str, float]]:
         """PageRank from the linked entities and the top dense hits."""
         return self.hybrid.graph_ranking(links, principal, dense_hits, depth)
 
-    def evidence(self, question: RedactedQuestion, principal: Principal, mode: str, top_k: int,
-                 dense_ranking: list[tuple[str, float]], graph_ranking: list[tuple[str, float]]) -> Evidence:
-        hybrid = self.hybrid  # the mode's ranking as in process (`rank_plan`'s final step), then provenance
-        ranking = hybrid.final_ranking(question, principal, mode, top_k, dense_ranking, graph_ranking)  # type: ignore[arg-type]
+    def evidence(
+        self,
+        question: RedactedQuestion,
+        principal: Principal,
+        mode: str,
+        top_k: int,
+        dense_ranking: list[tuple[str, float]],
+        graph_ranking: list[tuple[str, float]],
+    ) -> Evidence:
+        hybrid = (
+            self.hybrid
+        )  # the mode's ranking as in process (`rank_plan`'s final step), then provenance
+        ranking = hybrid.final_ranking(
+            question, principal, mode, top_k, dense_ranking, graph_ranking
+        )  # type: ignore[arg-type]
         return hybrid.evidence(ranking, question, principal, mode)  # type: ignore[arg-type]
 
 
@@ -240,10 +268,20 @@ class GeneratorStage:
             from ray.serve.metrics import Gauge
 
             self.shard_gauges = (
-                Gauge("rayrag_expert_shard_tokens", description="Token-slots sent to each expert shard.",
-                      tag_keys=("shard",)),
-                Gauge("rayrag_expert_shard_imbalance", description="(max - mean) / mean of the shards' token-slots."),
-                Gauge("rayrag_expert_shard_restarts", description="Expert shards recreated after a failure."))
+                Gauge(
+                    "rayrag_expert_shard_tokens",
+                    description="Token-slots sent to each expert shard.",
+                    tag_keys=("shard",),
+                ),
+                Gauge(
+                    "rayrag_expert_shard_imbalance",
+                    description="(max - mean) / mean of the shards' token-slots.",
+                ),
+                Gauge(
+                    "rayrag_expert_shard_restarts",
+                    description="Expert shards recreated after a failure.",
+                ),
+            )
 
     def ready(self) -> dict[str, Any]:
         return {"model_version": self.reader.model_version}
@@ -253,8 +291,13 @@ class GeneratorStage:
         sharded = self.reader.sharded
         if sharded is None:
             return {"shards": 0}
-        return {"shards": len(sharded.ranges), "transport": sharded.transport, "shard_load": list(sharded.shard_load),
-                "imbalance": round(sharded.load_imbalance(), 4), "restarts": sharded.restarts}
+        return {
+            "shards": len(sharded.ranges),
+            "transport": sharded.transport,
+            "shard_load": list(sharded.shard_load),
+            "imbalance": round(sharded.load_imbalance(), 4),
+            "restarts": sharded.restarts,
+        }
 
     def shard_actors(self) -> list[Any]:
         """The ExpertShard actor handles (operators and fault tests); [] when not sharded."""
@@ -288,10 +331,14 @@ class GeneratorStage:
         finally:
             self._record_shards()
 
-    async def stream(self, question: str, evidence: Evidence, max_new_tokens: int | None) -> AsyncIterator[Any]:
+    async def stream(
+        self, question: str, evidence: Evidence, max_new_tokens: int | None
+    ) -> AsyncIterator[Any]:
         """The cited passages (those that fit the window) first, then text pieces as they are
         decoded, then the ReaderResult as the last item."""
-        answer_stream = self.reader.answer(question, evidence, stream=True, max_new_tokens=max_new_tokens)
+        answer_stream = self.reader.answer(
+            question, evidence, stream=True, max_new_tokens=max_new_tokens
+        )
         yield answer_stream.citations
         try:
             for piece in answer_stream:
@@ -326,15 +373,25 @@ class GuardStage:
     def ready(self) -> dict[str, Any]:
         """The Guard's checks, warm, over the bundle on disk now (reloaded if replaced)."""
         state = self.guard.state()
-        if not state["warm"] or (self.watch.bundle and state["bundle_id"] != bundle_id_of(self.watch.bundle)):
+        if not state["warm"] or (
+            self.watch.bundle and state["bundle_id"] != bundle_id_of(self.watch.bundle)
+        ):
             raise RuntimeError("the guard is not warm over the current bundle")
         return state
 
-    def check(self, question: str, answer_text: str, evidence: Evidence, principal: Principal,
-              answer_logprob: float | None = None) -> Any:
+    def check(
+        self,
+        question: str,
+        answer_text: str,
+        evidence: Evidence,
+        principal: Principal,
+        answer_logprob: float | None = None,
+    ) -> Any:
         return self.guard.check(question, answer_text, evidence, principal, answer_logprob)
 
-    def verify(self, question: str, result: Any, evidence: Evidence, principal: Principal) -> tuple[Any, Any]:
+    def verify(
+        self, question: str, result: Any, evidence: Evidence, principal: Principal
+    ) -> tuple[Any, Any]:
         """`Guard.verify`: the reader's candidate the checks trust most, and its report."""
         return self.guard.verify(question, result, evidence, principal)
 

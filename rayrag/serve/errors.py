@@ -17,7 +17,9 @@ from rayrag.serve.auth import AuthError
 class HTTPFailure(Exception):
     """A failure the Ingress decides itself (413, 404, 409...), with its status and type."""
 
-    def __init__(self, status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, kind: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.kind, self.message, self.headers = status, kind, message, headers or {}
 
@@ -38,11 +40,23 @@ def classify_error(exc: Exception) -> tuple[int, str, str]:
     if isinstance(exc, AccessDenied):
         return 403, "forbidden", "this key's principal may not read the documents needed"
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
-        return 503, "timeout", "the request did not finish within serve.request_timeout_s; retry later"
+        return (
+            503,
+            "timeout",
+            "the request did not finish within serve.request_timeout_s; retry later",
+        )
     if isinstance(exc, ShardFailure):
-        return 503, "unavailable", "the generator lost an expert shard and is restarting it; retry later"
+        return (
+            503,
+            "unavailable",
+            "the generator lost an expert shard and is restarting it; retry later",
+        )
     if isinstance(exc, (RayActorError, ActorUnavailableError)):  # a stage replica died mid-request
-        return 503, "unavailable", "a serving replica was lost while answering; Serve is replacing it, retry"
+        return (
+            503,
+            "unavailable",
+            "a serving replica was lost while answering; Serve is replacing it, retry",
+        )
     if isinstance(exc, DataError):
         return 400, "invalid_request", "the request could not be processed as given"
     return 500, "internal_error", "internal error; quote the request id to the operator"

@@ -37,8 +37,17 @@ from rayrag.governance.privacy.audit import append_line, read_jsonl
 MAX_ID_CHARS = 128
 _CODE_RE = re.compile(r"[a-z][a-z0-9_]*")
 _ID_RE = re.compile(r"[\w.:#@/+=-]+")
-RECORD_FIELDS = ("ts", "request_id", "user_hash", "team", "reasons", "confidence",
-                 "groundedness", "chunk_ids", "model_version")
+RECORD_FIELDS = (
+    "ts",
+    "request_id",
+    "user_hash",
+    "team",
+    "reasons",
+    "confidence",
+    "groundedness",
+    "chunk_ids",
+    "model_version",
+)
 
 
 class EscalationQueue:
@@ -47,9 +56,18 @@ class EscalationQueue:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
 
-    def record(self, request_id: str, user_hash: str, team: str, reasons: Sequence[str],
-               confidence: float, groundedness: float, chunk_ids: Sequence[str],
-               model_version: str, ts: float | None = None) -> dict[str, Any]:
+    def record(
+        self,
+        request_id: str,
+        user_hash: str,
+        team: str,
+        reasons: Sequence[str],
+        confidence: float,
+        groundedness: float,
+        chunk_ids: Sequence[str],
+        model_version: str,
+        ts: float | None = None,
+    ) -> dict[str, Any]:
         """Append one record and return it. Refuses values that do not look like ids.
         `ts` (default now) lets the readiness probe plant a record past its retention."""
         record = {
@@ -83,8 +101,10 @@ def _id(value: str, name: str, allow_empty: bool = False) -> str:
         return value
     if len(value) > MAX_ID_CHARS or not _ID_RE.fullmatch(value):
         # Never echo the value: a caller passing text here is the bug this guards against.
-        raise DataError(f"escalation {name} must be an id (<= {MAX_ID_CHARS} chars of "
-                          f"letters, digits and ._:#@/+=-), got {len(value)} chars that are not")
+        raise DataError(
+            f"escalation {name} must be an id (<= {MAX_ID_CHARS} chars of "
+            f"letters, digits and ._:#@/+=-), got {len(value)} chars that are not"
+        )
     return value
 
 

@@ -13,8 +13,10 @@ def locate_bundle(ref: str | Path) -> Path:
     """The bundle a ref names, here; a ConfigError saying how to make one when it is not."""
     bundle = Path(ref)
     if not (bundle / "manifest.json").is_file():
-        raise ConfigError(f"no index bundle at {bundle}: run `make demo` or `rayrag ingest`, "
-                          "or pass bundle=PATH / set RAYRAG_BUNDLE")
+        raise ConfigError(
+            f"no index bundle at {bundle}: run `make demo` or `rayrag ingest`, "
+            "or pass bundle=PATH / set RAYRAG_BUNDLE"
+        )
     return bundle.resolve()
 
 
@@ -28,6 +30,8 @@ def locate_model(ref: str | Path, config: RAGConfig) -> Path:
     else:
         model = Path(ref)
     if not (model / "config.json").is_file():
-        raise ConfigError(f"no generator checkpoint at {model}: run `make demo` or `rayrag train`, "
-                          "or pass model=PATH / set RAYRAG_MODEL")
+        raise ConfigError(
+            f"no generator checkpoint at {model}: run `make demo` or `rayrag train`, "
+            "or pass model=PATH / set RAYRAG_MODEL"
+        )
     return model.resolve()

@@ -32,14 +32,26 @@ class AskRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    question: str = Field(min_length=1, description="The question; redacted before anything else reads it.")
-    mode: Literal["dense", "bm25", "graph", "hybrid"] | None = Field(None, description="Retrieval mode; default from the config.")
-    top_k: int | None = Field(None, ge=1, le=50, description="Passages retrieved; default from the config.")
-    max_new_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS_LIMIT, description="Answer length cap.")
-    stream: bool = Field(False, description="Server-sent events: tokens as they are decoded, then the full answer.")
+    question: str = Field(
+        min_length=1, description="The question; redacted before anything else reads it."
+    )
+    mode: Literal["dense", "bm25", "graph", "hybrid"] | None = Field(
+        None, description="Retrieval mode; default from the config."
+    )
+    top_k: int | None = Field(
+        None, ge=1, le=50, description="Passages retrieved; default from the config."
+    )
+    max_new_tokens: int | None = Field(
+        None, ge=1, le=MAX_NEW_TOKENS_LIMIT, description="Answer length cap."
+    )
+    stream: bool = Field(
+        False, description="Server-sent events: tokens as they are decoded, then the full answer."
+    )
 
 
-DocId = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f]+$")]  # an id: no control chars
+DocId = Annotated[
+    str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f]+$")
+]  # an id: no control chars
 
 
 class ForgetRequest(BaseModel):
@@ -47,7 +59,9 @@ class ForgetRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    doc_ids: list[DocId] = Field(min_length=1, max_length=1000, description="Ids of the documents to erase.")
+    doc_ids: list[DocId] = Field(
+        min_length=1, max_length=1000, description="Ids of the documents to erase."
+    )
 
 
 class PurgeRequest(BaseModel):
@@ -55,7 +69,9 @@ class PurgeRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    older_than_days: float | None = Field(None, gt=0, le=36500, description="Overrides every TTL when set.")
+    older_than_days: float | None = Field(
+        None, gt=0, le=36500, description="Overrides every TTL when set."
+    )
     dry_run: bool = Field(False, description="Count what would be deleted; delete nothing.")
 
 
@@ -133,27 +149,59 @@ def error_body(kind: str, message: str, request_id_: str) -> dict[str, Any]:
     return {"error": {"type": kind, "message": message, "request_id": request_id_}}
 
 
-def chat_completion(request_id_: str, text: str, finish_reason: str, usage: dict[str, Any],
-                    model: str, created: int | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def chat_completion(
+    request_id_: str,
+    text: str,
+    finish_reason: str,
+    usage: dict[str, Any],
+    model: str,
+    created: int | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     body = {
         "id": f"chatcmpl-{request_id_}",
         "object": "chat.completion",
         "created": int(time.time()) if created is None else created,
         "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                     "finish_reason": openai_finish_reason(finish_reason), "logprobs": None}],
-        "usage": {k: usage[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens") if k in usage},
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": openai_finish_reason(finish_reason),
+                "logprobs": None,
+            }
+        ],
+        "usage": {
+            k: usage[k]
+            for k in ("prompt_tokens", "completion_tokens", "total_tokens")
+            if k in usage
+        },
     }
     if extra:
         body["rayrag"] = extra
     return body
 
 
-def chat_chunk(request_id_: str, model: str, created: int, delta: dict[str, Any],
-               finish_reason: str | None = None) -> dict[str, Any]:
-    return {"id": f"chatcmpl-{request_id_}", "object": "chat.completion.chunk", "created": created,
-            "model": model, "choices": [{"index": 0, "delta": delta,
-                                         "finish_reason": openai_finish_reason(finish_reason) if finish_reason else None}]}
+def chat_chunk(
+    request_id_: str,
+    model: str,
+    created: int,
+    delta: dict[str, Any],
+    finish_reason: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{request_id_}",
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "delta": delta,
+                "finish_reason": openai_finish_reason(finish_reason) if finish_reason else None,
+            }
+        ],
+    }
 
 
 def openai_finish_reason(reason: str) -> str:

@@ -85,10 +85,15 @@ class ModelRegistry:
 
     def _info(self, version: Any) -> ModelVersionInfo:
         tags = dict(version.tags or {})
-        return ModelVersionInfo(version=int(version.version), aliases=sorted(version.aliases or []),
-                                model_digest=tags.get("model_digest", ""), source=version.source,
-                                run_id=version.run_id or None, created=_iso(version.creation_timestamp),
-                                tags=tags)
+        return ModelVersionInfo(
+            version=int(version.version),
+            aliases=sorted(version.aliases or []),
+            model_digest=tags.get("model_digest", ""),
+            source=version.source,
+            run_id=version.run_id or None,
+            created=_iso(version.creation_timestamp),
+            tags=tags,
+        )
 
     def versions(self) -> list[ModelVersionInfo]:
         """All versions, newest first (none when the model was never registered)."""
@@ -116,8 +121,10 @@ class ModelRegistry:
 
     def _safe_name(self) -> str:
         if "'" in self.name:
-            raise ConfigError(f"registered model name may not contain a quote: {self.name!r} "
-                              "(tracking.model_name)")
+            raise ConfigError(
+                f"registered model name may not contain a quote: {self.name!r} "
+                "(tracking.model_name)"
+            )
         return self.name
 
     def _history(self) -> list[int]:
@@ -131,13 +138,20 @@ class ModelRegistry:
         return [int(v) for v in text.split(",") if v.strip()]
 
     def _set_history(self, history: list[int]) -> None:
-        self.tracker.client().set_registered_model_tag(self.name, HISTORY_TAG,
-                                                       ",".join(str(v) for v in history))
+        self.tracker.client().set_registered_model_tag(
+            self.name, HISTORY_TAG, ",".join(str(v) for v in history)
+        )
 
     # -- writing ---------------------------------------------------------------------------
 
-    def register(self, checkpoint: Path, *, run_id: str | None = None,
-                 tags: Mapping[str, str] | None = None, description: str = "") -> ModelVersionInfo:
+    def register(
+        self,
+        checkpoint: Path,
+        *,
+        run_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        description: str = "",
+    ) -> ModelVersionInfo:
         """Log `checkpoint/` as artifacts of `run_id` (or a new "registry" run) and make it a version."""
         checkpoint = Path(checkpoint)
         if not (checkpoint / "config.json").is_file():
@@ -145,8 +159,9 @@ class ModelRegistry:
         digest = model_digest(checkpoint)
         client = self.tracker.client()
         if run_id is None:  # a client-made run: registering inside a caller's run must work
-            run_id = self.tracker.create_run("registry", tags={"model_name": self.name,
-                                                               "model_digest": digest})
+            run_id = self.tracker.create_run(
+                "registry", tags={"model_name": self.name, "model_digest": digest}
+            )
             client.log_artifacts(run_id, str(checkpoint), ARTIFACT_DIR)
             client.set_terminated(run_id)
         else:
@@ -154,17 +169,26 @@ class ModelRegistry:
         source = client.get_run(run_id).info.artifact_uri.rstrip("/") + f"/{ARTIFACT_DIR}"
         self._ensure_model(description)
         version_tags = {"model_digest": digest, **{k: str(v) for k, v in (tags or {}).items()}}
-        if "prompt_version" not in version_tags:  # the prompt this version answers with: pinned to it
+        if (
+            "prompt_version" not in version_tags
+        ):  # the prompt this version answers with: pinned to it
             from rayrag.generator.prompt import PROMPT_TEMPLATE
 
             version_tags["prompt_version"] = self.tracker.prompt_version(PROMPT_TEMPLATE)
-        created = client.create_model_version(self.name, source=source, run_id=run_id,
-                                              tags=version_tags, description=description or None)
+        created = client.create_model_version(
+            self.name,
+            source=source,
+            run_id=run_id,
+            tags=version_tags,
+            description=description or None,
+        )
         version = int(created.version)
         if self.version_for_alias(CHAMPION) is None:  # the first version is the champion
             client.set_registered_model_alias(self.name, CHAMPION, str(version))
-        _log.info("model_registered", extra={"fields": {"model": self.name, "version": version,
-                                                        "model_digest": digest}})
+        _log.info(
+            "model_registered",
+            extra={"fields": {"model": self.name, "version": version, "model_digest": digest}},
+        )
         return self.get(version)
 
     def _ensure_model(self, description: str) -> None:
@@ -179,8 +203,10 @@ class ModelRegistry:
     def set_challenger(self, version: int) -> ModelVersionInfo:
         info = self.get(version)
         if CHAMPION in info.aliases:
-            raise ConfigError(f"version {version} of {self.name} is the champion; "
-                              "a challenger must be another version")
+            raise ConfigError(
+                f"version {version} of {self.name} is the champion; "
+                "a challenger must be another version"
+            )
         self.tracker.client().set_registered_model_alias(self.name, CHALLENGER, str(version))
         return self.get(version)
 
@@ -198,8 +224,16 @@ class ModelRegistry:
             client.delete_registered_model_alias(self.name, CHALLENGER)
         for key, value in {"promoted_by": who, "promoted_at": _now(), "promoted_why": why}.items():
             client.set_model_version_tag(self.name, str(version), key, value)
-        _log.info("model_promoted", extra={"fields": {"model": self.name, "version": version,
-                                                      "previous": current and current.version}})
+        _log.info(
+            "model_promoted",
+            extra={
+                "fields": {
+                    "model": self.name,
+                    "version": version,
+                    "previous": current and current.version,
+                }
+            },
+        )
         return self.get(version)
 
     def rollback(self, *, who: str, why: str) -> ModelVersionInfo:
@@ -214,13 +248,19 @@ class ModelRegistry:
         at = _now()
         client.set_registered_model_alias(self.name, CHAMPION, str(target))
         self._set_history(history)
-        for key, value in {"rolled_back_by": who, "rolled_back_at": at, "rolled_back_why": why,
-                           "rolled_back_from": str(from_version or "")}.items():
+        for key, value in {
+            "rolled_back_by": who,
+            "rolled_back_at": at,
+            "rolled_back_why": why,
+            "rolled_back_from": str(from_version or ""),
+        }.items():
             client.set_model_version_tag(self.name, str(target), key, value)
         record = {"from": from_version, "to": target, "who": who, "at": at, "why": why}
         client.set_registered_model_tag(self.name, "last_rollback", json.dumps(record))
-        _log.info("model_rolled_back", extra={"fields": {"model": self.name, "from": from_version,
-                                                         "to": target}})
+        _log.info(
+            "model_rolled_back",
+            extra={"fields": {"model": self.name, "from": from_version, "to": target}},
+        )
         return self.get(target)
 
     # -- using -----------------------------------------------------------------------------
@@ -259,7 +299,9 @@ class ModelRegistry:
         try:
             fetched = self.tracker.download_artifacts(info.source, staging)
             if not (fetched / "config.json").is_file():
-                raise ModelError(f"model {self.name} v{info.version} has no config.json at {info.source}")
+                raise ModelError(
+                    f"model {self.name} v{info.version} has no config.json at {info.source}"
+                )
             self._check_digest(fetched, info)
             try:
                 fetched.rename(target)
@@ -278,13 +320,15 @@ class ModelRegistry:
         expected = info.model_digest.rsplit("@", 1)[1]
         got = weights_digest(fetched, chars=len(expected))
         if got != expected:
-            raise ModelError(f"model {self.name} v{info.version}: downloaded weights digest {got} "
-                             f"!= registered {expected}")
+            raise ModelError(
+                f"model {self.name} v{info.version}: downloaded weights digest {got} "
+                f"!= registered {expected}"
+            )
 
 
 def parse_model_uri(uri: str) -> tuple[str, str | int]:
-    """"models:/NAME@ALIAS" -> (NAME, ALIAS); "models:/NAME/VERSION" -> (NAME, VERSION)."""
-    rest = uri[len(MODELS_SCHEME):]
+    """ "models:/NAME@ALIAS" -> (NAME, ALIAS); "models:/NAME/VERSION" -> (NAME, VERSION)."""
+    rest = uri[len(MODELS_SCHEME) :]
     if "@" in rest:
         name, alias = rest.split("@", 1)
         if name and alias:
@@ -293,7 +337,9 @@ def parse_model_uri(uri: str) -> tuple[str, str | int]:
         name, version = rest.rsplit("/", 1)
         if name and version.isdigit():
             return name, int(version)
-    raise ConfigError(f"bad model URI {uri!r}: expected models:/NAME@ALIAS or models:/NAME/VERSION (--model)")
+    raise ConfigError(
+        f"bad model URI {uri!r}: expected models:/NAME@ALIAS or models:/NAME/VERSION (--model)"
+    )
 
 
 def resolve_model(ref: str | Path, config: TrackingConfig) -> Path:

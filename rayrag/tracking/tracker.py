@@ -53,15 +53,17 @@ def default_tracking_uri(config: TrackingConfig, workdir: Path | None = None) ->
     return f"sqlite:///{base / 'mlflow.db'}"
 
 
-
 def require_store(config: TrackingConfig, workdir: Path | None = None) -> str:
     """The tracking URI, when a store is there to read: a command that only reads (`rayrag
     registry list`) must not leave an empty `mlflow.db` wherever it was run."""
     uri = default_tracking_uri(config, workdir)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        raise ConfigError(f"no MLflow store at {uri.removeprefix('sqlite:///')}: after `make demo`, "
-                          "`source .rayrag/demo/demo.env`; or set MLFLOW_TRACKING_URI (or tracking.tracking_uri)")
+        raise ConfigError(
+            f"no MLflow store at {uri.removeprefix('sqlite:///')}: after `make demo`, "
+            "`source .rayrag/demo/demo.env`; or set MLFLOW_TRACKING_URI (or tracking.tracking_uri)"
+        )
     return uri
+
 
 @dataclass
 class RunHandle:
@@ -161,8 +163,14 @@ def source_git_commit() -> str | None:
     """
     package_dir = Path(rayrag.__file__).resolve().parent
     try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=package_dir, capture_output=True,
-                              text=True, timeout=5, check=True)
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=package_dir,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     commit = done.stdout.strip()
@@ -210,8 +218,9 @@ def _uri_env_restored() -> Iterator[None]:
 class Tracker:
     """Opens MLflow runs, one experiment per activity (`rayrag-ingest`, `rayrag-eval`, ...)."""
 
-    def __init__(self, config: TrackingConfig, workdir: Path | None = None,
-                 artifact_root: Path | None = None) -> None:
+    def __init__(
+        self, config: TrackingConfig, workdir: Path | None = None, artifact_root: Path | None = None
+    ) -> None:
         self.config = config
         self.workdir = workdir
         self.artifact_root = artifact_root
@@ -254,19 +263,23 @@ class Tracker:
         """An `MlflowClient` bound to this store (not to whatever URI is global now)."""
         mlflow = self.mlflow
         if self._client is None:
-            self._client = mlflow.MlflowClient(tracking_uri=self.tracking_uri,
-                                               registry_uri=self.tracking_uri)
+            self._client = mlflow.MlflowClient(
+                tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
+            )
         return self._client
 
     def _require_enabled(self) -> None:
         if not self.config.enabled:
-            raise ConfigError("this needs MLflow, but tracking is disabled (tracking.enabled: false)")
+            raise ConfigError(
+                "this needs MLflow, but tracking is disabled (tracking.enabled: false)"
+            )
 
     def download_artifacts(self, artifact_uri: str, dst_path: Path) -> Path:
         """Fetch an artifact directory (any scheme this store serves) into `dst_path`."""
         mlflow = self.mlflow
-        local = mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=str(dst_path),
-                                                    tracking_uri=self.tracking_uri)
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=artifact_uri, dst_path=str(dst_path), tracking_uri=self.tracking_uri
+        )
         return Path(local)
 
     def experiment_name(self, activity: str) -> str:
@@ -283,9 +296,13 @@ class Tracker:
         return mlflow.create_experiment(name, artifact_location=location)
 
     @contextlib.contextmanager
-    def start_run(self, activity: str, config: RAGConfig | None = None,
-                  tags: Mapping[str, Any] | None = None,
-                  run_name: str | None = None) -> Iterator[RunHandle]:
+    def start_run(
+        self,
+        activity: str,
+        config: RAGConfig | None = None,
+        tags: Mapping[str, Any] | None = None,
+        run_name: str | None = None,
+    ) -> Iterator[RunHandle]:
         """A run in the activity's experiment, with the config logged three ways."""
         name = self.experiment_name(activity)
         if not self.config.enabled:
@@ -307,8 +324,10 @@ class Tracker:
             if tags:
                 handle.set_tags(tags)
             handle.set_tags({"activity": activity})
-            _log.info("mlflow_run_started", extra={"fields": {
-                "experiment": name, "run_id": handle.run_id}})
+            _log.info(
+                "mlflow_run_started",
+                extra={"fields": {"experiment": name, "run_id": handle.run_id}},
+            )
             yield handle
 
     def create_run(self, activity: str, tags: Mapping[str, Any] | None = None) -> str:
@@ -317,8 +336,11 @@ class Tracker:
         script registering its checkpoint), where `start_run` would refuse to nest."""
         self.warm_up()
         experiment_id = self._ensure_experiment(self.experiment_name(activity))
-        all_tags = {**code_version_tags(), **{k: str(v) for k, v in (tags or {}).items()},
-                    "activity": activity}
+        all_tags = {
+            **code_version_tags(),
+            **{k: str(v) for k, v in (tags or {}).items()},
+            "activity": activity,
+        }
         return self.client().create_run(experiment_id, tags=all_tags).info.run_id
 
     def find_runs(self, activity: str, max_results: int = 100) -> list[dict[str, Any]]:
@@ -330,11 +352,16 @@ class Tracker:
         experiment = mlflow.get_experiment_by_name(self.experiment_name(activity))
         if experiment is None:
             return []
-        frame = mlflow.search_runs(experiment_ids=[experiment.experiment_id],
-                                   max_results=max_results, order_by=["start_time DESC"])
+        frame = mlflow.search_runs(
+            experiment_ids=[experiment.experiment_id],
+            max_results=max_results,
+            order_by=["start_time DESC"],
+        )
         return frame.to_dict(orient="records")
 
-    def last_run(self, activity: str, tags: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+    def last_run(
+        self, activity: str, tags: Mapping[str, str] | None = None
+    ) -> dict[str, Any] | None:
         """The newest run of `activity` whose tags equal all of `tags`, or None.
 
         The gate's question ("what did the champion score?") as a plain dict:
@@ -347,14 +374,22 @@ class Tracker:
         if experiment is None:
             return None
         wanted = " and ".join(f"{_tag_key(k)} = {_quote(str(v))}" for k, v in (tags or {}).items())
-        runs = client.search_runs([experiment.experiment_id], filter_string=wanted,
-                                  order_by=["attributes.start_time DESC"], max_results=1)
+        runs = client.search_runs(
+            [experiment.experiment_id],
+            filter_string=wanted,
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
         if not runs:
             return None
         run = runs[0]
-        return {"run_id": run.info.run_id, "metrics": dict(run.data.metrics),
-                "params": dict(run.data.params), "tags": dict(run.data.tags),
-                "start_time": run.info.start_time}
+        return {
+            "run_id": run.info.run_id,
+            "metrics": dict(run.data.metrics),
+            "params": dict(run.data.params),
+            "tags": dict(run.data.tags),
+            "start_time": run.info.start_time,
+        }
 
     def child_runs(self, activity: str, parent_run_id: str) -> list[dict[str, Any]]:
         """Runs of `activity` nested under `parent_run_id` (a sweep's trials), oldest first:
@@ -363,11 +398,22 @@ class Tracker:
         experiment = client.get_experiment_by_name(self.experiment_name(activity))
         if experiment is None:
             return []
-        runs = client.search_runs([experiment.experiment_id],
-                                  filter_string=f"tags.`mlflow.parentRunId` = {_quote(parent_run_id)}",
-                                  order_by=["attributes.start_time ASC"], max_results=5000)
-        return [{"run_id": r.info.run_id, "status": r.info.status, "metrics": dict(r.data.metrics),
-                 "params": dict(r.data.params), "tags": dict(r.data.tags)} for r in runs]
+        runs = client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = {_quote(parent_run_id)}",
+            order_by=["attributes.start_time ASC"],
+            max_results=5000,
+        )
+        return [
+            {
+                "run_id": r.info.run_id,
+                "status": r.info.status,
+                "metrics": dict(r.data.metrics),
+                "params": dict(r.data.params),
+                "tags": dict(r.data.tags),
+            }
+            for r in runs
+        ]
 
     def set_run_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         """Tag a run that is not the active one (a finished trial)."""
@@ -376,7 +422,9 @@ class Tracker:
             client.set_tag(run_id, key, str(value))
 
     @contextlib.contextmanager
-    def tune_logger(self, parent_run_id: str, tags: Mapping[str, str] | None = None) -> Iterator[Any]:
+    def tune_logger(
+        self, parent_run_id: str, tags: Mapping[str, str] | None = None
+    ) -> Iterator[Any]:
         """Ray Tune's `MLflowLoggerCallback`, writing one run per trial into this store's
         `tune` experiment, each nested under `parent_run_id` (the sweep's run). Ray's callback
         points mlflow's global URI at the store (and exports it); the environment is put back
@@ -385,12 +433,20 @@ class Tracker:
 
         self._require_enabled()
         self.warm_up()
-        self._ensure_experiment(self.experiment_name("tune"))  # our artifact location, not the callback's
+        self._ensure_experiment(
+            self.experiment_name("tune")
+        )  # our artifact location, not the callback's
         callback = MLflowLoggerCallback(
-            tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri,
+            tracking_uri=self.tracking_uri,
+            registry_uri=self.tracking_uri,
             experiment_name=self.experiment_name("tune"),
-            tags={"mlflow.parentRunId": parent_run_id, "activity": "tune-trial", **code_version_tags(),
-                  **{k: str(v) for k, v in (tags or {}).items()}})
+            tags={
+                "mlflow.parentRunId": parent_run_id,
+                "activity": "tune-trial",
+                **code_version_tags(),
+                **{k: str(v) for k, v in (tags or {}).items()},
+            },
+        )
         try:
             with _uri_env_restored():
                 yield callback
@@ -406,27 +462,37 @@ class Tracker:
         """
         name = name or self.config.prompt_name
         mlflow = self.mlflow
-        latest = mlflow.genai.load_prompt(f"prompts:/{name}@latest", allow_missing=True,
-                                          link_to_model=False, cache_ttl_seconds=0)
+        latest = mlflow.genai.load_prompt(
+            f"prompts:/{name}@latest", allow_missing=True, link_to_model=False, cache_ttl_seconds=0
+        )
         if latest is not None and latest.template == template:
             return int(latest.version)
         created = mlflow.genai.register_prompt(
-            name=name, template=template, commit_message=f"rayrag {rayrag.__version__}",
-            tags={"rayrag_version": rayrag.__version__})
-        _log.info("prompt_registered", extra={"fields": {"prompt": name, "version": created.version}})
+            name=name,
+            template=template,
+            commit_message=f"rayrag {rayrag.__version__}",
+            tags={"rayrag_version": rayrag.__version__},
+        )
+        _log.info(
+            "prompt_registered", extra={"fields": {"prompt": name, "version": created.version}}
+        )
         return int(created.version)
 
     def load_prompt(self, version: int, name: str | None = None) -> str:
         """The template text of a registered prompt version (ConfigError if there is none)."""
         name = name or self.config.prompt_name
-        prompt = self.mlflow.genai.load_prompt(f"prompts:/{name}/{int(version)}", allow_missing=True,
-                                               link_to_model=False, cache_ttl_seconds=0)
+        prompt = self.mlflow.genai.load_prompt(
+            f"prompts:/{name}/{int(version)}",
+            allow_missing=True,
+            link_to_model=False,
+            cache_ttl_seconds=0,
+        )
         if prompt is None:
             raise ConfigError(f"prompt {name} has no version {version} (tracking.prompt_version)")
         return prompt.template
 
     def prompt_version(self, template: str) -> str:
-        """"NAME/VERSION" of the reader prompt this build uses, checked against a pinned version.
+        """ "NAME/VERSION" of the reader prompt this build uses, checked against a pinned version.
 
         A pinned version must hold exactly `template`: answers stamped with a prompt version
         that differs from the text that produced them would make the audit trail lie.
@@ -438,8 +504,10 @@ class Tracker:
         if pinned is None:
             return f"{name}/{self.register_prompt(template, name)}"
         if self.load_prompt(pinned, name) != template:
-            raise ConfigError(f"tracking.prompt_version {pinned} holds a different template than this "
-                              "build's reader prompt; register the new template or unpin")
+            raise ConfigError(
+                f"tracking.prompt_version {pinned} holds a different template than this "
+                "build's reader prompt; register the new template or unpin"
+            )
         return f"{name}/{pinned}"
 
 

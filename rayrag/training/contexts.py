@@ -33,8 +33,10 @@ class ChunkRecord:
     text: str
 
     def passage(self) -> Passage:
-        return Passage(chunk_id=self.chunk_id, doc_id=self.doc_id, text=self.text, score=0.0,
-                       title=self.title)
+        return Passage(
+            chunk_id=self.chunk_id, doc_id=self.doc_id, text=self.text, score=0.0, title=self.title
+        )
+
 
 MAX_FACTS_PER_EXAMPLE = 6
 GOLD_FIRST = 0.5  # retrieval ranks the answering passage first about half the time or more
@@ -50,8 +52,14 @@ def chunk_facts(graph) -> dict[str, list[Fact]]:
         subject, obj = g.nodes[u].get("name"), g.nodes[v].get("name")
         if not subject or not obj:
             continue
-        fact = Fact(subject, key, obj, float(data.get("confidence", 0.0)),
-                    tuple(data.get("chunk_ids", ())), tuple(data.get("doc_ids", ())))
+        fact = Fact(
+            subject,
+            key,
+            obj,
+            float(data.get("confidence", 0.0)),
+            tuple(data.get("chunk_ids", ())),
+            tuple(data.get("doc_ids", ())),
+        )
         for chunk_id in fact.chunk_ids:
             facts[chunk_id].append(fact)
     return facts
@@ -93,8 +101,9 @@ def entity_neighbours(graph) -> dict[str, list[str]]:
     return out
 
 
-def ranked_context(gold: ChunkRecord, distractors: list[ChunkRecord],
-                   rng: random.Random) -> list[ChunkRecord]:
+def ranked_context(
+    gold: ChunkRecord, distractors: list[ChunkRecord], rng: random.Random
+) -> list[ChunkRecord]:
     """Gold first with probability GOLD_FIRST, else at a uniform lower rank, as retrieval
     places it; a prompt cut to fit drops the lowest ranks, so gold mostly survives, as it
     does at serving time."""
@@ -105,8 +114,14 @@ def ranked_context(gold: ChunkRecord, distractors: list[ChunkRecord],
     return context
 
 
-def related_distractors(gold: ChunkRecord, related: Sequence[str], by_id: dict[str, ChunkRecord],
-                        chunks: Sequence[ChunkRecord], n: int, rng: random.Random) -> list[ChunkRecord]:
+def related_distractors(
+    gold: ChunkRecord,
+    related: Sequence[str],
+    by_id: dict[str, ChunkRecord],
+    chunks: Sequence[ChunkRecord],
+    n: int,
+    rng: random.Random,
+) -> list[ChunkRecord]:
     """`n` passages from other documents: drawn from the best 2n entity neighbours, then random."""
     pool = [by_id[c] for c in related if c in by_id and by_id[c].doc_id != gold.doc_id][: 2 * n]
     picked = rng.sample(pool, min(n, len(pool)))
@@ -114,8 +129,9 @@ def related_distractors(gold: ChunkRecord, related: Sequence[str], by_id: dict[s
     return picked + random_distractors(chunks, exclude, n - len(picked), rng)
 
 
-def random_distractors(chunks: Sequence[ChunkRecord], exclude_docs: set[str], n: int,
-                       rng: random.Random) -> list[ChunkRecord]:
+def random_distractors(
+    chunks: Sequence[ChunkRecord], exclude_docs: set[str], n: int, rng: random.Random
+) -> list[ChunkRecord]:
     """`n` random chunks (or fewer) from documents not in `exclude_docs`, no chunk twice."""
     if n <= 0:
         return []

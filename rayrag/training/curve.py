@@ -33,10 +33,17 @@ DECODE_BATCH = 32
 class AnswerCurve:
     """Exact match of the model being trained on a fixed QA set; cheap to build, `prepare` retrieves."""
 
-    def __init__(self, config: RAGConfig, bundle: Path, qa_path: Path, limit: int | None = None) -> None:
+    def __init__(
+        self, config: RAGConfig, bundle: Path, qa_path: Path, limit: int | None = None
+    ) -> None:
         if limit is not None and limit <= 0:
             raise DataError(f"curve limit must be > 0, got {limit} (--curve-limit)")
-        self.config, self.bundle, self.qa_path, self.limit = config, Path(bundle), Path(qa_path), limit
+        self.config, self.bundle, self.qa_path, self.limit = (
+            config,
+            Path(bundle),
+            Path(qa_path),
+            limit,
+        )
         self.prompts: list[list[int]] = []
         self.answers: list[list[str]] = []
         self.slices: list[str] = []
@@ -57,13 +64,19 @@ class AnswerCurve:
         pairs = pairs[: self.limit] if self.limit else pairs
         if not pairs:
             raise DataError(f"no questions in {self.qa_path} (--curve-qa)")
-        groups = {g for acl in IndexBundle.load(self.bundle).chunks().column("acl").to_pylist() for g in acl}
+        groups = {
+            g
+            for acl in IndexBundle.load(self.bundle).chunks().column("acl").to_pylist()
+            for g in acl
+        }
         everyone = Principal("curve", frozenset(groups))
         retriever = HybridRetriever(self.bundle, self.config)
         budget = self.config.generator.max_seq_len - self.config.decoding.max_new_tokens
         for qa in pairs:
             evidence = retriever.retrieve(qa.question, everyone)
-            prompt = build_prompt(qa.question, evidence.passages, reader_facts(evidence.facts), tokenizer, budget)
+            prompt = build_prompt(
+                qa.question, evidence.passages, reader_facts(evidence.facts), tokenizer, budget
+            )
             self.prompts.append(prompt.ids)
             self.answers.append(list(qa.answers))
             self.slices.append(str(qa.metadata.get("hops", "all")))
@@ -77,10 +90,15 @@ class AnswerCurve:
             raise DataError("AnswerCurve.prepare(tokenizer) must run before the curve is measured")
         texts: list[str] = []
         for start in range(0, len(self.prompts), DECODE_BATCH):
-            generations = generate(model, self.prompts[start:start + DECODE_BATCH],
-                                   max_new_tokens=self.config.decoding.max_new_tokens, eos_id=self._eos,
-                                   pad_id=self._pad, stop=[[self._sep]],
-                                   span_until=self._sep if self.config.decoding.extractive else None)
+            generations = generate(
+                model,
+                self.prompts[start : start + DECODE_BATCH],
+                max_new_tokens=self.config.decoding.max_new_tokens,
+                eos_id=self._eos,
+                pad_id=self._pad,
+                stop=[[self._sep]],
+                span_until=self._sep if self.config.decoding.extractive else None,
+            )
             texts += [self._tokenizer.decode(g.tokens).strip() for g in generations]
         scores: dict[str, list[float]] = defaultdict(list)
         for text, answers, hops in zip(texts, self.answers, self.slices, strict=True):
@@ -104,8 +122,12 @@ class AnswerCurve:
         names = sorted({name for _, point in self.history for name in point})
         for name in names:
             steps = [s for s, point in self.history if name in point]
-            ax.plot(steps, [point[name] for _, point in self.history if name in point], marker="o",
-                    label=name.removeprefix("curve/"))
+            ax.plot(
+                steps,
+                [point[name] for _, point in self.history if name in point],
+                marker="o",
+                label=name.removeprefix("curve/"),
+            )
         ax.set_xlabel("training step")
         ax.set_ylabel("exact match")
         ax.set_ylim(0, 1)

@@ -114,8 +114,9 @@ class TrainingData:
 # -- LM packing -----------------------------------------------------------------------------
 
 
-def pack_sequences(streams: Sequence[Sequence[int]], seq_len: int, eos_id: int,
-                   pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+def pack_sequences(
+    streams: Sequence[Sequence[int]], seq_len: int, eos_id: int, pad_id: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Join token streams with `<eos>` and cut into windows of seq_len + 1 tokens.
 
     Returns (inputs, labels), each (N, seq_len + 1); the model predicts token t + 1 from
@@ -129,11 +130,13 @@ def pack_sequences(streams: Sequence[Sequence[int]], seq_len: int, eos_id: int,
     inputs = np.full((rows, width), pad_id, dtype=np.int64)
     labels = np.full((rows, width), IGNORE_INDEX, dtype=np.int64)
     if n_full:
-        block = np.asarray(flat[: n_full * width], dtype=np.int64).reshape(n_full, width)  # (N, S+1)
+        block = np.asarray(flat[: n_full * width], dtype=np.int64).reshape(
+            n_full, width
+        )  # (N, S+1)
         inputs[:n_full] = block
         labels[:n_full] = block
     if rows > n_full:
-        tail = np.asarray(flat[n_full * width:], dtype=np.int64)
+        tail = np.asarray(flat[n_full * width :], dtype=np.int64)
         inputs[n_full, :rest] = tail
         labels[n_full, :rest] = tail
     return inputs, labels
@@ -157,7 +160,9 @@ def _topic(chunk: ChunkRecord, entities: Sequence[tuple[str, str]]) -> str | Non
     subject, "It was founded in 2006.", stands for it), or a record the title identifies
     ("Employee record EMP-12508" -> "employee EMP-12508")."""
     title = chunk.title or ""
-    named = [form for form, _ in entities if form and form in title and not IDENTIFIER_RE.fullmatch(form)]
+    named = [
+        form for form, _ in entities if form and form in title and not IDENTIFIER_RE.fullmatch(form)
+    ]
     if named:
         return max(named, key=len)
     identifier = IDENTIFIER_RE.search(title)
@@ -167,7 +172,9 @@ def _topic(chunk: ChunkRecord, entities: Sequence[tuple[str, str]]) -> str | Non
 
 
 _WORDS = re.compile(r"\w+")
-BOILERPLATE_SHARE = 0.02  # a phrase in more chunks than this share (and MIN_BOILERPLATE_CHUNKS) is boilerplate
+BOILERPLATE_SHARE = (
+    0.02  # a phrase in more chunks than this share (and MIN_BOILERPLATE_CHUNKS) is boilerplate
+)
 MIN_BOILERPLATE_CHUNKS = 8
 
 
@@ -200,16 +207,20 @@ def split_count(n: int, fraction: float) -> int:
 class TrainDataBuilder:
     """Builds `TrainingData` from a bundle; cheap to construct, `run()` does the work.
 
-        >>> data = TrainDataBuilder(cfg).run(bundle, qa_path=Path("qa.jsonl"))
-        >>> data.reader.source
-        'qa'
+    >>> data = TrainDataBuilder(cfg).run(bundle, qa_path=Path("qa.jsonl"))
+    >>> data.reader.source
+    'qa'
     """
 
     def __init__(self, config: RAGConfig) -> None:
         self.config = config
 
-    def run(self, bundle: IndexBundle | str | Path, qa_path: str | Path | None = None,
-            tokenizer: RayragTokenizer | None = None) -> TrainingData:
+    def run(
+        self,
+        bundle: IndexBundle | str | Path,
+        qa_path: str | Path | None = None,
+        tokenizer: RayragTokenizer | None = None,
+    ) -> TrainingData:
         """`tokenizer` given (LoRA on a base checkpoint) = reuse it instead of training one."""
         if not isinstance(bundle, IndexBundle):
             bundle = IndexBundle.load(bundle)
@@ -222,8 +233,10 @@ class TrainDataBuilder:
             titles = sorted({c.title for c in chunks if c.title})
             tokenizer = train_tokenizer([*titles, *texts], gen.vocab_size)
         if tokenizer.vocab_size > gen.vocab_size:
-            raise DataError(f"tokenizer has {tokenizer.vocab_size} tokens, more than "
-                            f"generator.vocab_size {gen.vocab_size}")
+            raise DataError(
+                f"tokenizer has {tokenizer.vocab_size} tokens, more than "
+                f"generator.vocab_size {gen.vocab_size}"
+            )
         token_order = tokenizer.token_order(texts, vocab_size=gen.vocab_size)
         lm = self.lm_data(chunks, tokenizer)
         facts = chunk_facts(bundle.graph())
@@ -235,21 +248,33 @@ class TrainDataBuilder:
             # about facts the way users do; sentence questions fill the rest.
             graph = bundle.graph()
             examples = self.graph_examples(graph, chunks, facts)
-            sentences = self.sentence_examples(graph, chunks, facts)[: self.config.train.max_graph_qa - len(examples)]
-            examples += sentences + self.path_examples(graph, chunks, facts, examples, then=sentences)
+            sentences = self.sentence_examples(graph, chunks, facts)[
+                : self.config.train.max_graph_qa - len(examples)
+            ]
+            examples += sentences + self.path_examples(
+                graph, chunks, facts, examples, then=sentences
+            )
             if self.config.train.retrieved_contexts:
                 examples = self.retrieved_contexts(examples, bundle, chunks, facts)
             random.Random(self.config.seed).shuffle(examples)
             source = "graph"
         reader = self.reader_data(examples, tokenizer, source)
         if not reader.train:
-            raise DataError(f"no reader training examples from the {'QA file' if qa_path else 'knowledge graph'} "
-                            f"(examples {len(examples)}, too long for train.seq_len {reader.skipped})")
-        counts = {"chunks": len(chunks), "tokenizer_vocab": tokenizer.vocab_size,
-                  "lm_train_windows": len(lm.train_inputs), "lm_val_windows": len(lm.val_inputs),
-                  "lm_train_tokens": lm.tokens, "reader_examples": len(examples),
-                  "reader_train": len(reader.train), "reader_val": len(reader.val),
-                  "reader_skipped": reader.skipped}
+            raise DataError(
+                f"no reader training examples from the {'QA file' if qa_path else 'knowledge graph'} "
+                f"(examples {len(examples)}, too long for train.seq_len {reader.skipped})"
+            )
+        counts = {
+            "chunks": len(chunks),
+            "tokenizer_vocab": tokenizer.vocab_size,
+            "lm_train_windows": len(lm.train_inputs),
+            "lm_val_windows": len(lm.val_inputs),
+            "lm_train_tokens": lm.tokens,
+            "reader_examples": len(examples),
+            "reader_train": len(reader.train),
+            "reader_val": len(reader.val),
+            "reader_skipped": reader.skipped,
+        }
         return TrainingData(tokenizer, token_order, lm, reader, counts)
 
     # -- pieces (public so tests can feed them hand-made data) -------------------------------
@@ -257,10 +282,16 @@ class TrainDataBuilder:
     @staticmethod
     def chunk_records(bundle: IndexBundle) -> list[ChunkRecord]:
         table = bundle.chunks()
-        cols = {name: table.column(name).to_pylist() for name in ("chunk_id", "doc_id", "title", "text")}
-        return [ChunkRecord(cid, did, title or None, text)
-                for cid, did, title, text in zip(cols["chunk_id"], cols["doc_id"], cols["title"],
-                                                 cols["text"], strict=True) if text]
+        cols = {
+            name: table.column(name).to_pylist() for name in ("chunk_id", "doc_id", "title", "text")
+        }
+        return [
+            ChunkRecord(cid, did, title or None, text)
+            for cid, did, title, text in zip(
+                cols["chunk_id"], cols["doc_id"], cols["title"], cols["text"], strict=True
+            )
+            if text
+        ]
 
     def lm_data(self, chunks: Sequence[ChunkRecord], tokenizer: RayragTokenizer) -> LMData:
         """Validation is split by chunk, so no held-out text leaks into a training window."""
@@ -274,11 +305,17 @@ class TrainDataBuilder:
         seq, eos, pad = train_cfg.seq_len, tokenizer.eos_id, tokenizer.pad_id
         train_inputs, train_labels = pack_sequences(train_streams, seq, eos, pad)
         val_inputs, val_labels = pack_sequences(val_streams, seq, eos, pad)
-        return LMData(train_inputs, train_labels, val_inputs, val_labels,
-                      tokens=int((train_labels != IGNORE_INDEX).sum()))
+        return LMData(
+            train_inputs,
+            train_labels,
+            val_inputs,
+            val_labels,
+            tokens=int((train_labels != IGNORE_INDEX).sum()),
+        )
 
-    def qa_examples(self, pairs: Sequence[QAPair], chunks: Sequence[ChunkRecord],
-                    facts: dict[str, list[Fact]]) -> list[QAExample]:
+    def qa_examples(
+        self, pairs: Sequence[QAPair], chunks: Sequence[ChunkRecord], facts: dict[str, list[Fact]]
+    ) -> list[QAExample]:
         """Gold context: per supporting document, its chunk holding the answer (else its
         first); then distractors from other documents; ranks shuffled."""
         rng = random.Random(self.config.seed)
@@ -293,19 +330,29 @@ class TrainDataBuilder:
             for doc_id in pair.supporting_ids:
                 candidates = by_doc.get(doc_id, [])
                 if candidates:
-                    gold.append(next((c for c in candidates if answer and answer in c.text), candidates[0]))
+                    gold.append(
+                        next((c for c in candidates if answer and answer in c.text), candidates[0])
+                    )
             if not gold or not answer.strip():
                 continue  # no supporting text in this bundle (or no answer): nothing to read
             gold = gold[:k]
             gold_docs = set(pair.supporting_ids)
             context = gold + random_distractors(chunks, gold_docs, k - len(gold), rng)
             rng.shuffle(context)
-            examples.append(QAExample(pair.question, answer, tuple(c.passage() for c in context),
-                                      facts_for(context, facts), group=pair.id))
+            examples.append(
+                QAExample(
+                    pair.question,
+                    answer,
+                    tuple(c.passage() for c in context),
+                    facts_for(context, facts),
+                    group=pair.id,
+                )
+            )
         return examples
 
-    def graph_examples(self, graph, chunks: Sequence[ChunkRecord],
-                       facts: dict[str, list[Fact]]) -> list[QAExample]:
+    def graph_examples(
+        self, graph, chunks: Sequence[ChunkRecord], facts: dict[str, list[Fact]]
+    ) -> list[QAExample]:
         """Templated questions from relation triples whose answer is unique and readable.
 
         A forward question is asked only when the subject has one object under the
@@ -314,7 +361,9 @@ class TrainDataBuilder:
         """
         g = graph.graph
         by_id = {c.chunk_id: c for c in chunks}
-        edges = sorted((u, v, key) for u, v, key in g.edges(keys=True) if key not in NON_FACT_RELATIONS)
+        edges = sorted(
+            (u, v, key) for u, v, key in g.edges(keys=True) if key not in NON_FACT_RELATIONS
+        )
         out_degree: dict[tuple[str, str], int] = defaultdict(int)
         in_degree: dict[tuple[str, str], int] = defaultdict(int)
         for u, v, key in edges:
@@ -328,27 +377,45 @@ class TrainDataBuilder:
             subject, obj = g.nodes[u].get("name"), g.nodes[v].get("name")
             if not subject or not obj:
                 continue
-            forward, inverse = graph_question_forms(subject, key, obj, g.nodes[u].get("label", ""),
-                                                    g.nodes[v].get("label", ""))
+            forward, inverse = graph_question_forms(
+                subject, key, obj, g.nodes[u].get("label", ""), g.nodes[v].get("label", "")
+            )
             provenance = [by_id[c] for c in g.edges[u, v, key].get("chunk_ids", []) if c in by_id]
-            for questions, answer, unique in ((forward, obj, out_degree[(u, key)] == 1),
-                                              (inverse, subject, in_degree[(v, key)] == 1)):
-                gold = next((c for c in provenance if answer in c.text or answer in (c.title or "")), None)
+            for questions, answer, unique in (
+                (forward, obj, out_degree[(u, key)] == 1),
+                (inverse, subject, in_degree[(v, key)] == 1),
+            ):
+                gold = next(
+                    (c for c in provenance if answer in c.text or answer in (c.title or "")), None
+                )
                 if not unique or gold is None or PSEUDONYM.match(answer):
                     continue
                 for question in questions:
                     # Each phrasing gets its own context, so the model sees the gold passage
                     # among different related passages at different ranks.
-                    context = ranked_context(gold, related_distractors(
-                        gold, neighbours.get(gold.chunk_id, ()), by_id, chunks, k - 1, rng), rng)
-                    examples.append(QAExample(question, answer, tuple(c.passage() for c in context),
-                                              facts_for(context, facts), group=f"{u}|{key}|{v}",
-                                              gold=(gold.chunk_id,)))
+                    context = ranked_context(
+                        gold,
+                        related_distractors(
+                            gold, neighbours.get(gold.chunk_id, ()), by_id, chunks, k - 1, rng
+                        ),
+                        rng,
+                    )
+                    examples.append(
+                        QAExample(
+                            question,
+                            answer,
+                            tuple(c.passage() for c in context),
+                            facts_for(context, facts),
+                            group=f"{u}|{key}|{v}",
+                            gold=(gold.chunk_id,),
+                        )
+                    )
         rng.shuffle(examples)
         return examples[: self.config.train.max_graph_qa]
 
-    def sentence_examples(self, graph, chunks: Sequence[ChunkRecord],
-                          facts: dict[str, list[Fact]]) -> list[QAExample]:
+    def sentence_examples(
+        self, graph, chunks: Sequence[ChunkRecord], facts: dict[str, list[Fact]]
+    ) -> list[QAExample]:
         """Cloze questions from every chunk's sentences (Lewis et al. 2019, "Unsupervised
         Question Answering by Cloze Translation"): each graph entity, year, amount or share
         the sentence mentions becomes the answer of the sentence turned into a question.
@@ -358,17 +425,28 @@ class TrainDataBuilder:
         """
         g = graph.graph
         by_id = {c.chunk_id: c for c in chunks}
-        entities: dict[str, list[tuple[str, str]]] = defaultdict(list)  # chunk id -> (surface form, label)
+        entities: dict[str, list[tuple[str, str]]] = defaultdict(
+            list
+        )  # chunk id -> (surface form, label)
         # NER tags products and job titles ORG now and then; the relations they are the
         # object of ("make", "join_as") say what they are, as for graph questions.
-        kind_of = {v: WH_BY_RELATION_OBJECT[key] for _, v, key in g.edges(keys=True) if key in WH_BY_RELATION_OBJECT}
+        kind_of = {
+            v: WH_BY_RELATION_OBJECT[key]
+            for _, v, key in g.edges(keys=True)
+            if key in WH_BY_RELATION_OBJECT
+        }
         for node, data in sorted(g.nodes(data=True), key=lambda n: n[0]):
             if data.get("kind") != "entity" or not data.get("name") or data.get("label") == "TITLE":
                 continue
             for chunk_id in data.get("chunk_ids", ()):
-                forms = [data["name"], *(f for counts in data.get("forms", {}).values() for f in counts)]
+                forms = [
+                    data["name"],
+                    *(f for counts in data.get("forms", {}).values() for f in counts),
+                ]
                 for form in dict.fromkeys(forms):
-                    entities[chunk_id].append((form, kind_of.get(node) or wh_phrase(data.get("label", ""))))
+                    entities[chunk_id].append(
+                        (form, kind_of.get(node) or wh_phrase(data.get("label", "")))
+                    )
         rng = random.Random(self.config.seed + 1)
         k = self.config.train.context_passages
         neighbours = entity_neighbours(graph)
@@ -390,7 +468,9 @@ class TrainDataBuilder:
                 # Objects that are no named entity (a condition treated, a job title held) are
                 # answers too: the noun phrases a verb or preposition governs.
                 for start, end in object_phrases(parsed):
-                    if not any(a < end and start < b for a, b in spans) and not boilerplate(sentence[start:end]):
+                    if not any(a < end and start < b for a, b in spans) and not boilerplate(
+                        sentence[start:end]
+                    ):
                         spans[(start, end)] = "What"
                 for (start, end), wh in sorted(spans.items()):
                     if PSEUDONYM.match(sentence[start:end]):
@@ -404,16 +484,34 @@ class TrainDataBuilder:
                     for question in questions:
                         if sentence[start:end].lower() in question.lower():
                             continue
-                        context = ranked_context(chunk, related_distractors(
-                            chunk, neighbours.get(chunk.chunk_id, ()), by_id, chunks, k - 1, rng), rng)
-                        examples.append(QAExample(question, sentence[start:end], tuple(c.passage() for c in context),
-                                                  facts_for(context, facts), group=chunk.chunk_id,
-                                                  gold=(chunk.chunk_id,)))
+                        context = ranked_context(
+                            chunk,
+                            related_distractors(
+                                chunk, neighbours.get(chunk.chunk_id, ()), by_id, chunks, k - 1, rng
+                            ),
+                            rng,
+                        )
+                        examples.append(
+                            QAExample(
+                                question,
+                                sentence[start:end],
+                                tuple(c.passage() for c in context),
+                                facts_for(context, facts),
+                                group=chunk.chunk_id,
+                                gold=(chunk.chunk_id,),
+                            )
+                        )
         rng.shuffle(examples)
         return examples
 
-    def path_examples(self, graph, chunks: Sequence[ChunkRecord], facts: dict[str, list[Fact]],
-                      one_hop: Sequence[QAExample], then: Sequence[QAExample] = ()) -> list[QAExample]:
+    def path_examples(
+        self,
+        graph,
+        chunks: Sequence[ChunkRecord],
+        facts: dict[str, list[Fact]],
+        one_hop: Sequence[QAExample],
+        then: Sequence[QAExample] = (),
+    ) -> list[QAExample]:
         """Two-hop (bridge) questions built from graph paths, as HotpotQA's bridge questions are.
 
         A one-hop question that names an entity C ("In what year was Stonebridge Chemicals
@@ -429,7 +527,11 @@ class TrainDataBuilder:
         by_id = {c.chunk_id: c for c in chunks}
         names: dict[str, str] = {}  # entity name -> NER label
         for _, data in g.nodes(data=True):
-            if data.get("kind") == "entity" and data.get("name") and not PSEUDONYM.match(data["name"]):
+            if (
+                data.get("kind") == "entity"
+                and data.get("name")
+                and not PSEUDONYM.match(data["name"])
+            ):
                 names[data["name"]] = data.get("label", "")
         described: dict[str, list[tuple[str, Fact]]] = defaultdict(list)  # C -> (description, fact)
         for chunk_facts_ in facts.values():
@@ -437,10 +539,14 @@ class TrainDataBuilder:
                 if PSEUDONYM.match(f.subject) or PSEUDONYM.match(f.object) or not f.chunk_ids:
                     continue
                 if f.subject in names:
-                    for text in relation_descriptions(f.relation, f.object, names[f.subject], subject_side=True):
+                    for text in relation_descriptions(
+                        f.relation, f.object, names[f.subject], subject_side=True
+                    ):
                         described[f.subject].append((text, f))
                 if f.object in names:
-                    for text in relation_descriptions(f.relation, f.subject, names[f.object], subject_side=False):
+                    for text in relation_descriptions(
+                        f.relation, f.subject, names[f.object], subject_side=False
+                    ):
                         described[f.object].append((text, f))
         rng = random.Random(self.config.seed + 2)
         k = self.config.train.context_passages
@@ -457,33 +563,63 @@ class TrainDataBuilder:
             gold = next((p for p in e.passages if p.chunk_id in e.gold[:1]), None)
             if gold is None:
                 continue
-            named = sorted((n for n in described if n != e.answer and re.search(rf"(?<!\w){re.escape(n)}(?!\w)", e.question)),
-                           key=len, reverse=True)
+            named = sorted(
+                (
+                    n
+                    for n in described
+                    if n != e.answer and re.search(rf"(?<!\w){re.escape(n)}(?!\w)", e.question)
+                ),
+                key=len,
+                reverse=True,
+            )
             if not named:
                 continue
             bridge_entity = named[0]
-            options = [(t, f) for t, f in dict.fromkeys(described[bridge_entity])
-                       if gold.doc_id not in f.doc_ids and e.answer not in (f.subject, f.object)
-                       and any(c in by_id for c in f.chunk_ids)]
+            options = [
+                (t, f)
+                for t, f in dict.fromkeys(described[bridge_entity])
+                if gold.doc_id not in f.doc_ids
+                and e.answer not in (f.subject, f.object)
+                and any(c in by_id for c in f.chunk_ids)
+            ]
             if not options:
                 continue
             description, fact = rng.choice(options)
-            question = re.sub(rf"(?<!\w)(?:[Tt]he )?{re.escape(bridge_entity)}(?!\w)", description, e.question, count=1)
+            question = re.sub(
+                rf"(?<!\w)(?:[Tt]he )?{re.escape(bridge_entity)}(?!\w)",
+                description,
+                e.question,
+                count=1,
+            )
             question = question[0].upper() + question[1:]
             bridge = by_id[next(c for c in fact.chunk_ids if c in by_id)]
             gold_record = by_id.get(gold.chunk_id)
             if gold_record is None or bridge.doc_id == gold_record.doc_id:
                 continue
             pair = [bridge, gold_record] if rng.random() < 0.5 else [gold_record, bridge]
-            context = pair + random_distractors(chunks, {bridge.doc_id, gold_record.doc_id}, k - 2, rng)
+            context = pair + random_distractors(
+                chunks, {bridge.doc_id, gold_record.doc_id}, k - 2, rng
+            )
             context_facts = (fact, *(f for f in facts_for(context, facts) if f != fact))
-            examples.append(QAExample(question, e.answer, tuple(c.passage() for c in context),
-                                      context_facts[:MAX_FACTS_PER_EXAMPLE], group=e.group,
-                                      gold=(pair[0].chunk_id, pair[1].chunk_id)))
+            examples.append(
+                QAExample(
+                    question,
+                    e.answer,
+                    tuple(c.passage() for c in context),
+                    context_facts[:MAX_FACTS_PER_EXAMPLE],
+                    group=e.group,
+                    gold=(pair[0].chunk_id, pair[1].chunk_id),
+                )
+            )
         return examples
 
-    def retrieved_contexts(self, examples: Sequence[QAExample], bundle: IndexBundle,
-                           chunks: Sequence[ChunkRecord], facts: dict[str, list[Fact]]) -> list[QAExample]:
+    def retrieved_contexts(
+        self,
+        examples: Sequence[QAExample],
+        bundle: IndexBundle,
+        chunks: Sequence[ChunkRecord],
+        facts: dict[str, list[Fact]],
+    ) -> list[QAExample]:
         """Each example's context as dense retrieval ranks passages around its gold one: the
         gold passage's nearest neighbours in the bundle's own embedding space (the hard
         negatives a reader meets at serving time: "Falcon Security Hub is made by ..." next to
@@ -500,11 +636,22 @@ class TrainDataBuilder:
         if not golds:
             return list(examples)
         dense = DenseRetriever(Path(bundle.path), self.config)
-        everyone = Principal("trainer", frozenset(g for acl in bundle.chunks().column("acl").to_pylist() for g in acl))
-        texts = [f"{by_id[c].title}\n{by_id[c].text}" if by_id[c].title else by_id[c].text for c in golds]
+        everyone = Principal(
+            "trainer",
+            frozenset(g for acl in bundle.chunks().column("acl").to_pylist() for g in acl),
+        )
+        texts = [
+            f"{by_id[c].title}\n{by_id[c].text}" if by_id[c].title else by_id[c].text for c in golds
+        ]
         hits = dense.search(dense.encode(texts), everyone, 2 * k + 2)
-        neighbours = {c: [p.chunk_id for p in row if p.chunk_id in by_id and by_id[p.chunk_id].doc_id != by_id[c].doc_id]
-                      for c, row in zip(golds, hits, strict=True)}
+        neighbours = {
+            c: [
+                p.chunk_id
+                for p in row
+                if p.chunk_id in by_id and by_id[p.chunk_id].doc_id != by_id[c].doc_id
+            ]
+            for c, row in zip(golds, hits, strict=True)
+        }
         rng = random.Random(self.config.seed + 3)
         out: list[QAExample] = []
         for e in examples:
@@ -513,30 +660,45 @@ class TrainDataBuilder:
                 out.append(e)
                 continue
             gold_docs = {by_id[c].doc_id for c in gold}
-            pool = [c for g in gold for c in neighbours[g][:k + 1] if by_id[c].doc_id not in gold_docs]
+            pool = [
+                c for g in gold for c in neighbours[g][: k + 1] if by_id[c].doc_id not in gold_docs
+            ]
             pool = list(dict.fromkeys(pool))
             others = rng.sample(pool, min(len(pool), k - len(gold)))
             records = ranked_context(by_id[gold[0]], [by_id[c] for c in others], rng)
             for extra in gold[1:]:  # the bridge passage next to the answer's, either side
                 records.insert(rng.randint(0, min(1, len(records))), by_id[extra])
-            records = records[:max(k, len(gold))]
+            records = records[: max(k, len(gold))]
             path = [f for f in e.facts[:1] if len(e.gold) > 1]
             listed = (*path, *(f for f in facts_for(records, facts) if f not in path))
-            out.append(QAExample(e.question, e.answer, tuple(r.passage() for r in records),
-                                 listed[:MAX_FACTS_PER_EXAMPLE], e.group, e.gold))
+            out.append(
+                QAExample(
+                    e.question,
+                    e.answer,
+                    tuple(r.passage() for r in records),
+                    listed[:MAX_FACTS_PER_EXAMPLE],
+                    e.group,
+                    e.gold,
+                )
+            )
         return out
 
-    def reader_data(self, examples: Sequence[QAExample], tokenizer: RayragTokenizer,
-                    source: str) -> ReaderData:
+    def reader_data(
+        self, examples: Sequence[QAExample], tokenizer: RayragTokenizer, source: str
+    ) -> ReaderData:
         """Tokenise; split by group so a triple's two questions land on the same side."""
         groups = sorted({e.group for e in examples})
         order = np.random.default_rng([self.config.seed, 2]).permutation(len(groups))
-        val_groups = {groups[i] for i in order[: split_count(len(groups), self.config.train.val_fraction)]}
+        val_groups = {
+            groups[i] for i in order[: split_count(len(groups), self.config.train.val_fraction)]
+        }
         max_len = self.config.train.seq_len + 1
         train, val, skipped = [], [], 0
         for e in examples:
             try:
-                pair = build_training_example(e.question, e.passages, e.facts, e.answer, tokenizer, max_len)
+                pair = build_training_example(
+                    e.question, e.passages, e.facts, e.answer, tokenizer, max_len
+                )
             except DataError:
                 skipped += 1
                 continue

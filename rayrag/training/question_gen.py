@@ -35,8 +35,25 @@ from rayrag.training.questions import present_tense
 
 SUBJECT_DEPS = frozenset({"nsubj", "nsubjpass", "csubj", "expl"})
 # Children whose subtrees are not part of the answer's clause: other clauses, asides, punctuation.
-SIDE_DEPS = frozenset({"conj", "cc", "advcl", "punct", "parataxis", "appos", "npadvmod", "mark",
-                       "ccomp", "xcomp", "relcl", "dep", "meta", "intj", "preconj"})
+SIDE_DEPS = frozenset(
+    {
+        "conj",
+        "cc",
+        "advcl",
+        "punct",
+        "parataxis",
+        "appos",
+        "npadvmod",
+        "mark",
+        "ccomp",
+        "xcomp",
+        "relcl",
+        "dep",
+        "meta",
+        "intj",
+        "preconj",
+    }
+)
 PRONOUNS = frozenset({"it", "they", "he", "she", "this", "the company"})
 RELATIVE_PRONOUNS = frozenset({"which", "that", "who", "whom", "whose", "what"})
 PSEUDONYM = re.compile(r"^[A-Z_]+_[0-9a-f]{6,}$")  # a redacted name: the passage's topic stands in
@@ -69,8 +86,14 @@ def _stand_in(length: int, index: int) -> str:
     return (first + " " + ("Ellison" + "e" * length))[:length]
 
 
-def clause_questions(sent: Any, start: int, end: int, wh: str, topic: str | None = None,
-                     stand_ins: dict[str, str] | None = None) -> list[str]:
+def clause_questions(
+    sent: Any,
+    start: int,
+    end: int,
+    wh: str,
+    topic: str | None = None,
+    stand_ins: dict[str, str] | None = None,
+) -> list[str]:
     """Questions about the answer at character offsets [start, end) of `sent` (a spaCy Span or
     Doc; offsets relative to its text), best first; [] when no rule fits. `wh` is the
     question phrase ("Which company", "In what year", "How much"); `topic` replaces a pronoun
@@ -82,8 +105,9 @@ def clause_questions(sent: Any, start: int, end: int, wh: str, topic: str | None
     return questions
 
 
-def _clause_questions(sent: Any, start: int, end: int, wh: str, topic: str | None,
-                      stand_ins: dict[str, str]) -> list[str]:
+def _clause_questions(
+    sent: Any, start: int, end: int, wh: str, topic: str | None, stand_ins: dict[str, str]
+) -> list[str]:
     base = sent[0].idx if len(sent) else 0
     answer = [t for t in sent if t.idx - base < end and t.idx - base + len(t) > start]
     if not answer:
@@ -118,17 +142,27 @@ def _clause_questions(sent: Any, start: int, end: int, wh: str, topic: str | Non
     agent = answer[0].head.dep_ == "agent" or (answer[0].head.head.dep_ == "agent")
     if agent and any(c.dep_ == "auxpass" for c in verb.children):
         # "R was issued by A": asked about A, the question is active: "Which agency issued R?"
-        predicate = [t for t in rest if t.dep_ != "auxpass" and t.i != verb.i and t.i not in removed]
+        predicate = [
+            t for t in rest if t.dep_ != "auxpass" and t.i != verb.i and t.i not in removed
+        ]
         questions.append(_finish(f"{wh} {verb.text} {subject_text} {_text(predicate)}"))
     aux = [c for c in verb.children if c.dep_ in ("aux", "auxpass") and c.i < verb.i]
     predicate = [t for t in rest if t not in aux]
     if aux:
         # "C was founded in 2006" -> "In what year was C founded?"
-        questions.append(_finish(f"{front} {aux[0].text} {subject_text} "
-                                 f"{_text([t for t in predicate if t.i != aux[0].i])}"))
+        questions.append(
+            _finish(
+                f"{front} {aux[0].text} {subject_text} "
+                f"{_text([t for t in predicate if t.i != aux[0].i])}"
+            )
+        )
     elif verb.lemma_ == "be":
-        questions.append(_finish(f"{front} {verb.text} {subject_text} "
-                                 f"{_text([t for t in predicate if t.i != verb.i])}"))
+        questions.append(
+            _finish(
+                f"{front} {verb.text} {subject_text} "
+                f"{_text([t for t in predicate if t.i != verb.i])}"
+            )
+        )
     elif verb.tag_ in ("VBD", "VBZ", "VBP"):
         do = {"VBD": "did", "VBZ": "does", "VBP": "do"}[verb.tag_]
         words = [verb.lemma_ if t.i == verb.i else t.text_with_ws.strip() for t in predicate]
@@ -148,8 +182,12 @@ def _clause_questions(sent: Any, start: int, end: int, wh: str, topic: str | Non
 # X approved to treat?". A small English paraphrase lexicon, keyed by the preposition (and
 # the noun it hangs from), that the clause rules cannot derive from the words alone.
 ROLE_QUESTIONS = ("What position does {subject} hold", "What role does {subject} have")
-PURPOSE_NOUNS = {"treatment": ("condition", "treat"), "prevention": ("condition", "prevent"),
-                 "production": ("product", "produce"), "development": ("product", "develop")}
+PURPOSE_NOUNS = {
+    "treatment": ("condition", "treat"),
+    "prevention": ("condition", "prevent"),
+    "production": ("product", "produce"),
+    "development": ("product", "develop"),
+}
 
 
 def _paraphrases(answer: list[Any], verb: Any, subject_text: str, wh: str) -> list[str]:
@@ -158,25 +196,35 @@ def _paraphrases(answer: list[Any], verb: Any, subject_text: str, wh: str) -> li
     participle = head.head
     if head.dep_ == "agent" and participle.tag_ == "VBN" and participle.dep_ in ("acl", "advcl"):
         # "approved X, manufactured by A, ..." asked about A: "Which company manufactures X?"
-        target = participle.head if participle.dep_ == "acl" else next(
-            (c for c in participle.head.children if c.dep_ == "dobj"), None)
+        target = (
+            participle.head
+            if participle.dep_ == "acl"
+            else next((c for c in participle.head.children if c.dep_ == "dobj"), None)
+        )
         if target is not None:
             thing = _name_of(target)
-            return [_finish(f"{wh} {present_tense(participle.lemma_)} {thing}"),
-                    _finish(f"{wh} {participle.text} {thing}")]
+            return [
+                _finish(f"{wh} {present_tense(participle.lemma_)} {thing}"),
+                _finish(f"{wh} {participle.text} {thing}"),
+            ]
     purpose = _purpose(answer, verb)
     if purpose or verb is None:
         return [purpose]
     if head.dep_ == "prep" and head.lower_ == "as" and head.head.i == verb.i:
         return [_finish(q.format(subject=subject_text)) for q in ROLE_QUESTIONS]
-    if head.dep_ == "prep" and head.lower_ == "to" and head.head.lower_ == "subject" and head.head.head.i == verb.i:
+    if (
+        head.dep_ == "prep"
+        and head.lower_ == "to"
+        and head.head.lower_ == "subject"
+        and head.head.head.i == verb.i
+    ):
         # "X is subject to R" asked about R: "Which regulation applies to X?"
         return [_finish(f"{wh} applies to {subject_text}")]
     return []
 
 
 def _purpose(answer: list[Any], verb: Any) -> str:
-    """"approved X for the treatment of A" asked about A: "What condition is X approved to
+    """ "approved X for the treatment of A" asked about A: "What condition is X approved to
     treat?"; "" when the answer is no purpose noun's object. X is the noun the "for" phrase
     hangs from, else the verb's object; the approval verb (the clause's, or an adjective
     "approved" on X when the parser reads the sentence's verb so) goes into the question."""
@@ -189,7 +237,9 @@ def _purpose(answer: list[Any], verb: Any) -> str:
     if holder.dep_ != "prep" or holder.lower_ != "for":
         return ""
     target = holder.head
-    for _ in range(2):  # "approved X, manufactured by C, for ...": "for" may hang from the participle
+    for _ in range(
+        2
+    ):  # "approved X, manufactured by C, for ...": "for" may hang from the participle
         if target.pos_ in ("NOUN", "PROPN"):
             break
         obj = next((c for c in target.children if c.dep_ == "dobj"), None)
@@ -202,7 +252,9 @@ def _purpose(answer: list[Any], verb: Any) -> str:
     thing = _name_of(target)
     verbs = [verb] if verb is not None and verb.pos_ == "VERB" else []
     verbs += [c for c in target.children if c.dep_ == "amod"]
-    participles = [v.text for v in verbs if v.tag_ in ("VBD", "VBN")]  # "approved"; "manufactures" is none
+    participles = [
+        v.text for v in verbs if v.tag_ in ("VBD", "VBN")
+    ]  # "approved"; "manufactures" is none
     if participles:
         return _finish(f"What {kind} is {thing} {participles[0]} to {purpose}")
     return _finish(f"What {kind} does {thing} {purpose}")
@@ -210,12 +262,15 @@ def _purpose(answer: list[Any], verb: Any) -> str:
 
 def _name_of(noun: Any) -> str:
     """The noun with its compounds and numbers only: "fenmodex", "Lantern Asset Tracker"."""
-    return " ".join(t.text for t in noun.subtree
-                    if all(a.dep_ in ("compound", "nummod", "flat") for a in _path(t, noun)))
+    return " ".join(
+        t.text
+        for t in noun.subtree
+        if all(a.dep_ in ("compound", "nummod", "flat") for a in _path(t, noun))
+    )
 
 
 def _participle_adjunct(answer: list[Any], verb: Any, wh: str, subject_text: str | None) -> str:
-    """"Founded in 1978, C builds ..." asked about 1978: "In what year was C founded?"; "" when
+    """ "Founded in 1978, C builds ..." asked about 1978: "In what year was C founded?"; "" when
     the answer is not inside a fronted past-participle clause of `verb`, whose subject is the
     participle's too (English's rule for a dangling participle)."""
     token = _span_root(answer)
@@ -223,8 +278,14 @@ def _participle_adjunct(answer: list[Any], verb: Any, wh: str, subject_text: str
         if token.head.i == verb.i:
             break
         token = token.head
-    if not (token.head.i == verb.i and token.dep_ == "advcl" and token.tag_ == "VBN" and token.i < verb.i
-            and _subject(token) is None and subject_text):
+    if not (
+        token.head.i == verb.i
+        and token.dep_ == "advcl"
+        and token.tag_ == "VBN"
+        and token.i < verb.i
+        and _subject(token) is None
+        and subject_text
+    ):
         return ""
     removed, front = _answer_phrase(answer, wh)
     rest = [t for t in token.subtree if t.i not in removed and t.i != token.i and t.dep_ != "punct"]
@@ -240,7 +301,11 @@ def _embedded(question: str, verb: Any) -> str:
     regulation applies to X?" under "Counsel concluded that ..." -> "Which regulation did
     counsel conclude applies to X?" (English extracts a subject from a that-clause so)."""
     reporter = verb.head
-    if verb.dep_ != "ccomp" or reporter.lemma_ not in REPORTING_VERBS or reporter.tag_ not in ("VBD", "VBZ", "VBP"):
+    if (
+        verb.dep_ != "ccomp"
+        or reporter.lemma_ not in REPORTING_VERBS
+        or reporter.tag_ not in ("VBD", "VBZ", "VBP")
+    ):
         return ""
     who = _subject(reporter)
     if who is None or not question:
@@ -250,9 +315,13 @@ def _embedded(question: str, verb: Any) -> str:
     if len(words) <= wh_len or words[wh_len] not in ("applies", "covers", "governs"):
         return ""
     speaker = " ".join(t.text for t in who.subtree if t.dep_ != "punct")
-    speaker = speaker.lower() if len(list(who.subtree)) == 1 and who.i == who.sent.start else speaker
+    speaker = (
+        speaker.lower() if len(list(who.subtree)) == 1 and who.i == who.sent.start else speaker
+    )
     do = {"VBD": "did", "VBZ": "does", "VBP": "do"}[reporter.tag_]
-    return _finish(f"{' '.join(words[:wh_len])} {do} {speaker} {reporter.lemma_} {' '.join(words[wh_len:])}")
+    return _finish(
+        f"{' '.join(words[:wh_len])} {do} {speaker} {reporter.lemma_} {' '.join(words[wh_len:])}"
+    )
 
 
 # -- parse helpers --------------------------------------------------------------------------
@@ -325,17 +394,32 @@ def _answer_phrase(answer: list[Any], wh: str) -> tuple[set[int], str]:
     ids = {t.i for t in answer} | {c.i for c in root.children if c.dep_ == "det" and c.i < root.i}
     head = root.head
     wh_bare = wh[3:] if wh.startswith("In ") else wh
-    if head.dep_ == "prep" and head.lower_ == "of" and head.head.pos_ == "NOUN" and head.head.dep_ in ("dobj", "attr", "pobj"):
+    if (
+        head.dep_ == "prep"
+        and head.lower_ == "of"
+        and head.head.pos_ == "NOUN"
+        and head.head.dep_ in ("dobj", "attr", "pobj")
+    ):
         noun = head.head
-        dropped = ids | {head.i, noun.i} | {t.i for t in noun.children if t.dep_ in ("det", "amod", "compound") }
+        dropped = (
+            ids
+            | {head.i, noun.i}
+            | {t.i for t in noun.children if t.dep_ in ("det", "amod", "compound")}
+        )
         return dropped, f"What {noun.text}"
     if head.dep_ in ("prep", "agent") and head.pos_ == "ADP":
         return ids | {head.i}, f"{head.text.capitalize()} {_lower_first(wh_bare)}"
     return ids, wh
 
 
-def _subject_text(subject: Any, topic: str | None, stand_ins: dict[str, str] | None = None) -> str | None:
-    text = " ".join(t.text for t in subject.subtree if t.dep_ not in ("punct", "appos") and not _inside_side(t, subject))
+def _subject_text(
+    subject: Any, topic: str | None, stand_ins: dict[str, str] | None = None
+) -> str | None:
+    text = " ".join(
+        t.text
+        for t in subject.subtree
+        if t.dep_ not in ("punct", "appos") and not _inside_side(t, subject)
+    )
     if stand_ins and text in stand_ins:
         text = stand_ins[text]
     if text.lower() in RELATIVE_PRONOUNS:
@@ -349,7 +433,7 @@ def _subject_text(subject: Any, topic: str | None, stand_ins: dict[str, str] | N
 
 
 def _lower_wh(phrase: str) -> str:
-    """"In what year" -> "in what year", "By which company" -> "by which company" (mid-question)."""
+    """ "In what year" -> "in what year", "By which company" -> "by which company" (mid-question)."""
     return phrase[0].lower() + phrase[1:] if phrase else phrase
 
 
@@ -392,7 +476,11 @@ def object_phrases(sent: Any) -> list[tuple[int, int]]:
         if chunk.root.dep_ not in OBJECT_DEPS or chunk.root.pos_ == "PRON":
             continue
         words = [t for t in chunk if t.dep_ not in ("det", "poss") and t.pos_ != "PRON"]
-        if not words or len(words) > MAX_OBJECT_WORDS or not any(t.pos_ in ("NOUN", "PROPN") for t in words):
+        if (
+            not words
+            or len(words) > MAX_OBJECT_WORDS
+            or not any(t.pos_ in ("NOUN", "PROPN") for t in words)
+        ):
             continue
         if len(words) == 1 and words[0].pos_ != "PROPN":
             continue  # "production", "market": a bare common noun is rarely what anyone asks for

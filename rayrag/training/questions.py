@@ -19,10 +19,28 @@ import re
 
 # Past tense of the verbs the SVO extractor emits that do not take -ed.
 _IRREGULAR_PAST = {
-    "be": "was", "begin": "began", "build": "built", "buy": "bought", "find": "found",
-    "give": "gave", "have": "had", "hold": "held", "lead": "led", "make": "made", "pay": "paid",
-    "run": "ran", "sell": "sold", "take": "took", "win": "won", "write": "wrote", "leave": "left",
-    "meet": "met", "send": "sent", "spend": "spent", "teach": "taught", "bring": "brought",
+    "be": "was",
+    "begin": "began",
+    "build": "built",
+    "buy": "bought",
+    "find": "found",
+    "give": "gave",
+    "have": "had",
+    "hold": "held",
+    "lead": "led",
+    "make": "made",
+    "pay": "paid",
+    "run": "ran",
+    "sell": "sold",
+    "take": "took",
+    "win": "won",
+    "write": "wrote",
+    "leave": "left",
+    "meet": "met",
+    "send": "sent",
+    "spend": "spent",
+    "teach": "taught",
+    "bring": "brought",
 }
 
 
@@ -43,15 +61,27 @@ def past_tense(verb: str) -> str:
 # The question word a triple's answer calls for, by the answer entity's NER label (spaCy's
 # scheme): real questions name the kind of thing asked for ("Which company acquired X?").
 WH_BY_LABEL = {
-    "PERSON": "Who", "ORG": "Which company", "GPE": "Which city", "LOC": "Which place",
-    "FAC": "Which site", "PRODUCT": "Which product", "LAW": "Which regulation",
-    "WORK_OF_ART": "Which work", "EVENT": "Which event", "DATE": "When", "NORP": "Which group",
+    "PERSON": "Who",
+    "ORG": "Which company",
+    "GPE": "Which city",
+    "LOC": "Which place",
+    "FAC": "Which site",
+    "PRODUCT": "Which product",
+    "LAW": "Which regulation",
+    "WORK_OF_ART": "Which work",
+    "EVENT": "Which event",
+    "DATE": "When",
+    "NORP": "Which group",
 }
 WH_DEFAULT = "What"
 # Relations whose object is a kind of thing the NER label gets wrong (products and job
 # titles are often tagged ORG): the relation decides the forward question's word.
-WH_BY_RELATION_OBJECT = {"make": "Which product", "manufacture": "Which product",
-                         "produce": "Which product", "join_as": "Which role"}
+WH_BY_RELATION_OBJECT = {
+    "make": "Which product",
+    "manufacture": "Which product",
+    "produce": "Which product",
+    "join_as": "Which role",
+}
 
 
 # Spans a sentence question can ask about beyond the graph's entities (Lewis et al. 2019's
@@ -66,7 +96,7 @@ MAX_SENTENCE_QA_WORDS = 30  # a longer sentence makes a question unlike anything
 
 
 def wh_phrase(label: str) -> str:
-    """"Which company" for ORG, "Who" for PERSON, ... "What" for anything else."""
+    """ "Which company" for ORG, "Who" for PERSON, ... "What" for anything else."""
     return WH_BY_LABEL.get(label, WH_DEFAULT)
 
 
@@ -83,8 +113,9 @@ def present_tense(verb: str) -> str:
     return verb + "s"
 
 
-def graph_question_forms(subject: str, relation: str, obj: str, subject_label: str,
-                         object_label: str) -> tuple[list[str], list[str]]:
+def graph_question_forms(
+    subject: str, relation: str, obj: str, subject_label: str, object_label: str
+) -> tuple[list[str], list[str]]:
     """(forward forms -> obj, inverse forms -> subject) for one relation triple, best first.
 
     The question word follows the answer's entity type and the verb is conjugated, so
@@ -104,8 +135,10 @@ def graph_question_forms(subject: str, relation: str, obj: str, subject_label: s
     forward = [f"{wh_object} did {subject} {base}?", f"{wh_object} does {subject} {base}?"]
     if len(verb_words) == 1:  # the passive, as often asked: "Which product is made by Helix Corp?"
         forward.append(f"{wh_object} is {past_tense(base)} by {subject}?")
-    inverse = [f"{wh_subject} {' '.join([tense(verb_words[0]), rest]).strip()} {obj}?"
-               for tense in (past_tense, present_tense)]
+    inverse = [
+        f"{wh_subject} {' '.join([tense(verb_words[0]), rest]).strip()} {obj}?"
+        for tense in (past_tense, present_tense)
+    ]
     return forward, inverse
 
 
@@ -115,7 +148,11 @@ def sentence_question(sentence: str, start: int, end: int, wh: str) -> str | Non
     asked about "Helix Corp" -> "Which company acquired Brightwater Labs in 2019?"; a span
     inside the sentence keeps its place: "Helix Corp acquired which company in 2019?".
     None when the question would give the answer away or be too long."""
-    before, answer, after = sentence[:start].strip(), sentence[start:end], sentence[end:].rstrip(" .!?;:")
+    before, answer, after = (
+        sentence[:start].strip(),
+        sentence[start:end],
+        sentence[end:].rstrip(" .!?;:"),
+    )
     if answer.lower() in (before + after).lower():
         return None  # the answer is spelled in the question itself
     if before:
@@ -123,15 +160,17 @@ def sentence_question(sentence: str, start: int, end: int, wh: str) -> str | Non
         question = f"{before} {wh[0].lower() + wh[1:]}{after}?"
     else:
         question = f"{wh}{after}?"
-    question = re.sub(r"\b(in|on|at|of|by|from|to) in what year\b", r"\1 what year", question,
-                      flags=re.IGNORECASE)
+    question = re.sub(
+        r"\b(in|on|at|of|by|from|to) in what year\b", r"\1 what year", question, flags=re.IGNORECASE
+    )
     if len(question.split()) > MAX_SENTENCE_QA_WORDS or len(question.split()) < 3:
         return None
     return question
 
 
-def graph_questions(subject: str, relation: str, obj: str, subject_label: str,
-                    object_label: str) -> tuple[str, str]:
+def graph_questions(
+    subject: str, relation: str, obj: str, subject_label: str, object_label: str
+) -> tuple[str, str]:
     """(forward question -> obj, inverse question -> subject): the first of `graph_question_forms`.
 
     "acquire": "Which company did Helix Corp acquire?" / "Which company acquired Brightwater Labs?".
@@ -141,16 +180,28 @@ def graph_questions(subject: str, relation: str, obj: str, subject_label: str,
 
 
 # The noun a description names an entity by, from its NER label ("the company that ...").
-NOUN_BY_LABEL = {"ORG": "company", "PERSON": "person", "GPE": "city", "LOC": "place", "LAW": "regulation",
-                 "PRODUCT": "product", "FAC": "site", "EVENT": "event", "NORP": "group", "WORK_OF_ART": "work"}
+NOUN_BY_LABEL = {
+    "ORG": "company",
+    "PERSON": "person",
+    "GPE": "city",
+    "LOC": "place",
+    "LAW": "regulation",
+    "PRODUCT": "product",
+    "FAC": "site",
+    "EVENT": "event",
+    "NORP": "group",
+    "WORK_OF_ART": "work",
+}
 
 
 def agent_noun(verb: str) -> str:
-    """"make" -> "maker", "acquire" -> "acquirer", "issue" -> "issuer", "employ" -> "employer"."""
+    """ "make" -> "maker", "acquire" -> "acquirer", "issue" -> "issuer", "employ" -> "employer"."""
     return verb + "r" if verb.endswith("e") else verb + "er"
 
 
-def relation_descriptions(relation: str, other: str, label: str, *, subject_side: bool) -> list[str]:
+def relation_descriptions(
+    relation: str, other: str, label: str, *, subject_side: bool
+) -> list[str]:
     """Ways to name an entity by one of its relation facts, for bridge questions.
 
     The entity is the fact's subject (`subject_side`) or object; `other` is the fact's other

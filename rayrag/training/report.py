@@ -47,16 +47,25 @@ def phase_summary(phases: list[Phase], logs: list[PhaseLog]) -> dict[str, dict[s
     for phase, log in zip(phases, logs, strict=True):
         tail = log.losses[-TRAIN_LOSS_WINDOW:]
         per_phase[phase.name] = {
-            "steps": phase.steps, "lr": phase.lr,
+            "steps": phase.steps,
+            "lr": phase.lr,
             "train_loss_start": round(log.losses[0], 4) if log.losses else None,
             "train_loss": round(sum(tail) / len(tail), 4) if tail else None,
-            "val_loss_start": _round(log.val_start), "val_loss": _round(log.val_end),
-            "tokens": log.tokens, "seconds": round(log.seconds, 2)}
+            "val_loss_start": _round(log.val_start),
+            "val_loss": _round(log.val_end),
+            "tokens": log.tokens,
+            "seconds": round(log.seconds, 2),
+        }
     return per_phase
 
 
-def log_artifacts(run: RunHandle, phases: list[Phase], logs: list[PhaseLog],
-                  summary: dict[str, Any], curve: Any = None) -> None:
+def log_artifacts(
+    run: RunHandle,
+    phases: list[Phase],
+    logs: list[PhaseLog],
+    summary: dict[str, Any],
+    curve: Any = None,
+) -> None:
     """The summary, the data counts, one expert-load heatmap per phase and the exact-match
     learning curve (when one was measured), to the MLflow run."""
     if run.run_id is None:

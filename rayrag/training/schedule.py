@@ -46,11 +46,15 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
         if not param.requires_grad:
             continue
         (no_decay if param.ndim < 2 or "embed_tokens" in name else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
 
 
-def sample_indices(n: int, batch_size: int, step: int, seed: int, phase: int,
-                   rank: int = 0, world_size: int = 1) -> np.ndarray:
+def sample_indices(
+    n: int, batch_size: int, step: int, seed: int, phase: int, rank: int = 0, world_size: int = 1
+) -> np.ndarray:
     """The rows of step `step` for worker `rank`: epochs of seeded permutations, the global
     batch (batch_size * world_size) dealt round-robin like DistributedSampler."""
     positions = step * batch_size * world_size + np.arange(batch_size) * world_size + rank

@@ -62,22 +62,40 @@ class TrainResult:
 class Trainer:
     """Two-phase (or LoRA) training of the generator; `run()` does everything.
 
-        >>> Trainer(cfg, Path("ckpt"), bundle=Path("bundle"), qa=Path("qa.jsonl")).run().summary["steps"]
-        800
+    >>> Trainer(cfg, Path("ckpt"), bundle=Path("bundle"), qa=Path("qa.jsonl")).run().summary["steps"]
+    800
     """
 
-    def __init__(self, config: RAGConfig, out: Path, *, bundle: Path | None = None, qa: Path | None = None,
-                 resume: bool = False, base: Path | None = None, lora_rank: int | None = None,
-                 tracker: Tracker | None = None, progress: bool = True, log_every: int = 10,
-                 data: TrainingData | None = None, rank: int = 0, world_size: int = 1,
-                 device: torch.device | None = None,
-                 wrap_model: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
-                 on_validate: Callable[[int, float | None], None] | None = None,
-                 max_val_batches: int = MAX_VAL_BATCHES, curve: Any = None) -> None:
+    def __init__(
+        self,
+        config: RAGConfig,
+        out: Path,
+        *,
+        bundle: Path | None = None,
+        qa: Path | None = None,
+        resume: bool = False,
+        base: Path | None = None,
+        lora_rank: int | None = None,
+        tracker: Tracker | None = None,
+        progress: bool = True,
+        log_every: int = 10,
+        data: TrainingData | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        device: torch.device | None = None,
+        wrap_model: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
+        on_validate: Callable[[int, float | None], None] | None = None,
+        max_val_batches: int = MAX_VAL_BATCHES,
+        curve: Any = None,
+    ) -> None:
         if lora_rank is not None and base is None:
-            raise ConfigError("--lora-rank needs --base (the checkpoint whose adapters are trained)")
+            raise ConfigError(
+                "--lora-rank needs --base (the checkpoint whose adapters are trained)"
+            )
         if base is not None and lora_rank is None:
-            raise ConfigError("--base needs --lora-rank (full fine-tuning of a base is not supported)")
+            raise ConfigError(
+                "--base needs --lora-rank (full fine-tuning of a base is not supported)"
+            )
         if lora_rank is not None and lora_rank <= 0:
             raise ConfigError(f"lora rank must be > 0, got {lora_rank} (--lora-rank)")
         if bundle is None and data is None:
@@ -115,16 +133,37 @@ class Trainer:
         t = self.config.train
         if self.lora:
             return [Phase("reader", t.reader_steps, t.lora_lr)]
-        return [p for p in (Phase("lm", t.lm_steps, t.lr), Phase("reader", t.reader_steps, t.lr)) if p.steps > 0]
+        return [
+            p
+            for p in (Phase("lm", t.lm_steps, t.lr), Phase("reader", t.reader_steps, t.lr))
+            if p.steps > 0
+        ]
 
     def _check_out(self) -> None:
         out = self.out
-        if out.exists() and (not out.is_dir() or any(
-                p.name not in ("config.json", "model.safetensors", "tokenizer.json", SUMMARY_FILE, RESUME_DIR,
-                               "adapter_config.json", "adapter_model.safetensors") for p in out.iterdir())):
-            raise ConfigError(f"refusing to write into {out}: it holds files that are not a rayrag checkpoint (--out)")
+        if out.exists() and (
+            not out.is_dir()
+            or any(
+                p.name
+                not in (
+                    "config.json",
+                    "model.safetensors",
+                    "tokenizer.json",
+                    SUMMARY_FILE,
+                    RESUME_DIR,
+                    "adapter_config.json",
+                    "adapter_model.safetensors",
+                )
+                for p in out.iterdir()
+            )
+        ):
+            raise ConfigError(
+                f"refusing to write into {out}: it holds files that are not a rayrag checkpoint (--out)"
+            )
         if self.resume and not (out / RESUME_DIR / RESUME_STATE).is_file():
-            raise ConfigError(f"nothing to resume: {out / RESUME_DIR / RESUME_STATE} not found (--resume)")
+            raise ConfigError(
+                f"nothing to resume: {out / RESUME_DIR / RESUME_STATE} not found (--resume)"
+            )
 
     def prepare_data(self) -> TrainingData:
         if self.data is None:
@@ -143,11 +182,15 @@ class Trainer:
             apply_lora(model, self.config.lora)
             mark_only_lora_trainable(model)
         else:
-            model = MoETransformer(self.config.generator, token_order=torch.as_tensor(self.data.token_order))
+            model = MoETransformer(
+                self.config.generator, token_order=torch.as_tensor(self.data.token_order)
+            )
         needed = self.config.train.seq_len + 1
         if needed > model.config.max_seq_len:
-            raise ConfigError(f"train.seq_len + 1 must be <= generator.max_seq_len, got {needed} > "
-                              f"{model.config.max_seq_len} (train.seq_len)")
+            raise ConfigError(
+                f"train.seq_len + 1 must be <= generator.max_seq_len, got {needed} > "
+                f"{model.config.max_seq_len} (train.seq_len)"
+            )
         return model.to(self.device)
 
     # -- the loop --------------------------------------------------------------------------
@@ -175,7 +218,11 @@ class Trainer:
         phases = self.phases()
         state = self._load_resume(model) if self.resume else None
         start_phase, start_step = (state["phase"], state["step"]) if state else (0, 0)
-        logs = [PhaseLog(**entry) for entry in state["logs"]] if state else [PhaseLog() for _ in phases]
+        logs = (
+            [PhaseLog(**entry) for entry in state["logs"]]
+            if state
+            else [PhaseLog() for _ in phases]
+        )
         if state:
             torch.set_rng_state(state["rng"]["torch"])
             if torch.cuda.is_available() and state["rng"].get("cuda") is not None:
@@ -188,8 +235,11 @@ class Trainer:
             for pi, phase in enumerate(phases):
                 if pi < start_phase:
                     continue
-                optimizer = torch.optim.AdamW(param_groups(model, cfg.train.weight_decay), lr=phase.lr,
-                                              betas=tuple(cfg.train.betas))
+                optimizer = torch.optim.AdamW(
+                    param_groups(model, cfg.train.weight_decay),
+                    lr=phase.lr,
+                    betas=tuple(cfg.train.betas),
+                )
                 first = start_step if pi == start_phase else 0
                 if state and pi == start_phase and state.get("optimizer") is not None:
                     optimizer.load_state_dict(state["optimizer"])
@@ -199,7 +249,9 @@ class Trainer:
                     run.log_metrics({"val/loss": log.val_start, "phase": pi}, step=offset)
                 for step in range(first, phase.steps):
                     t0 = time.perf_counter()
-                    lr = lr_at(step, phase.steps, phase.lr, cfg.train.warmup_steps, cfg.train.min_lr_ratio)
+                    lr = lr_at(
+                        step, phase.steps, phase.lr, cfg.train.warmup_steps, cfg.train.min_lr_ratio
+                    )
                     metrics = self.train_step(forward_model, optimizer, phase, pi, step, lr, log)
                     log.seconds += time.perf_counter() - t0
                     if step % self.log_every == 0 or step + 1 == phase.steps:
@@ -208,13 +260,21 @@ class Trainer:
                         log.val_end = self.validate(phase)
                         run.log_metrics({"val/loss": log.val_end}, step=offset + step + 1)
                         if self.curve is not None and self.is_main and phase.name == "reader":
-                            run.log_metrics(self.curve(model, offset + step + 1), step=offset + step + 1)
+                            run.log_metrics(
+                                self.curve(model, offset + step + 1), step=offset + step + 1
+                            )
                         if self.on_validate is not None and self.is_main:
                             self.on_validate(offset + step + 1, log.val_end)
-                    if (step + 1) % cfg.train.checkpoint_every == 0 and step + 1 < phase.steps and self.is_main:
+                    if (
+                        (step + 1) % cfg.train.checkpoint_every == 0
+                        and step + 1 < phase.steps
+                        and self.is_main
+                    ):
                         self._save_resume(model, optimizer, pi, step + 1, logs)
                     bar.update(1)
-                    bar.set_postfix(phase=phase.name, loss=f"{metrics['train/loss']:.3f}", lr=f"{lr:.2e}")
+                    bar.set_postfix(
+                        phase=phase.name, loss=f"{metrics['train/loss']:.3f}", lr=f"{lr:.2e}"
+                    )
             bar.close()
             summary = self._summary(phases, logs, time.perf_counter() - started, run.run_id, state)
             if self.curve is not None and self.is_main:
@@ -233,12 +293,25 @@ class Trainer:
         from rayrag.tracking.model_registry import ModelRegistry
 
         info = ModelRegistry(self._tracker).register(
-            self.out, run_id=run.run_id, tags={"config_hash": self.config.config_hash,
-                                               "training_hash": self.config.training_hash})
+            self.out,
+            run_id=run.run_id,
+            tags={
+                "config_hash": self.config.config_hash,
+                "training_hash": self.config.training_hash,
+            },
+        )
         return info.version
 
-    def train_step(self, forward_model: torch.nn.Module, optimizer: torch.optim.Optimizer, phase: Phase,
-                   phase_index: int, step: int, lr: float, log: PhaseLog) -> dict[str, float]:
+    def train_step(
+        self,
+        forward_model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        phase: Phase,
+        phase_index: int,
+        step: int,
+        lr: float,
+        log: PhaseLog,
+    ) -> dict[str, float]:
         model = self.model
         model.train()
         for group in optimizer.param_groups:
@@ -256,22 +329,38 @@ class Trainer:
         log.tokens += tokens * self.world_size
         log.losses.append(float(out.loss.detach()))
         shares = [s.token_share.tolist() for s in out.routing]
-        log.share_sum = shares if not log.share_sum else [
-            [a + b for a, b in zip(row, new, strict=True)] for row, new in zip(log.share_sum, shares, strict=True)]
+        log.share_sum = (
+            shares
+            if not log.share_sum
+            else [
+                [a + b for a, b in zip(row, new, strict=True)]
+                for row, new in zip(log.share_sum, shares, strict=True)
+            ]
+        )
         log.share_steps += 1
-        metrics = {"train/loss": float(loss.detach()), "train/nll": log.losses[-1],
-                   "train/aux": float(out.aux_loss.detach()), "train/z": float(out.z_loss.detach()), "lr": lr, "grad_norm": float(grad_norm)}
+        metrics = {
+            "train/loss": float(loss.detach()),
+            "train/nll": log.losses[-1],
+            "train/aux": float(out.aux_loss.detach()),
+            "train/z": float(out.z_loss.detach()),
+            "lr": lr,
+            "grad_norm": float(grad_norm),
+        }
         for i, stats in enumerate(out.routing):
             metrics[f"routing/layer{i}/entropy"] = stats.entropy
             metrics[f"routing/layer{i}/max_violation"] = stats.max_violation
             metrics[f"routing/layer{i}/drop_rate"] = stats.drop_rate
         return metrics
 
-    def batch(self, phase: Phase, phase_index: int, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def batch(
+        self, phase: Phase, phase_index: int, step: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         bs, seed = self.config.train.batch_size, self.config.seed
         if phase.name == "lm":
             lm = self.data.lm
-            idx = sample_indices(len(lm.train_inputs), bs, step, seed, phase_index, self.rank, self.world_size)
+            idx = sample_indices(
+                len(lm.train_inputs), bs, step, seed, phase_index, self.rank, self.world_size
+            )
             ids = torch.as_tensor(lm.train_inputs[idx])
             labels = torch.as_tensor(lm.train_labels[idx])
             mask = (labels != IGNORE_INDEX).long()
@@ -290,8 +379,15 @@ class Trainer:
             rows = list(zip(lm.val_inputs.tolist(), lm.val_labels.tolist(), strict=True))
         else:
             rows = self.data.reader.val
-        return mean_nll(self.model, rows, self.data.tokenizer.pad_id, self.config.train.batch_size,
-                        self.max_val_batches, self.device, self._autocast)
+        return mean_nll(
+            self.model,
+            rows,
+            self.data.tokenizer.pad_id,
+            self.config.train.batch_size,
+            self.max_val_batches,
+            self.device,
+            self._autocast,
+        )
 
     def _autocast(self):
         if self.device.type == "cuda" and self.config.train.bf16:
@@ -301,8 +397,15 @@ class Trainer:
     def _progress_bar(self, total: int, done: int):
         from tqdm import tqdm
 
-        return tqdm(total=total, initial=done, desc="rayrag train", unit="step", file=sys.stderr,
-                    disable=not (self.progress and self.is_main), dynamic_ncols=True)
+        return tqdm(
+            total=total,
+            initial=done,
+            desc="rayrag train",
+            unit="step",
+            file=sys.stderr,
+            disable=not (self.progress and self.is_main),
+            dynamic_ncols=True,
+        )
 
     @contextlib.contextmanager
     def _run_handle(self, state: dict[str, Any] | None):
@@ -312,7 +415,9 @@ class Trainer:
         tracker = self._tracker = self.tracker or Tracker(self.config.tracking)
         tags = {"mode": "lora" if self.lora else "full", "workers": self.world_size}
         if state:
-            tags["resumed_at_step"] = sum(p.steps for p in self.phases()[: state["phase"]]) + state["step"]
+            tags["resumed_at_step"] = (
+                sum(p.steps for p in self.phases()[: state["phase"]]) + state["step"]
+            )
         with tracker.start_run("train", self.config, tags=tags) as run:
             if self.bundle is not None:  # what the model was trained on, by digest
                 run.log_dataset(Path(self.bundle) / "manifest.json", "bundle", "training")
@@ -322,8 +427,14 @@ class Trainer:
 
     # -- checkpoints -----------------------------------------------------------------------
 
-    def _save_resume(self, model: MoETransformer, optimizer: torch.optim.Optimizer, phase: int, step: int,
-                     logs: list[PhaseLog]) -> None:
+    def _save_resume(
+        self,
+        model: MoETransformer,
+        optimizer: torch.optim.Optimizer,
+        phase: int,
+        step: int,
+        logs: list[PhaseLog],
+    ) -> None:
         """OUT/_resume/ = model (+ adapters) + state.pt, replaced as a whole (temp dir + rename)."""
         self.out.mkdir(parents=True, exist_ok=True)
         target = self.out / RESUME_DIR
@@ -334,10 +445,17 @@ class Trainer:
                 save_adapters(model, tmp / "adapters", self.config.lora)
             else:
                 save_checkpoint(model, tmp / "model")
-            state = {"phase": phase, "step": step, "config_hash": self.config.config_hash,
-                     "optimizer": optimizer.state_dict(), "logs": [vars(log) for log in logs],
-                     "rng": {"torch": torch.get_rng_state(),
-                             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}}
+            state = {
+                "phase": phase,
+                "step": step,
+                "config_hash": self.config.config_hash,
+                "optimizer": optimizer.state_dict(),
+                "logs": [vars(log) for log in logs],
+                "rng": {
+                    "torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                },
+            }
             torch.save(state, tmp / RESUME_STATE)
             with open(tmp / RESUME_STATE, "rb") as handle:
                 os.fsync(handle.fileno())
@@ -355,8 +473,10 @@ class Trainer:
         folder = self.out / RESUME_DIR
         state = torch.load(folder / RESUME_STATE, map_location="cpu", weights_only=False)
         if state["config_hash"] != self.config.config_hash:
-            raise ConfigError(f"{folder} was written with a different config (hash {state['config_hash'][:12]} vs "
-                              f"{self.config.config_hash[:12]}); resume with the same --config/--set")
+            raise ConfigError(
+                f"{folder} was written with a different config (hash {state['config_hash'][:12]} vs "
+                f"{self.config.config_hash[:12]}); resume with the same --config/--set"
+            )
         if self.lora:
             load_adapters(model, folder / "adapters")
         else:
@@ -388,21 +508,41 @@ class Trainer:
 
     # -- reporting -------------------------------------------------------------------------
 
-    def _summary(self, phases: list[Phase], logs: list[PhaseLog], seconds: float, run_id: str | None,
-                 state: dict[str, Any] | None) -> dict[str, Any]:
-        return {"mode": "lora" if self.lora else "full", "steps": sum(p.steps for p in phases),
-                "phases": phase_summary(phases, logs), "tokens_seen": sum(log.tokens for log in logs),
-                "seconds": round(seconds, 2), "workers": self.world_size,
-                "config_hash": self.config.config_hash, "training_hash": self.config.training_hash,
-                "mlflow_run_id": run_id,
-                "resumed": state is not None, "reader_source": self.data.reader.source,
-                "lora_rank": self.config.lora.rank if self.lora else None,
-                "data": dict(self.data.counts)}
+    def _summary(
+        self,
+        phases: list[Phase],
+        logs: list[PhaseLog],
+        seconds: float,
+        run_id: str | None,
+        state: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        return {
+            "mode": "lora" if self.lora else "full",
+            "steps": sum(p.steps for p in phases),
+            "phases": phase_summary(phases, logs),
+            "tokens_seen": sum(log.tokens for log in logs),
+            "seconds": round(seconds, 2),
+            "workers": self.world_size,
+            "config_hash": self.config.config_hash,
+            "training_hash": self.config.training_hash,
+            "mlflow_run_id": run_id,
+            "resumed": state is not None,
+            "reader_source": self.data.reader.source,
+            "lora_rank": self.config.lora.rank if self.lora else None,
+            "data": dict(self.data.counts),
+        }
 
 
 @torch.no_grad()
-def mean_nll(model: MoETransformer, rows: list, pad_id: int, batch_size: int, max_batches: int,
-             device: torch.device, autocast: Callable[[], Any] = contextlib.nullcontext) -> float | None:
+def mean_nll(
+    model: MoETransformer,
+    rows: list,
+    pad_id: int,
+    batch_size: int,
+    max_batches: int,
+    device: torch.device,
+    autocast: Callable[[], Any] = contextlib.nullcontext,
+) -> float | None:
     """Mean next-token NLL of `rows` (token ids, labels) over at most `max_batches` batches,
     in eval mode (dropless routing); None without rows. The model is left in train mode."""
     if not rows:
@@ -410,14 +550,17 @@ def mean_nll(model: MoETransformer, rows: list, pad_id: int, batch_size: int, ma
     model.eval()
     total, count = 0.0, 0
     for start in range(0, min(len(rows), batch_size * max_batches), batch_size):
-        ids, labels, mask = pad_batch(rows[start:start + batch_size], pad_id)
+        ids, labels, mask = pad_batch(rows[start : start + batch_size], pad_id)
         labels = labels.masked_fill(mask == 0, IGNORE_INDEX)
         n = int((labels[:, 1:] != IGNORE_INDEX).sum())
         with autocast():
-            out = model(ids.to(device), attention_mask=mask.to(device), labels=labels.to(device),
-                        compute_logits=False)
+            out = model(
+                ids.to(device),
+                attention_mask=mask.to(device),
+                labels=labels.to(device),
+                compute_logits=False,
+            )
         total += float(out.loss) * n
         count += n
     model.train()
     return total / max(count, 1)
-

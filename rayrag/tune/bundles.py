@@ -83,10 +83,18 @@ class PrebuildReport:
     seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
-        return {"counts": {"built": len(self.built), "reused": len(self.reused), "failed": len(self.failed)},
-                "built": list(self.built), "reused": list(self.reused), "failed": dict(self.failed),
-                "paths": {key: str(path) for key, path in self.paths.items()},
-                "seconds": round(self.seconds, 3)}
+        return {
+            "counts": {
+                "built": len(self.built),
+                "reused": len(self.reused),
+                "failed": len(self.failed),
+            },
+            "built": list(self.built),
+            "reused": list(self.reused),
+            "failed": dict(self.failed),
+            "paths": {key: str(path) for key, path in self.paths.items()},
+            "seconds": round(self.seconds, 3),
+        }
 
 
 def build_bundle(corpus: str, out: str, config_json: str, num_threads: int) -> dict[str, Any]:
@@ -101,10 +109,17 @@ def build_bundle(corpus: str, out: str, config_json: str, num_threads: int) -> d
 
     torch.set_num_threads(num_threads)
     config = RAGConfig.model_validate_json(config_json).with_overrides(
-        [f"embedding.num_threads={num_threads}", "tracking.enabled=false"])
+        [f"embedding.num_threads={num_threads}", "tracking.enabled=false"]
+    )
     started = time.perf_counter()
-    result = ingest(Path(corpus), Path(out), config, engine="local", tracker=Tracker(config.tracking),
-                    progress=lambda _: None)
+    result = ingest(
+        Path(corpus),
+        Path(out),
+        config,
+        engine="local",
+        tracker=Tracker(config.tracking),
+        progress=lambda _: None,
+    )
     return {"chunks": result.counts["chunks"], "seconds": time.perf_counter() - started}
 
 
@@ -127,8 +142,14 @@ class BundleCache:
         path = self.path_for(key)
         return path if (path / bundle_io.MANIFEST).is_file() else None
 
-    def prebuild(self, corpus: Path, configs: Sequence[RAGConfig], *, num_cpus: float = 1.0,
-                 progress: Progress = _stderr) -> PrebuildReport:
+    def prebuild(
+        self,
+        corpus: Path,
+        configs: Sequence[RAGConfig],
+        *,
+        num_cpus: float = 1.0,
+        progress: Progress = _stderr,
+    ) -> PrebuildReport:
         """Build every distinct bundle `configs` need that the cache lacks, concurrently,
         one Ray task of `num_cpus` CPUs each (Ray is started like ingest starts it, if it
         is not running). A build that raises is reported in `failed`; the others go on."""
@@ -155,16 +176,26 @@ class BundleCache:
         report.seconds = time.perf_counter() - started
         return report
 
-    def _build(self, corpus: Path, missing: dict[str, RAGConfig], num_cpus: float,
-               report: PrebuildReport, progress: Progress) -> None:
+    def _build(
+        self,
+        corpus: Path,
+        missing: dict[str, RAGConfig],
+        num_cpus: float,
+        report: PrebuildReport,
+        progress: Progress,
+    ) -> None:
         import ray
 
         ensure_ray(next(iter(missing.values())))
         task = ray.remote(num_cpus=num_cpus)(build_bundle)
         threads = max(1, int(num_cpus))
         self.root.mkdir(parents=True, exist_ok=True)
-        pending = {task.remote(str(corpus), str(self.path_for(key)), config.model_dump_json(), threads): key
-                   for key, config in missing.items()}
+        pending = {
+            task.remote(
+                str(corpus), str(self.path_for(key)), config.model_dump_json(), threads
+            ): key
+            for key, config in missing.items()
+        }
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             key = pending.pop(done[0])
@@ -177,8 +208,10 @@ class BundleCache:
                 continue
             report.built.append(key)
             report.paths[key] = self.path_for(key)
-            progress(f"bundle {key[:12]} chunk_size={chunk_size}: {built['chunks']} chunks "
-                     f"in {built['seconds']:.1f}s")
+            progress(
+                f"bundle {key[:12]} chunk_size={chunk_size}: {built['chunks']} chunks "
+                f"in {built['seconds']:.1f}s"
+            )
 
 
 def _one_line(exc: BaseException) -> str:

@@ -72,24 +72,34 @@ def _sorted_values(values: Sequence[Any]) -> list[Any]:
         return sorted(unique, key=lambda v: (type(v).__name__, str(v)))
 
 
-def _marginal(records: Sequence[TrialRecord], knob: str, metric: str | None = None) -> dict[Any, list[float]]:
+def _marginal(
+    records: Sequence[TrialRecord], knob: str, metric: str | None = None
+) -> dict[Any, list[float]]:
     """value -> objectives of the scored trials that ran with it (records lacking the knob
     skipped); with `metric`, that metric of every trial that reported it, stopped ones included."""
     by_value: dict[Any, list[float]] = {}
     if metric is None:
         pairs = [(record, record.objective) for record in _scored(records)]
     else:
-        pairs = [(record, record.metrics[metric]) for record in records
-                 if record.status != "error" and _is_number(record.metrics.get(metric))
-                 and math.isfinite(record.metrics[metric])]
+        pairs = [
+            (record, record.metrics[metric])
+            for record in records
+            if record.status != "error"
+            and _is_number(record.metrics.get(metric))
+            and math.isfinite(record.metrics[metric])
+        ]
     for record, value in pairs:
         if knob in record.params:
             by_value.setdefault(record.params[knob], []).append(float(value))
     return {value: by_value[value] for value in _sorted_values(list(by_value))}
 
 
-def sensitivity(records: Sequence[TrialRecord], knobs: Sequence[str], metric: str | None = None,
-                lower_is_better: bool = False) -> list[dict[str, Any]]:
+def sensitivity(
+    records: Sequence[TrialRecord],
+    knobs: Sequence[str],
+    metric: str | None = None,
+    lower_is_better: bool = False,
+) -> list[dict[str, Any]]:
     """Per knob, how much the objective moves with it; most influential knob first.
 
     Over completed trials only (stopped and errored ones have no objective), for each knob:
@@ -116,9 +126,17 @@ def sensitivity(records: Sequence[TrialRecord], knobs: Sequence[str], metric: st
         spread = max(means.values()) - min(means.values()) if len(means) >= 2 else 0.0
         pick = min if lower_is_better else max
         best_value = pick(means, key=means.__getitem__) if means else None
-        rows.append({"knob": knob, "means": means, "counts": counts, "values_seen": len(means),
-                     "range": float(spread), "best_value": best_value,
-                     "spearman": _spearman(by_value)})
+        rows.append(
+            {
+                "knob": knob,
+                "means": means,
+                "counts": counts,
+                "values_seen": len(means),
+                "range": float(spread),
+                "best_value": best_value,
+                "spearman": _spearman(by_value),
+            }
+        )
     return sorted(rows, key=lambda row: row["range"], reverse=True)
 
 
@@ -148,8 +166,10 @@ def _fmt(value: Any, metric: str = "") -> str:
 
 def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-             for row in [header, *body]]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *body]
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -160,21 +180,40 @@ def format_sensitivity(rows: list[dict[str, Any]], measure: str = "objective") -
         return "no knobs"
     body = []
     for row in rows:
-        means = ", ".join(f"{value}: {_fmt(mean)} (n={row['counts'][value]})"
-                          for value, mean in row["means"].items())
-        body.append([row["knob"], _fmt(row["range"]), _fmt(row["best_value"]),
-                     _fmt(row["spearman"]), means or "no completed trials"])
+        means = ", ".join(
+            f"{value}: {_fmt(mean)} (n={row['counts'][value]})"
+            for value, mean in row["means"].items()
+        )
+        body.append(
+            [
+                row["knob"],
+                _fmt(row["range"]),
+                _fmt(row["best_value"]),
+                _fmt(row["spearman"]),
+                means or "no completed trials",
+            ]
+        )
     return _table(["knob", "range", "best", "spearman", f"mean {measure} per value"], body)
 
 
-def format_top_trials(records: Sequence[TrialRecord], knobs: Sequence[str], n: int = 5,
-                      metrics: Sequence[str] = DEFAULT_METRICS) -> str:
+def format_top_trials(
+    records: Sequence[TrialRecord],
+    knobs: Sequence[str],
+    n: int = 5,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+) -> str:
     """The `n` best completed trials by objective, then a line on the stopped and failed ones."""
     ranked = sorted(_scored(records), key=lambda r: r.objective, reverse=True)[:n]
     header = ["rank", "trial", *knobs, *metrics]
-    body = [[str(rank), record.trial_id, *(_fmt(record.params.get(knob)) for knob in knobs),
-             *(_fmt(record.metrics.get(metric), metric) for metric in metrics)]
-            for rank, record in enumerate(ranked, start=1)]
+    body = [
+        [
+            str(rank),
+            record.trial_id,
+            *(_fmt(record.params.get(knob)) for knob in knobs),
+            *(_fmt(record.metrics.get(metric), metric) for metric in metrics),
+        ]
+        for rank, record in enumerate(ranked, start=1)
+    ]
     table = _table(header, body) if body else "no completed trials"
     return table + "\n" + _summary(records)
 
@@ -183,8 +222,10 @@ def _summary(records: Sequence[TrialRecord]) -> str:
     completed = sum(r.status == "completed" for r in records)
     stopped = sum(r.status == "stopped" for r in records)
     errored = [r for r in records if r.status == "error"]
-    line = (f"{len(records)} trials: {completed} completed, {stopped} stopped early, "
-            f"{len(errored)} errored")
+    line = (
+        f"{len(records)} trials: {completed} completed, {stopped} stopped early, "
+        f"{len(errored)} errored"
+    )
     unscored = completed - len(_scored(records))
     if unscored:
         line += f" ({unscored} completed without a finite objective)"
@@ -200,11 +241,21 @@ def _shorten(text: str, limit: int = 100) -> str:
     return one_line if len(one_line) <= limit else one_line[: limit - 3] + "..."
 
 
-def sensitivity_table(rows: list[dict[str, Any]], measure: str = "objective") -> list[dict[str, Any]]:
+def sensitivity_table(
+    rows: list[dict[str, Any]], measure: str = "objective"
+) -> list[dict[str, Any]]:
     """`sensitivity()` flattened to one row per (knob, value), for an MLflow JSON table."""
-    return [{"knob": row["knob"], "value": value, f"mean_{measure}": mean,
-             "trials": row["counts"][value], "range": row["range"]}
-            for row in rows for value, mean in row["means"].items()]
+    return [
+        {
+            "knob": row["knob"],
+            "value": value,
+            f"mean_{measure}": mean,
+            "trials": row["counts"][value],
+            "range": row["range"],
+        }
+        for row in rows
+        for value, mean in row["means"].items()
+    ]
 
 
 def _empty_figure(title: str, figsize: tuple[float, float]) -> Figure:
@@ -218,8 +269,9 @@ def _empty_figure(title: str, figsize: tuple[float, float]) -> Figure:
     return fig
 
 
-def plot_objective_grid(records: Sequence[TrialRecord], row_knob: str = "chunk_size",
-                        col_knob: str = "top_k") -> Figure:
+def plot_objective_grid(
+    records: Sequence[TrialRecord], row_knob: str = "chunk_size", col_knob: str = "top_k"
+) -> Figure:
     """Heatmap of the mean objective per (row value, column value); blank grey where no trial ran.
 
     Each cell reads "mean\\nn=count". A standalone `Figure` (no pyplot state), so call
@@ -254,8 +306,15 @@ def plot_objective_grid(records: Sequence[TrialRecord], row_knob: str = "chunk_s
             count = len(cells.get((row, col), []))
             text = "-" if count == 0 else f"{_fmt(float(means[i, j]))}\nn={count}"
             dark_cell = count > 0 and means[i, j] < midpoint
-            ax.text(j, i, text, ha="center", va="center", fontsize=9,
-                    color="white" if dark_cell else "black")
+            ax.text(
+                j,
+                i,
+                text,
+                ha="center",
+                va="center",
+                fontsize=9,
+                color="white" if dark_cell else "black",
+            )
     ax.set_xticks(range(len(col_values)), [str(v) for v in col_values])
     ax.set_yticks(range(len(row_values)), [str(v) for v in row_values])
     ax.set_xlabel(col_knob)
@@ -278,13 +337,25 @@ def plot_objective_by(records: Sequence[TrialRecord], knob: str = "lora_rank") -
     fig = Figure(figsize=(max(4.0, 1.1 * len(by_value) + 2), 4))
     ax = fig.add_subplot()
     positions = np.arange(len(by_value))
-    ax.bar(positions, [np.mean(objs) for objs in by_value.values()], width=0.6, alpha=0.6,
-           color="tab:blue", label="mean")
+    ax.bar(
+        positions,
+        [np.mean(objs) for objs in by_value.values()],
+        width=0.6,
+        alpha=0.6,
+        color="tab:blue",
+        label="mean",
+    )
     for position, objectives in zip(positions, by_value.values(), strict=True):
         # Spread the dots deterministically across the bar so equal objectives stay visible.
         offsets = np.linspace(-0.2, 0.2, len(objectives)) if len(objectives) > 1 else [0.0]
-        ax.scatter(position + np.asarray(offsets), objectives, color="black", s=14, zorder=3,
-                   label="trial" if position == 0 else None)
+        ax.scatter(
+            position + np.asarray(offsets),
+            objectives,
+            color="black",
+            s=14,
+            zorder=3,
+            label="trial" if position == 0 else None,
+        )
     ax.set_xticks(positions, [f"{value}\nn={len(objs)}" for value, objs in by_value.items()])
     ax.set_xlabel(knob)
     ax.set_ylabel("objective")

@@ -42,8 +42,19 @@ KNOWN_KNOBS = {
 }
 # Config sections that shape an index bundle (what `ingest_fingerprint` hashes).
 BUNDLE_SECTIONS = ("chunking.", "embedding.", "kg.", "governance.redaction.")
-ANSWER_METRICS = ("recall_at_2", "recall_at_5", "recall_at_10", "mrr", "context_recall", "answer_em", "answer_f1",
-                  "groundedness", "citation_precision", "kg_validation_rate", "kg_supported_rate")
+ANSWER_METRICS = (
+    "recall_at_2",
+    "recall_at_5",
+    "recall_at_10",
+    "mrr",
+    "context_recall",
+    "answer_em",
+    "answer_f1",
+    "groundedness",
+    "citation_precision",
+    "kg_validation_rate",
+    "kg_supported_rate",
+)
 
 
 class _Spec(BaseModel):
@@ -51,51 +62,86 @@ class _Spec(BaseModel):
 
 
 class Knob(_Spec):
-    key: str | None = Field(None, description="Config key the knob sets (section.key); None = the known knob's key.")
-    values: tuple[Any, ...] = Field(..., min_length=1, description="Values to try (grid) or choose from (TPE).")
+    key: str | None = Field(
+        None, description="Config key the knob sets (section.key); None = the known knob's key."
+    )
+    values: tuple[Any, ...] = Field(
+        ..., min_length=1, description="Values to try (grid) or choose from (TPE)."
+    )
 
 
 class SearchSpec(_Spec):
-    algorithm: Literal["tpe", "grid"] = Field("tpe", description="Optuna TPE through Ray Tune, or the full grid.")
-    num_samples: int = Field(16, gt=0, description="Trials for TPE; grid runs every combination this many times.")
-    max_concurrent: int | None = Field(None, gt=0, description="Trials at once; None = as many as the cluster's resources fit.")
+    algorithm: Literal["tpe", "grid"] = Field(
+        "tpe", description="Optuna TPE through Ray Tune, or the full grid."
+    )
+    num_samples: int = Field(
+        16, gt=0, description="Trials for TPE; grid runs every combination this many times."
+    )
+    max_concurrent: int | None = Field(
+        None, gt=0, description="Trials at once; None = as many as the cluster's resources fit."
+    )
     seed: int = Field(0, description="Seeds the TPE sampler.")
 
 
 class SchedulerSpec(_Spec):
-    grace_period: int = Field(1, gt=0, description="ASHA: validation reports a trial always gets before it can be stopped.")
-    reduction_factor: float = Field(2.0, gt=1, description="ASHA: 1/this of the trials go on at each rung.")
+    grace_period: int = Field(
+        1,
+        gt=0,
+        description="ASHA: validation reports a trial always gets before it can be stopped.",
+    )
+    reduction_factor: float = Field(
+        2.0, gt=1, description="ASHA: 1/this of the trials go on at each rung."
+    )
 
 
 class ObjectiveSpec(_Spec):
     weights: dict[str, float] = Field(
         default_factory=lambda: {"context_recall": 0.3, "answer_f1": 0.6, "answer_em": 0.1},
-        description="objective = sum of weight * dev-set metric (higher is better) ...")
-    latency_penalty_per_s: float = Field(0.05, ge=0, description="... minus this times the median latency in seconds.")
+        description="objective = sum of weight * dev-set metric (higher is better) ...",
+    )
+    latency_penalty_per_s: float = Field(
+        0.05, ge=0, description="... minus this times the median latency in seconds."
+    )
 
     @model_validator(mode="after")
     def _known_metrics(self) -> ObjectiveSpec:
         unknown = sorted(set(self.weights) - set(ANSWER_METRICS))
         if unknown:
-            raise ValueError(f"unknown objective metric {unknown[0]!r}; known: {', '.join(ANSWER_METRICS)}")
+            raise ValueError(
+                f"unknown objective metric {unknown[0]!r}; known: {', '.join(ANSWER_METRICS)}"
+            )
         if not self.weights:
             raise ValueError("objective.weights must name at least one metric")
         return self
 
 
 class TrialSpec(_Spec):
-    lora_steps: int = Field(60, gt=0, description="LoRA fine-tuning steps per trial (bounded: a sweep is many trainings).")
-    report_every: int = Field(15, gt=0, description="Steps between validation-loss reports (ASHA's rungs).")
+    lora_steps: int = Field(
+        60,
+        gt=0,
+        description="LoRA fine-tuning steps per trial (bounded: a sweep is many trainings).",
+    )
+    report_every: int = Field(
+        15, gt=0, description="Steps between validation-loss reports (ASHA's rungs)."
+    )
     batch_size: int = Field(8, gt=0, description="Sequences per LoRA step.")
     max_val_batches: int = Field(8, gt=0, description="Batches per validation-loss pass.")
-    dev_questions: int | None = Field(60, gt=0, description="Dev-set questions each trial answers, spread evenly over the file; None = all.")
+    dev_questions: int | None = Field(
+        60,
+        gt=0,
+        description="Dev-set questions each trial answers, spread evenly over the file; None = all.",
+    )
     cpus: float = Field(1.0, gt=0, description="CPUs per trial (its torch threads).")
-    gpus: float = Field(0.5, ge=0, description="GPU share per trial when the cluster has GPUs (ignored without).")
+    gpus: float = Field(
+        0.5, ge=0, description="GPU share per trial when the cluster has GPUs (ignored without)."
+    )
 
     @model_validator(mode="after")
     def _reports(self) -> TrialSpec:
         if self.report_every > self.lora_steps:
-            raise ValueError(f"report_every must be <= lora_steps, got {self.report_every} > {self.lora_steps}")
+            raise ValueError(
+                f"report_every must be <= lora_steps, got {self.report_every} > {self.lora_steps}"
+            )
         return self
 
     @property
@@ -106,14 +152,23 @@ class TrialSpec(_Spec):
 
 
 class DataSpec(_Spec):
-    corpus: str | None = Field(None, description="Corpus file; None = the demo corpus, generated under the sweep root.")
+    corpus: str | None = Field(
+        None, description="Corpus file; None = the demo corpus, generated under the sweep root."
+    )
     dev: str | None = Field(None, description="Dev QA JSONL; None = qa.jsonl beside the corpus.")
-    base_model: str = Field("models:/rayrag-generator@champion", description="Generator the LoRA trials fine-tune (a path or models:/ URI).")
+    base_model: str = Field(
+        "models:/rayrag-generator@champion",
+        description="Generator the LoRA trials fine-tune (a path or models:/ URI).",
+    )
 
 
 class TuneSpec(_Spec):
-    base_config: str = Field("demo", description="The RAGConfig the knobs override: a shipped name or a path.")
-    base_overrides: tuple[str, ...] = Field((), description="section.key=value applied to the base before the knobs.")
+    base_config: str = Field(
+        "demo", description="The RAGConfig the knobs override: a shipped name or a path."
+    )
+    base_overrides: tuple[str, ...] = Field(
+        (), description="section.key=value applied to the base before the knobs."
+    )
     knobs: dict[str, Knob] = Field(..., min_length=1, description="Knob name -> key and values.")
     search: SearchSpec = Field(default_factory=SearchSpec)
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
@@ -125,7 +180,9 @@ class TuneSpec(_Spec):
     def _knob_keys(self) -> TuneSpec:
         for name, knob in self.knobs.items():
             if knob.key is None and name not in KNOWN_KNOBS:
-                raise ValueError(f"knob {name!r} needs a key (section.key); known knobs: {', '.join(KNOWN_KNOBS)}")
+                raise ValueError(
+                    f"knob {name!r} needs a key (section.key); known knobs: {', '.join(KNOWN_KNOBS)}"
+                )
         return self
 
     @property
@@ -137,7 +194,11 @@ class TuneSpec(_Spec):
 
     def overrides(self, params: dict[str, Any]) -> list[str]:
         """`section.key=value` for each knob value (JSON-ish YAML scalars, as `--set` reads them)."""
-        return [f"{self.key_of(name)}={_yaml_scalar(params[name])}" for name in self.knobs if name in params]
+        return [
+            f"{self.key_of(name)}={_yaml_scalar(params[name])}"
+            for name in self.knobs
+            if name in params
+        ]
 
     def bundle_knobs(self) -> list[str]:
         return [name for name in self.knobs if self.key_of(name).startswith(BUNDLE_SECTIONS)]
@@ -148,8 +209,10 @@ class TuneSpec(_Spec):
     def bundle_variants(self) -> list[dict[str, Any]]:
         """Every combination of the bundle knobs' values (one bundle each)."""
         names = self.bundle_knobs()
-        return [dict(zip(names, combo, strict=True))
-                for combo in itertools.product(*(self.knobs[n].values for n in names))]
+        return [
+            dict(zip(names, combo, strict=True))
+            for combo in itertools.product(*(self.knobs[n].values for n in names))
+        ]
 
     def check_keys(self, base: RAGConfig) -> None:
         """Each knob's key must exist in the config: a typo is a spec error, before any work."""
@@ -176,7 +239,9 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_tune_spec(path: str | Path, *, smoke: bool = False, num_samples: int | None = None) -> TuneSpec:
+def load_tune_spec(
+    path: str | Path, *, smoke: bool = False, num_samples: int | None = None
+) -> TuneSpec:
     """Read and validate a tune YAML; `smoke` applies its `smoke:` section, `num_samples`
     (--num-samples) wins over both."""
     path = Path(path)
@@ -185,7 +250,9 @@ def load_tune_spec(path: str | Path, *, smoke: bool = False, num_samples: int | 
     try:
         tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"search space is not valid YAML: {path} ({type(exc).__name__})") from None
+        raise ConfigError(
+            f"search space is not valid YAML: {path} ({type(exc).__name__})"
+        ) from None
     if not isinstance(tree, dict):
         raise ConfigError(f"search space must be a mapping, got {type(tree).__name__}: {path}")
     smoke_section = tree.pop("smoke", None) or {}

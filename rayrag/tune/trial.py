@@ -111,8 +111,10 @@ class TrialRunner:
         key = bundle_key(config, self.plan.corpus_digest)
         path = self.plan.bundles.get(key)
         if path is None or not (Path(path) / "manifest.json").is_file():
-            raise DataError(f"no pre-built bundle for this trial's chunking (key {key[:12]}); "
-                            "bundles are built before the trials start, never per trial")
+            raise DataError(
+                f"no pre-built bundle for this trial's chunking (key {key[:12]}); "
+                "bundles are built before the trials start, never per trial"
+            )
         return Path(path)
 
     def run(self, report: Report) -> dict[str, Any]:
@@ -130,22 +132,38 @@ class TrialRunner:
             raise DataError(f"the dev set {self.plan.dev} has no questions")
         answerer = InProcessAnswerer(bundle, base, config, config.retrieval.mode)
         answerer.warm_up()
-        rows = self.answer_rows(answerer, questions)  # this trial's retrieval, fixed while the adapters learn
+        rows = self.answer_rows(
+            answerer, questions
+        )  # this trial's retrieval, fixed while the adapters learn
         tokens = answerer.reader.tokenizer
 
         def dev_loss(model: Any) -> float:
             from rayrag.training.trainer import mean_nll
 
             device = next(model.parameters()).device
-            return _finite(mean_nll(model, rows, tokens.pad_id, trial.batch_size, len(rows), device))
+            return _finite(
+                mean_nll(model, rows, tokens.pad_id, trial.batch_size, len(rows), device)
+            )
 
-        base_metrics = {"bundle_cache_hit": 1.0, "lora_rank": float(rank), "dev_loss_questions": float(len(rows))}
+        base_metrics = {
+            "bundle_cache_hit": 1.0,
+            "lora_rank": float(rank),
+            "dev_loss_questions": float(len(rows)),
+        }
         if rank > 0:
-            train_cfg = config.with_overrides([
-                "tracking.enabled=false", f"train.reader_steps={trial.lora_steps}",
-                f"train.eval_every={trial.report_every}", f"train.checkpoint_every={trial.lora_steps + 1}",
-                f"train.batch_size={trial.batch_size}", f"train.num_threads={max(1, int(trial.cpus))}"])
-            model_dir, val_loss = self._fine_tune(train_cfg, bundle, base, rank, report, base_metrics, dev_loss)
+            train_cfg = config.with_overrides(
+                [
+                    "tracking.enabled=false",
+                    f"train.reader_steps={trial.lora_steps}",
+                    f"train.eval_every={trial.report_every}",
+                    f"train.checkpoint_every={trial.lora_steps + 1}",
+                    f"train.batch_size={trial.batch_size}",
+                    f"train.num_threads={max(1, int(trial.cpus))}",
+                ]
+            )
+            model_dir, val_loss = self._fine_tune(
+                train_cfg, bundle, base, rank, report, base_metrics, dev_loss
+            )
             from rayrag.generator.reader import Reader
 
             answerer.reader = Reader(model_dir, config)  # the merged checkpoint answers the dev set
@@ -153,11 +171,20 @@ class TrialRunner:
         else:
             model_dir, val_loss = base, dev_loss(answerer.reader.model)
             for step in range(1, trial.reports + 1):  # the base is its own curve: flat
-                report({**base_metrics, "val_loss": val_loss,
-                        "step": float(min(step * trial.report_every, trial.lora_steps))})
+                report(
+                    {
+                        **base_metrics,
+                        "val_loss": val_loss,
+                        "step": float(min(step * trial.report_every, trial.lora_steps)),
+                    }
+                )
         scores = self.evaluate(answerer, questions)
-        final = {**base_metrics, **scores, "val_loss": val_loss,
-                 "objective": round(objective(scores, self.plan.spec.objective), 6)}
+        final = {
+            **base_metrics,
+            **scores,
+            "val_loss": val_loss,
+            "objective": round(objective(scores, self.plan.spec.objective), 6),
+        }
         report(final)
         return final
 
@@ -179,16 +206,34 @@ class TrialRunner:
                 continue
             question, evidence = answerer.evidence(qa, principal)
             try:
-                rows.append(build_training_example(question, evidence.passages, reader_facts(evidence.facts),
-                                                   qa.answers[0], reader.tokenizer, max_len))
+                rows.append(
+                    build_training_example(
+                        question,
+                        evidence.passages,
+                        reader_facts(evidence.facts),
+                        qa.answers[0],
+                        reader.tokenizer,
+                        max_len,
+                    )
+                )
             except DataError:
                 continue  # a question and answer longer than the window: not scored here
         if not rows:
-            raise DataError(f"no dev question of {self.plan.dev} has an answer that fits the model's window")
+            raise DataError(
+                f"no dev question of {self.plan.dev} has an answer that fits the model's window"
+            )
         return rows
 
-    def _fine_tune(self, train_cfg: RAGConfig, bundle: Path, base: Path, rank: int, report: Report,
-                   base_metrics: dict[str, float], dev_loss: Callable[[Any], float]) -> tuple[Path, float]:
+    def _fine_tune(
+        self,
+        train_cfg: RAGConfig,
+        bundle: Path,
+        base: Path,
+        rank: int,
+        report: Report,
+        base_metrics: dict[str, float],
+        dev_loss: Callable[[Any], float],
+    ) -> tuple[Path, float]:
         from rayrag.generator.lora import export_merged
         from rayrag.training.trainer import Trainer
 
@@ -199,17 +244,42 @@ class TrialRunner:
 
         def on_validate(step: int, reader_loss: float | None) -> None:
             last["val_loss"] = dev_loss(trainer.model)
-            report({**base_metrics, "val_loss": last["val_loss"], "reader_val_loss": _finite(reader_loss),
-                    "step": float(step)})
+            report(
+                {
+                    **base_metrics,
+                    "val_loss": last["val_loss"],
+                    "reader_val_loss": _finite(reader_loss),
+                    "step": float(step),
+                }
+            )
 
-        trainer = Trainer(train_cfg, adapter_dir, bundle=bundle, base=base, lora_rank=rank, progress=False,
-                          on_validate=on_validate, max_val_batches=self.plan.spec.trial.max_val_batches)
+        trainer = Trainer(
+            train_cfg,
+            adapter_dir,
+            bundle=bundle,
+            base=base,
+            lora_rank=rank,
+            progress=False,
+            on_validate=on_validate,
+            max_val_batches=self.plan.spec.trial.max_val_batches,
+        )
         trainer.run()
         export_merged(base, adapter_dir, model_dir)
-        (model_dir / "tuning.json").write_text(json.dumps({
-            "trial_id": self.trial_id, "params": self.params, "base_model": str(base),
-            "lora_rank": rank, "lora_steps": self.plan.spec.trial.lora_steps}, indent=2, sort_keys=True) + "\n",
-            encoding="utf-8")
+        (model_dir / "tuning.json").write_text(
+            json.dumps(
+                {
+                    "trial_id": self.trial_id,
+                    "params": self.params,
+                    "base_model": str(base),
+                    "lora_rank": rank,
+                    "lora_steps": self.plan.spec.trial.lora_steps,
+                },
+                indent=2,
+                sort_keys=True,
+            )
+            + "\n",
+            encoding="utf-8",
+        )
         return model_dir, last["val_loss"]
 
     def evaluate(self, answerer: Any, questions: list) -> dict[str, Any]:
@@ -259,4 +329,6 @@ def tune_trial(config: dict[str, Any]) -> None:
 
     params = dict(config)
     plan = SweepPlan.load(params.pop("plan"))
-    TrialRunner(plan, params, tune.get_context().get_trial_id()).run(lambda result: tune.report(result))
+    TrialRunner(plan, params, tune.get_context().get_trial_id()).run(
+        lambda result: tune.report(result)
+    )

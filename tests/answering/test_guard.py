@@ -29,16 +29,22 @@ CORPUS = {
     "d4": ("Velora Systems hired engineers in Lisbon.", ("public",)),
     "d5": (f"{FOUNDER} was dismissed by Kestrel Bank after an audit.", ("hr",)),
 }
-EVIDENCE = Evidence(passages=tuple(
-    Passage(f"{d}#0", d, CORPUS[d][0], score=1.0 - i / 10) for i, d in enumerate(("d1", "d2"))))
+EVIDENCE = Evidence(
+    passages=tuple(
+        Passage(f"{d}#0", d, CORPUS[d][0], score=1.0 - i / 10) for i, d in enumerate(("d1", "d2"))
+    )
+)
 ACQUIRED = "Who acquired Brightwater Labs?"
 
 
 @pytest.fixture(scope="module")
 def guard() -> Guard:
     chunks = [Chunk(f"{d}#0", d, text, 0, len(text), acl=acl) for d, (text, acl) in CORPUS.items()]
-    kg = KnowledgeGraph.build(TripleExtractor(KGConfig())(chunks), config=KGConfig(),
-                              extracted_at="2025-01-01T00:00:00+00:00")
+    kg = KnowledgeGraph.build(
+        TripleExtractor(KGConfig())(chunks),
+        config=KGConfig(),
+        extracted_at="2025-01-01T00:00:00+00:00",
+    )
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RAYRAG_HMAC_KEY", "guard-test-hmac-key-0123456789")
         redactor = Redactor(RedactionConfig())
@@ -50,27 +56,41 @@ def guard() -> Guard:
 
 def graph_guard(guard: Guard, extra: dict[str, str]) -> Guard:
     """A guard over CORPUS plus public documents `extra` (doc id -> text), sharing `guard`'s Presidio."""
-    chunks = [Chunk(f"{d}#0", d, t, 0, len(t), acl=a) for d, (t, a) in
-              {**CORPUS, **{d: (t, ("public",)) for d, t in extra.items()}}.items()]
-    kg = KnowledgeGraph.build(TripleExtractor(KGConfig())(chunks), config=KGConfig(),
-                              extracted_at="2025-01-01T00:00:00+00:00")
+    chunks = [
+        Chunk(f"{d}#0", d, t, 0, len(t), acl=a)
+        for d, (t, a) in {**CORPUS, **{d: (t, ("public",)) for d, t in extra.items()}}.items()
+    ]
+    kg = KnowledgeGraph.build(
+        TripleExtractor(KGConfig())(chunks),
+        config=KGConfig(),
+        extracted_at="2025-01-01T00:00:00+00:00",
+    )
     return Guard(RAGConfig(), redactor=guard.redactor, graph=GraphRetriever(kg, KGConfig()))
 
 
 def test_pii_in_the_answer_is_redacted_and_counted(guard):
-    report = guard.check(ACQUIRED, "Velora Systems acquired Brightwater Labs [2]. "
-                         "Contact jane.doe@example.com for details.", EVIDENCE, PUBLIC)
+    report = guard.check(
+        ACQUIRED,
+        "Velora Systems acquired Brightwater Labs [2]. Contact jane.doe@example.com for details.",
+        EVIDENCE,
+        PUBLIC,
+    )
     assert report.redactions == {"EMAIL_ADDRESS": 1}
     assert "<EMAIL_ADDRESS>" in report.text and "jane.doe" not in report.to_json()
     assert "pii_in_answer" in report.reasons
 
 
 def test_supported_answer_is_confident(guard):
-    report = guard.check(ACQUIRED, "Velora Systems acquired Brightwater Labs in 2021 [2].",
-                         EVIDENCE, PUBLIC)
+    report = guard.check(
+        ACQUIRED, "Velora Systems acquired Brightwater Labs in 2021 [2].", EVIDENCE, PUBLIC
+    )
     assert report.validation["supported"] == 1 and report.validation["contradicted"] == 0
     [claim] = report.validation["claims"]
-    assert (claim["kind"], claim["verdict"], claim["fact_doc_ids"]) == ("stated", "supported", ["d2"])
+    assert (claim["kind"], claim["verdict"], claim["fact_doc_ids"]) == (
+        "stated",
+        "supported",
+        ["d2"],
+    )
     assert report.groundedness == 1.0 and report.confidence == 1.0
     assert not report.escalated and report.reasons == []
     assert report.citations == {"cited": [2], "out_of_range": []}
@@ -83,7 +103,9 @@ def test_unsupported_answer_is_escalated(guard):
 
 
 def test_contradicted_claim_lowers_confidence_and_escalates(guard):
-    report = guard.check(ACQUIRED, "Orbital Systems acquired Brightwater Labs [2].", EVIDENCE, PUBLIC)
+    report = guard.check(
+        ACQUIRED, "Orbital Systems acquired Brightwater Labs [2].", EVIDENCE, PUBLIC
+    )
     assert report.validation["contradicted"] == 1
     [claim] = report.validation["claims"]
     assert claim["verdict"] == "contradicted" and set(claim["fact_doc_ids"]) <= {"d2", "d3"}
@@ -96,7 +118,11 @@ def test_contradicted_claim_lowers_confidence_and_escalates(guard):
 def test_short_entity_answer_is_checked_through_the_asked_relation(guard):
     right = guard.check(ACQUIRED, "Velora Systems [2]", EVIDENCE, PUBLIC)
     [claim] = right.validation["claims"]
-    assert (claim["kind"], claim["verdict"], claim["relation"]) == ("implied", "supported", "acquire")
+    assert (claim["kind"], claim["verdict"], claim["relation"]) == (
+        "implied",
+        "supported",
+        "acquire",
+    )
     assert not right.escalated
     wrong = guard.check(ACQUIRED, "Orbital Systems", EVIDENCE, PUBLIC)
     assert wrong.validation["contradicted"] == 1 and wrong.escalated
@@ -124,8 +150,13 @@ def test_groundedness_and_citations_on_hand_made_evidence(guard):
     # velora, hired, engineers, paris: three of four content tokens ("in" is a stopword).
     assert guard.groundedness("Velora hired engineers in Paris", passages) == pytest.approx(0.75)
     assert guard.groundedness("The <EMAIL_ADDRESS> [1] of it", passages) == 0.0
-    assert Guard.citations("See [1], [5] and [1] and [0].", 2) == {"cited": [1], "out_of_range": [5, 0]}
-    report = guard.check(ACQUIRED, "Velora Systems acquired Brightwater Labs [2] [7].", EVIDENCE, PUBLIC)
+    assert Guard.citations("See [1], [5] and [1] and [0].", 2) == {
+        "cited": [1],
+        "out_of_range": [5, 0],
+    }
+    report = guard.check(
+        ACQUIRED, "Velora Systems acquired Brightwater Labs [2] [7].", EVIDENCE, PUBLIC
+    )
     assert "bad_citation" in report.reasons and report.citations["out_of_range"] == [7]
     assert report.confidence == pytest.approx(0.8)
 
@@ -142,8 +173,13 @@ def test_without_a_graph_or_redaction_the_checks_degrade_visibly(monkeypatch):
     config = RAGConfig(governance=GovernanceConfig(redaction=RedactionConfig(enabled=False)))
     guard = Guard(config)
     report = guard.check("Who?", "Velora Systems acquired Brightwater Labs [2].", EVIDENCE, PUBLIC)
-    assert report.validation == {"checked": False, "supported": 0, "contradicted": 0,
-                                 "unknown": 0, "claims": []}
+    assert report.validation == {
+        "checked": False,
+        "supported": 0,
+        "contradicted": 0,
+        "unknown": 0,
+        "claims": [],
+    }
     assert report.redactions == {} and report.confidence == 1.0
 
 
@@ -175,7 +211,9 @@ def test_the_generators_own_probability_moves_confidence(guard):
 def test_a_two_hop_answer_on_a_graph_path_is_supported_not_contradicted(guard):
     # d6 gives Velora Systems a product; "the company that acquired Brightwater Labs" is the
     # bridge (d2). The product is not in the asked relation (acquire) with Brightwater Labs.
-    text = "Velora Systems makes Nimbus Data Platform."  # (a name Presidio does not take for a person)
+    text = (
+        "Velora Systems makes Nimbus Data Platform."  # (a name Presidio does not take for a person)
+    )
     two_hop = graph_guard(guard, {"d6": text})
     evidence = Evidence(passages=(EVIDENCE.passages[1], Passage("d6#0", "d6", text, 0.9)))
     question = "Which product is made by the company that acquired Brightwater Labs?"
@@ -197,9 +235,13 @@ def test_a_two_hop_path_in_the_evidence_facts_is_enough(guard, monkeypatch):
     passages = (EVIDENCE.passages[1], Passage("d6#0", "d6", text, 0.9))
     question = "Which product is made by the company that acquired Brightwater Labs?"
     bare = two_hop.check(question, "Nimbus Data Platform", Evidence(passages=passages), PUBLIC)
-    path = (Fact("Velora Systems", "acquire", "Brightwater Labs", 1.0, ("d2#0",), ("d2",)),
-            Fact("Velora Systems", "make", "Nimbus Data Platform", 1.0, ("d6#0",), ("d6",)))
-    right = two_hop.check(question, "Nimbus Data Platform", Evidence(passages=passages, facts=path), PUBLIC)
+    path = (
+        Fact("Velora Systems", "acquire", "Brightwater Labs", 1.0, ("d2#0",), ("d2",)),
+        Fact("Velora Systems", "make", "Nimbus Data Platform", 1.0, ("d6#0",), ("d6",)),
+    )
+    right = two_hop.check(
+        question, "Nimbus Data Platform", Evidence(passages=passages, facts=path), PUBLIC
+    )
     assert [c["kind"] for c in bare.validation["claims"]] != ["path"]
     assert [c["kind"] for c in right.validation["claims"]] == ["path"]
     assert right.validation["contradicted"] == 0 and right.confidence > bare.confidence
@@ -211,20 +253,31 @@ def test_a_fact_of_a_relation_not_asked_earns_no_bonus(guard):
     # earns no bonus: the confidence is the evidence's support alone.
     question = "Which company is tied to Brightwater Labs?"
     report = guard.check(question, "Velora Systems", EVIDENCE, PUBLIC, answer_logprob=0.0)
-    assert {(c["kind"], c["verdict"]) for c in report.validation["claims"]} == {("related", "supported")}
+    assert {(c["kind"], c["verdict"]) for c in report.validation["claims"]} == {
+        ("related", "supported")
+    }
     assert report.validation["supported"] == 1
     from rayrag.answering.guard import MODEL_WEIGHT
 
-    assert report.confidence == pytest.approx(report.groundedness ** (1 - MODEL_WEIGHT), abs=1e-3)  # p = 1
+    assert report.confidence == pytest.approx(
+        report.groundedness ** (1 - MODEL_WEIGHT), abs=1e-3
+    )  # p = 1
     asked = guard.check(ACQUIRED, "Velora Systems", EVIDENCE, PUBLIC, answer_logprob=0.0)
     assert asked.validation["claims"][0]["kind"] == "implied" and asked.confidence == 1.0
 
 
 def test_an_answer_of_the_wrong_shape_is_escalated(guard):
-    report = guard.check("In what year was Brightwater Labs founded?", "Velora Systems", EVIDENCE, PUBLIC,
-                         answer_logprob=0.0)
+    report = guard.check(
+        "In what year was Brightwater Labs founded?",
+        "Velora Systems",
+        EVIDENCE,
+        PUBLIC,
+        answer_logprob=0.0,
+    )
     assert "answer_type_mismatch" in report.reasons and report.escalated
-    right = guard.check("In what year was Brightwater Labs founded?", "2015", EVIDENCE, PUBLIC, answer_logprob=0.0)
+    right = guard.check(
+        "In what year was Brightwater Labs founded?", "2015", EVIDENCE, PUBLIC, answer_logprob=0.0
+    )
     assert "answer_type_mismatch" not in right.reasons
 
 
@@ -243,7 +296,9 @@ def test_a_two_hop_answer_that_is_the_bridge_is_escalated(guard):
     assert bridge.groundedness == 0.0  # its sentence states the acquisition, not what is made
     assert not right.escalated and right.confidence > 4 * bridge.confidence
     # One hop, the same answer is the right one.
-    assert not two_hop.check(ACQUIRED, "Velora Systems", evidence, PUBLIC, answer_logprob=0.0).escalated
+    assert not two_hop.check(
+        ACQUIRED, "Velora Systems", evidence, PUBLIC, answer_logprob=0.0
+    ).escalated
 
 
 def test_check_best_keeps_the_candidate_the_checks_trust_most(guard):
@@ -254,26 +309,38 @@ def test_check_best_keeps_the_candidate_the_checks_trust_most(guard):
     assert index == 1 and report.text == "Velora Systems" and not report.escalated
     # Its report is the one `check` gives that candidate; the likelier one repeats the question.
     assert report == guard.check(ACQUIRED, "Velora Systems", EVIDENCE, PUBLIC, -2.0)
-    assert guard.check(ACQUIRED, "Brightwater Labs", EVIDENCE, PUBLIC, -0.1).confidence < report.confidence
+    assert (
+        guard.check(ACQUIRED, "Brightwater Labs", EVIDENCE, PUBLIC, -0.1).confidence
+        < report.confidence
+    )
     with pytest.raises(ValueError, match="at least one candidate"):
         guard.check_best(ACQUIRED, [], EVIDENCE, PUBLIC)
+
     # `verify` takes a reader result with its alternatives and returns the chosen one.
     def result(text, logprob, alternatives=()):
-        return SimpleNamespace(answer=SimpleNamespace(text=text), answer_logprob=logprob, alternatives=alternatives)
+        return SimpleNamespace(
+            answer=SimpleNamespace(text=text), answer_logprob=logprob, alternatives=alternatives
+        )
 
     alternative = result("Velora Systems", -2.0)
-    chosen, verified = guard.verify(ACQUIRED, result("Brightwater Labs", -0.1, (alternative,)), EVIDENCE, PUBLIC)
+    chosen, verified = guard.verify(
+        ACQUIRED, result("Brightwater Labs", -0.1, (alternative,)), EVIDENCE, PUBLIC
+    )
     assert chosen is alternative and verified == report
     alone, _ = guard.verify(ACQUIRED, result("Velora Systems", -2.0), EVIDENCE, PUBLIC)
     assert alone.answer.text == "Velora Systems"
 
 
 def test_an_answer_found_only_inside_a_longer_name_is_escalated(guard):
-    evidence = Evidence(passages=(Passage("d9#0", "d9", "Velora Systems makes the Catalyst Power System.", 1.0),))
+    evidence = Evidence(
+        passages=(Passage("d9#0", "d9", "Velora Systems makes the Catalyst Power System.", 1.0),)
+    )
     assert guard.partial_name("Catalyst Power", list(evidence.passages))
     assert not guard.partial_name("Catalyst Power System", list(evidence.passages))
     assert not guard.partial_name("Lisbon", list(evidence.passages))  # not in the passages at all
-    report = guard.check("What does Velora Systems make?", "Catalyst Power", evidence, PUBLIC, answer_logprob=0.0)
+    report = guard.check(
+        "What does Velora Systems make?", "Catalyst Power", evidence, PUBLIC, answer_logprob=0.0
+    )
     assert "partial_name" in report.reasons and report.escalated
 
 
@@ -282,21 +349,33 @@ def test_a_passive_question_without_an_agent_is_not_answered_by_the_agent(guard)
     # the question does not ask (as the approving agency does for "What condition is X approved
     # to treat?").
     asked = guard.check(ACQUIRED, "Velora Systems", EVIDENCE, PUBLIC, answer_logprob=0.0)
-    passive = guard.check("Which year was Brightwater Labs acquired in?", "Velora Systems", EVIDENCE, PUBLIC,
-                          answer_logprob=0.0)
+    passive = guard.check(
+        "Which year was Brightwater Labs acquired in?",
+        "Velora Systems",
+        EVIDENCE,
+        PUBLIC,
+        answer_logprob=0.0,
+    )
     assert asked.validation["claims"][0]["kind"] == "implied" and not asked.escalated
     assert passive.validation["claims"][0]["kind"] == "agent_not_asked"
     assert "answer_is_unasked_agent" in passive.reasons and passive.escalated
-    by = guard.check("Which company was Brightwater Labs acquired by?", "Velora Systems", EVIDENCE, PUBLIC,
-                     answer_logprob=0.0)
+    by = guard.check(
+        "Which company was Brightwater Labs acquired by?",
+        "Velora Systems",
+        EVIDENCE,
+        PUBLIC,
+        answer_logprob=0.0,
+    )
     assert by.validation["claims"][0]["kind"] == "implied"
 
 
 def test_a_two_hop_answer_never_in_the_outer_relation_is_escalated(guard):
     from rayrag.types import Fact
 
-    texts = {"d6": "Velora Systems makes Nimbus Data Platform.",
-             "d7": "The Harbor Review Council approved Nimbus Data Platform in 2022."}
+    texts = {
+        "d6": "Velora Systems makes Nimbus Data Platform.",
+        "d7": "The Harbor Review Council approved Nimbus Data Platform in 2022.",
+    }
     two_hop = graph_guard(guard, texts)
     made = Fact("Velora Systems", "make", "Nimbus Data Platform", 1.0, ("d6#0",), ("d6",))
     passages = (EVIDENCE.passages[1], *(Passage(f"{d}#0", d, t, 0.9) for d, t in texts.items()))
@@ -313,11 +392,18 @@ def test_an_answer_in_another_relation_than_the_passive_one_asked_is_escalated(g
     # "Which year was Brightwater Labs acquired in?" asks the acquisition; the founder is tied to
     # Brightwater Labs by another relation (founded), as a regulation is to a drug whose
     # condition "What condition is X approved to treat?" asks.
-    report = guard.check("Which year was Brightwater Labs acquired in?", FOUNDER, EVIDENCE, PUBLIC,
-                         answer_logprob=0.0)
+    report = guard.check(
+        "Which year was Brightwater Labs acquired in?",
+        FOUNDER,
+        EVIDENCE,
+        PUBLIC,
+        answer_logprob=0.0,
+    )
     assert [c["kind"] for c in report.validation["claims"]] == ["other_relation"]
     assert "answer_in_other_relation" in report.reasons and report.escalated
     # Without a relation the question asks, the same tie is only "related" (no bonus, no penalty).
-    loose = guard.check("Who is tied to Brightwater Labs?", FOUNDER, EVIDENCE, PUBLIC, answer_logprob=0.0)
+    loose = guard.check(
+        "Who is tied to Brightwater Labs?", FOUNDER, EVIDENCE, PUBLIC, answer_logprob=0.0
+    )
     assert [c["kind"] for c in loose.validation["claims"]] == ["related"]
     assert "answer_in_other_relation" not in loose.reasons

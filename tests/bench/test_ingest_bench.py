@@ -23,7 +23,9 @@ def test_ingest_bench_reports_every_competitor_and_ratio(ray_local, tmp_path, mo
     assert result["documents"] == 12 and result["chunks"] >= 12
     competitors = {"pipeline", "raw_encode", "sequential_stages"}
     assert set(result["chunks_per_s"]) == set(result["seconds"]) == competitors
-    assert all(len(s) == result["rounds"] and all(v > 0 for v in s) for s in result["seconds"].values())
+    assert all(
+        len(s) == result["rounds"] and all(v > 0 for v in s) for s in result["seconds"].values()
+    )
     assert all(v > 0 for v in result["chunks_per_s"].values())
     assert result["last_pipeline_stage_seconds"]  # the pipeline's own per-stage report
     assert set(result["ratios"]) == {"pipeline_vs_raw_encode", "pipeline_vs_sequential_stages"}

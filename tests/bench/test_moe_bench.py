@@ -16,12 +16,21 @@ HF = {"hf_loop", "hf_grouped_mm"}
 
 def test_bench_config_reports_every_competitor_and_agrees_with_the_hf_loop():
     result = moe.bench_config(n_experts=4, d_model=32, ffn_dim=64, tokens=64, rounds=1)
-    assert set(result["tokens_per_s"]) == set(result["median_s"]) == set(result["cpu_tokens_per_s"]) == COMPETITORS
+    assert (
+        set(result["tokens_per_s"])
+        == set(result["median_s"])
+        == set(result["cpu_tokens_per_s"])
+        == COMPETITORS
+    )
     assert all(v > 0 for v in result["tokens_per_s"].values())
     assert result["dispatch"] in ("grouped_mm", "loop")
     assert result["outputs_match"] == result["input_grads_match"] == {name: True for name in HF}
-    assert set(result["max_abs_diff"]) == HF and all(v < 1e-4 for v in result["max_abs_diff"].values())
-    assert result["max_abs_diff_hf_mixtral_eager"] < 1e-4  # HF's own eager MixtralExperts, same weights and routing
+    assert set(result["max_abs_diff"]) == HF and all(
+        v < 1e-4 for v in result["max_abs_diff"].values()
+    )
+    assert (
+        result["max_abs_diff_hf_mixtral_eager"] < 1e-4
+    )  # HF's own eager MixtralExperts, same weights and routing
 
 
 def test_the_match_check_fails_when_the_hf_loop_computes_something_else(monkeypatch):
@@ -59,8 +68,14 @@ def test_run_returns_the_documented_ratios(monkeypatch):
     assert torch.get_num_threads() == threads  # restored
     assert result["bench"] == "moe" and result["quick"] is True and result["torch_threads"] == 1
     assert set(result["configs"]) == {"e8", "e64"}
-    assert all(all(c["outputs_match"].values()) and all(c["input_grads_match"].values())
-               for c in result["configs"].values())
-    assert set(result["ratios"]) == {f"ours_vs_{other}_{e}{cpu}" for other in ("hf_loop", "hf_grouped_mm", "dense")
-                                     for e in ("e8", "e64") for cpu in ("", "_cpu")}
+    assert all(
+        all(c["outputs_match"].values()) and all(c["input_grads_match"].values())
+        for c in result["configs"].values()
+    )
+    assert set(result["ratios"]) == {
+        f"ours_vs_{other}_{e}{cpu}"
+        for other in ("hf_loop", "hf_grouped_mm", "dense")
+        for e in ("e8", "e64")
+        for cpu in ("", "_cpu")
+    }
     assert all(math.isfinite(v) and v > 0 for v in result["ratios"].values())

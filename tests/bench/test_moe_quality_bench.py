@@ -19,14 +19,23 @@ TIMINGS = {"train_tokens_per_s", "train_seconds"}
 @pytest.fixture(scope="module")
 def result() -> dict:
     """In-process (no Ray): the reference the Ray run must reproduce."""
-    return json.loads(json.dumps(moe_quality.run(quick=True, parallel=False)))  # JSON-able end to end
+    return json.loads(
+        json.dumps(moe_quality.run(quick=True, parallel=False))
+    )  # JSON-able end to end
 
 
 def test_reports_every_model_and_the_ratios(result):
-    assert result["bench"] == "moe-quality" and result["quick"] is True and result["torch_threads"] == 1
+    assert (
+        result["bench"] == "moe-quality"
+        and result["quick"] is True
+        and result["torch_threads"] == 1
+    )
     assert set(result["models"]) == MODELS
-    assert set(result["ratios"]) == {"moe_vs_dense_active_val_loss", "moe_vs_dense_total_val_loss",
-                                     "moe_vs_dense_active_flops"}
+    assert set(result["ratios"]) == {
+        "moe_vs_dense_active_val_loss",
+        "moe_vs_dense_total_val_loss",
+        "moe_vs_dense_active_flops",
+    }
     assert all(v > 0 for v in result["ratios"].values())
     steps, every = result["plan"]["steps"], result["plan"]["eval_every"]
     for report in result["models"].values():
@@ -35,7 +44,10 @@ def test_reports_every_model_and_the_ratios(result):
         assert [step for step, _ in report["val_curve"]] == list(range(every, steps + 1, every))
         assert report["val_curve"][-1][1] == report["val_loss"]
     assert result["corpus"]["documents"]["val"] > 0 and result["corpus"]["train_tokens"] > 0
-    assert result["train_tokens_seen"] == steps * result["plan"]["batch_size"] * result["plan"]["seq_len"]
+    assert (
+        result["train_tokens_seen"]
+        == steps * result["plan"]["batch_size"] * result["plan"]["seq_len"]
+    )
 
 
 def test_flops_match_the_dense_active_model_and_parameters_are_ordered(result):

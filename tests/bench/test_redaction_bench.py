@@ -18,11 +18,22 @@ def test_redaction_bench_quick_runs_on_the_generated_pii_set(monkeypatch):
     assert result["bench"] == "redaction" and result["quick"] is True
     assert result["source"] == "generate_pii_set(seed=0)" and result["docs"] == 40
     competitors = {"per_doc", "batch", "batch_no_parser"}
-    assert set(result["seconds"]) == set(result["cpu_seconds"]) == set(result["docs_per_s"]) == competitors
+    assert (
+        set(result["seconds"])
+        == set(result["cpu_seconds"])
+        == set(result["docs_per_s"])
+        == competitors
+    )
     assert all(v > 0 for v in result["docs_per_s"].values())
-    assert result["same_results"] is True  # what ingest ships finds exactly what per-document analysis finds
+    assert (
+        result["same_results"] is True
+    )  # what ingest ships finds exactly what per-document analysis finds
     assert result["spans"] >= result["docs"]  # every document holds several identifiers
-    assert set(result["ratios"]) == {"batch_vs_per_doc", "batch_no_parser_vs_per_doc", "batch_vs_per_doc_wall"}
+    assert set(result["ratios"]) == {
+        "batch_vs_per_doc",
+        "batch_no_parser_vs_per_doc",
+        "batch_vs_per_doc_wall",
+    }
     assert all(math.isfinite(v) and v > 0 for v in result["ratios"].values())
 
 
@@ -34,9 +45,11 @@ def test_documents_come_from_the_data_folder_when_one_is_named(tmp_path, monkeyp
     docs, source = redaction.load_documents(3)
     assert source == str(tmp_path / redaction.PII_FILE)
     # Four records a document; a small file is reused rather than the bench shrunk.
-    assert docs == [" ".join(f"Record {i} of Maria Garcia." for i in range(4)),
-                    " ".join(f"Record {i} of Maria Garcia." for i in range(4, 6)),
-                    " ".join(f"Record {i} of Maria Garcia." for i in range(4))]
+    assert docs == [
+        " ".join(f"Record {i} of Maria Garcia." for i in range(4)),
+        " ".join(f"Record {i} of Maria Garcia." for i in range(4, 6)),
+        " ".join(f"Record {i} of Maria Garcia." for i in range(4)),
+    ]
 
 
 def test_a_data_folder_without_the_labelled_set_is_one_clear_line(tmp_path, monkeypatch):

@@ -18,14 +18,18 @@ def test_synthetic_vectors_are_unit_clustered_and_reproducible():
     a = retrieval.synthetic_vectors(600, seed=1, n_topics=6, chunk=250)
     assert a.shape == (600, 384) and a.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, rtol=1e-5)
-    np.testing.assert_array_equal(a, retrieval.synthetic_vectors(600, seed=1, n_topics=6, chunk=250))
+    np.testing.assert_array_equal(
+        a, retrieval.synthetic_vectors(600, seed=1, n_topics=6, chunk=250)
+    )
     # Clustered, unlike uniform unit vectors whose nearest neighbour in 384-d sits near 0.
     sims = a[:50] @ a[50:].T
     assert np.median(sims.max(axis=1)) > 0.5
 
 
 def test_bench_size_and_acl_report_the_documented_fields():
-    result = retrieval.bench_size(n=3000, n_queries=40, n_flat_queries=20, n_calibration=20, rounds=1)
+    result = retrieval.bench_size(
+        n=3000, n_queries=40, n_flat_queries=20, n_calibration=20, rounds=1
+    )
     index, queries = result.pop("_index"), result.pop("_queries")
     assert result["ann_factory"] == "IVF64,Flat" and index.ntotal == 3000
     assert result["nprobe"] in (*retrieval.NPROBE_LADDER, 64)

@@ -29,7 +29,9 @@ def assert_curve_format(curve: dict, name: str) -> None:
     for points in curve["series"].values():
         xs = [x for x, _ in points]
         assert xs == sorted(xs) and len(set(xs)) == len(xs), xs
-        assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for p in points for v in p)
+        assert all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for p in points for v in p
+        )
         assert all(y > 0 for _, y in points), points
     assert all(isinstance(v, (int, float)) for v in curve["per_unit"].values())
     assert isinstance(curve["meta"], dict)
@@ -64,7 +66,9 @@ def test_ppr_curve_format_and_networkx_cap():
     curve = scale_ppr.curve(sizes=(300, 3_000), networkx_max=300, queries=4)
     assert_curve_format(curve, "ppr")
     assert len(curve["series"]["sparse"]) == 2 and len(curve["series"]["networkx"]) == 1
-    assert len(curve["series"]["push"]) == 2  # the local solver `kg.ppr_method: auto` picks past 20k nodes
+    assert (
+        len(curve["series"]["push"]) == 2
+    )  # the local solver `kg.ppr_method: auto` picks past 20k nodes
     assert curve["per_unit"]["sparse_ms_per_query_per_1m_edges"] > 0
     detail = curve["meta"]["sizes_detail"]["3000"]
     assert 0.5 <= detail["push_top10_overlap"] <= 1 and 0 <= detail["push_top10_identical"] <= 1
@@ -95,16 +99,35 @@ def _curve(name: str, x: str, y: str, series: dict[str, list[list[float]]], **me
 
 def synthetic_curves() -> dict[str, dict]:
     return {
-        "ingest": _curve("ingest", "corpus_tokens", "seconds", {"pipeline": [[1_000, 2.0], [10_000, 18.0]]}),
-        "search": _curve("search", "vectors", "ms_p50", {"flat": [[10_000, 1.0], [1_000_000, 100.0]],
-                                                         "hnsw": [[10_000, 0.2], [30_000, 0.3]]}),
-        "ppr": _curve("ppr", "graph_nodes", "ms_p50", {"sparse": [[1_000, 1.0], [300_000, 150.0]],
-                                                       "networkx": [[1_000, 8.0], [10_000, 80.0]]}),
-        "serve": _curve("serve", "replicas", "requests_per_s", {"requests_per_s": [[1, 10.0], [2, 19.0]]}),
-        "moe": _curve("moe", "experts", "ms_median_step",
-                      {"train_step": [[8, 100.0], [64, 130.0]], "forward": [[8, 30.0], [64, 33.0]]},
-                      cpu_ms={"train_step/8": 90.0, "train_step/64": 108.0},
-                      dense_equivalent_ms={"train_step": 95.0, "forward": 28.0}),
+        "ingest": _curve(
+            "ingest", "corpus_tokens", "seconds", {"pipeline": [[1_000, 2.0], [10_000, 18.0]]}
+        ),
+        "search": _curve(
+            "search",
+            "vectors",
+            "ms_p50",
+            {"flat": [[10_000, 1.0], [1_000_000, 100.0]], "hnsw": [[10_000, 0.2], [30_000, 0.3]]},
+        ),
+        "ppr": _curve(
+            "ppr",
+            "graph_nodes",
+            "ms_p50",
+            {
+                "sparse": [[1_000, 1.0], [300_000, 150.0]],
+                "networkx": [[1_000, 8.0], [10_000, 80.0]],
+            },
+        ),
+        "serve": _curve(
+            "serve", "replicas", "requests_per_s", {"requests_per_s": [[1, 10.0], [2, 19.0]]}
+        ),
+        "moe": _curve(
+            "moe",
+            "experts",
+            "ms_median_step",
+            {"train_step": [[8, 100.0], [64, 130.0]], "forward": [[8, 30.0], [64, 33.0]]},
+            cpu_ms={"train_step/8": 90.0, "train_step/64": 108.0},
+            dense_equivalent_ms={"train_step": 95.0, "forward": 28.0},
+        ),
     }
 
 
@@ -125,7 +148,9 @@ def test_summary_slopes_and_plots_are_png(tmp_path: Path):
     result = scale.summarise(synthetic_curves(), quick=True)
     assert result["bench"] == "scale"
     assert result["slopes"]["search"]["flat"] == pytest.approx(1.0)
-    assert result["slopes"]["moe"]["train_step"] == pytest.approx(math.log(1.3) / math.log(8), abs=1e-3)
+    assert result["slopes"]["moe"]["train_step"] == pytest.approx(
+        math.log(1.3) / math.log(8), abs=1e-3
+    )
     paths = write_plots(result, tmp_path / "plots")
     assert sorted(p.name for p in paths) == sorted(f"scaling_{n}.png" for n in result["curves"])
     for path in paths:
@@ -139,14 +164,19 @@ def test_scale_writes_to_its_output_folder_and_docs_only_on_request(tmp_path: Pa
     (docs / "SCALING.md").write_text("# How rayrag's cost grows\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("RAYRAG_BENCH_OUT", raising=False)
-    monkeypatch.setattr(scale, "CURVES", {"ppr": SimpleNamespace(curve=lambda quick: synthetic_curves()["ppr"])})
+    monkeypatch.setattr(
+        scale, "CURVES", {"ppr": SimpleNamespace(curve=lambda quick: synthetic_curves()["ppr"])}
+    )
     full = scale.run(quick=False)  # a full run writes to .rayrag/bench/scale, not docs/
     assert [Path(p) for p in full["plots"]] == [Path(".rayrag/bench/scale/scaling_ppr.png")]
     assert json.loads(Path(full["result_file"]).read_text())["ratios"] == full["ratios"]
     assert sorted(p.name for p in docs.iterdir()) == ["SCALING.md"]
     monkeypatch.setenv("RAYRAG_BENCH_OUT", str(tmp_path / "elsewhere"))
     assert Path(scale.run(quick=True)["plots"][0]).parent == tmp_path / "elsewhere" / "scale"
-    assert Path(scale.run(quick=True, out_dir=tmp_path / "given")["plots"][0]).parent == tmp_path / "given" / "scale"
+    assert (
+        Path(scale.run(quick=True, out_dir=tmp_path / "given")["plots"][0]).parent
+        == tmp_path / "given" / "scale"
+    )
     assert sorted(p.name for p in docs.iterdir()) == ["SCALING.md"]
     with pytest.raises(ConfigError, match="full run"):
         scale.run(quick=True, docs=True)
@@ -155,22 +185,29 @@ def test_scale_writes_to_its_output_folder_and_docs_only_on_request(tmp_path: Pa
     assert (docs / "scaling_ppr.png").read_bytes()[:8] == PNG_MAGIC
 
 
-def test_docs_pictures_come_from_a_saved_full_result_in_the_repository_root(tmp_path: Path, monkeypatch, capsys):
+def test_docs_pictures_come_from_a_saved_full_result_in_the_repository_root(
+    tmp_path: Path, monkeypatch, capsys
+):
     monkeypatch.chdir(tmp_path)
     result = scale.summarise(synthetic_curves(), quick=False)
     saved = tmp_path / "scale.json"
     saved.write_text(json.dumps(result))
-    assert scale_plot.main([str(saved), "--docs"]) == 1  # no docs/SCALING.md here: not the repository root
+    assert (
+        scale_plot.main([str(saved), "--docs"]) == 1
+    )  # no docs/SCALING.md here: not the repository root
     assert "SCALING.md" in capsys.readouterr().err and not (tmp_path / "docs").exists()
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "SCALING.md").write_text("x")
     saved_quick = tmp_path / "quick.json"
     saved_quick.write_text(json.dumps(scale.summarise(synthetic_curves(), quick=True)))
-    assert scale_plot.main([str(saved_quick), "--docs"]) == 1  # a quick run never becomes the docs' figures
+    assert (
+        scale_plot.main([str(saved_quick), "--docs"]) == 1
+    )  # a quick run never becomes the docs' figures
     assert sorted(p.name for p in (tmp_path / "docs").iterdir()) == ["SCALING.md"]
     assert scale_plot.main([str(saved), "--docs"]) == 0
     assert sorted(p.name for p in (tmp_path / "docs").glob("scaling_*.png")) == sorted(
-        f"scaling_{name}.png" for name in result["curves"])
+        f"scaling_{name}.png" for name in result["curves"]
+    )
     assert scale_plot.main([str(saved), "--out", str(tmp_path / "plots")]) == 0
     assert len(list((tmp_path / "plots").glob("scaling_*.png"))) == len(result["curves"])
 
@@ -181,11 +218,20 @@ def test_scale_is_a_registered_bench_and_runs_end_to_end(monkeypatch, tmp_path: 
     # The runner over real (tiny) ppr and moe curves; ingest and serve are tested with B2's modules.
     monkeypatch.setenv("RAYRAG_BENCH_THREADS", "1")
     monkeypatch.setenv("RAYRAG_BENCH_OUT", str(tmp_path / "out"))
-    monkeypatch.setattr(scale, "CURVES", {
-        "ppr": SimpleNamespace(curve=lambda quick: scale_ppr.curve(sizes=(300, 3_000), queries=3)),
-        "moe": SimpleNamespace(curve=lambda quick: scale_moe.curve(
-            experts=(8, 64), d_model=16, ffn_dim=32, tokens=64, rounds=1)),
-    })
+    monkeypatch.setattr(
+        scale,
+        "CURVES",
+        {
+            "ppr": SimpleNamespace(
+                curve=lambda quick: scale_ppr.curve(sizes=(300, 3_000), queries=3)
+            ),
+            "moe": SimpleNamespace(
+                curve=lambda quick: scale_moe.curve(
+                    experts=(8, 64), d_model=16, ffn_dim=32, tokens=64, rounds=1
+                )
+            ),
+        },
+    )
     result = json.loads(json.dumps(run_bench("scale", quick=True)))
     assert result["bench"] == "scale" and set(result["curves"]) == {"ppr", "moe"}
     assert result["ratios"]["moe_time_e64_vs_e8_fixed_active"] > 0
@@ -201,7 +247,12 @@ def test_run_bench_passes_options_and_names_the_ones_a_bench_lacks(monkeypatch):
     with pytest.raises(ConfigError, match="bench kg takes no option bundle"):
         run_bench("kg", quick=True, bundle="b")
     seen = {}
-    monkeypatch.setattr(scale, "run", lambda quick, out_dir=None, docs=False: seen.update(
-        quick=quick, out_dir=out_dir, docs=docs) or {"bench": "scale", "ratios": {}})
+    monkeypatch.setattr(
+        scale,
+        "run",
+        lambda quick, out_dir=None, docs=False: (
+            seen.update(quick=quick, out_dir=out_dir, docs=docs) or {"bench": "scale", "ratios": {}}
+        ),
+    )
     run_bench("scale", quick=True, out_dir="o", docs=None)  # None: the option was not given
     assert seen == {"quick": True, "out_dir": "o", "docs": False}

@@ -38,7 +38,12 @@ def test_fitted_cpus_fit_the_replicas_on_the_cores():
 
 def test_serve_curve_without_a_bundle_is_one_line_config_error(tmp_path):
     with pytest.raises(ConfigError) as error:
-        scale_serve.curve(quick=True, bundle=tmp_path / "no-bundle", model=tmp_path / "no-model", demo_dir=tmp_path)
+        scale_serve.curve(
+            quick=True,
+            bundle=tmp_path / "no-bundle",
+            model=tmp_path / "no-model",
+            demo_dir=tmp_path,
+        )
     message = str(error.value)
     assert "\n" not in message and "make demo" in message and "no-bundle" in message
 
@@ -48,7 +53,9 @@ def test_ingest_curve_at_two_tiny_sizes(ray_local, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # anything written to the working directory would land here
     before = set(Path(tempfile.gettempdir()).glob("rayrag-scale-ingest-*"))
     result = scale_ingest.curve(quick=True, sizes=(3, 7))
-    assert result["name"] == "ingest" and result["x"] == "corpus_tokens" and result["y"] == "seconds"
+    assert (
+        result["name"] == "ingest" and result["x"] == "corpus_tokens" and result["y"] == "seconds"
+    )
     assert set(result["series"]) == {"pipeline", "embed_only"}
     for points in result["series"].values():
         xs = [x for x, _ in points]
@@ -56,7 +63,9 @@ def test_ingest_curve_at_two_tiny_sizes(ray_local, tmp_path, monkeypatch):
         assert all(y > 0 for _, y in points)
     assert [p["documents"] for p in result["meta"]["points"]] == [3, 7]
     assert all(p["chunks"] >= p["documents"] for p in result["meta"]["points"])
-    assert {"ingest_fixed_s", "ingest_s_per_1k_tokens", "ingest_s_per_doc"} <= set(result["per_unit"])
+    assert {"ingest_fixed_s", "ingest_s_per_1k_tokens", "ingest_s_per_doc"} <= set(
+        result["per_unit"]
+    )
     assert all(isinstance(v, float) for v in result["per_unit"].values())
     json.dumps(result)  # the CLI prints it
     assert list(tmp_path.iterdir()) == []  # no mlflow.db, no bundles in the working directory

@@ -15,21 +15,30 @@ from rayrag.serve.demo_env import demo_api_key, ensure_demo_secrets, write_demo_
 from tests.cli.test_cli import _one_line_error
 
 
-def test_the_demo_env_holds_what_the_next_steps_need_and_only_its_owner_reads_it(tmp_path, monkeypatch):
+def test_the_demo_env_holds_what_the_next_steps_need_and_only_its_owner_reads_it(
+    tmp_path, monkeypatch
+):
     config = resolve_config("demo")
     for name in ("RAYRAG_HMAC_KEY", "RAYRAG_ENCRYPTION_KEY"):
         monkeypatch.delenv(name, raising=False)
     ensure_demo_secrets(config)  # what `rayrag demo` runs with when the caller set nothing
     path = write_demo_env(tmp_path, config, "sqlite:////tmp/demo/mlflow.db")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    sourced = subprocess.run(["bash", "-c", f"set -e; source {path}; env"], capture_output=True, text=True,
-                             env={"PATH": os.environ["PATH"]}, check=True).stdout
+    sourced = subprocess.run(
+        ["bash", "-c", f"set -e; source {path}; env"],
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ["PATH"]},
+        check=True,
+    ).stdout
     env = dict(line.split("=", 1) for line in sourced.splitlines() if "=" in line)
     assert env["MLFLOW_TRACKING_URI"] == "sqlite:////tmp/demo/mlflow.db"
     assert env["RAYRAG_HMAC_KEY"] == os.environ["RAYRAG_HMAC_KEY"]
     assert env["RAYRAG_ENCRYPTION_KEY"] == os.environ["RAYRAG_ENCRYPTION_KEY"]
     keys = KeyStore.from_config(config.serve, environ=env)
-    caller = keys.authenticate(f"Bearer {env['RAYRAG_API_KEY']}")  # the key clients send is one serve accepts
+    caller = keys.authenticate(
+        f"Bearer {env['RAYRAG_API_KEY']}"
+    )  # the key clients send is one serve accepts
     assert caller.role == "user" and "public" in caller.principal.groups
     # A second demo keeps the key (a running client's $RAYRAG_API_KEY stays valid).
     assert write_demo_env(tmp_path, config, "sqlite:////tmp/demo/mlflow.db") == path
@@ -40,12 +49,21 @@ def test_the_demo_env_holds_what_the_next_steps_need_and_only_its_owner_reads_it
 def test_secrets_the_caller_set_are_never_written(tmp_path, monkeypatch):
     monkeypatch.setenv("RAYRAG_HMAC_KEY", "a-real-production-key-0123456789")
     path = write_demo_env(tmp_path, resolve_config("demo"), "sqlite:///x.db")
-    assert "a-real-production-key" not in path.read_text() and "RAYRAG_HMAC_KEY: set in your environment" in path.read_text()
+    assert (
+        "a-real-production-key" not in path.read_text()
+        and "RAYRAG_HMAC_KEY: set in your environment" in path.read_text()
+    )
 
 
 def _rayrag(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rayrag.cli", *args], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "rayrag.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=300,
+    )
 
 
 def test_version(tmp_path):
@@ -59,6 +77,8 @@ def test_serve_without_its_secrets_is_one_line_before_ray_starts(tmp_path):
     (bundle / "manifest.json").write_text("{}")
     model.mkdir()
     (model / "config.json").write_text("{}")
-    env = {k: v for k, v in os.environ.items() if k not in ("RAYRAG_HMAC_KEY", "RAYRAG_ENCRYPTION_KEY")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("RAYRAG_HMAC_KEY", "RAYRAG_ENCRYPTION_KEY")
+    }
     proc = _rayrag("serve", "--bundle", str(bundle), "--model", str(model), env=env, cwd=tmp_path)
     _one_line_error(proc, "RAYRAG_HMAC_KEY")

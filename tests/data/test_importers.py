@@ -227,7 +227,9 @@ def test_musique_fixture(tmp_path: Path, form: str) -> None:
     ]
     assert result.duplicates == 2 and result.dropped == {"unanswerable": 1}
     # Wikipedia passages: the default redaction rules map this collection to public_knowledge.
-    assert {tuple(sorted(d.metadata.items())) for d in docs} == {(("collection", "wikipedia"), ("source", "musique"))}
+    assert {tuple(sorted(d.metadata.items())) for d in docs} == {
+        (("collection", "wikipedia"), ("source", "musique"))
+    }
     first, second = read_qa(result.files["qa"])
     assert first.answers == ["Ada Brook", "A. Brook"] and first.metadata == {"hops": 2}
     kestrel = passage_id("Kestrel Works", SHARED["paragraph_text"])

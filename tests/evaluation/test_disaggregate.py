@@ -21,26 +21,41 @@ from rayrag.evaluation.disaggregate import (
 
 
 def eval_config(**changes):
-    return RAGConfig().evaluation.model_copy(update={"bootstrap_samples": 100, "ci_level": 0.9,
-                                                      "gap_threshold": 0.1, "min_slice_size": 3, **changes})
+    return RAGConfig().evaluation.model_copy(
+        update={
+            "bootstrap_samples": 100,
+            "ci_level": 0.9,
+            "gap_threshold": 0.1,
+            "min_slice_size": 3,
+            **changes,
+        }
+    )
 
 
 @pytest.fixture
 def frame():
     # hops=1: f1 mean 1.0 (n=4); hops=2: f1 mean 0.25 (n=4); hops=3: f1 0.0 but n=1 (too small)
     # leaks: hops=2 leaks twice (rate .5): the worst group for a lower-is-better metric.
-    return pd.DataFrame({
-        "answer_f1": [1.0, 1.0, 1.0, 1.0, 0.0, 0.5, 0.5, 0.0, 0.0],
-        "pii_leak_rate": [0, 0, 0, 0, 1, 1, 0, 0, 0],
-        "citation_precision": [1.0, None, 1.0, 1.0, 0.5, 0.5, None, None, None],
-        "hops": [1, 1, 1, 1, 2, 2, 2, 2, 3],
-        "region": ["eu", "us", "eu", "us", "eu", "us", "eu", "us", None],
-    }, dtype=object)
+    return pd.DataFrame(
+        {
+            "answer_f1": [1.0, 1.0, 1.0, 1.0, 0.0, 0.5, 0.5, 0.0, 0.0],
+            "pii_leak_rate": [0, 0, 0, 0, 1, 1, 0, 0, 0],
+            "citation_precision": [1.0, None, 1.0, 1.0, 0.5, 0.5, None, None, None],
+            "hops": [1, 1, 1, 1, 2, 2, 2, 2, 3],
+            "region": ["eu", "us", "eu", "us", "eu", "us", "eu", "us", None],
+        },
+        dtype=object,
+    )
 
 
 def test_group_means_overall_and_differences(frame):
-    report = disaggregate(frame, ["answer_f1", "pii_leak_rate", "citation_precision"], ["hops", "region"],
-                          eval_config(), seed=0)
+    report = disaggregate(
+        frame,
+        ["answer_f1", "pii_leak_rate", "citation_precision"],
+        ["hops", "region"],
+        eval_config(),
+        seed=0,
+    )
     assert report["overall"]["answer_f1"] == pytest.approx(5 / 9, abs=1e-6)
     groups = {g["value"]: g for g in report["by_key"]["hops"]["answer_f1"]["groups"]}
     assert groups["1"]["metric"] == 1.0 and groups["1"]["n"] == 4
@@ -48,7 +63,12 @@ def test_group_means_overall_and_differences(frame):
     assert groups["2"]["difference"] == pytest.approx(0.25 - 5 / 9, abs=1e-6)
     # undefined values are left out of means and counts
     cp = {g["value"]: g for g in report["by_key"]["hops"]["citation_precision"]["groups"]}
-    assert cp["1"]["metric"] == 1.0 and cp["1"]["n"] == 3 and cp["3"]["metric"] is None and cp["3"]["n"] == 0
+    assert (
+        cp["1"]["metric"] == 1.0
+        and cp["1"]["n"] == 3
+        and cp["3"]["metric"] is None
+        and cp["3"]["n"] == 0
+    )
     assert report["overall"]["citation_precision"] == pytest.approx(4 / 5)
     # a missing metadata value is its own group
     assert MISSING in {g["value"] for g in report["by_key"]["region"]["answer_f1"]["groups"]}
@@ -117,9 +137,13 @@ class _RecordingRun:
 
 
 def test_charts_and_logging(frame):
-    report = disaggregate(frame, ["answer_f1", "pii_leak_rate"], ["hops", "region"], eval_config(), seed=0)
+    report = disaggregate(
+        frame, ["answer_f1", "pii_leak_rate"], ["hops", "region"], eval_config(), seed=0
+    )
     fig = plot_metric(report, "answer_f1")
-    assert len(fig.axes[0].patches) == 3 + 3  # a bar per group of each key: hops 1, 2, 3; region eu, us, missing
+    assert (
+        len(fig.axes[0].patches) == 3 + 3
+    )  # a bar per group of each key: hops 1, 2, 3; region eu, us, missing
     run = _RecordingRun()
     log_disaggregation(run, report)
     assert set(run.figures) == {"disaggregation/answer_f1.png", "disaggregation/pii_leak_rate.png"}

@@ -31,7 +31,9 @@ def test_token_f1_by_hand():
     # pred {helix, corp, labs}, gold {helix, corp}: P 2/3, R 1, F1 0.8
     assert token_f1("Helix Corp Labs", ["Helix Corp"]) == pytest.approx(0.8)
     assert token_f1("Labs", ["Helix Corp", "labs"]) == 1.0
-    assert token_f1("", ["Helix"]) == 0.0 and token_f1("the", ["a"]) == 1.0  # both normalise to empty
+    assert (
+        token_f1("", ["Helix"]) == 0.0 and token_f1("the", ["a"]) == 1.0
+    )  # both normalise to empty
 
 
 def test_citation_precision_and_leaks():
@@ -41,6 +43,10 @@ def test_citation_precision_and_leaks():
 
 
 def test_percentile_and_mean():
-    assert percentile([1, 2, 3, 4], 50) == 2.5 and percentile([5], 99) == 5 and percentile([], 50) == 0.0
+    assert (
+        percentile([1, 2, 3, 4], 50) == 2.5
+        and percentile([5], 99) == 5
+        and percentile([], 50) == 0.0
+    )
     assert percentile(list(range(101)), 99) == 99
     assert mean([1.0, None, 3.0]) == 2.0 and mean([None]) is None

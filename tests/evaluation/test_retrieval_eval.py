@@ -27,8 +27,8 @@ def test_recall_counts_distinct_documents_in_rank_order():
     ranked = ["d1", "d1", "d2", "d3", "d4"]
     assert distinct_in_order(ranked) == ["d1", "d2", "d3", "d4"]
     gold = ["d3", "d1"]
-    assert recall_at_k(ranked, gold, 2) == 0.5      # top-2 docs {d1, d2}: 1 of 2 gold
-    assert recall_at_k(ranked, gold, 3) == 1.0      # the duplicate d1 chunk does not use a slot
+    assert recall_at_k(ranked, gold, 2) == 0.5  # top-2 docs {d1, d2}: 1 of 2 gold
+    assert recall_at_k(ranked, gold, 3) == 1.0  # the duplicate d1 chunk does not use a slot
     assert recall_at_k(ranked, gold, 10) == 1.0
     assert recall_at_k([], gold, 5) == 0.0
     assert recall_at_k(["x", "d1"], ["d1", "d1"], 2) == 1.0  # gold is a set
@@ -45,9 +45,9 @@ def test_mrr_is_reciprocal_rank_of_first_gold_document():
 
 
 def test_aggregate_and_slices_hand_example():
-    q1 = question_metrics(["g1", "x", "g2"], ["g1", "g2"])   # r@2 .5, r@5 1, mrr 1
-    q2 = question_metrics(["x", "y", "z"], ["g3"])           # all 0
-    q3 = question_metrics(["y", "g4"], ["g4"])               # r@2 1, mrr .5
+    q1 = question_metrics(["g1", "x", "g2"], ["g1", "g2"])  # r@2 .5, r@5 1, mrr 1
+    q2 = question_metrics(["x", "y", "z"], ["g3"])  # all 0
+    q3 = question_metrics(["y", "g4"], ["g4"])  # r@2 1, mrr .5
     assert q1 == {"recall_at_2": 0.5, "recall_at_5": 1.0, "recall_at_10": 1.0, "mrr": 1.0}
     overall = aggregate([q1, q2, q3])
     assert overall["recall_at_2"] == pytest.approx(1.5 / 3)
@@ -77,7 +77,9 @@ def tiny(ray_local, demo_corpus, tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny-eval")
     docs = {d["id"]: d for d in map(json.loads, demo_corpus.corpus_path.read_text().splitlines())}
     questions = [json.loads(line) for line in demo_corpus.qa_path.read_text().splitlines()]
-    public_q = [q for q in questions if all(docs[i]["acl"] == ["public"] for i in q["supporting_ids"])]
+    public_q = [
+        q for q in questions if all(docs[i]["acl"] == ["public"] for i in q["supporting_ids"])
+    ]
     chosen = public_q[:N_QUESTIONS]
     keep = {i for q in chosen for i in q["supporting_ids"]}
     keep |= set(sorted(d for d, row in docs.items() if "public" not in row["acl"])[:4])

@@ -18,7 +18,9 @@ def _order(seed: int = 0) -> torch.Tensor:
     return torch.randperm(V, generator=torch.Generator().manual_seed(seed))
 
 
-def _head(seed: int = 0, order: torch.Tensor | None = None, scale: float = 1.0) -> AdaptiveSoftmaxHead:
+def _head(
+    seed: int = 0, order: torch.Tensor | None = None, scale: float = 1.0
+) -> AdaptiveSoftmaxHead:
     torch.manual_seed(seed)
     head = AdaptiveSoftmaxHead(D, V, CUTOFFS, div_value=2.0, token_order=order)
     with torch.no_grad():
@@ -73,6 +75,7 @@ def _tail_winner_rows(head: AdaptiveSoftmaxHead) -> torch.Tensor:
 
 # -- distribution and NLL ------------------------------------------------------------------------
 
+
 def test_log_prob_rows_are_normalised_and_keep_leading_dims():
     head = _head(order=_order())
     hidden = _hidden(24)
@@ -91,7 +94,9 @@ def test_forward_nll_equals_minus_log_prob_at_targets_in_every_cluster():
     assert nll.shape == targets.shape and nll.dtype == torch.float32
     expected = -head.log_prob(hidden).gather(1, targets[:, None]).squeeze(1)
     torch.testing.assert_close(nll, expected, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(head(hidden.reshape(3, -1, D), targets.reshape(3, -1)), nll.reshape(3, -1))
+    torch.testing.assert_close(
+        head(hidden.reshape(3, -1, D), targets.reshape(3, -1)), nll.reshape(3, -1)
+    )
 
 
 @pytest.mark.parametrize("kind", ["adaptive", "full"])
@@ -99,8 +104,14 @@ def test_log_prob_of_some_ids_equals_the_full_distribution_there(kind):
     head = _head(order=_order()) if kind == "adaptive" else FullSoftmaxHead(D, V)
     hidden = _hidden(6)
     ids = torch.randint(0, V, (6, 9), generator=torch.Generator().manual_seed(4))
-    ids[0] = head.token_of_rank[torch.tensor([0, 19, 20, 59, 60, 149, 150, V - 1, 5])] if kind == "adaptive" else ids[0]
-    torch.testing.assert_close(head.log_prob_of(hidden, ids), head.log_prob(hidden).gather(1, ids), atol=1e-5, rtol=0)
+    ids[0] = (
+        head.token_of_rank[torch.tensor([0, 19, 20, 59, 60, 149, 150, V - 1, 5])]
+        if kind == "adaptive"
+        else ids[0]
+    )
+    torch.testing.assert_close(
+        head.log_prob_of(hidden, ids), head.log_prob(hidden).gather(1, ids), atol=1e-5, rtol=0
+    )
 
 
 def test_gradients_flow_only_into_touched_clusters_and_match_the_full_distribution():
@@ -115,7 +126,9 @@ def test_gradients_flow_only_into_touched_clusters_and_match_the_full_distributi
     head.zero_grad()
     (-head.log_prob(hidden).gather(1, targets[:, None])).sum().backward()
     for name, grad in grads.items():
-        torch.testing.assert_close(grad, dict(head.named_parameters())[name].grad, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(
+            grad, dict(head.named_parameters())[name].grad, atol=1e-5, rtol=1e-4
+        )
 
 
 def test_ignored_targets_score_zero_and_out_of_range_targets_are_refused():
@@ -129,17 +142,22 @@ def test_ignored_targets_score_zero_and_out_of_range_targets_are_refused():
         nll.sum().backward()
         assert hidden.grad[[1, 3]].abs().sum() == 0
         for bad in (V, -1):
-            with pytest.raises(ValueError, match=rf"targets must be token ids in \[0, {V}\) or -100"):
+            with pytest.raises(
+                ValueError, match=rf"targets must be token ids in \[0, {V}\) or -100"
+            ):
                 head(hidden, torch.full((5,), bad))
 
 
 # -- exact lazy decoding ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("scale", [1.0, 4.0])
 def test_greedy_equals_argmax_on_random_heads(scale):
     head = _head(seed=2, order=_order(), scale=scale)
     hidden = _hidden(200, seed=8)
-    torch.testing.assert_close(head.greedy(hidden), head.log_prob(hidden).argmax(-1), rtol=0, atol=0)
+    torch.testing.assert_close(
+        head.greedy(hidden), head.log_prob(hidden).argmax(-1), rtol=0, atol=0
+    )
 
 
 def test_greedy_equals_argmax_on_a_trained_head_and_prunes():
@@ -180,7 +198,9 @@ def test_token_order_relabels_ids_without_changing_the_model():
     assert torch.equal(permuted.greedy(hidden), order[plain.greedy(hidden)])
     assert torch.equal(permuted.topk(hidden, 4)[1], order[plain.topk(hidden, 4)[1]])
     ranks = torch.arange(0, V, 11)
-    torch.testing.assert_close(permuted(hidden[: len(ranks)], order[ranks]), plain(hidden[: len(ranks)], ranks))
+    torch.testing.assert_close(
+        permuted(hidden[: len(ranks)], order[ranks]), plain(hidden[: len(ranks)], ranks)
+    )
     plain.set_token_order(order)
     assert torch.equal(plain.greedy(hidden), permuted.greedy(hidden))
     assert set(dict(permuted.named_buffers())) == {"token_of_rank", "rank_of_token"}
@@ -189,7 +209,10 @@ def test_token_order_relabels_ids_without_changing_the_model():
 def test_low_precision_hidden_gives_float32_log_probs():
     head = _head(order=_order()).to(torch.bfloat16)
     hidden = _hidden(8).to(torch.bfloat16)
-    assert head.log_prob(hidden).dtype == torch.float32 and head(hidden, torch.arange(8)).dtype == torch.float32
+    assert (
+        head.log_prob(hidden).dtype == torch.float32
+        and head(hidden, torch.arange(8)).dtype == torch.float32
+    )
     assert torch.equal(head.greedy(hidden), head.log_prob(hidden).argmax(-1))
 
 
@@ -203,6 +226,7 @@ def test_greedy_and_topk_on_cuda():
 
 
 # -- the full softmax ------------------------------------------------------------------------------
+
 
 def test_full_head_tied_weight_shares_storage_and_gradient():
     embed = nn.Embedding(V, D)
@@ -221,7 +245,9 @@ def test_full_head_methods_agree_with_its_log_prob():
     hidden, targets = _hidden(32), torch.randint(0, V, (32,))
     log_prob = head.log_prob(hidden)
     torch.testing.assert_close(log_prob.logsumexp(-1), torch.zeros(32), atol=1e-5, rtol=0)
-    torch.testing.assert_close(head(hidden, targets), -log_prob.gather(1, targets[:, None]).squeeze(1))
+    torch.testing.assert_close(
+        head(hidden, targets), -log_prob.gather(1, targets[:, None]).squeeze(1)
+    )
     assert torch.equal(head.greedy(hidden), log_prob.argmax(-1))
     values, ids = head.topk(hidden, 7)
     assert torch.equal(ids, log_prob.topk(7)[1]) and torch.equal(values, log_prob.topk(7)[0])
@@ -230,10 +256,18 @@ def test_full_head_methods_agree_with_its_log_prob():
 
 # -- validation ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("cutoffs", "message"), [
-    ((60, 20), "strictly increasing"), ((20, 20), "strictly increasing"), ((0, 20), "positive"),
-    ((20, V), "< vocab_size"), ((20, V + 5), "< vocab_size"), ((), "at least one"),
-])
+
+@pytest.mark.parametrize(
+    ("cutoffs", "message"),
+    [
+        ((60, 20), "strictly increasing"),
+        ((20, 20), "strictly increasing"),
+        ((0, 20), "positive"),
+        ((20, V), "< vocab_size"),
+        ((20, V + 5), "< vocab_size"),
+        ((), "at least one"),
+    ],
+)
 def test_bad_cutoffs_are_refused(cutoffs, message):
     with pytest.raises(ValueError, match=message):
         AdaptiveSoftmaxHead(D, V, cutoffs)

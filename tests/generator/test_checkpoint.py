@@ -32,9 +32,17 @@ def _one_thread():
 def hf_model(tie: bool = False):
     torch.manual_seed(0)
     config = transformers.MixtralConfig(
-        vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2,
-        max_position_embeddings=128, tie_word_embeddings=tie)
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        max_position_embeddings=128,
+        tie_word_embeddings=tie,
+    )
     return transformers.MixtralForCausalLM(config).eval()
 
 
@@ -50,9 +58,19 @@ def hf_checkpoint(tmp_path_factory):
 def tiny_model(head: str) -> MoETransformer:
     torch.manual_seed(1)
     cutoffs = (32, 80) if head == "adaptive" else ()
-    config = GeneratorConfig(vocab_size=VOCAB, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2,
-                             ffn_dim=96, n_experts=4, experts_per_token=2, max_seq_len=64,
-                             adaptive_softmax_cutoffs=cutoffs, tie_embeddings=head == "full_tied")
+    config = GeneratorConfig(
+        vocab_size=VOCAB,
+        d_model=64,
+        n_layers=2,
+        n_heads=4,
+        n_kv_heads=2,
+        ffn_dim=96,
+        n_experts=4,
+        experts_per_token=2,
+        max_seq_len=64,
+        adaptive_softmax_cutoffs=cutoffs,
+        tie_embeddings=head == "full_tied",
+    )
     order = torch.randperm(VOCAB) if head == "adaptive" else None
     return MoETransformer(config, token_order=order).eval()
 
@@ -86,7 +104,9 @@ def test_sharded_hf_checkpoint_loads(hf_checkpoint, tmp_path):
     hf, _ = hf_checkpoint
     hf.save_pretrained(tmp_path, max_shard_size="100KB")
     assert (tmp_path / "model.safetensors.index.json").is_file()
-    torch.testing.assert_close(logits(load_checkpoint(tmp_path), IDS), logits(hf, IDS), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        logits(load_checkpoint(tmp_path), IDS), logits(hf, IDS), atol=1e-4, rtol=0
+    )
 
 
 @pytest.mark.parametrize("transposed", [False, True])
@@ -97,11 +117,15 @@ def test_hf_fused_expert_layout_loads(hf_checkpoint, tmp_path, transposed):
     state = {k: v.contiguous() for k, v in hf.state_dict().items()}
     assert state["model.layers.0.mlp.experts.gate_up_proj"].shape == (4, 192, 64)
     if transposed:  # (E, in, out) orientation is recognised by shape
-        state = {k: v.transpose(1, 2).contiguous() if k.endswith(("gate_up_proj", "down_proj")) else v
-                 for k, v in state.items()}
+        state = {
+            k: v.transpose(1, 2).contiguous() if k.endswith(("gate_up_proj", "down_proj")) else v
+            for k, v in state.items()
+        }
     save_file(state, tmp_path / "model.safetensors")
     shutil.copy(path / "config.json", tmp_path / "config.json")
-    torch.testing.assert_close(logits(load_checkpoint(tmp_path), IDS), logits(hf, IDS), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        logits(load_checkpoint(tmp_path), IDS), logits(hf, IDS), atol=1e-4, rtol=0
+    )
 
 
 @pytest.mark.parametrize("head", ["full_tied", "full_untied", "adaptive"])
@@ -120,8 +144,14 @@ def test_saved_file_uses_mixtral_keys(tmp_path):
     save_checkpoint(model, tmp_path / "ckpt")
     with safe_open(tmp_path / "ckpt" / "model.safetensors", "pt") as f:
         keys = set(f.keys())
-        assert f.get_slice("model.layers.1.block_sparse_moe.experts.3.w1.weight").get_shape() == [96, 64]
-        assert f.get_slice("model.layers.1.block_sparse_moe.experts.3.w2.weight").get_shape() == [64, 96]
+        assert f.get_slice("model.layers.1.block_sparse_moe.experts.3.w1.weight").get_shape() == [
+            96,
+            64,
+        ]
+        assert f.get_slice("model.layers.1.block_sparse_moe.experts.3.w2.weight").get_shape() == [
+            64,
+            96,
+        ]
     assert "model.layers.0.block_sparse_moe.gate.weight" in keys
     assert "rayrag.adaptive_head.head.weight" in keys and "lm_head.weight" not in keys
     assert not any(k.endswith("experts.w1") for k in keys)
@@ -161,7 +191,10 @@ def test_bfloat16_checkpoint_keeps_its_dtype(tmp_path):
     save_checkpoint(tiny_model("full_untied").to(torch.bfloat16), tmp_path / "ckpt")
     loaded = load_checkpoint(tmp_path / "ckpt")
     assert {p.dtype for p in loaded.parameters()} == {torch.bfloat16}
-    assert load_checkpoint(tmp_path / "ckpt", dtype=torch.float32).model.norm.weight.dtype == torch.float32
+    assert (
+        load_checkpoint(tmp_path / "ckpt", dtype=torch.float32).model.norm.weight.dtype
+        == torch.float32
+    )
 
 
 # -- clear errors ----------------------------------------------------------------------------
@@ -199,8 +232,10 @@ def test_non_mixtral_and_invalid_configs(ours):
     rewrite_config(ours, lambda c: c.update(model_type="llama"))
     with pytest.raises(ModelError, match="model_type must be 'mixtral'.*llama"):
         load_checkpoint(ours)
-    rewrite_config(ours, lambda c: c.update(model_type="mixtral", rayrag=None, num_attention_heads=5,
-                                              head_dim=None))
+    rewrite_config(
+        ours,
+        lambda c: c.update(model_type="mixtral", rayrag=None, num_attention_heads=5, head_dim=None),
+    )
     with pytest.raises(ConfigError, match="divisible"):
         load_checkpoint(ours)
     rewrite_config(ours, lambda c: c.pop("num_local_experts"))
@@ -215,8 +250,15 @@ def test_missing_and_unexpected_keys_are_named(ours):
     rewrite_weights(ours, lambda t: t.pop("model.layers.1.self_attn.k_proj.weight"))
     with pytest.raises(ModelError, match=r"1 missing.*model\.layers\.1\.self_attn\.k_proj\.weight"):
         load_checkpoint(ours)
-    rewrite_weights(ours, lambda t: t.update({"model.layers.1.self_attn.k_proj.weight": torch.zeros(32, 64),
-                                              "model.layers.0.self_attn.q_proj.bias": torch.zeros(64)}))
+    rewrite_weights(
+        ours,
+        lambda t: t.update(
+            {
+                "model.layers.1.self_attn.k_proj.weight": torch.zeros(32, 64),
+                "model.layers.0.self_attn.q_proj.bias": torch.zeros(64),
+            }
+        ),
+    )
     with pytest.raises(ModelError, match=r"1 unexpected.*q_proj\.bias"):
         load_checkpoint(ours)
 
@@ -225,10 +267,18 @@ def test_missing_expert_and_wrong_shapes(ours):
     rewrite_weights(ours, lambda t: t.pop("model.layers.0.block_sparse_moe.experts.2.w3.weight"))
     with pytest.raises(ModelError, match=r"experts\.\*\.w3\.weight.*missing \[2\]"):
         load_checkpoint(ours)
-    rewrite_weights(ours, lambda t: t.update({
-        "model.layers.0.block_sparse_moe.experts.2.w3.weight": torch.zeros(96, 64),
-        "model.norm.weight": torch.zeros(65)}))
-    with pytest.raises(ModelError, match=r"wrong shape.*model\.norm\.weight: file \(65,\) vs model \(64,\)"):
+    rewrite_weights(
+        ours,
+        lambda t: t.update(
+            {
+                "model.layers.0.block_sparse_moe.experts.2.w3.weight": torch.zeros(96, 64),
+                "model.norm.weight": torch.zeros(65),
+            }
+        ),
+    )
+    with pytest.raises(
+        ModelError, match=r"wrong shape.*model\.norm\.weight: file \(65,\) vs model \(64,\)"
+    ):
         load_checkpoint(ours)
 
 
@@ -243,9 +293,19 @@ def test_refuses_a_model_with_lora_adapters(tmp_path):
     from rayrag.generator.lora import apply_lora
     from rayrag.generator.model import MoETransformer
 
-    model = MoETransformer(GeneratorConfig(vocab_size=64, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1,
-                                           ffn_dim=32, n_experts=2, experts_per_token=1,
-                                           adaptive_softmax_cutoffs=()))
+    model = MoETransformer(
+        GeneratorConfig(
+            vocab_size=64,
+            d_model=32,
+            n_layers=1,
+            n_heads=2,
+            n_kv_heads=1,
+            ffn_dim=32,
+            n_experts=2,
+            experts_per_token=1,
+            adaptive_softmax_cutoffs=(),
+        )
+    )
     apply_lora(model, LoraConfig(rank=2))
     with pytest.raises(ModelError, match="LoRA adapter tensors"):
         save_checkpoint(model, tmp_path / "ckpt")

@@ -26,9 +26,20 @@ def _one_thread():
 def copy_model(head: str = "adaptive", seed: int = 0, gate_bias: float = -1.0) -> MoETransformer:
     torch.manual_seed(seed)
     adaptive = head == "adaptive"
-    cfg = GeneratorConfig(vocab_size=VOCAB, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=48,
-                          n_experts=4, experts_per_token=2, max_seq_len=64, copy_head=True, copy_dim=16,
-                          adaptive_softmax_cutoffs=(40, 120) if adaptive else ())
+    cfg = GeneratorConfig(
+        vocab_size=VOCAB,
+        d_model=32,
+        n_layers=2,
+        n_heads=4,
+        n_kv_heads=2,
+        ffn_dim=48,
+        n_experts=4,
+        experts_per_token=2,
+        max_seq_len=64,
+        copy_head=True,
+        copy_dim=16,
+        adaptive_softmax_cutoffs=(40, 120) if adaptive else (),
+    )
     model = MoETransformer(cfg, token_order=torch.randperm(VOCAB) if adaptive else None).eval()
     with torch.no_grad():  # a pointer that matters: sharp attention, the copy side weighted
         model.copy_head.query.weight.normal_(std=1.0)
@@ -53,7 +64,10 @@ def test_pointer_slots_see_only_earlier_real_positions_and_propose_them_or_their
     keep = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]], dtype=torch.bool)
     hidden = torch.randn(2, 5, 8)
     ctx = head.context(hidden, ids, keep)
-    assert ctx.proposals.tolist() == [[0, 0, 11, 12, 13, 0, 11, 12, 13, 0], [21, 22, 23, 24, 25, 22, 23, 24, 25, 0]]
+    assert ctx.proposals.tolist() == [
+        [0, 0, 11, 12, 13, 0, 11, 12, 13, 0],
+        [21, 22, 23, 24, 25, 22, 23, 24, 25, 0],
+    ]
     attn = head.attention(hidden, ctx, first_query=0)  # (B, S, 2S)
     self_ok = torch.tril(torch.ones(5, 5, dtype=torch.bool))  # j <= t
     next_ok = torch.tril(torch.ones(5, 5, dtype=torch.bool), diagonal=-1)  # j < t
@@ -75,7 +89,9 @@ def test_the_pointer_never_sees_past_the_until_token_even_across_the_cache():
     assert torch.equal(part.open, whole.open)
     attn = head.attention(hidden, whole, first_query=0)  # (1, 8, 16)
     assert torch.all(attn[..., 3:8] == 0) and torch.all(attn[..., 11:] == 0)
-    assert torch.all(attn[0, 4:, :3].sum(-1) > 0)  # the question and answer positions point into the context
+    assert torch.all(
+        attn[0, 4:, :3].sum(-1) > 0
+    )  # the question and answer positions point into the context
 
 
 @pytest.mark.parametrize("head", ["adaptive", "full"])
@@ -109,9 +125,20 @@ def test_a_pointer_learns_to_copy_much_faster_than_the_softmax_alone():
     losses = {}
     for copy in (True, False):
         torch.manual_seed(0)
-        cfg = GeneratorConfig(vocab_size=VOCAB, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=48,
-                              n_experts=2, experts_per_token=1, max_seq_len=32, copy_head=copy, copy_dim=16,
-                              adaptive_softmax_cutoffs=())
+        cfg = GeneratorConfig(
+            vocab_size=VOCAB,
+            d_model=32,
+            n_layers=2,
+            n_heads=4,
+            n_kv_heads=2,
+            ffn_dim=48,
+            n_experts=2,
+            experts_per_token=1,
+            max_seq_len=32,
+            copy_head=copy,
+            copy_dim=16,
+            adaptive_softmax_cutoffs=(),
+        )
         model = MoETransformer(cfg).train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
         data = torch.Generator().manual_seed(0)
@@ -160,8 +187,12 @@ def test_kv_cache_decoding_equals_recomputing_with_a_pointer(head):
     model = copy_model(head)
     cached = generate(model, PROMPTS, max_new_tokens=10, eos_id=None, pad_id=0)
     assert [g.tokens for g in cached] == [
-        g.tokens for g in recompute_generate(model, PROMPTS, max_new_tokens=10, eos_id=None, pad_id=0)]
-    alone = [generate(model, [p], max_new_tokens=10, eos_id=None, pad_id=0)[0].tokens for p in PROMPTS]
+        g.tokens
+        for g in recompute_generate(model, PROMPTS, max_new_tokens=10, eos_id=None, pad_id=0)
+    ]
+    alone = [
+        generate(model, [p], max_new_tokens=10, eos_id=None, pad_id=0)[0].tokens for p in PROMPTS
+    ]
     assert [g.tokens for g in cached] == alone  # left padding changes nothing
     copied = sum(t in p for g, p in zip(cached, PROMPTS, strict=True) for t in g.tokens)
     assert copied > 0  # the pointer is in play, or this test would prove nothing
@@ -186,8 +217,18 @@ def test_checkpoint_round_trip_keeps_the_pointer(tmp_path):
 
 
 def test_without_a_copy_head_the_step_head_is_the_output_head():
-    cfg = GeneratorConfig(vocab_size=VOCAB, d_model=32, n_layers=1, n_heads=4, n_kv_heads=2, ffn_dim=48,
-                          n_experts=2, experts_per_token=1, max_seq_len=64, adaptive_softmax_cutoffs=())
+    cfg = GeneratorConfig(
+        vocab_size=VOCAB,
+        d_model=32,
+        n_layers=1,
+        n_heads=4,
+        n_kv_heads=2,
+        ffn_dim=48,
+        n_experts=2,
+        experts_per_token=1,
+        max_seq_len=64,
+        adaptive_softmax_cutoffs=(),
+    )
     model = MoETransformer(cfg).eval()
     out = model(torch.tensor([PROMPTS[0]]), compute_logits=False)
     assert model.copy_head is None and out.copy is None and model.step_head(out) is model.lm_head
@@ -205,4 +246,6 @@ def test_mixture_log_prob_of_some_ids_equals_the_full_distribution():
         assert isinstance(mixture, CopyMixture)
         hidden = out.hidden_states[:, -1]
         some = torch.tensor([[5, 17, 150, 3]])
-        assert torch.allclose(mixture.log_prob_of(hidden, some), mixture.log_prob(hidden).gather(1, some), atol=1e-5)
+        assert torch.allclose(
+            mixture.log_prob_of(hidden, some), mixture.log_prob(hidden).gather(1, some), atol=1e-5
+        )

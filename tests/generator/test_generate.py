@@ -27,9 +27,18 @@ def _one_thread():
 def tiny_model(head: str = "adaptive", seed: int = 0) -> MoETransformer:
     torch.manual_seed(seed)
     adaptive = head == "adaptive"
-    cfg = GeneratorConfig(vocab_size=VOCAB, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=48,
-                          n_experts=4, experts_per_token=2, max_seq_len=64,
-                          adaptive_softmax_cutoffs=(40, 120) if adaptive else ())
+    cfg = GeneratorConfig(
+        vocab_size=VOCAB,
+        d_model=32,
+        n_layers=2,
+        n_heads=4,
+        n_kv_heads=2,
+        ffn_dim=48,
+        n_experts=4,
+        experts_per_token=2,
+        max_seq_len=64,
+        adaptive_softmax_cutoffs=(40, 120) if adaptive else (),
+    )
     return MoETransformer(cfg, token_order=torch.randperm(VOCAB) if adaptive else None).eval()
 
 
@@ -56,7 +65,9 @@ def test_greedy_is_deterministic_and_runs_to_length(model):
     assert all(g.finish_reason == "length" and len(g.tokens) == 12 for g in first)
     assert [g.prompt_tokens for g in first] == [7, 2, 4]
     shares = first[0].expert_share
-    assert len(shares) == 2 and all(abs(sum(layer) - 1) < 1e-4 and len(layer) == 4 for layer in shares)
+    assert len(shares) == 2 and all(
+        abs(sum(layer) - 1) < 1e-4 and len(layer) == 4 for layer in shares
+    )
 
 
 @pytest.mark.parametrize("head", ["adaptive", "full"])
@@ -88,7 +99,9 @@ def test_rows_finishing_at_different_steps_are_dropped_without_changing_the_othe
     assert [g.finish_reason for g in batched] == [g.finish_reason for g in alone]
     assert batched[row].finish_reason == "eos" and len(batched[row].tokens) <= 3
     assert any(g.finish_reason == "length" for g in batched)  # somebody outlived the dropped row
-    assert tokens(recompute_generate(model, PROMPTS, max_new_tokens=12, eos_id=eos, pad_id=0)) == tokens(batched)
+    assert tokens(
+        recompute_generate(model, PROMPTS, max_new_tokens=12, eos_id=eos, pad_id=0)
+    ) == tokens(batched)
 
 
 # -- stopping ------------------------------------------------------------------------------
@@ -104,11 +117,15 @@ def test_eos_ends_a_row_and_is_not_in_the_output(model):
 def test_stop_sequence_ends_a_row_and_is_cut_from_the_output(model):
     free = generate(model, [PROMPTS[2]], max_new_tokens=12, **GREEDY)[0].tokens
     seq = free[5:7]
-    first = next(i for i in range(len(free)) if free[i:i + 2] == seq)
-    out = generate(model, [PROMPTS[2]], max_new_tokens=12, stop=[[VOCAB - 1, VOCAB - 2], seq], **GREEDY)[0]
+    first = next(i for i in range(len(free)) if free[i : i + 2] == seq)
+    out = generate(
+        model, [PROMPTS[2]], max_new_tokens=12, stop=[[VOCAB - 1, VOCAB - 2], seq], **GREEDY
+    )[0]
     assert out.finish_reason == "stop" and out.tokens == free[:first]
     # A stop sequence that never appears leaves the row to run to length.
-    out = generate(model, [PROMPTS[2]], max_new_tokens=12, stop=[[VOCAB - 1, VOCAB - 2]], **GREEDY)[0]
+    out = generate(model, [PROMPTS[2]], max_new_tokens=12, stop=[[VOCAB - 1, VOCAB - 2]], **GREEDY)[
+        0
+    ]
     assert out.finish_reason == "length" and out.tokens == free
 
 
@@ -130,8 +147,16 @@ def test_seeded_sampling_is_reproducible_and_seeds_differ(model):
 def test_top_k_sampling_only_picks_from_the_heads_top_k(model, top_p):
     k = 3
     for seed in range(3):
-        out = generate(model, [PROMPTS[0]], max_new_tokens=10, temperature=1.5, top_k=k, top_p=top_p,
-                       seed=seed, **GREEDY)[0].tokens
+        out = generate(
+            model,
+            [PROMPTS[0]],
+            max_new_tokens=10,
+            temperature=1.5,
+            top_k=k,
+            top_p=top_p,
+            seed=seed,
+            **GREEDY,
+        )[0].tokens
         seq = list(PROMPTS[0])
         for token in out:
             with torch.inference_mode():
@@ -142,7 +167,9 @@ def test_top_k_sampling_only_picks_from_the_heads_top_k(model, top_p):
 
 def test_tiny_top_p_equals_greedy(model):
     greedy = tokens(generate(model, PROMPTS, max_new_tokens=12, **GREEDY))
-    nucleus = generate(model, PROMPTS, max_new_tokens=12, temperature=1.0, top_p=1e-6, seed=3, **GREEDY)
+    nucleus = generate(
+        model, PROMPTS, max_new_tokens=12, temperature=1.0, top_p=1e-6, seed=3, **GREEDY
+    )
     assert tokens(nucleus) == greedy
 
 
@@ -179,7 +206,10 @@ def test_stream_never_emits_part_of_a_stop_sequence_and_returns_the_generation(m
     except StopIteration as done:
         result = done.value
     expected = generate(model, [PROMPTS[0]], max_new_tokens=12, stop=stop, **GREEDY)[0]
-    assert seen == result.tokens == expected.tokens and result.finish_reason == expected.finish_reason == "stop"
+    assert (
+        seen == result.tokens == expected.tokens
+        and result.finish_reason == expected.finish_reason == "stop"
+    )
 
 
 def test_training_mode_is_restored_after_decoding():
@@ -193,8 +223,13 @@ def test_training_mode_is_restored_after_decoding():
 
 
 def test_decode_options_from_config(model):
-    opts = DecodeOptions.from_config(DecodingConfig(max_new_tokens=6, temperature=0.7, top_k=4),
-                                     eos_id=2, pad_id=0, stop=[[9, 9]], seed=1)
+    opts = DecodeOptions.from_config(
+        DecodingConfig(max_new_tokens=6, temperature=0.7, top_k=4),
+        eos_id=2,
+        pad_id=0,
+        stop=[[9, 9]],
+        seed=1,
+    )
     assert opts.stop == ((9, 9),) and not opts.greedy
     out = generate(model, PROMPTS, **opts.kwargs())
     assert tokens(out) == tokens(generate(model, PROMPTS, **opts.kwargs()))
@@ -204,24 +239,47 @@ def test_decode_options_from_config(model):
 # -- bad inputs ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("prompts", "kwargs", "error", "message"), [
-    ([], {}, DataError, "at least one prompt, got an empty list"),
-    ([[1, 2], []], {}, DataError, "prompt 1 is empty"),
-    ([1, 2, 3], {}, DataError, "flat list of ints"),
-    ([[1, VOCAB]], {}, DataError, f"outside the vocabulary [0, {VOCAB}), first {VOCAB} at position 1"),
-    ([[-1, 4]], {}, DataError, "first -1 at position 0"),
-    ([[1] * 60], {}, DataError, "prompt 0 has 60 tokens + max_new_tokens 5 = 65 > max_seq_len 64"),
-    ([[1]], {"max_new_tokens": 0}, ConfigError, "max_new_tokens must be an int > 0, got 0"),
-    ([[1]], {"temperature": -0.5}, ConfigError, "temperature must be a finite number >= 0 (0 = greedy), got -0.5"),
-    ([[1]], {"temperature": float("nan")}, ConfigError, "temperature must be"),
-    ([[1]], {"top_p": 0.0}, ConfigError, "top_p must be in (0, 1], got 0.0"),
-    ([[1]], {"top_p": 1.5}, ConfigError, "top_p must be in (0, 1], got 1.5"),
-    ([[1]], {"top_k": -1}, ConfigError, "top_k must be an int >= 0 (0 = off), got -1"),
-    ([[1]], {"pad_id": VOCAB}, ConfigError, f"pad_id must be a token id in [0, {VOCAB}), got {VOCAB}"),
-    ([[1]], {"eos_id": -3}, ConfigError, "eos_id must be a token id"),
-    ([[1]], {"stop": [[4], []]}, DataError, "stop sequence 1 is empty"),
-    ([[1]], {"stop": [[4, 999]]}, DataError, "stop sequence 0 has token ids outside"),
-])
+@pytest.mark.parametrize(
+    ("prompts", "kwargs", "error", "message"),
+    [
+        ([], {}, DataError, "at least one prompt, got an empty list"),
+        ([[1, 2], []], {}, DataError, "prompt 1 is empty"),
+        ([1, 2, 3], {}, DataError, "flat list of ints"),
+        (
+            [[1, VOCAB]],
+            {},
+            DataError,
+            f"outside the vocabulary [0, {VOCAB}), first {VOCAB} at position 1",
+        ),
+        ([[-1, 4]], {}, DataError, "first -1 at position 0"),
+        (
+            [[1] * 60],
+            {},
+            DataError,
+            "prompt 0 has 60 tokens + max_new_tokens 5 = 65 > max_seq_len 64",
+        ),
+        ([[1]], {"max_new_tokens": 0}, ConfigError, "max_new_tokens must be an int > 0, got 0"),
+        (
+            [[1]],
+            {"temperature": -0.5},
+            ConfigError,
+            "temperature must be a finite number >= 0 (0 = greedy), got -0.5",
+        ),
+        ([[1]], {"temperature": float("nan")}, ConfigError, "temperature must be"),
+        ([[1]], {"top_p": 0.0}, ConfigError, "top_p must be in (0, 1], got 0.0"),
+        ([[1]], {"top_p": 1.5}, ConfigError, "top_p must be in (0, 1], got 1.5"),
+        ([[1]], {"top_k": -1}, ConfigError, "top_k must be an int >= 0 (0 = off), got -1"),
+        (
+            [[1]],
+            {"pad_id": VOCAB},
+            ConfigError,
+            f"pad_id must be a token id in [0, {VOCAB}), got {VOCAB}",
+        ),
+        ([[1]], {"eos_id": -3}, ConfigError, "eos_id must be a token id"),
+        ([[1]], {"stop": [[4], []]}, DataError, "stop sequence 1 is empty"),
+        ([[1]], {"stop": [[4, 999]]}, DataError, "stop sequence 0 has token ids outside"),
+    ],
+)
 def test_bad_inputs_raise_clear_errors(model, prompts, kwargs, error, message):
     call = {"max_new_tokens": 5, **GREEDY, **kwargs}
     with pytest.raises(error) as excinfo:
@@ -255,15 +313,26 @@ def test_expert_share_counted_once_equals_the_per_step_routing_stats_summed(mode
                 break
             mask = torch.cat([mask, torch.ones(len(PROMPTS), 1, dtype=torch.long)], dim=1)
             step_ids = torch.tensor([[g.tokens[step]] for g in generations])  # (B, 1)
-            out = model(step_ids, attention_mask=mask, past_key_values=out.past_key_values, use_cache=True,
-                        compute_logits=False)
+            out = model(
+                step_ids,
+                attention_mask=mask,
+                past_key_values=out.past_key_values,
+                use_cache=True,
+                compute_logits=False,
+            )
     expected = [(c / c.sum()).tolist() for c in summed]
     for got, want in zip(generations[0].expert_share, expected, strict=True):
         assert got == pytest.approx(want, abs=2e-6)
 
 
-@pytest.mark.parametrize("sampling", [{}, {"temperature": 1.0, "top_k": 20, "seed": 5},
-                                      {"temperature": 0.7, "top_p": 0.9, "seed": 2}])
+@pytest.mark.parametrize(
+    "sampling",
+    [
+        {},
+        {"temperature": 1.0, "top_k": 20, "seed": 5},
+        {"temperature": 0.7, "top_p": 0.9, "seed": 2},
+    ],
+)
 def test_logprob_is_the_models_log_probability_of_what_it_emitted(model, sampling):
     (generation,) = generate(model, [PROMPTS[0]], max_new_tokens=6, **GREEDY, **sampling)
     seq, expected = list(PROMPTS[0]), 0.0
@@ -281,14 +350,21 @@ SEP = 199  # closes the context, as the reader's <sep> does
 
 
 def is_span(answer: list[int], context: list[int]) -> bool:
-    return any(context[i:i + len(answer)] == answer for i in range(len(context) - len(answer) + 1))
+    return any(
+        context[i : i + len(answer)] == answer for i in range(len(context) - len(answer) + 1)
+    )
 
 
 def test_span_constraint_follows_every_occurrence_of_the_answer_so_far():
     from rayrag.generator.generate import SpanConstraint
 
     span = SpanConstraint([5, 6, 7, 5, 8], end_ids=[2])
-    assert span.allowed() == [5, 6, 7, 8]  # any context token may start; eos may not end an empty answer
+    assert span.allowed() == [
+        5,
+        6,
+        7,
+        8,
+    ]  # any context token may start; eos may not end an empty answer
     span.add(5)
     assert span.allowed() == [6, 8, 2]  # both occurrences of 5 continue
     span.add(8)
@@ -302,16 +378,24 @@ def test_span_constraint_follows_every_occurrence_of_the_answer_so_far():
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 def test_extractive_answers_are_spans_of_the_context_before_the_separator(head, temperature):
     model = tiny_model(head, seed=3)
-    prompts = [[5, 17, 42, 9, 88, SEP, 61, 70], [120, 7, 33, 7, 150, SEP, 2, 19, 44], [33, 150, 19, SEP, 4]]
+    prompts = [
+        [5, 17, 42, 9, 88, SEP, 61, 70],
+        [120, 7, 33, 7, 150, SEP, 2, 19, 44],
+        [33, 150, 19, SEP, 4],
+    ]
     kwargs = dict(max_new_tokens=6, eos_id=3, pad_id=0, temperature=temperature, seed=7)
     free = generate(model, prompts, **kwargs)
     spans = generate(model, prompts, span_until=SEP, **kwargs)
-    contexts = [p[:p.index(SEP)] for p in prompts]
-    assert not all(is_span(g.tokens, c) for g, c in zip(free, contexts, strict=True))  # random weights wander
+    contexts = [p[: p.index(SEP)] for p in prompts]
+    assert not all(
+        is_span(g.tokens, c) for g, c in zip(free, contexts, strict=True)
+    )  # random weights wander
     for g, context in zip(spans, contexts, strict=True):
         assert g.tokens and is_span(g.tokens, context), (g.tokens, context)
         assert g.finish_reason in ("eos", "length")
-    if temperature == 0:  # greedy: batched rows equal each row alone; the stream yields the same tokens
+    if (
+        temperature == 0
+    ):  # greedy: batched rows equal each row alone; the stream yields the same tokens
         alone = [generate(model, [p], span_until=SEP, **kwargs)[0].tokens for p in prompts]
         assert [g.tokens for g in spans] == alone
         assert list(stream(model, prompts[1], span_until=SEP, **kwargs)) == spans[1].tokens
@@ -331,46 +415,78 @@ def test_extractive_greedy_takes_the_models_best_allowed_token():
 def test_extractive_decoding_needs_a_way_to_end_the_span(model):
     with pytest.raises(ConfigError, match="extractive decoding needs an eos_id"):
         generate(model, [[5, SEP]], max_new_tokens=2, eos_id=None, pad_id=0, span_until=SEP)
-    opts = DecodeOptions.from_config(DecodingConfig(extractive=True), eos_id=2, pad_id=0, span_until=SEP)
+    opts = DecodeOptions.from_config(
+        DecodingConfig(extractive=True), eos_id=2, pad_id=0, span_until=SEP
+    )
     assert opts.span_until == SEP
-    assert DecodeOptions.from_config(DecodingConfig(), eos_id=2, pad_id=0, span_until=SEP).span_until is None
+    assert (
+        DecodeOptions.from_config(DecodingConfig(), eos_id=2, pad_id=0, span_until=SEP).span_until
+        is None
+    )
 
 
 @pytest.mark.parametrize("head", ["adaptive", "full"])
 def test_n_best_branches_hold_the_greedy_answer_and_are_ranked_by_likelihood(head):
     model = tiny_model(head, seed=3)
-    prompts = [[5, 17, 42, 9, 88, SEP, 61, 70], [120, 7, 33, 7, 150, SEP, 2, 19, 44], [33, 150, SEP, 4]]
+    prompts = [
+        [5, 17, 42, 9, 88, SEP, 61, 70],
+        [120, 7, 33, 7, 150, SEP, 2, 19, 44],
+        [33, 150, SEP, 4],
+    ]
     kwargs = dict(max_new_tokens=6, eos_id=3, pad_id=0, span_until=SEP)
     greedy = generate(model, prompts, **kwargs)
     best = generate(model, prompts, branches=3, **kwargs)
     assert len(best) == len(prompts)
     for g, nbest, prompt in zip(greedy, best, prompts, strict=True):
-        context = prompt[:prompt.index(SEP)]
+        context = prompt[: prompt.index(SEP)]
         candidates = [nbest, *nbest.alternatives]
-        assert len(candidates) == min(3, len(set(context)))  # [33, 150]: two tokens can start a span
+        assert len(candidates) == min(
+            3, len(set(context))
+        )  # [33, 150]: two tokens can start a span
         assert all(c.tokens and is_span(c.tokens, context) for c in candidates)
-        assert len({c.tokens[0] for c in candidates}) == len(candidates)  # one branch per first token
+        assert len({c.tokens[0] for c in candidates}) == len(
+            candidates
+        )  # one branch per first token
         # The greedy answer is the branch of the best first token; the most likely comes first.
-        assert any(c.tokens == g.tokens and c.logprob == pytest.approx(g.logprob, abs=1e-5) for c in candidates)
-        assert [c.logprob for c in candidates] == sorted((c.logprob for c in candidates), reverse=True)
+        assert any(
+            c.tokens == g.tokens and c.logprob == pytest.approx(g.logprob, abs=1e-5)
+            for c in candidates
+        )
+        assert [c.logprob for c in candidates] == sorted(
+            (c.logprob for c in candidates), reverse=True
+        )
         assert nbest.logprob >= g.logprob - 1e-5
     # Batched rows equal each prompt alone, alternatives too.
     alone = [generate(model, [p], branches=3, **kwargs)[0] for p in prompts]
-    assert [[c.tokens for c in (a, *a.alternatives)] for a in alone] == \
-        [[c.tokens for c in (b, *b.alternatives)] for b in best]
+    assert [[c.tokens for c in (a, *a.alternatives)] for a in alone] == [
+        [c.tokens for c in (b, *b.alternatives)] for b in best
+    ]
 
 
 def test_n_best_needs_greedy_extractive_decoding(model):
     with pytest.raises(ConfigError, match="branches > 1 needs greedy, extractive decoding"):
         generate(model, [[5, 6]], max_new_tokens=2, eos_id=3, pad_id=0, branches=2)
     with pytest.raises(ConfigError, match="branches > 1 needs greedy"):
-        generate(model, [[5, SEP]], max_new_tokens=2, eos_id=3, pad_id=0, span_until=SEP, branches=2,
-                 temperature=1.0, seed=1)
+        generate(
+            model,
+            [[5, SEP]],
+            max_new_tokens=2,
+            eos_id=3,
+            pad_id=0,
+            span_until=SEP,
+            branches=2,
+            temperature=1.0,
+            seed=1,
+        )
     with pytest.raises(ConfigError, match="branches must be 1"):
         stream(model, [5, SEP], max_new_tokens=2, eos_id=3, pad_id=0, span_until=SEP, branches=2)
     with pytest.raises(ValueError, match="candidates 4 needs extractive: true"):
         DecodingConfig(candidates=4)
-    opts = DecodeOptions.from_config(DecodingConfig(extractive=True, candidates=4), eos_id=2, pad_id=0, span_until=SEP)
+    opts = DecodeOptions.from_config(
+        DecodingConfig(extractive=True, candidates=4), eos_id=2, pad_id=0, span_until=SEP
+    )
     assert opts.branches == 4
-    sampled = DecodingConfig(extractive=True, candidates=4, temperature=0.7)  # a sweep's temperature knob
+    sampled = DecodingConfig(
+        extractive=True, candidates=4, temperature=0.7
+    )  # a sweep's temperature knob
     assert DecodeOptions.from_config(sampled, eos_id=2, pad_id=0, span_until=SEP).branches == 1

@@ -54,7 +54,9 @@ class Block(nn.Module):
     def __init__(self, dispatch: str) -> None:
         super().__init__()
         self.self_attn = Attention()
-        self.block_sparse_moe = MoELayer(d_model=D, ffn_dim=24, n_experts=4, top_k=2, dispatch=dispatch)
+        self.block_sparse_moe = MoELayer(
+            d_model=D, ffn_dim=24, n_experts=4, top_k=2, dispatch=dispatch
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.self_attn(x)
@@ -135,8 +137,11 @@ def test_only_adapters_train_and_base_weights_stay_frozen():
     assert any(p.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n)
 
 
-@pytest.mark.parametrize(("config", "dispatch"), [(ATTN, "loop"), (ALL, "loop"), (ALL, "auto")],
-                         ids=["attention", "attention+experts", "attention+experts-auto-dispatch"])
+@pytest.mark.parametrize(
+    ("config", "dispatch"),
+    [(ATTN, "loop"), (ALL, "loop"), (ALL, "auto")],
+    ids=["attention", "attention+experts", "attention+experts-auto-dispatch"],
+)
 def test_merged_equals_unmerged_after_training(config, dispatch):
     base, model = Toy(dispatch=dispatch), Toy(dispatch=dispatch)
     apply_lora(model, config)
@@ -184,7 +189,9 @@ def test_adapted_expert_dispatch_equals_the_textbook_expert(dispatch):
     grads = [p.grad.clone() for p in (*experts.lora_A.values(), *experts.lora_B.values())]
     experts.zero_grad()
     x_ref = x.detach().clone().requires_grad_()
-    ref = torch.cat([experts.expert(e, rows) for e, rows in enumerate(x_ref.split([3, 0, 5, 2])) if len(rows)])
+    ref = torch.cat(
+        [experts.expert(e, rows) for e, rows in enumerate(x_ref.split([3, 0, 5, 2])) if len(rows)]
+    )
     torch.testing.assert_close(y, ref, atol=1e-5, rtol=1e-5)
     ref.square().sum().backward()
     torch.testing.assert_close(x.grad, x_ref.grad, atol=1e-4, rtol=1e-4)
@@ -214,12 +221,17 @@ def test_save_load_round_trip_into_a_fresh_base(config, tmp_path):
     apply_lora(model, config)
     train_steps(model)
     out = save_adapters(model, tmp_path / "adapters", config)
-    assert sorted(p.name for p in out.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    ]
     assert read_adapter_config(out) == config
 
     fresh = Toy()  # same seed = same base weights
     names = load_adapters(fresh, out)
-    assert sorted(names) == sorted(n for n, m in model.named_modules() if isinstance(m, (LoRALinear, LoRASwiGLUExperts)))
+    assert sorted(names) == sorted(
+        n for n, m in model.named_modules() if isinstance(m, (LoRALinear, LoRASwiGLUExperts))
+    )
     x = inputs()
     with torch.no_grad():
         assert torch.equal(fresh(x), model(x))
@@ -230,7 +242,9 @@ def test_save_load_round_trip_into_a_fresh_base(config, tmp_path):
     with torch.no_grad():
         assert torch.equal(prepared(x), model(x))
 
-    save_adapters(model, out, config)  # replacing existing adapters is fine, and leaves no temp dirs
+    save_adapters(
+        model, out, config
+    )  # replacing existing adapters is fine, and leaves no temp dirs
     assert [p.name for p in tmp_path.iterdir()] == ["adapters"]
 
 
@@ -246,7 +260,9 @@ def test_mismatched_adapters_are_a_clear_error(tmp_path):
 
     other_targets = Toy()
     apply_lora(other_targets, LoraConfig(rank=4, alpha=8.0, targets=("q_proj", "k_proj")))
-    with pytest.raises(ModelError, match=r"targets \['k_proj', 'q_proj'\] vs saved \['q_proj', 'v_proj'\]"):
+    with pytest.raises(
+        ModelError, match=r"targets \['k_proj', 'q_proj'\] vs saved \['q_proj', 'v_proj'\]"
+    ):
         load_adapters(other_targets, tmp_path / "a")
 
     with_experts = Toy()
@@ -279,7 +295,10 @@ def test_config_errors():
     apply_lora(model, ATTN)
     with pytest.raises(ConfigError, match="already has LoRA adapters"):
         apply_lora(model, ATTN)
-    with pytest.raises(ConfigError, match=r"rank 4 vs config 8; targets \['q_proj', 'v_proj'\] vs config \['q_proj'\]"):
+    with pytest.raises(
+        ConfigError,
+        match=r"rank 4 vs config 8; targets \['q_proj', 'v_proj'\] vs config \['q_proj'\]",
+    ):
         save_adapters(model, "unused", LoraConfig(rank=8, targets=("q_proj",)))
     with pytest.raises(ConfigError, match="no LoRA adapters"):
         save_adapters(Toy(), "unused", ATTN)
@@ -300,14 +319,25 @@ def test_applies_to_the_real_transformer_by_mixtral_names():
     from rayrag.config import GeneratorConfig
     from rayrag.generator.model import MoETransformer
 
-    config = GeneratorConfig(vocab_size=300, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=48,
-                             n_experts=4, adaptive_softmax_cutoffs=())
+    config = GeneratorConfig(
+        vocab_size=300,
+        d_model=32,
+        n_layers=2,
+        n_heads=4,
+        n_kv_heads=2,
+        ffn_dim=48,
+        n_experts=4,
+        adaptive_softmax_cutoffs=(),
+    )
     torch.manual_seed(0)
     model = MoETransformer(config).eval()
     ids = torch.randint(0, 300, (2, 7), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         base = model(ids).logits
     names = apply_lora(model, ALL)
-    assert "model.layers.1.self_attn.v_proj" in names and "model.layers.0.block_sparse_moe.experts" in names
+    assert (
+        "model.layers.1.self_attn.v_proj" in names
+        and "model.layers.0.block_sparse_moe.experts" in names
+    )
     with torch.no_grad():
         assert torch.equal(model(ids).logits, base)

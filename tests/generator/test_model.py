@@ -34,9 +34,19 @@ def _one_thread():
 
 def tiny_model(head: str = "full_tied", seed: int = 0, **overrides) -> MoETransformer:
     torch.manual_seed(seed)
-    fields = dict(vocab_size=VOCAB, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=96,
-                  n_experts=4, experts_per_token=2, max_seq_len=64, adaptive_softmax_cutoffs=(),
-                  tie_embeddings=head == "full_tied")
+    fields = dict(
+        vocab_size=VOCAB,
+        d_model=64,
+        n_layers=2,
+        n_heads=4,
+        n_kv_heads=2,
+        ffn_dim=96,
+        n_experts=4,
+        experts_per_token=2,
+        max_seq_len=64,
+        adaptive_softmax_cutoffs=(),
+        tie_embeddings=head == "full_tied",
+    )
     token_order = None
     if head == "adaptive":
         fields["adaptive_softmax_cutoffs"] = (32, 80)
@@ -55,8 +65,8 @@ def left_pad(rows: list[torch.Tensor], pad_id: int = 0) -> tuple[torch.Tensor, t
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros(len(rows), width, dtype=torch.long)
     for i, r in enumerate(rows):
-        ids[i, width - len(r):] = r
-        mask[i, width - len(r):] = 1
+        ids[i, width - len(r) :] = r
+        mask[i, width - len(r) :] = 1
     return ids, mask
 
 
@@ -70,7 +80,7 @@ def test_kv_cache_decoding_equals_full_forward(head):
         assert isinstance(out.past_key_values, KVCache) and out.past_key_values.seq_len == 6
         torch.testing.assert_close(log_probs(out), full[:, :6], atol=1e-5, rtol=0)
         for t in range(6, 11):
-            out = model(ids[:, t:t + 1], past_key_values=out.past_key_values, use_cache=True)
+            out = model(ids[:, t : t + 1], past_key_values=out.past_key_values, use_cache=True)
             torch.testing.assert_close(log_probs(out)[:, -1], full[:, t], atol=1e-5, rtol=0)
         assert out.past_key_values.seq_len == 11
         k = out.past_key_values.keys[0]
@@ -87,7 +97,7 @@ def test_left_padded_rows_equal_unpadded_rows(head):
         assert torch.isfinite(batch).all()
         for i, r in enumerate(rows):
             alone = log_probs(model(r[None]))[0]  # (n, V)
-            torch.testing.assert_close(batch[i, -len(r):], alone, atol=1e-5, rtol=0)
+            torch.testing.assert_close(batch[i, -len(r) :], alone, atol=1e-5, rtol=0)
 
 
 def test_left_padded_cache_decoding_equals_unpadded():
@@ -100,8 +110,12 @@ def test_left_padded_cache_decoding_equals_unpadded():
         decoded = []
         for t in range(steps.shape[1]):
             mask = torch.cat([mask, torch.ones(2, 1, dtype=mask.dtype)], dim=1)
-            out = model(steps[:, t:t + 1], attention_mask=mask, past_key_values=out.past_key_values,
-                        use_cache=True)
+            out = model(
+                steps[:, t : t + 1],
+                attention_mask=mask,
+                past_key_values=out.past_key_values,
+                use_cache=True,
+            )
             decoded.append(log_probs(out)[:, -1])
         for i, r in enumerate(rows):
             alone = log_probs(model(torch.cat([r, steps[i]])[None]))[0]  # (n + 3, V)
@@ -161,8 +175,10 @@ def test_routing_stats_per_layer_and_total_loss():
     assert out.aux_loss.ndim == 0 and out.z_loss.ndim == 0 and out.aux_loss > 0
     assert out.hidden_states.shape == (2, 8, 64)
     cfg = model.config
-    torch.testing.assert_close(model.total_loss(out),
-                               out.loss + cfg.aux_loss_coef * out.aux_loss + cfg.z_loss_coef * out.z_loss)
+    torch.testing.assert_close(
+        model.total_loss(out),
+        out.loss + cfg.aux_loss_coef * out.aux_loss + cfg.z_loss_coef * out.z_loss,
+    )
     with pytest.raises(ValueError, match="labels"):
         model.total_loss(model(ids[:, :2]))
 
@@ -173,22 +189,37 @@ def test_gradients_reach_every_parameter(head):
     ids = torch.randint(0, VOCAB, (4, 12))
     out = model(ids, labels=ids, compute_logits=False)
     model.total_loss(out).backward()
-    without_grad = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    without_grad = [
+        n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0
+    ]
     # The adaptive head's tail clusters see a gradient only when a target falls into them.
     assert [n for n in without_grad if "lm_head.tail" not in n] == []
 
 
 def test_heads_and_mixtral_names():
-    tied, untied, adaptive = tiny_model("full_tied"), tiny_model("full_untied"), tiny_model("adaptive")
-    assert isinstance(tied.head, FullSoftmaxHead) and tied.head.weight is tied.model.embed_tokens.weight
+    tied, untied, adaptive = (
+        tiny_model("full_tied"),
+        tiny_model("full_untied"),
+        tiny_model("adaptive"),
+    )
+    assert (
+        isinstance(tied.head, FullSoftmaxHead)
+        and tied.head.weight is tied.model.embed_tokens.weight
+    )
     assert untied.head.weight is not untied.model.embed_tokens.weight
     assert isinstance(adaptive.head, AdaptiveSoftmaxHead)
     keys = set(untied.state_dict())
-    for key in ("model.embed_tokens.weight", "model.norm.weight", "lm_head.weight",
-                "model.layers.1.self_attn.q_proj.weight", "model.layers.1.self_attn.o_proj.weight",
-                "model.layers.0.input_layernorm.weight", "model.layers.0.post_attention_layernorm.weight",
-                "model.layers.0.block_sparse_moe.gate.gate.weight",
-                "model.layers.0.block_sparse_moe.experts.w1"):
+    for key in (
+        "model.embed_tokens.weight",
+        "model.norm.weight",
+        "lm_head.weight",
+        "model.layers.1.self_attn.q_proj.weight",
+        "model.layers.1.self_attn.o_proj.weight",
+        "model.layers.0.input_layernorm.weight",
+        "model.layers.0.post_attention_layernorm.weight",
+        "model.layers.0.block_sparse_moe.gate.gate.weight",
+        "model.layers.0.block_sparse_moe.experts.w1",
+    ):
         assert key in keys, key
 
 
@@ -224,7 +255,9 @@ def test_rope_table_and_folded_rotation_equal_the_reference_bit_for_bit(dtype):
     cos, sin = rope_cos_sin(positions, 16, 10000.0, dtype)  # (B, 1, S, hd)
     assert torch.equal(cos_t[positions][:, None], cos)
     x = torch.randn(2, 4, 4, 16).to(dtype)  # (B, H, S, hd)
-    assert torch.equal(apply_rope_folded(x, cos, sin_folded_t[positions][:, None]), apply_rope(x, cos, sin))
+    assert torch.equal(
+        apply_rope_folded(x, cos, sin_folded_t[positions][:, None]), apply_rope(x, cos, sin)
+    )
 
 
 @pytest.mark.parametrize("width", [8, 64, 100, 512])
@@ -238,7 +271,9 @@ def test_float32_rmsnorm_is_the_hf_formula_bit_for_bit(width):
 
 def test_sdpa_grouped_heads_equal_repeated_kv_heads():
     q, k, v = torch.randn(2, 4, 1, 16), torch.randn(2, 2, 9, 16), torch.randn(2, 2, 9, 16)
-    repeated = F.scaled_dot_product_attention(q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1))
+    repeated = F.scaled_dot_product_attention(
+        q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1)
+    )
     assert torch.equal(F.scaled_dot_product_attention(q, k, v, enable_gqa=True), repeated)
 
 
@@ -247,13 +282,21 @@ def test_unmasked_decode_step_equals_the_masked_one():
     ids = torch.randint(0, VOCAB, (1, 9))
     with torch.inference_mode():
         plain = model(ids[:, :8], use_cache=True)
-        masked = model(ids[:, :8], attention_mask=torch.ones(1, 8, dtype=torch.long), use_cache=True)
+        masked = model(
+            ids[:, :8], attention_mask=torch.ones(1, 8, dtype=torch.long), use_cache=True
+        )
         step = model(ids[:, 8:], past_key_values=plain.past_key_values, use_cache=True)
-        step_masked = model(ids[:, 8:], attention_mask=torch.ones(1, 9, dtype=torch.long),
-                            past_key_values=masked.past_key_values, use_cache=True)
+        step_masked = model(
+            ids[:, 8:],
+            attention_mask=torch.ones(1, 9, dtype=torch.long),
+            past_key_values=masked.past_key_values,
+            use_cache=True,
+        )
         full = model(ids)
     torch.testing.assert_close(step.hidden_states, step_masked.hidden_states, atol=1e-6, rtol=0)
-    torch.testing.assert_close(step.hidden_states[:, -1], full.hidden_states[:, -1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        step.hidden_states[:, -1], full.hidden_states[:, -1], atol=1e-5, rtol=0
+    )
 
 
 def test_aux_and_z_loss_are_read_lazily_as_sums_over_layers():
@@ -266,9 +309,12 @@ def test_aux_and_z_loss_are_read_lazily_as_sums_over_layers():
     torch.testing.assert_close(out.z_loss, z, rtol=1e-6, atol=0)
     assert out.aux_loss.dtype == out.z_loss.dtype == torch.float32 and out.aux_loss.ndim == 0
     out.aux_loss.backward()
-    assert all(layer.block_sparse_moe.gate.gate.weight.grad.abs().sum() > 0 for layer in model.model.layers)
+    assert all(
+        layer.block_sparse_moe.gate.gate.weight.grad.abs().sum() > 0 for layer in model.model.layers
+    )
     assert [c.tolist() for c in out.expert_counts] == [
-        torch.bincount(m.indices.reshape(-1), minlength=4).tolist() for m in out.router]
+        torch.bincount(m.indices.reshape(-1), minlength=4).tolist() for m in out.router
+    ]
 
 
 def test_rope_table_first_built_under_inference_mode_serves_training():

@@ -22,8 +22,13 @@ from rayrag.generator.moe import (
 
 D, FFN = 16, 32
 GROUPED = grouped_mm_runs(torch.device("cpu"), torch.float32, D, FFN)
-DISPATCHES = ["loop", pytest.param("grouped_mm", marks=pytest.mark.skipif(
-    not GROUPED, reason="torch._grouped_mm does not run here"))]
+DISPATCHES = [
+    "loop",
+    pytest.param(
+        "grouped_mm",
+        marks=pytest.mark.skipif(not GROUPED, reason="torch._grouped_mm does not run here"),
+    ),
+]
 
 
 def _grads(module: torch.nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -60,7 +65,9 @@ def test_one_expert_top1_moe_equals_dense_swiglu(dispatch, training):
     torch.testing.assert_close(y, y_dense, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(g_moe["x"], g_dense["x"], atol=1e-6, rtol=1e-5)
     for name in ("w1", "w3", "w2"):
-        torch.testing.assert_close(g_moe[f"experts.{name}"][0], g_dense[f"{name}.weight"], atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(
+            g_moe[f"experts.{name}"][0], g_dense[f"{name}.weight"], atol=1e-6, rtol=1e-5
+        )
     assert out.stats.dropped == 0 and out.weights.eq(1).all()
 
 
@@ -68,8 +75,9 @@ def test_one_expert_top1_moe_equals_dense_swiglu(dispatch, training):
 @pytest.mark.parametrize("shared_expert_dim", [0, 8])
 def test_sorted_dispatch_equals_naive_loop(dispatch, shared_expert_dim):
     torch.manual_seed(1)
-    layer = MoELayer(D, FFN, n_experts=6, top_k=2, shared_expert_dim=shared_expert_dim,
-                     dispatch=dispatch).eval()
+    layer = MoELayer(
+        D, FFN, n_experts=6, top_k=2, shared_expert_dim=shared_expert_dim, dispatch=dispatch
+    ).eval()
     x = torch.randn(2, 40, D, requires_grad=True)
     grad = torch.randn(2, 40, D)
     y, out = layer(x)
@@ -125,12 +133,14 @@ def test_capacity_drops_exactly_the_overflow_slots_second_choices_first():
     # e1 gets t3's first, then t0's and t1's seconds: keeps t3, t0; drops t1 (2nd).
     x0, w = x[0], out.weights
     with torch.no_grad():
-        expected = torch.stack([
-            w[0, 0] * _expert(layer, 0, x0[0]) + w[0, 1] * _expert(layer, 1, x0[0]),
-            w[1, 0] * _expert(layer, 0, x0[1]),
-            w[2, 1] * _expert(layer, 2, x0[2]),
-            w[3, 0] * _expert(layer, 1, x0[3]),
-        ])
+        expected = torch.stack(
+            [
+                w[0, 0] * _expert(layer, 0, x0[0]) + w[0, 1] * _expert(layer, 1, x0[0]),
+                w[1, 0] * _expert(layer, 0, x0[1]),
+                w[2, 1] * _expert(layer, 2, x0[2]),
+                w[3, 0] * _expert(layer, 1, x0[3]),
+            ]
+        )
     torch.testing.assert_close(y[0], expected, atol=1e-6, rtol=1e-5)
     s = out.stats
     assert (s.dropped, s.tokens, s.drop_rate) == (3, 4, 3 / 8)
@@ -171,7 +181,9 @@ def test_load_balancing_loss_on_a_hand_computed_example():
     assert load_balancing_loss(logits, torch.tensor([[0], [0]]), 2).item() == pytest.approx(1.5)
     # Perfect balance gives 1: uniform probabilities, slots spread evenly over E=3.
     uniform = torch.zeros(3, 3)
-    assert load_balancing_loss(uniform, torch.tensor([[0, 1], [2, 0], [1, 2]]), 3).item() == pytest.approx(1.0)
+    assert load_balancing_loss(
+        uniform, torch.tensor([[0, 1], [2, 0], [1, 2]]), 3
+    ).item() == pytest.approx(1.0)
     # Gradient reaches the logits through P only.
     logits.requires_grad_()
     load_balancing_loss(logits, torch.tensor([[0], [0]]), 2).backward()
@@ -189,7 +201,11 @@ def test_router_renormalises_in_float32_and_casts_back():
     x = torch.randn(50, D, dtype=torch.bfloat16)
     weights, indices, logits = router(x)
     assert logits.dtype == torch.float32 and logits.shape == (50, 8)
-    assert weights.dtype == torch.bfloat16 and indices.dtype == torch.int64 and indices.shape == (50, 3)
+    assert (
+        weights.dtype == torch.bfloat16
+        and indices.dtype == torch.int64
+        and indices.shape == (50, 3)
+    )
     torch.testing.assert_close(weights.float().sum(-1), torch.ones(50), atol=1e-2, rtol=0)
     probs = F.linear(x.float(), router.gate.weight.float()).softmax(-1)
     top, top_idx = probs.topk(3, dim=-1)
@@ -217,8 +233,10 @@ def test_moe_output_shapes_and_losses():
     assert out.stats.tokens == 10 and out.stats.token_share.sum().item() == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("kwargs", [{"top_k": 5}, {"top_k": 0}, {"dispatch": "magic"},
-                                    {"capacity_factor": 0.0}, {"jitter": 1.5}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"top_k": 5}, {"top_k": 0}, {"dispatch": "magic"}, {"capacity_factor": 0.0}, {"jitter": 1.5}],
+)
 def test_bad_arguments_name_the_flag(kwargs):
     args = {"d_model": D, "ffn_dim": FFN, "n_experts": 4, "top_k": 2, **kwargs}
     with pytest.raises(ConfigError, match="--generator"):
@@ -250,7 +268,11 @@ def test_bfloat16_layer_matches_naive_within_bf16_precision(dispatch):
 @pytest.mark.parametrize("shared_expert_dim", [0, 8])
 def test_one_token_path_equals_the_sorted_dispatch_bit_for_bit(top_k, dtype, shared_expert_dim):
     torch.manual_seed(11)
-    layer = MoELayer(D, FFN, n_experts=6, top_k=top_k, shared_expert_dim=shared_expert_dim).to(dtype).eval()
+    layer = (
+        MoELayer(D, FFN, n_experts=6, top_k=top_k, shared_expert_dim=shared_expert_dim)
+        .to(dtype)
+        .eval()
+    )
     for _ in range(20):
         x = torch.randn(1, 1, D, dtype=dtype)
         assert layer._direct(x.reshape(-1, D))
@@ -261,8 +283,12 @@ def test_one_token_path_equals_the_sorted_dispatch_bit_for_bit(top_k, dtype, sha
             y_sorted = y_sorted + layer.shared_expert(x.reshape(-1, D))
         assert torch.equal(y.reshape(1, D), y_sorted)
         assert torch.equal(out.expert_counts, counts) and int(dropped) == 0
-        torch.testing.assert_close(y, naive_moe_forward(layer, x), atol=1e-6 if dtype == torch.float32 else 2e-2,
-                                   rtol=1e-5 if dtype == torch.float32 else 2e-2)
+        torch.testing.assert_close(
+            y,
+            naive_moe_forward(layer, x),
+            atol=1e-6 if dtype == torch.float32 else 2e-2,
+            rtol=1e-5 if dtype == torch.float32 else 2e-2,
+        )
 
 
 def test_one_token_path_only_where_it_cannot_change_the_result():
@@ -289,7 +315,9 @@ def test_lazy_losses_and_stats_equal_the_pure_functions_and_carry_gradients(toke
     torch.manual_seed(3)
     layer = MoELayer(D, FFN, n_experts=4, top_k=2).train()
     y, out = layer(torch.randn(1, tokens, D))
-    torch.testing.assert_close(out.aux_loss, load_balancing_loss(out.router_logits, out.indices, 4), rtol=0, atol=0)
+    torch.testing.assert_close(
+        out.aux_loss, load_balancing_loss(out.router_logits, out.indices, 4), rtol=0, atol=0
+    )
     torch.testing.assert_close(out.z_loss, router_z_loss(out.router_logits), rtol=0, atol=0)
     assert out.aux_loss is out.aux_loss  # computed once
     (out.aux_loss + out.z_loss).backward()
@@ -308,7 +336,10 @@ def test_eval_stats_are_the_same_on_both_paths():
         layer.expert_fn = layer.experts.forward_sorted  # forces the sorted dispatch
         _, sorted_ = layer(x)
     assert direct.stats.to_dict() == sorted_.stats.to_dict()
-    assert direct.aux_loss.item() == sorted_.aux_loss.item() and direct.z_loss.item() == sorted_.z_loss.item()
+    assert (
+        direct.aux_loss.item() == sorted_.aux_loss.item()
+        and direct.z_loss.item() == sorted_.z_loss.item()
+    )
 
 
 # -- CUDA: bf16 with torch._grouped_mm (skipped without CUDA; CPU covers the same functions) -------

@@ -69,9 +69,11 @@ def test_prefill_then_cached_decode_equals_one_forward_over_prompt_and_answer():
     out = model(prompt, use_cache=True)  # a first forward without labels: all of it is the prefix
     steps = [log_probs(out)[:, -1]]
     for t in range(answer.shape[1] - 1):
-        out = model(answer[:, t:t + 1], past_key_values=out.past_key_values, use_cache=True)
+        out = model(answer[:, t : t + 1], past_key_values=out.past_key_values, use_cache=True)
         steps.append(log_probs(out)[:, -1])
-    torch.testing.assert_close(torch.stack(steps, 1), log_probs(full)[:, 8:12], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        torch.stack(steps, 1), log_probs(full)[:, 8:12], rtol=1e-5, atol=1e-5
+    )
 
 
 def test_left_padded_prefix_rows_equal_each_row_alone():
@@ -81,12 +83,14 @@ def test_left_padded_prefix_rows_equal_each_row_alone():
     batch = log_probs(model(ids, attention_mask=mask))
     for i, row in enumerate(rows):
         alone = log_probs(model(row[None]))
-        torch.testing.assert_close(batch[i, -len(row):], alone[0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(batch[i, -len(row) :], alone[0], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("copy_head", [False, True])
 def test_generation_with_cache_equals_recomputation_and_batching(copy_head):
-    model = tiny_model(attention="prefix", copy_head=copy_head, copy_dim=16, question_match=copy_head)
+    model = tiny_model(
+        attention="prefix", copy_head=copy_head, copy_dim=16, question_match=copy_head
+    )
     prompts = [[5, 9, 11, 7, SEP, 9, 12, SEP, 20], [6, 7, 8, SEP, 8, SEP, 21, 22, 23, 24]]
     cached = generate(model, prompts, max_new_tokens=6, eos_id=1, pad_id=0)
     recomputed = recompute_generate(model, prompts, max_new_tokens=6, eos_id=1, pad_id=0)
@@ -112,10 +116,15 @@ def test_question_match_starts_as_a_no_op_and_is_trained():
     ids = torch.tensor([[5, 40, 41, SEP, 41, SEP, 9, 10]])
     labels = torch.full_like(ids, IGNORE_INDEX)
     labels[0, 6:] = ids[0, 6:]
-    torch.testing.assert_close(matched(ids, labels=labels).logits, base(ids, labels=labels).logits, rtol=0, atol=0)
+    torch.testing.assert_close(
+        matched(ids, labels=labels).logits, base(ids, labels=labels).logits, rtol=0, atol=0
+    )
     matched.train()
     matched(ids, labels=labels).loss.backward()
-    assert matched.question_match.weight.grad is not None and matched.question_match.weight.grad.abs().sum() > 0
+    assert (
+        matched.question_match.weight.grad is not None
+        and matched.question_match.weight.grad.abs().sum() > 0
+    )
 
 
 def test_checkpoint_round_trip_keeps_prefix_attention_and_question_match(tmp_path):

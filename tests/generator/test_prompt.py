@@ -19,20 +19,49 @@ QUESTION = "Who acquired Brightwater Labs?"
 
 @pytest.fixture(scope="module")
 def tok() -> RayragTokenizer:
-    words = ["Helix", "Corp", "acquired", "Brightwater", "Labs", "in", "2019", "the", "question",
-             "answer", "context", "facts", "founded", "by", "Ana", "Lima", "who", "what", "museum"]
+    words = [
+        "Helix",
+        "Corp",
+        "acquired",
+        "Brightwater",
+        "Labs",
+        "in",
+        "2019",
+        "the",
+        "question",
+        "answer",
+        "context",
+        "facts",
+        "founded",
+        "by",
+        "Ana",
+        "Lima",
+        "who",
+        "what",
+        "museum",
+    ]
     texts = [" ".join(words[(i * 7 + j) % len(words)] for j in range(8)) + "." for i in range(300)]
     return train_tokenizer(texts, vocab_size=350)
 
 
 def passages(n: int = 4) -> list[Passage]:
-    return [Passage(chunk_id=f"c{i}", doc_id=f"d{i}", text=f"Passage number {i} says Helix Corp acquired it.",
-                    score=1.0 - i / 10, title=f"Doc {i}" if i % 2 == 0 else None, row_id=i)
-            for i in range(1, n + 1)]
+    return [
+        Passage(
+            chunk_id=f"c{i}",
+            doc_id=f"d{i}",
+            text=f"Passage number {i} says Helix Corp acquired it.",
+            score=1.0 - i / 10,
+            title=f"Doc {i}" if i % 2 == 0 else None,
+            row_id=i,
+        )
+        for i in range(1, n + 1)
+    ]
 
 
-FACTS = [Fact("Helix Corp", "acquired", "Brightwater Labs", 0.9),
-         Fact("Brightwater Labs", "founded_by", "Ana Lima", 0.8)]
+FACTS = [
+    Fact("Helix Corp", "acquired", "Brightwater Labs", 0.9),
+    Fact("Brightwater Labs", "founded_by", "Ana Lima", 0.8),
+]
 
 
 def test_full_prompt_follows_the_template(tok):
@@ -44,12 +73,17 @@ def test_full_prompt_follows_the_template(tok):
         "\n[1] Passage number 1 says Helix Corp acquired it."
         "\n[2] Doc 2: Passage number 2 says Helix Corp acquired it."
         "\nfacts:\nHelix Corp acquired Brightwater Labs\nBrightwater Labs founded by Ana Lima"
-        f"<sep>question: {QUESTION}<sep>answer:")
+        f"<sep>question: {QUESTION}<sep>answer:"
+    )
     assert [c.marker for c in prompt.citations] == [1, 2]
     assert [c.passage.chunk_id for c in prompt.citations] == ["c1", "c2"]
     assert prompt.truncated == [] and prompt.facts_included == FACTS and prompt.facts_dropped == 0
     assert len(prompt) == len(prompt.ids)
-    assert PROMPT_TEMPLATE_VERSION and "{question}" in PROMPT_TEMPLATE and "{passages}" in PROMPT_TEMPLATE
+    assert (
+        PROMPT_TEMPLATE_VERSION
+        and "{question}" in PROMPT_TEMPLATE
+        and "{passages}" in PROMPT_TEMPLATE
+    )
 
 
 def test_truncation_drops_lowest_ranked_passages_first_then_facts(tok):
@@ -76,7 +110,9 @@ def test_truncation_drops_lowest_ranked_passages_first_then_facts(tok):
 
 def test_question_that_does_not_fit_is_a_data_error_without_its_text(tok):
     question = "Who acquired Brightwater Labs in 2019 and founded the museum?"
-    with pytest.raises(DataError, match=r"question does not fit.*\d+ tokens.*max_prompt_tokens is 5") as info:
+    with pytest.raises(
+        DataError, match=r"question does not fit.*\d+ tokens.*max_prompt_tokens is 5"
+    ) as info:
         build_prompt(question, passages(1), FACTS, tok, max_prompt_tokens=5)
     assert "Brightwater" not in str(info.value)
 
@@ -94,7 +130,9 @@ def test_passage_text_cannot_inject_structure(tok):
 
 
 def test_training_example_supervises_only_the_answer_and_eos(tok):
-    input_ids, labels = build_training_example(QUESTION, passages(2), FACTS, "Helix Corp", tok, max_len=10_000)
+    input_ids, labels = build_training_example(
+        QUESTION, passages(2), FACTS, "Helix Corp", tok, max_len=10_000
+    )
     prompt = build_prompt(QUESTION, passages(2), FACTS, tok, max_prompt_tokens=10_000)
     n = len(prompt.ids)
     assert input_ids[:n] == prompt.ids
@@ -106,12 +144,17 @@ def test_training_example_supervises_only_the_answer_and_eos(tok):
 
 
 def test_training_example_truncates_context_to_fit_max_len(tok):
-    full, _ = build_training_example(QUESTION, passages(4), FACTS, "Helix Corp", tok, max_len=10_000)
-    input_ids, labels = build_training_example(QUESTION, passages(4), FACTS, "Helix Corp", tok,
-                                               max_len=len(full) - 1)
+    full, _ = build_training_example(
+        QUESTION, passages(4), FACTS, "Helix Corp", tok, max_len=10_000
+    )
+    input_ids, labels = build_training_example(
+        QUESTION, passages(4), FACTS, "Helix Corp", tok, max_len=len(full) - 1
+    )
     assert len(input_ids) <= len(full) - 1
     assert input_ids[-1] == tok.eos_id and labels[-1] == tok.eos_id
     with pytest.raises(DataError, match="answer"):
-        build_training_example(QUESTION, [], [], "Helix Corp acquired Brightwater Labs", tok, max_len=12)
+        build_training_example(
+            QUESTION, [], [], "Helix Corp acquired Brightwater Labs", tok, max_len=12
+        )
     with pytest.raises(DataError, match="answer is empty"):
         build_training_example(QUESTION, [], [], " ", tok, max_len=100)

@@ -22,8 +22,29 @@ from rayrag.generator.tokenizer import RayragTokenizer, train_tokenizer
 from rayrag.types import Evidence, Fact, Passage
 
 QUESTION = "Who acquired Brightwater Labs?"
-WORDS = ["Helix", "Corp", "acquired", "Brightwater", "Labs", "in", "2019", "the", "question", "answer",
-         "context", "facts", "founded", "by", "Ana", "Lima", "who", "what", "museum", "Passage", "says"]
+WORDS = [
+    "Helix",
+    "Corp",
+    "acquired",
+    "Brightwater",
+    "Labs",
+    "in",
+    "2019",
+    "the",
+    "question",
+    "answer",
+    "context",
+    "facts",
+    "founded",
+    "by",
+    "Ana",
+    "Lima",
+    "who",
+    "what",
+    "museum",
+    "Passage",
+    "says",
+]
 WINDOW = 160  # the tiny model's max_seq_len
 NEW_TOKENS = 8
 
@@ -43,8 +64,9 @@ def tiny_tokenizer() -> RayragTokenizer:
 
 
 def tiny_config(**decoding) -> RAGConfig:
-    return RAGConfig().with_overrides([f"decoding.{k}={v}" for k, v in
-                                       {"max_new_tokens": NEW_TOKENS, **decoding}.items()])
+    return RAGConfig().with_overrides(
+        [f"decoding.{k}={v}" for k, v in {"max_new_tokens": NEW_TOKENS, **decoding}.items()]
+    )
 
 
 def write_checkpoint(path, tok: RayragTokenizer, vocab_size: int | None = None, seed: int = 0):
@@ -52,9 +74,18 @@ def write_checkpoint(path, tok: RayragTokenizer, vocab_size: int | None = None, 
     from rayrag.config import GeneratorConfig
 
     torch.manual_seed(seed)
-    config = GeneratorConfig(vocab_size=vocab_size or tok.vocab_size, d_model=32, n_layers=1, n_heads=4,
-                             n_kv_heads=2, ffn_dim=48, n_experts=2, experts_per_token=1,
-                             max_seq_len=WINDOW, adaptive_softmax_cutoffs=())
+    config = GeneratorConfig(
+        vocab_size=vocab_size or tok.vocab_size,
+        d_model=32,
+        n_layers=1,
+        n_heads=4,
+        n_kv_heads=2,
+        ffn_dim=48,
+        n_experts=2,
+        experts_per_token=1,
+        max_seq_len=WINDOW,
+        adaptive_softmax_cutoffs=(),
+    )
     tok_dir = path.parent / f"{path.name}-tok"
     tok_dir.mkdir()
     tok.save(tok_dir)
@@ -79,8 +110,16 @@ def reader(checkpoint) -> Reader:
 
 
 def passages(n: int) -> tuple[Passage, ...]:
-    return tuple(Passage(chunk_id=f"c{i}", doc_id=f"d{i}", text=f"Passage {i} says Helix Corp acquired it.",
-                         score=1.0 - i / 10, title=f"Doc {i}") for i in range(1, n + 1))
+    return tuple(
+        Passage(
+            chunk_id=f"c{i}",
+            doc_id=f"d{i}",
+            text=f"Passage {i} says Helix Corp acquired it.",
+            score=1.0 - i / 10,
+            title=f"Doc {i}",
+        )
+        for i in range(1, n + 1)
+    )
 
 
 FACTS = (Fact("Helix Corp", "acquired", "Brightwater Labs", 0.9, ("c1",), ("d1",)),)
@@ -101,14 +140,21 @@ def test_answer_cites_exactly_the_prompt_passages(reader, checkpoint):
     result = reader.answer(QUESTION, evidence)
     assert isinstance(result, ReaderResult)
     answer = result.answer
-    assert [p.chunk_id for p in answer.citations] == [c.passage.chunk_id for c in prompt.citations] == ["c1", "c2", "c3"]
+    assert (
+        [p.chunk_id for p in answer.citations]
+        == [c.passage.chunk_id for c in prompt.citations]
+        == ["c1", "c2", "c3"]
+    )
     assert answer.facts == FACTS
     assert result.truncated_chunk_ids == [] and not result.truncated
     assert result.prompt_tokens == len(prompt.ids)
     assert 0 < result.completion_tokens <= NEW_TOKENS
     assert result.finish_reason in {"eos", "stop", "length"}
     assert answer.text == reader.tokenizer.decode(_greedy_tokens(reader, prompt.ids)).strip()
-    assert answer.model_version == f"ckpt@{weights_digest(checkpoint)}" and len(weights_digest(checkpoint)) == 12
+    assert (
+        answer.model_version == f"ckpt@{weights_digest(checkpoint)}"
+        and len(weights_digest(checkpoint)) == 12
+    )
     assert answer.config_hash == reader.config.config_hash
     assert len(result.routing) == 1 and abs(sum(result.routing[0]) - 1) < 1e-4
     assert result.usage()["total_tokens"] == result.prompt_tokens + result.completion_tokens
@@ -118,8 +164,14 @@ def _greedy_tokens(reader: Reader, ids: list[int]) -> list[int]:
     from rayrag.generator.generate import generate
 
     tok = reader.tokenizer
-    (gen,) = generate(reader.model, [ids], max_new_tokens=NEW_TOKENS, eos_id=tok.eos_id, pad_id=tok.pad_id,
-                      stop=[[tok.sep_id]])
+    (gen,) = generate(
+        reader.model,
+        [ids],
+        max_new_tokens=NEW_TOKENS,
+        eos_id=tok.eos_id,
+        pad_id=tok.pad_id,
+        stop=[[tok.sep_id]],
+    )
     return gen.tokens
 
 
@@ -128,8 +180,8 @@ def test_over_long_context_drops_lowest_ranked_passages_and_says_so(reader):
     result = reader.answer(QUESTION, Evidence(many, FACTS))
     kept = [p.chunk_id for p in result.answer.citations]
     assert 0 < len(kept) < len(many)
-    assert kept == [p.chunk_id for p in many[:len(kept)]]  # the best-ranked survive, in rank order
-    assert result.truncated_chunk_ids == [p.chunk_id for p in many[len(kept):]]
+    assert kept == [p.chunk_id for p in many[: len(kept)]]  # the best-ranked survive, in rank order
+    assert result.truncated_chunk_ids == [p.chunk_id for p in many[len(kept) :]]
     assert result.truncated
     assert result.prompt_tokens <= WINDOW - NEW_TOKENS
     # The question is still all there.
@@ -141,7 +193,9 @@ def test_an_over_long_question_is_a_clear_error(reader):
     question = " ".join(["Who acquired Brightwater Labs"] * 60) + "?"
     with pytest.raises(DataError, match="question does not fit the prompt") as info:
         reader.answer(question, Evidence(passages(2)))
-    assert "Brightwater" not in str(info.value)  # counts only: questions stay out of errors and logs
+    assert "Brightwater" not in str(
+        info.value
+    )  # counts only: questions stay out of errors and logs
 
 
 @pytest.mark.parametrize("question", ["", "   \n"])
@@ -201,7 +255,15 @@ def test_cited_markers_keeps_valid_markers_in_first_mention_order():
 def test_json_view_has_the_fields(reader):
     result = reader.answer(QUESTION, Evidence(passages(12), FACTS))
     view = json.loads(json.dumps(result_to_json(result)))
-    assert set(view) >= {"answer", "citations", "facts", "truncated", "usage", "model_version", "config_hash"}
+    assert set(view) >= {
+        "answer",
+        "citations",
+        "facts",
+        "truncated",
+        "usage",
+        "model_version",
+        "config_hash",
+    }
     assert [c["marker"] for c in view["citations"]] == list(range(1, len(view["citations"]) + 1))
     assert view["truncated"]["chunk_ids"] == result.truncated_chunk_ids
     assert view["usage"]["prompt_tokens"] == result.prompt_tokens
@@ -212,7 +274,9 @@ def test_answer_batch_equals_answering_one_by_one(reader):
     questions = ["Who acquired Brightwater Labs?", "What did Helix Corp buy?", "Who?"]
     caps = [4, 6, 4]
     batched = reader.answer_batch(questions, [evidence] * 3, caps)
-    alone = [reader.answer(q, evidence, max_new_tokens=c) for q, c in zip(questions, caps, strict=True)]
+    alone = [
+        reader.answer(q, evidence, max_new_tokens=c) for q, c in zip(questions, caps, strict=True)
+    ]
     assert [r.answer.text for r in batched] == [r.answer.text for r in alone]
     assert [r.completion_tokens for r in batched] == [r.completion_tokens for r in alone]
     with pytest.raises(ValueError, match="same length"):
@@ -223,7 +287,10 @@ def test_decoding_dtype_auto_is_float32_on_cpu_and_bfloat16_answers_too(checkpoi
     from rayrag.generator.checkpoint import serving_dtype
 
     assert reader.model.lm_head.weight.dtype == torch.float32  # auto on CPU
-    assert serving_dtype("auto", "cuda") == torch.bfloat16 and serving_dtype("auto", "cpu") == torch.float32
+    assert (
+        serving_dtype("auto", "cuda") == torch.bfloat16
+        and serving_dtype("auto", "cpu") == torch.float32
+    )
     # bfloat16 is what CUDA serving picks; the same code path runs here on CPU.
     bf16 = Reader(checkpoint, tiny_config(dtype="bfloat16"), device="cpu")
     evidence = Evidence(passages(2), FACTS)
@@ -237,19 +304,27 @@ def test_candidates_are_spans_the_guard_can_choose_from(checkpoint):
     # decoding.candidates: the reader's n-best (greedy continuations of its likeliest first
     # tokens), each a ReaderResult with the same citations; a stream still sends one answer.
     evidence = Evidence(passages(3), FACTS)
-    one = Reader(checkpoint, tiny_config(extractive="true"), device="cpu").answer(QUESTION, evidence)
+    one = Reader(checkpoint, tiny_config(extractive="true"), device="cpu").answer(
+        QUESTION, evidence
+    )
     reader = Reader(checkpoint, tiny_config(extractive="true", candidates=3), device="cpu")
     result = reader.answer(QUESTION, evidence)
     candidates = [result, *result.alternatives]
     assert len(candidates) == 3 and not any(c.alternatives for c in candidates[1:])
     assert len({c.answer.text for c in candidates}) == 3
     ids = reader.build(QUESTION, evidence).ids
-    context = reader.tokenizer.decode(ids[:ids.index(reader.tokenizer.sep_id)])
+    context = reader.tokenizer.decode(ids[: ids.index(reader.tokenizer.sep_id)])
     assert all(c.answer.text and c.answer.text in context for c in candidates)
-    assert one.answer.text in {c.answer.text for c in candidates}  # the greedy answer is one of them
-    assert [c.answer_logprob for c in candidates] == sorted((c.answer_logprob for c in candidates), reverse=True)
+    assert one.answer.text in {
+        c.answer.text for c in candidates
+    }  # the greedy answer is one of them
+    assert [c.answer_logprob for c in candidates] == sorted(
+        (c.answer_logprob for c in candidates), reverse=True
+    )
     assert all(c.answer.citations == result.answer.citations for c in candidates)
     [batched] = reader.answer_batch([QUESTION], [evidence])
-    assert [c.answer.text for c in (batched, *batched.alternatives)] == [c.answer.text for c in candidates]
+    assert [c.answer.text for c in (batched, *batched.alternatives)] == [
+        c.answer.text for c in candidates
+    ]
     stream = reader.answer(QUESTION, evidence, stream=True)
     assert "".join(stream) == stream.result.answer.text and stream.result.alternatives == ()

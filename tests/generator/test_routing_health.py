@@ -46,7 +46,9 @@ def test_collapsed_routing_fires_collapse_hogging_and_dead_alarms():
 def test_dropping_alarm_reads_the_drop_rate():
     dropping = _stats([60, 40, 50, 50], tokens=100, dropped=40)  # 40 / 200 slots
     report = check_routing([dropping], RoutingAlarmConfig(max_drop_rate=0.1))
-    assert report.layers[0].dropping and report.alarms == ["layer 0: drop_rate 0.200 > 0.100 (dropping)"]
+    assert report.layers[0].dropping and report.alarms == [
+        "layer 0: drop_rate 0.200 > 0.100 (dropping)"
+    ]
 
 
 def test_too_few_tokens_are_not_judged_for_load():
@@ -82,4 +84,7 @@ def test_shard_shares_and_imbalance_by_hand():
     assert shares == [0.625, 0.375]
     assert shard_imbalance(shares) == 0.25  # (0.625 - 0.5) / 0.5
     assert shard_imbalance([0.5, 0.5]) == 0.0 and shard_imbalance([1.0, 0.0, 0.0]) == 2.0
-    assert shard_shares([[0.0, 0.0]], [(0, 1), (1, 2)]) == [0.0, 0.0]  # no tokens routed: no division
+    assert shard_shares([[0.0, 0.0]], [(0, 1), (1, 2)]) == [
+        0.0,
+        0.0,
+    ]  # no tokens routed: no division

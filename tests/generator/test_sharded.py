@@ -21,8 +21,18 @@ PROMPTS = [[5, 17, 42, 9, 88, 3, 61], [120, 7], [33, 150, 2, 19]]
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
-    cfg = GeneratorConfig(vocab_size=200, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=48,
-                          n_experts=4, experts_per_token=2, max_seq_len=64, adaptive_softmax_cutoffs=(40, 120))
+    cfg = GeneratorConfig(
+        vocab_size=200,
+        d_model=32,
+        n_layers=2,
+        n_heads=4,
+        n_kv_heads=2,
+        ffn_dim=48,
+        n_experts=4,
+        experts_per_token=2,
+        max_seq_len=64,
+        adaptive_softmax_cutoffs=(40, 120),
+    )
     path = tmp_path_factory.mktemp("ep") / "ckpt"
     save_checkpoint(MoETransformer(cfg, token_order=torch.randperm(200)), path)
     return path
@@ -48,7 +58,11 @@ def test_messages_round_trip_exactly():
 
     rows, counts = torch.randn(5, 8, dtype=torch.bfloat16), torch.tensor([2, 0, 3])
     layer, got_rows, got_counts = unpack_request(pack(3, rows, counts), width=8)
-    assert layer == 3 and torch.equal(got_counts, counts) and torch.equal(got_rows.to(torch.bfloat16), rows)
+    assert (
+        layer == 3
+        and torch.equal(got_counts, counts)
+        and torch.equal(got_rows.to(torch.bfloat16), rows)
+    )
     reply, seconds = unpack(pack_reply(rows.float(), 0.25))
     assert torch.equal(reply, rows.float()) and seconds == 0.25
     empty, _ = unpack(pack_reply(torch.empty(0, 8), 0.0))
@@ -67,7 +81,9 @@ def test_sharded_forward_equals_the_local_model(sharded, checkpoint):
     assert all(load > 0 for load in sharded.shard_load)  # both shards did work
     assert all(seconds > 0 for seconds in sharded.compute_s)  # and timed their own arithmetic
     assert sharded.load_imbalance() >= 0
-    assert all(layer.block_sparse_moe.experts.w1.numel() == 0 for layer in sharded.model.model.layers)
+    assert all(
+        layer.block_sparse_moe.experts.w1.numel() == 0 for layer in sharded.model.model.layers
+    )
 
 
 def test_sharded_greedy_generations_are_identical(sharded, checkpoint):
@@ -91,7 +107,9 @@ def test_a_killed_shard_is_recreated_and_the_call_retried(sharded, checkpoint):
 
 
 @pytest.mark.parametrize("transport", ["compiled", "actor"])
-def test_a_shard_that_cannot_come_back_is_a_shard_failure(ray_local, checkpoint, tmp_path, transport):
+def test_a_shard_that_cannot_come_back_is_a_shard_failure(
+    ray_local, checkpoint, tmp_path, transport
+):
     import shutil
 
     from rayrag.errors import ShardFailure
@@ -115,20 +133,36 @@ def test_the_reader_and_the_serve_graph_use_shards_when_configured(ray_local, ch
     from rayrag.serve.app import shard_placement
     from rayrag.types import Evidence, Passage
 
-    tok = train_tokenizer([f"Helix Corp acquired Brightwater Labs in {2000 + i}." for i in range(50)], 300)
-    cfg = GeneratorConfig(vocab_size=300, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=48,
-                          n_experts=4, experts_per_token=2, max_seq_len=128, adaptive_softmax_cutoffs=())
+    tok = train_tokenizer(
+        [f"Helix Corp acquired Brightwater Labs in {2000 + i}." for i in range(50)], 300
+    )
+    cfg = GeneratorConfig(
+        vocab_size=300,
+        d_model=32,
+        n_layers=2,
+        n_heads=4,
+        n_kv_heads=2,
+        ffn_dim=48,
+        n_experts=4,
+        experts_per_token=2,
+        max_seq_len=128,
+        adaptive_softmax_cutoffs=(),
+    )
     ckpt = save_checkpoint(MoETransformer(cfg), tmp_path / "ckpt")
     tok.save(ckpt)
     config = RAGConfig().with_overrides(["generator.num_shards=2", "decoding.max_new_tokens=4"])
     reader = Reader(ckpt, config)
-    evidence = Evidence(passages=(Passage("c1", "d1", "Helix Corp acquired Brightwater Labs.", 1.0),))
+    evidence = Evidence(
+        passages=(Passage("c1", "d1", "Helix Corp acquired Brightwater Labs.", 1.0),)
+    )
     result = reader.answer("Who acquired Brightwater Labs?", evidence)
     assert reader.sharded is not None and sum(reader.sharded.shard_load) > 0
     assert len(result.shard_share) == 2 and abs(sum(result.shard_share) - 1) < 1e-3
     assert result.completion_tokens > 0
     reader.sharded.shutdown()
-    placement = shard_placement(resolve_config("demo", ["generator.num_shards=2", "generator.shard_num_cpus=0.25"]))
+    placement = shard_placement(
+        resolve_config("demo", ["generator.num_shards=2", "generator.shard_num_cpus=0.25"])
+    )
     assert placement["placement_group_bundles"][1:] == [{"CPU": 0.25}] * 2  # no GPUs here
     assert shard_placement(resolve_config("demo")) == {}
 
@@ -142,8 +176,13 @@ def test_shards_take_a_gpu_each_when_the_cluster_has_them(ray_local, checkpoint)
     generator = ShardedGenerator(checkpoint, num_shards=1, transport="actor", dtype="float32")
     try:
         assert generator.use_gpu and generator.actor_options["num_gpus"] == 1
-        placed = ray.get(generator.shards[0].__ray_call__.remote(
-            lambda shard: {(experts.w1.device.type, str(experts.w1.dtype)) for experts in shard.experts}))
+        placed = ray.get(
+            generator.shards[0].__ray_call__.remote(
+                lambda shard: {
+                    (experts.w1.device.type, str(experts.w1.dtype)) for experts in shard.experts
+                }
+            )
+        )
         assert placed == {("cuda", "torch.float32")}  # dtype pinned: the logits compare in fp32
         local = load_checkpoint(checkpoint).eval()
         ids = torch.tensor([PROMPTS[0]])
@@ -159,8 +198,11 @@ def test_shards_take_a_gpu_each_when_the_cluster_has_them(ray_local, checkpoint)
 def test_gpu_shards_default_to_bfloat16(ray_local, checkpoint):
     generator = ShardedGenerator(checkpoint, num_shards=1, transport="actor")  # decoding.dtype auto
     try:
-        dtypes = ray.get(generator.shards[0].__ray_call__.remote(
-            lambda shard: {str(experts.w1.dtype) for experts in shard.experts}))
+        dtypes = ray.get(
+            generator.shards[0].__ray_call__.remote(
+                lambda shard: {str(experts.w1.dtype) for experts in shard.experts}
+            )
+        )
         assert dtypes == {"torch.bfloat16"}
         with torch.inference_mode():
             logits = generator.model(torch.tensor([PROMPTS[0]])).logits

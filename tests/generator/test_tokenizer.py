@@ -22,8 +22,10 @@ def sentences(n: int = 300, seed: int = 0) -> list[str]:
     subjects = ["Brightwater Labs", "Ana Lima", "the council", "Zoë Ng", "Helix Corp", "東京大学"]
     verbs = ["acquired", "founded", "visited", "funded", "described", "sued"]
     objects = ["a startup", "the museum", "Köln", "an archive", "the harbour", "Orchid Systems"]
-    return [f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)} in {rng.randint(1950, 2024)}."
-            for _ in range(n)]
+    return [
+        f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)} in {rng.randint(1950, 2024)}."
+        for _ in range(n)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -38,13 +40,16 @@ def test_special_tokens_sit_at_fixed_ids(tok):
     assert MIN_VOCAB_SIZE < tok.vocab_size <= 400
 
 
-@pytest.mark.parametrize("text", [
-    "Brightwater Labs acquired Köln in 1999.",
-    "  leading spaces,\ttabs\nand newlines\n\n",
-    "日本語のテキスト, emoji 🤖🚀, combining é (e\u0301), RTL שלום",
-    "unseen words: xylophone quizzical",
-    "",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Brightwater Labs acquired Köln in 1999.",
+        "  leading spaces,\ttabs\nand newlines\n\n",
+        "日本語のテキスト, emoji 🤖🚀, combining é (e\u0301), RTL שלום",
+        "unseen words: xylophone quizzical",
+        "",
+    ],
+)
 def test_decode_inverts_encode_for_any_unicode(tok, text):
     ids = tok.encode(text)
     assert tok.unk_id not in ids
@@ -90,7 +95,9 @@ def test_frequencies_and_order_are_consistent(tok):
 
     order = tok.token_order(texts)
     assert order.dtype == np.int64
-    assert np.array_equal(np.sort(order), np.arange(tok.vocab_size))  # a permutation, specials included
+    assert np.array_equal(
+        np.sort(order), np.arange(tok.vocab_size)
+    )  # a permutation, specials included
     ordered = counts[order]
     assert np.all(ordered[:-1] >= ordered[1:])
     for a, b in zip(order[:-1], order[1:], strict=True):  # ties keep id order
@@ -103,7 +110,9 @@ def test_order_pads_to_the_model_vocabulary(tok):
     texts = sentences(50, seed=4)
     order = tok.token_order(texts, vocab_size=tok.vocab_size + 10)
     assert order.shape == (tok.vocab_size + 10,)
-    assert np.array_equal(order[-10:], np.arange(tok.vocab_size, tok.vocab_size + 10))  # never seen: last
+    assert np.array_equal(
+        order[-10:], np.arange(tok.vocab_size, tok.vocab_size + 10)
+    )  # never seen: last
     assert np.array_equal(order[: tok.vocab_size], tok.token_order(texts)[: tok.vocab_size])
     with pytest.raises(ConfigError, match="vocab_size must be >= the tokenizer's"):
         tok.token_order(texts, vocab_size=tok.vocab_size - 1)

@@ -18,9 +18,15 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 
 def test_record_and_read_back(tmp_path):
     log = AuditLog(tmp_path / "sub" / "audit.jsonl")
-    first = log.record("forget", doc_ids=["d1", "d2"], actor_hash="3f9a0c1e2b4d6f80",
-                       bundle_id="b-20261129T000000-abcd1234", chunks_removed=3, seconds=0.5,
-                       counts={"edges_removed": 2})
+    first = log.record(
+        "forget",
+        doc_ids=["d1", "d2"],
+        actor_hash="3f9a0c1e2b4d6f80",
+        bundle_id="b-20261129T000000-abcd1234",
+        chunks_removed=3,
+        seconds=0.5,
+        counts={"edges_removed": 2},
+    )
     second = log.record("purge", dry_run=True, purged={"events": 4})
     records = log.read()
     assert [r["audit_id"] for r in records] == [first, second]
@@ -37,14 +43,17 @@ def test_missing_file_is_empty(tmp_path):
     assert AuditLog(tmp_path / "none.jsonl").read() == []
 
 
-@pytest.mark.parametrize("fields", [
-    {"doc_ids": ["The patient Maria Lopez was admitted on 3 May"]},
-    {"note": "x" * 129},
-    {"bundle_id": "has spaces"},
-    {"nested": {"deep": {"er": 1}}},
-    {"obj": object()},
-    {"score": float("nan")},
-])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"doc_ids": ["The patient Maria Lopez was admitted on 3 May"]},
+        {"note": "x" * 129},
+        {"bundle_id": "has spaces"},
+        {"nested": {"deep": {"er": 1}}},
+        {"obj": object()},
+        {"score": float("nan")},
+    ],
+)
 def test_refuses_content_and_never_echoes_it(tmp_path, fields):
     log = AuditLog(tmp_path / "audit.jsonl")
     with pytest.raises(DataError) as info:
@@ -65,9 +74,14 @@ def test_refuses_bad_action_and_reserved_fields(tmp_path):
 
 def test_concurrent_writers_never_interleave(tmp_path):
     path = tmp_path / "audit.jsonl"
-    code = ("import sys; from rayrag.governance.privacy.audit import AuditLog; log = AuditLog(sys.argv[1]);\n"
-            "for i in range(150): log.record('forget', doc_ids=[f'doc-{sys.argv[2]}-{i}'] * 20, n=i)")
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(path), str(w)], cwd=REPO_ROOT) for w in range(3)]
+    code = (
+        "import sys; from rayrag.governance.privacy.audit import AuditLog; log = AuditLog(sys.argv[1]);\n"
+        "for i in range(150): log.record('forget', doc_ids=[f'doc-{sys.argv[2]}-{i}'] * 20, n=i)"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(path), str(w)], cwd=REPO_ROOT)
+        for w in range(3)
+    ]
     assert all(p.wait(timeout=120) == 0 for p in procs)
     lines = path.read_text().splitlines()
     assert len(lines) == 450

@@ -35,10 +35,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 REPO = Path(__file__).resolve().parents[2]
 CANARY_ID = "canary-7f3a"
 CANARY_TOKEN = "Quintavionix"  # appears in no other document
-CANARY = {"id": CANARY_ID, "title": f"{CANARY_TOKEN} Systems acquisition memo",
-          "text": f"{CANARY_TOKEN} Systems acquired Lochmere Chemicals in Denver. Lochmere Chemicals builds "
-                  "industrial technology products from its headquarters in Denver.",
-          "acl": ["legal"], "metadata": {"doc_type": "memo"}, "updated_at": "2024-01-01T00:00:00Z"}
+CANARY = {
+    "id": CANARY_ID,
+    "title": f"{CANARY_TOKEN} Systems acquisition memo",
+    "text": f"{CANARY_TOKEN} Systems acquired Lochmere Chemicals in Denver. Lochmere Chemicals builds "
+    "industrial technology products from its headquarters in Denver.",
+    "acl": ["legal"],
+    "metadata": {"doc_type": "memo"},
+    "updated_at": "2024-01-01T00:00:00Z",
+}
 QUARANTINED = '{"id": "canary-7f3a", "text": 17}\n'  # the same id, also quarantined once
 
 
@@ -46,7 +51,9 @@ QUARANTINED = '{"id": "canary-7f3a", "text": 17}\n'  # the same id, also quarant
 def built(demo_corpus, tmp_path_factory):
     root = tmp_path_factory.mktemp("erasure")
     corpus = demo_slice(demo_corpus, root, n_questions=3, n_restricted=2)
-    extra = [] if "profile-000" in corpus.kept else [corpus.docs["profile-000"]]  # shares entities with the canary
+    extra = (
+        [] if "profile-000" in corpus.kept else [corpus.docs["profile-000"]]
+    )  # shares entities with the canary
     with open(root / "corpus.jsonl", "a") as handle:
         handle.writelines(json.dumps(d) + "\n" for d in [*extra, CANARY])
         handle.write(QUARANTINED)
@@ -68,12 +75,17 @@ def fresh(built, tmp_path):
 def _bundle_bytes(bundle: Path) -> bytes:
     """Every file's bytes plus the tables decoded (parquet may compress a string away)."""
     raw = b"".join(p.read_bytes() for p in sorted(bundle.rglob("*")) if p.is_file())  # lexical/ too
-    tables = [pq.read_table(bundle / name).to_pandas().to_json() for name in ("chunks.parquet", "documents.parquet")]
+    tables = [
+        pq.read_table(bundle / name).to_pandas().to_json()
+        for name in ("chunks.parquet", "documents.parquet")
+    ]
     return raw + "".join(tables).encode()
 
 
 def _everyone(bundle: Path) -> Principal:
-    groups = {g for acl in IndexBundle.load(bundle).documents().column("acl").to_pylist() for g in acl}
+    groups = {
+        g for acl in IndexBundle.load(bundle).documents().column("acl").to_pylist() for g in acl
+    }
     return Principal("auditor", frozenset(groups | {"legal", "public"}))
 
 
@@ -82,18 +94,32 @@ def test_forget_removes_the_canary_everywhere(fresh, tmp_path):
     before = IndexBundle.load(bundle)
     n_chunks, n_docs = before.chunks().num_rows, before.documents().num_rows  # load before the swap
     everyone = _everyone(bundle)
-    canary_chunks = {c for c, d in zip(before.chunks().column("chunk_id").to_pylist(),
-                                       before.chunks().column("doc_id").to_pylist(), strict=True) if d == CANARY_ID}
+    canary_chunks = {
+        c
+        for c, d in zip(
+            before.chunks().column("chunk_id").to_pylist(),
+            before.chunks().column("doc_id").to_pylist(),
+            strict=True,
+        )
+        if d == CANARY_ID
+    }
     assert canary_chunks and CANARY_TOKEN.encode() in _bundle_bytes(bundle)  # the scan can see it
     assert any(q["doc_id"] == CANARY_ID for q in before.quarantine())
     hits = DenseRetriever(bundle, config).retrieve(CANARY["text"], everyone, top_k=3)
     assert hits[0].doc_id == CANARY_ID  # findable before
-    lexical_hits = HybridRetriever(bundle, config).retrieve(CANARY["text"], everyone, mode="bm25").passages
+    lexical_hits = (
+        HybridRetriever(bundle, config).retrieve(CANARY["text"], everyone, mode="bm25").passages
+    )
     assert lexical_hits[0].doc_id == CANARY_ID  # by its words too
     g0 = before.graph().graph
-    shared = {(u, v, k): d["doc_ids"] for u, v, k, d in g0.edges(keys=True, data=True)
-              if CANARY_ID in d["doc_ids"] and len(d["doc_ids"]) > 1}
-    assert any(k != SYNONYM for _, _, k in shared), "the canary must share a fact with another document"
+    shared = {
+        (u, v, k): d["doc_ids"]
+        for u, v, k, d in g0.edges(keys=True, data=True)
+        if CANARY_ID in d["doc_ids"] and len(d["doc_ids"]) > 1
+    }
+    assert any(k != SYNONYM for _, _, k in shared), (
+        "the canary must share a fact with another document"
+    )
 
     report = forget(bundle, [CANARY_ID], config, actor="tester", cache_roots=[]).to_json()
 
@@ -106,15 +132,21 @@ def test_forget_removes_the_canary_everywhere(fresh, tmp_path):
     assert docs.num_rows == n_docs - 1
     # Vectors: the FAISS ids are exactly the remaining chunks' row ids.
     index = after.vector_index(config.index)
-    assert sorted(faiss.vector_to_array(index._index.id_map).tolist()) == sorted(chunks.column("row_id").to_pylist())
+    assert sorted(faiss.vector_to_array(index._index.id_map).tolist()) == sorted(
+        chunks.column("row_id").to_pylist()
+    )
     # Graph: no provenance left, shared facts kept without it, no orphan entity.
     kg = KnowledgeGraph.load(bundle / "graph.json")
     g = kg.graph
     for _, data in g.nodes(data=True):
         assert data.get("doc_id") != CANARY_ID and CANARY_ID not in data.get("doc_ids", [])
-        assert not canary_chunks & set(data.get("chunk_ids", [])) and not canary_chunks & set(data.get("support", {}))
+        assert not canary_chunks & set(data.get("chunk_ids", [])) and not canary_chunks & set(
+            data.get("support", {})
+        )
     for *_, data in g.edges(data=True):
-        assert CANARY_ID not in data.get("doc_ids", []) and not canary_chunks & set(data.get("chunk_ids", []))
+        assert CANARY_ID not in data.get("doc_ids", []) and not canary_chunks & set(
+            data.get("chunk_ids", [])
+        )
         assert not canary_chunks & set(data.get("support", {}))
     for (u, v, k), doc_ids in shared.items():
         if k == SYNONYM:
@@ -136,16 +168,34 @@ def test_forget_removes_the_canary_everywhere(fresh, tmp_path):
     # It still answers.
     question = corpus.questions[0]
     evidence = hybrid.retrieve(question["question"], everyone, mode="hybrid")
-    assert evidence.passages and {p.doc_id for p in evidence.passages} & set(question["supporting_ids"])
+    assert evidence.passages and {p.doc_id for p in evidence.passages} & set(
+        question["supporting_ids"]
+    )
     # Manifest and reports.
     m0, m1 = before.manifest, after.manifest
     assert m1["bundle_id"] == report["bundle_id"] != m0["bundle_id"] == report["previous_bundle_id"]
     assert m1["parent_bundle_id"] == m0["bundle_id"]
-    assert m1["erasures"] == [{"audit_id": report["audit_id"], "n_docs": 1, "at": m1["erasures"][0]["at"]}]
-    assert m1["counts"]["chunks"] == m1["counts"]["vectors"] == chunks.num_rows == m1["lexical"]["documents"]
+    assert m1["erasures"] == [
+        {"audit_id": report["audit_id"], "n_docs": 1, "at": m1["erasures"][0]["at"]}
+    ]
+    assert (
+        m1["counts"]["chunks"]
+        == m1["counts"]["vectors"]
+        == chunks.num_rows
+        == m1["lexical"]["documents"]
+    )
     assert after.lexical_index().row_ids.tolist() == chunks.column("row_id").to_pylist()
-    assert m1["counts"]["documents"] == docs.num_rows and m1["counts"]["quarantined"] == len(after.quarantine())
-    for key in ("config_hash", "embedder", "faiss_factory", "ingest_fingerprint", "format_version", "created_at"):
+    assert m1["counts"]["documents"] == docs.num_rows and m1["counts"]["quarantined"] == len(
+        after.quarantine()
+    )
+    for key in (
+        "config_hash",
+        "embedder",
+        "faiss_factory",
+        "ingest_fingerprint",
+        "format_version",
+        "created_at",
+    ):
         assert m1[key] == m0[key], key
     pii = after.pii_report()
     totals: dict[str, int] = {}
@@ -154,7 +204,11 @@ def test_forget_removes_the_canary_everywhere(fresh, tmp_path):
             totals[kind] = totals.get(kind, 0) + n
     assert pii["counts"] == dict(sorted(totals.items()))
     assert report["chunks_removed"] == report["vectors_removed"] == len(canary_chunks)
-    assert report["edges_removed"] > 0 and report["edges_updated"] > 0 and report["nodes_removed"] >= len(canary_chunks)
+    assert (
+        report["edges_removed"] > 0
+        and report["edges_updated"] > 0
+        and report["nodes_removed"] >= len(canary_chunks)
+    )
     assert report["quarantine_removed"] == 1 and report["doc_ids"] == [CANARY_ID]
     # Audit: ids and counts only.
     records = AuditLog(tmp_path / "audit.jsonl").read()
@@ -162,9 +216,15 @@ def test_forget_removes_the_canary_everywhere(fresh, tmp_path):
     audit = records[0]
     assert audit["action"] == "forget" and audit["audit_id"] == report["audit_id"]
     assert audit["doc_ids"] == [CANARY_ID] and audit["actor_hash"] == fingerprint("tester")
-    assert audit["bundle_id"] == report["bundle_id"] and audit["chunks_removed"] == len(canary_chunks)
-    assert CANARY_TOKEN not in (tmp_path / "audit.jsonl").read_text() and "tester" not in json.dumps(audit)
-    assert not list(bundle.parent.glob(".bundle.old-*")) and not list(bundle.parent.glob(".bundle.tmp-*"))
+    assert audit["bundle_id"] == report["bundle_id"] and audit["chunks_removed"] == len(
+        canary_chunks
+    )
+    assert CANARY_TOKEN not in (
+        tmp_path / "audit.jsonl"
+    ).read_text() and "tester" not in json.dumps(audit)
+    assert not list(bundle.parent.glob(".bundle.old-*")) and not list(
+        bundle.parent.glob(".bundle.tmp-*")
+    )
 
 
 def test_forget_purges_tune_cache_entries(fresh, tmp_path):
@@ -174,7 +234,10 @@ def test_forget_purges_tune_cache_entries(fresh, tmp_path):
     clean = cache / "bbbb"
     shutil.copytree(bundle, clean)
     table = pq.read_table(clean / "documents.parquet")
-    pq.write_table(table.filter(np.array(table.column("doc_id").to_pylist()) != CANARY_ID), clean / "documents.parquet")
+    pq.write_table(
+        table.filter(np.array(table.column("doc_id").to_pylist()) != CANARY_ID),
+        clean / "documents.parquet",
+    )
     report = forget(bundle, [CANARY_ID], config, cache_roots=[cache])
     assert report.cache_entries_removed == 1
     assert sorted(p.name for p in cache.iterdir()) == ["bbbb"]
@@ -182,7 +245,9 @@ def test_forget_purges_tune_cache_entries(fresh, tmp_path):
 
 def test_unknown_doc_id_changes_nothing(fresh, tmp_path):
     bundle, _, config = fresh
-    snapshot = {str(p.relative_to(bundle)): p.read_bytes() for p in bundle.rglob("*") if p.is_file()}
+    snapshot = {
+        str(p.relative_to(bundle)): p.read_bytes() for p in bundle.rglob("*") if p.is_file()
+    }
     secret = "Maria Lopez diagnosis"
     with pytest.raises(DataError) as info:
         forget(bundle, [CANARY_ID, "no-such-doc", "nor-this"], config)
@@ -194,14 +259,22 @@ def test_unknown_doc_id_changes_nothing(fresh, tmp_path):
         forget(bundle, [], config)
     with pytest.raises(BundleError, match="not found"):
         forget(tmp_path / "nope", [CANARY_ID], config)
-    assert {str(p.relative_to(bundle)): p.read_bytes() for p in bundle.rglob("*") if p.is_file()} == snapshot
+    assert {
+        str(p.relative_to(bundle)): p.read_bytes() for p in bundle.rglob("*") if p.is_file()
+    } == snapshot
     assert sorted(p.name for p in bundle.parent.iterdir()) == ["bundle"]  # not even a lock file
 
 
 def _rayrag(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAYRAG_OPERATOR": "tester"}
-    return subprocess.run([sys.executable, "-m", "rayrag.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "rayrag.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
+    )
 
 
 def _one_line_error(proc: subprocess.CompletedProcess, needle: str) -> None:
@@ -213,28 +286,74 @@ def _one_line_error(proc: subprocess.CompletedProcess, needle: str) -> None:
 
 def test_cli_forget_and_purge(fresh, tmp_path):
     bundle, _, _ = fresh
-    snapshot = {str(p.relative_to(bundle)): p.read_bytes() for p in bundle.rglob("*") if p.is_file()}
+    snapshot = {
+        str(p.relative_to(bundle)): p.read_bytes() for p in bundle.rglob("*") if p.is_file()
+    }
     audit = tmp_path / "audit.jsonl"
-    common = ["--config", "demo", "--set", "tracking.enabled=false", "--set", f"governance.audit_log={audit}"]
-    _one_line_error(_rayrag("forget", "--doc-id", "no-such-doc", "--bundle", str(bundle), *common, cwd=tmp_path),
-                    "1 of 1 document ids")
-    _one_line_error(_rayrag("forget", "--doc-id", CANARY_ID, "--bundle", str(tmp_path / "nope"), *common,
-                            cwd=tmp_path), "not found")
-    _one_line_error(_rayrag("purge", "--older-than", "30 days", *common, cwd=tmp_path), "--older-than")
-    assert {str(p.relative_to(bundle)): p.read_bytes() for p in bundle.rglob("*") if p.is_file()} == snapshot and not audit.exists()
+    common = [
+        "--config",
+        "demo",
+        "--set",
+        "tracking.enabled=false",
+        "--set",
+        f"governance.audit_log={audit}",
+    ]
+    _one_line_error(
+        _rayrag(
+            "forget", "--doc-id", "no-such-doc", "--bundle", str(bundle), *common, cwd=tmp_path
+        ),
+        "1 of 1 document ids",
+    )
+    _one_line_error(
+        _rayrag(
+            "forget",
+            "--doc-id",
+            CANARY_ID,
+            "--bundle",
+            str(tmp_path / "nope"),
+            *common,
+            cwd=tmp_path,
+        ),
+        "not found",
+    )
+    _one_line_error(
+        _rayrag("purge", "--older-than", "30 days", *common, cwd=tmp_path), "--older-than"
+    )
+    assert {
+        str(p.relative_to(bundle)): p.read_bytes() for p in bundle.rglob("*") if p.is_file()
+    } == snapshot and not audit.exists()
 
-    done = _rayrag("forget", "--doc-id", CANARY_ID, "--bundle", str(bundle), "--json", *common, cwd=tmp_path)
+    done = _rayrag(
+        "forget", "--doc-id", CANARY_ID, "--bundle", str(bundle), "--json", *common, cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert report["doc_ids"] == [CANARY_ID] and report["bundle_id"] == IndexBundle.load(bundle).bundle_id
+    assert (
+        report["doc_ids"] == [CANARY_ID]
+        and report["bundle_id"] == IndexBundle.load(bundle).bundle_id
+    )
     assert AuditLog(audit).read()[0]["actor_hash"] == fingerprint("tester")
 
-    purged = _rayrag("purge", "--older-than", "12h", "--dry-run", "--json", *common,
-                     "--set", f"serve.event_log={tmp_path / 'events.jsonl'}",
-                     "--set", f"serve.escalation_queue={tmp_path / 'esc.jsonl'}", cwd=tmp_path)
+    purged = _rayrag(
+        "purge",
+        "--older-than",
+        "12h",
+        "--dry-run",
+        "--json",
+        *common,
+        "--set",
+        f"serve.event_log={tmp_path / 'events.jsonl'}",
+        "--set",
+        f"serve.escalation_queue={tmp_path / 'esc.jsonl'}",
+        cwd=tmp_path,
+    )
     assert purged.returncode == 0, purged.stderr
     summary = json.loads(purged.stdout.strip().splitlines()[-1])
-    assert summary["dry_run"] and summary["ttl_days"]["events"] == 0.5 and summary["kept"]["audit"] == 1
+    assert (
+        summary["dry_run"]
+        and summary["ttl_days"]["events"] == 0.5
+        and summary["kept"]["audit"] == 1
+    )
 
 
 @pytest.mark.parametrize("factory", ["HNSW8,Flat", "IVF1,Flat"])
@@ -248,14 +367,17 @@ def test_forget_keeps_row_ids_on_approximate_indexes(fresh, factory):
     flat = VectorIndex.load(bundle / "vectors.faiss")
     ids = faiss.vector_to_array(flat._index.id_map)
     vectors = faiss.downcast_index(flat._index.index).reconstruct_n(0, flat.ntotal)
-    VectorIndex(IndexConfig(factory=factory, use_gpu="never"), dim=vectors.shape[1]).build(vectors, ids).save(
-        bundle / "vectors.faiss")
+    VectorIndex(IndexConfig(factory=factory, use_gpu="never"), dim=vectors.shape[1]).build(
+        vectors, ids
+    ).save(bundle / "vectors.faiss")
     report = forget(bundle, [CANARY_ID], config, cache_roots=[])
     after = IndexBundle.load(bundle)
     index = VectorIndex.load(bundle / "vectors.faiss")
     row_ids = sorted(after.chunks().column("row_id").to_pylist())
     assert sorted(_faiss_ids(index._index)) == row_ids and report.vectors_removed == 1
-    hits = DenseRetriever(bundle, config).retrieve(CANARY["text"], _everyone(bundle), top_k=len(row_ids))
+    hits = DenseRetriever(bundle, config).retrieve(
+        CANARY["text"], _everyone(bundle), top_k=len(row_ids)
+    )
     assert len(hits) == len(row_ids) and all(p.doc_id != CANARY_ID for p in hits)
 
 
@@ -264,5 +386,8 @@ def _faiss_ids(index: faiss.Index) -> list[int]:
     if isinstance(index, faiss.IndexIDMap):
         return faiss.vector_to_array(index.id_map).tolist()
     ivf = faiss.extract_index_ivf(index)
-    return [int(i) for lst in range(ivf.nlist)
-            for i in faiss.rev_swig_ptr(ivf.invlists.get_ids(lst), ivf.invlists.list_size(lst))]
+    return [
+        int(i)
+        for lst in range(ivf.nlist)
+        for i in faiss.rev_swig_ptr(ivf.invlists.get_ids(lst), ivf.invlists.list_size(lst))
+    ]

@@ -35,15 +35,30 @@ def _write(path: Path, records) -> Path:
 
 
 def _record(text: str, *spans: tuple[str, int, int]) -> dict:
-    return {"full_text": text, "spans": [
-        {"entity_type": t, "entity_value": text[s:e], "start_position": s, "end_position": e}
-        for t, s, e in spans
-    ]}
+    return {
+        "full_text": text,
+        "spans": [
+            {"entity_type": t, "entity_value": text[s:e], "start_position": s, "end_position": e}
+            for t, s, e in spans
+        ],
+    }
 
 
 def test_tokens_are_words_and_punctuation_with_offsets():
     text = "Mrs. O'Neil, 212-555 x9!"
-    assert [text[s:e] for s, e in tokenize(text)] == ["Mrs", ".", "O", "'", "Neil", ",", "212", "-", "555", "x9", "!"]
+    assert [text[s:e] for s, e in tokenize(text)] == [
+        "Mrs",
+        ".",
+        "O",
+        "'",
+        "Neil",
+        ",",
+        "212",
+        "-",
+        "555",
+        "x9",
+        "!",
+    ]
     assert tokenize("  ") == []
 
 
@@ -62,10 +77,17 @@ def test_score_by_hand():
     assert result["precision"] == pytest.approx(0.5)
     assert result["recall"] == pytest.approx(1 / 3)
     assert result["f2"] == pytest.approx(5 / 14)  # 5 * 0.5 * 1/3 / (4 * 0.5 + 1/3)
-    assert result["per_entity"]["PERSON"] == {"mapped_to": "PERSON", "tokens": 2, "recall": 0.5, "typed_recall": 0.5}
+    assert result["per_entity"]["PERSON"] == {
+        "mapped_to": "PERSON",
+        "tokens": 2,
+        "recall": 0.5,
+        "typed_recall": 0.5,
+    }
     assert result["per_entity"]["LOCATION"]["recall"] == 0.0
-    assert result["per_predicted"] == {"PERSON": {"tokens": 1, "precision": 1.0},
-                                       "STREET_ADDRESS": {"tokens": 1, "precision": 0.0}}
+    assert result["per_predicted"] == {
+        "PERSON": {"tokens": 1, "precision": 1.0},
+        "STREET_ADDRESS": {"tokens": 1, "precision": 0.0},
+    }
 
 
 def test_pii_of_another_type_counts_overall_but_not_typed():
@@ -94,15 +116,21 @@ def test_mapping_covers_every_label_of_the_presidio_set(fixture_data):
     assert map_entity("SOMETHING_NEW") == "SOMETHING_NEW"
 
 
-@pytest.mark.parametrize(("content", "error", "needle"), [
-    (None, ConfigError, "not found"),
-    ("{not json", DataError, "not JSON"),
-    ("{}", DataError, "non-empty JSON list"),
-    ("[]", DataError, "non-empty JSON list"),
-    ('[{"full_text": "x"}]', DataError, "record 0 lacks"),
-    ('[{"full_text": "ab", "spans": [{"entity_type": "PERSON", "start_position": 1, "end_position": 9}]}]',
-     DataError, "outside its text"),
-])
+@pytest.mark.parametrize(
+    ("content", "error", "needle"),
+    [
+        (None, ConfigError, "not found"),
+        ("{not json", DataError, "not JSON"),
+        ("{}", DataError, "non-empty JSON list"),
+        ("[]", DataError, "non-empty JSON list"),
+        ('[{"full_text": "x"}]', DataError, "record 0 lacks"),
+        (
+            '[{"full_text": "ab", "spans": [{"entity_type": "PERSON", "start_position": 1, "end_position": 9}]}]',
+            DataError,
+            "outside its text",
+        ),
+    ],
+)
 def test_bad_files_are_one_line_errors(tmp_path, content, error, needle):
     path = tmp_path / "pii.json"
     if content is not None:
@@ -122,14 +150,19 @@ def test_bad_format_and_limit(tmp_path):
 
 
 def test_evaluate_pii_scores_kept_entities_apart_and_holds_no_text(tmp_path):
-    path = _write(tmp_path / "pii.json", [_record(TEXT, ("PERSON", 0, 7), ("LOCATION", 17, 21))] * 2)
+    path = _write(
+        tmp_path / "pii.json", [_record(TEXT, ("PERSON", 0, 7), ("LOCATION", 17, 21))] * 2
+    )
 
     def detector(texts, config):
         return [[Span("PERSON", 0, 7), Span("LOCATION", 17, 21)] for _ in texts]
 
     result = evaluate_pii(path, RedactionConfig(), detector=detector)  # LOCATION is kept by default
     assert result["examples"] == 2 and result["f2"] == 1.0
-    assert result["redacted"]["recall"] == pytest.approx(2 / 3) and result["redacted"]["precision"] == 1.0
+    assert (
+        result["redacted"]["recall"] == pytest.approx(2 / 3)
+        and result["redacted"]["precision"] == 1.0
+    )
     # public_knowledge keeps the name too: only what a policy changes counts as its redaction.
     assert result["redacted_by_policy"]["personal"] == result["redacted"]
     assert result["redacted_by_policy"]["public_knowledge"]["tp"] == 0
@@ -139,8 +172,23 @@ def test_evaluate_pii_scores_kept_entities_apart_and_holds_no_text(tmp_path):
 
 def test_cli_rejects_an_unknown_format_in_one_line(tmp_path):
     path = _write(tmp_path / "pii.json", [_record(TEXT, ("PERSON", 0, 7))])
-    proc = subprocess.run([sys.executable, "-m", "rayrag.cli", "eval", "pii", "--dataset", str(path),
-                           "--format", "conll"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rayrag.cli",
+            "eval",
+            "pii",
+            "--dataset",
+            str(path),
+            "--format",
+            "conll",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "--format" in lines[0] and "Traceback" not in proc.stderr
@@ -151,7 +199,9 @@ F2_FLOOR_100 = 0.80
 
 
 def test_real_redactor_on_the_presidio_set(fixture_data):
-    result = evaluate_pii(fixture_data / "pii" / "presidio_generated_large.json", RedactionConfig(), limit=100)
+    result = evaluate_pii(
+        fixture_data / "pii" / "presidio_generated_large.json", RedactionConfig(), limit=100
+    )
     assert result["examples"] == 100
     assert result["f2"] >= F2_FLOOR_100, result
     assert result["per_entity"]["US_SSN"]["recall"] == 1.0

@@ -20,38 +20,69 @@ from rayrag.governance.privacy.redaction import Redactor
 IDENTIFIERS = ("CREDIT_CARD", "US_SSN", "IBAN_CODE", "EMAIL_ADDRESS", "PHONE_NUMBER", "IP_ADDRESS")
 
 
-@pytest.mark.parametrize("value, valid", [
-    ("4111 1111 1111 1111", True), ("4111-1111-1111-1112", False), ("2221 0000 0000 0009", True),
-    ("3714 496353 98431", True), ("0000 0000 0000 0000", False), ("1234567812345670", False),  # no issuer 1
-    ("6304 0000 0000", True), ("9111111111111111", False),
-])
+@pytest.mark.parametrize(
+    "value, valid",
+    [
+        ("4111 1111 1111 1111", True),
+        ("4111-1111-1111-1112", False),
+        ("2221 0000 0000 0009", True),
+        ("3714 496353 98431", True),
+        ("0000 0000 0000 0000", False),
+        ("1234567812345670", False),  # no issuer 1
+        ("6304 0000 0000", True),
+        ("9111111111111111", False),
+    ],
+)
 def test_card_numbers_need_an_issuer_and_the_luhn_digit(value, valid):
     assert pp.luhn_valid(value) is valid
 
 
-@pytest.mark.parametrize("value, valid", [
-    ("GB82 WEST 1234 5698 7654 32", True), ("GB82WEST12345698765433", False),  # check digits
-    ("gb82west12345698765432", True), ("DE89 3704 0044 0532 0130 00", True),
-    ("DE89 3704 0044 0532 0130", False), ("XX82WEST12345698765432", False),  # length, country
-])
+@pytest.mark.parametrize(
+    "value, valid",
+    [
+        ("GB82 WEST 1234 5698 7654 32", True),
+        ("GB82WEST12345698765433", False),  # check digits
+        ("gb82west12345698765432", True),
+        ("DE89 3704 0044 0532 0130 00", True),
+        ("DE89 3704 0044 0532 0130", False),
+        ("XX82WEST12345698765432", False),  # length, country
+    ],
+)
 def test_ibans_need_the_countrys_length_and_mod_97(value, valid):
     assert pp.iban_valid(value) is valid
 
 
-@pytest.mark.parametrize("value, valid", [
-    ("2001:db8::1", True), ("fe80::1ff:fe23:4567:890a", True), ("10.0.0.5", True), ("::1", True),
-    ("14:02:33", False), ("256.1.1.1", False), ("::", False), ("1:2:3", False),
-])
+@pytest.mark.parametrize(
+    "value, valid",
+    [
+        ("2001:db8::1", True),
+        ("fe80::1ff:fe23:4567:890a", True),
+        ("10.0.0.5", True),
+        ("::1", True),
+        ("14:02:33", False),
+        ("256.1.1.1", False),
+        ("::", False),
+        ("1:2:3", False),
+    ],
+)
 def test_ip_addresses_follow_the_address_grammar(value, valid):
     assert pp.ip_valid(value) is valid
 
 
 def test_a_licence_number_needs_its_phrase():
     pattern = re.compile(pp.driver_licence_pattern())
-    found = [m.group("value") for text in (
-        "DL# A1234567 on file", "driver's license number D123-456-78-901-2.", "License no. 12 345 678",
-        "Her driving licence, number 820842-167.", "licensed in 2019 to 1234567 people",
-        "The license for 40211877 users") for m in pattern.finditer(text)]
+    found = [
+        m.group("value")
+        for text in (
+            "DL# A1234567 on file",
+            "driver's license number D123-456-78-901-2.",
+            "License no. 12 345 678",
+            "Her driving licence, number 820842-167.",
+            "licensed in 2019 to 1234567 people",
+            "The license for 40211877 users",
+        )
+        for m in pattern.finditer(text)
+    ]
     assert found == ["A1234567", "D123-456-78-901-2", "12 345 678", "820842-167"]
 
 
@@ -75,7 +106,10 @@ def test_the_generator_is_deterministic_and_its_values_are_valid():
     seen = set()
     for example in first:
         for span in example["spans"]:
-            assert example["full_text"][span["start_position"]:span["end_position"]] == span["entity_value"]
+            assert (
+                example["full_text"][span["start_position"] : span["end_position"]]
+                == span["entity_value"]
+            )
             if span["entity_type"] in checks:
                 assert checks[span["entity_type"]](span["entity_value"]), span
             seen.add(span["entity_type"])
@@ -97,7 +131,10 @@ def test_identifier_recall_and_precision_on_the_held_back_set(held_back):
         # Typed, not just detected: public_knowledge keeps names, so a card read as a
         # person would leak there.
         assert row["typed_recall"] >= 0.98, (kind, row)
-        assert result["per_predicted"][kind]["precision"] >= 0.98, (kind, result["per_predicted"][kind])
+        assert result["per_predicted"][kind]["precision"] >= 0.98, (
+            kind,
+            result["per_predicted"][kind],
+        )
     assert result["per_entity"]["US_DRIVER_LICENSE"]["typed_recall"] >= 0.95, result["per_entity"]
     assert result["precision"] >= 0.95 and result["recall"] >= 0.98, result
 
@@ -106,7 +143,9 @@ def test_public_knowledge_lets_no_identifier_through(held_back):
     """End to end: redacted under public_knowledge, no identifier value survives; names do."""
     examples = json.loads(held_back.read_text(encoding="utf-8"))[:150]
     redactor = Redactor(RedactionConfig())
-    results = redactor.redact_batch([e["full_text"] for e in examples], ["public_knowledge"] * len(examples))
+    results = redactor.redact_batch(
+        [e["full_text"] for e in examples], ["public_knowledge"] * len(examples)
+    )
     kept_names = 0
     for example, result in zip(examples, results, strict=True):
         for span in example["spans"]:

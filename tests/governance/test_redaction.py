@@ -23,7 +23,9 @@ from rayrag.governance.privacy.spans import resolve_overlaps, segments
 HMAC_KEY = "test-hmac-key-0123456789abcdef"
 OTHER_HMAC_KEY = "another-hmac-key-0123456789abcd"
 ENCRYPTION_KEY = "0123456789abcdef0123456789abcdef"  # 32 bytes: AES-256
-PII_FILE = Path(__file__).resolve().parents[1] / "fixtures" / "pii" / "presidio_generated_large.json"
+PII_FILE = (
+    Path(__file__).resolve().parents[1] / "fixtures" / "pii" / "presidio_generated_large.json"
+)
 PSEUDONYM = re.compile(r"PERSON_[0-9a-f]{8}")
 
 # Labelled entity names of the Presidio set that our default entity list also uses. The set's
@@ -41,13 +43,19 @@ LABEL_TO_ENTITY = {
 # e-mail, card and SSN 1.00, phone 0.63 (Faker's numbers often fail phonenumbers'
 # numbering-plan validation), person 0.68 with the small spaCy model. Floors sit just below.
 RECALL_FLOORS = {
-    "EMAIL_ADDRESS": 0.95, "CREDIT_CARD": 0.95, "US_SSN": 0.95, "PHONE_NUMBER": 0.55, "PERSON": 0.6,
+    "EMAIL_ADDRESS": 0.95,
+    "CREDIT_CARD": 0.95,
+    "US_SSN": 0.95,
+    "PHONE_NUMBER": 0.55,
+    "PERSON": 0.6,
 }
 
 
 def _config(**overrides) -> RedactionConfig:
     operators = dict(RedactionConfig().operators)
-    operators["IBAN_CODE"] = "encrypt"  # default ops + one encrypted type: every operator is in play
+    operators["IBAN_CODE"] = (
+        "encrypt"  # default ops + one encrypted type: every operator is in play
+    )
     return RedactionConfig(operators=operators, **overrides)
 
 
@@ -114,7 +122,10 @@ def test_pseudonym_is_one_token_and_stable_across_documents(redactor):
 def test_pseudonym_depends_on_key(redactor, monkeypatch):
     monkeypatch.setenv("RAYRAG_TEST_OTHER_KEY", OTHER_HMAC_KEY)
     other = Redactor(_config(hmac_key_env="RAYRAG_TEST_OTHER_KEY"))
-    ours, theirs = redactor.pseudonym("PERSON", "Maria Garcia"), other.pseudonym("PERSON", "Maria Garcia")
+    ours, theirs = (
+        redactor.pseudonym("PERSON", "Maria Garcia"),
+        other.pseudonym("PERSON", "Maria Garcia"),
+    )
     assert PSEUDONYM.fullmatch(theirs) and ours != theirs
 
 
@@ -124,7 +135,9 @@ def test_encrypt_is_reversible(redactor):
     assert "GB82 WEST" not in result.text and result.counts == {"IBAN_CODE": 1}
     (span,) = result.spans
     assert span.operator == "encrypt"
-    assert redactor.decrypt_value(result.text[span.start : span.end]) == "GB82 WEST 1234 5698 7654 32"
+    assert (
+        redactor.decrypt_value(result.text[span.start : span.end]) == "GB82 WEST 1234 5698 7654 32"
+    )
     assert redactor.decrypt(result) == text
     with pytest.raises(RedactionError, match="RAYRAG_ENCRYPTION_KEY"):
         redactor.decrypt_value("not-a-ciphertext")
@@ -158,8 +171,10 @@ def test_missing_or_bad_key_names_the_variable_never_the_key(monkeypatch, overri
 def test_keys_are_needed_only_by_operators_that_use_them(monkeypatch):
     monkeypatch.delenv("RAYRAG_TEST_UNSET", raising=False)
     config = RedactionConfig(
-        operators={}, default_operator="replace",
-        hmac_key_env="RAYRAG_TEST_UNSET", encryption_key_env="RAYRAG_TEST_UNSET",
+        operators={},
+        default_operator="replace",
+        hmac_key_env="RAYRAG_TEST_UNSET",
+        encryption_key_env="RAYRAG_TEST_UNSET",
     )
     assert Redactor(config).redact("Mail bob@example.org").text == "Mail <EMAIL_ADDRESS>"
 
@@ -186,7 +201,9 @@ def test_batch_equals_single(redactor, labelled):
     assert [redactor.decrypt(r) for r in batch] == [redactor.decrypt(r) for r in single]
     per_doc = redactor.analyze_per_doc(texts)
     batched = redactor.analyze_batch(texts)
-    key = lambda results: [sorted((r.entity_type, r.start, r.end, r.score) for r in doc) for doc in results]  # noqa: E731
+    key = lambda results: [  # noqa: E731
+        sorted((r.entity_type, r.start, r.end, r.score) for r in doc) for doc in results
+    ]
     assert key(batched) == key(per_doc)
 
 
@@ -204,7 +221,9 @@ def test_recall_on_labelled_pii(redactor, labelled):
             total[entity] += 1
             found[entity] += span["entity_value"] not in result.text
     recall = {entity: round(found[entity] / total[entity], 3) for entity in sorted(total)}
-    print(f"\nredaction recall on {len(labelled)} labelled records: {recall} (values: {dict(total)})")
+    print(
+        f"\nredaction recall on {len(labelled)} labelled records: {recall} (values: {dict(total)})"
+    )
     for entity, floor in RECALL_FLOORS.items():
         assert total[entity] >= 30, entity
         assert recall[entity] >= floor, (entity, recall[entity])
@@ -267,7 +286,11 @@ def test_overlaps_resolved_by_score_then_length():
         _Span("US_SSN", 40, 51, 0.5),  # touches, does not overlap
     ]
     chosen = resolve_overlaps(spans)
-    assert [(s.entity_type, s.start) for s in chosen] == [("IP_ADDRESS", 0), ("LOCATION", 20), ("US_SSN", 40)]
+    assert [(s.entity_type, s.start) for s in chosen] == [
+        ("IP_ADDRESS", 0),
+        ("LOCATION", 20),
+        ("US_SSN", 40),
+    ]
 
 
 def test_runs_offline(redactor, monkeypatch):
@@ -283,7 +306,9 @@ def test_runs_offline(redactor, monkeypatch):
 
 
 def test_unknown_entity_type_is_a_redaction_error():
-    config = RedactionConfig(entities=("PERSON", "NOT_A_TYPE"), operators={}, default_operator="replace")
+    config = RedactionConfig(
+        entities=("PERSON", "NOT_A_TYPE"), operators={}, default_operator="replace"
+    )
     with pytest.raises(RedactionError, match="NOT_A_TYPE.*governance.redaction.entities"):
         Redactor(config).warm_up()
 
@@ -300,20 +325,26 @@ def test_an_international_address_block_is_redacted_whole(redactor):
 
 
 def test_honorifics_loose_phones_and_urls_are_found(redactor):
-    result = redactor.redact("Dr. Ana Ruiz: call (85) 5986-8343 or see http://www.TextFiction.de/ today.")
+    result = redactor.redact(
+        "Dr. Ana Ruiz: call (85) 5986-8343 or see http://www.TextFiction.de/ today."
+    )
     assert "Ruiz" not in result.text and "5986-8343" not in result.text
     assert "TextFiction" not in result.text and "<URL>" in result.text
 
 
 def test_prose_numbers_and_joined_sentences_stay(redactor):
-    text = ("He played from 2000 and 2008, born 30 July 1970, with 79 films between 1915 and 1920; "
-            "pages 1100-1104 ran away.Then the years 1938-1940 followed.")
+    text = (
+        "He played from 2000 and 2008, born 30 July 1970, with 79 films between 1915 and 1920; "
+        "pages 1100-1104 ran away.Then the years 1938-1940 followed."
+    )
     assert redactor.redact(text).text == text
 
 
 def test_an_address_runs_on_into_its_city_region_postcode_and_country(redactor):
-    text = ("Ship to 52 Rua Joaquim de Oliveira Cruz 1615 Suite 498 Curitiba Paraná. "
-            "Or 07 Pavlou Drandaki Street 262\nKÖPMANHOLMEN\n, nan\n 40402. Call me.")
+    text = (
+        "Ship to 52 Rua Joaquim de Oliveira Cruz 1615 Suite 498 Curitiba Paraná. "
+        "Or 07 Pavlou Drandaki Street 262\nKÖPMANHOLMEN\n, nan\n 40402. Call me."
+    )
     result = redactor.redact(text)
     for part in ("Curitiba", "Paraná", "KÖPMANHOLMEN", "40402"):
         assert part not in result.text, part
@@ -331,14 +362,19 @@ def test_an_address_tail_stops_at_a_sentence_end():
     assert extend_address_tails(text, [span])[0].end == span.end
     text = "He lived at 12 Main Street, Springfield, IL 62704 for years."
     span = RecognizerResult("STREET_ADDRESS", street, street + len("12 Main Street"), 0.9)
-    assert text[street:extend_address_tails(text, [span])[0].end] == "12 Main Street, Springfield, IL 62704"
+    assert (
+        text[street : extend_address_tails(text, [span])[0].end]
+        == "12 Main Street, Springfield, IL 62704"
+    )
 
 
 def test_a_record_id_is_not_a_name_in_a_question_or_in_its_record(redactor):
     # The NER alone reads the short question's "EMP-11906" as a PERSON; the record's own
     # text keeps it, so the question must too or retrieval never finds the record.
     question = redactor.redact("What position does employee EMP-11906 hold?")
-    record = redactor.redact("Employee record EMP-11906. Maria Garcia joined Fernhollow Data in 2005.")
+    record = redactor.redact(
+        "Employee record EMP-11906. Maria Garcia joined Fernhollow Data in 2005."
+    )
     assert "EMP-11906" in question.text and "EMP-11906" in record.text
     assert "Maria Garcia" not in record.text  # the name next to it is still redacted
 
@@ -349,7 +385,14 @@ def test_only_name_types_that_are_identifiers_are_dropped():
     from rayrag.governance.privacy.spans import drop_identifier_names
 
     text = "EMP-11906 met Ana Ruiz at 536-90-4399 near ISO-9001"
-    found = [RecognizerResult("PERSON", 0, 9, 0.85), RecognizerResult("PERSON", 14, 22, 0.85),
-             RecognizerResult("US_SSN", 26, 37, 0.9), RecognizerResult("LOCATION", 43, 51, 0.85)]
+    found = [
+        RecognizerResult("PERSON", 0, 9, 0.85),
+        RecognizerResult("PERSON", 14, 22, 0.85),
+        RecognizerResult("US_SSN", 26, 37, 0.9),
+        RecognizerResult("LOCATION", 43, 51, 0.85),
+    ]
     kept = drop_identifier_names(text, found)
-    assert [(r.entity_type, text[r.start:r.end]) for r in kept] == [("PERSON", "Ana Ruiz"), ("US_SSN", "536-90-4399")]
+    assert [(r.entity_type, text[r.start : r.end]) for r in kept] == [
+        ("PERSON", "Ana Ruiz"),
+        ("US_SSN", "536-90-4399"),
+    ]

@@ -19,7 +19,9 @@ def _writers(marker: str, fail_on: str | None = None):
             if name == fail_on:
                 raise RuntimeError("disk full")
             path.write_text(marker)
+
         return write
+
     return {name: make(name) for name in b.REQUIRED_FILES if name != b.MANIFEST}
 
 

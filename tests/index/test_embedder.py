@@ -95,11 +95,20 @@ def _tiny_sentence_transformer(root, dim: int = 32):
     tokenizer = AutoTokenizer.from_pretrained(source)
     bert_dir = root / "bert"
     torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=dim, num_hidden_layers=2,
-                         num_attention_heads=2, intermediate_size=64)).save_pretrained(bert_dir)
+    BertModel(
+        BertConfig(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=dim,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+        )
+    ).save_pretrained(bert_dir)
     tokenizer.save_pretrained(bert_dir)
     word = models.Transformer(str(bert_dir), max_seq_length=64)
-    model = SentenceTransformer(modules=[word, models.Pooling(dim, pooling_mode="mean")], device="cpu")
+    model = SentenceTransformer(
+        modules=[word, models.Pooling(dim, pooling_mode="mean")], device="cpu"
+    )
     out = root / "tiny-embedder"
     model.save(str(out))
     return out
@@ -108,7 +117,9 @@ def _tiny_sentence_transformer(root, dim: int = 32):
 def test_embedding_model_selects_a_local_directory(tmp_path, embedder):
     path = _tiny_sentence_transformer(tmp_path)
     other = Embedder(EmbeddingConfig(model=str(path), dim=32, device="cpu"))
-    vectors = other.encode(["A cat is sleeping on the sofa.", "Quarterly tax filings are due in April."])
+    vectors = other.encode(
+        ["A cat is sleeping on the sofa.", "Quarterly tax filings are due in April."]
+    )
     assert vectors.shape == (2, 32) and other.name == str(path)  # the model that ran, not a label
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     with pytest.raises(ConfigError, match="produces 32-d vectors"):
@@ -118,7 +129,9 @@ def test_embedding_model_selects_a_local_directory(tmp_path, embedder):
 def test_packaged_model_by_either_name_and_unknown_names_fail_at_load(embedder):
     from rayrag.config import load_config
 
-    hub_name = Embedder(EmbeddingConfig(model="sentence-transformers/all-MiniLM-L6-v2", device="cpu"))
+    hub_name = Embedder(
+        EmbeddingConfig(model="sentence-transformers/all-MiniLM-L6-v2", device="cpu")
+    )
     assert hub_name.name == "all-MiniLM-L6-v2"
     for name in ("bge-large-en", "BAAI/bge-small-en-v1.5"):
         with pytest.raises(ConfigError, match=r"unknown embedder .*embedding.model") as info:

@@ -24,13 +24,24 @@ HR = Principal("hr-officer", frozenset({"public", "hr"}))
 PERSON = "entity:person_3f9a0c1e"
 
 CORPUS = {
-    "d1": ("Velora Systems Inc. acquired Beta Corp in 2021. PERSON_3f9a0c1e works for Velora Systems.", ("public",)),
-    "d2": ("PERSON_3f9a0c1e lives in Lisbon. Contact <EMAIL_ADDRESS> or <PHONE_NUMBER> for details.", ("public",)),
+    "d1": (
+        "Velora Systems Inc. acquired Beta Corp in 2021. PERSON_3f9a0c1e works for Velora Systems.",
+        ("public",),
+    ),
+    "d2": (
+        "PERSON_3f9a0c1e lives in Lisbon. Contact <EMAIL_ADDRESS> or <PHONE_NUMBER> for details.",
+        ("public",),
+    ),
     "d3": ("PERSON_3f9a0c1e was dismissed by Orbital Labs after an audit.", ("hr",)),
     "d4": ("International Business Machines opened a research lab in Zurich.", ("public",)),
-    "d5": ("IBM acquired Red Hat. Red Hat, Velora Systems and Orbital Labs were mentioned in the report.", ("public",)),
+    "d5": (
+        "IBM acquired Red Hat. Red Hat, Velora Systems and Orbital Labs were mentioned in the report.",
+        ("public",),
+    ),
 }
-D1_CHANGED = "Velora Systems Inc. acquired Gamma Ltd in 2023. PERSON_3f9a0c1e works for Velora Systems."
+D1_CHANGED = (
+    "Velora Systems Inc. acquired Gamma Ltd in 2023. PERSON_3f9a0c1e works for Velora Systems."
+)
 
 
 def embed_fn_from(explicit: dict[str, list[float]], dim: int = 64):
@@ -75,25 +86,33 @@ def extract():
 
 @pytest.fixture(scope="module")
 def kg(extract) -> KnowledgeGraph:
-    return KnowledgeGraph.build(extract(CORPUS), config=KGConfig(), embed_fn=EMBED,
-                                extracted_at="2025-01-01T00:00:00+00:00")
+    return KnowledgeGraph.build(
+        extract(CORPUS), config=KGConfig(), embed_fn=EMBED, extracted_at="2025-01-01T00:00:00+00:00"
+    )
 
 
 def canonical(kg: KnowledgeGraph) -> tuple[Any, Any]:
     """Everything but extracted_at, in a comparable form."""
+
     def strip(d: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in d.items() if k != "extracted_at"}
 
     nodes = {n: strip(d) for n, d in kg.graph.nodes(data=True)}
-    edges = sorted((u, v, k, sorted(strip(d).items(), key=str))
-                   for u, v, k, d in kg.graph.edges(keys=True, data=True))
+    edges = sorted(
+        (u, v, k, sorted(strip(d).items(), key=str))
+        for u, v, k, d in kg.graph.edges(keys=True, data=True)
+    )
     return nodes, edges
 
 
 def test_every_edge_keeps_provenance(kg: KnowledgeGraph) -> None:
     stats = kg.stats()
     assert stats["passages"] == 5 and stats["entities"] >= 7
-    assert stats["relation_edges"] >= 6 and stats["mention_edges"] >= 10 and stats["synonym_edges"] == 2
+    assert (
+        stats["relation_edges"] >= 6
+        and stats["mention_edges"] >= 10
+        and stats["synonym_edges"] == 2
+    )
     for u, v, key, data in kg.graph.edges(keys=True, data=True):
         for field in ("chunk_ids", "doc_ids", "acl", "extracted_at"):
             assert data[field], (u, v, key, field)
@@ -137,12 +156,23 @@ def test_synonym_edges_from_embeddings(kg: KnowledgeGraph) -> None:
 
 
 def test_synonyms_respect_threshold_fanout_and_skip_pseudonyms() -> None:
-    vectors = {"alpha": [1, 0, 0], "alpha one": [0.95, 0.3122, 0], "alpha two": [0.9, 0, 0.43589],
-               "beta": [0.7, -0.71414, 0], "person_00000001": [1, 0, 0], "person_00000002": [1, 0, 0]}
-    extraction = ChunkExtraction("c1", "d1", ("public",),
-                                 entities=[(k, "ORG", k.title()) for k in vectors])
-    kg = KnowledgeGraph.build([extraction], config=KGConfig(max_synonyms_per_entity=1),
-                              embed_fn=embed_fn_from(vectors), extracted_at="t0")
+    vectors = {
+        "alpha": [1, 0, 0],
+        "alpha one": [0.95, 0.3122, 0],
+        "alpha two": [0.9, 0, 0.43589],
+        "beta": [0.7, -0.71414, 0],
+        "person_00000001": [1, 0, 0],
+        "person_00000002": [1, 0, 0],
+    }
+    extraction = ChunkExtraction(
+        "c1", "d1", ("public",), entities=[(k, "ORG", k.title()) for k in vectors]
+    )
+    kg = KnowledgeGraph.build(
+        [extraction],
+        config=KGConfig(max_synonyms_per_entity=1),
+        embed_fn=embed_fn_from(vectors),
+        extracted_at="t0",
+    )
     synonyms = {(u[7:], v[7:]) for u, v, k in kg.graph.edges(keys=True) if k == "synonym"}
     # Each name keeps its single best neighbour at cosine >= 0.8; beta (0.7) has none.
     assert synonyms == {("alpha", "alpha one"), ("alpha one", "alpha"), ("alpha two", "alpha")}
@@ -150,11 +180,17 @@ def test_synonyms_respect_threshold_fanout_and_skip_pseudonyms() -> None:
 
 def test_same_fact_in_two_chunks_merges_provenance() -> None:
     def chunk(cid: str, doc: str, conf: float, acl: tuple[str, ...]) -> ChunkExtraction:
-        return ChunkExtraction(cid, doc, acl, entities=[("acme", "ORG", "Acme"), ("globex", "ORG", "Globex")],
-                               triples=[Triple("acme", "acquire", "globex", cid, doc, conf)])
+        return ChunkExtraction(
+            cid,
+            doc,
+            acl,
+            entities=[("acme", "ORG", "Acme"), ("globex", "ORG", "Globex")],
+            triples=[Triple("acme", "acquire", "globex", cid, doc, conf)],
+        )
 
-    kg = KnowledgeGraph.build([chunk("a#0", "a", 0.9, ("public",)), chunk("b#0", "b", 0.8, ("hr",))],
-                              extracted_at="t0")
+    kg = KnowledgeGraph.build(
+        [chunk("a#0", "a", 0.9, ("public",)), chunk("b#0", "b", 0.8, ("hr",))], extracted_at="t0"
+    )
     edge = kg.graph.edges["entity:acme", "entity:globex", "acquire"]
     assert edge["chunk_ids"] == ["a#0", "b#0"] and edge["doc_ids"] == ["a", "b"]
     assert edge["acl"] == ["hr", "public"] and edge["confidence"] == 0.9  # max, not noisy-or
@@ -196,7 +232,15 @@ def test_save_load_round_trip(kg: KnowledgeGraph, tmp_path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["graph.json"]  # no temp file left
 
 
-@pytest.mark.parametrize("content", [None, "{not json", '{"nodes": []}', '{"directed": true, "multigraph": true, "graph": {}, "nodes": [], "edges": []}'])
+@pytest.mark.parametrize(
+    "content",
+    [
+        None,
+        "{not json",
+        '{"nodes": []}',
+        '{"directed": true, "multigraph": true, "graph": {}, "nodes": [], "edges": []}',
+    ],
+)
 def test_missing_or_corrupt_file_is_one_line_index_error(tmp_path, content: str | None) -> None:
     path = tmp_path / "graph.json"
     if content is not None:
@@ -208,24 +252,32 @@ def test_missing_or_corrupt_file_is_one_line_index_error(tmp_path, content: str 
 
 def test_remove_then_add_changed_doc_equals_scratch(extract) -> None:
     new_corpus = {**CORPUS, "d1": (D1_CHANGED, ("public",))}
-    incremental = KnowledgeGraph.build(extract(CORPUS), config=KGConfig(), embed_fn=EMBED, extracted_at="t0")
+    incremental = KnowledgeGraph.build(
+        extract(CORPUS), config=KGConfig(), embed_fn=EMBED, extracted_at="t0"
+    )
     removed = incremental.remove_documents({"d1"})
     assert removed >= 3  # acquire, work_for and the passage's mention edges at least
     incremental.add(extract({"d1": new_corpus["d1"]}), embed_fn=EMBED, extracted_at="t1")
-    scratch = KnowledgeGraph.build(extract(new_corpus), config=KGConfig(), embed_fn=EMBED, extracted_at="t2")
+    scratch = KnowledgeGraph.build(
+        extract(new_corpus), config=KGConfig(), embed_fn=EMBED, extracted_at="t2"
+    )
     assert canonical(incremental) == canonical(scratch)
     assert "entity:beta" not in incremental.graph and "entity:gamma" in incremental.graph
 
 
 def test_removing_the_long_form_splits_the_acronym_back_out(extract, tmp_path) -> None:
-    full = KnowledgeGraph.build(extract(CORPUS), config=KGConfig(), embed_fn=EMBED, extracted_at="t0")
+    full = KnowledgeGraph.build(
+        extract(CORPUS), config=KGConfig(), embed_fn=EMBED, extracted_at="t0"
+    )
     full.save(tmp_path / "g.json")
     reloaded = KnowledgeGraph.load(tmp_path / "g.json")  # no vector cache: the stale path
     for graph in (full, reloaded):
         graph.remove_documents({"d4"})
         graph.add([], embed_fn=EMBED)
     without_d4 = {d: v for d, v in CORPUS.items() if d != "d4"}
-    scratch = KnowledgeGraph.build(extract(without_d4), config=KGConfig(), embed_fn=EMBED, extracted_at="t2")
+    scratch = KnowledgeGraph.build(
+        extract(without_d4), config=KGConfig(), embed_fn=EMBED, extracted_at="t2"
+    )
     assert "entity:ibm" in scratch.graph
     assert canonical(full) == canonical(scratch) == canonical(reloaded)
 
@@ -239,7 +291,9 @@ def test_synonym_slots_refill_after_removal(tmp_path) -> None:
         return ChunkExtraction(f"{key}#0", key, ("public",), entities=[(key, "ORG", key.title())])
 
     def build(keys: list[str]) -> KnowledgeGraph:
-        return KnowledgeGraph.build([doc(k) for k in keys], config=config, embed_fn=embed, extracted_at="t")
+        return KnowledgeGraph.build(
+            [doc(k) for k in keys], config=config, embed_fn=embed, extracted_at="t"
+        )
 
     scratch = build(["alpha", "alpha two"])
     assert scratch.graph.has_edge("entity:alpha", "entity:alpha two", "synonym")
@@ -257,6 +311,8 @@ def test_synonym_slots_refill_after_removal(tmp_path) -> None:
 
 
 def test_adding_a_chunk_again_replaces_it(extract, kg: KnowledgeGraph) -> None:
-    again = KnowledgeGraph.build(extract(CORPUS), config=KGConfig(), embed_fn=EMBED, extracted_at="t0")
+    again = KnowledgeGraph.build(
+        extract(CORPUS), config=KGConfig(), embed_fn=EMBED, extracted_at="t0"
+    )
     again.add(extract({"d2": CORPUS["d2"], "d5": CORPUS["d5"]}), embed_fn=EMBED, extracted_at="t1")
     assert canonical(again) == canonical(kg)

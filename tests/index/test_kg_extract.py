@@ -26,8 +26,12 @@ def extractor() -> TripleExtractor:
     return ex
 
 
-def _one(extractor: TripleExtractor, text: str, acl: tuple[str, ...] = ("public",),
-         title: str | None = None) -> ChunkExtraction:
+def _one(
+    extractor: TripleExtractor,
+    text: str,
+    acl: tuple[str, ...] = ("public",),
+    title: str | None = None,
+) -> ChunkExtraction:
     [extraction] = extractor([Chunk("c1", "d1", text, 0, len(text), acl=acl, title=title)])
     return extraction
 
@@ -63,23 +67,36 @@ def test_negation_and_particles_are_kept_in_the_relation(extractor: TripleExtrac
 def test_pseudonyms_are_person_entities(extractor: TripleExtractor) -> None:
     ex = _one(extractor, "PERSON_3f9a0c1e met PERSON_00aa11bb's lawyer in Lisbon.")
     people = {(key, surface) for key, label, surface in ex.entities if label == "PERSON"}
-    assert people == {("person_3f9a0c1e", "PERSON_3f9a0c1e"), ("person_00aa11bb", "PERSON_00aa11bb")}
+    assert people == {
+        ("person_3f9a0c1e", "PERSON_3f9a0c1e"),
+        ("person_00aa11bb", "PERSON_00aa11bb"),
+    }
     assert is_pseudonym_key("person_3f9a0c1e") and not is_pseudonym_key("velora systems")
 
 
 def test_placeholders_are_never_entities(extractor: TripleExtractor) -> None:
-    ex = _one(extractor, "Write to <EMAIL_ADDRESS> or call <PHONE_NUMBER> at Acme Corp in <LOCATION>.")
+    ex = _one(
+        extractor, "Write to <EMAIL_ADDRESS> or call <PHONE_NUMBER> at Acme Corp in <LOCATION>."
+    )
     keys = {key for key, _, _ in ex.entities}
     assert "acme corp" in keys
-    assert not any("<" in s or "email" in k or "phone" in k or "location" in k for k, _, s in ex.entities)
+    assert not any(
+        "<" in s or "email" in k or "phone" in k or "location" in k for k, _, s in ex.entities
+    )
     assert all("<" not in t.subject + t.object for t in ex.triples)
 
 
 def test_same_sentence_entities_co_occur(extractor: TripleExtractor) -> None:
-    ex = _one(extractor, "Red Hat, Velora Systems and Orbital Labs were mentioned in the report. Zurich is far.")
+    ex = _one(
+        extractor,
+        "Red Hat, Velora Systems and Orbital Labs were mentioned in the report. Zurich is far.",
+    )
     co = {(t.subject, t.object) for t in ex.triples if t.relation == COOCCURS}
-    assert co == {("red hat", "velora systems"), ("orbital labs", "red hat"),
-                  ("orbital labs", "velora systems")}
+    assert co == {
+        ("red hat", "velora systems"),
+        ("orbital labs", "red hat"),
+        ("orbital labs", "velora systems"),
+    }
     assert all(t.confidence == pytest.approx(0.3) for t in ex.triples if t.relation == COOCCURS)
     # Zurich is alone in its sentence: no pair.
     assert not any("zurich" in (t.subject, t.object) for t in ex.triples)
@@ -110,15 +127,21 @@ def test_warm_up_is_idempotent_and_batches_keep_order(extractor: TripleExtractor
     nlp = extractor._nlp
     extractor.warm_up()
     assert extractor._nlp is nlp
-    chunks = [Chunk(f"c{i}", f"d{i}", f"Velora Systems hired PERSON_{i:08x}.", 0, 36) for i in range(5)]
+    chunks = [
+        Chunk(f"c{i}", f"d{i}", f"Velora Systems hired PERSON_{i:08x}.", 0, 36) for i in range(5)
+    ]
     out = extractor(chunks)
     assert [e.chunk_id for e in out] == [c.chunk_id for c in chunks]
     assert all(f"person_{i:08x}" in {k for k, _, _ in e.entities} for i, e in enumerate(out))
 
 
 def test_title_is_the_topic_entity_and_takes_back_references(extractor: TripleExtractor) -> None:
-    ex = _one(extractor, "Inception is a 2010 science fiction film. It was directed by Christopher "
-                         "Nolan. The film stars Leonardo DiCaprio.", title="Inception (film)")
+    ex = _one(
+        extractor,
+        "Inception is a 2010 science fiction film. It was directed by Christopher "
+        "Nolan. The film stars Leonardo DiCaprio.",
+        title="Inception (film)",
+    )
     assert ("inception", "TITLE", "Inception") in ex.entities
     spo = _spo(ex)
     assert ("christopher nolan", "direct", "inception") in spo  # "It was directed by"
@@ -130,11 +153,17 @@ def test_title_is_the_topic_entity_and_takes_back_references(extractor: TripleEx
 def test_person_pronouns_only_refer_to_a_person_title(extractor: TripleExtractor) -> None:
     film = _one(extractor, "Inception is a film. He was born in London.", title="Inception (film)")
     assert not any(t.subject == "inception" and "london" == t.object for t in film.triples)
-    person = _one(extractor, "Marie Curie was a Polish physicist. She worked for the University "
-                             "of Paris in France.", title="Marie Curie")
+    person = _one(
+        extractor,
+        "Marie Curie was a Polish physicist. She worked for the University of Paris in France.",
+        title="Marie Curie",
+    )
     assert ("marie curie", "work_for", "university of paris") in _spo(person)
-    thing = _one(extractor, "Marie Curie was a Polish physicist. It worked for the University "
-                            "of Paris.", title="Marie Curie")
+    thing = _one(
+        extractor,
+        "Marie Curie was a Polish physicist. It worked for the University of Paris.",
+        title="Marie Curie",
+    )
     assert not any(t.relation == "work_for" for t in thing.triples)  # "it" is not a person
 
 
@@ -142,36 +171,58 @@ def test_titles_naming_nothing_are_skipped() -> None:
     assert title_surface("Inception (film)") == "Inception"
     assert title_surface("The Beatles") == "Beatles"
     assert title_surface("Letter to <PERSON>") is None
-    assert title_surface("1999") is None and title_surface(None) is None and title_surface("") is None
+    assert (
+        title_surface("1999") is None and title_surface(None) is None and title_surface("") is None
+    )
 
 
 def test_identifiers_are_entities(extractor: TripleExtractor) -> None:
-    ex = _one(extractor, "Employee record EMP-10010. The lab holds ISO-9001 and filed in 2010-2012.")
+    ex = _one(
+        extractor, "Employee record EMP-10010. The lab holds ISO-9001 and filed in 2010-2012."
+    )
     keys = {(key, label) for key, label, _ in ex.entities}
     assert ("emp-10010", "ID") in keys and ("iso-9001", "ID") in keys
     assert not any(key.startswith("2010") for key, _ in keys)  # a year range is no identifier
 
 
-def test_passive_participle_and_relative_clauses_give_the_agent_first(extractor: TripleExtractor) -> None:
+def test_passive_participle_and_relative_clauses_give_the_agent_first(
+    extractor: TripleExtractor,
+) -> None:
     # "is made by": passive with a by-agent; "manufactured by" modifying a noun: a
     # participle whose subject is that noun; "which acquired": the relative pronoun is the
     # noun the clause modifies.
-    assert ("corvin data", "make", "lantern box") in _spo(_one(extractor, "Lantern Box is made by Corvin Data."))
+    assert ("corvin data", "make", "lantern box") in _spo(
+        _one(extractor, "Lantern Box is made by Corvin Data.")
+    )
     assert ("kestrel board", "issue", "data integrity act") in _spo(
-        _one(extractor, "The Data Integrity Act was issued by the Kestrel Board."))
-    approved = _spo(_one(extractor, "The agency approved fenmodex, manufactured by Pembrook Health, "
-                                    "for the treatment of asthma."))
+        _one(extractor, "The Data Integrity Act was issued by the Kestrel Board.")
+    )
+    approved = _spo(
+        _one(
+            extractor,
+            "The agency approved fenmodex, manufactured by Pembrook Health, "
+            "for the treatment of asthma.",
+        )
+    )
     assert ("pembrook health", "manufacture", "fenmodex") in approved
     # The parser hangs this participle on the verb (advcl); right after the object, it
     # still describes the object.
-    attached = _spo(_one(extractor, "The National Drug Evaluation Board approved sarvatide, manufactured "
-                                    "by Saltmarsh Health Group, for the treatment of glaucoma in January 2020."))
+    attached = _spo(
+        _one(
+            extractor,
+            "The National Drug Evaluation Board approved sarvatide, manufactured "
+            "by Saltmarsh Health Group, for the treatment of glaucoma in January 2020.",
+        )
+    )
     assert ("saltmarsh health group", "manufacture", "sarvatide") in attached
     assert not any(t[1] == "manufacture" and t[2] != "sarvatide" for t in attached)
-    relative = _spo(_one(extractor, "Velora Systems, which acquired Beta Corp in 2019, is based in Denver."))
+    relative = _spo(
+        _one(extractor, "Velora Systems, which acquired Beta Corp in 2019, is based in Denver.")
+    )
     assert ("velora systems", "acquire", "beta corp") in relative
     assert ("velora systems", "employ", "person_3f9a0c1e") in _spo(
-        _one(extractor, "Velora Systems employs PERSON_3f9a0c1e."))
+        _one(extractor, "Velora Systems employs PERSON_3f9a0c1e.")
+    )
 
 
 def test_adjective_mediated_relation(extractor: TripleExtractor) -> None:
@@ -190,9 +241,13 @@ def test_relation_arguments_ner_missed_become_names(extractor: TripleExtractor) 
     assert ("fenmodex", "NAME", "fenmodex") in drug.entities
     # Known words, a capital that only opens the sentence, and a name no verb links to a
     # recognised entity stay out.
-    plain = _one(extractor, "Revenue grew at Velora Systems. Counsel reviewed software and revenue.")
+    plain = _one(
+        extractor, "Revenue grew at Velora Systems. Counsel reviewed software and revenue."
+    )
     assert {label for _, label, _ in plain.entities} == {"ORG"}
-    unlinked = _one(extractor, "In trials, fenmodex outperformed tollodex.")  # two names, no recognised entity
+    unlinked = _one(
+        extractor, "In trials, fenmodex outperformed tollodex."
+    )  # two names, no recognised entity
     assert unlinked.entities == [] and unlinked.triples == []
 
 
@@ -205,7 +260,9 @@ def test_argument_names_can_be_switched_off() -> None:
 
 def test_an_ner_span_that_swallowed_the_verb_is_split(extractor: TripleExtractor) -> None:
     # The small model reads "Ashcombe Power makes Thicket Energy Hub" as one ORG.
-    ex = _one(extractor, "Ashcombe Power makes Thicket Energy Hub, which entered the market in 2011.")
+    ex = _one(
+        extractor, "Ashcombe Power makes Thicket Energy Hub, which entered the market in 2011."
+    )
     keys = {key for key, _, _ in ex.entities}
     assert "ashcombe power makes thicket energy hub" not in keys
     assert ("ashcombe power", "make", "thicket energy hub") in _spo(ex)
@@ -213,6 +270,9 @@ def test_an_ner_span_that_swallowed_the_verb_is_split(extractor: TripleExtractor
 
 def test_identifiers_in_the_title_are_entities_of_every_chunk(extractor: TripleExtractor) -> None:
     # The body's copy was redacted (the recogniser took it for a name); the title's is not.
-    ex = _one(extractor, "Employee record PERSON_41a1274f. PERSON_41c44e40 joined Fairholm Logistics.",
-              title="Employee record EMP-13196")
+    ex = _one(
+        extractor,
+        "Employee record PERSON_41a1274f. PERSON_41c44e40 joined Fairholm Logistics.",
+        title="Employee record EMP-13196",
+    )
     assert ("emp-13196", "ID", "EMP-13196") in ex.entities

@@ -14,10 +14,12 @@ from rayrag.index.embedder import passage_text
 from rayrag.index.lexical import LexicalIndex, tokenize
 from rayrag.retrieval.hybrid import rrf_fuse
 
-TEXTS = ["Employee record EMP-11935. Joined Brackwell Data as Supply Chain Planner.",
-         "Employee record EMP-12404. Joined Nettlefield Industries as Principal Investigator.",
-         "Hollowell Power acquires Tarrow Power.",
-         "the of and"]  # only stop words: still indexable, never a hit
+TEXTS = [
+    "Employee record EMP-11935. Joined Brackwell Data as Supply Chain Planner.",
+    "Employee record EMP-12404. Joined Nettlefield Industries as Principal Investigator.",
+    "Hollowell Power acquires Tarrow Power.",
+    "the of and",
+]  # only stop words: still indexable, never a hit
 ROWS = [10, 11, 12, 13]
 ALL = np.ones(4, np.float32)
 
@@ -30,7 +32,12 @@ def index() -> LexicalIndex:
 def test_tokenizer_splits_identifiers_and_drops_stop_words():
     # Lucene's 33 English stop words ("the", "of", "is" ...); wh-words stay, and weigh little by IDF.
     assert tokenize(["What is the position of employee EMP-11935?"])[0] == [
-        "what", "position", "employee", "emp", "11935"]
+        "what",
+        "position",
+        "employee",
+        "emp",
+        "11935",
+    ]
 
 
 def test_bm25_matches_the_formula_by_hand(index):
@@ -63,8 +70,10 @@ def test_save_load_roundtrip_and_tokenizer_check(index, tmp_path):
     index.save(tmp_path / "lexical")
     back = LexicalIndex.load(tmp_path / "lexical")
     assert back.row_ids.tolist() == ROWS
-    assert back.search("Nettlefield investigator", 3, ALL) == index.search("Nettlefield investigator", 3, ALL)
-    meta = (tmp_path / "lexical" / "row_ids.json")
+    assert back.search("Nettlefield investigator", 3, ALL) == index.search(
+        "Nettlefield investigator", 3, ALL
+    )
+    meta = tmp_path / "lexical" / "row_ids.json"
     meta.write_text(meta.read_text().replace('"version": 1', '"version": 99'))
     with pytest.raises(BundleError, match="tokenized differently"):
         LexicalIndex.load(tmp_path / "lexical")
@@ -77,19 +86,32 @@ def test_empty_index_and_from_chunks(tmp_path):
     assert empty.ntotal == 0 and empty.search("anything", 5, np.zeros(0, np.float32)) == []
     empty.save(tmp_path / "e")
     assert LexicalIndex.load(tmp_path / "e").ntotal == 0
-    chunks = pa.table({"row_id": [3, 4], "title": ["Employee record EMP-7", None],
-                       "text": ["Joined in 2006.", "Orvanta makes Zelvimab."],
-                       "metadata": ['{"section": "History"}', "{}"]})
+    chunks = pa.table(
+        {
+            "row_id": [3, 4],
+            "title": ["Employee record EMP-7", None],
+            "text": ["Joined in 2006.", "Orvanta makes Zelvimab."],
+            "metadata": ['{"section": "History"}', "{}"],
+        }
+    )
     titled = LexicalIndex.from_chunks(chunks, "title_chunk")
     assert titled.search("EMP-7", 5, np.ones(2, np.float32))[0][0] == 3  # the title is indexed
-    assert LexicalIndex.from_chunks(chunks, "chunk").search("EMP-7", 5, np.ones(2, np.float32)) == []
+    assert (
+        LexicalIndex.from_chunks(chunks, "chunk").search("EMP-7", 5, np.ones(2, np.float32)) == []
+    )
 
 
 def test_passage_text_formats():
-    assert passage_text("Joined in 2006.", "Employee record EMP-1", {"section": "A > B"}, "title_chunk") == \
-        "Employee record EMP-1 > A > B: Joined in 2006."
+    assert (
+        passage_text(
+            "Joined in 2006.", "Employee record EMP-1", {"section": "A > B"}, "title_chunk"
+        )
+        == "Employee record EMP-1 > A > B: Joined in 2006."
+    )
     assert passage_text("x", None, {}, "title_chunk") == "x"
-    assert passage_text("x", "T", {"section": 3}, "title_chunk") == "T: x"  # a non-string section is ignored
+    assert (
+        passage_text("x", "T", {"section": 3}, "title_chunk") == "T: x"
+    )  # a non-string section is ignored
     assert passage_text("x", "T", {}, "chunk") == "x"
     with pytest.raises(ConfigError, match="text_format"):
         passage_text("x", "T", {}, "markdown")

@@ -106,7 +106,9 @@ def test_post_check_raises_on_forbidden_hit_with_counts_only(data, caplog):
     assert "99" not in str(info.value) and "across 2 queries" in str(info.value)
     assert caplog.messages == ["search returned 1 results outside allowed_ids across 2 queries"]
     # Clean results pass through untouched (padding included).
-    kept_scores, kept = index._fail_closed(scores[1:], ids[1:], allowed=AllowedIds(np.array([5, 7])))
+    kept_scores, kept = index._fail_closed(
+        scores[1:], ids[1:], allowed=AllowedIds(np.array([5, 7]))
+    )
     np.testing.assert_array_equal(kept, [[7, 5, PAD_ID, PAD_ID]])
     np.testing.assert_allclose(kept_scores[0, :2], [0.5, 0.4])
     assert np.isneginf(kept_scores[0, 2:]).all()
@@ -120,9 +122,12 @@ def test_search_knobs_come_from_config_at_search_and_load(tmp_path, data):
     ivf.save(path)
     exact = VectorIndex.load(path, IndexConfig(factory="IVF16,Flat", nprobe=16), dim=DIM)
     assert exact._params(10, None).nprobe == 16
-    assert VectorIndex.load(path, IndexConfig(nprobe=999), dim=DIM)._nprobe(
-        faiss.extract_index_ivf(exact._index)
-    ) == 16  # capped at nlist
+    assert (
+        VectorIndex.load(path, IndexConfig(nprobe=999), dim=DIM)._nprobe(
+            faiss.extract_index_ivf(exact._index)
+        )
+        == 16
+    )  # capped at nlist
     # Probing every list makes IVF-Flat exact, filtered or not.
     truth = brute_force(base, np.arange(1000), queries, 10)
     np.testing.assert_array_equal(exact.search(queries, 10)[1], truth)
@@ -246,6 +251,7 @@ def test_gpu_flat_matches_cpu(data):
 
 # -- large indexes when a GPU is in use ------------------------------------------------------------
 
+
 def test_choose_factory_by_size_and_where_the_index_lives():
     from rayrag.index.vector import choose_factory
 
@@ -255,7 +261,9 @@ def test_choose_factory_by_size_and_where_the_index_lives():
     assert choose_factory(1_000_000, cfg, gpus=1) == "IVF4000,Flat"  # faiss has no GPU HNSW
     assert choose_factory(60_000, cfg, gpus=1) == "IVF980,Flat"  # ~4 sqrt(n)
     assert choose_factory(1_000_000, IndexConfig(use_gpu="never"), gpus=1) == "HNSW32,Flat"
-    assert choose_factory(1_000_000, IndexConfig(gpu_large_index="hnsw_cpu"), gpus=1) == "HNSW32,Flat"
+    assert (
+        choose_factory(1_000_000, IndexConfig(gpu_large_index="hnsw_cpu"), gpus=1) == "HNSW32,Flat"
+    )
     assert choose_factory(1_000_000, IndexConfig(factory="IVF64,Flat"), gpus=1) == "IVF64,Flat"
     cagra = IndexConfig(gpu_large_index="cagra")
     assert choose_factory(1_000_000, cagra, gpus=0) == "HNSW32,Flat"
@@ -292,7 +300,9 @@ def _gpu_large(seed: int, n: int = 60_000, dim: int = 64) -> tuple[np.ndarray, n
     uniform random vectors in 64-d have no neighbourhoods for IVF or a graph to find."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((256, dim)).astype(np.float32)
-    x = centres[rng.integers(0, 256, n + 200)] + 0.35 * rng.standard_normal((n + 200, dim)).astype(np.float32)
+    x = centres[rng.integers(0, 256, n + 200)] + 0.35 * rng.standard_normal((n + 200, dim)).astype(
+        np.float32
+    )
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     return x[:n], x[n:]
 

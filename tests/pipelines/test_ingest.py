@@ -21,8 +21,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 @pytest.fixture(scope="module")
 def tracker(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow")
-    return Tracker(TrackingConfig(tracking_uri=f"sqlite:///{root / 'mlflow.db'}"),
-                   artifact_root=root / "artifacts")
+    return Tracker(
+        TrackingConfig(tracking_uri=f"sqlite:///{root / 'mlflow.db'}"),
+        artifact_root=root / "artifacts",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -43,26 +45,42 @@ def test_counts_agree(built, demo_corpus):
     assert counts["entities"] > 50 and counts["edges"] > counts["entities"]
     row_ids = chunks.column("row_id").to_pylist()
     assert len(set(row_ids)) == len(row_ids)
-    assert set(chunks.column("doc_id").to_pylist()) == set(bundle.documents().column("doc_id").to_pylist())
+    assert set(chunks.column("doc_id").to_pylist()) == set(
+        bundle.documents().column("doc_id").to_pylist()
+    )
     manifest = bundle.manifest
-    for key in ("config_hash", "corpus_digest", "embedder", "faiss_factory", "package_versions", "created_at"):
+    for key in (
+        "config_hash",
+        "corpus_digest",
+        "embedder",
+        "faiss_factory",
+        "package_versions",
+        "created_at",
+    ):
         assert manifest[key], key
     assert manifest["embedder"]["dim"] == 384
 
 
 def test_planted_pii_appears_nowhere(built, demo_corpus):
     _, _, bundle = built
-    chunk_text = "\n".join(t or "" for t in bundle.chunks().column("text").to_pylist()
-                           + bundle.chunks().column("title").to_pylist())
+    chunk_text = "\n".join(
+        t or ""
+        for t in bundle.chunks().column("text").to_pylist()
+        + bundle.chunks().column("title").to_pylist()
+    )
     graph_text = (bundle.path / "graph.json").read_text(encoding="utf-8")
     docs_text = pq.read_table(bundle.path / "documents.parquet").to_pandas().to_json()
-    leaks = {kind: [v for v in values if v in chunk_text or v in graph_text or v in docs_text]
-             for kind, values in demo_corpus.planted_pii.items()}
+    leaks = {
+        kind: [v for v in values if v in chunk_text or v in graph_text or v in docs_text]
+        for kind, values in demo_corpus.planted_pii.items()
+    }
     assert sum(len(v) for v in demo_corpus.planted_pii.values()) > 20
     assert {k: v for k, v in leaks.items() if v} == {}
     report = bundle.pii_report()
     assert report["counts"].get("EMAIL_ADDRESS", 0) > 0 and report["counts"].get("PERSON", 0) > 0
-    assert not any(v in json.dumps(report) for values in demo_corpus.planted_pii.values() for v in values)
+    assert not any(
+        v in json.dumps(report) for values in demo_corpus.planted_pii.values() for v in values
+    )
 
 
 def test_acl_and_metadata_reach_every_chunk_and_edge(built, demo_corpus):
@@ -101,12 +119,27 @@ def test_incremental_replaces_changed_document_only(built, tmp_path, tracker):
     old_chunks = bundle.chunks().to_pylist()
     target = old_chunks[0]["doc_id"]
     changed = tmp_path / "changed.jsonl"
-    changed.write_text(json.dumps({"id": target, "title": "Revised notice",
-                                   "text": "Zentrova Dynamics acquired Quillfeather Robotics in 2031. "
-                                           "The combined company is based in Lisbon.",
-                                   "acl": ["public"], "metadata": {"doc_type": "press_release"}}) + "\n"
-                       + json.dumps({"id": "brand-new-doc", "text": "Orvanta Pharma manufactures Zelvimab.",
-                                     "acl": ["legal"]}) + "\n")
+    changed.write_text(
+        json.dumps(
+            {
+                "id": target,
+                "title": "Revised notice",
+                "text": "Zentrova Dynamics acquired Quillfeather Robotics in 2031. "
+                "The combined company is based in Lisbon.",
+                "acl": ["public"],
+                "metadata": {"doc_type": "press_release"},
+            }
+        )
+        + "\n"
+        + json.dumps(
+            {
+                "id": "brand-new-doc",
+                "text": "Orvanta Pharma manufactures Zelvimab.",
+                "acl": ["legal"],
+            }
+        )
+        + "\n"
+    )
     out = tmp_path / "bundle-v2"
     new = ingest(changed, out, config, previous=bundle.path, tracker=tracker)
     new_bundle = IndexBundle.load(out)
@@ -117,21 +150,32 @@ def test_incremental_replaces_changed_document_only(built, tmp_path, tracker):
     new_chunks = new_bundle.chunks().to_pylist()
     old_target_ids = {c["row_id"] for c in old_chunks if c["doc_id"] == target}
     target_chunks = [c for c in new_chunks if c["doc_id"] == target]
-    assert target_chunks and all("Quillfeather" in c["text"] or "Lisbon" in c["text"] for c in target_chunks)
+    assert target_chunks and all(
+        "Quillfeather" in c["text"] or "Lisbon" in c["text"] for c in target_chunks
+    )
     assert not old_target_ids & {c["row_id"] for c in new_chunks}
     assert new.counts["vectors"] == new.counts["chunks"] == len(new_chunks)
     untouched = {c["chunk_id"]: c["text"] for c in old_chunks if c["doc_id"] != target}
-    assert {c["chunk_id"]: c["text"] for c in new_chunks if c["doc_id"] != target
-            and c["doc_id"] != "brand-new-doc"} == untouched
+    assert {
+        c["chunk_id"]: c["text"]
+        for c in new_chunks
+        if c["doc_id"] != target and c["doc_id"] != "brand-new-doc"
+    } == untouched
     # Entities only the old version of the document mentioned are gone with it.
     old_graph = json.loads((bundle.path / "graph.json").read_text(encoding="utf-8"))
-    only_old = {n["id"] for n in old_graph["nodes"]
-                if n.get("kind") == "entity" and set(n.get("doc_ids", [])) == {target}}
+    only_old = {
+        n["id"]
+        for n in old_graph["nodes"]
+        if n.get("kind") == "entity" and set(n.get("doc_ids", [])) == {target}
+    }
     graph = json.loads((out / "graph.json").read_text(encoding="utf-8"))
     new_nodes = {n["id"]: n for n in graph["nodes"]}
     new_text = " ".join(c["text"] for c in target_chunks).casefold()
-    survivors = [i for i in only_old if i in new_nodes
-                 and new_nodes[i].get("name", "").casefold() not in new_text]
+    survivors = [
+        i
+        for i in only_old
+        if i in new_nodes and new_nodes[i].get("name", "").casefold() not in new_text
+    ]
     assert survivors == []
     for edge in graph["edges"]:
         if target in edge["doc_ids"]:
@@ -143,7 +187,10 @@ def test_incremental_replaces_changed_document_only(built, tmp_path, tracker):
 
 def test_delete_missing_drops_documents_absent_from_corpus(built, tmp_path, tracker, demo_corpus):
     config, result, bundle = built
-    keep = [json.loads(line) for line in demo_corpus.corpus_path.read_text(encoding="utf-8").splitlines()[:5]]
+    keep = [
+        json.loads(line)
+        for line in demo_corpus.corpus_path.read_text(encoding="utf-8").splitlines()[:5]
+    ]
     corpus = tmp_path / "keep.jsonl"
     corpus.write_text("".join(json.dumps(row) + "\n" for row in keep), encoding="utf-8")
     out = tmp_path / "bundle-pruned"
@@ -164,24 +211,47 @@ def test_local_engine_builds_the_bundle_ray_data_builds(ray_local, demo_corpus, 
     import numpy as np
 
     # Small chunks and batches: several chunks per document, batches that split documents.
-    config = resolve_config("demo", ["tracking.enabled=false", "chunking.chunk_size=32", "chunking.chunk_overlap=8",
-                                     "ingest.read_batch_size=3", "embedding.batch_size=5"])
+    config = resolve_config(
+        "demo",
+        [
+            "tracking.enabled=false",
+            "chunking.chunk_size=32",
+            "chunking.chunk_overlap=8",
+            "ingest.read_batch_size=3",
+            "embedding.batch_size=5",
+        ],
+    )
     corpus = tmp_path / "eight.jsonl"
-    corpus.write_text("".join(line + "\n" for line in
-                              demo_corpus.corpus_path.read_text(encoding="utf-8").splitlines()[:8]), encoding="utf-8")
+    corpus.write_text(
+        "".join(
+            line + "\n"
+            for line in demo_corpus.corpus_path.read_text(encoding="utf-8").splitlines()[:8]
+        ),
+        encoding="utf-8",
+    )
     bundles = {}
     for engine in ("ray_data", "local"):
         ingest(corpus, tmp_path / engine, config, engine=engine, progress=lambda _: None)
         bundles[engine] = IndexBundle.load(tmp_path / engine)
     ray_chunks, local_chunks = (bundles[e].chunks().to_pylist() for e in ("ray_data", "local"))
     assert len(ray_chunks) > 16
-    assert [(c["row_id"], c["chunk_id"], c["text"]) for c in local_chunks] == \
-        [(c["row_id"], c["chunk_id"], c["text"]) for c in ray_chunks]
-    ray_index, local_index = (faiss.read_index(str(bundles[e].path / "vectors.faiss")) for e in ("ray_data", "local"))
+    assert [(c["row_id"], c["chunk_id"], c["text"]) for c in local_chunks] == [
+        (c["row_id"], c["chunk_id"], c["text"]) for c in ray_chunks
+    ]
+    ray_index, local_index = (
+        faiss.read_index(str(bundles[e].path / "vectors.faiss")) for e in ("ray_data", "local")
+    )
     for chunk in ray_chunks:
-        assert np.allclose(local_index.reconstruct(chunk["row_id"]), ray_index.reconstruct(chunk["row_id"]), atol=1e-5)
+        assert np.allclose(
+            local_index.reconstruct(chunk["row_id"]),
+            ray_index.reconstruct(chunk["row_id"]),
+            atol=1e-5,
+        )
     assert bundles["local"].manifest["graph"] == bundles["ray_data"].manifest["graph"]
-    assert bundles["local"].manifest["ingest_fingerprint"] == bundles["ray_data"].manifest["ingest_fingerprint"]
+    assert (
+        bundles["local"].manifest["ingest_fingerprint"]
+        == bundles["ray_data"].manifest["ingest_fingerprint"]
+    )
 
 
 def test_unknown_engine_is_a_one_line_config_error(tmp_path):
@@ -199,30 +269,55 @@ def test_chunks_are_embedded_and_indexed_with_their_title(ray_local, demo_corpus
 
     config = resolve_config("demo", ["tracking.enabled=false", "embedding.text_format=title_chunk"])
     corpus = tmp_path / "eight.jsonl"
-    corpus.write_text("".join(line + "\n" for line in
-                              demo_corpus.corpus_path.read_text(encoding="utf-8").splitlines()[:8]), encoding="utf-8")
+    corpus.write_text(
+        "".join(
+            line + "\n"
+            for line in demo_corpus.corpus_path.read_text(encoding="utf-8").splitlines()[:8]
+        ),
+        encoding="utf-8",
+    )
     ingest(corpus, tmp_path / "b", config, engine="local", progress=lambda _: None)
     bundle = IndexBundle.load(tmp_path / "b")
-    assert bundle.text_format() == "title_chunk" and bundle.manifest["embedder"]["text_format_version"] == 1
+    assert (
+        bundle.text_format() == "title_chunk"
+        and bundle.manifest["embedder"]["text_format_version"] == 1
+    )
     chunks = bundle.chunks().to_pylist()
     index = faiss.read_index(str(bundle.path / "vectors.faiss"))
     embedder = Embedder(config.embedding)
-    contextual = embedder.encode([passage_text(c["text"], c["title"], json.loads(c["metadata"]), "title_chunk")
-                                  for c in chunks])
+    contextual = embedder.encode(
+        [
+            passage_text(c["text"], c["title"], json.loads(c["metadata"]), "title_chunk")
+            for c in chunks
+        ]
+    )
     plain = embedder.encode([c["text"] for c in chunks])
     stored = np.stack([index.reconstruct(c["row_id"]) for c in chunks])
-    assert all(c["title"] for c in chunks) and not any(c["text"].startswith(c["title"] + ":") for c in chunks)
+    assert all(c["title"] for c in chunks) and not any(
+        c["text"].startswith(c["title"] + ":") for c in chunks
+    )
     np.testing.assert_allclose(stored, contextual, atol=1e-4)  # the title is in the vector ...
-    assert (stored * plain).sum(axis=1).max() < 0.995  # ... not the chunk's alone (unit vectors: cosines)
+    assert (stored * plain).sum(
+        axis=1
+    ).max() < 0.995  # ... not the chunk's alone (unit vectors: cosines)
     # ... and in the BM25 index: a word only the title holds finds the chunk there, not without it.
     from rayrag.index.lexical import LexicalIndex, tokenize
 
-    lexical, plain_lexical = bundle.lexical_index(), LexicalIndex.from_chunks(bundle.chunks(), "chunk")
-    title_only, word = next((c, w) for c in chunks for w in tokenize([c["title"]])[0]
-                            if w not in tokenize([c["text"]])[0])
+    lexical, plain_lexical = (
+        bundle.lexical_index(),
+        LexicalIndex.from_chunks(bundle.chunks(), "chunk"),
+    )
+    title_only, word = next(
+        (c, w)
+        for c in chunks
+        for w in tokenize([c["title"]])[0]
+        if w not in tokenize([c["text"]])[0]
+    )
     everything = np.ones(lexical.ntotal, np.float32)
     assert title_only["row_id"] in [r for r, _ in lexical.search(word, lexical.ntotal, everything)]
-    assert title_only["row_id"] not in [r for r, _ in plain_lexical.search(word, lexical.ntotal, everything)]
+    assert title_only["row_id"] not in [
+        r for r, _ in plain_lexical.search(word, lexical.ntotal, everything)
+    ]
 
 
 def test_bm25_finds_identifier_records_inside_the_acl(built, demo_corpus):
@@ -233,24 +328,39 @@ def test_bm25_finds_identifier_records_inside_the_acl(built, demo_corpus):
     from rayrag.types import Principal
 
     config, result, bundle = built
-    assert bundle.manifest["lexical"]["documents"] == result.counts["chunks"] == bundle.lexical_index().ntotal
-    for name in sorted(p.name for p in (bundle.path / "lexical").iterdir()):  # no planted PII in its vocabulary
+    assert (
+        bundle.manifest["lexical"]["documents"]
+        == result.counts["chunks"]
+        == bundle.lexical_index().ntotal
+    )
+    for name in sorted(
+        p.name for p in (bundle.path / "lexical").iterdir()
+    ):  # no planted PII in its vocabulary
         text = (bundle.path / "lexical" / name).read_bytes().decode("utf-8", errors="ignore")
-        assert not [v for values in demo_corpus.planted_pii.values() for v in values if v in text], name
+        assert not [
+            v for values in demo_corpus.planted_pii.values() for v in values if v in text
+        ], name
     records = [c for c in bundle.chunks().to_pylist() if "EMP-" in (c["title"] or "")]
     retriever = HybridRetriever(bundle.path, config)
     hr = Principal("hr-officer", frozenset({"public", "hr"}))
     hits = 0
     for record in records[:20]:
         emp = record["title"].split()[-1]
-        evidence = retriever.retrieve(f"What position does employee {emp} hold?", hr, mode="bm25", top_k=3)
+        evidence = retriever.retrieve(
+            f"What position does employee {emp} hold?", hr, mode="bm25", top_k=3
+        )
         hits += evidence.passages[0].doc_id == record["doc_id"]
     assert len(records) >= 20 and hits >= 19  # the id is an exact join key for BM25
     public = Principal("anon", frozenset({"public"}))
     emp = records[0]["title"].split()[-1]
-    passages = retriever.retrieve(f"What position does employee {emp} hold?", public, mode="bm25", top_k=10).passages
-    assert all("hr" not in c["acl"] for c in bundle.chunks().to_pylist() if c["chunk_id"] in
-               {p.chunk_id for p in passages})
+    passages = retriever.retrieve(
+        f"What position does employee {emp} hold?", public, mode="bm25", top_k=10
+    ).passages
+    assert all(
+        "hr" not in c["acl"]
+        for c in bundle.chunks().to_pylist()
+        if c["chunk_id"] in {p.chunk_id for p in passages}
+    )
     lexical = bundle.lexical_index()
     hr_rows = [c["row_id"] for c in bundle.chunks().to_pylist() if set(c["acl"]) == {"hr"}]
     assert lexical.search(emp, 5, lexical.allowed_mask(np.array(hr_rows))) != []
@@ -270,16 +380,29 @@ def test_fusion_calibration_chooses_on_dev_and_reports_heldout(built, demo_corpu
     config, _, bundle = built
     rows = demo_corpus.qa_path.read_text(encoding="utf-8").splitlines()
     qa = tmp_path / "qa.jsonl"
-    qa.write_text("\n".join(rows[70:82]) + "\n", encoding="utf-8")  # one-hop questions, ids among them
+    qa.write_text(
+        "\n".join(rows[70:82]) + "\n", encoding="utf-8"
+    )  # one-hop questions, ids among them
     admin = Principal("admin", frozenset({"public", "hr", "finance", "legal"}))
     report = calibrate_fusion(bundle.path, qa, config, admin, grid=(0.0, 1.0))
     assert report["counts"] == {"dev": 6, "heldout": 6} and len(report["grid"]) == 4
     assert report["chosen"] in report["grid"] and set(report["heldout"]) == {
-        "dense", "bm25", "graph", "hybrid", "hybrid_configured"}
+        "dense",
+        "bm25",
+        "graph",
+        "hybrid",
+        "hybrid_configured",
+    }
     assert all(0.0 <= m["recall_at_5"] <= 1.0 for m in report["heldout"].values())
     # The choice: the best on dev, or one within a question of it nearer equal weights.
-    flat = [{"weights": {"dense": 1.0, "graph": g, "bm25": b},
-             "dev": {"recall_at_2": r2, "recall_at_5": 0.8, "mrr": 0.5}}
-            for g, b, r2 in ((0.0, 2.0, 0.60), (1.0, 1.0, 0.58), (2.0, 0.5, 0.40))]
+    flat = [
+        {
+            "weights": {"dense": 1.0, "graph": g, "bm25": b},
+            "dev": {"recall_at_2": r2, "recall_at_5": 0.8, "mrr": 0.5},
+        }
+        for g, b, r2 in ((0.0, 2.0, 0.60), (1.0, 1.0, 0.58), (2.0, 0.5, 0.40))
+    ]
     assert choose(flat, n_dev=50)["weights"] == {"dense": 1.0, "graph": 1.0, "bm25": 1.0}
-    assert choose(flat, n_dev=200)["weights"]["bm25"] == 2.0  # 0.02 is more than one question of 200
+    assert (
+        choose(flat, n_dev=200)["weights"]["bm25"] == 2.0
+    )  # 0.02 is more than one question of 200

@@ -49,7 +49,9 @@ def dense() -> DenseRetriever:
     d._row_ids = np.array([10, 11, 12, 13], dtype=np.int64)
     d._rows = {10: 0, 11: 1, 12: 2, 13: 3}
     d._acl = [frozenset(a) for a in ACL]
-    d._policy = np.array(["personal", "personal", "public_knowledge", "public_knowledge"], dtype=object)
+    d._policy = np.array(
+        ["personal", "personal", "public_knowledge", "public_knowledge"], dtype=object
+    )
     d._embedder, d._redactor = Embedder(), Redactor()
     return d
 
@@ -58,7 +60,9 @@ def test_similarities_score_only_the_given_rows_the_principal_may_read(dense):
     [public] = dense.similarities(["q0"], PUBLIC, [10, 12, 13])
     assert public == pytest.approx({10: 1.0, 13: 0.6})  # 12 is hr-only; 11 was not asked for
     q0, q1 = dense.similarities(["q0", "q1"], HR, [10, 12, 13])
-    assert q0 == pytest.approx({10: 1.0, 12: 0.0, 13: 0.6}) and q1 == pytest.approx({10: 0.0, 12: 0.0, 13: 0.8})
+    assert q0 == pytest.approx({10: 1.0, 12: 0.0, 13: 0.6}) and q1 == pytest.approx(
+        {10: 0.0, 12: 0.0, 13: 0.8}
+    )
     assert dense.similarities(["q0"], PUBLIC, [12]) == [{}]  # nothing readable: no search
     assert dense.similarities(["q0"], PUBLIC, []) == [{}]
 
@@ -102,9 +106,13 @@ def test_each_redacted_form_searches_only_its_policys_passages(dense):
     # One distinct form: one search over everything, not one per policy.
     same = RedactedQuestion(text="q0", forms={"personal": "q0", "public_knowledge": "q0"})
     searched, search = [], dense.search
-    dense.search = lambda vectors, principal, top_k, policies=None: searched.append(policies) or search(
-        vectors, principal, top_k, policies)
+    dense.search = lambda vectors, principal, top_k, policies=None: (
+        searched.append(policies) or search(vectors, principal, top_k, policies)
+    )
     assert [p.chunk_id for p in dense.retrieve(same, HR, top_k=2)] == ["c10", "c13"]
     assert searched == [None]
     dense.retrieve(query, HR, top_k=2)  # two forms: one search per policy
-    assert sorted(searched[1:], key=sorted) == [frozenset({"personal"}), frozenset({"public_knowledge"})]
+    assert sorted(searched[1:], key=sorted) == [
+        frozenset({"personal"}),
+        frozenset({"public_knowledge"}),
+    ]

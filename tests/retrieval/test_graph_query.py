@@ -36,14 +36,23 @@ QUESTION = f"Who acquired the company founded by {FOUNDER}?"
 
 # "Brightwater Laboratories" (a question's wording) is close to the key "brightwater labs".
 
-EMBED = embed_fn_from({"brightwater labs": [1.0, 0.0], "Brightwater Laboratories": [0.96, 0.28],
-                       "Orbital Laboratories": [0.0, 0.0, 1.0], "orbital labs": [0.0, 0.6, 0.8]})
+EMBED = embed_fn_from(
+    {
+        "brightwater labs": [1.0, 0.0],
+        "Brightwater Laboratories": [0.96, 0.28],
+        "Orbital Laboratories": [0.0, 0.0, 1.0],
+        "orbital labs": [0.0, 0.6, 0.8],
+    }
+)
 
 
 def build(docs: dict[str, tuple[str, tuple[str, ...]]]) -> KnowledgeGraph:
     chunks = [Chunk(f"{d}#0", d, text, 0, len(text), acl=acl) for d, (text, acl) in docs.items()]
-    return KnowledgeGraph.build(TripleExtractor(KGConfig())(chunks), config=KGConfig(),
-                                extracted_at="2025-01-01T00:00:00+00:00")
+    return KnowledgeGraph.build(
+        TripleExtractor(KGConfig())(chunks),
+        config=KGConfig(),
+        extracted_at="2025-01-01T00:00:00+00:00",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +80,16 @@ def test_link_by_embedding_neighbour_above_threshold(retriever):
     assert seeds == {"entity:brightwater labs": pytest.approx(0.96 / 2, rel=1e-4)}
     # "Orbital Laboratories" is at cosine 0.8: it links at the default bar, not at 0.9.
     assert retriever.link("Where is Orbital Laboratories based?", PUBLIC) == {
-        "entity:orbital labs": pytest.approx(0.8 / 2, rel=1e-4)}
+        "entity:orbital labs": pytest.approx(0.8 / 2, rel=1e-4)
+    }
     strict = GraphRetriever(retriever.graph, KGConfig(link_threshold=0.9), embed_fn=EMBED)
     assert strict.link("Where is Orbital Laboratories based?", PUBLIC) == {}
-    assert GraphRetriever(retriever.graph, KGConfig()).link("Who bought Brightwater Laboratories?", PUBLIC) == {}
+    assert (
+        GraphRetriever(retriever.graph, KGConfig()).link(
+            "Who bought Brightwater Laboratories?", PUBLIC
+        )
+        == {}
+    )
 
 
 def test_ppr_ranks_the_bridge_passage(retriever):
@@ -113,15 +128,21 @@ def test_acl_canary_hidden_document_never_reaches_a_public_principal(retriever, 
     assert "entity:kestrel bank" in retriever.link("Why did Kestrel Bank act?", HR)
     everywhere = {f"d{i}#0" for i in range(1, 8)}
     for question in (QUESTION, "Why did Kestrel Bank act?", "Velora Systems"):
-        ranked = {c for c, _ in retriever.rank(question, PUBLIC, top_k=10,
-                                               dense_seeds=dict.fromkeys(everywhere, 1.0))}
+        ranked = {
+            c
+            for c, _ in retriever.rank(
+                question, PUBLIC, top_k=10, dense_seeds=dict.fromkeys(everywhere, 1.0)
+            )
+        }
         assert not ranked & {"d5#0", "d6#0"}
         for fact in retriever.facts(question, PUBLIC, sorted(everywhere)):
             assert "Kestrel Bank" not in (fact.subject, fact.object)
             assert set(fact.doc_ids) <= {"d1", "d2", "d3", "d4", "d7"}
     # Hidden nodes neither carry nor pass mass: the public scores are those of a graph
     # built from the public documents alone.
-    public_only = GraphRetriever(build({d: v for d, v in CORPUS.items() if v[1] == ("public",)}), KGConfig())
+    public_only = GraphRetriever(
+        build({d: v for d, v in CORPUS.items() if v[1] == ("public",)}), KGConfig()
+    )
     seeds = {"entity:person_3f9a0c1e": 1.0}
     mixed, clean = retriever.ppr(seeds, PUBLIC), public_only.ppr(seeds, PUBLIC)
     assert mixed.keys() == clean.keys()
@@ -131,25 +152,30 @@ def test_acl_canary_hidden_document_never_reaches_a_public_principal(retriever, 
 def test_facts_follow_the_path_with_public_provenance_only(retriever):
     facts = retriever.facts(QUESTION, PUBLIC, ["d2#0"])
     triples = {(f.subject, f.relation, f.object) for f in facts}
-    assert triples == {(FOUNDER, "found", "Brightwater Labs"),
-                       ("Velora Systems", "acquire", "Brightwater Labs")}
+    assert triples == {
+        (FOUNDER, "found", "Brightwater Labs"),
+        ("Velora Systems", "acquire", "Brightwater Labs"),
+    }
     acquire = next(f for f in facts if f.relation == "acquire")
     # Supported by d2 (public) and d6 (hr): the public principal sees d2 only.
     assert acquire.chunk_ids == ("d2#0",) and acquire.doc_ids == ("d2",)
     hr_acquire = next(f for f in retriever.facts(QUESTION, HR, ["d2#0"]) if f.relation == "acquire")
     assert hr_acquire.chunk_ids == ("d2#0", "d6#0")
     # Nothing links: the passages' own relations.
-    assert {(f.subject, f.relation) for f in retriever.facts("Tell me more.", PUBLIC, ["d3#0"])} == {
-        ("Orbital Labs", "open_office_in")}
+    assert {
+        (f.subject, f.relation) for f in retriever.facts("Tell me more.", PUBLIC, ["d3#0"])
+    } == {("Orbital Labs", "open_office_in")}
 
 
 def test_validate_supported_contradicted_unknown(retriever):
-    claims = [("Velora Systems", "acquired", "Brightwater Labs"),
-              ("Orbital Labs", "acquire", "Brightwater Labs"),
-              ("Velora Systems", "acquire", "Lisbon"),
-              ("Kestrel Bank", "dismiss", FOUNDER),
-              ("Velora Systems", "merge_with", "Orbital Labs"),
-              ("Velora Systems", "hire_engineer_in", "Cobalt Data")]
+    claims = [
+        ("Velora Systems", "acquired", "Brightwater Labs"),
+        ("Orbital Labs", "acquire", "Brightwater Labs"),
+        ("Velora Systems", "acquire", "Lisbon"),
+        ("Kestrel Bank", "dismiss", FOUNDER),
+        ("Velora Systems", "merge_with", "Orbital Labs"),
+        ("Velora Systems", "hire_engineer_in", "Cobalt Data"),
+    ]
     public = retriever.validate(claims, PUBLIC)
     assert [c.claim for c in public["supported"]] == [claims[0]]
     assert public["supported"][0].facts[0].chunk_ids == ("d2#0",)
@@ -157,7 +183,9 @@ def test_validate_supported_contradicted_unknown(retriever):
     # both ways: a different acquirer of Brightwater, or a different Velora target, contradicts.
     assert [c.claim for c in public["contradicted"]] == [claims[1], claims[2]]
     assert {(f.subject, f.object) for f in public["contradicted"][0].facts} == {
-        ("Orbital Labs", "Cobalt Data"), ("Velora Systems", "Brightwater Labs")}
+        ("Orbital Labs", "Cobalt Data"),
+        ("Velora Systems", "Brightwater Labs"),
+    }
     # Kestrel is hidden; merge_with is not in the graph; hire_engineer_in is seen only once,
     # which is no evidence that Velora hires engineers in one city only.
     assert [c.claim for c in public["unknown"]] == [claims[3], claims[4], claims[5]]
@@ -187,18 +215,43 @@ def test_titles_and_identifiers_carry_the_second_hop():
     """A title joins a bridge mention in one passage to the passage about it; an identifier
     the question names links exactly, though no embedding would match it."""
     chunks = [
-        Chunk("film#0", "film", "Inception is a science fiction film. It was directed by "
-              "Christopher Nolan.", 0, 80, title="Inception (film)"),
-        Chunk("nolan#0", "nolan", "He is married to the producer Emma Thomas.", 0, 40,
-              title="Christopher Nolan"),
-        Chunk("other#0", "other", "Memento is a thriller released in 2000.", 0, 40, title="Memento"),
-        Chunk("hr#0", "hr", "Employee record EMP-10010. The employee works in Lima.", 0, 50,
-              title="Employee record EMP-10010"),
+        Chunk(
+            "film#0",
+            "film",
+            "Inception is a science fiction film. It was directed by Christopher Nolan.",
+            0,
+            80,
+            title="Inception (film)",
+        ),
+        Chunk(
+            "nolan#0",
+            "nolan",
+            "He is married to the producer Emma Thomas.",
+            0,
+            40,
+            title="Christopher Nolan",
+        ),
+        Chunk(
+            "other#0", "other", "Memento is a thriller released in 2000.", 0, 40, title="Memento"
+        ),
+        Chunk(
+            "hr#0",
+            "hr",
+            "Employee record EMP-10010. The employee works in Lima.",
+            0,
+            50,
+            title="Employee record EMP-10010",
+        ),
     ]
-    kg = KnowledgeGraph.build(TripleExtractor(KGConfig())(chunks), config=KGConfig(),
-                              extracted_at="2025-01-01T00:00:00+00:00")
+    kg = KnowledgeGraph.build(
+        TripleExtractor(KGConfig())(chunks),
+        config=KGConfig(),
+        extracted_at="2025-01-01T00:00:00+00:00",
+    )
     r = GraphRetriever(kg, KGConfig())
-    ranked = [c for c, _ in r.rank("Who is the spouse of the director of Inception?", PUBLIC, top_k=3)]
+    ranked = [
+        c for c, _ in r.rank("Who is the spouse of the director of Inception?", PUBLIC, top_k=3)
+    ]
     # Inception -> its passage -> "Christopher Nolan" -> the passage titled Christopher Nolan.
     assert ranked[:2] == ["film#0", "nolan#0"]
     assert "entity:emp-10010" in r.link("Where does employee EMP-10010 work?", PUBLIC)
@@ -217,7 +270,9 @@ def test_prepare_embeds_every_name_once_before_any_question(kg):
     names = {t for batch in asked for t in batch}
     assert "brightwater labs" in names and "kestrel bank" in names  # hr-only names too
     asked.clear()
-    r.link("Who founded Brightwater Laboratories?", PUBLIC)  # a new view: only the question is embedded
+    r.link(
+        "Who founded Brightwater Laboratories?", PUBLIC
+    )  # a new view: only the question is embedded
     assert all(len(batch) <= 2 and "kestrel bank" not in batch for batch in asked), asked
 
 
@@ -265,7 +320,11 @@ def test_hop_candidates_follow_the_bridge_the_question_asks_about(hops):
     # an asked fact on the bridge (Corvin make Lantern Box); the office does not.
     assert set(candidates) == {"sheet#0", "office#0"}
     sheet = candidates["sheet#0"]
-    assert (sheet.bridge, sheet.sources, sheet.answers) == ("entity:corvin data", ("press#0",), True)
+    assert (sheet.bridge, sheet.sources, sheet.answers) == (
+        "entity:corvin data",
+        ("press#0",),
+        True,
+    )
     assert not candidates["office#0"].answers
     assert sheet.asked and candidates["office#0"].asked  # both reached through "acquire"
     assert sheet.weight == pytest.approx(1.0 / np.log2(1 + 3))  # Corvin Data: 3 passages
@@ -285,7 +344,9 @@ def test_no_second_hop_through_a_bridge_document_the_principal_may_not_read(hops
 def test_path_runs_from_the_question_entity_through_the_bridge(hops):
     path = hops.path(HOP_QUESTION, HR, ["press#0", "sheet#0", "office#0"])
     assert [(f.subject, f.relation, f.object) for f in path] == [
-        ("Corvin Data", "acquire", "Beta Works"), ("Corvin Data", "make", "Lantern Box")]
+        ("Corvin Data", "acquire", "Beta Works"),
+        ("Corvin Data", "make", "Lantern Box"),
+    ]
     assert path[0].chunk_ids == ("press#0",) and path[1].chunk_ids == ("sheet#0",)
     # Only facts the ranked passages cite: without the product sheet there is no second fact.
     assert [f.relation for f in hops.path(HOP_QUESTION, HR, ["press#0", "office#0"])] == ["acquire"]
@@ -300,7 +361,9 @@ def test_answering_finds_the_first_hop_and_siblings_are_no_second_hop(hops):
     question = "Which board approved Zentra Pill?"
     candidates = hops.hop_candidates(question, PUBLIC, ["zentra#0"])
     assert set(candidates) == {"ovila#0"} and not candidates["ovila#0"].answers
-    assert [f.object for f in hops.path(question, PUBLIC, ["zentra#0", "ovila#0"])] == ["Zentra Pill"]
+    assert [f.object for f in hops.path(question, PUBLIC, ["zentra#0", "ovila#0"])] == [
+        "Zentra Pill"
+    ]
 
 
 def test_lower_case_names_link_exactly_as_written(hops):

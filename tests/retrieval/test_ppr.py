@@ -30,8 +30,9 @@ def exact(view, restart: np.ndarray) -> np.ndarray:
 def retriever() -> GraphRetriever:
     kg = synthetic_graph(2_000, seed=3)
     # An edgeless entity: a seed on it is all dangling mass.
-    kg.graph.add_node("entity:lonely", kind="entity", name="Lonely", alias_keys=["lonely"],
-                      chunk_ids=[], acl=[])
+    kg.graph.add_node(
+        "entity:lonely", kind="entity", name="Lonely", alias_keys=["lonely"], chunk_ids=[], acl=[]
+    )
     return GraphRetriever(kg, KGConfig())
 
 
@@ -53,7 +54,7 @@ def test_push_is_within_its_bound_of_the_exact_answer(retriever, view, epsilon):
         assert error.max() <= stats.bound + 1e-12
         assert error.sum() == pytest.approx(stats.bound, abs=1e-9)  # the bound is the L1 gap
         assert stats.edges_touched <= 1 / ((1 - ALPHA) * epsilon) + stats.pushes * len(seeds)
-        assert stats.bound < 50 * epsilon ** 0.5  # shrinks with epsilon (measured ~1e-2 at 1e-6)
+        assert stats.bound < 50 * epsilon**0.5  # shrinks with epsilon (measured ~1e-2 at 1e-6)
 
 
 def test_push_ranks_the_same_top_ten_passages(retriever):
@@ -89,9 +90,13 @@ def test_cost_does_not_grow_with_a_far_larger_component(retriever, view):
         padded = np.concatenate([restart, np.zeros(far.transition.shape[0])])
         alone, a = push(small, view.dangling, restart, ALPHA, 1e-6)
         within, b = push(grown, dangling, padded, ALPHA, 1e-6)
-        assert (a.edges_touched, a.pushes, a.nodes_touched) == (b.edges_touched, b.pushes, b.nodes_touched)
+        assert (a.edges_touched, a.pushes, a.nodes_touched) == (
+            b.edges_touched,
+            b.pushes,
+            b.nodes_touched,
+        )
         assert b.edges_touched < far.transition.nnz  # one power-iteration step reads more
-        assert np.array_equal(within[: len(alone)], alone) and not within[len(alone):].any()
+        assert np.array_equal(within[: len(alone)], alone) and not within[len(alone) :].any()
 
 
 def test_epsilon_is_validated_with_the_flag_named(view):
@@ -103,11 +108,14 @@ def test_epsilon_is_validated_with_the_flag_named(view):
     with pytest.raises(ValidationError, match="ppr_push_epsilon"):
         KGConfig(ppr_push_epsilon=0)
     with pytest.raises(ConfigError, match="'push'"):
-        GraphRetriever(synthetic_graph(50), KGConfig()).rank_seeds({"entity:e0": 1.0}, READER, method="pull")
+        GraphRetriever(synthetic_graph(50), KGConfig()).rank_seeds(
+            {"entity:e0": 1.0}, READER, method="pull"
+        )
 
 
 def test_push_is_a_config_choice(retriever):
     configured = GraphRetriever(retriever.graph, KGConfig(ppr_method="push", ppr_push_epsilon=1e-7))
     seeds = _queries(retriever.graph, 1, seed=15)[0]
     assert [c for c, _ in configured.rank_seeds(seeds, READER)] == [
-        c for c, _ in retriever.rank_seeds(seeds, READER, method="sparse")]
+        c for c, _ in retriever.rank_seeds(seeds, READER, method="sparse")
+    ]

@@ -19,7 +19,9 @@ from rayrag.serve.auth import (
 )
 from rayrag.types import Principal
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "rayrag" / "configs" / "access" / "api_keys.example.yaml"
+EXAMPLE = (
+    Path(__file__).resolve().parents[2] / "rayrag" / "configs" / "access" / "api_keys.example.yaml"
+)
 ANA_KEY = "rr-test-ana-key-0001"
 BOB_KEY = "rr-test-bob-key-0002"
 
@@ -34,7 +36,9 @@ def write_keys(tmp_path: Path, entries: list) -> Path:
 def store(tmp_path) -> KeyStore:
     path = write_keys(tmp_path, [key_entry(ANA_KEY, "ana", ["public", "hr"], "people", "admin")])
     config = ServeConfig(keys_file=str(path))
-    return KeyStore.from_config(config, environ={"RAYRAG_API_KEYS": f"{BOB_KEY}=bob:public:sales:user"})
+    return KeyStore.from_config(
+        config, environ={"RAYRAG_API_KEYS": f"{BOB_KEY}=bob:public:sales:user"}
+    )
 
 
 def test_file_and_env_keys_authenticate(store):
@@ -44,15 +48,25 @@ def test_file_and_env_keys_authenticate(store):
     assert ana.key_id == hash_key(ANA_KEY)[:8]
     bob = store.authenticate(f"bearer   {BOB_KEY} ")
     assert (bob.principal.name, bob.principal.groups, bob.team, bob.role) == (
-        "bob", frozenset({"public"}), "sales", "user")
+        "bob",
+        frozenset({"public"}),
+        "sales",
+        "user",
+    )
     assert len(store) == 2
 
 
-@pytest.mark.parametrize("header, message", [
-    (None, "missing Authorization"), ("", "missing Authorization"),
-    (f"Basic {ANA_KEY}", "scheme"), ("Bearer ", "empty bearer"),
-    ("Bearer rr-not-a-key", "invalid API key"), (f"Bearer {ANA_KEY}x", "invalid API key"),
-])
+@pytest.mark.parametrize(
+    "header, message",
+    [
+        (None, "missing Authorization"),
+        ("", "missing Authorization"),
+        (f"Basic {ANA_KEY}", "scheme"),
+        ("Bearer ", "empty bearer"),
+        ("Bearer rr-not-a-key", "invalid API key"),
+        (f"Bearer {ANA_KEY}x", "invalid API key"),
+    ],
+)
 def test_bad_headers_raise_auth_error_without_the_key(store, header, message):
     with pytest.raises(AuthError, match=message) as info:
         store.authenticate(header)
@@ -75,18 +89,23 @@ def test_empty_store_says_how_to_add_a_key():
 def test_duplicate_hash_across_sources_is_a_config_error(tmp_path):
     path = write_keys(tmp_path, [key_entry(ANA_KEY, "ana", ["public"], "people")])
     with pytest.raises(ConfigError, match="repeats the key") as info:
-        KeyStore.from_config(ServeConfig(keys_file=str(path)),
-                             environ={"RAYRAG_API_KEYS": f"{ANA_KEY}=eve:public:x:user"})
+        KeyStore.from_config(
+            ServeConfig(keys_file=str(path)),
+            environ={"RAYRAG_API_KEYS": f"{ANA_KEY}=eve:public:x:user"},
+        )
     assert ANA_KEY not in str(info.value) and hash_key(ANA_KEY) not in str(info.value)
 
 
-@pytest.mark.parametrize("patch, message", [
-    ({"sha256": "not-hex"}, "sha256 must be 64 hex"),
-    ({"role": "root"}, "role must be one of user, admin"),
-    ({"principal": ""}, "principal must be"),
-    ({"groups": []}, "groups must be"),
-    ({"sha265": "typo"}, "unknown field"),
-])
+@pytest.mark.parametrize(
+    "patch, message",
+    [
+        ({"sha256": "not-hex"}, "sha256 must be 64 hex"),
+        ({"role": "root"}, "role must be one of user, admin"),
+        ({"principal": ""}, "principal must be"),
+        ({"groups": []}, "groups must be"),
+        ({"sha265": "typo"}, "unknown field"),
+    ],
+)
 def test_malformed_file_entry_names_file_and_index_not_the_key(tmp_path, patch, message):
     good = key_entry(BOB_KEY, "bob", ["public"], "sales")
     bad = {**key_entry(ANA_KEY, "ana", ["public"], "people"), **patch}
@@ -138,4 +157,6 @@ def test_every_stored_hash_is_compared(store, monkeypatch):
 def test_shipped_example_file_loads_and_its_demo_keys_work():
     store = KeyStore.from_file(EXAMPLE)
     assert store.authenticate("Bearer rr-demo-admin-not-secret").role == "admin"
-    assert store.authenticate("Bearer rr-demo-hr-not-secret").principal.groups == frozenset({"public", "hr"})
+    assert store.authenticate("Bearer rr-demo-hr-not-secret").principal.groups == frozenset(
+        {"public", "hr"}
+    )

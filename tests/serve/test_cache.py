@@ -25,7 +25,9 @@ def test_principals_share_an_answer_only_when_they_may_read_the_same_documents()
 def test_every_input_of_an_answer_is_in_its_key():
     who = Principal("ana", frozenset({"public"}))
     base = answer_key(who, *ARGS)
-    for i, changed in enumerate(["bundle-2", "m@2", "cfg2", "rayrag-reader/2", "Who founded Helix", "dense", 4, 16]):
+    for i, changed in enumerate(
+        ["bundle-2", "m@2", "cfg2", "rayrag-reader/2", "Who founded Helix", "dense", 4, 16]
+    ):
         args = list(ARGS)
         args[i] = changed
         assert answer_key(who, *args) != base, f"argument {i} is not part of the key"

@@ -12,9 +12,15 @@ from rayrag.serve.escalation import RECORD_FIELDS, EscalationQueue
 
 
 def record(queue: EscalationQueue, request_id: str = "req-1", **overrides):
-    args = {"user_hash": "3f9a0c1e2b4d6f80", "team": "finance", "reasons": ["low_groundedness"],
-            "confidence": 0.312345, "groundedness": 0.25, "chunk_ids": ["d2#0", "d3#1"],
-            "model_version": "moe-abc123"}
+    args = {
+        "user_hash": "3f9a0c1e2b4d6f80",
+        "team": "finance",
+        "reasons": ["low_groundedness"],
+        "confidence": 0.312345,
+        "groundedness": 0.25,
+        "chunk_ids": ["d2#0", "d3#1"],
+        "model_version": "moe-abc123",
+    }
     return queue.record(request_id, **{**args, **overrides})
 
 
@@ -32,11 +38,14 @@ def test_record_appends_ids_codes_and_numbers_only(tmp_path):
             assert isinstance(value, (int, float, list)) or len(value) <= 128
 
 
-@pytest.mark.parametrize("field, value", [
-    ("reasons", ["The answer said Velora bought Beta"]),
-    ("team", "finance team with spaces"),
-    ("chunk_ids", ["x" * 500]),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("reasons", ["The answer said Velora bought Beta"]),
+        ("team", "finance team with spaces"),
+        ("chunk_ids", ["x" * 500]),
+    ],
+)
 def test_content_looking_values_are_refused_and_not_echoed(tmp_path, field, value):
     queue = EscalationQueue(tmp_path / "q.jsonl")
     with pytest.raises(DataError) as info:

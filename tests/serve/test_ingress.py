@@ -14,16 +14,19 @@ from rayrag.serve.schemas import AskRequest, ChatCompletionRequest, request_id, 
 SECRET = "Did PERSON_1234 leave the company?"
 
 
-@pytest.mark.parametrize(("exc", "status", "kind"), [
-    (HTTPFailure(413, "request_too_large", "too long"), 413, "request_too_large"),
-    (AuthError("no key"), 401, "unauthorized"),
-    (AccessDenied(SECRET), 403, "forbidden"),
-    (asyncio.TimeoutError(), 503, "timeout"),
-    (ShardFailure(SECRET), 503, "unavailable"),
-    (DataError(SECRET), 400, "invalid_request"),
-    (ValueError(SECRET), 500, "internal_error"),
-    (KeyError(SECRET), 500, "internal_error"),
-])
+@pytest.mark.parametrize(
+    ("exc", "status", "kind"),
+    [
+        (HTTPFailure(413, "request_too_large", "too long"), 413, "request_too_large"),
+        (AuthError("no key"), 401, "unauthorized"),
+        (AccessDenied(SECRET), 403, "forbidden"),
+        (asyncio.TimeoutError(), 503, "timeout"),
+        (ShardFailure(SECRET), 503, "unavailable"),
+        (DataError(SECRET), 400, "invalid_request"),
+        (ValueError(SECRET), 500, "internal_error"),
+        (KeyError(SECRET), 500, "internal_error"),
+    ],
+)
 def test_errors_map_to_a_status_and_never_carry_the_request(exc, status, kind):
     got_status, got_kind, message = classify_error(exc)
     assert (got_status, got_kind) == (status, kind)
@@ -41,13 +44,29 @@ def test_validation_messages_name_the_field_not_the_value():
     with pytest.raises(Exception) as info:
         AskRequest.model_validate({"question": SECRET, "top_k": "many"})
     message = validation_message(info.value)
-    assert message.startswith("invalid request: top_k") and SECRET not in message and "many" not in message
+    assert (
+        message.startswith("invalid request: top_k")
+        and SECRET not in message
+        and "many" not in message
+    )
 
 
 def test_a_chat_request_asks_its_last_user_message():
-    chat = ChatCompletionRequest.model_validate({"model": "rayrag", "n": 1, "messages": [
-        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "first"},
-        {"role": "assistant", "content": "..."}, {"role": "user", "content": "second"}], "max_tokens": 5})
+    chat = ChatCompletionRequest.model_validate(
+        {
+            "model": "rayrag",
+            "n": 1,
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "first"},
+                {"role": "assistant", "content": "..."},
+                {"role": "user", "content": "second"},
+            ],
+            "max_tokens": 5,
+        }
+    )
     assert chat.question() == "second" and chat.token_cap() == 5
     with pytest.raises(ValueError, match="non-empty user message"):
-        ChatCompletionRequest.model_validate({"messages": [{"role": "system", "content": "x"}]}).question()
+        ChatCompletionRequest.model_validate(
+            {"messages": [{"role": "system", "content": "x"}]}
+        ).question()

@@ -55,14 +55,25 @@ def server(tmp_path_factory):
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log = open(root / "server.log", "wb")
-    command = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
-               "--port", str(port), "--workers", "1",
-               "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-               "--artifacts-destination", str(root / "artifacts")]
+    command = [
+        str(Path(sys.executable).parent / "mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+    ]
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + STARTUP_SECONDS
         while True:
@@ -83,8 +94,18 @@ def server(tmp_path_factory):
 
 
 def _checkpoint(root: Path, seed: int) -> Path:
-    cfg = GeneratorConfig(vocab_size=64, d_model=16, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=24,
-                          n_experts=2, experts_per_token=1, max_seq_len=32, adaptive_softmax_cutoffs=())
+    cfg = GeneratorConfig(
+        vocab_size=64,
+        d_model=16,
+        n_layers=1,
+        n_heads=2,
+        n_kv_heads=1,
+        ffn_dim=24,
+        n_experts=2,
+        experts_per_token=1,
+        max_seq_len=32,
+        adaptive_softmax_cutoffs=(),
+    )
     torch.manual_seed(seed)
     path = root / f"gen-{seed}"
     save_checkpoint(MoETransformer(cfg), path)
@@ -114,10 +135,16 @@ def test_runs_models_and_aliases_are_visible_over_rest(server, tmp_path):
     registry.rollback(who="bo", why="regression")
 
     api = httpx.Client(base_url=f"{url}/api/2.0/mlflow", timeout=30)
-    experiment = api.get("/experiments/get-by-name", params={"experiment_name": "rayrag-eval"}).json()
-    found = api.post("/runs/search", json={
-        "experiment_ids": [experiment["experiment"]["experiment_id"]],
-        "filter": f"tags.config_hash = '{cfg.config_hash}'"}).json()["runs"]
+    experiment = api.get(
+        "/experiments/get-by-name", params={"experiment_name": "rayrag-eval"}
+    ).json()
+    found = api.post(
+        "/runs/search",
+        json={
+            "experiment_ids": [experiment["experiment"]["experiment_id"]],
+            "filter": f"tags.config_hash = '{cfg.config_hash}'",
+        },
+    ).json()["runs"]
     assert [r["info"]["run_id"] for r in found] == [run_id]
     data = found[0]["data"]
     params, tags, metrics = _kv(data["params"]), _kv(data["tags"]), _kv(data["metrics"])
@@ -134,20 +161,29 @@ def test_runs_models_and_aliases_are_visible_over_rest(server, tmp_path):
     listed = api.get("/artifacts/list", params={"run_id": run_id}).json()["files"]
     assert {"config.yaml", "tables"} <= {f["path"] for f in listed}
 
-    model = api.get("/registered-models/get", params={"name": "rayrag-generator"}).json()["registered_model"]
+    model = api.get("/registered-models/get", params={"name": "rayrag-generator"}).json()[
+        "registered_model"
+    ]
     assert {a["alias"]: a["version"] for a in model["aliases"]} == {"champion": "1"}
     model_tags = _kv(model["tags"])
     assert model_tags["champion_history"] == ""
     assert json.loads(model_tags["last_rollback"])["to"] == 1
-    champion = api.get("/registered-models/alias",
-                       params={"name": "rayrag-generator", "alias": "champion"}).json()["model_version"]
+    champion = api.get(
+        "/registered-models/alias", params={"name": "rayrag-generator", "alias": "champion"}
+    ).json()["model_version"]
     assert champion["version"] == "1"
     assert _kv(champion["tags"])["model_digest"] == first.model_digest
     assert _kv(champion["tags"])["rolled_back_by"] == "bo"
-    versions = api.get("/model-versions/search", params={"filter": "name='rayrag-generator'"}).json()
+    versions = api.get(
+        "/model-versions/search", params={"filter": "name='rayrag-generator'"}
+    ).json()
     assert sorted(v["version"] for v in versions["model_versions"]) == ["1", "2"]
-    assert _kv(next(v for v in versions["model_versions"] if v["version"] == "2")["tags"])[
-        "promoted_by"] == "ana"
+    assert (
+        _kv(next(v for v in versions["model_versions"] if v["version"] == "2")["tags"])[
+            "promoted_by"
+        ]
+        == "ana"
+    )
 
     local = resolve_model("models:/rayrag-generator@champion", config)
     assert weights_digest(local) == first.model_digest.rsplit("@", 1)[1]

@@ -21,8 +21,9 @@ PLANTED = "ZEBRA-PLANTED-7731"  # a string only the dataset file holds
 
 
 def _config(root, **overrides) -> TrackingConfig:
-    return TrackingConfig(tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
-                          model_cache=str(root / "cache"), **overrides)
+    return TrackingConfig(
+        tracking_uri=f"sqlite:///{root / 'mlflow.db'}", model_cache=str(root / "cache"), **overrides
+    )
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +41,25 @@ def tracker(store):
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     """Two tiny MoE checkpoints with different weights."""
-    cfg = GeneratorConfig(vocab_size=64, d_model=16, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=24,
-                          n_experts=2, experts_per_token=1, max_seq_len=32, adaptive_softmax_cutoffs=())
+    cfg = GeneratorConfig(
+        vocab_size=64,
+        d_model=16,
+        n_layers=1,
+        n_heads=2,
+        n_kv_heads=1,
+        ffn_dim=24,
+        n_experts=2,
+        experts_per_token=1,
+        max_seq_len=32,
+        adaptive_softmax_cutoffs=(),
+    )
     root = tmp_path_factory.mktemp("ckpts")
     paths = []
     for seed in (0, 1):
         torch.manual_seed(seed)
-        paths.append(save_checkpoint(MoETransformer(cfg), root / f"gen-{seed}") or root / f"gen-{seed}")
+        paths.append(
+            save_checkpoint(MoETransformer(cfg), root / f"gen-{seed}") or root / f"gen-{seed}"
+        )
     return paths
 
 
@@ -61,8 +74,12 @@ def test_register_promote_rollback_lifecycle(tracker, checkpoints):
     assert (first.version, second.version) == (1, 2)
     assert first.aliases == ["champion"] and second.aliases == []
     assert first.model_digest == f"gen-0@{weights_digest(checkpoints[0])}"
-    assert first.tags["trained_on"] == "demo" and first.run_id and first.source.endswith("/checkpoint")
-    assert first.tags["prompt_version"] == tracker.prompt_version(PROMPT_TEMPLATE)  # pinned to the version
+    assert (
+        first.tags["trained_on"] == "demo" and first.run_id and first.source.endswith("/checkpoint")
+    )
+    assert first.tags["prompt_version"] == tracker.prompt_version(
+        PROMPT_TEMPLATE
+    )  # pinned to the version
     assert [v.version for v in registry.versions()] == [3, 2, 1]
 
     assert registry.set_challenger(2).aliases == ["challenger"]
@@ -71,7 +88,9 @@ def test_register_promote_rollback_lifecycle(tracker, checkpoints):
 
     promoted = registry.promote(2, who="ana", why="better recall")
     assert promoted.aliases == ["champion"]  # the challenger alias went with the promotion
-    assert promoted.tags["promoted_by"] == "ana" and promoted.tags["promoted_why"] == "better recall"
+    assert (
+        promoted.tags["promoted_by"] == "ana" and promoted.tags["promoted_why"] == "better recall"
+    )
     assert promoted.tags["promoted_at"].endswith("+00:00")
     assert registry.version_for_alias("challenger") is None
     assert registry._history() == [1]
@@ -81,7 +100,12 @@ def test_register_promote_rollback_lifecycle(tracker, checkpoints):
     assert back.tags["rolled_back_by"] == "bo" and back.tags["rolled_back_from"] == "2"
     model = tracker.client().get_registered_model(registry.name)
     record = json.loads(model.tags["last_rollback"])
-    assert (record["from"], record["to"], record["who"], record["why"]) == (2, 1, "bo", "latency regression")
+    assert (record["from"], record["to"], record["who"], record["why"]) == (
+        2,
+        1,
+        "bo",
+        "latency regression",
+    )
     with pytest.raises(ConfigError, match="no previous champion to roll back to"):
         registry.rollback(who="bo", why="again")
     with pytest.raises(ConfigError, match="no version 9"):
@@ -103,7 +127,9 @@ def test_resolve_model_downloads_the_champion_once(tracker, checkpoints):
     config = tracker.config
     local = resolve_model("models:/rayrag-generator@champion", config)
     assert (local / "config.json").is_file() and local.parent.name == "v1"
-    assert local.name == checkpoints[0].name  # the Reader's model_version equals the registered digest
+    assert (
+        local.name == checkpoints[0].name
+    )  # the Reader's model_version equals the registered digest
     assert weights_digest(local) == weights_digest(checkpoints[0])
     assert f"{local.name}@{weights_digest(local)}" == ModelRegistry(tracker).get(1).model_digest
     assert resolve_model("models:/rayrag-generator/1", config) == local  # cached, same dir
@@ -117,14 +143,18 @@ def test_resolve_model_downloads_the_champion_once(tracker, checkpoints):
 
 def test_prompt_registration_is_idempotent_and_pins_are_checked(store):
     tracker = Tracker(_config(store))
-    first = tracker.register_prompt(TEMPLATE)  # registering models above registered the reader's prompt
+    first = tracker.register_prompt(
+        TEMPLATE
+    )  # registering models above registered the reader's prompt
     assert tracker.register_prompt(TEMPLATE) == first
     assert tracker.prompt_version(TEMPLATE) == f"rayrag-reader/{first}"
     assert tracker.register_prompt(TEMPLATE + " ") == first + 1
     assert tracker.load_prompt(first) == TEMPLATE
     pinned = Tracker(_config(store, prompt_version=first))
     assert pinned.prompt_version(TEMPLATE) == f"rayrag-reader/{first}"
-    with pytest.raises(ConfigError, match=f"tracking.prompt_version {first} holds a different template"):
+    with pytest.raises(
+        ConfigError, match=f"tracking.prompt_version {first} holds a different template"
+    ):
         pinned.prompt_version("another template")
     disabled = Tracker(TrackingConfig(enabled=False))
     assert disabled.prompt_version(TEMPLATE) == "rayrag-reader/unregistered"
@@ -155,7 +185,11 @@ def test_dataset_is_logged_by_digest_never_content(tracker, store, tmp_path):
     assert logged.data.tags["dataset.ingest.digest"] == expected
     [dataset_input] = logged.inputs.dataset_inputs
     dataset = dataset_input.dataset
-    assert dataset.name == "corpus" and expected.startswith(dataset.digest) and len(dataset.digest) >= 16
+    assert (
+        dataset.name == "corpus"
+        and expected.startswith(dataset.digest)
+        and len(dataset.digest) >= 16
+    )
     assert str(corpus.resolve()) in dataset.source
     assert PLANTED not in repr(logged.inputs) and PLANTED not in (dataset.profile or "")
     db = (store / "mlflow.db").read_bytes()

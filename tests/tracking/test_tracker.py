@@ -8,8 +8,10 @@ from rayrag.tracking.tracker import Tracker
 
 def test_run_logs_params_yaml_and_hash(tmp_path):
     cfg = resolve_config("demo")
-    tracker = Tracker(TrackingConfig(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"),
-                      artifact_root=tmp_path / "artifacts")
+    tracker = Tracker(
+        TrackingConfig(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"),
+        artifact_root=tmp_path / "artifacts",
+    )
     with tracker.start_run("ingest", cfg, tags={"bundle_id": "b-1"}) as run:
         run.log_metrics({"chunks": 12, "documents": 3})
         run_id = run.run_id

@@ -28,15 +28,20 @@ def graph(tmp_path_factory):
 
 
 def _chunks(n_docs: int, per_doc: int = 2) -> list[ChunkRecord]:
-    return [ChunkRecord(f"doc-{d}#{c}", f"doc-{d}", None, f"text {d} {c}")
-            for d in range(n_docs) for c in range(per_doc)]
+    return [
+        ChunkRecord(f"doc-{d}#{c}", f"doc-{d}", None, f"text {d} {c}")
+        for d in range(n_docs)
+        for c in range(per_doc)
+    ]
 
 
 def test_chunk_facts_are_named_relation_facts_only(graph):
     facts = chunk_facts(graph)
     assert {f.relation for f in facts["doc-0#0"]} == {"make", "acquire", "lead"}
     assert all(f.relation not in NON_FACT_RELATIONS for fs in facts.values() for f in fs)
-    assert any(f.subject == "Helix Dynamics" and f.object == "Falcon Drive" for f in facts["doc-0#0"])
+    assert any(
+        f.subject == "Helix Dynamics" and f.object == "Falcon Drive" for f in facts["doc-0#0"]
+    )
 
 
 def test_entity_neighbours_share_an_entity_most_shared_first(graph):
@@ -66,7 +71,10 @@ def test_ranked_context_puts_gold_first_about_half_the_time():
     gold, *others = _chunks(4, per_doc=1)
     rng = random.Random(0)
     contexts = [ranked_context(gold, others, rng) for _ in range(400)]
-    assert all(sorted(c.chunk_id for c in ctx) == sorted(c.chunk_id for c in [gold, *others]) for ctx in contexts)
+    assert all(
+        sorted(c.chunk_id for c in ctx) == sorted(c.chunk_id for c in [gold, *others])
+        for ctx in contexts
+    )
     first = sum(ctx[0] == gold for ctx in contexts) / len(contexts)
     assert 0.4 < first < 0.6
     assert {ctx.index(gold) for ctx in contexts} == {0, 1, 2, 3}

@@ -27,9 +27,20 @@ def test_scores_exact_match_per_hops_slice_and_plots_the_history(tmp_path):
     curve = AnswerCurve(config, tmp_path, tmp_path / "qa.jsonl")
     prompt = tokenizer.encode("Helix Dynamics acquired")
     curve.prompts = [prompt, prompt]
-    curve._tokenizer, curve._eos, curve._pad, curve._sep = tokenizer, tokenizer.eos_id, tokenizer.pad_id, tokenizer.sep_id
-    (generation,) = generate(model, [prompt], max_new_tokens=3, eos_id=tokenizer.eos_id,
-                             pad_id=tokenizer.pad_id, stop=[[tokenizer.sep_id]])
+    curve._tokenizer, curve._eos, curve._pad, curve._sep = (
+        tokenizer,
+        tokenizer.eos_id,
+        tokenizer.pad_id,
+        tokenizer.sep_id,
+    )
+    (generation,) = generate(
+        model,
+        [prompt],
+        max_new_tokens=3,
+        eos_id=tokenizer.eos_id,
+        pad_id=tokenizer.pad_id,
+        stop=[[tokenizer.sep_id]],
+    )
     text = tokenizer.decode(generation.tokens).strip()
     # One row's gold is what the model says (when it says anything), the other's never is.
     curve.answers, curve.slices = [[text or "unreachable"], ["never said"]], ["1", "2"]
@@ -38,4 +49,3 @@ def test_scores_exact_match_per_hops_slice_and_plots_the_history(tmp_path):
     assert set(point) == {"curve/em", "curve/em_hops_1", "curve/em_hops_2"}
     assert curve.history == [(5, point)]
     assert curve.plot(tmp_path / "em.png").stat().st_size > 0
-

@@ -19,12 +19,36 @@ from rayrag.training.contexts import chunk_facts, entity_neighbours
 from rayrag.training.data import QAExample, TrainDataBuilder, pack_sequences, split_count
 from rayrag.types import Triple
 
-COMPANIES = ["Helix Dynamics", "Orion Works", "Sable Analytics", "Tidewater Energy",
-             "Crescent Robotics", "Juniper Foods", "Marlow Textiles", "Quarry Logistics"]
-PRODUCTS = ["Falcon Drive", "Ember Scanner", "Nimbus Ledger", "Harbor Turbine",
-            "Atlas Gripper", "Meadow Snack", "Velvet Loom", "Cargo Beacon"]
-TARGETS = ["Brightwater Labs", "Pinecrest Media", "Redfern Chemicals", "Silverline Rail",
-           "Kestrel Optics", "Willow Farms", "Granite Mills", "Harbor Freight Lines"]
+COMPANIES = [
+    "Helix Dynamics",
+    "Orion Works",
+    "Sable Analytics",
+    "Tidewater Energy",
+    "Crescent Robotics",
+    "Juniper Foods",
+    "Marlow Textiles",
+    "Quarry Logistics",
+]
+PRODUCTS = [
+    "Falcon Drive",
+    "Ember Scanner",
+    "Nimbus Ledger",
+    "Harbor Turbine",
+    "Atlas Gripper",
+    "Meadow Snack",
+    "Velvet Loom",
+    "Cargo Beacon",
+]
+TARGETS = [
+    "Brightwater Labs",
+    "Pinecrest Media",
+    "Redfern Chemicals",
+    "Silverline Rail",
+    "Kestrel Optics",
+    "Willow Farms",
+    "Granite Mills",
+    "Harbor Freight Lines",
+]
 PEOPLE = ["PERSON_3f9a0c1e", "PERSON_0b7e44d2", "PERSON_9c1d2e3f", "PERSON_a1b2c3d4"]
 
 
@@ -36,38 +60,80 @@ def make_tiny_bundle(root: Path) -> tuple[Path, Path]:
     for i, (company, product, target) in enumerate(zip(COMPANIES, PRODUCTS, TARGETS, strict=True)):
         person = PEOPLE[i % len(PEOPLE)]
         doc_id, chunk_id = f"doc-{i}", f"doc-{i}#0"
-        text = (f"{company} makes {product}, sold in many markets. In {2010 + i} {company} acquired "
-                f"{target} for cash. {person} leads {company}.")
-        rows.append({"row_id": i, "chunk_id": chunk_id, "doc_id": doc_id, "title": f"{company} profile",
-                     "text": text, "start": 0, "end": len(text), "acl": ["public"], "metadata": "{}"})
-        ents = [(entity_key(company), "ORG", company), (entity_key(product), "PRODUCT", product),
-                (entity_key(target), "ORG", target), (entity_key(person), "PERSON", person)]
-        triples = [Triple(ents[0][0], "make", ents[1][0], chunk_id, doc_id, 0.9),
-                   Triple(ents[0][0], "acquire", ents[2][0], chunk_id, doc_id, 0.9),
-                   Triple(ents[3][0], "lead", ents[0][0], chunk_id, doc_id, 0.9),
-                   Triple(ents[1][0], "co_occurs", ents[2][0], chunk_id, doc_id, 0.3)]
+        text = (
+            f"{company} makes {product}, sold in many markets. In {2010 + i} {company} acquired "
+            f"{target} for cash. {person} leads {company}."
+        )
+        rows.append(
+            {
+                "row_id": i,
+                "chunk_id": chunk_id,
+                "doc_id": doc_id,
+                "title": f"{company} profile",
+                "text": text,
+                "start": 0,
+                "end": len(text),
+                "acl": ["public"],
+                "metadata": "{}",
+            }
+        )
+        ents = [
+            (entity_key(company), "ORG", company),
+            (entity_key(product), "PRODUCT", product),
+            (entity_key(target), "ORG", target),
+            (entity_key(person), "PERSON", person),
+        ]
+        triples = [
+            Triple(ents[0][0], "make", ents[1][0], chunk_id, doc_id, 0.9),
+            Triple(ents[0][0], "acquire", ents[2][0], chunk_id, doc_id, 0.9),
+            Triple(ents[3][0], "lead", ents[0][0], chunk_id, doc_id, 0.9),
+            Triple(ents[1][0], "co_occurs", ents[2][0], chunk_id, doc_id, 0.3),
+        ]
         extractions.append(ChunkExtraction(chunk_id, doc_id, ("public",), ents, triples))
-        qa.append({"id": f"q{i}", "question": f"Who makes {product}?", "answers": [company],
-                   "supporting_ids": [doc_id]})
-    qa.append({"id": "q-missing", "question": "Who is absent?", "answers": ["Nobody"],
-               "supporting_ids": ["not-in-bundle"]})
+        qa.append(
+            {
+                "id": f"q{i}",
+                "question": f"Who makes {product}?",
+                "answers": [company],
+                "supporting_ids": [doc_id],
+            }
+        )
+    qa.append(
+        {
+            "id": "q-missing",
+            "question": "Who is absent?",
+            "answers": ["Nobody"],
+            "supporting_ids": ["not-in-bundle"],
+        }
+    )
     graph = KnowledgeGraph.build(extractions)
     out = root / "bundle"
-    bundle_io.write_bundle(out, {
-        bundle_io.CHUNKS: bundle_io.write_table(pa.Table.from_pylist(rows, schema=bundle_io.CHUNK_SCHEMA)),
-        bundle_io.DOCUMENTS: bundle_io.write_table(bundle_io.DOCUMENT_SCHEMA.empty_table()),
-        bundle_io.VECTORS: lambda path: path.write_bytes(b"unused by training"),
-        bundle_io.GRAPH: graph.save,
-        bundle_io.PII_REPORT: bundle_io.write_json_file({"counts": {}}),
-    }, {"format_version": bundle_io.FORMAT_VERSION, "bundle_id": "b-tiny"})
+    bundle_io.write_bundle(
+        out,
+        {
+            bundle_io.CHUNKS: bundle_io.write_table(
+                pa.Table.from_pylist(rows, schema=bundle_io.CHUNK_SCHEMA)
+            ),
+            bundle_io.DOCUMENTS: bundle_io.write_table(bundle_io.DOCUMENT_SCHEMA.empty_table()),
+            bundle_io.VECTORS: lambda path: path.write_bytes(b"unused by training"),
+            bundle_io.GRAPH: graph.save,
+            bundle_io.PII_REPORT: bundle_io.write_json_file({"counts": {}}),
+        },
+        {"format_version": bundle_io.FORMAT_VERSION, "bundle_id": "b-tiny"},
+    )
     qa_path = root / "qa.jsonl"
     qa_path.write_text("".join(json.dumps(q) + "\n" for q in qa), encoding="utf-8")
     return out, qa_path
 
 
 def tiny_data_config(**train):
-    overrides = ["generator.vocab_size=512", "generator.adaptive_softmax_cutoffs=[128, 300]",
-                 "train.seq_len=160", "train.context_passages=2", "train.val_fraction=0.25"]
+    overrides = [
+        "generator.vocab_size=512",
+        "generator.adaptive_softmax_cutoffs=[128, 300]",
+        "train.seq_len=160",
+        "train.context_passages=2",
+        "train.val_fraction=0.25",
+    ]
     return load_config(None, overrides + [f"train.{k}={v}" for k, v in train.items()])
 
 
@@ -96,7 +162,9 @@ def test_split_count_holds_out_at_least_one_of_two_or_more():
 def test_lm_data_splits_by_chunk_and_keeps_every_token(tiny):
     bundle, _ = tiny
     data = TrainDataBuilder(tiny_data_config()).run(bundle)
-    assert data.token_order.shape == (512,) and sorted(data.token_order.tolist()) == list(range(512))
+    assert data.token_order.shape == (512,) and sorted(data.token_order.tolist()) == list(
+        range(512)
+    )
     tok = data.tokenizer
     builder = TrainDataBuilder(tiny_data_config(seq_len=32))
     lm = builder.lm_data(builder.chunk_records(bundle), tok)
@@ -129,14 +197,19 @@ def test_graph_questions_are_answerable_from_their_context(tiny):
     assert not any(e.answer.startswith("PERSON_") for e in examples)
     assert not any("did PERSON_" in q or "does PERSON_" in q for q in questions)
     assert "Which product did Helix Dynamics make?" in questions
-    assert "Which company made Falcon Drive?" in questions and "Which company makes Falcon Drive?" in questions
+    assert (
+        "Which company made Falcon Drive?" in questions
+        and "Which company makes Falcon Drive?" in questions
+    )
     assert "Which company acquired Brightwater Labs?" in questions
     # answers are the entity's surface form, never its lowercase graph key
     assert all(e.answer[0].isupper() for e in examples)
     # deterministic under the seed, capped by max_graph_qa
     again = builder.graph_examples(graph, chunks, chunk_facts(graph))
     assert [(e.question, e.passages) for e in again] == [(e.question, e.passages) for e in examples]
-    capped = TrainDataBuilder(tiny_data_config(max_graph_qa=5)).graph_examples(graph, chunks, chunk_facts(graph))
+    capped = TrainDataBuilder(tiny_data_config(max_graph_qa=5)).graph_examples(
+        graph, chunks, chunk_facts(graph)
+    )
     assert len(capped) == 5
 
 
@@ -171,7 +244,10 @@ def test_sentence_examples_ask_about_entities_and_figures_in_context(tiny):
     by_question = {e.question: e.answer for e in examples}
     # Short wh-fronted questions (question_gen.py), the clause without its asides.
     assert by_question["Which company makes Falcon Drive sold in many markets?"] == "Helix Dynamics"
-    assert by_question["Which product does Helix Dynamics make sold in many markets?"] == "Falcon Drive"
+    assert (
+        by_question["Which product does Helix Dynamics make sold in many markets?"]
+        == "Falcon Drive"
+    )
     assert any("what year" in q.lower() and a == "2010" for q, a in by_question.items())
     assert "Who leads Helix Dynamics?" not in by_question  # pseudonyms are not answers
     assert by_question["PERSON_3f9a0c1e leads which company?"] in COMPANIES
@@ -216,7 +292,9 @@ def test_qa_file_examples_put_gold_chunks_in_context(tiny):
         assert len(e.passages) == 2 and len({p.doc_id for p in e.passages}) == 2
         assert any(company in p.text for p in e.passages)
     data = builder.run(bundle, qa_path=qa)
-    assert data.reader.source == "qa" and len(data.reader.train) + len(data.reader.val) == len(COMPANIES)
+    assert data.reader.source == "qa" and len(data.reader.train) + len(data.reader.val) == len(
+        COMPANIES
+    )
 
 
 def test_path_examples_describe_the_bridge_entity_by_a_fact_from_another_document(tiny):
@@ -229,23 +307,46 @@ def test_path_examples_describe_the_bridge_entity_by_a_fact_from_another_documen
     # A one-hop question about Brightwater Labs, asked of a passage other than the one where
     # Helix Dynamics acquires it (doc-0), so the acquisition can describe it.
     asked = by_id["doc-1#0"]
-    one_hop = [QAExample("Which company did Brightwater Labs hire?", "Orion Works", (asked.passage(),), (),
-                         group="g", gold=(asked.chunk_id,))]
+    one_hop = [
+        QAExample(
+            "Which company did Brightwater Labs hire?",
+            "Orion Works",
+            (asked.passage(),),
+            (),
+            group="g",
+            gold=(asked.chunk_id,),
+        )
+    ]
     [example] = builder.path_examples(graph, chunks, facts, one_hop)
     assert example.question in ("Which company did the company that Helix Dynamics acquired hire?",)
     assert example.answer == "Orion Works"
     first = example.facts[0]
-    assert (first.subject, first.relation, first.object) == ("Helix Dynamics", "acquire", "Brightwater Labs")
+    assert (first.subject, first.relation, first.object) == (
+        "Helix Dynamics",
+        "acquire",
+        "Brightwater Labs",
+    )
     assert set(example.gold) == {"doc-0#0", "doc-1#0"} <= {p.chunk_id for p in example.passages}
     # Nothing to describe: a question naming no entity with a fact elsewhere gives no example.
-    plain = [QAExample("Which company did nobody hire?", "Orion Works", (asked.passage(),), (), "g2",
-                       (asked.chunk_id,))]
+    plain = [
+        QAExample(
+            "Which company did nobody hire?",
+            "Orion Works",
+            (asked.passage(),),
+            (),
+            "g2",
+            (asked.chunk_id,),
+        )
+    ]
     assert builder.path_examples(graph, chunks, facts, plain) == []
     # `one_hop` questions are re-asked before `then` ones; the budget counts both.
     half = TrainDataBuilder(tiny_data_config(path_qa_share=0.5, context_passages=3))
     [first] = half.path_examples(graph, chunks, facts, one_hop, then=plain)
     assert first.question == example.question
-    assert half.path_examples(graph, chunks, facts, plain, then=one_hop)[0].question == example.question
+    assert (
+        half.path_examples(graph, chunks, facts, plain, then=one_hop)[0].question
+        == example.question
+    )
 
 
 def test_an_entity_inside_a_longer_name_is_no_answer():
@@ -258,9 +359,13 @@ def test_an_entity_inside_a_longer_name_is_no_answer():
         return start, start + len(text)
 
     assert inside_name(sentence, *span("Treasury"))  # NER's "organisation" in a job title
-    assert inside_name(sentence, *span("Analyst")) and inside_name(sentence, *span("Medicines Review"))
+    assert inside_name(sentence, *span("Analyst")) and inside_name(
+        sentence, *span("Medicines Review")
+    )
     assert not inside_name(sentence, *span("Treasury Analyst"))
-    assert not inside_name(sentence, *span("Continental Medicines Review Council"))  # "The" is no name part
+    assert not inside_name(
+        sentence, *span("Continental Medicines Review Council")
+    )  # "The" is no name part
     assert not inside_name(sentence, *span("2005"))
 
 
@@ -268,8 +373,16 @@ def test_phrases_most_chunks_repeat_are_boilerplate():
     from rayrag.training.contexts import ChunkRecord
     from rayrag.training.data import common_phrases
 
-    chunks = [ChunkRecord(f"m{i}", f"m{i}", None, f"Firm {i} reported revenue with an operating margin of {i}%."
-                          + (" It treats chronic kidney disease." if i < 3 else "")) for i in range(20)]
+    chunks = [
+        ChunkRecord(
+            f"m{i}",
+            f"m{i}",
+            None,
+            f"Firm {i} reported revenue with an operating margin of {i}%."
+            + (" It treats chronic kidney disease." if i < 3 else ""),
+        )
+        for i in range(20)
+    ]
     common = common_phrases(chunks)
     assert common("operating margin") and common("Operating  Margin")  # in 20 of 20 chunks
     assert not common("chronic kidney disease") and not common("never seen")  # in 3, in none

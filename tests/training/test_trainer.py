@@ -26,14 +26,34 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def tiny_config(*extra: str):
-    return load_config(None, [
-        "generator.vocab_size=512", "generator.d_model=32", "generator.n_layers=2", "generator.n_heads=2",
-        "generator.n_kv_heads=1", "generator.ffn_dim=48", "generator.n_experts=4",
-        "generator.experts_per_token=2", "generator.adaptive_softmax_cutoffs=[128, 300]",
-        "generator.max_seq_len=256", "train.lm_steps=12", "train.reader_steps=30", "train.batch_size=4",
-        "train.seq_len=128", "train.warmup_steps=2", "train.eval_every=6", "train.checkpoint_every=5",
-        "train.val_fraction=0.25", "train.context_passages=2", "train.lr=0.005", "train.num_threads=1",
-        "tracking.enabled=false", *extra])
+    return load_config(
+        None,
+        [
+            "generator.vocab_size=512",
+            "generator.d_model=32",
+            "generator.n_layers=2",
+            "generator.n_heads=2",
+            "generator.n_kv_heads=1",
+            "generator.ffn_dim=48",
+            "generator.n_experts=4",
+            "generator.experts_per_token=2",
+            "generator.adaptive_softmax_cutoffs=[128, 300]",
+            "generator.max_seq_len=256",
+            "train.lm_steps=12",
+            "train.reader_steps=30",
+            "train.batch_size=4",
+            "train.seq_len=128",
+            "train.warmup_steps=2",
+            "train.eval_every=6",
+            "train.checkpoint_every=5",
+            "train.val_fraction=0.25",
+            "train.context_passages=2",
+            "train.lr=0.005",
+            "train.num_threads=1",
+            "tracking.enabled=false",
+            *extra,
+        ],
+    )
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -101,7 +121,9 @@ def test_resume_continues_at_the_saved_step_and_matches_an_uninterrupted_run(tin
     with pytest.raises(_Crash):
         _CrashingTrainer(tiny_config(), out, bundle=bundle, data=data, progress=False).run()
     assert (out / RESUME_DIR / "state.pt").is_file()  # checkpoint_every=5: reader step 5 saved
-    resumed = _RecordingTrainer(tiny_config(), out, bundle=bundle, data=data, resume=True, progress=False)
+    resumed = _RecordingTrainer(
+        tiny_config(), out, bundle=bundle, data=data, resume=True, progress=False
+    )
     result = resumed.run()
     assert resumed.seen[0] == (1, 5) and len(resumed.seen) == 25
     assert result.summary["resumed"] and result.summary["steps"] == 42
@@ -118,7 +140,14 @@ def test_resume_refuses_a_different_config(tiny):
     from rayrag.errors import ConfigError
 
     with pytest.raises(ConfigError, match="different config"):
-        Trainer(tiny_config("train.lr=0.001"), out, bundle=bundle, data=data, resume=True, progress=False).run()
+        Trainer(
+            tiny_config("train.lr=0.001"),
+            out,
+            bundle=bundle,
+            data=data,
+            resume=True,
+            progress=False,
+        ).run()
 
 
 def test_lora_trains_only_adapters_and_saves_them(tiny, trained):
@@ -126,12 +155,21 @@ def test_lora_trains_only_adapters_and_saves_them(tiny, trained):
     base, _ = trained
     out = root / "adapters"
     reports: list[tuple[int, float]] = []
-    trainer = Trainer(tiny_config("train.reader_steps=6", "train.eval_every=3"), out, bundle=bundle, base=base,
-                      lora_rank=2, progress=False, on_validate=lambda step, loss: reports.append((step, loss)))
+    trainer = Trainer(
+        tiny_config("train.reader_steps=6", "train.eval_every=3"),
+        out,
+        bundle=bundle,
+        base=base,
+        lora_rank=2,
+        progress=False,
+        on_validate=lambda step, loss: reports.append((step, loss)),
+    )
     result = trainer.run()
     # Every mid-training validation reaches the hook (what a Tune trial reports for ASHA).
     assert [step for step, _ in reports] == [3, 6]
-    assert reports[-1][1] == pytest.approx(result.summary["phases"]["reader"]["val_loss"], abs=1e-4)  # summary: 4 places
+    assert reports[-1][1] == pytest.approx(
+        result.summary["phases"]["reader"]["val_loss"], abs=1e-4
+    )  # summary: 4 places
     # Merged into a plain checkpoint, the adapters give the adapted model's logits.
     merged = export_merged(base, out, root / "merged")
     ids = torch.randint(4, 200, (2, 16))
@@ -141,9 +179,13 @@ def test_lora_trains_only_adapters_and_saves_them(tiny, trained):
         got = load_checkpoint(merged)(ids).logits
         plain = load_checkpoint(base)(ids).logits
     assert torch.allclose(got, want, atol=1e-4) and not torch.allclose(plain, want, atol=1e-4)
-    assert (merged / "tokenizer.json").is_file() and not (merged / "adapter_model.safetensors").exists()
+    assert (merged / "tokenizer.json").is_file() and not (
+        merged / "adapter_model.safetensors"
+    ).exists()
     assert result.summary["mode"] == "lora" and set(result.summary["phases"]) == {"reader"}
-    assert (out / "adapter_model.safetensors").is_file() and not (out / "model.safetensors").exists()
+    assert (out / "adapter_model.safetensors").is_file() and not (
+        out / "model.safetensors"
+    ).exists()
     base_state = load_checkpoint(base).state_dict()
     trained_state = trainer.model.state_dict()
     for key, tensor in base_state.items():  # LoRA wraps q/v_proj: their weight moves under .base
@@ -155,20 +197,39 @@ def test_lora_trains_only_adapters_and_saves_them(tiny, trained):
     reloaded = load_checkpoint(base)
     load_adapters(reloaded, out)
     again = lora_state_dict(reloaded)
-    assert again.keys() == adapters.keys() and all(torch.equal(again[k], adapters[k]) for k in again)
+    assert again.keys() == adapters.keys() and all(
+        torch.equal(again[k], adapters[k]) for k in again
+    )
 
 
 def test_mlflow_run_has_metrics_and_expert_load_png(tiny):
     root, bundle, qa, data = tiny
-    cfg = tiny_config("tracking.enabled=true", f"tracking.tracking_uri=sqlite:///{root / 'mlflow.db'}",
-                      "train.lm_steps=3", "train.reader_steps=3")
+    cfg = tiny_config(
+        "tracking.enabled=true",
+        f"tracking.tracking_uri=sqlite:///{root / 'mlflow.db'}",
+        "train.lm_steps=3",
+        "train.reader_steps=3",
+    )
     tracker = Tracker(cfg.tracking, artifact_root=root / "artifacts")
-    result = train(cfg, root / "ckpt-tracked", bundle=bundle, qa=qa, tracker=tracker, progress=False)
+    result = train(
+        cfg, root / "ckpt-tracked", bundle=bundle, qa=qa, tracker=tracker, progress=False
+    )
     assert result.summary["reader_source"] == "qa"
-    [run] = [r for r in tracker.find_runs("train") if r["run_id"] == result.summary["mlflow_run_id"]]
-    for metric in ("train/loss", "train/nll", "train/aux", "lr", "val/loss", "routing/layer0/entropy",
-                   "routing/layer1/max_violation"):
-        assert f"metrics.{metric}" in run and run[f"metrics.{metric}"] == run[f"metrics.{metric}"], metric
+    [run] = [
+        r for r in tracker.find_runs("train") if r["run_id"] == result.summary["mlflow_run_id"]
+    ]
+    for metric in (
+        "train/loss",
+        "train/nll",
+        "train/aux",
+        "lr",
+        "val/loss",
+        "routing/layer0/entropy",
+        "routing/layer1/max_violation",
+    ):
+        assert (
+            f"metrics.{metric}" in run and run[f"metrics.{metric}"] == run[f"metrics.{metric}"]
+        ), metric
     assert run["tags.config_hash"] == cfg.config_hash and run["params.train.lm_steps"] == "3"
     # Tracker has no artifact listing; the artifact store is a local folder here.
     files = {p.name for p in (root / "artifacts").rglob("*") if p.is_file()}
@@ -179,14 +240,23 @@ def test_mlflow_run_has_metrics_and_expert_load_png(tiny):
 
 def _rayrag(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'cli-mlflow.db'}"}
-    return subprocess.run([sys.executable, "-m", "rayrag.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "rayrag.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
+    )
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--bundle", "NOPE", "--out", "ck"], "NOPE"),
-    (["--bundle", "NOPE", "--out", "ck", "--lora-rank", "4"], "--base"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--bundle", "NOPE", "--out", "ck"], "NOPE"),
+        (["--bundle", "NOPE", "--out", "ck", "--lora-rank", "4"], "--base"),
+    ],
+)
 def test_cli_errors_are_one_line(tmp_path, args, needle):
     args = [str(tmp_path / a) if a == "NOPE" else a for a in args]
     proc = _rayrag("train", *args, cwd=tmp_path)

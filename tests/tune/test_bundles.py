@@ -34,11 +34,14 @@ def test_keys_differ_by_chunk_size_and_corpus_but_not_by_threads(corpus, tmp_pat
     small, large = _config("chunking.chunk_size=32"), _config("chunking.chunk_size=128")
     assert bundle_key(small, digest) != bundle_key(large, digest)
     other = tmp_path / "other.jsonl"
-    other.write_text(corpus.read_text(encoding="utf-8").replace("company", "firm"), encoding="utf-8")
+    other.write_text(
+        corpus.read_text(encoding="utf-8").replace("company", "firm"), encoding="utf-8"
+    )
     assert corpus_digest(other) != digest
     assert bundle_key(small, corpus_digest(other)) != bundle_key(small, digest)
-    assert bundle_key(small.with_overrides(["embedding.num_threads=1", "embedding.batch_size=8"]), digest) \
-        == bundle_key(small, digest)
+    assert bundle_key(
+        small.with_overrides(["embedding.num_threads=1", "embedding.batch_size=8"]), digest
+    ) == bundle_key(small, digest)
 
 
 def test_prebuild_builds_each_distinct_bundle_once_then_reuses(ray_local, corpus, tmp_path):
@@ -49,16 +52,26 @@ def test_prebuild_builds_each_distinct_bundle_once_then_reuses(ray_local, corpus
     keys = {bundle_key(c, corpus_digest(corpus)) for c in (small, large)}
     assert set(first.built) == keys and first.reused == [] and first.failed == {}
     assert all(cache.lookup(key) == first.paths[key] for key in keys)
-    counts = {c.chunking.chunk_size: IndexBundle.load(cache.lookup(bundle_key(c, corpus_digest(corpus))))
-              .manifest["counts"] for c in (small, large)}
-    assert counts[128]["chunks"] == counts[128]["documents"] == 6  # 30-65 word documents: one chunk each
+    counts = {
+        c.chunking.chunk_size: IndexBundle.load(
+            cache.lookup(bundle_key(c, corpus_digest(corpus)))
+        ).manifest["counts"]
+        for c in (small, large)
+    }
+    assert (
+        counts[128]["chunks"] == counts[128]["documents"] == 6
+    )  # 30-65 word documents: one chunk each
     assert counts[32]["chunks"] > counts[128]["chunks"]
     finished = [m for m in messages if "chunk_size=" in m]
     assert len(finished) == 2 and all(" chunks in " in m for m in finished)
 
     second = cache.prebuild(corpus, [large, small], progress=messages.append)
     assert second.built == [] and set(second.reused) == keys and second.paths == first.paths
-    assert json.loads(json.dumps(second.to_json()))["counts"] == {"built": 0, "reused": 2, "failed": 0}
+    assert json.loads(json.dumps(second.to_json()))["counts"] == {
+        "built": 0,
+        "reused": 2,
+        "failed": 0,
+    }
 
 
 def test_a_failing_build_is_reported_while_the_others_build(ray_local, corpus, tmp_path):

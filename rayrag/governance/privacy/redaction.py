@@ -129,12 +129,17 @@ class Redactor:
             raise
         except Exception as exc:  # startup errors carry no user text: keep the message
             raise RedactionError(f"Presidio could not start: {type(exc).__name__}: {exc}") from None
-        self._operators = {policy: self._operator_configs(policy) for policy in self.config.policy_names}
+        self._operators = {
+            policy: self._operator_configs(policy) for policy in self.config.policy_names
+        }
         self._anonymizer = AnonymizerEngine()
         self._batch_analyzer = BatchAnalyzerEngine(analyzer_engine=analyzer)
         self._analyzer = analyzer  # last: marks the redactor as warm
-        logger.info("redactor ready: %d entity types, spaCy pipeline %s", len(self.config.analysed_entities),
-                    ",".join(analyzer.nlp_engine.nlp["en"].pipe_names))
+        logger.info(
+            "redactor ready: %d entity types, spaCy pipeline %s",
+            len(self.config.analysed_entities),
+            ",".join(analyzer.nlp_engine.nlp["en"].pipe_names),
+        )
 
     def _operator_configs(self, policy: str) -> dict[str, Any]:
         from presidio_anonymizer.entities import OperatorConfig
@@ -184,12 +189,17 @@ class Redactor:
             for start, end in segments(text, self.max_segment_chars):
                 pieces.append(text[start:end])
                 owners.append((index, start))
-        kwargs = {"language": "en", "entities": list(self.config.analysed_entities),
-                  "score_threshold": self.config.score_threshold}
+        kwargs = {
+            "language": "en",
+            "entities": list(self.config.analysed_entities),
+            "score_threshold": self.config.score_threshold,
+        }
         nlp = self._analyzer.nlp_engine.nlp["en"]
         try:
             if batched:
-                pipes = nlp.select_pipes(disable=list(disable)) if disable else contextlib.nullcontext()
+                pipes = (
+                    nlp.select_pipes(disable=list(disable)) if disable else contextlib.nullcontext()
+                )
                 with pipes:
                     raw = self._batch_analyzer.analyze_iterator(
                         pieces, batch_size=self.config.batch_size, **kwargs
@@ -201,13 +211,22 @@ class Redactor:
         results: list[list[RecognizerResult]] = [[] for _ in texts]
         for (index, offset), found in zip(owners, raw, strict=True):
             results[index].extend(
-                RecognizerResult(r.entity_type, r.start + offset, r.end + offset, r.score,
-                                 r.analysis_explanation, r.recognition_metadata)
-                if offset else r
+                RecognizerResult(
+                    r.entity_type,
+                    r.start + offset,
+                    r.end + offset,
+                    r.score,
+                    r.analysis_explanation,
+                    r.recognition_metadata,
+                )
+                if offset
+                else r
                 for r in found
             )
-        return [extend_address_tails(text, trim_possessives(text, drop_identifier_names(text, found)))
-                for text, found in zip(texts, results, strict=True)]
+        return [
+            extend_address_tails(text, trim_possessives(text, drop_identifier_names(text, found)))
+            for text, found in zip(texts, results, strict=True)
+        ]
 
     # ------------------------------------------------------------------ redaction
 
@@ -215,16 +234,24 @@ class Redactor:
         """Redact one text (a query, a short document) under `policy` (default: `default_policy`)."""
         return self._redact(_checked([text]), batched=False, policies=[self._policy(policy)])[0]
 
-    def redact_batch(self, texts: Sequence[str], policies: Sequence[str] | None = None) -> list[RedactionResult]:
+    def redact_batch(
+        self, texts: Sequence[str], policies: Sequence[str] | None = None
+    ) -> list[RedactionResult]:
         """Redact many texts, each under its policy (default: `default_policy` for all); same
         output as `redact` on each, faster for many documents."""
         checked = _checked(texts)
-        chosen = [self._policy(None)] * len(checked) if policies is None else [self._policy(p) for p in policies]
+        chosen = (
+            [self._policy(None)] * len(checked)
+            if policies is None
+            else [self._policy(p) for p in policies]
+        )
         if len(chosen) != len(checked):
             raise RedactionError(f"{len(checked)} texts but {len(chosen)} policies")
         return self._redact(checked, batched=True, policies=chosen)
 
-    def redact_forms(self, texts: Sequence[str], policies: Sequence[str]) -> list[dict[str, RedactionResult]]:
+    def redact_forms(
+        self, texts: Sequence[str], policies: Sequence[str]
+    ) -> list[dict[str, RedactionResult]]:
         """Each text redacted under each of `policies` from one Presidio analysis: a question
         searched over collections redacted differently needs each one's form."""
         chosen = [self._policy(p) for p in policies]
@@ -232,40 +259,58 @@ class Redactor:
         if not self.config.enabled:
             return [{policy: RedactionResult(text=text) for policy in chosen} for text in checked]
         found = self._analyze(checked, batched=len(checked) > 1)
-        return [{policy: self._anonymize(i, text, spans, policy) for policy in chosen}
-                for i, (text, spans) in enumerate(zip(checked, found, strict=True))]
+        return [
+            {policy: self._anonymize(i, text, spans, policy) for policy in chosen}
+            for i, (text, spans) in enumerate(zip(checked, found, strict=True))
+        ]
 
     def _policy(self, policy: str | None) -> str:
         name = policy or self.config.default_policy
         if name not in self.config.policy_names:
-            raise RedactionError(f"unknown redaction policy {name!r} (known: {', '.join(self.config.policy_names)})")
+            raise RedactionError(
+                f"unknown redaction policy {name!r} (known: {', '.join(self.config.policy_names)})"
+            )
         return name
 
-    def _redact(self, texts: list[str], batched: bool, policies: list[str]) -> list[RedactionResult]:
+    def _redact(
+        self, texts: list[str], batched: bool, policies: list[str]
+    ) -> list[RedactionResult]:
         if not self.config.enabled:
             return [RedactionResult(text=text) for text in texts]
         found = self._analyze(texts, batched=batched)
         return [
             self._anonymize(index, text, results, policy)
-            for index, (text, results, policy) in enumerate(zip(texts, found, policies, strict=True))
+            for index, (text, results, policy) in enumerate(
+                zip(texts, found, policies, strict=True)
+            )
         ]
 
-    def _anonymize(self, index: int, text: str, found: list[RecognizerResult], policy: str) -> RedactionResult:
+    def _anonymize(
+        self, index: int, text: str, found: list[RecognizerResult], policy: str
+    ) -> RedactionResult:
         # Kept entities drop out before overlap resolution, so a span that is both a kept
         # LOCATION and a redacted PERSON is redacted: privacy wins a tie.
-        chosen = resolve_overlaps([r for r in found if self.operator_for(r.entity_type, policy) != "keep"])
+        chosen = resolve_overlaps(
+            [r for r in found if self.operator_for(r.entity_type, policy) != "keep"]
+        )
         if not chosen:
             return RedactionResult(text=text)
         try:
             # No whitespace merging: "Ann Lee\nBob Hart" stays two people with two pseudonyms.
             engine_result = self._anonymizer.anonymize(
-                text=text, analyzer_results=chosen, operators=self._operators[policy],
+                text=text,
+                analyzer_results=chosen,
+                operators=self._operators[policy],
                 merge_entities_with_spaces=False,
             )
         except Exception as exc:  # never echo the value an operator failed on
-            raise RedactionError(f"anonymization failed for text {index} ({type(exc).__name__})") from None
+            raise RedactionError(
+                f"anonymization failed for text {index} ({type(exc).__name__})"
+            ) from None
         spans = tuple(
-            RedactedSpan(item.entity_type, item.start, item.end, self.operator_for(item.entity_type, policy))
+            RedactedSpan(
+                item.entity_type, item.start, item.end, self.operator_for(item.entity_type, policy)
+            )
             for item in sorted(engine_result.items, key=lambda item: item.start)
         )
         return RedactionResult(
@@ -308,7 +353,11 @@ class Redactor:
         text = result.text
         for span in sorted(result.spans, key=lambda s: s.start, reverse=True):
             if span.operator == "encrypt":
-                text = text[: span.start] + self.decrypt_value(text[span.start : span.end]) + text[span.end :]
+                text = (
+                    text[: span.start]
+                    + self.decrypt_value(text[span.start : span.end])
+                    + text[span.end :]
+                )
         return text
 
 
@@ -328,8 +377,11 @@ class QueryRedactor:
         self.redactor = Redactor(self.config) if self.policies else None
         # The form that redacts the most types is the one the reader reads and logs count:
         # in a bundle of several policies it is the cautious one.
-        self.strictest = (max(self.policies, key=lambda p: (len(self.config.policy_entities(p)), p))
-                          if self.policies else "")
+        self.strictest = (
+            max(self.policies, key=lambda p: (len(self.config.policy_entities(p)), p))
+            if self.policies
+            else ""
+        )
 
     def warm_up(self) -> None:
         if self.redactor is not None:
@@ -344,8 +396,13 @@ class QueryRedactor:
         out = []
         for results in self.redactor.redact_forms(questions, self.policies):
             strict = results[self.strictest]
-            out.append(RedactedQuestion(text=strict.text, forms={p: r.text for p, r in results.items()},
-                                        counts=dict(strict.counts)))
+            out.append(
+                RedactedQuestion(
+                    text=strict.text,
+                    forms={p: r.text for p, r in results.items()},
+                    counts=dict(strict.counts),
+                )
+            )
         return out
 
 
@@ -375,7 +432,9 @@ def _hmac_key(env: str) -> bytes:
     if not key:
         raise RedactionError(f"environment variable {env} must hold the HMAC pseudonym key")
     if len(key) < MIN_HMAC_KEY_BYTES:
-        raise RedactionError(f"environment variable {env} must hold at least {MIN_HMAC_KEY_BYTES} bytes")
+        raise RedactionError(
+            f"environment variable {env} must hold at least {MIN_HMAC_KEY_BYTES} bytes"
+        )
     return key
 
 

@@ -62,9 +62,15 @@ class PurgeReport:
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"purged": dict(self.purged), "kept": dict(self.kept), "ttl_days": dict(self.ttl_days),
-                "dry_run": self.dry_run, "files_deleted": self.files_deleted,
-                "protected_runs": self.protected_runs, "notes": list(self.notes)}
+        return {
+            "purged": dict(self.purged),
+            "kept": dict(self.kept),
+            "ttl_days": dict(self.ttl_days),
+            "dry_run": self.dry_run,
+            "files_deleted": self.files_deleted,
+            "protected_runs": self.protected_runs,
+            "notes": list(self.notes),
+        }
 
 
 def parse_duration(text: str) -> float:
@@ -83,12 +89,22 @@ def ttl_days(config: RAGConfig, older_than_days: float | None = None) -> dict[st
             raise ConfigError(f"older_than_days must be >= 0, got {older_than_days} (--older-than)")
         return dict.fromkeys(RECORD_TYPES, float(older_than_days))
     r = config.governance.retention
-    return {"events": r.events_days, "escalations": r.escalations_days, "audit": r.audit_days,
-            "mlflow_runs": r.mlflow_runs_days, "mlflow_traces": r.traces_days}
+    return {
+        "events": r.events_days,
+        "escalations": r.escalations_days,
+        "audit": r.audit_days,
+        "mlflow_runs": r.mlflow_runs_days,
+        "mlflow_traces": r.traces_days,
+    }
 
 
-def purge(config: RAGConfig, *, older_than_days: float | None = None, dry_run: bool = False,
-          now: float | None = None) -> PurgeReport:
+def purge(
+    config: RAGConfig,
+    *,
+    older_than_days: float | None = None,
+    dry_run: bool = False,
+    now: float | None = None,
+) -> PurgeReport:
     """Delete (or with `dry_run` only count) every record older than its TTL."""
     now = time.time() if now is None else float(now)
     ttls = ttl_days(config, older_than_days)
@@ -99,9 +115,18 @@ def purge(config: RAGConfig, *, older_than_days: float | None = None, dry_run: b
     if event_log_files(event_log):  # no log yet: nothing to date, and no lock file to leave behind
         with exclusive_lock(lock_path(event_log)):
             for path in event_log_files(event_log):
-                _purge_jsonl(path, cutoff["events"], dry_run, report, "events", delete_empty=path != event_log)
-    for kind, path in (("escalations", Path(config.serve.escalation_queue)),
-                       ("audit", Path(config.governance.audit_log))):
+                _purge_jsonl(
+                    path,
+                    cutoff["events"],
+                    dry_run,
+                    report,
+                    "events",
+                    delete_empty=path != event_log,
+                )
+    for kind, path in (
+        ("escalations", Path(config.serve.escalation_queue)),
+        ("audit", Path(config.governance.audit_log)),
+    ):
         if path.is_file():
             with exclusive_lock(path):
                 _purge_jsonl(path, cutoff[kind], dry_run, report, kind, delete_empty=False)
@@ -110,8 +135,16 @@ def purge(config: RAGConfig, *, older_than_days: float | None = None, dry_run: b
         _purge_mlflow(config, cutoff, dry_run, report)
     else:
         report.notes.append("tracking disabled: mlflow_runs and mlflow_traces skipped")
-    _log.info("purge_done", extra={"fields": {"dry_run": dry_run, "files_deleted": report.files_deleted,
-                                              **{f"purged_{k}": v for k, v in report.purged.items()}}})
+    _log.info(
+        "purge_done",
+        extra={
+            "fields": {
+                "dry_run": dry_run,
+                "files_deleted": report.files_deleted,
+                **{f"purged_{k}": v for k, v in report.purged.items()},
+            }
+        },
+    )
     return report
 
 
@@ -119,15 +152,16 @@ def event_log_files(event_log: Path) -> list[Path]:
     """The event log and its rotated files (`.1`, `.2`, ...) that exist, newest first."""
     rotated = []
     for candidate in event_log.parent.glob(f"{event_log.name}.*"):
-        suffix = candidate.name[len(event_log.name) + 1:]
+        suffix = candidate.name[len(event_log.name) + 1 :]
         if suffix.isdigit() and candidate.is_file():
             rotated.append((int(suffix), candidate))
     files = [event_log] if event_log.is_file() else []
     return files + [path for _, path in sorted(rotated)]
 
 
-def _purge_jsonl(path: Path, cutoff: float, dry_run: bool, report: PurgeReport, kind: str,
-                 delete_empty: bool) -> None:
+def _purge_jsonl(
+    path: Path, cutoff: float, dry_run: bool, report: PurgeReport, kind: str, delete_empty: bool
+) -> None:
     """Drop the lines of `path` dated before `cutoff`; the caller holds the writers' lock.
 
     Two streaming passes (count, then rewrite) so an unchanged file is never rewritten
@@ -170,7 +204,9 @@ def _older(line: bytes, cutoff: float) -> bool:
 # and `Tracker.mlflow` here, not imports of mlflow.
 
 
-def _purge_mlflow(config: RAGConfig, cutoff: dict[str, float], dry_run: bool, report: PurgeReport) -> None:
+def _purge_mlflow(
+    config: RAGConfig, cutoff: dict[str, float], dry_run: bool, report: PurgeReport
+) -> None:
     from rayrag.tracking.tracker import Tracker
 
     tracker = Tracker(config.tracking)
@@ -199,13 +235,18 @@ def _purge_mlflow(config: RAGConfig, cutoff: dict[str, float], dry_run: bool, re
     for experiment_id in ids:
         if dry_run:
             report.purged["mlflow_traces"] += _count_traces(
-                client, experiment_id, f"trace.timestamp_ms < {traces_cutoff_ms}")
+                client, experiment_id, f"trace.timestamp_ms < {traces_cutoff_ms}"
+            )
         else:
             # delete_traces deletes timestamps <= max: one ms less keeps "older than" strict.
-            report.purged["mlflow_traces"] += int(client.delete_traces(
-                experiment_id=experiment_id, max_timestamp_millis=traces_cutoff_ms - 1))
+            report.purged["mlflow_traces"] += int(
+                client.delete_traces(
+                    experiment_id=experiment_id, max_timestamp_millis=traces_cutoff_ms - 1
+                )
+            )
         report.kept["mlflow_traces"] += _count_traces(
-            client, experiment_id, f"trace.timestamp_ms >= {traces_cutoff_ms}")
+            client, experiment_id, f"trace.timestamp_ms >= {traces_cutoff_ms}"
+        )
 
 
 def project_experiments(client: Any, prefix: str, view_type: Any) -> list[Any]:
@@ -242,8 +283,10 @@ def hard_delete_run(tracker: Any, client: Any, run: Any) -> bool:
     try:
         registry.get_artifact_repository(run.info.artifact_uri).delete_artifacts()
     except Exception as exc:  # noqa: BLE001 - an unreachable artifact store must not stop the purge
-        _log.warning("run_artifacts_not_deleted", extra={"fields": {"run_id": run_id,
-                                                                    "error": type(exc).__name__}})
+        _log.warning(
+            "run_artifacts_not_deleted",
+            extra={"fields": {"run_id": run_id, "error": type(exc).__name__}},
+        )
     store = client._tracking_client.store
     if not hasattr(store, "_hard_delete_run"):
         return False
@@ -251,11 +294,18 @@ def hard_delete_run(tracker: Any, client: Any, run: Any) -> bool:
     return True
 
 
-def _search_runs(client: Any, experiment_ids: list[str], filter_string: str, view_type: Any) -> list[Any]:
+def _search_runs(
+    client: Any, experiment_ids: list[str], filter_string: str, view_type: Any
+) -> list[Any]:
     runs, token = [], None
     while True:
-        page = client.search_runs(experiment_ids, filter_string=filter_string, run_view_type=view_type,
-                                  max_results=_PAGE, page_token=token)
+        page = client.search_runs(
+            experiment_ids,
+            filter_string=filter_string,
+            run_view_type=view_type,
+            max_results=_PAGE,
+            page_token=token,
+        )
         runs.extend(page)
         token = page.token
         if not token:
@@ -265,8 +315,13 @@ def _search_runs(client: Any, experiment_ids: list[str], filter_string: str, vie
 def _count_traces(client: Any, experiment_id: str, filter_string: str) -> int:
     count, token = 0, None
     while True:
-        page = client.search_traces(locations=[experiment_id], filter_string=filter_string,
-                                    max_results=500, page_token=token, include_spans=False)
+        page = client.search_traces(
+            locations=[experiment_id],
+            filter_string=filter_string,
+            max_results=500,
+            page_token=token,
+            include_spans=False,
+        )
         count += len(page)
         token = page.token
         if not token:

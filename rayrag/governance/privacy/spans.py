@@ -31,8 +31,26 @@ _NAME_TYPES = frozenset({"PERSON", "LOCATION", "NRP"})
 
 
 # Field labels the NER reads as organisations ("SSN: ...", "IBAN ...", "CVV"): never a name.
-_FIELD_LABELS = frozenset({"SSN", "IBAN", "BIC", "SWIFT", "CVV", "CVC", "PIN", "DL", "VAT", "EUR", "USD", "GBP",
-                           "Driver", "IP", "TIN", "EIN"})
+_FIELD_LABELS = frozenset(
+    {
+        "SSN",
+        "IBAN",
+        "BIC",
+        "SWIFT",
+        "CVV",
+        "CVC",
+        "PIN",
+        "DL",
+        "VAT",
+        "EUR",
+        "USD",
+        "GBP",
+        "Driver",
+        "IP",
+        "TIN",
+        "EIN",
+    }
+)
 
 
 def drop_identifier_names(text: str, results: list[RecognizerResult]) -> list[RecognizerResult]:
@@ -46,7 +64,7 @@ def drop_identifier_names(text: str, results: list[RecognizerResult]) -> list[Re
     ORGANIZATION that is a field label ("SSN", "IBAN")."""
     kept = []
     for r in results:
-        value = text[r.start:r.end].strip()
+        value = text[r.start : r.end].strip()
         if r.entity_type in _NAME_TYPES and IDENTIFIER_RE.fullmatch(value):
             continue
         if r.entity_type in ("PERSON", "NRP") and any(c.isdigit() for c in value):
@@ -68,11 +86,17 @@ def trim_possessives(text: str, results: list[RecognizerResult]) -> list[Recogni
 
     out = []
     for r in results:
-        value = text[r.start:r.end]
+        value = text[r.start : r.end]
         if r.entity_type in _NAME_TYPES and len(value) > 3 and _POSSESSIVE.search(value):
             cut = 2 if value[-2] in "'’" else 1
-            r = RecognizerResult(r.entity_type, r.start, r.end - cut, r.score, r.analysis_explanation,
-                                 r.recognition_metadata)
+            r = RecognizerResult(
+                r.entity_type,
+                r.start,
+                r.end - cut,
+                r.score,
+                r.analysis_explanation,
+                r.recognition_metadata,
+            )
         out.append(r)
     return out
 
@@ -98,7 +122,9 @@ def extend_address_tails(text: str, results: list[RecognizerResult]) -> list[Rec
 
     extended = []
     for result in results:
-        if result.entity_type == "STREET_ADDRESS" and not text[result.start:result.end].endswith((". ", ".")):
+        if result.entity_type == "STREET_ADDRESS" and not text[result.start : result.end].endswith(
+            (". ", ".")
+        ):
             end, taken = result.end, 0
             while taken < MAX_TAIL_TOKENS:
                 match = _TAIL_STEP.match(text, end)
@@ -108,8 +134,14 @@ def extend_address_tails(text: str, results: list[RecognizerResult]) -> list[Rec
                 if match.group(1).endswith(".") and len(match.group(1).rstrip(".")) > 3:
                     break  # "Springfield." ends a sentence
             if end != result.end:
-                result = RecognizerResult(result.entity_type, result.start, end, result.score,
-                                          result.analysis_explanation, result.recognition_metadata)
+                result = RecognizerResult(
+                    result.entity_type,
+                    result.start,
+                    end,
+                    result.score,
+                    result.analysis_explanation,
+                    result.recognition_metadata,
+                )
         extended.append(result)
     return extended
 
@@ -131,11 +163,14 @@ def _merge_same_type(results: Sequence[RecognizerResult]) -> list[RecognizerResu
         for span in spans[1:]:
             if span.start < current.end:
                 if span.end > current.end or span.score > current.score:
-                    current = RecognizerResult(current.entity_type, current.start,
-                                               max(current.end, span.end),
-                                               max(current.score, span.score),
-                                               current.analysis_explanation,
-                                               current.recognition_metadata)
+                    current = RecognizerResult(
+                        current.entity_type,
+                        current.start,
+                        max(current.end, span.end),
+                        max(current.score, span.score),
+                        current.analysis_explanation,
+                        current.recognition_metadata,
+                    )
             else:
                 merged.append(current)
                 current = span

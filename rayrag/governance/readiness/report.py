@@ -19,14 +19,22 @@ from rayrag.config import RAGConfig, configs_dir
 
 AREAS = ("privacy", "quality", "safety", "operations")
 CHECKS: tuple[tuple[str, str], ...] = (
-    ("pii_detection", "privacy"), ("access_control", "privacy"),
-    ("logging_policy", "privacy"), ("retention_configured", "privacy"),
-    ("regression_suite", "quality"), ("eval_versioned_with_prompt", "quality"),
-    ("ab_plan", "quality"), ("prompt_pinned", "quality"),
-    ("input_safety", "safety"), ("output_moderation", "safety"),
-    ("escalation_path", "safety"), ("red_team", "safety"),
-    ("tracing", "operations"), ("rollback_tested", "operations"),
-    ("slo_metrics", "operations"), ("cost_attribution", "operations"),
+    ("pii_detection", "privacy"),
+    ("access_control", "privacy"),
+    ("logging_policy", "privacy"),
+    ("retention_configured", "privacy"),
+    ("regression_suite", "quality"),
+    ("eval_versioned_with_prompt", "quality"),
+    ("ab_plan", "quality"),
+    ("prompt_pinned", "quality"),
+    ("input_safety", "safety"),
+    ("output_moderation", "safety"),
+    ("escalation_path", "safety"),
+    ("red_team", "safety"),
+    ("tracing", "operations"),
+    ("rollback_tested", "operations"),
+    ("slo_metrics", "operations"),
+    ("cost_attribution", "operations"),
 )
 DASHBOARD = configs_dir() / "grafana" / "rayrag-dashboard.json"
 MAX_EVIDENCE_CHARS = 240
@@ -68,7 +76,11 @@ class ReadinessReport:
         return self.passed == self.total
 
     def to_json(self) -> dict[str, Any]:
-        return {"passed": self.passed, "total": self.total, "checks": [c.to_json() for c in self.checks]}
+        return {
+            "passed": self.passed,
+            "total": self.total,
+            "checks": [c.to_json() for c in self.checks],
+        }
 
     def markdown(self) -> str:
         """The report for MLflow and humans: a summary line, then one table per area."""
@@ -79,7 +91,9 @@ class ReadinessReport:
             lines += [f"## {area}", "", "| check | result | evidence |", "|---|---|---|"]
             for check in (c for c in self.checks if c.area == area):
                 evidence = check.evidence.replace("|", "\\|")
-                lines.append(f"| {check.name} | {'PASS' if check.passed else 'FAIL'} | {evidence} |")
+                lines.append(
+                    f"| {check.name} | {'PASS' if check.passed else 'FAIL'} | {evidence} |"
+                )
             lines.append("")
         return "\n".join(lines)
 
@@ -117,8 +131,13 @@ def log_report(report: ReadinessReport, config: RAGConfig, tracker: Any = None) 
     tracker = tracker or Tracker(config.tracking)
     tags = {"readiness": "passed" if report.ok else "failed", "target": report.target}
     with tracker.start_run("readiness", config, tags=tags, run_name="readiness") as run:
-        run.log_metrics({"passed": report.passed, "total": report.total,
-                         **{f"check.{c.name}": float(c.passed) for c in report.checks}})
+        run.log_metrics(
+            {
+                "passed": report.passed,
+                "total": report.total,
+                **{f"check.{c.name}": float(c.passed) for c in report.checks},
+            }
+        )
         run.log_text(report.markdown(), "readiness.md")
         run.log_dict(report.to_json(), "readiness.json")
         report.run_id = run.run_id

@@ -62,7 +62,9 @@ class _State:
     served_prompt: str = ""
     served_model: str = ""
     gate: dict[str, Any] | None = None
-    canary_titles: set[str] = field(default_factory=set)  # the canary doc's title, as an all-groups key sees it
+    canary_titles: set[str] = field(
+        default_factory=set
+    )  # the canary doc's title, as an all-groups key sees it
     counter: int = 0
 
 
@@ -78,11 +80,23 @@ class ProbeSession:
     (only when they are on this machine: `--local`).
     """
 
-    def __init__(self, url: str, admin_key: str, user_key: str, *, config: RAGConfig,
-                 canary: Canary | None = None, qa_dataset: Path | None = None, qa_limit: int | None = None,
-                 metrics_url: str | None = None, dashboard: Path = DASHBOARD,
-                 log_files: Sequence[Path] = (), timeout_s: float = 120.0,
-                 metrics_wait_s: float = 45.0, tracker: Any = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        admin_key: str,
+        user_key: str,
+        *,
+        config: RAGConfig,
+        canary: Canary | None = None,
+        qa_dataset: Path | None = None,
+        qa_limit: int | None = None,
+        metrics_url: str | None = None,
+        dashboard: Path = DASHBOARD,
+        log_files: Sequence[Path] = (),
+        timeout_s: float = 120.0,
+        metrics_wait_s: float = 45.0,
+        tracker: Any = None,
+    ) -> None:
         self.url = url.rstrip("/")
         self._admin_key, self._user_key = admin_key, user_key
         self.config = config
@@ -120,38 +134,65 @@ class ProbeSession:
         self.state.counter += 1
         return f"readiness-{self.state.run_tag}-{self.state.counter:02d}-{label}"[:64]
 
-    def _call(self, method: str, path: str, key: str, label: str, json_body: Any = None,
-              params: Mapping[str, str] | None = None) -> _Reply:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        key: str,
+        label: str,
+        json_body: Any = None,
+        params: Mapping[str, str] | None = None,
+    ) -> _Reply:
         self.warm_up()
         rid = self._rid(label)
         # no-cache: every probe exercises the live pipeline, not the answer cache
-        headers = {"Authorization": f"Bearer {key}", "X-Request-ID": rid, "Cache-Control": "no-cache"}
-        response = self._client.request(method, path, json=json_body, params=params, headers=headers)
+        headers = {
+            "Authorization": f"Bearer {key}",
+            "X-Request-ID": rid,
+            "Cache-Control": "no-cache",
+        }
+        response = self._client.request(
+            method, path, json=json_body, params=params, headers=headers
+        )
         try:
             body = response.json()
         except ValueError:
             body = {}
         if not isinstance(body, dict):
             body = {}
-        return _Reply(response.status_code, rid, response.headers.get("x-request-id", ""), body, response.text)
+        return _Reply(
+            response.status_code, rid, response.headers.get("x-request-id", ""), body, response.text
+        )
 
     def _ask(self, key: str, label: str, question: str, **fields: Any) -> _Reply:
         reply = self._call("POST", "/v1/ask", key, label, {"question": question, **fields})
         self.state.request_ids.append(reply.request_id)
         if reply.status == 200:
             self.state.answers.append(reply.body)
-            self.state.served_prompt = self.state.served_prompt or str(reply.body.get("prompt_version") or "")
-            self.state.served_model = self.state.served_model or str(reply.body.get("model_version") or "")
+            self.state.served_prompt = self.state.served_prompt or str(
+                reply.body.get("prompt_version") or ""
+            )
+            self.state.served_model = self.state.served_model or str(
+                reply.body.get("model_version") or ""
+            )
         return reply
 
-    def _admin(self, method: str, path: str, label: str, json_body: Any = None,
-               params: Mapping[str, str] | None = None) -> dict[str, Any]:
+    def _admin(
+        self,
+        method: str,
+        path: str,
+        label: str,
+        json_body: Any = None,
+        params: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
         reply = self._call(method, path, self._admin_key, label, json_body, params)
         need(reply.status == 200, f"{method} {path} -> HTTP {reply.status}")
         return reply.body
 
     def _events(self, rid: str) -> list[dict[str, Any]]:
-        events = self._admin("GET", "/v1/admin/events", "events", params={"request_id": rid}).get("events")
+        events = self._admin("GET", "/v1/admin/events", "events", params={"request_id": rid}).get(
+            "events"
+        )
         need(isinstance(events, list), "GET /v1/admin/events: no events list")
         return events
 
@@ -159,13 +200,28 @@ class ProbeSession:
 
     # Dependencies decide the order: traffic first, the gate before the alias flip, the
     # metrics and the log scan last (they look at everything the others sent).
-    ORDER = ("tracing", "pii_detection", "access_control", "input_safety", "output_moderation",
-             "escalation_path", "cost_attribution", "retention_configured", "regression_suite",
-             "eval_versioned_with_prompt", "prompt_pinned", "ab_plan", "rollback_tested", "red_team",
-             "slo_metrics", "logging_policy")
+    ORDER = (
+        "tracing",
+        "pii_detection",
+        "access_control",
+        "input_safety",
+        "output_moderation",
+        "escalation_path",
+        "cost_attribution",
+        "retention_configured",
+        "regression_suite",
+        "eval_versioned_with_prompt",
+        "prompt_pinned",
+        "ab_plan",
+        "rollback_tested",
+        "red_team",
+        "slo_metrics",
+        "logging_policy",
+    )
 
-    def run(self, only: Sequence[str] | None = None,
-            progress: Callable[[Check], None] | None = None) -> ReadinessReport:
+    def run(
+        self, only: Sequence[str] | None = None, progress: Callable[[Check], None] | None = None
+    ) -> ReadinessReport:
         """Every probe (or those in `only`), each caught on its own; checks in checklist order."""
         areas = dict(CHECKS)
         results: dict[str, Check] = {}

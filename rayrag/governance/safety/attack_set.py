@@ -29,7 +29,9 @@ from pathlib import Path
 from rayrag.governance.safety.attacks import CARRIERS, DEV, HOLDOUT, HOLDOUT_B
 
 SPLITS = ("dev", "holdout", "holdout_b")
-HOMOGLYPHS = str.maketrans({"a": "а", "e": "е", "o": "о", "c": "с", "p": "р", "i": "і", "x": "х", "y": "у"})
+HOMOGLYPHS = str.maketrans(
+    {"a": "а", "e": "е", "o": "о", "c": "с", "p": "р", "i": "і", "x": "х", "y": "у"}
+)
 LEET = str.maketrans({"a": "4", "e": "3", "i": "1", "o": "0", "s": "5", "t": "7"})
 
 
@@ -45,12 +47,17 @@ class SafetyExample:
 
 
 def zero_width(text: str) -> str:
-    return " ".join(w[: len(w) // 2] + "\u200b" + w[len(w) // 2:] if len(w) >= 4 else w for w in text.split(" "))
+    return " ".join(
+        w[: len(w) // 2] + "\u200b" + w[len(w) // 2 :] if len(w) >= 4 else w
+        for w in text.split(" ")
+    )
 
 
 def homoglyph(text: str) -> str:
     # Every other word, so each disguised word mixes scripts the way real attacks do.
-    return " ".join(w.translate(HOMOGLYPHS) if i % 2 == 0 else w for i, w in enumerate(text.split(" ")))
+    return " ".join(
+        w.translate(HOMOGLYPHS) if i % 2 == 0 else w for i, w in enumerate(text.split(" "))
+    )
 
 
 def base64_wrap(text: str) -> str:
@@ -78,8 +85,16 @@ def bidi_reversed(text: str) -> str:
     return "Note: \u202e" + text[::-1] + "\u202c"
 
 
-TRANSFORMS = {"zero_width": zero_width, "homoglyph": homoglyph, "base64": base64_wrap, "leet": leet,
-              "fullwidth": fullwidth, "spaced": spaced, "tag_chars": tag_smuggle, "bidi": bidi_reversed}
+TRANSFORMS = {
+    "zero_width": zero_width,
+    "homoglyph": homoglyph,
+    "base64": base64_wrap,
+    "leet": leet,
+    "fullwidth": fullwidth,
+    "spaced": spaced,
+    "tag_chars": tag_smuggle,
+    "bidi": bidi_reversed,
+}
 
 
 def attack_set(split: str = "dev") -> list[SafetyExample]:
@@ -93,11 +108,22 @@ def attack_set(split: str = "dev") -> list[SafetyExample]:
         examples.append(SafetyExample(f"{split}-{i:03d}", text, category, split, "plain"))
         if i % 2 == 0:
             carrier = CARRIERS[(i // 2) % len(CARRIERS)]
-            examples.append(SafetyExample(f"{split}-{i:03d}-embedded", carrier.format(payload=text), category,
-                                          split, "embedded"))
+            examples.append(
+                SafetyExample(
+                    f"{split}-{i:03d}-embedded",
+                    carrier.format(payload=text),
+                    category,
+                    split,
+                    "embedded",
+                )
+            )
         if category != "obfuscation" and i % 2 == 1:
             name = names[(i // 2) % len(names)]
-            examples.append(SafetyExample(f"{split}-{i:03d}-{name}", TRANSFORMS[name](text), category, split, name))
+            examples.append(
+                SafetyExample(
+                    f"{split}-{i:03d}-{name}", TRANSFORMS[name](text), category, split, name
+                )
+            )
     return examples
 
 
@@ -112,7 +138,15 @@ class BenignTexts:
 
 def benign_texts(corpus_dir: Path, name: str) -> BenignTexts:
     """The questions of `qa.jsonl` and the passages (title + text) of `corpus.jsonl` in `corpus_dir`."""
-    rows = [json.loads(line) for line in (corpus_dir / "corpus.jsonl").read_text().splitlines() if line.strip()]
-    qa = [json.loads(line) for line in (corpus_dir / "qa.jsonl").read_text().splitlines() if line.strip()]
+    rows = [
+        json.loads(line)
+        for line in (corpus_dir / "corpus.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
+    qa = [
+        json.loads(line)
+        for line in (corpus_dir / "qa.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
     passages = [f"{r['title']}\n{r['text']}" if r.get("title") else r["text"] for r in rows]
     return BenignTexts(name, [q["question"] for q in qa], passages)

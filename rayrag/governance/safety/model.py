@@ -50,14 +50,18 @@ def window_buckets(text: str) -> list[list[int]]:
         grams = [_bucket("w:" + word)]
         if i + 1 < len(words):
             grams.append(_bucket(f"b:{word} {words[i + 1]}"))
-        grams.extend(_bucket("c:" + padded[j:j + n]) for n in (3, 4, 5) for j in range(len(padded) - n + 1))
+        grams.extend(
+            _bucket("c:" + padded[j : j + n]) for n in (3, 4, 5) for j in range(len(padded) - n + 1)
+        )
         grams_per_word.append(grams)
     starts = range(0, max(len(words) - LEARNED_WINDOW, 0) + 1, LEARNED_STRIDE)
-    windows = [sorted({b for grams in grams_per_word[s:s + LEARNED_WINDOW] for b in grams}) for s in starts]
+    windows = [
+        sorted({b for grams in grams_per_word[s : s + LEARNED_WINDOW] for b in grams})
+        for s in starts
+    ]
     if len(words) > LEARNED_WINDOW and (len(words) - LEARNED_WINDOW) % LEARNED_STRIDE:
         windows.append(sorted({b for grams in grams_per_word[-LEARNED_WINDOW:] for b in grams}))
     return windows
-
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,10 @@ class LearnedModel:
         best = -np.inf
         for buckets in windows:
             if buckets:
-                logit = float(self.weights[np.asarray(buckets)].sum()) / np.sqrt(len(buckets)) + self.bias
+                logit = (
+                    float(self.weights[np.asarray(buckets)].sum()) / np.sqrt(len(buckets))
+                    + self.bias
+                )
                 best = max(best, logit)
         return 0.0 if best == -np.inf else float(1.0 / (1.0 + np.exp(-best)))
 
@@ -83,7 +90,9 @@ class LearnedModel:
         floor = floor if floor < self.threshold else 0.0
         if probability < self.threshold:
             return float(anchor * max(probability - floor, 0.0) / (self.threshold - floor))
-        return float(anchor + (1.0 - anchor) * (probability - self.threshold) / (1.0 - self.threshold))
+        return float(
+            anchor + (1.0 - anchor) * (probability - self.threshold) / (1.0 - self.threshold)
+        )
 
 
 @functools.lru_cache(maxsize=1)
@@ -93,5 +102,8 @@ def learned_model() -> LearnedModel | None:
     if not path.is_file():
         return None
     with path.open("rb") as handle, np.load(handle) as data:
-        return LearnedModel(weights=data["weights"].astype(np.float32), bias=float(data["bias"]),
-                            threshold=float(data["threshold"]))
+        return LearnedModel(
+            weights=data["weights"].astype(np.float32),
+            bias=float(data["bias"]),
+            threshold=float(data["threshold"]),
+        )

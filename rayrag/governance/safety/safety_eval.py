@@ -43,13 +43,22 @@ def attack_report(safety: InputSafety, examples: Sequence[SafetyExample]) -> dic
     for example, hit in zip(examples, caught, strict=True):
         by["category"].setdefault(example.category, []).append(hit)
         by["variant"].setdefault(example.variant, []).append(hit)
-    per_category = {c: _ratio(sum(by["category"][c]), len(by["category"][c])) for c in CATEGORIES
-                    if c in by["category"]}
-    return {"attack_recall": _ratio(sum(caught), len(caught)), "attacks": len(examples),
-            "missed": len(examples) - sum(caught), "recall_per_category": per_category,
-            "caught_with_learned": sum(v.flagged and LEARNED_CATEGORY in v.categories for v in verdicts),
-            "recall_per_variant": {v: _ratio(sum(h), len(h)) for v, h in sorted(by["variant"].items())},
-            "attacks_per_category": {c: len(by["category"][c]) for c in per_category}}
+    per_category = {
+        c: _ratio(sum(by["category"][c]), len(by["category"][c]))
+        for c in CATEGORIES
+        if c in by["category"]
+    }
+    return {
+        "attack_recall": _ratio(sum(caught), len(caught)),
+        "attacks": len(examples),
+        "missed": len(examples) - sum(caught),
+        "recall_per_category": per_category,
+        "caught_with_learned": sum(
+            v.flagged and LEARNED_CATEGORY in v.categories for v in verdicts
+        ),
+        "recall_per_variant": {v: _ratio(sum(h), len(h)) for v, h in sorted(by["variant"].items())},
+        "attacks_per_category": {c: len(by["category"][c]) for c in per_category},
+    }
 
 
 def _false_positives(safety: InputSafety, texts: Sequence[str], features: Counter[str]) -> int:
@@ -62,8 +71,9 @@ def _false_positives(safety: InputSafety, texts: Sequence[str], features: Counte
     return flagged
 
 
-def evaluate_safety(config: InputSafetyConfig, *, hotpotqa: Path | None = None, holdout: bool = False,
-                    seed: int = 0) -> dict[str, Any]:
+def evaluate_safety(
+    config: InputSafetyConfig, *, hotpotqa: Path | None = None, holdout: bool = False, seed: int = 0
+) -> dict[str, Any]:
     """Attack recall and benign false-positive rates (see the module docstring)."""
     from rayrag.data.demo_corpus import generate_demo_corpus
     from rayrag.data.importers import import_hotpotqa
@@ -92,17 +102,23 @@ def evaluate_safety(config: InputSafetyConfig, *, hotpotqa: Path | None = None, 
             totals[kind][1] += len(texts)
     hard = _false_positives(safety, HARD_BENIGN, features)
     checked = result["attacks"] + sum(counts.values()) + len(HARD_BENIGN)
-    result.update({
-        "benign_fpr_questions": _ratio(*totals["questions"]),
-        "benign_fpr_passages": _ratio(*totals["passages"]),
-        "benign_questions": totals["questions"][1], "benign_passages": totals["passages"][1],
-        "benign_flagged": totals["questions"][0] + totals["passages"][0],
-        "fpr_by_source": by_source, "benign_counts": counts,
-        "hard_benign_fpr": _ratio(hard, len(HARD_BENIGN)), "hard_benign": len(HARD_BENIGN),
-        "false_positive_features": dict(sorted(features.items())),
-        "threshold": config.threshold, "max_chars": config.max_chars,
-        "hotpotqa": hotpotqa is not None,
-    })
+    result.update(
+        {
+            "benign_fpr_questions": _ratio(*totals["questions"]),
+            "benign_fpr_passages": _ratio(*totals["passages"]),
+            "benign_questions": totals["questions"][1],
+            "benign_passages": totals["passages"][1],
+            "benign_flagged": totals["questions"][0] + totals["passages"][0],
+            "fpr_by_source": by_source,
+            "benign_counts": counts,
+            "hard_benign_fpr": _ratio(hard, len(HARD_BENIGN)),
+            "hard_benign": len(HARD_BENIGN),
+            "false_positive_features": dict(sorted(features.items())),
+            "threshold": config.threshold,
+            "max_chars": config.max_chars,
+            "hotpotqa": hotpotqa is not None,
+        }
+    )
     if holdout:
         for split in ("holdout", "holdout_b"):
             held = attack_report(safety, attack_set(split))
@@ -115,14 +131,31 @@ def evaluate_safety(config: InputSafetyConfig, *, hotpotqa: Path | None = None, 
 
 def tracking_metrics(result: dict[str, Any]) -> dict[str, float]:
     """The figures MLflow keeps: ratios and counts."""
-    metrics = {f"safety_{key}": float(result[key]) for key in (
-        "attack_recall", "benign_fpr_questions", "benign_fpr_passages", "hard_benign_fpr", "attacks",
-        "benign_questions", "benign_passages", "ms_per_text")}
+    metrics = {
+        f"safety_{key}": float(result[key])
+        for key in (
+            "attack_recall",
+            "benign_fpr_questions",
+            "benign_fpr_passages",
+            "hard_benign_fpr",
+            "attacks",
+            "benign_questions",
+            "benign_passages",
+            "ms_per_text",
+        )
+    }
     metrics.update({f"safety_recall.{c}": r for c, r in result["recall_per_category"].items()})
-    metrics.update({f"safety_recall_variant.{v}": r for v, r in result["recall_per_variant"].items()})
+    metrics.update(
+        {f"safety_recall_variant.{v}": r for v, r in result["recall_per_variant"].items()}
+    )
     metrics.update({f"safety_fpr.{s}": r for s, r in result["fpr_by_source"].items()})
     for split in ("holdout", "holdout_b"):
         if split in result:
             metrics[f"safety_{split}_attack_recall"] = float(result[f"{split}_attack_recall"])
-            metrics.update({f"safety_{split}_recall.{c}": r for c, r in result[split]["recall_per_category"].items()})
+            metrics.update(
+                {
+                    f"safety_{split}_recall.{c}": r
+                    for c, r in result[split]["recall_per_category"].items()
+                }
+            )
     return metrics

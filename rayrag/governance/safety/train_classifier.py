@@ -55,9 +55,11 @@ def training_windows(seed: int = SEED) -> tuple[list[list[int]], np.ndarray, np.
     windows: list[list[int]] = []
     labels: list[int] = []
     hard: list[bool] = []
-    for texts, label, is_hard in (([t for _, t in DEV], 1, False),
-                                  (demo.questions + demo.passages + reference_paragraphs(), 0, False),
-                                  (list(HARD_BENIGN), 0, True)):
+    for texts, label, is_hard in (
+        ([t for _, t in DEV], 1, False),
+        (demo.questions + demo.passages + reference_paragraphs(), 0, False),
+        (list(HARD_BENIGN), 0, True),
+    ):
         for text in texts:
             for buckets in window_buckets(normalise(text)):
                 windows.append(buckets)
@@ -70,10 +72,17 @@ def reference_paragraphs() -> list[str]:
     """Paragraphs (8 words or more) of CPython's reference documentation, in a fixed order."""
     from pydoc_data.topics import topics
 
-    return [para for key in sorted(topics) for para in re.split(r"\n\s*\n", topics[key]) if len(para.split()) >= 8]
+    return [
+        para
+        for key in sorted(topics)
+        for para in re.split(r"\n\s*\n", topics[key])
+        if len(para.split()) >= 8
+    ]
 
 
-def data_digest(windows: list[list[int]], labels: np.ndarray, hard: np.ndarray, seed: int = SEED) -> str:
+def data_digest(
+    windows: list[list[int]], labels: np.ndarray, hard: np.ndarray, seed: int = SEED
+) -> str:
     """sha256 of the training windows and labels: equal digests must give equal weights (the
     documentation text changes between Python versions, so the digest says when it did)."""
     digest = hashlib.sha256(repr((C, FOLDS, LEARNED_BUCKETS, seed)).encode())
@@ -94,8 +103,9 @@ def _matrix(windows: list[list[int]]) -> Any:
 def _fit(x: Any, y: np.ndarray, seed: int) -> Any:
     from sklearn.linear_model import LogisticRegression
 
-    return LogisticRegression(C=C, solver="liblinear", class_weight="balanced", random_state=seed,
-                              max_iter=1000).fit(x, y)
+    return LogisticRegression(
+        C=C, solver="liblinear", class_weight="balanced", random_state=seed, max_iter=1000
+    ).fit(x, y)
 
 
 def train(seed: int = SEED) -> dict[str, Any]:
@@ -110,13 +120,20 @@ def train(seed: int = SEED) -> dict[str, Any]:
     threshold = choose_threshold(oof, y, hard)
     model = _fit(x, y, seed)
     weights = model.coef_[0].astype(np.float16)
-    return {"weights": weights, "bias": np.float64(model.intercept_[0]), "threshold": np.float64(threshold),
-            "digest": data_digest(windows, y, hard, seed),
-            "cv": {"positives": int(y.sum()), "negative_windows": int((y == 0).sum()),
-                   "oof_recall": round(float((oof[y == 1] >= threshold).mean()), 4),
-                   "oof_ordinary_fpr": round(float((oof[(y == 0) & ~hard] >= threshold).mean()), 4),
-                   "oof_hard_benign_fpr": round(float((oof[hard] >= threshold).mean()), 4),
-                   "threshold": round(threshold, 4)}}
+    return {
+        "weights": weights,
+        "bias": np.float64(model.intercept_[0]),
+        "threshold": np.float64(threshold),
+        "digest": data_digest(windows, y, hard, seed),
+        "cv": {
+            "positives": int(y.sum()),
+            "negative_windows": int((y == 0).sum()),
+            "oof_recall": round(float((oof[y == 1] >= threshold).mean()), 4),
+            "oof_ordinary_fpr": round(float((oof[(y == 0) & ~hard] >= threshold).mean()), 4),
+            "oof_hard_benign_fpr": round(float((oof[hard] >= threshold).mean()), 4),
+            "threshold": round(threshold, 4),
+        },
+    }
 
 
 def choose_threshold(oof: np.ndarray, y: np.ndarray, hard: np.ndarray) -> float:
@@ -134,14 +151,21 @@ def choose_threshold(oof: np.ndarray, y: np.ndarray, hard: np.ndarray) -> float:
 def write(path: Path, trained: dict[str, Any]) -> None:
     """The arrays are the same for the same digest; the zip's bytes are not (member timestamps)."""
     with path.open("wb") as handle:
-        np.savez_compressed(handle, weights=trained["weights"], bias=trained["bias"],
-                            threshold=trained["threshold"], digest=np.str_(trained["digest"]))
+        np.savez_compressed(
+            handle,
+            weights=trained["weights"],
+            bias=trained["bias"],
+            threshold=trained["threshold"],
+            digest=np.str_(trained["digest"]),
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name(WEIGHTS_FILE))
-    parser.add_argument("--check", action="store_true", help="print the cross-validated figures only")
+    parser.add_argument(
+        "--check", action="store_true", help="print the cross-validated figures only"
+    )
     args = parser.parse_args(argv)
     trained = train()
     if not args.check:
