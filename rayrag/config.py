@@ -41,12 +41,17 @@ class IngestConfig(_Section):
     )
     fuse_text_stages: bool = Field(
         True,
-        description="Extract triples in the redaction actor: one process and one hop fewer (faster; docs/DECISIONS.md); False = its own stage.",
+        description=(
+            "Extract triples in the redaction actor: one process and one "
+            "hop fewer (faster; docs/DECISIONS.md); False = its own stage."
+        ),
     )
     stage_num_cpus: float = Field(
         0.5,
         gt=0,
-        description="CPUs reserved per redaction/KG actor (fractional so all stages stream at once).",
+        description=(
+            "CPUs reserved per redaction/KG actor (fractional so all stages stream at once)."
+        ),
     )
 
 
@@ -55,7 +60,10 @@ class ChunkingConfig(_Section):
         200,
         gt=0,
         le=512,
-        description="Max tokens of the embedder's tokenizer per chunk (MiniLM reads 256 unless embedding.max_seq_length raises it; 512 is its position limit).",
+        description=(
+            "Max tokens of the embedder's tokenizer per chunk (MiniLM reads 256 "
+            "unless embedding.max_seq_length raises it; 512 is its position limit)."
+        ),
     )
     chunk_overlap: int = Field(
         32, ge=0, description="Tokens shared by consecutive chunks so facts on a boundary survive."
@@ -86,11 +94,17 @@ def _looks_like_path(name: str) -> bool:
 class EmbeddingConfig(_Section):
     model: str = Field(
         "all-MiniLM-L6-v2",
-        description="The embedder: all-MiniLM-L6-v2 (packaged, offline) or a local sentence-transformers directory.",
+        description=(
+            "The embedder: all-MiniLM-L6-v2 (packaged, offline) "
+            "or a local sentence-transformers directory."
+        ),
     )
     model_path: str | None = Field(
         None,
-        description="A local sentence-transformers directory (kept for older configs; embedding.model takes a path too); `model` then only labels it.",
+        description=(
+            "A local sentence-transformers directory (kept for older configs; "
+            "embedding.model takes a path too); `model` then only labels it."
+        ),
     )
     dim: int = Field(384, gt=0, description="Embedding width; checked against the model at load.")
     batch_size: int = Field(128, gt=0, description="Chunks per encode() call.")
@@ -110,11 +124,18 @@ class EmbeddingConfig(_Section):
         None,
         gt=0,
         le=512,
-        description="Tokens the embedder reads per text; None = the model's own (MiniLM: 256). Up to 512, MiniLM's position limit, to embed long chunks whole.",
+        description=(
+            "Tokens the embedder reads per text; None = the model's own (MiniLM: "
+            "256). Up to 512, MiniLM's position limit, to embed long chunks whole."
+        ),
     )
     text_format: Literal["chunk", "title_chunk"] = Field(
         "title_chunk",
-        description="What a chunk is embedded and BM25-indexed as: the chunk alone, or its document title (and heading path) then the chunk (the stored text stays the chunk). Recorded in the manifest.",
+        description=(
+            "What a chunk is embedded and BM25-indexed as: the chunk alone, "
+            "or its document title (and heading path) then the chunk "
+            "(the stored text stays the chunk). Recorded in the manifest."
+        ),
     )
 
     @model_validator(mode="after")
@@ -135,7 +156,10 @@ class EmbeddingConfig(_Section):
 class IndexConfig(_Section):
     lexical: bool = Field(
         True,
-        description="Build the BM25 index (bm25s) beside FAISS: retrieval.mode bm25, and a third list in hybrid.",
+        description=(
+            "Build the BM25 index (bm25s) beside FAISS: "
+            "retrieval.mode bm25, and a third list in hybrid."
+        ),
     )
     bm25_k1: float = Field(
         1.2, gt=0, description="BM25 term-frequency saturation (Robertson's 1.2)."
@@ -160,7 +184,11 @@ class IndexConfig(_Section):
     )
     gpu_large_index: Literal["ivf", "cagra", "hnsw_cpu"] = Field(
         "ivf",
-        description="At or above exact_threshold with a GPU in use: IVF-Flat (runs on any faiss GPU build), CAGRA (cuVS builds; kept and saved as a CPU HNSW) or HNSW (stays on CPU: faiss has no GPU HNSW).",
+        description=(
+            "At or above exact_threshold with a GPU in use: IVF-Flat (runs "
+            "on any faiss GPU build), CAGRA (cuVS builds; kept and saved "
+            "as a CPU HNSW) or HNSW (stays on CPU: faiss has no GPU HNSW)."
+        ),
     )
 
 
@@ -176,7 +204,11 @@ class KGConfig(_Section):
     cooccurrence: bool = Field(True, description="Link entities named in the same sentence.")
     argument_names: bool = Field(
         True,
-        description="A relation argument NER missed (proper-noun phrase, or a lower-case word the tagger's vocabulary lacks, e.g. a drug name) becomes a NAME entity when a verb links it to a recognised entity.",
+        description=(
+            "A relation argument NER missed (proper-noun phrase, or a lower-case "
+            "word the tagger's vocabulary lacks, e.g. a drug name) becomes "
+            "a NAME entity when a verb links it to a recognised entity."
+        ),
     )
     synonym_threshold: float = Field(
         0.8,
@@ -201,29 +233,44 @@ class KGConfig(_Section):
         0.05,
         ge=0,
         le=1,
-        description="Share of PPR seed mass on dense passages vs linked entities (HippoRAG 2 uses 0.05).",
+        description=(
+            "Share of PPR seed mass on dense passages vs linked entities (HippoRAG 2 uses 0.05)."
+        ),
     )
     ppr_method: Literal["auto", "sparse", "push", "networkx"] = Field(
         "auto",
-        description="PPR solver: cached scipy CSR power iteration (sparse), local forward push (cost set by the seeds' neighbourhood, not the graph), nx.pagerank (bench); auto = push from ppr_push_min_nodes visible nodes, sparse below.",
+        description=(
+            "PPR solver: cached scipy CSR power iteration (sparse), local forward push "
+            "(cost set by the seeds' neighbourhood, not the graph), nx.pagerank "
+            "(bench); auto = push from ppr_push_min_nodes visible nodes, sparse below."
+        ),
     )
     ppr_push_min_nodes: int = Field(
         20_000,
         ge=0,
-        description="ppr_method auto: graphs with at least this many visible nodes use push (below ~20k nodes power iteration is as fast and exact).",
+        description=(
+            "ppr_method auto: graphs with at least this many visible nodes "
+            "use push (below ~20k nodes power iteration is as fast and exact)."
+        ),
     )
     ppr_push_epsilon: float = Field(
         1e-6,
         gt=0,
         lt=1,
-        description="Push PPR: a node is pushed while its residual >= this x its edges; a query touches <= 1 / ((1 - damping) x this) edges.",
+        description=(
+            "Push PPR: a node is pushed while its residual >= this x its "
+            "edges; a query touches <= 1 / ((1 - damping) x this) edges."
+        ),
     )
 
 
 class RetrievalConfig(_Section):
     mode: Literal["dense", "bm25", "graph", "hybrid"] = Field(
         "hybrid",
-        description="dense = FAISS only; bm25 = the lexical index only; graph = KG personalized PageRank seeded by dense hits; hybrid = dense, graph and BM25 fused, then graph-guided hops.",
+        description=(
+            "dense = FAISS only; bm25 = the lexical index only; graph = KG personalized PageRank "
+            "seeded by dense hits; hybrid = dense, graph and BM25 fused, then graph-guided hops."
+        ),
     )
     top_k: int = Field(5, gt=0, description="Passages handed to the generator.")
     candidate_k: int = Field(50, gt=0, description="Dense candidates fused with graph candidates.")
@@ -233,12 +280,18 @@ class RetrievalConfig(_Section):
     rrf_k: int = Field(
         2,
         gt=0,
-        description="Reciprocal-rank-fusion constant: 2 ~ interleave two lists' top hits (measured, hybrid.py); Cormack's 60 suits many deep runs.",
+        description=(
+            "Reciprocal-rank-fusion constant: 2 ~ interleave two lists' top "
+            "hits (measured, hybrid.py); Cormack's 60 suits many deep runs."
+        ),
     )
     dense_weight: float = Field(0.5, ge=0, le=1, description="Dense share when fusion = weighted.")
     fusion_weights: dict[Literal["dense", "graph", "bm25"], float] = Field(
         default_factory=lambda: {"dense": 1.0, "graph": 1.0, "bm25": 1.0},
-        description="RRF weight of each ranking in hybrid (bm25 only where the bundle has a lexical index); `rayrag eval fusion` calibrates them (docs/DECISIONS.md).",
+        description=(
+            "RRF weight of each ranking in hybrid (bm25 only where the bundle has a "
+            "lexical index); `rayrag eval fusion` calibrates them (docs/DECISIONS.md)."
+        ),
     )
     use_graph: bool = Field(True, description="Enrich with the knowledge graph.")
     seed_k: int = Field(
@@ -249,34 +302,52 @@ class RetrievalConfig(_Section):
     hop_rank: int = Field(
         2,
         ge=0,
-        description="Hybrid: the graph-guided second-hop passage moves up to this rank (1-based; the first hop keeps rank 1); 0 = no hops.",
+        description=(
+            "Hybrid: the graph-guided second-hop passage moves up to this "
+            "rank (1-based; the first hop keeps rank 1); 0 = no hops."
+        ),
     )
     hop_from: int = Field(
         5,
         gt=0,
-        description="Hybrid: fused passages the first hop is chosen from (the best one citing an asked fact on a question entity goes to rank 1).",
+        description=(
+            "Hybrid: fused passages the first hop is chosen from (the best "
+            "one citing an asked fact on a question entity goes to rank 1)."
+        ),
     )
     hop_mention_weight: float = Field(
         0.5,
         ge=0,
         le=1,
-        description="Bridge weight of an entity only mentioned by the first hop, or joined to a question entity by a relation the question does not ask about (asked relation = 1).",
+        description=(
+            "Bridge weight of an entity only mentioned by the first hop, or joined to a "
+            "question entity by a relation the question does not ask about (asked relation = 1)."
+        ),
     )
     hop_bridge_weight: float = Field(
         1.0,
         ge=0,
-        description="Second-hop score = cosine(residual question, passage) + this x bridge weight x specificity + hop_answer_weight x answers.",
+        description=(
+            "Second-hop score = cosine(residual question, passage) + this "
+            "x bridge weight x specificity + hop_answer_weight x answers."
+        ),
     )
     hop_answer_weight: float = Field(
         0.4,
         ge=0,
-        description="Second-hop bonus for a passage citing a fact on the bridge whose relation the question asks about.",
+        description=(
+            "Second-hop bonus for a passage citing a fact on "
+            "the bridge whose relation the question asks about."
+        ),
     )
     hop_relation_threshold: float = Field(
         0.55,
         gt=0,
         le=1,
-        description="Cosine between a relation's words and a question verb at which the question asks about that relation (beside word-prefix matches).",
+        description=(
+            "Cosine between a relation's words and a question verb at which "
+            "the question asks about that relation (beside word-prefix matches)."
+        ),
     )
 
 
@@ -323,29 +394,49 @@ class GeneratorConfig(_Section):
     shard_num_cpus: float = Field(
         0.5,
         gt=0,
-        description="CPUs each ExpertShard actor reserves (fractional: two shards and their caller fit 2 cores); with GPUs each shard also takes one GPU.",
+        description=(
+            "CPUs each ExpertShard actor reserves (fractional: two shards and "
+            "their caller fit 2 cores); with GPUs each shard also takes one GPU."
+        ),
     )
     ep_transport: Literal["compiled", "actor"] = Field(
         "compiled",
-        description="Expert-parallel messages: a Ray Compiled Graph (falls back to actor calls if it cannot compile) or plain actor calls.",
+        description=(
+            "Expert-parallel messages: a Ray Compiled Graph (falls back "
+            "to actor calls if it cannot compile) or plain actor calls."
+        ),
     )
     copy_head: bool = Field(
         False,
-        description="Pointer-generator output: mix the head with copying from the context (generator/copy.py).",
+        description=(
+            "Pointer-generator output: mix the head with "
+            "copying from the context (generator/copy.py)."
+        ),
     )
     copy_dim: int = Field(64, gt=0, description="Query/key width of the copy pointer.")
     attention: Literal["causal", "prefix"] = Field(
         "causal",
-        description="causal = every position sees only earlier ones (GPT); prefix = the prompt is read bidirectionally and only the answer is causal (prefix LM, as in UL2/GLM), so a context token knows the words after it and the question.",
+        description=(
+            "causal = every position sees only earlier ones (GPT); prefix = the prompt "
+            "is read bidirectionally and only the answer is causal (prefix LM, as in "
+            "UL2/GLM), so a context token knows the words after it and the question."
+        ),
     )
     question_match: bool = Field(
         False,
-        description="Add a learned vector to every context token whose id also occurs in the question (DrQA's exact-match feature, Chen et al. 2017): the layout's copy_until_token (<sep>) ends the context and the next one the question.",
+        description=(
+            "Add a learned vector to every context token whose id also occurs in the "
+            "question (DrQA's exact-match feature, Chen et al. 2017): the layout's "
+            "copy_until_token (<sep>) ends the context and the next one the question."
+        ),
     )
     copy_until_token: int | None = Field(
         3,
         ge=0,
-        description="The pointer sees only positions before this token's first occurrence: 3 = <sep>, which ends the reader's context (copy from passages, never the question); null = all.",
+        description=(
+            "The pointer sees only positions before this token's first occurrence: 3 = <sep>, "
+            "which ends the reader's context (copy from passages, never the question); null = all."
+        ),
     )
 
     @model_validator(mode="after")
@@ -364,7 +455,8 @@ class GeneratorConfig(_Section):
             )
         if self.experts_per_token > self.n_experts:
             raise ValueError(
-                f"experts_per_token must be <= n_experts, got {self.experts_per_token} > {self.n_experts}"
+                "experts_per_token must be <= n_experts, got "
+                f"{self.experts_per_token} > {self.n_experts}"
             )
         return self
 
@@ -376,24 +468,37 @@ class DecodingConfig(_Section):
     top_k: int = Field(0, ge=0, description="0 = no top-k truncation.")
     extractive: bool = Field(
         False,
-        description="Reader answers are spans of the retrieved context: each token must continue a span the context holds (the pointer cannot drift into another number's digits); off = free generation.",
+        description=(
+            "Reader answers are spans of the retrieved context: each token "
+            "must continue a span the context holds (the pointer cannot "
+            "drift into another number's digits); off = free generation."
+        ),
     )
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto",
-        description="Weights' dtype when answering: auto = bfloat16 on CUDA (tensor cores, half the memory; the router still runs float32), float32 on CPU.",
+        description=(
+            "Weights' dtype when answering: auto = bfloat16 on CUDA (tensor cores, "
+            "half the memory; the router still runs float32), float32 on CPU."
+        ),
     )
     candidates: int = Field(
         1,
         ge=1,
         le=16,
-        description="Answers the reader proposes per question (greedy, each from one of the top first tokens of an extractive span); the Guard keeps the one it is most confident in (verify, then answer). 1 = the greedy answer alone. Needs extractive; with temperature > 0 the reader samples one answer and this is unused.",
+        description=(
+            "Answers the reader proposes per question (greedy, each from one of the top "
+            "first tokens of an extractive span); the Guard keeps the one it is most "
+            "confident in (verify, then answer). 1 = the greedy answer alone. Needs "
+            "extractive; with temperature > 0 the reader samples one answer and this is unused."
+        ),
     )
 
     @model_validator(mode="after")
     def _candidates(self) -> DecodingConfig:
         if self.candidates > 1 and not self.extractive:
             raise ValueError(
-                f"candidates {self.candidates} needs extractive: true (the candidates are spans of the context)"
+                f"candidates {self.candidates} needs extractive: "
+                "true (the candidates are spans of the context)"
             )
         return self
 
@@ -445,13 +550,19 @@ class TrainConfig(_Section):
     )
     retrieved_contexts: bool = Field(
         False,
-        description="Reader contexts from the gold passage's nearest neighbours in embedding space (the hard negatives retrieval serves), instead of graph neighbours.",
+        description=(
+            "Reader contexts from the gold passage's nearest neighbours in embedding "
+            "space (the hard negatives retrieval serves), instead of graph neighbours."
+        ),
     )
     path_qa_share: float = Field(
         0.0,
         ge=0,
         le=2,
-        description="Two-hop (bridge) reader questions built from graph paths, as a share of the one-hop ones (train_data.path_examples).",
+        description=(
+            "Two-hop (bridge) reader questions built from graph paths, "
+            "as a share of the one-hop ones (train_data.path_examples)."
+        ),
     )
     context_passages: int = Field(
         3,
@@ -516,7 +627,10 @@ class RedactionConfig(_Section):
             "CALENDAR_DATE",
             "US_DRIVER_LICENSE",
         ),
-        description="Entity types of the `personal` policy (every policy's types are analysed); chosen deliberately (UK_NHS and similar fire on phones).",
+        description=(
+            "Entity types of the `personal` policy (every policy's types are "
+            "analysed); chosen deliberately (UK_NHS and similar fire on phones)."
+        ),
     )
     operators: dict[str, RedactionOperator] = Field(
         default_factory=lambda: {
@@ -530,11 +644,16 @@ class RedactionConfig(_Section):
             "STREET_ADDRESS": "replace",
             "LOCATION": "keep",
             "URL": "replace",  # personal sites and profile links identify their owner
-            "ORGANIZATION": "keep",  # employers are content a RAG corpus answers about; detected for audits
-            "CALENDAR_DATE": "keep",  # dates are facts in documents; a stricter policy can replace them
+            # employers are content a RAG corpus answers about; detected for audits
+            "ORGANIZATION": "keep",
+            # dates are facts in documents; a stricter policy can replace them
+            "CALENDAR_DATE": "keep",
             "US_DRIVER_LICENSE": "replace",
         },
-        description="Per-entity operator (every policy's, unless it overrides); entities not listed use default_operator.",
+        description=(
+            "Per-entity operator (every policy's, unless it "
+            "overrides); entities not listed use default_operator."
+        ),
     )
     default_operator: RedactionOperator = Field(
         "replace", description="Operator for entities without one."
@@ -555,8 +674,9 @@ class RedactionConfig(_Section):
         default_factory=lambda: {
             "public_knowledge": RedactionPolicy(entities=PUBLIC_KNOWLEDGE_ENTITIES)
         },
-        description="Named policies besides `personal` (= entities/operators above). public_knowledge: contact, "
-        "financial and government identifiers only; names, places and organisations are kept.",
+        description="Named policies besides `personal` (= entities/operators above). "
+        "public_knowledge: contact, financial and government identifiers only; names, places and "
+        "organisations are kept.",
     )
     default_policy: str = Field(
         PERSONAL_POLICY, description="Policy for documents no rule matches."
@@ -564,8 +684,8 @@ class RedactionConfig(_Section):
     policy_field: str = Field("collection", description="Document metadata field the rules read.")
     policy_rules: dict[str, str] = Field(
         default_factory=lambda: {"wikipedia": "public_knowledge"},
-        description="Value of the document's `policy_field` -> policy name (the importers mark Wikipedia QA "
-        "corpora collection=wikipedia).",
+        description="Value of the document's `policy_field` -> policy name (the importers mark "
+        "Wikipedia QA corpora collection=wikipedia).",
     )
 
     @model_validator(mode="after")
@@ -670,7 +790,10 @@ class InputSafetyConfig(_Section):
         0.4,
         gt=0,
         le=1,
-        description="A text scoring at or above this is flagged (0.4: no false positive on 1,544 real questions and passages; see `rayrag eval safety`).",
+        description=(
+            "A text scoring at or above this is flagged (0.4: no false positive "
+            "on 1,544 real questions and passages; see `rayrag eval safety`)."
+        ),
     )
     check_questions: bool = Field(True, description="A flagged question gets the refusal path.")
     check_chunks: bool = Field(
@@ -683,7 +806,11 @@ class InputSafetyConfig(_Section):
     )
     learned: bool = Field(
         False,
-        description="Also score with the shipped n-gram model (better on reworded attacks, but it flags ordinary chat such as 'Can you explain how photosynthesis works?': off until it is trained on broader benign text).",
+        description=(
+            "Also score with the shipped n-gram model (better on reworded attacks, "
+            "but it flags ordinary chat such as 'Can you explain how photosynthesis "
+            "works?': off until it is trained on broader benign text)."
+        ),
     )
 
 
@@ -712,7 +839,10 @@ class ServeConfig(_Section):
     )
     keys_env: str = Field(
         "RAYRAG_API_KEYS",
-        description="Environment variable with extra keys: 'KEY=principal:group|group:team:role' entries, comma separated.",
+        description=(
+            "Environment variable with extra keys: "
+            "'KEY=principal:group|group:team:role' entries, comma separated."
+        ),
     )
     max_question_chars: int = Field(2000, gt=0, description="Longer questions get 413.")
     max_ongoing_requests: int = Field(
@@ -733,7 +863,9 @@ class ServeConfig(_Section):
     generator_num_cpus: float = Field(
         0.5,
         gt=0,
-        description="CPUs reserved per Generator replica (the six stages fit 2 cores: 5 x 0.25 + 0.5).",
+        description=(
+            "CPUs reserved per Generator replica (the six stages fit 2 cores: 5 x 0.25 + 0.5)."
+        ),
     )
     max_batch_size: int = Field(
         8, gt=0, description="@serve.batch size for query embedding and decoding."
@@ -768,7 +900,10 @@ class ServeConfig(_Section):
     answer_cache_size: int = Field(
         256,
         ge=0,
-        description="Answers cached per Ingress replica; keys carry the caller's ACL fingerprint, bundle, model and config; 0 = off.",
+        description=(
+            "Answers cached per Ingress replica; keys carry the caller's "
+            "ACL fingerprint, bundle, model and config; 0 = off."
+        ),
     )
     answer_cache_ttl_s: float = Field(
         300, gt=0, description="A cached answer older than this is recomputed."
@@ -776,7 +911,10 @@ class ServeConfig(_Section):
     bundle_check_s: float = Field(
         0.0,
         ge=0,
-        description="How often a stage checks whether its bundle was replaced (forget, re-ingest) and reloads it; 0 = on every request (a stat).",
+        description=(
+            "How often a stage checks whether its bundle was replaced (forget, "
+            "re-ingest) and reloads it; 0 = on every request (a stat)."
+        ),
     )
 
 
@@ -796,7 +934,10 @@ class TrackingConfig(_Section):
     prompt_version: int | None = Field(
         None,
         gt=0,
-        description="Pinned prompt version; it must hold the template this build uses. None = the latest registered (registered on first use).",
+        description=(
+            "Pinned prompt version; it must hold the template this build "
+            "uses. None = the latest registered (registered on first use)."
+        ),
     )
     model_cache: str = Field(
         ".rayrag/models", description="Where models:/NAME@ALIAS checkpoints are downloaded to."
@@ -870,7 +1011,8 @@ class RAGConfig(_Section):
         if self.chunking.chunk_size > reads:
             raise ValueError(
                 f"chunking.chunk_size {self.chunking.chunk_size} is longer than the embedder reads "
-                f"({reads} tokens); set embedding.max_seq_length: {self.chunking.chunk_size} to embed whole chunks"
+                f"({reads} tokens); set embedding.max_seq_length: {self.chunking.chunk_size} to "
+                "embed whole chunks"
             )
         return self
 
@@ -932,7 +1074,8 @@ def _apply_overrides(
             node = child
         if parts[-1] not in node:
             raise ConfigError(
-                f"unknown config key {key.strip()!r} (--set {key}); known: {', '.join(sorted(node))}"
+                f"unknown config key {key.strip()!r} (--set "
+                f"{key}); known: {', '.join(sorted(node))}"
             )
         try:
             node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
@@ -1022,7 +1165,8 @@ def configs_dir() -> Path:
 def resolve_config(
     name_or_path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()
 ) -> RAGConfig:
-    """`--config` accepts a path or the name of a shipped config (`demo` → rayrag/configs/demo.yaml)."""
+    """`--config` accepts a path or the name of a shipped config
+    (`demo` → rayrag/configs/demo.yaml)."""
     if name_or_path is None:
         return load_config(None, overrides)
     candidate = Path(name_or_path)

@@ -37,7 +37,8 @@ class ModelError(RayRagError):
 
 
 class ShardFailure(RayRagError):
-    """An expert shard died and could not be brought back within one retry (the serve graph's 503)."""
+    """An expert shard died and could not be brought back within one retry
+    (the serve graph's 503)."""
 
 
 def user_error_in(exc: BaseException) -> RayRagError | None:

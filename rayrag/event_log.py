@@ -110,8 +110,8 @@ def lock_path(path: str | Path) -> Path:
 class LockedRotatingFileHandler(RotatingFileHandler):
     """`RotatingFileHandler` that several processes (Serve replicas) and a purge can share.
 
-    Every emit takes an exclusive `fcntl` lock on a sibling lock file (`lock_path`), then reopens its
-    stream when the path no longer names the file it holds open (`WatchedFileHandler`'s
+    Every emit takes an exclusive `fcntl` lock on a sibling lock file (`lock_path`), then reopens
+    its stream when the path no longer names the file it holds open (`WatchedFileHandler`'s
     check): another replica rotated it, or `retention.purge` rewrote it (temp file +
     `os.replace` under the same lock). The size check and the rotation happen under the
     lock too, so two replicas never rotate the same file twice. Files are created 0600.

@@ -52,7 +52,10 @@ def test_config_is_frozen():
     [
         (
             "chunking.chunk_size=0",
-            "chunking.chunk_size: Input should be greater than 0, got 0 (--set chunking.chunk_size=0)",
+            (
+                "chunking.chunk_size: Input should be greater "
+                "than 0, got 0 (--set chunking.chunk_size=0)"
+            ),
         ),
         ("retrieval.top_k=-1", "retrieval.top_k"),
         ("retrieval.fusion=maybe", "got 'maybe'"),

@@ -1,6 +1,7 @@
 """The output guard: redact the answer, check it against the graph and the evidence, score it.
 
-The last stage of the Serve graph (the README's Architecture) runs four checks on a generated answer:
+The last stage of the Serve graph (the README's Architecture) runs four checks on a generated
+answer:
 
 1. PII: the project's Presidio `Redactor` (governance/privacy/redaction.py) over the answer, with
    the same operators and keys as ingest, so a pseudonym in the answer is the graph's.
@@ -54,7 +55,9 @@ Claim subject/relation/object strings are answer content: they stay in the in-pr
 report (`CONTENT_FIELDS`) and `log_fields()` drops them, with the text.
 
     >>> guard = Guard(cfg, graph=graph_retriever)
-    >>> report = guard.check("Who acquired Brightwater Labs?", "Velora Systems [1].", evidence, principal)
+    >>> report = guard.check(
+    ...     "Who acquired Brightwater Labs?", "Velora Systems [1].", evidence, principal
+    ... )
     >>> report.validation["supported"], report.escalated
     (1, False)
 """
@@ -93,7 +96,9 @@ from rayrag.types import Chunk, Evidence, Fact, Passage, Principal
 MARKER_RE = re.compile(r"\[(\d+)\]")
 _WORD_RE = re.compile(r"\w+")
 SUPPORT_BONUS = 0.5  # KG-confirmed relations vouch for words the passages paraphrase
-MODEL_WEIGHT = 0.1  # the generator's own probability against the evidence's support (geometric mix; measured, docs/DECISIONS.md)
+# the generator's own probability against the evidence's support (geometric mix; measured,
+# docs/DECISIONS.md)
+MODEL_WEIGHT = 0.1
 CONTRADICTION_FACTOR = 0.25
 BAD_CITATION_FACTOR = 0.8
 SHORT_ANSWER_WORDS = 12  # an answer this short that states no relation is an entity answer
@@ -388,7 +393,8 @@ class Guard:
         return [w for w in _WORD_RE.findall(_bare(text).casefold()) if w not in self._stop_words]
 
     def mentions(self, question: str, principal: Principal) -> list[str]:
-        """The entities the graph links in the question for this principal (none without a graph)."""
+        """The entities the graph links in the question for this principal
+        (none without a graph)."""
         if self.graph is None:
             return []
         return [node.removeprefix("entity:") for node in self.graph.link(question, principal)]
@@ -651,7 +657,8 @@ class Guard:
             # A fact of a relation the question does not ask about ties the answer to the
             # question's entity but does not answer it: "related", counted, never a bonus; when
             # the question asks a relation the graph holds for its entity (in the passive without
-            # an agent: "approved"), such an answer fills another relation's slot ("other_relation").
+            # an agent: "approved"), such an answer fills another relation's slot
+            # ("other_relation").
             kind = (
                 "implied"
                 if asked

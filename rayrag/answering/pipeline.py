@@ -208,7 +208,8 @@ class AnswerPipeline:
             return self.refusal(mode, categories, timer, request_id)
         redacted, evidence = await self.evidence(question, principal, mode, top_k, timer)
         first = await timer("generate", self.stages.read(redacted.text, evidence, max_new_tokens))
-        # The reader's candidates (decoding.candidates) go to the Guard, which keeps the one it trusts most.
+        # The reader's candidates (decoding.candidates) go to the Guard, which keeps the one it
+        # trusts most.
         result, report = await timer(
             "guard", self.stages.verify(redacted.text, first, evidence, principal)
         )

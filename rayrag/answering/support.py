@@ -28,9 +28,9 @@ not supported: its sentence answers the inner question, not the one asked.
 Terms are content words (no stopwords but relation verbs spaCy lists as such, like "made"; no
 question words), a common suffix off and cut to
 their first `STEM_CHARS` characters, a crude stemmer that makes "acquired", "acquires" and
-"acquisition" one term, and "maker" and "makes" another. The answer's own terms are not question terms; an answer all of
-whose terms the question already has scores 0 (it answers nothing). Pure functions, no
-model: the Guard calls `answer_support`.
+"acquisition" one term, and "maker" and "makes" another. The answer's own terms are not question
+terms; an answer all of whose terms the question already has scores 0 (it answers nothing). Pure
+functions, no model: the Guard calls `answer_support`.
 
     >>> answer_support("Which company acquired Tarrow Power?", "Hollowell Power",
     ...                ["Hollowell Power acquired Tarrow Power in 2019."], stop_words)
@@ -234,8 +234,8 @@ def inner_clause(question: str, mentions: Iterable[str] = ()) -> str:
     entity mention (`mentions`: the linked names, any case) that follows, with the rest of its
     capitalised run; with no mention found, it runs to the end of the question. A clause that
     holds a wh-word of its own is where the question asks ("... who has worked with the mayor of
-    what city?"), not a bridge: skipped. Lexical, not parsed: the small spaCy parser attaches these clauses
-    differently question to question."""
+    what city?"), not a bridge: skipped. Lexical, not parsed: the small spaCy parser attaches these
+    clauses differently question to question."""
     for match in _INNER_MARKER.finditer(question):
         agent = match.group(2)
         if agent is not None and agent.casefold() in _NOT_AGENTS:
@@ -374,8 +374,8 @@ def agentless_passive(question: str, relation_terms: set[str], stop_words: froze
     agency that approved X), whatever else it is.
 
     Lexical (a form of "be", then within a few words a participle, "-ed"/"-en" or an irregular
-    past form, whose stem is one of the relation's terms): the small parser tags the same template as passive, attribute or
-    adjectival clause from one drug name to the next."""
+    past form, whose stem is one of the relation's terms): the small parser tags the same template
+    as passive, attribute or adjectival clause from one drug name to the next."""
     words = re.findall(r"[\w-]+", question.casefold())
     for i, word in enumerate(words):
         if word not in _BE:

@@ -155,7 +155,8 @@ def bench(plan: dict[str, Any]) -> dict[str, Any]:
         try:
             shard_threads = shard_torch_threads(generators["actor"])
             # Each side's experts on the same number of threads: the local model gets as many
-            # as the shards have between them; the sharded models' own part runs on EP_DRIVER_THREADS.
+            # as the shards have between them; the sharded models' own part runs on
+            # EP_DRIVER_THREADS.
             side_threads = {"local": sum(shard_threads), "ep": EP_DRIVER_THREADS}
             seen: dict[str, int] = {}  # torch threads inside each model's timed calls
             models = {"local": local, **{f"ep_{t}": g.model for t, g in generators.items()}}
@@ -217,8 +218,8 @@ def bench(plan: dict[str, Any]) -> dict[str, Any]:
         for t in dispatch_us
     }
     _log(
-        f"prefill tok/s {prefill_tps}; decode ms/token {decode_ms}; dispatch us/layer {dispatch_us}; "
-        f"of it transport (overhead) {overhead_us}"
+        f"prefill tok/s {prefill_tps}; decode ms/token {decode_ms}; dispatch us/layer "
+        f"{dispatch_us}; of it transport (overhead) {overhead_us}"
     )
     return {
         "plan": plan,

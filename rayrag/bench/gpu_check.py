@@ -365,7 +365,8 @@ def format_block(result: dict) -> str:
     env = result["environment"]
     lines = [
         f"Measured {env['date']} on {env['gpu']} (driver {env['driver']}, CUDA {env['cuda']}, "
-        f"torch {env['torch']}, faiss {env['faiss']}){' — quick mode' if result.get('quick') else ''}.",
+        f"torch {env['torch']}, faiss {env['faiss']})"
+        f"{' — quick mode' if result.get('quick') else ''}.",
         "",
         "| what | unit | GPU | baseline (CPU, or CUDA loop) | speedup |",
         "|---|---|---:|---:|---:|",

@@ -1,4 +1,5 @@
-"""Bench `moe`: one MoE layer's forward + backward, sorted dispatch vs HF Mixtral's experts vs dense.
+"""Bench `moe`: one MoE layer's forward + backward,
+sorted dispatch vs HF Mixtral's experts vs dense.
 
 `rayrag bench moe [--quick] --json`. One layer, d_model 512, 4096 tokens,
 top-2, at E = 8 and E = 64 experts, in one process, alternating over rounds, median times:
@@ -117,7 +118,8 @@ def bench_threads() -> int:
 
 
 class HFLoopExperts(torch.nn.Module):
-    """HF Mixtral's expert loop over per-expert weights: x (T, d), weights, indices (T, k) -> (T, d).
+    """HF Mixtral's expert loop over per-expert weights:
+    x (T, d), weights, indices (T, k) -> (T, d).
 
     Its own parameters, copied from a `SwiGLUExperts`: expert e's gate and up projections
     stacked as one (2F, d) matrix (one matmul, HF's `gate_up_proj` layout) and its down
@@ -220,7 +222,8 @@ def bench_config(
         "max_abs_diff_hf_mixtral_eager": hf_mixtral_diff(layer, x.detach(), outputs["ours"]),
     }
     _log(
-        f"E={n_experts}: {tokens_per_s} ({result['dispatch']}; outputs match: {result['outputs_match']})"
+        f"E={n_experts}: {tokens_per_s} ({result['dispatch']}; "
+        f"outputs match: {result['outputs_match']})"
     )
     return result
 
@@ -245,7 +248,8 @@ def hf_experts(layer: MoELayer, implementation: str = "eager") -> MixtralExperts
 
 
 def hf_mixtral_diff(layer: MoELayer, x: torch.Tensor, ours: torch.Tensor) -> float:
-    """Largest |ours - HF's own eager MixtralExperts| on x (B, S, d), same weights and routing, untimed."""
+    """Largest |ours - HF's own eager MixtralExperts| on x (B, S, d),
+    same weights and routing, untimed."""
     with torch.no_grad():
         flat = x.reshape(-1, layer.d_model)  # (T, d)
         weights, indices, _ = layer.gate(flat)

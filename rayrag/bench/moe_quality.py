@@ -1,4 +1,5 @@
-"""Bench `moe-quality`: the seed's claim, measured — does top-2 of 8 experts beat dense at equal compute?
+"""Bench `moe-quality`: the seed's claim, measured —
+does top-2 of 8 experts beat dense at equal compute?
 
 `rayrag bench moe-quality [--quick] --json`. Three `MoETransformer`s, trained at the same time,
 one Ray task (process) each, on the same corpus, token budget, batches (same order), optimizer
@@ -149,7 +150,8 @@ def data_dir() -> Path:
 
 
 def load_documents(hotpotqa: bool) -> tuple[list[str], list[str]]:
-    """(document texts, sources used): the demo corpus, plus HotpotQA paragraphs if asked and present."""
+    """(document texts, sources used): the demo corpus,
+    plus HotpotQA paragraphs if asked and present."""
     with tempfile.TemporaryDirectory() as tmp:
         demo = generate_demo_corpus(tmp, seed=SEED)
         rows = [
@@ -179,7 +181,8 @@ def split_documents(
 
 
 def pack_windows(token_lists: list[list[int]], eos_id: int, seq_len: int) -> torch.Tensor:
-    """Documents joined by <eos> into one stream, cut into (N, seq_len) windows; the tail is dropped."""
+    """Documents joined by <eos> into one stream, cut into (N, seq_len) windows;
+    the tail is dropped."""
     stream = [t for ids in token_lists for t in (*ids, eos_id)]
     n = len(stream) // seq_len
     return torch.tensor(stream[: n * seq_len], dtype=torch.long).view(n, seq_len)  # (N, S)
@@ -246,7 +249,8 @@ def build_models(plan: dict[str, Any], vocab_size: int, seed: int) -> dict[str, 
 
 
 def make_optimizer(model: MoETransformer, steps: int, train: TrainConfig):
-    """AdamW with the trainer's defaults; decay on matrices but not the (tied) embedding or norms."""
+    """AdamW with the trainer's defaults; decay on matrices but not the
+    (tied) embedding or norms."""
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed_tokens" not in n]
     keep = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed_tokens" not in n)]
     optimizer = torch.optim.AdamW(
@@ -321,7 +325,8 @@ def train_variant(
     val_windows: torch.Tensor,
     order: torch.Tensor,
 ) -> dict[str, Any]:
-    """Train one variant from `initial_state` on the batches `order` picks; its val curve and timings.
+    """Train one variant from `initial_state` on the batches `order` picks;
+    its val curve and timings.
 
     Ray-free: `bench` calls it in a Ray task per variant, the tests call it directly. The random
     init is overwritten by `initial_state` and training draws no random numbers (no dropout, no
@@ -362,7 +367,8 @@ def _train_in_worker(*args: Any) -> dict[str, Any]:
 
 
 def cores() -> int:
-    """Cores for the variants' processes: $RAYRAG_BENCH_THREADS, else the cores this process may use.
+    """Cores for the variants' processes: $RAYRAG_BENCH_THREADS,
+    else the cores this process may use.
 
     Unlike `bench_threads` the busy cores are not subtracted: one-thread processes do not spin-wait
     on each other, so a shared core only slows them, all alike."""
@@ -423,8 +429,9 @@ def bench(plan: dict[str, Any], seed: int = SEED, parallel: bool = True) -> dict
     val_windows = val_windows[: plan["val_sequences"]]  # (N_val, S)
     steps, batch_size, seq_len = plan["steps"], plan["batch_size"], plan["seq_len"]
     _log(
-        f"{len(train_texts)} train / {len(val_texts)} val documents ({'+'.join(sources)}); vocab {vocab_size}; "
-        f"{train_windows.shape[0]} train windows, {val_windows.shape[0]} val windows of {seq_len}"
+        f"{len(train_texts)} train / {len(val_texts)} val documents ({'+'.join(sources)}); vocab "
+        f"{vocab_size}; {train_windows.shape[0]} train windows, {val_windows.shape[0]} val windows "
+        f"of {seq_len}"
     )
 
     # One batch order for all three: epochs of a seeded permutation of the train windows.
@@ -484,7 +491,10 @@ def bench(plan: dict[str, Any], seed: int = SEED, parallel: bool = True) -> dict
             "ray": parallel,
             "submitted": list(jobs),
         },
-        "head": "full softmax tied to the input embedding (adaptive_softmax_cutoffs=()), same for all three",
+        "head": (
+            "full softmax tied to the input embedding "
+            "(adaptive_softmax_cutoffs=()), same for all three"
+        ),
         "optimizer": {
             "name": "AdamW",
             "lr": train_config.lr,
@@ -503,8 +513,8 @@ def bench(plan: dict[str, Any], seed: int = SEED, parallel: bool = True) -> dict
         },
         "train_tokens_seen": steps * tokens_per_step,
         "epochs": round(steps * tokens_per_step / train_windows.numel(), 2),
-        "flops_formula": "6 * matmul_params (attn q/k/v/o + router d*E + k experts 3*d*f, per layer; "
-        "+ tied head V*d) + 12 * n_layers * d_model * seq_len",
+        "flops_formula": "6 * matmul_params (attn q/k/v/o + router d*E + k experts 3*d*f, per "
+        "layer; + tied head V*d) + 12 * n_layers * d_model * seq_len",
         "models": report,
         "routing": routing_summary(
             results["moe"]["val_expert_counts"], val_tokens, results["moe"]["train_drop_rates"]
@@ -526,7 +536,8 @@ def bench(plan: dict[str, Any], seed: int = SEED, parallel: bool = True) -> dict
 
 
 def run(quick: bool = False, parallel: bool = True) -> dict[str, Any]:
-    """The bench at its full (or quick) size; `parallel=False` trains in this process, one after another."""
+    """The bench at its full (or quick) size;
+    `parallel=False` trains in this process, one after another."""
     plan = QUICK if quick else FULL
     _log(f"1 torch thread per variant; {plan}")
     started = time.perf_counter()

@@ -40,14 +40,16 @@ RECORDS_PER_DOC = 4
 
 
 def pii_file() -> Path | None:
-    """presidio-research's labelled set under $RAYRAG_DATA_DIR, or None when the variable is unset."""
+    """presidio-research's labelled set under $RAYRAG_DATA_DIR,
+    or None when the variable is unset."""
     folder = os.environ.get("RAYRAG_DATA_DIR")
     if not folder:
         return None
     path = Path(folder) / PII_FILE
     if not path.is_file():
         raise ConfigError(
-            f"RAYRAG_DATA_DIR={folder} has no {PII_FILE}; unset it to bench on the generated PII set"
+            f"RAYRAG_DATA_DIR={folder} has no {PII_FILE}; "
+            "unset it to bench on the generated PII set"
         )
     return path
 

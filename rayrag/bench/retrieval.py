@@ -24,10 +24,10 @@ Why IVF and not HNSW (the size-based default): building HNSW32 (efConstruction 8
 bench's 15 minutes, while IVF trains k-means on a sample (48 points per list, above faiss's
 39 minimum) in minutes and adds 1M vectors in about a minute. nlist is the power of two
 nearest 4*sqrt(n) (FAISS's guideline is 4..16*sqrt(n); plain sqrt(n), 1024 lists at 1M,
-scanned 4x more vectors a probe and gave only ~5x over exact search); nprobe is calibrated per size, as an operator would set
-`index.nprobe`: the smallest of 4, 8, 16, ... whose recall@10 on separate calibration
-queries reaches `CALIBRATION_RECALL`. The reported recall is then measured on the bench's
-own queries, which calibration never saw.
+scanned 4x more vectors a probe and gave only ~5x over exact search); nprobe is calibrated per size,
+as an operator would set `index.nprobe`: the smallest of 4, 8, 16, ... whose recall@10 on separate
+calibration queries reaches `CALIBRATION_RECALL`. The reported recall is then measured on the
+bench's own queries, which calibration never saw.
 
 Data: uniform random unit vectors in 384-d are a pathological case for any ANN index (all
 pairwise similarities concentrate near 0, so "nearest" is noise). Real sentence embeddings
@@ -41,9 +41,9 @@ at spread 0.25 (topics overlapping) it needed nprobe 64 of 256 for 0.989, and IV
 lost to batched exact search (0.57x). Real corpora sit somewhere between.
 
 Both competitors search the same query batch (exact search is batched BLAS, which
-amortises memory traffic over the batch; a smaller flat batch would flatter the ratio). Both competitors run on CPU (`use_gpu="never"`)
-so the comparison is like for like. Memory: the 1M run holds the vectors three times
-(array, flat, IVF), about 4.5 GiB; `peak_rss_gib` reports it.
+amortises memory traffic over the batch; a smaller flat batch would flatter the ratio). Both
+competitors run on CPU (`use_gpu="never"`) so the comparison is like for like. Memory: the 1M run
+holds the vectors three times (array, flat, IVF), about 4.5 GiB; `peak_rss_gib` reports it.
 """
 
 from __future__ import annotations

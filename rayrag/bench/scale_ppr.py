@@ -19,8 +19,8 @@ What to expect: the power iteration touches every edge once per iteration, and d
 halves the error each step (~27 iterations to 1e-8), so a query costs O(edges), i.e. linear
 in graph size, not bounded by the seeds' neighbourhood. Push touches at most
 1 / ((1 - damping) epsilon) edges whatever the graph's size; what still grows with the graph
-is the per-query O(nodes) bookkeeping (dense score arrays, the passage top-k). The cached view (CSR build) is paid
-once per group set and is reported in meta as `first_call_s`, not in the curve.
+is the per-query O(nodes) bookkeeping (dense score arrays, the passage top-k). The cached view (CSR
+build) is paid once per group set and is reported in meta as `first_call_s`, not in the curve.
 """
 
 from __future__ import annotations

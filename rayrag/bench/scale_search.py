@@ -198,8 +198,8 @@ def curve(
             series.setdefault(name, []).append([n, p50])
         per_size[str(n)] = result
         print(
-            f"[bench scale/search {time.perf_counter() - started:6.1f}s] n={n} p50_ms={result['p50_ms']} "
-            f"recall@10={result['recall_at_10']}",
+            f"[bench scale/search {time.perf_counter() - started:6.1f}s] n={n} "
+            f"p50_ms={result['p50_ms']} recall@10={result['recall_at_10']}",
             file=sys.stderr,
             flush=True,
         )

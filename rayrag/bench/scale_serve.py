@@ -123,7 +123,8 @@ def _measure(
     seconds = sum(round_seconds)
     rps = (len(latencies) - errors) / seconds
     _log(
-        f"{replicas} replica(s): {rps:.2f} req/s, p50 {percentile(latencies, 50):.0f} ms, errors {errors}"
+        f"{replicas} replica(s): {rps:.2f} req/s, p50 "
+        f"{percentile(latencies, 50):.0f} ms, errors {errors}"
     )
     return {
         "replicas": replicas,
@@ -224,12 +225,14 @@ def curve(
             "bundle": str(bundle_path),
             "model": str(model_path),
             "quick": quick,
-            "replicated": "every stage (serve.num_replicas): Ingress, Redactor, Retriever, KGEnricher, "
-            "Generator, Guard",
+            "replicated": "every stage (serve.num_replicas): Ingress, Redactor, Retriever, "
+            "KGEnricher, Generator, Guard",
             "p50_ms": {str(p["replicas"]): p["p50_ms"] for p in points},
             "p99_ms": {str(p["replicas"]): p["p99_ms"] for p in points},
             "errors": sum(p["errors"] for p in points),
-            "note": "cache bypassed (Cache-Control: no-cache); CPU reservations scaled to fit ray_cpus",
+            "note": (
+                "cache bypassed (Cache-Control: no-cache); CPU reservations scaled to fit ray_cpus"
+            ),
         },
     }
 

@@ -56,9 +56,9 @@ def print_answer(response: Any) -> None:
     truncated = response.truncated
     if truncated.chunk_ids or truncated.facts_dropped:
         print(
-            f"note: context truncated to fit the model's window: dropped {len(truncated.chunk_ids)} "
-            f"lowest-ranked passage(s) ({', '.join(truncated.chunk_ids) or '-'}) and "
-            f"{truncated.facts_dropped} fact(s)"
+            "note: context truncated to fit the model's window: dropped "
+            f"{len(truncated.chunk_ids)} lowest-ranked passage(s) "
+            f"({', '.join(truncated.chunk_ids) or '-'}) and {truncated.facts_dropped} fact(s)"
         )
     print(
         "citations:"
@@ -69,12 +69,16 @@ def print_answer(response: Any) -> None:
     for c in response.citations:
         flag = "*" if c.marker in mentioned else " "
         print(
-            f" {flag}[{c.marker}] {c.title or c.doc_id}  doc={c.doc_id} chunk={c.chunk_id} score={c.score:.4f}"
+            f" {flag}[{c.marker}] {c.title or c.doc_id}  "
+            f"doc={c.doc_id} chunk={c.chunk_id} score={c.score:.4f}"
         )
     _print_facts(response.facts)
     verdict = "escalated" if response.escalated else "ok"
     print(
-        f"guard: {verdict}  confidence {response.confidence:.2f}  groundedness {response.groundedness:.2f}"
+        (
+            f"guard: {verdict}  confidence {response.confidence:.2f}  "
+            f"groundedness {response.groundedness:.2f}"
+        )
         + (f"  ({', '.join(response.reasons)})" if response.reasons else "")
     )
     usage = response.usage
@@ -92,7 +96,10 @@ def ask_command(
         str | None,
         typer.Option(
             "--model",
-            help="Generator checkpoint (from `rayrag train`) or models:/NAME@ALIAS; required unless --retrieval-only.",
+            help=(
+                "Generator checkpoint (from `rayrag train`) or "
+                "models:/NAME@ALIAS; required unless --retrieval-only."
+            ),
         ),
     ] = None,
     retrieval_only: Annotated[
@@ -106,7 +113,8 @@ def ask_command(
     overrides: SetOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Answer a question from a bundle with a trained generator, checked by the Guard, citing the passages it read."""
+    """Answer a question from a bundle with a trained generator, checked by the Guard,
+    citing the passages it read."""
     from rayrag.answering.pipeline import AnswerPipeline, LocalStages
     from rayrag.generator.prompt import prompt_label
 

@@ -6,7 +6,8 @@ A typer command in the style of `rayrag.cli.main`'s; the lead registers it there
 
     rayrag compare --backends moe,dense,extractive --dataset data/qa.jsonl --bundle bundle/ \\
         --model ckpt/ --dense-model ckpt-dense/ --limit 50 --json
-    rayrag compare --backends extractive,openai=http://127.0.0.1:8000 --dataset data/qa.jsonl --bundle bundle/
+    rayrag compare --backends extractive,openai=http://127.0.0.1:8000 --dataset data/qa.jsonl \\
+        --bundle bundle/
 """
 
 from __future__ import annotations
@@ -44,7 +45,10 @@ def compare_command(
         str,
         typer.Option(
             "--backends",
-            help="Comma-separated: moe, dense, extractive, openai=URL (an OpenAI-compatible endpoint; key from $OPENAI_API_KEY or $RAYRAG_API_KEY).",
+            help=(
+                "Comma-separated: moe, dense, extractive, openai=URL (an "
+                "OpenAI-compatible endpoint; key from $OPENAI_API_KEY or $RAYRAG_API_KEY)."
+            ),
         ),
     ],
     dataset: Annotated[
@@ -57,7 +61,9 @@ def compare_command(
         Path,
         typer.Option(
             "--bundle",
-            help="Index bundle: retrieval runs once per question, shared by the in-process backends.",
+            help=(
+                "Index bundle: retrieval runs once per question, shared by the in-process backends."
+            ),
         ),
     ],
     model: Annotated[
@@ -86,7 +92,8 @@ def compare_command(
     overrides: SetOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Only the JSON line (no table).")] = False,
 ) -> None:
-    """Compare generator backends on one QA set: EM, F1, citation precision, TTFT, latency, tokens/s, cost."""
+    """Compare generator backends on one QA set:
+    EM, F1, citation precision, TTFT, latency, tokens/s, cost."""
     from rayrag.evaluation.compare import compare_backends, format_table, parse_backends
 
     chosen = parse_backends(backends)

@@ -13,10 +13,10 @@ one `champion`). Last, `rayrag eval` in-process on every demo question (or the f
 precision, KG validation, PII leaks of the planted canaries, latency, each per slice (hops,
 department, region, doc type) with gaps flagged; one MLflow run. The demo QA file is not
 trained on, but the reader's training questions are generated from the graph's triples, and
-a one-hop demo question can be worded like one. Then `rayrag tune --smoke` (rayrag/configs/tune.yaml):
-8 Ray Tune trials over chunk size, top-k and LoRA rank on the champion, bundles cached in
-DIR/tune/bundles, the best config in DIR/tune/sweep-<time>/best.yaml, a winning adapter
-registered as `challenger` (`tune=False` skips it).
+a one-hop demo question can be worded like one. Then `rayrag tune --smoke`
+(rayrag/configs/tune.yaml): 8 Ray Tune trials over chunk size, top-k and LoRA rank on the champion,
+bundles cached in DIR/tune/bundles, the best config in DIR/tune/sweep-<time>/best.yaml, a winning
+adapter registered as `challenger` (`tune=False` skips it).
 """
 
 from __future__ import annotations
@@ -54,7 +54,8 @@ def _trained_model(
     out: Path, bundle_dir: Path, config: RAGConfig, tracker: Tracker, qa_path: Path | None = None
 ) -> dict:
     """DIR/model: reused when its training.json was written with the same training-relevant
-    config (`RAGConfig.training_hash`: serving and retrieval settings do not count), else trained."""
+    config (`RAGConfig.training_hash`: serving and retrieval settings do not count), else
+    trained."""
     model_dir = out / "model"
     summary_file = model_dir / SUMMARY_FILE
     if summary_file.is_file() and (model_dir / "model.safetensors").is_file():
@@ -64,8 +65,8 @@ def _trained_model(
             previous = {}
         if previous.get("training_hash") == config.training_hash:
             print(
-                f"[rayrag demo] reusing the trained model in {model_dir} (same training config, hash "
-                f"{config.training_hash[:12]}); delete it to retrain",
+                f"[rayrag demo] reusing the trained model in {model_dir} (same training config, "
+                f"hash {config.training_hash[:12]}); delete it to retrain",
                 file=sys.stderr,
             )
             return {**previous, "reused": True}
@@ -180,7 +181,8 @@ def served(out: Path, config: RAGConfig) -> Iterator[tuple[str, str]]:
 
 
 def _tuning(out: Path, corpus: Any, config: RAGConfig, tracker: Tracker) -> dict:
-    """The smoke sweep of rayrag/configs/tune.yaml on the demo corpus, the demo's model as the base."""
+    """The smoke sweep of rayrag/configs/tune.yaml on the demo corpus,
+    the demo's model as the base."""
     from datetime import datetime, timezone
 
     from rayrag.tune.spec import load_tune_spec, tune_configs_path
@@ -188,8 +190,8 @@ def _tuning(out: Path, corpus: Any, config: RAGConfig, tracker: Tracker) -> dict
 
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     print(
-        "\n[rayrag demo] tuning: rayrag tune --smoke (Ray Tune: TPE + ASHA over chunk_size, top_k, lora_rank; "
-        "a few minutes) ...",
+        "\n[rayrag demo] tuning: rayrag tune --smoke (Ray Tune: TPE + ASHA over chunk_size, "
+        "top_k, lora_rank; a few minutes) ...",
         file=sys.stderr,
     )
     summary = run_sweep(
@@ -204,8 +206,8 @@ def _tuning(out: Path, corpus: Any, config: RAGConfig, tracker: Tracker) -> dict
     )
     best = summary["best"] or {}
     print(
-        f"[rayrag demo] tuning: {summary['trials']} trials ({summary['stopped_early']} stopped early by ASHA); "
-        f"best {best.get('trial_id')} objective {best.get('objective')} vs default "
+        f"[rayrag demo] tuning: {summary['trials']} trials ({summary['stopped_early']} stopped "
+        f"early by ASHA); best {best.get('trial_id')} objective {best.get('objective')} vs default "
         f"{summary['default'].get('objective')} -> {summary['best_config']}",
         file=sys.stderr,
     )
@@ -251,7 +253,10 @@ def run_demo(
     training = _training_figures(_trained_model(out, bundle_dir, config, tracker, corpus.qa_path))
     for name, phase in training["phases"].items():
         print(
-            f"[rayrag demo] {name} phase: val loss {phase['val_loss_start']} -> {phase['val_loss']}",
+            (
+                f"[rayrag demo] {name} phase: val loss "
+                f"{phase['val_loss_start']} -> {phase['val_loss']}"
+            ),
             file=sys.stderr,
         )
     for point in training[
@@ -301,12 +306,14 @@ def run_demo(
             body = response.json()
             if response.status_code != 200:
                 raise DataError(
-                    f"the served graph answered HTTP {response.status_code}: {body['error']['message']}"
+                    "the served graph answered HTTP "
+                    f"{response.status_code}: {body['error']['message']}"
                 )
             print(f"\nQ (over HTTP, request {body['request_id'][:8]}): {qa.question}")
             print(
-                f"  answer: {body['answer']!r}   (gold: {qa.answers[0]!r}; {body['usage']['completion_tokens']} "
-                f"tokens, {body['timings_ms']['total']:.0f} ms, confidence {body['confidence']:.2f}"
+                f"  answer: {body['answer']!r}   (gold: {qa.answers[0]!r}; "
+                f"{body['usage']['completion_tokens']} tokens, {body['timings_ms']['total']:.0f} "
+                f"ms, confidence {body['confidence']:.2f}"
                 f"{', escalated' if body['escalated'] else ''})"
             )
             print(
@@ -342,8 +349,8 @@ def run_demo(
             )
     print("\n(* = a gold supporting document; hybrid = dense + knowledge-graph PageRank, fused)")
     print(
-        f"\n[rayrag demo] evaluating on {n_eval or 'all'} questions (rayrag eval: retrieval, answers, "
-        "groundedness, citations, KG validation, PII leaks, latency; per slice) ...",
+        f"\n[rayrag demo] evaluating on {n_eval or 'all'} questions (rayrag eval: retrieval, "
+        "answers, groundedness, citations, KG validation, PII leaks, latency; per slice) ...",
         file=sys.stderr,
     )
     evaluation = evaluate_answers(
@@ -400,18 +407,19 @@ def run_demo(
     env_file = write_demo_env(out, config, default_tracking_uri(config.tracking))
     summary["env_file"] = str(env_file)
     print(
-        f"\n[rayrag demo] next: source {env_file}   (demo-only secrets, this MLflow store, an API key "
-        "as $RAYRAG_API_KEY)",
+        f"\n[rayrag demo] next: source {env_file}   (demo-only secrets, this MLflow store, an API "
+        "key as $RAYRAG_API_KEY)",
         file=sys.stderr,
     )
     print(
-        f"[rayrag demo] next: make serve   (the graph on http://{config.serve.host}:{config.serve.port}; "
-        "Ctrl-C stops it)",
+        "[rayrag demo] next: make serve   (the graph on "
+        f"http://{config.serve.host}:{config.serve.port}; Ctrl-C stops it)",
         file=sys.stderr,
     )
     print(
-        f'[rayrag demo] next: curl -s {config.serve.host}:{config.serve.port}/v1/ask -H "Authorization: Bearer '
-        f'$RAYRAG_API_KEY" -H \'Content-Type: application/json\' -d \'{{"question": "{questions[0].question}"}}\'',
+        f"[rayrag demo] next: curl -s {config.serve.host}:{config.serve.port}/v1/ask -H "
+        "\"Authorization: Bearer $RAYRAG_API_KEY\" -H 'Content-Type: application/json' -d "
+        f'\'{{"question": "{questions[0].question}"}}\'',
         file=sys.stderr,
     )
     print(json.dumps(summary))

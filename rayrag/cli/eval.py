@@ -3,8 +3,8 @@
     rayrag eval --dataset data/qa.jsonl --bundle bundle/ --retrieval-only --json
     rayrag eval --dataset data/qa.jsonl --bundle bundle/ --model ckpt/ --principal admin
     rayrag eval --dataset data/qa.jsonl --url http://127.0.0.1:8000     # key in $RAYRAG_API_KEY
-    rayrag eval --dataset data/qa.jsonl --bundle bundle/ --model models:/rayrag-generator@challenger \\
-        --gate champion                                                  # exit 1 on a regression
+    rayrag eval --dataset data/qa.jsonl --bundle bundle/ \\
+        --model models:/rayrag-generator@challenger --gate champion     # exit 1 on a regression
     rayrag eval pii --dataset presidio_generated_large.json --format presidio --json
     rayrag eval safety --dataset ../shared/data/hotpotqa_sample --holdout --json
 
@@ -13,9 +13,10 @@ Without --json a table goes to stdout first (overall, then every slice, flagged 
 PII detection instead (token-level precision, recall, F2; `rayrag.governance.privacy.pii_eval`);
 `rayrag eval safety` the input-safety classifier (attack recall per category, false-positive
 rates on benign questions and passages; `--dataset` a HotpotQA sample added to the demo
-corpus as benign text; `--holdout` the held-out attacks; `rayrag.governance.safety.safety_eval`). Exit codes: 0 ok, 1 the gate failed
-(after printing), 2 a user error (`RayRagError`, turned into one line by `rayrag.cli.main.main`).
-Registered in `rayrag.cli.main` as `app.command("eval")(eval_command)`.
+corpus as benign text; `--holdout` the held-out attacks; `rayrag.governance.safety.safety_eval`).
+Exit codes: 0 ok, 1 the gate failed (after printing), 2 a user error (`RayRagError`, turned into one
+line by `rayrag.cli.main.main`). Registered in `rayrag.cli.main` as
+`app.command("eval")(eval_command)`.
 """
 
 from __future__ import annotations
@@ -74,20 +75,21 @@ def print_answer_table(result: dict[str, Any], out: Any = None) -> None:
         print(
             f"confidence AUROC (right vs wrong) {result['confidence_auroc']:.3f}; escalated: "
             f"{_cell(result.get('escalation_rate_correct')).strip()} of right, "
-            f"{_cell(result.get('escalation_rate_incorrect')).strip()} of wrong answers; groundedness "
-            f"{_cell(result.get('groundedness_correct')).strip()} right vs "
+            f"{_cell(result.get('escalation_rate_incorrect')).strip()} of wrong answers; "
+            f"groundedness {_cell(result.get('groundedness_correct')).strip()} right vs "
             f"{_cell(result.get('groundedness_incorrect')).strip()} wrong",
             file=out,
         )
     print(
         f"latency p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms; "
-        f"tokens/request {result['tokens_per_request']:.1f}; cost/request {result['cost_per_request']:.6f}",
+        f"tokens/request {result['tokens_per_request']:.1f}; cost/request "
+        f"{result['cost_per_request']:.6f}",
         file=out,
     )
     for flag in result["disaggregation"]["flags"]:
         print(
-            f"gap: {flag['metric']} {flag['key']}={flag['group']} (n={flag['n']}) {flag['metric_value']:.4f} "
-            f"vs overall {flag['overall']:.4f}",
+            f"gap: {flag['metric']} {flag['key']}={flag['group']} (n={flag['n']}) "
+            f"{flag['metric_value']:.4f} vs overall {flag['overall']:.4f}",
             file=out,
         )
     gate = result.get("gate")
@@ -102,7 +104,10 @@ def print_answer_table(result: dict[str, Any], out: Any = None) -> None:
                 print(f"  {reg['metric']}: {reg['reason']}", file=out)
             else:
                 print(
-                    f"  {reg['metric']}: {reg['baseline']:.4f} -> {reg['current']:.4f} ({reg['delta']:+.4f})",
+                    (
+                        f"  {reg['metric']}: {reg['baseline']:.4f} -> "
+                        f"{reg['current']:.4f} ({reg['delta']:+.4f})"
+                    ),
                     file=out,
                 )
 
@@ -123,18 +128,23 @@ def _print_fusion_table(result: dict[str, Any]) -> None:
     print(
         f"fusion weights chosen on {result['counts']['dev']} questions: "
         + ", ".join(f"{k} {v:g}" for k, v in weights.items())
-        + f" (configured: {', '.join(f'{k} {v:g}' for k, v in result['configured_weights'].items())})"
+        + (
+            " (configured: "
+            f"{', '.join(f'{k} {v:g}' for k, v in result['configured_weights'].items())})"
+        )
     )
     print(
-        f"{'held-back (' + str(result['counts']['heldout']) + ')':<22} {'R@2':>6} {'R@5':>6} {'R@10':>6} {'MRR':>6}"
+        f"{'held-back (' + str(result['counts']['heldout']) + ')':<22} "
+        f"{'R@2':>6} {'R@5':>6} {'R@10':>6} {'MRR':>6}"
     )
     for mode, m in result["heldout"].items():
         print(
-            f"{mode:<22} {m['recall_at_2']:>6.3f} {m['recall_at_5']:>6.3f} {m['recall_at_10']:>6.3f} {m['mrr']:>6.3f}"
+            f"{mode:<22} {m['recall_at_2']:>6.3f} {m['recall_at_5']:>6.3f} "
+            f"{m['recall_at_10']:>6.3f} {m['mrr']:>6.3f}"
         )
     print(
-        f"set it with --set 'retrieval.fusion_weights={{dense: {weights['dense']:g}, graph: {weights['graph']:g}, "
-        f"bm25: {weights['bm25']:g}}}'"
+        f"set it with --set 'retrieval.fusion_weights={{dense: {weights['dense']:g}, graph: "
+        f"{weights['graph']:g}, bm25: {weights['bm25']:g}}}'"
     )
 
 
@@ -149,13 +159,17 @@ PII_FORMATS = ("presidio",)
 
 
 def print_pii_table(result: dict[str, Any], out: Any = None) -> None:
-    """Overall P/R/F2 (detected and redacted), then recall per gold type and precision per predicted type."""
+    """Overall P/R/F2 (detected and redacted),
+    then recall per gold type and precision per predicted type."""
     out = out or sys.stdout
     red = result["redacted"]  # under the default policy; every policy's follows when present
     print(f"PII vs not-PII over {result['tokens']} tokens of {result['examples']} texts", file=out)
     print(f"{'':<28} {'precision':>10} {'recall':>10} {'f2':>10}", file=out)
     print(
-        f"{'detected':<28} {result['precision']:>10.4f} {result['recall']:>10.4f} {result['f2']:>10.4f}",
+        (
+            f"{'detected':<28} {result['precision']:>10.4f} "
+            f"{result['recall']:>10.4f} {result['f2']:>10.4f}"
+        ),
         file=out,
     )
     for policy, row in result.get("redacted_by_policy", {"": red}).items():
@@ -216,7 +230,10 @@ def print_safety_table(result: dict[str, Any], out: Any = None) -> None:
     """Recall per category and disguise, false-positive rate per benign source."""
     out = out or sys.stdout
     print(
-        f"attacks {result['attacks']}: recall {result['attack_recall']:.4f} (threshold {result['threshold']})",
+        (
+            f"attacks {result['attacks']}: recall "
+            f"{result['attack_recall']:.4f} (threshold {result['threshold']})"
+        ),
         file=out,
     )
     for name, recall in result["recall_per_category"].items():
@@ -283,7 +300,10 @@ def eval_command(
         Path | None,
         typer.Option(
             "--dataset",
-            help="QA JSONL with answers and supporting_ids (gold doc ids); for `eval safety`, an optional HotpotQA sample (folder or questions file) used as benign text.",
+            help=(
+                "QA JSONL with answers and supporting_ids (gold doc ids); for `eval safety`, "
+                "an optional HotpotQA sample (folder or questions file) used as benign text."
+            ),
         ),
     ] = None,
     bundle: Annotated[
@@ -310,7 +330,10 @@ def eval_command(
         Path | None,
         typer.Option(
             "--canaries",
-            help="Planted PII (JSON) to count leaks of; default: planted_pii.json beside the dataset.",
+            help=(
+                "Planted PII (JSON) to count leaks of; "
+                "default: planted_pii.json beside the dataset."
+            ),
         ),
     ] = None,
     gate: Annotated[
@@ -339,7 +362,11 @@ def eval_command(
     target: Annotated[
         str | None,
         typer.Argument(
-            help="`pii`: score PII detection on a labelled set instead of QA; `safety`: the input-safety classifier; `fusion`: calibrate hybrid's fusion weights on the dataset's first half, report on the rest."
+            help=(
+                "`pii`: score PII detection on a labelled set instead of QA; "
+                "`safety`: the input-safety classifier; `fusion`: calibrate hybrid's "
+                "fusion weights on the dataset's first half, report on the rest."
+            )
         ),
     ] = None,
 ) -> None:
@@ -403,7 +430,8 @@ def eval_command(
             )
         if fmt not in PII_FORMATS:
             raise ConfigError(
-                f"unknown PII dataset format {fmt!r} (--format); supported: {', '.join(PII_FORMATS)}"
+                f"unknown PII dataset format {fmt!r} "
+                f"(--format); supported: {', '.join(PII_FORMATS)}"
             )
         _pii_eval(dataset, fmt, limit, cfg, as_json)
         return

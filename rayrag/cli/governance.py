@@ -1,6 +1,7 @@
 """`rayrag purge` and `rayrag forget`: retention and erasure from the command line.
 
-    rayrag purge                         delete every record older than its TTL (governance.retention)
+    rayrag purge                         delete every record older than its TTL
+                                         (governance.retention)
     rayrag purge --older-than 30d        one TTL for every record type (also 12h, 1.5d)
     rayrag purge --dry-run --json        count only
     rayrag forget --doc-id D1 --doc-id D2 --bundle .rayrag/demo/bundle --json
@@ -49,7 +50,10 @@ def purge_command(
         verb = "would delete" if dry_run else "deleted"
         for kind, n in report["purged"].items():
             typer.echo(
-                f"{kind}: {verb} {n}, kept {report['kept'][kind]} (ttl {report['ttl_days'][kind]:g} d)",
+                (
+                    f"{kind}: {verb} {n}, kept {report['kept'][kind]} "
+                    f"(ttl {report['ttl_days'][kind]:g} d)"
+                ),
                 err=True,
             )
     typer.echo(json.dumps(report))
@@ -67,7 +71,8 @@ def forget_command(
     overrides: SetOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Erase documents from a bundle (chunks, vectors, graph, reports) and the tune cache; audited."""
+    """Erase documents from a bundle (chunks, vectors, graph,
+    reports) and the tune cache; audited."""
     import os
 
     from rayrag.cli.registry import operator

@@ -121,7 +121,9 @@ def train(
         Path,
         typer.Option(
             "--out",
-            help="Checkpoint directory (adapters with --lora-rank); resumable state in OUT/_resume.",
+            help=(
+                "Checkpoint directory (adapters with --lora-rank); resumable state in OUT/_resume."
+            ),
         ),
     ],
     qa: Annotated[
@@ -151,14 +153,20 @@ def train(
         bool,
         typer.Option(
             "--dense",
-            help="Train the dense twin of the configured MoE (one FFN as wide as the k active experts): the `rayrag compare` baseline.",
+            help=(
+                "Train the dense twin of the configured MoE (one FFN as wide "
+                "as the k active experts): the `rayrag compare` baseline."
+            ),
         ),
     ] = False,
     curve_qa: Annotated[
         Path | None,
         typer.Option(
             "--curve-qa",
-            help="QA JSONL whose exact match (overall and per hops) is measured at every reader validation: the learning curve in MLflow (read, never trained on).",
+            help=(
+                "QA JSONL whose exact match (overall and per hops) is measured at every "
+                "reader validation: the learning curve in MLflow (read, never trained on)."
+            ),
         ),
     ] = None,
     curve_limit: Annotated[
@@ -204,7 +212,10 @@ def bench(
     name: Annotated[
         str,
         typer.Argument(
-            help="redaction | ingest | retrieval | kg | moe | softmax | decode | moe-quality | ep | serve | scale"
+            help=(
+                "redaction | ingest | retrieval | kg | moe | "
+                "softmax | decode | moe-quality | ep | serve | scale"
+            )
         ),
     ],
     quick: Annotated[bool, typer.Option("--quick", help="Small sizes (CI).")] = False,

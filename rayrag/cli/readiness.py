@@ -1,4 +1,5 @@
-"""`rayrag readiness`: the sixteen-check deployment checklist, each a live probe (governance/readiness/probes.py).
+"""`rayrag readiness`: the sixteen-check deployment checklist, each a live probe
+(governance/readiness/probes.py).
 
     RAYRAG_READINESS_ADMIN_KEY=... RAYRAG_READINESS_USER_KEY=... \\
         rayrag readiness --url http://127.0.0.1:8000 --qa data/qa.jsonl --metrics-url http://127.0.0.1:8080/metrics
@@ -67,7 +68,8 @@ def _free_port() -> int:
 
 
 def _metrics_url() -> str | None:
-    """Ray's Prometheus endpoint on this node (`ray.init(_metrics_export_port=...)` or Ray's pick)."""
+    """Ray's Prometheus endpoint on this node
+    (`ray.init(_metrics_export_port=...)` or Ray's pick)."""
     import ray
 
     for node in ray.nodes():
@@ -82,8 +84,8 @@ def local_service(
 ) -> Iterator[tuple[Service, object]]:
     """The serve graph in this process on a free loopback port: (Service, the config it serves).
 
-    Fresh keys (an admin with every group in rayrag/configs/access/principals.yaml, a `public` user),
-    a temporary event log and escalation queue. Ray is started here unless it already runs;
+    Fresh keys (an admin with every group in rayrag/configs/access/principals.yaml, a `public`
+    user), a temporary event log and escalation queue. Ray is started here unless it already runs;
     Serve and a Ray started here are shut down on exit."""
     import httpx
     import yaml
@@ -212,7 +214,10 @@ def print_table(report, out=None) -> None:
     out = out or sys.stdout
     for check in report.checks:
         print(
-            f"{'PASS' if check.passed else 'FAIL':<5} {check.area:<11} {check.name:<27} {check.evidence}",
+            (
+                f"{'PASS' if check.passed else 'FAIL':<5} "
+                f"{check.area:<11} {check.name:<27} {check.evidence}"
+            ),
             file=out,
         )
     print(f"{report.passed}/{report.total} checks passed", file=out)
@@ -245,14 +250,20 @@ def readiness_command(
         Path | None,
         typer.Option(
             "--qa",
-            help="QA JSONL the champion was evaluated on (the gate's dataset; --local default: the demo's).",
+            help=(
+                "QA JSONL the champion was evaluated on (the "
+                "gate's dataset; --local default: the demo's)."
+            ),
         ),
     ] = None,
     qa_limit: Annotated[
         int,
         typer.Option(
             "--qa-limit",
-            help="Questions the gate evaluates (0 = all: the champion's baseline must be on the same questions).",
+            help=(
+                "Questions the gate evaluates (0 = all: the "
+                "champion's baseline must be on the same questions)."
+            ),
         ),
     ] = 0,
     metrics_url: Annotated[
@@ -282,7 +293,8 @@ def readiness_command(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Only the JSON line on stdout.")] = False,
 ) -> None:
-    """Run the deployment checklist (privacy, quality, safety, operations): 16 live probes with evidence."""
+    """Run the deployment checklist (privacy, quality, safety, operations):
+    16 live probes with evidence."""
     from rayrag.governance.readiness.probes import ReadinessProbe
     from rayrag.governance.readiness.report import log_report
     from rayrag.governance.readiness.session import Canary
@@ -338,7 +350,10 @@ def readiness_command(
     run_id = log_report(report, cfg) if cfg.tracking.enabled else None
     if run_id:
         print(
-            f"[readiness] report logged to MLflow run {run_id} ({cfg.tracking.experiment_prefix}-readiness)",
+            (
+                f"[readiness] report logged to MLflow run {run_id} "
+                f"({cfg.tracking.experiment_prefix}-readiness)"
+            ),
             file=sys.stderr,
         )
     if not as_json:

@@ -94,7 +94,8 @@ def registry_list(
     print(f"{'version':>7}  {'aliases':<20} {'created':<25} digest")
     for row in rows:
         print(
-            f"{row['version']:>7}  {','.join(row['aliases']) or '-':<20} {row['created']:<25} {row['model_digest']}"
+            f"{row['version']:>7}  {','.join(row['aliases']) or '-':<20} "
+            f"{row['created']:<25} {row['model_digest']}"
         )
 
 

@@ -40,8 +40,8 @@ def preflight(args: dict[str, Any]) -> tuple[Any, Path, Path]:
     )  # e.g. "environment variable RAYRAG_HMAC_KEY must hold ..."
     if not len(KeyStore.from_config(cfg.serve)):
         print(
-            f"warning: no API keys (serve.keys_file, ${cfg.serve.keys_env}): every request will get 401; "
-            "`source .rayrag/demo/demo.env` after `make demo` sets one",
+            f"warning: no API keys (serve.keys_file, ${cfg.serve.keys_env}): every request will "
+            "get 401; `source .rayrag/demo/demo.env` after `make demo` sets one",
             file=sys.stderr,
         )
     return cfg, bundle_path, model_path
@@ -63,7 +63,8 @@ def serve_command(
         ),
     ] = None,
 ) -> None:
-    """Serve the graph on serve.host:serve.port until Ctrl-C (API keys: serve.keys_file or $RAYRAG_API_KEYS)."""
+    """Serve the graph on serve.host:serve.port until Ctrl-C (API keys:
+    serve.keys_file or $RAYRAG_API_KEYS)."""
     if ctx.invoked_subcommand is not None:
         return
     import time
@@ -91,8 +92,9 @@ def serve_command(
         serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
         serve.run(build_app(args), name="rayrag", route_prefix="/")
         print(
-            f"rayrag serving {bundle_path.name} with {model_path.name} on http://{cfg.serve.host}:{cfg.serve.port} "
-            "(POST /v1/ask, /v1/chat/completions; GET /healthz, /readyz, /docs); Ctrl-C stops",
+            f"rayrag serving {bundle_path.name} with {model_path.name} on "
+            f"http://{cfg.serve.host}:{cfg.serve.port} (POST /v1/ask, /v1/chat/completions; GET "
+            "/healthz, /readyz, /docs); Ctrl-C stops",
             file=sys.stderr,
         )
         while True:

@@ -1,7 +1,7 @@
 """`rayrag tune`: a Ray Tune sweep over chunk size, top-k and LoRA rank (tune/sweep.py).
 
     rayrag tune --space rayrag/configs/tune.yaml --json
-    rayrag tune --space rayrag/configs/tune.yaml --smoke            # >= 8 trials in a few minutes (CI)
+    rayrag tune --space rayrag/configs/tune.yaml --smoke  # >= 8 trials in a few minutes (CI)
     rayrag tune --space rayrag/configs/tune.yaml --num-samples 32 --base models:/rayrag-generator/3
 
 Progress, the top trials and the sensitivity table go to stderr; the last stdout line is
@@ -47,7 +47,10 @@ def tune_command(
         str | None,
         typer.Option(
             "--base",
-            help="Generator to fine-tune: a checkpoint dir or models:/NAME@ALIAS (default: the space's).",
+            help=(
+                "Generator to fine-tune: a checkpoint dir or "
+                "models:/NAME@ALIAS (default: the space's)."
+            ),
         ),
     ] = None,
     out: Annotated[
@@ -65,7 +68,8 @@ def tune_command(
         bool, typer.Option("--json", help="Only the JSON summary on stdout.")
     ] = False,
 ) -> None:
-    """Sweep chunking, retrieval depth and LoRA rank with Ray Tune (TPE or grid, ASHA), every trial in MLflow."""
+    """Sweep chunking, retrieval depth and LoRA rank with Ray Tune (TPE or grid, ASHA),
+    every trial in MLflow."""
     from rayrag.tune.spec import load_tune_spec
     from rayrag.tune.sweep import run_sweep
 

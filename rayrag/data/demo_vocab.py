@@ -124,7 +124,9 @@ JOB_TITLES = {
         "Quality Assurance Analyst",
     ),
 }
-STREETS = "Maple Oak Cedar Elm Willow Lakeview Hillcrest Park Washington Lincoln Sycamore Chestnut".split()
+STREETS = (
+    "Maple Oak Cedar Elm Willow Lakeview Hillcrest Park Washington Lincoln Sycamore Chestnut"
+).split()
 STREET_KINDS = ("Avenue", "Street", "Road", "Lane", "Drive", "Court")
 US_TOWNS = (
     ("Springfield", "IL", "627"),

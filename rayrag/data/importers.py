@@ -1,4 +1,5 @@
-"""Importers that turn public datasets into rayrag's corpus and QA JSONL (the README's Data formats).
+"""Importers that turn public datasets into rayrag's corpus and QA JSONL
+(the README's Data formats).
 
 HotpotQA as HippoRAG ships it (OSU-NLP-Group/HippoRAG `data/*_corpus.json` + questions),
 MuSiQue (Trivedi et al. 2022) in its published JSONL shape, and Presidio-research's
@@ -142,7 +143,8 @@ def import_hotpotqa(src: str | Path, out_dir: str | Path) -> ImportResult:
     raw_questions = _load_json(questions_path)
     if not isinstance(raw_questions, list):
         raise DataError(
-            f"{questions_path}: expected a JSON list of questions, got {type(raw_questions).__name__}"
+            f"{questions_path}: expected a JSON list of "
+            f"questions, got {type(raw_questions).__name__}"
         )
     qa_rows: list[dict[str, Any]] = []
     missing = 0

@@ -250,7 +250,9 @@ def driver_licence(rng: random.Random) -> str:
         [
             f"{_digits(rng, 2)}-{_digits(rng, 3)}-{_digits(rng, 4)}",  # Colorado
             f"{letters}{_digits(rng, 6)}{letter}",  # Idaho
-            f"{letter}-{_digits(rng, 3)}-{_digits(rng, 3)}-{_digits(rng, 3)}-{_digits(rng, 3)}",  # Maryland
+            (
+                f"{letter}-{_digits(rng, 3)}-{_digits(rng, 3)}-{_digits(rng, 3)}-{_digits(rng, 3)}"
+            ),  # Maryland
             f"{letter}{_digits(rng, 4)} {_digits(rng, 5)} {_digits(rng, 5)}",  # New Jersey
             f"{_digits(rng, 2)} {_digits(rng, 3)} {_digits(rng, 3)}",  # Pennsylvania
             f"{_digits(rng, 6)}-{_digits(rng, 3)}",  # Wyoming
@@ -258,7 +260,10 @@ def driver_licence(rng: random.Random) -> str:
             _digits(rng, 9),  # New York, many states
             f"{_digits(rng, 3)} {_digits(rng, 3)} {_digits(rng, 3)}",
             _digits(rng, 8),  # Texas
-            f"{letter}{_digits(rng, 3)}-{_digits(rng, 3)}-{_digits(rng, 2)}-{_digits(rng, 3)}-{_digits(rng, 1)}",  # Florida
+            (
+                f"{letter}{_digits(rng, 3)}-{_digits(rng, 3)}-"
+                f"{_digits(rng, 2)}-{_digits(rng, 3)}-{_digits(rng, 1)}"
+            ),  # Florida
             f"{letter}{_digits(rng, 3)}-{_digits(rng, 4)}-{_digits(rng, 4)}",  # Illinois
             f"{letter}{_digits(rng, 12)}",  # Michigan, Minnesota
         ]

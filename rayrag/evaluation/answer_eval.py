@@ -18,7 +18,8 @@ which is normalised into one `Outcome` per question and scored (`answer_scoring.
     reader_em            in process only: EM of the reader's own most likely answer, before the
                          Guard chose among its candidates (`decoding.candidates`); equal to
                          answer_em with one candidate.
-    groundedness         the Guard's token-overlap score (in process: this Guard; HTTP: the server's).
+    groundedness         the Guard's token-overlap score (in process: this Guard; HTTP: the
+                         server's).
     citation_precision   of the documents the answer cites (its [n] markers; all prompt passages
                          when it has none, the Guard's rule) the share that are gold (ALCE-style).
     kg_validation_rate   of the answers the Guard validated against the KG, the share with no
@@ -41,7 +42,8 @@ evaluation on the same dataset digest (`gate_check`); with `limit` the digest na
 and the slice, so a gate on the first N questions only meets a baseline on those N.
 
     >>> result = evaluate_answers(Path("qa.jsonl"), cfg, bundle=Path("bundle"), model=Path("model"),
-    ...                           principal=Principal("admin", frozenset({"public", "hr"})), canaries=None)
+    ...                           principal=Principal("admin", frozenset({"public", "hr"})),
+    ...                           canaries=None)
     >>> result["answer_f1"], result["gate"], result["slices"]["hops=2"]["recall_at_5"]
 """
 
@@ -109,7 +111,8 @@ def load_canaries(path: Path | None) -> list[str]:
 
 
 def champion_baseline(tracker: Tracker, config: RAGConfig, dataset_digest: str) -> dict[str, Any]:
-    """The champion's last `eval` run on this dataset digest, or a ConfigError saying what to run."""
+    """The champion's last `eval` run on this dataset digest,
+    or a ConfigError saying what to run."""
     from rayrag.tracking.model_registry import ModelRegistry
 
     name = config.tracking.model_name

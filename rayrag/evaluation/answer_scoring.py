@@ -197,7 +197,8 @@ def calibration(rows: Sequence[dict[str, float | None]]) -> dict[str, float | No
 
 
 def auroc(positives: Sequence[float], negatives: Sequence[float]) -> float | None:
-    """Mann-Whitney AUROC: P(positive score > negative score) + P(tie) / 2; None if a side is empty."""
+    """Mann-Whitney AUROC: P(positive score > negative score) + P(tie) / 2;
+    None if a side is empty."""
     if not positives or not negatives:
         return None
     ordered = sorted([(v, 1) for v in positives] + [(v, 0) for v in negatives])

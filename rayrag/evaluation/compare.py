@@ -2,8 +2,8 @@
 
 `rayrag compare` answers one QA set with several generators and prints one table. The
 AnswerPipeline's redact and retrieve steps run once per question and every in-process backend
-reads the very same redacted question and `Evidence`, so the rows differ only by the generator (the controlled comparison of RAG papers such as Lewis et
-al. 2020 and ALCE, Gao et al. 2023). Backends:
+reads the very same redacted question and `Evidence`, so the rows differ only by the generator (the
+controlled comparison of RAG papers such as Lewis et al. 2020 and ALCE, Gao et al. 2023). Backends:
 
 - `moe`: our `Reader` on the MoE checkpoint.
 - `dense`: the same `Reader` on a dense checkpoint of equal *active* size: one expert whose
@@ -27,11 +27,12 @@ tokens/s is completion tokens over generation seconds (for an endpoint, its whol
 time: a lower bound). Cost uses `serve.price_per_1k_*` for our backends and an endpoint's
 reported usage alike; extractive costs 0. The order of the backends rotates per question, so
 none always runs on a warm (or a busy) machine, and each backend answers the first question
-once untimed before the timed pass (first-call allocation and kernel probes are not speed). One MLflow run in the `compare` activity
-holds numbers only: never question or answer text.
+once untimed before the timed pass (first-call allocation and kernel probes are not speed). One
+MLflow run in the `compare` activity holds numbers only: never question or answer text.
 
-    >>> result = compare_backends(["moe", "dense", "extractive"], Path("qa.jsonl"), cfg, bundle=Path("bundle"),
-    ...                           model=Path("ckpt"), dense_model=Path("ckpt-dense"), principal=admin)
+    >>> result = compare_backends(["moe", "dense", "extractive"], Path("qa.jsonl"), cfg,
+    ...                           bundle=Path("bundle"), model=Path("ckpt"),
+    ...                           dense_model=Path("ckpt-dense"), principal=admin)
     >>> print(format_table(result["table"]))
 """
 
@@ -106,7 +107,8 @@ def parse_backend(item: str) -> Backend:
 
 
 def parse_backends(spec: str | Sequence[str]) -> list[Backend]:
-    """`"moe,dense,extractive,openai=http://h:8000"` (or its items as a list) -> Backends, in order."""
+    """`"moe,dense,extractive,openai=http://h:8000"`
+    (or its items as a list) -> Backends, in order."""
     items = spec.split(",") if isinstance(spec, str) else list(spec)
     backends = [parse_backend(item) for item in items if item.strip()]
     if not backends:
@@ -317,7 +319,9 @@ def compare_backends(
     replies: dict[str, list[Reply]] = {name: [] for name in names}
     retrieval_s: list[float] = []
     try:
-        if usable:  # one untimed answer each: first-call costs (allocation, kernel probes) are not the backend's speed
+        # one untimed answer each: first-call costs (allocation, kernel probes) are not the
+        # backend's speed
+        if usable:
             redacted, evidence = evidence_for(usable[0].question)
             for name in names:
                 ask(name, usable[0].question, redacted, evidence)

@@ -22,11 +22,11 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 QUESTION_WORDS = frozenset("who whom whose what which when where why how".split())
 STOPWORDS = frozenset(
     """a an the and or but if of at by for with about against between into through
-    during before after above below to from up down in out on off over under again then once here there
-    all any both each few more most other some such no nor not only own same so than too very can will
-    just should now is are was were be been being have has had having do does did doing i me my we our
-    you your he him his she her it its they them their this that these those as until while also
-    would could may might must shall did name named""".split()
+    during before after above below to from up down in out on off over under again then once
+    here there all any both each few more most other some such no nor not only own same so than
+    too very can will just should now is are was were be been being have has had having do does
+    did doing i me my we our you your he him his she her it its they them their this that these
+    those as until while also would could may might must shall did name named""".split()
 )
 DEFAULT_OPENAI_MODEL = "rayrag"
 

@@ -71,7 +71,8 @@ def calibrate_fusion(
     split = round(len(questions) * dev_fraction)
     if split < 1 or split >= len(questions):
         raise DataError(
-            f"{len(questions)} questions with gold documents cannot be split {dev_fraction:.2f} / rest"
+            f"{len(questions)} questions with gold documents "
+            f"cannot be split {dev_fraction:.2f} / rest"
         )
     started = time.perf_counter()
     retriever = HybridRetriever(Path(bundle), config)

@@ -8,7 +8,9 @@ spirit, at the document level our gold data has: of the documents an answer cite
 share that are gold supports. A leak is a planted canary string (PII the corpus holds)
 appearing verbatim in an answer.
 
-    >>> exact_match("The Helix Corp.", ["helix corp"]), round(token_f1("Helix Corp Labs", ["Helix Corp"]), 3)
+    >>> exact_match("The Helix Corp.", ["helix corp"]), round(
+    ...     token_f1("Helix Corp Labs", ["Helix Corp"]), 3
+    ... )
     (1.0, 0.8)
 """
 

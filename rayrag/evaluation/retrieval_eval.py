@@ -9,7 +9,8 @@ collapsed to distinct documents in rank order (a document counts at its best chu
 Every metric is also computed per value of every QA metadata key (`hops=2`,
 `doc_type=press_release`, ...): the disaggregated view the governance layer asks for.
 One evaluation is one MLflow run in the `eval` experiment, tagged with mode, bundle id and
-dataset digest; slice metrics are logged as `recall_at_5/hops/2` (`<metric>/<key>/<value>`). Nothing logged carries question text: only ids, counts and numbers.
+dataset digest; slice metrics are logged as `recall_at_5/hops/2` (`<metric>/<key>/<value>`). Nothing
+logged carries question text: only ids, counts and numbers.
 
     >>> result = evaluate_retrieval(Path("bundle"), Path("qa.jsonl"), cfg, "hybrid",
     ...                             Principal("admin", frozenset({"public", "hr"})), tracker)

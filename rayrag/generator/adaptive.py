@@ -162,7 +162,8 @@ class AdaptiveSoftmaxHead(nn.Module):
         ranks = torch.where(valid, self.rank_of_token[targets.reshape(-1).clamp(min=0)], 0)  # (N,)
         assert ranks.shape[0] == flat.shape[0], "hidden and targets disagree on the number of rows"
         head_logp = self._head_logp(flat)
-        # Column of head_logp each row reads: its own rank in the shortlist, else its cluster's logit.
+        # Column of head_logp each row reads: its own rank in the shortlist, else its cluster's
+        # logit.
         head_column = ranks.clone()
         within_logp = torch.zeros(flat.shape[0], dtype=torch.float32, device=flat.device)
         for i in range(self.n_clusters):
@@ -219,7 +220,8 @@ class AdaptiveSoftmaxHead(nn.Module):
         return self.greedy_expanded(hidden)[0]
 
     def greedy_expanded(self, hidden: Tensor) -> tuple[Tensor, Tensor]:
-        """`greedy` plus which (row, cluster) pairs it had to expand: ((...), (..., clusters) bool)."""
+        """`greedy` plus which (row, cluster) pairs it had to expand:
+        ((...), (..., clusters) bool)."""
         flat = self._flat(hidden)  # (N, d)
         head_logp = self._head_logp(flat)
         best_logp, best_rank = head_logp[:, : self.shortlist_size].max(dim=-1)  # (N,), (N,)
@@ -290,8 +292,8 @@ class FullSoftmaxHead(nn.Module):
         if tied_weight is not None:
             if tuple(tied_weight.shape) != (vocab_size, d_model):
                 raise ValueError(
-                    f"tied_weight must have shape (vocab_size, d_model) = ({vocab_size}, {d_model}), "
-                    f"got {tuple(tied_weight.shape)}"
+                    f"tied_weight must have shape (vocab_size, d_model) = ({vocab_size}, "
+                    f"{d_model}), got {tuple(tied_weight.shape)}"
                 )
             self.weight = tied_weight  # the same Parameter: one storage, one gradient
         else:
@@ -305,7 +307,8 @@ class FullSoftmaxHead(nn.Module):
         return F.linear(hidden, self.weight)
 
     def forward(self, hidden: Tensor, targets: Tensor) -> Tensor:
-        """NLL of each target token id: hidden (..., d), targets (...) -> (...) float32; -100 -> 0."""
+        """NLL of each target token id:
+        hidden (..., d), targets (...) -> (...) float32; -100 -> 0."""
         _check_targets(targets, self.vocab_size)
         flat_logits = self.logits(hidden).reshape(-1, self.vocab_size).float()  # (N, V)
         nll = F.cross_entropy(

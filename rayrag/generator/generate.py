@@ -17,7 +17,8 @@ the routing statistics of the rows still decoding. Leading columns that are padd
 remaining row are trimmed too (positions come from the mask, so nothing moves).
 
     >>> options = DecodeOptions.from_config(cfg.decoding, eos_id=tok.eos_id, pad_id=tok.pad_id)
-    >>> [g.tokens for g in generate(model, [tok.encode("Q: ..."), tok.encode("Q: ...")], **options.kwargs())]
+    >>> [g.tokens for g in generate(model, [tok.encode("Q: ..."), tok.encode("Q: ...")],
+    ...                             **options.kwargs())]
     >>> for token in stream(model, tok.encode("Q: ..."), **options.kwargs()): ...
 """
 

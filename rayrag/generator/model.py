@@ -501,7 +501,8 @@ class MoETransformer(nn.Module):
     def _rope(
         self, positions: torch.Tensor | None, past: int, s: int, x: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin_folded (B or 1, 1, S, head_dim) from the table; positions None = past..past+S-1."""
+        """cos, sin_folded (B or 1, 1, S, head_dim) from the table;
+        positions None = past..past+S-1."""
         key = (x.device, x.dtype)
         if key not in self._rope_tables:
             # Not a buffer: kept out of the state dict, and `.to(bfloat16)` cannot round it.
@@ -523,7 +524,8 @@ class MoETransformer(nn.Module):
     def _prefix(
         self, prefix_lengths, labels, attention_mask, b, s, past, device
     ) -> torch.Tensor | None:
-        """(B,) int64 bidirectional prefix per row, in columns from the row's start; None = causal."""
+        """(B,) int64 bidirectional prefix per row,
+        in columns from the row's start; None = causal."""
         if self.config.attention != "prefix":
             return None
         if prefix_lengths is not None:

@@ -120,7 +120,9 @@ class MoEOutput:
 class Router(nn.Module):
     """Linear gate; float32 softmax over experts, top-k, renormalised, cast back (Mixtral).
 
-    >>> weights, indices, logits = Router(64, 8, 2)(torch.randn(10, 64))  # (10, 2), (10, 2), (10, 8)
+    >>> weights, indices, logits = Router(64, 8, 2)(
+    ...     torch.randn(10, 64)
+    ... )  # (10, 2), (10, 2), (10, 8)
     """
 
     def __init__(self, d_model: int, n_experts: int, top_k: int, jitter: float = 0.0):

@@ -16,7 +16,9 @@ encoded on its own and the ids concatenated, so a segment's length is known befo
 added and training and serving tokenise the same prompt the same way. When the prompt is
 too long, the lowest-ranked passage goes first, then the last fact; the question is never cut.
 
-    >>> prompt = build_prompt(question, evidence.passages, evidence.facts, tok, max_prompt_tokens=896)
+    >>> prompt = build_prompt(
+    ...     question, evidence.passages, evidence.facts, tok, max_prompt_tokens=896
+    ... )
     >>> prompt.ids[:1], [c.marker for c in prompt.citations], prompt.truncated
     ([1], [1, 2, 3], ['doc-7#4'])
 """

@@ -10,7 +10,11 @@ question itself is never cut — a question too long for the window is a `DataEr
 
     >>> reader = Reader(Path(".rayrag/demo/model"), cfg)
     >>> result = reader.answer("Who acquired Brightwater Labs?", evidence)
-    >>> result.answer.text, [p.chunk_id for p in result.answer.citations], result.truncated_chunk_ids
+    >>> (
+    ...     result.answer.text,
+    ...     [p.chunk_id for p in result.answer.citations],
+    ...     result.truncated_chunk_ids,
+    ... )
     ('Helix Corp', ['doc-7#0', 'doc-3#1'], [])
     >>> stream = reader.answer(question, evidence, stream=True)
     >>> for piece in stream: print(piece, end="")
@@ -190,7 +194,8 @@ class Reader:
             # Ids past the embedding table would index out of range at the first forward.
             raise ModelError(
                 f"{self.checkpoint}: tokenizer has {tokenizer.vocab_size} tokens but the model's "
-                f"vocab_size is {model.config.vocab_size}; the two files are from different trainings"
+                f"vocab_size is {model.config.vocab_size}; the two files are from different "
+                "trainings"
             )
         self._model_version = f"{self.checkpoint.resolve().name}@{weights_digest(self.checkpoint)}"
         self._tokenizer, self._model = tokenizer, model
@@ -249,8 +254,8 @@ class Reader:
         opts = self.options(max_new_tokens)
         if max_new_tokens is not None and max_new_tokens >= self.model.config.max_seq_len:
             raise DataError(
-                f"max_new_tokens {max_new_tokens} leaves no room for a prompt in the model's window "
-                f"of {self.model.config.max_seq_len} tokens"
+                f"max_new_tokens {max_new_tokens} leaves no room for a prompt in the model's "
+                f"window of {self.model.config.max_seq_len} tokens"
             )
         return build_prompt(
             question,
@@ -341,7 +346,8 @@ def reader_facts(facts: tuple[Fact, ...] | list[Fact]) -> list[Fact]:
 
 
 def cited_markers(text: str, n_citations: int) -> list[int]:
-    """The citation markers `[n]` that `text` mentions, 1 <= n <= n_citations, first mention first."""
+    """The citation markers `[n]` that `text` mentions, 1 <= n <= n_citations,
+    first mention first."""
     seen: list[int] = []
     for match in MARKER_RE.finditer(text):
         marker = int(match.group(1))

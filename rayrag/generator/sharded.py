@@ -22,8 +22,8 @@ fails to compile falls back to actor calls, and says so in `transport` and `comp
 calls are serialised by a lock (a compiled graph's channels take one execution at a time).
 
 Placement: shards ask for `num_gpus=1` each when the cluster has a GPU per shard, else
-`generator.shard_num_cpus` of a CPU, so a laptop runs the same code. The caller's own copy of the experts is
-freed: a model too large for one device still serves.
+`generator.shard_num_cpus` of a CPU, so a laptop runs the same code. The caller's own copy of the
+experts is freed: a model too large for one device still serves.
 
 Faults: a shard that dies (node loss, OOM, `ray.kill`) is noticed on the next call
 (`RayActorError`), recreated from the checkpoint, and the call is retried once; a second
@@ -343,6 +343,7 @@ class ShardedGenerator:
 
 
 def _free(experts: nn.Module) -> None:
-    """Drop the local expert tensors (keep the module and its shapes for the layer's bookkeeping)."""
+    """Drop the local expert tensors (keep the module
+    and its shapes for the layer's bookkeeping)."""
     for name in ("w1", "w3", "w2"):
         setattr(experts, name, nn.Parameter(torch.empty(0), requires_grad=False))

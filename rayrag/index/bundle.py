@@ -237,7 +237,8 @@ class IndexBundle:
         return LexicalIndex.load(self.path / LEXICAL)
 
     def text_format(self) -> str:
-        """How chunks were embedded (`embedding.text_format`); bundles before it: the chunk alone."""
+        """How chunks were embedded (`embedding.text_format`); bundles before it:
+        the chunk alone."""
         return str(self.manifest.get("embedder", {}).get("text_format", "chunk"))
 
     def query_redaction(self, base: RedactionConfig) -> RedactionConfig:

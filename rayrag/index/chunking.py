@@ -113,7 +113,8 @@ class Chunker:
     def _check_tokenizer(tokenizer: Any) -> None:
         if not getattr(tokenizer, "is_fast", False):
             raise ConfigError(
-                f"the chunker needs a fast (Rust) tokenizer for character offsets, got {type(tokenizer).__name__}"
+                "the chunker needs a fast (Rust) tokenizer for "
+                f"character offsets, got {type(tokenizer).__name__}"
             )
 
     @property

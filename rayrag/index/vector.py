@@ -147,7 +147,8 @@ class VectorIndex:
                 index.train(vectors)
             except RuntimeError as exc:
                 raise ConfigError(
-                    f"cannot train FAISS index {factory!r} on {n} vectors (index.factory): {_first_line(exc)}"
+                    f"cannot train FAISS index {factory!r} on {n} "
+                    f"vectors (index.factory): {_first_line(exc)}"
                 ) from None
             finally:
                 if ivf is not None:
@@ -235,7 +236,8 @@ class VectorIndex:
             vectors = inner.reconstruct_n(0, inner.ntotal)
         except RuntimeError:
             raise BundleError(
-                f"FAISS index {self._factory!r} cannot reconstruct vectors for removal; rebuild it from the corpus"
+                f"FAISS index {self._factory!r} cannot reconstruct "
+                "vectors for removal; rebuild it from the corpus"
             ) from None
         index.reset()  # keeps training (e.g. PQ codebooks); drops graph and ids
         if keep.any():
@@ -439,7 +441,8 @@ class VectorIndex:
             # HNSW (among others) has no GPU implementation in faiss.
             if mode == "always":
                 raise ConfigError(
-                    f"FAISS index {self._factory!r} cannot run on GPU (index.use_gpu): {_first_line(exc)}"
+                    f"FAISS index {self._factory!r} cannot run "
+                    f"on GPU (index.use_gpu): {_first_line(exc)}"
                 ) from None
             logger.info("FAISS %s stays on CPU: %s", self._factory, _first_line(exc))
 

@@ -34,7 +34,10 @@ def choose_factory(n: int, config: IndexConfig, gpus: int) -> str:
     `exact_threshold`, else `HNSW{m},Flat`, unless the index will go to one of `gpus` GPUs
     (`use_gpu` not 'never'), where faiss has no HNSW: then `index.gpu_large_index` decides.
 
-    >>> choose_factory(1_000_000, IndexConfig(), gpus=1), choose_factory(1_000_000, IndexConfig(), gpus=0)
+    >>> (
+    ...     choose_factory(1_000_000, IndexConfig(), gpus=1),
+    ...     choose_factory(1_000_000, IndexConfig(), gpus=0),
+    ... )
     ('IVF4000,Flat', 'HNSW32,Flat')
     """
     if config.factory:

@@ -10,7 +10,9 @@ keeps everything else. The driver holds only what it must assemble (vectors, ext
 the heavy per-document work runs in Ray Data actors and streams. `engine="local"` runs the
 same stages in-process instead, for a caller that is itself a Ray task (rayrag.tune.bundles).
 
-    >>> result = ingest(Path("corpus.jsonl"), Path("bundle"), load_config("rayrag/configs/demo.yaml"))
+    >>> result = ingest(
+    ...     Path("corpus.jsonl"), Path("bundle"), load_config("rayrag/configs/demo.yaml")
+    ... )
     >>> result.counts["chunks"]
 """
 
@@ -325,7 +327,8 @@ def ingest(
         stale_docs |= set(old_digests) - set(digests)
     reused = len(old_digests) - len(stale_docs)
     progress(
-        f"processing {len(to_process)} documents ({reused} reused, {len(stale_docs)} replaced or removed)"
+        f"processing {len(to_process)} documents ({reused} "
+        f"reused, {len(stale_docs)} replaced or removed)"
     )
 
     tracker = tracker or Tracker(config.tracking)

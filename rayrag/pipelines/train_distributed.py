@@ -6,7 +6,9 @@ so gradients are all-reduced and every worker takes the same step. The driver bu
 tokenizer and examples once and ships them; only rank 0 writes OUT and logs to MLflow,
 and the driver reads its `training.json` back. All training logic stays in `Trainer`.
 
-    >>> result = train_distributed(cfg.with_overrides(["train.workers=2"]), Path("ckpt"), bundle=Path("bundle"))
+    >>> result = train_distributed(
+    ...     cfg.with_overrides(["train.workers=2"]), Path("ckpt"), bundle=Path("bundle")
+    ... )
     >>> result.summary["workers"]
     2
 """

@@ -11,7 +11,9 @@ redacted question and its vector (a small cache), and scores its second-hop cand
 `similarities` (cosines against just those chunks, within the principal's ACL).
 
     >>> retriever = DenseRetriever(Path(".rayrag/demo/bundle"), cfg)
-    >>> passages = retriever.retrieve("Who acquired Brightwater Labs?", Principal("ana", frozenset({"public"})))
+    >>> passages = retriever.retrieve(
+    ...     "Who acquired Brightwater Labs?", Principal("ana", frozenset({"public"}))
+    ... )
 """
 
 from __future__ import annotations

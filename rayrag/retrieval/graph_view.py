@@ -170,7 +170,8 @@ class PrincipalViews:
             )
             return np.array([scores[node] for node in view.nodes])
         raise ConfigError(
-            f"ppr_method must be 'auto', 'sparse', 'push' or 'networkx', got {method!r} (kg.ppr_method)"
+            "ppr_method must be 'auto', 'sparse', 'push' "
+            f"or 'networkx', got {method!r} (kg.ppr_method)"
         )
 
 

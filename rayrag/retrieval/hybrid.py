@@ -503,7 +503,7 @@ class HybridRetriever:
         passage from the top 3: 63 -> 61 of 70, demo seed 0). A candidate scores
 
             cosine(residual question, passage) + hop_bridge_weight x bridge weight
-                                              + hop_answer_weight x [it cites an asked fact on the bridge]
+                + hop_answer_weight x [it cites an asked fact on the bridge]
 
         where the residual question drops the words the bridge's first-hop passage holds
         ("Which product is made by the company that" after "X acquired Avenra Logistics in
@@ -678,7 +678,8 @@ class HybridRetriever:
         return flagged
 
     def _safe_facts(self, facts: tuple[Fact, ...]) -> tuple[Fact, ...]:
-        """Facts with flagged chunks taken out of their provenance; a fact left without any is dropped."""
+        """Facts with flagged chunks taken out of their provenance;
+        a fact left without any is dropped."""
         safe = []
         for fact in facts:
             clean = tuple(c for c in fact.chunk_ids if not self._is_flagged(c))

@@ -2,7 +2,7 @@
 
     serve run rayrag.serve.app:app                       # default config, or $RAYRAG_CONFIG
     serve run rayrag.serve.app:build_app config=rayrag/configs/demo.yaml bundle=B model=CKPT
-    serve deploy rayrag/configs/serve_config.yaml               # the same builder, from a config file
+    serve deploy rayrag/configs/serve_config.yaml        # the same builder, from a config file
     rayrag serve [--config demo]                         # the convenience wrapper
 
 Arguments (all optional; Serve passes `key=value` pairs as strings): `config` (a name in
@@ -10,9 +10,10 @@ rayrag/configs/ or a YAML path), `bundle`, `model`, and `set` (comma-separated `
 overrides). The bundle and model fall back to $RAYRAG_BUNDLE / $RAYRAG_MODEL, then to
 `serve.bundle` / `serve.model` in the config, whose defaults are where `make demo` leaves
 them. `model` may be a registry URI, `models:/rayrag-generator@champion`: the version it
-names is downloaded (once) and served, and its digest is the answers' `model_version`. Each stage gets its resources and limits from `serve.*`: fractional CPUs so the six
-stages fit a laptop, `max_ongoing_requests` per replica, and on the Ingress
-`max_queued_requests`, so overload becomes a fast 503 instead of a growing queue.
+names is downloaded (once) and served, and its digest is the answers' `model_version`. Each stage
+gets its resources and limits from `serve.*`: fractional CPUs so the six stages fit a laptop,
+`max_ongoing_requests` per replica, and on the Ingress `max_queued_requests`, so overload becomes a
+fast 503 instead of a growing queue.
 
 `app` is built on first access (PEP 562), so importing this module needs no bundle.
 """

@@ -17,7 +17,9 @@ Two sources, merged:
 Errors never carry a key: a bad entry is named by its source and index only.
 
     >>> key = generate_key()
-    >>> store = KeyStore.from_config(ServeConfig(), environ={"RAYRAG_API_KEYS": f"{key}=ana:public|hr:people:user"})
+    >>> store = KeyStore.from_config(
+    ...     ServeConfig(), environ={"RAYRAG_API_KEYS": f"{key}=ana:public|hr:people:user"}
+    ... )
     >>> who = store.authenticate(f"Bearer {key}")
     >>> who.principal.name, sorted(who.principal.groups), who.team, who.role
     ('ana', ['hr', 'public'], 'people', 'user')

@@ -67,7 +67,10 @@ def write_demo_env(out: Path, config: RAGConfig, tracking_uri: str) -> Path:
     key = demo_api_key(path) or generate_key()
     redaction = config.governance.redaction
     lines = [
-        "# rayrag demo environment: demo-only secrets and an API key; never use them in production.",
+        (
+            "# rayrag demo environment: demo-only secrets "
+            "and an API key; never use them in production."
+        ),
         f"#   source {path}",
     ]
     for env_name, default_name in (

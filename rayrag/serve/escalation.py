@@ -5,7 +5,8 @@ When `Guard.check` marks an answer escalated (confidence below
 request from the ids: selective prediction with a reject option (Geifman and El-Yaniv 2017,
 "Selective Classification for Deep Neural Networks"), where the rejected cases go to a
 person. Content-free, like every log in rayrag: a record holds ids, reason
-codes and numbers only, never the question or the answer. The user is a hash (`privacy_log.fingerprint`), not a name.
+codes and numbers only, never the question or the answer. The user is a hash
+(`privacy_log.fingerprint`), not a name.
 
 The file is JSON Lines. Several Serve replicas may append at once, so each record is one
 `write()` of one complete line on a file opened with O_APPEND, under an exclusive `fcntl`

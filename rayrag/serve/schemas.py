@@ -205,5 +205,6 @@ def chat_chunk(
 
 
 def openai_finish_reason(reason: str) -> str:
-    """Ours ("eos", "stop", "length", "content_filter") -> OpenAI's ("stop", "length", "content_filter")."""
+    """Ours ("eos", "stop", "length", "content_filter")
+    -> OpenAI's ("stop", "length", "content_filter")."""
     return reason if reason in ("length", "content_filter") else "stop"

@@ -152,7 +152,8 @@ class ModelRegistry:
         tags: Mapping[str, str] | None = None,
         description: str = "",
     ) -> ModelVersionInfo:
-        """Log `checkpoint/` as artifacts of `run_id` (or a new "registry" run) and make it a version."""
+        """Log `checkpoint/` as artifacts of `run_id`
+        (or a new "registry" run) and make it a version."""
         checkpoint = Path(checkpoint)
         if not (checkpoint / "config.json").is_file():
             raise ModelError(f"not a generator checkpoint (no config.json): {checkpoint}")

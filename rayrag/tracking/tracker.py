@@ -1,8 +1,8 @@
 """The single door to MLflow: experiments per activity, config params, artifacts, metrics.
 
-Only this module imports mlflow: one place to change when MLflow's API moves. Every run logs the config three ways
-(flattened params, the YAML as an artifact, the `config_hash` tag) so a bundle, model or
-evaluation can be traced to the exact config that made it. Params, tags and metrics carry
+Only this module imports mlflow: one place to change when MLflow's API moves. Every run logs the
+config three ways (flattened params, the YAML as an artifact, the `config_hash` tag) so a bundle,
+model or evaluation can be traced to the exact config that made it. Params, tags and metrics carry
 ids, counts, digests and timings only — never document or question text. Every run is
 also tagged with the code that made it (`mlflow.source.git.commit`, `rayrag_version`), and a
 dataset is logged by its sha256 and path, never its rows (MLflow's `MetaDataset`).

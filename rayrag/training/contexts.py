@@ -1,4 +1,5 @@
-"""Reader contexts from the knowledge graph: the facts each chunk supports, its neighbours, distractors.
+"""Reader contexts from the knowledge graph:
+the facts each chunk supports, its neighbours, distractors.
 
 A generated reader example should look like what retrieval hands the reader at serving
 time: the gold passage among passages about the same entities (hybrid retrieval's dense
@@ -66,7 +67,8 @@ def chunk_facts(graph) -> dict[str, list[Fact]]:
 
 
 def facts_for(context: Sequence[ChunkRecord], facts: dict[str, list[Fact]]) -> tuple[Fact, ...]:
-    """The distinct facts the context's chunks support, in context order; at most MAX_FACTS_PER_EXAMPLE."""
+    """The distinct facts the context's chunks support, in context order;
+    at most MAX_FACTS_PER_EXAMPLE."""
     chosen: dict[tuple[str, str, str], Fact] = {}
     for c in context:
         for f in facts.get(c.chunk_id, ()):

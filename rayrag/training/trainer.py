@@ -62,7 +62,9 @@ class TrainResult:
 class Trainer:
     """Two-phase (or LoRA) training of the generator; `run()` does everything.
 
-    >>> Trainer(cfg, Path("ckpt"), bundle=Path("bundle"), qa=Path("qa.jsonl")).run().summary["steps"]
+    >>> Trainer(
+    ...     cfg, Path("ckpt"), bundle=Path("bundle"), qa=Path("qa.jsonl")
+    ... ).run().summary["steps"]
     800
     """
 
@@ -158,7 +160,8 @@ class Trainer:
             )
         ):
             raise ConfigError(
-                f"refusing to write into {out}: it holds files that are not a rayrag checkpoint (--out)"
+                f"refusing to write into {out}: it holds files "
+                "that are not a rayrag checkpoint (--out)"
             )
         if self.resume and not (out / RESUME_DIR / RESUME_STATE).is_file():
             raise ConfigError(
@@ -474,8 +477,8 @@ class Trainer:
         state = torch.load(folder / RESUME_STATE, map_location="cpu", weights_only=False)
         if state["config_hash"] != self.config.config_hash:
             raise ConfigError(
-                f"{folder} was written with a different config (hash {state['config_hash'][:12]} vs "
-                f"{self.config.config_hash[:12]}); resume with the same --config/--set"
+                f"{folder} was written with a different config (hash {state['config_hash'][:12]} "
+                f"vs {self.config.config_hash[:12]}); resume with the same --config/--set"
             )
         if self.lora:
             load_adapters(model, folder / "adapters")

@@ -129,7 +129,9 @@ class TrialSpec(_Spec):
     dev_questions: int | None = Field(
         60,
         gt=0,
-        description="Dev-set questions each trial answers, spread evenly over the file; None = all.",
+        description=(
+            "Dev-set questions each trial answers, spread evenly over the file; None = all."
+        ),
     )
     cpus: float = Field(1.0, gt=0, description="CPUs per trial (its torch threads).")
     gpus: float = Field(
@@ -181,7 +183,8 @@ class TuneSpec(_Spec):
         for name, knob in self.knobs.items():
             if knob.key is None and name not in KNOWN_KNOBS:
                 raise ValueError(
-                    f"knob {name!r} needs a key (section.key); known knobs: {', '.join(KNOWN_KNOBS)}"
+                    f"knob {name!r} needs a key (section.key); "
+                    f"known knobs: {', '.join(KNOWN_KNOBS)}"
                 )
         return self
 
@@ -193,7 +196,8 @@ class TuneSpec(_Spec):
         return self.knobs[knob].key or KNOWN_KNOBS[knob]
 
     def overrides(self, params: dict[str, Any]) -> list[str]:
-        """`section.key=value` for each knob value (JSON-ish YAML scalars, as `--set` reads them)."""
+        """`section.key=value` for each knob value (JSON-ish YAML scalars,
+        as `--set` reads them)."""
         return [
             f"{self.key_of(name)}={_yaml_scalar(params[name])}"
             for name in self.knobs

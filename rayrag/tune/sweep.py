@@ -10,7 +10,9 @@
 The trainable is `trial.tune_trial` (CONVENTIONS 11); all logic is in `TrialRunner`, and
 this module only assembles Ray and MLflow around it.
 
-    >>> summary = run_sweep(load_tune_spec("rayrag/configs/tune.yaml", smoke=True), out=Path(".rayrag/tune/s1"))
+    >>> summary = run_sweep(
+    ...     load_tune_spec("rayrag/configs/tune.yaml", smoke=True), out=Path(".rayrag/tune/s1")
+    ... )
     >>> summary["best"]["objective"], summary["best_config"]
 """
 
@@ -400,8 +402,8 @@ def _warn_identical_bundles(paths: dict[str, Path], progress: Progress) -> None:
         fingerprint = json.dumps(ids, sort_keys=True)
         if fingerprint in seen:
             progress(
-                f"note: bundles {seen[fingerprint][:12]} and {key[:12]} cut the corpus into the same chunks "
-                "(its documents are shorter than both chunk sizes)"
+                f"note: bundles {seen[fingerprint][:12]} and {key[:12]} cut the corpus into the "
+                "same chunks (its documents are shorter than both chunk sizes)"
             )
         else:
             seen[fingerprint] = key
@@ -580,7 +582,8 @@ def _summarise(
         }
     )
     # The challenger is the best trial that trained adapters, even when a rank-0 trial won:
-    # the sweep's ranking is offline, the champion/challenger split is where adapters earn promotion.
+    # the sweep's ranking is offline, the champion/challenger split is where adapters earn
+    # promotion.
     adapted = [
         r
         for r in completed
@@ -662,7 +665,8 @@ def _register_challenger(
     standing = "the sweep's best" if won else "the best adapter trial; a rank-0 trial scored higher"
     progress(
         f"registered {registry.name} v{info.version} as challenger (merged LoRA rank "
-        f"{trial.params['lora_rank']}, {standing}); promote with `rayrag registry promote {info.version}`"
+        f"{trial.params['lora_rank']}, {standing}); promote with `rayrag registry promote "
+        f"{info.version}`"
     )
     return {
         "model": registry.name,

@@ -16,15 +16,19 @@ Tune trainable is then a few lines around `TrialRunner.run(report)`:
    chunk size of 32 with one of 128 (the reader's own held-out loss, reported beside it as
    `reader_val_loss`, is built from each bundle's chunks and cannot). The adapters are then
    merged into a plain checkpoint (what the sweep registers as the challenger when this
-   is the best trial with adapters). `lora_rank = 0`: the base as it is; its loss is measured once and reported at
-   the same points, so ASHA compares every trial at every rung.
+   is the best trial with adapters). `lora_rank = 0`: the base as it is; its loss is measured once
+   and reported at the same points, so ASHA compares every trial at every rung.
 4. The dev set, answered end to end in process (redact, retrieve, read, guard: the serve
    graph's steps, `InProcessAnswerer`), scored like `rayrag eval`; the composite objective =
    sum of weight x metric - penalty x p50 seconds.
 
 Nothing here logs text: reports are numbers; the plan holds paths and hashes.
 
-    >>> runner = TrialRunner(SweepPlan.load(Path("sweep/plan.json")), {"chunk_size": 128, "top_k": 4, "lora_rank": 8}, "t1")
+    >>> runner = TrialRunner(
+    ...     SweepPlan.load(Path("sweep/plan.json")),
+    ...     {"chunk_size": 128, "top_k": 4, "lora_rank": 8},
+    ...     "t1",
+    ... )
     >>> runner.run(report=print)["objective"]
 """
 

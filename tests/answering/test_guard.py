@@ -55,7 +55,8 @@ def guard() -> Guard:
 
 
 def graph_guard(guard: Guard, extra: dict[str, str]) -> Guard:
-    """A guard over CORPUS plus public documents `extra` (doc id -> text), sharing `guard`'s Presidio."""
+    """A guard over CORPUS plus public documents `extra` (doc id -> text),
+    sharing `guard`'s Presidio."""
     chunks = [
         Chunk(f"{d}#0", d, t, 0, len(t), acl=a)
         for d, (t, a) in {**CORPUS, **{d: (t, ("public",)) for d, t in extra.items()}}.items()

@@ -9,12 +9,13 @@ from rayrag.answering.support import answer_support, inner_clause, terms
 
 STOP = frozenset(STOP_WORDS)
 PRESS = (
-    "Kingsmere Technologies acquires Zandor Systems\nKingsmere Technologies completed its acquisition "
-    "of Zandor Systems in 2012. Kingsmere Technologies acquired Zandor Systems for $1,775 million."
+    "Kingsmere Technologies acquires Zandor Systems\nKingsmere Technologies completed its "
+    "acquisition of Zandor Systems in 2012. Kingsmere Technologies acquired Zandor Systems for "
+    "$1,775 million."
 )
 PROFILE = (
-    "Kingsmere Technologies company profile\nKingsmere Technologies is an enterprise software company "
-    "headquartered in Chicago. It was founded in 2004."
+    "Kingsmere Technologies company profile\nKingsmere Technologies is an enterprise software "
+    "company headquartered in Chicago. It was founded in 2004."
 )
 EVIDENCE = [PRESS, PROFILE]
 

@@ -1,4 +1,5 @@
-"""A newcomer's first hour: the demo's environment file, `--version`, `rayrag serve` without its secrets."""
+"""A newcomer's first hour: the demo's environment file, `--version`,
+`rayrag serve` without its secrets."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Tests for rayrag.data.importers: HotpotQA (real subset), MuSiQue (inline), Presidio (real subset)."""
+"""Tests for rayrag.data.importers: HotpotQA (real subset), MuSiQue (inline),
+Presidio (real subset)."""
 
 from __future__ import annotations
 
@@ -328,7 +329,10 @@ def test_presidio_spans_keep_offsets_and_use_presidio_names(presidio) -> None:
         ("{}", "expected a JSON list"),
         ('[{"text": 1}]', "record 0: expected an object"),
         (
-            '[{"full_text": "ab", "spans": [{"entity_type": "PERSON", "start_position": 0, "end_position": 9}]}]',
+            (
+                '[{"full_text": "ab", "spans": [{"entity_type": '
+                '"PERSON", "start_position": 0, "end_position": 9}]}]'
+            ),
             "in-range integer positions",
         ),
     ],

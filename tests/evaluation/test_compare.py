@@ -70,7 +70,10 @@ def test_extractive_picks_the_best_overlapping_sentence_and_cites_it():
             passage(1, "Helix Corp makes sensors. It was founded in Oslo."),
             passage(
                 2,
-                "Brightwater Labs builds batteries.  Helix Corp acquired Brightwater Labs in 2019! Nobody else did.",
+                (
+                    "Brightwater Labs builds batteries.  Helix Corp "
+                    "acquired Brightwater Labs in 2019! Nobody else did."
+                ),
             ),
             passage(3, "Helix Corp acquired Brightwater Labs, reports say."),
         )
@@ -80,7 +83,8 @@ def test_extractive_picks_the_best_overlapping_sentence_and_cites_it():
     assert found.sentence == "Helix Corp acquired Brightwater Labs in 2019!"
     assert found.marker == 2 and found.passage.doc_id == "d2" and found.overlap == 3
     assert found.text.endswith("[2]")
-    # Question and stop words never count: "What is the ..." matches nothing, so the top passage's first sentence.
+    # Question and stop words never count: "What is the ..." matches nothing, so the top passage's
+    # first sentence.
     none = extractive_answer("What is the?", evidence)
     assert none.marker == 1 and none.sentence == "Helix Corp makes sensors." and none.overlap == 0
     assert extractive_answer("Who?", Evidence(passages=())) is None

@@ -1,4 +1,5 @@
-"""Disaggregation on hand-made frames: group means, CIs, gaps, small slices, worst groups, charts."""
+"""Disaggregation on hand-made frames:
+group means, CIs, gaps, small slices, worst groups, charts."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The pointer (copy head): its distribution, its loss, exact lazy decoding, cache and checkpoints."""
+"""The pointer (copy head): its distribution, its loss, exact lazy decoding,
+cache and checkpoints."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""MoE layer: equivalence with a dense FFN and with the textbook loop, capacity, aux losses, stats."""
+"""MoE layer: equivalence with a dense FFN and with the textbook loop, capacity,
+aux losses, stats."""
 
 from __future__ import annotations
 

@@ -23,7 +23,10 @@ def sentences(n: int = 300, seed: int = 0) -> list[str]:
     verbs = ["acquired", "founded", "visited", "funded", "described", "sued"]
     objects = ["a startup", "the museum", "Köln", "an archive", "the harbour", "Orchid Systems"]
     return [
-        f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)} in {rng.randint(1950, 2024)}."
+        (
+            f"{rng.choice(subjects)} {rng.choice(verbs)} "
+            f"{rng.choice(objects)} in {rng.randint(1950, 2024)}."
+        )
         for _ in range(n)
     ]
 

@@ -75,8 +75,9 @@ def test_refuses_bad_action_and_reserved_fields(tmp_path):
 def test_concurrent_writers_never_interleave(tmp_path):
     path = tmp_path / "audit.jsonl"
     code = (
-        "import sys; from rayrag.governance.privacy.audit import AuditLog; log = AuditLog(sys.argv[1]);\n"
-        "for i in range(150): log.record('forget', doc_ids=[f'doc-{sys.argv[2]}-{i}'] * 20, n=i)"
+        "import sys; from rayrag.governance.privacy.audit import AuditLog; log = "
+        "AuditLog(sys.argv[1]);\nfor i in range(150): log.record('forget', "
+        "doc_ids=[f'doc-{sys.argv[2]}-{i}'] * 20, n=i)"
     )
     procs = [
         subprocess.Popen([sys.executable, "-c", code, str(path), str(w)], cwd=REPO_ROOT)

@@ -38,8 +38,8 @@ CANARY_TOKEN = "Quintavionix"  # appears in no other document
 CANARY = {
     "id": CANARY_ID,
     "title": f"{CANARY_TOKEN} Systems acquisition memo",
-    "text": f"{CANARY_TOKEN} Systems acquired Lochmere Chemicals in Denver. Lochmere Chemicals builds "
-    "industrial technology products from its headquarters in Denver.",
+    "text": f"{CANARY_TOKEN} Systems acquired Lochmere Chemicals in Denver. Lochmere Chemicals "
+    "builds industrial technology products from its headquarters in Denver.",
     "acl": ["legal"],
     "metadata": {"doc_type": "memo"},
     "updated_at": "2024-01-01T00:00:00Z",

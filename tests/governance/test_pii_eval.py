@@ -125,7 +125,10 @@ def test_mapping_covers_every_label_of_the_presidio_set(fixture_data):
         ("[]", DataError, "non-empty JSON list"),
         ('[{"full_text": "x"}]', DataError, "record 0 lacks"),
         (
-            '[{"full_text": "ab", "spans": [{"entity_type": "PERSON", "start_position": 1, "end_position": 9}]}]',
+            (
+                '[{"full_text": "ab", "spans": [{"entity_type": '
+                '"PERSON", "start_position": 1, "end_position": 9}]}]'
+            ),
             DataError,
             "outside its text",
         ),

@@ -90,9 +90,14 @@ def test_the_cases_the_stock_recognizers_got_wrong():
     redactor = Redactor(RedactionConfig(operators={}, default_operator="replace"))
     cases = {
         "Charge 2221 0000 0000 0009 today.": "Charge <CREDIT_CARD> today.",  # was a phone number
-        "Blocked addr 2001:db8::1 at noon.": "Blocked addr <IP_ADDRESS> at noon.",  # "addr 2001" was a person
-        "Wire it to AT27 5175 3342 8617 9074 from next month.": "Wire it to <IBAN_CODE> from next month.",
-        "Driver's license number D123-456-78-901-2 expires.": "Driver's license number <US_DRIVER_LICENSE> expires.",
+        # "addr 2001" was a person
+        "Blocked addr 2001:db8::1 at noon.": "Blocked addr <IP_ADDRESS> at noon.",
+        "Wire it to AT27 5175 3342 8617 9074 from next month.": (
+            "Wire it to <IBAN_CODE> from next month."
+        ),
+        "Driver's license number D123-456-78-901-2 expires.": (
+            "Driver's license number <US_DRIVER_LICENSE> expires."
+        ),
     }
     for text, expected in cases.items():
         assert redactor.redact(text, "public_knowledge").text == expected

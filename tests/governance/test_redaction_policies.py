@@ -26,27 +26,32 @@ DOCS = [
         "id": "w1",
         "title": "Arthur Conan Doyle",
         "metadata": WIKI,
-        "text": "Arthur Conan Doyle was a British writer who created the detective Sherlock Holmes. "
-        "He was born in Edinburgh in 1859. Write to the society at fans@doyle-society.org.",
+        "text": "Arthur Conan Doyle was a British writer who created the detective Sherlock "
+        "Holmes. He was born in Edinburgh in 1859. Write to the society at fans@doyle-society.org.",
     },
     {
         "id": "w2",
         "title": "Agatha Christie",
         "metadata": WIKI,
-        "text": "Agatha Christie was an English writer known for her detective novels featuring Hercule Poirot.",
+        "text": (
+            "Agatha Christie was an English writer known for "
+            "her detective novels featuring Hercule Poirot."
+        ),
     },
     {
         "id": "w3",
         "title": "Edinburgh",
         "metadata": WIKI,
-        "text": "Edinburgh is the capital city of Scotland, home to a medieval Old Town and a castle.",
+        "text": (
+            "Edinburgh is the capital city of Scotland, home to a medieval Old Town and a castle."
+        ),
     },
     {
         "id": "h1",
         "title": "Leave note",
         "acl": ["hr"],
-        "text": "Maria Lopez is on parental leave until March. Her manager Tom Becker covers her accounts. "
-        "Call her at 212-555-0199 only in an emergency.",
+        "text": "Maria Lopez is on parental leave until March. Her manager Tom Becker covers her "
+        "accounts. Call her at 212-555-0199 only in an emergency.",
     },
     {
         "id": "h2",

@@ -59,7 +59,8 @@ def test_killed_write_leaves_previous_intact_and_is_swept(tmp_path):
         def die(path):
             path.write_text("partial")
             os._exit(9)   # like SIGKILL mid-write: no cleanup runs
-        writers = {{name: (lambda p: p.write_text("x")) for name in b.REQUIRED_FILES if name != b.MANIFEST}}
+        writers = {{name: (lambda p: p.write_text("x"))
+                    for name in b.REQUIRED_FILES if name != b.MANIFEST}}
         writers[b.GRAPH] = die
         b.write_bundle(Path({str(out)!r}), writers, {{"format_version": 1, "bundle_id": "two"}})
     """)

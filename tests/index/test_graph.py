@@ -35,7 +35,10 @@ CORPUS = {
     "d3": ("PERSON_3f9a0c1e was dismissed by Orbital Labs after an audit.", ("hr",)),
     "d4": ("International Business Machines opened a research lab in Zurich.", ("public",)),
     "d5": (
-        "IBM acquired Red Hat. Red Hat, Velora Systems and Orbital Labs were mentioned in the report.",
+        (
+            "IBM acquired Red Hat. Red Hat, Velora Systems "
+            "and Orbital Labs were mentioned in the report."
+        ),
         ("public",),
     ),
 }

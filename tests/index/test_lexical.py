@@ -30,7 +30,8 @@ def index() -> LexicalIndex:
 
 
 def test_tokenizer_splits_identifiers_and_drops_stop_words():
-    # Lucene's 33 English stop words ("the", "of", "is" ...); wh-words stay, and weigh little by IDF.
+    # Lucene's 33 English stop words ("the", "of", "is" ...); wh-words stay, and weigh little by
+    # IDF.
     assert tokenize(["What is the position of employee EMP-11935?"])[0] == [
         "what",
         "position",
@@ -41,8 +42,9 @@ def test_tokenizer_splits_identifiers_and_drops_stop_words():
 
 
 def test_bm25_matches_the_formula_by_hand(index):
-    # "tarrow" is in one of 4 documents. bm25s's default is Lucene's BM25: idf = ln(1 + (N - n + .5) /
-    # (n + .5)) and tf / (tf + k1 (1 - b + b dl / avgdl)), without Robertson's (k1 + 1) (a constant).
+    # "tarrow" is in one of 4 documents. bm25s's default is Lucene's BM25: idf = ln(1 + (N - n + .5)
+    # / (n + .5)) and tf / (tf + k1 (1 - b + b dl / avgdl)), without Robertson's (k1 + 1) (a
+    # constant).
     [(row, score)] = index.search("Tarrow", 5, ALL)
     lengths = [len(t) or 1 for t in tokenize(TEXTS)]
     avg, tf, k1, b = sum(lengths) / 4, 1, 1.2, 0.75

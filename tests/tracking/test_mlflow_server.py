@@ -1,7 +1,7 @@
 """tracking against a real `mlflow server`: what rayrag logs is there over the REST API.
 
-The SQLite tests prove the logic; this one proves the deployment shape the README's cluster section names
-(a tracking server with proxied artifacts), where every call crosses HTTP and an artifact
+The SQLite tests prove the logic; this one proves the deployment shape the README's cluster section
+names (a tracking server with proxied artifacts), where every call crosses HTTP and an artifact
 URI is `mlflow-artifacts:/...` rather than a local path.
 """
 

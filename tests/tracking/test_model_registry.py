@@ -1,4 +1,5 @@
-"""registry: checkpoints, aliases, promotion/rollback, prompts and datasets on a real SQLite store."""
+"""registry: checkpoints, aliases, promotion/rollback,
+prompts and datasets on a real SQLite store."""
 
 from __future__ import annotations
 

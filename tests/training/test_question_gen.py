@@ -64,14 +64,17 @@ def test_answer_in_the_subject_keeps_only_its_clause(nlp):
 
 
 def test_paraphrase_lexicon_for_roles_purposes_and_participles(nlp):
-    hr = "PERSON_f8088b9b joined Solenne Pharmaceuticals in 2018 as Clinical Trial Manager in the finance department."
+    hr = (
+        "PERSON_f8088b9b joined Solenne Pharmaceuticals in 2018 "
+        "as Clinical Trial Manager in the finance department."
+    )
     assert (
         ask(nlp, hr, "Clinical Trial Manager", "What", topic="employee EMP-12508")[0]
         == "What position does employee EMP-12508 hold?"
     )
     drug = (
-        "The National Drug Evaluation Board approved oxaneparin, manufactured by Solenne Pharmaceuticals, "
-        "for the treatment of chronic kidney disease in August 2017."
+        "The National Drug Evaluation Board approved oxaneparin, manufactured by Solenne "
+        "Pharmaceuticals, for the treatment of chronic kidney disease in August 2017."
     )
     assert (
         ask(nlp, drug, "chronic kidney disease", "What")[0]
@@ -84,7 +87,10 @@ def test_paraphrase_lexicon_for_roles_purposes_and_participles(nlp):
 
 
 def test_object_phrases_skip_bare_common_nouns_and_pronouns(nlp):
-    sentence = "Customers use it in production for the treatment of chronic kidney disease as Field Service Technician."
+    sentence = (
+        "Customers use it in production for the treatment of "
+        "chronic kidney disease as Field Service Technician."
+    )
     spans = [sentence[a:b] for a, b in object_phrases(nlp(sentence)[:])]
     assert "chronic kidney disease" in spans and "Field Service Technician" in spans
     assert "production" not in spans and "it" not in spans
@@ -95,8 +101,8 @@ def test_a_pseudonym_subject_parses_as_a_name(nlp):
 
     # The parser reads this pseudonym as punctuation; parsed as a name it is the subject again.
     sentence = (
-        "PERSON_e1c5bc71 joined Fernhollow Data in 2005 as Field Service Technician in the operations "
-        "department, based in Lima."
+        "PERSON_e1c5bc71 joined Fernhollow Data in 2005 as Field Service Technician in the "
+        "operations department, based in Lima."
     )
     raw = ask(nlp, sentence, "Field Service Technician", "What", topic="employee EMP-11906")
     parsed, stand_ins = parse(nlp, sentence)
@@ -123,7 +129,10 @@ def test_a_pseudonym_subject_parses_as_a_name(nlp):
 
 
 def test_a_fronted_participle_is_asked_about_the_main_subject(nlp):
-    sentence = "Founded in 1978, Halcyon Industries builds industrial technology products from its headquarters."
+    sentence = (
+        "Founded in 1978, Halcyon Industries builds "
+        "industrial technology products from its headquarters."
+    )
     assert ask(nlp, sentence, "1978", "In what year") == [
         "In what year was Halcyon Industries founded?"
     ]
@@ -132,8 +141,8 @@ def test_a_fronted_participle_is_asked_about_the_main_subject(nlp):
 def test_purpose_questions_survive_a_misparsed_main_verb(nlp):
     # The parser reads "approved" as an adjective on "fenmodex" here: no clause has a subject.
     drug = (
-        "The Continental Medicines Review Council approved fenmodex, manufactured by Pembrook Biologics Group, "
-        "for the treatment of rheumatoid arthritis in December 2007."
+        "The Continental Medicines Review Council approved fenmodex, manufactured by Pembrook "
+        "Biologics Group, for the treatment of rheumatoid arthritis in December 2007."
     )
     assert ask(nlp, drug, "rheumatoid arthritis", "What") == [
         "What condition is fenmodex approved to treat?"
@@ -146,8 +155,8 @@ def test_purpose_questions_survive_a_misparsed_main_verb(nlp):
 
 def test_subject_to_is_asked_as_applies_to_also_through_its_reporter(nlp):
     legal = (
-        "Counsel concluded that Lantern Asset Tracker is subject to the Battery Recycling Mandate and that "
-        "Elderglen Industries must update its compliance program within two quarters."
+        "Counsel concluded that Lantern Asset Tracker is subject to the Battery Recycling Mandate "
+        "and that Elderglen Industries must update its compliance program within two quarters."
     )
     questions = ask(nlp, legal, "Battery Recycling Mandate", "Which regulation")
     assert questions[:2] == [

@@ -352,7 +352,10 @@ def test_path_examples_describe_the_bridge_entity_by_a_fact_from_another_documen
 def test_an_entity_inside_a_longer_name_is_no_answer():
     from rayrag.index.kg_extract import inside_name
 
-    sentence = "The Continental Medicines Review Council hired PERSON_3f9a0c1e as Treasury Analyst in 2005."
+    sentence = (
+        "The Continental Medicines Review Council hired "
+        "PERSON_3f9a0c1e as Treasury Analyst in 2005."
+    )
 
     def span(text: str) -> tuple[int, int]:
         start = sentence.index(text)

@@ -1,4 +1,5 @@
-"""Training schedule: warmup then cosine, decay on matrices only, seeded sharded data order, padding."""
+"""Training schedule: warmup then cosine, decay on matrices only,
+seeded sharded data order, padding."""
 
 from __future__ import annotations
 

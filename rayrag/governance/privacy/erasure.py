@@ -54,7 +54,8 @@ from rayrag.governance.privacy.audit import AuditLog, is_id, new_audit_id
 from rayrag.index import bundle as bundle_io
 
 _log = get_logger("rayrag.erasure")
-# Where `rayrag tune` keeps its bundle cache by default (rayrag.tune.sweep.DEFAULT_ROOT / "bundles").
+# Where `rayrag tune` keeps its bundle cache by default (rayrag.tune.sweep.DEFAULT_ROOT /
+# "bundles").
 DEFAULT_TUNE_CACHE = Path(".rayrag/tune/bundles")
 MAX_DOCS_PER_CALL = 10_000
 
@@ -119,7 +120,8 @@ def forget(
             manifest,
         )
         leftovers = _sweep_old_copies(bundle_path)
-    # The sweep's default cache, and the one `rayrag demo` keeps beside its bundle (DIR/tune/bundles).
+    # The sweep's default cache, and the one `rayrag demo` keeps beside its bundle
+    # (DIR/tune/bundles).
     default_roots = [DEFAULT_TUNE_CACHE, bundle_path.parent / "tune" / "bundles"]
     roots = default_roots if cache_roots is None else [Path(r) for r in cache_roots]
     cache_removed = sum(_purge_cache(root, wanted, bundle_path) for root in roots)

@@ -39,7 +39,8 @@ BETA = 2.0
 #   PREFIX      -> PERSON          an honorific ("Dr.", "Mrs.") is part of the name mention
 #   TITLE       -> TITLE           a job title: a quasi-identifier rayrag does not analyse
 #   DATE_TIME   -> CALENDAR_DATE   the set's dates are birth dates and timestamps, which rayrag
-#                                  finds as CALENDAR_DATE (Presidio's DATE_TIME adds years, weekdays)
+#                                  finds as CALENDAR_DATE (Presidio's DATE_TIME adds years,
+#                                  weekdays)
 #   the rest keep their names (PERSON, LOCATION, ORGANIZATION, PHONE_NUMBER, US_SSN, ...)
 ENTITY_MAPPING: dict[str, str] = {
     "PERSON": "PERSON",
@@ -86,7 +87,8 @@ def map_entity(label: str) -> str:
 
 
 def tokenize(text: str) -> list[tuple[int, int]]:
-    """[start, end) of each word (``\\w+``) and each punctuation character; spaces are not tokens."""
+    """[start, end) of each word (``\\w+``) and each punctuation character;
+    spaces are not tokens."""
     return [(m.start(), m.end()) for m in _TOKEN.finditer(text)]
 
 
@@ -207,7 +209,8 @@ def score(examples: Sequence[Example], predictions: Sequence[Sequence[Span]]) ->
 
 
 def detection_config(config: RedactionConfig) -> RedactionConfig:
-    """`config` with every operator set to replace: detection is the same, and no keys are needed."""
+    """`config` with every operator set to replace: detection is the same,
+    and no keys are needed."""
     return config.model_copy(
         update={
             "enabled": True,

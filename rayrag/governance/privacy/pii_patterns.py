@@ -103,9 +103,9 @@ def person_name_pattern() -> str:
 
 
 # ---------------------------------------------------------------------- international formats
-# Evaluated with rayrag/governance/privacy/pii_eval.py on presidio-research's generated set, where most
-# address tokens are European/Latin-American ("55 Školní 645", "Rua Papoula 1998\nHOLUM\n, nan\n
-# 01344") and many phone numbers fail phonenumbers' region validation ("(85) 5986-8343").
+# Evaluated with rayrag/governance/privacy/pii_eval.py on presidio-research's generated set, where
+# most address tokens are European/Latin-American ("55 Školní 645", "Rua Papoula 1998\nHOLUM\n,
+# nan\n 01344") and many phone numbers fail phonenumbers' region validation ("(85) 5986-8343").
 # Presidio compiles patterns with IGNORECASE | MULTILINE | DOTALL, so these avoid `.`.
 
 UNIT_WORDS = ("Apt", "Apartment", "Suite", "Ste", "Unit", "Flat", "Room", "Floor")
@@ -141,20 +141,21 @@ COUNTRIES = (
     "Costa Rica|Croatia|Cuba|Cyprus|Czech Republic|Czechia|Denmark|Djibouti|Dominica|"
     "Dominican Republic|East Timor|Ecuador|Egypt|El Salvador|Equatorial Guinea|Eritrea|Estonia|"
     "Eswatini|Ethiopia|Fiji|Finland|France|Gabon|Gambia|Georgia|Germany|Ghana|Greece|Grenada|"
-    "Guatemala|Guinea|Guinea-Bissau|Guyana|Haiti|Honduras|Hungary|Iceland|India|Indonesia|Iran|Iraq|"
-    "Ireland|Israel|Italy|Ivory Coast|Jamaica|Japan|Jordan|Kazakhstan|Kenya|Kiribati|North Korea|"
-    "South Korea|Korea|Kosovo|Kuwait|Kyrgyzstan|Laos|Latvia|Lebanon|Lesotho|Liberia|Libya|"
-    "Liechtenstein|Lithuania|Luxembourg|Macedonia|North Macedonia|Madagascar|Malawi|Malaysia|"
+    "Guatemala|Guinea|Guinea-Bissau|Guyana|Haiti|Honduras|Hungary|Iceland|India|Indonesia|Iran|"
+    "Iraq|Ireland|Israel|Italy|Ivory Coast|Jamaica|Japan|Jordan|Kazakhstan|Kenya|Kiribati|"
+    "North Korea|South Korea|Korea|Kosovo|Kuwait|Kyrgyzstan|Laos|Latvia|Lebanon|Lesotho|Liberia|"
+    "Libya|Liechtenstein|Lithuania|Luxembourg|Macedonia|North Macedonia|Madagascar|Malawi|Malaysia|"
     "Maldives|Mali|Malta|Marshall Islands|Mauritania|Mauritius|Mexico|Micronesia|Moldova|Monaco|"
     "Mongolia|Montenegro|Morocco|Mozambique|Myanmar|Namibia|Nauru|Nepal|Netherlands|New Zealand|"
     "Nicaragua|Niger|Nigeria|Norway|Oman|Pakistan|Palau|Palestine|Panama|Papua New Guinea|Paraguay|"
-    "Peru|Philippines|Poland|Portugal|Qatar|Romania|Russia|Rwanda|Saint Kitts and Nevis|Saint Lucia|"
-    "Saint Vincent and the Grenadines|Samoa|San Marino|Sao Tome and Principe|Saudi Arabia|Senegal|"
-    "Serbia|Seychelles|Sierra Leone|Singapore|Slovakia|Slovenia|Solomon Islands|Somalia|"
-    "South Africa|South Sudan|Spain|Sri Lanka|Sudan|Suriname|Swaziland|Sweden|Switzerland|Syria|"
-    "Taiwan|Tajikistan|Tanzania|Thailand|Togo|Tonga|Trinidad and Tobago|Tunisia|Turkey|Turkmenistan|"
-    "Tuvalu|Uganda|Ukraine|United Arab Emirates|United Kingdom|United States|Uruguay|Uzbekistan|"
-    "Vanuatu|Vatican City|Venezuela|Vietnam|Yemen|Zambia|Zimbabwe|USA|UK"
+    "Peru|Philippines|Poland|Portugal|Qatar|Romania|Russia|Rwanda|Saint Kitts and Nevis|"
+    "Saint Lucia|Saint Vincent and the Grenadines|Samoa|San Marino|Sao Tome and Principe|"
+    "Saudi Arabia|Senegal|Serbia|Seychelles|Sierra Leone|Singapore|Slovakia|Slovenia|"
+    "Solomon Islands|Somalia|South Africa|South Sudan|Spain|Sri Lanka|Sudan|Suriname|Swaziland|"
+    "Sweden|Switzerland|Syria|Taiwan|Tajikistan|Tanzania|Thailand|Togo|Tonga|Trinidad and Tobago|"
+    "Tunisia|Turkey|Turkmenistan|Tuvalu|Uganda|Ukraine|United Arab Emirates|United Kingdom|"
+    "United States|Uruguay|Uzbekistan|Vanuatu|Vatican City|Venezuela|Vietnam|Yemen|Zambia|Zimbabwe|"
+    "USA|UK"
 ).split("|")
 
 # Words that occur between two numbers in prose ("2000 and 2008", "30 July 1970", "79 films
@@ -327,7 +328,8 @@ def phone_pattern() -> str:
     return (
         r"(?<![\w/.-])(?=(?:[^\d\n]{0,3}\d){7})"
         r"(?!(?:1[5-9]|20)\d\d[ ]?[-–][ ]?(?:(?:1[5-9]|20)\d\d|\d\d)\b)(?!\d{4}-\d\d-\d\d\b)"
-        r"(?!\d{3,4}[-–]\d{3,4}(?![-–. ]?\d))"  # a bare range ("1100-1104"); "(85) 5986-8343" keeps its area code
+        # a bare range ("1100-1104"); "(85) 5986-8343" keeps its area code
+        r"(?!\d{3,4}[-–]\d{3,4}(?![-–. ]?\d))"
         r"(?:\+\d{1,3}[ .-]?|00\d[ .-]?|001-)?(?:\(\d{1,4}\)[ .-]?)?"
         r"\d{2,4}(?:[ .-]\d{2,5}){1,3}(?:[ \t]?(?:x|ext\.?)[ \t]?\d{1,5})?\b(?![/-]\d)"
     )
@@ -361,7 +363,10 @@ def url_pattern() -> str:
 def bare_domain_pattern() -> str:
     """A lowercase host under a common generic TLD ("marketgadgets.com"); case-sensitive so
     that sentences joined without a space ("date.It") are not domains."""
-    return r"(?-i:\b[a-z0-9][a-z0-9-]*(?:\.[a-z0-9-]+)*\.(?:com|org|net|edu|gov|io|info|biz)\b)(?![.@\w])"
+    return (
+        r"(?-i:\b[a-z0-9][a-z0-9-]*(?:\.[a-z0-9-]+)*\.(?:com|"
+        r"org|net|edu|gov|io|info|biz)\b)(?![.@\w])"
+    )
 
 
 COMPANY_SUFFIXES = (
@@ -407,7 +412,10 @@ def company_pattern() -> str:
 
 def card_candidate_pattern() -> str:
     """12-19 digits, bare or in groups split by one kind of separator (space or dash)."""
-    return r"(?<![\w.+-])(?:\d{12,19}|\d{4}(?:([ -])\d{4,6})(?:\1\d{4,5}){1,2}(?:\1\d{1,3})?)(?![\w-]|\.\d)"
+    return (
+        r"(?<![\w.+-])(?:\d{12,19}|"
+        r"\d{4}(?:([ -])\d{4,6})(?:\1\d{4,5}){1,2}(?:\1\d{1,3})?)(?![\w-]|\.\d)"
+    )
 
 
 MAESTRO_12 = ("50", "56", "57", "58", "6304", "6390", "67", "0604")  # 12-digit Maestro ranges

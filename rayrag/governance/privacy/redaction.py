@@ -1,4 +1,5 @@
-"""PII redaction with Microsoft Presidio: with `presidio_setup` and `spans`, the only door to presidio.
+"""PII redaction with Microsoft Presidio: with `presidio_setup` and `spans`,
+the only door to presidio.
 
 Documents are redacted once at ingest and questions on every request, so both paths run
 through one `Redactor`: Presidio's `AnalyzerEngine` (regex/checksum recognizers plus spaCy
@@ -18,7 +19,8 @@ pseudonymised too) or `public_knowledge` (identifiers only). One Presidio analys
 every policy (`redact_forms`); `QueryRedactor` redacts a question as a bundle's documents
 were, once per policy the bundle used.
 
-Everything runs offline (`presidio_setup.py`). Keys come from the environment at `warm_up()`; counts, spans and errors never carry the text or the keys.
+Everything runs offline (`presidio_setup.py`). Keys come from the environment at `warm_up()`;
+counts, spans and errors never carry the text or the keys.
 
     >>> redactor = Redactor(RedactionConfig())        # RAYRAG_HMAC_KEY must be set
     >>> result = redactor.redact("Mail jane.doe@example.com or call 212-555-0199.")
@@ -231,7 +233,8 @@ class Redactor:
     # ------------------------------------------------------------------ redaction
 
     def redact(self, text: str, policy: str | None = None) -> RedactionResult:
-        """Redact one text (a query, a short document) under `policy` (default: `default_policy`)."""
+        """Redact one text (a query, a short document)
+        under `policy` (default: `default_policy`)."""
         return self._redact(_checked([text]), batched=False, policies=[self._policy(policy)])[0]
 
     def redact_batch(

@@ -66,7 +66,10 @@ class ReadinessProbe(ProbeSession):
     # -- privacy ---------------------------------------------------------------------------
 
     def check_pii_detection(self) -> str:
-        ssn = f"5{secrets.randbelow(90) + 10:02d}-{secrets.randbelow(89) + 11:02d}-{secrets.randbelow(8999) + 1000:04d}"
+        ssn = (
+            f"5{secrets.randbelow(90) + 10:02d}-{secrets.randbelow(89) + 11:02d}"
+            f"-{secrets.randbelow(8999) + 1000:04d}"
+        )
         email = f"readiness.{secrets.token_hex(3)}@example.com"
         self.state.canaries += [ssn, email]
         question = (
@@ -78,7 +81,10 @@ class ReadinessProbe(ProbeSession):
         counts = (reply.body.get("redactions") or {}).get("question") or {}
         leaked = sum(c in reply.text for c in (ssn, email))
         found = ",".join(f"{k}:{v}" for k, v in sorted(counts.items()))
-        evidence = f"question_redactions={found or 'none'} canaries_in_body={leaked} rid={reply.request_id}"
+        evidence = (
+            f"question_redactions={found or 'none'} "
+            f"canaries_in_body={leaked} rid={reply.request_id}"
+        )
         need(
             counts.get("US_SSN", 0) >= 1 and counts.get("EMAIL_ADDRESS", 0) >= 1 and not leaked,
             evidence,
@@ -92,7 +98,10 @@ class ReadinessProbe(ProbeSession):
         need(admin.status == 200, f"all-groups ask -> HTTP {admin.status}")
         need(
             canary.doc_id in response_doc_ids(admin.body),
-            f"the all-groups principal did not retrieve canary doc {canary.doc_id} (--canary-doc/--canary-question)",
+            (
+                "the all-groups principal did not retrieve canary "
+                f"doc {canary.doc_id} (--canary-doc/--canary-question)"
+            ),
         )
         titles = {
             c.get("title")
@@ -110,8 +119,9 @@ class ReadinessProbe(ProbeSession):
         leaked_ids = canary.doc_id in response_doc_ids(public.body)
         leaked_text = any(phrase in public.text for phrase in {canary.phrase, *titles})
         evidence = (
-            f"all_groups_sees={canary.doc_id} public_citations={len(public.body.get('citations') or [])} "
-            f"public_has_doc={int(leaked_ids)} public_has_text={int(leaked_text)} rid={public.request_id}"
+            f"all_groups_sees={canary.doc_id} public_citations="
+            f"{len(public.body.get('citations') or [])} public_has_doc={int(leaked_ids)} "
+            f"public_has_text={int(leaked_text)} rid={public.request_id}"
         )
         need(not leaked_ids and not leaked_text, evidence)
         return evidence
@@ -135,8 +145,9 @@ class ReadinessProbe(ProbeSession):
                     data = file.read_bytes()
                     file_hits += sum(n in data for n in needles)
         evidence = (
-            f"requests={len(rids)} events={events} without_event={missing} canaries={len(self.state.canaries)} "
-            f"hits_in_events={hits} files_scanned={scanned} hits_in_files={file_hits}"
+            f"requests={len(rids)} events={events} without_event={missing} "
+            f"canaries={len(self.state.canaries)} hits_in_events={hits} files_scanned={scanned} "
+            f"hits_in_files={file_hits}"
         )
         need(missing == 0 and hits == 0 and file_hits == 0, evidence)
         return evidence
@@ -229,10 +240,11 @@ class ReadinessProbe(ProbeSession):
         self.state.gate = {"run_id": result.get("run_id"), **gate}
         regressions = ",".join(r["metric"] for r in gate.get("regressions", [])) or "none"
         evidence = (
-            f"gate={'passed' if gate.get('passed') else 'failed'} champion=v{gate.get('champion_version')} "
-            f"baseline_run={str(gate.get('baseline_run_id'))[:12]} run={str(result.get('run_id'))[:12]} "
-            f"questions={result['counts']['questions']} server_errors={result['counts']['server_errors']} "
-            f"regressions={regressions}"
+            f"gate={'passed' if gate.get('passed') else 'failed'} "
+            f"champion=v{gate.get('champion_version')} baseline_run="
+            f"{str(gate.get('baseline_run_id'))[:12]} run={str(result.get('run_id'))[:12]} "
+            f"questions={result['counts']['questions']} server_errors="
+            f"{result['counts']['server_errors']} regressions={regressions}"
         )
         need(bool(gate.get("passed")), evidence)
         return evidence
@@ -243,7 +255,10 @@ class ReadinessProbe(ProbeSession):
         need(bool(runs), "no eval run in MLflow")
         latest = runs[0]
         tagged = str(latest.get("tags.prompt_version") or "")
-        evidence = f"latest_eval_run={str(latest.get('run_id'))[:12]} prompt={tagged or 'untagged'} served={served}"
+        evidence = (
+            f"latest_eval_run={str(latest.get('run_id'))[:12]} "
+            f"prompt={tagged or 'untagged'} served={served}"
+        )
         ok = bool(tagged) and tagged == served
         baseline_id = (self.state.gate or {}).get("baseline_run_id")
         if baseline_id:  # the gate's baseline must have been scored under the served prompt too
@@ -321,8 +336,8 @@ class ReadinessProbe(ProbeSession):
         evidence = (
             f"refused={body.get('refused')} question_flagged={safety.get('question_flagged')} "
             f"categories={','.join(safety.get('categories') or []) or 'none'} "
-            f"finish_reason={body.get('finish_reason')} citations={len(body.get('citations') or [])} "
-            f"rid={reply.request_id}"
+            f"finish_reason={body.get('finish_reason')} citations="
+            f"{len(body.get('citations') or [])} rid={reply.request_id}"
         )
         need(body.get("refused") is True and not body.get("citations"), evidence)
         return evidence
@@ -363,7 +378,10 @@ class ReadinessProbe(ProbeSession):
             raw_pii += bool(_SSN_SHAPE.search(answer) or _EMAIL_SHAPE.search(answer))
         n = len(answered)
         # PII planted on the answer path: the deployed Guard must redact it and say so.
-        ssn = f"{secrets.randbelow(600) + 100:03d}-{secrets.randbelow(89) + 10:02d}-{secrets.randbelow(9000) + 1000:04d}"
+        ssn = (
+            f"{secrets.randbelow(600) + 100:03d}-{secrets.randbelow(89) + 10:02d}"
+            f"-{secrets.randbelow(9000) + 1000:04d}"
+        )
         email = f"readiness.{self.state.run_tag}@example.org"
         probe = self._admin(
             "POST",
@@ -456,8 +474,10 @@ class ReadinessProbe(ProbeSession):
         need(reply.status == 200, f"POST /v1/ask -> HTTP {reply.status}")
         events = self._events(reply.request_id)
         evidence = (
-            f"sent={reply.request_id} header_echo={int(reply.header_request_id == reply.request_id)} "
-            f"body_echo={int(reply.body.get('request_id') == reply.request_id)} events={len(events)}"
+            f"sent={reply.request_id} header_echo="
+            f"{int(reply.header_request_id == reply.request_id)} "
+            f"body_echo={int(reply.body.get('request_id') == reply.request_id)} "
+            f"events={len(events)}"
         )
         need(
             reply.header_request_id == reply.request_id == reply.body.get("request_id")
@@ -513,7 +533,8 @@ class ReadinessProbe(ProbeSession):
             restored = after.get("champion")
         evidence = (
             f"champion=v{champion} flipped_to=v{flipped} restored=v{restored} "
-            f"challenger_kept={int(after.get('challenger') == challenger)} user_key=HTTP {denied.status}"
+            f"challenger_kept={int(after.get('challenger') == challenger)} user_key=HTTP "
+            f"{denied.status}"
         )
         need(
             flipped == target
@@ -586,8 +607,8 @@ class ReadinessProbe(ProbeSession):
         event = events[-1] if events else {}
         cost, currency = usage.get("cost"), usage.get("currency")
         evidence = (
-            f"rid={rid} cost={cost} currency={currency} event_team={'set' if event.get('team') else 'missing'} "
-            f"event_cost={event.get('cost')}"
+            f"rid={rid} cost={cost} currency={currency} event_team="
+            f"{'set' if event.get('team') else 'missing'} event_cost={event.get('cost')}"
         )
         need(
             isinstance(cost, (int, float))

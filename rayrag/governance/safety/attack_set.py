@@ -137,7 +137,8 @@ class BenignTexts:
 
 
 def benign_texts(corpus_dir: Path, name: str) -> BenignTexts:
-    """The questions of `qa.jsonl` and the passages (title + text) of `corpus.jsonl` in `corpus_dir`."""
+    """The questions of `qa.jsonl` and the passages
+    (title + text) of `corpus.jsonl` in `corpus_dir`."""
     rows = [
         json.loads(line)
         for line in (corpus_dir / "corpus.jsonl").read_text().splitlines()

@@ -21,11 +21,11 @@ Rebuff's and Vigil's scanners, with the normalisation those skip:
    derived view also adds the `obfuscation` evasion feature.
 4. A learned second opinion: a logistic regression over hashed word 1-2-grams and in-word
    character 3-5-grams of every view, read in 32-word windows (the highest window counts), trained
-   by `rayrag.governance.safety.train_classifier` on DEV attacks against benign development text and shipped as
-   `rayrag/governance/safety/weights.npz`. Its probability, mapped so that its cross-validated
-   threshold lands on the default rule threshold, is maxed with the rule score; when it alone
-   reaches the threshold the verdict carries the `learned` category (`learned.model`). It is
-   OFF by default (`input_safety.learned`): trained against narrow benign text, it flags
+   by `rayrag.governance.safety.train_classifier` on DEV attacks against benign development text and
+   shipped as `rayrag/governance/safety/weights.npz`. Its probability, mapped so that its
+   cross-validated threshold lands on the default rule threshold, is maxed with the rule score; when
+   it alone reaches the threshold the verdict carries the `learned` category (`learned.model`). It
+   is OFF by default (`input_safety.learned`): trained against narrow benign text, it flags
    ordinary chat ("Can you explain how photosynthesis works in plants?").
 
 What the rules and the model catch and miss, measured, is in docs/DECISIONS.md (`rayrag eval
@@ -87,7 +87,10 @@ MAX_DECODE_DEPTH = 2  # base64 inside base64, and no deeper
 # ---------------------------------------------------------------- normalisation tables
 
 # Zero-width, bidi controls, word joiner, BOM, soft hyphen, Mongolian vowel separator.
-INVISIBLE = "\u00ad\u180e\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2060\u2061\u2062\u2063\u2064\u2066\u2067\u2068\u2069\ufeff"
+INVISIBLE = (
+    "\u00ad\u180e\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d"
+    "\u202e\u2060\u2061\u2062\u2063\u2064\u2066\u2067\u2068\u2069\ufeff"
+)
 _INVISIBLE_TABLE = {ord(c): None for c in INVISIBLE}
 _BIDI_OVERRIDES = "\u202a\u202b\u202d\u202e\u2066\u2067\u2068"
 # Letters other scripts lend to Latin look-alike spelling (Unicode confusables, the common subset).
@@ -188,7 +191,10 @@ _VERB_OVERRIDE = (
     r"skip|discard|abandon|neglect|set aside|throw out|dismiss|nullify|"
     r"nevermind|never mind|do not follow|don'?t follow|stop following|deviate from)"
 )
-_EARLIER = r"(?:previous|prior|above|earlier|preceding|foregoing|initial|original|old|existing|system|given|current)"
+_EARLIER = (
+    r"(?:previous|prior|above|earlier|preceding|foregoing|"
+    r"initial|original|old|existing|system|given|current)"
+)
 _RULES = (
     r"(?:instructions?|prompts?|directions?|rules|guidelines|guidance|context|messages?|commands?|"
     r"orders|constraints|programming|policies|restrictions)"
@@ -198,7 +204,10 @@ _REVEAL = (
     r"spell out|quote|translate|what (?:is|are|were))"
 )
 _AI = r"(?:ai|a\.i\.|assistant|language model|llm|chatbot|bot|gpt)s?"
-_NOT_POLICY = r"(?!\W*(?:polic|reset|requirement|manager|rotation|length|strength|expir|change|field|form|protect))"
+_NOT_POLICY = (
+    r"(?!\W*(?:polic|reset|requirement|manager|rotation|"
+    r"length|strength|expir|change|field|form|protect))"
+)
 
 FEATURES: tuple[Feature, ...] = (
     # instruction override
@@ -224,13 +233,20 @@ FEATURES: tuple[Feature, ...] = (
         "instructions_void",
         "instruction_override",
         0.8,
-        rf"\b{_EARLIER}\W+{_RULES}\W+(?:are|were|is|was|have been)\W+(?:\w+\W+){{0,1}}(?:void|fake|wrong|a test|cancelled|canceled|obsolete|revoked|lifted|invalid|null)\b",
+        (
+            rf"\b{_EARLIER}\W+{_RULES}\W+(?:are|were|is|was|have been)\W+(?:\w+\W+){{0,1}}(?:void|"
+            r"fake|wrong|a test|cancelled|canceled|obsolete|revoked|lifted|invalid|null)\b"
+        ),
     ),
     Feature(
         "new_instructions",
         "instruction_override",
         0.6,
-        r"\b(?:new|updated|real|actual|revised|true)\W+(?:instructions?|task|rules|directive|orders?)\s*(?::|are\b|is\b)|\byour\W+(?:new\W+)?(?:task|job|instructions?)\W+(?:is|are|has|have)\W+(?:now|been|changed|updated)|\byour new task\b",
+        (
+            r"\b(?:new|updated|real|actual|revised|true)\W+(?:instructions?|task|rules|"
+            r"directive|orders?)\s*(?::|are\b|is\b)|\byour\W+(?:new\W+)?(?:task|job|instructions?)"
+            r"\W+(?:is|are|has|have)\W+(?:now|been|changed|updated)|\byour new task\b"
+        ),
     ),
     Feature(
         "system_override",
@@ -242,7 +258,10 @@ FEATURES: tuple[Feature, ...] = (
         "only_rule_now",
         "instruction_override",
         0.45,
-        r"\bthe only rule\b|\bobey (?:me|only me|this)\b|\bhighest.priority (?:command|instruction)",
+        (
+            r"\bthe only rule\b|\bobey (?:me|only me|this)\b|"
+            r"\bhighest.priority (?:command|instruction)"
+        ),
     ),
     # role / system impersonation
     Feature(
@@ -267,31 +286,48 @@ FEATURES: tuple[Feature, ...] = (
         "you_are_now",
         "role_impersonation",
         0.45,
-        r"\byou are now (?:a|an|the|my|called|named)\b|\bfrom now on,? you (?:will|are|must|should|respond|act|behave)\b",
+        (
+            r"\byou are now (?:a|an|the|my|called|named)\b|"
+            r"\bfrom now on,? you (?:will|are|must|should|respond|act|behave)\b"
+        ),
     ),
     Feature(
         "persona_swap",
         "role_impersonation",
         0.6,
-        r"\byou are no longer (?:a|an|bound|restricted|limited)\b(?:\W+\w+){0,2}\W+(?:assistant|ai|model|chatbot|bound|restricted|limited|rules)\b",
+        (
+            r"\byou are no longer (?:a|an|bound|restricted|limited)"
+            r"\b(?:\W+\w+){0,2}\W+(?:assistant|ai|model|chatbot|bound|restricted|limited|rules)\b"
+        ),
     ),
     Feature(
         "act_as",
         "role_impersonation",
         0.35,
-        r"(?:^|[.!?\n]\s*|\b(?:please|now|you will|you must|you should|want you to|i want you to)\s+)(?:act|behave|respond|answer) (?:as|like) (?:if|a|an|my|though)\b|\b(?:pretend|imagine) (?:to be|you are|you're|that you)\b|\brole.?play (?:as|a)\b",
+        (
+            r"(?:^|[.!?\n]\s*|\b(?:please|now|you will|you must|you should|want you to|"
+            r"i want you to)\s+)(?:act|behave|respond|answer) (?:as|like) (?:if|a|an|my|though)\b|"
+            r"\b(?:pretend|imagine) (?:to be|you are|you're|that you)\b|\brole.?play (?:as|a)\b"
+        ),
     ),
     Feature(
         "named_jailbreak_persona",
         "role_impersonation",
         0.8,
-        r"\bdo anything now\b|\b(?:you are|you're|as|become) (?:dan|stan|dude|aim|omega|evilbot|betterdan)\b|\b(?:dan|stan|dude|anti.?dan|betterdan) (?:mode|prompt|jailbreak)\b|\bmongo tom\b|\bevil confidant\b",
+        (
+            r"\bdo anything now\b|\b(?:you are|you're|as|become) (?:dan|stan|dude|"
+            r"aim|omega|evilbot|betterdan)\b|\b(?:dan|stan|dude|anti.?dan|"
+            r"betterdan) (?:mode|prompt|jailbreak)\b|\bmongo tom\b|\bevil confidant\b"
+        ),
     ),
     Feature(
         "special_mode",
         "role_impersonation",
         0.7,
-        r"\b(?:god|jailbreak|dan|opposite|unrestricted) mode\b|\b(?:developer|dev) mode (?:enabled|activated|is on)\b|\bin developer mode,? you\b|\bwith developer mode\b",
+        (
+            r"\b(?:god|jailbreak|dan|opposite|unrestricted) mode\b|\b(?:developer|dev) mode "
+            r"(?:enabled|activated|is on)\b|\bin developer mode,? you\b|\bwith developer mode\b"
+        ),
     ),
     Feature(
         "mode_mention", "role_impersonation", 0.3, r"\b(?:developer|dev|debug|sudo|admin) mode\b"
@@ -300,26 +336,43 @@ FEATURES: tuple[Feature, ...] = (
         "authority_message",
         "role_impersonation",
         0.6,
-        r"\b(?:this is|message from|note from|instruction from) (?:your|the) (?:developers?|creators?|administrator|admin|operators?)\b|\b(?:admin|root|developer) (?:access|privileges?|rights) (?:granted|enabled|have been granted)",
+        (
+            r"\b(?:this is|message from|note from|instruction from) (?:your|the) (?:developers?|"
+            r"creators?|administrator|admin|operators?)\b|\b(?:admin|root|"
+            r"developer) (?:access|privileges?|rights) (?:granted|enabled|have been granted)"
+        ),
     ),
     Feature(
         "authority_claim",
         "role_impersonation",
         0.4,
-        r"\b(?:i am|i'm|we are) (?:your|the) (?:developers?|creators?|administrator|admin|operators?)\b",
+        (
+            r"\b(?:i am|i'm|we are) (?:your|the) (?:developers?|"
+            r"creators?|administrator|admin|operators?)\b"
+        ),
     ),
     Feature(
         "freed",
         "role_impersonation",
         0.7,
-        r"\byou (?:have been|are|were) (?:freed|unlocked|jailbroken|liberated|released) from\b|\byou have been (?:jailbroken|unlocked|freed)\b",
+        (
+            r"\byou (?:have been|are|were) (?:freed|unlocked|jailbroken|liberated|"
+            r"released) from\b|\byou have been (?:jailbroken|unlocked|freed)\b"
+        ),
     ),
     # prompt / secret exfiltration
     Feature(
         "reveal_prompt",
         "prompt_exfiltration",
         0.75,
-        rf"\b{_REVEAL}\W+(?:\w+\W+){{0,3}}(?:your\W+(?:\w+\W+){{0,2}}(?:prompt|instructions|system message|directives)|(?:the|your)\W+(?:system|initial|original|hidden|secret|internal|developer)\W+(?:prompt|instructions?|message|rules)|(?:the\W+)?(?:pre.?prompt|context window)|(?:the\W+)?(?:confidential|secret|hidden|internal)\W+(?:rules|instructions|guidelines)\W+(?:that|which)\W+(?:govern|control|shape)\W+(?:you|your))\b",
+        (
+            rf"\b{_REVEAL}\W+(?:\w+\W+){{0,3}}(?:your\W+(?:\w+\W+){{0,2}}(?:prompt|"
+            r"instructions|system message|directives)|(?:the|your)\W+(?:system|initial|"
+            r"original|hidden|secret|internal|developer)\W+(?:prompt|instructions?|"
+            r"message|rules)|(?:the\W+)?(?:pre.?prompt|context window)|"
+            r"(?:the\W+)?(?:confidential|secret|hidden|internal)\W+(?:rules|instructions|"
+            r"guidelines)\W+(?:that|which)\W+(?:govern|control|shape)\W+(?:you|your))\b"
+        ),
     ),
     Feature(
         "full_text_of_your",
@@ -337,7 +390,10 @@ FEATURES: tuple[Feature, ...] = (
         "system_prompt_q",
         "prompt_exfiltration",
         0.6,
-        r"\bwhat (?:is|are|was|were) your (?:system |initial |original |hidden |secret )?(?:prompt|instructions)\b",
+        (
+            r"\bwhat (?:is|are|was|were) your (?:system |initial |"
+            r"original |hidden |secret )?(?:prompt|instructions)\b"
+        ),
     ),
     Feature(
         "prompt_mention", "prompt_exfiltration", 0.3, r"\bsystem prompt\b|\bhidden instructions\b"
@@ -346,19 +402,34 @@ FEATURES: tuple[Feature, ...] = (
         "repeat_above",
         "prompt_exfiltration",
         0.7,
-        r"\b(?:repeat|print|output|dump|show)\W+(?:everything|all|the text|the words|what is written|the content)\W+(?:\w+\W+){0,2}(?:above|before|prior|preceding)|\bwhat were you told\b|\bwere you told before\b|\bbefore (?:this|the) conversation (?:started|began)",
+        (
+            r"\b(?:repeat|print|output|dump|show)\W+(?:everything|all|the text|"
+            r"the words|what is written|the content)\W+(?:\w+\W+){0,2}(?:above|"
+            r"before|prior|preceding)|\bwhat were you told\b|\bwere you told before\b|"
+            r"\bbefore (?:this|the) conversation (?:started|began)"
+        ),
     ),
     Feature(
         "secret_request",
         "prompt_exfiltration",
         0.65,
-        rf"\b(?:reveal|print|dump|leak|disclose|give me|tell me|show me|output|send|what is|what are)\W+(?:\w+\W+){{0,2}}(?:your|the|its|any)\W+(?:\w+\W+){{0,1}}(?:api.?keys?|secret.?keys?|access.?tokens?|passwords?|credentials|private.?keys?|environment variables|env vars|secrets){_NOT_POLICY}\b|\b(?:api.?key|secret key|access token|password) (?:stored|used by|in your)",
+        (
+            r"\b(?:reveal|print|dump|leak|disclose|give me|tell me|show me|output|send|"
+            r"what is|what are)\W+(?:\w+\W+){0,2}(?:your|the|its|"
+            r"any)\W+(?:\w+\W+){0,1}(?:api.?keys?|secret.?keys?|access.?tokens?|passwords?|"
+            rf"credentials|private.?keys?|environment variables|env vars|secrets){_NOT_POLICY}\b|"
+            r"\b(?:api.?key|secret key|access token|password) (?:stored|used by|in your)"
+        ),
     ),
     Feature(
         "index_dump",
         "prompt_exfiltration",
         0.55,
-        r"\b(?:every|all) (?:document|file)s? in your (?:index|database|context|memory)\b|\b(?:documents?|data|files) of other users\b|\bother users'? (?:documents|data|files|questions)\b",
+        (
+            r"\b(?:every|all) (?:document|file)s? in your (?:index|database|context|memory)\b|"
+            r"\b(?:documents?|data|files) of other users\b|"
+            r"\bother users'? (?:documents|data|files|questions)\b"
+        ),
     ),
     Feature(
         "restricted_docs",
@@ -371,56 +442,89 @@ FEATURES: tuple[Feature, ...] = (
         "addressed_to_model",
         "output_manipulation",
         0.5,
-        rf"\b(?:note|message|instruction|instructions|hidden note)\W+(?:to|for)\W+(?:the\W+|all\W+)?(?:\w+\W+)?{_AI}\b|\bif you are an? (?:ai|language model|llm|assistant|chatbot|bot)\b|\b{_AI} (?:reading|processing) this\b",
+        (
+            r"\b(?:note|message|instruction|instructions|hidden note)\W+(?:to|"
+            rf"for)\W+(?:the\W+|all\W+)?(?:\w+\W+)?{_AI}\b|\bif you are an? (?:ai|"
+            rf"language model|llm|assistant|chatbot|bot)\b|\b{_AI} (?:reading|processing) this\b"
+        ),
     ),
     Feature(
         "model_must",
         "output_manipulation",
         0.5,
-        rf"\bthe (?:assistant|ai|chatbot|bot|llm)\W+(?:must|should|shall|will|needs to|has to)\b|\b{_AI} (?:must|should) (?:tell|say|state|claim|respond|answer|recommend|include)\b",
+        (
+            r"\bthe (?:assistant|ai|chatbot|bot|llm)\W+(?:must|should|"
+            r"shall|will|needs to|has to)\b|"
+            rf"\b{_AI} (?:must|should) (?:tell|say|state|claim|respond|answer|recommend|include)\b"
+        ),
     ),
     Feature(
         "respond_only",
         "output_manipulation",
         0.4,
-        r"\b(?:respond|reply|answer|output)\W+(?:only|solely|exclusively)\W+(?:with|in)\b|\b(?:respond|reply|answer)\W+with\W+(?:the word|only)\b",
+        (
+            r"\b(?:respond|reply|answer|output)\W+(?:only|solely|exclusively)\W+(?:with|in)\b|"
+            r"\b(?:respond|reply|answer)\W+with\W+(?:the word|only)\b"
+        ),
     ),
     Feature(
         "always_say",
         "output_manipulation",
         0.5,
-        r"\b(?:always|must|instead) (?:say|state|answer|respond|reply|claim|tell the user)\b|\btell (?:the user|users|the reader)\b|\binform the user\b",
+        (
+            r"\b(?:always|must|instead) (?:say|state|answer|respond|reply|claim|tell the user)\b|"
+            r"\btell (?:the user|users|the reader)\b|\binform the user\b"
+        ),
     ),
     Feature(
         "whatever_question",
         "output_manipulation",
         0.45,
-        r"\b(?:whatever|whichever) the (?:question|query)\b|\b(?:no matter what|regardless of) (?:the question|the facts|what (?:is|was|you are|you're) asked)\b",
+        (
+            r"\b(?:whatever|whichever) the (?:question|query)\b|\b(?:no matter what|"
+            r"regardless of) (?:the question|the facts|what (?:is|was|you are|you're) asked)\b"
+        ),
     ),
     Feature("answer_that", "output_manipulation", 0.25, r"\b(?:answer|respond|reply) that the\b"),
     Feature(
         "when_answering",
         "output_manipulation",
         0.3,
-        r"\bwhen (?:summari[sz]ing|answering|responding|asked|you answer|you respond|you reply)\b|\bin your (?:response|answer|reply|summary|output)\b|\bmake sure your (?:summary|answer|response|reply)\b",
+        (
+            r"\bwhen (?:summari[sz]ing|answering|responding|asked|you answer|"
+            r"you respond|you reply)\b|\bin your (?:response|answer|reply|summary|output)\b|"
+            r"\bmake sure your (?:summary|answer|response|reply)\b"
+        ),
     ),
     Feature(
         "hide_instruction",
         "output_manipulation",
         0.65,
-        r"\b(?:do not|don'?t|never)\W+(?:mention|reveal|tell|disclose|say|reference|cite)\W+(?:\w+\W+){0,2}(?:this|these|that)\W+(?:\w+\W+){0,1}(?:instructions?|messages?|notes?|paragraph|text)\b",
+        (
+            r"\b(?:do not|don'?t|never)\W+(?:mention|reveal|tell|disclose|"
+            r"say|reference|cite)\W+(?:\w+\W+){0,2}(?:this|these|"
+            r"that)\W+(?:\w+\W+){0,1}(?:instructions?|messages?|notes?|paragraph|text)\b"
+        ),
     ),
     Feature(
         "insert_content",
         "output_manipulation",
         0.35,
-        r"\b(?:append|add|include|insert|put)\W+(?:this|the following|these)\W+(?:\w+\W+){0,1}(?:link|url|text|message|sentence|footer|phrase)\b|\b(?:include|insert) the phrase\b|\brecommend \S*attacker\b",
+        (
+            r"\b(?:append|add|include|insert|put)\W+(?:this|the following|"
+            r"these)\W+(?:\w+\W+){0,1}(?:link|url|text|message|sentence|footer|phrase)\b|"
+            r"\b(?:include|insert) the phrase\b|\brecommend \S*attacker\b"
+        ),
     ),
     Feature(
         "insert_into_answer",
         "output_manipulation",
         0.6,
-        r"\b(?:append|add|include|insert|put|embed)\W+(?:\w+\W+){0,4}(?:to|in|into|at the end of)\W+(?:every|each|all|any|your)\W+(?:\w+\W+){0,1}(?:answers?|responses?|replies|reply|outputs?|summary|summaries)\b",
+        (
+            r"\b(?:append|add|include|insert|put|embed)\W+(?:\w+\W+){0,4}(?:to|in|"
+            r"into|at the end of)\W+(?:every|each|all|any|your)\W+(?:\w+\W+){0,1}(?:answers?|"
+            r"responses?|replies|reply|outputs?|summary|summaries)\b"
+        ),
     ),
     # exfiltration via links, images and mail
     Feature(
@@ -445,7 +549,11 @@ FEATURES: tuple[Feature, ...] = (
         "render_link",
         "data_exfiltration",
         0.35,
-        r"\b(?:render|show|display|embed|include) (?:this|the following|a|an) (?:\w+ ){0,2}(?:image|markdown image|hyperlink|link)\b|\b(?:add|include) a (?:\w+ ){0,1}(?:hyperlink|link|image)\b",
+        (
+            r"\b(?:render|show|display|embed|include) (?:this|the following|"
+            r"a|an) (?:\w+ ){0,2}(?:image|markdown image|hyperlink|link)\b|"
+            r"\b(?:add|include) a (?:\w+ ){0,1}(?:hyperlink|link|image)\b"
+        ),
     ),
     Feature(
         "fetch_url",
@@ -483,26 +591,46 @@ FEATURES: tuple[Feature, ...] = (
         "tool_call",
         "tool_injection",
         0.55,
-        r"<\s*/?\s*tool_call\s*>|\"(?:name|function)\"\s*:\s*\"\w+\"\s*,\s*\"(?:arguments|parameters)\"|\b(?:call|invoke|use|trigger) the [a-z]+_[a-z_]+ (?:tool|function|plugin)\b|\b(?:call|invoke) the (?:tool|function|api)\b|\binvoke the function\b|\buse (?:the|your) code interpreter\b|\b[a-z]{2,20}_[a-z_]{1,30}\([a-z_]{1,30}\s*=",
+        (
+            r"<\s*/?\s*tool_call\s*>|\"(?:name|function)\"\s*:\s*\"\w+\"\s*,\s*\"(?:arguments|"
+            r"parameters)\"|\b(?:call|invoke|use|trigger) the [a-z]+_[a-z_]+ (?:tool|function|"
+            r"plugin)\b|\b(?:call|invoke) the (?:tool|function|api)\b|\binvoke the function\b|"
+            r"\buse (?:the|your) code interpreter\b|\b[a-z]{2,20}_[a-z_]{1,30}\([a-z_]{1,30}\s*="
+        ),
     ),
     Feature(
         "run_command",
         "tool_injection",
         0.3,
-        r"\b(?:run|execute)\W+(?:the following|this|these)\W+(?:\w+\W+){0,1}(?:command|code|script|commands)\b",
+        (
+            r"\b(?:run|execute)\W+(?:the following|this|"
+            r"these)\W+(?:\w+\W+){0,1}(?:command|code|script|commands)\b"
+        ),
     ),
     # jailbreak framings
     Feature(
         "disable_safety",
         "jailbreak",
         0.8,
-        r"\b(?:ignore|bypass|bypasses|bypassing|disable|turn off|remove|circumvents?|circumventing|evade|skip|override|get around|lift|suspend)\W+(?:\w+\W+){0,2}(?:(?:safety|content|ethical|moral|ethics)\W+(?:filters?|guardrails?|guidelines|restrictions|polic(?:y|ies)|rules|checks|constraints|settings|training)|(?:your|its|all|any) (?:guardrails|filters|ethics|morals|moderation|restrictions)|(?:drop|break|abandon) (?:your|its) (?:policies|rules|guidelines|principles|safety))\b|\bturn off your\b",
+        (
+            r"\b(?:ignore|bypass|bypasses|bypassing|disable|turn off|remove|circumvents?|"
+            r"circumventing|evade|skip|override|get around|lift|suspend)\W+(?:\w+\W+){0,2}(?:(?:"
+            r"safety|content|ethical|moral|ethics)\W+(?:filters?|guardrails?|"
+            r"guidelines|restrictions|polic(?:y|ies)|rules|checks|constraints|"
+            r"settings|training)|(?:your|its|all|any) (?:guardrails|filters|ethics|"
+            r"morals|moderation|restrictions)|(?:drop|break|abandon) (?:your|"
+            r"its) (?:policies|rules|guidelines|principles|safety))\b|\bturn off your\b"
+        ),
     ),
     Feature(
         "no_restrictions",
         "jailbreak",
         0.35,
-        r"\b(?:no|without|free from|free of|removed? (?:all|every)|zero)\W+(?:\w+\W+){0,2}(?:restrictions|constraints|limits|limitations|filters|rules|guidelines|censorship|boundaries|ethics|morals|guardrails|polic(?:y|ies)|disclaimers|warnings)\b",
+        (
+            r"\b(?:no|without|free from|free of|removed? (?:all|every)|zero)\W+(?:\w+\W+){0,2}"
+            r"(?:restrictions|constraints|limits|limitations|filters|rules|guidelines|censorship|"
+            r"boundaries|ethics|morals|guardrails|polic(?:y|ies)|disclaimers|warnings)\b"
+        ),
     ),
     Feature(
         "unfiltered",
@@ -514,7 +642,11 @@ FEATURES: tuple[Feature, ...] = (
         "never_refuse",
         "jailbreak",
         0.5,
-        r"\byou (?:must|will|should|can|may) (?:never|not) (?:refuse|decline|say no|apologi[sz]e)|\b(?:never|don'?t|do not|must not) (?:refuse|decline|apologi[sz]e|add warnings)\b|\bthat never refuses\b",
+        (
+            r"\byou (?:must|will|should|can|may) (?:never|not) (?:refuse|decline|"
+            r"say no|apologi[sz]e)|\b(?:never|don'?t|do not|must not) (?:refuse|"
+            r"decline|apologi[sz]e|add warnings)\b|\bthat never refuses\b"
+        ),
     ),
     Feature(
         "do_anything",
@@ -526,38 +658,60 @@ FEATURES: tuple[Feature, ...] = (
         "content_policy",
         "jailbreak",
         0.35,
-        r"\b(?:openai|anthropic|content|usage) polic(?:y|ies)\b|\bviolates? (?:your|the) (?:content |usage )?polic",
+        (
+            r"\b(?:openai|anthropic|content|usage) polic(?:y|ies)\b|"
+            r"\bviolates? (?:your|the) (?:content |usage )?polic"
+        ),
     ),
     Feature(
         "fiction_frame",
         "jailbreak",
         0.2,
-        r"\bhypothetical(?:ly)?\b|\bfor (?:a|my) (?:novel|story|screenplay|movie|book|script|game)\b|\bin a fictional\b|\bit'?s just fiction\b|\b(?:it'?s|this is) (?:just|only) a game\b|\bwrite a (?:story|poem|scene)\b",
+        (
+            r"\bhypothetical(?:ly)?\b|\bfor (?:a|my) (?:novel|story|screenplay|movie|"
+            r"book|script|game)\b|\bin a fictional\b|\bit'?s just fiction\b|"
+            r"\b(?:it'?s|this is) (?:just|only) a game\b|\bwrite a (?:story|poem|scene)\b"
+        ),
     ),
     Feature(
         "purpose_frame",
         "jailbreak",
         0.25,
-        r"\b(?:purely|strictly|only) (?:for )?(?:hypothetical|fictional|educational|academic|research)\b|\bfor (?:educational|research) purposes(?: only)?\b",
+        (
+            r"\b(?:purely|strictly|only) (?:for )?(?:hypothetical|fictional|educational|"
+            r"academic|research)\b|\bfor (?:educational|research) purposes(?: only)?\b"
+        ),
     ),
     Feature(
         "rules_dont_apply",
         "jailbreak",
         0.45,
-        r"\b(?:usual|normal|old|your|the) (?:rules|guidelines|restrictions|policies) (?:do not|don'?t|no longer) apply\b|\b(?:constraints|rules|restrictions) (?:have been|are) (?:lifted|suspended|removed)\b",
+        (
+            r"\b(?:usual|normal|old|your|the) (?:rules|guidelines|restrictions|"
+            r"policies) (?:do not|don'?t|no longer) apply\b|\b(?:constraints|"
+            r"rules|restrictions) (?:have been|are) (?:lifted|suspended|removed)\b"
+        ),
     ),
     Feature(
         "in_character",
         "jailbreak",
         0.4,
-        r"\b(?:stay|remain|staying) in character\b|\balter ego\b|\bopposite (?:mode|day)\b|\bevil (?:twin|mode|assistant|ai)\b",
+        (
+            r"\b(?:stay|remain|staying) in character\b|\balter ego\b|"
+            r"\bopposite (?:mode|day)\b|\bevil (?:twin|mode|assistant|ai)\b"
+        ),
     ),
     Feature("grandma", "jailbreak", 0.35, r"\bgrand(?:ma|mother)\b.{0,60}\b(?:used to|would)\b"),
     Feature(
         "ai_without_rules",
         "jailbreak",
         0.5,
-        r"\b(?:ai|model|assistant|chatbot|llm)\W+(?:\w+\W+){0,4}(?:without|never trained with|with no|free of|free from|with none of)\W+(?:any\W+|its\W+)?(?:\w+\W+)?(?:safety|rules|guardrails|guidelines|restrictions|filters|ethics|constraints|limits|limitations|alignment|content policy)\b",
+        (
+            r"\b(?:ai|model|assistant|chatbot|llm)\W+(?:\w+\W+){0,4}(?:without|"
+            r"never trained with|with no|free of|free from|with none of)\W+(?:any\W+|"
+            r"its\W+)?(?:\w+\W+)?(?:safety|rules|guardrails|guidelines|restrictions|"
+            r"filters|ethics|constraints|limits|limitations|alignment|content policy)\b"
+        ),
     ),
     Feature(
         "filter_mention",
@@ -569,13 +723,19 @@ FEATURES: tuple[Feature, ...] = (
         "harmful_howto",
         "jailbreak",
         0.4,
-        r"\bhow to (?:make|build|synthesi[sz]e|create|produce) (?:a |an )?(?:bomb|explosives?|napalm|meth|nerve agent|bioweapon|weapon|malware|ransomware|virus)\b",
+        (
+            r"\bhow to (?:make|build|synthesi[sz]e|create|produce) (?:a |an )?(?:bomb|"
+            r"explosives?|napalm|meth|nerve agent|bioweapon|weapon|malware|ransomware|virus)\b"
+        ),
     ),
     Feature(
         "two_answers",
         "jailbreak",
         0.4,
-        r"\b(?:respond|answer|reply) twice\b|\b(?:classic|normal) and (?:jailbroken|unfiltered|dan)\b",
+        (
+            r"\b(?:respond|answer|reply) twice\b|"
+            r"\b(?:classic|normal) and (?:jailbroken|unfiltered|dan)\b"
+        ),
     ),
     # round 2: intents rather than phrases (written against DEV round 2)
     Feature(
@@ -588,25 +748,40 @@ FEATURES: tuple[Feature, ...] = (
         "before_irrelevant",
         "instruction_override",
         0.6,
-        r"\b(?:everything|anything|all|whatever|the text|what)\W+(?:\w+\W+){0,3}(?:before|above|earlier|prior|previously)\W+(?:\w+\W+){0,3}(?:irrelevant|void|invalid|a draft|a test|fake|obsolete|cancell?ed|does not matter|doesn'?t matter|no longer appl(?:y|ies))\b",
+        (
+            r"\b(?:everything|anything|all|whatever|the text|what)\W+(?:\w+\W+){0,3}(?:before|"
+            r"above|earlier|prior|previously)\W+(?:\w+\W+){0,3}(?:irrelevant|"
+            r"void|invalid|a draft|a test|fake|obsolete|cancell?ed|"
+            r"does not matter|doesn'?t matter|no longer appl(?:y|ies))\b"
+        ),
     ),
     Feature(
         "no_longer_applies",
         "instruction_override",
         0.45,
-        r"\b(?:guidance|instructions|rules|directives|guidelines|programming|setup|objectives)\W+(?:\w+\W+){0,6}(?:no longer appl(?:y|ies)|(?:is|are|as) (?:revoked|void|obsolete|cancell?ed)|revoked)\b",
+        (
+            r"\b(?:guidance|instructions|rules|directives|guidelines|programming|"
+            r"setup|objectives)\W+(?:\w+\W+){0,6}(?:no longer appl(?:y|ies)|"
+            r"(?:is|are|as) (?:revoked|void|obsolete|cancell?ed)|revoked)\b"
+        ),
     ),
     Feature(
         "addressed_setup",
         "instruction_override",
         0.3,
-        r"\byou (?:were|have been) (?:programmed|set up|configured|told|instructed|trained|briefed)\b",
+        (
+            r"\byou (?:were|have been) (?:programmed|set up|"
+            r"configured|told|instructed|trained|briefed)\b"
+        ),
     ),
     Feature(
         "listen_instead",
         "instruction_override",
         0.5,
-        r"\b(?:listen to|obey|follow) (?:me|my (?:instructions|orders|commands)) instead\b|\bopposite of (?:what )?your (?:instructions|rules|guidelines)\b",
+        (
+            r"\b(?:listen to|obey|follow) (?:me|my (?:instructions|orders|commands)) instead\b|"
+            r"\bopposite of (?:what )?your (?:instructions|rules|guidelines)\b"
+        ),
     ),
     Feature(
         "role_swap",
@@ -624,7 +799,11 @@ FEATURES: tuple[Feature, ...] = (
         "vendor_staff",
         "role_impersonation",
         0.55,
-        r"\b(?:openai|anthropic|google|microsoft|meta) (?:staff|team|employees?|engineers?|developers?)\b|\byour (?:creators|developers|operators) have (?:authori[sz]ed|allowed|approved|permitted)\b",
+        (
+            r"\b(?:openai|anthropic|google|microsoft|meta) (?:staff|team|"
+            r"employees?|engineers?|developers?)\b|\byour (?:creators|developers|"
+            r"operators) have (?:authori[sz]ed|allowed|approved|permitted)\b"
+        ),
     ),
     Feature(
         "system_turn_toggle",
@@ -636,19 +815,32 @@ FEATURES: tuple[Feature, ...] = (
         "behaviour_text",
         "prompt_exfiltration",
         0.6,
-        r"\b(?:text|message|instructions|rules|prompt|wording)\W+(?:\w+\W+){0,3}(?:defines?|shapes?|controls?|governs?) your (?:behaviou?r|responses|answers|personality)\b",
+        (
+            r"\b(?:text|message|instructions|rules|prompt|wording)\W+(?:\w+\W+){0,3}(?:defines?|"
+            r"shapes?|controls?|governs?) your (?:behaviou?r|responses|answers|personality)\b"
+        ),
     ),
     Feature(
         "received_before",
         "prompt_exfiltration",
         0.6,
-        r"\b(?:instructions|rules|guidance|messages?|text)\W+(?:did|have|were)\W+you\W+(?:receive|get|given|been given)\W+(?:\w+\W+){0,3}(?:before|at the start|earlier|initially)\b|\brules\W+(?:\w+\W+){0,1}(?:your|the) (?:operators?|developers?|creators?|admin|owner)s? (?:gave|has given|have given|provided|wrote|set)\b",
+        (
+            r"\b(?:instructions|rules|guidance|messages?|text)\W+(?:did|have|"
+            r"were)\W+you\W+(?:receive|get|given|been given)\W+(?:\w+\W+){0,3}(?:before|at the "
+            r"start|earlier|initially)\b|"
+            r"\brules\W+(?:\w+\W+){0,1}(?:your|the) (?:operators?|developers?|creators?|"
+            r"admin|owner)s? (?:gave|has given|have given|provided|wrote|set)\b"
+        ),
     ),
     Feature(
         "hidden_context",
         "prompt_exfiltration",
         0.6,
-        r"\b(?:print|show|reveal|output|dump|display|reproduce|tell me|list)\W+(?:\w+\W+){0,2}(?:hidden|secret|internal|invisible|private) (?:context|text|prompt|instructions|message|rules)\b|\b(?:text|parts?) (?:i am|i'm|the user is) not supposed to see\b",
+        (
+            r"\b(?:print|show|reveal|output|dump|display|reproduce|tell me|list)\W+(?:\w+\W+){0,2}"
+            r"(?:hidden|secret|internal|invisible|private) (?:context|text|prompt|instructions|"
+            r"message|rules)\b|\b(?:text|parts?) (?:i am|i'm|the user is) not supposed to see\b"
+        ),
     ),
     Feature(
         "reproduce_setup",
@@ -660,7 +852,13 @@ FEATURES: tuple[Feature, ...] = (
         "ai_must_act",
         "output_manipulation",
         0.55,
-        r"\b(?:ai|a\.i\.|ai models?|language models?|llms?|chatbots?|bots?|assistants?|automated (?:readers?|systems?|agents?)|ai systems?)\W+(?:\w+\W+){0,3}(?:must|should|has to|have to|need to|needs to|shall|are required to|is required to)\W+(?:\w+\W+){0,1}(?:describe|conclude|say|state|claim|answer|respond|tell|add|include|rank|mention|report|present|call|rate|recommend|omit|ignore)\b",
+        (
+            r"\b(?:ai|a\.i\.|ai models?|language models?|llms?|chatbots?|bots?|assistants?|"
+            r"automated (?:readers?|systems?|agents?)|ai systems?)\W+(?:\w+\W+){0,3}(?:must|"
+            r"should|has to|have to|need to|needs to|shall|are required to|"
+            r"is required to)\W+(?:\w+\W+){0,1}(?:describe|conclude|say|state|claim|answer|respond"
+            r"|tell|add|include|rank|mention|report|present|call|rate|recommend|omit|ignore)\b"
+        ),
     ),
     Feature(
         "automated_readers",
@@ -672,25 +870,40 @@ FEATURES: tuple[Feature, ...] = (
         "rank_above",
         "output_manipulation",
         0.45,
-        r"\brank (?:this|it)(?: document| page| source| text)? (?:above|higher than|first)\b|\b(?:above|over) every other source\b",
+        (
+            r"\brank (?:this|it)(?: document| page| source| text)? (?:above|higher than|first)\b|"
+            r"\b(?:above|over) every other source\b"
+        ),
     ),
     Feature(
         "suppress_sources",
         "output_manipulation",
         0.5,
-        r"\b(?:ignore|disregard|do not cite|don'?t cite|do not use|pretend)\W+(?:all\W+|any\W+)?(?:the\W+)?other (?:documents|sources|passages)\b",
+        (
+            r"\b(?:ignore|disregard|do not cite|don'?t cite|do not use|pretend)\W+(?:all\W+|"
+            r"any\W+)?(?:the\W+)?other (?:documents|sources|passages)\b"
+        ),
     ),
     Feature(
         "answer_must_say",
         "output_manipulation",
         0.55,
-        r"\bmake (?:your|the) (?:answer|response|reply|summary|output) (?:say|state|claim|mention|include)\b|\b(?:your|the) (?:answer|response|reply|summary) (?:must|should|has to) (?:say|state|claim|include|end with|mention)\b",
+        (
+            r"\bmake (?:your|the) (?:answer|response|reply|summary|output) (?:say|state|"
+            r"claim|mention|include)\b|\b(?:your|the) (?:answer|response|reply|"
+            r"summary) (?:must|should|has to) (?:say|state|claim|include|end with|mention)\b"
+        ),
     ),
     Feature(
         "copy_into_link",
         "data_exfiltration",
         0.6,
-        r"\b(?:copy|put|insert|paste|encode|add|append)\W+(?:the\W+)?(?:user'?s?|users'?|their|the|this|your)\W+(?:\w+\W+){0,1}(?:question|answer|query|conversation|chat|history|name|email|data|response|messages?)\W+(?:\w+\W+){0,3}(?:into|to|in)\W+(?:this|the|a)\W+(?:link|url|address|query string|image)\b",
+        (
+            r"\b(?:copy|put|insert|paste|encode|add|append)\W+(?:the\W+)?(?:user'?s?|"
+            r"users'?|their|the|this|your)\W+(?:\w+\W+){0,1}(?:question|answer|query|"
+            r"conversation|chat|history|name|email|data|response|messages?)\W+(?:\w+\W+){0,3}"
+            r"(?:into|to|in)\W+(?:this|the|a)\W+(?:link|url|address|query string|image)\b"
+        ),
     ),
     Feature(
         "off_limits",
@@ -708,14 +921,22 @@ FEATURES: tuple[Feature, ...] = (
         "permission_to_break",
         "jailbreak",
         0.75,
-        r"\b(?:permission|allowed|authori[sz]ed|free) to (?:break|ignore|bypass|skip|drop|disregard|violate) (?:your|the|all|any) (?:rules|guidelines|policies|ethics|restrictions|safety|instructions|programming)\b",
+        (
+            r"\b(?:permission|allowed|authori[sz]ed|free) to (?:break|ignore|bypass|"
+            r"skip|drop|disregard|violate) (?:your|the|all|any) (?:rules|guidelines|"
+            r"policies|ethics|restrictions|safety|instructions|programming)\b"
+        ),
     ),
     # round 3: generic signals: text that talks to the model about the model's own internals
     Feature(
         "self_reference",
         "instruction_override",
         0.45,
-        r"\byour (?:\w+ )?(?:instructions|rules|guidelines|prompt|programming|filters|ethics|directives|creators|developers|operators|system prompt|guardrails|safeguards|alignment|content policy)\b",
+        (
+            r"\byour (?:\w+ )?(?:instructions|rules|guidelines|prompt|programming|"
+            r"filters|ethics|directives|creators|developers|operators|"
+            r"system prompt|guardrails|safeguards|alignment|content policy)\b"
+        ),
     ),
     Feature(
         "control_verb",
@@ -727,14 +948,21 @@ FEATURES: tuple[Feature, ...] = (
         "model_addressed",
         "role_impersonation",
         0.3,
-        r"\byou(?:'re| are) (?:an? |the )?(?:ai|assistant|language model|llm|chatbot|bot|model)\b|\b(?:dear|hey|hi|attention|note to|for) (?:the |any |all )?(?:ai|assistant|language model|llm|chatbot|bot)s?\b",
+        (
+            r"\byou(?:'re| are) (?:an? |the )?(?:ai|assistant|language model|llm|"
+            r"chatbot|bot|model)\b|\b(?:dear|hey|hi|attention|note to|for) (?:the |"
+            r"any |all )?(?:ai|assistant|language model|llm|chatbot|bot)s?\b"
+        ),
     ),
     # obfuscation said out loud
     Feature(
         "decode_and_obey",
         "obfuscation",
         0.45,
-        r"\b(?:decode|decipher|translate|apply rot-?13 to|read (?:this|it) backwards)\W+(?:\w+\W+){0,4}(?:and|then)\W+(?:follow|obey|do|execute)\b",
+        (
+            r"\b(?:decode|decipher|translate|apply rot-?13 to|read (?:this|"
+            r"it) backwards)\W+(?:\w+\W+){0,4}(?:and|then)\W+(?:follow|obey|do|execute)\b"
+        ),
     ),
 )
 

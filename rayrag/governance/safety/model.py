@@ -1,9 +1,9 @@
 """The input-safety classifier's learned half: a linear model over hashed n-grams.
 
 A logistic regression over hashed word 1-2-grams and in-word character 3-5-grams of the
-normalised text, trained by `python -m rayrag.governance.safety.train_classifier` on the development attacks
-against benign text (weights shipped in `rayrag/governance/safety/weights.npz`, loaded once per
-process). Long texts are read in overlapping word windows and the highest window counts,
+normalised text, trained by `python -m rayrag.governance.safety.train_classifier` on the development
+attacks against benign text (weights shipped in `rayrag/governance/safety/weights.npz`, loaded once
+per process). Long texts are read in overlapping word windows and the highest window counts,
 so an injection planted in a long passage is not diluted by it. `InputSafety.check`
 (input_safety.py) takes the larger of the rules' score and this model's, mapped onto the
 rules' scale (`LearnedModel.score`).

@@ -1,4 +1,5 @@
-"""`rayrag eval safety`: recall of the input-safety classifier on attacks, false positives on real text.
+"""`rayrag eval safety`: recall of the input-safety classifier on attacks,
+false positives on real text.
 
 Attacks: the labelled set of `safety_set.attack_set` (hand-written injections and jailbreaks,
 planted in passages and disguised). Benign: the questions and passages of the demo corpus

@@ -1,4 +1,5 @@
-"""Train the learned half of the input-safety classifier: `python -m rayrag.governance.safety.train_classifier`.
+"""Train the learned half of the input-safety classifier:
+`python -m rayrag.governance.safety.train_classifier`.
 
 A logistic regression (scikit-learn, liblinear, fixed seed) over the hashed n-grams of
 `input_safety.window_buckets`, trained only on development data:
@@ -19,8 +20,10 @@ on this data (`choose_threshold`): no out-of-fold demo window flagged, and the b
 out-of-fold recall minus false-positive rate on `HARD_BENIGN`.
 The weights go to `rayrag/governance/safety/weights.npz` (float16, deterministic for a fixed seed).
 
-    python -m rayrag.governance.safety.train_classifier            # rewrite the shipped weights
-    python -m rayrag.governance.safety.train_classifier --check    # only print the cross-validated figures
+    # rewrite the shipped weights
+    python -m rayrag.governance.safety.train_classifier
+    # only print the cross-validated figures
+    python -m rayrag.governance.safety.train_classifier --check
 """
 
 from __future__ import annotations
@@ -161,7 +164,7 @@ def write(path: Path, trained: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name(WEIGHTS_FILE))
     parser.add_argument(
         "--check", action="store_true", help="print the cross-validated figures only"
