@@ -282,7 +282,7 @@ class RetrievalConfig(_Section):
         gt=0,
         description=(
             "Reciprocal-rank-fusion constant: 2 ~ interleave two lists' top "
-            "hits (measured, hybrid.py); Cormack's 60 suits many deep runs."
+            "hits (measured: docs/DECISIONS.md); Cormack's 60 suits many deep runs."
         ),
     )
     dense_weight: float = Field(0.5, ge=0, le=1, description="Dense share when fusion = weighted.")
@@ -791,8 +791,8 @@ class InputSafetyConfig(_Section):
         gt=0,
         le=1,
         description=(
-            "A text scoring at or above this is flagged (0.4: no false positive "
-            "on 1,544 real questions and passages; see `rayrag eval safety`)."
+            "A text scoring at or above this is flagged (why 0.4: docs/DECISIONS.md; "
+            "`rayrag eval safety` measures it)."
         ),
     )
     check_questions: bool = Field(True, description="A flagged question gets the refusal path.")

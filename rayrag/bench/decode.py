@@ -17,11 +17,11 @@ turns each step's cost from O(S) tokens through every layer into one token plus 
 over S cached keys, so the ratio grows with `new_tokens`; quick mode (CI) makes 32 tokens
 and its ratio is not the goal.
 
-At this size a one-token step is bound by per-op overhead (about 3 ms of CPU for two blocks
-and the head, mostly Python and dispatch, not FLOPs), while re-running 64-320 tokens costs
-only 2-8x that; larger models and batches move the ratio up (see `_b4`). The step was 5 ms
-until the forward stopped doing work the decode loop never reads (aux losses and routing
-stats are now computed when read, see `MoEOutput`) and a lone token skipped the MoE sort.
+At this size a one-token step is bound by per-op overhead (mostly Python and dispatch, not
+FLOPs), so re-running the whole sequence costs only a few steps' worth; larger models and
+batches move the ratio up (see `_b4`). The forward does no work the decode loop never reads
+(aux losses and routing stats are computed when read, see `MoEOutput`) and a lone token skips
+the MoE sort. Measured step times: docs/DECISIONS.md.
 """
 
 from __future__ import annotations

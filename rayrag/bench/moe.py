@@ -106,8 +106,8 @@ def bench_threads() -> int:
     """Torch threads for the bench: $RAYRAG_BENCH_THREADS, else the cores other jobs leave idle.
 
     OpenMP threads spin-wait for each other; on cores other processes already keep busy, two
-    threads ran the small per-expert matmuls 10-20x slower than one (measured here at load 7
-    on 2 cores), which would measure the scheduler, not the dispatch."""
+    threads run the small per-expert matmuls far slower than one (measured: docs/DECISIONS.md),
+    which would measure the scheduler, not the dispatch."""
     if os.environ.get("RAYRAG_BENCH_THREADS"):
         return max(1, int(os.environ["RAYRAG_BENCH_THREADS"]))
     cores = (

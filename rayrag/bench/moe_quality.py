@@ -43,31 +43,15 @@ noise falls on all alike. Nothing in training draws random numbers, so each proc
 exactly what one process training the three in turn computes (tests/bench prove it at the quick
 size); tokens/s is informational only. Ray gets $RAYRAG_BENCH_THREADS CPUs, else every core
 this process may use, and dense_total, the longest, goes first: on 2 cores the wall time is
-max(dense_total, moe + dense_active), not the sum. Two torch threads on these contended cores
-ran a step 3-10x slower and noisier than one, hence one thread per process. The head is the
-tied full softmax for all three: at V = 2048 the adaptive head saves little, and a head shared
-as-is keeps the comparison about the FFNs.
+max(dense_total, moe + dense_active), not the sum. Two torch threads on these contended cores ran a
+step slower and noisier than one (measured: docs/DECISIONS.md), hence one thread per process. The
+head is the tied full softmax for all three: at V = 2048 the adaptive head saves little, and a head
+shared as-is keeps the comparison about the FFNs.
 
-Why 480 steps: the MoE starts behind. Validation NLL (seed 0, lr 2e-3 from `TrainConfig`):
-
-    step          80      160     240     320     400     480
-    moe          6.2256  5.1538  4.6586  4.3913  4.2579  4.2094
-    dense_active 5.8949  4.9554  4.5740  4.3769  4.2618  4.2235
-    dense_total  5.4286  4.7079  4.3859  4.2002  4.0805  4.0447
-
-Each expert sees a quarter of the token-slots, so early on the MoE learns slower than a dense
-FFN of its active width; it catches up near step 400 (~800k tokens) and is ahead from
-there (0.997 at 480), while the same parameters used densely stay ahead at this budget.
-A 160-step run (cosine over 160) ended at 1.064. The full run took 820 s (13.7 min) of wall
-time here, niced, with other jobs keeping both cores busy (load ~5): train seconds moe 543 /
-dense_active 211 / dense_total 692. The one-process run before it (~16 min, quieter machine)
-trained for 259 / 243 / 438 s; at those speeds the parallel run is max(438, 259 + 243) s,
-about 8.5 min. That run's curves agree with these to 3 decimals for the dense models; the
-MoE's differ by up to 0.01 mid-run (4.208 and 0.996 at 480): its top-2 choices turn
-float-level differences between runs into different routings. The MoE trained alone in this
-process (`train_variant`, 204 s) gives exactly the curve above, so the Ray tasks add no
-difference of their own. The margin is thin and one
-seed: treat 0.997 as "caught up", not as a win.
+Why 480 steps: the MoE starts behind. Each expert sees a quarter of the token-slots, so early
+on the MoE learns slower than a dense FFN of its active width, and a shorter budget ends
+before it catches up. The validation curves, the runs' timings and how far runs agree are in
+docs/DECISIONS.md.
 
 Ratios: `moe_vs_dense_active_val_loss` = val(moe) / val(dense_active) (goal < 1),
 `moe_vs_dense_total_val_loss` = val(moe) / val(dense_total) (dense_total is the ceiling: the
@@ -102,7 +86,7 @@ VARIANTS = {
     "dense_active": (1, 1, TOP_K),
     "dense_total": (1, 1, N_EXPERTS),
 }
-# Most expensive first (train seconds alone on a core, full size: ~440 / ~260 / ~240): on 2 cores
+# Most expensive first (train seconds alone on a core, full size: docs/DECISIONS.md): on 2 cores
 # the wall time is then max(dense_total, moe + dense_active), not the sum.
 SUBMIT_ORDER = ("dense_total", "moe", "dense_active")
 FULL = {

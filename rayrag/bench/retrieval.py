@@ -19,15 +19,14 @@ mask. Modes (`bench_modes`): p50 / p95 per query of dense, bm25, graph and hybri
 corpus ingested with the default config (`hybrid_vs_dense_p50` is what fusion, PageRank and
 the hops cost over a FAISS search).
 
-Why IVF and not HNSW (the size-based default): building HNSW32 (efConstruction 80) over
-100k 384-d vectors took ~275 s on the two shared (busy) cores here, so 1M would not build in the
-bench's 15 minutes, while IVF trains k-means on a sample (48 points per list, above faiss's
-39 minimum) in minutes and adds 1M vectors in about a minute. nlist is the power of two
-nearest 4*sqrt(n) (FAISS's guideline is 4..16*sqrt(n); plain sqrt(n), 1024 lists at 1M,
-scanned 4x more vectors a probe and gave only ~5x over exact search); nprobe is calibrated per size,
-as an operator would set `index.nprobe`: the smallest of 4, 8, 16, ... whose recall@10 on separate
-calibration queries reaches `CALIBRATION_RECALL`. The reported recall is then measured on the
-bench's own queries, which calibration never saw.
+Why IVF and not HNSW (the size-based default): building HNSW32 (efConstruction 80) at 1M
+would not fit in the bench's 15 minutes on these shared cores, while IVF trains k-means on a
+sample (48 points per list, above faiss's 39 minimum) and adds 1M vectors in minutes
+(measured: docs/DECISIONS.md). nlist is the power of two nearest 4*sqrt(n) (FAISS's guideline
+is 4..16*sqrt(n); plain sqrt(n), 1024 lists at 1M, scans 4x more vectors a probe); nprobe is
+calibrated per size, as an operator would set `index.nprobe`: the smallest of 4, 8, 16, ...
+whose recall@10 on separate calibration queries reaches `CALIBRATION_RECALL`. The reported
+recall is then measured on the bench's own queries, which calibration never saw.
 
 Data: uniform random unit vectors in 384-d are a pathological case for any ANN index (all
 pairwise similarities concentrate near 0, so "nearest" is noise). Real sentence embeddings
@@ -35,10 +34,10 @@ are clustered with low intrinsic dimension, so vectors here are a Gaussian mixtu
 topic centre per 100 vectors, plus a per-topic rank-24 subspace spread (24 latent
 coordinates through the topic's own random basis, spread 0.15), plus isotropic noise
 (0.015 a coordinate), then L2-normalised. Queries are fresh draws from the same mixture,
-not copies of base vectors. The ANN figures depend on how clustered the data is, and this
-is the knob: at spread 0.15 a 100k corpus needs nprobe 4 of 1024 lists for recall@10 1.0;
-at spread 0.25 (topics overlapping) it needed nprobe 64 of 256 for 0.989, and IVF then
-lost to batched exact search (0.57x). Real corpora sit somewhere between.
+not copies of base vectors. The ANN figures depend on how clustered the data is, and the
+spread is the knob: overlapping topics need many more probes for the same recall, up to IVF
+losing to batched exact search (measured: docs/DECISIONS.md). Real corpora sit somewhere
+between.
 
 Both competitors search the same query batch (exact search is batched BLAS, which
 amortises memory traffic over the batch; a smaller flat batch would flatter the ratio). Both
@@ -128,7 +127,7 @@ def nlist_for(n: int) -> int:
 
     More lists mean fewer vectors scanned per probe; the coarse quantizer (nlist dot products
     a query, batched BLAS) stays cheap. At 1M, sqrt(n) lists (1024) needed so many probes that
-    IVF was only ~5x faster than batched exact search.
+    IVF gained little over batched exact search (measured: docs/DECISIONS.md).
     """
     wanted = round(math.log2(4 * math.sqrt(n)))
     trainable = math.floor(math.log2(max(n // 39, 2)))  # faiss wants >= 39 points a list
@@ -411,7 +410,7 @@ def _peak_rss_gib() -> float:
 
 def run(quick: bool = False) -> dict[str, Any]:
     sizes = (20_000, 100_000) if quick else (100_000, 1_000_000)
-    # Sized for two shared, slow cores: exact search at 1M is ~0.3 s a query here.
+    # Sized for two shared, slow cores, where exact search at 1M is slow (docs/DECISIONS.md).
     n_queries, n_calibration, rounds, single = (200, 200, 2, 20) if quick else (500, 100, 2, 20)
     started = time.perf_counter()
     per_size: dict[str, dict[str, Any]] = {}

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-FULL_SIZES = (75, 150, 300, 600)  # documents; ~3 min on 2 shared cores
+FULL_SIZES = (75, 150, 300, 600)  # documents (the run's time: docs/DECISIONS.md)
 QUICK_SIZES = (6, 12)
 RAY_CPUS = 2
 

@@ -43,9 +43,9 @@ QUICK = {"d_model": 64, "ffn_dim": 128, "tokens": 512, "rounds": 2}
 def bench_threads() -> int:
     """Torch threads: $RAYRAG_BENCH_THREADS, else the cores other jobs leave idle.
 
-    bench/moe.py's rule and reason (OpenMP spin-waits on busy shared cores made small
-    matmuls 10-20x slower at two threads), restated so this module does not import that
-    one's Hugging Face transformers dependency (~12 s to import here)."""
+    bench/moe.py's rule and reason (OpenMP spin-waits on busy shared cores make small
+    matmuls far slower at two threads; measured: docs/DECISIONS.md), restated so this module
+    does not import that one's Hugging Face transformers dependency (slow to import)."""
     if os.environ.get("RAYRAG_BENCH_THREADS"):
         return max(1, int(os.environ["RAYRAG_BENCH_THREADS"]))
     cores = (

@@ -12,8 +12,8 @@ entities weighted 1 / #passages). Each query is the real serving call,
               from 20k nodes), epsilon `kg.ppr_push_epsilon`; `meta.sizes_detail` has its
               top-10 agreement with sparse per size
     networkx  `method="networkx"`: `nx.pagerank` on a cached `nx.Graph`, only up to
-              `NETWORKX_MAX_NODES` (it rebuilds its scipy matrix from the graph every call:
-              7.7 s a query at 100k nodes on these shared cores, vs 93 ms for sparse)
+              `NETWORKX_MAX_NODES` (it rebuilds its scipy matrix from the graph every call,
+              far slower than sparse at 100k nodes; measured: docs/DECISIONS.md)
 
 What to expect: the power iteration touches every edge once per iteration, and damping 0.5
 halves the error each step (~27 iterations to 1e-8), so a query costs O(edges), i.e. linear

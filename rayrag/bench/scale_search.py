@@ -9,8 +9,8 @@ searches one query at a time (batch 1, what a serving replica does per request) 
               48 vectors a list (a prefix sample: rows are i.i.d.), nprobe = the config
               default ceil(sqrt(nlist)); recall@10 vs flat is reported, not tuned
     hnsw      `HNSW32,Flat` with the config's efConstruction 80 / efSearch 64, only up to
-              `HNSW_MAX_VECTORS`: building it is ~n log n single-insert work, ~7 s at 10k
-              here and ~275 s at 100k on these two shared cores (bench/retrieval.py)
+              `HNSW_MAX_VECTORS`: building it is ~n log n single-insert work, too slow
+              beyond that on these two shared cores (measured: docs/DECISIONS.md)
     ivf_acl   the ivf index with half the ids allowed (a random 50%), an `AllowedIds` built
               once per size as `DenseRetriever` caches it per group set: the selector inside
               the search plus the fail-closed check. IVF, not the size default (HNSW above
@@ -18,9 +18,9 @@ searches one query at a time (batch 1, what a serving replica does per request) 
               bench ships for large corpora on these machines.
 
 Why sqrt(n) lists and not the 4*sqrt(n) the retrieval bench uses: at 1M, 4096 lists cost
-k-means on 196k points plus assigning 1M vectors to 4096 centroids, about 4 minutes on two
-shared cores, and the whole search curve has about that. With nprobe = sqrt(nlist) an IVF
-query scans ~n^0.75 vectors either way, so the slope is the same; 4*sqrt(n) only lowers the
+k-means on 196k points plus assigning 1M vectors to 4096 centroids, which on two shared cores takes
+as long as the whole search curve may (measured: docs/DECISIONS.md). With nprobe = sqrt(nlist) an
+IVF query scans ~n^0.75 vectors either way, so the slope is the same; 4*sqrt(n) only lowers the
 constant (see docs/SCALING.md).
 
 Data: one clustered draw of max(sizes) unit vectors shaped like sentence embeddings (a
@@ -58,8 +58,8 @@ QUICK_TIMED_QUERIES = 10
 RECALL_QUERIES = 50
 CHUNK = 100_000
 # One OpenMP thread per query: a replica serves concurrent requests on its other cores, and
-# with two threads on these shared, busy cores OpenMP's spin-waits made a 2k-vector exact
-# search take 8.6 ms (the scheduler, not the scan).
+# with two threads on these shared, busy cores OpenMP's spin-waits make even a small exact
+# search slow (the scheduler, not the scan; measured: docs/DECISIONS.md).
 SEARCH_THREADS = 1
 
 

@@ -26,10 +26,10 @@ falls in it, at a sixth of the head's multiply-adds or less (full softmax: ~37x 
 How many clusters greedy expands depends on how confident the head is, so the adaptive head
 is first trained briefly on this data (Adam, lr 3e-2, 300 steps of 256 tokens: about 77k
 tokens, so rare tokens are barely seen, as in an early checkpoint); its mean NLL is reported
-beside the unigram entropy, what a head that learnt only the frequencies would score (one run:
-3.5 vs 8.0 nats). An untrained head is near uniform, its cluster logits tie with the shortlist,
-and the expansions it reports mean nothing. No weight is set by hand. The full head is left at
-its init: its cost does not depend on its weights.
+beside the unigram entropy, what a head that learnt only the frequencies would score. An
+untrained head is near uniform, its cluster logits tie with the shortlist, and the expansions
+it reports mean nothing. No weight is set by hand. The full head is left at its init: its cost
+does not depend on its weights.
 
 Warm-up for timing is the same for both heads: before any timed round, each head runs
 `WARM_CALLS` untimed train steps on the timed tokens and greedy decode steps on a decode-sized
@@ -39,9 +39,10 @@ training is not that warm-up: it sets weights, at another batch size, and the fu
 over all decoded rows; `tail_winner_fraction` the share of rows whose argmax is a tail token.
 
 d_model is 512 as asked. N is 1024 rather than a training batch of 4096: on one shared CPU
-core the full head's step at 1024 tokens took 19 s, so 4096 would take over a minute a round
-and 5 GB for its (N, V) logits, their log-softmax and gradient; both heads' costs are linear
-in N (the adaptive head's per-cluster overhead is fixed, so a larger N only helps it).
+core the full head's rounds would be too slow at 4096 (measured: docs/DECISIONS.md), which
+would also take 5 GB for its (N, V) logits, their log-softmax and gradient; both heads' costs
+are linear in N (the adaptive head's per-cluster overhead is fixed, so a larger N only helps
+it).
 `--quick` (CI) uses V = 20k, d = 256, cutoffs (1000, 4000, 10000) and 100 warm-up steps.
 """
 
@@ -82,8 +83,8 @@ QUICK_PLAN = {
 DIV_VALUE = 4.0
 NOISE = 1.0  # noise norm relative to a token signature's
 WARM_LR = 3e-2  # Adam; 1e-2 left the quick head barely past the unigram loss after 100 steps
-# One intra-op thread: on these shared machines OpenMP threads spin on contended cores, and a
-# 2-thread matmul ran 3.5x slower than a 1-thread one. Both heads run under the same setting.
+# One intra-op thread: on these shared machines OpenMP threads spin on contended cores
+# (measured: docs/DECISIONS.md). Both heads run under the same setting.
 THREADS = 1
 WARM_CALLS = 1  # untimed train and decode steps per head before timing (`warm_up_calls`)
 

@@ -3,14 +3,13 @@
 One Fairlearn `MetricFrame` (Weerts et al. 2023) per metadata key scores all metrics by group
 value (`hops=2`, `doc_type=press_release`, ...). Confidence intervals are percentile
 bootstraps of each group's mean, resampled within the group with numpy, seeded from
-`config.seed`: MetricFrame's own `n_boot` rebuilds a whole frame per resample (about 0.2 s per
-key for ten metrics here: 150 s for the demo's 200 resamples and four keys), this takes
-milliseconds. Each group is compared with the overall value; a group whose metric
-differs from the overall by more than `evaluation.gap_threshold`, and that holds at least
-`evaluation.min_slice_size` scored examples, is flagged (smaller slices are reported, never
-flagged: their gaps are mostly noise). The worst group is the lowest, or the highest for a
-lower-is-better metric (`pii_leak_rate`). Per-example scores may be undefined (None/NaN, e.g.
-recall without gold documents): they are left out of means and counts.
+`config.seed`: MetricFrame's own `n_boot` rebuilds a whole frame per resample (minutes for the
+demo's resamples; measured: docs/DECISIONS.md), this takes milliseconds. Each group is compared with
+the overall value; a group whose metric differs from the overall by more than
+`evaluation.gap_threshold`, and that holds at least `evaluation.min_slice_size` scored examples, is
+flagged (smaller slices are reported, never flagged: their gaps are mostly noise). The worst group
+is the lowest, or the highest for a lower-is-better metric (`pii_leak_rate`). Per-example scores may
+be undefined (None/NaN, e.g. recall without gold documents): they are left out of means and counts.
 
 The result is plain JSON; `log_disaggregation` writes its flags as MLflow tags
 (`gap_flag/<metric>/<key>` = the worst group) and one bar chart per metric through the

@@ -18,10 +18,8 @@ position j, keyed from the final hidden state h_j:
                induction pattern; the state at "Hollowell" in the answer matches the state at
                "Hollowell" in the passage, which proposes " Power".
 
-Tried and not kept: a look-ahead for the self keys (each context position also attending to
-the context after it, legal once the context is closed), meant to let the key at "Hollowell"
-know that "acquired Tarrow Power" follows. On the demo (same 430 steps) it scored worse:
-reader val loss 1.04 vs 0.93, one-hop exact match 8/70 vs 13/70.
+A look-ahead for the self keys was tried and not kept: it scored worse on the demo
+(docs/DECISIONS.md).
 
 With `until_token` set (the reader's `<sep>`, which closes the retrieved context) the pointer
 sees only the positions before that token's first occurrence: answers are copied from the

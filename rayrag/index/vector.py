@@ -10,9 +10,10 @@ CAGRA instead of HNSW: `vector_gpu.py`). The CPU index stays the source of truth
 Access control follows FAISS's filtered search: the principal's allowed ids become an
 `IDSelector` passed in the search parameters, so disallowed vectors are skipped while the
 k best allowed ones are collected (no post-filter recall loss). The selector is a bitmap
-over the id range when ids are dense (chunk row ids are): building it is a few ms at 1M
-ids, where sorting and hashing them into an `IDSelectorBatch` costs ~1 s, and that cost
-is paid on every request. Sparse id ranges fall back to `IDSelectorBatch`.
+over the id range when ids are dense (chunk row ids are): building it is cheap even at 1M
+ids, where sorting and hashing them into an `IDSelectorBatch` is not (measured:
+docs/DECISIONS.md), and that cost is paid on every request. Sparse id ranges fall back to
+`IDSelectorBatch`.
 
 Where an approximate index under-fills a row (HNSW's beam or IVF's probed lists held fewer
 than k allowed vectors) that row is re-run exhaustively over the allowed subset. Every
@@ -138,8 +139,8 @@ class VectorIndex:
                     f"FAISS index {factory!r} needs training vectors, got 0 (index.factory)"
                 )
             if ivf is not None and self._gpu_wanted():
-                # k-means assignment is the cost of IVF training (~1 min on CPU at 1M x 4000
-                # lists); a GPU flat index does it. faiss clusters through this if set.
+                # k-means assignment is the cost of IVF training (measured: docs/DECISIONS.md);
+                # a GPU flat index does it. faiss clusters through this if set.
                 # (a local keeps it alive: the faiss field does not own what it points to)
                 clustering = gpu_flat(self._resources(), self.dim)
                 ivf.clustering_index = clustering

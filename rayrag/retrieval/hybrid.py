@@ -499,8 +499,8 @@ class HybridRetriever:
         what the question's entities relate to, or what the first hop mentions), the best
         moves up to rank `hop_rank`, unless it ranks there already. It is triggered, not
         always on: a candidate must be reached through a relation the question asks about
-        or cite an asked fact on its bridge (always on, one-hop questions lost their gold
-        passage from the top 3: 63 -> 61 of 70, demo seed 0). A candidate scores
+        or cite an asked fact on its bridge (always on, it pushed some one-hop questions' gold
+        passage out of the top 3; measured: docs/DECISIONS.md). A candidate scores
 
             cosine(residual question, passage) + hop_bridge_weight x bridge weight
                 + hop_answer_weight x [it cites an asked fact on the bridge]

@@ -86,10 +86,9 @@ def push(
     `columns` is the transition matrix in CSC form (column u = where u's walk goes),
     `restart` the dense restart distribution. Work is bounded by the seeds' neighbourhood
     and `epsilon` (module docstring), apart from one scan of `restart` for its support and
-    three length-n zero allocations: calloc'd pages, 0.14 ms at 300k nodes (pre-zeroing them
-    made no difference, so a dict accumulator would only add Python per-edge cost). Per-edge
-    cost still rises with graph size as its arrays fall out of cache (same ~5.5k edges:
-    2.0 ms at 10k nodes, 4.6 ms at 300k).
+    three length-n zero allocations: calloc'd pages, cheap even at 300k nodes (a dict
+    accumulator would only add Python per-edge cost). Per-edge cost still rises with graph
+    size as its arrays fall out of cache (measured: docs/DECISIONS.md).
     """
     if not (np.isfinite(epsilon) and 0 < epsilon < 1):
         raise ConfigError(

@@ -287,11 +287,11 @@ def _import_presidio_lean() -> None:
 
     Importing presidio_analyzer (a) probes torch for CUDA, which on a GPU node creates a
     CUDA context in every redaction worker although our spaCy pipeline runs on CPU, and
-    (b) imports transformers for its optional transformers NLP engine, which costs ~5 s of
-    cold start per Serve replica and ingest worker. PRESIDIO_DEVICE (only when the operator
-    has not set it) settles (a); hiding transformers for the duration of the import makes
-    Presidio mark that engine unavailable, which we never use, and settles (b). Other code
-    imports transformers normally afterwards.
+    (b) imports transformers for its optional transformers NLP engine, which costs seconds of cold
+    start per Serve replica and ingest worker (measured: docs/DECISIONS.md). PRESIDIO_DEVICE (only
+    when the operator has not set it) settles (a); hiding transformers for the duration of the
+    import makes Presidio mark that engine unavailable, which we never use, and settles (b). Other
+    code imports transformers normally afterwards.
     """
     import sys
 

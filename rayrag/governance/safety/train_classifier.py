@@ -11,7 +11,7 @@ A logistic regression (scikit-learn, liblinear, fixed seed) over the hashed n-gr
   prose that says "ignore", "system", "instructions", "must"), and of `HARD_BENIGN`.
 
 The demo corpus alone is too narrow a picture of benign text: trained on it, the model took any
-prose unlike it for an attack (0.8 % of HotpotQA passages flagged); the documentation paragraphs
+prose unlike it for an attack (measured: docs/DECISIONS.md); the documentation paragraphs
 were added for that reason, the one change made after looking at a HotpotQA figure.
 
 The held-out attacks (HOLDOUT, HOLDOUT_B) and HotpotQA are never read here: they stay the test
