@@ -37,7 +37,8 @@ test: venv
 test-fast: venv
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
-BENCHES := redaction ingest retrieval kg moe softmax decode moe-quality ep serve scale  # serve, scale: on the demo's bundle and model
+# serve, scale: on the demo's bundle and model
+BENCHES := redaction ingest retrieval kg moe softmax decode moe-quality ep serve scale
 
 # Every bench at its quick size; the full sizes (the figures that count) are `rayrag bench NAME --json`.
 bench: demo
@@ -45,6 +46,7 @@ bench: demo
 
 lint: venv
 	$(BIN)/ruff check rayrag tests
+	$(BIN)/ruff format --check rayrag tests
 
 clean:
 	rm -rf .rayrag build *.egg-info mlflow.db mlruns

@@ -53,6 +53,15 @@ def default_tracking_uri(config: TrackingConfig, workdir: Path | None = None) ->
     return f"sqlite:///{base / 'mlflow.db'}"
 
 
+def default_artifact_root(tracking_uri: str) -> Path | None:
+    """Beside a SQLite store, `<store's folder>/mlartifacts`; None for any other store (its
+    server decides). MLflow's own default is ./mlruns under whatever folder a command runs in,
+    which scatters one store's artifacts over every working directory."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return Path(tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts"
+
+
 def require_store(config: TrackingConfig, workdir: Path | None = None) -> str:
     """The tracking URI, when a store is there to read: a command that only reads (`rayrag
     registry list`) must not leave an empty `mlflow.db` wherever it was run."""
@@ -290,9 +299,8 @@ class Tracker:
         found = mlflow.get_experiment_by_name(name)
         if found is not None:
             return found.experiment_id
-        location = None
-        if self.artifact_root is not None:
-            location = (self.artifact_root / name).resolve().as_uri()
+        root = self.artifact_root or default_artifact_root(self.tracking_uri)
+        location = None if root is None else (root / name).resolve().as_uri()
         return mlflow.create_experiment(name, artifact_location=location)
 
     @contextlib.contextmanager

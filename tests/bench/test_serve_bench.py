@@ -12,7 +12,10 @@ from rayrag.bench import serve
 from rayrag.errors import ConfigError
 from tests.tiny import TINY_MODEL, demo_slice
 
-SMALL_CPUS = ("serve.stage_num_cpus=0.1", "serve.generator_num_cpus=0.3")  # six stages beside the session's actors
+SMALL_CPUS = (
+    "serve.stage_num_cpus=0.1",
+    "serve.generator_num_cpus=0.3",
+)  # six stages beside the session's actors
 
 
 def test_percentile_picks_the_nearest_rank():
@@ -23,9 +26,19 @@ def test_percentile_picks_the_nearest_rank():
 
 def test_missing_inputs_are_one_line_naming_what_is_missing(tmp_path):
     with pytest.raises(ConfigError) as error:
-        serve.run(quick=True, bundle=tmp_path / "no-bundle", model=tmp_path / "no-model", demo_dir=tmp_path)
+        serve.run(
+            quick=True,
+            bundle=tmp_path / "no-bundle",
+            model=tmp_path / "no-model",
+            demo_dir=tmp_path,
+        )
     message = str(error.value)
-    assert "\n" not in message and "no-bundle" in message and "qa.jsonl" in message and "--bundle" in message
+    assert (
+        "\n" not in message
+        and "no-bundle" in message
+        and "qa.jsonl" in message
+        and "--bundle" in message
+    )
 
 
 @pytest.mark.slow
@@ -39,12 +52,25 @@ def test_serve_bench_quick_on_a_tiny_stack(ray_local, demo_corpus, tmp_path):
     ingest(tmp_path / "corpus.jsonl", tmp_path / "bundle", config, progress=lambda *_: None)
     train(config, tmp_path / "model", bundle=tmp_path / "bundle", progress=False)
     (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "qa.jsonl").write_text("".join(json.dumps(q) + "\n" for q in corpus.questions))
+    (tmp_path / "data" / "qa.jsonl").write_text(
+        "".join(json.dumps(q) + "\n" for q in corpus.questions)
+    )
 
-    result = json.loads(json.dumps(serve.run(quick=True, bundle=tmp_path / "bundle", model=tmp_path / "model",
-                                             demo_dir=tmp_path, overrides=(*SMALL_CPUS, *TINY_MODEL))))
+    result = json.loads(
+        json.dumps(
+            serve.run(
+                quick=True,
+                bundle=tmp_path / "bundle",
+                model=tmp_path / "model",
+                demo_dir=tmp_path,
+                overrides=(*SMALL_CPUS, *TINY_MODEL),
+            )
+        )
+    )
     assert result["bench"] == "serve" and result["quick"] is True
-    assert result["bundle"] == str(tmp_path / "bundle") and result["questions"] == str(tmp_path / "data" / "qa.jsonl")
+    assert result["bundle"] == str(tmp_path / "bundle") and result["questions"] == str(
+        tmp_path / "data" / "qa.jsonl"
+    )
     plan = result["plan"]
     assert set(result["competitors"]) == {"inprocess", "serve"}
     for report in result["competitors"].values():

@@ -62,39 +62,59 @@ def test_the_dashboard_queries_only_metrics_the_serve_graph_defines():
     referenced = dashboard_metrics(DASHBOARD)
     assert {"ray_rayrag_requests_total", "ray_rayrag_stage_latency_ms_bucket"} <= referenced
     missing = referenced - defined_metrics()
-    assert not missing, f"dashboard queries series nothing in rayrag/serve exports: {sorted(missing)}"
+    assert not missing, (
+        f"dashboard queries series nothing in rayrag/serve exports: {sorted(missing)}"
+    )
 
 
 def test_exposed_metrics_reads_the_prometheus_text_format():
-    text = "\n".join([
-        "# HELP ray_rayrag_requests_total Requests by route and HTTP status.",
-        "# TYPE ray_rayrag_requests_total counter",
-        'ray_rayrag_requests_total{route="/v1/ask",status="200"} 3.0',
-        'ray_rayrag_stage_latency_ms_bucket{stage="guard",le="5.0"} 1.0',
-        "ray_rayrag_expert_shard_imbalance 0.25",
-    ])
-    assert exposed_metrics(text) == {"ray_rayrag_requests_total", "ray_rayrag_stage_latency_ms_bucket",
-                                     "ray_rayrag_expert_shard_imbalance"}
+    text = "\n".join(
+        [
+            "# HELP ray_rayrag_requests_total Requests by route and HTTP status.",
+            "# TYPE ray_rayrag_requests_total counter",
+            'ray_rayrag_requests_total{route="/v1/ask",status="200"} 3.0',
+            'ray_rayrag_stage_latency_ms_bucket{stage="guard",le="5.0"} 1.0',
+            "ray_rayrag_expert_shard_imbalance 0.25",
+        ]
+    )
+    assert exposed_metrics(text) == {
+        "ray_rayrag_requests_total",
+        "ray_rayrag_stage_latency_ms_bucket",
+        "ray_rayrag_expert_shard_imbalance",
+    }
 
 
 def _report() -> ReadinessReport:
-    return ReadinessReport([Check(name, area, i % 3 != 0, f"rid=r{i} status=200 | n={i}")
-                            for i, (name, area) in enumerate(CHECKS)], target="local")
+    return ReadinessReport(
+        [
+            Check(name, area, i % 3 != 0, f"rid=r{i} status=200 | n={i}")
+            for i, (name, area) in enumerate(CHECKS)
+        ],
+        target="local",
+    )
 
 
 def test_the_report_has_sixteen_checks_four_per_area_and_reads_as_markdown():
     assert len(CHECKS) == 16 and len({n for n, _ in CHECKS}) == 16
     assert {area: sum(a == area for _, a in CHECKS) for _, area in CHECKS} == dict.fromkeys(
-        ("privacy", "quality", "safety", "operations"), 4)
+        ("privacy", "quality", "safety", "operations"), 4
+    )
     report = _report()
     body = report.to_json()
     assert set(body) == {"passed", "total", "checks"} and body["total"] == 16
-    assert body["passed"] == report.passed == sum(c["passed"] for c in body["checks"]) and not report.ok
+    assert (
+        body["passed"] == report.passed == sum(c["passed"] for c in body["checks"])
+        and not report.ok
+    )
     assert all(set(c) == {"name", "area", "passed", "evidence"} for c in body["checks"])
     markdown = report.markdown()
     assert markdown.startswith(f"# rayrag readiness: {report.passed}/16")
     assert [line for line in markdown.splitlines() if line.startswith("## ")] == [
-        "## privacy", "## quality", "## safety", "## operations"]
+        "## privacy",
+        "## quality",
+        "## safety",
+        "## operations",
+    ]
     assert markdown.count("| PASS |") + markdown.count("| FAIL |") == 16
     assert "status=200 \\| n=1" in markdown  # a pipe in evidence does not break the table
 
@@ -113,13 +133,23 @@ def test_a_failing_probe_reports_a_type_name_never_the_exception_text(tmp_path):
     checks = {c.name: c for c in report.checks}
     assert checks["tracing"].evidence == "probe error ValueError" and not checks["tracing"].passed
     assert not checks["ab_plan"].passed and checks["ab_plan"].evidence == "probe error ConnectError"
-    assert not checks["red_team"].passed and not checks["slo_metrics"].passed  # nothing passes by default
+    assert (
+        not checks["red_team"].passed and not checks["slo_metrics"].passed
+    )  # nothing passes by default
     assert "512-34-5678" not in json.dumps(report.to_json()) and "rr-admin" not in report.markdown()
 
 
-def _rayrag(*args: str, env: dict[str, str] | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rayrag.cli", "readiness", *args], capture_output=True, text=True,
-                          cwd=cwd, env={**os.environ, **(env or {})}, timeout=300)
+def _rayrag(
+    *args: str, env: dict[str, str] | None = None, cwd: Path = REPO
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "rayrag.cli", "readiness", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+    )
 
 
 def _one_line_error(proc: subprocess.CompletedProcess, needle: str) -> None:
@@ -130,14 +160,31 @@ def _one_line_error(proc: subprocess.CompletedProcess, needle: str) -> None:
 
 def test_cli_errors_are_one_line(tmp_path):
     _one_line_error(_rayrag(cwd=tmp_path), "pass --url URL")
-    _one_line_error(_rayrag("--local", "--bundle", str(tmp_path / "nope"), "--model", str(tmp_path), cwd=tmp_path),
-                    "no index bundle at")
-    proc = _rayrag("--url", "http://127.0.0.1:9", cwd=tmp_path,
-                   env={"RAYRAG_READINESS_ADMIN_KEY": "rr-secret-admin", "RAYRAG_READINESS_USER_KEY": ""})
+    _one_line_error(
+        _rayrag(
+            "--local", "--bundle", str(tmp_path / "nope"), "--model", str(tmp_path), cwd=tmp_path
+        ),
+        "no index bundle at",
+    )
+    proc = _rayrag(
+        "--url",
+        "http://127.0.0.1:9",
+        cwd=tmp_path,
+        env={"RAYRAG_READINESS_ADMIN_KEY": "rr-secret-admin", "RAYRAG_READINESS_USER_KEY": ""},
+    )
     _one_line_error(proc, "RAYRAG_READINESS_USER_KEY")
     assert "rr-secret-admin" not in proc.stderr + proc.stdout
-    _one_line_error(_rayrag("--local", "--canary-question", "What is in EMP-1?", "--canary-phrase", "EMP-1",
-                            cwd=tmp_path), "--canary-phrase")
+    _one_line_error(
+        _rayrag(
+            "--local",
+            "--canary-question",
+            "What is in EMP-1?",
+            "--canary-phrase",
+            "EMP-1",
+            cwd=tmp_path,
+        ),
+        "--canary-phrase",
+    )
 
 
 # ---------------------------------------------------------------- the whole thing, on a tiny stack
@@ -165,10 +212,18 @@ def tiny_stack(ray_local, demo_corpus, tmp_path_factory):
         handle.write(json.dumps(corpus.docs[canary.doc_id]) + "\n")
     qa = root / "qa.jsonl"
     qa.write_text("".join(json.dumps(q) + "\n" for q in corpus.questions), encoding="utf-8")
-    config = resolve_config("demo", [
-        f"tracking.tracking_uri=sqlite:///{root / 'mlflow.db'}", f"tracking.model_cache={root / 'cache'}",
-        "evaluation.bootstrap_samples=10", "serve.stage_num_cpus=0.1", "serve.generator_num_cpus=0.3",
-        "serve.max_question_chars=500", *TINY_MODEL])
+    config = resolve_config(
+        "demo",
+        [
+            f"tracking.tracking_uri=sqlite:///{root / 'mlflow.db'}",
+            f"tracking.model_cache={root / 'cache'}",
+            "evaluation.bootstrap_samples=10",
+            "serve.stage_num_cpus=0.1",
+            "serve.generator_num_cpus=0.3",
+            "serve.max_question_chars=500",
+            *TINY_MODEL,
+        ],
+    )
     config_path = root / "config.yaml"
     config_path.write_text(config.to_yaml(), encoding="utf-8")
     ingest(root / "corpus.jsonl", root / "bundle", config, progress=lambda *_: None)
@@ -180,8 +235,15 @@ def tiny_stack(ray_local, demo_corpus, tmp_path_factory):
     shutil.copytree(root / "model", root / "model-b")
     registry.set_challenger(registry.register(root / "model-b").version)
     everyone = Principal("admin", frozenset({"public", "hr", "finance", "legal"}))
-    evaluate_answers(qa, config, bundle=root / "bundle", model=root / "model", principal=everyone,
-                     canaries=[], tracker=tracker)
+    evaluate_answers(
+        qa,
+        config,
+        bundle=root / "bundle",
+        model=root / "model",
+        principal=everyone,
+        canaries=[],
+        tracker=tracker,
+    )
     assert yaml.safe_load(config_path.read_text())["tracking"]["enabled"] is True
     return root, config_path, qa, corpus, canary
 
@@ -199,9 +261,21 @@ def test_readiness_local_runs_sixteen_content_free_probes(tiny_stack, capsys):
     root, config_path, qa, corpus, canary = tiny_stack
     code = 0
     try:
-        readiness_command(local=True, bundle=root / "bundle", model=root / "model", config=str(config_path),
-                          overrides=None, qa=qa, qa_limit=0, metrics_url=None, canary_doc=None,
-                          canary_question=None, canary_phrase=None, as_json=True, url=None)
+        readiness_command(
+            local=True,
+            bundle=root / "bundle",
+            model=root / "model",
+            config=str(config_path),
+            overrides=None,
+            qa=qa,
+            qa_limit=0,
+            metrics_url=None,
+            canary_doc=None,
+            canary_question=None,
+            canary_phrase=None,
+            as_json=True,
+            url=None,
+        )
     except typer.Exit as stop:
         code = stop.exit_code
     out = capsys.readouterr()
@@ -214,12 +288,20 @@ def test_readiness_local_runs_sixteen_content_free_probes(tiny_stack, capsys):
     assert not failed and code == 0  # every probe passes on a healthy stack
     # Retention deleted a record planted past its TTL and kept a fresh one; PII planted on the
     # answer path came back redacted from the deployed Guard.
-    assert "planted_expired_gone=True planted_fresh_kept=True" in checks["retention_configured"]["evidence"]
+    assert (
+        "planted_expired_gone=True planted_fresh_kept=True"
+        in checks["retention_configured"]["evidence"]
+    )
     assert "planted_left=0" in checks["output_moderation"]["evidence"]
     assert "pii_reason=True" in checks["output_moderation"]["evidence"]
     text = out.out + out.err
-    forbidden = [canary.phrase, canary.question, *(q["question"] for q in corpus.questions),
-                 *(corpus.docs[d]["text"][:40] for d in corpus.kept), corpus.docs[canary.doc_id]["title"]]
+    forbidden = [
+        canary.phrase,
+        canary.question,
+        *(q["question"] for q in corpus.questions),
+        *(corpus.docs[d]["text"][:40] for d in corpus.kept),
+        corpus.docs[canary.doc_id]["title"],
+    ]
     assert not [f for f in forbidden if f in text]
     assert not re.search(r"\b\d{3}-\d{2}-\d{4}\b", text)  # no canary SSN
     assert not re.search(r"rr-[A-Za-z0-9_-]{40,}", text)  # no API key

@@ -28,6 +28,19 @@ def test_run_logs_params_yaml_and_hash(tmp_path):
     assert "config.yaml" in files
 
 
+def test_artifacts_default_beside_the_sqlite_store_not_in_the_working_folder(tmp_path, monkeypatch):
+    store, elsewhere = tmp_path / "store", tmp_path / "elsewhere"
+    store.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # MLflow's own default would be ./mlruns here
+    tracker = Tracker(TrackingConfig(tracking_uri=f"sqlite:///{store / 'mlflow.db'}"))
+    with tracker.start_run("readiness", resolve_config("demo")) as run:
+        run.log_text("no content", "report.md")
+    assert list(elsewhere.iterdir()) == []
+    logged = sorted(p.name for p in (store / "mlartifacts").rglob("*") if p.is_file())
+    assert "report.md" in logged and "config.yaml" in logged
+
+
 def test_disabled_tracking_writes_nothing(tmp_path):
     tracker = Tracker(TrackingConfig(enabled=False, tracking_uri=f"sqlite:///{tmp_path / 'x.db'}"))
     with tracker.start_run("ingest", resolve_config("demo")) as run:

@@ -21,7 +21,9 @@ from tests.tiny import TINY_MODEL, demo_slice
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 # A tiny model's training knobs for the trials (the LoRA steps come from the space's smoke section).
-TRIAL_SETTINGS = [o for o in TINY_MODEL if o.startswith(("train.max_graph_qa", "train.seq_len", "decoding."))]
+TRIAL_SETTINGS = [
+    o for o in TINY_MODEL if o.startswith(("train.max_graph_qa", "train.seq_len", "decoding."))
+]
 
 
 @pytest.fixture(scope="module")
@@ -35,28 +37,60 @@ def sweep(ray_local, demo_corpus, tmp_path_factory):
     uri = f"sqlite:///{root / 'mlflow.db'}"
     build = resolve_config("demo", [f"tracking.tracking_uri={uri}", *TINY_MODEL])
     tracker = Tracker(build.tracking, artifact_root=root / "artifacts")
-    ingest(root / "corpus.jsonl", root / "champion-bundle", build.with_overrides(["tracking.enabled=false"]),
-           engine="local", progress=lambda *_: None)
-    train(build, root / "champion", bundle=root / "champion-bundle", tracker=tracker, progress=False)
+    ingest(
+        root / "corpus.jsonl",
+        root / "champion-bundle",
+        build.with_overrides(["tracking.enabled=false"]),
+        engine="local",
+        progress=lambda *_: None,
+    )
+    train(
+        build, root / "champion", bundle=root / "champion-bundle", tracker=tracker, progress=False
+    )
     assert ModelRegistry(tracker).version_for_alias("champion") is not None
     overrides = [f"tracking.tracking_uri={uri}", *TRIAL_SETTINGS]
     # The shipped space, with ASHA's grace period at the last report: no trial is stopped
     # early, so the seeded search's adapter trials all finish and the challenger is always
     # registered (which trials ASHA stops depends on the order trials finish in).
     space = yaml.safe_load(tune_configs_path().read_text())
-    space["smoke"]["scheduler"]["grace_period"] = load_tune_spec(tune_configs_path(), smoke=True).trial.reports + 1
+    space["smoke"]["scheduler"]["grace_period"] = (
+        load_tune_spec(tune_configs_path(), smoke=True).trial.reports + 1
+    )
     space_path = root / "tune.yaml"
     space_path.write_text(yaml.safe_dump(space, sort_keys=False))
     # Through the command a user runs (in this process: the session's Ray is reused).
-    result = CliRunner().invoke(app, ["tune", "--space", str(space_path), "--smoke",
-                                      "--corpus", str(root / "corpus.jsonl"), "--dev", str(root / "qa.jsonl"),
-                                      "--out", str(root / "sweep"), "--cache", str(root / "bundles"),
-                                      *[arg for o in overrides for arg in ("--set", o)], "--json"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "tune",
+            "--space",
+            str(space_path),
+            "--smoke",
+            "--corpus",
+            str(root / "corpus.jsonl"),
+            "--dev",
+            str(root / "qa.jsonl"),
+            "--out",
+            str(root / "sweep"),
+            "--cache",
+            str(root / "bundles"),
+            *[arg for o in overrides for arg in ("--set", o)],
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output[-2000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert "Trial status" not in result.stdout  # Tune's tables went to stderr: stdout is the summary
-    return SimpleNamespace(root=root, summary=summary, tracker=tracker, overrides=overrides,
-                           questions=corpus.questions, base=load_tune_spec(space_path, smoke=True).base(overrides))
+    assert (
+        "Trial status" not in result.stdout
+    )  # Tune's tables went to stderr: stdout is the summary
+    return SimpleNamespace(
+        root=root,
+        summary=summary,
+        tracker=tracker,
+        overrides=overrides,
+        questions=corpus.questions,
+        base=load_tune_spec(space_path, smoke=True).base(overrides),
+    )
 
 
 def test_smoke_sweep_runs_at_least_eight_trials_each_an_mlflow_run(sweep):
@@ -90,12 +124,19 @@ def test_best_config_validates_and_differs_from_the_default_where_better(sweep):
     summary = sweep.summary
     best = summary["best"]
     config = load_config(summary["best_config"])  # validated like every config
-    assert (config.chunking.chunk_size, config.retrieval.top_k, config.lora.rank) == \
-        (best["chunk_size"], best["top_k"], best["lora_rank"])
+    assert (config.chunking.chunk_size, config.retrieval.top_k, config.lora.rank) == (
+        best["chunk_size"],
+        best["top_k"],
+        best["lora_rank"],
+    )
     default, best_trial = summary["default"], summary["best_trial"]
     assert default["objective"] is not None and best_trial is not None
-    assert summary["improvement_over_default"] == pytest.approx(best_trial["objective"] - default["objective"])
-    if summary["improvement_over_default"] > 0:  # the sweep found better: its config is the recommendation
+    assert summary["improvement_over_default"] == pytest.approx(
+        best_trial["objective"] - default["objective"]
+    )
+    if (
+        summary["improvement_over_default"] > 0
+    ):  # the sweep found better: its config is the recommendation
         assert best == best_trial
         assert any(best[k] != default[k] for k in summary["searched"])
     elif summary["improvement_over_default"] == 0:  # a tie keeps the trial
@@ -127,7 +168,10 @@ def test_the_best_adapter_trial_is_registered_as_challenger(sweep):
     assert challenger.version != registry.version_for_alias("champion").version
     assert float(challenger.tags["objective"]) == pytest.approx(top)
     assert int(challenger.tags["lora_rank"]) > 0
-    assert challenger.tags["won_sweep"] == str(summary["best"]["trial_id"] == summary["challenger"]["trial_id"]).lower()
+    assert (
+        challenger.tags["won_sweep"]
+        == str(summary["best"]["trial_id"] == summary["challenger"]["trial_id"]).lower()
+    )
     # Its merged checkpoint is kept beside the winner's; every other trial's is cleaned up.
     kept = {p.name for p in (Path(summary["out"]) / "trials").iterdir()}
     assert summary["challenger"]["trial_id"] in kept
@@ -152,15 +196,31 @@ def test_a_bad_trial_fails_alone_and_the_cache_is_reused(sweep):
     space = sweep.root / "bad.yaml"
     spec_tree = yaml.safe_load(tune_configs_path().read_text())
     spec_tree.pop("smoke")
-    spec_tree["knobs"] = {"chunk_size": {"values": [32]}, "chunk_overlap": {"values": [16, 40]},
-                          "top_k": {"values": [2]}, "lora_rank": {"values": [0]}}
+    spec_tree["knobs"] = {
+        "chunk_size": {"values": [32]},
+        "chunk_overlap": {"values": [16, 40]},
+        "top_k": {"values": [2]},
+        "lora_rank": {"values": [0]},
+    }
     spec_tree["search"] = {"algorithm": "grid", "num_samples": 1}
-    spec_tree["trial"] = {"lora_steps": 2, "report_every": 2, "dev_questions": 4, "max_val_batches": 1,
-                          "batch_size": 2}
+    spec_tree["trial"] = {
+        "lora_steps": 2,
+        "report_every": 2,
+        "dev_questions": 4,
+        "max_val_batches": 1,
+        "batch_size": 2,
+    }
     space.write_text(yaml.safe_dump(spec_tree))
-    summary = run_sweep(load_tune_spec(space), out=sweep.root / "sweep-bad", cache=sweep.root / "bundles",
-                        corpus=sweep.root / "corpus.jsonl", dev=sweep.root / "qa.jsonl", overrides=sweep.overrides,
-                        tracker=sweep.tracker, progress=lambda *_: None)
+    summary = run_sweep(
+        load_tune_spec(space),
+        out=sweep.root / "sweep-bad",
+        cache=sweep.root / "bundles",
+        corpus=sweep.root / "corpus.jsonl",
+        dev=sweep.root / "qa.jsonl",
+        overrides=sweep.overrides,
+        tracker=sweep.tracker,
+        progress=lambda *_: None,
+    )
     assert summary["trials"] == 2 and summary["errored"] == 1 and summary["completed"] == 1
     assert summary["bundles"]["built"] == 0 and summary["bundles"]["reused"] >= 1
     assert summary["bundles"]["invalid_chunkings"] == 1
@@ -168,5 +228,6 @@ def test_a_bad_trial_fails_alone_and_the_cache_is_reused(sweep):
     runs = sweep.tracker.child_runs("tune", summary["mlflow_parent_run_id"])
     assert sorted(r["status"] for r in runs) == ["FAILED", "FINISHED"]
     assert len(summary["errors"]) == 1
-    assert summary["errors"][0]["error"].startswith("trial config is invalid: chunking: chunk_overlap must be < "
-                                                    "chunk_size, got 40 >= 32")
+    assert summary["errors"][0]["error"].startswith(
+        "trial config is invalid: chunking: chunk_overlap must be < chunk_size, got 40 >= 32"
+    )
