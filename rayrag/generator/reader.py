@@ -43,6 +43,7 @@ from rayrag.generator.checkpoint import (
 )
 from rayrag.generator.generate import DecodeOptions, Generation, generate, stream
 from rayrag.generator.model import MoETransformer
+from rayrag.generator.pretrained import PretrainedTokenizer, build_chat_prompt, is_pretrained
 from rayrag.generator.prompt import Prompt, build_prompt
 from rayrag.generator.routing_health import shard_shares
 from rayrag.generator.tokenizer import RayragTokenizer
@@ -159,7 +160,10 @@ class Reader:
         )
         self._model: MoETransformer | None = None
         self.sharded: Any = None  # a ShardedGenerator when generator.num_shards > 1
-        self._tokenizer: RayragTokenizer | None = None
+        self._tokenizer: RayragTokenizer | PretrainedTokenizer | None = None
+        # A pretrained checkpoint (transformers wrote it) reads its own chat format and stops
+        # at its own ids; a checkpoint trained here reads prompt.PROMPT_TEMPLATE.
+        self.pretrained = False
         self._model_version = ""
 
     # -- loading ---------------------------------------------------------------------------
@@ -170,7 +174,12 @@ class Reader:
             return
         if not self.checkpoint.is_dir():
             raise ModelError(f"generator checkpoint not found: {self.checkpoint} (--model)")
-        tokenizer = RayragTokenizer.load(self.checkpoint)
+        pretrained = is_pretrained(self.checkpoint)
+        tokenizer = (
+            PretrainedTokenizer.load(self.checkpoint)
+            if pretrained
+            else RayragTokenizer.load(self.checkpoint)
+        )
         shards = self.config.generator.num_shards
         if shards > 1:  # experts on ExpertShard actors (generator/sharded.py); the rest here
             from rayrag.generator.sharded import ShardedGenerator
@@ -198,7 +207,7 @@ class Reader:
                 "trainings"
             )
         self._model_version = f"{self.checkpoint.resolve().name}@{weights_digest(self.checkpoint)}"
-        self._tokenizer, self._model = tokenizer, model
+        self._tokenizer, self._model, self.pretrained = tokenizer, model, pretrained
 
     @property
     def model(self) -> MoETransformer:
@@ -206,7 +215,7 @@ class Reader:
         return self._model
 
     @property
-    def tokenizer(self) -> RayragTokenizer:
+    def tokenizer(self) -> RayragTokenizer | PretrainedTokenizer:
         self.warm_up()
         return self._tokenizer
 
@@ -227,6 +236,15 @@ class Reader:
                 )
             decoding = decoding.model_copy(update={"max_new_tokens": max_new_tokens})
         tok = self.tokenizer
+        if isinstance(tok, PretrainedTokenizer):
+            # Its own stop ids; free text (the span constraint needs rayrag's <sep> layout).
+            return DecodeOptions.from_config(
+                decoding.model_copy(update={"extractive": False}),
+                eos_id=tok.eos_id,
+                pad_id=tok.pad_id,
+                stop=[[i] for i in tok.stop_ids[1:]],
+                seed=self.config.seed,
+            )
         return DecodeOptions.from_config(
             decoding,
             eos_id=tok.eos_id,
@@ -257,7 +275,8 @@ class Reader:
                 f"max_new_tokens {max_new_tokens} leaves no room for a prompt in the model's "
                 f"window of {self.model.config.max_seq_len} tokens"
             )
-        return build_prompt(
+        layout = build_chat_prompt if self.pretrained else build_prompt
+        return layout(
             question,
             evidence.passages,
             reader_facts(evidence.facts),
