@@ -508,9 +508,19 @@ class LoraConfig(_Section):
     alpha: float = Field(16.0, gt=0, description="Scale = alpha / rank.")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA path.")
     targets: tuple[str, ...] = Field(
-        ("q_proj", "v_proj"), description="Module names that get adapters."
+        ("q_proj", "v_proj"),
+        description=(
+            "Module names that get adapters (PEFT's target_modules; attention projections "
+            "q/k/v/o_proj are what PEFT and vLLM load on Mixtral-style models)."
+        ),
     )
-    experts: bool = Field(False, description="Also adapt expert weights (w1, w3, w2).")
+    experts: bool = Field(
+        False,
+        description=(
+            "Also adapt expert weights (w1, w3, w2), saved in PEFT's per-expert layout: PEFT "
+            "loads them, vLLM only with FusedMoE LoRA (older vLLM refuses them: serve merged)."
+        ),
+    )
 
 
 class TrainConfig(_Section):

@@ -14,6 +14,14 @@ Two choices keep adapters invisible to the rest of rayrag:
 - expert adapters are per-expert stacks, A (E, r, in) and B (E, out, r), applied inside the
   SwiGLU (the nonlinearity sits between w1/w3 and w2, so the update cannot be added after).
 
+On disk, adapters are in PEFT's format (`save_adapters`): `adapter_config.json` with PEFT's
+LoRA schema and `adapter_model.safetensors` with PEFT's key names on HF module paths, so
+`peft.PeftModel.from_pretrained` and vLLM (`--lora-modules`) load attention adapters
+trained here, and `load_adapters` reads adapters PEFT trained. Expert adapters are written
+in PEFT's per-expert layout with Mixtral's names (w1, w3, w2), which PEFT loads; vLLM
+loads expert weights only in versions with FusedMoE LoRA (older ones refuse the directory),
+so serve those merged (`export_merged`) where vLLM lacks it.
+
 Serving merges (`merge_lora`): the base forward then runs unchanged at base speed, and
 `unmerge_lora` restores the exact base weights (up to fp32 rounding) to keep training.
 Merge before handing expert weights to anything that bypasses `forward_sorted` (a
@@ -22,8 +30,8 @@ Merge before handing expert weights to anything that bypasses `forward_sorted` (
     >>> names = apply_lora(model, LoraConfig(rank=8, alpha=16, targets=("q_proj", "v_proj")))
     >>> mark_only_lora_trainable(model)
     >>> ...train...
-    >>> save_adapters(model, "runs/adapters", cfg.lora)
-    >>> fresh = load_checkpoint("runs/base"); load_adapters(fresh, "runs/adapters")
+    >>> save_adapters(model, "runs/adapters", cfg.lora, base_model="mixtral-dir")
+    >>> fresh = load_checkpoint("mixtral-dir"); load_adapters(fresh, "runs/adapters")
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import copy
 import json
 import math
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable
@@ -41,7 +50,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -59,7 +68,6 @@ from rayrag.generator.moe import (
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
-ADAPTER_FORMAT_VERSION = 1
 EXPERT_WEIGHTS = ("w1", "w3", "w2")  # gate, up, down; each (E, out, in)
 
 # (rows (n, in), stacked weight (E, out, in)) -> (n, out): grouped matmul, loop or one expert.
@@ -361,13 +369,166 @@ def _mismatches(model: nn.Module, config: LoraConfig, other: str) -> list[str]:
     return problems
 
 
-def save_adapters(model: nn.Module, path: str | Path, config: LoraConfig) -> Path:
-    """Write `adapter_config.json` + `adapter_model.safetensors` into `path`, atomically.
+# -- PEFT's on-disk format ---------------------------------------------------------------------
+#
+# What PEFT's `save_pretrained` writes for a LoRA on a causal LM, and what vLLM's LoRA loader
+# reads: adapter_config.json (PEFT's LoraConfig fields) + adapter_model.safetensors, one
+# (r, in) `lora_A.weight` and one (out, r) `lora_B.weight` per adapted nn.Linear, under
+# `base_model.model.<module path>`. Our module paths are HF's (`model.layers.{i}.self_attn.
+# q_proj`), so the same tensors load into `MixtralForCausalLM` through PEFT.
 
-    The directory is filled under a temp name and renamed into place, so a reader sees the
-    old adapters or the new ones, never one file of each.
+PEFT_PREFIX = "base_model.model."
+PEFT_SCHEMA_VERSION = "0.21.2"  # the PEFT release whose adapter_config.json keys are written
+LEGACY_FORMAT_VERSION = 1  # rayrag's own adapter_config.json before PEFT's: read, never written
+# Expert adapters in PEFT's per-expert layout, the one PEFT writes for a Mixtral whose experts
+# are nn.Linear modules (transformers 4.x): `<experts>.{j}.w1.lora_A.weight`. PEFT 0.21 maps
+# these onto transformers 5's fused expert parameters itself.
+EXPERT_TARGETS = ("w1", "w3", "w2")
+_PEFT_LINEAR_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<ab>[AB])\.weight$")
+_PEFT_EXPERT_KEY = re.compile(
+    r"^(?P<module>.+\.experts)\.(?P<expert>\d+)\.(?P<weight>w[123])\.lora_(?P<ab>[AB])\.weight$"
+)
+# PEFT options that change what an adapter computes and that LoRALinear does not implement,
+# with the value that means "off". A directory that turns one on is refused, not half-loaded.
+_PEFT_UNSUPPORTED = {
+    "use_dora": False,
+    "use_rslora": False,
+    "bias": "none",
+    "lora_bias": False,
+    "fan_in_fan_out": False,
+    "modules_to_save": None,
+    "rank_pattern": {},
+    "alpha_pattern": {},
+    "layer_replication": None,
+    "target_parameters": [],
+    "trainable_token_indices": None,
+    "alora_invocation_tokens": None,
+    "use_qalora": False,
+}
+
+
+def peft_adapter_config(config: LoraConfig, base_model: str | None = None) -> dict[str, Any]:
+    """adapter_config.json as PEFT 0.21 writes it for `LoraConfig(task_type="CAUSAL_LM")`:
+    every key PEFT writes, PEFT's defaults where rayrag has no setting, and no other key
+    (PEFT warns about keys it does not know). `target_modules` are `lora.targets`, plus
+    w1, w3, w2 with `lora.experts`."""
+    alpha = int(config.alpha) if float(config.alpha).is_integer() else config.alpha
+    targets = list(config.targets) + (list(EXPERT_TARGETS) if config.experts else [])
+    out: dict[str, Any] = {
+        "alora_invocation_tokens": None,
+        "alpha_pattern": {},
+        "arrow_config": None,
+        "auto_mapping": None,
+        "base_model_name_or_path": base_model,
+        "bias": "none",
+        "corda_config": None,
+        "ensure_weight_tying": False,
+        "eva_config": None,
+        "exclude_modules": None,
+        "fan_in_fan_out": False,
+        "inference_mode": True,
+        "init_lora_weights": True,
+        "kasa_config": None,
+        "layer_replication": None,
+        "layers_pattern": None,
+        "layers_to_transform": None,
+        "loftq_config": {},
+        "lora_alpha": alpha,
+        "lora_bias": False,
+        "lora_dropout": config.dropout,
+        "lora_ga_config": None,
+        "megatron_config": None,
+        "megatron_core": "megatron.core",
+        "modules_to_save": None,
+        "monteclora_config": None,
+        "peft_type": "LORA",
+        "peft_version": PEFT_SCHEMA_VERSION,
+        "qalora_group_size": 16,
+        "r": config.rank,
+        "rank_pattern": {},
+        "revision": None,
+        "target_modules": targets,
+        "target_parameters": [],
+        "task_type": "CAUSAL_LM",
+        "trainable_token_indices": None,
+        "use_bdlora": None,
+        "use_dora": False,
+        "use_qalora": False,
+        "use_rslora": False,
+        "velora_config": None,
+    }
+    return out
+
+
+def to_peft_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's adapters under PEFT's key names: `base_model.model.<path>.lora_A.weight`
+    (r, in) and `.lora_B.weight` (out, r); an expert stack is split per expert, each its own
+    storage (safetensors refuses shared ones)."""
+    out: dict[str, torch.Tensor] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, LoRALinear):
+            out[f"{PEFT_PREFIX}{name}.lora_A.weight"] = module.lora_A.detach()
+            out[f"{PEFT_PREFIX}{name}.lora_B.weight"] = module.lora_B.detach()
+        elif isinstance(module, LoRASwiGLUExperts):
+            for weight in EXPERT_WEIGHTS:
+                for ab, stack in (("A", module.lora_A[weight]), ("B", module.lora_B[weight])):
+                    for j in range(stack.shape[0]):
+                        key = f"{PEFT_PREFIX}{name}.{j}.{weight}.lora_{ab}.weight"
+                        out[key] = stack[j].detach().clone()
+    return out
+
+
+def _parse_peft_key(key: str, source: str) -> tuple[re.Match[str], bool]:
+    """(match, is_expert) of a PEFT adapter key; anything but a plain LoRA factor (DoRA
+    magnitudes, embedding adapters, biases) is a ModelError."""
+    if not key.startswith(PEFT_PREFIX):
+        raise ModelError(f"{source}: {key!r} is not a PEFT LoRA key (base_model.model.<module>)")
+    name = key.removeprefix(PEFT_PREFIX)
+    if m := _PEFT_EXPERT_KEY.match(name):
+        return m, True
+    if m := _PEFT_LINEAR_KEY.match(name):
+        return m, False
+    raise ModelError(
+        f"{source}: {key!r} is not a LoRA A/B weight (rayrag loads plain LoRA adapters)"
+    )
+
+
+def from_peft_state_dict(tensors: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    """PEFT-named adapter tensors -> the state-dict keys of our adapted modules
+    (`<path>.lora_A`, expert stacks `<experts>.lora_A.w1` (E, r, in))."""
+    state: dict[str, torch.Tensor] = {}
+    experts: dict[tuple[str, str, str], dict[int, torch.Tensor]] = {}
+    for key, tensor in tensors.items():
+        m, is_expert = _parse_peft_key(key, source)
+        if is_expert:
+            slot = (m["module"], m["weight"], m["ab"])
+            experts.setdefault(slot, {})[int(m["expert"])] = tensor
+        else:
+            state[f"{m['module']}.lora_{m['ab']}"] = tensor
+    for (module, weight, ab), by_expert in experts.items():
+        ids = sorted(by_expert)
+        if ids != list(range(len(ids))):
+            raise ModelError(
+                f"{source}: {module}.*.{weight}.lora_{ab}: experts {ids[:8]} are not 0..n-1"
+            )
+        state[f"{module}.lora_{ab}.{weight}"] = torch.stack([by_expert[j] for j in ids])
+    return state
+
+
+def save_adapters(
+    model: nn.Module, path: str | Path, config: LoraConfig, base_model: str | Path | None = None
+) -> Path:
+    """Write the model's adapters into `path` in PEFT's format, atomically.
+
+    `adapter_config.json` (PEFT's LoRA schema, `base_model_name_or_path` = `base_model`) and
+    `adapter_model.safetensors` (PEFT's key names), so `PeftModel.from_pretrained` and vLLM
+    load attention adapters as they are: serving needs no conversion step. Expert adapters
+    (`lora.experts`) are written in PEFT's per-expert layout under Mixtral's names, which
+    PEFT loads and vLLM only with FusedMoE LoRA (see the module docstring). The
+    directory is filled under a temp name and renamed into place, so a reader sees the old
+    adapters or the new ones, never one file of each.
     """
-    state = lora_state_dict(model)
+    state = to_peft_state_dict(model)
     if not state:
         raise ConfigError(
             "model has no LoRA adapters to save (apply_lora first, with lora.rank > 0)"
@@ -377,21 +538,13 @@ def save_adapters(model: nn.Module, path: str | Path, config: LoraConfig) -> Pat
         raise ConfigError(
             f"the model's adapters do not match the lora config: {'; '.join(problems)}"
         )
-    meta: dict[str, Any] = {
-        "format_version": ADAPTER_FORMAT_VERSION,
-        "rank": config.rank,
-        "alpha": config.alpha,
-        "dropout": config.dropout,
-        "targets": list(config.targets),
-        "experts": config.experts,
-        "adapted_modules": _adapted_names(model),
-    }
+    meta = peft_adapter_config(config, str(base_model) if base_model is not None else None)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+        tensors = {k: v.to("cpu").contiguous() for k, v in state.items()}
         save_file(tensors, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
         (tmp / ADAPTER_CONFIG).write_text(
             json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8"
@@ -418,58 +571,154 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
 
 
 def read_adapter_config(path: str | Path) -> LoraConfig:
-    """The `LoraConfig` that `save_adapters` recorded in `path`."""
+    """The `LoraConfig` of the adapters in `path` (PEFT's format, or rayrag's older one):
+    rank, alpha and dropout from the config, targets and experts from the saved tensors."""
     path = Path(path)
-    meta = _read_meta(path)
-    try:
-        return LoraConfig(
-            rank=meta["rank"],
-            alpha=meta["alpha"],
-            dropout=meta["dropout"],
-            targets=tuple(meta["targets"]),
-            experts=meta["experts"],
-        )
-    except (ValidationError, TypeError) as exc:
-        raise ModelError(
-            f"adapter config {path / ADAPTER_CONFIG} has invalid values "
-            f"({exc.__class__.__name__}: {str(exc).splitlines()[0]})"
-        ) from None
+    raw = _read_config(path)
+    if _is_legacy(raw):
+        return _legacy_config(raw, path)
+    return _peft_config(raw, _weight_keys(path), path / ADAPTER_CONFIG)
 
 
-def _read_meta(path: Path) -> dict[str, Any]:
+def _read_config(path: Path) -> dict[str, Any]:
     config_file = path / ADAPTER_CONFIG
     if not config_file.is_file():
         raise ModelError(f"adapter config not found: {config_file}")
     try:
-        meta = json.loads(config_file.read_text(encoding="utf-8"))
+        raw = json.loads(config_file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelError(
             f"adapter config is not valid JSON: {config_file} ({type(exc).__name__})"
         ) from None
-    required = ("format_version", "rank", "alpha", "dropout", "targets", "experts")
-    missing = [k for k in required if k not in meta] if isinstance(meta, dict) else list(required)
+    if not isinstance(raw, dict):
+        raise ModelError(f"adapter config {config_file} is not a JSON object")
+    return raw
+
+
+def _is_legacy(raw: dict[str, Any]) -> bool:
+    return "peft_type" not in raw and "format_version" in raw
+
+
+def _peft_config(raw: dict[str, Any], keys: list[str], config_file: Path) -> LoraConfig:
+    """PEFT's adapter_config.json + the tensor names -> LoraConfig. Targets are the adapted
+    modules' names as the tensors show them (PEFT keeps target_modules that matched nothing),
+    in target_modules' order where it lists them."""
+    if raw.get("peft_type") != "LORA":
+        raise ModelError(
+            f"adapter config {config_file}: peft_type must be 'LORA', got {raw.get('peft_type')!r}"
+        )
+    on = [
+        f"{k}={raw[k]!r}"
+        for k, off in _PEFT_UNSUPPORTED.items()
+        if raw.get(k) not in (off, None, [], {})
+    ]
+    if on:
+        raise ModelError(
+            f"adapter config {config_file} uses PEFT options rayrag's LoRA does not implement: "
+            f"{', '.join(on)} (plain LoRA only)"
+        )
+    missing = [k for k in ("r", "lora_alpha") if k not in raw]
     if missing:
         raise ModelError(f"adapter config {config_file} lacks keys {missing}")
-    if meta["format_version"] != ADAPTER_FORMAT_VERSION:
+    linear, experts = set(), False
+    for key in keys:
+        m, is_expert = _parse_peft_key(key, str(config_file.parent / ADAPTER_WEIGHTS))
+        if is_expert:
+            experts = True
+        else:
+            linear.add(m["module"].rsplit(".", 1)[-1])
+    listed = raw.get("target_modules")
+    order = [t for t in listed if t in linear] if isinstance(listed, list) else []
+    targets = tuple(dict.fromkeys([*order, *sorted(linear)]))
+    return _lora_config(
+        config_file,
+        rank=raw["r"],
+        alpha=raw["lora_alpha"],
+        dropout=raw.get("lora_dropout", 0.0),
+        targets=targets,
+        experts=experts,
+    )
+
+
+def _legacy_config(raw: dict[str, Any], path: Path) -> LoraConfig:
+    """rayrag's adapter_config.json before PEFT's format (format_version 1)."""
+    config_file = path / ADAPTER_CONFIG
+    required = ("format_version", "rank", "alpha", "dropout", "targets", "experts")
+    missing = [k for k in required if k not in raw]
+    if missing:
+        raise ModelError(f"adapter config {config_file} lacks keys {missing}")
+    if raw["format_version"] != LEGACY_FORMAT_VERSION:
         raise ModelError(
-            f"adapter format_version {meta['format_version']} is not supported "
-            f"(expected {ADAPTER_FORMAT_VERSION}): {config_file}"
+            f"adapter format_version {raw['format_version']} is not supported "
+            f"(expected {LEGACY_FORMAT_VERSION}, or PEFT's format): {config_file}"
         )
-    return meta
+    return _lora_config(
+        config_file,
+        rank=raw["rank"],
+        alpha=raw["alpha"],
+        dropout=raw["dropout"],
+        targets=tuple(raw["targets"]),
+        experts=raw["experts"],
+    )
+
+
+def _lora_config(config_file: Path, **fields: Any) -> LoraConfig:
+    try:
+        return LoraConfig(**fields)
+    except (ValidationError, TypeError) as exc:
+        raise ModelError(
+            f"adapter config {config_file} has invalid values "
+            f"({exc.__class__.__name__}: {str(exc).splitlines()[0]})"
+        ) from None
+
+
+def _weights_file(path: Path) -> Path:
+    weights_file = path / ADAPTER_WEIGHTS
+    if not weights_file.is_file():
+        raise ModelError(f"adapter weights not found: {weights_file}")
+    return weights_file
+
+
+def _weight_keys(path: Path) -> list[str]:
+    weights_file = _weights_file(path)
+    try:
+        with safe_open(str(weights_file), framework="pt") as handle:
+            return list(handle.keys())
+    except (SafetensorError, OSError) as exc:
+        raise ModelError(
+            f"adapter weights are corrupt: {weights_file} ({type(exc).__name__})"
+        ) from None
+
+
+def _read_adapters(path: Path) -> tuple[LoraConfig, dict[str, torch.Tensor], list[str] | None]:
+    """(config, tensors under our state-dict keys, the adapted modules a legacy dir lists)."""
+    raw = _read_config(path)
+    weights_file = _weights_file(path)
+    try:
+        tensors = load_file(str(weights_file))
+    except (SafetensorError, OSError) as exc:
+        raise ModelError(
+            f"adapter weights are corrupt: {weights_file} ({type(exc).__name__})"
+        ) from None
+    if _is_legacy(raw):
+        return _legacy_config(raw, path), tensors, raw.get("adapted_modules")
+    config = _peft_config(raw, list(tensors), path / ADAPTER_CONFIG)
+    return config, from_peft_state_dict(tensors, str(weights_file)), None
 
 
 def load_adapters(model: nn.Module, path: str | Path) -> list[str]:
-    """Load adapters saved by `save_adapters` into `model`; returns the adapted module names.
+    """Load the adapters in `path` into `model`; returns the adapted module names.
 
-    A model without adapters gets them first (`apply_lora` with the saved config); a model
-    that already has adapters must have the same rank, targets and expert setting. Every
-    saved tensor must find its key and shape, and every adapter of the model must be in the
-    file: a partial load would silently serve a different model. Loading unmerges nothing:
-    call it on an unmerged model (a merged one is a ModelError).
+    `path` is a PEFT LoRA directory, ours (`save_adapters`) or one PEFT's `save_pretrained`
+    wrote for the same architecture, or a directory in rayrag's older format (read, never
+    written). A model without adapters gets them first (`apply_lora` with the saved config);
+    a model that already has adapters must have the same rank, targets and expert setting.
+    Every saved tensor must find its key and shape, and every adapter of the model must be in
+    the file: a partial load would silently serve a different model. Loading unmerges
+    nothing: call it on an unmerged model (a merged one is a ModelError).
     """
     path = Path(path)
-    meta = _read_meta(path)
-    saved = read_adapter_config(path)
+    saved, tensors, listed = _read_adapters(path)
     present = [m for m in model.modules() if isinstance(m, _LORA_MODULES)]
     if not present:
         names = apply_lora(model, saved)
@@ -480,21 +729,12 @@ def load_adapters(model: nn.Module, path: str | Path) -> list[str]:
         if any(m.merged for m in present):
             raise ModelError("cannot load adapters into a merged model; unmerge_lora first")
         names = _adapted_names(model)
-    if sorted(meta.get("adapted_modules", names)) != sorted(names):
+    if listed is not None and sorted(listed) != sorted(names):
         raise ModelError(
-            f"adapters in {path} were saved for modules {sorted(meta['adapted_modules'])[:4]}..., "
+            f"adapters in {path} were saved for modules {sorted(listed)[:4]}..., "
             f"the model adapts {sorted(names)[:4]}... (a different architecture)"
         )
-
     weights_file = path / ADAPTER_WEIGHTS
-    if not weights_file.is_file():
-        raise ModelError(f"adapter weights not found: {weights_file}")
-    try:
-        tensors = load_file(str(weights_file))
-    except (SafetensorError, OSError) as exc:
-        raise ModelError(
-            f"adapter weights are corrupt: {weights_file} ({type(exc).__name__})"
-        ) from None
     expected = lora_state_dict(model)
     extra = sorted(set(tensors) - set(expected))
     absent = sorted(set(expected) - set(tensors))

@@ -8,11 +8,14 @@ the reader's messages are rendered with the checkpoint's chat template exactly a
 transformers renders them (`apply_chat_template`, generation prompt added), and decoding
 stops at the ids `generation_config.json` names. The citations keep the same numbered
 markers, and the passages are dropped lowest-ranked first to fit the model's window.
+Reader fine-tuning on such a base (LoRA) learns in the layout it serves with:
+`build_chat_training_example` is that prompt followed by the answer and a stop id.
 
     >>> tok = PretrainedTokenizer.load(Path("mixtral-dir"))
     >>> prompt = build_chat_prompt(question, passages, facts, tok, max_prompt_tokens=4096)
     >>> tok.decode(prompt.ids)[:12]
     '[INST] Answer'
+    >>> ids, labels = build_chat_training_example(q, passages, facts, "Helix Corp", tok, 512)
 """
 
 from __future__ import annotations
@@ -203,6 +206,34 @@ def build_chat_prompt(
         facts_included=list(facts[:n_facts]),
         facts_dropped=len(facts) - n_facts,
     )
+
+
+def build_chat_training_example(
+    question: str,
+    passages: Sequence[Passage],
+    facts: Sequence[Fact],
+    answer: str,
+    tokenizer: PretrainedTokenizer,
+    max_len: int,
+) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) of one supervised example in the checkpoint's chat format: the
+    prompt exactly as `build_chat_prompt` renders it for serving, then the answer's ids and
+    the first stop id (`eos_id`), which is where decoding ends. Only the answer and its stop
+    id are learned (labels -100 on the prompt); the model shifts labels itself. The answer is
+    never cut: one that leaves no room for the question is a DataError (skip the example)."""
+    if not answer or not answer.strip():
+        raise DataError("answer is empty")
+    answer_ids = [*tokenizer.encode(answer.strip()), tokenizer.eos_id]
+    budget = max_len - len(answer_ids)
+    if budget <= 0:
+        raise DataError(
+            f"answer does not fit the example: {len(answer_ids)} tokens, max_len is {max_len}"
+        )
+    try:
+        prompt = build_chat_prompt(question, passages, facts, tokenizer, budget)
+    except DataError as exc:
+        raise DataError(f"{exc} (answer takes {len(answer_ids)} of max_len {max_len})") from None
+    return prompt.ids + answer_ids, [-100] * len(prompt.ids) + answer_ids
 
 
 def user_turn(question: str, passages: Sequence[Passage], facts: Sequence[Fact]) -> str:

@@ -3,7 +3,8 @@
 A validation loss says how well the model predicts answers it is shown; exact match says
 whether it finds them. `AnswerCurve` retrieves the evidence for a QA file once (hybrid
 retrieval over the bundle, every group of the bundle, as the demo asks), lays the prompts
-out with the tokenizer being trained, and at each validation point decodes them greedily
+out with the tokenizer being trained (a pretrained base's own chat format and stop ids when
+LoRA trains on one), and at each validation point decodes them greedily
 and scores SQuAD exact match overall and per `metadata.hops`: the numbers a change is
 judged by, as a curve (MLflow metrics `curve/em`, `curve/em_hops_1`, ... and a PNG), not as
 one figure at the end. The questions are only read, never trained on.
@@ -25,6 +26,7 @@ from rayrag.data.readers import read_qa
 from rayrag.errors import DataError
 from rayrag.evaluation.qa_metrics import exact_match
 from rayrag.generator.generate import generate
+from rayrag.generator.pretrained import PretrainedTokenizer, build_chat_prompt
 from rayrag.generator.prompt import build_prompt
 
 DECODE_BATCH = 32
@@ -49,11 +51,16 @@ class AnswerCurve:
         self.answers: list[list[str]] = []
         self.slices: list[str] = []
         self.history: list[tuple[int, dict[str, float]]] = []
-        self._eos = self._pad = self._sep = 0
+        self._eos = self._pad = 0
+        self._stop: list[list[int]] = []
+        self._span_until: int | None = None
         self._tokenizer: Any = None
 
-    def prepare(self, tokenizer: Any) -> None:
-        """Retrieve every question's evidence and build its prompt (idempotent)."""
+    def prepare(self, tokenizer: Any, window: int | None = None) -> None:
+        """Retrieve every question's evidence and build its prompt (idempotent), laid out as
+        the reader serves it: rayrag's template, or a pretrained checkpoint's chat format
+        (free text up to its stop ids). `window`: the model's context (default
+        generator.max_seq_len)."""
         if self.prompts:
             return
         from rayrag.generator.reader import reader_facts
@@ -72,17 +79,26 @@ class AnswerCurve:
         }
         everyone = Principal("curve", frozenset(groups))
         retriever = HybridRetriever(self.bundle, self.config)
-        budget = self.config.generator.max_seq_len - self.config.decoding.max_new_tokens
+        window = window or self.config.generator.max_seq_len
+        budget = window - self.config.decoding.max_new_tokens
+        chat = isinstance(tokenizer, PretrainedTokenizer)
+        layout = build_chat_prompt if chat else build_prompt
         for qa in pairs:
             evidence = retriever.retrieve(qa.question, everyone)
-            prompt = build_prompt(
+            prompt = layout(
                 qa.question, evidence.passages, reader_facts(evidence.facts), tokenizer, budget
             )
             self.prompts.append(prompt.ids)
             self.answers.append(list(qa.answers))
             self.slices.append(str(qa.metadata.get("hops", "all")))
         self._tokenizer = tokenizer
-        self._eos, self._pad, self._sep = tokenizer.eos_id, tokenizer.pad_id, tokenizer.sep_id
+        self._eos, self._pad = tokenizer.eos_id, tokenizer.pad_id
+        if chat:  # as the Reader decodes a pretrained checkpoint: its stop ids, free text
+            self._stop, self._span_until = [[i] for i in tokenizer.stop_ids[1:]], None
+        else:
+            sep = tokenizer.sep_id
+            self._stop = [[sep]]
+            self._span_until = sep if self.config.decoding.extractive else None
 
     def __call__(self, model: Any, step: int) -> dict[str, float]:
         """Decode every prompt greedily (extractive when the reader serves so) and score; the
@@ -97,8 +113,8 @@ class AnswerCurve:
                 max_new_tokens=self.config.decoding.max_new_tokens,
                 eos_id=self._eos,
                 pad_id=self._pad,
-                stop=[[self._sep]],
-                span_until=self._sep if self.config.decoding.extractive else None,
+                stop=self._stop,
+                span_until=self._span_until,
             )
             texts += [self._tokenizer.decode(g.tokens).strip() for g in generations]
         scores: dict[str, list[float]] = defaultdict(list)

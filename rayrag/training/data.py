@@ -41,6 +41,7 @@ from rayrag.config import RAGConfig
 from rayrag.data.readers import QAPair, read_qa
 from rayrag.errors import DataError
 from rayrag.generator.model import IGNORE_INDEX
+from rayrag.generator.pretrained import PretrainedTokenizer, build_chat_training_example
 from rayrag.generator.prompt import build_training_example
 from rayrag.generator.tokenizer import RayragTokenizer, train_tokenizer
 from rayrag.index.bundle import IndexBundle
@@ -105,9 +106,11 @@ class ReaderData:
 
 @dataclass
 class TrainingData:
-    tokenizer: RayragTokenizer
-    token_order: np.ndarray  # (generator.vocab_size,) ids, most frequent first
-    lm: LMData
+    tokenizer: RayragTokenizer | PretrainedTokenizer
+    # (generator.vocab_size,) ids, most frequent first; None with a base's own tokenizer
+    # (its model exists: no adaptive head to order).
+    token_order: np.ndarray | None
+    lm: LMData  # empty with a base's own tokenizer (adapters train the reader phase only)
     reader: ReaderData
     counts: dict[str, int] = field(default_factory=dict)
 
@@ -220,9 +223,14 @@ class TrainDataBuilder:
         self,
         bundle: IndexBundle | str | Path,
         qa_path: str | Path | None = None,
-        tokenizer: RayragTokenizer | None = None,
+        tokenizer: RayragTokenizer | PretrainedTokenizer | None = None,
+        vocab_size: int | None = None,
     ) -> TrainingData:
-        """`tokenizer` given (LoRA on a base checkpoint) = reuse it instead of training one."""
+        """Without `tokenizer`, one is trained on the chunks for a model trained from scratch
+        (`generator.vocab_size`): token order, LM windows and reader examples. With a base's
+        own tokenizer (LoRA on a base checkpoint: rayrag's, or a pretrained one's with its
+        chat format) only the reader examples, checked against the base's `vocab_size`:
+        adapters train the reader phase alone, and the base already models language."""
         if not isinstance(bundle, IndexBundle):
             bundle = IndexBundle.load(bundle)
         chunks = self.chunk_records(bundle)
@@ -230,16 +238,24 @@ class TrainDataBuilder:
             raise DataError(f"bundle {bundle.path} has no chunks to train on")
         gen = self.config.generator
         texts = [c.text for c in chunks]
-        if tokenizer is None:
+        from_scratch = tokenizer is None
+        if from_scratch:
             titles = sorted({c.title for c in chunks if c.title})
             tokenizer = train_tokenizer([*titles, *texts], gen.vocab_size)
-        if tokenizer.vocab_size > gen.vocab_size:
+        limit, what = (
+            (gen.vocab_size, "generator.vocab_size")
+            if vocab_size is None
+            else (vocab_size, "the base's vocab_size")
+        )
+        if tokenizer.vocab_size > limit:
             raise DataError(
-                f"tokenizer has {tokenizer.vocab_size} tokens, more than "
-                f"generator.vocab_size {gen.vocab_size}"
+                f"tokenizer has {tokenizer.vocab_size} tokens, more than {what} {limit}"
             )
-        token_order = tokenizer.token_order(texts, vocab_size=gen.vocab_size)
-        lm = self.lm_data(chunks, tokenizer)
+        if from_scratch:
+            token_order = tokenizer.token_order(texts, vocab_size=gen.vocab_size)
+            lm = self.lm_data(chunks, tokenizer)
+        else:
+            token_order, lm = None, self.no_lm_data()
         facts = chunk_facts(bundle.graph())
         if qa_path is not None:
             examples = self.qa_examples(read_qa(qa_path), chunks, facts)
@@ -314,6 +330,11 @@ class TrainDataBuilder:
             val_labels,
             tokens=int((train_labels != IGNORE_INDEX).sum()),
         )
+
+    def no_lm_data(self) -> LMData:
+        width = self.config.train.seq_len + 1
+        empty = np.zeros((0, width), dtype=np.int64)
+        return LMData(empty, empty.copy(), empty.copy(), empty.copy(), tokens=0)
 
     def qa_examples(
         self, pairs: Sequence[QAPair], chunks: Sequence[ChunkRecord], facts: dict[str, list[Fact]]
@@ -686,21 +707,29 @@ class TrainDataBuilder:
         return out
 
     def reader_data(
-        self, examples: Sequence[QAExample], tokenizer: RayragTokenizer, source: str
+        self,
+        examples: Sequence[QAExample],
+        tokenizer: RayragTokenizer | PretrainedTokenizer,
+        source: str,
     ) -> ReaderData:
-        """Tokenise; split by group so a triple's two questions land on the same side."""
+        """Tokenise in the layout the model serves with (rayrag's prompt, or a pretrained
+        checkpoint's chat format); split by group so a triple's two questions land on the
+        same side."""
         groups = sorted({e.group for e in examples})
         order = np.random.default_rng([self.config.seed, 2]).permutation(len(groups))
         val_groups = {
             groups[i] for i in order[: split_count(len(groups), self.config.train.val_fraction)]
         }
         max_len = self.config.train.seq_len + 1
+        build = (
+            build_chat_training_example
+            if isinstance(tokenizer, PretrainedTokenizer)
+            else build_training_example
+        )
         train, val, skipped = [], [], 0
         for e in examples:
             try:
-                pair = build_training_example(
-                    e.question, e.passages, e.facts, e.answer, tokenizer, max_len
-                )
+                pair = build(e.question, e.passages, e.facts, e.answer, tokenizer, max_len)
             except DataError:
                 skipped += 1
                 continue

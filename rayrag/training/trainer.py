@@ -8,6 +8,9 @@ same weights. Data order is a pure function of (seed, phase, step), which is wha
 resumption exact without saving a sampler (`train_schedule`). `Trainer` is Ray-free;
 `rayrag.pipelines.train` is the job that runs it (in process, or on Ray Train when
 `train.workers > 1`), and `training.report` writes the summary and the MLflow artifacts.
+LoRA (`base` + `lora_rank`) trains adapters on the reader phase only, in the base's own
+tokenizer and prompt layout (a pretrained checkpoint's chat format: it answers in the format
+it was tuned in), and saves them in PEFT's format for PEFT and vLLM to serve.
 
     >>> result = Trainer(cfg, Path("ckpt"), bundle=Path("bundle")).run()
     >>> result.summary["phases"]["reader"]["val_loss"]
@@ -39,6 +42,7 @@ from rayrag.errors import ConfigError, ModelError
 from rayrag.generator.checkpoint import load_checkpoint, save_checkpoint
 from rayrag.generator.lora import apply_lora, load_adapters, mark_only_lora_trainable, save_adapters
 from rayrag.generator.model import IGNORE_INDEX, MoETransformer
+from rayrag.generator.pretrained import PretrainedTokenizer, is_pretrained
 from rayrag.generator.tokenizer import RayragTokenizer
 from rayrag.tracking.tracker import RunHandle, Tracker
 from rayrag.training.data import TrainDataBuilder, TrainingData
@@ -169,13 +173,17 @@ class Trainer:
             )
 
     def prepare_data(self) -> TrainingData:
+        """The training data; with LoRA, the reader examples in the base's own tokenizer and
+        prompt layout (a pretrained checkpoint's chat format, or rayrag's template),
+        checked against the base's vocabulary, not `generator.vocab_size`."""
         if self.data is None:
-            tokenizer = None
+            tokenizer, vocab_size = None, None
             if self.lora:
-                if not (Path(self.base) / "tokenizer.json").is_file():
-                    raise ModelError(f"base checkpoint {self.base} has no tokenizer.json (--base)")
-                tokenizer = RayragTokenizer.load(self.base)
-            self.data = TrainDataBuilder(self.config).run(self.bundle, self.qa, tokenizer=tokenizer)
+                tokenizer = base_tokenizer(Path(self.base))
+                vocab_size = base_vocab_size(Path(self.base))
+            self.data = TrainDataBuilder(self.config).run(
+                self.bundle, self.qa, tokenizer=tokenizer, vocab_size=vocab_size
+            )
         return self.data
 
     def build_model(self) -> MoETransformer:
@@ -214,9 +222,9 @@ class Trainer:
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         self.prepare_data()
-        if self.curve is not None and self.is_main:
-            self.curve.prepare(self.data.tokenizer)
         model = self.model = self.build_model()
+        if self.curve is not None and self.is_main:
+            self.curve.prepare(self.data.tokenizer, window=model.config.max_seq_len)
         forward_model = self.wrap_model(model) if self.wrap_model else model
         phases = self.phases()
         state = self._load_resume(model) if self.resume else None
@@ -445,7 +453,7 @@ class Trainer:
         tmp.mkdir()
         try:
             if self.lora:
-                save_adapters(model, tmp / "adapters", self.config.lora)
+                save_adapters(model, tmp / "adapters", self.config.lora, base_model=self.base)
             else:
                 save_checkpoint(model, tmp / "model")
             state = {
@@ -495,7 +503,7 @@ class Trainer:
             os.rename(resume, aside)
         try:
             if self.lora:
-                save_adapters(model, self.out, self.config.lora)
+                save_adapters(model, self.out, self.config.lora, base_model=self.base)
             else:
                 with tempfile.TemporaryDirectory() as tmp:
                     self.data.tokenizer.save(Path(tmp))
@@ -534,6 +542,30 @@ class Trainer:
             "lora_rank": self.config.lora.rank if self.lora else None,
             "data": dict(self.data.counts),
         }
+
+
+def base_tokenizer(base: Path) -> RayragTokenizer | PretrainedTokenizer:
+    """The tokenizer a base checkpoint was trained with: a pretrained checkpoint's own
+    (transformers' files beside the weights), else rayrag's tokenizer.json."""
+    if is_pretrained(base):
+        return PretrainedTokenizer.load(base)
+    if not (base / "tokenizer.json").is_file():
+        raise ModelError(f"base checkpoint {base} has no tokenizer.json (--base)")
+    return RayragTokenizer.load(base)
+
+
+def base_vocab_size(base: Path) -> int:
+    """The base's embedding rows, from its config.json (`vocab_size`, or `text_config`'s)."""
+    file = base / "config.json"
+    try:
+        raw = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{file}: cannot read config: {exc}") from exc
+    text = raw.get("text_config") if isinstance(raw, dict) else None
+    for source in (raw, text):
+        if isinstance(source, dict) and isinstance(source.get("vocab_size"), int):
+            return source["vocab_size"]
+    raise ModelError(f"{file}: no vocab_size (--base)")
 
 
 @torch.no_grad()

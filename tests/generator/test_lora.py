@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from rayrag.config import LoraConfig
@@ -78,6 +79,7 @@ class Toy(nn.Module):
         return x
 
 
+LORA_TYPES = (LoRALinear, LoRASwiGLUExperts)
 ATTN = LoraConfig(rank=4, alpha=8.0, targets=("q_proj", "v_proj"))
 ALL = LoraConfig(rank=4, alpha=8.0, targets=("q_proj", "v_proj"), experts=True)
 
@@ -274,16 +276,51 @@ def test_mismatched_adapters_are_a_clear_error(tmp_path):
         load_adapters(Toy(), tmp_path / "missing")
 
     meta = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
-    meta["rank"] = 2  # config and tensors disagree: the shapes catch it
+    meta["r"] = 2  # config and tensors disagree: the shapes catch it
     (tmp_path / "a" / "adapter_config.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="has shape"):
         load_adapters(Toy(), tmp_path / "a")
 
+    meta["r"], meta["use_dora"] = 4, True  # a PEFT option LoRALinear does not implement
+    (tmp_path / "a" / "adapter_config.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="does not implement: use_dora=True"):
+        load_adapters(Toy(), tmp_path / "a")
+
     (tmp_path / "a" / "adapter_model.safetensors").write_bytes(b"garbage")
-    meta["rank"] = 4
+    meta["use_dora"] = False
     (tmp_path / "a" / "adapter_config.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="corrupt"):
         load_adapters(Toy(), tmp_path / "a")
+
+
+@pytest.mark.parametrize("config", [ATTN, ALL], ids=["attention", "attention+experts"])
+def test_adapters_in_the_older_rayrag_format_still_load(config, tmp_path):
+    """format_version 1: our own config keys and our state-dict names (read, never written)."""
+    model = Toy()
+    apply_lora(model, config)
+    train_steps(model)
+    old = tmp_path / "old"
+    old.mkdir()
+    save_file(lora_state_dict(model), str(old / "adapter_model.safetensors"))
+    meta = {
+        "format_version": 1,
+        "rank": config.rank,
+        "alpha": config.alpha,
+        "dropout": config.dropout,
+        "targets": list(config.targets),
+        "experts": config.experts,
+        "adapted_modules": [n for n, m in model.named_modules() if isinstance(m, LORA_TYPES)],
+    }
+    (old / "adapter_config.json").write_text(json.dumps(meta))
+    assert read_adapter_config(old) == config
+    fresh = Toy()
+    load_adapters(fresh, old)
+    with torch.no_grad():
+        assert torch.equal(fresh(inputs()), model(inputs()))
+    meta["format_version"] = 7
+    (old / "adapter_config.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="format_version 7 is not supported"):
+        load_adapters(Toy(), old)
 
 
 def test_config_errors():

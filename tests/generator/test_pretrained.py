@@ -20,6 +20,7 @@ from rayrag.generator.pretrained import (
     SYSTEM_PROMPT,
     PretrainedTokenizer,
     build_chat_prompt,
+    build_chat_training_example,
     is_pretrained,
     user_turn,
 )
@@ -161,6 +162,28 @@ def test_passages_are_dropped_lowest_ranked_first_to_fit_the_window(checkpoint):
     assert prompt.truncated == [p.chunk_id for p in PASSAGES[1:]]
     with pytest.raises(DataError, match="question does not fit"):
         build_chat_prompt("Who?", PASSAGES, FACTS, tok, 5)
+
+
+def test_a_training_example_is_the_served_prompt_then_the_answer_and_its_stop_id(checkpoint):
+    path, _, hf_tokenizer = checkpoint
+    tok = PretrainedTokenizer.load(path)
+    question = "Who acquired Brightwater Labs?"
+    ids, labels = build_chat_training_example(
+        question, PASSAGES[:2], FACTS, " Helix Corp ", tok, 4096
+    )
+    prompt = build_chat_prompt(question, PASSAGES[:2], FACTS, tok, 4096)
+    n = len(prompt.ids)
+    assert ids[:n] == prompt.ids and labels[:n] == [-100] * n
+    assert (
+        ids[n:] == labels[n:] == [*hf_tokenizer.encode("Helix Corp", add_special_tokens=False), 2]
+    )
+    # The prompt gives way to the answer (passages dropped), never the other way round.
+    short, _ = build_chat_training_example(question, PASSAGES, FACTS, "Helix Corp", tok, n + 3)
+    assert len(short) <= n + 3 and short[-1] == 2
+    with pytest.raises(DataError, match="answer is empty"):
+        build_chat_training_example(question, PASSAGES, FACTS, " ", tok, 4096)
+    with pytest.raises(DataError, match=r"question does not fit .*answer takes"):
+        build_chat_training_example(question, PASSAGES, FACTS, "Helix Corp", tok, 20)
 
 
 def test_the_reader_decodes_greedily_as_transformers_does(checkpoint):

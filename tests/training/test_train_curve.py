@@ -27,11 +27,11 @@ def test_scores_exact_match_per_hops_slice_and_plots_the_history(tmp_path):
     curve = AnswerCurve(config, tmp_path, tmp_path / "qa.jsonl")
     prompt = tokenizer.encode("Helix Dynamics acquired")
     curve.prompts = [prompt, prompt]
-    curve._tokenizer, curve._eos, curve._pad, curve._sep = (
+    curve._tokenizer, curve._eos, curve._pad, curve._stop = (
         tokenizer,
         tokenizer.eos_id,
         tokenizer.pad_id,
-        tokenizer.sep_id,
+        [[tokenizer.sep_id]],
     )
     (generation,) = generate(
         model,
