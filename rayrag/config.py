@@ -855,6 +855,19 @@ class ServeConfig(_Section):
         ),
     )
     max_question_chars: int = Field(2000, gt=0, description="Longer questions get 413.")
+    model_name: str = Field(
+        "rayrag",
+        min_length=1,
+        max_length=128,
+        description="The model id /v1/models lists and every chat response names.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Origins a browser may call the API from (CORS), e.g. an Open WebUI on another "
+            "host; empty = same origin only. '*' allows any origin (keys still required)."
+        ),
+    )
     max_ongoing_requests: int = Field(
         8, gt=0, description="Per replica, per deployment: requests in flight before queueing."
     )

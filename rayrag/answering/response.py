@@ -147,8 +147,12 @@ class ChatCompletion(_Model):
 
 
 class ErrorDetail(_Model):
-    type: str
+    """OpenAI's error fields (`type` and `code` carry rayrag's error kind) and the request id."""
+
     message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
     request_id: str
 
 

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from rayrag import __version__
@@ -53,6 +54,18 @@ def attach(ingress: Any) -> None:
     _attached[0] = ingress
 
 
+def allow_origins(origins: list[str]) -> None:
+    """CORS for `origins` (serve.cors_origins), e.g. a chat UI on another host; none = same
+    origin only. Called before the first request: Starlette builds its stack then."""
+    if origins and not any(m.cls is CORSMiddleware for m in app.user_middleware):
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+        )
+
+
 def current_ingress() -> Any:
     ingress = _attached[0]
     if ingress is None:
@@ -72,14 +85,16 @@ def route_of(request: Request) -> str:
     return getattr(request.scope.get("route"), "path", "unmatched")
 
 
-def failure(route: str, exc: Exception, rid: str) -> JSONResponse:
-    """The response for a failed request, counted and logged by type only."""
+def failure(route: str, exc: Exception, rid: str, param: str | None = None) -> JSONResponse:
+    """The response for a failed request, counted and logged by type only; `param` names
+    the request field at fault (OpenAI's `error.param`), when one is."""
     status, kind, message = classify_error(exc)
     ingress = _attached[0]
     if ingress is not None:
         ingress.record_failure(route, exc, rid, status)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(error_body(kind, message, rid), status_code=status, headers=headers)
+    body = error_body(kind, message, rid, param=param or getattr(exc, "param", None))
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 @app.middleware("http")
@@ -111,8 +126,13 @@ async def _one_error_handler(request: Request, call_next: Any) -> Any:
 
 @app.exception_handler(RequestValidationError)
 async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    loc = [str(p) for p in (errors[0].get("loc", ()) if errors else ()) if p != "body"]
+    if errors and errors[0].get("type") == "extra_forbidden":
+        loc = loc[:-1]  # an unknown key is the caller's text: never echoed
     return failure(
         route_of(request),
         HTTPFailure(422, "invalid_request", validation_message(exc)),
         request_id_of(request),
+        param=".".join(loc) or None,
     )

@@ -101,3 +101,16 @@ class AnswerCache:
             n = len(self._entries)
             self._entries.clear()
             return n
+
+
+def served_from_cache(cached: Any, rid: str, seconds: float) -> Any:
+    """A cached `AskResponse` as this request's: its request id, `cached`, its own total
+    time, and no cost (nothing was computed for this caller)."""
+    return cached.model_copy(
+        update={
+            "request_id": rid,
+            "cached": True,
+            "timings_ms": {"total": round(seconds * 1000, 2)},
+            "usage": cached.usage.model_copy(update={"cost": 0.0}),
+        }
+    )

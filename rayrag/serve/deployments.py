@@ -65,6 +65,15 @@ def manifest_stamp(bundle: str | Path) -> tuple[int, int, int] | None:
     return st.st_ino, st.st_mtime_ns, st.st_size
 
 
+def read_bundle_id(bundle: str | Path, default: str = "") -> str:
+    """The manifest's bundle id; `default` while the manifest cannot be read (mid-swap)."""
+    try:
+        manifest = json.loads((Path(bundle) / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return default
+    return str(manifest.get("bundle_id", default)) if isinstance(manifest, dict) else default
+
+
 class BundleWatch(Generic[T]):
     """What a stage built from its bundle, rebuilt when the bundle on disk is replaced.
 

@@ -18,10 +18,16 @@ class HTTPFailure(Exception):
     """A failure the Ingress decides itself (413, 404, 409...), with its status and type."""
 
     def __init__(
-        self, status: int, kind: str, message: str, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        kind: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        param: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.kind, self.message, self.headers = status, kind, message, headers or {}
+        self.param = param  # the request field at fault (OpenAI's error.param), if one is
 
 
 class AdminOnly(AccessDenied):

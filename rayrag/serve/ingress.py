@@ -7,56 +7,45 @@ A question's path, each arrow one awaited handle call (`rayrag.serve.handles`):
       -> Ranker.graph_ranking (PageRank) -> Ranker.evidence (fusion, hops, facts)
       -> Generator -> Guard
 
-The steps, the refusal, the cost and the response are `AnswerPipeline`'s, the same as
-`rayrag ask` runs in one process. What is the service's own lives here: keys, limits, the
-answer cache, escalation records, the request's content-free event and its metrics. The
-whole request runs under `serve.request_timeout_s` (503 after it, and when the Ingress
-cannot queue it: `max_queued_requests`). Errors are mapped in one place (`serve.api`);
-admin routes are `serve.admin`.
+The steps, the refusal, the cost and the response are `AnswerPipeline`'s, as in `rayrag
+ask`. The service's own: keys, limits, the answer cache and `serve.ledger` (events,
+escalations, metrics), under `serve.request_timeout_s`. Errors are mapped in `serve.api`;
+admin routes are `serve.admin`, OpenAI's extras `serve.openai_compat`, streams `serve.sse`.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the route signatures at runtime, and
 # through `serve.ingress` string annotations are not resolved (pydantic "not fully defined").
 
 import asyncio
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from ray import serve
-from ray.serve.metrics import Counter, Histogram
 
 from rayrag.answering.pipeline import AnswerPipeline, AnswerTurn
 from rayrag.answering.response import AskResponse, ChatCompletion
 from rayrag.config import RAGConfig
-from rayrag.event_log import file_event_logger
 from rayrag.generator.prompt import prompt_label
-from rayrag.serve import admin
-from rayrag.serve.api import RequestId, app, attach
+from rayrag.serve import admin, openai_compat
+from rayrag.serve.api import RequestId, allow_origins, app, attach
 from rayrag.serve.auth import ApiPrincipal, KeyStore
-from rayrag.serve.cache import AnswerCache, answer_key
-from rayrag.serve.deployments import manifest_stamp
+from rayrag.serve.cache import AnswerCache, answer_key, served_from_cache
+from rayrag.serve.deployments import manifest_stamp, read_bundle_id
 from rayrag.serve.errors import HTTPFailure, classify_error
-from rayrag.serve.escalation import EscalationQueue
 from rayrag.serve.handles import HandleStages
+from rayrag.serve.ledger import RequestLedger
 from rayrag.serve.locate import locate_bundle
-from rayrag.serve.request_log import request_event
-from rayrag.serve.schemas import (
-    AskRequest,
-    ChatCompletionRequest,
-    chat_chunk,
-    chat_completion,
-    error_body,
-)
+from rayrag.serve.schemas import AskRequest, ChatCompletionRequest, error_body
+from rayrag.serve.sse import ask_events, chat_events, citations_meta, sse
 
-LATENCY_BOUNDARIES_MS = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000]
 BODY_OVERHEAD_BYTES = 16 * 1024  # JSON around the question: fields, chat history
 STAGES = ("redactor", "retriever", "ranker", "generator", "guard")
 app.include_router(admin.router)
+app.include_router(openai_compat.router)
 
 
 def _cacheable(request: Request) -> bool:
@@ -91,36 +80,16 @@ class Ingress:
         )
         serve_cfg = config.serve
         self.keys = KeyStore.from_config(serve_cfg)
-        self.escalations = EscalationQueue(serve_cfg.escalation_queue)
-        self.events = file_event_logger(
-            "rayrag.serve.events",
-            serve_cfg.event_log,
-            max_bytes=serve_cfg.event_log_max_bytes,
-            backups=serve_cfg.event_log_backups,
-        )
+        self.ledger = RequestLedger(serve_cfg)
+        self.events, self.escalations = self.ledger.events, self.ledger.escalations
         self.bundle = locate_bundle(bundle) if bundle else None
         self._bundle_stamp = manifest_stamp(self.bundle) if self.bundle else None
-        self.bundle_id = self._read_bundle_id()
+        self.bundle_id = read_bundle_id(self.bundle) if self.bundle else ""
         self.cache = AnswerCache(serve_cfg.answer_cache_size, serve_cfg.answer_cache_ttl_s)
         self.max_body = serve_cfg.max_question_chars * 4 + BODY_OVERHEAD_BYTES
         self.last_purge: dict[str, Any] = {}
         self._stop = admin.start_purge_loop(self)
-        self.requests = Counter(
-            "rayrag_requests",
-            description="Requests by route and HTTP status.",
-            tag_keys=("route", "status"),
-        )
-        self.latency = Histogram(
-            "rayrag_stage_latency_ms",
-            description="Per-stage latency (ms).",
-            boundaries=LATENCY_BOUNDARIES_MS,
-            tag_keys=("stage",),
-        )
-        self.cost = Counter(
-            "rayrag_cost",
-            description="Spend of answered requests, in serve.currency, by team.",
-            tag_keys=("team",),
-        )
+        allow_origins(serve_cfg.cors_origins)
         attach(self)
 
     # -- probes ----------------------------------------------------------------------------
@@ -155,80 +124,41 @@ class Ingress:
         """Answer a question from the caller's readable documents, with citations and facts."""
         caller = await self._admit(request, body.question)
         if body.stream:
-            return self._sse(self._ask_events(rid, caller, body))
-        return await asyncio.wait_for(
-            self._answer(
-                rid,
-                caller,
-                body.question,
-                body.mode,
-                body.top_k,
-                body.max_new_tokens,
-                _cacheable(request),
-            ),
-            self.config.serve.request_timeout_s,
-        )
+            events = self._stream(rid, caller, body)
+            return sse(ask_events(events, self._in_band(rid, "/v1/ask")))
+        answer = self._answer(rid, caller, body, _cacheable(request))
+        return await asyncio.wait_for(answer, self.config.serve.request_timeout_s)
 
     @app.post("/v1/chat/completions", response_model=ChatCompletion)
     async def chat_completions(
         self, body: ChatCompletionRequest, request: Request, rid: RequestId
     ) -> Any:
-        """OpenAI-compatible: the last user message is the question."""
-        try:
-            question = body.question()
-        except ValueError as exc:
-            raise HTTPFailure(422, "invalid_request", f"invalid request: messages: {exc}") from None
-        caller = await self._admit(request, question)
+        """OpenAI-compatible: the last user message, made standalone, is the question."""
+        turn = openai_compat.chat_turn(body)
+        caller = await self._admit(request, turn.question)
+        ask = AskRequest.model_construct(question=turn.question, max_new_tokens=body.token_cap())
+        model = self.config.serve.model_name
         if body.stream:
-            return self._sse(self._chat_events(rid, caller, question, body.token_cap()))
-        response = await asyncio.wait_for(
-            self._answer(rid, caller, question, None, None, body.token_cap(), _cacheable(request)),
-            self.config.serve.request_timeout_s,
-        )
-        extra = response.model_dump(
-            include={
-                "citations",
-                "facts",
-                "validation",
-                "escalated",
-                "request_id",
-                "model_version",
-                "config_hash",
-            }
-        )
-        return chat_completion(
-            rid,
-            response.answer,
-            response.finish_reason,
-            response.usage.model_dump(),
-            response.model_version,
-            extra=extra,
-        )
+            report = self._in_band(rid, "/v1/chat/completions")
+            return sse(chat_events(self._stream(rid, caller, ask), turn, model, rid, report))
+        answer = self._answer(rid, caller, ask, _cacheable(request))
+        response = await asyncio.wait_for(answer, self.config.serve.request_timeout_s)
+        return openai_compat.completion(turn, response, model, rid)
 
     # -- answering -------------------------------------------------------------------------
 
     async def _admit(self, request: Request, question: str) -> ApiPrincipal:
         caller = self.keys.authenticate(request.headers.get("authorization"))
-        length = int(request.headers.get("content-length") or 0)  # an int: the middleware parsed it
-        if (
-            not length
-        ):  # chunked: no declared length, so measure what FastAPI read (cached, no re-read)
-            length = len(await request.body())
-        if length > self.max_body or len(question) > self.config.serve.max_question_chars:
-            raise HTTPFailure(
-                413,
-                "request_too_large",
-                f"question longer than "
-                f"{self.config.serve.max_question_chars} characters (serve.max_question_chars)",
-            )
+        # Chunked bodies declare no length: measure what FastAPI read (cached, no re-read).
+        length = int(request.headers.get("content-length") or 0) or len(await request.body())
+        limit = self.config.serve.max_question_chars
+        if length > self.max_body or len(question) > limit:
+            message = f"question longer than {limit} characters (serve.max_question_chars)"
+            raise HTTPFailure(413, "request_too_large", message)
         if not question.strip():
-            raise HTTPFailure(
-                422, "invalid_request", "invalid request: question: must not be blank"
-            )
+            message = "invalid request: question: must not be blank"
+            raise HTTPFailure(422, "invalid_request", message)
         return caller
-
-    def _observe(self, stage: str, ms: float) -> None:
-        self.latency.observe(ms, tags={"stage": stage})
 
     async def answer_for(
         self,
@@ -239,41 +169,26 @@ class Ingress:
         max_new_tokens: int | None = None,
     ) -> dict[str, Any]:
         """The /v1/ask response for an authenticated caller, without HTTP (handles, tests)."""
-        response = await self._answer(
-            uuid.uuid4().hex, caller, question, mode, top_k, max_new_tokens, False
+        ask = AskRequest.model_construct(
+            question=question, mode=mode, top_k=top_k, max_new_tokens=max_new_tokens
         )
+        response = await self._answer(uuid.uuid4().hex, caller, ask, False)
         return response.model_dump()
 
     async def _answer(
-        self,
-        rid: str,
-        caller: ApiPrincipal,
-        question: str,
-        mode: str | None,
-        top_k: int | None,
-        max_new_tokens: int | None,
-        use_cache: bool = True,
+        self, rid: str, caller: ApiPrincipal, ask: AskRequest, use_cache: bool = True
     ) -> AskResponse:
         started = time.perf_counter()
-        mode = mode or self.config.retrieval.mode
-        top_k = top_k or self.config.retrieval.top_k
+        question, max_new_tokens = ask.question, ask.max_new_tokens
+        mode = ask.mode or self.config.retrieval.mode
+        top_k = ask.top_k or self.config.retrieval.top_k
         self.check_bundle()
         categories = self.pipeline.screen(question)
         key = self._cache_key(caller, question, mode, top_k, max_new_tokens) if use_cache else None
         cached = self.cache.get(key) if key and categories is None else None
-        if cached is not None:
-            ms = round((time.perf_counter() - started) * 1000, 2)
-            response = cached.model_copy(
-                update={
-                    "request_id": rid,
-                    "cached": True,
-                    "timings_ms": {"total": ms},
-                    "usage": cached.usage.model_copy(update={"cost": 0.0}),
-                }
-            )
-            self._record(
-                rid, caller, AnswerTurn(response=response)
-            )  # nothing was computed for this caller
+        if cached is not None:  # nothing is computed for this caller: no cost
+            response = served_from_cache(cached, rid, time.perf_counter() - started)
+            self._record(rid, caller, AnswerTurn(response=response))
             return response
         turn = await self.pipeline.answer(
             question,
@@ -282,7 +197,7 @@ class Ingress:
             top_k=top_k,
             max_new_tokens=max_new_tokens,
             request_id=rid,
-            observe=self._observe,
+            observe=self.ledger.observe,
             screened=categories,
         )
         self._record(rid, caller, turn)
@@ -297,11 +212,10 @@ class Ingress:
     ) -> str | None:
         if not self.pipeline.model_version or self.cache.max_entries == 0:
             return None  # the first answer names the model version; until then, no caching
+        versions = (self.bundle_id, self.pipeline.model_version, self.config.config_hash)
         return answer_key(
             caller.principal,
-            self.bundle_id,
-            self.pipeline.model_version,
-            self.config.config_hash,
+            *versions,
             self.pipeline.prompt_version,
             question,
             mode,
@@ -310,67 +224,30 @@ class Ingress:
         )
 
     def _record(self, rid: str, caller: ApiPrincipal, turn: AnswerTurn) -> None:
-        """The request's content-free event, its escalation record and its cost."""
-        event = request_event(rid, caller, turn, self.bundle_id)
-        body = turn.response
-        if body.escalated:  # a doubted answer reaches a human each time it is served
-            self.escalations.record(
-                rid,
-                event["user"],
-                caller.team,
-                body.reasons,
-                body.confidence,
-                body.groundedness,
-                event["chunk_ids"],
-                body.model_version,
-            )
-        self.events.info("request", extra={"fields": event})
-        if body.usage.cost > 0:
-            self.cost.inc(body.usage.cost, tags={"team": caller.team})
+        self.ledger.answered(rid, caller, turn, self.bundle_id)
 
     # -- streaming -------------------------------------------------------------------------
 
     async def _stream(
-        self,
-        rid: str,
-        caller: ApiPrincipal,
-        question: str,
-        mode: str | None,
-        top_k: int | None,
-        max_new_tokens: int | None,
+        self, rid: str, caller: ApiPrincipal, ask: AskRequest
     ) -> AsyncIterator[tuple[str, Any]]:
         """("meta", citations), ("delta", text)..., ("done", the /v1/ask response)."""
         self.check_bundle()
         deadline = time.perf_counter() + self.config.serve.request_timeout_s
         events = self.pipeline.stream(
-            question,
+            ask.question,
             caller.principal,
-            mode=mode,
-            top_k=top_k,
-            max_new_tokens=max_new_tokens,
+            mode=ask.mode,
+            top_k=ask.top_k,
+            max_new_tokens=ask.max_new_tokens,
             request_id=rid,
-            observe=self._observe,
+            observe=self.ledger.observe,
             deadline=deadline,
         )
         kind, cited = await asyncio.wait_for(
             events.__anext__(), self.config.serve.request_timeout_s
         )
-        yield (
-            kind,
-            {
-                "request_id": rid,
-                "citations": [
-                    {
-                        "marker": i,
-                        "chunk_id": p.chunk_id,
-                        "doc_id": p.doc_id,
-                        "title": p.title,
-                        "score": p.score,
-                    }
-                    for i, p in enumerate(cited, 1)
-                ],
-            },
-        )
+        yield kind, citations_meta(rid, cited)
         async for kind, payload in events:
             if kind == "done":
                 self._record(rid, caller, payload)
@@ -378,69 +255,23 @@ class Ingress:
             else:
                 yield kind, payload
 
-    async def _ask_events(
-        self, rid: str, caller: ApiPrincipal, body: AskRequest
-    ) -> AsyncIterator[str]:
-        try:
-            async for kind, payload in self._stream(
-                rid, caller, body.question, body.mode, body.top_k, body.max_new_tokens
-            ):
-                data = {"text": payload} if kind == "delta" else payload
-                yield f"event: {kind}\ndata: {json.dumps(data)}\n\n"
-        except Exception as exc:  # noqa: BLE001 - headers are sent: report in-band
-            yield f"event: error\ndata: {json.dumps(self._in_band(exc, rid, '/v1/ask'))}\n\n"
+    def _in_band(self, rid: str, route: str) -> Any:
+        """A stream's failure: counted and logged here, its error body sent in-band."""
 
-    async def _chat_events(
-        self, rid: str, caller: ApiPrincipal, question: str, max_new_tokens: int | None
-    ) -> AsyncIterator[str]:
-        created, model = int(time.time()), "rayrag"
-        try:
-            async for kind, payload in self._stream(
-                rid, caller, question, None, None, max_new_tokens
-            ):
-                if kind == "meta":
-                    chunk = chat_chunk(rid, model, created, {"role": "assistant", "content": ""})
-                elif kind == "delta":
-                    chunk = chat_chunk(rid, model, created, {"content": payload})
-                else:
-                    chunk = chat_chunk(
-                        rid, payload["model_version"], created, {}, payload["finish_reason"]
-                    )
-                    chunk["usage"] = payload["usage"]
-                yield f"data: {json.dumps(chunk)}\n\n"
-            yield "data: [DONE]\n\n"
-        except Exception as exc:  # noqa: BLE001
-            yield f"data: {json.dumps(self._in_band(exc, rid, '/v1/chat/completions'))}\n\n"
+        def report(exc: Exception) -> dict[str, Any]:
+            status, kind, message = classify_error(exc)
+            self.record_failure(route, exc, rid, status)
+            return error_body(kind, message, rid)
 
-    def _in_band(self, exc: Exception, rid: str, route: str) -> dict[str, Any]:
-        status, kind, message = classify_error(exc)
-        self.record_failure(route, exc, rid, status)
-        return error_body(kind, message, rid)
-
-    @staticmethod
-    def _sse(events: AsyncIterator[str]) -> StreamingResponse:
-        return StreamingResponse(
-            events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
-        )
+        return report
 
     # -- what serve.api and serve.admin call -----------------------------------------------
 
     def record_success(self, route: str) -> None:
-        self.requests.inc(tags={"route": route, "status": "200"})
+        self.ledger.succeeded(route)
 
     def record_failure(self, route: str, exc: Exception, rid: str, status: int) -> None:
-        self.requests.inc(tags={"route": route, "status": str(status)})
-        self.events.warning(
-            "request_failed",
-            extra={
-                "fields": {
-                    "request_id": rid,
-                    "route": route,
-                    "status": status,
-                    "error": type(exc).__name__,
-                }
-            },
-        )
+        self.ledger.failed(route, exc, rid, status)
 
     def check_bundle(self) -> None:
         """A replaced bundle (forget, re-ingest) empties the answer cache: the stages reload it
@@ -450,17 +281,5 @@ class Ingress:
         stamp = manifest_stamp(self.bundle)
         if stamp is not None and stamp != self._bundle_stamp:
             self._bundle_stamp = stamp
-            self.bundle_id = self._read_bundle_id()
+            self.bundle_id = read_bundle_id(self.bundle, self.bundle_id)
             self.cache.clear()
-
-    def _read_bundle_id(self) -> str:
-        if self.bundle is None:
-            return ""
-        try:
-            return str(
-                json.loads((self.bundle / "manifest.json").read_text(encoding="utf-8")).get(
-                    "bundle_id", ""
-                )
-            )
-        except (OSError, ValueError):
-            return getattr(self, "bundle_id", "")

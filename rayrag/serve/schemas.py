@@ -93,31 +93,76 @@ class AliasRequest(BaseModel):
     version: int = Field(ge=1, le=10_000_000, description="The registered version it should name.")
 
 
+class ContentPart(BaseModel):
+    """One part of a message's content array (OpenAI's shape): text is read; any other
+    type (image_url, input_audio, file) is refused by name, its payload never read."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: str = Field(max_length=64)
+    text: str | None = None
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "user", "assistant", "developer", "tool"]
-    content: str | None = None
+    content: str | Annotated[list[ContentPart], Field(max_length=64)] | None = None
+
+    def text(self) -> str:
+        """The message's text: the string, or its text parts joined by newlines."""
+        if self.content is None or isinstance(self.content, str):
+            return self.content or ""
+        kinds = sorted({p.type for p in self.content if p.type != "text"})
+        if kinds:
+            raise ValueError(f"only text content parts are supported, got {', '.join(kinds)}")
+        return "\n".join(p.text or "" for p in self.content)
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    include_usage: bool = False
 
 
 class ChatCompletionRequest(BaseModel):
-    """`POST /v1/chat/completions`: the OpenAI fields rayrag honours; others are ignored
-    (OpenAI clients send several, e.g. `n`, `user`)."""
+    """`POST /v1/chat/completions`: the OpenAI fields rayrag honours; unknown ones are ignored
+    (clients send several, e.g. `user`, `frequency_penalty`). Sampling and `n` are checked
+    by `serve.openai_compat.refusal`: rayrag decodes one greedy answer."""
 
     model_config = ConfigDict(extra="ignore")
 
-    model: str = "rayrag"
-    messages: list[ChatMessage] = Field(min_length=1)
+    model: str = Field("rayrag", max_length=256)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=256)
     stream: bool = False
+    stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS_LIMIT)
     max_completion_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS_LIMIT)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    n: int | None = Field(None, ge=1, le=128)
+    stop: str | list[str] | None = Field(None, max_length=4)
 
     def question(self) -> str:
         """The last user message: what the pipeline answers (retrieval is per question)."""
         for message in reversed(self.messages):
-            if message.role == "user" and message.content and message.content.strip():
-                return message.content
+            if message.role == "user":
+                text = message.text()
+                if text.strip():
+                    return text
         raise ValueError("messages must contain a non-empty user message")
+
+    def history(self) -> list[tuple[str, str]]:
+        """The user and assistant turns before the last user message, oldest first: what a
+        follow-up may refer back to."""
+        turns = [(m.role, m.text()) for m in self.messages if m.role in ("user", "assistant")]
+        last = max((i for i, (role, _) in enumerate(turns) if role == "user"), default=0)
+        return turns[:last]
+
+    def stops(self) -> list[str]:
+        """`stop` as a list of non-empty strings."""
+        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        return [s for s in stops if s]
 
     def token_cap(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
@@ -144,9 +189,20 @@ def request_id(header: str | None) -> str:
     return uuid.uuid4().hex
 
 
-def error_body(kind: str, message: str, request_id_: str) -> dict[str, Any]:
-    """OpenAI-style error object: {"error": {"type", "message", "request_id"}}."""
-    return {"error": {"type": kind, "message": message, "request_id": request_id_}}
+def error_body(
+    kind: str, message: str, request_id_: str, param: str | None = None
+) -> dict[str, Any]:
+    """OpenAI's error object, {"error": {"message", "type", "param", "code"}}, plus the
+    request id: `type` and `code` are rayrag's error kind, `param` the field at fault."""
+    return {
+        "error": {
+            "message": message,
+            "type": kind,
+            "param": param,
+            "code": kind,
+            "request_id": request_id_,
+        }
+    }
 
 
 def chat_completion(
