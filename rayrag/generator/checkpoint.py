@@ -1,14 +1,20 @@
-"""Generator checkpoints in Mixtral's format: `config.json` + `model.safetensors`.
+"""Generator checkpoints in HF's format: `config.json` + `model.safetensors`.
 
-The files use HF Mixtral's key names, so a checkpoint written here loads into
-`MixtralForCausalLM` (full-softmax head) and a Mixtral checkpoint written by HF loads here.
-Our experts are stacked (E, out, in) parameters; on disk they are split per expert
-(`block_sparse_moe.experts.{j}.w1.weight`, the layout HF's own `save_pretrained` writes).
-Loading also accepts HF transformers 5.x's in-memory fused layout
-(`mlp.experts.gate_up_proj` (E, 2F, d) = [w1; w3], `mlp.experts.down_proj` (E, d, F)) and
-`mlp.` in place of `block_sparse_moe.`. An adaptive-softmax head has no Mixtral equivalent:
-its tensors are stored under `rayrag.adaptive_head.*`, and `config.json` carries the rest of
-`GeneratorConfig` and the frequency order in a "rayrag" object.
+A checkpoint is one of the HF MoE families in `hf_families.py` (Mixtral, Qwen2-MoE,
+Qwen3-MoE, OLMoE), with that family's config keys and tensor names: a checkpoint written
+here loads into the family's HF class (`MixtralForCausalLM`, ...; full-softmax head), and
+one written by HF's `save_pretrained` loads here (`config_from_json` dispatches on
+`model_type`). A model is written as its `generator.hf_family`: Mixtral for a model built
+here, the file's family for a loaded one; a family that cannot express one of the model's
+options is refused (`hf_families.writable_family`) rather than written as a file HF would
+load as another model. Our experts are stacked (E, out, in) parameters; on disk they are
+split per expert (`block_sparse_moe.experts.{j}.w1.weight`, `mlp.experts.{j}.gate_proj.weight`,
+the layouts HF's own `save_pretrained` writes). Loading also accepts HF transformers 5.x's
+in-memory fused layout (`mlp.experts.gate_up_proj` (E, 2F, d) = [w1; w3],
+`mlp.experts.down_proj` (E, d, F)) and `mlp.` in place of `block_sparse_moe.`. An
+adaptive-softmax head has no HF equivalent: its tensors are stored under
+`rayrag.adaptive_head.*`, and `config.json` carries the rest of `GeneratorConfig` and the
+frequency order in a "rayrag" object.
 
     >>> save_checkpoint(model, "runs/gen", tokenizer_path="runs/tokenizer.json")
     >>> model = load_checkpoint("runs/gen", device="cuda")
@@ -32,6 +38,14 @@ from safetensors.torch import load_file, save_file
 from rayrag.atomic import fsync_dir, swap_dir_into_place
 from rayrag.config import GeneratorConfig
 from rayrag.errors import ConfigError, ModelError
+from rayrag.generator.hf_families import (
+    FAMILIES,
+    OUR_PROJ,
+    PROJ_TO_OURS,
+    generator_fields,
+    hf_config_dict,
+    writable_family,
+)
 from rayrag.generator.model import MoETransformer
 
 CONFIG_FILE = "config.json"
@@ -45,10 +59,16 @@ MATCH_PREFIX = "rayrag.question_match."  # the exact-match feature (model.Questi
 
 _LAYER_MLP = re.compile(r"^(model\.layers\.\d+)\.mlp\.")
 _ROUTER = re.compile(r"^(model\.layers\.\d+\.block_sparse_moe)\.gate\.weight$")
-_EXPERT = re.compile(r"^(model\.layers\.\d+\.block_sparse_moe\.experts)\.(\d+)\.(w[123])\.weight$")
+_PROJ = r"(w[123]|gate_proj|up_proj|down_proj)"  # on-disk SwiGLU names, any family
+_EXPERT = re.compile(rf"^(model\.layers\.\d+\.block_sparse_moe\.experts)\.(\d+)\.{_PROJ}\.weight$")
+_SHARED = re.compile(rf"^(model\.layers\.\d+\.block_sparse_moe\.shared_expert)\.{_PROJ}\.weight$")
 _FUSED = re.compile(r"^(model\.layers\.\d+\.block_sparse_moe\.experts)\.(gate_up_proj|down_proj)$")
 _OUR_ROUTER = re.compile(r"^(model\.layers\.\d+\.block_sparse_moe)\.gate\.gate\.weight$")
 _OUR_EXPERTS = re.compile(r"^(model\.layers\.\d+\.block_sparse_moe\.experts)\.(w[123])$")
+_OUR_SHARED = re.compile(
+    r"^(model\.layers\.\d+\.block_sparse_moe\.shared_expert)\.(w[123])\.weight$"
+)
+_OUR_MOE = re.compile(r"^(model\.layers\.\d+)\.block_sparse_moe\.")
 
 
 # -- save ------------------------------------------------------------------------------------
@@ -58,8 +78,10 @@ def save_checkpoint(
     model: MoETransformer, path: str | Path, tokenizer_path: str | Path | None = None
 ) -> Path:
     """Write `path/` = config.json + model.safetensors (+ tokenizer.json), atomically: the
-    files go to a temp dir beside `path`, which then replaces it in two renames."""
+    files go to a temp dir beside `path`, which then replaces it in two renames. The format is
+    the model's `generator.hf_family`; ModelError when that family cannot express the model."""
     path = Path(path)
+    writable_family(model.config)  # before anything touches the disk
     adapters = [k for k in model.state_dict() if ".lora_" in k or k.startswith("lora_")]
     if adapters:
         # A base checkpoint with adapter tensors would not load anywhere (unexpected keys).
@@ -80,9 +102,9 @@ def save_checkpoint(
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        save_file(to_mixtral_state_dict(model), tmp / WEIGHTS_FILE, metadata={"format": "pt"})
+        save_file(to_hf_state_dict(model), tmp / WEIGHTS_FILE, metadata={"format": "pt"})
         (tmp / CONFIG_FILE).write_text(
-            json.dumps(mixtral_config_dict(model), indent=2) + "\n", encoding="utf-8"
+            json.dumps(hf_config(model), indent=2) + "\n", encoding="utf-8"
         )
         if tokenizer_file is not None:
             shutil.copyfile(tokenizer_file, tmp / TOKENIZER_FILE)
@@ -97,34 +119,13 @@ def save_checkpoint(
     return path
 
 
-def mixtral_config_dict(model: MoETransformer) -> dict[str, Any]:
-    """HF Mixtral's config keys, plus a "rayrag" object with what Mixtral cannot express."""
+def hf_config(model: MoETransformer) -> dict[str, Any]:
+    """The family's HF config keys, plus a "rayrag" object with what HF cannot express."""
     cfg = model.config
     token_order = model.head.token_of_rank.tolist() if model.is_adaptive else None
     dtype = next(model.parameters()).dtype
     return {
-        "model_type": "mixtral",
-        "architectures": ["MixtralForCausalLM"],
-        "hidden_size": cfg.d_model,
-        "intermediate_size": cfg.ffn_dim,
-        "num_hidden_layers": cfg.n_layers,
-        "num_attention_heads": cfg.n_heads,
-        "num_key_value_heads": cfg.n_kv_heads,
-        "head_dim": cfg.d_model // cfg.n_heads,
-        "num_local_experts": cfg.n_experts,
-        "num_experts_per_tok": cfg.experts_per_token,
-        "rope_theta": cfg.rope_theta,
-        # transformers 5.x reads the base from here; 4.x from the top-level key.
-        "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
-        "rms_norm_eps": cfg.rms_norm_eps,
-        "vocab_size": cfg.vocab_size,
-        "max_position_embeddings": cfg.max_seq_len,
-        "tie_word_embeddings": bool(cfg.tie_embeddings and not model.is_adaptive),
-        "hidden_act": "silu",
-        "sliding_window": None,
-        "attention_dropout": 0.0,
-        "router_jitter_noise": cfg.router_jitter,
-        "router_aux_loss_coef": cfg.aux_loss_coef,
+        **hf_config_dict(cfg, tied=bool(cfg.tie_embeddings and not model.is_adaptive)),
         "dtype": str(dtype).removeprefix("torch."),
         "rayrag": {
             "format_version": FORMAT_VERSION,
@@ -134,11 +135,14 @@ def mixtral_config_dict(model: MoETransformer) -> dict[str, Any]:
     }
 
 
-def to_mixtral_state_dict(model: MoETransformer) -> dict[str, torch.Tensor]:
-    """Our state dict under Mixtral's names, experts split per expert (each its own storage,
-    as safetensors requires)."""
+def to_hf_state_dict(model: MoETransformer) -> dict[str, torch.Tensor]:
+    """Our state dict under the family's HF names, experts split per expert (each its own
+    storage, as safetensors requires)."""
     out: dict[str, torch.Tensor] = {}
     tied = not model.is_adaptive and model.config.tie_embeddings
+    fam = FAMILIES[model.config.hf_family]
+    disk = dict(zip(OUR_PROJ, fam.proj_names, strict=True))  # w1 -> gate_proj, ...
+    moe = rf"\1.{fam.moe_prefix}."
     for key, tensor in model.state_dict().items():
         tensor = tensor.detach()
         if key.startswith("lm_head."):
@@ -152,13 +156,20 @@ def to_mixtral_state_dict(model: MoETransformer) -> dict[str, torch.Tensor]:
         elif key.startswith("question_match."):
             out[MATCH_PREFIX + key.removeprefix("question_match.")] = tensor.contiguous()
         elif m := _OUR_ROUTER.match(key):
-            out[f"{m[1]}.gate.weight"] = tensor.contiguous()
+            out[_OUR_MOE.sub(moe, f"{m[1]}.gate.weight")] = tensor.contiguous()
         elif m := _OUR_EXPERTS.match(key):
             for j in range(tensor.shape[0]):
-                out[f"{m[1]}.{j}.{m[2]}.weight"] = tensor[j].clone()  # (out, in)
+                name = _OUR_MOE.sub(moe, f"{m[1]}.{j}.{disk[m[2]]}.weight")
+                out[name] = tensor[j].clone()  # (out, in)
+        elif m := _OUR_SHARED.match(key):
+            out[_OUR_MOE.sub(moe, f"{m[1]}.{disk[m[2]]}.weight")] = tensor.contiguous()
         else:
-            out[key] = tensor.contiguous()
+            out[_OUR_MOE.sub(moe, key)] = tensor.contiguous()
     return out
+
+
+# The names these had when every checkpoint was Mixtral's.
+mixtral_config_dict, to_mixtral_state_dict = hf_config, to_hf_state_dict
 
 
 def _tokenizer_file(tokenizer_path: str | Path) -> Path:
@@ -188,14 +199,15 @@ def serving_dtype(name: str, device: str | torch.device) -> torch.dtype:
 def load_checkpoint(
     path: str | Path, device: str | torch.device | None = None, dtype: torch.dtype | None = None
 ) -> MoETransformer:
-    """A checkpoint directory written here or by HF `MixtralForCausalLM.save_pretrained`
-    -> MoETransformer in eval mode on `device`, in `dtype` (default: the checkpoint's)."""
+    """A checkpoint directory written here or by HF `save_pretrained` of a family in
+    `hf_families.FAMILIES` -> MoETransformer in eval mode on `device`, in `dtype` (default:
+    the checkpoint's)."""
     path = Path(path)
     if not path.is_dir():
         raise ModelError(f"generator checkpoint directory not found: {path}")
     config, token_order = config_from_json(_read_config(path), source=path / CONFIG_FILE)
     tensors = _read_tensors(path)
-    state = from_mixtral_state_dict(tensors, config)
+    state = from_hf_state_dict(tensors, config)
     model = MoETransformer(config, token_order=token_order)
     _load_strict(model, state, path)
     if dtype is None:
@@ -206,21 +218,23 @@ def load_checkpoint(
 def config_from_json(
     raw: dict[str, Any], source: Path | str = CONFIG_FILE
 ) -> tuple[GeneratorConfig, torch.Tensor | None]:
-    """GeneratorConfig (+ token order) from a Mixtral config.json, ours or HF's."""
-    if raw.get("model_type") != "mixtral":
-        raise ModelError(
-            f"{source}: model_type must be 'mixtral' (a MixtralForCausalLM checkpoint), "
-            f"got {raw.get('model_type')!r}"
-        )
+    """GeneratorConfig (+ token order) from a config.json, ours or HF's, of any family in
+    `hf_families.FAMILIES` (dispatched on model_type)."""
+    fields = generator_fields(raw, source)  # refuses unknown families and features
     ours = raw.get("rayrag")
     try:
         if isinstance(ours, dict) and "generator" in ours:
             config = GeneratorConfig(**ours["generator"])
+            if config.hf_family != raw["model_type"]:
+                raise ModelError(
+                    f"{source}: model_type {raw['model_type']!r} but the rayrag object's "
+                    f"generator.hf_family is {config.hf_family!r}"
+                )
             order = ours.get("token_order")
             return config, (
                 torch.as_tensor(order, dtype=torch.int64) if order is not None else None
             )
-        return GeneratorConfig(**_generator_fields_from_hf(raw, source)), None
+        return GeneratorConfig(**fields), None
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))
@@ -231,61 +245,10 @@ def config_from_json(
         raise ConfigError(f"{source}: invalid generator config: {exc}") from exc
 
 
-def _generator_fields_from_hf(raw: dict[str, Any], source: Path | str) -> dict[str, Any]:
-    required = (
-        "vocab_size",
-        "hidden_size",
-        "intermediate_size",
-        "num_hidden_layers",
-        "num_attention_heads",
-        "num_local_experts",
-        "num_experts_per_tok",
-    )
-    missing = [key for key in required if raw.get(key) is None]
-    if missing:
-        raise ModelError(f"{source}: missing Mixtral config keys {missing}")
-    act = raw.get("hidden_act", "silu")
-    if act != "silu":
-        raise ModelError(f"{source}: hidden_act must be 'silu' (SwiGLU experts), got {act!r}")
-    rope = raw.get("rope_parameters") or raw.get("rope_scaling") or {}
-    rope_type = rope.get("rope_type", rope.get("type", "default"))
-    if rope_type != "default":
-        raise ModelError(f"{source}: rope scaling {rope_type!r} is not supported (only 'default')")
-    head_dim = raw.get("head_dim")
-    if head_dim is not None and head_dim * raw["num_attention_heads"] != raw["hidden_size"]:
-        raise ModelError(
-            f"{source}: head_dim {head_dim} != hidden_size / num_attention_heads "
-            f"= {raw['hidden_size']} / {raw['num_attention_heads']} (not supported)"
-        )
-    max_len = raw.get("max_position_embeddings", 4096 * 32)
-    window = raw.get("sliding_window")
-    if window:  # we attend to the whole context: exact only up to the window
-        max_len = min(max_len, window)
-    fields = {
-        "vocab_size": raw["vocab_size"],
-        "d_model": raw["hidden_size"],
-        "n_layers": raw["num_hidden_layers"],
-        "n_heads": raw["num_attention_heads"],
-        "n_kv_heads": raw.get("num_key_value_heads") or raw["num_attention_heads"],
-        "ffn_dim": raw["intermediate_size"],
-        "n_experts": raw["num_local_experts"],
-        "experts_per_token": raw["num_experts_per_tok"],
-        "max_seq_len": max_len,
-        "rope_theta": rope.get("rope_theta", raw.get("rope_theta", 1e6)),  # HF Mixtral default 1e6
-        "rms_norm_eps": raw.get("rms_norm_eps", 1e-5),
-        "tie_embeddings": bool(raw.get("tie_word_embeddings", False)),
-        "adaptive_softmax_cutoffs": (),
-        "router_jitter": raw.get("router_jitter_noise", 0.0),
-    }
-    if raw.get("router_aux_loss_coef") is not None:
-        fields["aux_loss_coef"] = raw["router_aux_loss_coef"]
-    return fields
-
-
-def from_mixtral_state_dict(
+def from_hf_state_dict(
     tensors: dict[str, torch.Tensor], config: GeneratorConfig
 ) -> dict[str, torch.Tensor]:
-    """Mixtral-named tensors (split or fused experts) -> our state-dict names."""
+    """HF-named tensors of any family (split or fused experts) -> our state-dict names."""
     state: dict[str, torch.Tensor] = {}
     split: dict[tuple[str, str], dict[int, torch.Tensor]] = {}
     fused: dict[str, dict[str, torch.Tensor]] = {}
@@ -300,7 +263,12 @@ def from_mixtral_state_dict(
         elif m := _ROUTER.match(key):
             state[f"{m[1]}.gate.gate.weight"] = tensor
         elif m := _EXPERT.match(key):
-            split.setdefault((m[1], m[3]), {})[int(m[2])] = tensor
+            experts = split.setdefault((m[1], PROJ_TO_OURS[m[3]]), {})
+            if int(m[2]) in experts:
+                raise ModelError(f"{key}: expert {m[2]} is in the file twice, under two names")
+            experts[int(m[2])] = tensor
+        elif m := _SHARED.match(key):
+            state[f"{m[1]}.{PROJ_TO_OURS[m[2]]}.weight"] = tensor
         elif m := _FUSED.match(key):
             fused.setdefault(m[1], {})[m[2]] = tensor
         else:
@@ -322,6 +290,9 @@ def from_mixtral_state_dict(
     for prefix, parts in fused.items():
         state.update(_unfuse(prefix, parts, config))
     return state
+
+
+from_mixtral_state_dict = from_hf_state_dict
 
 
 def _unfuse(
