@@ -293,6 +293,56 @@ def test_each_family_part_matters(checkpoints, name, switch_off):
     assert max_diff(logits(model), logits(hf)) > 100 * TOL
 
 
+# -- the layer options on their own ------------------------------------------------------
+
+
+@pytest.mark.parametrize("renormalize", [True, False])
+def test_router_weights_with_and_without_renormalising(renormalize):
+    from rayrag.generator.moe import Router
+
+    torch.manual_seed(3)
+    router = Router(16, n_experts=6, top_k=2, renormalize=renormalize)
+    x = torch.randn(50, 16)
+    weights, indices, logits = router(x)
+    probs = logits.softmax(-1)  # (T, E)
+    chosen = probs.gather(1, indices)  # (T, k): the full softmax's probabilities of the top k
+    if renormalize:  # = softmax over the k chosen logits (Mixtral)
+        torch.testing.assert_close(weights, logits.gather(1, indices).softmax(-1))
+    else:  # the full softmax's own numbers: they sum to less than 1 (Qwen2-MoE, OLMoE)
+        torch.testing.assert_close(weights, chosen)
+        assert (weights.sum(-1) < 1 - 1e-3).all()
+
+
+def test_gated_shared_expert_all_dispatch_paths_agree():
+    """Sorted dispatch, the textbook loop and the one-token path with renormalize=False and a
+    gated shared expert; the gate is sigmoid(w . x) times the shared expert's output."""
+    from rayrag.generator.moe import MoELayer, naive_moe_forward
+
+    torch.manual_seed(4)
+    layer = MoELayer(
+        16,
+        24,
+        n_experts=6,
+        top_k=2,
+        shared_expert_dim=8,
+        renormalize=False,
+        shared_expert_gate=True,
+    ).eval()
+    x = torch.randn(2, 9, 16)
+    with torch.no_grad():
+        y, _ = layer(x)
+        torch.testing.assert_close(y, naive_moe_forward(layer, x), atol=1e-6, rtol=1e-5)
+        flat = x.reshape(-1, 16)
+        gate = torch.sigmoid(flat @ layer.shared_expert_gate.weight.t())  # (T, 1)
+        torch.testing.assert_close(layer.shared(flat), gate * layer.shared_expert(flat))
+        one = x[:1, :1]
+        assert layer._direct(one.reshape(-1, 16))
+        y_one, _ = layer(one)
+        torch.testing.assert_close(y_one, naive_moe_forward(layer, one), atol=1e-6, rtol=1e-5)
+    with pytest.raises(Exception, match="shared_expert_gate needs a shared expert"):
+        MoELayer(16, 24, n_experts=6, top_k=2, shared_expert_gate=True)
+
+
 # -- saving ---------------------------------------------------------------------------------
 
 
