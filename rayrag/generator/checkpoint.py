@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 from pydantic import ValidationError
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from rayrag.atomic import fsync_dir, swap_dir_into_place
@@ -47,6 +47,7 @@ from rayrag.generator.hf_families import (
     writable_family,
 )
 from rayrag.generator.model import MoETransformer
+from rayrag.generator.moe import SwiGLUExperts
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -215,6 +216,88 @@ def load_checkpoint(
     return model.to(device=device, dtype=dtype).eval()
 
 
+def load_experts(
+    path: str | Path,
+    lo: int,
+    hi: int,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> tuple[GeneratorConfig, list[SwiGLUExperts]]:
+    """Routed experts lo..hi-1 of every MoE layer of a checkpoint, one SwiGLUExperts (hi - lo
+    experts) per layer, in eval mode, reading only their tensors from the safetensors files.
+
+    An expert-parallel shard needs 1/N of the experts and nothing else; reading the whole
+    file (`load_checkpoint`) would make every shard's peak memory the whole checkpoint. Split
+    experts (what `save_pretrained` writes) are read key by key, fused ones (HF 5.x's
+    `experts.gate_up_proj` (E, 2F, d), `experts.down_proj` (E, d, F)) as a slice of their
+    first dimension; `safe_open` maps the file and copies out only what is asked for.
+    `dtype` None keeps the experts' own dtype."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelError(f"generator checkpoint directory not found: {path}")
+    config, _ = config_from_json(_read_config(path), source=path / CONFIG_FILE)
+    if not 0 <= lo < hi <= config.n_experts:
+        raise ModelError(f"experts [{lo}, {hi}) are not within the {config.n_experts} experts")
+    handles = {}
+    for file in _weight_files(path):
+        try:
+            handles[file] = safe_open(str(file), framework="pt", device="cpu")
+        except (SafetensorError, OSError) as exc:
+            raise ModelError(f"{file}: cannot read safetensors: {exc}") from exc
+    where = {key: handle for handle in handles.values() for key in handle.keys()}  # noqa: SIM118
+    layers = []
+    for i in range(config.n_layers):
+        parts = _read_layer_experts(where, i, lo, hi, config)  # w1, w3 (n, F, d); w2 (n, d, F)
+        with torch.device("meta"):  # no memory for a random init that is replaced at once
+            experts = SwiGLUExperts(hi - lo, config.d_model, config.ffn_dim, config.dispatch)
+        for name, tensor in parts.items():
+            tensor = tensor.to(device=device, dtype=dtype or tensor.dtype)
+            setattr(experts, name, torch.nn.Parameter(tensor, requires_grad=False))
+        layers.append(experts.eval())
+    return config, layers
+
+
+def _read_layer_experts(
+    where: dict[str, Any], layer: int, lo: int, hi: int, config: GeneratorConfig
+) -> dict[str, torch.Tensor]:
+    """Layer `layer`'s experts lo..hi-1 -> {w1, w3: (n, F, d), w2: (n, d, F)}, n = hi - lo,
+    from whichever of the layouts `from_hf_state_dict` accepts the file holds."""
+    n, f, d = hi - lo, config.ffn_dim, config.d_model
+    shapes = {"w1": (n, f, d), "w3": (n, f, d), "w2": (n, d, f)}
+    for block in ("block_sparse_moe", "mlp"):
+        prefix = f"model.layers.{layer}.{block}.experts"
+        fused = {
+            name: where[key].get_slice(key)[lo:hi]  # (n, ., .): only these experts' bytes
+            for name in ("gate_up_proj", "down_proj")
+            if (key := f"{prefix}.{name}") in where
+        }
+        if fused:
+            out = {
+                key.removeprefix(f"{prefix}."): tensor
+                for key, tensor in _unfuse(prefix, fused, n, f, d).items()
+            }
+        else:
+            out = {}
+            for disk, ours in PROJ_TO_OURS.items():
+                keys = [f"{prefix}.{j}.{disk}.weight" for j in range(lo, hi)]
+                if keys[0] in where:
+                    missing = [key for key in keys if key not in where]
+                    if missing:
+                        raise ModelError(f"expert tensor {missing[0]} not found in the checkpoint")
+                    out[ours] = torch.stack([where[key].get_tensor(key) for key in keys])
+        if out:
+            if sorted(out) != sorted(shapes):
+                lost = sorted(set(shapes) - set(out))
+                raise ModelError(f"{prefix}: no expert tensors for {lost} in the checkpoint")
+            for name, tensor in out.items():
+                if tuple(tensor.shape) != shapes[name]:
+                    raise ModelError(
+                        f"{prefix} {name}: shape {tuple(tensor.shape)}, expected {shapes[name]}"
+                    )
+            return out
+    raise ModelError(f"model.layers.{layer}: no expert tensors in the checkpoint")
+
+
 def config_from_json(
     raw: dict[str, Any], source: Path | str = CONFIG_FILE
 ) -> tuple[GeneratorConfig, torch.Tensor | None]:
@@ -288,7 +371,7 @@ def from_hf_state_dict(
             )
         state[f"{prefix}.{name}"] = torch.stack([experts[j] for j in ids])  # (E, out, in)
     for prefix, parts in fused.items():
-        state.update(_unfuse(prefix, parts, config))
+        state.update(_unfuse(prefix, parts, config.n_experts, config.ffn_dim, config.d_model))
     return state
 
 
@@ -296,11 +379,11 @@ from_mixtral_state_dict = from_hf_state_dict
 
 
 def _unfuse(
-    prefix: str, parts: dict[str, torch.Tensor], config: GeneratorConfig
+    prefix: str, parts: dict[str, torch.Tensor], e: int, f: int, d: int
 ) -> dict[str, torch.Tensor]:
-    """HF 5.x fused experts -> w1, w3 (E, F, d) and w2 (E, d, F). HF Mixtral stores them as
-    nn.Linear (E, out, in); a transposed (E, in, out) copy is recognised by its shape."""
-    e, f, d = config.n_experts, config.ffn_dim, config.d_model
+    """HF 5.x fused experts of E experts, width F, model width d -> w1, w3 (E, F, d) and
+    w2 (E, d, F). HF stores them as nn.Linear (E, out, in); a transposed (E, in, out) copy is
+    recognised by its shape."""
     out: dict[str, torch.Tensor] = {}
     if (gate_up := parts.get("gate_up_proj")) is not None:
         if tuple(gate_up.shape) != (e, 2 * f, d) and tuple(gate_up.shape) == (e, d, 2 * f):
@@ -359,23 +442,28 @@ def _read_config(path: Path) -> dict[str, Any]:
     return raw
 
 
-def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+def _weight_files(path: Path) -> list[Path]:
     """model.safetensors, or the shards named by model.safetensors.index.json."""
     single, index = path / WEIGHTS_FILE, path / WEIGHTS_INDEX_FILE
     if single.is_file():
-        files = [single]
-    elif index.is_file():
-        try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        except (OSError, KeyError, TypeError, json.JSONDecodeError) as exc:
-            raise ModelError(f"{index}: not a safetensors index: {exc}") from exc
-        files = [path / name for name in sorted(set(weight_map.values()))]
-    else:
+        return [single]
+    if not index.is_file():
         raise ModelError(f"{single} not found (only safetensors checkpoints are read)")
-    tensors: dict[str, torch.Tensor] = {}
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+    except (OSError, KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{index}: not a safetensors index: {exc}") from exc
+    files = [path / name for name in sorted(set(weight_map.values()))]
     for file in files:
         if not file.is_file():
             raise ModelError(f"{file} not found (named by {index.name})")
+    return files
+
+
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of model.safetensors, or of the shards its index names."""
+    tensors: dict[str, torch.Tensor] = {}
+    for file in _weight_files(path):
         try:
             tensors.update(load_file(file, device="cpu"))
         except (SafetensorError, OSError) as exc:

@@ -454,6 +454,95 @@ def test_lora_on_a_family_model_starts_equal_and_merges(checkpoints):
     assert max_diff(logits(model), adapted) <= TOL
 
 
+# -- a shard's experts, read on their own -------------------------------------------------
+
+
+class _Recording:
+    """safe_open, recording every tensor asked for (and the rows of every slice)."""
+
+    def __init__(self, real, reads: list):
+        self.real, self.reads = real, reads
+
+    def __call__(self, *args, **kwargs):
+        handle, reads = self.real(*args, **kwargs), self.reads
+
+        class Handle:
+            def keys(self):
+                return handle.keys()
+
+            def get_tensor(self, key):
+                reads.append(key)
+                return handle.get_tensor(key)
+
+            def get_slice(self, key):
+                part = handle.get_slice(key)
+
+                class Slice:
+                    def __getitem__(self, rows):
+                        reads.append((key, rows.start, rows.stop))
+                        return part[rows]
+
+                return Slice()
+
+        return Handle()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_load_experts_reads_only_its_own_experts(checkpoints, name, monkeypatch):
+    import rayrag.generator.checkpoint as checkpoint
+
+    _, path = checkpoints(name)
+    full = load_checkpoint(path)
+    reads: list = []
+    monkeypatch.setattr(checkpoint, "safe_open", _Recording(checkpoint.safe_open, reads))
+    config, layers = checkpoint.load_experts(path, 1, 3)
+    assert config == full.config and len(layers) == config.n_layers
+    for layer, experts in zip(full.model.layers, layers, strict=True):
+        for w in ("w1", "w3", "w2"):
+            assert torch.equal(getattr(experts, w), getattr(layer.block_sparse_moe.experts, w)[1:3])
+    # Exactly experts 1 and 2 of each projection of each layer, nothing else (no attention,
+    # embeddings, router or shared expert).
+    assert len(reads) == len(set(reads)) == config.n_layers * 3 * 2
+    assert {int(key.split(".experts.")[1].split(".")[0]) for key in reads} == {1, 2}
+
+
+def test_load_experts_slices_the_fused_layout(checkpoints, tmp_path, monkeypatch):
+    """HF 5.x's in-memory layout, written as is: experts.gate_up_proj (E, 2F, d) and
+    experts.down_proj (E, d, F); a shard reads rows lo..hi-1 of each, nothing more."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    import rayrag.generator.checkpoint as checkpoint
+
+    hf, path = checkpoints("qwen3_moe")
+    state = {k: v.contiguous() for k, v in hf.state_dict().items()}
+    assert state["model.layers.0.mlp.experts.gate_up_proj"].shape == (8, 96, 64)
+    save_file(state, tmp_path / "model.safetensors")
+    shutil.copy(path / "config.json", tmp_path / "config.json")
+    full = load_checkpoint(tmp_path)
+    reads: list = []
+    monkeypatch.setattr(checkpoint, "safe_open", _Recording(checkpoint.safe_open, reads))
+    _, layers = checkpoint.load_experts(tmp_path, 5, 8)
+    assert layers[1].w3.shape == (3, 48, 64)
+    for layer, experts in zip(full.model.layers, layers, strict=True):
+        for w in ("w1", "w3", "w2"):
+            assert torch.equal(getattr(experts, w), getattr(layer.block_sparse_moe.experts, w)[5:])
+    assert sorted(reads) == sorted(
+        (f"model.layers.{i}.mlp.experts.{name}", 5, 8)
+        for i in range(2)
+        for name in ("gate_up_proj", "down_proj")
+    )
+
+
+def test_load_experts_refuses_a_range_outside_the_experts(checkpoints):
+    from rayrag.generator.checkpoint import load_experts
+
+    _, path = checkpoints("olmoe")
+    with pytest.raises(ModelError, match=r"experts \[2, 9\) are not within the 4 experts"):
+        load_experts(path, 2, 9)
+
+
 # -- expert parallelism over a family checkpoint --------------------------------------------
 
 
