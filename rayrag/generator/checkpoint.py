@@ -198,21 +198,41 @@ def serving_dtype(name: str, device: str | torch.device) -> torch.dtype:
 
 
 def load_checkpoint(
-    path: str | Path, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+    path: str | Path,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    *,
+    experts: bool = True,
 ) -> MoETransformer:
     """A checkpoint directory written here or by HF `save_pretrained` of a family in
     `hf_families.FAMILIES` -> MoETransformer in eval mode on `device`, in `dtype` (default:
-    the checkpoint's)."""
+    the checkpoint's).
+
+    `experts=False` is for a caller whose routed experts live elsewhere (the expert-parallel
+    driver): their tensors are not read, the model is built on the meta device and takes the
+    file's tensors as its parameters (no random init, no second copy), and each layer's
+    `experts` is left with empty weights, to be given an `expert_fn`."""
     path = Path(path)
     if not path.is_dir():
         raise ModelError(f"generator checkpoint directory not found: {path}")
     config, token_order = config_from_json(_read_config(path), source=path / CONFIG_FILE)
-    tensors = _read_tensors(path)
+    tensors = _read_tensors(path, routed_experts=experts)
     state = from_hf_state_dict(tensors, config)
-    model = MoETransformer(config, token_order=token_order)
-    _load_strict(model, state, path)
     if dtype is None:
         dtype = _checkpoint_dtype(tensors)
+    if experts:
+        model = MoETransformer(config, token_order=token_order)
+        _load_strict(model, state, path)
+        return model.to(device=device, dtype=dtype).eval()
+    with torch.device("meta"):  # an adaptive head's token order comes with the state
+        model = MoETransformer(config)
+    routed = {key for key in model.state_dict() if _OUR_EXPERTS.match(key)}
+    _load_strict(model, state, path, skip=routed)
+    if not model.is_adaptive and config.tie_embeddings:  # one Parameter again, not two
+        model.lm_head.weight = model.model.embed_tokens.weight
+    for layer in model.model.layers:
+        for name in OUR_PROJ:
+            setattr(layer.block_sparse_moe.experts, name, torch.nn.Parameter(torch.empty(0)))
     return model.to(device=device, dtype=dtype).eval()
 
 
@@ -238,16 +258,14 @@ def load_experts(
     config, _ = config_from_json(_read_config(path), source=path / CONFIG_FILE)
     if not 0 <= lo < hi <= config.n_experts:
         raise ModelError(f"experts [{lo}, {hi}) are not within the {config.n_experts} experts")
-    handles = {}
-    for file in _weight_files(path):
-        try:
-            handles[file] = safe_open(str(file), framework="pt", device="cpu")
-        except (SafetensorError, OSError) as exc:
-            raise ModelError(f"{file}: cannot read safetensors: {exc}") from exc
-    where = {key: handle for handle in handles.values() for key in handle.keys()}  # noqa: SIM118
+    files = _weight_files(path)
     layers = []
     for i in range(config.n_layers):
+        # Fresh handles per layer: a handle maps its file, and the pages a read touches stay
+        # resident in this process until the handle goes, so at most one layer's are.
+        where = _open_by_key(files)
         parts = _read_layer_experts(where, i, lo, hi, config)  # w1, w3 (n, F, d); w2 (n, d, F)
+        del where
         with torch.device("meta"):  # no memory for a random init that is replaced at once
             experts = SwiGLUExperts(hi - lo, config.d_model, config.ffn_dim, config.dispatch)
         for name, tensor in parts.items():
@@ -255,6 +273,18 @@ def load_experts(
             setattr(experts, name, torch.nn.Parameter(tensor, requires_grad=False))
         layers.append(experts.eval())
     return config, layers
+
+
+def _open_by_key(files: list[Path]) -> dict[str, Any]:
+    """Tensor name -> the `safe_open` handle of the file that holds it (headers only read)."""
+    where: dict[str, Any] = {}
+    for file in files:
+        try:
+            handle = safe_open(str(file), framework="pt", device="cpu")
+        except (SafetensorError, OSError) as exc:
+            raise ModelError(f"{file}: cannot read safetensors: {exc}") from exc
+        where.update(dict.fromkeys(handle.keys(), handle))
+    return where
 
 
 def _read_layer_experts(
@@ -284,7 +314,12 @@ def _read_layer_experts(
                     missing = [key for key in keys if key not in where]
                     if missing:
                         raise ModelError(f"expert tensor {missing[0]} not found in the checkpoint")
-                    out[ours] = torch.stack([where[key].get_tensor(key) for key in keys])
+                    first = where[keys[0]].get_tensor(keys[0])  # (out, in)
+                    stacked = first.new_empty((len(keys), *first.shape))  # (n, out, in)
+                    stacked[0] = first
+                    for k, key in enumerate(keys[1:], start=1):  # one expert's copy at a time
+                        stacked[k] = where[key].get_tensor(key)
+                    out[ours] = stacked
         if out:
             if sorted(out) != sorted(shapes):
                 lost = sorted(set(shapes) - set(out))
@@ -403,8 +438,16 @@ def _unfuse(
     return out
 
 
-def _load_strict(model: MoETransformer, state: dict[str, torch.Tensor], path: Path) -> None:
-    expected = model.state_dict()
+def _load_strict(
+    model: MoETransformer,
+    state: dict[str, torch.Tensor],
+    path: Path,
+    skip: set[str] | None = None,
+) -> None:
+    """Load `state` after naming every missing, unexpected or misshapen tensor. With `skip`
+    (names the file is not asked for), the tensors become the parameters (`assign`): the
+    model was built on the meta device."""
+    expected = {k: v for k, v in model.state_dict().items() if k not in (skip or ())}
     tied_head = not model.is_adaptive and model.config.tie_embeddings
     if tied_head:  # one parameter under two names; the file holds (at most) the embedding's
         state.pop("lm_head.weight", None)
@@ -426,7 +469,7 @@ def _load_strict(model: MoETransformer, state: dict[str, torch.Tensor], path: Pa
     ]
     if wrong:
         raise ModelError(f"{path}: {len(wrong)} tensors have the wrong shape, e.g. {wrong[:3]}")
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=not skip, assign=bool(skip))
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -460,12 +503,20 @@ def _weight_files(path: Path) -> list[Path]:
     return files
 
 
-def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """Every tensor of model.safetensors, or of the shards its index names."""
+def _read_tensors(path: Path, routed_experts: bool = True) -> dict[str, torch.Tensor]:
+    """Every tensor of model.safetensors, or of the shards its index names; without the
+    routed experts' (never read from the file) when `routed_experts` is false."""
     tensors: dict[str, torch.Tensor] = {}
     for file in _weight_files(path):
         try:
-            tensors.update(load_file(file, device="cpu"))
+            if routed_experts:
+                tensors.update(load_file(file, device="cpu"))
+                continue
+            handle = safe_open(str(file), framework="pt", device="cpu")
+            for key in handle.keys():  # noqa: SIM118 - a safe_open handle is not a dict
+                normal = _LAYER_MLP.sub(r"\1.block_sparse_moe.", key)
+                if not (_EXPERT.match(normal) or _FUSED.match(normal)):
+                    tensors[key] = handle.get_tensor(key)
         except (SafetensorError, OSError) as exc:
             raise ModelError(f"{file}: cannot read safetensors: {exc}") from exc
     return tensors

@@ -193,7 +193,8 @@ class ShardedGenerator:
                 "(generator.ep_transport)"
             )
         self.checkpoint = str(Path(checkpoint).resolve())
-        self.model: MoETransformer = load_checkpoint(self.checkpoint).eval()
+        # The routed experts are the shards': neither read nor allocated here.
+        self.model: MoETransformer = load_checkpoint(self.checkpoint, experts=False).eval()
         config = self.model.config
         self.ranges = expert_ranges(config.n_experts, num_shards)
         # The cluster's GPUs, not this process's: a Serve replica holds none itself, its shards do

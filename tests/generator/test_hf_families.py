@@ -535,6 +535,28 @@ def test_load_experts_slices_the_fused_layout(checkpoints, tmp_path, monkeypatch
     )
 
 
+@pytest.mark.parametrize("name", ["qwen2_moe", "olmoe"])  # a shared expert; a tied head
+def test_the_driver_loads_everything_but_the_routed_experts(checkpoints, name, monkeypatch):
+    """load_checkpoint(experts=False): no routed expert tensor read, none allocated; with the
+    full model's experts plugged in as expert_fn it is the full model, bit for bit."""
+    import rayrag.generator.checkpoint as checkpoint
+
+    _, path = checkpoints(name)
+    full = load_checkpoint(path)
+    reads: list = []
+    monkeypatch.setattr(checkpoint, "safe_open", _Recording(checkpoint.safe_open, reads))
+    driver = checkpoint.load_checkpoint(path, experts=False)
+    assert reads and not [key for key in reads if ".experts." in key]
+    assert driver.config == full.config and not driver.training
+    if name == "olmoe":
+        assert driver.lm_head.weight is driver.model.embed_tokens.weight
+    for mine, theirs in zip(driver.model.layers, full.model.layers, strict=True):
+        assert mine.block_sparse_moe.experts.w1.numel() == 0
+        mine.block_sparse_moe.expert_fn = theirs.block_sparse_moe.experts.forward_sorted
+    assert all(p.device.type == "cpu" for p in driver.parameters())
+    assert torch.equal(logits(driver), logits(full))
+
+
 def test_load_experts_refuses_a_range_outside_the_experts(checkpoints):
     from rayrag.generator.checkpoint import load_experts
 
