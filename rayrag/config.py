@@ -441,7 +441,7 @@ class GeneratorConfig(_Section):
 
     @model_validator(mode="after")
     def _shapes(self) -> GeneratorConfig:
-        if self.d_model % self.n_heads:
+        if self.head_dim is None and self.d_model % self.n_heads:
             raise ValueError(
                 f"d_model must be divisible by n_heads, got {self.d_model} % {self.n_heads}"
             )
@@ -458,6 +458,62 @@ class GeneratorConfig(_Section):
                 "experts_per_token must be <= n_experts, got "
                 f"{self.experts_per_token} > {self.n_experts}"
             )
+        return self
+
+    # -- Pretrained MoE families (issue 22, generator/hf_families.py). The defaults are
+    # Mixtral's, so a model built from scratch and every existing checkpoint are unchanged.
+    hf_family: Literal["mixtral", "qwen2_moe", "qwen3_moe", "olmoe"] = Field(
+        "mixtral",
+        description=(
+            "The HF architecture checkpoints of this model are written as (config.json's "
+            "model_type and its tensor names); load_checkpoint sets it from the file."
+        ),
+    )
+    head_dim: int | None = Field(
+        None,
+        gt=0,
+        description="Attention head width; None = d_model / n_heads (Qwen3-MoE sets its own).",
+    )
+    router_renormalize: bool = Field(
+        True,
+        description=(
+            "Rescale the k chosen experts' softmax weights to sum to 1 (Mixtral; HF "
+            "norm_topk_prob); false keeps their full-softmax probabilities (Qwen2-MoE, OLMoE)."
+        ),
+    )
+    attention_bias: Literal["none", "qkv", "all"] = Field(
+        "none",
+        description=(
+            "Biases on the attention projections: none (Mixtral), q/k/v (Qwen2-MoE) or "
+            "q/k/v/o (HF attention_bias: Qwen3-MoE, OLMoE)."
+        ),
+    )
+    qk_norm: Literal["none", "head", "full"] = Field(
+        "none",
+        description=(
+            "RMSNorm of queries and keys before RoPE: per head over head_dim (Qwen3-MoE) or "
+            "over the whole projection, all heads at once (OLMoE); none (Mixtral)."
+        ),
+    )
+    clip_qkv: float | None = Field(
+        None,
+        gt=0,
+        description="Clamp queries, keys and values to [-c, c] (OLMoE clip_qkv); None = never.",
+    )
+    shared_expert_gate: bool = Field(
+        False,
+        description=(
+            "Scale the shared expert by sigmoid(w . x) per token (Qwen2-MoE); "
+            "needs shared_expert_dim > 0."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _families(self) -> GeneratorConfig:
+        if self.shared_expert_gate and not self.shared_expert_dim:
+            raise ValueError("shared_expert_gate needs a shared expert (shared_expert_dim > 0)")
+        if self.head_dim is not None and self.head_dim % 2:
+            raise ValueError(f"head_dim must be even (RoPE rotates pairs), got {self.head_dim}")
         return self
 
 

@@ -31,6 +31,7 @@ BENCHES = {
     "moe-quality": "rayrag.bench.moe_quality",
     "serve": "rayrag.bench.serve",
     "ep": "rayrag.bench.ep",
+    "ep-memory": "rayrag.bench.ep_memory",
     "scale": "rayrag.bench.scale",
 }
 

@@ -5,7 +5,9 @@ position embeddings in the rotate-half convention, grouped-query attention with 
 and a top-k routed SwiGLU MoE in every block. Submodule names mirror HF Mixtral so a
 Mixtral state dict maps 1:1 (see `checkpoint.py`). The output layer is an adaptive softmax
 over the frequency-sorted vocabulary (Grave et al. 2017) or a full softmax tied to the input
-embedding.
+embedding. The other HF MoE families it loads (Qwen2-MoE, Qwen3-MoE, OLMoE; see
+`hf_families.py`) differ in a few options (routing weights, attention biases, QK-norm, clip,
+head width, a gated shared expert), each a `GeneratorConfig` field whose default is Mixtral's.
 
 A one-token decode step at small widths is bound by per-op overhead, not FLOPs, so the
 forward does no work nobody asked for: RoPE cos/sin come from a float32 table built once per
@@ -149,18 +151,50 @@ class KVCache:
             self.copy = self.copy.drop_leading(n)
 
 
-class Attention(nn.Module):
-    """Grouped-query self-attention (Ainslie et al. 2023) with RoPE, via SDPA."""
+def head_dim_of(config: GeneratorConfig) -> int:
+    """The attention head width: `generator.head_dim`, else d_model / n_heads."""
+    return config.head_dim or config.d_model // config.n_heads
 
-    def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, rope_theta: float) -> None:
+
+class Attention(nn.Module):
+    """Grouped-query self-attention (Ainslie et al. 2023) with RoPE, via SDPA.
+
+    The defaults are Mixtral's. The options other HF MoE families need (hf_families.py):
+    `bias` on q/k/v ("qkv", Qwen2-MoE) or on all four projections ("all"); `qk_norm`, an
+    RMSNorm of queries and keys before RoPE, per head over head_dim ("head", Qwen3-MoE) or
+    over the whole projection ("full", OLMoE: all heads share one scale vector and one mean
+    square); `clip_qkv`, a clamp of q, k and v after the norm (OLMoE). `head_dim` may differ
+    from d_model / n_heads (Qwen3-MoE). The KV cache holds keys after norm and RoPE.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        n_kv_heads: int,
+        rope_theta: float,
+        head_dim: int | None = None,
+        bias: str = "none",
+        qk_norm: str = "none",
+        clip_qkv: float | None = None,
+        eps: float = 1e-5,
+    ) -> None:
         super().__init__()
+        if bias not in ("none", "qkv", "all") or qk_norm not in ("none", "head", "full"):
+            raise ValueError(f"attention bias {bias!r} / qk_norm {qk_norm!r} not known")
         self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
-        self.head_dim = d_model // n_heads
+        self.head_dim = head_dim or d_model // n_heads
         self.rope_theta = rope_theta
-        self.q_proj = nn.Linear(d_model, n_heads * self.head_dim, bias=False)
-        self.k_proj = nn.Linear(d_model, n_kv_heads * self.head_dim, bias=False)
-        self.v_proj = nn.Linear(d_model, n_kv_heads * self.head_dim, bias=False)
-        self.o_proj = nn.Linear(n_heads * self.head_dim, d_model, bias=False)
+        self.qk_norm, self.clip_qkv = qk_norm, clip_qkv
+        qkv_bias = bias != "none"
+        self.q_proj = nn.Linear(d_model, n_heads * self.head_dim, bias=qkv_bias)
+        self.k_proj = nn.Linear(d_model, n_kv_heads * self.head_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(d_model, n_kv_heads * self.head_dim, bias=qkv_bias)
+        self.o_proj = nn.Linear(n_heads * self.head_dim, d_model, bias=bias == "all")
+        if qk_norm != "none":  # HF keys: self_attn.q_norm.weight, self_attn.k_norm.weight
+            per_head = qk_norm == "head"
+            self.q_norm = RMSNorm(self.head_dim if per_head else n_heads * self.head_dim, eps)
+            self.k_norm = RMSNorm(self.head_dim if per_head else n_kv_heads * self.head_dim, eps)
 
     def forward(
         self,
@@ -173,13 +207,13 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         """x (B, S, d); cos, sin_folded (B or 1, 1, S, hd) from `rope_table` -> (B, S, d)."""
         b, s, _ = x.shape
-        q = self.q_proj(x).view(b, s, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, S, hd)
-        k = (
-            self.k_proj(x).view(b, s, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        )  # (B, Hkv, S, hd)
-        v = (
-            self.v_proj(x).view(b, s, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        )  # (B, Hkv, S, hd)
+        if self.qk_norm == "none" and self.clip_qkv is None:  # Mixtral: the fewest ops
+            q = self.q_proj(x).view(b, s, self.n_heads, self.head_dim).transpose(1, 2)
+            k = self.k_proj(x).view(b, s, self.n_kv_heads, self.head_dim).transpose(1, 2)
+            v = self.v_proj(x).view(b, s, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        else:
+            q, k, v = self._normed_qkv(x)
+        # q (B, H, S, hd); k, v (B, Hkv, S, hd)
         q, k = apply_rope_folded(q, cos, sin_folded), apply_rope_folded(k, cos, sin_folded)
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, Hkv, S_total, hd)
@@ -197,6 +231,23 @@ class Attention(nn.Module):
         out = out.transpose(1, 2).reshape(b, s, self.n_heads * self.head_dim)  # (B, S, H*hd)
         return self.o_proj(out)
 
+    def _normed_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v with qk_norm and clip_qkv applied, in HF's order (norm, clamp, split heads):
+        x (B, S, d) -> q (B, H, S, hd), k, v (B, Hkv, S, hd)."""
+        b, s, _ = x.shape
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)  # (B, S, H*hd), (B, S, Hkv*hd) x2
+        if self.qk_norm == "full":
+            q, k = self.q_norm(q), self.k_norm(k)
+        if self.clip_qkv is not None:
+            c = self.clip_qkv
+            q, k, v = q.clamp(-c, c), k.clamp(-c, c), v.clamp(-c, c)
+        q = q.view(b, s, self.n_heads, self.head_dim)  # (B, S, H, hd)
+        k = k.view(b, s, self.n_kv_heads, self.head_dim)  # (B, S, Hkv, hd)
+        v = v.view(b, s, self.n_kv_heads, self.head_dim)
+        if self.qk_norm == "head":
+            q, k = self.q_norm(q), self.k_norm(k)  # over hd, each head apart
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+
 
 class DecoderLayer(nn.Module):
     """Pre-norm attention then pre-norm MoE, each with a residual (Mixtral's block)."""
@@ -204,7 +255,15 @@ class DecoderLayer(nn.Module):
     def __init__(self, config: GeneratorConfig) -> None:
         super().__init__()
         self.self_attn = Attention(
-            config.d_model, config.n_heads, config.n_kv_heads, config.rope_theta
+            config.d_model,
+            config.n_heads,
+            config.n_kv_heads,
+            config.rope_theta,
+            head_dim=config.head_dim,
+            bias=config.attention_bias,
+            qk_norm=config.qk_norm,
+            clip_qkv=config.clip_qkv,
+            eps=config.rms_norm_eps,
         )
         self.block_sparse_moe = MoELayer(
             config.d_model,
@@ -215,6 +274,8 @@ class DecoderLayer(nn.Module):
             jitter=config.router_jitter,
             shared_expert_dim=config.shared_expert_dim,
             dispatch=config.dispatch,
+            renormalize=config.router_renormalize,
+            shared_expert_gate=config.shared_expert_gate,
         )
         self.input_layernorm = RMSNorm(config.d_model, config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.d_model, config.rms_norm_eps)
@@ -307,6 +368,8 @@ class MixtralBody(nn.Module):
                 layer.self_attn.o_proj,
             ):
                 nn.init.normal_(proj.weight, std=0.02)
+                if proj.bias is not None:
+                    nn.init.zeros_(proj.bias)
 
 
 @dataclass(eq=False)
@@ -509,7 +572,7 @@ class MoETransformer(nn.Module):
             with torch.inference_mode(False), torch.no_grad():  # usable by a later training forward
                 self._rope_tables[key] = rope_table(
                     self.config.max_seq_len,
-                    self.config.d_model // self.config.n_heads,
+                    head_dim_of(self.config),
                     self.config.rope_theta,
                     x.device,
                     x.dtype,

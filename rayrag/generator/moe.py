@@ -120,12 +120,23 @@ class MoEOutput:
 class Router(nn.Module):
     """Linear gate; float32 softmax over experts, top-k, renormalised, cast back (Mixtral).
 
+    `renormalize=False` keeps the k full-softmax probabilities as they are (Qwen2-MoE and
+    OLMoE, HF `norm_topk_prob=False`): their weights then sum to less than 1. Renormalising
+    the top k of a softmax is the softmax over the top-k logits, so Mixtral is the default.
+
     >>> weights, indices, logits = Router(64, 8, 2)(
     ...     torch.randn(10, 64)
     ... )  # (10, 2), (10, 2), (10, 8)
     """
 
-    def __init__(self, d_model: int, n_experts: int, top_k: int, jitter: float = 0.0):
+    def __init__(
+        self,
+        d_model: int,
+        n_experts: int,
+        top_k: int,
+        jitter: float = 0.0,
+        renormalize: bool = True,
+    ):
         super().__init__()
         if not 0 < top_k <= n_experts:
             raise ConfigError(
@@ -137,6 +148,7 @@ class Router(nn.Module):
                 f"router_jitter must be in [0, 1), got {jitter} (--generator.router-jitter)"
             )
         self.n_experts, self.top_k, self.jitter = n_experts, top_k, jitter
+        self.renormalize = renormalize
         self.gate = nn.Linear(
             d_model, n_experts, bias=False
         )  # Mixtral key: block_sparse_moe.gate.weight
@@ -152,7 +164,8 @@ class Router(nn.Module):
             logits = F.linear(x.float(), self.gate.weight.float())  # (T, E)
             probs = logits.softmax(dim=-1)  # (T, E)
         weights, indices = probs.topk(self.top_k, dim=-1)  # (T, k), (T, k)
-        weights = weights / weights.sum(dim=-1, keepdim=True)
+        if self.renormalize:
+            weights = weights / weights.sum(dim=-1, keepdim=True)
         return weights.to(x.dtype), indices, logits
 
 
@@ -366,6 +379,11 @@ class MoELayer(nn.Module):
     """Router + SwiGLU experts (+ optional always-on shared expert), sorted dispatch (a lone
     token in eval on CPU goes straight through its k experts; the same numbers).
 
+    `shared_expert_gate=True` scales the shared expert per token by sigmoid(w . x), a
+    one-output linear of the layer's input (Qwen2-MoE's `shared_expert_gate`). The shared
+    expert and its gate run where the layer runs, also when `expert_fn` sends the routed
+    experts elsewhere (expert parallelism).
+
     >>> layer = MoELayer(d_model=64, ffn_dim=128, n_experts=8, top_k=2, capacity_factor=1.25)
     >>> y, out = layer(x)        # x (B, S, 64) -> y (B, S, 64); out.stats, out.aux_loss, out.z_loss
     """
@@ -380,6 +398,8 @@ class MoELayer(nn.Module):
         jitter: float = 0.0,
         shared_expert_dim: int = 0,
         dispatch: str = "auto",
+        renormalize: bool = True,
+        shared_expert_gate: bool = False,
     ):
         super().__init__()
         if capacity_factor <= 0:
@@ -393,9 +413,15 @@ class MoELayer(nn.Module):
             )
         self.d_model, self.n_experts, self.top_k = d_model, n_experts, top_k
         self.capacity_factor = capacity_factor
-        self.gate = Router(d_model, n_experts, top_k, jitter)
+        if shared_expert_gate and not shared_expert_dim:
+            raise ConfigError(
+                "shared_expert_gate needs a shared expert (--generator.shared-expert-dim > 0)"
+            )
+        self.gate = Router(d_model, n_experts, top_k, jitter, renormalize)
         self.experts = SwiGLUExperts(n_experts, d_model, ffn_dim, dispatch)
         self.shared_expert = SwiGLU(d_model, shared_expert_dim) if shared_expert_dim else None
+        # HF key: mlp.shared_expert_gate.weight (1, d)
+        self.shared_expert_gate = nn.Linear(d_model, 1, bias=False) if shared_expert_gate else None
         # Optional replacement for experts.forward_sorted with the same signature
         # (x_sorted, counts) -> y_sorted: expert parallelism plugs in here.
         self.expert_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
@@ -424,8 +450,15 @@ class MoELayer(nn.Module):
                 routed_counts=counts,
             )
         if self.shared_expert is not None:
-            y = y + self.shared_expert(x_flat)
+            y = y + self.shared(x_flat)
         return y.view(shape), out  # (B, S, d)
+
+    def shared(self, x_flat: torch.Tensor) -> torch.Tensor:
+        """The shared expert's output for x (T, d) -> (T, d), gated when the layer has a gate."""
+        y = self.shared_expert(x_flat)
+        if self.shared_expert_gate is not None:
+            y = torch.sigmoid(self.shared_expert_gate(x_flat)) * y  # (T, 1) * (T, d)
+        return y
 
     def _direct(self, x_flat: torch.Tensor) -> bool:
         """Whether this forward takes the one-token path: one token, eval (dropless), CPU, the
@@ -521,5 +554,5 @@ def naive_moe_forward(layer: MoELayer, x: torch.Tensor) -> torch.Tensor:
             expert_out = F.linear(F.silu(F.linear(rows, w1)) * F.linear(rows, w3), w2)  # (n, d)
             y = y.index_add(0, token_ids, expert_out * weights[token_ids, j, None])
     if layer.shared_expert is not None:
-        y = y + layer.shared_expert(x_flat)
+        y = y + layer.shared(x_flat)
     return y.view(x.shape)  # (B, S, d)

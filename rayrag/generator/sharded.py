@@ -1,16 +1,18 @@
 """Expert parallelism: the MoE generator's experts on Ray actors (GShard/Switch-style EP).
 
 `ShardedGenerator` keeps what every token needs on the caller (embeddings, attention, the
-routers, norms and the output head) and spreads the experts over N `ExpertShard` actors,
-each holding a contiguous slice of experts for every layer, loaded from the same checkpoint
-(Lepikhin et al. 2020, GShard; Fedus et al. 2021, Switch: experts are the part that grows
-with E, the rest is replicated). At each MoE layer the layer's own dispatch sorts the
-token-slots by expert (`MoELayer.expert_fn`, the hook EP plugs into); the rows of each
-shard's experts are one contiguous block of that order, so each shard gets one message per
-layer with its block and its experts' counts (prefill and batched decode alike), runs the
-same `SwiGLUExperts.forward_sorted`, and the blocks are put back in order; the layer then
-weights and sums them with the router weights as it always does. The numbers are the local
-model's up to float reassociation in the matmuls (checked <= 1e-4 in tests).
+routers, norms, a shared expert and the output head) and spreads the routed experts over N
+`ExpertShard` actors, each holding a contiguous slice of experts for every layer, read from
+the same checkpoint (Lepikhin et al. 2020, GShard; Fedus et al. 2021, Switch: experts are
+the part that grows with E, the rest is replicated). A shard reads only its own experts'
+tensors from the files, so its memory is its share of the experts. At each MoE layer the
+layer's own dispatch sorts the token-slots by expert (`MoELayer.expert_fn`, the hook EP
+plugs into); the rows of each shard's experts are one contiguous block of that order, so
+each shard gets one message per layer with its block and its experts' counts (prefill and
+batched decode alike), runs the same `SwiGLUExperts.forward_sorted`, and the blocks are put
+back in order; the layer then weights and sums them with the router weights as it always
+does. The numbers are the local model's up to float reassociation in the matmuls (checked <=
+1e-4 in tests).
 
 Transport (`generator.ep_transport`): a Ray Compiled Graph (`ray.dag`, `experimental_compile`:
 pre-allocated shared-memory channels between this process and the shards, no per-call task
@@ -55,7 +57,7 @@ import torch
 from torch import nn
 
 from rayrag.errors import RayRagError, ShardFailure
-from rayrag.generator.checkpoint import load_checkpoint, serving_dtype
+from rayrag.generator.checkpoint import load_checkpoint, load_experts, serving_dtype
 from rayrag.generator.model import MoETransformer
 from rayrag.generator.moe import SwiGLUExperts
 
@@ -132,7 +134,8 @@ def unpack(payload: bytes) -> tuple[torch.Tensor, float]:
 
 @ray.remote
 class ExpertShard:
-    """Experts [lo, hi) of every MoE layer, from a checkpoint."""
+    """Experts [lo, hi) of every MoE layer, from a checkpoint: only their tensors are read
+    (`load_experts`), so a shard's memory is its share of the experts, not the checkpoint."""
 
     def __init__(
         self,
@@ -144,16 +147,11 @@ class ExpertShard:
         dtype: str | None = None,
     ) -> None:
         torch.set_num_threads(threads)
-        model = load_checkpoint(
-            checkpoint, device=device, dtype=getattr(torch, dtype) if dtype else None
+        config, self.experts = load_experts(
+            checkpoint, lo, hi, device=device, dtype=getattr(torch, dtype) if dtype else None
         )
         self.lo, self.hi = lo, hi
-        self.experts = [
-            slice_experts(layer.block_sparse_moe.experts, lo, hi).eval()
-            for layer in model.model.layers
-        ]
-        self.width = model.config.d_model
-        del model
+        self.width = config.d_model
 
     def forward(self, payload: bytes) -> bytes:
         """A `pack`ed block of one layer's sorted rows (N_s, d) -> (outputs (N_s, d), seconds the
@@ -170,6 +168,10 @@ class ExpertShard:
 
     def info(self) -> dict[str, Any]:
         return {"lo": self.lo, "hi": self.hi, "layers": len(self.experts)}
+
+    def peak_rss_bytes(self) -> int:
+        """This shard process's peak resident memory so far (`peak_rss_bytes`)."""
+        return peak_rss_bytes()
 
 
 class ShardedGenerator:
@@ -191,7 +193,8 @@ class ShardedGenerator:
                 "(generator.ep_transport)"
             )
         self.checkpoint = str(Path(checkpoint).resolve())
-        self.model: MoETransformer = load_checkpoint(self.checkpoint).eval()
+        # The routed experts are the shards': neither read nor allocated here.
+        self.model: MoETransformer = load_checkpoint(self.checkpoint, experts=False).eval()
         config = self.model.config
         self.ranges = expert_ranges(config.n_experts, num_shards)
         # The cluster's GPUs, not this process's: a Serve replica holds none itself, its shards do
@@ -340,6 +343,22 @@ class ShardedGenerator:
         for shard in self.shards:
             ray.kill(shard)
         self.shards = []
+
+
+def peak_rss_bytes() -> int:
+    """The calling process's peak resident set size in bytes (Linux: VmHWM; else getrusage)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # macOS bytes, Linux kB
 
 
 def _free(experts: nn.Module) -> None:
