@@ -32,6 +32,7 @@ BENCHES = {
     "serve": "rayrag.bench.serve",
     "ep": "rayrag.bench.ep",
     "scale": "rayrag.bench.scale",
+    "openai": "rayrag.bench.openai_backend",
 }
 
 

@@ -236,6 +236,7 @@ class OpenAIReader:
 
     def __init__(self, config: RAGConfig, *, api_key: str | None = None) -> None:
         self.config = config
+        self.config_hash = config.config_hash  # once: it hashes the whole config's JSON
         self.settings = config.generator.openai
         self.endpoint = self.settings.base_url.rstrip("/") + "/chat/completions"
         self._api_key = api_key
@@ -498,7 +499,7 @@ class OpenAIReader:
             citations=citations,
             facts=tuple(prompt.facts_included),
             model_version=f"openai:{name[:MAX_MODEL_NAME]}",
-            config_hash=self.config.config_hash,
+            config_hash=self.config_hash,
         )
         return ReaderResult(
             answer=answer,
