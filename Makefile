@@ -38,7 +38,7 @@ test-fast: venv
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
 # serve, scale: on the demo's bundle and model
-BENCHES := redaction ingest retrieval kg moe softmax decode moe-quality ep ep-memory serve scale
+BENCHES := redaction ingest retrieval kg moe softmax decode moe-quality ep ep-memory serve scale openai
 
 # Every bench at its quick size; the full sizes (the figures that count) are `rayrag bench NAME --json`.
 bench: demo

@@ -15,13 +15,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from rayrag.errors import ConfigError
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_UNECHOED_KEYS = ("generator.openai.base_url", "generator.openai.api_key_env")
 
 
 class _Section(BaseModel):
@@ -351,7 +356,86 @@ class RetrievalConfig(_Section):
     )
 
 
+class OpenAIBackendConfig(_Section):
+    """`generator.backend: openai`: an OpenAI-compatible chat endpoint writes the answers.
+    The key is read from the environment variable `api_key_env` names, never from here."""
+
+    base_url: str = Field(
+        "https://api.openai.com/v1",
+        description="Endpoint root: answers come from POST {base_url}/chat/completions.",
+    )
+    model: str = Field("gpt-4o-mini", min_length=1, description="The `model` every request names.")
+    api_key_env: str = Field(
+        "OPENAI_API_KEY",
+        description=(
+            "NAME of the environment variable holding the key (sent as Bearer); "
+            "empty = no key (a local server). Secrets never live in the config."
+        ),
+    )
+    timeout_s: float = Field(
+        30.0, gt=0, description="Seconds per connect, write or read of one attempt."
+    )
+    max_retries: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description="Attempts after the first on connect errors, timeouts, 429 and 5xx (not 4xx).",
+    )
+    backoff_s: float = Field(
+        0.5, ge=0, description="Wait before retry n is backoff_s * 2**(n-1) (exponential)."
+    )
+    max_tokens: int = Field(
+        256, gt=0, description="Answer length cap unless a request sets its own."
+    )
+    token_limit_field: Literal["max_tokens", "max_completion_tokens"] = Field(
+        "max_tokens",
+        description=(
+            "Request field carrying the cap: max_tokens (most compatible servers) or "
+            "max_completion_tokens (OpenAI's reasoning models accept only this)."
+        ),
+    )
+    temperature: float = Field(0.0, ge=0, le=2, description="0 = (near) greedy.")
+    max_prompt_chars: int = Field(
+        16000,
+        gt=0,
+        description=(
+            "Characters of the messages sent; passages are dropped lowest-ranked first, then "
+            "facts, to fit (the question is never cut)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _endpoint_and_key_name(self) -> OpenAIBackendConfig:
+        # Checked on the whole section so the error never echoes a value (a pasted key, or a
+        # URL with a password in it).
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("base_url must be an http(s) URL such as https://host/v1")
+        if parts.username or parts.password or parts.query or parts.fragment:
+            raise ValueError(
+                "base_url must not carry credentials, a query or a fragment; the key goes in "
+                "the environment variable api_key_env names"
+            )
+        if self.api_key_env and not _ENV_NAME.fullmatch(self.api_key_env):
+            raise ValueError(
+                "api_key_env must be the NAME of an environment variable (letters, digits, _), "
+                "not the key itself"
+            )
+        return self
+
+
 class GeneratorConfig(_Section):
+    backend: Literal["moe", "openai"] = Field(
+        "moe",
+        description=(
+            "Who writes answers: moe = our reader on the checkpoint (--model); openai = an "
+            "OpenAI-compatible chat endpoint (generator.openai), no checkpoint needed."
+        ),
+    )
+    openai: OpenAIBackendConfig = Field(
+        default_factory=OpenAIBackendConfig,
+        description="The endpoint, model and limits of generator.backend: openai.",
+    )
     vocab_size: int = Field(8192, gt=0, description="BPE vocabulary trained on the corpus.")
     d_model: int = Field(256, gt=0, description="Hidden width.")
     n_layers: int = Field(4, gt=0, description="Decoder blocks.")
@@ -1177,7 +1261,7 @@ def _validate(
         # a check across sections (key "") names its keys in the message instead.
         flag = next(
             (
-                f"--set {o}"
+                f"--set {_shown_override(o)}"
                 for o in overrides
                 if (_override_key(o).startswith(key) if key else _override_key(o) in message)
             ),
@@ -1190,6 +1274,13 @@ def _validate(
 
 def _override_key(override: str) -> str:
     return override.split("=")[0].strip().replace("-", "_")
+
+
+def _shown_override(override: str) -> str:
+    """An override as an error may quote it: the value of a key that may hold a secret by
+    mistake (a key pasted for its variable's name, a URL with a password) is left out."""
+    key = _override_key(override)
+    return f"{key}=..." if key in _UNECHOED_KEYS else override
 
 
 def load_config(

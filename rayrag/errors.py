@@ -41,6 +41,18 @@ class ShardFailure(RayRagError):
     (the serve graph's 503)."""
 
 
+class GeneratorUnavailable(RayRagError):
+    """The generator backend (`generator.backend: openai`) cannot answer now: unreachable,
+    timing out, or 429/5xx after its retries, or not at its address (404). The serve graph's
+    503; messages carry status codes and counts, never the request or the key."""
+
+
+class GeneratorRejected(RayRagError):
+    """The generator backend refused the request (a 4xx other than 404 and 429: a bad key, a
+    prompt too long) or answered something that is not a chat completion. The serve graph's
+    502: retrying does not help, the operator must look at `generator.openai`."""
+
+
 def user_error_in(exc: BaseException) -> RayRagError | None:
     """A RayRagError raised inside a Ray actor arrives wrapped; find it so the CLI can
     print its one line instead of a remote traceback."""

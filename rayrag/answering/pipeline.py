@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from rayrag.answering.response import AskResponse
 from rayrag.config import RAGConfig, ServeConfig
 from rayrag.coroutines import run_sync
+from rayrag.errors import ConfigError
 from rayrag.types import Evidence, Principal, RedactedQuestion
 
 STREAM_HOLD = " \n\t"  # streamed text is released a whole word at a time, redacted
@@ -386,12 +387,24 @@ async def _cancel(pieces: Any) -> None:
 
 
 class LocalStages:
-    """The steps in this process: `HybridRetriever`, `Reader` and `Guard`, loaded once.
+    """The steps in this process: `HybridRetriever`, the reader `generator.backend` names (the
+    MoE `Reader` on `model`, or `OpenAIReader`: an OpenAI-compatible endpoint, no checkpoint)
+    and `Guard`, loaded once.
 
-    `reader` may be None for evidence-only use (`rayrag ask --retrieval-only`)."""
+    `generate=False` (the default when there is no model and the backend is moe) builds no
+    reader and no Guard: evidence-only use (`rayrag ask --retrieval-only`, `rayrag compare`)."""
 
-    def __init__(self, bundle: Path | str, model: Path | str | None, config: RAGConfig) -> None:
+    def __init__(
+        self,
+        bundle: Path | str,
+        model: Path | str | None,
+        config: RAGConfig,
+        *,
+        generate: bool | None = None,
+    ) -> None:
         self.bundle, self.model, self.config = Path(bundle), Path(model) if model else None, config
+        remote = config.generator.backend == "openai"
+        self.generate = (self.model is not None or remote) if generate is None else generate
         self.retriever: Any = None
         self.reader: Any = None
         self.guard: Any = None
@@ -400,11 +413,19 @@ class LocalStages:
         if self.retriever is not None:
             return
         from rayrag.answering.guard import Guard
-        from rayrag.generator.reader import Reader
         from rayrag.retrieval.hybrid import HybridRetriever
 
         reader = None
-        if self.model is not None:
+        if self.generate and self.config.generator.backend == "openai":
+            from rayrag.generator.openai_backend import OpenAIReader
+
+            reader = OpenAIReader(self.config)
+            reader.warm_up()  # a missing key fails before the bundle loads
+        elif self.generate:
+            from rayrag.generator.reader import Reader
+
+            if self.model is None:
+                raise ConfigError("generator.backend moe needs a checkpoint (--model CKPT)")
             reader = Reader(self.model, self.config)
             reader.warm_up()  # a bad checkpoint fails before the bundle loads
         retriever = HybridRetriever(self.bundle, self.config)
@@ -418,7 +439,7 @@ class LocalStages:
     def _generator(self) -> tuple[Any, Any]:
         self.warm_up()
         if self.reader is None:
-            raise RuntimeError("these stages were built without a model (evidence only)")
+            raise RuntimeError("these stages were built without a reader (evidence only)")
         return self.reader, self.guard
 
     async def redact(self, question: str) -> RedactedQuestion:

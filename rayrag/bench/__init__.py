@@ -33,6 +33,7 @@ BENCHES = {
     "ep": "rayrag.bench.ep",
     "ep-memory": "rayrag.bench.ep_memory",
     "scale": "rayrag.bench.scale",
+    "openai": "rayrag.bench.openai_backend",
 }
 
 

@@ -118,20 +118,22 @@ def ask_command(
     from rayrag.answering.pipeline import AnswerPipeline, LocalStages
     from rayrag.generator.prompt import prompt_label
 
-    if not retrieval_only and model is None:
-        raise ConfigError(
-            "--model CKPT is required to generate an answer (or pass --retrieval-only)"
-        )
     if not retrieval_only and not question.strip():
         raise DataError("question is empty")
     cfg = _config(config, overrides)
+    remote = cfg.generator.backend == "openai"  # the endpoint generates: no checkpoint
+    if not retrieval_only and model is None and not remote:
+        raise ConfigError(
+            "--model CKPT is required to generate an answer (or pass --retrieval-only, or "
+            "--set generator.backend=openai)"
+        )
     asker = resolve_principal(principal, groups)
     checkpoint = None
-    if not retrieval_only:
+    if not retrieval_only and not remote:
         from rayrag.tracking.model_registry import resolve_model
 
         checkpoint = resolve_model(model, cfg.tracking)
-    stages = LocalStages(bundle, checkpoint, cfg)
+    stages = LocalStages(bundle, checkpoint, cfg, generate=not retrieval_only)
     pipeline = AnswerPipeline(
         cfg,
         stages,

@@ -477,7 +477,7 @@ def eval_command(
     from rayrag.tracking.model_registry import resolve_model
 
     if url is None:
-        if bundle is None or model is None:
+        if bundle is None or (model is None and cfg.generator.backend == "moe"):
             raise ConfigError(
                 "answer evaluation needs --bundle and --model (or --url, or --retrieval-only)"
             )

@@ -47,6 +47,12 @@ def preflight(args: dict[str, Any]) -> tuple[Any, Path, Path]:
     return cfg, bundle_path, model_path
 
 
+def _generator_name(cfg: Any, model_path: Path) -> str:
+    if cfg.generator.backend == "openai":
+        return f"openai:{cfg.generator.openai.model}"
+    return model_path.name
+
+
 @serve_app.callback(invoke_without_command=True)
 def serve_command(
     ctx: typer.Context,
@@ -92,7 +98,7 @@ def serve_command(
         serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
         serve.run(build_app(args), name="rayrag", route_prefix="/")
         print(
-            f"rayrag serving {bundle_path.name} with {model_path.name} on "
+            f"rayrag serving {bundle_path.name} with {_generator_name(cfg, model_path)} on "
             f"http://{cfg.serve.host}:{cfg.serve.port} (POST /v1/ask, /v1/chat/completions; GET "
             "/healthz, /readyz, /docs); Ctrl-C stops",
             file=sys.stderr,

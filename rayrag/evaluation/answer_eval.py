@@ -195,7 +195,8 @@ def evaluate_answers(
     mode = mode or config.retrieval.mode
     if mode not in MODES:
         raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {mode!r} (--mode)")
-    if answerer is None and url is None and (bundle is None or model is None):
+    needs_model = config.generator.backend == "moe"  # openai: the endpoint generates
+    if answerer is None and url is None and (bundle is None or (model is None and needs_model)):
         raise ConfigError(
             "answer evaluation needs --bundle and --model (or --url of a running server)"
         )

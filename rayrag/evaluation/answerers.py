@@ -36,11 +36,12 @@ class InProcessAnswerer:
     """The served steps in this process: `AnswerPipeline` over `LocalStages` (screen, redact,
     retrieve, read, guard), plus an untimed deep ranking for recall@k."""
 
-    def __init__(self, bundle: Path, model: Path, config: RAGConfig, mode: str) -> None:
+    def __init__(self, bundle: Path, model: Path | None, config: RAGConfig, mode: str) -> None:
         from rayrag.answering.pipeline import AnswerPipeline, LocalStages
 
-        self.bundle, self.model, self.config, self.mode = Path(bundle), Path(model), config, mode
-        self.stages = LocalStages(self.bundle, self.model, config)
+        self.bundle, self.config, self.mode = Path(bundle), config, mode
+        self.model = Path(model) if model is not None else None  # None: generator.backend openai
+        self.stages = LocalStages(self.bundle, self.model, config, generate=True)
         self.pipeline = AnswerPipeline(config, self.stages)
 
     def warm_up(self) -> None:

@@ -1,9 +1,10 @@
 """Generator backends side by side on the same retrieved evidence: quality, speed, cost.
 
 `rayrag compare` answers one QA set with several generators and prints one table. The
-AnswerPipeline's redact and retrieve steps run once per question and every in-process backend
-reads the very same redacted question and `Evidence`, so the rows differ only by the generator (the
-controlled comparison of RAG papers such as Lewis et al. 2020 and ALCE, Gao et al. 2023). Backends:
+AnswerPipeline's redact and retrieve steps run once per question and every backend (an endpoint
+too) reads the very same redacted question and `Evidence`, so the rows differ only by the
+generator (the controlled comparison of RAG papers such as Lewis et al. 2020 and ALCE, Gao et
+al. 2023). Backends:
 
 - `moe`: our `Reader` on the MoE checkpoint.
 - `dense`: the same `Reader` on a dense checkpoint of equal *active* size: one expert whose
@@ -15,20 +16,22 @@ controlled comparison of RAG papers such as Lewis et al. 2020 and ALCE, Gao et a
   overlap anywhere it is the first sentence of the top passage. It cites that passage's
   marker `[n]`, and its first token is its whole answer (TTFT = latency).
 - `openai=URL`: any OpenAI-compatible endpoint, `POST URL/v1/chat/completions` (a URL that
-  already ends in `/v1` is used as is) with the question as the user message, streamed, so
-  the first content token is timed; usage from the final chunk (`stream_options.include_usage`)
-  or, when the stream has none, one non-stream call. The endpoint retrieves for itself.
+  already ends in `/v1` is used as is) with the prompt `generator.backend: openai` sends
+  (`generator.openai_backend`): the same redacted question and evidence as every other backend,
+  passages numbered [n] and dropped lowest-ranked first to fit `generator.openai.max_prompt_chars`.
+  Streamed, so the first content token is timed; usage from the final chunk
+  (`stream_options.include_usage`), else estimated from the characters.
 
 Scoring: answer EM and token F1 (SQuAD, `qa_metrics`) with citation markers removed from the
 text; citation precision over the passages an answer marks `[n]` (undefined and left out of
-the mean when it marks none). Timing: in-process TTFT and latency include the question's
-shared retrieval time, so they compare end to end with an endpoint that retrieves itself;
-tokens/s is completion tokens over generation seconds (for an endpoint, its whole request
-time: a lower bound). Cost uses `serve.price_per_1k_*` for our backends and an endpoint's
-reported usage alike; extractive costs 0. The order of the backends rotates per question, so
-none always runs on a warm (or a busy) machine, and each backend answers the first question
-once untimed before the timed pass (first-call allocation and kernel probes are not speed). One
-MLflow run in the `compare` activity holds numbers only: never question or answer text.
+the mean when it marks none). Timing: TTFT and latency include the question's shared retrieval
+time, for every backend alike; tokens/s is completion tokens over generation seconds (for an
+endpoint, its whole request time: a lower bound). Cost uses `serve.price_per_1k_*` for our
+backends and an endpoint's reported usage alike; extractive costs 0. The order of the backends
+rotates per question, so none always runs on a warm (or a busy) machine, and each backend
+answers the first question once untimed before the timed pass (first-call allocation and
+kernel probes are not speed). One MLflow run in the `compare` activity holds numbers only:
+never question or answer text.
 
     >>> result = compare_backends(["moe", "dense", "extractive"], Path("qa.jsonl"), cfg,
     ...                           bundle=Path("bundle"), model=Path("ckpt"),
@@ -290,6 +293,7 @@ def compare_backends(
             key = api_key or os.environ.get("OPENAI_API_KEY") or os.environ.get("RAYRAG_API_KEY")
             runners["openai"] = OpenAIBackend(
                 backend.url,
+                config,
                 key,
                 model=openai_model,
                 timeout_s=max(config.serve.request_timeout_s, 30.0),
@@ -298,23 +302,19 @@ def compare_backends(
     pairs = read_qa(dataset)
     usable = [qa for qa in pairs if qa.answers]
     usable = usable[:limit] if limit is not None else usable
-    # The evidence every in-process backend reads: the AnswerPipeline's redact and retrieve
+    # The evidence every backend reads: the AnswerPipeline's redact and retrieve
     # steps, as served (the question each backend reads is the redacted one).
-    stages = LocalStages(Path(bundle), None, config)
+    stages = LocalStages(Path(bundle), None, config, generate=False)
     pipeline = AnswerPipeline(config, stages)
-    in_process = [n for n in names if n != "openai"]
-    if in_process:
-        stages.warm_up()
+    stages.warm_up()
 
     def evidence_for(question: str) -> tuple[str, Evidence]:
-        if not in_process:
-            return question, Evidence(passages=())
         redacted, evidence = pipeline.evidence_sync(question, principal, mode, top_k)
         return redacted.text, evidence
 
     def ask(name: str, question: str, redacted: str, evidence: Evidence) -> Reply:
-        # An endpoint retrieves (and redacts) for itself: it gets the question as asked.
-        return runners[name](question if name == "openai" else redacted, evidence)
+        # Every backend, an endpoint too, reads the redacted question and the same evidence.
+        return runners[name](redacted, evidence)
 
     replies: dict[str, list[Reply]] = {name: [] for name in names}
     retrieval_s: list[float] = []
@@ -349,7 +349,7 @@ def compare_backends(
                 answers,
                 gold_docs,
                 config,
-                in_process=name != "openai",
+                in_process=True,
                 priced=name != "extractive",
             ),
             **extras[name],
@@ -358,14 +358,14 @@ def compare_backends(
     }
     table = [{"backend": name, **{c: metrics[name][c] for c in TABLE_COLUMNS}} for name in names]
     digest = hashlib.sha256(Path(dataset).read_bytes()).hexdigest()
-    bundle_id = stages.retriever.dense.bundle.bundle_id if in_process else ""
+    bundle_id = stages.retriever.dense.bundle.bundle_id
     result: dict[str, Any] = {
         "backends": metrics,
         "table": table,
         "questions": len(usable),
         "mode": mode,
         "skipped_no_answer": len(pairs) - len([qa for qa in pairs if qa.answers]),
-        "retrieval_p50_ms": percentile([s * 1000 for s in retrieval_s], 50) if in_process else None,
+        "retrieval_p50_ms": percentile([s * 1000 for s in retrieval_s], 50),
         "bundle_id": bundle_id,
         "dataset_digest": digest,
     }

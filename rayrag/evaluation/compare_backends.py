@@ -1,19 +1,18 @@
 """The generator backends `rayrag compare` runs: our Reader (MoE or dense), the extractive
-baseline, and any OpenAI-compatible endpoint. Each answers one question on given evidence and
+baseline, and any OpenAI-compatible endpoint (fed the same evidence, through
+`generator.openai_backend`). Each answers one question on given evidence and
 returns a `Reply` (text, cited documents, token counts, first-token and total seconds); the
 rules each follows are in `rayrag.evaluation.compare`'s docstring.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rayrag.errors import ModelError
 from rayrag.types import Evidence, Passage
 
 MARKER_RE = re.compile(r"\[(\d{1,3})\]")
@@ -128,108 +127,56 @@ def extractive_backend(question: str, evidence: Evidence) -> Reply:
 
 
 class OpenAIBackend:
-    """An OpenAI-compatible chat endpoint; it retrieves for itself, so `evidence` is unused."""
+    """An OpenAI-compatible chat endpoint on the same evidence as every other backend: the
+    prompt `generator.backend: openai` sends (`OpenAIReader`: the redacted question, the ranked
+    passages with their [n] markers, the facts), streamed so the first text piece is timed."""
 
     def __init__(
         self,
         url: str,
+        config: Any,
         api_key: str | None = None,
         model: str = DEFAULT_OPENAI_MODEL,
         timeout_s: float = 120.0,
     ) -> None:
+        from rayrag.config import RAGConfig
+        from rayrag.generator.openai_backend import OpenAIReader
+
         base = url.rstrip("/")
-        self.endpoint = (
-            f"{base}/chat/completions" if base.endswith("/v1") else f"{base}/v1/chat/completions"
+        tree = config.model_dump(mode="json")
+        tree["generator"].update(backend="openai")
+        tree["generator"]["openai"].update(
+            base_url=base if base.endswith("/v1") else f"{base}/v1",
+            model=model,
+            api_key_env="",  # the key is handed in (or none)
+            timeout_s=timeout_s,
         )
-        self.model, self.timeout_s = model, timeout_s
-        self._api_key = api_key
-        self._client: Any = None
+        self.reader = OpenAIReader(RAGConfig.model_validate(tree), api_key=api_key)
+        self.endpoint = self.reader.endpoint
 
     def warm_up(self) -> None:
-        if self._client is None:
-            import httpx
-
-            headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-            self._client = httpx.Client(timeout=self.timeout_s, headers=headers)
+        self.reader.warm_up()
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        self.reader.close()
 
-    def _fail(self, status: int, body: Any) -> ModelError:
-        kind = body.get("error", {}).get("type", "") if isinstance(body, dict) else ""
-        # The status and error type only: some endpoints echo the request (the question) back.
-        return ModelError(
-            f"openai backend: {self.endpoint} answered HTTP {status}{f' ({kind})' if kind else ''}"
-        )
-
-    def __call__(self, question: str, evidence: Evidence | None = None) -> Reply:
-        import httpx
-
-        self.warm_up()
-        payload = {
-            "model": self.model,
-            "messages": [{"role": "user", "content": question}],
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-        pieces: list[str] = []
-        usage: dict[str, Any] | None = None
-        citations: list[dict[str, Any]] = []
-        first = None
+    def __call__(self, question: str, evidence: Evidence) -> Reply:
         started = time.perf_counter()
-        try:
-            with self._client.stream("POST", self.endpoint, json=payload) as response:
-                if response.status_code != 200:
-                    response.read()
-                    raise self._fail(response.status_code, _json_or_none(response.text))
-                for line in response.iter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[len("data:") :].strip()
-                    if data == "[DONE]":
-                        break
-                    chunk = _json_or_none(data)
-                    if not isinstance(chunk, dict) or "error" in chunk:
-                        raise self._fail(200, chunk)
-                    for choice in chunk.get("choices") or []:
-                        content = (choice.get("delta") or {}).get("content")
-                        if content:
-                            first = time.perf_counter() - started if first is None else first
-                            pieces.append(content)
-                    usage = chunk.get("usage") or usage
-                    citations = (chunk.get("rayrag") or {}).get("citations") or citations
-            latency = time.perf_counter() - started
-            if usage is None:  # the stream carried none: ask once more, without streaming
-                response = self._client.post(
-                    self.endpoint, json={**payload, "stream": False, "stream_options": None}
-                )
-                body = _json_or_none(response.text)
-                if response.status_code != 200 or not isinstance(body, dict):
-                    raise self._fail(response.status_code, body)
-                usage = body.get("usage") or {}
-                citations = (body.get("rayrag") or {}).get("citations") or citations
-        except httpx.HTTPError as exc:
-            raise ModelError(
-                f"openai backend: cannot reach {self.endpoint} ({type(exc).__name__})"
-            ) from None
-        text = "".join(pieces).strip()
+        stream = self.reader.answer(question, evidence, stream=True)
+        first = None
+        for _ in stream:
+            first = time.perf_counter() - started if first is None else first
+        latency = time.perf_counter() - started
+        result = stream.result
+        text = result.answer.text
         return Reply(
             text,
-            marked_docs(text, citations, lambda c: str(c.get("doc_id", ""))),
+            marked_docs(text, result.answer.citations, lambda p: p.doc_id),
             latency if first is None else first,
             latency,
-            int(usage.get("prompt_tokens") or 0),
-            int(usage.get("completion_tokens") or 0),
+            result.prompt_tokens,
+            result.completion_tokens,
         )
-
-
-def _json_or_none(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return None
 
 
 # ---------------------------------------------------------------- scoring

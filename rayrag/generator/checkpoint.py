@@ -130,7 +130,8 @@ def hf_config(model: MoETransformer) -> dict[str, Any]:
         "dtype": str(dtype).removeprefix("torch."),
         "rayrag": {
             "format_version": FORMAT_VERSION,
-            "generator": cfg.model_dump(mode="json"),
+            # the model's shape only: which backend serves answers is not the checkpoint's
+            "generator": cfg.model_dump(mode="json", exclude={"backend", "openai"}),
             "token_order": token_order,
         },
     }

@@ -112,8 +112,8 @@ def build_prompt(
             f"max_prompt_tokens is {max_prompt_tokens}"
         )
 
-    passage_ids = [tokenizer.encode(_passage_text(i + 1, p)) for i, p in enumerate(passages)]
-    fact_ids = [tokenizer.encode(_fact_text(f)) for f in facts]
+    passage_ids = [tokenizer.encode(passage_text(i + 1, p)) for i, p in enumerate(passages)]
+    fact_ids = [tokenizer.encode(fact_text(f)) for f in facts]
     facts_header = tokenizer.encode(FACTS_HEADER)
 
     n_passages, n_facts = len(passages), len(facts)
@@ -176,13 +176,16 @@ def build_training_example(
     return input_ids, labels
 
 
-def _passage_text(marker: int, passage: Passage) -> str:
+def passage_text(marker: int, passage: Passage) -> str:
+    """`[marker] title: text`, one line as every prompt lays a passage out (the reader's and
+    the OpenAI backend's)."""
     if passage.title:
         return PASSAGE_FORMAT.format(marker=marker, title=passage.title, text=passage.text)
     return PASSAGE_FORMAT_UNTITLED.format(marker=marker, text=passage.text)
 
 
-def _fact_text(fact: Fact) -> str:
+def fact_text(fact: Fact) -> str:
+    """`subject relation object`, one line as every prompt lays a fact out."""
     # Graph relation keys are identifiers ("founded_by"); the reader sees words.
     return FACT_FORMAT.format(
         subject=fact.subject, relation=fact.relation.replace("_", " "), object=fact.object

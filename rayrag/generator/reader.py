@@ -75,16 +75,19 @@ class ReaderResult:
     shard_share: list[float] = field(
         default_factory=list
     )  # per ExpertShard, its token-slot share (when sharded)
-    answer_logprob: float = (
-        0.0  # the model's log-probability of the whole answer (its eos included)
-    )
+    # the model's log-probability of the whole answer (its eos included); None when the
+    # backend reports none (a remote model: the Guard then scores the evidence alone)
+    answer_logprob: float | None = 0.0
     # decoding.candidates > 1: the reader's other candidate answers, most likely first (the
     # Guard may prefer one of them: `Guard.check_best`)
     alternatives: tuple[ReaderResult, ...] = ()
 
     @property
-    def answer_probability(self) -> float:
-        """The model's probability of the answer it gave (greedy: its own best guess)."""
+    def answer_probability(self) -> float | None:
+        """The model's probability of the answer it gave (greedy: its own best guess); None
+        when the backend reports no log-probability."""
+        if self.answer_logprob is None:
+            return None
         return math.exp(min(self.answer_logprob, 0.0))
 
     @property

@@ -34,6 +34,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (403, "the key may not do this"),
         (413, "question or body too large"),
         (422, "a malformed field (named, never echoed)"),
+        (502, "the generator backend rejected the request"),
         (503, "timeout or overload; retry"),
         (500, "internal error; quote the request id"),
     )

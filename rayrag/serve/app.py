@@ -57,8 +57,11 @@ def resolve_refs(args: dict[str, Any]) -> tuple[RAGConfig, str, str]:
 
 
 def resolve(args: dict[str, Any]) -> tuple[RAGConfig, Path, Path]:
-    """(config, bundle, model), checked here: what `rayrag serve` verifies before Ray starts."""
+    """(config, bundle, model), checked here: what `rayrag serve` verifies before Ray starts.
+    With `generator.backend: openai` no checkpoint is read: the model ref is passed unchecked."""
     config, bundle, model = resolve_refs(args)
+    if config.generator.backend == "openai":
+        return config, locate_bundle(bundle), Path(model)
     return config, locate_bundle(bundle), locate_model(model, config)
 
 

@@ -3,7 +3,8 @@
     Redactor    query PII (Presidio, `governance.privacy.redaction`), batched
     Retriever   query embedding (batched with `@serve.batch`) and FAISS search, ACL inside
     Ranker      entity linking, personalized PageRank, BM25, KG-guided expansion, fusion, facts
-    Generator   the MoE reader (`generator.reader.Reader`), batched decoding and streaming
+    Generator   the MoE reader (`generator.reader.Reader`), batched decoding and streaming, or
+                an OpenAI-compatible endpoint (`generator.openai_backend`, generator.backend)
     Guard       output redaction, KG validation, groundedness, escalation (`answering.guard`)
 
 The logic is the in-process classes' (`HybridRetriever`'s steps, `Reader`, `Guard`), so the
@@ -262,12 +263,22 @@ class RankerStage:
 
 @serve.deployment(name="Generator")
 class GeneratorStage:
-    def __init__(self, config_json: str, model: str) -> None:
-        from rayrag.generator.reader import Reader
+    """The reader `generator.backend` names: the MoE `Reader` on the checkpoint (batched
+    decoding), or `OpenAIReader` (an OpenAI-compatible endpoint, awaited without blocking the
+    replica's loop; concurrency is `max_ongoing_requests`, the endpoint batches on its side)."""
 
+    def __init__(self, config_json: str, model: str) -> None:
         config = _config(config_json)
-        model = str(locate_model(model, config))  # resolved (or downloaded) in this replica
-        self.reader = Reader(model, config)
+        self.remote = config.generator.backend == "openai"
+        if self.remote:
+            from rayrag.generator.openai_backend import OpenAIReader
+
+            self.reader: Any = OpenAIReader(config)  # no checkpoint: `model` is not read
+        else:
+            from rayrag.generator.reader import Reader
+
+            model = str(locate_model(model, config))  # resolved (or downloaded) in this replica
+            self.reader = Reader(model, config)
         self.reader.warm_up()
         self.batched = config.serve.max_batch_size > 1
         self._answer_batch.set_max_batch_size(config.serve.max_batch_size)
@@ -293,7 +304,8 @@ class GeneratorStage:
             )
 
     def ready(self) -> dict[str, Any]:
-        return {"model_version": self.reader.model_version}
+        backend = "openai" if self.remote else "moe"
+        return {"model_version": self.reader.model_version, "backend": backend}
 
     def shard_stats(self) -> dict[str, Any]:
         """Expert parallelism's state: shards, transport, load per shard, imbalance, restarts."""
@@ -324,6 +336,9 @@ class GeneratorStage:
 
     async def answer(self, request: tuple[str, Evidence, int | None]) -> Any:
         """The ReaderResult for (question, evidence, max_new_tokens); batched with others."""
+        if self.remote:
+            question, evidence, cap = request
+            return await self.reader.aanswer(question, evidence, cap)
         if self.batched:
             return await self._answer_batch(request)
         question, evidence, cap = request
@@ -345,6 +360,10 @@ class GeneratorStage:
     ) -> AsyncIterator[Any]:
         """The cited passages (those that fit the window) first, then text pieces as they are
         decoded, then the ReaderResult as the last item."""
+        if self.remote:
+            async for item in self.reader.astream(question, evidence, max_new_tokens):
+                yield item
+            return
         answer_stream = self.reader.answer(
             question, evidence, stream=True, max_new_tokens=max_new_tokens
         )

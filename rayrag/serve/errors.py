@@ -10,7 +10,13 @@ import asyncio
 
 from ray.exceptions import ActorUnavailableError, RayActorError
 
-from rayrag.errors import AccessDenied, DataError, ShardFailure
+from rayrag.errors import (
+    AccessDenied,
+    DataError,
+    GeneratorRejected,
+    GeneratorUnavailable,
+    ShardFailure,
+)
 from rayrag.serve.auth import AuthError
 
 
@@ -56,6 +62,14 @@ def classify_error(exc: Exception) -> tuple[int, str, str]:
             503,
             "unavailable",
             "the generator lost an expert shard and is restarting it; retry later",
+        )
+    if isinstance(exc, GeneratorUnavailable):
+        return 503, "unavailable", "the generator backend is unavailable; retry later"
+    if isinstance(exc, GeneratorRejected):
+        return (
+            502,
+            "bad_gateway",
+            "the generator backend rejected the request; the operator must check generator.openai",
         )
     if isinstance(exc, (RayActorError, ActorUnavailableError)):  # a stage replica died mid-request
         return (

@@ -344,14 +344,22 @@ def test_malformed_json_is_422(server):
 
 def test_compare_times_rayrag_as_an_openai_endpoint(server, stack, tmp_path):
     from rayrag.evaluation.compare import compare_backends
+    from rayrag.generator.openai_backend import SYSTEM_PROMPT
 
     dataset = tmp_path / "qa.jsonl"
     dataset.write_text("".join(json.dumps(q) + "\n" for q in stack.public_q))
     admin = Principal("admin", frozenset(ALL_GROUPS))
+    # The endpoint gets the prompt with its passages; rayrag reads its user message as the
+    # question, which serve.max_question_chars=500 must admit and the tiny reader's 320-token
+    # window hold beside the answer's cap.
+    limits = [
+        f"generator.openai.max_prompt_chars={len(SYSTEM_PROMPT) + 300}",
+        "generator.openai.max_tokens=8",
+    ]
     result = compare_backends(
         ["extractive", f"openai={server}"],
         dataset,
-        stack.config,
+        stack.config.with_overrides(limits),
         bundle=Path(stack.args["bundle"]),
         model=None,
         dense_model=None,
