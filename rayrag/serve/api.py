@@ -55,16 +55,30 @@ def attach(ingress: Any) -> None:
     _attached[0] = ingress
 
 
-def allow_origins(origins: list[str]) -> None:
-    """CORS for `origins` (serve.cors_origins), e.g. a chat UI on another host; none = same
-    origin only. Called before the first request: Starlette builds its stack then."""
-    if origins and not any(m.cls is CORSMiddleware for m in app.user_middleware):
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=origins,
-            allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-        )
+class ConfiguredCORS:
+    """CORS for the origins of the attached Ingress's `serve.cors_origins` (e.g. a chat UI on
+    another host); none configured = no CORS headers, same origin only. Installed on the
+    module's app before Serve freezes a copy of it, so it reads the setting per request."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self._cors: tuple[tuple[str, ...], Any] | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        ingress = _attached[0]
+        origins = tuple(ingress.config.serve.cors_origins) if ingress is not None else ()
+        if scope["type"] != "http" or not origins:
+            await self.app(scope, receive, send)
+            return
+        if self._cors is None or self._cors[0] != origins:
+            cors = CORSMiddleware(
+                self.app,
+                allow_origins=list(origins),
+                allow_methods=["GET", "POST", "OPTIONS"],
+                allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            )
+            self._cors = (origins, cors)
+        await self._cors[1](scope, receive, send)
 
 
 def current_ingress() -> Any:
@@ -137,3 +151,6 @@ async def _invalid(request: Request, exc: RequestValidationError) -> JSONRespons
         request_id_of(request),
         param=".".join(loc) or None,
     )
+
+
+app.add_middleware(ConfiguredCORS)  # outermost: a preflight is answered before auth and limits

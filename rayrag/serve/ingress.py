@@ -31,7 +31,7 @@ from rayrag.answering.response import AskResponse, ChatCompletion
 from rayrag.config import RAGConfig
 from rayrag.generator.prompt import prompt_label
 from rayrag.serve import admin, openai_compat
-from rayrag.serve.api import RequestId, allow_origins, app, attach
+from rayrag.serve.api import RequestId, app, attach
 from rayrag.serve.auth import ApiPrincipal, KeyStore
 from rayrag.serve.cache import AnswerCache, answer_key, served_from_cache
 from rayrag.serve.deployments import manifest_stamp, read_bundle_id
@@ -89,7 +89,6 @@ class Ingress:
         self.max_body = serve_cfg.max_question_chars * 4 + BODY_OVERHEAD_BYTES
         self.last_purge: dict[str, Any] = {}
         self._stop = admin.start_purge_loop(self)
-        allow_origins(serve_cfg.cors_origins)
         attach(self)
 
     # -- probes ----------------------------------------------------------------------------

@@ -37,6 +37,9 @@ ADMIN_KEY, PUBLIC_KEY = "rr-test-admin-key-0123456789", "rr-test-public-key-0123
 ALL_GROUPS = ("public", "hr", "finance", "legal")
 
 
+WEBUI_ORIGIN = "http://webui.test:3000"  # a chat UI on another origin (serve.cors_origins)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -72,6 +75,7 @@ def stack(ray_local, demo_corpus, tmp_path_factory):
             f"serve.escalation_queue={root / 'escalations.jsonl'}",
             f"serve.event_log={root / 'events.jsonl'}",
             "serve.max_question_chars=500",
+            f"serve.cors_origins=[{WEBUI_ORIGIN}]",
             *TINY_MODEL,
         ],
     )
@@ -587,8 +591,10 @@ def test_streaming_ask_sends_citations_first_then_words_then_the_answer(server, 
 
 
 def test_openai_client_talks_to_rayrag(server, stack):
-    openai = pytest.importorskip("openai")  # a dev dependency; `make venv` installs it
+    import openai  # a dev dependency; `make venv` installs it
+
     client = openai.OpenAI(base_url=f"{server}/v1", api_key=ADMIN_KEY, timeout=120)
+    assert [m.id for m in client.models.list()] == ["rayrag"]
     question = stack.public_q[2]["question"]
     completion = client.chat.completions.create(
         model="rayrag", messages=[{"role": "user", "content": question}]
@@ -605,6 +611,24 @@ def test_openai_client_talks_to_rayrag(server, stack):
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == completion.choices[0].message.content  # greedy: the same answer both ways
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+    assert {c.model for c in chunks} == {completion.model} == {"rayrag"}  # one model value
+    usage = list(
+        client.chat.completions.create(
+            model="rayrag",
+            stream=True,
+            stream_options={"include_usage": True},
+            messages=[{"role": "user", "content": question}],
+        )
+    )
+    assert usage[-1].choices == [] and usage[-1].usage.total_tokens == completion.usage.total_tokens
+    assert all(c.usage is None for c in usage[:-1])
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(
+            model="rayrag", n=2, messages=[{"role": "user", "content": question}]
+        )
+    assert (
+        refused.value.body["param"] == "n" and refused.value.body["code"] == "unsupported_parameter"
+    )
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=f"{server}/v1", api_key="rr-wrong").chat.completions.create(
             model="rayrag", messages=[{"role": "user", "content": question}]
@@ -922,3 +946,124 @@ def test_local_testing_mode_answers_what_the_in_process_pipeline_answers(stack):
     assert (
         served["config_hash"] == stack.config.with_overrides(["serve.max_batch_size=1"]).config_hash
     )
+
+
+def _chat(server: str, key: str, **body) -> httpx.Response:
+    return httpx.post(f"{server}/v1/chat/completions", headers=bearer(key), json=body, timeout=120)
+
+
+def _data(text: str) -> list[dict]:
+    return [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
+
+
+def test_the_request_shapes_chat_clients_send(server, stack):
+    """Content-part arrays, a system turn, Open WebUI's extra fields, stop strings (streamed
+    and not), refused sampling with OpenAI's error object, /v1/models behind the key."""
+    question = stack.public_q[0]["question"]
+    plain = _chat(server, ADMIN_KEY, messages=[{"role": "user", "content": question}]).json()
+    answer = plain["choices"][0]["message"]["content"]
+    parts = [{"type": "text", "text": question}]
+    webui = {  # what Open WebUI posts: its own ids, features and params ride along
+        "model": "rayrag",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": parts},
+        ],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "chat_id": "c-1",
+        "id": "m-1",
+        "session_id": "s-1",
+        "features": {"web_search": False},
+        "params": {},
+        "temperature": 0,
+    }
+    streamed = _chat(server, ADMIN_KEY, **webui)
+    assert streamed.status_code == 200
+    chunks = _data(streamed.text)
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    # A stream sends the reader's one greedy answer (no candidates for the Guard to pick from).
+    same = _chat(server, ADMIN_KEY, messages=[{"role": "user", "content": question}], stream=True)
+    greedy = "".join(
+        c["choices"][0]["delta"].get("content") or "" for c in _data(same.text) if c["choices"]
+    )
+    assert text == greedy and chunks[-1]["usage"]["total_tokens"] > 0
+    assert streamed.text.rstrip().endswith("data: [DONE]")
+
+    assert len(answer) >= 2, answer  # the tiny reader writes a few characters at least
+    stop = answer[len(answer) // 2 :][:3]
+    cut = answer[: answer.find(stop)]
+    stopped = _chat(
+        server, ADMIN_KEY, messages=[{"role": "user", "content": question}], stop=[stop]
+    )
+    choice = stopped.json()["choices"][0]
+    assert choice["message"]["content"] == cut and choice["finish_reason"] == "stop"
+    assert len(greedy) >= 2, greedy
+    stop = greedy[len(greedy) // 2 :][:3]
+    cut = greedy[: greedy.find(stop)]
+    streamed = _chat(
+        server, ADMIN_KEY, messages=[{"role": "user", "content": question}], stop=stop, stream=True
+    )
+    chunks = _data(streamed.text)
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == cut
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+
+    refused = _chat(
+        server, ADMIN_KEY, messages=[{"role": "user", "content": question}], temperature=0.7
+    )
+    error = refused.json()["error"]
+    assert refused.status_code == 400 and question not in refused.text
+    assert {"message", "type", "param", "code", "request_id"} == set(error)
+    assert error["param"] == "temperature" and error["code"] == error["type"]
+    image = [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]
+    bad = _chat(server, ADMIN_KEY, messages=[{"role": "user", "content": image}])
+    assert bad.status_code == 422 and "image_url" in bad.json()["error"]["message"]
+    assert bad.json()["error"]["param"] == "messages"
+
+    assert httpx.get(f"{server}/v1/models", timeout=30).status_code == 401
+    models = httpx.get(f"{server}/v1/models", headers=bearer(PUBLIC_KEY), timeout=30).json()
+    assert models["object"] == "list" and [m["id"] for m in models["data"]] == ["rayrag"]
+
+
+def test_a_follow_up_is_answered_as_the_standalone_question_it_stands_for(server, stack):
+    first = stack.public_q[0]
+    standalone = _chat(
+        server, ADMIN_KEY, messages=[{"role": "user", "content": first["question"]}]
+    ).json()
+    history = [
+        {"role": "user", "content": "Which company manufactures Zephyr Widgets?"},
+        {"role": "assistant", "content": "Orbital Dynamics"},
+    ]
+    follow = _chat(
+        server,
+        ADMIN_KEY,
+        messages=[*history, {"role": "user", "content": "In what year was it founded?"}],
+    ).json()
+    assert follow["rayrag"]["question"] == "In what year was Orbital Dynamics founded?"
+    assert standalone["rayrag"]["question"] is None  # nothing to rewrite
+    stream = _chat(
+        server,
+        ADMIN_KEY,
+        stream=True,
+        messages=[*history, {"role": "user", "content": "What is its revenue?"}],
+    )
+    first_chunk = _data(stream.text)[0]
+    assert first_chunk["rayrag"]["question"] == "What is Orbital Dynamics's revenue?"
+
+
+def test_cors_lets_the_configured_origin_in_and_no_other(server):
+    preflight = {
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type",
+    }
+    allowed = httpx.options(
+        f"{server}/v1/chat/completions", headers={"Origin": WEBUI_ORIGIN, **preflight}, timeout=30
+    )
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == WEBUI_ORIGIN
+    other = httpx.options(
+        f"{server}/v1/chat/completions",
+        headers={"Origin": "http://elsewhere.test", **preflight},
+        timeout=30,
+    )
+    assert "access-control-allow-origin" not in other.headers
