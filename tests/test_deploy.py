@@ -382,3 +382,49 @@ def test_the_script_refuses_to_start_without_a_shared_store(env, needle):
     assert result.returncode != 0 and result.stdout == ""
     assert needle in result.stderr and result.stderr.count("\n") == 1  # one line
     assert "pw" not in result.stderr  # a password in the URI is never echoed
+
+
+# --- the LLM serve config (docs/GPU.md) ------------------------------------------------------
+
+LLM_FILE = REPO / "rayrag" / "configs" / "serve_llm_config.yaml"
+LLM_CONFIG_SOURCE = "llm/_internal/serve/core/configs/llm_config.py"
+
+
+def _pydantic_fields(source: Path, cls: str) -> set[str]:
+    """The annotated fields of class `cls` in `source` (Ray Serve LLM's pydantic models, read
+    from Ray's installed source: importing them needs vLLM, which a CPU machine lacks)."""
+    import ast
+
+    tree = ast.parse(source.read_text(encoding="utf-8"))
+    (node,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls]
+    return {
+        s.target.id
+        for s in node.body
+        if isinstance(s, ast.AnnAssign)
+        and isinstance(s.target, ast.Name)
+        and not s.target.id.startswith("_")
+    }
+
+
+def test_the_llm_serve_config_deploys_a_moe_with_expert_parallelism_beside_rayrag():
+    from ray.serve.schema import ServeDeploySchema
+
+    deploy = ServeDeploySchema.model_validate(yaml.safe_load(LLM_FILE.read_text()))
+    apps = {a.name: a for a in deploy.applications}
+    assert set(apps) == {"llm", "rayrag"}
+    llm, rag = apps["llm"], apps["rayrag"]
+    assert llm.import_path == "ray.serve.llm:build_openai_app" and llm.route_prefix == "/llm"
+    source = Path(ray.__file__).parent / LLM_CONFIG_SOURCE
+    (model,) = llm.args["llm_configs"]
+    assert set(model) <= _pydantic_fields(source, "LLMConfig"), set(model)
+    loading = model["model_loading_config"]
+    assert set(loading) <= _pydantic_fields(source, "ModelLoadingConfig")
+    assert model["engine_kwargs"]["enable_expert_parallel"] is True  # vLLM's EP for MoE layers
+
+    # The rayrag app's Generator sends its prompts to that model, on the same proxy.
+    assert rag.import_path == "rayrag.serve.app:build_app" and rag.route_prefix == "/"
+    config = resolve_config(rag.args["config"], rag.args["set"].split(","))
+    backend = config.generator.openai
+    assert config.generator.backend == "openai" and backend.model == loading["model_id"]
+    assert backend.base_url == f"http://127.0.0.1:{deploy.http_options.port}{llm.route_prefix}/v1"
+    assert backend.api_key_env == ""  # the in-cluster LLM takes no key
