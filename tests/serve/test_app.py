@@ -1067,3 +1067,46 @@ def test_cors_lets_the_configured_origin_in_and_no_other(server):
         timeout=30,
     )
     assert "access-control-allow-origin" not in other.headers
+
+
+def test_the_graph_serves_a_pretrained_checkpoint_with_experts_on_shards(server, stack, tmp_path):
+    """A Mixtral checkpoint transformers wrote (its own tokenizer, chat template and stop ids)
+    served with its experts on 2 ExpertShard actors: the answer over HTTP is what the same
+    pipeline gives in this process with the model whole."""
+    from ray import serve
+
+    from rayrag.answering.pipeline import AnswerPipeline, LocalStages
+    from tests.generator.test_pretrained import _write_checkpoint
+
+    model = tmp_path / "mixtral"
+    _write_checkpoint(model, max_positions=2048)
+    limits = (
+        "generator.num_shards=2,generator.shard_num_cpus=0.05,generator.ep_transport=actor,"
+        "serve.stage_num_cpus=0.05,serve.generator_num_cpus=0.1,decoding.max_new_tokens=6,"
+        "decoding.candidates=1"
+    )
+    serve.run(
+        build_app({**stack.args, "model": str(model), "set": limits}),
+        name="pretrained",
+        route_prefix="/pretrained",
+    )
+    try:
+        question = stack.public_q[0]["question"]
+        response = httpx.post(
+            f"{server}/pretrained/v1/ask",
+            json={"question": question},
+            headers=bearer(ADMIN_KEY),
+            timeout=180,
+        )
+        assert response.status_code == 200, response.text[-500:]
+        served = response.json()
+        config = stack.config.with_overrides(["decoding.max_new_tokens=6", "decoding.candidates=1"])
+        local = AnswerPipeline(config, LocalStages(stack.args["bundle"], model, config))
+        admin = Principal("admin", frozenset(ALL_GROUPS))
+        expected = local.answer_sync(question, admin).response
+        assert served["answer"] == expected.answer and served["citations"]
+        assert served["model_version"].startswith("mixtral@")
+        assert len(served["routing"]["shard_share"]) == 2
+        assert served["usage"]["prompt_tokens"] == expected.usage.prompt_tokens
+    finally:
+        serve.delete("pretrained")
