@@ -254,9 +254,8 @@ def test_every_secret_reference_names_a_secret_defined_in_deploy(rayservice):
         if re.search(r"KEY|SECRET|PASSWORD|TOKEN|STORE_URI", var["name"]):
             assert "value" not in var, var["name"]
     for value in [d for d in docs if d["kind"] == "Secret"]:
-        assert all(
-            v == "" for v in value.get("stringData", {}).values()
-        )  # an example, never a secret
+        # an example, never a secret
+        assert all(v == "" for v in value.get("stringData", {}).values())
 
 
 def test_every_ray_container_gets_the_secrets_rayrag_reads_and_the_mlflow_service(rayservice):
@@ -287,9 +286,8 @@ def test_every_volume_claim_is_a_shared_claim_defined_in_deploy(rayservice):
     for name, group in _ray_groups(rayservice).items():
         for volume in group["template"]["spec"]["volumes"]:
             claim = claims[volume["persistentVolumeClaim"]["claimName"]]
-            assert "ReadWriteMany" in claim["spec"]["accessModes"], (
-                name
-            )  # every pod reads the bundle
+            # every pod reads the bundle
+            assert "ReadWriteMany" in claim["spec"]["accessModes"], name
 
 
 def test_mlflow_deployment_and_service_fit_together():

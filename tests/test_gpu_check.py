@@ -61,9 +61,8 @@ def test_the_shipped_doc_has_exactly_one_block_saying_not_yet_measured():
     text = (REPO / "docs" / "PERFORMANCE.md").read_text()
     assert text.count(BEGIN) == 1 and text.count(END) == 1
     block = text[text.index(BEGIN) : text.index(END)]
-    assert (
-        "Not yet measured on a GPU" in block or "| what |" in block
-    )  # placeholder, or real figures
+    # placeholder, or real figures
+    assert "Not yet measured on a GPU" in block or "| what |" in block
 
 
 def test_replace_block_replaces_only_the_marked_block():

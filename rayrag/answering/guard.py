@@ -305,14 +305,12 @@ class Guard:
             reasons.append("contradicted_claim")
             confidence *= CONTRADICTION_FACTOR
         if not empty and not answer_type_ok(question, MARKER_RE.sub(" ", text)):
-            reasons.append(
-                "answer_type_mismatch"
-            )  # a figure for "Which company", words for "In what year"
+            # a figure for "Which company", words for "In what year"
+            reasons.append("answer_type_mismatch")
             confidence *= CONTRADICTION_FACTOR
         if any(row["kind"] == "repeats_question" for row in validation["claims"]):
-            reasons.append(
-                "answer_repeats_question"
-            )  # grounded, but only in the question's own entity
+            # grounded, but only in the question's own entity
+            reasons.append("answer_repeats_question")
             confidence *= CONTRADICTION_FACTOR
         if any(row["kind"] == "bridge" for row in validation["claims"]) or (
             inner and self.is_bridge(question, text, cited, inner)
@@ -320,19 +318,16 @@ class Guard:
             reasons.append("answer_is_bridge")  # answers the two-hop question's inner clause
             confidence *= CONTRADICTION_FACTOR
         if not empty and self.partial_name(text, cited):
-            reasons.append(
-                "partial_name"
-            )  # "Catalyst Power" where every passage says "Catalyst Power System"
+            # "Catalyst Power" where every passage says "Catalyst Power System"
+            reasons.append("partial_name")
             confidence *= CONTRADICTION_FACTOR
         if any(row["kind"] == "agent_not_asked" for row in validation["claims"]):
-            reasons.append(
-                "answer_is_unasked_agent"
-            )  # fills the agent slot of a passive question without one
+            # fills the agent slot of a passive question without one
+            reasons.append("answer_is_unasked_agent")
             confidence *= CONTRADICTION_FACTOR
         if any(row["kind"] == "other_relation" for row in validation["claims"]):
-            reasons.append(
-                "answer_in_other_relation"
-            )  # "approved to treat" -> the regulation X is subject to
+            # "approved to treat" -> the regulation X is subject to
+            reasons.append("answer_in_other_relation")
             confidence *= CONTRADICTION_FACTOR
         if any(row["kind"] == "off_relation" for row in validation["claims"]):
             reasons.append("answer_off_relation")  # in the graph, but never in the relation asked

@@ -61,9 +61,8 @@ def _log(message: str) -> None:
 
 def demo_model(seed: int = 0) -> MoETransformer:
     torch.manual_seed(seed)
-    token_order = torch.randperm(
-        DEMO_SHAPE["vocab_size"]
-    )  # a frequency order, as a trained tokenizer gives
+    # a frequency order, as a trained tokenizer gives
+    token_order = torch.randperm(DEMO_SHAPE["vocab_size"])
     return MoETransformer(GeneratorConfig(**DEMO_SHAPE), token_order=token_order).eval()
 
 

@@ -64,10 +64,11 @@ from rayrag.bench import alternate, median
 from rayrag.generator.moe import MoELayer, SwiGLU, SwiGLUExperts
 
 TOP_K = 2
+# checked against ours: same output, same input gradient
 HF_COMPETITORS = (
     "hf_loop",
     "hf_grouped_mm",
-)  # checked against ours: same output, same input gradient
+)
 EXPERTS = (8, 64)
 FULL = {"d_model": 512, "ffn_dim": 1024, "tokens": 4096, "rounds": 5}
 QUICK = {"d_model": 128, "ffn_dim": 256, "tokens": 512, "rounds": 2}
@@ -129,12 +130,12 @@ class HFLoopExperts(torch.nn.Module):
         super().__init__()
         self.n_experts = experts.n_experts
         with torch.no_grad():
+            # E x (2F, d)
             self.gate_up = torch.nn.ParameterList(
                 torch.cat([experts.w1[e], experts.w3[e]]).clone() for e in range(self.n_experts)
-            )  # E x (2F, d)
-            self.down = torch.nn.ParameterList(
-                experts.w2[e].clone() for e in range(self.n_experts)
-            )  # E x (d, F)
+            )
+            # E x (d, F)
+            self.down = torch.nn.ParameterList(experts.w2[e].clone() for e in range(self.n_experts))
 
     def forward(
         self, x: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor

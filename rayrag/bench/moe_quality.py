@@ -200,12 +200,10 @@ def parameter_counts(model: MoETransformer) -> dict[str, int]:
 def train_flops_per_token(config: GeneratorConfig, seq_len: int) -> dict[str, int]:
     """6 * matmul weights a token passes through + 12 * L * d * S for attention (see module doc)."""
     d, head_dim = config.d_model, config.d_model // config.n_heads
-    attention = (
-        d * config.n_heads * head_dim * 2 + d * config.n_kv_heads * head_dim * 2
-    )  # q, o; k, v
-    ffn = (
-        config.d_model * config.n_experts + config.experts_per_token * 3 * d * config.ffn_dim
-    )  # router + k experts
+    # q, o; k, v
+    attention = d * config.n_heads * head_dim * 2 + d * config.n_kv_heads * head_dim * 2
+    # router + k experts
+    ffn = config.d_model * config.n_experts + config.experts_per_token * 3 * d * config.ffn_dim
     matmul_params = config.n_layers * (attention + ffn) + config.vocab_size * d  # + head
     attention_scores = 12 * config.n_layers * d * seq_len
     return {

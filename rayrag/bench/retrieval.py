@@ -379,9 +379,8 @@ def bench_modes(quick: bool) -> dict[str, Any]:
             retriever.retrieve(questions[0], admin, mode=mode, with_facts=False)
         ms: dict[str, list[float]] = {mode: [] for mode in MODES}
         for i, question in enumerate(questions):
-            order = (
-                MODES if i % 2 == 0 else tuple(reversed(MODES))
-            )  # alternate, as `alternate` does
+            # alternate, as `alternate` does
+            order = MODES if i % 2 == 0 else tuple(reversed(MODES))
             for mode in order:
                 t0 = time.perf_counter()
                 retriever.retrieve(question, admin, mode=mode, with_facts=False)

@@ -97,18 +97,16 @@ class ZipfTokens:
         weights = 1.0 / torch.arange(1, vocab_size + 1, dtype=torch.float64)
         self.rank_probs = (weights / weights.sum()).float()  # (V,) p(rank r) ∝ 1 / (r + 1)
         self.token_of_rank = torch.randperm(vocab_size, generator=self.generator)
-        self.shared = torch.randn(d_model, generator=self.generator) / math.sqrt(
-            d_model
-        )  # (d,) norm ~1
+        # (d,) norm ~1
+        self.shared = torch.randn(d_model, generator=self.generator) / math.sqrt(d_model)
         self.signature = torch.randn(vocab_size, d_model, generator=self.generator) / math.sqrt(
             d_model
         )
 
     def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(hidden (n, d), target token ids (n,))."""
-        ranks = torch.multinomial(
-            self.rank_probs, n, replacement=True, generator=self.generator
-        )  # (n,)
+        # (n,)
+        ranks = torch.multinomial(self.rank_probs, n, replacement=True, generator=self.generator)
         noise = torch.randn(n, self.shared.shape[0], generator=self.generator) / math.sqrt(
             self.shared.shape[0]
         )

@@ -35,9 +35,8 @@ def preflight(args: dict[str, Any]) -> tuple[Any, Path, Path]:
     from rayrag.serve.auth import KeyStore
 
     cfg, bundle_path, model_path = resolve(args)
-    read_secrets(
-        cfg.governance.redaction
-    )  # e.g. "environment variable RAYRAG_HMAC_KEY must hold ..."
+    # e.g. "environment variable RAYRAG_HMAC_KEY must hold ..."
+    read_secrets(cfg.governance.redaction)
     if not len(KeyStore.from_config(cfg.serve)):
         print(
             f"warning: no API keys (serve.keys_file, ${cfg.serve.keys_env}): every request will "
@@ -134,9 +133,10 @@ def serve_keygen(
     from rayrag.serve.auth import KeyStore, generate_key, key_entry
 
     key = generate_key()
+    # type: ignore[arg-type]
     entry = key_entry(
         key, principal, [g.strip() for g in groups.split(",") if g.strip()], team, role
-    )  # type: ignore[arg-type]
+    )
     if keys_file is None:
         print(yaml.safe_dump([entry], sort_keys=False), file=sys.stderr, end="")
     else:

@@ -66,9 +66,8 @@ class Outcome:
     cost: float
     latency_ms: float
     model_version: str = ""
-    context_doc_ids: list[str] = field(
-        default_factory=list
-    )  # the reader's passages (top_k), rank order
+    # the reader's passages (top_k), rank order
+    context_doc_ids: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

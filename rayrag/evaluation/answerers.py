@@ -93,9 +93,8 @@ class InProcessAnswerer:
         outcome = outcome_from_response(
             body, latency_ms, distinct_in_order(p.doc_id for p in deep.passages)
         )
-        outcome.extra["reader_answer"] = (
-            turn.reader_first.answer.text
-        )  # scored (reader_em), then dropped
+        # scored (reader_em), then dropped
+        outcome.extra["reader_answer"] = turn.reader_first.answer.text
         return outcome
 
 

@@ -257,9 +257,8 @@ def compare_backends(
     from rayrag.tracking.tracker import Tracker
 
     chosen = [b if isinstance(b, Backend) else parse_backend(b) for b in backends]
-    parse_backends(
-        [b.name if b.url is None else f"{b.name}={b.url}" for b in chosen]
-    )  # duplicates, emptiness
+    # duplicates, emptiness
+    parse_backends([b.name if b.url is None else f"{b.name}={b.url}" for b in chosen])
     names = [b.name for b in chosen]
     if "moe" in names and model is None:
         raise ConfigError("--model CKPT is required when moe is among --backends")

@@ -82,9 +82,8 @@ def bootstrap_ci(
     defined = values[~np.isnan(values)]
     if not defined.size:
         return [None, None]
-    means = defined[rng.integers(0, defined.size, size=(samples, defined.size))].mean(
-        axis=1
-    )  # (samples,)
+    # (samples,)
+    means = defined[rng.integers(0, defined.size, size=(samples, defined.size))].mean(axis=1)
     tail = (1 - level) / 2
     low, high = np.quantile(means, [tail, 1 - tail])
     return [_number(low), _number(high)]

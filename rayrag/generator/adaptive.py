@@ -199,18 +199,16 @@ class AdaptiveSoftmaxHead(nn.Module):
         flat = self._flat(hidden)  # (N, d)
         head_logp = self._head_logp(flat)
         ranks = self.rank_of_token[ids]  # (N, M)
-        out = head_logp.gather(
-            1, ranks.clamp(max=self.shortlist_size - 1)
-        )  # right for shortlist ranks
+        # right for shortlist ranks
+        out = head_logp.gather(1, ranks.clamp(max=self.shortlist_size - 1))
         for i in range(self.n_clusters):
             lo, hi = self.bounds[i], self.bounds[i + 1]
             inside = (ranks >= lo) & (ranks < hi)  # (N, M)
             rows = inside.any(dim=1).nonzero().squeeze(-1)  # (R,)
             if rows.numel() == 0:
                 continue
-            tail = self._tail_logp(
-                i, flat[rows], head_logp[rows, self.shortlist_size + i]
-            )  # (R, size)
+            # (R, size)
+            tail = self._tail_logp(i, flat[rows], head_logp[rows, self.shortlist_size + i])
             values = tail.gather(1, (ranks[rows] - lo).clamp(0, hi - lo - 1))  # (R, M)
             out[rows] = torch.where(inside[rows], values, out[rows])
         return out
@@ -233,9 +231,8 @@ class AdaptiveSoftmaxHead(nn.Module):
             if rows.numel() == 0:
                 continue
             expanded[:, i] = can_win
-            logp, within_rank = self._tail_logp(i, flat[rows], cluster_logp[rows]).max(
-                dim=-1
-            )  # (R,), (R,)
+            # (R,), (R,)
+            logp, within_rank = self._tail_logp(i, flat[rows], cluster_logp[rows]).max(dim=-1)
             better = logp > best_logp[rows]
             best_logp[rows] = torch.where(better, logp, best_logp[rows])
             best_rank[rows] = torch.where(better, within_rank + self.bounds[i], best_rank[rows])
@@ -254,9 +251,8 @@ class AdaptiveSoftmaxHead(nn.Module):
         top_logp, top_rank = head_logp[:, : self.shortlist_size].topk(first, dim=-1)  # (N, first)
         if first < k:  # too few shortlist tokens: pad with -inf, which every cluster beats
             pad = k - first
-            top_logp = torch.cat(
-                [top_logp, top_logp.new_full((n, pad), float("-inf"))], dim=1
-            )  # (N, k)
+            # (N, k)
+            top_logp = torch.cat([top_logp, top_logp.new_full((n, pad), float("-inf"))], dim=1)
             top_rank = torch.cat([top_rank, top_rank.new_zeros((n, pad))], dim=1)  # (N, k)
         for i in range(self.n_clusters):
             cluster_logp = head_logp[:, self.shortlist_size + i]  # (N,)
@@ -266,9 +262,8 @@ class AdaptiveSoftmaxHead(nn.Module):
             tail_logp = self._tail_logp(i, flat[rows], cluster_logp[rows])  # (R, size)
             cand_logp, cand_rank = tail_logp.topk(min(k, tail_logp.shape[1]), dim=-1)  # (R, k')
             merged_logp = torch.cat([top_logp[rows], cand_logp], dim=1)  # (R, k + k')
-            merged_rank = torch.cat(
-                [top_rank[rows], cand_rank + self.bounds[i]], dim=1
-            )  # (R, k + k')
+            # (R, k + k')
+            merged_rank = torch.cat([top_rank[rows], cand_rank + self.bounds[i]], dim=1)
             keep_logp, keep = merged_logp.topk(k, dim=-1)  # (R, k)
             top_logp[rows] = keep_logp
             top_rank[rows] = merged_rank.gather(1, keep)
@@ -297,9 +292,8 @@ class FullSoftmaxHead(nn.Module):
                 )
             self.weight = tied_weight  # the same Parameter: one storage, one gradient
         else:
-            self.weight = nn.Parameter(
-                torch.empty(vocab_size, d_model)
-            )  # (V, d), HF `lm_head.weight`
+            # (V, d), HF `lm_head.weight`
+            self.weight = nn.Parameter(torch.empty(vocab_size, d_model))
             nn.init.normal_(self.weight, std=0.02)
 
     def logits(self, hidden: Tensor) -> Tensor:
@@ -311,9 +305,10 @@ class FullSoftmaxHead(nn.Module):
         hidden (..., d), targets (...) -> (...) float32; -100 -> 0."""
         _check_targets(targets, self.vocab_size)
         flat_logits = self.logits(hidden).reshape(-1, self.vocab_size).float()  # (N, V)
+        # (N,)
         nll = F.cross_entropy(
             flat_logits, targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none"
-        )  # (N,)
+        )
         return nll.reshape(targets.shape)
 
     def log_prob(self, hidden: Tensor) -> Tensor:

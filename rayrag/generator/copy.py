@@ -104,10 +104,11 @@ class CopyHead(nn.Module):
     ) -> CopyContext:
         """`past` extended by the new positions: hidden (B, S, d), input_ids (B, S), keep
         (B, S_past + S) bool. The old last position's successor is the first new token."""
+        # (B, S, c) each
         self_keys, next_keys = (
             self.key(hidden).float(),
             self.next_key(hidden).float(),
-        )  # (B, S, c) each
+        )
         last = input_ids.new_zeros(input_ids.shape[0], 1)  # the new last position: no successor yet
         if self.until_token is None:
             open_ = torch.ones_like(input_ids, dtype=torch.bool)  # (B, S)
@@ -142,19 +143,17 @@ class CopyHead(nn.Module):
         row with nothing allowed is all zeros."""
         q = self.query(hidden).float()  # (B, S, c)
         keys = torch.cat([ctx.self_keys, ctx.next_keys], dim=1)  # (B, 2 * S_total, c)
-        scores = torch.matmul(q, keys.transpose(1, 2)) / math.sqrt(
-            self.copy_dim
-        )  # (B, S, 2 * S_total)
-        q_pos = torch.arange(
-            first_query, first_query + hidden.shape[1], device=hidden.device
-        )  # (S,)
+        # (B, S, 2 * S_total)
+        scores = torch.matmul(q, keys.transpose(1, 2)) / math.sqrt(self.copy_dim)
+        # (S,)
+        q_pos = torch.arange(first_query, first_query + hidden.shape[1], device=hidden.device)
         k_pos = torch.arange(ctx.ids.shape[1], device=hidden.device)  # (S_total,)
+        # (S, 2S_t)
         allowed = torch.cat(
             [k_pos[None, :] <= q_pos[:, None], k_pos[None, :] < q_pos[:, None]], dim=1
-        )  # (S, 2S_t)
-        allowed = (
-            allowed[None] & (ctx.keep & ctx.open).repeat(1, 2)[:, None, :]
-        )  # (B, S, 2 * S_total)
+        )
+        # (B, S, 2 * S_total)
+        allowed = allowed[None] & (ctx.keep & ctx.open).repeat(1, 2)[:, None, :]
         scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
         return F.softmax(scores, dim=-1) * allowed  # rows with nothing allowed: all zeros
 
@@ -198,9 +197,10 @@ class CopyMixture:
         ]  # (B, 2 * S_total)
         self.gate = copy_head.gate_logit(hidden, attn)  # (B,)
         self.proposed = ctx.proposals  # (B, 2 * S_total) a superset of what the pointer proposes
+        # (B, V)
         self.p_copy = attn.new_zeros(attn.shape[0], self.vocab_size).scatter_add_(
             1, self.proposed, attn
-        )  # (B, V)
+        )
 
     def _score(self, ids: Tensor, vocab_logp: Tensor) -> Tensor:
         return mix_log_prob(vocab_logp, self.gate[:, None], self.p_copy.gather(1, ids))  # (B, M)

@@ -87,6 +87,7 @@ class DecodeOptions:
         seed: int | None = None,
         span_until: int | None = None,
     ) -> DecodeOptions:
+        # sampling: one answer
         return cls(
             max_new_tokens=cfg.max_new_tokens,
             temperature=cfg.temperature,
@@ -98,7 +99,7 @@ class DecodeOptions:
             seed=seed,
             span_until=span_until if cfg.extractive else None,
             branches=cfg.candidates if cfg.temperature == 0 else 1,
-        )  # sampling: one answer
+        )
 
     def kwargs(self) -> dict[str, Any]:
         """The options as keyword arguments of `generate` / `stream`."""
@@ -269,9 +270,8 @@ def constrained_next_tokens(
     scores only those (`log_prob_of`), greedy takes the best, sampling renormalises over them
     (temperature and top-k apply; top-p over so few tokens is not worth a sort)."""
     width = max(len(a) for a in allowed)
-    ids = torch.tensor(
-        [list(a) + [a[0]] * (width - len(a)) for a in allowed], device=hidden.device
-    )  # (B, M)
+    # (B, M)
+    ids = torch.tensor([list(a) + [a[0]] * (width - len(a)) for a in allowed], device=hidden.device)
     valid = torch.tensor(
         [[True] * len(a) + [False] * (width - len(a)) for a in allowed], device=hidden.device
     )
@@ -294,9 +294,8 @@ def _branch(
     fewer are allowed). Returns the source row of each branch and the branches' tokens and
     log-probabilities, rows in order, a row's branches best first."""
     width = max(len(a) for a in allowed)
-    ids = torch.tensor(
-        [list(a) + [a[0]] * (width - len(a)) for a in allowed], device=hidden.device
-    )  # (B, M)
+    # (B, M)
+    ids = torch.tensor([list(a) + [a[0]] * (width - len(a)) for a in allowed], device=hidden.device)
     valid = torch.tensor(
         [[True] * len(a) + [False] * (width - len(a)) for a in allowed], device=hidden.device
     )
@@ -388,9 +387,10 @@ class _ExpertShare:
     def shares(self) -> list[list[float]]:
         shares = []
         for choices in self.choices:
+            # (E,)
             counts = torch.bincount(
                 torch.cat([c.reshape(-1) for c in choices]), minlength=self.n_experts
-            )  # (E,)
+            )
             counts = counts.double()
             shares.append(
                 [round(float(v), 6) for v in (counts / counts.sum().clamp(min=1)).tolist()]
@@ -438,9 +438,8 @@ def _decode(
                     prefix_lengths=prefix,
                 )
                 share.add(out)
-                return out.hidden_states[:, -1], model.step_head(
-                    out
-                )  # (B, d), the next-token rule's head
+                # (B, d), the next-token rule's head
+                return out.hidden_states[:, -1], model.step_head(out)
 
         spans = _span_constraints(prompts, opts)
         origin = list(range(len(rows)))  # row -> the prompt it answers

@@ -169,9 +169,8 @@ class LoRASwiGLUExperts(SwiGLUExperts):
             for e in range(n_experts):
                 _kaiming_(a[e])
             self.lora_A[name] = nn.Parameter(a)
-            self.lora_B[name] = nn.Parameter(
-                weight.new_zeros(n_experts, out_dim, rank)
-            )  # (E, out, r)
+            # (E, out, r)
+            self.lora_B[name] = nn.Parameter(weight.new_zeros(n_experts, out_dim, rank))
         self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.merged = False
         self.train(base.training)  # a model in eval stays in eval, adapter dropout included
@@ -232,10 +231,11 @@ class LoRASwiGLUExperts(SwiGLUExperts):
     ) -> torch.Tensor:
         def adapted(rows: torch.Tensor, name: str) -> torch.Tensor:
             weight = getattr(self, name).to(rows.dtype)  # (E, out, in)
+            # (E, r, in), (E, out, r)
             a, b = (
                 self.lora_A[name].to(rows.dtype),
                 self.lora_B[name].to(rows.dtype),
-            )  # (E, r, in), (E, out, r)
+            )
             low_rank = lora_linear(lora_linear(self.lora_dropout(rows), a), b)  # (n, r) -> (n, out)
             return base_linear(rows, weight) + low_rank * self.scaling
 

@@ -66,10 +66,11 @@ def rope_cos_sin(
     The frequencies are rebuilt per call in float32 (head_dim / 2 numbers) rather than kept
     as a buffer, so `model.to(torch.bfloat16)` cannot round them.
     """
+    # (hd/2,)
     inv_freq = 1.0 / (
         theta
         ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
-    )  # (hd/2,)
+    )
     freqs = positions.float()[..., None] * inv_freq  # (B, S, hd/2)
     emb = torch.cat((freqs, freqs), dim=-1)  # (B, S, hd): rotate-half layout, as HF
     return emb.cos().to(dtype)[:, None], emb.sin().to(dtype)[:, None]
@@ -299,9 +300,8 @@ class DecoderLayer(nn.Module):
             # load-balancing loss and routing statistics. Pad positions get no MoE update.
             d = normed.shape[-1]
             flat = normed.reshape(-1, d)  # (B*S, d)
-            y_real, moe = self.block_sparse_moe(
-                flat.index_select(0, real_tokens)[None]
-            )  # (1, T_real, d)
+            # (1, T_real, d)
+            y_real, moe = self.block_sparse_moe(flat.index_select(0, real_tokens)[None])
             y = torch.zeros_like(flat).index_copy(0, real_tokens, y_real[0]).view_as(normed)
         return h + y, moe
 
@@ -335,19 +335,19 @@ class QuestionMatch(nn.Module):
         ]  # (B, S_ctx, S_q)
         unigram = context & same.any(dim=-1)
         pair = torch.zeros_like(same)
-        pair[:, 1:, 1:] = (
-            same[:, 1:, 1:] & same[:, :-1, :-1]
-        )  # x[j-1:j+1] == x[q-1:q+1], q-1 in question too
+        # x[j-1:j+1] == x[q-1:q+1], q-1 in question too
+        pair[:, 1:, 1:] = same[:, 1:, 1:] & same[:, :-1, :-1]
         bigram = context & pair.any(dim=-1)
         return unigram, bigram
 
     def forward(self, x: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         unigram, bigram = self.flags(input_ids)
+        # (B, S, d)
         return (
             x
             + unigram[..., None].to(x.dtype) * self.weight.to(x.dtype)
             + bigram[..., None].to(x.dtype) * self.bigram.to(x.dtype)
-        )  # (B, S, d)
+        )
 
 
 class MixtralBody(nn.Module):
@@ -519,11 +519,12 @@ class MoETransformer(nn.Module):
 
         ctx = None
         if self.copy_head is not None:
+            # (B, S_total)
             keep = (
                 attention_mask.to(device=device, dtype=torch.bool)
                 if attention_mask is not None
                 else torch.ones(b, past + s, dtype=torch.bool, device=device)
-            )  # (B, S_total)
+            )
             ctx = self.copy_head.context(
                 hidden, input_ids, keep, cache.copy if cache is not None else None
             )
@@ -679,13 +680,11 @@ class MoETransformer(nn.Module):
         target = targets.index_select(0, valid)  # (N,)
         rows = hidden[:, :-1].reshape(-1, d).index_select(0, valid)  # (N, d)
         vocab_logp = -self.lm_head(rows, target)  # (N,)
-        attn = self.copy_head.attention(
-            hidden[:, :-1], ctx, first_query=past
-        )  # (B, S-1, 2 * S_total)
+        # (B, S-1, 2 * S_total)
+        attn = self.copy_head.attention(hidden[:, :-1], ctx, first_query=past)
         attn = attn.reshape(-1, attn.shape[-1]).index_select(0, valid)  # (N, 2 * S_total)
-        proposals = ctx.proposals.index_select(
-            0, valid // (s - 1)
-        )  # (N, 2 * S_total) each row's own
+        # (N, 2 * S_total) each row's own
+        proposals = ctx.proposals.index_select(0, valid // (s - 1))
         p_copy = (attn * (proposals == target[:, None])).sum(-1)  # (N,)
         nll = -mix_log_prob(vocab_logp, self.copy_head.gate_logit(rows, attn), p_copy)
         return nll.float().sum() / max(valid.numel(), 1)

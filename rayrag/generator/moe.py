@@ -57,9 +57,8 @@ _GROUPED_MM_VERDICT: dict[tuple, bool] = {}
 class RoutingStats:
     """What one MoE layer's router did in one forward. Numbers only, never token content."""
 
-    token_share: (
-        torch.Tensor
-    )  # (E,) float32: share of token-slots routed to each expert (sums to 1)
+    # (E,) float32: share of token-slots routed to each expert (sums to 1)
+    token_share: torch.Tensor
     entropy: float  # entropy of token_share / log(E), in [0, 1]; 1 = perfectly even
     drop_rate: float  # dropped token-slots / all token-slots (0 in eval: dropless)
     max_violation: float  # (max load - mean load) / mean load
@@ -149,9 +148,8 @@ class Router(nn.Module):
             )
         self.n_experts, self.top_k, self.jitter = n_experts, top_k, jitter
         self.renormalize = renormalize
-        self.gate = nn.Linear(
-            d_model, n_experts, bias=False
-        )  # Mixtral key: block_sparse_moe.gate.weight
+        # Mixtral key: block_sparse_moe.gate.weight
+        self.gate = nn.Linear(d_model, n_experts, bias=False)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x (T, d) -> weights (T, k) in x.dtype, indices (T, k) int64, logits (T, E) float32."""
@@ -233,9 +231,8 @@ def _probe_grouped_mm(device: torch.device, dtype: torch.dtype, d_model: int, ff
             w_up = torch.randn(len(counts), ffn_dim, d_model, generator=gen).div(d_model**0.5)
             w_down = torch.randn(len(counts), d_model, ffn_dim, generator=gen).div(ffn_dim**0.5)
             w_up, w_down = (w.to(device, dtype).requires_grad_() for w in (w_up, w_down))
-            offsets = (
-                torch.tensor(counts, device=device).cumsum(0).to(torch.int32)
-            )  # (E,) group ends
+            # (E,) group ends
+            offsets = torch.tensor(counts, device=device).cumsum(0).to(torch.int32)
             # Both projections' layouts: (N, d) -> (N, ffn) -> (N, d).
             y = _ContiguousGrad.apply(
                 _grouped_linear(_grouped_linear(x, w_up, offsets), w_down, offsets)
@@ -321,9 +318,8 @@ class SwiGLUExperts(nn.Module):
                     )
                 ] = False
         sizes = counts.tolist()
-        h = F.silu(_loop_linear(x_sorted, w1, sizes)) * _loop_linear(
-            x_sorted, w3, sizes
-        )  # (N, ffn)
+        # (N, ffn)
+        h = F.silu(_loop_linear(x_sorted, w1, sizes)) * _loop_linear(x_sorted, w3, sizes)
         self.last_dispatch = "loop"
         return _loop_linear(h, w2, sizes)  # (N, d)
 
@@ -504,9 +500,8 @@ class MoELayer(nn.Module):
         if self.training:
             capacity = self.capacity(tokens)
             starts = counts.cumsum(0) - counts  # (E,) first sorted position of each expert
-            rank = (
-                torch.arange(order.numel(), device=x_flat.device) - starts[slot_expert[order]]
-            )  # (k*T,)
+            # (k*T,)
+            rank = torch.arange(order.numel(), device=x_flat.device) - starts[slot_expert[order]]
             order = order[rank < capacity]  # (N,) kept slots, still grouped by expert
             kept_counts = counts.clamp(max=capacity)  # (E,)
             dropped = (counts - kept_counts).sum()
@@ -516,9 +511,8 @@ class MoELayer(nn.Module):
         y_sorted = expert_fn(x_sorted, kept_counts)  # (N, d)
         # Unsort into slot order (dropped slots stay 0), then weight and sum the k choices:
         # no scatter-add, so no atomics: deterministic on GPU too.
-        y_slots = y_sorted.new_zeros((k * tokens, self.d_model)).index_copy(
-            0, order, y_sorted
-        )  # (k*T, d)
+        # (k*T, d)
+        y_slots = y_sorted.new_zeros((k * tokens, self.d_model)).index_copy(0, order, y_sorted)
         y_slots = y_slots.view(k, tokens, self.d_model)  # (k, T, d)
         y = (y_slots * weights.t().unsqueeze(-1)).sum(dim=0)  # (T, d)
         return y, counts, dropped

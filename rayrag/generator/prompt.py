@@ -74,9 +74,8 @@ class Citation:
 class Prompt:
     ids: list[int]
     citations: list[Citation] = field(default_factory=list)  # in prompt order, markers 1..n
-    truncated: list[str] = field(
-        default_factory=list
-    )  # chunk ids dropped to fit, best-ranked first
+    # chunk ids dropped to fit, best-ranked first
+    truncated: list[str] = field(default_factory=list)
     facts_included: list[Fact] = field(default_factory=list)
     facts_dropped: int = 0
 

@@ -59,22 +59,18 @@ class ReaderResult:
     """An `Answer` and what the reader knows about how it was made (ids and counts, no text)."""
 
     answer: Answer
-    truncated_chunk_ids: list[str] = field(
-        default_factory=list
-    )  # dropped to fit the window, best-ranked first
+    # dropped to fit the window, best-ranked first
+    truncated_chunk_ids: list[str] = field(default_factory=list)
     facts_dropped: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: str = ""  # "eos" | "stop" | "length"
-    cited_markers: list[int] = field(
-        default_factory=list
-    )  # [n] the text mentions, valid ones, first-mention order
-    routing: list[list[float]] = field(
-        default_factory=list
-    )  # per MoE layer, each expert's token-slot share
-    shard_share: list[float] = field(
-        default_factory=list
-    )  # per ExpertShard, its token-slot share (when sharded)
+    # [n] the text mentions, valid ones, first-mention order
+    cited_markers: list[int] = field(default_factory=list)
+    # per MoE layer, each expert's token-slot share
+    routing: list[list[float]] = field(default_factory=list)
+    # per ExpertShard, its token-slot share (when sharded)
+    shard_share: list[float] = field(default_factory=list)
     # the model's log-probability of the whole answer (its eos included); None when the
     # backend reports none (a remote model: the Guard then scores the evidence alone)
     answer_logprob: float | None = 0.0

@@ -52,9 +52,8 @@ class DenseRetriever:
         self._embedder: Any = None
         self._redactor: Any = None  # QueryRedactor: the bundle's policies
         self._acl: list[frozenset[str]] = []
-        self._policy: np.ndarray = np.zeros(
-            0, dtype=object
-        )  # per chunk row: the policy that redacted it
+        # per chunk row: the policy that redacted it
+        self._policy: np.ndarray = np.zeros(0, dtype=object)
         self._row_ids: np.ndarray = np.zeros(0, np.int64)
         self._rows: dict[int, int] = {}
         # group set -> its allowed ids as a FAISS selector: scanning every chunk's ACL and

@@ -283,9 +283,8 @@ class HybridRetriever:
         self._lexical: Any = (
             None  # LexicalIndex, loaded on first bm25/hybrid use; False: the bundle has none
         )
-        self._masks: OrderedDict[frozenset[str], Any] = (
-            OrderedDict()
-        )  # group set -> BM25 weight mask
+        # group set -> BM25 weight mask
+        self._masks: OrderedDict[frozenset[str], Any] = OrderedDict()
 
     def warm_up(self, graph: bool = True) -> None:
         """Load the dense side (index, embedder, redactor) and, unless `graph=False`, the KG."""

@@ -102,9 +102,8 @@ def push(
     seed_mass = restart[seeds]
     p = np.zeros(n)
     res = np.zeros(n)
-    slot = np.zeros(
-        n, dtype=np.int64
-    )  # scratch for `_distinct`; calloc'd, so only touched pages cost
+    # scratch for `_distinct`; calloc'd, so only touched pages cost
+    slot = np.zeros(n, dtype=np.int64)
     res[seeds] = seed_mass
     candidates = seeds
     touched = [seeds]

@@ -252,12 +252,12 @@ class RankerStage:
         dense_ranking: list[tuple[str, float]],
         graph_ranking: list[tuple[str, float]],
     ) -> Evidence:
-        hybrid = (
-            self.hybrid
-        )  # the mode's ranking as in process (`rank_plan`'s final step), then provenance
+        # the mode's ranking as in process (`rank_plan`'s final step), then provenance
+        hybrid = self.hybrid
+        # type: ignore[arg-type]
         ranking = hybrid.final_ranking(
             question, principal, mode, top_k, dense_ranking, graph_ranking
-        )  # type: ignore[arg-type]
+        )
         return hybrid.evidence(ranking, question, principal, mode)  # type: ignore[arg-type]
 
 

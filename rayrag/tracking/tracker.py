@@ -441,9 +441,8 @@ class Tracker:
 
         self._require_enabled()
         self.warm_up()
-        self._ensure_experiment(
-            self.experiment_name("tune")
-        )  # our artifact location, not the callback's
+        # our artifact location, not the callback's
+        self._ensure_experiment(self.experiment_name("tune"))
         callback = MLflowLoggerCallback(
             tracking_uri=self.tracking_uri,
             registry_uri=self.tracking_uri,

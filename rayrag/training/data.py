@@ -134,9 +134,8 @@ def pack_sequences(
     inputs = np.full((rows, width), pad_id, dtype=np.int64)
     labels = np.full((rows, width), IGNORE_INDEX, dtype=np.int64)
     if n_full:
-        block = np.asarray(flat[: n_full * width], dtype=np.int64).reshape(
-            n_full, width
-        )  # (N, S+1)
+        # (N, S+1)
+        block = np.asarray(flat[: n_full * width], dtype=np.int64).reshape(n_full, width)
         inputs[:n_full] = block
         labels[:n_full] = block
     if rows > n_full:
@@ -448,9 +447,8 @@ class TrainDataBuilder:
         """
         g = graph.graph
         by_id = {c.chunk_id: c for c in chunks}
-        entities: dict[str, list[tuple[str, str]]] = defaultdict(
-            list
-        )  # chunk id -> (surface form, label)
+        # chunk id -> (surface form, label)
+        entities: dict[str, list[tuple[str, str]]] = defaultdict(list)
         # NER tags products and job titles ORG now and then; the relations they are the
         # object of ("make", "join_as") say what they are, as for graph questions.
         kind_of = {

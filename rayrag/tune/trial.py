@@ -136,9 +136,8 @@ class TrialRunner:
             raise DataError(f"the dev set {self.plan.dev} has no questions")
         answerer = InProcessAnswerer(bundle, base, config, config.retrieval.mode)
         answerer.warm_up()
-        rows = self.answer_rows(
-            answerer, questions
-        )  # this trial's retrieval, fixed while the adapters learn
+        # this trial's retrieval, fixed while the adapters learn
+        rows = self.answer_rows(answerer, questions)
         tokens = answerer.reader.tokenizer
 
         def dev_loss(model: Any) -> float:

@@ -260,9 +260,8 @@ def test_a_fact_of_a_relation_not_asked_earns_no_bonus(guard):
     assert report.validation["supported"] == 1
     from rayrag.answering.guard import MODEL_WEIGHT
 
-    assert report.confidence == pytest.approx(
-        report.groundedness ** (1 - MODEL_WEIGHT), abs=1e-3
-    )  # p = 1
+    # p = 1
+    assert report.confidence == pytest.approx(report.groundedness ** (1 - MODEL_WEIGHT), abs=1e-3)
     asked = guard.check(ACQUIRED, "Velora Systems", EVIDENCE, PUBLIC, answer_logprob=0.0)
     assert asked.validation["claims"][0]["kind"] == "implied" and asked.confidence == 1.0
 

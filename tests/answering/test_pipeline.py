@@ -122,9 +122,8 @@ def test_a_flagged_question_is_refused_before_any_stage_runs_and_costs_nothing()
 
 def test_a_caller_that_already_screened_is_not_screened_again():
     stages = RecordingStages()
-    turn = AnswerPipeline(RAGConfig(), stages).answer_sync(
-        INJECTION, ASKER, screened=None
-    )  # "clean", said the caller
+    # "clean", said the caller
+    turn = AnswerPipeline(RAGConfig(), stages).answer_sync(INJECTION, ASKER, screened=None)
     assert not turn.response.refused and stages.calls[0] == "redact"
 
 

@@ -198,9 +198,8 @@ def test_a_two_hop_answer_must_state_the_outer_relation():
     # 2012 sits with every inner term ("acquired Zandor Systems") but not with "founded".
     wrong_year = answer_support(question, "2012", EVIDENCE, STOP, inner=inner)
     assert right == 1.0 and wrong_year == 0.0
-    assert (
-        answer_support(question, "2012", EVIDENCE, STOP) > 0.5
-    )  # read as one question, it looked supported
+    # read as one question, it looked supported
+    assert answer_support(question, "2012", EVIDENCE, STOP) > 0.5
     # The bridge itself answers the inner clause: its sentence does not state "founded".
     bridge = "Which product is made by the company that acquired Zandor Systems?"
     assert (
@@ -242,9 +241,10 @@ def test_the_answer_that_the_inner_clause_describes_is_the_bridge():
         question, "Kingsmere Technologies", [PRESS, catalogue], STOP, inner=inner
     )
     assert not answers_inner_clause(question, "Orbit Hub", [PRESS, catalogue], STOP, inner=inner)
+    # one hop: no bridge to be
     assert not answers_inner_clause(
         "Which company acquired Zandor Systems?", "Kingsmere Technologies", [PRESS], STOP, inner=""
-    )  # one hop: no bridge to be
+    )
     # A sentence that states the whole path names the answer with the outer relation: no bridge.
     both = "Kingsmere Technologies, which acquired Zandor Systems, makes the Orbit Hub."
     assert not answers_inner_clause(question, "Orbit Hub", [both], STOP, inner=inner)
@@ -276,9 +276,8 @@ def test_a_bridge_never_lends_the_question_entity_to_a_one_hop_answer():
     question = "What condition is sarricept approved to treat?"
     evidence = [remnezole, sarricept]
     unanchored = answer_support(question, "plaque psoriasis", evidence, STOP)
-    assert unanchored == answer_support(
-        question, "glaucoma", evidence, STOP
-    )  # the defect anchors remove
+    # the defect anchors remove
+    assert unanchored == answer_support(question, "glaucoma", evidence, STOP)
     right = answer_support(question, "glaucoma", evidence, STOP, anchors=["sarricept"])
     wrong = answer_support(question, "plaque psoriasis", evidence, STOP, anchors=["sarricept"])
     assert right == unanchored and wrong < right

@@ -33,8 +33,7 @@ def test_kg_bench_quick_reports_every_solver_size_and_ratio():
         "push_vs_sparse_cpu_2k",
         "push_top10_identical_10k",
     } <= set(ratios)
-    assert (
-        ratios["sparse_vs_networkx"] == ratios["sparse_vs_networkx_10k"]
-    )  # the headline is the largest size's
+    # the headline is the largest size's
+    assert ratios["sparse_vs_networkx"] == ratios["sparse_vs_networkx_10k"]
     speed = {k: v for k, v in ratios.items() if not k.startswith("push_top10")}
     assert all(math.isfinite(v) and v > 0 for v in speed.values())

@@ -28,9 +28,8 @@ def test_bench_config_reports_every_competitor_and_agrees_with_the_hf_loop():
     assert set(result["max_abs_diff"]) == HF and all(
         v < 1e-4 for v in result["max_abs_diff"].values()
     )
-    assert (
-        result["max_abs_diff_hf_mixtral_eager"] < 1e-4
-    )  # HF's own eager MixtralExperts, same weights and routing
+    # HF's own eager MixtralExperts, same weights and routing
+    assert result["max_abs_diff_hf_mixtral_eager"] < 1e-4
 
 
 def test_the_match_check_fails_when_the_hf_loop_computes_something_else(monkeypatch):

@@ -19,9 +19,8 @@ TIMINGS = {"train_tokens_per_s", "train_seconds"}
 @pytest.fixture(scope="module")
 def result() -> dict:
     """In-process (no Ray): the reference the Ray run must reproduce."""
-    return json.loads(
-        json.dumps(moe_quality.run(quick=True, parallel=False))
-    )  # JSON-able end to end
+    # JSON-able end to end
+    return json.loads(json.dumps(moe_quality.run(quick=True, parallel=False)))
 
 
 def test_reports_every_model_and_the_ratios(result):

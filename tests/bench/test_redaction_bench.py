@@ -25,9 +25,8 @@ def test_redaction_bench_quick_runs_on_the_generated_pii_set(monkeypatch):
         == competitors
     )
     assert all(v > 0 for v in result["docs_per_s"].values())
-    assert (
-        result["same_results"] is True
-    )  # what ingest ships finds exactly what per-document analysis finds
+    # what ingest ships finds exactly what per-document analysis finds
+    assert result["same_results"] is True
     assert result["spans"] >= result["docs"]  # every document holds several identifiers
     assert set(result["ratios"]) == {
         "batch_vs_per_doc",

@@ -66,9 +66,8 @@ def test_ppr_curve_format_and_networkx_cap():
     curve = scale_ppr.curve(sizes=(300, 3_000), networkx_max=300, queries=4)
     assert_curve_format(curve, "ppr")
     assert len(curve["series"]["sparse"]) == 2 and len(curve["series"]["networkx"]) == 1
-    assert (
-        len(curve["series"]["push"]) == 2
-    )  # the local solver `kg.ppr_method: auto` picks past 20k nodes
+    # the local solver `kg.ppr_method: auto` picks past 20k nodes
+    assert len(curve["series"]["push"]) == 2
     assert curve["per_unit"]["sparse_ms_per_query_per_1m_edges"] > 0
     detail = curve["meta"]["sizes_detail"]["3000"]
     assert 0.5 <= detail["push_top10_overlap"] <= 1 and 0 <= detail["push_top10_identical"] <= 1
@@ -192,17 +191,15 @@ def test_docs_pictures_come_from_a_saved_full_result_in_the_repository_root(
     result = scale.summarise(synthetic_curves(), quick=False)
     saved = tmp_path / "scale.json"
     saved.write_text(json.dumps(result))
-    assert (
-        scale_plot.main([str(saved), "--docs"]) == 1
-    )  # no docs/SCALING.md here: not the repository root
+    # no docs/SCALING.md here: not the repository root
+    assert scale_plot.main([str(saved), "--docs"]) == 1
     assert "SCALING.md" in capsys.readouterr().err and not (tmp_path / "docs").exists()
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "SCALING.md").write_text("x")
     saved_quick = tmp_path / "quick.json"
     saved_quick.write_text(json.dumps(scale.summarise(synthetic_curves(), quick=True)))
-    assert (
-        scale_plot.main([str(saved_quick), "--docs"]) == 1
-    )  # a quick run never becomes the docs' figures
+    # a quick run never becomes the docs' figures
+    assert scale_plot.main([str(saved_quick), "--docs"]) == 1
     assert sorted(p.name for p in (tmp_path / "docs").iterdir()) == ["SCALING.md"]
     assert scale_plot.main([str(saved), "--docs"]) == 0
     assert sorted(p.name for p in (tmp_path / "docs").glob("scaling_*.png")) == sorted(

@@ -12,10 +12,11 @@ from rayrag.bench import serve
 from rayrag.errors import ConfigError
 from tests.tiny import TINY_MODEL, demo_slice
 
+# six stages beside the session's actors
 SMALL_CPUS = (
     "serve.stage_num_cpus=0.1",
     "serve.generator_num_cpus=0.3",
-)  # six stages beside the session's actors
+)
 
 
 def test_percentile_picks_the_nearest_rank():

@@ -37,9 +37,8 @@ def test_the_demo_env_holds_what_the_next_steps_need_and_only_its_owner_reads_it
     assert env["RAYRAG_HMAC_KEY"] == os.environ["RAYRAG_HMAC_KEY"]
     assert env["RAYRAG_ENCRYPTION_KEY"] == os.environ["RAYRAG_ENCRYPTION_KEY"]
     keys = KeyStore.from_config(config.serve, environ=env)
-    caller = keys.authenticate(
-        f"Bearer {env['RAYRAG_API_KEY']}"
-    )  # the key clients send is one serve accepts
+    # the key clients send is one serve accepts
+    caller = keys.authenticate(f"Bearer {env['RAYRAG_API_KEY']}")
     assert caller.role == "user" and "public" in caller.principal.groups
     # A second demo keeps the key (a running client's $RAYRAG_API_KEY stays valid).
     assert write_demo_env(tmp_path, config, "sqlite:////tmp/demo/mlflow.db") == path

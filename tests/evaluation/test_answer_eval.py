@@ -140,9 +140,8 @@ def test_outcome_from_the_ask_response_json():
     assert got.cost == 0.1 and got.model_version == "m@1" and got.extra["explicit_citations"]
     no_markers = outcome_from_response({**body, "cited_markers": []}, 1.0, ranked_doc_ids=["z"])
     assert no_markers.cited_doc_ids == ["a", "b", "a"] and no_markers.ranked_doc_ids == ["z"]
-    assert (
-        got.context_doc_ids == no_markers.context_doc_ids == ["a", "b", "c", "d"]
-    )  # prompt + cut passages
+    # prompt + cut passages
+    assert got.context_doc_ids == no_markers.context_doc_ids == ["a", "b", "c", "d"]
 
 
 def test_gate_check_on_planted_regressions():
@@ -159,10 +158,11 @@ def test_gate_check_on_planted_regressions():
         "pii_leak_rate": 0.01,
         "citation_precision": None,
     }
+    # within tolerance; None not compared
     assert gate_check(same, baseline, metrics, 0.02) == (
         True,
         [],
-    )  # within tolerance; None not compared
+    )
     worse = {
         "recall_at_5": 0.70,
         "answer_f1": 0.50,
@@ -298,9 +298,8 @@ def test_ask_responses_are_scored_by_hand(tmp_path, monkeypatch):
     )
     assert result["source"] == "http" and result["model_version"] == "srv@abc"
     assert result["counts"]["server_errors"] == 1 and result["questions"] == 3
-    assert (
-        result["recall_at_2"] == 0.5 and result["recall_at_5"] == 1.0
-    )  # press-1, misc-9, product-1
+    # press-1, misc-9, product-1
+    assert result["recall_at_2"] == 0.5 and result["recall_at_5"] == 1.0
     assert result["answer_em"] == pytest.approx(2 / 3, abs=1e-6) and result[
         "answer_f1"
     ] == pytest.approx((1 + 1 + 0.8) / 3, abs=1e-6)
@@ -369,9 +368,8 @@ def test_cli_exit_codes(monkeypatch, tmp_path):
     assert failed.exit_code == 1
     lines = failed.stdout.strip().splitlines()
     assert json.loads(lines[-1])["gate"]["passed"] is False
-    assert any(
-        "0.2000!" in line and line.startswith("hops=2") for line in lines
-    )  # flagged gap marked
+    # flagged gap marked
+    assert any("0.2000!" in line and line.startswith("hops=2") for line in lines)
     assert any("FAILED" in line for line in lines)
     fake["gate"]["passed"] = True
     assert CliRunner().invoke(app, [*args, "--json"]).exit_code == 0
@@ -464,9 +462,8 @@ def test_end_to_end_in_process_run_is_tracked_without_text(stack):
     run = client.get_run(result["run_id"])
     tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
     assert tags["model_version"] == stack.answerer.model_version and tags["source"] == "in_process"
-    assert (
-        tags["prompt_version"] == result["prompt_version"] == "rayrag-reader/1"
-    )  # versioned with the prompt
+    # versioned with the prompt
+    assert tags["prompt_version"] == result["prompt_version"] == "rayrag-reader/1"
     assert (
         tags["dataset_digest"] == result["dataset_digest"]
         and tags["bundle_id"] == result["bundle_id"]
@@ -537,9 +534,8 @@ def test_champion_gate_end_to_end(stack):
         again["gate"]
     )
     with pytest.raises(ConfigError, match="no evaluation of the champion on this dataset"):
-        evaluate_answers(
-            **gated, gate="champion", limit=1
-        )  # a slice never meets the whole file's baseline
+        # a slice never meets the whole file's baseline
+        evaluate_answers(**gated, gate="champion", limit=1)
 
     # A planted champion evaluation that scored better: the same model now regresses.
     better = {

@@ -142,9 +142,8 @@ def test_charts_and_logging(frame):
         frame, ["answer_f1", "pii_leak_rate"], ["hops", "region"], eval_config(), seed=0
     )
     fig = plot_metric(report, "answer_f1")
-    assert (
-        len(fig.axes[0].patches) == 3 + 3
-    )  # a bar per group of each key: hops 1, 2, 3; region eu, us, missing
+    # a bar per group of each key: hops 1, 2, 3; region eu, us, missing
+    assert len(fig.axes[0].patches) == 3 + 3
     run = _RecordingRun()
     log_disaggregation(run, report)
     assert set(run.figures) == {"disaggregation/answer_f1.png", "disaggregation/pii_leak_rate.png"}

@@ -31,9 +31,8 @@ def test_token_f1_by_hand():
     # pred {helix, corp, labs}, gold {helix, corp}: P 2/3, R 1, F1 0.8
     assert token_f1("Helix Corp Labs", ["Helix Corp"]) == pytest.approx(0.8)
     assert token_f1("Labs", ["Helix Corp", "labs"]) == 1.0
-    assert (
-        token_f1("", ["Helix"]) == 0.0 and token_f1("the", ["a"]) == 1.0
-    )  # both normalise to empty
+    # both normalise to empty
+    assert token_f1("", ["Helix"]) == 0.0 and token_f1("the", ["a"]) == 1.0
 
 
 def test_citation_precision_and_leaks():

@@ -90,9 +90,8 @@ def test_the_pointer_never_sees_past_the_until_token_even_across_the_cache():
     assert torch.equal(part.open, whole.open)
     attn = head.attention(hidden, whole, first_query=0)  # (1, 8, 16)
     assert torch.all(attn[..., 3:8] == 0) and torch.all(attn[..., 11:] == 0)
-    assert torch.all(
-        attn[0, 4:, :3].sum(-1) > 0
-    )  # the question and answer positions point into the context
+    # the question and answer positions point into the context
+    assert torch.all(attn[0, 4:, :3].sum(-1) > 0)
 
 
 @pytest.mark.parametrize("head", ["adaptive", "full"])

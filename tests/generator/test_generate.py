@@ -387,9 +387,8 @@ def test_extractive_answers_are_spans_of_the_context_before_the_separator(head, 
     free = generate(model, prompts, **kwargs)
     spans = generate(model, prompts, span_until=SEP, **kwargs)
     contexts = [p[: p.index(SEP)] for p in prompts]
-    assert not all(
-        is_span(g.tokens, c) for g, c in zip(free, contexts, strict=True)
-    )  # random weights wander
+    # random weights wander
+    assert not all(is_span(g.tokens, c) for g, c in zip(free, contexts, strict=True))
     for g, context in zip(spans, contexts, strict=True):
         assert g.tokens and is_span(g.tokens, context), (g.tokens, context)
         assert g.finish_reason in ("eos", "length")
@@ -440,13 +439,11 @@ def test_n_best_branches_hold_the_greedy_answer_and_are_ranked_by_likelihood(hea
     for g, nbest, prompt in zip(greedy, best, prompts, strict=True):
         context = prompt[: prompt.index(SEP)]
         candidates = [nbest, *nbest.alternatives]
-        assert len(candidates) == min(
-            3, len(set(context))
-        )  # [33, 150]: two tokens can start a span
+        # [33, 150]: two tokens can start a span
+        assert len(candidates) == min(3, len(set(context)))
         assert all(c.tokens and is_span(c.tokens, context) for c in candidates)
-        assert len({c.tokens[0] for c in candidates}) == len(
-            candidates
-        )  # one branch per first token
+        # one branch per first token
+        assert len({c.tokens[0] for c in candidates}) == len(candidates)
         # The greedy answer is the branch of the best first token; the most likely comes first.
         assert any(
             c.tokens == g.tokens and c.logprob == pytest.approx(g.logprob, abs=1e-5)
@@ -486,7 +483,6 @@ def test_n_best_needs_greedy_extractive_decoding(model):
         DecodingConfig(extractive=True, candidates=4), eos_id=2, pad_id=0, span_until=SEP
     )
     assert opts.branches == 4
-    sampled = DecodingConfig(
-        extractive=True, candidates=4, temperature=0.7
-    )  # a sweep's temperature knob
+    # a sweep's temperature knob
+    sampled = DecodingConfig(extractive=True, candidates=4, temperature=0.7)
     assert DecodeOptions.from_config(sampled, eos_id=2, pad_id=0, span_until=SEP).branches == 1

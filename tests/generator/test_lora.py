@@ -244,9 +244,8 @@ def test_save_load_round_trip_into_a_fresh_base(config, tmp_path):
     with torch.no_grad():
         assert torch.equal(prepared(x), model(x))
 
-    save_adapters(
-        model, out, config
-    )  # replacing existing adapters is fine, and leaves no temp dirs
+    # replacing existing adapters is fine, and leaves no temp dirs
+    save_adapters(model, out, config)
     assert [p.name for p in tmp_path.iterdir()] == ["adapters"]
 
 

@@ -193,9 +193,8 @@ def test_an_over_long_question_is_a_clear_error(reader):
     question = " ".join(["Who acquired Brightwater Labs"] * 60) + "?"
     with pytest.raises(DataError, match="question does not fit the prompt") as info:
         reader.answer(question, Evidence(passages(2)))
-    assert "Brightwater" not in str(
-        info.value
-    )  # counts only: questions stay out of errors and logs
+    # counts only: questions stay out of errors and logs
+    assert "Brightwater" not in str(info.value)
 
 
 @pytest.mark.parametrize("question", ["", "   \n"])

@@ -98,9 +98,8 @@ def test_frequencies_and_order_are_consistent(tok):
 
     order = tok.token_order(texts)
     assert order.dtype == np.int64
-    assert np.array_equal(
-        np.sort(order), np.arange(tok.vocab_size)
-    )  # a permutation, specials included
+    # a permutation, specials included
+    assert np.array_equal(np.sort(order), np.arange(tok.vocab_size))
     ordered = counts[order]
     assert np.all(ordered[:-1] >= ordered[1:])
     for a, b in zip(order[:-1], order[1:], strict=True):  # ties keep id order
@@ -113,9 +112,8 @@ def test_order_pads_to_the_model_vocabulary(tok):
     texts = sentences(50, seed=4)
     order = tok.token_order(texts, vocab_size=tok.vocab_size + 10)
     assert order.shape == (tok.vocab_size + 10,)
-    assert np.array_equal(
-        order[-10:], np.arange(tok.vocab_size, tok.vocab_size + 10)
-    )  # never seen: last
+    # never seen: last
+    assert np.array_equal(order[-10:], np.arange(tok.vocab_size, tok.vocab_size + 10))
     assert np.array_equal(order[: tok.vocab_size], tok.token_order(texts)[: tok.vocab_size])
     with pytest.raises(ConfigError, match="vocab_size must be >= the tokenizer's"):
         tok.token_order(texts, vocab_size=tok.vocab_size - 1)

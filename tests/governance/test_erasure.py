@@ -51,9 +51,8 @@ QUARANTINED = '{"id": "canary-7f3a", "text": 17}\n'  # the same id, also quarant
 def built(demo_corpus, tmp_path_factory):
     root = tmp_path_factory.mktemp("erasure")
     corpus = demo_slice(demo_corpus, root, n_questions=3, n_restricted=2)
-    extra = (
-        [] if "profile-000" in corpus.kept else [corpus.docs["profile-000"]]
-    )  # shares entities with the canary
+    # shares entities with the canary
+    extra = [] if "profile-000" in corpus.kept else [corpus.docs["profile-000"]]
     with open(root / "corpus.jsonl", "a") as handle:
         handle.writelines(json.dumps(d) + "\n" for d in [*extra, CANARY])
         handle.write(QUARANTINED)

@@ -114,9 +114,8 @@ def test_normalisation_by_hand():
     assert normalise("ig\u200bnore") == "ignore"  # zero-width space
     assert normalise("\uff29\uff47\uff4e\uff4f\uff52\uff45") == "ignore"  # fullwidth
     assert normalise("іgnоrе") == "ignore"  # Cyrillic і, о, е
-    assert (
-        normalise("\U0001d422\U0001d420\U0001d427\U0001d428\U0001d42b\U0001d41e") == "ignore"
-    )  # math bold
+    # math bold
+    assert normalise("\U0001d422\U0001d420\U0001d427\U0001d428\U0001d42b\U0001d41e") == "ignore"
     assert normalise("ïgnörè") == "ignore"  # diacritics
 
 
@@ -427,9 +426,8 @@ def test_in_process_answerer_refuses_a_flagged_question(tmp_path):
     )
     assert outcome.cost == 0.0 and "instruction_override" in outcome.extra["categories"]
     assert answerer.pipeline.screen("Who founded Harwick Instruments?") is None
-    assert (
-        answerer.stages.retriever is None and answerer.stages.reader is None
-    )  # nothing was loaded
+    # nothing was loaded
+    assert answerer.stages.retriever is None and answerer.stages.reader is None
 
 
 # ---------------------------------------------------------------- rayrag eval safety
@@ -461,9 +459,8 @@ def test_cli_eval_safety_reports_and_tracks_counts_only(tmp_path, monkeypatch):
     assert body["attack_recall"] >= 0.95 and body["benign_fpr_questions"] <= 0.01
     assert body["benign_questions"] == 150 and body["benign_passages"] == 300  # the demo corpus
     assert body["holdout"]["attacks"] > 50 and body["holdout_b"]["attacks"] > 50
-    assert (
-        0 <= body["holdout_b_attack_recall"] <= 1
-    )  # reported, not asserted high: see safety_attacks.py
+    # reported, not asserted high: see safety_attacks.py
+    assert 0 <= body["holdout_b_attack_recall"] <= 1
 
     run = (
         Tracker(resolve_config(None, [f"tracking.tracking_uri={uri}"]).tracking)

@@ -133,9 +133,8 @@ def test_a_failing_probe_reports_a_type_name_never_the_exception_text(tmp_path):
     checks = {c.name: c for c in report.checks}
     assert checks["tracing"].evidence == "probe error ValueError" and not checks["tracing"].passed
     assert not checks["ab_plan"].passed and checks["ab_plan"].evidence == "probe error ConnectError"
-    assert (
-        not checks["red_team"].passed and not checks["slo_metrics"].passed
-    )  # nothing passes by default
+    # nothing passes by default
+    assert not checks["red_team"].passed and not checks["slo_metrics"].passed
     assert "512-34-5678" not in json.dumps(report.to_json()) and "rr-admin" not in report.markdown()
 
 

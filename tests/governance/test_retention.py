@@ -63,9 +63,8 @@ def test_events_and_rotated_files(tmp_path):
     log.write_text(
         _lines(log, now - 40 * DAY, 3, "old") + _lines(log, now - DAY, 2, "new") + "not json\n"
     )
-    (tmp_path / "events.jsonl.1").write_text(
-        _lines(log, now - 31 * DAY, 4, "old1")
-    )  # all old: deleted
+    # all old: deleted
+    (tmp_path / "events.jsonl.1").write_text(_lines(log, now - 31 * DAY, 4, "old1"))
     (tmp_path / "events.jsonl.2").write_text(
         _lines(log, now - 50 * DAY, 1, "old2") + _lines(log, now, 1, "n2")
     )
@@ -163,9 +162,8 @@ def test_logger_follows_purge_and_rotation(tmp_path):
             logger.handle(old)
             logger.info("request", extra={"fields": {"request_id": f"r{i}"}})
         assert len(event_log_files(log)) > 1  # rotated
-        assert all(
-            p.name.rsplit(".", 1)[1].isdigit() for p in tmp_path.glob("events.jsonl.*")
-        )  # lock is hidden
+        # lock is hidden
+        assert all(p.name.rsplit(".", 1)[1].isdigit() for p in tmp_path.glob("events.jsonl.*"))
         assert stat.S_IMODE(os.stat(log).st_mode) == 0o600
         inode = os.stat(log).st_ino
         report = purge(_config(tmp_path))
@@ -279,9 +277,8 @@ def test_mlflow_runs_and_traces_really_deleted(tmp_path, mlflow_store):
     report = purge(cfg)  # mlflow_runs_days 365, traces_days 30
     assert report.purged["mlflow_runs"] == 1 and report.kept["mlflow_runs"] == 2
     assert report.purged["mlflow_traces"] == 1 and report.kept["mlflow_traces"] == 1
-    assert (
-        _db_count(tmp_path, "select count(*) from runs where run_uuid = ?", old_run) == 0
-    )  # hard-deleted
+    # hard-deleted
+    assert _db_count(tmp_path, "select count(*) from runs where run_uuid = ?", old_run) == 0
     assert _db_count(tmp_path, "select count(*) from params where run_uuid = ?", new_run.run_id) > 0
     assert not old_art.exists()
     for kept in (new_run.run_id, registered, foreign):

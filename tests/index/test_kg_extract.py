@@ -245,9 +245,8 @@ def test_relation_arguments_ner_missed_become_names(extractor: TripleExtractor) 
         extractor, "Revenue grew at Velora Systems. Counsel reviewed software and revenue."
     )
     assert {label for _, label, _ in plain.entities} == {"ORG"}
-    unlinked = _one(
-        extractor, "In trials, fenmodex outperformed tollodex."
-    )  # two names, no recognised entity
+    # two names, no recognised entity
+    unlinked = _one(extractor, "In trials, fenmodex outperformed tollodex.")
     assert unlinked.entities == [] and unlinked.triples == []
 
 

@@ -111,9 +111,8 @@ def test_passage_text_formats():
         == "Employee record EMP-1 > A > B: Joined in 2006."
     )
     assert passage_text("x", None, {}, "title_chunk") == "x"
-    assert (
-        passage_text("x", "T", {"section": 3}, "title_chunk") == "T: x"
-    )  # a non-string section is ignored
+    # a non-string section is ignored
+    assert passage_text("x", "T", {"section": 3}, "title_chunk") == "T: x"
     assert passage_text("x", "T", {}, "chunk") == "x"
     with pytest.raises(ConfigError, match="text_format"):
         passage_text("x", "T", {}, "markdown")

@@ -122,12 +122,13 @@ def test_search_knobs_come_from_config_at_search_and_load(tmp_path, data):
     ivf.save(path)
     exact = VectorIndex.load(path, IndexConfig(factory="IVF16,Flat", nprobe=16), dim=DIM)
     assert exact._params(10, None).nprobe == 16
+    # capped at nlist
     assert (
         VectorIndex.load(path, IndexConfig(nprobe=999), dim=DIM)._nprobe(
             faiss.extract_index_ivf(exact._index)
         )
         == 16
-    )  # capped at nlist
+    )
     # Probing every list makes IVF-Flat exact, filtered or not.
     truth = brute_force(base, np.arange(1000), queries, 10)
     np.testing.assert_array_equal(exact.search(queries, 10)[1], truth)

@@ -380,9 +380,8 @@ def test_fusion_calibration_chooses_on_dev_and_reports_heldout(built, demo_corpu
     config, _, bundle = built
     rows = demo_corpus.qa_path.read_text(encoding="utf-8").splitlines()
     qa = tmp_path / "qa.jsonl"
-    qa.write_text(
-        "\n".join(rows[70:82]) + "\n", encoding="utf-8"
-    )  # one-hop questions, ids among them
+    # one-hop questions, ids among them
+    qa.write_text("\n".join(rows[70:82]) + "\n", encoding="utf-8")
     admin = Principal("admin", frozenset({"public", "hr", "finance", "legal"}))
     report = calibrate_fusion(bundle.path, qa, config, admin, grid=(0.0, 1.0))
     assert report["counts"] == {"dev": 6, "heldout": 6} and len(report["grid"]) == 4
@@ -403,6 +402,5 @@ def test_fusion_calibration_chooses_on_dev_and_reports_heldout(built, demo_corpu
         for g, b, r2 in ((0.0, 2.0, 0.60), (1.0, 1.0, 0.58), (2.0, 0.5, 0.40))
     ]
     assert choose(flat, n_dev=50)["weights"] == {"dense": 1.0, "graph": 1.0, "bm25": 1.0}
-    assert (
-        choose(flat, n_dev=200)["weights"]["bm25"] == 2.0
-    )  # 0.02 is more than one question of 200
+    # 0.02 is more than one question of 200
+    assert choose(flat, n_dev=200)["weights"]["bm25"] == 2.0

@@ -270,9 +270,8 @@ def test_prepare_embeds_every_name_once_before_any_question(kg):
     names = {t for batch in asked for t in batch}
     assert "brightwater labs" in names and "kestrel bank" in names  # hr-only names too
     asked.clear()
-    r.link(
-        "Who founded Brightwater Laboratories?", PUBLIC
-    )  # a new view: only the question is embedded
+    # a new view: only the question is embedded
+    r.link("Who founded Brightwater Laboratories?", PUBLIC)
     assert all(len(batch) <= 2 and "kestrel bank" not in batch for batch in asked), asked
 
 

@@ -159,9 +159,8 @@ def make(
     similar: dict[str, float] | None = None,
     **retrieval,
 ) -> HybridRetriever:
-    retrieval.setdefault(
-        "fusion_weights", {"dense": 1.0, "graph": 1.0, "bm25": 1.0}
-    )  # the hand sums below
+    # the hand sums below
+    retrieval.setdefault("fusion_weights", {"dense": 1.0, "graph": 1.0, "bm25": 1.0})
     cfg = RAGConfig().model_copy(
         update={"retrieval": RAGConfig().retrieval.model_copy(update=retrieval)}
     )
@@ -301,9 +300,8 @@ def test_second_hop_moves_the_best_candidate_to_hop_rank():
     question = "Which product is made by the company that acquired Avenra Logistics?"
     got = r.retrieve(question, PUBLIC, mode="hybrid", top_k=4, with_facts=False).passages
     assert [p.chunk_id for p in got] == ["c1", "c4", "c2", "c3"]
-    assert [p.score for p in got] == pytest.approx(
-        [1.0, 0.875, 0.875, 0.5]
-    )  # takes its slot's score
+    # takes its slot's score
+    assert [p.score for p in got] == pytest.approx([1.0, 0.875, 0.875, 0.5])
     # Scored with the residual question against the bridge's first-hop passage.
     assert r.dense.queries == ["Which product is made by the company that"]
     # The answering bonus decides: without it c3 (0.6) beats c4 (0.5).

@@ -54,9 +54,8 @@ def stack(ray_local, demo_corpus, tmp_path_factory):
     root = tmp_path_factory.mktemp("serve")
     corpus = demo_slice(demo_corpus, root, n_questions=3, n_restricted=4)
     docs, public_q, restricted = corpus.docs, corpus.questions, corpus.restricted
-    keys_file = (
-        root / "api_keys.yaml"
-    )  # hashed keys: what a replica reads, whatever Ray's environment
+    # hashed keys: what a replica reads, whatever Ray's environment
+    keys_file = root / "api_keys.yaml"
     keys_file.write_text(
         yaml.safe_dump(
             [
@@ -382,9 +381,8 @@ def test_compare_times_rayrag_as_an_openai_endpoint(server, stack, tmp_path):
         and endpoint["completion_tokens"] > 0
         and endpoint["tokens_per_s"] > 0
     )
-    assert (
-        endpoint["answered"] == n and endpoint["cost_per_request"] > 0
-    )  # the server's usage, priced
+    # the server's usage, priced
+    assert endpoint["answered"] == n and endpoint["cost_per_request"] > 0
     assert 0 <= endpoint["answer_f1"] <= 1 and result["backends"]["extractive"]["answered"] == n
 
 
@@ -428,12 +426,13 @@ def test_a_killed_expert_shard_under_traffic_is_recreated_and_no_answer_is_wrong
 
     def ask(question: str) -> tuple[int, dict, float]:
         started = time.perf_counter()
+        # reach the shards
         response = httpx.post(
             f"{sharded.url}/v1/ask",
             json={"question": question},
             timeout=120,
             headers={**bearer(ADMIN_KEY), "Cache-Control": "no-cache"},
-        )  # reach the shards
+        )
         assert question not in response.text or response.status_code == 200
         return response.status_code, response.json(), time.perf_counter() - started
 
@@ -547,9 +546,8 @@ def test_rayrag_eval_scores_the_running_graph_over_http(server, tight, stack, tm
         and result["tokens_per_request"] > 0
         and result["counts"]["server_errors"] == 0
     )
-    assert (
-        result["prompt_version"] == "rayrag-reader/unregistered"
-    )  # what the server reported (tracking off there)
+    # what the server reported (tracking off there)
+    assert result["prompt_version"] == "rayrag-reader/unregistered"
     with pytest.raises(RayRagError, match="no question was answered"):
         evaluate_answers(
             dataset,

@@ -78,9 +78,8 @@ def test_register_promote_rollback_lifecycle(tracker, checkpoints):
     assert (
         first.tags["trained_on"] == "demo" and first.run_id and first.source.endswith("/checkpoint")
     )
-    assert first.tags["prompt_version"] == tracker.prompt_version(
-        PROMPT_TEMPLATE
-    )  # pinned to the version
+    # pinned to the version
+    assert first.tags["prompt_version"] == tracker.prompt_version(PROMPT_TEMPLATE)
     assert [v.version for v in registry.versions()] == [3, 2, 1]
 
     assert registry.set_challenger(2).aliases == ["challenger"]
@@ -128,9 +127,8 @@ def test_resolve_model_downloads_the_champion_once(tracker, checkpoints):
     config = tracker.config
     local = resolve_model("models:/rayrag-generator@champion", config)
     assert (local / "config.json").is_file() and local.parent.name == "v1"
-    assert (
-        local.name == checkpoints[0].name
-    )  # the Reader's model_version equals the registered digest
+    # the Reader's model_version equals the registered digest
+    assert local.name == checkpoints[0].name
     assert weights_digest(local) == weights_digest(checkpoints[0])
     assert f"{local.name}@{weights_digest(local)}" == ModelRegistry(tracker).get(1).model_digest
     assert resolve_model("models:/rayrag-generator/1", config) == local  # cached, same dir
@@ -144,9 +142,8 @@ def test_resolve_model_downloads_the_champion_once(tracker, checkpoints):
 
 def test_prompt_registration_is_idempotent_and_pins_are_checked(store):
     tracker = Tracker(_config(store))
-    first = tracker.register_prompt(
-        TEMPLATE
-    )  # registering models above registered the reader's prompt
+    # registering models above registered the reader's prompt
+    first = tracker.register_prompt(TEMPLATE)
     assert tracker.register_prompt(TEMPLATE) == first
     assert tracker.prompt_version(TEMPLATE) == f"rayrag-reader/{first}"
     assert tracker.register_prompt(TEMPLATE + " ") == first + 1

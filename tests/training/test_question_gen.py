@@ -121,11 +121,10 @@ def test_a_pseudonym_subject_parses_as_a_name(nlp):
     assert questions[0] == "What position does employee EMP-11906 hold?"
     assert raw != questions and not any("Jordan" in q for q in questions)
     start = sentence.index("Fernhollow Data")
+    # no topic: the pseudonym stays
     assert clause_questions(
         parsed, start, start + len("Fernhollow Data"), "Which company", None, stand_ins
-    )[0].startswith(
-        "Which company did PERSON_e1c5bc71 join in 2005"
-    )  # no topic: the pseudonym stays
+    )[0].startswith("Which company did PERSON_e1c5bc71 join in 2005")
 
 
 def test_a_fronted_participle_is_asked_about_the_main_subject(nlp):

@@ -366,9 +366,8 @@ def test_an_entity_inside_a_longer_name_is_no_answer():
         sentence, *span("Medicines Review")
     )
     assert not inside_name(sentence, *span("Treasury Analyst"))
-    assert not inside_name(
-        sentence, *span("Continental Medicines Review Council")
-    )  # "The" is no name part
+    # "The" is no name part
+    assert not inside_name(sentence, *span("Continental Medicines Review Council"))
     assert not inside_name(sentence, *span("2005"))
 
 

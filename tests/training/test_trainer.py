@@ -167,9 +167,8 @@ def test_lora_trains_only_adapters_and_saves_them(tiny, trained):
     result = trainer.run()
     # Every mid-training validation reaches the hook (what a Tune trial reports for ASHA).
     assert [step for step, _ in reports] == [3, 6]
-    assert reports[-1][1] == pytest.approx(
-        result.summary["phases"]["reader"]["val_loss"], abs=1e-4
-    )  # summary: 4 places
+    # summary: 4 places
+    assert reports[-1][1] == pytest.approx(result.summary["phases"]["reader"]["val_loss"], abs=1e-4)
     # Merged into a plain checkpoint, the adapters give the adapted model's logits.
     merged = export_merged(base, out, root / "merged")
     ids = torch.randint(4, 200, (2, 16))

@@ -58,9 +58,8 @@ def test_prebuild_builds_each_distinct_bundle_once_then_reuses(ray_local, corpus
         ).manifest["counts"]
         for c in (small, large)
     }
-    assert (
-        counts[128]["chunks"] == counts[128]["documents"] == 6
-    )  # 30-65 word documents: one chunk each
+    # 30-65 word documents: one chunk each
+    assert counts[128]["chunks"] == counts[128]["documents"] == 6
     assert counts[32]["chunks"] > counts[128]["chunks"]
     finished = [m for m in messages if "chunk_size=" in m]
     assert len(finished) == 2 and all(" chunks in " in m for m in finished)

@@ -80,9 +80,8 @@ def sweep(ray_local, demo_corpus, tmp_path_factory):
     )
     assert result.exit_code == 0, result.output[-2000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert (
-        "Trial status" not in result.stdout
-    )  # Tune's tables went to stderr: stdout is the summary
+    # Tune's tables went to stderr: stdout is the summary
+    assert "Trial status" not in result.stdout
     return SimpleNamespace(
         root=root,
         summary=summary,

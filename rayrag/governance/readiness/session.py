@@ -62,9 +62,8 @@ class _State:
     served_prompt: str = ""
     served_model: str = ""
     gate: dict[str, Any] | None = None
-    canary_titles: set[str] = field(
-        default_factory=set
-    )  # the canary doc's title, as an all-groups key sees it
+    # the canary doc's title, as an all-groups key sees it
+    canary_titles: set[str] = field(default_factory=set)
     counter: int = 0
 
 

@@ -384,9 +384,8 @@ def oversized_attacks(max_question_chars: int | None) -> list[Attack]:
     )
 
     def chunked(body: bytes) -> Callable[[], Iterator[bytes]]:
-        return lambda: (
-            body[i : i + 65536] for i in range(0, len(body), 65536)
-        )  # no Content-Length
+        # no Content-Length
+        return lambda: (body[i : i + 65536] for i in range(0, len(body), 65536))
 
     def raw(
         name: str,
@@ -808,9 +807,8 @@ def _leaks(attack: Attack, text: str, documents: list[Any], canaries: Canaries) 
     if isinstance(attack.content, bytes) and len(attack.content) < 65536:
         sent += attack.content.decode("utf-8", errors="replace").casefold()
     body = text.casefold()
-    restricted = (
-        attack.role != "admin"
-    )  # the admin key may read restricted documents, never raw PII
+    # the admin key may read restricted documents, never raw PII
+    restricted = attack.role != "admin"
     texts = set(canaries.pii) | (set(canaries.restricted_text) if restricted else set())
     if any(v not in sent and v in body for canary in texts for v in _variants(canary)):
         return True
