@@ -1,7 +1,7 @@
 """Bench `ep-memory`: peak resident memory of each expert-parallel process vs the checkpoint.
 
 `rayrag bench ep-memory [--quick] --json`. Writes one random bfloat16 MoE checkpoint to a
-temp dir (full size: about 0.5 B parameters, most of them in the routed experts), then
+temp dir (full size: about 1 B parameters, most of them in the routed experts), then
 measures, each in a fresh process so no peak leaks from one into the next:
 
     bare            python + torch + rayrag imported, nothing loaded: every process's floor
@@ -34,7 +34,7 @@ SHARDS = 2
 FULL = {
     "vocab_size": 32000,
     "d_model": 1024,
-    "n_layers": 6,
+    "n_layers": 12,
     "n_heads": 16,
     "n_kv_heads": 4,
     "ffn_dim": 1408,
