@@ -107,7 +107,8 @@ class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "user", "assistant", "developer", "tool"]
-    content: str | Annotated[list[ContentPart], Field(max_length=64)] | None = None
+    # No count limits here: the body's size is the limit (a 413, `Ingress._admit`).
+    content: str | list[ContentPart] | None = None
 
     def text(self) -> str:
         """The message's text: the string, or its text parts joined by newlines."""
@@ -133,7 +134,7 @@ class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str = Field("rayrag", max_length=256)
-    messages: list[ChatMessage] = Field(min_length=1, max_length=256)
+    messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS_LIMIT)

@@ -84,7 +84,7 @@ def stack(ray_local, demo_corpus, tmp_path_factory):
             f"serve.event_log={root / 'rag-events.jsonl'}",
             "generator.backend=openai",
             f"generator.openai.base_url=http://127.0.0.1:{port}/backend/v1",
-            "generator.openai.model=rayrag",
+            "generator.openai.model=rayrag-backend",  # any id: rayrag serves one model
             f"generator.openai.api_key_env={KEY_ENV}",
             "generator.openai.timeout_s=60",
             "generator.openai.max_retries=1",
@@ -129,12 +129,16 @@ def ask(url: str, question: str, **extra) -> httpx.Response:
 
 def test_the_openai_backend_answers_with_citations_and_the_guards_report(served, stack):
     ready = httpx.get(f"{served}/rag/readyz", timeout=30).json()
-    assert ready["stages"]["generator"] == {"model_version": "openai:rayrag", "backend": "openai"}
+    assert ready["stages"]["generator"] == {
+        "model_version": "openai:rayrag-backend",
+        "backend": "openai",
+    }
     response = ask(served, stack.questions[0]["question"])
     assert response.status_code == 200, response.text
     body = response.json()
-    # the backend app's reader wrote it: its model version is the served chat completion's
-    assert body["model_version"].startswith("openai:model@")
+    # The answer names the model the backend graph said answered: its served model id
+    # (serve.model_name, what /v1/models lists), not a name this app's config made up.
+    assert body["model_version"] == "openai:rayrag"
     assert body["citations"] and {"marker", "chunk_id", "doc_id"} <= set(body["citations"][0])
     assert body["citations"][0]["marker"] == 1
     # the Guard ran on it, without a model probability
