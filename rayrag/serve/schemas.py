@@ -142,7 +142,8 @@ class ChatCompletionRequest(BaseModel):
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     n: int | None = Field(None, ge=1, le=128)
-    stop: str | list[str] | None = Field(None, max_length=4)
+    # At most four stop strings, as OpenAI allows; the limit is on the list, not a string.
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
 
     def question(self) -> str:
         """The last user message: what the pipeline answers (retrieval is per question)."""
