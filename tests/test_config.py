@@ -11,8 +11,8 @@ from rayrag.errors import ConfigError
 SHIPPED = [
     p
     for p in sorted(configs_dir().glob("*.yaml"))
-    if p.name not in ("serve_config.yaml", "tune.yaml")
-]  # a Serve deploy file (tests/serve/test_app.py) and the search space (tests/tune/test_spec.py)
+    if p.name not in ("serve_config.yaml", "serve_llm_config.yaml", "tune.yaml")
+]  # Serve deploy files (tests/serve/test_app.py, tests/test_deploy.py), the search space
 
 
 def test_configs_dir_has_default_and_demo():

@@ -133,6 +133,7 @@ class Ingress:
         self, body: ChatCompletionRequest, request: Request, rid: RequestId
     ) -> Any:
         """OpenAI-compatible: the last user message, made standalone, is the question."""
+        self.keys.authenticate(request.headers.get("authorization"))  # 401 before the body
         turn = openai_compat.chat_turn(body)
         caller = await self._admit(request, turn.question)
         ask = AskRequest.model_construct(question=turn.question, max_new_tokens=body.token_cap())
