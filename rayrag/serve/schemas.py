@@ -114,7 +114,10 @@ class ChatMessage(BaseModel):
         """The message's text: the string, or its text parts joined by newlines."""
         if self.content is None or isinstance(self.content, str):
             return self.content or ""
-        kinds = sorted({p.type for p in self.content if p.type != "text"})
+        # Only OpenAI's part types are named back; any other string is the caller's, not echoed.
+        known = {"image_url", "input_audio", "file", "refusal"}
+        others = [p.type for p in self.content if p.type != "text"]
+        kinds = sorted({kind if kind in known else "other" for kind in others})
         if kinds:
             raise ValueError(f"only text content parts are supported, got {', '.join(kinds)}")
         return "\n".join(p.text or "" for p in self.content)

@@ -23,6 +23,9 @@ def test_text_parts_are_joined_and_other_parts_refused_by_type():
     image = [{"type": "image_url", "image_url": {"url": "data:,"}}, {"type": "text", "text": "x"}]
     with pytest.raises(ValueError, match="only text content parts are supported, got image_url"):
         request(messages=[{"role": "user", "content": image}]).question()
+    odd = [{"type": "my secret text"}]
+    with pytest.raises(ValueError, match="got other$"):
+        request(messages=[{"role": "user", "content": odd}]).question()
 
 
 def test_history_is_the_turns_before_the_last_question():
