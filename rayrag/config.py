@@ -382,7 +382,19 @@ class OpenAIBackendConfig(_Section):
         description="Attempts after the first on connect errors, timeouts, 429 and 5xx (not 4xx).",
     )
     backoff_s: float = Field(
-        0.5, ge=0, description="Wait before retry n is backoff_s * 2**(n-1) (exponential)."
+        0.5,
+        ge=0,
+        description=(
+            "Wait before retry n is backoff_s * 2**(n-1) (exponential), plus up to half that "
+            "at random."
+        ),
+    )
+    max_retry_after_s: float = Field(
+        30.0,
+        ge=0,
+        description=(
+            "Longest wait a 429/5xx's Retry-After header may ask for before the next attempt."
+        ),
     )
     max_tokens: int = Field(
         256, gt=0, description="Answer length cap unless a request sets its own."

@@ -116,7 +116,7 @@ def ask_command(
     """Answer a question from a bundle with a trained generator, checked by the Guard,
     citing the passages it read."""
     from rayrag.answering.pipeline import AnswerPipeline, LocalStages
-    from rayrag.generator.prompt import prompt_label
+    from rayrag.generator.prompt import served_prompt_label
 
     if not retrieval_only and not question.strip():
         raise DataError("question is empty")
@@ -137,7 +137,7 @@ def ask_command(
     pipeline = AnswerPipeline(
         cfg,
         stages,
-        prompt_version=prompt_label(cfg.tracking.prompt_name, cfg.tracking.prompt_version),
+        prompt_version=served_prompt_label(cfg),
     )
     if not retrieval_only:
         turn = pipeline.answer_sync(question, asker, mode=mode, top_k=top_k)

@@ -30,8 +30,11 @@ endpoint, its whole request time: a lower bound). Cost uses `serve.price_per_1k_
 backends and an endpoint's reported usage alike; extractive costs 0. The order of the backends
 rotates per question, so none always runs on a warm (or a busy) machine, and each backend
 answers the first question once untimed before the timed pass (first-call allocation and
-kernel probes are not speed). One MLflow run in the `compare` activity holds numbers only:
-never question or answer text.
+kernel probes are not speed). A question a backend refuses or fails (an endpoint's 4xx, or 5xx
+after its retries) scores as no answer, is left out of the timings and counts in `failed`; the
+warm-up failing, or one backend failing `MAX_FAILURES_IN_A_ROW` questions in a row, stops the
+run with that error (the endpoint is down or misconfigured, not answering). One MLflow run in
+the `compare` activity holds numbers only: never question or answer text.
 
     >>> result = compare_backends(["moe", "dense", "extractive"], Path("qa.jsonl"), cfg,
     ...                           bundle=Path("bundle"), model=Path("ckpt"),
@@ -52,7 +55,7 @@ from typing import Any
 
 from rayrag.answering.pipeline import cost_of
 from rayrag.config import RAGConfig
-from rayrag.errors import ConfigError
+from rayrag.errors import ConfigError, GeneratorRejected, GeneratorUnavailable
 from rayrag.evaluation.compare_backends import (  # noqa: F401 - re-exported: compare's public API
     DEFAULT_OPENAI_MODEL,
     MARKER_RE,
@@ -70,6 +73,7 @@ from rayrag.evaluation.qa_metrics import citation_precision, exact_match, mean, 
 from rayrag.types import Evidence, Principal
 
 BACKEND_NAMES = ("moe", "dense", "extractive", "openai")
+MAX_FAILURES_IN_A_ROW = 3
 TABLE_COLUMNS = (
     "answer_em",
     "answer_f1",
@@ -80,6 +84,7 @@ TABLE_COLUMNS = (
     "tokens_per_s",
     "cost_per_request",
     "questions",
+    "failed",
 )
 
 
@@ -167,7 +172,9 @@ def summarize(
     ]
     completion = sum(r.completion_tokens for r in replies)
     generation_s = sum(r.latency_s for r in replies)
-    latencies = [(r.latency_s + s) * 1000 for r, s in zip(replies, shared, strict=True)]
+    # a failed question scores as no answer but is not timed: an error is not a latency
+    timed = [(r, s) for r, s in zip(replies, shared, strict=True) if r.failed is None]
+    latencies = [(r.latency_s + s) * 1000 for r, s in timed]
     return {
         "answer_em": mean(exact_match(t, a) for t, a in zip(texts, answers, strict=True)) or 0.0,
         "answer_f1": mean(token_f1(t, a) for t, a in zip(texts, answers, strict=True)) or 0.0,
@@ -175,15 +182,14 @@ def summarize(
             citation_precision(r.cited_doc_ids, g) if r.cited_doc_ids and g else None
             for r, g in zip(replies, gold_docs, strict=True)
         ),
-        "ttft_p50_ms": percentile(
-            [(r.ttft_s + s) * 1000 for r, s in zip(replies, shared, strict=True)], 50
-        ),
+        "ttft_p50_ms": percentile([(r.ttft_s + s) * 1000 for r, s in timed], 50),
         "latency_p50_ms": percentile(latencies, 50),
         "latency_p99_ms": percentile(latencies, 99),
         "tokens_per_s": completion / generation_s if completion and generation_s > 0 else None,
         "cost_per_request": sum(costs) / len(costs) if costs else 0.0,
         "questions": float(len(replies)),
         "answered": float(sum(bool(t.strip()) for t in texts)),
+        "failed": float(sum(r.failed is not None for r in replies)),
         "cited_share": sum(r.cited_doc_ids is not None for r in replies) / max(len(replies), 1),
         "prompt_tokens": float(sum(r.prompt_tokens for r in replies)),
         "completion_tokens": float(completion),
@@ -315,6 +321,24 @@ def compare_backends(
         # Every backend, an endpoint too, reads the redacted question and the same evidence.
         return runners[name](redacted, evidence)
 
+    in_a_row = dict.fromkeys(names, 0)
+
+    def ask_or_count(name: str, question: str, redacted: str, evidence: Evidence) -> Reply:
+        # One refused or failed question is that backend's miss, not the run's end; a backend
+        # failing MAX_FAILURES_IN_A_ROW questions in a row is down, and the run stops.
+        try:
+            reply = ask(name, question, redacted, evidence)
+        except (GeneratorRejected, GeneratorUnavailable) as exc:
+            in_a_row[name] += 1
+            if in_a_row[name] >= MAX_FAILURES_IN_A_ROW:
+                raise type(exc)(
+                    f"compare stopped: backend {name} failed {in_a_row[name]} questions in a "
+                    f"row, the last with: {exc}"
+                ) from None
+            return Reply("", None, 0.0, 0.0, failed=type(exc).__name__)
+        in_a_row[name] = 0
+        return reply
+
     replies: dict[str, list[Reply]] = {name: [] for name in names}
     retrieval_s: list[float] = []
     try:
@@ -330,7 +354,7 @@ def compare_backends(
             retrieval_s.append(time.perf_counter() - started)
             shift = i % len(names)  # rotate who goes first: no backend always meets a warm cache
             for name in names[shift:] + names[:shift]:
-                replies[name].append(ask(name, qa.question, redacted, evidence))
+                replies[name].append(ask_or_count(name, qa.question, redacted, evidence))
             if progress is not None:
                 progress(i + 1, len(usable))
     finally:

@@ -82,6 +82,7 @@ class Reply:
     latency_s: float  # generation only; the shared retrieval time is added when scored
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    failed: str | None = None  # the error class when the backend gave no answer
 
 
 def marked_docs(

@@ -53,6 +53,15 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
 TOKENIZER_FILE = "tokenizer.json"
+# A pretrained checkpoint's tokenizer and chat format: what `save_checkpoint` carries over from
+# such a base (`generator.pretrained` reads them), so a merged LoRA model keeps its chat format.
+PRETRAINED_TOKENIZER_FILES = (
+    TOKENIZER_FILE,
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+    "chat_template.jinja",
+)
 FORMAT_VERSION = 1
 ADAPTIVE_PREFIX = "rayrag.adaptive_head."
 COPY_PREFIX = "rayrag.copy_head."  # the pointer (copy.py): ours only, HF ignores it
@@ -91,6 +100,11 @@ def save_checkpoint(
             "save them with lora.save_adapters, and the base before apply_lora"
         )
     tokenizer_file = _tokenizer_file(tokenizer_path) if tokenizer_path is not None else None
+    # a pretrained base's tokenizer (tokenizer_config.json beside it) brings its chat format
+    pretrained = (
+        tokenizer_file is not None
+        and (tokenizer_file.parent / PRETRAINED_TOKENIZER_FILES[1]).is_file()
+    )
     if (
         path.exists()
         and not (path / CONFIG_FILE).is_file()
@@ -104,10 +118,13 @@ def save_checkpoint(
     tmp.mkdir()
     try:
         save_file(to_hf_state_dict(model), tmp / WEIGHTS_FILE, metadata={"format": "pt"})
-        (tmp / CONFIG_FILE).write_text(
-            json.dumps(hf_config(model), indent=2) + "\n", encoding="utf-8"
-        )
-        if tokenizer_file is not None:
+        config = hf_config(model, tokenizer="pretrained" if pretrained else "rayrag-bpe")
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        if pretrained:
+            for name in PRETRAINED_TOKENIZER_FILES:
+                if (tokenizer_file.parent / name).is_file():
+                    shutil.copyfile(tokenizer_file.parent / name, tmp / name)
+        elif tokenizer_file is not None:
             shutil.copyfile(tokenizer_file, tmp / TOKENIZER_FILE)
         for file in tmp.iterdir():
             with open(file, "rb") as handle:
@@ -120,8 +137,10 @@ def save_checkpoint(
     return path
 
 
-def hf_config(model: MoETransformer) -> dict[str, Any]:
-    """The family's HF config keys, plus a "rayrag" object with what HF cannot express."""
+def hf_config(model: MoETransformer, tokenizer: str = "rayrag-bpe") -> dict[str, Any]:
+    """The family's HF config keys, plus a "rayrag" object with what HF cannot express and
+    whose `tokenizer` the checkpoint holds: "rayrag-bpe" (ours, trained from scratch) or
+    "pretrained" (a pretrained base's, with its chat format)."""
     cfg = model.config
     token_order = model.head.token_of_rank.tolist() if model.is_adaptive else None
     dtype = next(model.parameters()).dtype
@@ -133,6 +152,7 @@ def hf_config(model: MoETransformer) -> dict[str, Any]:
             # the model's shape only: which backend serves answers is not the checkpoint's
             "generator": cfg.model_dump(mode="json", exclude={"backend", "openai"}),
             "token_order": token_order,
+            "tokenizer": tokenizer,
         },
     }
 

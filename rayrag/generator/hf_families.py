@@ -247,6 +247,9 @@ def generator_fields(raw: dict[str, Any], source: Path | str) -> dict[str, Any]:
         "ffn_dim": raw[fam.ffn_key],
         "n_experts": n_experts,
         "experts_per_token": raw["num_experts_per_tok"],
+        # dropless, as these families are trained and served: a capacity of E/k * T*k/E = T
+        # slots per expert is more than any expert can be sent (each token picks it once)
+        "capacity_factor": n_experts / raw["num_experts_per_tok"],
         "max_seq_len": _max_len(raw, fam),
         "rope_theta": rope.get("rope_theta", raw.get("rope_theta", fam.rope_theta)),
         "rms_norm_eps": raw.get("rms_norm_eps", fam.rms_norm_eps),

@@ -32,7 +32,9 @@ environment variable `api_key_env` names (never the config). Sync (`answer`, `an
 stream=True)`: `rayrag ask`, `eval`, `compare`) and async (`aanswer`, `astream`: the Serve
 replica, whose event loop must not block). Each attempt has `timeout_s` per connect, write and
 read; connect errors, timeouts, 429 and 5xx are retried up to `max_retries` times after
-`backoff_s * 2**(n-1)`; a stream is retried only until its response opens. Then:
+`backoff_s * 2**(n-1)` plus up to half that again at random (replicas that failed together do
+not retry together), or after the response's `Retry-After` seconds when that is longer (capped
+at `max_retry_after_s`); a stream is retried only until its response opens. Then:
 
     GeneratorUnavailable   unreachable, timing out, 429/5xx after the retries, 404 (nothing
                            there), a stream cut, or an error reported in it: HTTP 503
@@ -55,6 +57,7 @@ import asyncio
 import json
 import math
 import os
+import random
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -99,6 +102,7 @@ REJECTED_TYPES = frozenset(
     }
 )
 
+PROBE_TIMEOUT_S = 2.0
 _log = get_logger("rayrag.generator.openai")
 
 
@@ -321,10 +325,12 @@ class OpenAIReader:
             body["stream_options"] = {"include_usage": True}
         return json.dumps(body).encode("utf-8")
 
-    def _verdict(self, status: int) -> str:
-        """A retryable failure's label; raises for the rest."""
+    def _verdict(self, response: httpx.Response) -> tuple[str, float]:
+        """A retryable failure's label and the wait its `Retry-After` asks for (0 without
+        one); raises for the rest."""
+        status = response.status_code
         if status == 429 or status >= 500:
-            return f"http_{status}"
+            return f"http_{status}", retry_after_s(response.headers.get("retry-after"))
         if status == 404:
             raise GeneratorUnavailable(
                 "generator backend answered HTTP 404: no chat endpoint or model at "
@@ -332,7 +338,9 @@ class OpenAIReader:
             )
         raise GeneratorRejected(f"generator backend answered HTTP {status}")
 
-    def _after_failure(self, failure: str, attempt: int, started: float, size: int) -> float:
+    def _after_failure(
+        self, failure: str, attempt: int, started: float, size: int, asked_s: float = 0.0
+    ) -> float:
         """Log the failed attempt (label, attempt, size, ms); the wait before the next one, or
         GeneratorUnavailable when none is left."""
         attempts = self.settings.max_retries + 1
@@ -346,7 +354,8 @@ class OpenAIReader:
             raise GeneratorUnavailable(
                 f"generator backend unavailable: {failure} (the last of {tries})"
             )
-        return self.settings.backoff_s * 2 ** (attempt - 1)
+        backoff = self.settings.backoff_s * 2 ** (attempt - 1) * (1 + random.random() / 2)
+        return max(backoff, min(asked_s, self.settings.max_retry_after_s))
 
     def _answered(self, attempt: int, started: float, sent: int, received: int) -> None:
         ms = round((time.perf_counter() - started) * 1000, 1)
@@ -368,15 +377,15 @@ class OpenAIReader:
             try:
                 response = client.send(request, stream=stream)
             except httpx.TimeoutException:
-                failure = "timeout"
+                failure, asked = "timeout", 0.0
             except httpx.TransportError:
-                failure = "connect"
+                failure, asked = "connect", 0.0
             else:
                 if response.status_code == 200:
                     return response, attempt, started
                 response.close()
-                failure = self._verdict(response.status_code)
-            time.sleep(self._after_failure(failure, attempt, started, len(body)))
+                failure, asked = self._verdict(response)
+            time.sleep(self._after_failure(failure, attempt, started, len(body), asked))
 
     def answer(
         self,
@@ -408,6 +417,20 @@ class OpenAIReader:
             for q, e, m in zip(questions, evidences, caps, strict=True)
         ]
 
+    async def aprobe(self) -> str:
+        """ "ok" when `GET {base_url}/models` answers 200 within PROBE_TIMEOUT_S, else the
+        failure's label (`timeout`, `connect`, `http_<status>`): what /readyz reports, so a
+        graph whose endpoint is down is not ready. One try, no retries: a probe must be quick."""
+        client = self.async_client()
+        url = self.settings.base_url.rstrip("/") + "/models"
+        try:
+            response = await client.get(url, timeout=min(self.settings.timeout_s, PROBE_TIMEOUT_S))
+        except httpx.TimeoutException:
+            return "timeout"
+        except httpx.TransportError:
+            return "connect"
+        return "ok" if response.status_code == 200 else f"http_{response.status_code}"
+
     # -- async (the Serve replica) -----------------------------------------------------------
 
     async def _asend(self, body: bytes, stream: bool) -> tuple[httpx.Response, int, float]:
@@ -420,15 +443,15 @@ class OpenAIReader:
             try:
                 response = await client.send(request, stream=stream)
             except httpx.TimeoutException:
-                failure = "timeout"
+                failure, asked = "timeout", 0.0
             except httpx.TransportError:
-                failure = "connect"
+                failure, asked = "connect", 0.0
             else:
                 if response.status_code == 200:
                     return response, attempt, started
                 await response.aclose()
-                failure = self._verdict(response.status_code)
-            await asyncio.sleep(self._after_failure(failure, attempt, started, len(body)))
+                failure, asked = self._verdict(response)
+            await asyncio.sleep(self._after_failure(failure, attempt, started, len(body), asked))
 
     async def aanswer(
         self, question: str, evidence: Evidence, max_new_tokens: int | None = None
@@ -551,6 +574,38 @@ class ChatAnswerStream:
         self.result = reader._result(
             self._prompt, chunks.text, chunks.usage, chunks.finish, chunks.model
         )
+
+
+def chat_prompt_label() -> str:
+    """`rayrag-openai-chat/<first 8 hex of sha256(SYSTEM_PROMPT + layout)>`: which chat prompt
+    an answer came from, changing whenever its wording or layout does."""
+    import hashlib
+
+    layout = "\x1f".join(
+        (SYSTEM_PROMPT, CONTEXT_HEADER, FACTS_HEADER, QUESTION_GAP, QUESTION_FORMAT)
+    )
+    return f"rayrag-openai-chat/{hashlib.sha256(layout.encode()).hexdigest()[:8]}"
+
+
+def retry_after_s(value: str | None) -> float:
+    """Seconds a `Retry-After` header asks for: its delta-seconds form, or an HTTP date from
+    now; 0 when absent or unreadable (the backoff alone then decides)."""
+    if not value:
+        return 0.0
+    value = value.strip()
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return 0.0
+    if when.tzinfo is None:
+        return 0.0
+    return max(when.timestamp() - time.time(), 0.0)
 
 
 def _token_counts(usage: Any, prompt_chars: int, answer_chars: int) -> tuple[int, int]:

@@ -50,14 +50,18 @@ PLAIN_LAYOUT = "{system}\n\n{user}\nAnswer:"
 
 
 def is_pretrained(checkpoint: Path) -> bool:
-    """True for a checkpoint that transformers wrote (its config.json has no "rayrag" block):
-    it brings its own tokenizer and chat format."""
+    """True for a checkpoint that brings its own tokenizer and chat format: one transformers
+    wrote (its config.json has no "rayrag" block), or one we derived from such a base (a merged
+    LoRA model: `"rayrag": {"tokenizer": "pretrained"}`)."""
     file = Path(checkpoint) / CONFIG_FILE
     try:
         raw = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelError(f"{file}: cannot read config: {exc}") from exc
-    return isinstance(raw, dict) and "rayrag" not in raw
+    if not isinstance(raw, dict):
+        return False
+    ours = raw.get("rayrag")
+    return ours is None or (isinstance(ours, dict) and ours.get("tokenizer") == "pretrained")
 
 
 class PretrainedTokenizer:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from rayrag.errors import ConfigError, DataError
 from rayrag.generator.tokenizer import RayragTokenizer
@@ -60,6 +61,17 @@ def prompt_label(name: str, version: int | None) -> str:
     """How an answer names its prompt: `rayrag-reader/3` (the MLflow prompt-registry version the
     config pins), or `rayrag-reader/unregistered` when nothing is pinned (tracking off)."""
     return f"{name}/{version if version is not None else 'unregistered'}"
+
+
+def served_prompt_label(config: Any) -> str:
+    """The label of the prompt `config`'s generator backend actually sends: the registry's
+    reader template for `moe`; for `openai`, the chat prompt's own name and content hash
+    (`rayrag-openai-chat/1a2b3c4d`), since the registered template is not what leaves."""
+    if config.generator.backend == "openai":
+        from rayrag.generator.openai_backend import chat_prompt_label
+
+        return chat_prompt_label()
+    return prompt_label(config.tracking.prompt_name, config.tracking.prompt_version)
 
 
 @dataclass(frozen=True)

@@ -303,9 +303,17 @@ class GeneratorStage:
                 ),
             )
 
-    def ready(self) -> dict[str, Any]:
-        backend = "openai" if self.remote else "moe"
-        return {"model_version": self.reader.model_version, "backend": backend}
+    async def ready(self) -> dict[str, Any]:
+        """The model version and backend; for an endpoint, also whether its /models answers
+        (`endpoint`: "ok" or the failure's label; /readyz is 503 unless "ok")."""
+        if not self.remote:
+            return {"model_version": self.reader.model_version, "backend": "moe"}
+        endpoint = await self.reader.aprobe()
+        return {
+            "model_version": self.reader.model_version,
+            "backend": "openai",
+            "endpoint": endpoint,
+        }
 
     def shard_stats(self) -> dict[str, Any]:
         """Expert parallelism's state: shards, transport, load per shard, imbalance, restarts."""

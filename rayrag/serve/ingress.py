@@ -29,7 +29,7 @@ from ray import serve
 from rayrag.answering.pipeline import AnswerPipeline, AnswerTurn
 from rayrag.answering.response import AskResponse, ChatCompletion
 from rayrag.config import RAGConfig
-from rayrag.generator.prompt import prompt_label
+from rayrag.generator.prompt import served_prompt_label
 from rayrag.serve import admin, openai_compat
 from rayrag.serve.api import RequestId, app, attach
 from rayrag.serve.auth import ApiPrincipal, KeyStore
@@ -74,9 +74,7 @@ class Ingress:
         self.pipeline = AnswerPipeline(
             config,
             HandleStages(config, redactor, retriever, ranker, generator, guard),
-            prompt_version=prompt_label(
-                config.tracking.prompt_name, config.tracking.prompt_version
-            ),
+            prompt_version=served_prompt_label(config),
         )
         serve_cfg = config.serve
         self.keys = KeyStore.from_config(serve_cfg)
@@ -108,12 +106,12 @@ class Ingress:
             )
         except Exception as exc:  # noqa: BLE001 - not ready, whatever the reason
             return JSONResponse({"ready": False, "error": type(exc).__name__}, status_code=503)
+        stages = dict(zip(STAGES, states, strict=True))
+        # a generator endpoint that does not answer: the graph cannot answer either
+        ready = all(state.get("endpoint", "ok") == "ok" for state in stages.values())
         return JSONResponse(
-            {
-                "ready": True,
-                "stages": dict(zip(STAGES, states, strict=True)),
-                "config_hash": self.config.config_hash,
-            }
+            {"ready": ready, "stages": stages, "config_hash": self.config.config_hash},
+            status_code=200 if ready else 503,
         )
 
     # -- the API ---------------------------------------------------------------------------

@@ -182,6 +182,7 @@ def test_format_table_aligns_and_dashes_undefined():
         "-",
         "0.5000",
         "3",
+        "0.5000",
     ]
     assert len(header) == len(line)
 
@@ -329,3 +330,50 @@ def test_cli_compare_prints_a_table_then_one_json_line(world, tmp_path, monkeypa
         ],
     )
     assert isinstance(missing.exception, ConfigError) and "--dense-model" in str(missing.exception)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_a_refused_question_is_counted_and_a_down_endpoint_stops_the_run(world):
+    """An endpoint's 4xx on one question is that backend's miss (scored as no answer, not
+    timed); three failures in a row stop the run with a one-line error."""
+    from rayrag.errors import GeneratorUnavailable
+    from tests.generator.test_openai_backend import Backend as Endpoint
+
+    endpoint = Endpoint()
+    try:
+        # the untimed warm-up, then question 1 refused, questions 2 and 3 answered
+        endpoint.script = [("ok", "x"), ("status", 400), ("ok", "Velora Systems [1].")]
+        result = compare_backends(
+            ["extractive", f"openai={endpoint.url}"],
+            world.root / "qa.jsonl",
+            world.config,
+            bundle=world.root / "bundle",
+            model=None,
+            dense_model=None,
+            principal=ADMIN,
+        )
+        n = len(world.questions)
+        assert len(endpoint.received) == n + 1
+        row = {r["backend"]: r for r in result["table"]}["openai"]
+        assert row["failed"] == 1 and row["questions"] == n
+        assert result["backends"]["openai"]["answered"] == n - 1
+        assert result["backends"]["extractive"]["failed"] == 0
+        # a backend that keeps failing is down: the run stops, naming it, on one line
+        endpoint.script = [("ok", "x"), ("status", 503)]
+        endpoint.received.clear()
+        with pytest.raises(GeneratorUnavailable, match="backend openai failed 3 questions") as e:
+            compare_backends(
+                [f"openai={endpoint.url}"],
+                world.root / "qa.jsonl",
+                world.config.with_overrides(
+                    ["generator.openai.max_retries=0", "generator.openai.backoff_s=0"]
+                ),
+                bundle=world.root / "bundle",
+                model=None,
+                dense_model=None,
+                principal=ADMIN,
+            )
+        assert "\n" not in str(e.value)
+    finally:
+        endpoint.close()

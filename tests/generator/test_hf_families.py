@@ -222,6 +222,9 @@ def test_family_options_are_read(family):
     assert cfg.n_experts == hf.config.num_experts  # each family's attribute_map resolves it
     assert cfg.experts_per_token == hf.config.num_experts_per_tok
     assert cfg.n_layers == hf.config.num_hidden_layers
+    # dropless in training too (LoRA on the base): no expert is ever over capacity
+    layer = next(m for m in load_checkpoint(path).modules() if hasattr(m, "capacity"))
+    assert all(layer.capacity(tokens) >= tokens for tokens in (1, 7, 18, 4096))
 
 
 def test_greedy_tokens_equal_hf_generate(family):

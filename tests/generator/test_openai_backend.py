@@ -60,6 +60,12 @@ class Backend:
             def log_message(self, *args):  # quiet
                 pass
 
+            def do_GET(self):  # /v1/models, what a readiness probe reads
+                if self.path != "/v1/models":
+                    backend.send(self, 404, {"error": {"type": "not_found"}})
+                    return
+                backend.send(self, 200, {"object": "list", "data": [{"id": "served-model-7"}]})
+
             def do_POST(self):
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with backend.lock:
@@ -93,7 +99,8 @@ class Backend:
         request = self.received[-1].body
         if kind == "status":  # an error body that echoes the request, as some servers do
             echo = json.dumps(request) + " " + str(handler.headers.get("Authorization"))
-            self.send(handler, action[1], {"error": {"type": "x", "message": echo}})
+            headers = action[2] if len(action) > 2 else {}
+            self.send(handler, action[1], {"error": {"type": "x", "message": echo}}, headers)
         elif kind == "ok" and not request.get("stream"):
             self.send(
                 handler,
@@ -144,9 +151,13 @@ class Backend:
             self.send(handler, 200, {"hello": "world"})
 
     @staticmethod
-    def send(handler: BaseHTTPRequestHandler, status: int, body: dict) -> None:
+    def send(
+        handler: BaseHTTPRequestHandler, status: int, body: dict, headers: dict | None = None
+    ) -> None:
         data = json.dumps(body).encode()
         handler.send_response(status)
+        for name, value in (headers or {}).items():
+            handler.send_header(name, value)
         handler.send_header("Content-Type", "application/json")
         handler.send_header("Content-Length", str(len(data)))
         handler.end_headers()
@@ -312,6 +323,43 @@ def test_connect_errors_429_and_5xx_are_retried_with_backoff_then_succeed(backen
     backend.received.clear()
     result = asyncio.run(reader.aanswer(QUESTION, EVIDENCE))
     assert result.answer.text == "Velora Systems [1]." and len(backend.received) == 2
+
+
+def test_the_readiness_probe_reads_models_once_and_labels_a_failure(backend, key):
+    reader = OpenAIReader(config_for(backend.url, "generator.openai.max_retries=3"))
+    assert asyncio.run(reader.aprobe()) == "ok"
+    elsewhere = OpenAIReader(config_for(backend.url.removesuffix("/v1") + "/nothing/v1"))
+    assert asyncio.run(elsewhere.aprobe()) == "http_404"
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    down = OpenAIReader(config_for(f"http://127.0.0.1:{closed}/v1"))
+    assert asyncio.run(down.aprobe()) == "connect"
+    assert backend.received == []  # a probe never posts a prompt
+
+
+def test_retry_after_is_honoured_up_to_its_cap(backend, key):
+    from rayrag.generator.openai_backend import retry_after_s
+
+    backend.script = [("status", 429, {"Retry-After": "0.4"}), ("ok", "Velora Systems [1].")]
+    reader = OpenAIReader(config_for(backend.url))
+    started = time.perf_counter()
+    assert reader.answer(QUESTION, EVIDENCE).answer.text == "Velora Systems [1]."
+    assert time.perf_counter() - started >= 0.4  # not the 0.01 backoff
+    # a server asking for an hour waits only max_retry_after_s
+    backend.script = [("status", 503, {"Retry-After": "3600"}), ("ok", "Velora Systems [1].")]
+    backend.received.clear()
+    capped = OpenAIReader(config_for(backend.url, "generator.openai.max_retry_after_s=0.05"))
+    started = time.perf_counter()
+    capped.answer(QUESTION, EVIDENCE)
+    assert time.perf_counter() - started < 2 and len(backend.received) == 2
+    assert retry_after_s(None) == 0 and retry_after_s("soon") == 0 and retry_after_s("-3") == 0
+    assert retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT") == 0  # a date in the past
+    assert (
+        3590
+        < retry_after_s(time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 3600)))
+        <= 3600
+    )
 
 
 @pytest.mark.parametrize(

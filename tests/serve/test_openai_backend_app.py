@@ -129,9 +129,10 @@ def ask(url: str, question: str, **extra) -> httpx.Response:
 
 def test_the_openai_backend_answers_with_citations_and_the_guards_report(served, stack):
     ready = httpx.get(f"{served}/rag/readyz", timeout=30).json()
-    assert ready["stages"]["generator"] == {
+    assert ready["ready"] and ready["stages"]["generator"] == {
         "model_version": "openai:rayrag-backend",
         "backend": "openai",
+        "endpoint": "ok",
     }
     response = ask(served, stack.questions[0]["question"])
     assert response.status_code == 200, response.text
@@ -139,6 +140,11 @@ def test_the_openai_backend_answers_with_citations_and_the_guards_report(served,
     # The answer names the model the backend graph said answered: its served model id
     # (serve.model_name, what /v1/models lists), not a name this app's config made up.
     assert body["model_version"] == "openai:rayrag"
+    # and the prompt it names is the chat prompt that left, not the registry's reader template
+    from rayrag.generator.openai_backend import chat_prompt_label
+
+    assert body["prompt_version"] == chat_prompt_label()
+    assert body["prompt_version"].startswith("rayrag-openai-chat/")
     assert body["citations"] and {"marker", "chunk_id", "doc_id"} <= set(body["citations"][0])
     assert body["citations"][0]["marker"] == 1
     # the Guard ran on it, without a model probability
@@ -171,3 +177,9 @@ def test_with_the_backend_gone_the_graph_answers_503_quickly(served, stack):
     error = response.json()["error"]
     assert error["type"] == "unavailable" and "generator backend" in error["message"]
     assert elapsed < 10, elapsed
+    # and the graph says it is not ready, naming why, without waiting on a retry
+    started = time.perf_counter()
+    ready = httpx.get(f"{served}/rag/readyz", timeout=30)
+    assert ready.status_code == 503 and not ready.json()["ready"]
+    assert ready.json()["stages"]["generator"]["endpoint"] == "http_404"  # Serve: no such app
+    assert time.perf_counter() - started < 5

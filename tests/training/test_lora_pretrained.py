@@ -125,3 +125,22 @@ def test_rayrag_train_lora_on_a_pretrained_checkpoint_gives_adapters_peft_loads(
         plain = load_checkpoint(base, dtype=torch.float32)(x).logits
     assert float((got - want).abs().max()) <= 1e-4
     assert float((want - plain).abs().max()) > 0  # training moved the adapters off zero
+
+    # merged into a plain checkpoint (what tune registers), it keeps the base's chat format:
+    # the tokenizer files come along and the Reader reads it as a pretrained model
+    from rayrag.generator.checkpoint import PRETRAINED_TOKENIZER_FILES
+    from rayrag.generator.lora import export_merged
+    from rayrag.generator.pretrained import is_pretrained
+
+    merged = export_merged(base, out, root / "merged")
+    copied = {p.name for p in merged.iterdir()} & set(PRETRAINED_TOKENIZER_FILES)
+    assert copied == {p.name for p in base.iterdir()} & set(PRETRAINED_TOKENIZER_FILES)
+    assert {"tokenizer_config.json", "generation_config.json"} <= copied
+    assert is_pretrained(merged) and PretrainedTokenizer.load(merged).stop_ids == (
+        PretrainedTokenizer.load(base).stop_ids
+    )
+    with torch.no_grad():
+        again = load_checkpoint(merged, dtype=torch.float32).eval()(x).logits
+        hf_merged = MixtralForCausalLM.from_pretrained(merged, dtype=torch.float32).eval()
+        assert float((again - want).abs().max()) <= 1e-4
+        assert float((hf_merged(input_ids=x).logits - want).abs().max()) <= 1e-4
