@@ -1117,6 +1117,22 @@ class TrackingConfig(_Section):
     model_cache: str = Field(
         ".rayrag/models", description="Where models:/NAME@ALIAS checkpoints are downloaded to."
     )
+    trace_sample_rate: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description=(
+            "Share of served requests traced in MLflow (<prefix>-serve), chosen from the "
+            "request id; 0 = no traces."
+        ),
+    )
+    trace_content: Literal["none", "redacted"] = Field(
+        "none",
+        description=(
+            "Text in traces and feedback: none = ids, counts and timings only; redacted = "
+            "also the redacted question, the answer as served and a redacted comment."
+        ),
+    )
 
 
 class EvalConfig(_Section):

@@ -26,6 +26,7 @@ from rayrag.serve.api import RequestId, current_ingress
 from rayrag.serve.auth import ApiPrincipal
 from rayrag.serve.errors import HTTPFailure
 from rayrag.serve.schemas import FeedbackRequest
+from rayrag.tracking.traces import Requester
 
 router = APIRouter(tags=["feedback"])
 Ingress = Annotated[Any, Depends(current_ingress)]
@@ -37,6 +38,11 @@ def any_caller(request: Request, ingress: Ingress) -> ApiPrincipal:
 
 
 Caller = Annotated[ApiPrincipal, Depends(any_caller)]
+
+
+def requester(caller: ApiPrincipal) -> Requester:
+    """Who a key stands for, as traces and assessments may name them (no names, no key)."""
+    return Requester(fingerprint(caller.principal.name), caller.key_id, caller.team, caller.role)
 
 
 def asker_in_log(event_log: Path, rid: str) -> str | None:
@@ -66,6 +72,7 @@ async def feedback(
             "no answer to this key's principal has this request_id",
             param="request_id",
         )
+    traced = await rate_trace(ingress, body, caller)
     fields = {
         "request_id": body.request_id,
         "feedback_request_id": rid,
@@ -75,6 +82,27 @@ async def feedback(
         "team": caller.team,
         "role": caller.role,
         "comment_chars": len(body.comment or ""),
+        "traced": traced,
     }
     ingress.events.info("feedback", extra={"fields": fields})
     return {"request_id": body.request_id, "recorded": True}
+
+
+async def rate_trace(ingress: Any, body: FeedbackRequest, caller: ApiPrincipal) -> bool:
+    """The rating as an assessment on the request's trace, if it was traced; the comment,
+    redacted by the Redactor deployment, only where `tracking.trace_content` keeps text."""
+    tracer = ingress.tracer
+    if not tracer.enabled:
+        return False
+    rationale = None
+    if tracer.with_text and body.comment:
+        try:
+            redacted, _counts = await ingress.handles["redactor"].redact_one.remote(body.comment)
+            rationale = redacted.text
+        except Exception:  # noqa: BLE001 - no redaction, no comment: the rating still counts
+            rationale = None
+    up = body.rating == "up"
+    rated = await asyncio.to_thread(
+        tracer.feedback, body.request_id, up, requester(caller), rationale
+    )
+    return rated is not None

@@ -37,11 +37,13 @@ from rayrag.serve.auth import ApiPrincipal, KeyStore
 from rayrag.serve.cache import AnswerCache, answer_key, served_from_cache
 from rayrag.serve.deployments import manifest_stamp, read_bundle_id
 from rayrag.serve.errors import HTTPFailure, classify_error
+from rayrag.serve.feedback import requester
 from rayrag.serve.handles import HandleStages
 from rayrag.serve.ledger import RequestLedger
 from rayrag.serve.locate import locate_bundle
 from rayrag.serve.schemas import AskRequest, ChatCompletionRequest, error_body
 from rayrag.serve.sse import ask_events, chat_events, citations_meta, sse
+from rayrag.tracking.traces import ServeTracer
 
 BODY_OVERHEAD_BYTES = 16 * 1024  # JSON around the question: fields, chat history
 STAGES = ("redactor", "retriever", "ranker", "generator", "guard")
@@ -88,8 +90,16 @@ class Ingress:
         self.cache = AnswerCache(serve_cfg.answer_cache_size, serve_cfg.answer_cache_ttl_s)
         self.max_body = serve_cfg.max_question_chars * 4 + BODY_OVERHEAD_BYTES
         self.last_purge: dict[str, Any] = {}
+        self.tracer = ServeTracer(config.tracking)
+        self.tracer.warm_up()
         self._stop = admin.start_purge_loop(self)
         attach(self)
+
+    def __del__(self) -> None:
+        """Serve's graceful shutdown: the traces still on MLflow's export queue are written
+        (a deleted or scaled-down replica would otherwise lose its last requests' traces)."""
+        self._stop.set()
+        self.tracer.flush()
 
     # -- probes ----------------------------------------------------------------------------
 
@@ -123,9 +133,9 @@ class Ingress:
         """Answer a question from the caller's readable documents, with citations and facts."""
         caller = await self._admit(request, body.question)
         if body.stream:
-            events = self._stream(rid, caller, body)
+            events = self._stream(rid, caller, body, "/v1/ask")
             return sse(ask_events(events, self._in_band(rid, "/v1/ask")))
-        answer = self._answer(rid, caller, body, _cacheable(request))
+        answer = self._answer(rid, caller, body, _cacheable(request), "/v1/ask")
         return await asyncio.wait_for(answer, self.config.serve.request_timeout_s)
 
     @app.post("/v1/chat/completions", response_model=ChatCompletion)
@@ -138,10 +148,11 @@ class Ingress:
         caller = await self._admit(request, turn.question)
         ask = AskRequest.model_construct(question=turn.question, max_new_tokens=body.token_cap())
         model = self.config.serve.model_name
+        route = "/v1/chat/completions"
         if body.stream:
-            report = self._in_band(rid, "/v1/chat/completions")
-            return sse(chat_events(self._stream(rid, caller, ask), turn, model, rid, report))
-        answer = self._answer(rid, caller, ask, _cacheable(request))
+            report = self._in_band(rid, route)
+            return sse(chat_events(self._stream(rid, caller, ask, route), turn, model, rid, report))
+        answer = self._answer(rid, caller, ask, _cacheable(request), route)
         response = await asyncio.wait_for(answer, self.config.serve.request_timeout_s)
         return openai_compat.completion(turn, response, model, rid)
 
@@ -172,12 +183,31 @@ class Ingress:
         ask = AskRequest.model_construct(
             question=question, mode=mode, top_k=top_k, max_new_tokens=max_new_tokens
         )
-        response = await self._answer(uuid.uuid4().hex, caller, ask, False)
+        response = await self._answer(uuid.uuid4().hex, caller, ask, False, "handle")
         return response.model_dump()
 
     async def _answer(
-        self, rid: str, caller: ApiPrincipal, ask: AskRequest, use_cache: bool = True
+        self,
+        rid: str,
+        caller: ApiPrincipal,
+        ask: AskRequest,
+        use_cache: bool = True,
+        route: str = "/v1/ask",
     ) -> AskResponse:
+        """The answer, traced when sampled (`rayrag.tracking.traces`): a failure or a timeout
+        (the cancellation `wait_for` sends) leaves an error trace and is raised on."""
+        record = self.tracer.begin(rid, route, self.ledger.observe)
+        try:
+            turn = await self._answer_turn(rid, caller, ask, use_cache, record)
+        except BaseException as exc:
+            self.tracer.finish(record, requester(caller), error=exc)
+            raise
+        self.tracer.finish(record, requester(caller), turn, {"bundle_id": self.bundle_id})
+        return turn.response
+
+    async def _answer_turn(
+        self, rid: str, caller: ApiPrincipal, ask: AskRequest, use_cache: bool, record: Any
+    ) -> AnswerTurn:
         started = time.perf_counter()
         question, max_new_tokens = ask.question, ask.max_new_tokens
         mode = ask.mode or self.config.retrieval.mode
@@ -188,8 +218,9 @@ class Ingress:
         cached = self.cache.get(key) if key and categories is None else None
         if cached is not None:  # nothing is computed for this caller: no cost
             response = served_from_cache(cached, rid, time.perf_counter() - started)
-            self._record(rid, caller, AnswerTurn(response=response))
-            return response
+            turn = AnswerTurn(response=response)
+            self._record(rid, caller, turn)
+            return turn
         turn = await self.pipeline.answer(
             question,
             caller.principal,
@@ -197,7 +228,7 @@ class Ingress:
             top_k=top_k,
             max_new_tokens=max_new_tokens,
             request_id=rid,
-            observe=self.ledger.observe,
+            observe=record.observe if record is not None else self.ledger.observe,
             screened=categories,
         )
         self._record(rid, caller, turn)
@@ -205,7 +236,7 @@ class Ingress:
             key = key or self._cache_key(caller, question, mode, top_k, max_new_tokens)
             if key:
                 self.cache.put(key, turn.response)
-        return turn.response
+        return turn
 
     def _cache_key(
         self, caller: ApiPrincipal, question: str, mode: str, top_k: int, max_new_tokens: int | None
@@ -229,9 +260,31 @@ class Ingress:
     # -- streaming -------------------------------------------------------------------------
 
     async def _stream(
-        self, rid: str, caller: ApiPrincipal, ask: AskRequest
+        self, rid: str, caller: ApiPrincipal, ask: AskRequest, route: str
     ) -> AsyncIterator[tuple[str, Any]]:
-        """("meta", citations), ("delta", text)..., ("done", the /v1/ask response)."""
+        """("meta", citations), ("delta", text)..., ("done", the /v1/ask response); traced
+        as `_answer` is, a client that goes away mid-stream as an error (GeneratorExit)."""
+        record = self.tracer.begin(rid, route, self.ledger.observe)
+        finished = False
+        try:
+            async for kind, payload in self._stream_turn(rid, caller, ask, record):
+                if kind == "done":
+                    self._record(rid, caller, payload)
+                    self.tracer.finish(
+                        record, requester(caller), payload, {"bundle_id": self.bundle_id}
+                    )
+                    finished = True
+                    yield kind, payload.response.model_dump()
+                else:
+                    yield kind, payload
+        except BaseException as exc:
+            if not finished:
+                self.tracer.finish(record, requester(caller), error=exc)
+            raise
+
+    async def _stream_turn(
+        self, rid: str, caller: ApiPrincipal, ask: AskRequest, record: Any
+    ) -> AsyncIterator[tuple[str, Any]]:
         self.check_bundle()
         deadline = time.perf_counter() + self.config.serve.request_timeout_s
         events = self.pipeline.stream(
@@ -241,7 +294,7 @@ class Ingress:
             top_k=ask.top_k,
             max_new_tokens=ask.max_new_tokens,
             request_id=rid,
-            observe=self.ledger.observe,
+            observe=record.observe if record is not None else self.ledger.observe,
             deadline=deadline,
         )
         kind, cited = await asyncio.wait_for(
@@ -249,11 +302,7 @@ class Ingress:
         )
         yield kind, citations_meta(rid, cited)
         async for kind, payload in events:
-            if kind == "done":
-                self._record(rid, caller, payload)
-                yield kind, payload.response.model_dump()
-            else:
-                yield kind, payload
+            yield kind, payload
 
     def _in_band(self, rid: str, route: str) -> Any:
         """A stream's failure: counted and logged here, its error body sent in-band."""

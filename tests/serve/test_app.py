@@ -1157,3 +1157,64 @@ def test_feedback_rates_ones_own_answers_and_logs_no_comment(server, stack):
     assert rated[0]["team"] == "web" and rated[1]["role"] == "admin"
     assert rated[0]["comment_chars"] == len(comment)
     assert comment not in (stack.root / "events.jsonl").read_text()
+
+
+def test_served_requests_are_mlflow_traces_and_a_rating_is_an_assessment(server, stack, tmp_path):
+    """A fourth app on the same Serve with tracking on (its own sqlite store): an answer and a
+    stream are each a trace with a span per stage, tagged with the request id and team, with
+    no question or answer text (trace_content none); a rating lands on its trace."""
+    from ray import serve
+
+    from rayrag.tracking.tracker import Tracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    limits = (
+        f"tracking.enabled=true,tracking.tracking_uri={uri},"
+        "serve.stage_num_cpus=0.01,serve.generator_num_cpus=0.01"
+    )
+    serve.run(build_app({**stack.args, "set": limits}), name="traced", route_prefix="/traced")
+    try:
+        url, texts = f"{server}/traced", []
+        for rid, question, stream in (
+            ("traced-1", stack.public_q[0]["question"], False),
+            ("traced-2", stack.public_q[1]["question"], True),
+        ):
+            headers = {**bearer(PUBLIC_KEY), "X-Request-ID": rid, "Cache-Control": "no-cache"}
+            response = httpx.post(
+                f"{url}/v1/ask",
+                json={"question": question, "stream": stream},
+                headers=headers,
+                timeout=180,
+            )
+            assert response.status_code == 200, response.text
+            answer = sse(response.text)[-1][1] if stream else response.text
+            texts += [question, json.loads(answer)["answer"]]
+        rating = {"request_id": "traced-1", "rating": "up", "comment": texts[0]}
+        response = httpx.post(f"{url}/v1/feedback", json=rating, headers=bearer(PUBLIC_KEY))
+        assert response.status_code == 200, response.text
+    finally:
+        serve.delete("traced")
+    tracking = stack.config.tracking.model_copy(update={"tracking_uri": uri, "enabled": True})
+    client = Tracker(tracking).client()
+    experiment = client.get_experiment_by_name("rayrag-serve")
+    traces = client.search_traces(locations=[experiment.experiment_id])
+    found = sorted(t.info.tags.get("request_id", "") for t in traces)
+    assert found == ["traced-1", "traced-2"], [
+        (t.info.tags, [s.name for s in t.data.spans]) for t in traces
+    ]
+    for trace in traces:
+        assert trace.info.tags["team"] == "web"
+        spans = {s.name: s for s in trace.data.spans}
+        assert {"answer", "redact", "retrieve", "graph", "generate", "guard"} <= set(spans)
+        assert all(s.end_time_ns > s.start_time_ns for s in trace.data.spans)
+        root = spans["answer"]
+        assert root.attributes["rayrag.key_id"] and root.attributes["rayrag.cost"] > 0
+        assert root.inputs is None and root.outputs is None
+        dumped = trace.to_json()
+        assert not [t for t in texts if len(t.strip()) >= 12 and t in dumped]
+    rated = next(t for t in traces if t.info.tags["request_id"] == "traced-1")
+    ratings = [a for a in client.get_trace(rated.info.trace_id).info.assessments]
+    assert [(a.name, a.value, a.source.source_type) for a in ratings] == [
+        ("user_rating", True, "HUMAN")
+    ]
+    assert ratings[0].rationale is None  # the comment is user content: dropped at `none`
