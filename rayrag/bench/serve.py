@@ -20,6 +20,12 @@ them in .rayrag/demo/ (bundle/, model/, data/qa.jsonl), the defaults; `bundle` a
 point elsewhere, `demo_dir` is where data/qa.jsonl is read, and `overrides` are extra
 `section.key=value` settings on the demo config (a tiny test stack's). The bench reuses a Ray
 that is already running (and leaves it running), else starts one and shuts it down.
+
+A third competitor, `serve_traced`, is the same graph as a second application on the same
+Serve with MLflow tracing on (`tracking.trace_sample_rate` 1, a SQLite store in a temporary
+folder), driven in the same alternating rounds: `tracing.overhead_ms_p50` / `_mean` is what
+a trace adds to a request's latency, `ratios.traced_vs_untraced_throughput` what it costs in
+throughput, and `tracing.traces_written` checks that every traced request left its trace.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ DEMO_DIR = Path(".rayrag/demo")
 FULL = {"requests": 64, "rounds": 2, "clients": 8}
 QUICK = {"requests": 16, "rounds": 1, "clients": 4}
 BENCH_KEY = "rr-bench-key-not-for-production"
+COMPETITORS = ("inprocess", "serve", "serve_traced")
 
 
 def _log(message: str) -> None:
@@ -115,9 +122,16 @@ def drive(url: str, batch: list[str], clients: int) -> tuple[list[float], int]:
     return [ms for ms, _ in results], sum(not ok for _, ok in results)
 
 
-def start_serve(config_path: Path, bundle: Path, model: Path, port: int) -> str:
+def start_serve(
+    config_path: Path,
+    bundle: Path,
+    model: Path,
+    port: int,
+    name: str = "bench",
+    route_prefix: str = "/",
+) -> str:
     """The graph of `config_path` (whose keys file must hold BENCH_KEY) on this process's Ray,
-    started if none, at 127.0.0.1:`port`; the URL once /readyz answers."""
+    started if none, at 127.0.0.1:`port` under `route_prefix`; the URL once /readyz answers."""
     import httpx
     import ray
     from ray import serve
@@ -134,10 +148,10 @@ def start_serve(config_path: Path, bundle: Path, model: Path, port: int) -> str:
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(
         build_app({"config": str(config_path), "bundle": str(bundle), "model": str(model)}),
-        name="bench",
-        route_prefix="/",
+        name=name,
+        route_prefix=route_prefix,
     )
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{port}{route_prefix.rstrip('/')}"
     deadline = time.time() + 300
     while time.time() < deadline:
         try:
@@ -147,6 +161,28 @@ def start_serve(config_path: Path, bundle: Path, model: Path, port: int) -> str:
             pass
         time.sleep(1)
     raise RuntimeError("the serve graph did not become ready within 300 s")
+
+
+def traces_written(config: Any) -> int:
+    """The traces in the traced graph's store (`<prefix>-serve`)."""
+    from rayrag.tracking.tracker import Tracker
+
+    client = Tracker(config.tracking).client()
+    experiment = client.get_experiment_by_name(f"{config.tracking.experiment_prefix}-serve")
+    if experiment is None:
+        return 0
+    count, token = 0, None
+    while True:
+        page = client.search_traces(
+            locations=[experiment.experiment_id],
+            max_results=500,
+            page_token=token,
+            include_spans=False,
+        )
+        count += len(page)
+        token = page.token
+        if not token:
+            return count
 
 
 def stop_serve(shutdown_ray: bool = True) -> None:
@@ -189,24 +225,39 @@ def bench(
             yaml.safe_dump([key_entry(BENCH_KEY, "bench", ["public"], "bench", "user")])
         )
         config_path = Path(tmp) / "serve.yaml"
-        config_path.write_text(
-            config.with_overrides(
-                [
-                    f"serve.keys_file={keys_file}",
-                    f"serve.event_log={Path(tmp) / 'events.jsonl'}",
-                    f"serve.escalation_queue={Path(tmp) / 'escalations.jsonl'}",
-                ]
-            ).to_yaml()
+        served = config.with_overrides(
+            [
+                f"serve.keys_file={keys_file}",
+                f"serve.event_log={Path(tmp) / 'events.jsonl'}",
+                f"serve.escalation_queue={Path(tmp) / 'escalations.jsonl'}",
+            ]
         )
+        config_path.write_text(served.to_yaml())
+        traced = served.with_overrides(  # the same graph, tracing every request
+            [
+                "tracking.enabled=true",
+                f"tracking.tracking_uri=sqlite:///{Path(tmp) / 'mlflow.db'}",
+                "tracking.trace_sample_rate=1",
+                f"tracking.model_cache={Path(tmp) / 'models'}",
+            ]
+        )
+        traced_path = Path(tmp) / "serve-traced.yaml"
+        traced_path.write_text(traced.to_yaml())
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         try:
-            url = start_serve(config_path, bundle, model, port)
-            drive(url, batch[: plan["clients"]], plan["clients"])  # warm every stage
-            runs: dict[str, list[dict[str, Any]]] = {"inprocess": [], "serve": []}
+            urls = {
+                "serve": start_serve(config_path, bundle, model, port),
+                "serve_traced": start_serve(
+                    traced_path, bundle, model, port, "bench-traced", "/traced"
+                ),
+            }
+            for url in urls.values():
+                drive(url, batch[: plan["clients"]], plan["clients"])  # warm every stage
+            runs: dict[str, list[dict[str, Any]]] = {name: [] for name in COMPETITORS}
             for r in range(plan["rounds"]):
-                for name in ("inprocess", "serve") if r % 2 == 0 else ("serve", "inprocess"):
+                for name in COMPETITORS if r % 2 == 0 else COMPETITORS[::-1]:
                     started = time.perf_counter()
                     if name == "inprocess":
                         latencies = []
@@ -216,7 +267,7 @@ def bench(
                             latencies.append((time.perf_counter() - t) * 1000)
                         errors = 0
                     else:
-                        latencies, errors = drive(url, batch, plan["clients"])
+                        latencies, errors = drive(urls[name], batch, plan["clients"])
                     seconds = time.perf_counter() - started
                     runs[name].append(
                         {"seconds": seconds, "latencies": latencies, "errors": errors}
@@ -226,7 +277,8 @@ def bench(
                         f"p50 {percentile(latencies, 50):.0f} ms, errors {errors}"
                     )
         finally:
-            stop_serve(shutdown_ray=started_ray)
+            stop_serve(shutdown_ray=started_ray)  # a replica writes its last traces as it stops
+        written = traces_written(traced)
     report = {}
     for name, rounds in runs.items():
         latencies = [ms for run in rounds for ms in run["latencies"]]
@@ -236,10 +288,12 @@ def bench(
             ),
             "p50_ms": round(percentile(latencies, 50), 1),
             "p99_ms": round(percentile(latencies, 99), 1),
+            "mean_ms": round(sum(latencies) / max(len(latencies), 1), 1),
             "errors": sum(run["errors"] for run in rounds),
             "requests": len(latencies),
         }
-    serve_report = report["serve"]
+    serve_report, traced_report = report["serve"], report["serve_traced"]
+    served_traced = traced_report["requests"] + plan["clients"]  # with the warm-up requests
     return {
         "plan": plan,
         "config": config_name,
@@ -252,11 +306,20 @@ def bench(
         "p50_ms": serve_report["p50_ms"],
         "p99_ms": serve_report["p99_ms"],
         "errors": serve_report["errors"],
+        "tracing": {
+            "overhead_ms_p50": round(traced_report["p50_ms"] - serve_report["p50_ms"], 1),
+            "overhead_ms_mean": round(traced_report["mean_ms"] - serve_report["mean_ms"], 1),
+            "traces_written": written,
+            "requests_traced": served_traced,
+        },
         "ratios": {
             "serve_vs_inprocess_throughput": round(
                 serve_report["throughput_rps"] / report["inprocess"]["throughput_rps"], 3
             ),
             "p99_over_p50": round(serve_report["p99_ms"] / max(serve_report["p50_ms"], 1e-9), 3),
+            "traced_vs_untraced_throughput": round(
+                traced_report["throughput_rps"] / serve_report["throughput_rps"], 3
+            ),
         },
     }
 

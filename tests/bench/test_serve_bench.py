@@ -73,12 +73,20 @@ def test_serve_bench_quick_on_a_tiny_stack(ray_local, demo_corpus, tmp_path):
         tmp_path / "data" / "qa.jsonl"
     )
     plan = result["plan"]
-    assert set(result["competitors"]) == {"inprocess", "serve"}
+    assert set(result["competitors"]) == {"inprocess", "serve", "serve_traced"}
     for report in result["competitors"].values():
         assert report["requests"] == plan["requests"] * plan["rounds"]
         assert report["throughput_rps"] > 0 and 0 < report["p50_ms"] <= report["p99_ms"]
     assert result["errors"] == 0  # every request answered 200
-    assert set(result["ratios"]) == {"serve_vs_inprocess_throughput", "p99_over_p50"}
+    assert set(result["ratios"]) == {
+        "serve_vs_inprocess_throughput",
+        "p99_over_p50",
+        "traced_vs_untraced_throughput",
+    }
+    tracing = result["tracing"]
+    assert tracing["requests_traced"] == plan["requests"] * plan["rounds"] + plan["clients"]
+    assert tracing["traces_written"] == tracing["requests_traced"]  # every one, none lost
+    assert all(math.isfinite(tracing[k]) for k in ("overhead_ms_p50", "overhead_ms_mean"))
     assert all(math.isfinite(v) and v > 0 for v in result["ratios"].values())
     assert result["ratios"]["p99_over_p50"] >= 1
     assert ray_local.is_initialized()  # the session's Ray was left running
