@@ -140,7 +140,8 @@ def start_serve(
 
     if not ray.is_initialized():  # a caller's Ray (bench scale) is reused as it is
         ray.init(
-            num_cpus=max(2, os.cpu_count() or 2),
+            # two graphs (untraced, traced), driven one at a time: each fits the machine alone
+            num_cpus=2 * max(2, os.cpu_count() or 2),
             include_dashboard=False,
             log_to_driver=False,
             configure_logging=False,

@@ -8,8 +8,9 @@ A question's path, each arrow one awaited handle call (`rayrag.serve.handles`):
       -> Generator -> Guard
 
 The steps, the refusal, the cost and the response are `AnswerPipeline`'s, as in `rayrag
-ask`. The service's own: keys, limits, the answer cache and `serve.ledger` (events,
-escalations, metrics), under `serve.request_timeout_s`. Errors are mapped in `serve.api`;
+ask`. The service's own: keys, limits, the answer cache, `serve.ledger` (events,
+escalations, metrics) and the MLflow trace of a sampled request (`tracking.traces`), under
+`serve.request_timeout_s`. Errors are mapped in `serve.api`;
 admin routes are `serve.admin`, OpenAI's extras `serve.openai_compat`, ratings
 `serve.feedback`, streams `serve.sse`.
 """

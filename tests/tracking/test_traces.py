@@ -187,3 +187,11 @@ def test_served_traces_are_deleted_by_the_retention_purge(store, tmp_path):
     assert report["purged"]["mlflow_traces"] == 2
     assert client.search_traces(locations=[tracer.experiment_id]) == []
     assert json.dumps(report).count("req-") == 0
+
+
+def test_the_trace_settings_are_validated_naming_the_field():
+    from pydantic import ValidationError
+
+    for bad in ({"trace_sample_rate": 1.5}, {"trace_sample_rate": -0.1}, {"trace_content": "all"}):
+        with pytest.raises(ValidationError, match=next(iter(bad))):
+            TrackingConfig(**bad)
