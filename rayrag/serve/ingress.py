@@ -99,8 +99,9 @@ class Ingress:
     def __del__(self) -> None:
         """Serve's graceful shutdown: the traces still on MLflow's export queue are written
         (a deleted or scaled-down replica would otherwise lose its last requests' traces)."""
-        self._stop.set()
-        self.tracer.flush()
+        if hasattr(self, "tracer"):  # a replica whose __init__ failed has nothing to flush
+            self._stop.set()
+            self.tracer.flush()
 
     # -- probes ----------------------------------------------------------------------------
 
