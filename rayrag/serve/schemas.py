@@ -93,6 +93,18 @@ class AliasRequest(BaseModel):
     version: int = Field(ge=1, le=10_000_000, description="The registered version it should name.")
 
 
+class ResolveRequest(BaseModel):
+    """`POST /v1/admin/escalations/{request_id}/resolve`: how a reviewer closed it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    resolution: str = Field(
+        "resolved",
+        pattern=r"^[a-z][a-z0-9_]{0,63}$",
+        description="A snake_case code (resolved, answer_corrected, dismissed...), never text.",
+    )
+
+
 class ContentPart(BaseModel):
     """One part of a message's content array (OpenAI's shape): text is read; any other
     type (image_url, input_audio, file) is refused by name, its payload never read."""
