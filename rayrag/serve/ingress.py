@@ -10,8 +10,8 @@ A question's path, each arrow one awaited handle call (`rayrag.serve.handles`):
 The steps, the refusal, the cost and the response are `AnswerPipeline`'s, as in `rayrag
 ask`. The service's own: keys, limits, the answer cache and `serve.ledger` (events,
 escalations, metrics), under `serve.request_timeout_s`. Errors are mapped in `serve.api`;
-admin routes are `serve.admin`, OpenAI's extras `serve.openai_compat`, streams `serve.sse`,
-the web page `serve.web`.
+admin routes are `serve.admin`, OpenAI's extras `serve.openai_compat`, ratings
+`serve.feedback`, streams `serve.sse`, the web page `serve.web`.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the route signatures at runtime, and
@@ -31,7 +31,7 @@ from rayrag.answering.pipeline import AnswerPipeline, AnswerTurn
 from rayrag.answering.response import AskResponse, ChatCompletion
 from rayrag.config import RAGConfig
 from rayrag.generator.prompt import served_prompt_label
-from rayrag.serve import admin, openai_compat, web
+from rayrag.serve import admin, feedback, openai_compat, web
 from rayrag.serve.api import RequestId, app, attach
 from rayrag.serve.auth import ApiPrincipal, KeyStore
 from rayrag.serve.cache import AnswerCache, answer_key, served_from_cache
@@ -47,6 +47,7 @@ BODY_OVERHEAD_BYTES = 16 * 1024  # JSON around the question: fields, chat histor
 STAGES = ("redactor", "retriever", "ranker", "generator", "guard")
 app.include_router(admin.router)
 app.include_router(openai_compat.router)
+app.include_router(feedback.router)
 app.include_router(web.router)
 
 

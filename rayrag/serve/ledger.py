@@ -7,6 +7,7 @@ whatever route it came by; nothing here reads a question or an answer's text.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 from ray.serve.metrics import Counter, Histogram
@@ -19,6 +20,7 @@ from rayrag.serve.escalation import EscalationQueue
 from rayrag.serve.request_log import request_event
 
 LATENCY_BOUNDARIES_MS = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000]
+ASKERS_REMEMBERED = 10_000  # recent request id -> asker, for /v1/feedback without a log scan
 
 
 class RequestLedger:
@@ -48,6 +50,11 @@ class RequestLedger:
             description="Spend of answered requests, in serve.currency, by team.",
             tag_keys=("team",),
         )
+        self._askers: OrderedDict[str, str] = OrderedDict()
+
+    def asker(self, rid: str) -> str | None:
+        """The fingerprint of the principal this replica answered `rid` for, if remembered."""
+        return self._askers.get(rid)
 
     def observe(self, stage: str, ms: float) -> None:
         self.latency.observe(ms, tags={"stage": stage})
@@ -68,6 +75,10 @@ class RequestLedger:
                 body.model_version,
             )
         self.events.info("request", extra={"fields": event})
+        self._askers[rid] = event["user"]
+        self._askers.move_to_end(rid)
+        while len(self._askers) > ASKERS_REMEMBERED:
+            self._askers.popitem(last=False)
         if body.usage.cost > 0:
             self.cost.inc(body.usage.cost, tags={"team": caller.team})
 

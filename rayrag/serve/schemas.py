@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")  # what we accept from X-Request-ID
 MAX_NEW_TOKENS_LIMIT = 1024
+MAX_FEEDBACK_COMMENT_CHARS = 2000
 
 
 class AskRequest(BaseModel):
@@ -102,6 +103,22 @@ class ResolveRequest(BaseModel):
         "resolved",
         pattern=r"^[a-z][a-z0-9_]{0,63}$",
         description="A snake_case code (resolved, answer_corrected, dismissed...), never text.",
+    )
+
+
+class FeedbackRequest(BaseModel):
+    """`POST /v1/feedback`: a rating of one served answer, by the key that asked (or an admin)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(
+        pattern=REQUEST_ID_RE.pattern, description="The rated answer's request id, as served."
+    )
+    rating: Literal["up", "down"] = Field(description="Thumbs up or down.")
+    comment: str | None = Field(
+        None,
+        max_length=MAX_FEEDBACK_COMMENT_CHARS,
+        description="Why; user content: kept only where tracking.trace_content allows.",
     )
 
 

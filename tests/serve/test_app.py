@@ -1115,3 +1115,45 @@ def test_the_graph_serves_a_pretrained_checkpoint_with_experts_on_shards(server,
         assert served["usage"]["prompt_tokens"] == expected.usage.prompt_tokens
     finally:
         serve.delete("pretrained")
+
+
+def test_feedback_rates_ones_own_answers_and_logs_no_comment(server, stack):
+    question = stack.public_q[0]["question"]
+    asked = {**bearer(PUBLIC_KEY), "X-Request-ID": "rate-me-1", "Cache-Control": "no-cache"}
+    ask = httpx.post(f"{server}/v1/ask", json={"question": question}, headers=asked, timeout=120)
+    assert ask.status_code == 200, ask.text
+    url, comment = f"{server}/v1/feedback", "the second citation is about Brightwater"
+    rating = {"request_id": "rate-me-1", "rating": "down", "comment": comment}
+    assert httpx.post(url, json=rating, timeout=30).status_code == 401  # before the body
+    for bad in (
+        {**rating, "stars": 5},
+        {**rating, "rating": "meh"},
+        {**rating, "comment": "x" * 2001},
+        {**rating, "request_id": "not an id"},
+    ):
+        response = httpx.post(url, json=bad, headers=bearer(PUBLIC_KEY), timeout=30)
+        assert response.status_code == 422, bad
+        assert "x" * 50 not in response.text and "stars" not in response.text
+    response = httpx.post(url, json=rating, headers=bearer(PUBLIC_KEY), timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"request_id": "rate-me-1", "recorded": True}
+    # an admin may rate any answer; a user key only its principal's (others' ids look unknown)
+    assert httpx.post(url, json=rating, headers=bearer(ADMIN_KEY), timeout=30).status_code == 200
+    headers = {**bearer(ADMIN_KEY), "X-Request-ID": "rate-me-2", "Cache-Control": "no-cache"}
+    httpx.post(f"{server}/v1/ask", json={"question": question}, headers=headers, timeout=120)
+    for rid in ("rate-me-2", "never-asked"):
+        response = httpx.post(
+            url, json={"request_id": rid, "rating": "up"}, headers=bearer(PUBLIC_KEY), timeout=30
+        )
+        assert response.status_code == 404 and response.json()["error"]["param"] == "request_id"
+    events = httpx.get(
+        f"{server}/v1/admin/events",
+        params={"request_id": "rate-me-1"},
+        headers=bearer(ADMIN_KEY),
+        timeout=60,
+    ).json()["events"]
+    rated = [e for e in events if e["event"] == "feedback"]
+    assert [e["rating"] for e in rated] == ["down", "down"]
+    assert rated[0]["team"] == "web" and rated[1]["role"] == "admin"
+    assert rated[0]["comment_chars"] == len(comment)
+    assert comment not in (stack.root / "events.jsonl").read_text()
