@@ -95,3 +95,14 @@ def test_the_upload_place_is_labelled_and_disabled_until_an_upload_api_exists():
     page = static_text("index.html")
     assert 'id="upload-file" disabled' in page and 'id="upload-button" disabled' in page
     assert "no upload API" in page
+
+
+def test_every_page_file_is_package_data_so_a_wheel_ships_it():
+    import fnmatch
+    from pathlib import Path
+
+    pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    section = pyproject.split("[tool.setuptools.package-data]", 1)[1].split("\n[", 1)[0]
+    patterns = re.findall(r'"([^"]+)"', section)
+    for name in web.static_names():
+        assert any(fnmatch.fnmatch(f"serve/web/{name}", p) for p in patterns), name

@@ -250,7 +250,12 @@ function openPassage(marker) {
   $("passage-doc").textContent = c.doc_id;
   $("passage-chunk").textContent = c.chunk_id;
   $("passage-score").textContent = fmt(c.score, 4);
-  $("passage-text").textContent = c.text || "";
+  const text = $("passage-text");
+  clear(text);
+  for (const part of (c.text || "").split(/(<[A-Z][A-Z_]*>)/)) {
+    if (/^<[A-Z][A-Z_]*>$/.test(part)) text.append(el("mark", { class: "redacted", title: "redacted at ingest" }, part));
+    else if (part) text.append(part);
+  }
   $("passage-card").scrollIntoView({ block: "nearest" });
 }
 
@@ -286,12 +291,13 @@ function showBadges(r) {
 // -- the KG facts as a small graph ---------------------------------------------------------
 
 function pathEdges(facts) {
-  // The multi-hop path: facts chained through a bridge entity (one's object is another's
-  // subject). A single fact is its own one-hop path.
+  // The multi-hop path: facts joined through a bridge entity (an entity two facts share,
+  // e.g. the acquirer that also makes the product). A single fact is its own one-hop path.
   const onPath = new Set();
   facts.forEach((a, i) =>
     facts.forEach((b, j) => {
-      if (i !== j && a.object === b.subject) {
+      const ends = [b.subject, b.object];
+      if (i !== j && (ends.includes(a.subject) || ends.includes(a.object))) {
         onPath.add(i);
         onPath.add(j);
       }
@@ -310,21 +316,23 @@ function showFacts(facts) {
   const shown = facts.slice(0, 12);
   const onPath = pathEdges(shown);
   const names = [...new Set(shown.flatMap((f) => [f.subject, f.object]))];
-  const width = 460;
-  const height = Math.max(180, 60 + 26 * names.length);
+  // Entities on an ellipse, labels beside their node (outward), so long names do not collide.
+  const width = 560;
+  const height = Math.max(200, 70 + 24 * names.length);
   const cx = width / 2;
   const cy = height / 2;
-  const radius = Math.min(cx - 90, cy - 30);
+  const rx = cx - 150;
+  const ry = cy - 40;
   const at = new Map(
     names.map((n, i) => {
       const angle = (2 * Math.PI * i) / names.length - Math.PI / 2;
-      return [n, [cx + radius * Math.cos(angle), cy + radius * Math.sin(angle)]];
+      return [n, [cx + rx * Math.cos(angle), cy + ry * Math.sin(angle)]];
     }),
   );
   const root = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": "fact graph" });
   const defs = svg("defs");
   for (const [id, color] of [["arrow", "#8a94a6"], ["arrow-path", "#d9480f"]]) {
-    const marker = svg("marker", { id, viewBox: "0 0 10 10", refX: 22, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto" });
+    const marker = svg("marker", { id, viewBox: "0 0 10 10", refX: 20, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto" });
     marker.append(svg("path", { d: "M0,0 L10,5 L0,10 z", fill: color }));
     defs.append(marker);
   }
@@ -345,7 +353,11 @@ function showFacts(facts) {
   for (const [name, [x, y]] of at) {
     const group = svg("g", { class: "node" });
     group.append(svg("circle", { cx: x, cy: y, r: 9 }));
-    group.append(svg("text", { x, y: y + 22, class: "node-label" }, name.length > 28 ? `${name.slice(0, 27)}...` : name));
+    const side = x > cx + 1 ? "start" : x < cx - 1 ? "end" : "middle";
+    const dx = side === "start" ? 14 : side === "end" ? -14 : 0;
+    const dy = side === "middle" ? (y < cy ? -14 : 24) : 4;
+    const label = name.length > 30 ? `${name.slice(0, 29)}...` : name;
+    group.append(svg("text", { x: x + dx, y: y + dy, class: "node-label", "text-anchor": side }, label));
     root.append(group);
   }
   box.append(root);
