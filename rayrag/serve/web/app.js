@@ -10,6 +10,7 @@ const REDACTION_MARK = /(<[A-Z][A-Z_]*>|\[\d+\])/;
 let citations = new Map(); // marker -> citation as the response gave it
 let lastRequestId = "";
 let rating = "";
+let lastQuestion = "";
 
 // -- DOM helpers -----------------------------------------------------------------------------
 
@@ -110,6 +111,7 @@ async function ask(event) {
   const question = $("question").value.trim();
   if (!question) return;
   resetAnswer();
+  lastQuestion = question;
   $("ask-button").disabled = true;
   $("ask-state").textContent = "retrieving...";
   const body = { question, stream: true };
@@ -195,7 +197,7 @@ function showResponse(response) {
   renderAnswer(response.answer || "");
   showCitations(response.citations || [], new Set(response.cited_markers || []));
   showBadges(response);
-  showFacts(response.facts || []);
+  showFacts(response.facts || [], lastQuestion, response.answer || "");
   showTimings(response.timings_ms || {});
   showExperts((response.routing && response.routing.expert_share) || []);
   $("feedback").hidden = !lastRequestId;
@@ -290,31 +292,46 @@ function showBadges(r) {
 
 // -- the KG facts as a small graph ---------------------------------------------------------
 
-function pathEdges(facts) {
-  // The multi-hop path: facts joined through a bridge entity (an entity two facts share,
-  // e.g. the acquirer that also makes the product). A single fact is its own one-hop path.
-  const onPath = new Set();
-  facts.forEach((a, i) =>
-    facts.forEach((b, j) => {
-      const ends = [b.subject, b.object];
-      if (i !== j && (ends.includes(a.subject) || ends.includes(a.object))) {
-        onPath.add(i);
-        onPath.add(j);
+function pathEdges(facts, question, answer) {
+  // The path that answered: the fewest facts joining an entity the question names to one the
+  // answer names (both ways along a relation), e.g. X <-acquire- C -make-> Y for "which product
+  // is made by the company that acquired X?". Indices of the facts on it; empty when none.
+  const named = (text) => {
+    const lower = (text || "").toLowerCase();
+    return new Set(
+      facts.flatMap((f) => [f.subject, f.object]).filter((n) => n && lower.includes(n.toLowerCase())),
+    );
+  };
+  const starts = named(question);
+  const goals = named(answer);
+  const via = new Map([...starts].map((n) => [n, null])); // entity -> [previous, fact index]
+  const queue = [...starts];
+  while (queue.length) {
+    const here = queue.shift();
+    if (goals.has(here) && !starts.has(here)) {
+      const onPath = new Set();
+      for (let step = via.get(here); step; step = via.get(step[0])) onPath.add(step[1]);
+      return onPath;
+    }
+    facts.forEach((f, i) => {
+      const next = f.subject === here ? f.object : f.object === here ? f.subject : null;
+      if (next !== null && !via.has(next)) {
+        via.set(next, [here, i]);
+        queue.push(next);
       }
-    }),
-  );
-  if (!onPath.size && facts.length === 1) onPath.add(0);
-  return onPath;
+    });
+  }
+  return new Set();
 }
 
-function showFacts(facts) {
+function showFacts(facts, question = "", answer = "") {
   const box = $("graph");
   const list = $("facts");
   clear(box, facts.length ? null : "no facts for this answer");
   clear(list);
   if (!facts.length) return;
   const shown = facts.slice(0, 12);
-  const onPath = pathEdges(shown);
+  const onPath = pathEdges(shown, question, answer);
   const names = [...new Set(shown.flatMap((f) => [f.subject, f.object]))];
   // Entities on an ellipse, labels beside their node (outward), so long names do not collide.
   const width = 560;
@@ -348,7 +365,7 @@ function showFacts(facts) {
         "marker-end": `url(#${path ? "arrow-path" : "arrow"})`,
       }),
     );
-    root.append(svg("text", { x: (x1 + x2) / 2, y: (y1 + y2) / 2 - 4, class: "edge-label" }, f.relation));
+    root.append(svg("text", { x: 0.42 * x1 + 0.58 * x2, y: 0.42 * y1 + 0.58 * y2 - 4, class: path ? "edge-label on-path" : "edge-label" }, f.relation));
   });
   for (const [name, [x, y]] of at) {
     const group = svg("g", { class: "node" });
