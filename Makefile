@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv demo serve test test-fast bench lint clean
+.PHONY: venv demo serve browser test test-fast bench lint clean
 
 # Idempotent: the stamp is newer than pyproject.toml when nothing changed, so a second run is instant.
 venv: $(VENV)/.installed
@@ -31,7 +31,15 @@ serve: venv
 	@test -f .rayrag/demo/demo.env || { echo "error: no .rayrag/demo/demo.env: run make demo first" >&2; exit 2; }
 	. .rayrag/demo/demo.env && exec $(BIN)/rayrag serve --config demo
 
-test: venv
+# The web page's browser test drives Debian's chromium with its chromedriver (Selenium).
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get install -y -q chromium chromium-driver || \
+		{ apt-get update -q && apt-get install -y -q chromium chromium-driver; }; \
+	else echo "error: the browser test needs /usr/bin/chromium and /usr/bin/chromedriver: run 'sudo apt-get install chromium chromium-driver'" >&2; exit 2; fi
+
+test: venv browser
 	$(BIN)/python -m pytest -q --timeout=900 --durations=15 tests
 
 test-fast: venv

@@ -1062,6 +1062,10 @@ class ServeConfig(_Section):
     escalation_queue: str = Field(
         ".rayrag/escalations.jsonl", description="Escalation records (ids and scores only)."
     )
+    readiness_reports: str = Field(
+        ".rayrag/readiness",
+        description="Folder `rayrag readiness` writes its JSON reports to; admins read the newest.",
+    )
     event_log: str = Field(
         ".rayrag/events.jsonl",
         description="Privacy-safe request events (ids, counts, timings; never text).",

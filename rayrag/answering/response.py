@@ -25,6 +25,9 @@ class Citation(_Model):
     doc_id: str
     title: str | None = None
     score: float
+    text: str = Field(
+        "", description="The passage as the caller may read it (ACL-filtered, redacted at ingest)."
+    )
 
 
 class FactOut(_Model):

@@ -20,7 +20,8 @@ groups may read, a question that retrieves it, and a phrase of its text not in t
 
 Progress goes to stderr; without --json a table goes to stdout first; the last stdout line
 is `{"passed": n, "total": 16, "checks": [{"name", "area", "passed", "evidence"}]}`. The
-markdown report is an artifact of a run in the `<prefix>-readiness` MLflow experiment.
+markdown report is an artifact of a run in the `<prefix>-readiness` MLflow experiment; the
+JSON one is also saved under `serve.readiness_reports` for the admin API and the web page.
 Exit codes: 0 all passed, 1 a check failed, 2 a user error (one line).
 Registered in `rayrag.cli.main` as `app.command("readiness")(readiness_command)`.
 """
@@ -210,6 +211,25 @@ def _remote_service(url: str, metrics_url: str | None) -> Service:
     return Service(url.rstrip("/"), admin_key.strip(), user_key.strip(), metrics_url)
 
 
+def save_report(report, folder: Path) -> Path:
+    """`readiness-<UTC stamp>.json` in `folder` (serve.readiness_reports), written atomically:
+    the serve graph's admins read the newest one (GET /v1/admin/readiness)."""
+    from rayrag.atomic import atomic_text
+
+    now = time.time()
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    path = folder / f"readiness-{stamp}.json"
+    body = {
+        **report.to_json(),
+        "ts": round(now, 3),
+        "target": report.target,
+        "run_id": report.run_id,
+    }
+    with atomic_text(path) as out:
+        json.dump(body, out)
+    return path
+
+
 def print_table(report, out=None) -> None:
     out = out or sys.stdout
     for check in report.checks:
@@ -356,6 +376,8 @@ def readiness_command(
             ),
             file=sys.stderr,
         )
+    saved = save_report(report, Path(cfg.serve.readiness_reports))
+    print(f"[readiness] report saved to {saved}", file=sys.stderr)
     if not as_json:
         print_table(report)
     print(json.dumps(report.to_json()))

@@ -402,6 +402,7 @@ def result_to_json(result: ReaderResult) -> dict[str, Any]:
                 "doc_id": p.doc_id,
                 "title": p.title,
                 "score": p.score,
+                "text": p.text,
             }
             for i, p in enumerate(answer.citations, 1)
         ],

@@ -1,5 +1,6 @@
 """The admin routes (`/v1/admin/*`, keys with role `admin` only): erasure, retention,
-request events, escalations, the model registry's aliases and what the deployment enforces.
+request events, escalations (and their resolution), the model registry's aliases, the last
+readiness report and what the deployment enforces.
 
 Each action is audited as a content-free `admin` event (who as a fingerprint, what as ids
 and counts). Slow work (erasure, purge, MLflow) runs in a thread, off the event loop.
@@ -15,13 +16,20 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Path as Path_
 
-from rayrag.errors import ConfigError
+from rayrag.errors import ConfigError, DataError
 from rayrag.event_log import fingerprint
 from rayrag.serve.api import RequestId, current_ingress
 from rayrag.serve.auth import ApiPrincipal
 from rayrag.serve.errors import AdminOnly, HTTPFailure
-from rayrag.serve.schemas import AliasRequest, ForgetRequest, GuardProbeRequest, PurgeRequest
+from rayrag.serve.schemas import (
+    AliasRequest,
+    ForgetRequest,
+    GuardProbeRequest,
+    PurgeRequest,
+    ResolveRequest,
+)
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 Ingress = Annotated[Any, Depends(current_ingress)]
@@ -147,11 +155,50 @@ async def escalations(
     rid: RequestId,
     request_id_: str | None = Query(None, alias="request_id", min_length=1, max_length=64),
 ) -> dict[str, Any]:
-    """The escalation queue (ids, reason codes, scores), or one request's records."""
-    records = await asyncio.to_thread(ingress.escalations.read)
+    """The escalation queue (ids, reason codes, scores, `resolved`), or one request's records."""
+    records = await asyncio.to_thread(ingress.escalations.escalations)
     if request_id_ is not None:
         records = [r for r in records if r.get("request_id") == request_id_]
     return {"records": records[-MAX_RECORDS:], "request_id": rid}
+
+
+@router.post("/escalations/{escalated_id}/resolve")
+async def resolve_escalation(
+    escalated_id: Annotated[str, Path_(min_length=1, max_length=64)],
+    caller: Admin,
+    ingress: Ingress,
+    rid: RequestId,
+    body: ResolveRequest | None = None,
+) -> dict[str, Any]:
+    """Close an escalated request (appended to the queue: who as a hash, a code), audited."""
+    resolution = body.resolution if body is not None else "resolved"
+    who = fingerprint(caller.principal.name)
+    try:
+        record = await asyncio.to_thread(ingress.escalations.resolve, escalated_id, who, resolution)
+    except (KeyError, DataError):
+        raise HTTPFailure(404, "not_found", "no escalation has this request id") from None
+    audit(ingress, "resolve", caller, rid, escalated=escalated_id, resolution=resolution)
+    return {**record, "request_id": rid, "escalated_request_id": escalated_id}
+
+
+def newest_report(folder: Path) -> dict[str, Any] | None:
+    """The newest `readiness-*.json` in `folder` (by name: a UTC stamp), parsed; None if none."""
+    reports = sorted(folder.glob("readiness-*.json")) if folder.is_dir() else []
+    for report in reversed(reports):
+        try:
+            return {**json.loads(report.read_text(encoding="utf-8")), "file": report.name}
+        except (OSError, json.JSONDecodeError):
+            continue  # a partial or foreign file: the one before it
+    return None
+
+
+@router.get("/readiness")
+async def readiness(caller: Admin, ingress: Ingress, rid: RequestId) -> dict[str, Any]:
+    """The last `rayrag readiness` report (serve.readiness_reports): checks and evidence."""
+    report = await asyncio.to_thread(newest_report, Path(ingress.config.serve.readiness_reports))
+    if report is None:
+        raise HTTPFailure(404, "not_found", "no readiness report yet: run `rayrag readiness`")
+    return {"report": report, "request_id": rid}
 
 
 def _registry(ingress: Any) -> Any:

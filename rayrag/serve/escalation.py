@@ -11,6 +11,8 @@ codes and numbers only, never the question or the answer. The user is a hash
 The file is JSON Lines. Several Serve replicas may append at once, so each record is one
 `write()` of one complete line on a file opened with O_APPEND, under an exclusive `fcntl`
 lock: lines never interleave, and a reader never sees half a record from a finished writer.
+A reviewer's resolution is one more line (request id, reviewer hash, a reason code), so the
+queue stays append-only and retention purges both by `ts`.
 
     >>> queue = EscalationQueue(".rayrag/escalations.jsonl")
     >>> queue.record("req-1", user_hash="3f9a0c1e2b4d6f80", team="finance",
@@ -49,6 +51,7 @@ RECORD_FIELDS = (
     "chunk_ids",
     "model_version",
 )
+RESOLUTION_FIELDS = ("ts", "request_id", "resolved_by", "resolution")
 
 
 class EscalationQueue:
@@ -88,11 +91,46 @@ class EscalationQueue:
         return record
 
     def read(self) -> list[dict[str, Any]]:
-        """Every record, oldest first (for tests and admins). A missing file is an empty queue."""
+        """Every line, oldest first (escalations and resolutions). A missing file is empty."""
         return read_jsonl(self.path, "escalation queue")
 
+    def resolve(
+        self, request_id: str, user_hash: str, resolution: str = "resolved"
+    ) -> dict[str, Any]:
+        """Append a resolution of an escalated request (who as a hash, a reason code) and
+        return it; the same file, so retention purges it by `ts` with its escalation.
+        `KeyError` when no escalation has that request id."""
+        request_id = _id(request_id, "request_id")
+        if not any(r.get("request_id") == request_id for r in self.escalations()):
+            raise KeyError(request_id)
+        record = {
+            "ts": round(time.time(), 3),
+            "request_id": request_id,
+            "resolved_by": _id(user_hash, "user_hash"),
+            "resolution": _code(resolution),
+        }
+        append_line(self.path, json.dumps(record, separators=(",", ":")))
+        return record
+
+    def escalations(self) -> list[dict[str, Any]]:
+        """The escalation records, oldest first, each with `resolved`: its latest resolution
+        (ts, resolved_by, resolution) or None while it waits for a reviewer."""
+        lines = self.read()
+        resolved = {r["request_id"]: r for r in lines if "resolution" in r}
+        return [
+            {**r, "resolved": _without_id(resolved.get(r["request_id"]))}
+            for r in lines
+            if "resolution" not in r
+        ]
+
     def __len__(self) -> int:
-        return len(self.read())
+        return len(self.escalations())
+
+
+def _without_id(resolution: dict[str, Any] | None) -> dict[str, Any] | None:
+    if resolution is None:
+        return None
+    return {k: v for k, v in resolution.items() if k != "request_id"}
 
 
 def _id(value: str, name: str, allow_empty: bool = False) -> str:
@@ -111,7 +149,9 @@ def _id(value: str, name: str, allow_empty: bool = False) -> str:
 
 def _code(value: str) -> str:
     if not isinstance(value, str) or len(value) > 64 or not _CODE_RE.fullmatch(value):
-        raise DataError("escalation reasons must be snake_case codes such as 'low_groundedness'")
+        raise DataError(
+            "escalation reasons and resolutions must be snake_case codes such as 'low_groundedness'"
+        )
     return value
 
 

@@ -12,7 +12,7 @@ ask`. The service's own: keys, limits, the answer cache, `serve.ledger` (events,
 escalations, metrics) and the MLflow trace of a sampled request (`tracking.traces`), under
 `serve.request_timeout_s`. Errors are mapped in `serve.api`;
 admin routes are `serve.admin`, OpenAI's extras `serve.openai_compat`, ratings
-`serve.feedback`, streams `serve.sse`.
+`serve.feedback`, streams `serve.sse`, the web page `serve.web`.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the route signatures at runtime, and
@@ -32,7 +32,7 @@ from rayrag.answering.pipeline import AnswerPipeline, AnswerTurn
 from rayrag.answering.response import AskResponse, ChatCompletion
 from rayrag.config import RAGConfig
 from rayrag.generator.prompt import served_prompt_label
-from rayrag.serve import admin, feedback, openai_compat
+from rayrag.serve import admin, feedback, openai_compat, web
 from rayrag.serve.api import RequestId, app, attach
 from rayrag.serve.auth import ApiPrincipal, KeyStore
 from rayrag.serve.cache import AnswerCache, answer_key, served_from_cache
@@ -51,6 +51,7 @@ STAGES = ("redactor", "retriever", "ranker", "generator", "guard")
 app.include_router(admin.router)
 app.include_router(openai_compat.router)
 app.include_router(feedback.router)
+app.include_router(web.router)
 
 
 def _cacheable(request: Request) -> bool:

@@ -94,6 +94,18 @@ class AliasRequest(BaseModel):
     version: int = Field(ge=1, le=10_000_000, description="The registered version it should name.")
 
 
+class ResolveRequest(BaseModel):
+    """`POST /v1/admin/escalations/{request_id}/resolve`: how a reviewer closed it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    resolution: str = Field(
+        "resolved",
+        pattern=r"^[a-z][a-z0-9_]{0,63}$",
+        description="A snake_case code (resolved, answer_corrected, dismissed...), never text.",
+    )
+
+
 class FeedbackRequest(BaseModel):
     """`POST /v1/feedback`: a rating of one served answer, by the key that asked (or an admin)."""
 

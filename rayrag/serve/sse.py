@@ -29,7 +29,8 @@ def sse(events: AsyncIterator[str]) -> StreamingResponse:
 
 
 def citations_meta(rid: str, cited: Any) -> dict[str, Any]:
-    """The `meta` event: the request id and the passages the answer may cite, by marker."""
+    """The `meta` event: the request id and the passages the answer may cite, by marker (the
+    caller's own readable passages, as stored: redacted at ingest)."""
     return {
         "request_id": rid,
         "citations": [
@@ -39,6 +40,7 @@ def citations_meta(rid: str, cited: Any) -> dict[str, Any]:
                 "doc_id": p.doc_id,
                 "title": p.title,
                 "score": p.score,
+                "text": p.text,
             }
             for i, p in enumerate(cited, 1)
         ],

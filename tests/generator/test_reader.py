@@ -264,6 +264,8 @@ def test_json_view_has_the_fields(reader):
         "config_hash",
     }
     assert [c["marker"] for c in view["citations"]] == list(range(1, len(view["citations"]) + 1))
+    # the passage as retrieval gave it to this caller, for the web page's citation view
+    assert [c["text"] for c in view["citations"]] == [p.text for p in result.answer.citations]
     assert view["truncated"]["chunk_ids"] == result.truncated_chunk_ids
     assert view["usage"]["prompt_tokens"] == result.prompt_tokens
 

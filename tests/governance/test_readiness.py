@@ -312,3 +312,26 @@ def json_config(path: Path):
     from rayrag.config import resolve_config
 
     return resolve_config(str(path), [])
+
+
+def test_a_saved_report_is_the_newest_one_the_admin_route_reads(tmp_path):
+    from rayrag.cli.readiness import save_report
+    from rayrag.serve.admin import newest_report
+
+    folder = tmp_path / "readiness"
+    assert newest_report(folder) is None
+    (folder).mkdir()
+    (folder / "readiness-20000101T000000Z.json").write_text('{"passed": 1, "total": 16}')
+    report = _report()
+    report.run_id = "abc123"
+    path = save_report(report, folder)
+    (folder / "readiness-99991231T235959Z.json").write_text('{"passed": 16, "tot')  # torn
+    newest = newest_report(folder)
+    assert newest == {
+        **report.to_json(),
+        "ts": newest["ts"],
+        "target": "local",
+        "run_id": "abc123",
+        "file": path.name,
+    }
+    assert not list(folder.glob(".*.tmp"))  # written atomically

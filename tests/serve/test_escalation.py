@@ -72,3 +72,33 @@ def test_concurrent_writers_produce_whole_json_lines(tmp_path):
     ids = {json.loads(line)["request_id"] for line in lines}
     assert ids == {f"req-{w}-{n}" for w in range(6) for n in range(25)}
     assert len(queue) == 150
+
+
+def test_a_resolution_is_one_more_content_free_line_and_marks_its_escalation(tmp_path):
+    queue = EscalationQueue(tmp_path / "escalations.jsonl")
+    record(queue, "req-1")
+    record(queue, "req-2")
+    assert [r["resolved"] for r in queue.escalations()] == [None, None]
+    resolution = queue.resolve("req-2", "9b2e4f10aa5c7d31", "answer_corrected")
+    assert set(resolution) == {"ts", "request_id", "resolved_by", "resolution"}
+    rows = queue.escalations()
+    assert [r["request_id"] for r in rows] == ["req-1", "req-2"] and len(queue) == 2
+    assert rows[0]["resolved"] is None
+    assert rows[1]["resolved"] == {
+        "ts": resolution["ts"],
+        "resolved_by": "9b2e4f10aa5c7d31",
+        "resolution": "answer_corrected",
+    }
+    assert len(queue.read()) == 3  # append-only: the escalation line is untouched
+
+
+def test_resolving_an_unknown_id_or_with_text_is_refused(tmp_path):
+    queue = EscalationQueue(tmp_path / "escalations.jsonl")
+    record(queue, "req-1")
+    with pytest.raises(KeyError):
+        queue.resolve("req-9", "9b2e4f10aa5c7d31")
+    with pytest.raises(DataError, match="snake_case codes"):
+        queue.resolve("req-1", "9b2e4f10aa5c7d31", "The answer was wrong about Paris")
+    with pytest.raises(DataError, match="must be an id"):
+        queue.resolve("what did the CEO say?", "9b2e4f10aa5c7d31")
+    assert len(queue.read()) == 1
