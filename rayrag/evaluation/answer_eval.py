@@ -60,6 +60,7 @@ from rayrag.data.readers import QAPair, read_qa
 from rayrag.errors import ConfigError, RayRagError
 from rayrag.evaluation.answer_scoring import (
     QUALITY_METRICS,
+    Outcome,
     aggregate_scores,
     gate_check,
     score_example,
@@ -68,10 +69,25 @@ from rayrag.evaluation.answerers import HttpAnswerer, InProcessAnswerer
 from rayrag.evaluation.retrieval_eval import (
     file_digest,
 )
-from rayrag.tracking.tracker import Tracker
+from rayrag.tracking.evaluations import EvalRow, log_evaluation
+from rayrag.tracking.tracker import Tracker, compose_run_name
 from rayrag.types import Principal
 
 TABLE_FILE = "eval_examples.json"
+# One MLflow scorer each, shown per question in the Evaluations tab (answer_eval's docstring
+# defines them; `confidence` and `refused` are the Guard's).
+ROW_SCORERS = (
+    "answer_em",
+    "answer_f1",
+    "citation_precision",
+    "groundedness",
+    "confidence",
+    "refused",
+    "recall_at_5",
+    "context_recall",
+    "mrr",
+    "pii_leak_rate",
+)
 GATES = ("champion",)
 NO_BASELINE = (
     "no evaluation of the champion on this dataset; run `rayrag eval` with "
@@ -155,6 +171,29 @@ def _per_example_table(
     return table
 
 
+def evaluation_row(
+    qa: QAPair, outcome: Outcome, scores: dict[str, float | None], log_text: bool
+) -> EvalRow:
+    """What MLflow's Evaluations tab shows for one question: ids, slices and what the system
+    returned; the question, answer and gold-answer text only with `log_text`."""
+    inputs: dict[str, Any] = {"question_id": qa.id}
+    if log_text:
+        inputs["question"] = qa.question
+    inputs.update({f"slice.{k}": v for k, v in sorted(qa.metadata.items())})
+    outputs: dict[str, Any] = {
+        "cited_doc_ids": list(outcome.cited_doc_ids),
+        "context_doc_ids": list(outcome.context_doc_ids),
+        "refused": bool(outcome.extra.get("refused", False)),
+        "escalated": bool(outcome.extra.get("escalated", False)),
+    }
+    if log_text:
+        outputs = {"answer": outcome.answer, **outputs}
+    expectations: dict[str, Any] = {"supporting_ids": list(qa.supporting_ids)}
+    if log_text and qa.answers:
+        expectations["answers"] = list(qa.answers)
+    return EvalRow(inputs, outputs, expectations, {m: scores.get(m) for m in ROW_SCORERS})
+
+
 def evaluate_answers(
     dataset: Path,
     config: RAGConfig,
@@ -225,6 +264,7 @@ def evaluate_answers(
     answerer.warm_up()
     scored: list[QAPair] = []
     rows: list[dict[str, float | None]] = []
+    mlflow_rows: list[EvalRow] = []
     failed = 0
     for i, qa in enumerate(questions, 1):
         outcome = answerer(qa, principal)
@@ -233,6 +273,7 @@ def evaluate_answers(
         else:
             scored.append(qa)
             rows.append(score_example(qa, outcome, canaries))
+            mlflow_rows.append(evaluation_row(qa, outcome, rows[-1], config.evaluation.log_text))
         if progress is not None:
             progress(i, len(questions))
     if not rows:
@@ -294,7 +335,8 @@ def evaluate_answers(
         "evaluation": "answers",
         "principal": principal.name if source == "in_process" else "api_key",
     }
-    with tracker.start_run("eval", config, tags=tags) as run:
+    name = compose_run_name("eval", config, mode, *_registered_model(tracker, model_version))
+    with tracker.start_run("eval", config, tags=tags, run_name=name) as run:
         run.log_dataset(dataset, name=dataset.name, context="eval")
         metrics = {k: v for k, v in overall.items() if v is not None}
         for slice_name, values in result["slices"].items():
@@ -309,6 +351,7 @@ def evaluate_answers(
         )
         run.log_table(_per_example_table(scored, rows, keys), TABLE_FILE)
         log_disaggregation(run, report)
+        log_evaluation(run, mlflow_rows, ROW_SCORERS)
         if "gate" in result:
             run.set_tags(
                 {
@@ -318,6 +361,19 @@ def evaluate_answers(
             )
         result["run_id"] = run.run_id
     return result
+
+
+def _registered_model(tracker: Tracker, model_version: str) -> tuple[str, int | None]:
+    """(model name, registry version) for the run's name: the registered model holding these
+    weights, else the checkpoint's directory name and no version."""
+    if tracker.config.enabled and model_version:
+        from rayrag.tracking.model_registry import ModelRegistry
+
+        registry = ModelRegistry(tracker)
+        info = registry.version_for_weights(model_version)
+        if info is not None:
+            return registry.name, info.version
+    return model_version.rsplit("@", 1)[0], None
 
 
 def _bundle_id(bundle: Path | None) -> str:
