@@ -37,9 +37,11 @@ Undefined scores (no gold documents, no gold answer) are left out of means. Ever
 also disaggregated by every metadata key (`evaluation/disaggregate.py`). One MLflow run in
 the `eval` experiment holds the config, the dataset (digest), the metrics, per-slice metrics
 `<metric>/<key>/<value>`, a per-question table (ids, slice values, scores — no text), the
-disaggregation report and charts. `gate="champion"` compares with the champion's last
-evaluation on the same dataset digest (`gate_check`); with `limit` the digest names the file
-and the slice, so a gate on the first N questions only meets a baseline on those N.
+disaggregation report and charts, and one row per question in MLflow's Evaluations tab
+(`mlflow.genai.evaluate`, `tracking/evaluations.py`; text only with `evaluation.log_text`).
+`gate="champion"` compares with the champion's last evaluation on the same dataset digest
+(`gate_check`); with `limit` the digest names the file and the slice, so a gate on the first
+N questions only meets a baseline on those N.
 
     >>> result = evaluate_answers(Path("qa.jsonl"), cfg, bundle=Path("bundle"), model=Path("model"),
     ...                           principal=Principal("admin", frozenset({"public", "hr"})),
@@ -74,20 +76,21 @@ from rayrag.tracking.tracker import Tracker, compose_run_name
 from rayrag.types import Principal
 
 TABLE_FILE = "eval_examples.json"
-# One MLflow scorer each, shown per question in the Evaluations tab (answer_eval's docstring
-# defines them; `confidence` and `refused` are the Guard's).
-ROW_SCORERS = (
-    "answer_em",
-    "answer_f1",
-    "citation_precision",
-    "groundedness",
-    "confidence",
-    "refused",
-    "recall_at_5",
-    "context_recall",
-    "mrr",
-    "pii_leak_rate",
-)
+# MLflow scorer name -> the rayrag metric it shows per question in the Evaluations tab (this
+# docstring defines them; `confidence` and `refused` are the Guard's). `groundedness` is
+# MLflow's name for its own pass/fail judge, which its UI draws as yes/no: ours is renamed.
+ROW_SCORERS = {
+    "answer_em": "answer_em",
+    "answer_f1": "answer_f1",
+    "citation_precision": "citation_precision",
+    "guard_groundedness": "groundedness",
+    "confidence": "confidence",
+    "refused": "refused",
+    "recall_at_5": "recall_at_5",
+    "context_recall": "context_recall",
+    "mrr": "mrr",
+    "pii_leak_rate": "pii_leak_rate",
+}
 GATES = ("champion",)
 NO_BASELINE = (
     "no evaluation of the champion on this dataset; run `rayrag eval` with "
@@ -191,7 +194,8 @@ def evaluation_row(
     expectations: dict[str, Any] = {"supporting_ids": list(qa.supporting_ids)}
     if log_text and qa.answers:
         expectations["answers"] = list(qa.answers)
-    return EvalRow(inputs, outputs, expectations, {m: scores.get(m) for m in ROW_SCORERS})
+    row_scores = {name: scores.get(metric) for name, metric in ROW_SCORERS.items()}
+    return EvalRow(inputs, outputs, expectations, row_scores)
 
 
 def evaluate_answers(
@@ -351,7 +355,7 @@ def evaluate_answers(
         )
         run.log_table(_per_example_table(scored, rows, keys), TABLE_FILE)
         log_disaggregation(run, report)
-        log_evaluation(run, mlflow_rows, ROW_SCORERS)
+        log_evaluation(run, mlflow_rows, list(ROW_SCORERS))
         if "gate" in result:
             run.set_tags(
                 {

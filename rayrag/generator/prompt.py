@@ -1,8 +1,9 @@
 """The reader prompt: question, ranked passages and KG facts laid out as token ids.
 
-One fixed template (version `PROMPT_TEMPLATE_VERSION`, logged to MLflow with the model),
-the Fusion-in-Decoder/RETRO-style "context then question" layout with numbered citation
-markers as in ALCE (Gao et al. 2023), so an answer can cite "[2]":
+One template, the Fusion-in-Decoder/RETRO-style "context then question" layout with numbered
+citation markers as in ALCE (Gao et al. 2023), so an answer can cite "[2]". The built-in
+`PROMPT_TEMPLATE` is version 1 in MLflow's prompt registry; at serving the reader uses the
+pinned version as the registry renders it (`pin_reader_prompt`, `ReaderTemplate`):
 
     <bos>context:
     [1] Brightwater Labs: Helix Corp acquired Brightwater Labs in 2019.

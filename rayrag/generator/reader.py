@@ -171,7 +171,7 @@ class Reader:
         self.sharded: Any = None  # a ShardedGenerator when generator.num_shards > 1
         self._tokenizer: RayragTokenizer | PretrainedTokenizer | None = None
         # A pretrained checkpoint (transformers wrote it) reads its own chat format and stops
-        # at its own ids; a checkpoint trained here reads prompt.PROMPT_TEMPLATE.
+        # at its own ids; a checkpoint trained here reads the reader template (`self.template`).
         self.pretrained = False
         self._model_version = ""
         # `template`: the pinned registry version's text when the caller already loaded it

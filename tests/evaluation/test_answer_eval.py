@@ -527,13 +527,16 @@ def test_each_question_is_a_row_of_mlflows_evaluations_tab(stack):
         request, response = json.loads(trace.data.request), json.loads(trace.data.response)
         assert request["question"] == qa["question"] and "answer" in response  # log_text: true
         scores = {a.name: a.value for a in trace.info.assessments if a.name in ROW_SCORERS}
-        assert {"answer_em", "answer_f1", "groundedness", "confidence", "refused"} <= set(scores)
+        assert {"answer_em", "answer_f1", "guard_groundedness", "confidence", "refused"} <= set(
+            scores
+        )
         expected = {a.name: a.value for a in trace.info.assessments if a.name not in ROW_SCORERS}
         assert expected["supporting_ids"] == qa["supporting_ids"]
     # the rows' scores are the ones the aggregates were computed from
     metrics = run.data.metrics
-    for metric in ("answer_f1", "groundedness", "citation_precision"):
-        assert metrics[f"{metric}/mean"] == pytest.approx(result[metric], abs=1e-6)
+    for scorer in ("answer_f1", "guard_groundedness", "mrr", "pii_leak_rate"):
+        metric = ROW_SCORERS[scorer]
+        assert metrics[f"{scorer}/mean"] == pytest.approx(result[metric], abs=1e-6)
     assert metrics["answer_f1"] == pytest.approx(result["answer_f1"])  # the run's own, kept
 
     private = stack.config.with_overrides(["evaluation.log_text=false"])
