@@ -19,8 +19,9 @@ trace per row in the eval experiment, linked to the run).
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,22 @@ from rayrag.errors import ConfigError
 from rayrag.tracking.tracker import RunHandle
 
 ROW_ID = "question_id"
+WORKERS_ENV = "MLFLOW_GENAI_EVAL_MAX_WORKERS"
+
+
+@contextlib.contextmanager
+def _one_worker() -> Iterator[None]:
+    """MLflow's row workers, one unless the environment says otherwise; put back afterwards.
+    Parallel rows only pay off for LLM judges; code scorers are instant, and MLflow's threads
+    writing traces and assessments into one SQLite store at once mostly wait on its lock."""
+    saved = os.environ.get(WORKERS_ENV)
+    if saved is None:
+        os.environ[WORKERS_ENV] = "1"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(WORKERS_ENV, None)
 
 
 @dataclass(frozen=True)
@@ -72,7 +89,7 @@ def log_evaluation(
     ]
     scorers = [_scorer(metric, scores_by_id) for metric in metrics]
     # MLflow prints a summary to stdout; a CLI's stdout ends in one JSON line.
-    with contextlib.redirect_stdout(sys.stderr):
+    with contextlib.redirect_stdout(sys.stderr), _one_worker():
         result = run._mlflow.genai.evaluate(data=data, scorers=scorers)
     return {key: float(value) for key, value in result.metrics.items() if value is not None}
 
