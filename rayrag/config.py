@@ -1114,8 +1114,8 @@ class TrackingConfig(_Section):
         None,
         gt=0,
         description=(
-            "Pinned prompt version; it must hold the template this build "
-            "uses. None = the latest registered (registered on first use)."
+            "Pinned reader prompt version, served as the registry renders it. None = the "
+            "served model version's prompt_version tag, else the built-in template's version."
         ),
     )
     model_cache: str = Field(
@@ -1173,6 +1173,13 @@ class EvalConfig(_Section):
             "pii_leak_rate",
         ),
         description="Metrics the gate compares (pii_leak_rate: lower is better).",
+    )
+    log_text: bool = Field(
+        True,
+        description=(
+            "Put question, answer and gold-answer text in MLflow's per-question evaluation rows "
+            "(eval sets are not user data); false = ids and scores only."
+        ),
     )
 
 

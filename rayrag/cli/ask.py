@@ -130,8 +130,11 @@ def ask_command(
     asker = resolve_principal(principal, groups)
     checkpoint = None
     if not retrieval_only and not remote:
-        from rayrag.tracking.model_registry import resolve_model
+        from rayrag.generator.prompt import pin_reader_prompt
+        from rayrag.tracking.model_registry import model_prompt_tag, resolve_model
 
+        if str(model).startswith("models:/"):  # a registry model: its pinned prompt is served
+            cfg, _ = pin_reader_prompt(cfg, model_prompt_tag(model, cfg.tracking))
         checkpoint = resolve_model(model, cfg.tracking)
     stages = LocalStages(bundle, checkpoint, cfg, generate=not retrieval_only)
     pipeline = AnswerPipeline(

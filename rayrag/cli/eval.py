@@ -195,12 +195,12 @@ def print_pii_table(result: dict[str, Any], out: Any = None) -> None:
 
 def _pii_eval(dataset: Path, fmt: str, limit: int | None, cfg: Any, as_json: bool) -> None:
     from rayrag.governance.privacy.pii_eval import evaluate_pii
-    from rayrag.tracking.tracker import Tracker
+    from rayrag.tracking.tracker import Tracker, compose_run_name
 
     redaction = cfg.governance.redaction
     result = evaluate_pii(dataset, redaction, fmt=fmt, limit=limit)
     with Tracker(cfg.tracking).start_run(
-        "eval", cfg, tags={"eval_kind": "pii"}, run_name="pii"
+        "eval", cfg, tags={"eval_kind": "pii"}, run_name=compose_run_name("eval", cfg, "pii")
     ) as run:
         if run.run_id is not None:  # counts and ratios only: the dataset's text never leaves
             run.log_params(
@@ -268,13 +268,16 @@ def print_safety_table(result: dict[str, Any], out: Any = None) -> None:
 
 def _safety_eval(hotpotqa: Path | None, holdout: bool, cfg: Any, as_json: bool) -> None:
     from rayrag.governance.safety.safety_eval import evaluate_safety, tracking_metrics
-    from rayrag.tracking.tracker import Tracker
+    from rayrag.tracking.tracker import Tracker, compose_run_name
 
     result = evaluate_safety(
         cfg.governance.input_safety, hotpotqa=hotpotqa, holdout=holdout, seed=cfg.seed
     )
     with Tracker(cfg.tracking).start_run(
-        "eval", cfg, tags={"eval_kind": "safety"}, run_name="safety"
+        "eval",
+        cfg,
+        tags={"eval_kind": "safety"},
+        run_name=compose_run_name("eval", cfg, "safety-holdout" if holdout else "safety"),
     ) as run:
         if run.run_id is not None:  # counts and ratios only: no attack or benign text leaves
             run.log_params(
@@ -474,7 +477,8 @@ def eval_command(
         return
 
     from rayrag.evaluation.answer_eval import evaluate_answers, load_canaries
-    from rayrag.tracking.model_registry import resolve_model
+    from rayrag.generator.prompt import pin_reader_prompt
+    from rayrag.tracking.model_registry import model_prompt_tag, resolve_model
 
     if url is None:
         if bundle is None or (model is None and cfg.generator.backend == "moe"):
@@ -485,6 +489,8 @@ def eval_command(
             raise ConfigError(f"no index bundle at {bundle} (--bundle)")
     elif model is not None:
         raise ConfigError("--url evaluates the server's model; drop --model")
+    if url is None:  # in process: the prompt pinned to the model (or config) is the one read
+        cfg, _ = pin_reader_prompt(cfg, model_prompt_tag(model or "", cfg.tracking))
     checkpoint = resolve_model(model, cfg.tracking) if model is not None else None
     planted = load_canaries(canaries) if canaries is not None else None
     result = evaluate_answers(

@@ -37,9 +37,11 @@ Undefined scores (no gold documents, no gold answer) are left out of means. Ever
 also disaggregated by every metadata key (`evaluation/disaggregate.py`). One MLflow run in
 the `eval` experiment holds the config, the dataset (digest), the metrics, per-slice metrics
 `<metric>/<key>/<value>`, a per-question table (ids, slice values, scores — no text), the
-disaggregation report and charts. `gate="champion"` compares with the champion's last
-evaluation on the same dataset digest (`gate_check`); with `limit` the digest names the file
-and the slice, so a gate on the first N questions only meets a baseline on those N.
+disaggregation report and charts, and one row per question in MLflow's Evaluations tab
+(`mlflow.genai.evaluate`, `tracking/evaluations.py`; text only with `evaluation.log_text`).
+`gate="champion"` compares with the champion's last evaluation on the same dataset digest
+(`gate_check`); with `limit` the digest names the file and the slice, so a gate on the first
+N questions only meets a baseline on those N.
 
     >>> result = evaluate_answers(Path("qa.jsonl"), cfg, bundle=Path("bundle"), model=Path("model"),
     ...                           principal=Principal("admin", frozenset({"public", "hr"})),
@@ -60,6 +62,7 @@ from rayrag.data.readers import QAPair, read_qa
 from rayrag.errors import ConfigError, RayRagError
 from rayrag.evaluation.answer_scoring import (
     QUALITY_METRICS,
+    Outcome,
     aggregate_scores,
     gate_check,
     score_example,
@@ -68,10 +71,26 @@ from rayrag.evaluation.answerers import HttpAnswerer, InProcessAnswerer
 from rayrag.evaluation.retrieval_eval import (
     file_digest,
 )
-from rayrag.tracking.tracker import Tracker
+from rayrag.tracking.evaluations import EvalRow, log_evaluation
+from rayrag.tracking.tracker import Tracker, compose_run_name
 from rayrag.types import Principal
 
 TABLE_FILE = "eval_examples.json"
+# MLflow scorer name -> the rayrag metric it shows per question in the Evaluations tab (this
+# docstring defines them; `confidence` and `refused` are the Guard's). `groundedness` is
+# MLflow's name for its own pass/fail judge, which its UI draws as yes/no: ours is renamed.
+ROW_SCORERS = {
+    "answer_em": "answer_em",
+    "answer_f1": "answer_f1",
+    "citation_precision": "citation_precision",
+    "guard_groundedness": "groundedness",
+    "confidence": "confidence",
+    "refused": "refused",
+    "recall_at_5": "recall_at_5",
+    "context_recall": "context_recall",
+    "mrr": "mrr",
+    "pii_leak_rate": "pii_leak_rate",
+}
 GATES = ("champion",)
 NO_BASELINE = (
     "no evaluation of the champion on this dataset; run `rayrag eval` with "
@@ -155,6 +174,30 @@ def _per_example_table(
     return table
 
 
+def evaluation_row(
+    qa: QAPair, outcome: Outcome, scores: dict[str, float | None], log_text: bool
+) -> EvalRow:
+    """What MLflow's Evaluations tab shows for one question: ids, slices and what the system
+    returned; the question, answer and gold-answer text only with `log_text`."""
+    inputs: dict[str, Any] = {"question_id": qa.id}
+    if log_text:
+        inputs["question"] = qa.question
+    inputs.update({f"slice.{k}": v for k, v in sorted(qa.metadata.items())})
+    outputs: dict[str, Any] = {
+        "cited_doc_ids": list(outcome.cited_doc_ids),
+        "context_doc_ids": list(outcome.context_doc_ids),
+        "refused": bool(outcome.extra.get("refused", False)),
+        "escalated": bool(outcome.extra.get("escalated", False)),
+    }
+    if log_text:
+        outputs = {"answer": outcome.answer, **outputs}
+    expectations: dict[str, Any] = {"supporting_ids": list(qa.supporting_ids)}
+    if log_text and qa.answers:
+        expectations["answers"] = list(qa.answers)
+    row_scores = {name: scores.get(metric) for name, metric in ROW_SCORERS.items()}
+    return EvalRow(inputs, outputs, expectations, row_scores)
+
+
 def evaluate_answers(
     dataset: Path,
     config: RAGConfig,
@@ -225,6 +268,7 @@ def evaluate_answers(
     answerer.warm_up()
     scored: list[QAPair] = []
     rows: list[dict[str, float | None]] = []
+    mlflow_rows: list[EvalRow] = []
     failed = 0
     for i, qa in enumerate(questions, 1):
         outcome = answerer(qa, principal)
@@ -233,6 +277,7 @@ def evaluate_answers(
         else:
             scored.append(qa)
             rows.append(score_example(qa, outcome, canaries))
+            mlflow_rows.append(evaluation_row(qa, outcome, rows[-1], config.evaluation.log_text))
         if progress is not None:
             progress(i, len(questions))
     if not rows:
@@ -294,7 +339,8 @@ def evaluate_answers(
         "evaluation": "answers",
         "principal": principal.name if source == "in_process" else "api_key",
     }
-    with tracker.start_run("eval", config, tags=tags) as run:
+    name = compose_run_name("eval", config, mode, *_registered_model(tracker, model_version))
+    with tracker.start_run("eval", config, tags=tags, run_name=name) as run:
         run.log_dataset(dataset, name=dataset.name, context="eval")
         metrics = {k: v for k, v in overall.items() if v is not None}
         for slice_name, values in result["slices"].items():
@@ -309,6 +355,7 @@ def evaluate_answers(
         )
         run.log_table(_per_example_table(scored, rows, keys), TABLE_FILE)
         log_disaggregation(run, report)
+        log_evaluation(run, mlflow_rows, list(ROW_SCORERS))
         if "gate" in result:
             run.set_tags(
                 {
@@ -318,6 +365,19 @@ def evaluate_answers(
             )
         result["run_id"] = run.run_id
     return result
+
+
+def _registered_model(tracker: Tracker, model_version: str) -> tuple[str, int | None]:
+    """(model name, registry version) for the run's name: the registered model holding these
+    weights, else the checkpoint's directory name and no version."""
+    if tracker.config.enabled and model_version:
+        from rayrag.tracking.model_registry import ModelRegistry
+
+        registry = ModelRegistry(tracker)
+        info = registry.version_for_weights(model_version)
+        if info is not None:
+            return registry.name, info.version
+    return model_version.rsplit("@", 1)[0], None
 
 
 def _bundle_id(bundle: Path | None) -> str:

@@ -401,7 +401,10 @@ def compare_backends(
         "principal": principal.name,
         "mode": mode,
     }
-    with tracker.start_run("compare", config, tags=tags) as run:
+    from rayrag.tracking.tracker import compose_run_name
+
+    name = compose_run_name("compare", config, mode, "+".join(names))
+    with tracker.start_run("compare", config, tags=tags, run_name=name) as run:
         params: dict[str, Any] = {
             "compare.backends": ",".join(names),
             "compare.questions": len(usable),

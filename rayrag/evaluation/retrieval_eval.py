@@ -28,7 +28,7 @@ from typing import Any
 
 from rayrag.config import RAGConfig
 from rayrag.data.readers import QAPair, read_qa
-from rayrag.tracking.tracker import Tracker
+from rayrag.tracking.tracker import Tracker, compose_run_name
 from rayrag.types import Principal
 
 RECALL_KS = (2, 5, 10)
@@ -172,7 +172,8 @@ def evaluate_retrieval(
         "principal": principal.name,
         "fusion": config.retrieval.fusion,
     }
-    with tracker.start_run("eval", config, tags=tags) as run:
+    name = compose_run_name("eval", config, mode, "retrieval-only")
+    with tracker.start_run("eval", config, tags=tags, run_name=name) as run:
         metrics = dict(overall)
         for slice_name, values in slices.items():
             for metric, value in values.items():

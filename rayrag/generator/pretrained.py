@@ -1,15 +1,16 @@
 """A pretrained checkpoint's own tokenizer, chat template and stop ids, and its reader prompt.
 
 A checkpoint trained here carries rayrag's byte-level BPE (special tokens at ids 0..4) and
-reads the fixed `prompt.PROMPT_TEMPLATE`. A pretrained open model (Mixtral, Qwen-MoE, OLMoE)
-was trained on its own tokenizer and chat format, and answers well only in them: its
-`tokenizer.json` + `tokenizer_config.json` are loaded with transformers' tokenizer classes,
-the reader's messages are rendered with the checkpoint's chat template exactly as
-transformers renders them (`apply_chat_template`, generation prompt added), and decoding
-stops at the ids `generation_config.json` names. The citations keep the same numbered
-markers, and the passages are dropped lowest-ranked first to fit the model's window.
-Reader fine-tuning on such a base (LoRA) learns in the layout it serves with:
-`build_chat_training_example` is that prompt followed by the answer and a stop id.
+reads the reader template (`prompt.PROMPT_TEMPLATE`, or its pinned registry version). A
+pretrained open model (Mixtral, Qwen-MoE, OLMoE) was trained on its own tokenizer and chat
+format, and answers well only in them: its `tokenizer.json` + `tokenizer_config.json` are
+loaded with transformers' tokenizer classes, the reader's messages are rendered with the
+checkpoint's chat template exactly as transformers renders them (`apply_chat_template`,
+generation prompt added), and decoding stops at the ids `generation_config.json` names. The
+citations keep the same numbered markers, and the passages are dropped lowest-ranked first
+to fit the model's window. Reader fine-tuning on such a base (LoRA) learns in the layout it
+serves with: `build_chat_training_example` is that prompt followed by the answer and a stop
+id.
 
     >>> tok = PretrainedTokenizer.load(Path("mixtral-dir"))
     >>> prompt = build_chat_prompt(question, passages, facts, tok, max_prompt_tokens=4096)

@@ -1,8 +1,9 @@
 """The reader prompt: question, ranked passages and KG facts laid out as token ids.
 
-One fixed template (version `PROMPT_TEMPLATE_VERSION`, logged to MLflow with the model),
-the Fusion-in-Decoder/RETRO-style "context then question" layout with numbered citation
-markers as in ALCE (Gao et al. 2023), so an answer can cite "[2]":
+One template, the Fusion-in-Decoder/RETRO-style "context then question" layout with numbered
+citation markers as in ALCE (Gao et al. 2023), so an answer can cite "[2]". The built-in
+`PROMPT_TEMPLATE` is version 1 in MLflow's prompt registry; at serving the reader uses the
+pinned version as the registry renders it (`pin_reader_prompt`, `ReaderTemplate`):
 
     <bos>context:
     [1] Brightwater Labs: Helix Corp acquired Brightwater Labs in 2019.
@@ -25,6 +26,7 @@ too long, the lowest-ranked passage goes first, then the last fact; the question
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +59,53 @@ PROMPT_TEMPLATE = (
 )
 
 
+_TEMPLATE_RE = re.compile(
+    r"<bos>(?P<context_header>.*?)\{passages\}\{facts\}<sep>(?P<question_prefix>.*?)"
+    r"\{question\}(?P<question_suffix>.*?)<sep>(?P<answer_cue>.*)",
+    re.DOTALL,
+)
+TEMPLATE_SHAPE = "<bos>HEADER{passages}{facts}<sep>...{question}...<sep>CUE"
+
+
+@dataclass(frozen=True)
+class ReaderTemplate:
+    """The editable words of the reader prompt, parsed from a registered template.
+
+    The shape is fixed (`<bos>`, `{passages}{facts}`, `<sep>`, `{question}`, `<sep>`, in that
+    order: the model reads citations and stops by it); the words around the placeholders are
+    what an edit in the prompt registry changes. The built-in template parses back to the
+    exact segments `build_prompt` has always encoded, so trained checkpoints read the same ids.
+
+        >>> ReaderTemplate.parse(PROMPT_TEMPLATE, "rayrag-reader/1").answer_cue
+        'answer:'
+    """
+
+    context_header: str
+    question_prefix: str
+    question_suffix: str
+    answer_cue: str
+
+    @classmethod
+    def parse(cls, template: str, label: str) -> ReaderTemplate:
+        """The template's words, or a one-line ConfigError naming `label` (NAME/VERSION)."""
+        found = _TEMPLATE_RE.fullmatch(template)
+        if found is None:
+            raise ConfigError(
+                f"prompt {label} is not a reader template: it needs {TEMPLATE_SHAPE} "
+                "(tracking.prompt_version)"
+            )
+        parts = found.groupdict()
+        if any(tag in value for value in parts.values() for tag in ("<bos>", "<sep>", "{")):
+            raise ConfigError(
+                f"prompt {label} is not a reader template: one of each placeholder, "
+                f"two <sep>, in the order {TEMPLATE_SHAPE} (tracking.prompt_version)"
+            )
+        return cls(**parts)
+
+
+BUILTIN_TEMPLATE = ReaderTemplate.parse(PROMPT_TEMPLATE, "built-in")
+
+
 def prompt_label(name: str, version: int | None) -> str:
     """How an answer names its prompt: `rayrag-reader/3` (the MLflow prompt-registry version the
     config pins), or `rayrag-reader/unregistered` when nothing is pinned (tracking off)."""
@@ -72,6 +121,53 @@ def served_prompt_label(config: Any) -> str:
 
         return chat_prompt_label()
     return prompt_label(config.tracking.prompt_name, config.tracking.prompt_version)
+
+
+def _tagged_version(tag: str, name: str) -> int | None:
+    """`rayrag-reader/2` -> 2 when it names this prompt; None for anything else."""
+    tagged_name, _, number = (tag or "").rpartition("/")
+    return int(number) if tagged_name == name and number.isdigit() and int(number) > 0 else None
+
+
+def pin_reader_prompt(config: Any, model_prompt_tag: str = "") -> tuple[Any, str | None]:
+    """(config with `tracking.prompt_version` pinned, that version's template text).
+
+    The version is the config's pin, else the served model version's `prompt_version` tag
+    (`model_prompt_tag`), else the built-in template's version (registered on first use).
+    The text is loaded here, once, and checked to be a reader template (ConfigError naming
+    the version), so every stage serves exactly what the registry renders and no replica
+    has to reach MLflow. Tracking off: the config unchanged and None (the built-in template).
+    """
+    tracking = config.tracking
+    if not tracking.enabled:
+        return config, None
+    from rayrag.tracking.tracker import Tracker
+
+    tracker = Tracker(tracking)
+    version = (
+        tracking.prompt_version
+        or _tagged_version(model_prompt_tag, tracking.prompt_name)
+        or tracker.register_prompt(PROMPT_TEMPLATE)
+    )
+    text = tracker.load_prompt(version)
+    ReaderTemplate.parse(text, prompt_label(tracking.prompt_name, version))
+    return config.with_overrides([f"tracking.prompt_version={version}"]), text
+
+
+def reader_template(config: Any, registered: str | None = None) -> ReaderTemplate:
+    """The template the MoE reader lays its prompts out with: `registered` (the pinned
+    version's text, as `pin_reader_prompt` loaded it), else the pinned version read from the
+    registry, else the built-in template (tracking off or nothing pinned: `unregistered`)."""
+    tracking = config.tracking
+    label = prompt_label(tracking.prompt_name, tracking.prompt_version)
+    if registered is not None:
+        return ReaderTemplate.parse(registered, label)
+    if not tracking.enabled or tracking.prompt_version is None:
+        return BUILTIN_TEMPLATE
+    from rayrag.tracking.tracker import Tracker
+
+    text = Tracker(tracking).load_prompt(tracking.prompt_version)
+    return ReaderTemplate.parse(text, label)
 
 
 @dataclass(frozen=True)
@@ -101,19 +197,22 @@ def build_prompt(
     facts: Sequence[Fact],
     tokenizer: RayragTokenizer,
     max_prompt_tokens: int,
+    template: ReaderTemplate = BUILTIN_TEMPLATE,
 ) -> Prompt:
-    """Lay out the prompt within `max_prompt_tokens`; `passages` and `facts` are best first."""
+    """Lay out the prompt within `max_prompt_tokens`; `passages` and `facts` are best first.
+    `template` is the registry's wording (training always uses the built-in one)."""
     if max_prompt_tokens <= 0:
         raise ConfigError(f"max_prompt_tokens must be > 0, got {max_prompt_tokens}")
     if not question or not question.strip():
         raise DataError("question is empty")
 
-    head = [tokenizer.bos_id, *tokenizer.encode(CONTEXT_HEADER)]
+    head = [tokenizer.bos_id, *tokenizer.encode(template.context_header)]
+    asked = template.question_prefix + question.strip() + template.question_suffix
     tail = [
         tokenizer.sep_id,
-        *tokenizer.encode(QUESTION_FORMAT.format(question=question.strip())),
+        *tokenizer.encode(asked),
         tokenizer.sep_id,
-        *tokenizer.encode(ANSWER_CUE),
+        *tokenizer.encode(template.answer_cue),
     ]
     fixed = len(head) + len(tail)
     if fixed > max_prompt_tokens:

@@ -44,7 +44,13 @@ from rayrag.generator.checkpoint import (
 from rayrag.generator.generate import DecodeOptions, Generation, generate, stream
 from rayrag.generator.model import MoETransformer
 from rayrag.generator.pretrained import PretrainedTokenizer, build_chat_prompt, is_pretrained
-from rayrag.generator.prompt import Prompt, build_prompt
+from rayrag.generator.prompt import (
+    BUILTIN_TEMPLATE,
+    Prompt,
+    ReaderTemplate,
+    build_prompt,
+    reader_template,
+)
 from rayrag.generator.routing_health import shard_shares
 from rayrag.generator.tokenizer import RayragTokenizer
 from rayrag.index.graph import NON_FACT_RELATIONS
@@ -148,7 +154,11 @@ class Reader:
     """
 
     def __init__(
-        self, checkpoint: Path | str, config: RAGConfig, device: str | torch.device | None = None
+        self,
+        checkpoint: Path | str,
+        config: RAGConfig,
+        device: str | torch.device | None = None,
+        template: str | None = None,
     ) -> None:
         self.checkpoint = Path(checkpoint)
         self.config = config
@@ -161,9 +171,13 @@ class Reader:
         self.sharded: Any = None  # a ShardedGenerator when generator.num_shards > 1
         self._tokenizer: RayragTokenizer | PretrainedTokenizer | None = None
         # A pretrained checkpoint (transformers wrote it) reads its own chat format and stops
-        # at its own ids; a checkpoint trained here reads prompt.PROMPT_TEMPLATE.
+        # at its own ids; a checkpoint trained here reads the reader template (`self.template`).
         self.pretrained = False
         self._model_version = ""
+        # `template`: the pinned registry version's text when the caller already loaded it
+        # (`prompt.pin_reader_prompt`); else `warm_up` reads the pin (or uses the built-in).
+        self._registered_template = template
+        self.template: ReaderTemplate = BUILTIN_TEMPLATE
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -205,6 +219,8 @@ class Reader:
                 f"vocab_size is {model.config.vocab_size}; the two files are from different "
                 "trainings"
             )
+        if not pretrained:  # a pretrained checkpoint reads its own chat format
+            self.template = reader_template(self.config, self._registered_template)
         self._model_version = f"{self.checkpoint.resolve().name}@{weights_digest(self.checkpoint)}"
         self._tokenizer, self._model, self.pretrained = tokenizer, model, pretrained
 
@@ -274,13 +290,12 @@ class Reader:
                 f"max_new_tokens {max_new_tokens} leaves no room for a prompt in the model's "
                 f"window of {self.model.config.max_seq_len} tokens"
             )
-        layout = build_chat_prompt if self.pretrained else build_prompt
-        return layout(
-            question,
-            evidence.passages,
-            reader_facts(evidence.facts),
-            self.tokenizer,
-            self.prompt_budget(opts.max_new_tokens),
+        budget = self.prompt_budget(opts.max_new_tokens)
+        facts = reader_facts(evidence.facts)
+        if self.pretrained:
+            return build_chat_prompt(question, evidence.passages, facts, self.tokenizer, budget)
+        return build_prompt(
+            question, evidence.passages, facts, self.tokenizer, budget, template=self.template
         )
 
     def answer(

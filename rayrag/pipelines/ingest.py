@@ -44,7 +44,7 @@ from rayrag.index.lexical import TOKENIZER as LEXICAL_TOKENIZER
 from rayrag.pipelines.ingest_report import log_ingest_plots
 from rayrag.pipelines.ingest_stages import EmbedStage, ExtractStage, PrepareStage, document_to_row
 from rayrag.ray_runtime import ensure_ray
-from rayrag.tracking.tracker import Tracker
+from rayrag.tracking.tracker import Tracker, compose_run_name
 from rayrag.types import Document
 
 _log = get_logger("rayrag.ingest")
@@ -334,7 +334,10 @@ def ingest(
     tracker = tracker or Tracker(config.tracking)
     created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     with tracker.start_run(
-        "ingest", config, tags={"corpus_source_digest": read.source_digest}
+        "ingest",
+        config,
+        tags={"corpus_source_digest": read.source_digest},
+        run_name=compose_run_name("ingest", config, engine, Path(config.embedding.model).name),
     ) as run:
         with timer("pipeline"):
             processed = (

@@ -86,17 +86,20 @@ def shard_placement(config: RAGConfig) -> dict[str, Any]:
     }
 
 
-def pin_prompt(config: RAGConfig) -> RAGConfig:
-    """The config with `tracking.prompt_version` set to the prompt-registry version that holds
-    this build's reader template (registered on first use; a pinned version must hold it), so
-    every stage and every answer names the same prompt without talking to MLflow."""
-    if not config.tracking.enabled:
-        return config
-    from rayrag.generator.prompt import PROMPT_TEMPLATE
-    from rayrag.tracking.tracker import Tracker
+def pin_prompt(config: RAGConfig, model: str = "") -> RAGConfig:
+    """The config with `tracking.prompt_version` pinned (`pin_reader_prompt`): the config's
+    pin, else the `prompt_version` tag of the registry version `model` names, else the built-in
+    template's version, so every stage and every answer names the same prompt."""
+    return pin_served_prompt(config, model)[0]
 
-    label = Tracker(config.tracking).prompt_version(PROMPT_TEMPLATE)  # "NAME/VERSION"
-    return config.with_overrides([f"tracking.prompt_version={int(label.rsplit('/', 1)[1])}"])
+
+def pin_served_prompt(config: RAGConfig, model: str = "") -> tuple[RAGConfig, str | None]:
+    """`pin_prompt` and the pinned version's template text, loaded once here and handed to the
+    Generator stage, so its replicas serve it without reaching MLflow."""
+    from rayrag.generator.prompt import pin_reader_prompt
+    from rayrag.tracking.model_registry import model_prompt_tag
+
+    return pin_reader_prompt(config, model_prompt_tag(model, config.tracking))
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
@@ -111,7 +114,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     from rayrag.serve.ingress import Ingress
 
     config, bundle, model = resolve_refs(dict(args or {}))
-    config = pin_prompt(config)
+    config, template = pin_served_prompt(config, model)
     s = config.serve
     config_json = config.model_dump_json()
 
@@ -127,7 +130,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     ranker = RankerStage.options(**stage(s.stage_num_cpus)).bind(config_json, str(bundle))
     generator = GeneratorStage.options(
         **stage(s.generator_num_cpus), **shard_placement(config)
-    ).bind(config_json, str(model))
+    ).bind(config_json, str(model), template)
     guard = GuardStage.options(**stage(s.stage_num_cpus)).bind(config_json, str(bundle))
     return Ingress.options(
         **stage(s.stage_num_cpus), max_queued_requests=s.max_queued_requests

@@ -267,7 +267,8 @@ class GeneratorStage:
     decoding), or `OpenAIReader` (an OpenAI-compatible endpoint, awaited without blocking the
     replica's loop; concurrency is `max_ongoing_requests`, the endpoint batches on its side)."""
 
-    def __init__(self, config_json: str, model: str) -> None:
+    def __init__(self, config_json: str, model: str, template: str | None = None) -> None:
+        """`template`: the pinned reader prompt's text, loaded once by `build_app`."""
         config = _config(config_json)
         self.remote = config.generator.backend == "openai"
         if self.remote:
@@ -278,7 +279,7 @@ class GeneratorStage:
             from rayrag.generator.reader import Reader
 
             model = str(locate_model(model, config))  # resolved (or downloaded) in this replica
-            self.reader = Reader(model, config)
+            self.reader = Reader(model, config, template=template)
         self.reader.warm_up()
         self.batched = config.serve.max_batch_size > 1
         self._answer_batch.set_max_batch_size(config.serve.max_batch_size)

@@ -95,6 +95,17 @@ class ModelRegistry:
             tags=tags,
         )
 
+    def version_for_weights(self, model_version: str) -> ModelVersionInfo | None:
+        """The newest version holding the weights `model_version` (`dir@digest`) names, or None:
+        a registry download lives in `v<N>/`, so the directory part is not compared."""
+        weights = model_version.rsplit("@", 1)[-1]
+        if not weights:
+            return None
+        for info in self.versions():
+            if info.model_digest.rsplit("@", 1)[-1] == weights:
+                return info
+        return None
+
     def versions(self) -> list[ModelVersionInfo]:
         """All versions, newest first (none when the model was never registered)."""
         client = self.tracker.client()
@@ -159,6 +170,7 @@ class ModelRegistry:
             raise ModelError(f"not a generator checkpoint (no config.json): {checkpoint}")
         digest = model_digest(checkpoint)
         client = self.tracker.client()
+        own_run = run_id is None
         if run_id is None:  # a client-made run: registering inside a caller's run must work
             run_id = self.tracker.create_run(
                 "registry", tags={"model_name": self.name, "model_digest": digest}
@@ -184,6 +196,14 @@ class ModelRegistry:
             description=description or None,
         )
         version = int(created.version)
+        if own_run:  # named once the version is known: `registry - register NAME vN`
+            from rayrag.tracking.tracker import compose_run_name
+
+            client.set_tag(
+                run_id,
+                "mlflow.runName",
+                compose_run_name("registry", None, "register", self.name, version),
+            )
         if self.version_for_alias(CHAMPION) is None:  # the first version is the champion
             client.set_registered_model_alias(self.name, CHAMPION, str(version))
         _log.info(
@@ -341,6 +361,21 @@ def parse_model_uri(uri: str) -> tuple[str, str | int]:
     raise ConfigError(
         f"bad model URI {uri!r}: expected models:/NAME@ALIAS or models:/NAME/VERSION (--model)"
     )
+
+
+def model_prompt_tag(ref: str | Path, config: TrackingConfig) -> str:
+    """The `prompt_version` tag (`rayrag-reader/2`) of the registry version a `models:/` ref
+    names: the prompt pinned to that model. "" for a local path or with tracking off."""
+    if isinstance(ref, Path) or not str(ref).startswith(MODELS_SCHEME) or not config.enabled:
+        return ""
+    from rayrag.tracking.tracker import Tracker
+
+    name, selector = parse_model_uri(str(ref))
+    try:
+        info = ModelRegistry(Tracker(config), name)._lookup(selector)
+    except ConfigError as error:
+        raise ConfigError(f"{ref}: {error}") from None
+    return str(info.tags.get("prompt_version", ""))
 
 
 def resolve_model(ref: str | Path, config: TrackingConfig) -> Path:

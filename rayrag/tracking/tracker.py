@@ -23,6 +23,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import subprocess
 import tempfile
 import warnings
@@ -195,6 +196,45 @@ def code_version_tags() -> dict[str, str]:
     return tags
 
 
+RUN_NAME_PART_CHARS = 48  # per part: a run name is a label for the runs table, not a record
+_RUN_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._:@,+=/-]+")
+
+
+def compose_run_name(
+    activity: str,
+    config: RAGConfig | None = None,
+    setting: str | None = None,
+    model: str | None = None,
+    version: str | int | None = None,
+) -> str:
+    """`<activity> <config name> <mode or key setting> <model name> v<version>`, e.g.
+    `eval demo hybrid rayrag-generator v1`; '-' for a part that does not apply.
+
+    One place builds every run's name so the runs table reads alike across activities. Parts
+    are identifiers only (names, modes, versions): anything outside `[A-Za-z0-9._:@,+=/-]` is
+    dropped and each part is cut to a label's length, so no text content reaches a name.
+    """
+
+    def part(value: Any) -> str:
+        text = _RUN_NAME_UNSAFE.sub("", str(value)) if value not in (None, "") else ""
+        return text[:RUN_NAME_PART_CHARS] or "-"
+
+    version_text = part(version)
+    version_text = (
+        version_text[1:]
+        if version_text[:1] in ("v", "V") and len(version_text) > 1
+        else version_text
+    )
+    parts = (
+        part(activity),
+        part(config.name if config is not None else None),
+        part(setting),
+        part(model),
+        f"v{version_text}",
+    )
+    return " ".join(parts)
+
+
 def _quote(value: str) -> str:
     """A value for an MLflow search filter; MLflow has no escape, so pick a free quote."""
     for quote in ("'", '"'):
@@ -311,8 +351,10 @@ class Tracker:
         tags: Mapping[str, Any] | None = None,
         run_name: str | None = None,
     ) -> Iterator[RunHandle]:
-        """A run in the activity's experiment, with the config logged three ways."""
+        """A run in the activity's experiment, with the config logged three ways. Without
+        `run_name` it is named `compose_run_name(activity, config)`, never MLflow's random one."""
         name = self.experiment_name(activity)
+        run_name = run_name or compose_run_name(activity, config)
         if not self.config.enabled:
             yield RunHandle(run_id=None, experiment=name)
             return
@@ -338,7 +380,9 @@ class Tracker:
             )
             yield handle
 
-    def create_run(self, activity: str, tags: Mapping[str, Any] | None = None) -> str:
+    def create_run(
+        self, activity: str, tags: Mapping[str, Any] | None = None, run_name: str | None = None
+    ) -> str:
         """A run made through the client, not the fluent stack; the caller ends it with
         `client().set_terminated(run_id)`. Usable inside another active run (a training
         script registering its checkpoint), where `start_run` would refuse to nest."""
@@ -348,6 +392,7 @@ class Tracker:
             **code_version_tags(),
             **{k: str(v) for k, v in (tags or {}).items()},
             "activity": activity,
+            "mlflow.runName": run_name or compose_run_name(activity),
         }
         return self.client().create_run(experiment_id, tags=all_tags).info.run_id
 
@@ -499,10 +544,11 @@ class Tracker:
         return prompt.template
 
     def prompt_version(self, template: str) -> str:
-        """ "NAME/VERSION" of the reader prompt this build uses, checked against a pinned version.
+        """ "NAME/VERSION" of the reader prompt: the pinned version (which must exist), else
+        `template` (the built-in one) registered.
 
-        A pinned version must hold exactly `template`: answers stamped with a prompt version
-        that differs from the text that produced them would make the audit trail lie.
+        A pinned version is served as the registry renders it (`prompt.reader_template`), so
+        the label and the text that produced an answer cannot disagree.
         """
         name = self.config.prompt_name
         if not self.config.enabled:
@@ -510,12 +556,15 @@ class Tracker:
         pinned = self.config.prompt_version
         if pinned is None:
             return f"{name}/{self.register_prompt(template, name)}"
-        if self.load_prompt(pinned, name) != template:
-            raise ConfigError(
-                f"tracking.prompt_version {pinned} holds a different template than this "
-                "build's reader prompt; register the new template or unpin"
-            )
+        self.load_prompt(pinned, name)  # a pin to a version that is not there fails here
         return f"{name}/{pinned}"
 
 
-__all__ = ["RunHandle", "Tracker", "code_version_tags", "default_tracking_uri", "file_sha256"]
+__all__ = [
+    "RunHandle",
+    "Tracker",
+    "code_version_tags",
+    "compose_run_name",
+    "default_tracking_uri",
+    "file_sha256",
+]

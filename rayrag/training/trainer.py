@@ -44,7 +44,7 @@ from rayrag.generator.lora import apply_lora, load_adapters, mark_only_lora_trai
 from rayrag.generator.model import IGNORE_INDEX, MoETransformer
 from rayrag.generator.pretrained import PretrainedTokenizer, is_pretrained
 from rayrag.generator.tokenizer import RayragTokenizer
-from rayrag.tracking.tracker import RunHandle, Tracker
+from rayrag.tracking.tracker import RunHandle, Tracker, compose_run_name
 from rayrag.training.data import TrainDataBuilder, TrainingData
 from rayrag.training.report import SUMMARY_FILE, PhaseLog, log_artifacts, phase_summary
 from rayrag.training.schedule import Phase, lr_at, pad_batch, param_groups, sample_indices
@@ -429,7 +429,8 @@ class Trainer:
             tags["resumed_at_step"] = (
                 sum(p.steps for p in self.phases()[: state["phase"]]) + state["step"]
             )
-        with tracker.start_run("train", self.config, tags=tags) as run:
+        name = compose_run_name("train", self.config, tags["mode"], self.config.tracking.model_name)
+        with tracker.start_run("train", self.config, tags=tags, run_name=name) as run:
             if self.bundle is not None:  # what the model was trained on, by digest
                 run.log_dataset(Path(self.bundle) / "manifest.json", "bundle", "training")
             if self.qa is not None:

@@ -32,7 +32,7 @@ from typing import Any
 from rayrag.atomic import atomic_text
 from rayrag.config import RAGConfig, load_config
 from rayrag.errors import ConfigError, DataError, RayRagError
-from rayrag.tracking.tracker import Tracker
+from rayrag.tracking.tracker import Tracker, compose_run_name
 from rayrag.tune.report import (
     TrialRecord,
     format_sensitivity,
@@ -350,7 +350,8 @@ def run_sweep(
         "algorithm": spec.search.algorithm,
         "searched": ",".join(spec.knob_names),
     }
-    with tracker.start_run("tune", base, tags=tags, run_name=out.name) as parent:
+    name = compose_run_name("tune", base, spec.search.algorithm, out.name)
+    with tracker.start_run("tune", base, tags=tags, run_name=name) as parent:
         parent.log_dataset(dev, "dev", "tuning")
         parent.log_dict(spec.model_dump(mode="json"), "tune_spec.json")
         parent.log_dict(prebuilt.to_json(), "bundles.json")

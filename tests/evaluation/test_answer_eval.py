@@ -504,6 +504,65 @@ def test_end_to_end_in_process_run_is_tracked_without_text(stack):
         assert text not in logged, text
 
 
+def _row_traces(stack, run_id):
+    run = stack.tracker.client().get_run(run_id)
+    return stack.tracker.mlflow.search_traces(
+        locations=[run.info.experiment_id], run_id=run_id, return_type="list"
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_each_question_is_a_row_of_mlflows_evaluations_tab(stack):
+    from rayrag.evaluation.answer_eval import ROW_SCORERS
+
+    result = run_eval(stack)
+    run = stack.tracker.client().get_run(result["run_id"])
+    assert run.info.run_name.startswith("eval demo hybrid ")  # `eval demo hybrid <model> v<N>`
+    traces = _row_traces(stack, result["run_id"])
+    by_id = {json.loads(t.data.request)["question_id"]: t for t in traces}
+    assert sorted(by_id) == sorted(q["id"] for q in stack.questions)
+    for qa in stack.questions:
+        trace = by_id[qa["id"]]
+        request, response = json.loads(trace.data.request), json.loads(trace.data.response)
+        assert request["question"] == qa["question"] and "answer" in response  # log_text: true
+        scores = {a.name: a.value for a in trace.info.assessments if a.name in ROW_SCORERS}
+        assert {"answer_em", "answer_f1", "guard_groundedness", "confidence", "refused"} <= set(
+            scores
+        )
+        expected = {a.name: a.value for a in trace.info.assessments if a.name not in ROW_SCORERS}
+        assert expected["supporting_ids"] == qa["supporting_ids"]
+    # the rows' scores are the ones the aggregates were computed from
+    metrics = run.data.metrics
+    for scorer in ("answer_f1", "guard_groundedness", "mrr", "pii_leak_rate"):
+        metric = ROW_SCORERS[scorer]
+        assert metrics[f"{scorer}/mean"] == pytest.approx(result[metric], abs=1e-6)
+    assert metrics["answer_f1"] == pytest.approx(result["answer_f1"])  # the run's own, kept
+
+    private = stack.config.with_overrides(["evaluation.log_text=false"])
+    quiet = evaluate_answers(
+        stack.dataset,
+        private,
+        bundle=stack.root / "bundle",
+        model=stack.root / "model",
+        principal=stack.admin,
+        canaries=None,
+        tracker=stack.tracker,
+        answerer=stack.answerer,
+    )
+    rows = _row_traces(stack, quiet["run_id"])
+    assert len(rows) == len(stack.questions)
+    held = "\n".join(
+        [t.data.request + t.data.response for t in rows]
+        + [json.dumps(a.value) for t in rows for a in t.info.assessments]
+    )
+    assert all(q["id"] in held for q in stack.questions)
+    texts = [q["question"] for q in stack.questions]
+    texts += [a for q in stack.questions for a in q["answers"]]
+    for text in texts:
+        assert text not in held, text
+
+
 @pytest.mark.slow
 @pytest.mark.integration
 def test_champion_gate_end_to_end(stack):

@@ -56,3 +56,36 @@ def test_a_tracker_does_not_leak_its_store_into_the_environment(tmp_path, monkey
     assert "MLFLOW_TRACKING_URI" not in __import__("os").environ
     second = Tracker(TrackingConfig(), workdir=tmp_path / "elsewhere")
     assert second.tracking_uri == f"sqlite:///{(tmp_path / 'elsewhere').resolve() / 'mlflow.db'}"
+
+
+def test_run_names_say_what_the_run_is():
+    from rayrag.tracking.tracker import compose_run_name
+
+    demo = resolve_config("demo")
+    assert compose_run_name("eval", demo, "hybrid", "rayrag-generator", 1) == (
+        "eval demo hybrid rayrag-generator v1"
+    )
+    assert compose_run_name("eval", demo, "hybrid", "rayrag-generator", "v3") == (
+        "eval demo hybrid rayrag-generator v3"
+    )
+    assert compose_run_name("readiness") == "readiness - - - v-"
+    # identifiers only: spaces and anything else a text could carry are dropped, parts are cut
+    assert compose_run_name("eval", demo, "Who acquired it?", "a b'c", None) == (
+        "eval demo Whoacquiredit abc v-"
+    )
+    long_name = compose_run_name("eval", demo, "x" * 200)
+    assert long_name.split()[2] == "x" * 48
+
+
+def test_a_run_without_a_name_is_named_for_its_activity_and_config(tmp_path):
+    config = resolve_config("demo", [f"tracking.tracking_uri=sqlite:///{tmp_path / 'm.db'}"])
+    tracker = Tracker(config.tracking)
+    with tracker.start_run("ingest", config) as run:
+        pass
+    with tracker.start_run("eval", config, run_name="eval demo bm25 - v-") as named:
+        pass
+    client = tracker.client()
+    assert client.get_run(run.run_id).info.run_name == "ingest demo - - v-"
+    assert client.get_run(named.run_id).info.run_name == "eval demo bm25 - v-"
+    made = tracker.create_run("registry")
+    assert client.get_run(made).info.run_name == "registry - - - v-"

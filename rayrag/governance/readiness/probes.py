@@ -285,15 +285,18 @@ class ReadinessProbe(ProbeSession):
         return evidence
 
     def check_prompt_pinned(self) -> str:
-        from rayrag.generator.prompt import PROMPT_TEMPLATE
+        from rayrag.generator.prompt import ReaderTemplate
 
         served = self._served_prompt()
         governance = self._admin("GET", "/v1/admin/governance", "governance")
         pinned_label = str(governance.get("prompt_version") or "")
         name, _, number = served.rpartition("/")
         need(number.isdigit(), f"served prompt_version={served}: not pinned to a registry version")
-        try:  # the pinned registry version must hold the template this build's reader uses
-            template_ok = self.tracker.load_prompt(int(number), name) == PROMPT_TEMPLATE
+        try:  # the pinned registry version must be there and be a reader template (it is served)
+            ReaderTemplate.parse(self.tracker.load_prompt(int(number), name), served)
+            template_ok = True
+        except ConfigError:
+            template_ok = False
         except Exception as exc:  # noqa: BLE001
             raise ProbeFailed(
                 f"served={served}: prompt registry lookup failed ({type(exc).__name__})"
@@ -301,7 +304,7 @@ class ReadinessProbe(ProbeSession):
         model = str(governance.get("model_version") or self.state.served_model)
         tag = self._registry_prompt_tag(model)
         evidence = (
-            f"served={served} deployment_pin={pinned_label} template_matches={int(template_ok)} "
+            f"served={served} deployment_pin={pinned_label} reader_template={int(template_ok)} "
             f"model={model} registry_prompt_tag={tag or 'none'}"
         )
         need(served == pinned_label and template_ok and (not tag or tag == served), evidence)

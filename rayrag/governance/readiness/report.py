@@ -126,11 +126,12 @@ def dashboard_metrics(path: Path) -> set[str]:
 
 def log_report(report: ReadinessReport, config: RAGConfig, tracker: Any = None) -> str | None:
     """The markdown and JSON report as artifacts of a run in `<prefix>-readiness`; the run id."""
-    from rayrag.tracking.tracker import Tracker
+    from rayrag.tracking.tracker import Tracker, compose_run_name
 
     tracker = tracker or Tracker(config.tracking)
     tags = {"readiness": "passed" if report.ok else "failed", "target": report.target}
-    with tracker.start_run("readiness", config, tags=tags, run_name="readiness") as run:
+    name = compose_run_name("readiness", config, report.target)
+    with tracker.start_run("readiness", config, tags=tags, run_name=name) as run:
         run.log_metrics(
             {
                 "passed": report.passed,
