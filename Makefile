@@ -35,8 +35,8 @@ serve: venv
 browser:
 	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get install -y -q chromium chromium-driver || \
-		{ apt-get update -q && apt-get install -y -q chromium chromium-driver; }; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver || \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }; \
 	else echo "error: the browser test needs /usr/bin/chromium and /usr/bin/chromedriver: run 'sudo apt-get install chromium chromium-driver'" >&2; exit 2; fi
 
 test: venv browser
