@@ -130,6 +130,9 @@ def test_no_canary_survives_anywhere_the_system_writes(
             "serve.event_log_max_bytes=4096",
             f"serve.escalation_queue={state / 'escalations.jsonl'}",
             f"governance.audit_log={state / 'audit.jsonl'}",
+            # the evaluation below runs on the session's own questions, as if an eval set were
+            # drawn from traffic: rows in MLflow's Evaluations tab then carry ids and scores only
+            "evaluation.log_text=false",
             "serve.stage_num_cpus=0.1",
             "serve.generator_num_cpus=0.3",
             "serve.max_question_chars=500",

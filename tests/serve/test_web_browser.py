@@ -180,9 +180,14 @@ def browser(tmp_path):
 
 
 def wait(driver, condition, seconds: float = WAIT_S):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, seconds, poll_frequency=0.2).until(condition)
+    # the page re-renders a panel when its data arrives: an element read mid-render is stale,
+    # and the condition is simply tried again
+    return WebDriverWait(
+        driver, seconds, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,)
+    ).until(condition)
 
 
 def by_id(driver, element_id: str):
@@ -367,12 +372,14 @@ def test_the_admin_view_resolves_escalations_and_shows_events_registry_readiness
     wait(browser, lambda d: stack.config.config_hash in by_id(d, "governance").text, 30)
     assert not by_id(browser, "upload-button").is_enabled()  # no upload API yet
 
-    row = next(
-        r
-        for r in browser.find_elements(By.CSS_SELECTOR, "#escalations tr")
-        if rid in r.text and r.find_elements(By.CSS_SELECTOR, "button.resolve")
-    )
-    row.find_element(By.CSS_SELECTOR, "button.resolve").click()
+    def click_resolve(d) -> bool:
+        for r in d.find_elements(By.CSS_SELECTOR, "#escalations tr"):
+            if rid in r.text and r.find_elements(By.CSS_SELECTOR, "button.resolve"):
+                r.find_element(By.CSS_SELECTOR, "button.resolve").click()
+                return True
+        return False
+
+    wait(browser, click_resolve, 30)
     wait(
         browser,
         lambda d: any(
@@ -390,7 +397,11 @@ def test_the_admin_view_resolves_escalations_and_shows_events_registry_readiness
     ]
     assert any(e.get("escalated") == rid for e in audit)
 
-    browser.find_element(By.CSS_SELECTOR, "#escalations td button.link").click()
+    wait(
+        browser,
+        lambda d: d.find_element(By.CSS_SELECTOR, "#escalations td button.link").click() or True,
+        30,
+    )
     wait(browser, lambda d: '"request_id"' in by_id(d, "events").text, 30)
     shots(browser, "web-admin")
 
