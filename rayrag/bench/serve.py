@@ -166,24 +166,14 @@ def start_serve(
 
 def traces_written(config: Any) -> int:
     """The traces in the traced graph's store (`<prefix>-serve`)."""
+    from rayrag.tracking.traces import count_traces
     from rayrag.tracking.tracker import Tracker
 
     client = Tracker(config.tracking).client()
     experiment = client.get_experiment_by_name(f"{config.tracking.experiment_prefix}-serve")
     if experiment is None:
         return 0
-    count, token = 0, None
-    while True:
-        page = client.search_traces(
-            locations=[experiment.experiment_id],
-            max_results=500,
-            page_token=token,
-            include_spans=False,
-        )
-        count += len(page)
-        token = page.token
-        if not token:
-            return count
+    return count_traces(client, experiment.experiment_id)
 
 
 def stop_serve(shutdown_ray: bool = True) -> None:

@@ -337,3 +337,21 @@ def _stage_attributes(name: str, turn: Any) -> dict[str, Any]:
 def _warn(event: str, exc: BaseException) -> None:
     """Logged by type only: an MLflow error's text may quote what it was sent."""
     _log.warning(event, extra={"fields": {"error": type(exc).__name__}})
+
+
+def count_traces(client: Any, experiment_id: str, filter_string: str | None = None) -> int:
+    """How many traces `experiment_id` holds (matching `filter_string`), page by page and
+    without their spans: what the retention purge and `bench serve` count."""
+    count, token = 0, None
+    while True:
+        page = client.search_traces(
+            locations=[experiment_id],
+            filter_string=filter_string,
+            max_results=500,
+            page_token=token,
+            include_spans=False,
+        )
+        count += len(page)
+        token = page.token
+        if not token:
+            return count

@@ -41,6 +41,7 @@ from rayrag.atomic import atomic_path, exclusive_lock
 from rayrag.config import RAGConfig
 from rayrag.errors import ConfigError
 from rayrag.event_log import get_logger, lock_path
+from rayrag.tracking.traces import count_traces
 
 _log = get_logger("rayrag.retention")
 RECORD_TYPES = ("events", "escalations", "audit", "mlflow_runs", "mlflow_traces")
@@ -234,7 +235,7 @@ def _purge_mlflow(
     traces_cutoff_ms = int(cutoff["mlflow_traces"] * 1000)
     for experiment_id in ids:
         if dry_run:
-            report.purged["mlflow_traces"] += _count_traces(
+            report.purged["mlflow_traces"] += count_traces(
                 client, experiment_id, f"trace.timestamp_ms < {traces_cutoff_ms}"
             )
         else:
@@ -244,7 +245,7 @@ def _purge_mlflow(
                     experiment_id=experiment_id, max_timestamp_millis=traces_cutoff_ms - 1
                 )
             )
-        report.kept["mlflow_traces"] += _count_traces(
+        report.kept["mlflow_traces"] += count_traces(
             client, experiment_id, f"trace.timestamp_ms >= {traces_cutoff_ms}"
         )
 
@@ -310,19 +311,3 @@ def _search_runs(
         token = page.token
         if not token:
             return runs
-
-
-def _count_traces(client: Any, experiment_id: str, filter_string: str) -> int:
-    count, token = 0, None
-    while True:
-        page = client.search_traces(
-            locations=[experiment_id],
-            filter_string=filter_string,
-            max_results=500,
-            page_token=token,
-            include_spans=False,
-        )
-        count += len(page)
-        token = page.token
-        if not token:
-            return count
