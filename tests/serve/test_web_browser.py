@@ -30,6 +30,7 @@ from rayrag.config import resolve_config
 from rayrag.governance.readiness.session import Canary
 from rayrag.serve.app import build_app
 from rayrag.serve.auth import key_entry
+from tests.serve.test_app import free_port
 from tests.tiny import TINY_MODEL, demo_slice
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -39,14 +40,6 @@ ADMIN_KEY, PUBLIC_KEY = "rr-web-admin-key-0123456789", "rr-web-public-key-012345
 ALL_GROUPS = ["public", "hr", "finance", "legal"]
 WAIT_S = 240  # a tiny reader on a shared 2-CPU machine; a wait, not a timing assertion
 CANARY = Canary()  # hr-000: ACL hr; its employee id is in its text and title, nowhere public
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
