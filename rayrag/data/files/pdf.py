@@ -24,6 +24,7 @@ from rayrag.data.files.parsed import (
 )
 
 _PAGE_BREAK = "\n\n"
+_PLACEHOLDERS = frozenset({"untitled", "(anonymous)", "anonymous", "no title"})
 
 
 def parse_pdf(data: bytes, limits: ParseLimits | None = None) -> ParsedFile:
@@ -148,7 +149,8 @@ def _title(reader: Any, headings: dict[int, list[tuple[int, str]]]) -> str | Non
         title = reader.metadata.title if reader.metadata else None
     except Exception:  # noqa: BLE001 - a broken info dictionary is no reason to drop the file
         title = None
-    if title and str(title).strip():
+    # Writers stamp placeholders ("untitled", reportlab's default) when none was set.
+    if title and str(title).strip() and str(title).strip().lower() not in _PLACEHOLDERS:
         return str(title).strip()
     for page in sorted(headings):
         for level, name in headings[page]:

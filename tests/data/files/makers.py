@@ -1,0 +1,185 @@
+"""Real document files for the file-reader tests, generated on the spot: reportlab PDFs
+(with or without an outline, image-only, encrypted, truncated), python-docx documents (with
+headings and a table, and a zip bomb), an HTML page wrapped in boilerplate."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+PLANTED = "The lighthouse at Corvane Point flashes green light every nine seconds."
+
+PDF_PAGES = [
+    (
+        "Harbour Operations",
+        [
+            "This manual describes how the harbour is run from day to day.",
+            "Pilots board arriving ships two miles outside the breakwater.",
+        ],
+    ),
+    (
+        "Tides and Berths",
+        [
+            "Berths one to four take ships of up to twelve metres draught.",
+            "Spring tides close the lower quay for two hours each time.",
+        ],
+    ),
+    (
+        "Navigation Lights",
+        [
+            "Every light on the approach is checked by the night crew.",
+            PLANTED,
+            "Buoys on the eastern channel carry red lights.",
+        ],
+    ),
+    (
+        "Cargo Handling",
+        [
+            "Grain and timber are shipped to the inland mills by rail.",
+            "Containers are stacked at most five high on the north apron.",
+        ],
+    ),
+]
+
+
+def make_pdf(
+    pages: list[tuple[str, list[str]]] | None = None, *, outline: bool = True, title: str = ""
+) -> bytes:
+    """A text PDF, one page per (heading, paragraphs): headings in an 18 pt bold face over
+    11 pt body text; with `outline`, one bookmark per heading."""
+    from reportlab.lib.pagesizes import A4
+    from reportlab.pdfgen import canvas
+
+    pages = PDF_PAGES if pages is None else pages
+    buffer = io.BytesIO()
+    pdf = canvas.Canvas(buffer, pagesize=A4)
+    if title:
+        pdf.setTitle(title)
+    for number, (heading, paragraphs) in enumerate(pages, 1):
+        y = 780
+        pdf.setFont("Helvetica-Bold", 18)
+        pdf.drawString(72, y, heading)
+        if outline:
+            key = f"p{number}"
+            pdf.bookmarkPage(key)
+            pdf.addOutlineEntry(heading, key, level=0)
+        pdf.setFont("Helvetica", 11)
+        for paragraph in paragraphs:
+            y -= 28
+            pdf.drawString(72, y, paragraph)
+        pdf.showPage()
+    pdf.save()
+    return buffer.getvalue()
+
+
+def image_only_pdf() -> bytes:
+    """A PDF of drawings only: pages, but no text layer (a scan looks like this)."""
+    from reportlab.pdfgen import canvas
+
+    buffer = io.BytesIO()
+    pdf = canvas.Canvas(buffer)
+    for _ in range(2):
+        pdf.rect(100, 100, 300, 400, fill=1)
+        pdf.line(50, 50, 500, 700)
+        pdf.showPage()
+    pdf.save()
+    return buffer.getvalue()
+
+
+def encrypted_pdf() -> bytes:
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter()
+    for page in PdfReader(io.BytesIO(make_pdf())).pages:
+        writer.add_page(page)
+    writer.encrypt(user_password="s3cret", owner_password="owner", algorithm="AES-128")
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def truncated_pdf() -> bytes:
+    data = make_pdf()
+    return data[: len(data) // 2]
+
+
+def make_docx(title: str = "Pump Maintenance") -> bytes:
+    """A Word document: a title, two heading levels, paragraphs and a 3x3 table between
+    them."""
+    import docx
+
+    document = docx.Document()
+    document.add_heading(title, 0)
+    document.add_heading("Safety", 1)
+    document.add_paragraph("Isolate the pump electrically before opening the casing.")
+    document.add_heading("Checks", 2)
+    document.add_paragraph("Inspect the impeller for cavitation damage every quarter.")
+    table = document.add_table(rows=3, cols=3)
+    for r, row in enumerate(
+        [
+            ["Part", "Interval", "Owner"],
+            ["Seal", "6 months", "Fitter"],
+            ["Bearing", "12 months", "Engineer"],
+        ]
+    ):
+        for c, value in enumerate(row):
+            table.cell(r, c).text = value
+    document.add_heading("Records", 1)
+    document.add_paragraph("Every inspection is logged in the plant register.")
+    out = io.BytesIO()
+    document.save(out)
+    return out.getvalue()
+
+
+def zip_bomb_docx(inflated: int = 30_000_000) -> bytes:
+    """A real .docx with one extra member of `inflated` zero bytes (deflates ~1000:1)."""
+    source = zipfile.ZipFile(io.BytesIO(make_docx()))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as bomb:
+        for info in source.infolist():
+            bomb.writestr(info, source.read(info))
+        bomb.writestr("word/media/padding.bin", b"\0" * inflated)
+    return out.getvalue()
+
+
+BOILERPLATE = [
+    "Home",
+    "About the port authority",
+    "Contact us",
+    "Careers",
+    "We use cookies to improve your experience. Accept all cookies or manage preferences.",
+    "Copyright 2026 Harbour Authority. All rights reserved. Privacy policy. Terms of use.",
+]
+
+
+def make_html() -> str:
+    """A page with navigation, header, cookie banner and footer around one article."""
+    nav = "".join(f"<li><a href='/{i}'>{label}</a></li>" for i, label in enumerate(BOILERPLATE[:4]))
+    return f"""<!doctype html>
+<html><head><title>Ferry Timetable Guide</title><meta charset="utf-8"></head>
+<body>
+<header><div class="logo">Harbour Authority</div><nav><ul>{nav}</ul></nav></header>
+<div class="cookie-banner" id="cookie-consent"><p>{BOILERPLATE[4]}</p></div>
+<main><article>
+<h1>Ferry Timetable Guide</h1>
+<p>The island ferry leaves the south pier every forty minutes between six and midnight.</p>
+<h2>Winter Service</h2>
+<p>From November to March the last crossing leaves at ten in the evening sharp.</p>
+<h3>Storm Days</h3>
+<p>When the wind passes force eight the harbour master cancels every crossing at once.</p>
+<h2>Tickets</h2>
+<p>Tickets are sold at the kiosk on the pier and on board with a small surcharge.</p>
+</article></main>
+<footer><p>{BOILERPLATE[5]}</p><ul><li><a href='/p'>Privacy</a></li>
+<li><a href='/s'>Sitemap</a></li></ul></footer>
+</body></html>"""
+
+
+def visible_text(html: str) -> str:
+    """The text a reader sees on the whole page (every text node), for the boilerplate share."""
+    from lxml import html as lxml_html
+
+    root = lxml_html.fromstring(html)
+    for node in root.xpath("//head|//script|//style"):
+        node.getparent().remove(node)
+    return " ".join(" ".join(root.itertext()).split())
