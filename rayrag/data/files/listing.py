@@ -50,7 +50,15 @@ def open_root(corpus: str | Path) -> tuple[Any, str]:
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     if region:
         options["region"] = region
-    filesystem = fs.S3FileSystem(**options)  # keys: the SDK's own environment chain
+    if os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
+        # Named explicitly so Ray workers (whose environment may lack them) read with the
+        # driver's keys; otherwise the SDK's own chain (profile, instance role) applies.
+        options.update(
+            access_key=os.environ["AWS_ACCESS_KEY_ID"],
+            secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
+            session_token=os.environ.get("AWS_SESSION_TOKEN") or None,
+        )
+    filesystem = fs.S3FileSystem(**options)
     return filesystem, f"{parts.netloc}/{parts.path.strip('/')}".rstrip("/")
 
 

@@ -183,3 +183,59 @@ def visible_text(html: str) -> str:
     for node in root.xpath("//head|//script|//style"):
         node.getparent().remove(node)
     return " ".join(" ".join(root.itertext()).split())
+
+
+SIDECAR_ACL = ["harbour-ops"]
+RULE_ACL = ["hr"]
+
+
+def make_corpus_folder(root, *, max_file_bytes: int) -> dict[str, str]:
+    """A folder with every supported format, sidecars, a rule file and every bad kind of file.
+    Returns the expected quarantine reason per bad file."""
+    from pathlib import Path
+
+    root = Path(root)
+    (root / "reports").mkdir(parents=True)
+    (root / "restricted").mkdir()
+    (root / "manual.pdf").write_bytes(make_pdf(title="Harbour Manual"))
+    (root / "manual.pdf.meta.json").write_text(
+        '{"acl": ["harbour-ops"], "metadata": {"dept": "harbour", "year": 2026}}'
+    )
+    (root / "reports" / "fonts.pdf").write_bytes(
+        make_pdf([("Quarterly Report", ["Revenue rose by a tenth."])], outline=False)
+    )
+    (root / "ferry.html").write_text(make_html())
+    (root / "pump.docx").write_bytes(make_docx())
+    (root / "guide.md").write_text("# Guide\nIntro.\n## Install\nSteps here.\n### Linux\nApt.\n")
+    (root / "readme.txt").write_text("Plain text about the harbour office hours.\n")
+    (root / ".rayrag.json").write_text(
+        '{"metadata": {"source": "file-test"}, '
+        '"rules": [{"glob": "restricted/*", "acl": ["hr"], "metadata": {"tier": "secret"}}]}'
+    )
+    (root / "restricted" / "salaries.md").write_text("# Salaries\nThe pay scale has five bands.\n")
+    bad = {
+        "locked.pdf": (encrypted_pdf(), "encrypted PDF (a password is needed to read it)"),
+        "broken.pdf": (truncated_pdf(), "truncated PDF (no end-of-file marker)"),
+        "empty.txt": (b"", "file is empty"),
+        "scan.pdf": (image_only_pdf(), "no text layer; OCR is not supported"),
+        "big.txt": (
+            b"harbour " * (max_file_bytes // 8 + 100),
+            f"file is {8 * (max_file_bytes // 8 + 100)} bytes, more than "
+            f"max_file_bytes={max_file_bytes}",
+        ),
+        "bomb.docx": (zip_bomb_docx(), None),
+        "fake.pdf": (make_docx(), "extension .pdf does not match the content (a Word document)"),
+        "binary.html": (
+            bytes(range(256)) * 8,
+            "extension .html does not match the content (binary data)",
+        ),
+        "slides.pptx": (b"PK\x03\x04 whatever", "unsupported file type .pptx"),
+        "odd.md": (b"# Odd\nFine text with a broken sidecar.\n", None),
+    }
+    for name, (data, _) in bad.items():
+        (root / name).write_bytes(data)
+    (root / "odd.md.meta.json").write_text('{"acl": "everyone"}')
+    reasons = {name: reason for name, (_, reason) in bad.items()}
+    reasons["bomb.docx"] = "zip bomb: a member is compressed"  # prefix: the ratio follows
+    reasons["odd.md"] = "malformed sidecar: 'acl' must be a non-empty list of group names"
+    return reasons
