@@ -223,7 +223,7 @@ def bench(
         typer.Argument(
             help=(
                 "redaction | ingest | retrieval | kg | moe | "
-                "softmax | decode | moe-quality | ep | ep-memory | serve | scale | openai"
+                "softmax | decode | moe-quality | ep | ep-memory | serve | scale | openai | files"
             )
         ),
     ],

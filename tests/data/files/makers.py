@@ -7,7 +7,9 @@ from __future__ import annotations
 import io
 import zipfile
 
-PLANTED = "The lighthouse at Corvane Point flashes green light every nine seconds."
+from rayrag.bench.files import BOILERPLATE, PLANTED, make_html, visible_text
+
+__all__ = ["BOILERPLATE", "PLANTED", "make_html", "visible_text"]
 
 PDF_PAGES = [
     (
@@ -140,49 +142,6 @@ def zip_bomb_docx(inflated: int = 30_000_000) -> bytes:
             bomb.writestr(info, source.read(info))
         bomb.writestr("word/media/padding.bin", b"\0" * inflated)
     return out.getvalue()
-
-
-BOILERPLATE = [
-    "Home",
-    "About the port authority",
-    "Contact us",
-    "Careers",
-    "We use cookies to improve your experience. Accept all cookies or manage preferences.",
-    "Copyright 2026 Harbour Authority. All rights reserved. Privacy policy. Terms of use.",
-]
-
-
-def make_html() -> str:
-    """A page with navigation, header, cookie banner and footer around one article."""
-    nav = "".join(f"<li><a href='/{i}'>{label}</a></li>" for i, label in enumerate(BOILERPLATE[:4]))
-    return f"""<!doctype html>
-<html><head><title>Ferry Timetable Guide</title><meta charset="utf-8"></head>
-<body>
-<header><div class="logo">Harbour Authority</div><nav><ul>{nav}</ul></nav></header>
-<div class="cookie-banner" id="cookie-consent"><p>{BOILERPLATE[4]}</p></div>
-<main><article>
-<h1>Ferry Timetable Guide</h1>
-<p>The island ferry leaves the south pier every forty minutes between six and midnight.</p>
-<h2>Winter Service</h2>
-<p>From November to March the last crossing leaves at ten in the evening sharp.</p>
-<h3>Storm Days</h3>
-<p>When the wind passes force eight the harbour master cancels every crossing at once.</p>
-<h2>Tickets</h2>
-<p>Tickets are sold at the kiosk on the pier and on board with a small surcharge.</p>
-</article></main>
-<footer><p>{BOILERPLATE[5]}</p><ul><li><a href='/p'>Privacy</a></li>
-<li><a href='/s'>Sitemap</a></li></ul></footer>
-</body></html>"""
-
-
-def visible_text(html: str) -> str:
-    """The text a reader sees on the whole page (every text node), for the boilerplate share."""
-    from lxml import html as lxml_html
-
-    root = lxml_html.fromstring(html)
-    for node in root.xpath("//head|//script|//style"):
-        node.getparent().remove(node)
-    return " ".join(" ".join(root.itertext()).split())
 
 
 SIDECAR_ACL = ["harbour-ops"]
