@@ -278,7 +278,11 @@ class DenseRetriever:
                         score=float(score),
                         title=chunks.column("title")[i].as_py(),
                         row_id=int(row_id),
-                        **place_of(chunks.column("metadata")[i].as_py()),
+                        **place_of(
+                            chunks.column("metadata")[i].as_py()
+                            if "metadata" in chunks.column_names
+                            else None
+                        ),
                     )
                 )
             results.append(passages)

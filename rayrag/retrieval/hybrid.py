@@ -297,6 +297,7 @@ class HybridRetriever:
             self._columns = {
                 name: chunks.column(name).to_pylist()
                 for name in ("chunk_id", "doc_id", "title", "text", "acl", "row_id", "metadata")
+                if name in chunks.column_names  # metadata: page and section of a passage
             }
             self._columns["acl"] = [frozenset(a) for a in self._columns["acl"]]
             self._chunk_rows = {cid: i for i, cid in enumerate(self._columns["chunk_id"])}
@@ -715,7 +716,7 @@ class HybridRetriever:
             score=float(score),
             title=cols["title"][i],
             row_id=int(cols["row_id"][i]),
-            **place_of(cols["metadata"][i]),
+            **place_of(cols["metadata"][i] if "metadata" in cols else None),
         )
 
     def _facts(self, question: str, principal: Principal, chunk_ids: list[str]) -> tuple[Fact, ...]:
