@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from rayrag.answering.response import Citation
+from rayrag.answering.response import AskResponse, Citation
 from rayrag.config import resolve_config
 from rayrag.index.bundle import IndexBundle
 from rayrag.pipelines.ingest import ingest
@@ -72,7 +72,7 @@ def test_quarantine_reasons_and_acls(built) -> None:
 
 def test_planted_page_three_sentence_is_cited_with_its_page(built, capsys) -> None:
     from rayrag.answering.pipeline import AnswerPipeline, LocalStages
-    from rayrag.cli.ask import print_evidence
+    from rayrag.cli.ask import print_answer, print_evidence
     from rayrag.serve.sse import citations_meta
 
     config, _, bundle, _ = built
@@ -86,6 +86,15 @@ def test_planted_page_three_sentence_is_cited_with_its_page(built, capsys) -> No
     assert (cited.page, cited.section) == (3, "Navigation Lights")
     print_evidence(evidence)
     assert "Harbour Manual p. 3" in capsys.readouterr().out.splitlines()[0]
+    response = AskResponse(
+        answer="Every nine seconds [1].",
+        citations=[cited],
+        cited_markers=[1],
+        finish_reason="stop",
+        mode="hybrid",
+    )
+    print_answer(response)
+    assert " *[1] Harbour Manual p. 3  doc=manual.pdf" in capsys.readouterr().out
     public = Principal("anon", frozenset({"public"}))
     _, hidden = pipeline.evidence_sync(QUESTION, public, None, 5)
     assert "manual.pdf" not in {p.doc_id for p in hidden.passages}
