@@ -33,7 +33,39 @@ class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class FilesConfig(_Section):
+    """Limits on document files (PDF, HTML, DOCX, Markdown, text) read from a folder or s3://."""
+
+    max_file_bytes: int = Field(
+        50_000_000,
+        gt=0,
+        description="Larger files are quarantined from the listing, before a byte is read.",
+    )
+    max_pages: int = Field(
+        2_000, gt=0, description="PDFs with more pages are quarantined (bounds parse time)."
+    )
+    max_uncompressed_bytes: int = Field(
+        200_000_000,
+        gt=0,
+        description="A DOCX whose members declare or inflate to more is a zip bomb: quarantined.",
+    )
+    max_compression_ratio: float = Field(
+        100.0,
+        gt=1,
+        description="A DOCX member compressed more than this (size/compressed) is a zip bomb.",
+    )
+    heading_font_ratio: float = Field(
+        1.2,
+        gt=1,
+        description="PDF without an outline: a line this much larger than body text is a heading.",
+    )
+    read_batch_size: int = Field(
+        8, gt=0, description="Files per Ray Data parse batch (a PDF can take a second)."
+    )
+
+
 class IngestConfig(_Section):
+    files: FilesConfig = Field(default_factory=FilesConfig)
     strict: bool = Field(False, description="Fail on the first bad row instead of quarantining it.")
     max_doc_chars: int = Field(
         2_000_000, gt=0, description="Longer documents are quarantined (bounds memory per row)."

@@ -14,8 +14,24 @@ Scalar = str | int | float | bool | None
 
 
 @dataclass(frozen=True)
+class Span:
+    """A stretch [start, end) of a document's text with its heading path and page.
+
+    `section`: "Part > Section" (None outside any heading); `page`: 1-based (PDFs), else None.
+    """
+
+    start: int
+    end: int
+    section: str | None = None
+    page: int | None = None
+
+
+@dataclass(frozen=True)
 class Document:
-    """One corpus document (a row of the corpus JSONL)."""
+    """One corpus document (a row of the corpus JSONL, or a parsed file).
+
+    `layout`: for a structured file, spans that partition `text` in order (each chunk stays
+    inside one, so it keeps its section and page); () for plain text."""
 
     id: str
     text: str
@@ -23,10 +39,13 @@ class Document:
     acl: tuple[str, ...] = (PUBLIC_GROUP,)
     metadata: dict[str, Scalar] = field(default_factory=dict)
     updated_at: str | None = None
+    layout: tuple[Span, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         row = asdict(self)
         row["acl"] = list(self.acl)
+        if not self.layout:  # plain documents keep their old row shape
+            row.pop("layout")
         return row
 
 
@@ -100,6 +119,8 @@ class Passage:
     score: float
     title: str | None = None
     row_id: int = -1
+    page: int | None = None  # 1-based page of a PDF passage (chunk metadata "page")
+    section: str | None = None  # heading path "Part > Section" (chunk metadata "section")
 
 
 @dataclass(frozen=True)

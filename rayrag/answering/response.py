@@ -28,6 +28,10 @@ class Citation(_Model):
     text: str = Field(
         "", description="The passage as the caller may read it (ACL-filtered, redacted at ingest)."
     )
+    page: int | None = Field(None, description="1-based page of the passage in its PDF.")
+    section: str | None = Field(
+        None, description="Heading path of the passage in its file: 'Part > Section'."
+    )
 
 
 class FactOut(_Model):

@@ -34,6 +34,7 @@ BENCHES = {
     "ep-memory": "rayrag.bench.ep_memory",
     "scale": "rayrag.bench.scale",
     "openai": "rayrag.bench.openai_backend",
+    "files": "rayrag.bench.files",
 }
 
 

@@ -40,8 +40,10 @@ def print_evidence(evidence: Any) -> None:
     if not evidence.passages:
         print("no passages")
     for rank, p in enumerate(evidence.passages, 1):
+        page = f" p. {p.page}" if p.page is not None else ""
         print(
-            f"{rank:>2}. [{p.score:.4f}] {p.title or p.doc_id}  doc={p.doc_id} chunk={p.chunk_id}"
+            f"{rank:>2}. [{p.score:.4f}] {p.title or p.doc_id}{page}  "
+            f"doc={p.doc_id} chunk={p.chunk_id}"
         )
         snippet = " ".join(p.text.split())
         print(f"    {snippet[:200]}{'...' if len(snippet) > 200 else ''}")
@@ -68,8 +70,9 @@ def print_answer(response: Any) -> None:
     mentioned = set(response.cited_markers)
     for c in response.citations:
         flag = "*" if c.marker in mentioned else " "
+        page = f" p. {c.page}" if c.page is not None else ""
         print(
-            f" {flag}[{c.marker}] {c.title or c.doc_id}  "
+            f" {flag}[{c.marker}] {c.title or c.doc_id}{page}  "
             f"doc={c.doc_id} chunk={c.chunk_id} score={c.score:.4f}"
         )
     _print_facts(response.facts)

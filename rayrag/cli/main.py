@@ -78,7 +78,11 @@ def _offline_env() -> None:
 @app.command()
 def ingest(
     corpus: Annotated[
-        Path, typer.Option("--corpus", help="Corpus JSONL file or folder of .md/.txt.")
+        str,
+        typer.Option(
+            "--corpus",
+            help="Corpus JSONL file, or folder or s3://bucket/prefix of .pdf/.html/.docx/.md/.txt.",
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Bundle directory (replaced atomically).")],
     config: ConfigOpt = None,
@@ -104,7 +108,12 @@ def ingest(
     if delete_missing and bundle is None:
         raise ConfigError("--delete-missing needs --bundle")
     result = run_ingest(
-        corpus, out, cfg, previous=bundle, strict=strict or None, delete_missing=delete_missing
+        corpus if "://" in corpus else Path(corpus),
+        out,
+        cfg,
+        previous=bundle,
+        strict=strict or None,
+        delete_missing=delete_missing,
     )
     print(json.dumps(result.summary()))
 
@@ -214,7 +223,7 @@ def bench(
         typer.Argument(
             help=(
                 "redaction | ingest | retrieval | kg | moe | "
-                "softmax | decode | moe-quality | ep | ep-memory | serve | scale | openai"
+                "softmax | decode | moe-quality | ep | ep-memory | serve | scale | openai | files"
             )
         ),
     ],

@@ -1,6 +1,7 @@
 """Corpus and QA readers: the validated door through which every document enters rayrag.
 
-A corpus is a JSONL file (the README's Data formats) or a folder of .md/.txt files. Reading never
+A corpus is a JSONL file (the README's Data formats) or a folder (or s3:// prefix) of
+document files, parsed by `rayrag.data.files`. Reading never
 trusts a row: each line is decoded and validated on its own, bad rows go to a quarantine
 list with a one-line reason that names the line and never quotes document text (reasons
 end up in logs and MLflow), and `strict=True` turns the first bad row into a `DataError`.
@@ -18,17 +19,19 @@ import json
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from rayrag.atomic import atomic_text
+from rayrag.config import FilesConfig
 from rayrag.errors import DataError
 from rayrag.types import PUBLIC_GROUP, Document, Scalar
 
 log = logging.getLogger(__name__)
 
-FOLDER_SUFFIXES = (".md", ".txt")
+# A single document file is not a corpus: its folder is.
+FOLDER_SUFFIXES = (".md", ".txt", ".markdown", ".pdf", ".html", ".htm", ".docx")
 _SCALAR_TYPES = (str, int, float, bool, type(None))
 
 
@@ -82,25 +85,48 @@ class _BadRow(Exception):
 
 
 def read_corpus(
-    path: str | Path, *, strict: bool = False, max_doc_chars: int = 2_000_000
+    path: str | Path,
+    *,
+    strict: bool = False,
+    max_doc_chars: int = 2_000_000,
+    files: FilesConfig | None = None,
+    engine: str = "local",
 ) -> CorpusReadResult:
-    """Read a JSONL corpus file or a folder of .md/.txt files into validated `Document`s."""
+    """Read a JSONL corpus file, or a folder / s3://bucket/prefix of document files (.md,
+    .txt, .pdf, .html, .docx: `rayrag.data.files`), into validated `Document`s.
+
+    `files`: the file limits (`ingest.files`); `engine="ray_data"` parses the files on Ray
+    Data (Ray must be up), "local" in this process."""
+    from rayrag.data.files.listing import is_uri
+    from rayrag.data.files.reader import read_files
+
+    if is_uri(path):
+        result = read_files(
+            str(path), files=files, engine=engine, strict=strict, max_doc_chars=max_doc_chars
+        )
+        return _nonempty(result, str(path))
     path = Path(path)
     if not path.exists():
         raise DataError(f"corpus not found: {path}")
     if path.is_dir():
-        result = _read_folder(path, strict=strict, max_doc_chars=max_doc_chars)
+        result = read_files(
+            path, files=files, engine=engine, strict=strict, max_doc_chars=max_doc_chars
+        )
     elif path.suffix.lower() in FOLDER_SUFFIXES:
         raise DataError(
-            f"a corpus is a JSONL file or a folder of .md/.txt files; pass the folder of {path}"
+            f"a corpus is a JSONL file or a folder of document files; pass the folder of {path}"
         )
     else:
         result = _read_jsonl_corpus(path, strict=strict, max_doc_chars=max_doc_chars)
+    return _nonempty(result, str(path))
+
+
+def _nonempty(result: CorpusReadResult, where: str) -> CorpusReadResult:
     if not result.documents:
         first = result.quarantined[0] if result.quarantined else None
         hint = f" (first: line {first.line}: {first.reason})" if first else ""
         raise DataError(
-            f"no valid documents in {path}: {len(result.quarantined)} rows quarantined{hint}"
+            f"no valid documents in {where}: {len(result.quarantined)} rows quarantined{hint}"
         )
     return result
 
@@ -134,14 +160,17 @@ def read_qa(path: str | Path, *, strict: bool = True) -> list[QAPair]:
 def document_digest(doc: Document) -> str:
     """sha256 of the content that matters for re-ingest (text, title, acl, metadata).
 
-    `updated_at` is left out on purpose: touching a file must not force a re-embed.
+    `updated_at` is left out on purpose: touching a file must not force a re-embed. A
+    document's layout (sections, pages) counts: it changes the chunks.
     """
-    payload = {
+    payload: dict[str, Any] = {
         "text": doc.text,
         "title": doc.title,
         "acl": list(doc.acl),
         "metadata": doc.metadata,
     }
+    if doc.layout:  # only when present: digests of plain documents stay what they were
+        payload["layout"] = [[s.start, s.end, s.section, s.page] for s in doc.layout]
     return hashlib.sha256(_canonical_json(payload).encode("utf-8")).hexdigest()
 
 
@@ -310,70 +339,6 @@ def _parse_updated_at(obj: dict[str, Any], doc_id: str) -> str | None:
     except ValueError:
         raise _BadRow("'updated_at' is not an ISO-8601 timestamp", doc_id) from None
     return value
-
-
-# ---------------------------------------------------------------- folder corpus
-
-
-def _read_folder(root: Path, *, strict: bool, max_doc_chars: int) -> CorpusReadResult:
-    files = _folder_files(root)
-    if not files:
-        raise DataError(f"no .md or .txt files under corpus folder: {root}")
-    sink = _Quarantine(str(root), strict)
-    digest = hashlib.sha256()
-    documents: list[Document] = []
-    for file in files:
-        rel = file.relative_to(root).as_posix()
-        raw = file.read_bytes()
-        # Framing the name and length keeps the digest unambiguous and rename-sensitive
-        # (ids are relative paths, so a rename is a content change for the index).
-        digest.update(rel.encode("utf-8") + b"\0" + str(len(raw)).encode() + b"\0" + raw)
-        try:
-            documents.append(_parse_text_file(file, rel, raw, max_doc_chars))
-        except _BadRow as bad:
-            sink.add(raw[: bad.byte_offset].count(b"\n") + 1, rel, bad.reason, source=str(file))
-    return CorpusReadResult(documents, sink.rows, digest.hexdigest())
-
-
-def _folder_files(root: Path) -> list[Path]:
-    found = [
-        p
-        for p in root.rglob("*")
-        if p.is_file()
-        and p.suffix.lower() in FOLDER_SUFFIXES
-        # Hidden folders (.git, .venv) are tooling, not corpus.
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    ]
-    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
-
-
-def _parse_text_file(file: Path, rel: str, raw: bytes, max_doc_chars: int) -> Document:
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise _BadRow("file is not valid UTF-8", rel, byte_offset=exc.start) from None
-    text = text.strip()
-    if not text:
-        raise _BadRow("file is empty", rel)
-    if len(text) > max_doc_chars:
-        raise _BadRow(
-            f"text has {len(text)} characters, more than max_doc_chars={max_doc_chars}", rel
-        )
-    mtime = datetime.fromtimestamp(file.stat().st_mtime, tz=timezone.utc)
-    return Document(
-        id=rel,
-        text=text,
-        title=_markdown_title(text) or file.stem,
-        metadata={"format": file.suffix.lower().lstrip(".")},
-        updated_at=mtime.strftime("%Y-%m-%dT%H:%M:%SZ"),
-    )
-
-
-def _markdown_title(text: str) -> str | None:
-    for line in text.splitlines():
-        if line.startswith("# ") and line[2:].strip():
-            return line[2:].strip()
-    return None
 
 
 # ---------------------------------------------------------------- QA rows

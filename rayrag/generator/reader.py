@@ -418,6 +418,8 @@ def result_to_json(result: ReaderResult) -> dict[str, Any]:
                 "title": p.title,
                 "score": p.score,
                 "text": p.text,
+                "page": p.page,
+                "section": p.section,
             }
             for i, p in enumerate(answer.citations, 1)
         ],

@@ -49,6 +49,22 @@ RECORDED_REDACTION_KEYS = (
     "policy_rules",
 )
 
+
+def place_of(metadata_json: str | None) -> dict[str, Any]:
+    """Where a chunk sits in its file, from its metadata JSON: {"page": int, "section": str}
+    for the keys it has (structured files; `rayrag.pipelines.layout_prepare`), else {}."""
+    try:
+        metadata = json.loads(metadata_json) if metadata_json else {}
+    except json.JSONDecodeError:
+        return {}
+    place: dict[str, Any] = {}
+    if isinstance(metadata.get("page"), int) and not isinstance(metadata["page"], bool):
+        place["page"] = metadata["page"]
+    if isinstance(metadata.get("section"), str):
+        place["section"] = metadata["section"]
+    return place
+
+
 CHUNK_SCHEMA = pa.schema(
     [
         ("row_id", pa.int64()),  # the FAISS id of the chunk's vector

@@ -9,6 +9,8 @@ content digest), drops the stale chunks, vectors and graph edges of changed docu
 keeps everything else. The driver holds only what it must assemble (vectors, extractions);
 the heavy per-document work runs in Ray Data actors and streams. `engine="local"` runs the
 same stages in-process instead, for a caller that is itself a Ray task (rayrag.tune.bundles).
+A folder or s3:// corpus of files (PDF, HTML, DOCX, Markdown, text) is read and parsed on
+Ray Data too (`rayrag.data.files.reader`), or in-process with `engine="local"`.
 
     >>> result = ingest(
     ...     Path("corpus.jsonl"), Path("bundle"), load_config("rayrag/configs/demo.yaml")
@@ -280,8 +282,13 @@ def _use_gpu_for_embedding(config: RAGConfig) -> bool:
     return ray.cluster_resources().get("GPU", 0) > 0
 
 
+def _file_corpus(corpus: str | Path) -> bool:
+    """A folder or s3:// prefix of document files (read on Ray Data), not a JSONL file."""
+    return (isinstance(corpus, str) and "://" in corpus) or Path(corpus).is_dir()
+
+
 def ingest(
-    corpus: Path,
+    corpus: str | Path,
     out: Path,
     config: RAGConfig,
     *,
@@ -310,7 +317,15 @@ def ingest(
     timer = StageTimer()
     strict = config.ingest.strict if strict is None else strict
     with timer("read"):
-        read = read_corpus(corpus, strict=strict, max_doc_chars=config.ingest.max_doc_chars)
+        if engine == "ray_data" and _file_corpus(corpus):
+            ensure_ray(config)  # the files are read and parsed on Ray Data
+        read = read_corpus(
+            corpus,
+            strict=strict,
+            max_doc_chars=config.ingest.max_doc_chars,
+            files=config.ingest.files,
+            engine=engine,
+        )
     progress(f"read {len(read.documents)} documents, quarantined {len(read.quarantined)}")
     digests = {doc.id: document_digest(doc) for doc in read.documents}
 
@@ -407,9 +422,8 @@ def ingest(
         log_ingest_plots(
             run, assembled["chunks"].column("doc_id").to_pylist(), assembled["pii_report"]["counts"]
         )
-        if Path(
-            corpus
-        ).is_file():  # the input, by digest (a directory corpus: corpus_source_digest tag)
+        # The input, by digest (a folder or s3:// corpus: the corpus_source_digest tag).
+        if not _file_corpus(corpus) and Path(corpus).is_file():
             run.log_dataset(Path(corpus), "corpus", "ingest")
     _log.info("ingest_done", extra={"fields": {"bundle_id": bundle_id, **manifest["counts"]}})
     return IngestResult(bundle_path=out, manifest=manifest, quarantined=read.quarantined)

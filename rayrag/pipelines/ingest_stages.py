@@ -18,7 +18,7 @@ import numpy as np
 
 from rayrag.config import RAGConfig
 from rayrag.index.bundle import REDACTION_POLICY_KEY
-from rayrag.types import Chunk, Document
+from rayrag.types import Chunk, Document, Span
 
 
 @dataclass
@@ -56,6 +56,10 @@ class DocumentPreparer:
 
     def __call__(self, documents: list[Document]) -> PreparedBatch:
         self.warm_up()
+        if any(doc.layout for doc in documents):  # structured files: per section and page
+            from rayrag.pipelines.layout_prepare import prepare_with_layout
+
+            return prepare_with_layout(self, documents)
         titles = [doc.title or "" for doc in documents]
         texts = [doc.text for doc in documents]
         counts: dict[str, dict[str, int]] = {doc.id: {} for doc in documents}
@@ -105,7 +109,16 @@ def document_to_row(doc: Document, position: int) -> dict[str, Any]:
         "acl": list(doc.acl),
         "metadata": json.dumps(doc.metadata, sort_keys=True),
         "updated_at": doc.updated_at or "",
+        "layout": layout_to_json(doc.layout),
     }
+
+
+def layout_to_json(layout: tuple[Span, ...]) -> str:
+    return json.dumps([[s.start, s.end, s.section, s.page] for s in layout])
+
+
+def layout_from_json(raw: str) -> tuple[Span, ...]:
+    return tuple(Span(*row) for row in json.loads(raw or "[]"))
 
 
 def _row_to_document(batch: dict[str, np.ndarray], i: int) -> Document:
@@ -116,6 +129,7 @@ def _row_to_document(batch: dict[str, np.ndarray], i: int) -> Document:
         acl=tuple(str(g) for g in batch["acl"][i]),
         metadata=json.loads(str(batch["metadata"][i])),
         updated_at=str(batch["updated_at"][i]) or None,
+        layout=layout_from_json(str(batch["layout"][i])) if "layout" in batch else (),
     )
 
 

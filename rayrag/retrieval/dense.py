@@ -26,7 +26,7 @@ import numpy as np
 
 from rayrag.config import RAGConfig
 from rayrag.errors import AccessDenied, ConfigError, DataError
-from rayrag.index.bundle import IndexBundle
+from rayrag.index.bundle import IndexBundle, place_of
 from rayrag.index.vector import AllowedIds
 from rayrag.types import Passage, Principal, RedactedQuestion
 
@@ -278,6 +278,11 @@ class DenseRetriever:
                         score=float(score),
                         title=chunks.column("title")[i].as_py(),
                         row_id=int(row_id),
+                        **place_of(
+                            chunks.column("metadata")[i].as_py()
+                            if "metadata" in chunks.column_names
+                            else None
+                        ),
                     )
                 )
             results.append(passages)

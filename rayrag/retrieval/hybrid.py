@@ -64,6 +64,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 from rayrag.config import RAGConfig
 from rayrag.coroutines import run_sync
 from rayrag.errors import AccessDenied, ConfigError
+from rayrag.index.bundle import place_of
 from rayrag.index.kg_extract import IDENTIFIER_RE
 from rayrag.retrieval.dense import DenseRetriever, check_question
 from rayrag.types import Evidence, Fact, Passage, Principal, RedactedQuestion
@@ -295,7 +296,8 @@ class HybridRetriever:
             chunks = self.dense.bundle.chunks()
             self._columns = {
                 name: chunks.column(name).to_pylist()
-                for name in ("chunk_id", "doc_id", "title", "text", "acl", "row_id")
+                for name in ("chunk_id", "doc_id", "title", "text", "acl", "row_id", "metadata")
+                if name in chunks.column_names  # metadata: page and section of a passage
             }
             self._columns["acl"] = [frozenset(a) for a in self._columns["acl"]]
             self._chunk_rows = {cid: i for i, cid in enumerate(self._columns["chunk_id"])}
@@ -714,6 +716,7 @@ class HybridRetriever:
             score=float(score),
             title=cols["title"][i],
             row_id=int(cols["row_id"][i]),
+            **place_of(cols["metadata"][i] if "metadata" in cols else None),
         )
 
     def _facts(self, question: str, principal: Principal, chunk_ids: list[str]) -> tuple[Fact, ...]:

@@ -41,6 +41,8 @@ def citations_meta(rid: str, cited: Any) -> dict[str, Any]:
                 "title": p.title,
                 "score": p.score,
                 "text": p.text,
+                "page": p.page,
+                "section": p.section,
             }
             for i, p in enumerate(cited, 1)
         ],

@@ -235,9 +235,9 @@ function showCitations(list, cited = new Set()) {
         el(
           "button",
           { type: "button", class: "link", "data-marker": c.marker, onclick: () => openPassage(c.marker) },
-          `[${c.marker}] ${c.title || c.doc_id}`,
+          `[${c.marker}] ${c.title || c.doc_id}${c.page != null ? ` p. ${c.page}` : ""}`,
         ),
-        el("span", { class: "muted mono" }, ` ${c.doc_id} - score ${fmt(c.score, 3)}`),
+        el("span", { class: "muted mono" }, ` ${c.doc_id}${c.section ? ` - ${c.section}` : ""} - score ${fmt(c.score, 3)}`),
       ),
     );
   }
@@ -249,7 +249,8 @@ function openPassage(marker) {
   $("passage-card").hidden = false;
   $("passage-marker").textContent = `[${marker}]`;
   $("passage-title").textContent = c.title || "(untitled)";
-  $("passage-doc").textContent = c.doc_id;
+  $("passage-doc").textContent =
+    c.doc_id + (c.page != null ? ` - p. ${c.page}` : "") + (c.section ? ` - ${c.section}` : "");
   $("passage-chunk").textContent = c.chunk_id;
   $("passage-score").textContent = fmt(c.score, 4);
   const text = $("passage-text");
