@@ -90,6 +90,28 @@ class IngestConfig(_Section):
             "CPUs reserved per redaction/KG actor (fractional so all stages stream at once)."
         ),
     )
+    prepare_actors_min: int = Field(
+        1,
+        ge=1,
+        description="Redaction/KG actors always running: one loads its models once per ingest.",
+    )
+    prepare_actors_max: int = Field(
+        2,
+        ge=1,
+        description=(
+            "Redaction/KG actors Ray Data may scale up to while batches wait: the slowest "
+            "stage grows with the cluster (2 fits a 2-core laptop beside the embedder)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _actor_range(self) -> IngestConfig:
+        if self.prepare_actors_max < self.prepare_actors_min:
+            raise ValueError(
+                "prepare_actors_max must be >= prepare_actors_min, got "
+                f"{self.prepare_actors_max} < {self.prepare_actors_min}"
+            )
+        return self
 
 
 class ChunkingConfig(_Section):

@@ -73,6 +73,27 @@ def test_bad_values_name_key_value_and_flag(override, needle):
     assert "\n" not in str(info.value)
 
 
+def test_prepare_actor_pool_range_defaults_and_checks():
+    ingest = resolve_config("demo").ingest
+    assert (ingest.prepare_actors_min, ingest.prepare_actors_max) == (1, 2)
+    grown = resolve_config(
+        "demo", ["ingest.prepare_actors_min=2", "ingest.prepare_actors_max=8"]
+    ).ingest
+    assert (grown.prepare_actors_min, grown.prepare_actors_max) == (2, 8)
+    with pytest.raises(ConfigError) as info:
+        resolve_config("demo", ["ingest.prepare_actors_min=3", "ingest.prepare_actors_max=2"])
+    assert str(info.value) == (
+        "ingest: prepare_actors_max must be >= prepare_actors_min, got 2 < 3 "
+        "(--set ingest.prepare_actors_min=3)"
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"prepare_actors_min: .*greater than or equal to 1, "
+        r"got 0 \(--set ingest.prepare_actors_min=0\)",
+    ):
+        resolve_config("demo", ["ingest.prepare_actors_min=0"])
+
+
 def test_bad_files(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "missing.yaml")

@@ -11,7 +11,13 @@ on the same documents, alternating over several rounds after a warm-up, median t
                       shipped, because the parser's sentence ends bound NER spans and without
                       it some detections change (`same_results_no_parser` says whether they did)
 
-Both shipped competitors must find exactly the same spans (`same_results`). A document is
+Both shipped competitors must find exactly the same spans (`same_results`).
+
+`ray_actors` is the stage's scaling on Ray: the same documents, in batches, through 1 and then
+2 warm Ray actors that each hold a `Redactor` and call `redact_batch` (what ingest's redaction
+actors run), alternating over the rounds; `ratios.ray_2_vs_1_actors` is the docs/s ratio (2.0
+= linear; on a 2-core machine the other jobs on the cores decide how close it gets). Actor
+start-up is outside the timing: ingest pays it once per actor, not per batch. A document is
 four consecutive records of a labelled PII set joined together (sentences with names,
 e-mails, phones, cards, IBANs, SSNs, IP addresses, and some without PII). The records come from
 `rayrag.data.pii_set.generate_pii_set` (seed 0: in every checkout, the same bytes) unless
@@ -77,6 +83,56 @@ def _detections(results: list[list[Any]]) -> list[list[tuple[str, int, int, floa
     ]
 
 
+class _RedactActor:
+    """One Ray actor's Redactor, as in an ingest redaction actor."""
+
+    def __init__(self) -> None:
+        self.redactor = Redactor(RedactionConfig(operators={}, default_operator="replace"))
+        self.redactor.warm_up()
+
+    def redact(self, texts: list[str]) -> int:
+        return sum(sum(r.counts.values()) for r in self.redactor.redact_batch(texts))
+
+
+def ray_scaling(docs: list[str], rounds: int, actors: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
+    """Docs/s of `redact_batch` over warm Ray actors, one pool size after another per round."""
+    import ray
+
+    from rayrag.config import RAGConfig
+    from rayrag.ray_runtime import ensure_ray
+
+    ensure_ray(RAGConfig())
+    cpus = ray.cluster_resources().get("CPU", 1.0)
+    remote = ray.remote(num_cpus=min(1.0, cpus / max(actors)))(_RedactActor)
+    pool = [remote.remote() for _ in range(max(actors))]
+    ray.get([a.redact.remote(docs[:2]) for a in pool])  # models loaded, caches warm
+    batch = max(1, len(docs) // 8)
+    batches = [docs[i : i + batch] for i in range(0, len(docs), batch)]
+    wall: dict[int, list[float]] = {n: [] for n in actors}
+    spans: dict[int, int] = {}
+    try:
+        for round_index in range(rounds):
+            order = actors if round_index % 2 == 0 else tuple(reversed(actors))
+            for n in order:
+                start = time.perf_counter()
+                # Round-robin over n actors; each actor's calls queue in order.
+                found = ray.get(
+                    [pool[i % n].redact.remote(texts) for i, texts in enumerate(batches)]
+                )
+                wall[n].append(time.perf_counter() - start)
+                spans[n] = sum(found)
+    finally:
+        for actor in pool:
+            ray.kill(actor)
+    docs_per_s = {str(n): round(len(docs) / statistics.median(wall[n]), 1) for n in actors}
+    return {
+        "batches": len(batches),
+        "seconds": {str(n): [round(s, 3) for s in wall[n]] for n in actors},
+        "docs_per_s": docs_per_s,
+        "same_spans": len(set(spans.values())) == 1,
+    }
+
+
 def run(quick: bool = False) -> dict[str, Any]:
     """Time the competitors and return the bench record (ratios are what count)."""
     n_docs, rounds = (40, 5) if quick else (400, 5)
@@ -107,6 +163,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             cpu[name].append(time.process_time() - start_cpu)
             outputs.setdefault(name, _detections(found))
 
+    scaling = ray_scaling(docs, rounds)
     seconds = {name: statistics.median(values) for name, values in wall.items()}
     cpu_seconds = {name: statistics.median(values) for name, values in cpu.items()}
     return {
@@ -131,7 +188,9 @@ def run(quick: bool = False) -> dict[str, Any]:
                 cpu_seconds["per_doc"] / cpu_seconds["batch_no_parser"], 3
             ),
             "batch_vs_per_doc_wall": round(seconds["per_doc"] / seconds["batch"], 3),
+            "ray_2_vs_1_actors": round(scaling["docs_per_s"]["2"] / scaling["docs_per_s"]["1"], 3),
         },
+        "ray_actors": scaling,
     }
 
 

@@ -159,7 +159,7 @@ def run_pipeline(documents: list[Document], config: RAGConfig) -> _Processed:
         fn_constructor_kwargs={"config_json": config_json, "extract": fused},
         batch_size=config.ingest.read_batch_size,
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=1),
+        compute=_text_stage_pool(config),
         num_cpus=stage_cpus,
     )
     embed_gpus = 1 if _use_gpu_for_embedding(config) else 0
@@ -178,7 +178,7 @@ def run_pipeline(documents: list[Document], config: RAGConfig) -> _Processed:
             fn_constructor_kwargs={"config_json": config_json},
             batch_size=config.ingest.read_batch_size,
             batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=1),
+            compute=_text_stage_pool(config),
             num_cpus=stage_cpus,
         )
     collected: dict[str, list[Any]] = {}
@@ -192,6 +192,17 @@ def run_pipeline(documents: list[Document], config: RAGConfig) -> _Processed:
             raise user_error from None
         raise
     return _in_corpus_order(collected, vectors, config)
+
+
+def _text_stage_pool(config: RAGConfig) -> Any:
+    """The redaction/KG actor pool: `prepare_actors_min` actors from the start, scaled up to
+    `prepare_actors_max` while batches queue (the slowest stage grows with the cluster)."""
+    import ray
+
+    low, high = config.ingest.prepare_actors_min, config.ingest.prepare_actors_max
+    if low == high:
+        return ray.data.ActorPoolStrategy(size=low)
+    return ray.data.ActorPoolStrategy(min_size=low, max_size=high)
 
 
 def run_local(documents: list[Document], config: RAGConfig) -> _Processed:

@@ -12,7 +12,7 @@ from rayrag.bench import redaction
 from rayrag.errors import ConfigError
 
 
-def test_redaction_bench_quick_runs_on_the_generated_pii_set(monkeypatch):
+def test_redaction_bench_quick_runs_on_the_generated_pii_set(ray_local, monkeypatch):
     monkeypatch.delenv("RAYRAG_DATA_DIR", raising=False)
     result = json.loads(json.dumps(redaction.run(quick=True)))
     assert result["bench"] == "redaction" and result["quick"] is True
@@ -32,8 +32,15 @@ def test_redaction_bench_quick_runs_on_the_generated_pii_set(monkeypatch):
         "batch_vs_per_doc",
         "batch_no_parser_vs_per_doc",
         "batch_vs_per_doc_wall",
+        "ray_2_vs_1_actors",
     }
     assert all(math.isfinite(v) and v > 0 for v in result["ratios"].values())
+    # the stage's scaling on Ray: the same documents through 1 and 2 warm actors
+    scaling = result["ray_actors"]
+    assert set(scaling["docs_per_s"]) == set(scaling["seconds"]) == {"1", "2"}
+    assert all(len(s) == result["rounds"] for s in scaling["seconds"].values())
+    assert scaling["batches"] >= 2 and scaling["same_spans"] is True
+    assert ray_local.is_initialized()  # the session's Ray was reused
 
 
 def test_documents_come_from_the_data_folder_when_one_is_named(tmp_path, monkeypatch):

@@ -206,52 +206,106 @@ def test_delete_missing_drops_documents_absent_from_corpus(built, tmp_path, trac
     assert all(set(edge["doc_ids"]) <= kept_ids for edge in graph["edges"])
 
 
-def test_local_engine_builds_the_bundle_ray_data_builds(ray_local, demo_corpus, tmp_path):
+def _without_timestamps(value):
+    """graph.json minus `extracted_at` (each build's own clock)."""
+    if isinstance(value, dict):
+        return {k: _without_timestamps(v) for k, v in value.items() if k != "extracted_at"}
+    if isinstance(value, list):
+        return [_without_timestamps(v) for v in value]
+    return value
+
+
+def _bundle_content(bundle):
+    return {
+        "chunks": bundle.chunks().to_pylist(),
+        "documents": bundle.documents().to_pylist(),
+        "pii_report": bundle.pii_report(),
+        "graph": _without_timestamps(
+            json.loads((bundle.path / "graph.json").read_text(encoding="utf-8"))
+        ),
+        "fingerprint": bundle.manifest["ingest_fingerprint"],
+    }
+
+
+def test_every_engine_and_the_plain_stages_build_the_same_bundle(ray_local, demo_corpus, tmp_path):
+    """Ray Data with two redaction actors (batches interleave), the local engine and the bench's
+    sequential path (the plain classes, no row conversion) give the same bundle content."""
     import faiss
     import numpy as np
 
+    from rayrag.index.embedder import Embedder
+    from rayrag.index.graph import KnowledgeGraph
+    from rayrag.index.kg_extract import TripleExtractor
+    from rayrag.pipelines.ingest_stages import DocumentPreparer
+
     # Small chunks and batches: several chunks per document, batches that split documents.
-    config = resolve_config(
-        "demo",
-        [
-            "tracking.enabled=false",
-            "chunking.chunk_size=32",
-            "chunking.chunk_overlap=8",
-            "ingest.read_batch_size=3",
-            "embedding.batch_size=5",
-        ],
-    )
-    corpus = tmp_path / "eight.jsonl"
+    overrides = [
+        "tracking.enabled=false",
+        "chunking.chunk_size=32",
+        "chunking.chunk_overlap=8",
+        "ingest.read_batch_size=3",
+        "embedding.batch_size=5",
+    ]
+    config = resolve_config("demo", overrides)
+    corpus = tmp_path / "nine.jsonl"
     corpus.write_text(
         "".join(
             line + "\n"
-            for line in demo_corpus.corpus_path.read_text(encoding="utf-8").splitlines()[:8]
+            for line in demo_corpus.corpus_path.read_text(encoding="utf-8").splitlines()[:9]
         ),
         encoding="utf-8",
     )
+    runs = {
+        "ray_data_two_actors": ("ray_data", ["ingest.prepare_actors_min=2"]),
+        "ray_data_autoscaling": ("ray_data", ["ingest.prepare_actors_max=3"]),
+        "local": ("local", []),
+    }
     bundles = {}
-    for engine in ("ray_data", "local"):
-        ingest(corpus, tmp_path / engine, config, engine=engine, progress=lambda _: None)
-        bundles[engine] = IndexBundle.load(tmp_path / engine)
-    ray_chunks, local_chunks = (bundles[e].chunks().to_pylist() for e in ("ray_data", "local"))
-    assert len(ray_chunks) > 16
-    assert [(c["row_id"], c["chunk_id"], c["text"]) for c in local_chunks] == [
-        (c["row_id"], c["chunk_id"], c["text"]) for c in ray_chunks
-    ]
-    ray_index, local_index = (
-        faiss.read_index(str(bundles[e].path / "vectors.faiss")) for e in ("ray_data", "local")
-    )
-    for chunk in ray_chunks:
-        assert np.allclose(
-            local_index.reconstruct(chunk["row_id"]),
-            ray_index.reconstruct(chunk["row_id"]),
-            atol=1e-5,
+    for name, (engine, extra) in runs.items():
+        ingest(
+            corpus,
+            tmp_path / name,
+            resolve_config("demo", overrides + extra),
+            engine=engine,
+            progress=lambda _: None,
         )
-    assert bundles["local"].manifest["graph"] == bundles["ray_data"].manifest["graph"]
-    assert (
-        bundles["local"].manifest["ingest_fingerprint"]
-        == bundles["ray_data"].manifest["ingest_fingerprint"]
+        bundles[name] = IndexBundle.load(tmp_path / name)
+    reference = _bundle_content(bundles["local"])
+    assert len(reference["chunks"]) > 18 and reference["graph"]["edges"]
+    assert sum(json.loads(d["pii_counts"]) != {} for d in reference["documents"]) >= 1
+    for name in ("ray_data_two_actors", "ray_data_autoscaling"):
+        assert _bundle_content(bundles[name]) == reference, name
+    indexes = {name: faiss.read_index(str(b.path / "vectors.faiss")) for name, b in bundles.items()}
+    vectors = {
+        name: np.stack([index.reconstruct(c["row_id"]) for c in reference["chunks"]])
+        for name, index in indexes.items()
+    }
+
+    # The plain classes, batch by batch as the bench's sequential competitor runs them.
+    documents = read_corpus(corpus).documents
+    preparer, extractor, embedder = (
+        DocumentPreparer(config),
+        TripleExtractor(config.kg),
+        Embedder(config.embedding),
     )
+    chunks, pii = [], {}
+    for first in range(0, len(documents), config.ingest.read_batch_size):
+        prepared = preparer(documents[first : first + config.ingest.read_batch_size])
+        chunks.extend(prepared.chunks)
+        pii.update(prepared.pii_counts)
+    assert [(c.chunk_id, c.text, c.start, c.end) for c in chunks] == [
+        (c["chunk_id"], c["text"], c["start"], c["end"]) for c in reference["chunks"]
+    ]
+    assert {d["doc_id"]: json.loads(d["pii_counts"]) for d in reference["documents"]} == pii
+    plain = embedder.encode([c.text for c in chunks])
+    for name, found in vectors.items():
+        assert np.allclose(found, plain, atol=1e-5), name
+    graph = KnowledgeGraph.build(
+        extractor(chunks), config=config.kg, embed_fn=embedder.encode, extracted_at="now"
+    )
+    graph.save(tmp_path / "plain-graph.json")
+    plain_graph = json.loads((tmp_path / "plain-graph.json").read_text(encoding="utf-8"))
+    assert _without_timestamps(plain_graph) == reference["graph"]
 
 
 def test_unknown_engine_is_a_one_line_config_error(tmp_path):
