@@ -103,7 +103,27 @@ def job_view(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k != "owner"}
 
 
-@router.post(UPLOAD_PATH.removeprefix("/v1/admin"), status_code=202)
+UPLOAD_FORM = {  # the body is streamed by hand, so OpenAPI is told its shape here
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["files"],
+                    "properties": {
+                        "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                        "acl": {"type": "string", "description": "groups, comma separated"},
+                        "metadata": {"type": "string", "description": "a JSON object of scalars"},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(UPLOAD_PATH.removeprefix("/v1/admin"), status_code=202, openapi_extra=UPLOAD_FORM)
 async def upload_documents(
     request: Request, caller: Admin, ingress: Ingress, rid: RequestId
 ) -> JSONResponse:

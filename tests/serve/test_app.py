@@ -927,6 +927,8 @@ def test_uploads_are_refused_with_one_line_each(server, stack):
         refused(response, 404, "no ingest job")
     staging = Path(stack.config.serve.event_log).parent / "uploads" / "staging"
     assert not staging.exists() or not any(staging.iterdir())  # nothing half-written stays
+    documented = httpx.get(f"{server}/openapi.json").json()["paths"]["/v1/admin/documents"]
+    assert "multipart/form-data" in documented["post"]["requestBody"]["content"]
 
 
 def test_a_failed_upload_ingest_leaves_the_served_bundle_as_it_was(server, stack):
