@@ -68,7 +68,10 @@ class Uploads:
         """A finished job: the graph picks up the new bundle (on the event loop, as a request
         would) and the outcome is logged as ids and counts."""
         if record["state"] == "succeeded":
-            self.loop.call_soon_threadsafe(self._reload)
+            try:
+                self.loop.call_soon_threadsafe(self._reload)
+            except RuntimeError:  # the replica is stopping: the next one reads the new bundle
+                pass
         counts = record.get("counts") or {}
         fields = {
             "action": "ingest_job",
