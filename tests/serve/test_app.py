@@ -28,6 +28,7 @@ from rayrag.errors import ConfigError
 from rayrag.serve.app import build_app, resolve
 from rayrag.serve.auth import ApiPrincipal, key_entry
 from rayrag.types import Principal
+from tests.data.files.makers import make_pdf
 from tests.tiny import TINY_MODEL, demo_slice
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -857,20 +858,31 @@ def test_an_uploaded_document_is_ingested_and_cited_for_its_group_only(server, s
     before = served_bundle_id(stack)
     text = UPLOAD_TEXT.format(rate="seventeen")
     started = time.perf_counter()
+    pdf = make_pdf([("Ostrel quay", ["The vellum gate of the ostrel quay opens at dawn."])])
     accepted = upload(
         server,
-        [("files", (UPLOADED, text.encode(), "text/markdown"))],
+        [
+            ("files", (UPLOADED, text.encode(), "text/markdown")),
+            ("files", ("ostrel-quay.pdf", pdf, "application/pdf")),
+        ],
         {"acl": "finance", "metadata": json.dumps({"source": "ops"})},
     )
     assert accepted.json()["files"] == [
-        {"name": UPLOADED, "doc_id": f"uploads/{UPLOADED}", "bytes": len(text.encode())}
+        {"name": UPLOADED, "doc_id": f"uploads/{UPLOADED}", "bytes": len(text.encode())},
+        {"name": "ostrel-quay.pdf", "doc_id": "uploads/ostrel-quay.pdf", "bytes": len(pdf)},
     ]
     assert accepted.headers["location"] == accepted.json()["status_url"]
     job = finished_job(server, accepted)
     assert job["state"] == "succeeded", job
     assert job["bundle_id"] == served_bundle_id(stack) != before
     assert job["previous_bundle_id"] == before and job["error"] is None
-    assert job["counts"]["processed"] == 1 and job["counts"]["reused"] >= 1
+    assert job["counts"]["processed"] == 2 and job["counts"]["reused"] >= 1
+    from rayrag.index.bundle import IndexBundle
+
+    documents = IndexBundle.load(stack.args["bundle"]).documents().to_pylist()
+    uploaded = {d["doc_id"]: d for d in documents if d["doc_id"].startswith("uploads/")}
+    assert set(uploaded) == {f"uploads/{UPLOADED}", "uploads/ostrel-quay.pdf"}
+    assert all(d["acl"] == ["finance"] for d in uploaded.values())
     assert job["counts"]["chunks"] >= 1 and job["quarantined"] == []
     assert job["started_at"] <= job["finished_at"] and job["stages"]
     assert f"uploads/{UPLOADED}" in cited_ids(server, ADMIN_KEY, ZORBLAX_QUESTION)
@@ -881,8 +893,8 @@ def test_an_uploaded_document_is_ingested_and_cited_for_its_group_only(server, s
     events = Path(stack.config.serve.event_log).read_text()
     audits = [json.loads(line) for line in events.splitlines() if '"admin"' in line]
     mine = {e["action"]: e for e in audits if e.get("ingest_id") == job["ingest_id"]}
-    assert mine["upload"]["files"] == 1 and mine["upload"]["bytes"] == len(text.encode())
-    assert mine["ingest_job"]["state"] == "succeeded" and mine["ingest_job"]["processed"] == 1
+    assert mine["upload"]["files"] == 2 and mine["upload"]["bytes"] == len(text.encode()) + len(pdf)
+    assert mine["ingest_job"]["state"] == "succeeded" and mine["ingest_job"]["processed"] == 2
     assert "zorblax" not in json.dumps(mine)  # counts and sizes: no file name, no text
     assert "quendor" not in events  # (request events name chunk ids, never text)
     staging = Path(stack.config.serve.event_log).parent / "uploads" / "staging"
