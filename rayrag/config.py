@@ -1040,6 +1040,39 @@ class GovernanceConfig(_Section):
     )
 
 
+class UploadConfig(_Section):
+    """`POST /v1/admin/documents`: where uploads are staged and how much one request may carry."""
+
+    dir: str | None = Field(
+        None,
+        description=(
+            "Staging folders and ingest job records; None = an `uploads` folder next to "
+            "serve.event_log (the graph's other state)."
+        ),
+    )
+    max_file_bytes: int = Field(
+        10 * 1024 * 1024, gt=0, description="A larger file is refused with 413 while it streams."
+    )
+    max_request_bytes: int = Field(
+        50 * 1024 * 1024,
+        gt=0,
+        description="A larger upload request is refused with 413 (bounds disk per request).",
+    )
+    max_files: int = Field(20, gt=0, description="Files per upload request; more get 413.")
+    jobs_kept: int = Field(
+        1000, gt=0, description="Ingest job records kept on disk; the oldest are deleted first."
+    )
+
+    @model_validator(mode="after")
+    def _file_fits_the_request(self) -> UploadConfig:
+        if self.max_file_bytes > self.max_request_bytes:
+            raise ValueError(
+                f"max_file_bytes must be <= max_request_bytes, got {self.max_file_bytes} > "
+                f"{self.max_request_bytes}"
+            )
+        return self
+
+
 class ServeConfig(_Section):
     bundle: str | None = Field(
         None, description="Index bundle the graph serves; $RAYRAG_BUNDLE when unset."
@@ -1148,6 +1181,9 @@ class ServeConfig(_Section):
             "How often a stage checks whether its bundle was replaced (forget, "
             "re-ingest) and reloads it; 0 = on every request (a stat)."
         ),
+    )
+    upload: UploadConfig = Field(
+        default_factory=UploadConfig, description="Document upload through the admin API."
     )
 
 

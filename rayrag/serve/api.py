@@ -27,6 +27,7 @@ from rayrag.serve.errors import HTTPFailure, classify_error
 from rayrag.serve.schemas import error_body, request_id, validation_message
 
 MAX_BODY_BYTES = 1024 * 1024  # refused before parsing: no request body is read past this
+UPLOAD_PATH = "/v1/admin/documents"  # multipart uploads: their own limit (serve.uploads)
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": what}
     for status, what in (
@@ -112,6 +113,15 @@ def failure(route: str, exc: Exception, rid: str, param: str | None = None) -> J
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def body_limit(path: str) -> tuple[int, str]:
+    """(bytes, the setting that says so) a body may declare: MAX_BODY_BYTES, except a
+    document upload, limited by `serve.upload.max_request_bytes` (and while it streams)."""
+    ingress = _attached[0]
+    if path == UPLOAD_PATH and ingress is not None:
+        return ingress.config.serve.upload.max_request_bytes, " (serve.upload.max_request_bytes)"
+    return MAX_BODY_BYTES, ""
+
+
 @app.middleware("http")
 async def _one_error_handler(request: Request, call_next: Any) -> Any:
     """413 on the declared Content-Length before the body is read; any exception a route
@@ -121,11 +131,12 @@ async def _one_error_handler(request: Request, call_next: Any) -> Any:
         length = int(request.headers.get("content-length") or 0)
     except ValueError:
         length = 0
-    if length > MAX_BODY_BYTES:
+    limit, setting = body_limit(request.url.path)
+    if length > limit:
         return failure(
             request.url.path if request.url.path.startswith("/v1/") else "unmatched",
             HTTPFailure(
-                413, "request_too_large", f"request body larger than {MAX_BODY_BYTES} bytes"
+                413, "request_too_large", f"request body larger than {limit} bytes{setting}"
             ),
             rid,
         )

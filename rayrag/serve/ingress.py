@@ -10,8 +10,8 @@ A question's path, each arrow one awaited handle call (`rayrag.serve.handles`):
 The steps, the refusal, the cost and the response are `AnswerPipeline`'s, as in `rayrag
 ask`. The service's own: keys, limits, the answer cache, `serve.ledger` (events,
 escalations, metrics) and the MLflow trace of a sampled request (`tracking.traces`), under
-`serve.request_timeout_s`. Errors are mapped in `serve.api`;
-admin routes are `serve.admin`, OpenAI's extras `serve.openai_compat`, ratings
+`serve.request_timeout_s`. Errors are mapped in `serve.api`; admin routes are `serve.admin`
+(document upload: `serve.uploads`), OpenAI's extras `serve.openai_compat`, ratings
 `serve.feedback`, streams `serve.sse`, the web page `serve.web`.
 """
 
@@ -32,7 +32,7 @@ from rayrag.answering.pipeline import AnswerPipeline, AnswerTurn
 from rayrag.answering.response import AskResponse, ChatCompletion
 from rayrag.config import RAGConfig
 from rayrag.generator.prompt import served_prompt_label
-from rayrag.serve import admin, feedback, openai_compat, web
+from rayrag.serve import admin, feedback, openai_compat, uploads, web
 from rayrag.serve.api import RequestId, app, attach
 from rayrag.serve.auth import ApiPrincipal, KeyStore
 from rayrag.serve.cache import AnswerCache, answer_key, served_from_cache
@@ -52,6 +52,7 @@ app.include_router(admin.router)
 app.include_router(openai_compat.router)
 app.include_router(feedback.router)
 app.include_router(web.router)
+app.include_router(uploads.router)
 
 
 def _cacheable(request: Request) -> bool:

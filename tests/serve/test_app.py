@@ -28,6 +28,7 @@ from rayrag.errors import ConfigError
 from rayrag.serve.app import build_app, resolve
 from rayrag.serve.auth import ApiPrincipal, key_entry
 from rayrag.types import Principal
+from tests.data.files.makers import make_pdf
 from tests.tiny import TINY_MODEL, demo_slice
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -75,6 +76,8 @@ def stack(ray_local, demo_corpus, tmp_path_factory):
             f"serve.event_log={root / 'events.jsonl'}",
             "serve.max_question_chars=500",
             f"serve.cors_origins=[{WEBUI_ORIGIN}]",
+            "serve.upload.max_file_bytes=4096",
+            "serve.upload.max_request_bytes=16384",
             *TINY_MODEL,
         ],
     )
@@ -638,8 +641,10 @@ ADMIN_GETS = [
     "/v1/admin/events?request_id=x",
     "/v1/admin/escalations",
     "/v1/admin/registry",
+    "/v1/admin/ingest/ing-0123456789abcdef",
 ]
 ADMIN_POSTS = [
+    ("/v1/admin/documents", {"files": ["x"]}),
     ("/v1/admin/forget", {"doc_ids": ["x"]}),
     ("/v1/admin/purge", {"dry_run": True}),
     ("/v1/admin/registry/alias", {"alias": "champion", "version": 1}),
@@ -803,6 +808,154 @@ def test_forget_through_the_api_erases_a_document_for_every_principal(server, st
         assert not any(t[:80].encode() in data for t in texts), path.name
     ready = httpx.get(f"{server}/readyz").json()
     assert ready["stages"]["retriever"]["bundle_id"] == report["bundle_id"]
+
+
+UPLOADED = "zorblax-tariff.md"
+UPLOAD_TEXT = (
+    "# The zorblax tariff\n\nThe zorblax tariff of the quendor guild is {rate} percent. "
+    "Every quendor caravan pays the zorblax tariff at the river gate."
+)
+ZORBLAX_QUESTION = "What is the zorblax tariff of the quendor guild?"
+
+
+def upload(server: str, files, data=None, key: str = ADMIN_KEY) -> httpx.Response:
+    return httpx.post(
+        f"{server}/v1/admin/documents", files=files, data=data, headers=bearer(key), timeout=120
+    )
+
+
+def finished_job(server: str, accepted: httpx.Response) -> dict:
+    """Poll the job the 202 names until it has finished."""
+    assert accepted.status_code == 202, accepted.text
+    url = f"{server}{accepted.json()['status_url']}"
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        job = httpx.get(url, headers=bearer(ADMIN_KEY), timeout=60).json()
+        if job["state"] in ("succeeded", "failed"):
+            return job
+        assert job["state"] in ("queued", "running"), job
+        time.sleep(0.5)
+    pytest.fail("the ingest job did not finish in 600 s")
+
+
+def served_bundle_id(stack) -> str:
+    return json.loads((Path(stack.args["bundle"]) / "manifest.json").read_text())["bundle_id"]
+
+
+def cited_ids(server: str, key: str, question: str) -> set[str]:
+    """The documents of the passages the answer was given (BM25: no graph facts take the tiny
+    reader's window, so the top passages fit it)."""
+    body = httpx.post(
+        f"{server}/v1/ask",
+        json={"question": question, "top_k": 3, "mode": "bm25"},
+        headers={**bearer(key), "Cache-Control": "no-cache"},
+        timeout=120,
+    ).json()
+    return {c["doc_id"] for c in body["citations"]}
+
+
+def test_an_uploaded_document_is_ingested_and_cited_for_its_group_only(server, stack):
+    before = served_bundle_id(stack)
+    text = UPLOAD_TEXT.format(rate="seventeen")
+    started = time.perf_counter()
+    pdf = make_pdf([("Ostrel quay", ["The vellum gate of the ostrel quay opens at dawn."])])
+    accepted = upload(
+        server,
+        [
+            ("files", (UPLOADED, text.encode(), "text/markdown")),
+            ("files", ("ostrel-quay.pdf", pdf, "application/pdf")),
+        ],
+        {"acl": "finance", "metadata": json.dumps({"source": "ops"})},
+    )
+    assert accepted.json()["files"] == [
+        {"name": UPLOADED, "doc_id": f"uploads/{UPLOADED}", "bytes": len(text.encode())},
+        {"name": "ostrel-quay.pdf", "doc_id": "uploads/ostrel-quay.pdf", "bytes": len(pdf)},
+    ]
+    assert accepted.headers["location"] == accepted.json()["status_url"]
+    job = finished_job(server, accepted)
+    assert job["state"] == "succeeded", job
+    assert job["bundle_id"] == served_bundle_id(stack) != before
+    assert job["previous_bundle_id"] == before and job["error"] is None
+    assert job["counts"]["processed"] == 2 and job["counts"]["reused"] >= 1
+    from rayrag.index.bundle import IndexBundle
+
+    documents = IndexBundle.load(stack.args["bundle"]).documents().to_pylist()
+    uploaded = {d["doc_id"]: d for d in documents if d["doc_id"].startswith("uploads/")}
+    assert set(uploaded) == {f"uploads/{UPLOADED}", "uploads/ostrel-quay.pdf"}
+    assert all(d["acl"] == ["finance"] for d in uploaded.values())
+    assert job["counts"]["chunks"] >= 1 and job["quarantined"] == []
+    assert job["started_at"] <= job["finished_at"] and job["stages"]
+    assert f"uploads/{UPLOADED}" in cited_ids(server, ADMIN_KEY, ZORBLAX_QUESTION)
+    print(f"\nupload to cited answer: {time.perf_counter() - started:.1f} s")
+    assert f"uploads/{UPLOADED}" not in cited_ids(server, PUBLIC_KEY, ZORBLAX_QUESTION)
+    ready = httpx.get(f"{server}/readyz", timeout=60).json()
+    assert ready["stages"]["retriever"]["bundle_id"] == job["bundle_id"]
+    events = Path(stack.config.serve.event_log).read_text()
+    audits = [json.loads(line) for line in events.splitlines() if '"admin"' in line]
+    mine = {e["action"]: e for e in audits if e.get("ingest_id") == job["ingest_id"]}
+    assert mine["upload"]["files"] == 2 and mine["upload"]["bytes"] == len(text.encode()) + len(pdf)
+    assert mine["ingest_job"]["state"] == "succeeded" and mine["ingest_job"]["processed"] == 2
+    assert "zorblax" not in json.dumps(mine)  # counts and sizes: no file name, no text
+    assert "quendor" not in events  # (request events name chunk ids, never text)
+    staging = Path(stack.config.serve.event_log).parent / "uploads" / "staging"
+    assert not (staging / job["ingest_id"]).exists()  # raw text does not outlive its job
+
+
+def test_uploading_the_same_name_again_replaces_the_document(server, stack):
+    from rayrag.index.bundle import IndexBundle
+
+    documents = IndexBundle.load(stack.args["bundle"]).documents().num_rows
+    text = UPLOAD_TEXT.format(rate="twenty-three")
+    job = finished_job(
+        server,
+        upload(server, [("files", (UPLOADED, text.encode(), "text/markdown"))], {"acl": "finance"}),
+    )
+    assert job["state"] == "succeeded" and job["counts"]["processed"] == 1, job
+    assert job["counts"]["replaced"] == 1 and job["counts"]["documents"] == documents
+    chunks = IndexBundle.load(stack.args["bundle"]).chunks().to_pylist()
+    texts = " ".join(c["text"] for c in chunks if c["doc_id"] == f"uploads/{UPLOADED}")
+    assert "twenty-three" in texts and "seventeen" not in texts
+
+
+def test_uploads_are_refused_with_one_line_each(server, stack):
+    def refused(response: httpx.Response, status: int, message: str) -> None:
+        assert response.status_code == status, response.text
+        assert message in response.json()["error"]["message"]
+        assert "secret-name" not in response.text
+
+    md = ("files", ("secret-name.md", b"# note\nsome text", "text/markdown"))
+    refused(upload(server, [md], key=PUBLIC_KEY), 403, "admin only")
+    refused(httpx.post(f"{server}/v1/admin/documents", files=[md]), 401, "")
+    big = ("files", ("secret-name.md", b"x" * 5000, "text/markdown"))
+    refused(upload(server, [big]), 413, "serve.upload.max_file_bytes")
+    huge = [("files", (f"secret-name-{i}.md", b"x" * 4000, "text/markdown")) for i in range(5)]
+    refused(upload(server, huge), 413, "serve.upload.max_request_bytes")
+    exe = ("files", ("secret-name.exe", b"MZ", "application/octet-stream"))
+    refused(upload(server, [exe]), 415, "unsupported file type .exe")
+    for name in ("../secret-name.md", ".secret-name.md"):
+        refused(upload(server, [("files", (name, b"x", "text/plain"))]), 400, "file 1")
+    for job_id in ("ing-0123456789abcdef", "not-a-job"):
+        response = httpx.get(f"{server}/v1/admin/ingest/{job_id}", headers=bearer(ADMIN_KEY))
+        refused(response, 404, "no ingest job")
+    staging = Path(stack.config.serve.event_log).parent / "uploads" / "staging"
+    assert not staging.exists() or not any(staging.iterdir())  # nothing half-written stays
+    documented = httpx.get(f"{server}/openapi.json").json()["paths"]["/v1/admin/documents"]
+    assert "multipart/form-data" in documented["post"]["requestBody"]["content"]
+
+
+def test_a_failed_upload_ingest_leaves_the_served_bundle_as_it_was(server, stack):
+    before = served_bundle_id(stack)
+    files = [
+        ("files", ("empty.md", b"  \n", "text/markdown")),
+        ("files", ("latin1.txt", "caf\xe9".encode("latin-1"), "text/plain")),
+    ]
+    job = finished_job(server, upload(server, files))
+    assert job["state"] == "failed" and job["bundle_id"] is None, job
+    assert job["error"].startswith("DataError: no valid documents in the upload: 2 rows")
+    assert "\n" not in job["error"] and str(stack.root) not in job["error"]
+    assert served_bundle_id(stack) == before
+    ready = httpx.get(f"{server}/readyz", timeout=60).json()
+    assert ready["stages"]["retriever"]["bundle_id"] == before
 
 
 def test_rayrag_serve_answers_and_ctrl_c_stops_it_leaving_no_process(stack):

@@ -91,10 +91,13 @@ def test_the_script_never_writes_markup_and_keeps_the_key_in_the_session_only():
     assert "style=" not in page, "no inline styles (CSP style-src 'self')"
 
 
-def test_the_upload_place_is_labelled_and_disabled_until_an_upload_api_exists():
+def test_the_upload_panel_posts_files_and_an_acl_and_polls_the_job():
     page = static_text("index.html")
-    assert 'id="upload-file" disabled' in page and 'id="upload-button" disabled' in page
-    assert "no upload API" in page
+    assert '<input type="file" id="upload-file" multiple' in page and 'id="upload-acl"' in page
+    assert 'id="upload-button" disabled' not in page and "no upload API" not in page
+    script = static_text("app.js")
+    assert 'fetch("/v1/admin/documents"' in script and 'form.append("files"' in script
+    assert "pollIngest(data.status_url)" in script
 
 
 def test_every_page_file_is_package_data_so_a_wheel_ships_it():

@@ -28,6 +28,7 @@ import yaml
 
 from rayrag.config import resolve_config
 from rayrag.governance.readiness.session import Canary
+from rayrag.index.bundle import IndexBundle
 from rayrag.serve.app import build_app
 from rayrag.serve.auth import key_entry
 from tests.serve.test_app import free_port
@@ -363,7 +364,7 @@ def test_the_admin_view_resolves_escalations_and_shows_events_registry_readiness
     wait(browser, lambda d: "16/16" in by_id(d, "readiness").text, 30)
     wait(browser, lambda d: "tracking.enabled" in by_id(d, "registry").text, 30)
     wait(browser, lambda d: stack.config.config_hash in by_id(d, "governance").text, 30)
-    assert not by_id(browser, "upload-button").is_enabled()  # no upload API yet
+    assert by_id(browser, "upload-button").is_enabled()
 
     def click_resolve(d) -> bool:
         for r in d.find_elements(By.CSS_SELECTOR, "#escalations tr"):
@@ -397,6 +398,32 @@ def test_the_admin_view_resolves_escalations_and_shows_events_registry_readiness
     )
     wait(browser, lambda d: '"request_id"' in by_id(d, "events").text, 30)
     shots(browser, "web-admin")
+
+
+def test_the_upload_panel_ingests_files_and_shows_the_job(stack, browser, shots, tmp_path):
+    """Two files through the file input, one of them empty: the job succeeds with the good one
+    processed, the empty one quarantined with its reason, and the new bundle is served."""
+    good, empty = tmp_path / "web-upload-note.md", tmp_path / "web-upload-empty.txt"
+    good.write_text("# Vellum gate\n\nThe vellum gate of the ostrel quay opens at dawn.")
+    empty.write_text("  \n")
+    before = json.loads((stack.root / "bundle" / "manifest.json").read_text())["bundle_id"]
+    use_key(browser, stack.url, ADMIN_KEY, "admin key")
+    by_id(browser, "tab-admin").click()
+    by_id(browser, "upload-file").send_keys(f"{good}\n{empty}")
+    by_id(browser, "upload-acl").send_keys("hr, legal")
+    by_id(browser, "upload-button").click()
+    wait(browser, lambda d: "succeeded" in by_id(d, "upload-state").text)
+    state = by_id(browser, "upload-state").text
+    after = json.loads((stack.root / "bundle" / "manifest.json").read_text())["bundle_id"]
+    assert after != before and after in state, state
+    assert "processed 1" in state and "quarantined 1" in state
+    assert "uploads/web-upload-empty.txt" in state and "file is empty" in state
+    chunks = IndexBundle.load(stack.root / "bundle").chunks().to_pylist()
+    acls = {tuple(c["acl"]) for c in chunks if c["doc_id"] == "uploads/web-upload-note.md"}
+    assert acls == {("hr", "legal")}
+    wait(browser, lambda d: after in by_id(d, "governance").text, 30)  # the graph serves it
+    assert by_id(browser, "upload-file").get_attribute("value") == ""
+    shots(browser, "web-upload")
 
 
 def test_the_admin_routes_the_view_uses_refuse_users_and_unknown_ids(stack):

@@ -577,6 +577,80 @@ async function loadGovernance() {
   });
 }
 
+// -- document upload (POST /v1/admin/documents, then poll the ingest job) -------------------
+
+const UPLOAD_POLL_MS = 1000;
+const UPLOAD_DONE = new Set(["succeeded", "failed"]);
+
+async function uploadDocuments(event) {
+  event.preventDefault();
+  const files = $("upload-file").files;
+  const box = $("upload-state");
+  if (!files.length) {
+    box.textContent = "choose one or more files first";
+    return;
+  }
+  const form = new FormData();
+  for (const file of files) form.append("files", file, file.name);
+  const acl = $("upload-acl").value.trim();
+  if (acl) form.append("acl", acl);
+  $("upload-button").disabled = true;
+  box.textContent = `uploading ${files.length} file(s)...`;
+  try {
+    // no Content-Type header: the browser writes the multipart boundary itself
+    const response = await fetch("/v1/admin/documents", {
+      method: "POST",
+      headers: { Authorization: `Bearer ${key()}` },
+      body: form,
+      credentials: "omit",
+      cache: "no-store",
+    });
+    const data = await response.json().catch(() => ({}));
+    if (!response.ok) throw new ApiError(response.status, data);
+    $("upload-file").value = "";
+    await pollIngest(data.status_url);
+  } catch (error) {
+    box.textContent = error.message;
+  } finally {
+    $("upload-button").disabled = false;
+  }
+}
+
+async function pollIngest(statusUrl) {
+  for (;;) {
+    const job = await api("GET", statusUrl);
+    showIngest(job);
+    if (UPLOAD_DONE.has(job.state)) {
+      if (job.state === "succeeded") loadGovernance(); // the new bundle id
+      return job;
+    }
+    await new Promise((done) => setTimeout(done, UPLOAD_POLL_MS));
+  }
+}
+
+function showIngest(job) {
+  const box = $("upload-state");
+  clear(box);
+  const tone = { succeeded: "good", failed: "bad", running: "info" }[job.state] || "";
+  box.append(el("div", {}, badge("ingest", job.state, tone), " ", el("span", { class: "mono" }, job.ingest_id)));
+  const stages = job.stages || [];
+  if (stages.length) box.append(el("div", { class: "muted" }, stages[stages.length - 1]));
+  const counts = job.counts || {};
+  if (job.state === "succeeded") {
+    box.append(
+      el("div", {}, `processed ${counts.processed}, reused ${counts.reused}, chunks ${counts.chunks}, quarantined ${counts.quarantined}`),
+      el("div", { class: "muted" }, "bundle ", el("span", { class: "mono" }, job.bundle_id)),
+    );
+  }
+  if (job.error) box.append(el("div", { class: "error" }, job.error));
+  const quarantined = job.quarantined || [];
+  if (quarantined.length) {
+    const table = el("table", { class: "table" }, el("tr", {}, el("th", {}, "quarantined"), el("th", {}, "reason")));
+    for (const q of quarantined) table.append(el("tr", {}, el("td", { class: "mono" }, q.doc_id || "-"), el("td", {}, q.reason)));
+    box.append(table);
+  }
+}
+
 // -- wiring --------------------------------------------------------------------------------
 
 function start() {
@@ -598,6 +672,7 @@ function start() {
   $("esc-refresh").addEventListener("click", loadEscalations);
   $("reg-refresh").addEventListener("click", loadRegistry);
   $("alias-form").addEventListener("submit", moveAlias);
+  $("upload-form").addEventListener("submit", uploadDocuments);
   $("events-form").addEventListener("submit", (event) => {
     event.preventDefault();
     lookupEvents($("events-rid").value.trim());
