@@ -95,18 +95,20 @@ class IngestConfig(_Section):
         ge=1,
         description="Redaction/KG actors always running: one loads its models once per ingest.",
     )
-    prepare_actors_max: int = Field(
-        2,
+    prepare_actors_max: int | None = Field(
+        None,
         ge=1,
         description=(
-            "Redaction/KG actors Ray Data may scale up to while batches wait: the slowest "
-            "stage grows with the cluster (2 fits a 2-core laptop beside the embedder)."
+            "Redaction/KG actors Ray Data may scale up to while batches wait; None = one per "
+            "cluster CPU the embedding actors do not reserve (spaCy uses one core per actor)."
         ),
     )
 
     @model_validator(mode="after")
     def _actor_range(self) -> IngestConfig:
-        if self.prepare_actors_max < self.prepare_actors_min:
+        if self.prepare_actors_max is not None and (
+            self.prepare_actors_max < self.prepare_actors_min
+        ):
             raise ValueError(
                 "prepare_actors_max must be >= prepare_actors_min, got "
                 f"{self.prepare_actors_max} < {self.prepare_actors_min}"
@@ -174,7 +176,10 @@ class EmbeddingConfig(_Section):
     num_threads: int | None = Field(
         None,
         gt=0,
-        description="torch threads per embedding actor; None = all cores (encode dominates).",
+        description=(
+            "torch threads per embedding actor; None = its CPU reservation on Ray Data (the "
+            "text actors hold the other cores), all cores when stages run one after another."
+        ),
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Where the embedder runs; auto = CUDA when present."

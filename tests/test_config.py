@@ -75,7 +75,7 @@ def test_bad_values_name_key_value_and_flag(override, needle):
 
 def test_prepare_actor_pool_range_defaults_and_checks():
     ingest = resolve_config("demo").ingest
-    assert (ingest.prepare_actors_min, ingest.prepare_actors_max) == (1, 2)
+    assert (ingest.prepare_actors_min, ingest.prepare_actors_max) == (1, None)  # None: sized
     grown = resolve_config(
         "demo", ["ingest.prepare_actors_min=2", "ingest.prepare_actors_max=8"]
     ).ingest

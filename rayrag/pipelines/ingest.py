@@ -165,7 +165,12 @@ def run_pipeline(documents: list[Document], config: RAGConfig) -> _Processed:
     embed_gpus = 1 if _use_gpu_for_embedding(config) else 0
     ds = ds.map_batches(
         EmbedStage,
-        fn_constructor_kwargs={"config_json": config_json},
+        fn_constructor_kwargs={
+            "config_json": config_json,
+            # Its CPU reservation, not every core: the text actors hold the others, and
+            # OpenMP threads on busy cores cost more than they add (docs/DECISIONS.md).
+            "num_threads": config.embedding.num_threads or max(1, round(config.embedding.num_cpus)),
+        },
         batch_size=config.embedding.batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=config.embedding.num_actors),
@@ -194,12 +199,24 @@ def run_pipeline(documents: list[Document], config: RAGConfig) -> _Processed:
     return _in_corpus_order(collected, vectors, config)
 
 
+def text_actor_range(config: RAGConfig, cluster_cpus: float) -> tuple[int, int]:
+    """(min, max) redaction/KG actors: `prepare_actors_max`, or when unset one actor per
+    cluster CPU that the embedding actors do not reserve (spaCy keeps one core busy per
+    actor; more actors than free cores only add model loads), never below the minimum."""
+    low = config.ingest.prepare_actors_min
+    high = config.ingest.prepare_actors_max
+    if high is None:
+        embedding = config.embedding
+        high = max(low, int(cluster_cpus - embedding.num_actors * embedding.num_cpus))
+    return low, high
+
+
 def _text_stage_pool(config: RAGConfig) -> Any:
-    """The redaction/KG actor pool: `prepare_actors_min` actors from the start, scaled up to
-    `prepare_actors_max` while batches queue (the slowest stage grows with the cluster)."""
+    """The redaction/KG actor pool: `prepare_actors_min` actors from the start, scaled up
+    while batches queue (the slowest stage grows with the cluster)."""
     import ray
 
-    low, high = config.ingest.prepare_actors_min, config.ingest.prepare_actors_max
+    low, high = text_actor_range(config, ray.cluster_resources().get("CPU", 1.0))
     if low == high:
         return ray.data.ActorPoolStrategy(size=low)
     return ray.data.ActorPoolStrategy(min_size=low, max_size=high)

@@ -218,15 +218,15 @@ class EmbedStage:
     """Ray Data adapter: adds an `embedding` column (float32, L2-normalised) of each chunk's
     contextual text (`passage_text`: title, heading path, chunk)."""
 
-    def __init__(self, config_json: str) -> None:
+    def __init__(self, config_json: str, num_threads: int | None = None) -> None:
         import torch
 
         from rayrag.index.embedder import Embedder
 
         config = RAGConfig.model_validate_json(config_json)
-        # Ray pins actors to OMP_NUM_THREADS=num_cpus; encoding dominates ingest, so let
-        # torch use the cores it is configured for instead.
-        torch.set_num_threads(config.embedding.num_threads or _physical_cores())
+        # `num_threads` (the pipeline passes the actor's CPU reservation), else the config's,
+        # else every core: in-process, one stage after another, nothing else competes.
+        torch.set_num_threads(num_threads or config.embedding.num_threads or _physical_cores())
         self.embedder = Embedder(config.embedding)
         self.embedder.warm_up()
         self.text_format = config.embedding.text_format

@@ -458,3 +458,18 @@ def test_fusion_calibration_chooses_on_dev_and_reports_heldout(built, demo_corpu
     assert choose(flat, n_dev=50)["weights"] == {"dense": 1.0, "graph": 1.0, "bm25": 1.0}
     # 0.02 is more than one question of 200
     assert choose(flat, n_dev=200)["weights"]["bm25"] == 2.0
+
+
+def test_the_text_actor_pool_fills_the_cpus_the_embedders_do_not_reserve():
+    from rayrag.pipelines.ingest import text_actor_range
+
+    demo = resolve_config("demo")
+    # This 2-core laptop: one embedding actor of 1 CPU, so one spaCy actor on the other core.
+    assert text_actor_range(demo, 2.0) == (1, 1)
+    assert text_actor_range(demo, 16.0) == (1, 15)  # a node: the stage grows while batches wait
+    two_embedders = resolve_config("demo", ["embedding.num_actors=2", "embedding.num_cpus=2"])
+    assert text_actor_range(two_embedders, 16.0) == (1, 12)
+    # Never below the minimum, and an explicit maximum is kept as given.
+    assert text_actor_range(resolve_config("demo", ["ingest.prepare_actors_min=2"]), 1.0) == (2, 2)
+    pinned = resolve_config("demo", ["ingest.prepare_actors_max=3"])
+    assert text_actor_range(pinned, 64.0) == (1, 3)
