@@ -23,7 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rayrag.atomic import swap_dir_into_place
+from rayrag.atomic import pid_alive, swap_dir_into_place
 from rayrag.config import PERSONAL_POLICY, IndexConfig, RedactionConfig
 from rayrag.errors import BundleError
 
@@ -97,16 +97,6 @@ def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _sweep_stale_temps(out: Path) -> None:
     """Remove temp dirs left by ingests that were killed (their pid is gone)."""
     for stale in out.parent.glob(f".{out.name}.tmp-*"):
@@ -114,7 +104,7 @@ def _sweep_stale_temps(out: Path) -> None:
             pid = int(stale.name.rsplit("-", 2)[-2])
         except (ValueError, IndexError):
             continue
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             shutil.rmtree(stale, ignore_errors=True)
 
 

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rayrag.atomic import atomic_text, exclusive_lock
+from rayrag.atomic import atomic_text, exclusive_lock, pid_alive
 from rayrag.errors import RayRagError
 
 STATES = ("queued", "running", "succeeded", "failed")
@@ -47,16 +47,6 @@ def new_job_id() -> str:
 
 def now() -> float:
     return round(time.time(), 3)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class JobFailed(RayRagError):
@@ -132,7 +122,7 @@ class JobStore:
             if record is None or record["state"] in ("succeeded", "failed"):
                 return record
             owner = record.get("owner") or {}
-            if owner.get("host") == HOST and not _pid_alive(int(owner.get("pid", 0))):
+            if owner.get("host") == HOST and not pid_alive(int(owner.get("pid", 0))):
                 record.update(
                     state="failed",
                     finished_at=now(),
