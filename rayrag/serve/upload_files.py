@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from python_multipart.exceptions import ParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from rayrag.atomic import atomic_text
@@ -277,14 +278,14 @@ async def receive_upload(
         upload.metadata = parse_metadata(receiver.fields["metadata"])
         write_sidecars(upload)
         return upload
-    except HTTPFailure:
-        receiver.close()
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    except Exception:
+    except ParseError:
         receiver.close()
         shutil.rmtree(staging, ignore_errors=True)
         raise refused(400, "the body is not a well-formed multipart/form-data upload") from None
+    except BaseException:  # a refusal, a full disk, a client gone: nothing half-written stays
+        receiver.close()
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def write_sidecars(upload: StagedUpload) -> None:

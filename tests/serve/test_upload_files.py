@@ -151,6 +151,29 @@ def test_a_truncated_body_is_400_and_leaves_nothing(tmp_path):
     assert refused.value.status == 400 and not (tmp_path / "job").exists()
 
 
+def test_a_garbled_body_is_400_and_leaves_nothing(tmp_path):
+    body, kind = multipart([("files", ("a.md", b"x" * 50, "text/plain"))])
+    garbled = body.replace(b"\r\n", b"\n", 1)  # the first boundary line without its CR
+    with pytest.raises(HTTPFailure) as refused:
+        asyncio.run(receive_upload(chunked(garbled), kind, tmp_path / "job", LIMITS, SUFFIXES))
+    assert refused.value.status == 400 and "well-formed" in refused.value.message
+    assert not (tmp_path / "job").exists()
+
+
+def test_a_failure_that_is_not_the_clients_is_not_a_400_and_leaves_nothing(tmp_path):
+    """A client gone or a full disk mid-body is the server's business: it propagates (the
+    API's handler answers 5xx) and the staging folder is removed all the same."""
+    body, kind = multipart([("files", ("a.md", b"x" * 500, "text/plain"))])
+
+    async def gone():
+        yield body[:200]
+        raise ConnectionResetError("client went away")
+
+    with pytest.raises(ConnectionResetError):
+        asyncio.run(receive_upload(gone(), kind, tmp_path / "job", LIMITS, SUFFIXES))
+    assert not (tmp_path / "job").exists()
+
+
 def test_names_and_fields():
     assert check_name("Report 2024 (final).md", 1, SUFFIXES) == "Report 2024 (final).md"
     assert check_name("e\u0301te.MD", 1, SUFFIXES) == "\u00e9te.MD"  # NFC, any case of suffix
